@@ -1,0 +1,324 @@
+//! Reply framing: where does the next backend reply end? Replies are forwarded as
+//! the bytes Redis sent, so the proxy only needs their boundaries. The framer
+//! handles every RESP2 and RESP3 type, nests without recursion, and resumes a
+//! long reply (a big `LRANGE`, a huge bulk) where it stopped instead of
+//! rescanning it on every read.
+
+/// The backend sent something that is not RESP; the connection is unusable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ReplyError {
+    /// An unknown type byte.
+    #[error("unexpected reply type byte 0x{0:02x}")]
+    BadType(u8),
+    /// A length or count that is not an integer.
+    #[error("malformed reply length")]
+    BadLength,
+    /// A bulk reply not followed by CRLF.
+    #[error("bulk reply not terminated by CRLF")]
+    MissingCrlf,
+    /// Aggregates nested deeper than the framer allows.
+    #[error("reply nested deeper than {0} levels")]
+    TooDeep(usize),
+}
+
+/// Deepest nesting of aggregates accepted in a reply.
+const MAX_DEPTH: usize = 4096;
+
+/// A resumable reply framer; one per backend connection.
+///
+/// [`next`](Self::next) takes a buffer starting at the current reply and returns
+/// `Ok(Some(len))` once the whole reply is there, `Ok(None)` when more bytes are
+/// needed (call again with the same start and more bytes appended).
+#[derive(Debug, Default)]
+pub struct ReplyFramer {
+    /// Where scanning resumes within the reply in progress.
+    pos: usize,
+    /// Elements still expected by each open aggregate, innermost last.
+    open: Vec<u64>,
+    needed: usize,
+}
+
+enum Line {
+    Int(i64, usize),
+    Incomplete,
+}
+
+#[inline]
+fn int_line(buf: &[u8], pos: usize) -> Result<Line, ReplyError> {
+    let Some(cr) = memchr::memchr(b'\r', &buf[pos.min(buf.len())..]) else {
+        return Ok(Line::Incomplete);
+    };
+    let end = pos + cr;
+    if end + 1 >= buf.len() {
+        return Ok(Line::Incomplete);
+    }
+    if buf[end + 1] != b'\n' {
+        return Err(ReplyError::BadLength);
+    }
+    let digits = &buf[pos..end];
+    let (neg, digits) = match digits.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, digits),
+    };
+    if digits.is_empty() || digits.len() > 18 {
+        return Err(ReplyError::BadLength);
+    }
+    let mut v: i64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return Err(ReplyError::BadLength);
+        }
+        v = v * 10 + i64::from(d - b'0');
+    }
+    Ok(Line::Int(if neg { -v } else { v }, end + 2))
+}
+
+impl ReplyFramer {
+    /// A framer between replies.
+    pub fn new() -> ReplyFramer {
+        ReplyFramer::default()
+    }
+
+    /// Bytes from the reply start that the reply in progress needs before the
+    /// next call can make progress (a buffer-sizing hint).
+    pub fn bytes_needed(&self) -> usize {
+        self.needed
+    }
+
+    /// Forgets any reply in progress (after the connection is reset).
+    pub fn reset(&mut self) {
+        self.pos = 0;
+        self.open.clear();
+        self.needed = 0;
+    }
+
+    /// Finds the end of the reply at the start of `buf`; see the type's docs.
+    #[inline]
+    pub fn next(&mut self, buf: &[u8]) -> Result<Option<usize>, ReplyError> {
+        let mut pos = self.pos;
+        loop {
+            let Some(&tag) = buf.get(pos) else {
+                return Ok(self.incomplete(pos, pos + 1));
+            };
+            // Where the element that starts at `pos` ends, if it is not an
+            // aggregate that opens a new level.
+            let done_at = match tag {
+                b'+' | b'-' | b':' | b'_' | b',' | b'#' | b'(' => {
+                    match memchr::memchr(b'\n', &buf[pos..]) {
+                        Some(nl) => pos + nl + 1,
+                        None => return Ok(self.incomplete(pos, buf.len() + 1)),
+                    }
+                }
+                b'$' | b'=' | b'!' => match int_line(buf, pos + 1)? {
+                    Line::Incomplete => return Ok(self.incomplete(pos, buf.len() + 1)),
+                    Line::Int(n, data) if n < 0 => {
+                        if n != -1 {
+                            return Err(ReplyError::BadLength);
+                        }
+                        data
+                    }
+                    Line::Int(n, data) => {
+                        let end = data + n as usize + 2;
+                        if buf.len() < end {
+                            return Ok(self.incomplete(pos, end));
+                        }
+                        if &buf[end - 2..end] != b"\r\n" {
+                            return Err(ReplyError::MissingCrlf);
+                        }
+                        end
+                    }
+                },
+                b'*' | b'~' | b'>' | b'%' | b'|' => match int_line(buf, pos + 1)? {
+                    Line::Incomplete => return Ok(self.incomplete(pos, buf.len() + 1)),
+                    Line::Int(n, next) if n <= 0 => {
+                        if n < -1 {
+                            return Err(ReplyError::BadLength);
+                        }
+                        next
+                    }
+                    Line::Int(n, next) => {
+                        let n = n as u64;
+                        let elements = match tag {
+                            b'%' => n * 2,
+                            // An attribute map annotates the value after it.
+                            b'|' => n * 2 + 1,
+                            _ => n,
+                        };
+                        if self.open.len() >= MAX_DEPTH {
+                            return Err(ReplyError::TooDeep(MAX_DEPTH));
+                        }
+                        self.open.push(elements);
+                        pos = next;
+                        continue;
+                    }
+                },
+                other => return Err(ReplyError::BadType(other)),
+            };
+            pos = done_at;
+            // The element is complete: close every aggregate it completes.
+            loop {
+                match self.open.last_mut() {
+                    None => {
+                        self.pos = 0;
+                        self.needed = 0;
+                        return Ok(Some(pos));
+                    }
+                    Some(left) => {
+                        *left -= 1;
+                        if *left > 0 {
+                            break;
+                        }
+                        self.open.pop();
+                    }
+                }
+            }
+        }
+    }
+
+    #[inline]
+    fn incomplete(&mut self, pos: usize, needed: usize) -> Option<usize> {
+        self.pos = pos;
+        self.needed = needed;
+        None
+    }
+}
+
+/// The elements of a complete array reply: `None` if `reply` is not an array
+/// (an error, a nil array, …), else each element's bytes in order.
+pub fn array_elements(reply: &[u8]) -> Option<ArrayElements<'_>> {
+    if reply.first() != Some(&b'*') {
+        return None;
+    }
+    match int_line(reply, 1).ok()? {
+        Line::Int(n, next) if n >= 0 => Some(ArrayElements {
+            buf: reply,
+            pos: next,
+            left: n as usize,
+        }),
+        _ => None,
+    }
+}
+
+/// Iterator over the elements of an array reply; see [`array_elements`].
+#[derive(Debug)]
+pub struct ArrayElements<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    left: usize,
+}
+
+impl ArrayElements<'_> {
+    /// Elements not yet returned.
+    pub fn remaining(&self) -> usize {
+        self.left
+    }
+}
+
+impl<'a> Iterator for ArrayElements<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        if self.left == 0 {
+            return None;
+        }
+        let rest = &self.buf[self.pos..];
+        let len = ReplyFramer::new().next(rest).ok()??;
+        self.pos += len;
+        self.left -= 1;
+        Some(&rest[..len])
+    }
+}
+
+/// The value of an integer reply (`:N\r\n`), or `None` for any other reply.
+pub fn integer_reply(reply: &[u8]) -> Option<i64> {
+    if reply.first() != Some(&b':') {
+        return None;
+    }
+    match int_line(reply, 1).ok()? {
+        Line::Int(n, _) => Some(n),
+        Line::Incomplete => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame_all(input: &[u8]) -> Result<Vec<&[u8]>, ReplyError> {
+        let mut f = ReplyFramer::new();
+        let mut out = Vec::new();
+        let mut at = 0;
+        while let Some(len) = f.next(&input[at..])? {
+            out.push(&input[at..at + len]);
+            at += len;
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn resp2_types() {
+        let input =
+            b"+OK\r\n-ERR x\r\n:12\r\n$3\r\nabc\r\n$-1\r\n*-1\r\n*0\r\n*2\r\n$1\r\na\r\n:1\r\n";
+        let got = frame_all(input).unwrap();
+        assert_eq!(
+            got,
+            [
+                &b"+OK\r\n"[..],
+                b"-ERR x\r\n",
+                b":12\r\n",
+                b"$3\r\nabc\r\n",
+                b"$-1\r\n",
+                b"*-1\r\n",
+                b"*0\r\n",
+                b"*2\r\n$1\r\na\r\n:1\r\n"
+            ]
+        );
+    }
+
+    #[test]
+    fn nested_and_resp3() {
+        let nested = b"*2\r\n*2\r\n:1\r\n*1\r\n+x\r\n$2\r\nab\r\n";
+        assert_eq!(frame_all(nested).unwrap(), [&nested[..]]);
+        let map = b"%2\r\n+a\r\n:1\r\n+b\r\n_\r\n";
+        assert_eq!(frame_all(map).unwrap(), [&map[..]]);
+        let attr = b"|1\r\n+ttl\r\n:3\r\n$1\r\nv\r\n";
+        assert_eq!(frame_all(attr).unwrap(), [&attr[..]]);
+        let misc = b",1.5\r\n#t\r\n(12345678901234567890\r\n=7\r\ntxt:abc\r\n~1\r\n:1\r\n>2\r\n+a\r\n+b\r\n";
+        assert_eq!(frame_all(misc).unwrap().len(), 6);
+    }
+
+    #[test]
+    fn resumes_at_every_cut() {
+        let input = b"*3\r\n$5\r\nhello\r\n*2\r\n:1\r\n:2\r\n+done\r\n";
+        for cut in 0..input.len() {
+            let mut f = ReplyFramer::new();
+            assert_eq!(f.next(&input[..cut]).unwrap(), None, "cut at {cut}");
+            assert_eq!(f.next(input).unwrap(), Some(input.len()), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        assert_eq!(frame_all(b"?x\r\n"), Err(ReplyError::BadType(b'?')));
+        assert_eq!(frame_all(b"$x\r\n"), Err(ReplyError::BadLength));
+        assert_eq!(frame_all(b"$1\r\nabc"), Err(ReplyError::MissingCrlf));
+        assert_eq!(frame_all(b"*-2\r\n"), Err(ReplyError::BadLength));
+    }
+
+    #[test]
+    fn deep_nesting_is_bounded() {
+        let input = b"*1\r\n".repeat(MAX_DEPTH + 1);
+        assert_eq!(frame_all(&input), Err(ReplyError::TooDeep(MAX_DEPTH)));
+    }
+
+    #[test]
+    fn array_elements_and_integers() {
+        let r = b"*3\r\n$1\r\na\r\n$-1\r\n*1\r\n:5\r\n";
+        let els: Vec<&[u8]> = array_elements(r).unwrap().collect();
+        assert_eq!(els, [&b"$1\r\na\r\n"[..], b"$-1\r\n", b"*1\r\n:5\r\n"]);
+        assert!(array_elements(b"-ERR\r\n").is_none());
+        assert!(array_elements(b"*-1\r\n").is_none());
+        assert_eq!(integer_reply(b":-42\r\n"), Some(-42));
+        assert_eq!(integer_reply(b"+OK\r\n"), None);
+    }
+}
