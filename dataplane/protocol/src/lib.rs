@@ -4,12 +4,14 @@
 //!   reply framer that finds where each backend reply ends, and RESP encoders;
 //! - [`command`]: the Redis 7 command table generated from Redis's own `COMMAND`
 //!   output, name lookup and key extraction from key specs;
-//! - [`slot`]: CRC16/XMODEM hash slots with Redis Cluster hash-tag rules.
+//! - [`slot`]: CRC16/XMODEM hash slots with Redis Cluster hash-tag rules;
+//! - [`pattern`]: Redis glob patterns.
 //!
 //! The data plane feeds bytes in and gets byte ranges back; nothing here allocates
 //! per request or touches a socket, so it is fuzzed and benchmarked on its own.
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
 pub mod command;
+pub mod pattern;
 pub mod resp;
 pub mod slot;

@@ -7,7 +7,7 @@
 //! ([`lookup`]), key extraction from key specs ([`keys`]), and access to the blobs.
 
 pub mod keys;
-mod lookup;
+pub mod lookup;
 #[rustfmt::skip]
 mod table;
 

@@ -1,0 +1,622 @@
+//! The `keyway.toml` file: what it may contain, its defaults, and how it becomes
+//! the process settings ([`Config`]) and the first routing snapshot
+//! ([`LiveConfig`]). Unknown keys are errors. Every default is documented here
+//! and in the README's configuration section.
+
+pub mod units;
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
+use std::sync::Arc;
+
+use keyway_protocol::resp::RequestLimits;
+use keyway_protocol::slot::{valid_slot_count, DEFAULT_SLOTS};
+use serde::Deserialize;
+
+use crate::routing::{GroupRoute, RoutingTable, SlotRoute};
+use units::Millis;
+
+/// Why a config was rejected; the message names the offending key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not match the schema.
+    #[error("{0}")]
+    Parse(String),
+    /// A value is out of range or inconsistent.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn invalid(msg: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid(msg.into())
+}
+
+/// `cores = 2` (CPUs 0 and 1) or `cores = [2, 3]` (those CPUs).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum Cores {
+    /// The first N CPUs this process may run on.
+    Count(usize),
+    /// These CPU ids.
+    List(Vec<usize>),
+}
+
+impl Default for Cores {
+    fn default() -> Self {
+        Cores::Count(1)
+    }
+}
+
+/// How new connections are spread across cores.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Steer {
+    /// Kernel SO_REUSEPORT hashing of the 4-tuple.
+    #[default]
+    None,
+    /// Each connection goes to the core running on the CPU that received it
+    /// (SO_INCOMING_CPU plus a reuseport CBPF program); pair with NIC IRQ
+    /// affinity (`perf/`) so each NIC queue's CPU serves its own connections.
+    Cpu,
+}
+
+/// Client-facing limits (`[limits]`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Most client connections across all cores (default 10000, as Redis).
+    pub max_clients: usize,
+    /// Close a client idle this long with nothing in flight; "0" never (default).
+    #[serde(deserialize_with = "units::duration")]
+    pub idle_timeout: Millis,
+    /// Close a client that leaves a request incomplete this long (default "30s").
+    #[serde(deserialize_with = "units::duration")]
+    pub partial_request_timeout: Millis,
+    /// Largest request (default "512mb").
+    #[serde(deserialize_with = "units::size")]
+    pub max_request_bytes: u64,
+    /// Most arguments per request (default 1048576).
+    pub max_arguments: usize,
+    /// Largest argument, Redis's proto-max-bulk-len (default "512mb").
+    #[serde(deserialize_with = "units::size")]
+    pub max_bulk_bytes: u64,
+    /// Requests a client may have awaiting replies before keyway stops reading
+    /// from it until replies drain (default 65536).
+    pub max_pipeline: usize,
+    /// Disconnect a client whose unread replies exceed this (default "256mb").
+    #[serde(deserialize_with = "units::size")]
+    pub output_hard_limit: u64,
+    /// Disconnect a client whose unread replies stay above this for
+    /// `output_soft_timeout` (default "64mb" for "60s").
+    #[serde(deserialize_with = "units::size")]
+    pub output_soft_limit: u64,
+    /// See `output_soft_limit`.
+    #[serde(deserialize_with = "units::duration")]
+    pub output_soft_timeout: Millis,
+    /// TCP keepalive idle time on client sockets; "0" off (default "300s").
+    #[serde(deserialize_with = "units::duration")]
+    pub tcp_keepalive: Millis,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_clients: 10_000,
+            idle_timeout: Millis(0),
+            partial_request_timeout: Millis(30_000),
+            max_request_bytes: 512 << 20,
+            max_arguments: 1 << 20,
+            max_bulk_bytes: 512 << 20,
+            max_pipeline: 65_536,
+            output_hard_limit: 256 << 20,
+            output_soft_limit: 64 << 20,
+            output_soft_timeout: Millis(60_000),
+            tcp_keepalive: Millis(300_000),
+        }
+    }
+}
+
+impl Limits {
+    /// The parser's view of these limits.
+    pub fn request_limits(&self) -> RequestLimits {
+        RequestLimits {
+            max_request_bytes: self.max_request_bytes as usize,
+            max_arguments: self.max_arguments,
+            max_bulk_bytes: self.max_bulk_bytes as usize,
+            max_inline_bytes: 64 << 10,
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_clients == 0 {
+            return Err(invalid("limits.max_clients must be at least 1"));
+        }
+        if self.max_arguments == 0 || self.max_pipeline == 0 {
+            return Err(invalid(
+                "limits.max_arguments and limits.max_pipeline must be at least 1",
+            ));
+        }
+        if self.max_bulk_bytes > self.max_request_bytes {
+            return Err(invalid(
+                "limits.max_bulk_bytes cannot exceed limits.max_request_bytes",
+            ));
+        }
+        if self.max_request_bytes < 1024 {
+            return Err(invalid("limits.max_request_bytes must be at least 1024"));
+        }
+        if self.output_soft_limit > self.output_hard_limit {
+            return Err(invalid(
+                "limits.output_soft_limit cannot exceed limits.output_hard_limit",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Backend connection settings (`[backend]`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackendSettings {
+    /// Pipelined connections per core per Redis server (default 1).
+    pub connections: usize,
+    /// Give up connecting after this long (default "1s").
+    #[serde(deserialize_with = "units::duration")]
+    pub connect_timeout: Millis,
+    /// Fail a connection whose oldest request has waited this long for its
+    /// reply (default "5s"; "0" waits forever).
+    #[serde(deserialize_with = "units::duration")]
+    pub timeout: Millis,
+    /// Longest wait between reconnection attempts; the backoff doubles from
+    /// 50ms up to this (default "2s").
+    #[serde(deserialize_with = "units::duration")]
+    pub max_backoff: Millis,
+}
+
+impl Default for BackendSettings {
+    fn default() -> Self {
+        BackendSettings {
+            connections: 1,
+            connect_timeout: Millis(1000),
+            timeout: Millis(5000),
+            max_backoff: Millis(2000),
+        }
+    }
+}
+
+/// One `[[group]]`: a Redis master and the slots it serves.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct GroupConfig {
+    /// Unique name, used in errors and by the control plane.
+    pub name: String,
+    /// `host:port` of the master.
+    pub master: String,
+    /// Slot ranges (`"0-8191"`, `"9000"`); groups without them share the slots
+    /// no group names, evenly and in listed order.
+    pub slots: Option<Vec<String>>,
+}
+
+/// The whole file as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Client listen address (`port 0` picks a free port and logs it).
+    pub listen: String,
+    /// Cores to run on (default 1).
+    #[serde(default)]
+    pub cores: Cores,
+    /// Slot count: a power of two up to 16384 (default 16384).
+    #[serde(default = "default_slots")]
+    pub slots: u32,
+    /// Connection steering across cores (default "none").
+    #[serde(default)]
+    pub steer: Steer,
+    /// Listen backlog per core (default 4096; the kernel caps it at somaxconn).
+    #[serde(default = "default_backlog")]
+    pub backlog: u32,
+    /// Client limits.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Backend connections.
+    #[serde(default)]
+    pub backend: BackendSettings,
+    /// Redis groups.
+    #[serde(default, rename = "group")]
+    pub groups: Vec<GroupConfig>,
+}
+
+fn default_slots() -> u32 {
+    DEFAULT_SLOTS
+}
+
+fn default_backlog() -> u32 {
+    4096
+}
+
+/// Everything that may change on reload, swapped as one: routing and limits.
+#[derive(Debug)]
+pub struct LiveConfig {
+    /// Slot → group routing.
+    pub table: RoutingTable,
+    /// Client limits.
+    pub limits: Limits,
+    /// Backend connection settings.
+    pub backend: BackendSettings,
+}
+
+/// A validated config: process settings fixed at start, plus the live part.
+#[derive(Debug)]
+pub struct Config {
+    /// Client listen address.
+    pub listen: SocketAddr,
+    /// CPU ids, one executor each.
+    pub cpus: Vec<usize>,
+    /// Connection steering.
+    pub steer: Steer,
+    /// Listen backlog.
+    pub backlog: u32,
+    /// The first live snapshot.
+    pub live: Arc<LiveConfig>,
+    /// Things worth a log line that are not errors.
+    pub warnings: Vec<String>,
+}
+
+impl Config {
+    /// Reads and validates `path`, giving the routing table `version`.
+    pub fn load(path: &Path, version: u64) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::parse(&text, version)
+    }
+
+    /// Parses and validates config text.
+    pub fn parse(text: &str, version: u64) -> Result<Config, ConfigError> {
+        let file: FileConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        file.validate(version)
+    }
+}
+
+impl FileConfig {
+    /// Checks every value and builds the routing table.
+    pub fn validate(self, version: u64) -> Result<Config, ConfigError> {
+        let listen = resolve(&self.listen).map_err(|e| invalid(format!("listen: {e}")))?;
+        let cpus = cpus(&self.cores)?;
+        if !valid_slot_count(self.slots) {
+            return Err(invalid(format!(
+                "slots = {}: must be a power of two from 1 to 16384",
+                self.slots
+            )));
+        }
+        if self.backlog == 0 {
+            return Err(invalid("backlog must be at least 1"));
+        }
+        self.limits.validate()?;
+        if self.backend.connections == 0 || self.backend.connections > 64 {
+            return Err(invalid("backend.connections must be from 1 to 64"));
+        }
+        if self.backend.connect_timeout.0 == 0 {
+            return Err(invalid("backend.connect_timeout must be more than 0"));
+        }
+        let mut warnings = Vec::new();
+        let table = build_table(version, self.slots, &self.groups, &mut warnings)?;
+        Ok(Config {
+            listen,
+            cpus,
+            steer: self.steer,
+            backlog: self.backlog,
+            live: Arc::new(LiveConfig {
+                table,
+                limits: self.limits,
+                backend: self.backend,
+            }),
+            warnings,
+        })
+    }
+}
+
+/// Resolves `host:port` to one socket address (the first the resolver gives).
+pub fn resolve(addr: &str) -> Result<SocketAddr, String> {
+    addr.to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {addr:?}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{addr:?} resolves to no address"))
+}
+
+/// The CPUs this process may run on.
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: `set` is a plain bitmask, zeroed before use; sched_getaffinity
+    // writes at most size_of::<cpu_set_t>() bytes into it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect();
+        }
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| libc::CPU_ISSET(c, &set))
+            .collect()
+    }
+}
+
+fn cpus(cores: &Cores) -> Result<Vec<usize>, ConfigError> {
+    let allowed = allowed_cpus();
+    let cpus: Vec<usize> = match cores {
+        Cores::Count(0) => return Err(invalid("cores must be at least 1")),
+        Cores::Count(n) if *n > allowed.len() => {
+            return Err(invalid(format!(
+                "cores = {n}, but this process may only run on {} CPUs ({allowed:?})",
+                allowed.len()
+            )))
+        }
+        Cores::Count(n) => allowed[..*n].to_vec(),
+        Cores::List(list) => list.clone(),
+    };
+    if cpus.is_empty() {
+        return Err(invalid("cores must name at least one CPU"));
+    }
+    for (i, c) in cpus.iter().enumerate() {
+        if !allowed.contains(c) {
+            return Err(invalid(format!(
+                "cores: CPU {c} is not available to this process ({allowed:?})"
+            )));
+        }
+        if cpus[..i].contains(c) {
+            return Err(invalid(format!("cores: CPU {c} is listed twice")));
+        }
+    }
+    Ok(cpus)
+}
+
+/// Parses `"a-b"` or `"a"` into an inclusive range within `slot_count`.
+fn parse_range(s: &str, slot_count: u32) -> Result<(u32, u32), String> {
+    let (a, b) = match s.split_once('-') {
+        Some((a, b)) => (a.trim(), b.trim()),
+        None => (s.trim(), s.trim()),
+    };
+    let a: u32 = a
+        .parse()
+        .map_err(|_| format!("{s:?} is not a slot or a range like \"0-8191\""))?;
+    let b: u32 = b
+        .parse()
+        .map_err(|_| format!("{s:?} is not a slot or a range like \"0-8191\""))?;
+    if a > b {
+        return Err(format!("{s:?}: the range is reversed"));
+    }
+    if b >= slot_count {
+        return Err(format!("{s:?}: slots go from 0 to {}", slot_count - 1));
+    }
+    Ok((a, b))
+}
+
+fn valid_group_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+fn build_table(
+    version: u64,
+    slot_count: u32,
+    groups: &[GroupConfig],
+    warnings: &mut Vec<String>,
+) -> Result<RoutingTable, ConfigError> {
+    if groups.is_empty() {
+        return Err(invalid(
+            "no [[group]]: keyway needs at least one Redis group to route to",
+        ));
+    }
+    if groups.len() > usize::from(u16::MAX) {
+        return Err(invalid("too many groups"));
+    }
+    let mut routes = Vec::with_capacity(groups.len());
+    for (i, g) in groups.iter().enumerate() {
+        if !valid_group_name(&g.name) {
+            return Err(invalid(format!(
+                "group {:?}: names are 1 to 64 characters of letters, digits, '-', '_' and '.'",
+                g.name
+            )));
+        }
+        if groups[..i].iter().any(|o| o.name == g.name) {
+            return Err(invalid(format!("group {:?} is defined twice", g.name)));
+        }
+        let master =
+            resolve(&g.master).map_err(|e| invalid(format!("group {:?}: master: {e}", g.name)))?;
+        if let Some(other) = routes.iter().find(|r: &&GroupRoute| r.master == master) {
+            return Err(invalid(format!(
+                "groups {:?} and {:?} have the same master {master}",
+                other.name, g.name
+            )));
+        }
+        routes.push(GroupRoute {
+            name: Arc::from(g.name.as_str()),
+            master,
+            master_text: g.master.clone(),
+        });
+    }
+
+    let mut owner: Vec<Option<u16>> = vec![None; slot_count as usize];
+    for (gi, g) in groups.iter().enumerate() {
+        for r in g.slots.iter().flatten() {
+            let (a, b) = parse_range(r, slot_count)
+                .map_err(|e| invalid(format!("group {:?}: slots {e}", g.name)))?;
+            for s in a..=b {
+                if let Some(prev) = owner[s as usize] {
+                    return Err(invalid(format!(
+                        "slot {s} is assigned to both {:?} and {:?}",
+                        groups[usize::from(prev)].name,
+                        g.name
+                    )));
+                }
+                owner[s as usize] = Some(gi as u16);
+            }
+        }
+    }
+    let unassigned: Vec<u32> = (0..slot_count)
+        .filter(|&s| owner[s as usize].is_none())
+        .collect();
+    let sharing: Vec<usize> = (0..groups.len())
+        .filter(|&i| groups[i].slots.is_none())
+        .collect();
+    if sharing.is_empty() {
+        if !unassigned.is_empty() {
+            warnings.push(format!(
+                "{} of {slot_count} slots are assigned to no group; their keys get -CLUSTERDOWN",
+                unassigned.len()
+            ));
+        }
+    } else {
+        let per = unassigned.len() / sharing.len();
+        let extra = unassigned.len() % sharing.len();
+        let mut next = 0;
+        for (k, &gi) in sharing.iter().enumerate() {
+            let n = per + usize::from(k < extra);
+            for &s in &unassigned[next..next + n] {
+                owner[s as usize] = Some(gi as u16);
+            }
+            next += n;
+            if n == 0 {
+                warnings.push(format!(
+                    "group {:?} gets no slots: there are more groups than free slots",
+                    groups[gi].name
+                ));
+            }
+        }
+    }
+    let slots = owner
+        .into_iter()
+        .map(|o| o.map_or(SlotRoute::Unassigned, SlotRoute::Stable))
+        .collect();
+    Ok(RoutingTable::new(version, slot_count, slots, routes.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, 1)
+    }
+
+    #[test]
+    fn the_readme_minimum_works() {
+        let c = parse(
+            r#"
+            listen = "127.0.0.1:6380"
+            cores = 1
+            slots = 16384
+            [[group]]
+            name = "g1"
+            master = "127.0.0.1:7001"
+            slots = ["0-8191"]
+            [[group]]
+            name = "g2"
+            master = "127.0.0.1:7002"
+            "#,
+        )
+        .unwrap();
+        let t = &c.live.table;
+        assert_eq!(t.route(0), SlotRoute::Stable(0));
+        assert_eq!(t.route(8191), SlotRoute::Stable(0));
+        assert_eq!(t.route(8192), SlotRoute::Stable(1));
+        assert_eq!(t.route(16383), SlotRoute::Stable(1));
+        assert_eq!(c.live.limits, Limits::default());
+        assert_eq!(c.live.backend, BackendSettings::default());
+        assert!(c.warnings.is_empty());
+    }
+
+    #[test]
+    fn slots_split_evenly_in_listed_order() {
+        let c = parse(
+            r#"
+            listen = "127.0.0.1:0"
+            slots = 1024
+            [[group]]
+            name = "a"
+            master = "127.0.0.1:1"
+            [[group]]
+            name = "b"
+            master = "127.0.0.1:2"
+            [[group]]
+            name = "c"
+            master = "127.0.0.1:3"
+            "#,
+        )
+        .unwrap();
+        let t = &c.live.table;
+        assert_eq!(t.route(0), SlotRoute::Stable(0));
+        assert_eq!(t.route(341), SlotRoute::Stable(0));
+        assert_eq!(t.route(342), SlotRoute::Stable(1));
+        assert_eq!(t.route(683), SlotRoute::Stable(2));
+        assert_eq!(t.route(1023), SlotRoute::Stable(2));
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        let base = "listen = \"127.0.0.1:0\"\n";
+        let cases = [
+            ("bogus = 1\n[[group]]\nname='a'\nmaster='127.0.0.1:1'", "unknown field"),
+            ("[[group]]\nname='a'\nmaster='127.0.0.1:1'\nbogus=2", "unknown field"),
+            ("[limits]\nmax_clientz = 3\n[[group]]\nname='a'\nmaster='127.0.0.1:1'", "unknown field"),
+            ("slots = 1000\n[[group]]\nname='a'\nmaster='127.0.0.1:1'", "power of two"),
+            ("", "at least one Redis group"),
+            ("[[group]]\nname='a'\nmaster='127.0.0.1:1'\n[[group]]\nname='a'\nmaster='127.0.0.1:2'", "defined twice"),
+            ("[[group]]\nname='a'\nmaster='127.0.0.1:1'\n[[group]]\nname='b'\nmaster='127.0.0.1:1'", "same master"),
+            (
+                "[[group]]\nname='a'\nmaster='127.0.0.1:1'\nslots=['0-10']\n[[group]]\nname='b'\nmaster='127.0.0.1:2'\nslots=['10']",
+                "slot 10 is assigned to both",
+            ),
+            ("[[group]]\nname='a'\nmaster='127.0.0.1:1'\nslots=['0-99999']", "slots go from 0 to 16383"),
+            ("[[group]]\nname='a'\nmaster='127.0.0.1:1'\nslots=['9-3']", "reversed"),
+            ("[[group]]\nname='a b'\nmaster='127.0.0.1:1'", "names are"),
+            ("[[group]]\nname='a'\nmaster='nowhere'", "master"),
+            ("cores = 0\n[[group]]\nname='a'\nmaster='127.0.0.1:1'", "at least 1"),
+            ("cores = [9999]\n[[group]]\nname='a'\nmaster='127.0.0.1:1'", "not available"),
+            ("[limits]\nidle_timeout = '5'\n[[group]]\nname='a'\nmaster='127.0.0.1:1'", "unit"),
+            ("[limits]\noutput_soft_limit='1gb'\n[[group]]\nname='a'\nmaster='127.0.0.1:1'", "cannot exceed"),
+            ("[backend]\nconnections=0\n[[group]]\nname='a'\nmaster='127.0.0.1:1'", "backend.connections"),
+        ];
+        for (body, want) in cases {
+            let err = parse(&format!("{base}{body}")).expect_err(body).to_string();
+            assert!(
+                err.contains(want),
+                "{body:?}: {err:?} does not mention {want:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn unowned_slots_are_a_warning() {
+        let c = parse(
+            "listen='127.0.0.1:0'\n[[group]]\nname='a'\nmaster='127.0.0.1:1'\nslots=['0-100']",
+        )
+        .unwrap();
+        assert_eq!(c.live.table.route(101), SlotRoute::Unassigned);
+        assert_eq!(c.warnings.len(), 1);
+    }
+
+    #[test]
+    fn limits_and_units() {
+        let c = parse(
+            "listen='127.0.0.1:0'\n[limits]\nmax_clients=5\nidle_timeout='10s'\nmax_request_bytes='1mb'\nmax_bulk_bytes=4096\n\
+             [backend]\ntimeout='0'\n[[group]]\nname='a'\nmaster='127.0.0.1:1'",
+        )
+        .unwrap();
+        assert_eq!(c.live.limits.max_clients, 5);
+        assert_eq!(c.live.limits.idle_timeout, Millis(10_000));
+        assert_eq!(c.live.limits.request_limits().max_request_bytes, 1 << 20);
+        assert_eq!(c.live.limits.request_limits().max_bulk_bytes, 4096);
+        assert_eq!(c.live.backend.timeout.enabled(), None);
+    }
+}

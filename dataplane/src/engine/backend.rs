@@ -1,0 +1,126 @@
+//! Backend connections inside a worker. Each Redis master a core talks to has a
+//! [`Pool`] of `backend.connections` pipelined connections shared by all of the
+//! core's clients; a [`BackendConn`] is one of them: its write buffer (requests
+//! of many clients, flushed in one write), its read buffer and reply framer,
+//! and the FIFO of requests awaiting replies.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use keyway_protocol::resp::ReplyFramer;
+
+/// Identifies one connection attempt: slab index plus generation. Every attempt
+/// gets a generation never used before in its worker, so a driver task holding
+/// an old id learns its connection is no longer wanted, even if the slot has
+/// since been reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BackendId {
+    pub(crate) idx: u32,
+    pub(crate) gen: u32,
+}
+
+/// Part number of a request forwarded whole.
+pub(crate) const WHOLE: u16 = u16::MAX;
+
+/// A request awaiting its reply on a backend connection.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Inflight {
+    pub client: u32,
+    pub client_gen: u32,
+    pub seq: u64,
+    /// Which part of a split request, or [`WHOLE`].
+    pub part: u16,
+    /// The table version the request was routed under.
+    pub version: u64,
+    pub sent_ms: u64,
+}
+
+/// Connection state.
+#[derive(Debug, Clone)]
+pub(crate) enum Link {
+    /// No socket; the next request starts a connection.
+    Idle,
+    /// A driver task is connecting; requests queue in the write buffer.
+    Connecting { since_ms: u64 },
+    /// Connected.
+    Up,
+    /// Failed; requests get an error until `until_ms`, then the link is idle.
+    Down { until_ms: u64, reason: Arc<str> },
+}
+
+/// One pipelined connection to a backend.
+#[derive(Debug)]
+pub(crate) struct BackendConn {
+    pub gen: u32,
+    pub pool: usize,
+    pub link: Link,
+    /// Next wait after a failure; doubles up to `backend.max_backoff`.
+    pub backoff_ms: u64,
+    pub out: Vec<u8>,
+    pub out_pos: usize,
+    pub inbuf: Vec<u8>,
+    pub framer: ReplyFramer,
+    pub inflight: VecDeque<Inflight>,
+    pub dirty: bool,
+}
+
+/// First wait after a backend failure.
+pub(crate) const MIN_BACKOFF_MS: u64 = 50;
+
+impl BackendConn {
+    pub fn new(pool: usize) -> BackendConn {
+        BackendConn {
+            gen: 0,
+            pool,
+            link: Link::Idle,
+            backoff_ms: MIN_BACKOFF_MS,
+            out: Vec::new(),
+            out_pos: 0,
+            inbuf: Vec::new(),
+            framer: ReplyFramer::new(),
+            inflight: VecDeque::new(),
+            dirty: false,
+        }
+    }
+
+    /// Whether a driver task should hold a socket for this connection.
+    pub fn has_socket(&self) -> bool {
+        matches!(self.link, Link::Connecting { .. } | Link::Up)
+    }
+
+    /// Records that `n` bytes of the write buffer were sent.
+    #[inline]
+    pub fn wrote(&mut self, n: usize) {
+        self.out_pos += n;
+        if self.out_pos >= self.out.len() {
+            self.out.clear();
+            self.out_pos = 0;
+            if self.out.capacity() > 4 << 20 {
+                self.out.shrink_to(64 << 10);
+            }
+        }
+    }
+
+    /// Forgets the socket's buffers (after a failure or close). The caller
+    /// gives the connection a new generation so its old driver task stops.
+    pub fn reset_io(&mut self) {
+        self.out.clear();
+        self.out_pos = 0;
+        self.inbuf = Vec::new();
+        self.framer.reset();
+    }
+}
+
+/// The connections of one core to one backend address.
+#[derive(Debug)]
+pub(crate) struct Pool {
+    pub addr: SocketAddr,
+    /// The group this address serves, for error messages.
+    pub group: Arc<str>,
+    /// Backend slab indices; a client uses `conns[client.conn_slot % len]`.
+    pub conns: Vec<usize>,
+    /// Connections no longer wanted (the address left the table, or the
+    /// connection count shrank): closed once their replies are in.
+    pub retiring: Vec<usize>,
+}

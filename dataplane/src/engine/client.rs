@@ -1,0 +1,132 @@
+//! A client connection's state inside a worker: its parser, unparsed bytes,
+//! replies in order, output buffer and lifecycle.
+
+use std::net::SocketAddr;
+
+use keyway_protocol::resp::{encode, RequestParser};
+
+use super::pending::ReplyQueue;
+
+/// Identifies a client within its worker: slab index plus generation, so a
+/// reply for a client that has gone never reaches a newer one in the same slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClientId {
+    pub(crate) idx: u32,
+    pub(crate) gen: u32,
+}
+
+/// Where a client is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Reading requests.
+    Open,
+    /// No more requests (EOF, `QUIT`, a protocol error, shutdown): finish the
+    /// replies owed, write them, then close.
+    Draining,
+    /// Close now, without flushing (output limit, idle timeout).
+    Kill,
+}
+
+/// What the driver should do with a client's socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientStatus {
+    /// Read requests and write replies.
+    Active,
+    /// Write replies but do not read (pipeline full, or draining).
+    WriteOnly,
+    /// Close the socket and call `client_gone`.
+    Close,
+    /// No such client (already gone).
+    Gone,
+}
+
+/// Everything about one client but its parser.
+#[derive(Debug)]
+pub(crate) struct ClientState {
+    pub me: ClientId,
+    /// `CLIENT ID`.
+    pub id: u64,
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    /// Bytes of a request not yet complete (or not yet parsed while paused).
+    pub inbuf: Vec<u8>,
+    pub out: Vec<u8>,
+    /// Bytes of `out` already written.
+    pub out_pos: usize,
+    pub queue: ReplyQueue,
+    pub name: Option<Box<[u8]>>,
+    pub phase: Phase,
+    /// Which of each pool's connections this client uses, so its requests to a
+    /// group stay in order.
+    pub conn_slot: usize,
+    pub created_ms: u64,
+    pub last_active_ms: u64,
+    /// Since when a request has been incomplete.
+    pub partial_since_ms: Option<u64>,
+    /// Since when the output has been above the soft limit.
+    pub soft_since_ms: Option<u64>,
+    /// Reading stopped: `max_pipeline` requests await replies.
+    pub paused: bool,
+    /// Queued for a driver wakeup.
+    pub dirty: bool,
+    /// The limits version the parser was last configured with.
+    pub limits_version: u64,
+}
+
+/// A client: parser and state, kept apart so arguments parsed in place (which
+/// borrow the parser) can be dispatched while the state is updated.
+#[derive(Debug)]
+pub(crate) struct Client {
+    pub parser: RequestParser,
+    pub st: ClientState,
+}
+
+impl ClientState {
+    /// Bytes of replies not yet written, including those held back for order.
+    #[inline]
+    pub fn pending_output(&self) -> usize {
+        self.out.len() - self.out_pos + self.queue.held_bytes()
+    }
+
+    /// The driver's next step for this client.
+    pub fn status(&self) -> ClientStatus {
+        let flushed = self.out_pos == self.out.len();
+        match self.phase {
+            Phase::Kill => ClientStatus::Close,
+            Phase::Draining if flushed && self.queue.is_empty() => ClientStatus::Close,
+            Phase::Open if !self.paused => ClientStatus::Active,
+            _ => ClientStatus::WriteOnly,
+        }
+    }
+
+    /// Queues a locally produced reply in order.
+    #[inline]
+    pub fn reply(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
+        self.queue.push_local(&mut self.out, write);
+    }
+
+    /// Queues an error reply (`msg` starts with its code, e.g. `ERR …`).
+    pub fn error(&mut self, msg: &str) {
+        self.reply(|o| encode::error(o, msg));
+    }
+
+    /// Answers a fatal error after every reply already owed, then closes;
+    /// nothing after it is read.
+    pub fn fatal(&mut self, msg: &str) {
+        self.error(msg);
+        self.phase = Phase::Draining;
+    }
+
+    /// Records that `n` bytes of output were written.
+    #[inline]
+    pub fn wrote(&mut self, n: usize) {
+        self.out_pos += n;
+        if self.out_pos >= self.out.len() {
+            self.out.clear();
+            self.out_pos = 0;
+            if self.out.capacity() > 1 << 20 {
+                self.out.shrink_to(16 << 10);
+            }
+        }
+    }
+}

@@ -1,0 +1,381 @@
+//! From parsed request to backend write buffer or local reply: command lookup,
+//! arity, policy, key routing, splitting, and the enqueue itself.
+
+use keyway_protocol::command::{self, extract_keys, CommandSpec, Lookup};
+use keyway_protocol::resp::{encode, Args, Frame};
+
+use super::backend::{Inflight, Link, WHOLE};
+use super::client::{Client, ClientState, Phase};
+use super::local::{self, LocalCtx};
+use super::policy::{policy, stream_read_blocks, Policy};
+use super::split::{plan, write_part, Merge, SplitKind};
+use super::{Action, BackendId, Ctx};
+use crate::routing::{GroupIndex, SlotRoute};
+
+const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same group";
+
+/// `CLIENT KILL` for `client|kill`.
+fn display_name(spec: &CommandSpec) -> String {
+    spec.name.replace('|', " ").to_ascii_uppercase()
+}
+
+fn lossy(b: &[u8], max: usize) -> String {
+    String::from_utf8_lossy(&b[..b.len().min(max)]).into_owned()
+}
+
+/// Redis's own message, so clients and people see what Redis would say.
+fn unknown_command(args: &Args<'_>) -> String {
+    let mut listed = String::new();
+    for a in args.iter().skip(1) {
+        if listed.len() >= 128 {
+            break;
+        }
+        let room = 128 - listed.len();
+        listed.push('\'');
+        listed.push_str(&lossy(a, room));
+        listed.push_str("' ");
+    }
+    format!(
+        "ERR unknown command '{}', with args beginning with: {listed}",
+        lossy(args.get(0), 128)
+    )
+}
+
+impl Ctx {
+    /// Parses and dispatches the complete requests at the start of `buf`,
+    /// returning how many bytes were consumed. Stops early when the client's
+    /// pipeline is full (it is then paused) or it stops reading.
+    pub(crate) fn run_frames(&mut self, c: &mut Client, buf: &[u8]) -> usize {
+        if c.st.limits_version != self.cfg_seq {
+            c.parser.set_limits(self.cfg.limits.request_limits());
+            c.st.limits_version = self.cfg_seq;
+        }
+        let max_pipeline = self.cfg.limits.max_pipeline;
+        let mut at = 0;
+        while at < buf.len() {
+            if c.st.phase != Phase::Open {
+                return buf.len();
+            }
+            if c.st.queue.len() >= max_pipeline {
+                c.st.paused = true;
+                break;
+            }
+            match c.parser.parse(&buf[at..]) {
+                Ok(Some(frame)) => {
+                    let len = frame.len();
+                    let raw = match frame {
+                        Frame::Multibulk { .. } => Some(&buf[at..at + len]),
+                        Frame::Inline { .. } => None,
+                        Frame::Empty { .. } => {
+                            at += len;
+                            continue;
+                        }
+                    };
+                    let args = c.parser.args(&buf[at..]);
+                    self.dispatch(&mut c.st, &args, raw);
+                    at += len;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    self.stats.errors_protocol += 1;
+                    c.st.fatal(&format!("ERR {e}"));
+                    return buf.len();
+                }
+            }
+        }
+        at
+    }
+
+    /// Serves one request. `raw` is the request's bytes when they can be
+    /// forwarded as they are (multibulk), `None` for inline requests.
+    fn dispatch(&mut self, st: &mut ClientState, args: &Args<'_>, raw: Option<&[u8]>) {
+        self.stats.requests += 1;
+        let spec = match command::lookup(args.get(0), args.try_get(1)) {
+            Lookup::Found(s) => s,
+            Lookup::UnknownCommand => return self.refuse(st, &unknown_command(args)),
+            Lookup::UnknownSubcommand(c) => {
+                let msg = format!(
+                    "ERR unknown subcommand '{}'. Try {} HELP.",
+                    lossy(args.get(1), 128),
+                    c.name.to_ascii_uppercase()
+                );
+                return self.refuse(st, &msg);
+            }
+        };
+        if !spec.arity_ok(args.len()) {
+            return self.refuse(
+                st,
+                &format!("ERR wrong number of arguments for '{}' command", spec.name),
+            );
+        }
+        match policy(spec) {
+            Policy::Route { keyless } => self.route(st, spec, args, raw, keyless),
+            Policy::Split(kind) => self.split(st, kind, args, raw),
+            Policy::FanOut(kind) => self.fan_out(st, kind, args, raw),
+            Policy::Local(cmd) => {
+                self.stats.requests_local += 1;
+                let ctx = LocalCtx {
+                    shared: &self.shared,
+                    cfg: &self.cfg,
+                    core: self.core,
+                    now_ms: self.now_ms,
+                };
+                local::run(cmd, st, args, &ctx);
+            }
+            Policy::Unsupported(why) => {
+                let msg = format!(
+                    "ERR keyway does not support '{}': {why}",
+                    display_name(spec)
+                );
+                self.refuse(st, &msg);
+            }
+        }
+    }
+
+    fn refuse(&mut self, st: &mut ClientState, msg: &str) {
+        self.stats.requests_local += 1;
+        self.stats.errors_refused += 1;
+        st.error(msg);
+    }
+
+    fn route(
+        &mut self,
+        st: &mut ClientState,
+        spec: &CommandSpec,
+        args: &Args<'_>,
+        raw: Option<&[u8]>,
+        keyless: &str,
+    ) {
+        if matches!(spec.name, "xread" | "xreadgroup") && stream_read_blocks(args) {
+            let msg = format!(
+                "ERR keyway does not support '{} BLOCK': blocking commands are not supported yet",
+                display_name(spec)
+            );
+            return self.refuse(st, &msg);
+        }
+        let mut keys = std::mem::take(&mut self.scratch.keys);
+        keys.clear();
+        let target = match extract_keys(spec, args, &mut keys) {
+            Err(e) => Err(format!("ERR {e}")),
+            Ok(()) if keys.is_empty() => Err(format!(
+                "ERR keyway does not support '{}' without keys: {keyless}",
+                display_name(spec)
+            )),
+            Ok(()) => self.group_of_keys(args, &keys),
+        };
+        self.scratch.keys = keys;
+        match target {
+            Ok(g) => self.forward(st, g, args, raw),
+            Err(msg) => self.refuse(st, &msg),
+        }
+    }
+
+    /// The one group owning every key, or the error to answer.
+    fn group_of_keys(&self, args: &Args<'_>, keys: &[u32]) -> Result<GroupIndex, String> {
+        let table = &self.cfg.table;
+        let mut group = None;
+        for &k in keys {
+            let slot = table.slot_of(args.get(k as usize));
+            match table.route(slot) {
+                SlotRoute::Unassigned => return Err(clusterdown(slot)),
+                SlotRoute::Stable(g) => match group {
+                    None => group = Some(g),
+                    Some(prev) if prev != g => return Err(CROSSSLOT.to_string()),
+                    Some(_) => {}
+                },
+            }
+        }
+        group.ok_or_else(|| "ERR no key to route by".to_string())
+    }
+
+    /// Sends the whole request to group `g`.
+    fn forward(
+        &mut self,
+        st: &mut ClientState,
+        g: GroupIndex,
+        args: &Args<'_>,
+        raw: Option<&[u8]>,
+    ) {
+        let b = self.conn_for(g, st.conn_slot);
+        if let Some(msg) = self.down_error(b) {
+            self.stats.errors_backend += 1;
+            self.stats.requests_local += 1;
+            return st.error(&msg);
+        }
+        let seq = st.queue.push_waiting();
+        self.stats.requests_forwarded += 1;
+        self.enqueue(st, b, seq, WHOLE, |out| match raw {
+            Some(bytes) => out.extend_from_slice(bytes),
+            None => encode::request(out, args),
+        });
+    }
+
+    /// Splits a multi-key request by group; a request whose keys share one
+    /// group is forwarded whole.
+    fn split(
+        &mut self,
+        st: &mut ClientState,
+        kind: SplitKind,
+        args: &Args<'_>,
+        raw: Option<&[u8]>,
+    ) {
+        if kind == SplitKind::Mset && args.len() % 2 == 0 {
+            return self.refuse(st, "ERR wrong number of arguments for 'mset' command");
+        }
+        let mut sc = std::mem::take(&mut self.scratch);
+        sc.keys.clear();
+        sc.groups.clear();
+        sc.keys
+            .extend((1..args.len()).step_by(kind.stride()).map(|i| i as u32));
+        let table = &self.cfg.table;
+        let mut unserved = None;
+        for &k in &sc.keys {
+            let slot = table.slot_of(args.get(k as usize));
+            match table.route(slot) {
+                SlotRoute::Stable(g) => sc.groups.push(g),
+                SlotRoute::Unassigned => {
+                    unserved = Some(slot);
+                    break;
+                }
+            }
+        }
+        if let Some(slot) = unserved {
+            self.scratch = sc;
+            return self.refuse(st, &clusterdown(slot));
+        }
+        let first = sc.groups[0];
+        if sc.groups.iter().all(|&g| g == first) {
+            self.scratch = sc;
+            return self.forward(st, first, args, raw);
+        }
+        plan(&sc.groups, &mut sc.part_groups, &mut sc.key_parts);
+        let seq = st
+            .queue
+            .push_merge(Merge::new(kind, sc.part_groups.len(), &sc.key_parts));
+        self.stats.requests_split += 1;
+        for (part, &g) in sc.part_groups.iter().enumerate() {
+            let part = part as u16;
+            let b = self.conn_for(g, st.conn_slot);
+            self.enqueue(st, b, seq, part, |out| {
+                write_part(out, kind, args, &sc.keys, &sc.key_parts, part)
+            });
+        }
+        self.scratch = sc;
+    }
+
+    /// Sends the request to every group and merges the replies (`DBSIZE`).
+    fn fan_out(
+        &mut self,
+        st: &mut ClientState,
+        kind: SplitKind,
+        args: &Args<'_>,
+        raw: Option<&[u8]>,
+    ) {
+        let groups = self.cfg.table.groups().len();
+        let seq = st.queue.push_merge(Merge::new(kind, groups, &[]));
+        self.stats.requests_split += 1;
+        for g in 0..groups {
+            let b = self.conn_for(g as GroupIndex, st.conn_slot);
+            self.enqueue(st, b, seq, g as u16, |out| match raw {
+                Some(bytes) => out.extend_from_slice(bytes),
+                None => encode::request(out, args),
+            });
+        }
+    }
+
+    /// The error for requests to backend `b` while it is down.
+    fn down_error(&self, b: usize) -> Option<String> {
+        match &self.backends[b].link {
+            Link::Down { reason, .. } => Some(format!(
+                "ERR backend {} unavailable: {reason}",
+                self.pools[self.backends[b].pool].group
+            )),
+            _ => None,
+        }
+    }
+
+    /// Appends a request (or part `part` of one) for `seq` to backend `b`, or
+    /// answers that part with the backend's error if it is down.
+    fn enqueue(
+        &mut self,
+        st: &mut ClientState,
+        b: usize,
+        seq: u64,
+        part: u16,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) {
+        if let Some(msg) = self.down_error(b) {
+            self.stats.errors_backend += 1;
+            let mut reply = Vec::with_capacity(msg.len() + 3);
+            encode::error(&mut reply, &msg);
+            return st.queue.complete_part(seq, part, &reply, &mut st.out);
+        }
+        let version = self.cfg.table.version;
+        let conn = &mut self.backends[b];
+        write(&mut conn.out);
+        conn.inflight.push_back(Inflight {
+            client: st.me.idx,
+            client_gen: st.me.gen,
+            seq,
+            part,
+            version,
+            sent_ms: self.now_ms,
+        });
+        self.versions.add(version);
+        if !conn.dirty && matches!(conn.link, Link::Up) {
+            conn.dirty = true;
+            self.wake.backends.push(b as u32);
+        }
+    }
+
+    /// The backend connection client slot `slot` uses for group `g`, starting
+    /// a connection if it has none.
+    pub(crate) fn conn_for(&mut self, g: GroupIndex, slot: usize) -> usize {
+        let pool = &self.pools[self.group_pools[usize::from(g)]];
+        let b = pool.conns[slot % pool.conns.len()];
+        let conn = &mut self.backends[b];
+        if matches!(conn.link, Link::Idle) {
+            self.next_gen = self.next_gen.wrapping_add(1);
+            conn.gen = self.next_gen;
+            conn.link = Link::Connecting {
+                since_ms: self.now_ms,
+            };
+            self.actions.push(Action::Connect {
+                id: BackendId {
+                    idx: b as u32,
+                    gen: conn.gen,
+                },
+                addr: pool.addr,
+                timeout: self.cfg.backend.connect_timeout.duration(),
+            });
+        }
+        b
+    }
+}
+
+fn clusterdown(slot: u32) -> String {
+    format!("CLUSTERDOWN Hash slot {slot} is not served by any group")
+}
+
+#[cfg(test)]
+mod tests {
+    use keyway_protocol::resp::Span;
+
+    use super::*;
+
+    #[test]
+    fn unknown_command_matches_redis() {
+        let buf = b"FOObarbaz";
+        let spans = [Span::new(0, 3), Span::new(3, 3), Span::new(6, 3)];
+        assert_eq!(
+            unknown_command(&Args::new(buf, &spans)),
+            "ERR unknown command 'FOO', with args beginning with: 'bar' 'baz' "
+        );
+        let long = vec![b'x'; 300];
+        let spans = [Span::new(0, 3), Span::new(0, 300), Span::new(0, 300)];
+        let mut buf = b"FOO".to_vec();
+        buf.extend_from_slice(&long);
+        let msg = unknown_command(&Args::new(&long, &spans));
+        assert!(msg.len() < 300, "{}", msg.len());
+    }
+}

@@ -1,0 +1,432 @@
+//! Commands keyway answers itself: connection commands (`PING`, `ECHO`,
+//! `QUIT`, `SELECT 0`, `HELLO 2`, `AUTH`, `RESET`, `CLIENT SETNAME/GETNAME/ID/
+//! INFO`), introspection (`COMMAND …`, `INFO`). Replies match Redis 7's byte
+//! for byte where Redis would answer the same.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+
+use keyway_protocol::command::{
+    self, extract_keys, CommandSpec, Lookup, COMMANDS, COMMANDS_RESP, DOCS_RESP, REDIS_VERSION,
+};
+use keyway_protocol::pattern::glob_match;
+use keyway_protocol::resp::{encode, Args};
+
+use super::client::{ClientState, Phase};
+use super::policy::{ClientSub, CommandSub, Local};
+use super::Shared;
+use crate::config::LiveConfig;
+
+/// What local commands may look at besides the client.
+pub(crate) struct LocalCtx<'a> {
+    pub shared: &'a Shared,
+    pub cfg: &'a LiveConfig,
+    pub core: usize,
+    pub now_ms: u64,
+}
+
+/// Runs a local command; arity has been checked.
+pub(crate) fn run(cmd: Local, st: &mut ClientState, args: &Args<'_>, ctx: &LocalCtx<'_>) {
+    match cmd {
+        Local::Ping => match args.try_get(1) {
+            None => st.reply(|o| encode::simple(o, b"PONG")),
+            Some(m) => st.reply(|o| encode::bulk(o, m)),
+        },
+        Local::Echo => st.reply(|o| encode::bulk(o, args.get(1))),
+        Local::Quit => {
+            st.reply(|o| encode::simple(o, b"OK"));
+            st.phase = Phase::Draining;
+        }
+        Local::Select => match std::str::from_utf8(args.get(1))
+            .ok()
+            .and_then(|s| s.parse::<i64>().ok())
+        {
+            None => st.error("ERR value is not an integer or out of range"),
+            Some(0) => st.reply(|o| encode::simple(o, b"OK")),
+            Some(n) => st.error(&format!(
+                "ERR SELECT {n} is not supported: keyway serves database 0 only"
+            )),
+        },
+        Local::Auth => auth(st, args),
+        Local::Hello => hello(st, args),
+        Local::Reset => {
+            st.name = None;
+            st.reply(|o| encode::simple(o, b"RESET"));
+        }
+        Local::Info => info(st, args, ctx),
+        Local::Command(sub) => command(sub, st, args),
+        Local::Client(sub) => client(sub, st, args, ctx),
+    }
+}
+
+/// No password is configured: Redis answers `AUTH pass` with this error, and
+/// accepts any password for the `default` user.
+fn auth(st: &mut ClientState, args: &Args<'_>) {
+    if args.len() == 2 {
+        st.error(
+            "ERR AUTH <password> called without any password configured for the default user. \
+             Are you sure your configuration is correct?",
+        );
+    } else if args.len() == 3 && args.get(1) == b"default" {
+        st.reply(|o| encode::simple(o, b"OK"));
+    } else if args.len() == 3 {
+        st.error("WRONGPASS invalid username-password pair or user is disabled.");
+    } else {
+        st.error("ERR syntax error");
+    }
+}
+
+fn hello(st: &mut ClientState, args: &Args<'_>) {
+    if let Some(v) = args.try_get(1) {
+        match std::str::from_utf8(v)
+            .ok()
+            .and_then(|s| s.parse::<i64>().ok())
+        {
+            None => return st.error("ERR Protocol version is not an integer or out of range"),
+            Some(2) => {}
+            Some(3) => return st.error("NOPROTO keyway speaks RESP2 only for now; use HELLO 2"),
+            Some(_) => return st.error("NOPROTO unsupported protocol version"),
+        }
+    }
+    let mut i = 2;
+    let mut name = None;
+    while i < args.len() {
+        let opt = args.get(i);
+        if opt.eq_ignore_ascii_case(b"auth") && i + 2 < args.len() {
+            if args.get(i + 1) != b"default" {
+                return st.error("WRONGPASS invalid username-password pair or user is disabled.");
+            }
+            i += 3;
+        } else if opt.eq_ignore_ascii_case(b"setname") && i + 1 < args.len() {
+            name = Some(args.get(i + 1));
+            i += 2;
+        } else {
+            let opt = String::from_utf8_lossy(opt);
+            return st.error(&format!("ERR Syntax error in HELLO option '{opt}'"));
+        }
+    }
+    if let Some(n) = name {
+        if !valid_client_name(n) {
+            return st.error(BAD_NAME);
+        }
+        st.name = (!n.is_empty()).then(|| n.into());
+    }
+    let id = st.id as i64;
+    st.reply(|o| {
+        encode::array_header(o, 14);
+        for (k, v) in [("server", "redis"), ("version", REDIS_VERSION)] {
+            encode::bulk(o, k.as_bytes());
+            encode::bulk(o, v.as_bytes());
+        }
+        encode::bulk(o, b"proto");
+        encode::integer(o, 2);
+        encode::bulk(o, b"id");
+        encode::integer(o, id);
+        for (k, v) in [("mode", "standalone"), ("role", "master")] {
+            encode::bulk(o, k.as_bytes());
+            encode::bulk(o, v.as_bytes());
+        }
+        encode::bulk(o, b"modules");
+        encode::array_header(o, 0);
+    });
+}
+
+const BAD_NAME: &str = "ERR Client names cannot contain spaces, newlines or special characters.";
+
+fn valid_client_name(n: &[u8]) -> bool {
+    n.iter().all(|&b| (b'!'..=b'~').contains(&b))
+}
+
+fn client(sub: ClientSub, st: &mut ClientState, args: &Args<'_>, ctx: &LocalCtx<'_>) {
+    match sub {
+        ClientSub::SetName => {
+            let n = args.get(2);
+            if !valid_client_name(n) {
+                return st.error(BAD_NAME);
+            }
+            st.name = (!n.is_empty()).then(|| n.into());
+            st.reply(|o| encode::simple(o, b"OK"));
+        }
+        ClientSub::GetName => match st.name.clone() {
+            Some(n) => st.reply(|o| encode::bulk(o, &n)),
+            None => st.reply(encode::null),
+        },
+        ClientSub::Id => {
+            let id = st.id as i64;
+            st.reply(|o| encode::integer(o, id));
+        }
+        ClientSub::Info => {
+            let line = client_info_line(st, ctx);
+            st.reply(|o| encode::bulk(o, line.as_bytes()));
+        }
+        ClientSub::Help => {
+            let lines = [
+                "CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands keyway answers are:",
+                "GETNAME",
+                "    Return the name of the current connection.",
+                "ID",
+                "    Return the ID of the current connection.",
+                "INFO",
+                "    Return information about the current client connection.",
+                "SETNAME <name>",
+                "    Assign the name <name> to the current connection.",
+                "HELP",
+                "    Print this help.",
+            ];
+            st.reply(|o| status_lines(o, &lines));
+        }
+    }
+}
+
+fn client_info_line(st: &ClientState, ctx: &LocalCtx<'_>) -> String {
+    let age = ctx.now_ms.saturating_sub(st.created_ms) / 1000;
+    let idle = ctx.now_ms.saturating_sub(st.last_active_ms) / 1000;
+    let name = st
+        .name
+        .as_deref()
+        .map(String::from_utf8_lossy)
+        .unwrap_or_default();
+    format!(
+        "id={} addr={} laddr={} name={} age={age} idle={idle} flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 \
+         qbuf={} obl={} oll={} cmd=client|info user=default resp=2 core={}\n",
+        st.id,
+        st.peer,
+        st.local,
+        name,
+        st.inbuf.len(),
+        st.out.len() - st.out_pos,
+        st.queue.len(),
+        ctx.core
+    )
+}
+
+fn status_lines(o: &mut Vec<u8>, lines: &[&str]) {
+    encode::array_header(o, lines.len());
+    for l in lines {
+        encode::simple(o, l.as_bytes());
+    }
+}
+
+/// Finds a command by `name` or `container|sub`, as `COMMAND INFO/DOCS` take.
+fn find(name: &[u8]) -> Option<&'static CommandSpec> {
+    let (top, sub) = match name.iter().position(|&b| b == b'|') {
+        Some(p) => (&name[..p], Some(&name[p + 1..])),
+        None => (name, None),
+    };
+    let c = command::lookup::by_name(top)?;
+    match sub {
+        None => Some(c),
+        Some(s) => command::lookup::subcommand(c, s),
+    }
+}
+
+fn command(sub: CommandSub, st: &mut ClientState, args: &Args<'_>) {
+    match sub {
+        CommandSub::All => st.reply(|o| o.extend_from_slice(COMMANDS_RESP)),
+        CommandSub::Count => st.reply(|o| encode::integer(o, COMMANDS.len() as i64)),
+        CommandSub::Info if args.len() == 2 => st.reply(|o| o.extend_from_slice(COMMANDS_RESP)),
+        CommandSub::Info => st.reply(|o| {
+            encode::array_header(o, args.len() - 2);
+            for name in args.iter().skip(2) {
+                match find(name) {
+                    Some(c) => o.extend_from_slice(c.info_bytes()),
+                    None => encode::null(o),
+                }
+            }
+        }),
+        CommandSub::Docs if args.len() == 2 => st.reply(|o| o.extend_from_slice(DOCS_RESP)),
+        CommandSub::Docs => {
+            let found: Vec<&'static [u8]> = args
+                .iter()
+                .skip(2)
+                .filter_map(find)
+                .map(|c| c.docs_bytes())
+                .filter(|d| !d.is_empty())
+                .collect();
+            st.reply(|o| {
+                encode::array_header(o, found.len() * 2);
+                for d in found {
+                    o.extend_from_slice(d);
+                }
+            });
+        }
+        CommandSub::List => command_list(st, args),
+        CommandSub::GetKeys => command_getkeys(st, args),
+        CommandSub::Help => {
+            let lines = [
+                "COMMAND <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                "(no subcommand)",
+                "    Return details about all Redis commands.",
+                "COUNT",
+                "    Return the total number of commands in this Redis server.",
+                "LIST",
+                "    Return a list of all commands in this Redis server.",
+                "INFO [<command-name> ...]",
+                "    Return details about multiple Redis commands.",
+                "    If no command names are given, documentation details for all",
+                "    commands are returned.",
+                "DOCS [<command-name> ...]",
+                "    Return documentation details about multiple Redis commands.",
+                "    If no command names are given, documentation details for all",
+                "    commands are returned.",
+                "GETKEYS <full-command>",
+                "    Return the keys from a full Redis command.",
+                "HELP",
+                "    Print this help.",
+            ];
+            st.reply(|o| status_lines(o, &lines));
+        }
+    }
+}
+
+fn command_list(st: &mut ClientState, args: &Args<'_>) {
+    enum Filter<'a> {
+        All,
+        Module,
+        Category(u32),
+        Pattern(&'a [u8]),
+    }
+    let filter = match args.len() {
+        2 => Filter::All,
+        5 if args.get(2).eq_ignore_ascii_case(b"filterby") => {
+            let (kind, value) = (args.get(3), args.get(4));
+            if kind.eq_ignore_ascii_case(b"module") {
+                Filter::Module
+            } else if kind.eq_ignore_ascii_case(b"pattern") {
+                Filter::Pattern(value)
+            } else if kind.eq_ignore_ascii_case(b"aclcat") {
+                match acl_category(value) {
+                    Some(bit) => Filter::Category(bit),
+                    None => return st.reply(|o| encode::array_header(o, 0)),
+                }
+            } else {
+                return st.error("ERR syntax error");
+            }
+        }
+        _ => return st.error("ERR syntax error"),
+    };
+    let names: Vec<&'static str> = command::all()
+        .filter(|c| match filter {
+            Filter::All => true,
+            Filter::Module => false,
+            Filter::Category(bit) => c.in_category(bit),
+            Filter::Pattern(p) => glob_match(p, c.name.as_bytes(), true),
+        })
+        .map(|c| c.name)
+        .collect();
+    st.reply(|o| {
+        encode::array_header(o, names.len());
+        for n in names {
+            encode::bulk(o, n.as_bytes());
+        }
+    });
+}
+
+fn acl_category(name: &[u8]) -> Option<u32> {
+    use keyway_protocol::command::acl;
+    let all = [
+        ("keyspace", acl::KEYSPACE),
+        ("read", acl::READ),
+        ("write", acl::WRITE),
+        ("set", acl::SET),
+        ("sortedset", acl::SORTEDSET),
+        ("list", acl::LIST),
+        ("hash", acl::HASH),
+        ("string", acl::STRING),
+        ("bitmap", acl::BITMAP),
+        ("hyperloglog", acl::HYPERLOGLOG),
+        ("geo", acl::GEO),
+        ("stream", acl::STREAM),
+        ("pubsub", acl::PUBSUB),
+        ("admin", acl::ADMIN),
+        ("fast", acl::FAST),
+        ("slow", acl::SLOW),
+        ("blocking", acl::BLOCKING),
+        ("dangerous", acl::DANGEROUS),
+        ("connection", acl::CONNECTION),
+        ("transaction", acl::TRANSACTION),
+        ("scripting", acl::SCRIPTING),
+    ];
+    all.iter()
+        .find(|(n, _)| n.as_bytes().eq_ignore_ascii_case(name))
+        .map(|&(_, b)| b)
+}
+
+fn command_getkeys(st: &mut ClientState, args: &Args<'_>) {
+    let sub = Args::new(args.buf(), &args.spans()[2..]);
+    let spec = match command::lookup(sub.get(0), sub.try_get(1)) {
+        Lookup::Found(c) => c,
+        _ => return st.error("ERR Invalid command specified"),
+    };
+    if !spec.arity_ok(sub.len()) {
+        return st.error("ERR Invalid number of arguments specified for command");
+    }
+    let mut keys = Vec::new();
+    if let Err(e) = extract_keys(spec, &sub, &mut keys) {
+        return st.error(&format!("ERR {e}"));
+    }
+    if keys.is_empty() {
+        return st.error("ERR The command has no key arguments");
+    }
+    st.reply(|o| {
+        encode::array_header(o, keys.len());
+        for k in keys {
+            encode::bulk(o, sub.get(k as usize));
+        }
+    });
+}
+
+fn info(st: &mut ClientState, args: &Args<'_>, ctx: &LocalCtx<'_>) {
+    let wanted = |s: &str| {
+        args.len() == 1
+            || args.iter().skip(1).any(|a| {
+                a.eq_ignore_ascii_case(s.as_bytes())
+                    || a.eq_ignore_ascii_case(b"all")
+                    || a.eq_ignore_ascii_case(b"default")
+                    || a.eq_ignore_ascii_case(b"everything")
+            })
+    };
+    let mut text = String::new();
+    let sh = ctx.shared;
+    if wanted("server") {
+        let _ = write!(
+            text,
+            "# Server\r\nredis_version:{REDIS_VERSION}\r\nkeyway_version:{}\r\nredis_mode:standalone\r\n\
+             process_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\n\r\n",
+            env!("CARGO_PKG_VERSION"),
+            std::process::id(),
+            sh.listen_port.load(Ordering::Relaxed),
+            sh.started.elapsed().as_secs(),
+        );
+    }
+    if wanted("clients") {
+        let _ = write!(
+            text,
+            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\n\r\n",
+            sh.clients.load(Ordering::Relaxed),
+            ctx.cfg.limits.max_clients
+        );
+    }
+    if wanted("keyway") {
+        let t = &ctx.cfg.table;
+        let _ = write!(
+            text,
+            "# Keyway\r\ncores:{}\r\ncore:{}\r\ntable_version:{}\r\nslots:{}\r\ngroups:{}\r\n",
+            sh.cores,
+            ctx.core,
+            t.version,
+            t.slot_count(),
+            t.groups().len()
+        );
+        for (i, g) in t.groups().iter().enumerate() {
+            let _ = write!(
+                text,
+                "group{i}:name={},master={}\r\n",
+                g.name, g.master_text
+            );
+        }
+        text.push_str("\r\n");
+    }
+    let text = text.trim_end_matches("\r\n").to_string() + "\r\n";
+    st.reply(|o| encode::bulk(o, text.as_bytes()));
+}

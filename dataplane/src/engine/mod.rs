@@ -1,0 +1,815 @@
+//! The per-core proxy engine, without I/O.
+//!
+//! A [`Worker`] owns one core's clients, backend connections and counters. A
+//! driver (the glommio runtime in [`crate::runtime`]) feeds it bytes read from
+//! sockets and writes out the bytes it asks for; the worker parses requests,
+//! routes them, batches them into backend write buffers, frames replies and
+//! puts them back in each client's request order. It never blocks, locks or
+//! allocates per request in the steady state, and it is driven the same way
+//! whatever the transport. See `dataplane/LIFECYCLE.md` for the life of a
+//! request and of a connection.
+
+mod backend;
+mod client;
+mod dispatch;
+mod local;
+mod pending;
+pub mod policy;
+pub mod split;
+mod stats;
+mod versions;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::{ArcSwap, Cache};
+use keyway_protocol::resp::RequestParser;
+use slab::Slab;
+
+pub use backend::BackendId;
+use backend::{BackendConn, Inflight, Link, Pool, MIN_BACKOFF_MS, WHOLE};
+use client::{Client, ClientState, Phase};
+pub use client::{ClientId, ClientStatus};
+pub use stats::Stats;
+use versions::VersionCounts;
+
+use crate::config::LiveConfig;
+use crate::routing::GroupIndex;
+
+/// State shared by all cores (touched on connect and disconnect, never per
+/// request).
+#[derive(Debug)]
+pub struct Shared {
+    /// Open client connections, all cores.
+    pub clients: AtomicUsize,
+    /// Source of `CLIENT ID`s.
+    pub next_client_id: AtomicU64,
+    /// Process start.
+    pub started: Instant,
+    /// The port clients connect to (known once bound).
+    pub listen_port: AtomicU16,
+    /// Number of cores.
+    pub cores: usize,
+}
+
+impl Shared {
+    /// Shared state for `cores` cores.
+    pub fn new(cores: usize) -> Shared {
+        Shared {
+            clients: AtomicUsize::new(0),
+            next_client_id: AtomicU64::new(0),
+            started: Instant::now(),
+            listen_port: AtomicU16::new(0),
+            cores,
+        }
+    }
+}
+
+/// Something only the driver can do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Open a connection for `id` to `addr`, then report `backend_connected`
+    /// or `backend_failed`.
+    Connect {
+        /// The connection attempt.
+        id: BackendId,
+        /// Where to.
+        addr: SocketAddr,
+        /// Give up after this long.
+        timeout: Duration,
+    },
+}
+
+/// A new client was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Rejected {
+    /// `limits.max_clients` connections are open.
+    #[error("ERR max number of clients reached")]
+    MaxClients,
+    /// The worker is shutting down.
+    #[error("ERR keyway is shutting down")]
+    ShuttingDown,
+}
+
+/// Connections whose output changed, for the driver to wake.
+#[derive(Debug, Default)]
+struct Wake {
+    clients: Vec<u32>,
+    backends: Vec<u32>,
+}
+
+/// Reusable buffers for routing and splitting.
+#[derive(Debug, Default)]
+struct Scratch {
+    keys: Vec<u32>,
+    groups: Vec<GroupIndex>,
+    part_groups: Vec<GroupIndex>,
+    key_parts: Vec<u16>,
+}
+
+/// Everything in a worker but the clients, so a client can be updated while
+/// routing uses the rest.
+#[derive(Debug)]
+pub(crate) struct Ctx {
+    core: usize,
+    shared: Arc<Shared>,
+    source: Cache<Arc<ArcSwap<LiveConfig>>, Arc<LiveConfig>>,
+    cfg: Arc<LiveConfig>,
+    /// Bumped on every config applied; clients refresh their parser limits.
+    cfg_seq: u64,
+    backends: Slab<BackendConn>,
+    pools: Vec<Pool>,
+    pool_by_addr: HashMap<SocketAddr, usize>,
+    /// The pool of each group of the current table.
+    group_pools: Vec<usize>,
+    next_gen: u32,
+    next_conn_slot: usize,
+    epoch: Instant,
+    now_ms: u64,
+    wake: Wake,
+    actions: Vec<Action>,
+    versions: VersionCounts,
+    stats: Stats,
+    scratch: Scratch,
+    /// Paused clients whose pipeline has room again.
+    resume: Vec<u32>,
+    shutting_down: bool,
+}
+
+/// One core's proxy engine; see the module documentation.
+#[derive(Debug)]
+pub struct Worker {
+    clients: Slab<Client>,
+    ctx: Ctx,
+}
+
+impl Worker {
+    /// A worker for core `core` reading routing from `source`.
+    pub fn new(core: usize, source: Arc<ArcSwap<LiveConfig>>, shared: Arc<Shared>) -> Worker {
+        let cfg = source.load_full();
+        let mut ctx = Ctx {
+            core,
+            shared,
+            source: Cache::new(source),
+            cfg: cfg.clone(),
+            cfg_seq: 0,
+            backends: Slab::new(),
+            pools: Vec::new(),
+            pool_by_addr: HashMap::new(),
+            group_pools: Vec::new(),
+            next_gen: 0,
+            next_conn_slot: core,
+            epoch: Instant::now(),
+            now_ms: 0,
+            wake: Wake::default(),
+            actions: Vec::new(),
+            versions: VersionCounts::default(),
+            stats: Stats::default(),
+            scratch: Scratch::default(),
+            resume: Vec::new(),
+            shutting_down: false,
+        };
+        ctx.apply(cfg);
+        Worker {
+            clients: Slab::new(),
+            ctx,
+        }
+    }
+
+    /// The table version this core routes by.
+    pub fn table_version(&self) -> u64 {
+        self.ctx.cfg.table.version
+    }
+
+    /// The oldest table version with requests still in flight on this core.
+    pub fn oldest_inflight_version(&self) -> Option<u64> {
+        self.ctx.versions.oldest()
+    }
+
+    /// This core's counters.
+    pub fn stats(&self) -> &Stats {
+        &self.ctx.stats
+    }
+
+    /// TCP keepalive idle time for new client sockets, if enabled.
+    pub fn keepalive(&self) -> Option<Duration> {
+        self.ctx.cfg.limits.tcp_keepalive.enabled()
+    }
+
+    /// Open clients on this core.
+    pub fn client_count(&self) -> usize {
+        self.clients.len()
+    }
+
+    /// Picks up a new routing snapshot if one was published.
+    fn refresh(&mut self) {
+        let latest = self.ctx.source.load();
+        if !Arc::ptr_eq(latest, &self.ctx.cfg) {
+            let latest = latest.clone();
+            self.ctx.apply(latest);
+        }
+    }
+
+    // ---- clients ----------------------------------------------------------
+
+    /// Registers a new client connection.
+    pub fn accept(&mut self, peer: SocketAddr, local: SocketAddr) -> Result<ClientId, Rejected> {
+        self.refresh();
+        if self.ctx.shutting_down {
+            return Err(Rejected::ShuttingDown);
+        }
+        let open = self.ctx.shared.clients.fetch_add(1, Ordering::Relaxed) + 1;
+        if open > self.ctx.cfg.limits.max_clients {
+            self.ctx.shared.clients.fetch_sub(1, Ordering::Relaxed);
+            self.ctx.stats.clients_rejected += 1;
+            return Err(Rejected::MaxClients);
+        }
+        self.ctx.stats.clients_accepted += 1;
+        self.ctx.next_gen = self.ctx.next_gen.wrapping_add(1);
+        self.ctx.next_conn_slot = self.ctx.next_conn_slot.wrapping_add(1);
+        let entry = self.clients.vacant_entry();
+        let me = ClientId {
+            idx: entry.key() as u32,
+            gen: self.ctx.next_gen,
+        };
+        let now = self.ctx.now_ms;
+        entry.insert(Client {
+            parser: RequestParser::new(self.ctx.cfg.limits.request_limits()),
+            st: ClientState {
+                me,
+                id: self
+                    .ctx
+                    .shared
+                    .next_client_id
+                    .fetch_add(1, Ordering::Relaxed)
+                    + 1,
+                peer,
+                local,
+                inbuf: Vec::new(),
+                out: Vec::new(),
+                out_pos: 0,
+                queue: Default::default(),
+                name: None,
+                phase: Phase::Open,
+                conn_slot: self.ctx.next_conn_slot,
+                created_ms: now,
+                last_active_ms: now,
+                partial_since_ms: None,
+                soft_since_ms: None,
+                paused: false,
+                dirty: false,
+                limits_version: self.ctx.cfg_seq,
+            },
+        });
+        Ok(me)
+    }
+
+    fn client_mut(&mut self, id: ClientId) -> Option<&mut Client> {
+        self.clients
+            .get_mut(id.idx as usize)
+            .filter(|c| c.st.me.gen == id.gen)
+    }
+
+    fn client(&self, id: ClientId) -> Option<&Client> {
+        self.clients
+            .get(id.idx as usize)
+            .filter(|c| c.st.me.gen == id.gen)
+    }
+
+    /// Bytes read from a client.
+    pub fn client_input(&mut self, id: ClientId, data: &[u8]) {
+        self.refresh();
+        if self.client(id).is_some() {
+            self.process_client(id.idx as usize, data);
+            self.resume_paused();
+        }
+    }
+
+    /// Runs the client's buffered bytes plus `data` through the parser.
+    fn process_client(&mut self, idx: usize, data: &[u8]) {
+        let now = self.ctx.now_ms;
+        let Some(c) = self.clients.get_mut(idx) else {
+            return;
+        };
+        c.st.last_active_ms = now;
+        if c.st.inbuf.is_empty() {
+            let used = self.ctx.run_frames(c, data);
+            if used < data.len() && c.st.phase == Phase::Open {
+                c.st.inbuf.extend_from_slice(&data[used..]);
+            }
+        } else {
+            c.st.inbuf.extend_from_slice(data);
+            let mut buf = std::mem::take(&mut c.st.inbuf);
+            let used = self.ctx.run_frames(c, &buf);
+            buf.drain(..used);
+            if c.st.phase != Phase::Open {
+                buf.clear();
+            }
+            if buf.is_empty() && buf.capacity() > 64 << 10 {
+                buf = Vec::new();
+            }
+            c.st.inbuf = buf;
+        }
+        let st = &mut c.st;
+        st.partial_since_ms = if st.inbuf.is_empty() || st.paused {
+            None
+        } else {
+            st.partial_since_ms.or(Some(now))
+        };
+        self.ctx.after_output(st);
+    }
+
+    /// Re-runs clients whose pipeline had filled and now has room.
+    fn resume_paused(&mut self) {
+        while let Some(idx) = self.ctx.resume.pop() {
+            if self.clients.contains(idx as usize) {
+                self.process_client(idx as usize, &[]);
+            }
+        }
+    }
+
+    /// The client closed its sending side: answer what was asked, then close.
+    pub fn client_eof(&mut self, id: ClientId) {
+        if let Some(c) = self.client_mut(id) {
+            if c.st.phase == Phase::Open {
+                c.st.phase = Phase::Draining;
+            }
+        }
+    }
+
+    /// What the driver should do with the client now.
+    pub fn client_status(&self, id: ClientId) -> ClientStatus {
+        self.client(id)
+            .map_or(ClientStatus::Gone, |c| c.st.status())
+    }
+
+    /// Bytes to write to the client.
+    pub fn client_output(&self, id: ClientId) -> &[u8] {
+        self.client(id).map_or(&[], |c| &c.st.out[c.st.out_pos..])
+    }
+
+    /// `n` bytes of [`client_output`](Self::client_output) were written.
+    pub fn client_wrote(&mut self, id: ClientId, n: usize) {
+        let soft = self.ctx.cfg.limits.output_soft_limit as usize;
+        if let Some(c) = self.client_mut(id) {
+            c.st.wrote(n);
+            if c.st.pending_output() <= soft {
+                c.st.soft_since_ms = None;
+            }
+        }
+    }
+
+    /// The client's socket is closed; forget it. Replies still in flight for it
+    /// are dropped when they arrive.
+    pub fn client_gone(&mut self, id: ClientId) {
+        if self.client(id).is_some() {
+            self.clients.remove(id.idx as usize);
+            self.ctx.shared.clients.fetch_sub(1, Ordering::Relaxed);
+            self.ctx.stats.clients_closed += 1;
+        }
+    }
+
+    // ---- backends ---------------------------------------------------------
+
+    fn backend(&self, id: BackendId) -> Option<&BackendConn> {
+        self.ctx
+            .backends
+            .get(id.idx as usize)
+            .filter(|b| b.gen == id.gen && b.has_socket())
+    }
+
+    /// Whether the driver should keep the socket of `id`.
+    pub fn backend_live(&self, id: BackendId) -> bool {
+        self.backend(id).is_some()
+    }
+
+    /// The connection for `id` is established.
+    pub fn backend_connected(&mut self, id: BackendId) -> bool {
+        let Some(conn) = self
+            .ctx
+            .backends
+            .get_mut(id.idx as usize)
+            .filter(|b| b.gen == id.gen)
+        else {
+            return false;
+        };
+        if !matches!(conn.link, Link::Connecting { .. }) {
+            return false;
+        }
+        conn.link = Link::Up;
+        conn.backoff_ms = MIN_BACKOFF_MS;
+        self.ctx.stats.backend_connects += 1;
+        if !conn.dirty {
+            conn.dirty = true;
+            self.ctx.wake.backends.push(id.idx);
+        }
+        true
+    }
+
+    /// Connecting failed or the connection broke: every request waiting on it
+    /// gets an error, and the link backs off before the next attempt.
+    pub fn backend_failed(&mut self, id: BackendId, reason: &str) {
+        if self.backend(id).is_some() {
+            self.fail_backend(id.idx as usize, reason);
+            self.resume_paused();
+        }
+    }
+
+    /// Bytes to write to the backend.
+    pub fn backend_output(&self, id: BackendId) -> &[u8] {
+        match self.backend(id) {
+            Some(b) if matches!(b.link, Link::Up) => &b.out[b.out_pos..],
+            _ => &[],
+        }
+    }
+
+    /// `n` bytes of [`backend_output`](Self::backend_output) were written.
+    pub fn backend_wrote(&mut self, id: BackendId, n: usize) {
+        if let Some(conn) = self
+            .ctx
+            .backends
+            .get_mut(id.idx as usize)
+            .filter(|b| b.gen == id.gen)
+        {
+            conn.wrote(n);
+        }
+    }
+
+    /// Bytes read from a backend: complete replies go to their clients.
+    pub fn backend_input(&mut self, id: BackendId, data: &[u8]) {
+        let idx = id.idx as usize;
+        let Some(conn) = self
+            .ctx
+            .backends
+            .get_mut(idx)
+            .filter(|b| b.gen == id.gen && matches!(b.link, Link::Up))
+        else {
+            return;
+        };
+        let mut sink = Sink {
+            clients: &mut self.clients,
+            ctx_wake: &mut self.ctx.wake,
+            versions: &mut self.ctx.versions,
+            stats: &mut self.ctx.stats,
+            resume: &mut self.ctx.resume,
+            hard_limit: self.ctx.cfg.limits.output_hard_limit as usize,
+            max_pipeline: self.ctx.cfg.limits.max_pipeline,
+        };
+        let result = if conn.inbuf.is_empty() {
+            let r = sink.replies(conn, data);
+            if let Ok(used) = r {
+                conn.inbuf.extend_from_slice(&data[used..]);
+            }
+            r.map(|_| ())
+        } else {
+            conn.inbuf.extend_from_slice(data);
+            let mut buf = std::mem::take(&mut conn.inbuf);
+            let r = sink.replies(conn, &buf);
+            if let Ok(used) = r {
+                buf.drain(..used);
+                if buf.is_empty() && buf.capacity() > 1 << 20 {
+                    buf = Vec::new();
+                }
+                conn.inbuf = buf;
+            }
+            r.map(|_| ())
+        };
+        if let Err(reason) = result {
+            tracing::warn!(core = self.ctx.core, backend = %self.ctx.pools[self.ctx.backends[idx].pool].addr, "{reason}");
+            self.fail_backend(idx, &reason);
+        }
+        self.resume_paused();
+    }
+
+    fn fail_backend(&mut self, idx: usize, reason: &str) {
+        let now = self.ctx.now_ms;
+        let max_backoff = self.ctx.cfg.backend.max_backoff.0.max(MIN_BACKOFF_MS);
+        let conn = &mut self.ctx.backends[idx];
+        let pool = &self.ctx.pools[conn.pool];
+        if matches!(conn.link, Link::Up) {
+            tracing::warn!(core = self.ctx.core, group = %pool.group, backend = %pool.addr, "backend lost: {reason}");
+        } else {
+            tracing::debug!(core = self.ctx.core, group = %pool.group, backend = %pool.addr, "backend unavailable: {reason}");
+        }
+        let mut reply = Vec::new();
+        keyway_protocol::resp::encode::error(
+            &mut reply,
+            &format!("ERR backend {} unavailable: {reason}", pool.group),
+        );
+        let entries: Vec<Inflight> = conn.inflight.drain(..).collect();
+        conn.reset_io();
+        self.ctx.next_gen = self.ctx.next_gen.wrapping_add(1);
+        conn.gen = self.ctx.next_gen;
+        conn.link = Link::Down {
+            until_ms: now + conn.backoff_ms,
+            reason: Arc::from(reason),
+        };
+        conn.backoff_ms = (conn.backoff_ms * 2).min(max_backoff);
+        self.ctx.stats.backend_failures += 1;
+        self.ctx.stats.errors_backend += entries.len() as u64;
+        self.ctx.wake.backends.push(idx as u32);
+        let mut sink = Sink {
+            clients: &mut self.clients,
+            ctx_wake: &mut self.ctx.wake,
+            versions: &mut self.ctx.versions,
+            stats: &mut self.ctx.stats,
+            resume: &mut self.ctx.resume,
+            hard_limit: self.ctx.cfg.limits.output_hard_limit as usize,
+            max_pipeline: self.ctx.cfg.limits.max_pipeline,
+        };
+        for e in entries {
+            sink.deliver(e, &reply);
+        }
+    }
+
+    // ---- driver plumbing --------------------------------------------------
+
+    /// Moves the indices of connections whose state changed (output to write,
+    /// or closing) into `clients` and `backends`, for the driver to wake.
+    pub fn take_wakeups(&mut self, clients: &mut Vec<u32>, backends: &mut Vec<u32>) {
+        for idx in self.ctx.wake.clients.drain(..) {
+            if let Some(c) = self.clients.get_mut(idx as usize) {
+                c.st.dirty = false;
+            }
+            clients.push(idx);
+        }
+        for idx in self.ctx.wake.backends.drain(..) {
+            if let Some(b) = self.ctx.backends.get_mut(idx as usize) {
+                b.dirty = false;
+            }
+            backends.push(idx);
+        }
+    }
+
+    /// Moves pending driver actions into `out`.
+    pub fn take_actions(&mut self, out: &mut Vec<Action>) {
+        out.append(&mut self.ctx.actions);
+    }
+
+    /// Periodic work: picks up new routing, applies timeouts, retires idle
+    /// connections. Call every 100 ms or so.
+    pub fn tick(&mut self, now: Instant) {
+        self.ctx.now_ms = now.saturating_duration_since(self.ctx.epoch).as_millis() as u64;
+        self.refresh();
+        self.tick_backends();
+        self.tick_clients();
+        self.resume_paused();
+    }
+
+    fn tick_backends(&mut self) {
+        let now = self.ctx.now_ms;
+        let timeout = self.ctx.cfg.backend.timeout.0;
+        let connect_timeout = self.ctx.cfg.backend.connect_timeout.0;
+        let mut failed: Vec<(usize, String)> = Vec::new();
+        for (idx, conn) in self.ctx.backends.iter_mut() {
+            match &conn.link {
+                Link::Up => {
+                    if let Some(front) = conn.inflight.front() {
+                        if timeout > 0 && now.saturating_sub(front.sent_ms) > timeout {
+                            failed.push((
+                                idx,
+                                format!("no reply within {}", self.ctx.cfg.backend.timeout),
+                            ));
+                        }
+                    }
+                }
+                Link::Connecting { since_ms }
+                    if now.saturating_sub(*since_ms) > connect_timeout + 1000 =>
+                {
+                    failed.push((
+                        idx,
+                        format!(
+                            "connect timed out after {}",
+                            self.ctx.cfg.backend.connect_timeout
+                        ),
+                    ));
+                }
+                Link::Down { until_ms, .. } if now >= *until_ms => conn.link = Link::Idle,
+                _ => {}
+            }
+        }
+        for (idx, reason) in failed {
+            if reason.starts_with("no reply") {
+                self.ctx.stats.backend_timeouts += 1;
+            }
+            self.fail_backend(idx, &reason);
+        }
+        // Close retired connections whose replies are all in.
+        for p in 0..self.ctx.pools.len() {
+            let mut i = 0;
+            while i < self.ctx.pools[p].retiring.len() {
+                let b = self.ctx.pools[p].retiring[i];
+                let conn = &mut self.ctx.backends[b];
+                if conn.inflight.is_empty() {
+                    self.ctx.pools[p].retiring.swap_remove(i);
+                    if conn.has_socket() {
+                        self.ctx.wake.backends.push(b as u32);
+                    }
+                    self.ctx.backends.remove(b);
+                } else {
+                    i += 1;
+                }
+            }
+        }
+    }
+
+    fn tick_clients(&mut self) {
+        let now = self.ctx.now_ms;
+        let limits = &self.ctx.cfg.limits;
+        for (_, c) in self.clients.iter_mut() {
+            let st = &mut c.st;
+            if st.phase == Phase::Kill {
+                continue;
+            }
+            let before = st.phase;
+            if let Some(idle) = limits.idle_timeout.enabled() {
+                if st.queue.is_empty()
+                    && st.inbuf.is_empty()
+                    && now.saturating_sub(st.last_active_ms) > idle.as_millis() as u64
+                {
+                    st.phase = Phase::Kill;
+                    self.ctx.stats.clients_timed_out += 1;
+                }
+            }
+            if let (Some(since), Some(limit)) = (
+                st.partial_since_ms,
+                limits.partial_request_timeout.enabled(),
+            ) {
+                if now.saturating_sub(since) > limit.as_millis() as u64 && st.phase == Phase::Open {
+                    st.inbuf = Vec::new();
+                    st.partial_since_ms = None;
+                    st.fatal(&format!(
+                        "ERR request incomplete after {}; closing the connection",
+                        limits.partial_request_timeout
+                    ));
+                    self.ctx.stats.clients_timed_out += 1;
+                }
+            }
+            if st.pending_output() > limits.output_soft_limit as usize {
+                let since = *st.soft_since_ms.get_or_insert(now);
+                if now.saturating_sub(since) > limits.output_soft_timeout.0 {
+                    st.phase = Phase::Kill;
+                    self.ctx.stats.clients_output_limit += 1;
+                }
+            } else {
+                st.soft_since_ms = None;
+            }
+            if st.phase != before && !st.dirty {
+                st.dirty = true;
+                self.ctx.wake.clients.push(st.me.idx);
+            }
+        }
+    }
+
+    /// Stops accepting clients and lets every open client finish what it asked
+    /// for, then close.
+    pub fn begin_shutdown(&mut self) {
+        self.ctx.shutting_down = true;
+        for (_, c) in self.clients.iter_mut() {
+            if c.st.phase == Phase::Open {
+                c.st.phase = Phase::Draining;
+                c.st.inbuf.clear();
+            }
+            if !c.st.dirty {
+                c.st.dirty = true;
+                self.ctx.wake.clients.push(c.st.me.idx);
+            }
+        }
+    }
+}
+
+impl Ctx {
+    /// Marks a client for a wakeup if it has output, and enforces the hard
+    /// output limit.
+    fn after_output(&mut self, st: &mut ClientState) {
+        if st.pending_output() > self.cfg.limits.output_hard_limit as usize
+            && st.phase != Phase::Kill
+        {
+            st.phase = Phase::Kill;
+            self.stats.clients_output_limit += 1;
+        }
+        if !st.dirty && (st.out.len() > st.out_pos || st.phase != Phase::Open) {
+            st.dirty = true;
+            self.wake.clients.push(st.me.idx);
+        }
+    }
+
+    /// Adopts a new snapshot: maps its groups to connection pools, creating
+    /// pools for new masters and retiring connections no group uses any more.
+    fn apply(&mut self, cfg: Arc<LiveConfig>) {
+        let wanted = cfg.backend.connections;
+        let mut used = vec![false; self.pools.len()];
+        self.group_pools.clear();
+        for g in cfg.table.groups() {
+            let p = match self.pool_by_addr.get(&g.master) {
+                Some(&p) => p,
+                None => {
+                    self.pools.push(Pool {
+                        addr: g.master,
+                        group: g.name.clone(),
+                        conns: Vec::new(),
+                        retiring: Vec::new(),
+                    });
+                    used.push(false);
+                    self.pool_by_addr.insert(g.master, self.pools.len() - 1);
+                    self.pools.len() - 1
+                }
+            };
+            used[p] = true;
+            let pool = &mut self.pools[p];
+            pool.group = g.name.clone();
+            while pool.conns.len() < wanted {
+                pool.conns.push(self.backends.insert(BackendConn::new(p)));
+            }
+            while pool.conns.len() > wanted {
+                let b = pool.conns.pop().expect("non-empty");
+                pool.retiring.push(b);
+            }
+            self.group_pools.push(p);
+        }
+        for (p, pool) in self.pools.iter_mut().enumerate() {
+            if !used[p] {
+                pool.retiring.append(&mut pool.conns);
+            }
+        }
+        if self.cfg.table.version != cfg.table.version {
+            tracing::debug!(
+                core = self.core,
+                version = cfg.table.version,
+                "routing table applied"
+            );
+        }
+        self.cfg = cfg;
+        self.cfg_seq += 1;
+    }
+}
+
+/// Where backend replies go: the clients and the bookkeeping around them.
+struct Sink<'a> {
+    clients: &'a mut Slab<Client>,
+    ctx_wake: &'a mut Wake,
+    versions: &'a mut VersionCounts,
+    stats: &'a mut Stats,
+    resume: &'a mut Vec<u32>,
+    hard_limit: usize,
+    max_pipeline: usize,
+}
+
+impl Sink<'_> {
+    /// Frames every complete reply at the start of `buf` and delivers it to
+    /// the request at the head of `conn`'s in-flight queue. Returns the bytes
+    /// consumed, or why the connection can no longer be trusted.
+    fn replies(&mut self, conn: &mut BackendConn, buf: &[u8]) -> Result<usize, String> {
+        let mut at = 0;
+        loop {
+            match conn.framer.next(&buf[at..]) {
+                Ok(Some(len)) => {
+                    let Some(entry) = conn.inflight.pop_front() else {
+                        return Err("reply without a request".to_string());
+                    };
+                    self.deliver(entry, &buf[at..at + len]);
+                    at += len;
+                }
+                Ok(None) => return Ok(at),
+                Err(e) => return Err(format!("protocol error from backend: {e}")),
+            }
+        }
+    }
+
+    #[inline]
+    fn deliver(&mut self, e: Inflight, reply: &[u8]) {
+        self.versions.done(e.version);
+        let Some(c) = self
+            .clients
+            .get_mut(e.client as usize)
+            .filter(|c| c.st.me.gen == e.client_gen)
+        else {
+            self.stats.replies_orphaned += 1;
+            return;
+        };
+        let st = &mut c.st;
+        if st.phase == Phase::Kill {
+            return;
+        }
+        if e.part == WHOLE {
+            st.queue.complete(e.seq, reply, &mut st.out);
+        } else {
+            st.queue.complete_part(e.seq, e.part, reply, &mut st.out);
+        }
+        if st.pending_output() > self.hard_limit {
+            st.phase = Phase::Kill;
+            self.stats.clients_output_limit += 1;
+        }
+        if st.paused && st.queue.len() <= self.max_pipeline / 2 {
+            st.paused = false;
+            self.resume.push(e.client);
+        }
+        if !st.dirty {
+            st.dirty = true;
+            self.ctx_wake.clients.push(e.client);
+        }
+    }
+}

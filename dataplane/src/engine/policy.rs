@@ -1,0 +1,289 @@
+//! How keyway serves each Redis command: routed by its keys, split across
+//! groups, answered locally, fanned out, or refused with a reason. Decided once
+//! per command from the generated table's flags and categories plus the few
+//! rules below; looked up per request by command id.
+
+use std::sync::OnceLock;
+
+use keyway_protocol::command::{acl, all, flag, CommandSpec, COMMAND_IDS};
+
+use super::split::SplitKind;
+
+/// Commands keyway answers itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Local {
+    /// `PING [message]`.
+    Ping,
+    /// `ECHO message`.
+    Echo,
+    /// `QUIT`.
+    Quit,
+    /// `SELECT db` (only 0).
+    Select,
+    /// `HELLO [protover …]`.
+    Hello,
+    /// `AUTH …`.
+    Auth,
+    /// `RESET`.
+    Reset,
+    /// `INFO [section …]`.
+    Info,
+    /// `COMMAND` and its subcommands.
+    Command(CommandSub),
+    /// `CLIENT` subcommands a proxy can answer truthfully.
+    Client(ClientSub),
+}
+
+/// `COMMAND` subcommands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommandSub {
+    /// `COMMAND`.
+    All,
+    /// `COMMAND COUNT`.
+    Count,
+    /// `COMMAND INFO [name …]`.
+    Info,
+    /// `COMMAND DOCS [name …]`.
+    Docs,
+    /// `COMMAND LIST [FILTERBY …]`.
+    List,
+    /// `COMMAND GETKEYS command arg …`.
+    GetKeys,
+    /// `COMMAND HELP`.
+    Help,
+}
+
+/// `CLIENT` subcommands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientSub {
+    /// `CLIENT SETNAME name`.
+    SetName,
+    /// `CLIENT GETNAME`.
+    GetName,
+    /// `CLIENT ID`.
+    Id,
+    /// `CLIENT INFO`.
+    Info,
+    /// `CLIENT HELP`.
+    Help,
+}
+
+/// How a command is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    /// Forwarded whole to the group owning its keys; all keys must share a group
+    /// (else `-CROSSSLOT`). `keyless` is the error when the arguments name no key.
+    Route {
+        /// Why a call without keys cannot be served.
+        keyless: &'static str,
+    },
+    /// Split by group and merged (`MGET`, `MSET`, `DEL`, …).
+    Split(SplitKind),
+    /// Sent to every group and merged (`DBSIZE`).
+    FanOut(SplitKind),
+    /// Answered by keyway.
+    Local(Local),
+    /// Refused: the reason completes "keyway does not support 'X': …".
+    Unsupported(&'static str),
+}
+
+const KEYLESS: &str = "commands without keys cannot be routed to a group";
+const SCRIPT_KEYLESS: &str =
+    "a script or function that names no keys cannot be routed; pass the keys it uses";
+const TRANSACTIONS: &str = "transactions (MULTI/EXEC/WATCH) are not supported yet";
+const PUBSUB: &str = "Pub/Sub is not supported yet";
+const BLOCKING: &str = "blocking commands are not supported yet";
+const CLUSTER: &str = "keyway is not a Redis Cluster node; use it as one Redis server";
+const ADMIN: &str = "server administration commands must be sent to each Redis server directly";
+const KEYSPACE: &str = "keyspace-wide commands must reach every group and are not supported yet";
+const SCRIPT_ADMIN: &str =
+    "script and function management must reach every group and is not supported yet";
+
+fn decide(c: &CommandSpec) -> Policy {
+    let local = |l| Policy::Local(l);
+    match c.name {
+        "ping" => return local(Local::Ping),
+        "echo" => return local(Local::Echo),
+        "quit" => return local(Local::Quit),
+        "select" => return local(Local::Select),
+        "hello" => return local(Local::Hello),
+        "auth" => return local(Local::Auth),
+        "reset" => return local(Local::Reset),
+        "info" => return local(Local::Info),
+        "command" => return local(Local::Command(CommandSub::All)),
+        "command|count" => return local(Local::Command(CommandSub::Count)),
+        "command|info" => return local(Local::Command(CommandSub::Info)),
+        "command|docs" => return local(Local::Command(CommandSub::Docs)),
+        "command|list" => return local(Local::Command(CommandSub::List)),
+        "command|getkeys" => return local(Local::Command(CommandSub::GetKeys)),
+        "command|help" => return local(Local::Command(CommandSub::Help)),
+        "command|getkeysandflags" => return Policy::Unsupported("use COMMAND GETKEYS"),
+        "client|setname" => return local(Local::Client(ClientSub::SetName)),
+        "client|getname" => return local(Local::Client(ClientSub::GetName)),
+        "client|id" => return local(Local::Client(ClientSub::Id)),
+        "client|info" => return local(Local::Client(ClientSub::Info)),
+        "client|help" => return local(Local::Client(ClientSub::Help)),
+        "mget" => return Policy::Split(SplitKind::Mget),
+        "mset" => return Policy::Split(SplitKind::Mset),
+        "del" | "unlink" | "exists" | "touch" => return Policy::Split(SplitKind::Sum),
+        "dbsize" => return Policy::FanOut(SplitKind::Sum),
+        "migrate" => return Policy::Unsupported("it would move keys behind keyway's back"),
+        "move" | "swapdb" => return Policy::Unsupported("keyway serves database 0 only"),
+        "keys" | "scan" | "randomkey" | "flushdb" | "flushall" => {
+            return Policy::Unsupported(KEYSPACE)
+        }
+        "wait" => {
+            return Policy::Unsupported(
+                "WAIT needs a backend connection of its own; not supported yet",
+            )
+        }
+        "monitor" => return Policy::Unsupported(ADMIN),
+        // XREAD/XREADGROUP are flagged blocking; only their BLOCK form is.
+        "xread" | "xreadgroup" => return Policy::Route { keyless: KEYLESS },
+        _ => {}
+    }
+    if c.name.starts_with("client|") || c.name == "client" {
+        return Policy::Unsupported(
+            "this CLIENT subcommand would describe keyway's backend connections, not yours",
+        );
+    }
+    if c.name.starts_with("cluster") || matches!(c.name, "asking" | "readonly" | "readwrite") {
+        return Policy::Unsupported(CLUSTER);
+    }
+    if c.name.starts_with("script") || c.name.starts_with("function") {
+        return Policy::Unsupported(SCRIPT_ADMIN);
+    }
+    if c.in_category(acl::TRANSACTION) {
+        return Policy::Unsupported(TRANSACTIONS);
+    }
+    if c.has(flag::PUBSUB) || c.in_category(acl::PUBSUB) {
+        return Policy::Unsupported(PUBSUB);
+    }
+    if c.has(flag::BLOCKING) || c.in_category(acl::BLOCKING) {
+        return Policy::Unsupported(BLOCKING);
+    }
+    if c.in_category(acl::SCRIPTING) && !c.key_specs.is_empty() {
+        return Policy::Route {
+            keyless: SCRIPT_KEYLESS,
+        };
+    }
+    if c.key_specs.is_empty() {
+        if c.has(flag::ADMIN) || c.in_category(acl::ADMIN) || c.in_category(acl::DANGEROUS) {
+            return Policy::Unsupported(ADMIN);
+        }
+        return Policy::Unsupported(KEYLESS);
+    }
+    if c.has(flag::ADMIN) {
+        return Policy::Unsupported(ADMIN);
+    }
+    Policy::Route { keyless: KEYLESS }
+}
+
+/// The policy of `c`.
+#[inline]
+pub fn policy(c: &CommandSpec) -> Policy {
+    static TABLE: OnceLock<Vec<Policy>> = OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        let mut t = vec![Policy::Unsupported(KEYLESS); COMMAND_IDS];
+        for c in all() {
+            t[usize::from(c.id)] = decide(c);
+        }
+        t
+    });
+    table[usize::from(c.id)]
+}
+
+/// Whether an `XREAD`/`XREADGROUP` call blocks (has a `BLOCK` option before
+/// `STREAMS`).
+pub fn stream_read_blocks(args: &keyway_protocol::resp::Args<'_>) -> bool {
+    for a in args.iter().skip(1) {
+        if a.eq_ignore_ascii_case(b"streams") {
+            return false;
+        }
+        if a.eq_ignore_ascii_case(b"block") {
+            return true;
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use keyway_protocol::command::{lookup, Lookup};
+
+    use super::*;
+
+    fn of(name: &str, sub: Option<&str>) -> Policy {
+        match lookup(name.as_bytes(), sub.map(str::as_bytes)) {
+            Lookup::Found(c) => policy(c),
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn data_commands_route() {
+        for name in [
+            "get", "set", "incr", "lpush", "hset", "zadd", "xadd", "rename", "msetnx", "eval",
+            "sort", "lmove",
+        ] {
+            assert!(
+                matches!(of(name, None), Policy::Route { .. }),
+                "{name}: {:?}",
+                of(name, None)
+            );
+        }
+        assert!(matches!(
+            of("object", Some("encoding")),
+            Policy::Route { .. }
+        ));
+        assert!(matches!(of("xread", None), Policy::Route { .. }));
+        assert!(matches!(of("copy", None), Policy::Route { .. }));
+    }
+
+    #[test]
+    fn multi_key_commands_split() {
+        assert_eq!(of("mget", None), Policy::Split(SplitKind::Mget));
+        assert_eq!(of("mset", None), Policy::Split(SplitKind::Mset));
+        for name in ["del", "unlink", "exists", "touch"] {
+            assert_eq!(of(name, None), Policy::Split(SplitKind::Sum));
+        }
+        assert_eq!(of("dbsize", None), Policy::FanOut(SplitKind::Sum));
+    }
+
+    #[test]
+    fn what_cannot_be_served_is_refused_with_a_reason() {
+        let cases = [
+            ("multi", None, TRANSACTIONS),
+            ("exec", None, TRANSACTIONS),
+            ("watch", None, TRANSACTIONS),
+            ("subscribe", None, PUBSUB),
+            ("publish", None, PUBSUB),
+            ("blpop", None, BLOCKING),
+            ("bzpopmin", None, BLOCKING),
+            ("cluster", Some("info"), CLUSTER),
+            ("readonly", None, CLUSTER),
+            ("config", Some("get"), ADMIN),
+            ("flushall", None, KEYSPACE),
+            ("keys", None, KEYSPACE),
+            ("scan", None, KEYSPACE),
+            ("shutdown", None, ADMIN),
+            ("debug", None, ADMIN),
+            ("script", Some("load"), SCRIPT_ADMIN),
+            ("randomkey", None, KEYSPACE),
+            ("time", None, KEYLESS),
+        ];
+        for (name, sub, why) in cases {
+            assert_eq!(of(name, sub), Policy::Unsupported(why), "{name} {sub:?}");
+        }
+        assert!(matches!(of("client", Some("kill")), Policy::Unsupported(_)));
+        assert!(matches!(of("migrate", None), Policy::Unsupported(_)));
+        assert!(matches!(of("move", None), Policy::Unsupported(_)));
+    }
+
+    #[test]
+    fn every_command_has_a_policy() {
+        for c in all() {
+            let _ = policy(c);
+        }
+    }
+}

@@ -1,0 +1,351 @@
+//! Splitting a multi-key command across groups and merging the replies.
+//!
+//! `MGET k1 k2 k3` with k1, k3 on group A and k2 on B becomes `MGET k1 k3` to A
+//! and `MGET k2` to B (one *part* per group, keys in request order); the reply is
+//! rebuilt in the client's key order. `MSET` sends each group its pairs and
+//! answers `+OK` when every part does; `DEL`, `UNLINK`, `EXISTS`, `TOUCH` (and
+//! the `DBSIZE` fan-out) add up integer replies. Any error reply from a part
+//! becomes the reply, the lowest part's first.
+
+use keyway_protocol::resp::{array_elements, encode, integer_reply, Args};
+
+/// How the parts of a split request are merged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SplitKind {
+    /// One value per key, in key order (`MGET`).
+    Mget,
+    /// Key/value pairs; `+OK` when all parts succeed (`MSET`).
+    Mset,
+    /// Integer replies added up (`DEL`, `UNLINK`, `EXISTS`, `TOUCH`, `DBSIZE`).
+    Sum,
+}
+
+impl SplitKind {
+    /// Arguments each key carries with it (the key included).
+    pub fn stride(self) -> usize {
+        match self {
+            SplitKind::Mset => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// Assigns keys to parts: `groups[i]` is the group of key `i`. Fills
+/// `part_groups` with each part's group, in first-appearance order, and
+/// `key_parts[i]` with key `i`'s part.
+pub fn plan<G: Copy + PartialEq>(groups: &[G], part_groups: &mut Vec<G>, key_parts: &mut Vec<u16>) {
+    part_groups.clear();
+    key_parts.clear();
+    for &g in groups {
+        let part = match part_groups.iter().position(|&p| p == g) {
+            Some(p) => p,
+            None => {
+                part_groups.push(g);
+                part_groups.len() - 1
+            }
+        };
+        key_parts.push(part as u16);
+    }
+}
+
+/// Writes part `part`'s sub-request: the command name, then for each key of the
+/// part (in request order) the key and, for `MSET`, its value. `key_args[i]` is
+/// the argument index of key `i`.
+pub fn write_part(
+    out: &mut Vec<u8>,
+    kind: SplitKind,
+    args: &Args<'_>,
+    key_args: &[u32],
+    key_parts: &[u16],
+    part: u16,
+) {
+    let stride = kind.stride();
+    let keys = key_parts.iter().filter(|&&p| p == part).count();
+    encode::array_header(out, 1 + keys * stride);
+    encode::bulk(out, args.get(0));
+    for (&arg, _) in key_args.iter().zip(key_parts).filter(|(_, &p)| p == part) {
+        for j in 0..stride {
+            encode::bulk(out, args.get(arg as usize + j));
+        }
+    }
+}
+
+/// The replies of a split request's parts as they arrive, and the merged reply
+/// once all have.
+#[derive(Debug)]
+pub struct Merge {
+    kind: SplitKind,
+    /// `MGET`: each part's reply, kept until all have arrived.
+    replies: Box<[Option<Vec<u8>>]>,
+    /// `MGET`: the part of each key, in request order.
+    key_parts: Box<[u16]>,
+    remaining: usize,
+    sum: i64,
+    /// The error reply of the lowest part that failed, and that part.
+    error: Option<(u16, Vec<u8>)>,
+}
+
+impl Merge {
+    /// A merge of `parts` parts; `key_parts` as from [`plan`] (used by `MGET`).
+    pub fn new(kind: SplitKind, parts: usize, key_parts: &[u16]) -> Merge {
+        let (replies, key_parts) = if kind == SplitKind::Mget {
+            (vec![None; parts].into_boxed_slice(), key_parts.into())
+        } else {
+            (Box::default(), Box::default())
+        };
+        Merge {
+            kind,
+            replies,
+            key_parts,
+            remaining: parts,
+            sum: 0,
+            error: None,
+        }
+    }
+
+    /// Records part `part`'s reply; true when every part has replied.
+    pub fn add(&mut self, part: u16, reply: &[u8]) -> bool {
+        if reply.first() == Some(&b'-') {
+            self.fail(part, reply.to_vec());
+        } else {
+            match self.kind {
+                SplitKind::Mget => self.replies[usize::from(part)] = Some(reply.to_vec()),
+                SplitKind::Mset => {
+                    if reply != b"+OK\r\n" {
+                        self.fail(part, unexpected(reply));
+                    }
+                }
+                SplitKind::Sum => match integer_reply(reply) {
+                    Some(n) => self.sum = self.sum.saturating_add(n),
+                    None => self.fail(part, unexpected(reply)),
+                },
+            }
+        }
+        self.remaining -= 1;
+        self.remaining == 0
+    }
+
+    fn fail(&mut self, part: u16, reply: Vec<u8>) {
+        if self.error.as_ref().is_none_or(|(p, _)| part < *p) {
+            self.error = Some((part, reply));
+        }
+    }
+
+    /// The merged reply; call once every part has replied.
+    pub fn finish(self, out: &mut Vec<u8>) {
+        if let Some((_, e)) = self.error {
+            out.extend_from_slice(&e);
+            return;
+        }
+        match self.kind {
+            SplitKind::Mset => out.extend_from_slice(b"+OK\r\n"),
+            SplitKind::Sum => encode::integer(out, self.sum),
+            SplitKind::Mget => {
+                let mut parts = Vec::with_capacity(self.replies.len());
+                for (p, r) in self.replies.iter().enumerate() {
+                    let want = self
+                        .key_parts
+                        .iter()
+                        .filter(|&&k| usize::from(k) == p)
+                        .count();
+                    match r.as_deref().and_then(array_elements) {
+                        Some(els) if els.remaining() == want => parts.push(els),
+                        _ => {
+                            out.extend_from_slice(&unexpected(r.as_deref().unwrap_or_default()));
+                            return;
+                        }
+                    }
+                }
+                encode::array_header(out, self.key_parts.len());
+                for &p in self.key_parts.iter() {
+                    match parts[usize::from(p)].next() {
+                        Some(el) => out.extend_from_slice(el),
+                        None => encode::null(out),
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn unexpected(reply: &[u8]) -> Vec<u8> {
+    let mut v = Vec::new();
+    let shown = String::from_utf8_lossy(&reply[..reply.len().min(40)]).into_owned();
+    encode::error(
+        &mut v,
+        &format!("ERR unexpected reply from a backend to a split command: {shown:?}"),
+    );
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use keyway_protocol::resp::{Frame, RequestLimits, RequestParser, Span};
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A Redis stand-in for one group: enough of MGET/MSET/DEL/EXISTS to check
+    /// that split-then-merge equals running the command on one server.
+    fn execute(db: &mut HashMap<Vec<u8>, Vec<u8>>, args: &[Vec<u8>]) -> Vec<u8> {
+        let mut out = Vec::new();
+        match args[0].as_slice() {
+            b"MGET" => {
+                encode::array_header(&mut out, args.len() - 1);
+                for k in &args[1..] {
+                    match db.get(k) {
+                        Some(v) => encode::bulk(&mut out, v),
+                        None => encode::null(&mut out),
+                    }
+                }
+            }
+            b"MSET" => {
+                for kv in args[1..].chunks(2) {
+                    db.insert(kv[0].clone(), kv[1].clone());
+                }
+                encode::simple(&mut out, b"OK");
+            }
+            b"DEL" => encode::integer(
+                &mut out,
+                args[1..].iter().filter(|k| db.remove(*k).is_some()).count() as i64,
+            ),
+            b"EXISTS" => encode::integer(
+                &mut out,
+                args[1..].iter().filter(|k| db.contains_key(*k)).count() as i64,
+            ),
+            _ => unreachable!(),
+        }
+        out
+    }
+
+    fn parse_one(bytes: &[u8]) -> Vec<Vec<u8>> {
+        let mut p = RequestParser::new(RequestLimits::default());
+        let Ok(Some(Frame::Multibulk { len })) = p.parse(bytes) else {
+            panic!("bad sub-request")
+        };
+        assert_eq!(len, bytes.len());
+        p.args(bytes).iter().map(<[u8]>::to_vec).collect()
+    }
+
+    /// Runs `args` split across `groups` backends and merges the replies.
+    fn split_and_merge(
+        kind: SplitKind,
+        args: &[Vec<u8>],
+        group_of: impl Fn(&[u8]) -> u8,
+        dbs: &mut [HashMap<Vec<u8>, Vec<u8>>],
+    ) -> Vec<u8> {
+        let mut flat = Vec::new();
+        let mut spans = Vec::new();
+        for a in args {
+            spans.push(Span::new(flat.len(), a.len()));
+            flat.extend_from_slice(a);
+        }
+        let args_view = Args::new(&flat, &spans);
+        let key_args: Vec<u32> = (1..args.len())
+            .step_by(kind.stride())
+            .map(|i| i as u32)
+            .collect();
+        let groups: Vec<u8> = key_args
+            .iter()
+            .map(|&i| group_of(&args[i as usize]))
+            .collect();
+        let (mut part_groups, mut key_parts) = (Vec::new(), Vec::new());
+        plan(&groups, &mut part_groups, &mut key_parts);
+        let mut merge = Merge::new(kind, part_groups.len(), &key_parts);
+        // Deliver parts in reverse to show arrival order does not matter.
+        for part in (0..part_groups.len()).rev() {
+            let mut req = Vec::new();
+            write_part(
+                &mut req,
+                kind,
+                &args_view,
+                &key_args,
+                &key_parts,
+                part as u16,
+            );
+            let reply = execute(&mut dbs[usize::from(part_groups[part])], &parse_one(&req));
+            let done = merge.add(part as u16, &reply);
+            assert_eq!(done, part == 0);
+        }
+        let mut out = Vec::new();
+        merge.finish(&mut out);
+        out
+    }
+
+    fn key() -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(
+            prop_oneof![Just(b'a'), Just(b'b'), Just(b'c'), Just(b'{'), Just(b'}')],
+            0..5,
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn split_then_merge_equals_one_server(
+            preload in proptest::collection::vec((key(), key()), 0..10),
+            keys in proptest::collection::vec(key(), 1..12),
+            values in proptest::collection::vec(key(), 12),
+            groups in 1u8..5,
+        ) {
+            let group_of = |k: &[u8]| (keyway_protocol::slot::key_slot(k, 16384) % u32::from(groups)) as u8;
+            let mut one = HashMap::new();
+            let mut many = vec![HashMap::new(); usize::from(groups)];
+            for (k, v) in &preload {
+                one.insert(k.clone(), v.clone());
+                many[usize::from(group_of(k))].insert(k.clone(), v.clone());
+            }
+            let cmd = |name: &[u8], with_values: bool| {
+                let mut a = vec![name.to_vec()];
+                for (i, k) in keys.iter().enumerate() {
+                    a.push(k.clone());
+                    if with_values { a.push(values[i].clone()); }
+                }
+                a
+            };
+            for (kind, args) in [
+                (SplitKind::Mget, cmd(b"MGET", false)),
+                (SplitKind::Sum, cmd(b"EXISTS", false)),
+                (SplitKind::Mset, cmd(b"MSET", true)),
+                (SplitKind::Mget, cmd(b"MGET", false)),
+                (SplitKind::Sum, cmd(b"DEL", false)),
+                (SplitKind::Sum, cmd(b"EXISTS", false)),
+            ] {
+                let want = execute(&mut one, &args);
+                let got = split_and_merge(kind, &args, group_of, &mut many);
+                prop_assert_eq!(got, want, "{:?}", String::from_utf8_lossy(&args[0]));
+            }
+        }
+    }
+
+    #[test]
+    fn errors_win_lowest_part_first() {
+        let mut m = Merge::new(SplitKind::Sum, 3, &[0, 1, 2]);
+        assert!(!m.add(2, b"-ERR two\r\n"));
+        assert!(!m.add(0, b":1\r\n"));
+        assert!(m.add(1, b"-ERR one\r\n"));
+        let mut out = Vec::new();
+        m.finish(&mut out);
+        assert_eq!(out, b"-ERR one\r\n");
+    }
+
+    #[test]
+    fn malformed_part_replies_become_errors() {
+        let mut m = Merge::new(SplitKind::Mget, 2, &[0, 1, 0]);
+        m.add(0, b"*1\r\n$1\r\na\r\n");
+        m.add(1, b"*1\r\n$1\r\nb\r\n");
+        let mut out = Vec::new();
+        m.finish(&mut out);
+        assert!(
+            out.starts_with(b"-ERR unexpected reply"),
+            "{}",
+            String::from_utf8_lossy(&out)
+        );
+        let mut m = Merge::new(SplitKind::Mset, 1, &[0]);
+        m.add(0, b":1\r\n");
+        let mut out = Vec::new();
+        m.finish(&mut out);
+        assert!(out.starts_with(b"-ERR unexpected reply"));
+    }
+}

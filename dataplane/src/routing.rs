@@ -1,0 +1,163 @@
+//! The routing table: which group serves each hash slot, and where each group's
+//! master is. A table is immutable; a new one is built off the request path and
+//! swapped in whole (see [`crate::config::LiveConfig`] and `ArcSwap` in
+//! [`crate::runtime`]), so a request is always routed by one consistent table.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use keyway_protocol::slot::key_slot;
+
+/// Index of a group in [`RoutingTable::groups`].
+pub type GroupIndex = u16;
+
+/// Who serves a slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotRoute {
+    /// No group: keys in this slot get `-CLUSTERDOWN`.
+    Unassigned,
+    /// This group.
+    Stable(GroupIndex),
+}
+
+/// One Redis group as the data plane sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupRoute {
+    /// The group's name, as it appears in errors.
+    pub name: Arc<str>,
+    /// The master's resolved address.
+    pub master: SocketAddr,
+    /// The master as configured (`host:port`).
+    pub master_text: String,
+}
+
+/// An immutable slot → group map with a version.
+#[derive(Debug)]
+pub struct RoutingTable {
+    /// Increases with every change; the control plane acks by version.
+    pub version: u64,
+    slot_count: u32,
+    slots: Box<[SlotRoute]>,
+    groups: Box<[GroupRoute]>,
+}
+
+impl RoutingTable {
+    /// A table; `slots.len()` must equal `slot_count`, a power of two, and every
+    /// `Stable` index must name one of `groups`.
+    pub fn new(
+        version: u64,
+        slot_count: u32,
+        slots: Box<[SlotRoute]>,
+        groups: Box<[GroupRoute]>,
+    ) -> RoutingTable {
+        assert_eq!(slots.len(), slot_count as usize, "one route per slot");
+        assert!(slot_count.is_power_of_two());
+        assert!(slots.iter().all(
+            |r| matches!(r, SlotRoute::Stable(g) if usize::from(*g) < groups.len())
+                || *r == SlotRoute::Unassigned
+        ));
+        RoutingTable {
+            version,
+            slot_count,
+            slots,
+            groups,
+        }
+    }
+
+    /// The same routes under another version number.
+    pub fn with_version(&self, version: u64) -> RoutingTable {
+        RoutingTable {
+            version,
+            slot_count: self.slot_count,
+            slots: self.slots.clone(),
+            groups: self.groups.clone(),
+        }
+    }
+
+    /// How many slots keys hash into.
+    #[inline]
+    pub fn slot_count(&self) -> u32 {
+        self.slot_count
+    }
+
+    /// The slot of `key`.
+    #[inline]
+    pub fn slot_of(&self, key: &[u8]) -> u32 {
+        key_slot(key, self.slot_count)
+    }
+
+    /// Who serves `slot`.
+    #[inline]
+    pub fn route(&self, slot: u32) -> SlotRoute {
+        self.slots[slot as usize]
+    }
+
+    /// The groups, indexed by [`GroupIndex`].
+    #[inline]
+    pub fn groups(&self) -> &[GroupRoute] {
+        &self.groups
+    }
+
+    /// One group.
+    #[inline]
+    pub fn group(&self, g: GroupIndex) -> &GroupRoute {
+        &self.groups[usize::from(g)]
+    }
+
+    /// Slot ranges owned by each group, for display: `(group, first, last)`.
+    pub fn ranges(&self) -> Vec<(Option<GroupIndex>, u32, u32)> {
+        let mut out: Vec<(Option<GroupIndex>, u32, u32)> = Vec::new();
+        for (s, r) in self.slots.iter().enumerate() {
+            let owner = match r {
+                SlotRoute::Unassigned => None,
+                SlotRoute::Stable(g) => Some(*g),
+            };
+            match out.last_mut() {
+                Some((o, _, last)) if *o == owner && *last + 1 == s as u32 => *last = s as u32,
+                _ => out.push((owner, s as u32, s as u32)),
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> RoutingTable {
+        let groups: Box<[GroupRoute]> = (0..2)
+            .map(|i| GroupRoute {
+                name: Arc::from(format!("g{i}")),
+                master: format!("127.0.0.1:{}", 7000 + i).parse().unwrap(),
+                master_text: format!("127.0.0.1:{}", 7000 + i),
+            })
+            .collect();
+        let slots = (0..16)
+            .map(|s| {
+                if s < 8 {
+                    SlotRoute::Stable(0)
+                } else if s < 15 {
+                    SlotRoute::Stable(1)
+                } else {
+                    SlotRoute::Unassigned
+                }
+            })
+            .collect();
+        RoutingTable::new(3, 16, slots, groups)
+    }
+
+    #[test]
+    fn routes_and_ranges() {
+        let t = table();
+        assert_eq!(t.route(0), SlotRoute::Stable(0));
+        assert_eq!(t.route(14), SlotRoute::Stable(1));
+        assert_eq!(t.route(15), SlotRoute::Unassigned);
+        assert_eq!(
+            t.ranges(),
+            vec![(Some(0), 0, 7), (Some(1), 8, 14), (None, 15, 15)]
+        );
+        assert_eq!(t.slot_of(b"foo"), 12182 % 16);
+        assert_eq!(t.with_version(9).version, 9);
+    }
+}

@@ -1,0 +1,220 @@
+//! The socket side of connections: one glommio task per client and per backend
+//! connection, each a hand-written future that reads into the core's scratch
+//! buffer, hands the bytes to the worker, and writes what the worker has for
+//! it. glommio reads and writes with plain `recv`/`send` after an io_uring
+//! readiness poll; one task per socket does both directions, so no lock or
+//! split stream is needed.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_lite::io::{AsyncRead, AsyncWrite};
+use glommio::net::TcpStream;
+
+use super::core::Core;
+use crate::engine::{BackendId, ClientId, ClientStatus};
+
+/// Reads per poll before yielding, so one busy connection cannot starve the
+/// others on its core.
+const READS_PER_POLL: usize = 4;
+
+/// A short reason for a socket error, as it appears in `-ERR backend … unavailable: <reason>`.
+pub(crate) fn describe(e: &io::Error) -> String {
+    use io::ErrorKind::*;
+    match e.kind() {
+        ConnectionRefused => "connection refused".into(),
+        ConnectionReset => "connection reset".into(),
+        ConnectionAborted => "connection aborted".into(),
+        BrokenPipe => "connection closed".into(),
+        TimedOut => "timed out".into(),
+        NotConnected => "not connected".into(),
+        AddrNotAvailable => "address not available".into(),
+        _ => {
+            let s = e.to_string();
+            match s.find(" (os error") {
+                Some(p) => s[..p].to_string(),
+                None => s,
+            }
+        }
+    }
+}
+
+/// A client connection's task.
+pub(crate) struct ClientIo {
+    pub core: Rc<Core>,
+    pub stream: TcpStream,
+    pub id: ClientId,
+}
+
+impl ClientIo {
+    fn finish(&mut self) -> Poll<()> {
+        self.core.client_gone(self.id);
+        Poll::Ready(())
+    }
+}
+
+impl Future for ClientIo {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        let core = Rc::clone(&this.core);
+        core.set_client_waker(this.id, cx.waker());
+        let mut reads = 0;
+        while core.worker.borrow().client_status(this.id) == ClientStatus::Active {
+            if reads == READS_PER_POLL {
+                cx.waker().wake_by_ref();
+                break;
+            }
+            let mut buf = core.scratch.borrow_mut();
+            match Pin::new(&mut this.stream).poll_read(cx, &mut buf[..]) {
+                Poll::Ready(Ok(0)) => core.worker.borrow_mut().client_eof(this.id),
+                Poll::Ready(Ok(n)) => {
+                    core.worker.borrow_mut().client_input(this.id, &buf[..n]);
+                    reads += 1;
+                }
+                Poll::Ready(Err(_)) => return this.finish(),
+                Poll::Pending => break,
+            }
+        }
+        loop {
+            let status = core.worker.borrow().client_status(this.id);
+            if matches!(status, ClientStatus::Close | ClientStatus::Gone) {
+                return this.finish();
+            }
+            let worker = core.worker.borrow();
+            let out = worker.client_output(this.id);
+            if out.is_empty() {
+                break;
+            }
+            match Pin::new(&mut this.stream).poll_write(cx, out) {
+                Poll::Ready(Ok(n)) => {
+                    drop(worker);
+                    core.worker.borrow_mut().client_wrote(this.id, n);
+                }
+                Poll::Ready(Err(_)) => {
+                    drop(worker);
+                    return this.finish();
+                }
+                Poll::Pending => break,
+            }
+        }
+        core.flush(Some(this.id.idx));
+        let status = core.worker.borrow().client_status(this.id);
+        if matches!(status, ClientStatus::Close | ClientStatus::Gone) {
+            return this.finish();
+        }
+        Poll::Pending
+    }
+}
+
+/// A backend connection's task: connects, then moves bytes until the worker
+/// no longer wants this connection or the socket fails.
+pub(crate) async fn backend_task(
+    core: Rc<Core>,
+    id: BackendId,
+    addr: SocketAddr,
+    timeout: Duration,
+) {
+    let stream = match TcpStream::connect_timeout(addr, timeout).await {
+        Ok(s) => s,
+        Err(e) => {
+            let e = io::Error::from(e);
+            let reason = if e.kind() == io::ErrorKind::TimedOut {
+                format!("connect timed out after {}ms", timeout.as_millis())
+            } else {
+                describe(&e)
+            };
+            core.worker.borrow_mut().backend_failed(id, &reason);
+            core.flush(None);
+            return;
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    if !core.worker.borrow_mut().backend_connected(id) {
+        return;
+    }
+    core.flush(None);
+    BackendIo {
+        core: core.clone(),
+        stream,
+        id,
+    }
+    .await;
+    core.forget_backend_waker(id);
+}
+
+struct BackendIo {
+    core: Rc<Core>,
+    stream: TcpStream,
+    id: BackendId,
+}
+
+impl BackendIo {
+    fn fail(&mut self, reason: &str) -> Poll<()> {
+        self.core
+            .worker
+            .borrow_mut()
+            .backend_failed(self.id, reason);
+        self.core.flush(None);
+        Poll::Ready(())
+    }
+}
+
+impl Future for BackendIo {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        let core = Rc::clone(&this.core);
+        core.set_backend_waker(this.id, cx.waker());
+        if !core.worker.borrow().backend_live(this.id) {
+            return Poll::Ready(());
+        }
+        loop {
+            let worker = core.worker.borrow();
+            let out = worker.backend_output(this.id);
+            if out.is_empty() {
+                break;
+            }
+            match Pin::new(&mut this.stream).poll_write(cx, out) {
+                Poll::Ready(Ok(n)) => {
+                    drop(worker);
+                    core.worker.borrow_mut().backend_wrote(this.id, n);
+                }
+                Poll::Ready(Err(e)) => {
+                    drop(worker);
+                    return this.fail(&describe(&e));
+                }
+                Poll::Pending => break,
+            }
+        }
+        for reads in 0.. {
+            if reads == READS_PER_POLL {
+                cx.waker().wake_by_ref();
+                break;
+            }
+            let mut buf = core.scratch.borrow_mut();
+            match Pin::new(&mut this.stream).poll_read(cx, &mut buf[..]) {
+                Poll::Ready(Ok(0)) => return this.fail("connection closed by the backend"),
+                Poll::Ready(Ok(n)) => core.worker.borrow_mut().backend_input(this.id, &buf[..n]),
+                Poll::Ready(Err(e)) => return this.fail(&describe(&e)),
+                Poll::Pending => break,
+            }
+            if !core.worker.borrow().backend_live(this.id) {
+                break;
+            }
+        }
+        core.flush(None);
+        if core.worker.borrow().backend_live(this.id) {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    }
+}
