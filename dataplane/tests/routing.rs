@@ -13,9 +13,13 @@ struct Cluster {
 }
 
 fn cluster(cores: usize) -> Cluster {
+    cluster_with(cores, "")
+}
+
+fn cluster_with(cores: usize, extra: &str) -> Cluster {
     let redis: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
     let body = format!(
-        "cores = {cores}\n{}",
+        "cores = {cores}\n{extra}\n{}",
         groups(&redis.iter().collect::<Vec<_>>())
     );
     let kw = Keyway::start(&body);
@@ -179,24 +183,43 @@ fn cross_group_pair(body: &str) -> (String, String) {
 
 #[test]
 fn a_long_pipeline_across_groups_keeps_its_order() {
-    let c = cluster(1);
-    let mut con = c.kw.conn();
+    // Three pipelined connections per backend: each client sticks to one, so
+    // its requests to a group also execute in order.
+    let c = cluster_with(2, "[backend]\nconnections = 3");
+    let clients: Vec<_> = (0..4)
+        .map(|t| {
+            let addr = c.kw.addr;
+            std::thread::spawn(move || {
+                let mut con = redis::Client::open(format!("redis://{addr}"))
+                    .unwrap()
+                    .get_connection()
+                    .unwrap();
+                check_pipeline(&mut con, &format!("p{t}"));
+            })
+        })
+        .collect();
+    for t in clients {
+        t.join().expect("pipeline order held");
+    }
+}
+
+fn check_pipeline(con: &mut redis::Connection, prefix: &str) {
     let mut pipe = redis::pipe();
     for i in 0..2000 {
-        let k = format!("p:{i}");
+        let k = format!("{prefix}:{i}");
         match i % 5 {
             0 => pipe.set(&k, i).ignore(),
-            1 => pipe.incr(format!("p:{}", i - 1), 1),
-            2 => pipe.get(format!("p:{}", i - 2)),
+            1 => pipe.incr(format!("{prefix}:{}", i - 1), 1),
+            2 => pipe.get(format!("{prefix}:{}", i - 2)),
             3 => pipe.cmd("PING"),
             _ => pipe.mget(&[
-                format!("p:{}", i - 4),
-                "p:nope".to_string(),
-                format!("p:{}", i - 3),
+                format!("{prefix}:{}", i - 4),
+                format!("{prefix}:nope"),
+                format!("{prefix}:{}", i - 3),
             ]),
         };
     }
-    let replies: Vec<Value> = pipe.query(&mut con).unwrap();
+    let replies: Vec<Value> = pipe.query(con).unwrap();
     assert_eq!(replies.len(), 1600);
     let mut it = replies.into_iter();
     for i in (0..2000).step_by(5) {

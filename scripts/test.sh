@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it (.ci/run): installs what the tests need,
+# checks formatting and lints, runs every unit, property and integration test
+# against real redis-server processes, checks the generated command table is
+# fresh, and fuzzes the RESP parsers briefly.
+#
+#   KEYWAY_FUZZ_SECONDS=0 scripts/test.sh   # skip the fuzz run
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/deps.sh
+
+cargo fmt --all -- --check
+cargo clippy -q --workspace --all-targets -- -D warnings
+cargo test -q --workspace
+
+fuzz_seconds=${KEYWAY_FUZZ_SECONDS:-20}
+if [ "$fuzz_seconds" != 0 ]; then
+  command -v cargo-fuzz >/dev/null 2>&1 || cargo install -q --locked cargo-fuzz
+  (
+    cd dataplane/protocol
+    for target in request reply; do
+      cargo fuzz run -s none -O "$target" -- -dict=fuzz/resp.dict \
+        -max_total_time="$fuzz_seconds" -print_final_stats=1 2>&1 | grep -E "^(stat::number_of_executed_units|Done)" || true
+      # A crash leaves an artifact and a non-zero status.
+      [ -z "$(ls fuzz/artifacts/$target 2>/dev/null)" ] || { echo "fuzz target $target crashed: see fuzz/artifacts/$target" >&2; exit 1; }
+    done
+  )
+fi
+echo "all tests passed"
