@@ -10,6 +10,8 @@ use std::sync::Arc;
 
 use keyway_protocol::resp::ReplyFramer;
 
+use super::outbuf::OutBuf;
+
 /// Identifies one connection attempt: slab index plus generation. Every attempt
 /// gets a generation never used before in its worker, so a driver task holding
 /// an old id learns its connection is no longer wanted, even if the slot has
@@ -57,8 +59,7 @@ pub(crate) struct BackendConn {
     pub link: Link,
     /// Next wait after a failure; doubles up to `backend.max_backoff`.
     pub backoff_ms: u64,
-    pub out: Vec<u8>,
-    pub out_pos: usize,
+    pub out: OutBuf,
     pub inbuf: Vec<u8>,
     pub framer: ReplyFramer,
     pub inflight: VecDeque<Inflight>,
@@ -75,8 +76,7 @@ impl BackendConn {
             pool,
             link: Link::Idle,
             backoff_ms: MIN_BACKOFF_MS,
-            out: Vec::new(),
-            out_pos: 0,
+            out: OutBuf::new(64 << 10),
             inbuf: Vec::new(),
             framer: ReplyFramer::new(),
             inflight: VecDeque::new(),
@@ -89,24 +89,10 @@ impl BackendConn {
         matches!(self.link, Link::Connecting { .. } | Link::Up)
     }
 
-    /// Records that `n` bytes of the write buffer were sent.
-    #[inline]
-    pub fn wrote(&mut self, n: usize) {
-        self.out_pos += n;
-        if self.out_pos >= self.out.len() {
-            self.out.clear();
-            self.out_pos = 0;
-            if self.out.capacity() > 4 << 20 {
-                self.out.shrink_to(64 << 10);
-            }
-        }
-    }
-
     /// Forgets the socket's buffers (after a failure or close). The caller
     /// gives the connection a new generation so its old driver task stops.
     pub fn reset_io(&mut self) {
         self.out.clear();
-        self.out_pos = 0;
         self.inbuf = Vec::new();
         self.framer.reset();
     }

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use keyway_protocol::resp::{encode, RequestParser};
 
+use super::outbuf::OutBuf;
 use super::pending::ReplyQueue;
 
 /// Identifies a client within its worker: slab index plus generation, so a
@@ -50,9 +51,7 @@ pub(crate) struct ClientState {
     pub local: SocketAddr,
     /// Bytes of a request not yet complete (or not yet parsed while paused).
     pub inbuf: Vec<u8>,
-    pub out: Vec<u8>,
-    /// Bytes of `out` already written.
-    pub out_pos: usize,
+    pub out: OutBuf,
     pub queue: ReplyQueue,
     pub name: Option<Box<[u8]>>,
     pub phase: Phase,
@@ -85,12 +84,12 @@ impl ClientState {
     /// Bytes of replies not yet written, including those held back for order.
     #[inline]
     pub fn pending_output(&self) -> usize {
-        self.out.len() - self.out_pos + self.queue.held_bytes()
+        self.out.len() + self.queue.held_bytes()
     }
 
     /// The driver's next step for this client.
     pub fn status(&self) -> ClientStatus {
-        let flushed = self.out_pos == self.out.len();
+        let flushed = self.out.is_empty();
         match self.phase {
             Phase::Kill => ClientStatus::Close,
             Phase::Draining if flushed && self.queue.is_empty() => ClientStatus::Close,
@@ -102,7 +101,7 @@ impl ClientState {
     /// Queues a locally produced reply in order.
     #[inline]
     pub fn reply(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
-        self.queue.push_local(&mut self.out, write);
+        self.queue.push_local(self.out.buf_mut(), write);
     }
 
     /// Queues an error reply (`msg` starts with its code, e.g. `ERR …`).
@@ -115,18 +114,5 @@ impl ClientState {
     pub fn fatal(&mut self, msg: &str) {
         self.error(msg);
         self.phase = Phase::Draining;
-    }
-
-    /// Records that `n` bytes of output were written.
-    #[inline]
-    pub fn wrote(&mut self, n: usize) {
-        self.out_pos += n;
-        if self.out_pos >= self.out.len() {
-            self.out.clear();
-            self.out_pos = 0;
-            if self.out.capacity() > 1 << 20 {
-                self.out.shrink_to(16 << 10);
-            }
-        }
     }
 }

@@ -308,11 +308,11 @@ impl Ctx {
             self.stats.errors_backend += 1;
             let mut reply = Vec::with_capacity(msg.len() + 3);
             encode::error(&mut reply, &msg);
-            return st.queue.complete_part(seq, part, &reply, &mut st.out);
+            return st.queue.complete_part(seq, part, &reply, st.out.buf_mut());
         }
         let version = self.cfg.table.version;
         let conn = &mut self.backends[b];
-        write(&mut conn.out);
+        write(conn.out.buf_mut());
         conn.inflight.push_back(Inflight {
             client: st.me.idx,
             client_gen: st.me.gen,

@@ -194,7 +194,7 @@ fn client_info_line(st: &ClientState, ctx: &LocalCtx<'_>) -> String {
         st.local,
         name,
         st.inbuf.len(),
-        st.out.len() - st.out_pos,
+        st.out.len(),
         st.queue.len(),
         ctx.core
     )

@@ -13,6 +13,7 @@ mod backend;
 mod client;
 mod dispatch;
 mod local;
+mod outbuf;
 mod pending;
 pub mod policy;
 pub mod split;
@@ -33,6 +34,7 @@ pub use backend::BackendId;
 use backend::{BackendConn, Inflight, Link, Pool, MIN_BACKOFF_MS, WHOLE};
 use client::{Client, ClientState, Phase};
 pub use client::{ClientId, ClientStatus};
+use outbuf::OutBuf;
 pub use stats::Stats;
 use versions::VersionCounts;
 
@@ -249,8 +251,7 @@ impl Worker {
                 peer,
                 local,
                 inbuf: Vec::new(),
-                out: Vec::new(),
-                out_pos: 0,
+                out: OutBuf::new(16 << 10),
                 queue: Default::default(),
                 name: None,
                 phase: Phase::Open,
@@ -348,14 +349,14 @@ impl Worker {
 
     /// Bytes to write to the client.
     pub fn client_output(&self, id: ClientId) -> &[u8] {
-        self.client(id).map_or(&[], |c| &c.st.out[c.st.out_pos..])
+        self.client(id).map_or(&[], |c| c.st.out.pending())
     }
 
     /// `n` bytes of [`client_output`](Self::client_output) were written.
     pub fn client_wrote(&mut self, id: ClientId, n: usize) {
         let soft = self.ctx.cfg.limits.output_soft_limit as usize;
         if let Some(c) = self.client_mut(id) {
-            c.st.wrote(n);
+            c.st.out.wrote(n);
             if c.st.pending_output() <= soft {
                 c.st.soft_since_ms = None;
             }
@@ -421,7 +422,7 @@ impl Worker {
     /// Bytes to write to the backend.
     pub fn backend_output(&self, id: BackendId) -> &[u8] {
         match self.backend(id) {
-            Some(b) if matches!(b.link, Link::Up) => &b.out[b.out_pos..],
+            Some(b) if matches!(b.link, Link::Up) => b.out.pending(),
             _ => &[],
         }
     }
@@ -434,95 +435,87 @@ impl Worker {
             .get_mut(id.idx as usize)
             .filter(|b| b.gen == id.gen)
         {
-            conn.wrote(n);
+            conn.out.wrote(n);
         }
     }
 
     /// Bytes read from a backend: complete replies go to their clients.
     pub fn backend_input(&mut self, id: BackendId, data: &[u8]) {
         let idx = id.idx as usize;
-        let Some(conn) = self
-            .ctx
-            .backends
+        let (backends, mut sink) = self.delivery();
+        let Some(conn) = backends
             .get_mut(idx)
             .filter(|b| b.gen == id.gen && matches!(b.link, Link::Up))
         else {
             return;
         };
-        let mut sink = Sink {
-            clients: &mut self.clients,
-            ctx_wake: &mut self.ctx.wake,
-            versions: &mut self.ctx.versions,
-            stats: &mut self.ctx.stats,
-            resume: &mut self.ctx.resume,
-            hard_limit: self.ctx.cfg.limits.output_hard_limit as usize,
-            max_pipeline: self.ctx.cfg.limits.max_pipeline,
-        };
         let result = if conn.inbuf.is_empty() {
-            let r = sink.replies(conn, data);
-            if let Ok(used) = r {
-                conn.inbuf.extend_from_slice(&data[used..]);
-            }
-            r.map(|_| ())
+            sink.replies(conn, data)
+                .map(|used| conn.inbuf.extend_from_slice(&data[used..]))
         } else {
             conn.inbuf.extend_from_slice(data);
             let mut buf = std::mem::take(&mut conn.inbuf);
-            let r = sink.replies(conn, &buf);
-            if let Ok(used) = r {
+            sink.replies(conn, &buf).map(|used| {
                 buf.drain(..used);
                 if buf.is_empty() && buf.capacity() > 1 << 20 {
                     buf = Vec::new();
                 }
                 conn.inbuf = buf;
-            }
-            r.map(|_| ())
+            })
         };
         if let Err(reason) = result {
-            tracing::warn!(core = self.ctx.core, backend = %self.ctx.pools[self.ctx.backends[idx].pool].addr, "{reason}");
             self.fail_backend(idx, &reason);
         }
         self.resume_paused();
     }
 
+    /// The backend connections, and a [`Sink`] for replies over the rest.
+    fn delivery(&mut self) -> (&mut Slab<BackendConn>, Sink<'_>) {
+        let ctx = &mut self.ctx;
+        let sink = Sink {
+            clients: &mut self.clients,
+            wake: &mut ctx.wake,
+            versions: &mut ctx.versions,
+            stats: &mut ctx.stats,
+            resume: &mut ctx.resume,
+            hard_limit: ctx.cfg.limits.output_hard_limit as usize,
+            max_pipeline: ctx.cfg.limits.max_pipeline,
+        };
+        (&mut ctx.backends, sink)
+    }
+
     fn fail_backend(&mut self, idx: usize, reason: &str) {
         let now = self.ctx.now_ms;
         let max_backoff = self.ctx.cfg.backend.max_backoff.0.max(MIN_BACKOFF_MS);
-        let conn = &mut self.ctx.backends[idx];
-        let pool = &self.ctx.pools[conn.pool];
-        if matches!(conn.link, Link::Up) {
-            tracing::warn!(core = self.ctx.core, group = %pool.group, backend = %pool.addr, "backend lost: {reason}");
-        } else {
-            tracing::debug!(core = self.ctx.core, group = %pool.group, backend = %pool.addr, "backend unavailable: {reason}");
-        }
+        self.ctx.next_gen = self.ctx.next_gen.wrapping_add(1);
+        let gen = self.ctx.next_gen;
+        let pool = &self.ctx.pools[self.ctx.backends[idx].pool];
+        let (core, group, addr) = (self.ctx.core, pool.group.clone(), pool.addr);
         let mut reply = Vec::new();
         keyway_protocol::resp::encode::error(
             &mut reply,
-            &format!("ERR backend {} unavailable: {reason}", pool.group),
+            &format!("ERR backend {group} unavailable: {reason}"),
         );
-        let entries: Vec<Inflight> = conn.inflight.drain(..).collect();
+        let (backends, mut sink) = self.delivery();
+        let conn = &mut backends[idx];
+        if matches!(conn.link, Link::Up) {
+            tracing::warn!(core, %group, backend = %addr, "backend lost: {reason}");
+        } else {
+            tracing::debug!(core, %group, backend = %addr, "backend unavailable: {reason}");
+        }
+        sink.stats.backend_failures += 1;
+        sink.stats.errors_backend += conn.inflight.len() as u64;
+        for e in conn.inflight.drain(..) {
+            sink.deliver(e, &reply);
+        }
         conn.reset_io();
-        self.ctx.next_gen = self.ctx.next_gen.wrapping_add(1);
-        conn.gen = self.ctx.next_gen;
+        conn.gen = gen;
         conn.link = Link::Down {
             until_ms: now + conn.backoff_ms,
             reason: Arc::from(reason),
         };
         conn.backoff_ms = (conn.backoff_ms * 2).min(max_backoff);
-        self.ctx.stats.backend_failures += 1;
-        self.ctx.stats.errors_backend += entries.len() as u64;
-        self.ctx.wake.backends.push(idx as u32);
-        let mut sink = Sink {
-            clients: &mut self.clients,
-            ctx_wake: &mut self.ctx.wake,
-            versions: &mut self.ctx.versions,
-            stats: &mut self.ctx.stats,
-            resume: &mut self.ctx.resume,
-            hard_limit: self.ctx.cfg.limits.output_hard_limit as usize,
-            max_pipeline: self.ctx.cfg.limits.max_pipeline,
-        };
-        for e in entries {
-            sink.deliver(e, &reply);
-        }
+        sink.wake.backends.push(idx as u32);
     }
 
     // ---- driver plumbing --------------------------------------------------
@@ -691,7 +684,7 @@ impl Ctx {
             st.phase = Phase::Kill;
             self.stats.clients_output_limit += 1;
         }
-        if !st.dirty && (st.out.len() > st.out_pos || st.phase != Phase::Open) {
+        if !st.dirty && (!st.out.is_empty() || st.phase != Phase::Open) {
             st.dirty = true;
             self.wake.clients.push(st.me.idx);
         }
@@ -750,7 +743,7 @@ impl Ctx {
 /// Where backend replies go: the clients and the bookkeeping around them.
 struct Sink<'a> {
     clients: &'a mut Slab<Client>,
-    ctx_wake: &'a mut Wake,
+    wake: &'a mut Wake,
     versions: &'a mut VersionCounts,
     stats: &'a mut Stats,
     resume: &'a mut Vec<u32>,
@@ -795,9 +788,10 @@ impl Sink<'_> {
             return;
         }
         if e.part == WHOLE {
-            st.queue.complete(e.seq, reply, &mut st.out);
+            st.queue.complete(e.seq, reply, st.out.buf_mut());
         } else {
-            st.queue.complete_part(e.seq, e.part, reply, &mut st.out);
+            st.queue
+                .complete_part(e.seq, e.part, reply, st.out.buf_mut());
         }
         if st.pending_output() > self.hard_limit {
             st.phase = Phase::Kill;
@@ -809,7 +803,7 @@ impl Sink<'_> {
         }
         if !st.dirty {
             st.dirty = true;
-            self.ctx_wake.clients.push(e.client);
+            self.wake.clients.push(e.client);
         }
     }
 }

@@ -17,7 +17,7 @@ use futures_lite::io::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
 
 use super::core::Core;
-use crate::engine::{BackendId, ClientId, ClientStatus};
+use crate::engine::{BackendId, ClientId, ClientStatus, Worker};
 
 /// Reads per poll before yielding, so one busy connection cannot starve the
 /// others on its core.
@@ -40,6 +40,32 @@ pub(crate) fn describe(e: &io::Error) -> String {
                 Some(p) => s[..p].to_string(),
                 None => s,
             }
+        }
+    }
+}
+
+/// Writes what `out` gives until it is empty or the socket is full (the task
+/// is then woken when it drains), recording progress with `wrote`.
+fn poll_flush(
+    stream: &mut TcpStream,
+    cx: &mut Context<'_>,
+    core: &Core,
+    out: impl for<'w> Fn(&'w Worker) -> &'w [u8],
+    wrote: impl Fn(&mut Worker, usize),
+) -> io::Result<()> {
+    loop {
+        let worker = core.worker.borrow();
+        let pending = out(&worker);
+        if pending.is_empty() {
+            return Ok(());
+        }
+        match Pin::new(&mut *stream).poll_write(cx, pending) {
+            Poll::Ready(Ok(n)) => {
+                drop(worker);
+                wrote(&mut core.worker.borrow_mut(), n);
+            }
+            Poll::Ready(Err(e)) => return Err(e),
+            Poll::Pending => return Ok(()),
         }
     }
 }
@@ -82,27 +108,20 @@ impl Future for ClientIo {
                 Poll::Pending => break,
             }
         }
-        loop {
-            let status = core.worker.borrow().client_status(this.id);
-            if matches!(status, ClientStatus::Close | ClientStatus::Gone) {
-                return this.finish();
-            }
-            let worker = core.worker.borrow();
-            let out = worker.client_output(this.id);
-            if out.is_empty() {
-                break;
-            }
-            match Pin::new(&mut this.stream).poll_write(cx, out) {
-                Poll::Ready(Ok(n)) => {
-                    drop(worker);
-                    core.worker.borrow_mut().client_wrote(this.id, n);
-                }
-                Poll::Ready(Err(_)) => {
-                    drop(worker);
-                    return this.finish();
-                }
-                Poll::Pending => break,
-            }
+        let status = core.worker.borrow().client_status(this.id);
+        if matches!(status, ClientStatus::Close | ClientStatus::Gone) {
+            return this.finish();
+        }
+        let id = this.id;
+        let written = poll_flush(
+            &mut this.stream,
+            cx,
+            &core,
+            |w| w.client_output(id),
+            |w, n| w.client_wrote(id, n),
+        );
+        if written.is_err() {
+            return this.finish();
         }
         core.flush(Some(this.id.idx));
         let status = core.worker.borrow().client_status(this.id);
@@ -176,23 +195,16 @@ impl Future for BackendIo {
         if !core.worker.borrow().backend_live(this.id) {
             return Poll::Ready(());
         }
-        loop {
-            let worker = core.worker.borrow();
-            let out = worker.backend_output(this.id);
-            if out.is_empty() {
-                break;
-            }
-            match Pin::new(&mut this.stream).poll_write(cx, out) {
-                Poll::Ready(Ok(n)) => {
-                    drop(worker);
-                    core.worker.borrow_mut().backend_wrote(this.id, n);
-                }
-                Poll::Ready(Err(e)) => {
-                    drop(worker);
-                    return this.fail(&describe(&e));
-                }
-                Poll::Pending => break,
-            }
+        let id = this.id;
+        let written = poll_flush(
+            &mut this.stream,
+            cx,
+            &core,
+            |w| w.backend_output(id),
+            |w, n| w.backend_wrote(id, n),
+        );
+        if let Err(e) = written {
+            return this.fail(&describe(&e));
         }
         for reads in 0.. {
             if reads == READS_PER_POLL {

@@ -1,0 +1,86 @@
+//! Bytes waiting to be written to a socket. Appends go to the end; writes take
+//! from the front; the buffer resets once everything is written, and gives back
+//! memory after a burst so idle connections stay small.
+
+/// A connection's output buffer.
+#[derive(Debug)]
+pub(crate) struct OutBuf {
+    buf: Vec<u8>,
+    /// Bytes of `buf` already written.
+    pos: usize,
+    /// Capacity kept after a burst that grew the buffer past 64 times this.
+    keep: usize,
+}
+
+impl OutBuf {
+    /// An empty buffer that keeps `keep` bytes of capacity after bursts.
+    pub fn new(keep: usize) -> OutBuf {
+        OutBuf {
+            buf: Vec::new(),
+            pos: 0,
+            keep,
+        }
+    }
+
+    /// The bytes not yet written.
+    #[inline]
+    pub fn pending(&self) -> &[u8] {
+        &self.buf[self.pos..]
+    }
+
+    /// How many bytes are not yet written.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    /// Whether everything has been written.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.pos == self.buf.len()
+    }
+
+    /// The buffer to append to.
+    #[inline]
+    pub fn buf_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.buf
+    }
+
+    /// Records that `n` bytes of [`pending`](Self::pending) were written.
+    #[inline]
+    pub fn wrote(&mut self, n: usize) {
+        self.pos += n;
+        if self.pos >= self.buf.len() {
+            self.clear();
+        }
+    }
+
+    /// Drops everything not yet written.
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.pos = 0;
+        if self.buf.capacity() > 64 * self.keep {
+            self.buf.shrink_to(self.keep);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_drain_from_the_front() {
+        let mut o = OutBuf::new(16);
+        o.buf_mut().extend_from_slice(b"hello world");
+        o.wrote(6);
+        assert_eq!(o.pending(), b"world");
+        o.buf_mut().extend_from_slice(b"!");
+        assert_eq!(o.len(), 6);
+        o.wrote(6);
+        assert!(o.is_empty());
+        o.buf_mut().extend_from_slice(&[0; 4096]);
+        o.wrote(4096);
+        assert!(o.buf.capacity() <= 64 * 16);
+    }
+}
