@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs the Debian packages keyway's local run and test suite use, when any
-# is missing: redis-server, and redis-tools for redis-cli and redis-benchmark.
+# Installs the Debian packages keyway's local run, tests and benchmarks use,
+# when any is missing: redis-server; redis-tools for redis-cli and
+# redis-benchmark; nutcracker (twemproxy) for the side-by-side benchmark.
 set -euo pipefail
 
 need=()
@@ -8,6 +9,8 @@ command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 if ! command -v redis-cli >/dev/null 2>&1 || ! command -v redis-benchmark >/dev/null 2>&1; then
   need+=(redis-tools)
 fi
+
+command -v nutcracker >/dev/null 2>&1 || need+=(nutcracker)
 
 if ((${#need[@]})); then
   sudo=""

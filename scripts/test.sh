@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (.ci/run): installs what the tests need,
 # checks formatting and lints, runs every unit, property and integration test
-# against real redis-server processes, checks the generated command table is
-# fresh, and fuzzes the RESP parsers briefly.
+# against real redis-server processes (the integration tests on both
+# transports), checks the generated command table is fresh, runs the benchmark
+# harness once on a small load, and fuzzes the RESP parsers briefly.
 #
 #   KEYWAY_FUZZ_SECONDS=0 scripts/test.sh   # skip the fuzz run
 set -euo pipefail
@@ -13,6 +14,9 @@ scripts/deps.sh
 cargo fmt --all -- --check
 cargo clippy -q --workspace --all-targets -- -D warnings
 cargo test -q --workspace
+# The integration tests once more on the other transport (uring is the default).
+KEYWAY_TEST_TRANSPORT=glommio cargo test -q -p keyway --tests
+perf/tune-host.sh --iface lo --cpus 0 --dry-run >/dev/null
 
 fuzz_seconds=${KEYWAY_FUZZ_SECONDS:-20}
 if [ "$fuzz_seconds" != 0 ]; then

@@ -37,9 +37,17 @@ pub struct RoutingTable {
     /// Increases with every change; the control plane acks by version.
     pub version: u64,
     slot_count: u32,
-    slots: Box<[SlotRoute]>,
+    /// Owner of each slot, [`UNASSIGNED`] for none: two bytes a slot, so the
+    /// whole map of 16384 slots stays in a core's L1 cache.
+    slots: Box<[u16]>,
     groups: Box<[GroupRoute]>,
 }
+
+/// A slot no group owns.
+const UNASSIGNED: u16 = u16::MAX;
+
+/// Most groups a table can hold.
+pub const MAX_GROUPS: usize = UNASSIGNED as usize;
 
 impl RoutingTable {
     /// A table; `slots.len()` must equal `slot_count`, a power of two, and every
@@ -47,15 +55,25 @@ impl RoutingTable {
     pub fn new(
         version: u64,
         slot_count: u32,
-        slots: Box<[SlotRoute]>,
+        slots: &[SlotRoute],
         groups: Box<[GroupRoute]>,
     ) -> RoutingTable {
         assert_eq!(slots.len(), slot_count as usize, "one route per slot");
         assert!(slot_count.is_power_of_two());
-        assert!(slots.iter().all(
-            |r| matches!(r, SlotRoute::Stable(g) if usize::from(*g) < groups.len())
-                || *r == SlotRoute::Unassigned
-        ));
+        assert!(groups.len() <= MAX_GROUPS);
+        let slots = slots
+            .iter()
+            .map(|r| match *r {
+                SlotRoute::Unassigned => UNASSIGNED,
+                SlotRoute::Stable(g) => {
+                    assert!(
+                        usize::from(g) < groups.len(),
+                        "slot owned by a group that does not exist"
+                    );
+                    g
+                }
+            })
+            .collect();
         RoutingTable {
             version,
             slot_count,
@@ -89,7 +107,10 @@ impl RoutingTable {
     /// Who serves `slot`.
     #[inline]
     pub fn route(&self, slot: u32) -> SlotRoute {
-        self.slots[slot as usize]
+        match self.slots[slot as usize] {
+            UNASSIGNED => SlotRoute::Unassigned,
+            g => SlotRoute::Stable(g),
+        }
     }
 
     /// The groups, indexed by [`GroupIndex`].
@@ -107,11 +128,9 @@ impl RoutingTable {
     /// Slot ranges owned by each group, for display: `(group, first, last)`.
     pub fn ranges(&self) -> Vec<(Option<GroupIndex>, u32, u32)> {
         let mut out: Vec<(Option<GroupIndex>, u32, u32)> = Vec::new();
-        for (s, r) in self.slots.iter().enumerate() {
-            let owner = match r {
-                SlotRoute::Unassigned => None,
-                SlotRoute::Stable(g) => Some(*g),
-            };
+        for (s, &g) in self.slots.iter().enumerate() {
+            let owner = (g != UNASSIGNED).then_some(g);
+
             match out.last_mut() {
                 Some((o, _, last)) if *o == owner && *last + 1 == s as u32 => *last = s as u32,
                 _ => out.push((owner, s as u32, s as u32)),
@@ -133,7 +152,7 @@ mod tests {
                 master_text: format!("127.0.0.1:{}", 7000 + i),
             })
             .collect();
-        let slots = (0..16)
+        let slots: Vec<SlotRoute> = (0..16)
             .map(|s| {
                 if s < 8 {
                     SlotRoute::Stable(0)
@@ -144,7 +163,7 @@ mod tests {
                 }
             })
             .collect();
-        RoutingTable::new(3, 16, slots, groups)
+        RoutingTable::new(3, 16, &slots, groups)
     }
 
     #[test]

@@ -65,6 +65,27 @@ fn parse(c: &mut Criterion) {
             acc
         })
     });
+    let keys: Vec<String> = (0..BATCH)
+        .map(|i| format!("key:{:012}", i * 7919))
+        .collect();
+    g.bench_function("key_slot 16-byte keys", |b| {
+        b.iter(|| {
+            keys.iter().fold(0u32, |acc, k| {
+                acc ^ key_slot(black_box(k.as_bytes()), 16384)
+            })
+        })
+    });
+    g.bench_function("lookup GET/SET", |b| {
+        b.iter(|| {
+            (0..BATCH).fold(0usize, |acc, i| {
+                let name: &[u8] = if i % 2 == 0 { b"GET" } else { b"set" };
+                match lookup(black_box(name), None) {
+                    Lookup::Found(c) => acc + c.arity as usize,
+                    _ => acc,
+                }
+            })
+        })
+    });
     g.finish();
 
     let mut replies = Vec::new();

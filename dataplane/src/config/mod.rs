@@ -68,6 +68,19 @@ pub enum Steer {
     Cpu,
 }
 
+/// How sockets are driven on each core.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// glommio's executor and TCP streams (`recv`/`send` after an io_uring poll).
+    Glommio,
+    /// keyway's own io_uring loop: multishot accept and receive into a provided
+    /// buffer ring, sends batched and submitted once per loop turn. The
+    /// default: about half glommio's CPU per request (see `perf/README.md`).
+    #[default]
+    Uring,
+}
+
 /// Client-facing limits (`[limits]`).
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
@@ -219,6 +232,10 @@ pub struct FileConfig {
     /// Connection steering across cores (default "none").
     #[serde(default)]
     pub steer: Steer,
+    /// Socket transport (default "uring").
+
+    #[serde(default)]
+    pub transport: Transport,
     /// Listen backlog per core (default 4096; the kernel caps it at somaxconn).
     #[serde(default = "default_backlog")]
     pub backlog: u32,
@@ -261,6 +278,8 @@ pub struct Config {
     pub cpus: Vec<usize>,
     /// Connection steering.
     pub steer: Steer,
+    /// Socket transport.
+    pub transport: Transport,
     /// Listen backlog.
     pub backlog: u32,
     /// The first live snapshot.
@@ -314,6 +333,7 @@ impl FileConfig {
             listen,
             cpus,
             steer: self.steer,
+            transport: self.transport,
             backlog: self.backlog,
             live: Arc::new(LiveConfig {
                 table,
@@ -417,9 +437,13 @@ fn build_table(
             "no [[group]]: keyway needs at least one Redis group to route to",
         ));
     }
-    if groups.len() > usize::from(u16::MAX) {
-        return Err(invalid("too many groups"));
+    if groups.len() > crate::routing::MAX_GROUPS {
+        return Err(invalid(format!(
+            "too many groups (at most {})",
+            crate::routing::MAX_GROUPS
+        )));
     }
+
     let mut routes = Vec::with_capacity(groups.len());
     for (i, g) in groups.iter().enumerate() {
         if !valid_group_name(&g.name) {
@@ -494,11 +518,16 @@ fn build_table(
             }
         }
     }
-    let slots = owner
+    let slots: Vec<SlotRoute> = owner
         .into_iter()
         .map(|o| o.map_or(SlotRoute::Unassigned, SlotRoute::Stable))
         .collect();
-    Ok(RoutingTable::new(version, slot_count, slots, routes.into()))
+    Ok(RoutingTable::new(
+        version,
+        slot_count,
+        &slots,
+        routes.into(),
+    ))
 }
 
 #[cfg(test)]

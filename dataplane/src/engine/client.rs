@@ -35,8 +35,12 @@ pub enum ClientStatus {
     Active,
     /// Write replies but do not read (pipeline full, or draining).
     WriteOnly,
-    /// Close the socket and call `client_gone`.
+    /// Everything owed has been handed out for writing: close the socket once
+    /// those writes are done, then call `client_gone`.
     Close,
+    /// Close the socket now, abandoning unwritten output (output limit, idle
+    /// timeout), then call `client_gone`.
+    Abort,
     /// No such client (already gone).
     Gone,
 }
@@ -91,7 +95,7 @@ impl ClientState {
     pub fn status(&self) -> ClientStatus {
         let flushed = self.out.is_empty();
         match self.phase {
-            Phase::Kill => ClientStatus::Close,
+            Phase::Kill => ClientStatus::Abort,
             Phase::Draining if flushed && self.queue.is_empty() => ClientStatus::Close,
             Phase::Open if !self.paused => ClientStatus::Active,
             _ => ClientStatus::WriteOnly,

@@ -7,7 +7,8 @@ use keyway_protocol::resp::{encode, Args, Frame};
 use super::backend::{Inflight, Link, WHOLE};
 use super::client::{Client, ClientState, Phase};
 use super::local::{self, LocalCtx};
-use super::policy::{policy, stream_read_blocks, Policy};
+use super::policy::{policy, stream_read_blocks, Keys, Policy};
+
 use super::split::{plan, write_part, Merge, SplitKind};
 use super::{Action, BackendId, Ctx};
 use crate::routing::{GroupIndex, SlotRoute};
@@ -109,7 +110,17 @@ impl Ctx {
             );
         }
         match policy(spec) {
-            Policy::Route { keyless } => self.route(st, spec, args, raw, keyless),
+            Policy::Route {
+                keys: Keys::First, ..
+            } => match self.group_of_keys(args, &[1]) {
+                Ok(g) => self.forward(st, g, args, raw),
+                Err(msg) => self.refuse(st, &msg),
+            },
+            Policy::Route {
+                keyless,
+                block_option,
+                ..
+            } => self.route(st, spec, args, raw, keyless, block_option),
             Policy::Split(kind) => self.split(st, kind, args, raw),
             Policy::FanOut(kind) => self.fan_out(st, kind, args, raw),
             Policy::Local(cmd) => {
@@ -145,8 +156,9 @@ impl Ctx {
         args: &Args<'_>,
         raw: Option<&[u8]>,
         keyless: &str,
+        block_option: bool,
     ) {
-        if matches!(spec.name, "xread" | "xreadgroup") && stream_read_blocks(args) {
+        if block_option && stream_read_blocks(args) {
             let msg = format!(
                 "ERR keyway does not support '{} BLOCK': blocking commands are not supported yet",
                 display_name(spec)

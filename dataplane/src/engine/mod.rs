@@ -363,6 +363,23 @@ impl Worker {
         }
     }
 
+    /// Takes the client's unwritten output (for a transport that writes
+    /// asynchronously), leaving `spare` in its place; empty if none.
+    pub fn client_take_output(&mut self, id: ClientId, mut spare: Vec<u8>) -> Vec<u8> {
+        spare.clear();
+        let soft = self.ctx.cfg.limits.output_soft_limit as usize;
+        match self.client_mut(id) {
+            Some(c) if !c.st.out.is_empty() => {
+                let out = c.st.out.take(spare);
+                if c.st.pending_output() <= soft {
+                    c.st.soft_since_ms = None;
+                }
+                out
+            }
+            _ => spare,
+        }
+    }
+
     /// The client's socket is closed; forget it. Replies still in flight for it
     /// are dropped when they arrive.
     pub fn client_gone(&mut self, id: ClientId) {
@@ -436,6 +453,18 @@ impl Worker {
             .filter(|b| b.gen == id.gen)
         {
             conn.out.wrote(n);
+        }
+    }
+
+    /// Takes the backend connection's unwritten requests (see
+    /// [`client_take_output`](Self::client_take_output)).
+    pub fn backend_take_output(&mut self, id: BackendId, mut spare: Vec<u8>) -> Vec<u8> {
+        spare.clear();
+        match self.ctx.backends.get_mut(id.idx as usize) {
+            Some(b) if b.gen == id.gen && matches!(b.link, Link::Up) && !b.out.is_empty() => {
+                b.out.take(spare)
+            }
+            _ => spare,
         }
     }
 

@@ -55,6 +55,17 @@ impl OutBuf {
         }
     }
 
+    /// Hands the unwritten bytes over, leaving `spare` (cleared) in their place:
+    /// for a transport whose writes complete later and must not see the buffer
+    /// move while the kernel reads it.
+    pub fn take(&mut self, mut spare: Vec<u8>) -> Vec<u8> {
+        spare.clear();
+        let mut out = std::mem::replace(&mut self.buf, spare);
+        out.drain(..self.pos);
+        self.pos = 0;
+        out
+    }
+
     /// Drops everything not yet written.
     pub fn clear(&mut self) {
         self.buf.clear();
@@ -82,5 +93,17 @@ mod tests {
         o.buf_mut().extend_from_slice(&[0; 4096]);
         o.wrote(4096);
         assert!(o.buf.capacity() <= 64 * 16);
+    }
+
+    #[test]
+    fn take_hands_over_the_unwritten_bytes() {
+        let mut o = OutBuf::new(16);
+        o.buf_mut().extend_from_slice(b"abcdef");
+        o.wrote(2);
+        let taken = o.take(b"junk".to_vec());
+        assert_eq!(taken, b"cdef");
+        assert!(o.is_empty());
+        o.buf_mut().extend_from_slice(b"x");
+        assert_eq!(o.pending(), b"x");
     }
 }

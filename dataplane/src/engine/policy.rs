@@ -5,7 +5,7 @@
 
 use std::sync::OnceLock;
 
-use keyway_protocol::command::{acl, all, flag, CommandSpec, COMMAND_IDS};
+use keyway_protocol::command::{acl, all, flag, Begin, CommandSpec, Find, KeySpec, COMMAND_IDS};
 
 use super::split::SplitKind;
 
@@ -68,14 +68,29 @@ pub enum ClientSub {
     Help,
 }
 
+/// Where a routed command's keys are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keys {
+    /// Exactly one key, the first argument (`GET k`, `SET k v`, `INCR k`, …):
+    /// no key-spec walk.
+    First,
+    /// Wherever the key specs say.
+    Specs,
+}
+
 /// How a command is served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Policy {
     /// Forwarded whole to the group owning its keys; all keys must share a group
-    /// (else `-CROSSSLOT`). `keyless` is the error when the arguments name no key.
+    /// (else `-CROSSSLOT`).
     Route {
+        /// Where the keys are.
+        keys: Keys,
         /// Why a call without keys cannot be served.
         keyless: &'static str,
+        /// The command blocks when given a `BLOCK` option (`XREAD`,
+        /// `XREADGROUP`), which is refused.
+        block_option: bool,
     },
     /// Split by group and merged (`MGET`, `MSET`, `DEL`, …).
     Split(SplitKind),
@@ -139,7 +154,13 @@ fn decide(c: &CommandSpec) -> Policy {
         }
         "monitor" => return Policy::Unsupported(ADMIN),
         // XREAD/XREADGROUP are flagged blocking; only their BLOCK form is.
-        "xread" | "xreadgroup" => return Policy::Route { keyless: KEYLESS },
+        "xread" | "xreadgroup" => {
+            return Policy::Route {
+                keys: Keys::Specs,
+                keyless: KEYLESS,
+                block_option: true,
+            };
+        }
         _ => {}
     }
     if c.name.starts_with("client|") || c.name == "client" {
@@ -164,7 +185,9 @@ fn decide(c: &CommandSpec) -> Policy {
     }
     if c.in_category(acl::SCRIPTING) && !c.key_specs.is_empty() {
         return Policy::Route {
+            keys: Keys::Specs,
             keyless: SCRIPT_KEYLESS,
+            block_option: false,
         };
     }
     if c.key_specs.is_empty() {
@@ -176,7 +199,24 @@ fn decide(c: &CommandSpec) -> Policy {
     if c.has(flag::ADMIN) {
         return Policy::Unsupported(ADMIN);
     }
-    Policy::Route { keyless: KEYLESS }
+    let first_only = |k: &KeySpec| {
+        k.begin == Begin::Index(1)
+            && k.find
+                == Find::Range {
+                    lastkey: 0,
+                    step: 1,
+                    limit: 0,
+                }
+    };
+    let keys = match c.key_specs {
+        [only] if first_only(only) && c.arity.abs() >= 2 => Keys::First,
+        _ => Keys::Specs,
+    };
+    Policy::Route {
+        keys,
+        keyless: KEYLESS,
+        block_option: false,
+    }
 }
 
 /// The policy of `c`.
@@ -218,6 +258,43 @@ mod tests {
             Lookup::Found(c) => policy(c),
             other => panic!("{name}: {other:?}"),
         }
+    }
+
+    #[test]
+    fn single_key_commands_skip_the_key_spec_walk() {
+        for name in [
+            "get", "set", "incr", "lpush", "hset", "zadd", "expire", "append",
+        ] {
+            assert!(
+                matches!(
+                    of(name, None),
+                    Policy::Route {
+                        keys: Keys::First,
+                        ..
+                    }
+                ),
+                "{name}"
+            );
+        }
+        for name in ["rename", "eval", "lmove", "sort", "georadius", "xread"] {
+            assert!(
+                !matches!(
+                    of(name, None),
+                    Policy::Route {
+                        keys: Keys::First,
+                        ..
+                    }
+                ),
+                "{name}"
+            );
+        }
+        assert!(matches!(
+            of("object", Some("encoding")),
+            Policy::Route {
+                keys: Keys::Specs,
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -1,14 +1,16 @@
-//! The process: one pinned glommio executor per configured CPU, each serving
-//! its own SO_REUSEPORT listener, and the main thread handling signals —
+//! The process: one pinned thread per configured CPU, each serving its own
+//! SO_REUSEPORT listener with one of two transports — glommio's executor
+//! ([`glommio_driver`]) or keyway's own io_uring loop ([`uring_driver`]) —
+//! and the main thread handling signals —
 //! `SIGHUP` reloads the config file and swaps the routing snapshot, `SIGTERM`
 //! and `SIGINT` drain and stop.
 
-mod core;
-mod io;
+mod glommio_driver;
 pub mod listener;
+mod uring_driver;
 
 use std::io::Write as _;
-use std::os::unix::io::IntoRawFd;
+use std::os::unix::io::{IntoRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -16,16 +18,49 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
-use glommio::{LocalExecutorBuilder, Placement};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-use self::core::{serve, CoreSetup};
-use crate::config::{Config, LiveConfig};
+use crate::config::{Config, LiveConfig, Transport};
 use crate::engine::Shared;
 
 /// How long to wait for a previous process to release the listen port.
 const PORT_WAIT: Duration = Duration::from_secs(10);
+/// How often each worker's timers run.
+const TICK: Duration = Duration::from_millis(100);
+/// Longest wait for clients to finish on shutdown.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// What a core needs from the process.
+pub(crate) struct CoreSetup {
+    pub index: usize,
+    pub listener_fd: RawFd,
+    pub source: Arc<ArcSwap<LiveConfig>>,
+    pub shared: Arc<Shared>,
+    pub stop: Arc<AtomicBool>,
+}
+
+/// A short reason for a socket error, as it appears in
+/// `-ERR backend … unavailable: <reason>`.
+pub(crate) fn describe(e: &std::io::Error) -> String {
+    use std::io::ErrorKind::*;
+    match e.kind() {
+        ConnectionRefused => "connection refused".into(),
+        ConnectionReset => "connection reset".into(),
+        ConnectionAborted => "connection aborted".into(),
+        BrokenPipe => "connection closed".into(),
+        TimedOut => "timed out".into(),
+        NotConnected => "not connected".into(),
+        AddrNotAvailable => "address not available".into(),
+        _ => {
+            let s = e.to_string();
+            match s.find(" (os error") {
+                Some(p) => s[..p].to_string(),
+                None => s,
+            }
+        }
+    }
+}
 
 /// Runs keyway with `config` (read from `path`, re-read on `SIGHUP`) until a
 /// stop signal, then drains and returns.
@@ -57,15 +92,21 @@ pub fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
             stop: stop.clone(),
         };
         let running = running.clone();
-        let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
-            .name(&format!("keyway-core{index}"))
-            .io_memory(64 << 10)
-            .spawn(move || async move {
+        let transport = config.transport;
+        let handle = std::thread::Builder::new()
+            .name(format!("keyway-core{index}"))
+            .spawn(move || {
                 // Counts the core out however it ends, panics included.
                 let _running = Running(running);
-                serve(setup).await;
+                let result = match transport {
+                    Transport::Glommio => glommio_driver::run(cpu, setup),
+                    Transport::Uring => uring_driver::run(cpu, setup),
+                };
+                if let Err(e) = result {
+                    tracing::error!(core = index, cpu, "core stopped: {e:#}");
+                }
             })
-            .map_err(|e| anyhow::anyhow!("cannot start the executor for CPU {cpu}: {e}"))?;
+            .context("cannot start a core thread")?;
         handles.push(handle);
     }
     tracing::info!(

@@ -184,6 +184,14 @@ pub fn read_some(s: &mut TcpStream, quiet: Duration) -> Vec<u8> {
     }
 }
 
+/// `transport = "…"` from `KEYWAY_TEST_TRANSPORT`, or nothing (the default).
+pub fn transport_line() -> String {
+    match std::env::var("KEYWAY_TEST_TRANSPORT") {
+        Ok(t) if !t.is_empty() => format!("transport = \"{t}\"\n"),
+        _ => String::new(),
+    }
+}
+
 /// A keyway process.
 pub struct Keyway {
     pub addr: SocketAddr,
@@ -194,11 +202,16 @@ pub struct Keyway {
 }
 
 impl Keyway {
-    /// Starts keyway with `body` appended to `listen = "127.0.0.1:0"`.
+    /// Starts keyway with `body` appended to `listen = "127.0.0.1:0"` (and a
+    /// `transport` line when `KEYWAY_TEST_TRANSPORT` names one).
     pub fn start(body: &str) -> Keyway {
         let dir = TempDir::new("keyway");
         let config = dir.path().join("keyway.toml");
-        std::fs::write(&config, format!("listen = \"127.0.0.1:0\"\n{body}")).unwrap();
+        std::fs::write(
+            &config,
+            format!("listen = \"127.0.0.1:0\"\n{}{body}", transport_line()),
+        )
+        .unwrap();
         Keyway::start_with(dir, &config)
     }
 

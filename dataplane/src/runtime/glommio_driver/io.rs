@@ -16,33 +16,13 @@ use std::time::Duration;
 use futures_lite::io::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
 
-use super::core::Core;
+use super::Core;
 use crate::engine::{BackendId, ClientId, ClientStatus, Worker};
+use crate::runtime::describe;
 
 /// Reads per poll before yielding, so one busy connection cannot starve the
 /// others on its core.
 const READS_PER_POLL: usize = 4;
-
-/// A short reason for a socket error, as it appears in `-ERR backend … unavailable: <reason>`.
-pub(crate) fn describe(e: &io::Error) -> String {
-    use io::ErrorKind::*;
-    match e.kind() {
-        ConnectionRefused => "connection refused".into(),
-        ConnectionReset => "connection reset".into(),
-        ConnectionAborted => "connection aborted".into(),
-        BrokenPipe => "connection closed".into(),
-        TimedOut => "timed out".into(),
-        NotConnected => "not connected".into(),
-        AddrNotAvailable => "address not available".into(),
-        _ => {
-            let s = e.to_string();
-            match s.find(" (os error") {
-                Some(p) => s[..p].to_string(),
-                None => s,
-            }
-        }
-    }
-}
 
 /// Writes what `out` gives until it is empty or the socket is full (the task
 /// is then woken when it drains), recording progress with `wrote`.
@@ -109,7 +89,10 @@ impl Future for ClientIo {
             }
         }
         let status = core.worker.borrow().client_status(this.id);
-        if matches!(status, ClientStatus::Close | ClientStatus::Gone) {
+        if matches!(
+            status,
+            ClientStatus::Close | ClientStatus::Abort | ClientStatus::Gone
+        ) {
             return this.finish();
         }
         let id = this.id;
@@ -125,7 +108,10 @@ impl Future for ClientIo {
         }
         core.flush(Some(this.id.idx));
         let status = core.worker.borrow().client_status(this.id);
-        if matches!(status, ClientStatus::Close | ClientStatus::Gone) {
+        if matches!(
+            status,
+            ClientStatus::Close | ClientStatus::Abort | ClientStatus::Gone
+        ) {
             return this.finish();
         }
         Poll::Pending

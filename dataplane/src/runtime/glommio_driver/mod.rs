@@ -1,4 +1,4 @@
-//! One core: its glommio executor's main future. Accepts clients on the core's
+//! The glommio transport. One core: its glommio executor's main future. Accepts clients on the core's
 //! own listener, runs the worker's timers, turns worker wakeups into task
 //! wakeups and worker actions into backend tasks, and drains on shutdown.
 
@@ -12,22 +12,19 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
 use futures_lite::io::AsyncWriteExt;
 use glommio::net::{TcpListener, TcpStream};
 use glommio::{Latency, Shares};
 use socket2::{SockRef, TcpKeepalive};
 
-use super::io::{backend_task, ClientIo};
-use crate::config::LiveConfig;
-use crate::engine::{Action, BackendId, ClientId, Shared, Worker};
+use self::io::{backend_task, ClientIo};
+use super::{CoreSetup, DRAIN, TICK};
+use crate::engine::{Action, BackendId, ClientId, Worker};
 
-/// How often the worker's timers run.
-const TICK: Duration = Duration::from_millis(100);
+mod io;
+
 /// Size of the core's read buffer.
 const SCRATCH: usize = 64 << 10;
-/// Longest wait for clients to finish on shutdown.
-const DRAIN: Duration = Duration::from_secs(10);
 
 /// A core's shared state: the worker and the wakers of its tasks.
 pub(crate) struct Core {
@@ -139,17 +136,19 @@ impl Future for Stopping<'_> {
     }
 }
 
-/// What a core needs from the process.
-pub(crate) struct CoreSetup {
-    pub index: usize,
-    pub listener_fd: RawFd,
-    pub source: Arc<ArcSwap<LiveConfig>>,
-    pub shared: Arc<Shared>,
-    pub stop: Arc<AtomicBool>,
+/// Runs a core on this thread: a glommio executor pinned to `cpu`.
+pub(crate) fn run(cpu: usize, setup: CoreSetup) -> anyhow::Result<()> {
+    let executor = glommio::LocalExecutorBuilder::new(glommio::Placement::Fixed(cpu))
+        .name(&format!("keyway-core{}", setup.index))
+        .io_memory(64 << 10)
+        .make()
+        .map_err(|e| anyhow::anyhow!("cannot start a glommio executor on CPU {cpu}: {e}"))?;
+    executor.run(serve(setup));
+    Ok(())
 }
 
 /// The executor's main future: serve until the process stops, then drain.
-pub(crate) async fn serve(setup: CoreSetup) {
+async fn serve(setup: CoreSetup) {
     let core = Rc::new(Core {
         index: setup.index,
         worker: RefCell::new(Worker::new(setup.index, setup.source.clone(), setup.shared)),

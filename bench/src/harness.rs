@@ -1,0 +1,476 @@
+//! The side-by-side harness: one Redis, and in front of it twemproxy and keyway
+//! (one instance per transport), all on loopback. Every load runs against every
+//! target in interleaved rounds (A B C A B C …) so that drift on a shared
+//! machine hits all of them alike; the report gives medians, medians of
+//! per-round throughput ratios to direct Redis, and CPU microseconds per
+//! request of each proxy (and of Redis behind it) from `/proc/PID/stat`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde::Serialize;
+
+use crate::load::{self, parse_mix, LoadSpec, Stop};
+use crate::procs::{cpu_seconds, Proc, Scratch};
+
+/// How to run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Interleaved rounds; medians are over rounds.
+    pub rounds: usize,
+    /// Requests per run.
+    pub requests: u64,
+    /// The keyway binary.
+    pub keyway: PathBuf,
+    /// Keyway transports to compare (one keyway instance each).
+    pub transports: Vec<String>,
+    /// Include twemproxy.
+    pub twemproxy: bool,
+    /// CPU for the proxies (each proxy runs alone on it while measured).
+    pub proxy_cpu: usize,
+    /// CPU for Redis; `None` lets the scheduler place it.
+    pub redis_cpu: Option<usize>,
+    /// Only the redis-benchmark reference loads.
+    pub reference_only: bool,
+    /// Open-loop rate for the latency load, requests per second.
+    pub open_rate: f64,
+}
+
+/// One measurement.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sample {
+    /// Requests per second.
+    pub rps: f64,
+    /// The proxy's CPU µs per request (none for direct Redis).
+    pub proxy_cpu_us: Option<f64>,
+    /// Redis's CPU µs per request.
+    pub redis_cpu_us: f64,
+    /// Median latency, µs.
+    pub p50_us: f64,
+    /// 99th percentile latency, µs.
+    pub p99_us: f64,
+    /// Error replies.
+    pub errors: u64,
+}
+
+/// The medians of one load on one target.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// Median requests per second.
+    pub rps: f64,
+    /// Median over rounds of this target's throughput / direct Redis's.
+    pub ratio_to_direct: f64,
+    /// Median proxy CPU µs per request.
+    pub proxy_cpu_us: Option<f64>,
+    /// Median Redis CPU µs per request.
+    pub redis_cpu_us: f64,
+    /// Median p50 latency, µs.
+    pub p50_us: f64,
+    /// Median p99 latency, µs.
+    pub p99_us: f64,
+    /// Errors in all rounds.
+    pub errors: u64,
+}
+
+/// Everything a run produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// When (UTC, RFC 3339).
+    pub date: String,
+    /// `git describe` of the tree measured.
+    pub commit: String,
+    /// The machine.
+    pub machine: BTreeMap<String, String>,
+    /// The command line.
+    pub command: String,
+    /// Rounds run.
+    pub rounds: usize,
+    /// Requests per run.
+    pub requests: u64,
+    /// Targets, in run order.
+    pub targets: Vec<String>,
+    /// Loads, in run order, with what each means.
+    pub loads: Vec<(String, String)>,
+    /// Every sample: load → target → one per round.
+    pub samples: BTreeMap<String, BTreeMap<String, Vec<Sample>>>,
+    /// load → target → medians.
+    pub summary: BTreeMap<String, BTreeMap<String, Summary>>,
+}
+
+enum Kind {
+    /// redis-benchmark `-c 50 -r 100000 -t TEST -P PIPELINE`.
+    RedisBenchmark { test: &'static str, pipeline: usize },
+    /// The bench tool.
+    Tool(LoadSpec),
+}
+
+struct Load {
+    name: String,
+    what: String,
+    kind: Kind,
+}
+
+struct Target {
+    name: String,
+    proc: Option<Proc>,
+    addr: std::net::SocketAddr,
+}
+
+fn loads(o: &Options) -> anyhow::Result<Vec<Load>> {
+    let mut v = Vec::new();
+    for (test, pipeline) in [("get", 1), ("set", 1), ("get", 16), ("set", 16)] {
+        v.push(Load {
+            name: format!("{} P{pipeline}", test.to_uppercase()),
+            what: format!(
+                "redis-benchmark -c 50 -r 100000 -n {} -t {test} -P {pipeline}",
+                o.requests
+            ),
+            kind: Kind::RedisBenchmark { test, pipeline },
+        });
+    }
+    if o.reference_only {
+        return Ok(v);
+    }
+    let tool = |conns,
+                pipeline,
+                mix: &str,
+                multi,
+                rate: Option<f64>,
+                n: u64|
+     -> anyhow::Result<LoadSpec> {
+        Ok(LoadSpec {
+            addr: ([127, 0, 0, 1], 0).into(),
+            connections: conns,
+            pipeline,
+            keys: 100_000,
+            value_size: 3,
+            mix: parse_mix(mix).map_err(anyhow::Error::msg)?,
+            multi_keys: multi,
+            stop: Stop::Requests(n),
+            rate,
+            threads: 1,
+        })
+    };
+    let mix = "get=50,set=20,incr=10,lpush=10,lpop=10";
+    v.push(Load {
+        name: "mix P1".into(),
+        what: format!("keyway-load -c 50 -P 1 --mix {mix} -n {}", o.requests),
+        kind: Kind::Tool(tool(50, 1, mix, 1, None, o.requests)?),
+    });
+    v.push(Load {
+        name: "MGET10 P1".into(),
+        what: format!(
+            "keyway-load -c 50 -P 1 --mix mget --multi-keys 10 -n {}",
+            o.requests / 4
+        ),
+        kind: Kind::Tool(tool(50, 1, "mget", 10, None, o.requests / 4)?),
+    });
+    let n = ((o.open_rate * 10.0) as u64).min(o.requests);
+    v.push(Load {
+        name: format!("open {}k/s", o.open_rate / 1000.0),
+        what: format!("keyway-load -c 50 -P 4 --mix get=80,set=20 --rate {} -n {n} (latency from intended send time)", o.open_rate),
+        kind: Kind::Tool(tool(50, 4, "get=80,set=20", 1, Some(o.open_rate), n)?),
+    });
+    Ok(v)
+}
+
+fn run_one(load: &Load, target: &Target, redis_pid: u32, requests: u64) -> anyhow::Result<Sample> {
+    let proxy_pid = target.proc.as_ref().map(Proc::pid);
+    let proxy_before = proxy_pid.map(cpu_seconds).transpose()?;
+    let redis_before = cpu_seconds(redis_pid)?;
+    let (done, rps, p50, p99, errors) = match &load.kind {
+        Kind::RedisBenchmark { test, pipeline } => {
+            let out = Command::new("redis-benchmark")
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &target.addr.port().to_string(),
+                    "-c",
+                    "50",
+                    "-r",
+                    "100000",
+                ])
+                .args([
+                    "-n",
+                    &requests.to_string(),
+                    "-t",
+                    test,
+                    "-P",
+                    &pipeline.to_string(),
+                    "--csv",
+                ])
+                .output()
+                .context("running redis-benchmark")?;
+            let text = String::from_utf8_lossy(&out.stdout);
+            let row = text
+                .lines()
+                .find(|l| !l.starts_with("\"test\"") && l.starts_with('"'))
+                .with_context(|| {
+                    format!(
+                        "no result from redis-benchmark on {}: {}",
+                        target.name,
+                        String::from_utf8_lossy(&out.stderr)
+                    )
+                })?;
+            let f: Vec<f64> = row
+                .split(',')
+                .skip(1)
+                .map(|c| c.trim_matches('"').parse().unwrap_or(f64::NAN))
+                .collect();
+            (requests, f[0], f[3] * 1000.0, f[5] * 1000.0, 0)
+        }
+        Kind::Tool(spec) => {
+            let mut spec = spec.clone();
+            spec.addr = target.addr;
+            let r = load::run(&spec)?;
+            (
+                r.requests,
+                r.throughput,
+                r.latency_us.p50 as f64,
+                r.latency_us.p99 as f64,
+                r.errors,
+            )
+        }
+    };
+    let per_req = |before: f64, after: f64| (after - before) * 1e6 / done.max(1) as f64;
+    Ok(Sample {
+        rps,
+        proxy_cpu_us: match (proxy_pid, proxy_before) {
+            (Some(pid), Some(b)) => Some(per_req(b, cpu_seconds(pid)?)),
+            _ => None,
+        },
+        redis_cpu_us: per_req(redis_before, cpu_seconds(redis_pid)?),
+        p50_us: p50,
+        p99_us: p99,
+        errors,
+    })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.retain(|x| x.is_finite());
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }
+}
+
+fn machine() -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|l| l.trim_start_matches([' ', '\t', ':']));
+    m.insert("cpu".into(), model.unwrap_or("unknown").to_string());
+    m.insert(
+        "cpus".into(),
+        std::thread::available_parallelism()
+            .map_or(0, |n| n.get())
+            .to_string(),
+    );
+    let mem = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    m.insert(
+        "memory".into(),
+        mem.lines()
+            .next()
+            .unwrap_or("")
+            .trim_start_matches("MemTotal:")
+            .trim()
+            .to_string(),
+    );
+    let uname = Command::new("uname")
+        .arg("-r")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    m.insert("kernel".into(), uname.unwrap_or_default());
+    for (name, args) in [
+        ("redis", vec!["redis-server", "--version"]),
+        ("twemproxy", vec!["nutcracker", "--version"]),
+    ] {
+        let v = Command::new(args[0]).args(&args[1..]).output().map(|o| {
+            let t = String::from_utf8_lossy(&o.stdout).to_string()
+                + &String::from_utf8_lossy(&o.stderr);
+            t.lines().next().unwrap_or("").trim().to_string()
+        });
+        m.insert(name.into(), v.unwrap_or_default());
+    }
+    m
+}
+
+/// Runs every load on every target and summarizes.
+pub fn run(o: &Options, command: String) -> anyhow::Result<Report> {
+    let dir = Scratch::new()?;
+    let redis = Proc::redis(&dir.0, o.redis_cpu)?;
+    let mut targets = vec![Target {
+        name: "redis".into(),
+        addr: redis.addr,
+        proc: None,
+    }];
+    if o.twemproxy {
+        let p = Proc::nutcracker(&dir.0, redis.addr, Some(o.proxy_cpu))?;
+        targets.push(Target {
+            name: "twemproxy".into(),
+            addr: p.addr,
+            proc: Some(p),
+        });
+    }
+    for t in &o.transports {
+        let name = format!("keyway-{t}");
+        let p = Proc::keyway(
+            &o.keyway,
+            &dir.0,
+            &name,
+            redis.addr,
+            o.proxy_cpu,
+            &format!("transport = \"{t}\""),
+        )?;
+        targets.push(Target {
+            name,
+            addr: p.addr,
+            proc: Some(p),
+        });
+    }
+    // Fill the key space so GETs find values.
+    let fill = Command::new("redis-benchmark")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &redis.addr.port().to_string(),
+            "-c",
+            "50",
+            "-r",
+            "100000",
+        ])
+        .args(["-n", "200000", "-t", "set", "-P", "32", "-q"])
+        .output()?;
+    anyhow::ensure!(fill.status.success(), "filling Redis failed");
+
+    let loads = loads(o)?;
+    let mut samples: BTreeMap<String, BTreeMap<String, Vec<Sample>>> = BTreeMap::new();
+    for round in 0..o.rounds {
+        for load in &loads {
+            for t in &targets {
+                let s = run_one(load, t, redis.pid(), o.requests)
+                    .with_context(|| format!("round {round}, {} on {}", load.name, t.name))?;
+                eprintln!(
+                    "round {}/{}  {:<14} {:<16} {:>10.0} req/s  proxy {:>6}  redis {:>5.2} µs/req",
+                    round + 1,
+                    o.rounds,
+                    load.name,
+                    t.name,
+                    s.rps,
+                    s.proxy_cpu_us
+                        .map_or("-".to_string(), |c| format!("{c:.2}")),
+                    s.redis_cpu_us
+                );
+                samples
+                    .entry(load.name.clone())
+                    .or_default()
+                    .entry(t.name.clone())
+                    .or_default()
+                    .push(s);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let mut summary: BTreeMap<String, BTreeMap<String, Summary>> = BTreeMap::new();
+    for (load, by_target) in &samples {
+        let direct = &by_target["redis"];
+        for (t, ss) in by_target {
+            let ratios = ss.iter().zip(direct).map(|(s, d)| s.rps / d.rps).collect();
+            summary.entry(load.clone()).or_default().insert(
+                t.clone(),
+                Summary {
+                    rps: median(ss.iter().map(|s| s.rps).collect()),
+                    ratio_to_direct: median(ratios),
+                    proxy_cpu_us: ss[0]
+                        .proxy_cpu_us
+                        .map(|_| median(ss.iter().filter_map(|s| s.proxy_cpu_us).collect())),
+                    redis_cpu_us: median(ss.iter().map(|s| s.redis_cpu_us).collect()),
+                    p50_us: median(ss.iter().map(|s| s.p50_us).collect()),
+                    p99_us: median(ss.iter().map(|s| s.p99_us).collect()),
+                    errors: ss.iter().map(|s| s.errors).sum(),
+                },
+            );
+        }
+    }
+    let commit = Command::new("git")
+        .args(["describe", "--always", "--dirty"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let date = Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    Ok(Report {
+        date,
+        commit,
+        machine: machine(),
+        command,
+        rounds: o.rounds,
+        requests: o.requests,
+        targets: targets.iter().map(|t| t.name.clone()).collect(),
+        loads: loads
+            .iter()
+            .map(|l| (l.name.clone(), l.what.clone()))
+            .collect(),
+        samples,
+        summary,
+    })
+}
+
+/// The report as Markdown tables, one per load.
+pub fn markdown(r: &Report) -> String {
+    let mut s = format!(
+        "Measured {} at commit `{}` on {} ({} CPUs, {}, kernel {}; {}; {}).\n\n\
+         Command: `{}`\n\n\
+         {} interleaved rounds, {} requests per run; medians over rounds. `× redis` is the median \
+         of per-round throughput ratios to direct Redis. CPU is user + system time from \
+         `/proc/PID/stat` per request.\n",
+        r.date,
+        r.commit,
+        r.machine.get("cpu").map_or("?", String::as_str),
+        r.machine.get("cpus").map_or("?", String::as_str),
+        r.machine.get("memory").map_or("?", String::as_str),
+        r.machine.get("kernel").map_or("?", String::as_str),
+        r.machine.get("redis").map_or("?", String::as_str),
+        r.machine.get("twemproxy").map_or("?", String::as_str),
+        r.command,
+        r.rounds,
+        r.requests,
+    );
+    for (load, what) in &r.loads {
+        s.push_str(&format!(
+            "\n### {load}\n\n`{what}`\n\n| target | req/s | × redis | proxy CPU µs/req | Redis CPU µs/req | p50 µs | p99 µs | errors |\n|---|---|---|---|---|---|---|---|\n"
+        ));
+        for t in &r.targets {
+            if let Some(x) = r.summary.get(load).and_then(|m| m.get(t)) {
+                s.push_str(&format!(
+                    "| {t} | {:.0} | {:.2} | {} | {:.2} | {:.0} | {:.0} | {} |\n",
+                    x.rps,
+                    x.ratio_to_direct,
+                    x.proxy_cpu_us
+                        .map_or("-".to_string(), |c| format!("{c:.2}")),
+                    x.redis_cpu_us,
+                    x.p50_us,
+                    x.p99_us,
+                    x.errors
+                ));
+            }
+        }
+    }
+    s
+}

@@ -1,0 +1,52 @@
+//! The harness runs end to end: real redis-server, nutcracker and keyway (the
+//! debug build of this workspace), every load, a report with every target.
+//! Timings are not checked here; they belong in benchmark runs.
+
+use std::path::PathBuf;
+
+use keyway_bench::harness::{markdown, run, Options};
+
+#[test]
+fn one_quick_round_reports_every_target() {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let keyway = target.join("debug/keyway");
+    assert!(
+        keyway.exists(),
+        "{} is built by `cargo test --workspace`",
+        keyway.display()
+    );
+    let o = Options {
+        rounds: 1,
+        requests: 3000,
+        keyway,
+        transports: vec!["glommio".into(), "uring".into()],
+        twemproxy: true,
+        proxy_cpu: 0,
+        redis_cpu: None,
+        reference_only: false,
+        open_rate: 2000.0,
+    };
+    let report = run(&o, "test".into()).expect("harness run");
+    assert_eq!(
+        report.targets,
+        ["redis", "twemproxy", "keyway-glommio", "keyway-uring"]
+    );
+    assert_eq!(report.loads.len(), 7);
+    for (load, by_target) in &report.summary {
+        assert_eq!(by_target.len(), 4, "{load}");
+        for (t, s) in by_target {
+            assert!(s.rps > 0.0, "{load} on {t}");
+            assert_eq!(s.errors, 0, "{load} on {t}");
+            assert_eq!(s.proxy_cpu_us.is_some(), t != "redis", "{load} on {t}");
+        }
+    }
+    let md = markdown(&report);
+    assert!(
+        md.contains("| keyway-uring |") && md.contains("### GET P1"),
+        "{md}"
+    );
+    let json = serde_json::to_string(&report).unwrap();
+    assert!(json.contains("\"ratio_to_direct\""));
+}

@@ -1,0 +1,779 @@
+//! The native io_uring transport: one loop per core on a pinned thread, one
+//! ring per core (`SINGLE_ISSUER | DEFER_TASKRUN`, so completions are processed
+//! only when the loop asks, with no interrupts to it).
+//!
+//! Each turn of the loop submits everything queued and waits for completions
+//! (or the next tick) in one `io_uring_enter`; handles every completion — a
+//! multishot accept, multishot receives that land in a provided-buffer ring,
+//! send and connect results — by feeding the worker; then turns the worker's
+//! wakeups into new submissions: one send per connection with output, receives
+//! re-armed or cancelled as the worker wants to read or not, connections
+//! opened and closed. A send's buffer is handed over by the worker
+//! ([`Worker::client_take_output`]) and comes back when the send completes, so
+//! the kernel never reads memory that moves.
+
+mod bufring;
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::unix::io::RawFd;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use io_uring::squeue::{Entry, Flags};
+use io_uring::types::{Fd, SubmitArgs, Timespec};
+use io_uring::{cqueue, opcode, IoUring, SubmissionQueue, Submitter};
+use slab::Slab;
+
+use self::bufring::BufRing;
+use super::{describe, CoreSetup, DRAIN, TICK};
+use crate::engine::{Action, BackendId, ClientId, ClientStatus, Worker};
+
+/// Submission and completion queue depth.
+const RING_ENTRIES: u32 = 1024;
+/// Completion queue depth.
+const CQ_ENTRIES: u32 = 8192;
+/// Receive buffers per core, and their size.
+const BUFFERS: u16 = 512;
+const BUFFER_SIZE: usize = 16 << 10;
+/// The buffer group of the receive buffers.
+const BGID: u16 = 0;
+/// How long a closing connection's last send may wait for its peer to read.
+const LINGER: Duration = Duration::from_secs(5);
+
+// What a completion is about: the kind in the high 32 bits of user_data, the
+// slot (client index or backend socket slot) in the low 32.
+const ACCEPT: u64 = 1;
+const CLIENT_RECV: u64 = 2;
+const CLIENT_SEND: u64 = 3;
+const BACKEND_CONNECT: u64 = 4;
+const BACKEND_RECV: u64 = 5;
+const BACKEND_SEND: u64 = 6;
+/// Cancellations and link timeouts: nothing to do on completion.
+const IGNORE: u64 = 7;
+
+fn tag(kind: u64, slot: usize) -> u64 {
+    kind << 32 | slot as u64
+}
+
+/// A send in flight: the buffer the kernel reads, and how far it has got.
+struct Sending {
+    buf: Vec<u8>,
+    off: usize,
+}
+
+/// One socket's operations in flight and its fate.
+#[derive(Default)]
+struct Ops {
+    recv: bool,
+    cancelling: bool,
+    sending: Option<Sending>,
+    connecting: bool,
+    /// Closing: once nothing is in flight, the fd is closed. Set with the time,
+    /// so a last send a peer never reads is abandoned after [`LINGER`].
+    closing: Option<Instant>,
+    /// The socket was shut down: whatever is in flight fails at once.
+    aborted: bool,
+    /// Closing with operations in flight: listed in `Driver::lingering`.
+    lingering: bool,
+}
+
+impl Ops {
+    fn idle(&self) -> bool {
+        !self.recv && self.sending.is_none() && !self.connecting
+    }
+
+    /// Starts closing (once).
+    fn close(&mut self) {
+        self.closing.get_or_insert_with(Instant::now);
+    }
+
+    /// Shuts the socket down so every operation in flight on it completes now.
+    fn abort(&mut self, fd: RawFd) {
+        self.close();
+        if !self.aborted {
+            self.aborted = true;
+            // SAFETY: shutdown(2) on our own socket.
+            unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+        }
+    }
+}
+
+struct ClientSock {
+    fd: RawFd,
+    id: ClientId,
+    ops: Ops,
+}
+
+struct BackendSock {
+    fd: RawFd,
+    id: BackendId,
+    ops: Ops,
+    /// The peer address and connect timeout, alive until the connect is
+    /// submitted and completes.
+    addr: Box<libc::sockaddr_storage>,
+    addr_len: libc::socklen_t,
+    timeout: Box<Timespec>,
+    connect_timeout: Duration,
+}
+
+struct Driver {
+    worker: Worker,
+    listener: RawFd,
+    accepting: bool,
+    /// Indexed by the worker's client index.
+    clients: Vec<Option<ClientSock>>,
+    backends: Slab<BackendSock>,
+    /// The worker's backend index → the socket that serves it now.
+    live: Vec<Option<usize>>,
+    /// Send buffers not in use.
+    spare: Vec<Vec<u8>>,
+    /// Connections to look at after completions: (clients, backend sockets).
+    touched: (Vec<u32>, Vec<usize>),
+    /// Clients closing with a send still in flight, looked at every tick.
+    lingering: Vec<u32>,
+    wake: (Vec<u32>, Vec<u32>),
+    actions: Vec<Action>,
+    index: usize,
+}
+
+/// Queues submissions, flushing to the kernel when the queue is full.
+struct Sq<'a> {
+    submitter: Submitter<'a>,
+    sq: SubmissionQueue<'a>,
+}
+
+impl Sq<'_> {
+    fn push(&mut self, e: &Entry) -> io::Result<()> {
+        loop {
+            // SAFETY: every buffer, address and timespec an entry points to
+            // is owned by the driver and kept until the entry's completion
+            // (see `Sending`, `BackendSock`, `BufRing`).
+            if unsafe { self.sq.push(e) }.is_ok() {
+                return Ok(());
+            }
+            self.sq.sync();
+            self.submitter.submit()?;
+            self.sq.sync();
+        }
+    }
+}
+
+/// Runs a core on this thread, pinned to `cpu`.
+pub(crate) fn run(cpu: usize, setup: CoreSetup) -> anyhow::Result<()> {
+    pin_to(cpu)?;
+    let mut ring: IoUring = IoUring::builder()
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .setup_cqsize(CQ_ENTRIES)
+        .build(RING_ENTRIES)
+        .context("creating the io_uring instance (needs Linux 6.1 or later)")?;
+    let mut bufs = BufRing::new(&ring.submitter(), BUFFERS, BUFFER_SIZE, BGID)
+        .context("registering receive buffers")?;
+    let mut d = Driver {
+        worker: Worker::new(setup.index, setup.source.clone(), setup.shared.clone()),
+        listener: setup.listener_fd,
+        accepting: false,
+        clients: Vec::new(),
+        backends: Slab::new(),
+        live: Vec::new(),
+        spare: Vec::new(),
+        touched: (Vec::new(), Vec::new()),
+        lingering: Vec::new(),
+        wake: (Vec::new(), Vec::new()),
+        actions: Vec::new(),
+        index: setup.index,
+    };
+    let result = d.serve(&mut ring, &mut bufs, &setup);
+    d.close_all();
+    drop(ring);
+    drop(bufs);
+    // SAFETY: the listener fd was handed to this core alone.
+    unsafe { libc::close(setup.listener_fd) };
+    result
+}
+
+fn pin_to(cpu: usize) -> anyhow::Result<()> {
+    // SAFETY: a zeroed cpu_set_t with one bit set, applied to this thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(io::Error::last_os_error())
+                .with_context(|| format!("cannot pin to CPU {cpu}"));
+        }
+    }
+    Ok(())
+}
+
+impl Driver {
+    fn serve(
+        &mut self,
+        ring: &mut IoUring,
+        bufs: &mut BufRing,
+        setup: &CoreSetup,
+    ) -> anyhow::Result<()> {
+        let (submitter, sq, mut cq) = ring.split();
+        let mut sq = Sq { submitter, sq };
+        let mut next_tick = Instant::now();
+        let mut drain_until: Option<Instant> = None;
+        self.arm_accept(&mut sq)?;
+        loop {
+            let now = Instant::now();
+            if now >= next_tick {
+                next_tick = now + TICK;
+                if drain_until.is_none() && setup.stop.load(Ordering::Relaxed) {
+                    drain_until = Some(now + DRAIN);
+                    self.stop_accepting(&mut sq)?;
+                    self.worker.begin_shutdown();
+                }
+                self.worker.tick(now);
+                self.touched.0.append(&mut self.lingering);
+                if let Some(deadline) = drain_until {
+                    let left = self.worker.client_count();
+                    if left == 0 {
+                        return Ok(());
+                    }
+                    if now >= deadline {
+                        tracing::warn!(
+                            core = self.index,
+                            clients = left,
+                            "shutdown: closing clients still waiting for replies"
+                        );
+                        return Ok(());
+                    }
+                }
+            }
+            self.flush(&mut sq)?;
+            sq.sq.sync();
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            let ts = Timespec::new()
+                .sec(wait.as_secs())
+                .nsec(wait.subsec_nanos());
+            match sq
+                .submitter
+                .submit_with_args(1, &SubmitArgs::new().timespec(&ts))
+            {
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::ETIME | libc::EINTR | libc::EBUSY)
+                    ) => {}
+                Err(e) => return Err(e).context("io_uring_enter"),
+            }
+            cq.sync();
+            for cqe in &mut cq {
+                self.complete(cqe, bufs, &mut sq)?;
+            }
+            bufs.publish();
+        }
+    }
+
+    fn arm_accept(&mut self, sq: &mut Sq<'_>) -> io::Result<()> {
+        let e = opcode::AcceptMulti::new(Fd(self.listener))
+            .flags(libc::SOCK_CLOEXEC)
+            .build()
+            .user_data(tag(ACCEPT, 0));
+        sq.push(&e)?;
+        self.accepting = true;
+        Ok(())
+    }
+
+    fn stop_accepting(&mut self, sq: &mut Sq<'_>) -> io::Result<()> {
+        if self.accepting {
+            sq.push(
+                &opcode::AsyncCancel::new(tag(ACCEPT, 0))
+                    .build()
+                    .user_data(tag(IGNORE, 0)),
+            )?;
+            self.accepting = false;
+        }
+        Ok(())
+    }
+
+    fn complete(
+        &mut self,
+        cqe: cqueue::Entry,
+        bufs: &mut BufRing,
+        sq: &mut Sq<'_>,
+    ) -> io::Result<()> {
+        let (kind, slot) = (
+            cqe.user_data() >> 32,
+            (cqe.user_data() & 0xffff_ffff) as usize,
+        );
+        let res = cqe.result();
+        let more = cqueue::more(cqe.flags());
+        let data = cqueue::buffer_select(cqe.flags()).map(|bid| (bid, res.max(0) as usize));
+        match kind {
+            ACCEPT => {
+                if res >= 0 {
+                    self.accepted(res);
+                } else if res != -libc::ECANCELED {
+                    tracing::warn!(
+                        core = self.index,
+                        "accept failed: {}",
+                        io::Error::from_raw_os_error(-res)
+                    );
+                }
+                if !more && res != -libc::ECANCELED && !self.worker_stopping() {
+                    self.arm_accept(sq)?;
+                }
+            }
+            CLIENT_RECV => {
+                if let Some(c) = self.clients.get_mut(slot).and_then(Option::as_mut) {
+                    if let Some((bid, n)) = data {
+                        if n > 0 {
+                            self.worker.client_input(c.id, bufs.get(bid, n));
+                        }
+                    }
+                    if res == 0 {
+                        self.worker.client_eof(c.id);
+                    } else if res < 0 && res != -libc::ENOBUFS && res != -libc::ECANCELED {
+                        c.ops.abort(c.fd);
+                    }
+                    if !more {
+                        c.ops.recv = false;
+                        c.ops.cancelling = false;
+                    }
+                    self.touched.0.push(slot as u32);
+                }
+                if let Some((bid, _)) = data {
+                    bufs.recycle(bid);
+                }
+            }
+            CLIENT_SEND => {
+                if let Some(c) = self.clients.get_mut(slot).and_then(Option::as_mut) {
+                    let Some(s) = c.ops.sending.as_mut() else {
+                        return Ok(());
+                    };
+                    if res < 0 {
+                        c.ops.abort(c.fd);
+                        self.spare.extend(c.ops.sending.take().map(|s| s.buf));
+                    } else {
+                        s.off += res as usize;
+                        if s.off < s.buf.len() {
+                            let e = send_entry(c.fd, s, tag(CLIENT_SEND, slot));
+                            sq.push(&e)?;
+                            return Ok(());
+                        }
+                        self.spare.extend(c.ops.sending.take().map(|s| s.buf));
+                    }
+                    self.touched.0.push(slot as u32);
+                }
+            }
+            BACKEND_CONNECT => {
+                if let Some(b) = self.backends.get_mut(slot) {
+                    b.ops.connecting = false;
+                    if res == 0 && self.worker.backend_connected(b.id) {
+                        let e = opcode::RecvMulti::new(Fd(b.fd), BGID)
+                            .build()
+                            .user_data(tag(BACKEND_RECV, slot));
+                        sq.push(&e)?;
+                        b.ops.recv = true;
+                    } else if res < 0 {
+                        let reason = if res == -libc::ECANCELED {
+                            format!(
+                                "connect timed out after {}ms",
+                                b.connect_timeout.as_millis()
+                            )
+                        } else {
+                            describe(&io::Error::from_raw_os_error(-res))
+                        };
+                        self.worker.backend_failed(b.id, &reason);
+                        b.ops.close();
+                    } else {
+                        b.ops.close();
+                    }
+                    self.touched.1.push(slot);
+                }
+            }
+            BACKEND_RECV => {
+                if let Some(b) = self.backends.get_mut(slot) {
+                    if let Some((bid, n)) = data {
+                        if n > 0 {
+                            self.worker.backend_input(b.id, bufs.get(bid, n));
+                        }
+                    }
+                    if res == 0 {
+                        self.worker
+                            .backend_failed(b.id, "connection closed by the backend");
+                        b.ops.abort(b.fd);
+                    } else if res < 0 && res != -libc::ENOBUFS && res != -libc::ECANCELED {
+                        self.worker
+                            .backend_failed(b.id, &describe(&io::Error::from_raw_os_error(-res)));
+                        b.ops.abort(b.fd);
+                    }
+                    if !more {
+                        b.ops.recv = false;
+                        b.ops.cancelling = false;
+                    }
+                    self.touched.1.push(slot);
+                }
+                if let Some((bid, _)) = data {
+                    bufs.recycle(bid);
+                }
+            }
+            BACKEND_SEND => {
+                if let Some(b) = self.backends.get_mut(slot) {
+                    let Some(s) = b.ops.sending.as_mut() else {
+                        return Ok(());
+                    };
+                    if res < 0 {
+                        self.worker
+                            .backend_failed(b.id, &describe(&io::Error::from_raw_os_error(-res)));
+                        b.ops.abort(b.fd);
+                        self.spare.extend(b.ops.sending.take().map(|s| s.buf));
+                    } else {
+                        s.off += res as usize;
+                        if s.off < s.buf.len() {
+                            let e = send_entry(b.fd, s, tag(BACKEND_SEND, slot));
+                            sq.push(&e)?;
+                            return Ok(());
+                        }
+                        self.spare.extend(b.ops.sending.take().map(|s| s.buf));
+                    }
+                    self.touched.1.push(slot);
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn worker_stopping(&self) -> bool {
+        !self.accepting
+    }
+
+    fn accepted(&mut self, fd: RawFd) {
+        let (Some(peer), Some(local)) = (
+            sock_addr(fd, libc::getpeername),
+            sock_addr(fd, libc::getsockname),
+        ) else {
+            // SAFETY: closing the fd we were just given.
+            unsafe { libc::close(fd) };
+            return;
+        };
+        set_opt(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1);
+        if let Some(t) = self.worker.keepalive() {
+            set_opt(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1);
+            set_opt(
+                fd,
+                libc::IPPROTO_TCP,
+                libc::TCP_KEEPIDLE,
+                t.as_secs().max(1) as i32,
+            );
+        }
+        match self.worker.accept(peer, local) {
+            Ok(id) => {
+                let idx = id.idx as usize;
+                if self.clients.len() <= idx {
+                    self.clients.resize_with(idx + 1, || None);
+                }
+                self.clients[idx] = Some(ClientSock {
+                    fd,
+                    id,
+                    ops: Ops::default(),
+                });
+                self.touched.0.push(id.idx);
+            }
+            Err(reason) => {
+                let line = format!("-{reason}\r\n");
+                // SAFETY: a best-effort non-blocking send on our own socket,
+                // then closing it.
+                unsafe {
+                    libc::send(
+                        fd,
+                        line.as_ptr().cast(),
+                        line.len(),
+                        libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                    );
+                    libc::close(fd);
+                }
+            }
+        }
+    }
+
+    /// Turns the worker's wakeups and actions, and the connections completions
+    /// touched, into submissions.
+    fn flush(&mut self, sq: &mut Sq<'_>) -> io::Result<()> {
+        let (mut wc, mut wb) = std::mem::take(&mut self.wake);
+        let mut actions = std::mem::take(&mut self.actions);
+        self.worker.take_wakeups(&mut wc, &mut wb);
+        self.worker.take_actions(&mut actions);
+        for a in actions.drain(..) {
+            match a {
+                Action::Connect { id, addr, timeout } => self.connect(id, addr, timeout, sq)?,
+            }
+        }
+        self.actions = actions;
+        let mut touched = std::mem::take(&mut self.touched);
+        for idx in wc.drain(..).chain(touched.0.drain(..)) {
+            self.client_step(idx as usize, sq)?;
+        }
+        for idx in wb.drain(..) {
+            if let Some(Some(slot)) = self.live.get(idx as usize) {
+                touched.1.push(*slot);
+            }
+        }
+        for slot in touched.1.drain(..) {
+            self.backend_step(slot, sq)?;
+        }
+        // Steps may have produced more wakeups (a client closing delivers
+        // nothing, but a failed backend answers its clients): take them now so
+        // they are not left for the next turn.
+        self.worker.take_wakeups(&mut wc, &mut wb);
+        for idx in wc.drain(..) {
+            self.client_step(idx as usize, sq)?;
+        }
+        for idx in wb.drain(..) {
+            if let Some(Some(slot)) = self.live.get(idx as usize) {
+                let slot = *slot;
+                self.backend_step(slot, sq)?;
+            }
+        }
+        self.wake = (wc, wb);
+        self.touched = touched;
+        Ok(())
+    }
+
+    /// Brings a client's operations in line with what the worker wants.
+    fn client_step(&mut self, idx: usize, sq: &mut Sq<'_>) -> io::Result<()> {
+        let Some(c) = self.clients.get_mut(idx).and_then(Option::as_mut) else {
+            return Ok(());
+        };
+        if c.ops.lingering && !self.lingering.contains(&(idx as u32)) {
+            c.ops.lingering = false;
+        }
+        let status = self.worker.client_status(c.id);
+        match status {
+            ClientStatus::Abort | ClientStatus::Gone => c.ops.abort(c.fd),
+            ClientStatus::Close => c.ops.close(),
+            _ => {}
+        }
+        if let Some(since) = c.ops.closing {
+            if since.elapsed() > LINGER {
+                c.ops.abort(c.fd);
+            }
+            if c.ops.recv && !c.ops.cancelling {
+                sq.push(
+                    &opcode::AsyncCancel::new(tag(CLIENT_RECV, idx))
+                        .build()
+                        .user_data(tag(IGNORE, 0)),
+                )?;
+                c.ops.cancelling = true;
+            }
+            if c.ops.idle() {
+                // SAFETY: no operation refers to the fd any more.
+                unsafe { libc::close(c.fd) };
+                self.worker.client_gone(c.id);
+                self.clients[idx] = None;
+            } else if !c.ops.lingering {
+                c.ops.lingering = true;
+                self.lingering.push(idx as u32);
+            }
+            return Ok(());
+        }
+        match status {
+            ClientStatus::Active if !c.ops.recv => {
+                let e = opcode::RecvMulti::new(Fd(c.fd), BGID)
+                    .build()
+                    .user_data(tag(CLIENT_RECV, idx));
+                sq.push(&e)?;
+                c.ops.recv = true;
+            }
+            ClientStatus::WriteOnly if c.ops.recv && !c.ops.cancelling => {
+                sq.push(
+                    &opcode::AsyncCancel::new(tag(CLIENT_RECV, idx))
+                        .build()
+                        .user_data(tag(IGNORE, 0)),
+                )?;
+                c.ops.cancelling = true;
+            }
+            _ => {}
+        }
+        if c.ops.sending.is_none() {
+            let spare = self.spare.pop().unwrap_or_default();
+            let buf = self.worker.client_take_output(c.id, spare);
+            if buf.is_empty() {
+                self.spare.push(buf);
+            } else {
+                let s = Sending { buf, off: 0 };
+                sq.push(&send_entry(c.fd, &s, tag(CLIENT_SEND, idx)))?;
+                c.ops.sending = Some(s);
+            }
+        }
+        Ok(())
+    }
+
+    /// Brings a backend socket's operations in line with what the worker wants.
+    fn backend_step(&mut self, slot: usize, sq: &mut Sq<'_>) -> io::Result<()> {
+        let Some(b) = self.backends.get_mut(slot) else {
+            return Ok(());
+        };
+        if !b.ops.connecting && !self.worker.backend_live(b.id) {
+            b.ops.abort(b.fd);
+        }
+        if b.ops.closing.is_some() {
+            if self.live.get(b.id.idx as usize).copied().flatten() == Some(slot) {
+                self.live[b.id.idx as usize] = None;
+            }
+            if b.ops.recv && !b.ops.cancelling {
+                sq.push(
+                    &opcode::AsyncCancel::new(tag(BACKEND_RECV, slot))
+                        .build()
+                        .user_data(tag(IGNORE, 0)),
+                )?;
+                b.ops.cancelling = true;
+            }
+            if b.ops.idle() {
+                // SAFETY: no operation refers to the fd any more.
+                unsafe { libc::close(b.fd) };
+                self.backends.remove(slot);
+            }
+            return Ok(());
+        }
+        if !b.ops.connecting && b.ops.sending.is_none() {
+            let spare = self.spare.pop().unwrap_or_default();
+            let buf = self.worker.backend_take_output(b.id, spare);
+            if buf.is_empty() {
+                self.spare.push(buf);
+            } else {
+                let s = Sending { buf, off: 0 };
+                sq.push(&send_entry(b.fd, &s, tag(BACKEND_SEND, slot)))?;
+                b.ops.sending = Some(s);
+            }
+        }
+        Ok(())
+    }
+
+    fn connect(
+        &mut self,
+        id: BackendId,
+        addr: SocketAddr,
+        timeout: Duration,
+        sq: &mut Sq<'_>,
+    ) -> io::Result<()> {
+        let domain = if addr.is_ipv4() {
+            libc::AF_INET
+        } else {
+            libc::AF_INET6
+        };
+        // SAFETY: plain socket(2).
+        let fd = unsafe { libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            let e = io::Error::last_os_error();
+            self.worker.backend_failed(id, &describe(&e));
+            return Ok(());
+        }
+        set_opt(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1);
+        let (storage, len) = sockaddr(addr);
+        let slot = self.backends.insert(BackendSock {
+            fd,
+            id,
+            ops: Ops {
+                connecting: true,
+                ..Ops::default()
+            },
+            addr: Box::new(storage),
+            addr_len: len,
+            timeout: Box::new(
+                Timespec::new()
+                    .sec(timeout.as_secs())
+                    .nsec(timeout.subsec_nanos()),
+            ),
+            connect_timeout: timeout,
+        });
+        let idx = id.idx as usize;
+        if self.live.len() <= idx {
+            self.live.resize(idx + 1, None);
+        }
+        if let Some(old) = self.live[idx].replace(slot) {
+            self.touched.1.push(old);
+        }
+        let b = &self.backends[slot];
+        let connect = opcode::Connect::new(
+            Fd(fd),
+            (&*b.addr as *const libc::sockaddr_storage).cast(),
+            b.addr_len,
+        )
+        .build()
+        .flags(Flags::IO_LINK)
+        .user_data(tag(BACKEND_CONNECT, slot));
+        let limit = opcode::LinkTimeout::new(&*b.timeout)
+            .build()
+            .user_data(tag(IGNORE, 0));
+        sq.push(&connect)?;
+        sq.push(&limit)?;
+        Ok(())
+    }
+
+    /// Closes every socket (the ring is about to go away).
+    fn close_all(&mut self) {
+        for c in self.clients.iter_mut().filter_map(Option::take) {
+            self.worker.client_gone(c.id);
+            // SAFETY: closing our own fds at teardown.
+            unsafe { libc::close(c.fd) };
+        }
+        for b in self.backends.drain() {
+            // SAFETY: as above.
+            unsafe { libc::close(b.fd) };
+        }
+    }
+}
+
+fn send_entry(fd: RawFd, s: &Sending, user_data: u64) -> Entry {
+    let rest = &s.buf[s.off..];
+    opcode::Send::new(Fd(fd), rest.as_ptr(), rest.len() as u32)
+        .flags(libc::MSG_NOSIGNAL)
+        .build()
+        .user_data(user_data)
+}
+
+fn set_opt(fd: RawFd, level: i32, name: i32, value: i32) {
+    // SAFETY: setsockopt with a pointer to a live i32 and its size.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&value as *const i32).cast(),
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        );
+    }
+}
+
+type AddrFn = unsafe extern "C" fn(RawFd, *mut libc::sockaddr, *mut libc::socklen_t) -> i32;
+
+fn sock_addr(fd: RawFd, f: AddrFn) -> Option<SocketAddr> {
+    // SAFETY: `storage` is large enough for any address; `len` says so.
+    unsafe {
+        let mut storage: libc::sockaddr_storage = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        if f(
+            fd,
+            (&mut storage as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        ) != 0
+        {
+            return None;
+        }
+        socket2::SockAddr::new(storage, len).as_socket()
+    }
+}
+
+fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    let s = socket2::SockAddr::from(addr);
+    // SAFETY: copying `len` bytes of a sockaddr into zeroed storage of at
+    // least that size.
+    unsafe {
+        let mut storage: libc::sockaddr_storage = std::mem::zeroed();
+        std::ptr::copy_nonoverlapping(
+            s.as_ptr().cast::<u8>(),
+            (&mut storage as *mut libc::sockaddr_storage).cast::<u8>(),
+            s.len() as usize,
+        );
+        (storage, s.len())
+    }
+}
