@@ -26,4 +26,4 @@ perf script -i "$data" 2>/dev/null | inferno-collapse-perf | tee "$out.folded" |
 echo "wrote $out.svg (folded stacks in $out.folded)"
 # A text summary: where the samples are, by top-level kernel/user split.
 awk '{ n = $NF; total += n; if ($0 ~ /tcp_sendmsg|__sys_sendto|io_send/) send += n; if ($0 ~ /tcp_recvmsg|io_recv/) recv += n; if ($0 ~ /keyway::/) user += n }
-     END { if (total) printf "samples %d: send path %.1f%%, receive path %.1f%%, keyway code on stack %.1f%%\n", total, 100*send/total, 100*recv/total, 100*user/total }' "$out.folded"
+     END { if (total) printf "samples %.0f: send path %.1f%%, receive path %.1f%%, keyway code on stack %.1f%%\n", total, 100*send/total, 100*recv/total, 100*user/total }' "$out.folded"
