@@ -1,0 +1,73 @@
+# The control session between a data plane and keyway-ctld. The data plane
+# dials ctld (so appliances need no inbound control port) and the two exchange
+# length-prefixed messages (see capnp/src/frame.rs):
+#
+#   data plane -> ctld: Hello once, then Ack whenever it has applied a new
+#                       snapshot and every lease-third as a lease request.
+#   ctld -> data plane: Snapshot when the data plane's version is not the
+#                       cluster's; a Heartbeat answering every Ack, which
+#                       renews the lease; Refused when it cannot serve it.
+#
+# A data plane's lease runs from the moment it *sent* the Ack a Heartbeat
+# answers, so it always ends before ctld's view of it (which runs from the
+# Heartbeat's sending). A data plane whose lease ends fences itself.
+#
+# Evolution rules: as in snapshot.capnp.
+
+@0xe39175810a340672;
+
+using Snap = import "snapshot.capnp";
+
+struct FromDataPlane {
+  union {
+    hello @0 :Hello;
+    ack @1 :Ack;
+  }
+}
+
+struct ToDataPlane {
+  union {
+    snapshot @0 :Snap.Snapshot;
+    heartbeat @1 :Heartbeat;
+    refused @2 :Text;
+    # Why ctld will not serve this data plane (e.g. no such cluster); the
+    # data plane keeps retrying.
+  }
+}
+
+struct Hello {
+  id @0 :Text;
+  # Unique per data plane; stable across its restarts.
+
+  cluster @1 :Text;
+  version @2 :UInt64;
+  # The snapshot version it serves now (0: none).
+
+  address @3 :Text;
+  # Where its clients connect, for listings.
+}
+
+struct Ack {
+  version @0 :UInt64;
+  # The newest snapshot version every core has loaded.
+
+  drained @1 :Bool;
+  # True when no request routed under an older version is in flight.
+
+  seq @2 :UInt64;
+  # Echoed by the Heartbeat that answers this Ack.
+
+  fenced @3 :Bool;
+  # The data plane is refusing requests: its lease ended.
+}
+
+struct Heartbeat {
+  seq @0 :UInt64;
+  # The Ack this answers.
+
+  leaseMillis @1 :UInt64;
+  # The lease granted, counted from when that Ack was sent.
+
+  version @2 :UInt64;
+  # The cluster's current version.
+}

@@ -1,0 +1,78 @@
+# The routing snapshot keyway-ctld publishes to every data plane of a cluster:
+# the whole desired state a data plane routes by, under one version number.
+#
+# Evolution rules (Cap'n Proto's wire rules, plus ours):
+#  - Never change the file ID or a struct's ID, never renumber, retype or
+#    remove a field, never reuse an ordinal. Add fields only at the end, with
+#    the next ordinal. A field no longer used stays, renamed `obsoleteName`.
+#  - A new field's default (0, false, empty) must mean "as before": an old
+#    writer's message read by a new reader gets the default, and an old reader
+#    ignores the new field.
+#  - Never move a field into or out of a union; add new union members at the
+#    end of the union only.
+#  - A change that old readers cannot accept (new meaning for an old field)
+#    needs a new struct and a new field for it, never an edit in place.
+#  - capnp/tests/fixtures/ keeps messages written by each released version;
+#    capnp/tests/fixtures.rs decodes them. Add a fixture when adding fields.
+
+@0xa7f12806b5c4867e;
+
+struct Snapshot {
+  cluster @0 :Text;
+  # The cluster's name.
+
+  version @1 :UInt64;
+  # Increases with every change of the cluster. Data planes ack by version.
+
+  slotCount @2 :UInt32;
+  # Hash slots: a power of two up to 16384.
+
+  groups @3 :List(Group);
+  # Redis groups; slot ranges and migrations name them by index in this list.
+
+  slotRanges @4 :List(SlotRange);
+  # Owned slot ranges, ascending and disjoint. Slots in no range are unowned.
+
+  migrations @5 :List(Migration);
+  # Slot ranges being moved key by key (their owner in slotRanges is `from`).
+
+  leaseMillis @6 :UInt64;
+  # How long a data plane may serve this snapshot without a heartbeat.
+}
+
+struct Group {
+  name @0 :Text;
+  master @1 :Text;
+  # host:port of the master.
+
+  replicas @2 :List(Replica);
+
+  zone @3 :Text;
+  # The master's zone or rack; empty if not set.
+}
+
+struct Replica {
+  address @0 :Text;
+  # host:port.
+
+  zone @1 :Text;
+}
+
+struct SlotRange {
+  first @0 :UInt32;
+  last @1 :UInt32;
+  # Inclusive.
+
+  group @2 :UInt16;
+  # Index into Snapshot.groups.
+}
+
+struct Migration {
+  first @0 :UInt32;
+  last @1 :UInt32;
+  # Inclusive slot range.
+
+  from @2 :UInt16;
+  to @3 :UInt16;
+  # Indices into Snapshot.groups.
+}
