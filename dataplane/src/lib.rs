@@ -5,11 +5,17 @@
 //! - [`routing`]: the immutable slot → group table swapped on reload;
 //! - [`engine`]: one core's proxy logic, with no I/O (parsing, routing,
 //!   batching, reply ordering, splitting, timeouts);
-//! - [`runtime`]: the glommio driver — one pinned executor per core, listeners,
-//!   sockets, timers — and process control (reload, shutdown).
+//! - [`runtime`]: one pinned thread per core driving sockets (keyway's own
+//!   io_uring loop, or glommio), listeners, timers, and process control
+//!   (reload, shutdown);
+//! - [`control`]: a managed data plane's session with keyway-ctld (snapshots,
+//!   acks, lease, fencing) and its saved state;
+//! - [`admin`]: `/healthz` and `/table` over HTTP.
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
+pub mod admin;
 pub mod config;
+pub mod control;
 pub mod engine;
 pub mod routing;
 pub mod runtime;

@@ -4,20 +4,47 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use keyway::config::Config;
+use keyway::config::{FileConfig, Mode, Overrides};
+use keyway::control::state::StateDir;
+use keyway::control::ControlOptions;
+use keyway::runtime::Routing;
 use tracing_subscriber::EnvFilter;
 
 /// A thread-per-core Redis proxy that routes every command to the group owning
-/// its key's hash slot.
+/// its key's hash slot. Standalone: `keyway --config keyway.toml`. Managed by
+/// keyway-ctld: `keyway --control ADDR --cluster NAME --listen ADDR …`.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
-    /// Config file (TOML); `SIGHUP` re-reads it.
+    /// Config file (TOML). Standalone: groups and settings, re-read on
+    /// `SIGHUP`. Managed: settings only (limits, backend, transport…).
     #[arg(long, short = 'c', value_name = "PATH")]
-    config: PathBuf,
-    /// Validate the config, print the slot map, and exit.
+    config: Option<PathBuf>,
+    /// Validate the config, print the slot map, and exit (standalone).
     #[arg(long)]
     check: bool,
+    /// keyway-ctld's control address: routing comes from its snapshots.
+    #[arg(long, value_name = "HOST:PORT", requires = "cluster")]
+    control: Option<String>,
+    /// The cluster to serve (with --control).
+    #[arg(long, requires = "control")]
+    cluster: Option<String>,
+    /// Client listen address (overrides the file's `listen`).
+    #[arg(long, value_name = "HOST:PORT")]
+    listen: Option<String>,
+    /// Admin HTTP address for /healthz and /table (overrides the file's `admin`).
+    #[arg(long, value_name = "HOST:PORT")]
+    admin: Option<String>,
+    /// Where a managed keyway keeps its id, last snapshot and lease.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Cores (the first N CPUs; overrides the file's `cores`).
+    #[arg(long)]
+    cores: Option<usize>,
+    /// This data plane's id for keyway-ctld (default: the one in --state-dir,
+    /// else HOSTNAME-PORT).
+    #[arg(long)]
+    id: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -27,39 +54,85 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let args = Args::parse();
-    let config = match Config::load(&args.config, 1) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("keyway: {}: {e}", args.config.display());
-            return ExitCode::from(2);
-        }
-    };
-    if args.check {
-        let t = &config.live.table;
-        println!(
-            "{}: ok, {} slots, {} groups",
-            args.config.display(),
-            t.slot_count(),
-            t.groups().len()
-        );
-        for (owner, first, last) in t.ranges() {
-            let who = owner.map_or("(unassigned)".to_string(), |g| {
-                let g = t.group(g);
-                format!("{} {}", g.name, g.master_text)
-            });
-            println!("  {first}-{last} {who}");
-        }
-        for w in &config.warnings {
-            println!("warning: {w}");
-        }
-        return ExitCode::SUCCESS;
-    }
-    match keyway::runtime::run(config, args.config) {
-        Ok(()) => ExitCode::SUCCESS,
+    match run(Args::parse()) {
+        Ok(code) => code,
         Err(e) => {
             eprintln!("keyway: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(2)
         }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map_or_else(|_| "keyway".into(), |h| h.trim().to_string())
+}
+
+fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let overrides = Overrides {
+        listen: args.listen.clone(),
+        admin: args.admin.clone(),
+        cores: args.cores,
+    };
+    let mut file = match &args.config {
+        Some(p) => FileConfig::read(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?,
+        None if args.control.is_some() => FileConfig::default(),
+        None => anyhow::bail!("give --config FILE (standalone) or --control ADDR --cluster NAME (managed by keyway-ctld)"),
+    };
+    overrides.apply(&mut file);
+    let Some(ctld) = args.control.clone() else {
+        let path = args.config.clone().expect("checked above");
+        let config = file
+            .validate(1, Mode::Standalone)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        if args.check {
+            print_check(&path, &config);
+            return Ok(ExitCode::SUCCESS);
+        }
+        keyway::runtime::run(config, Routing::File { path, overrides })?;
+        return Ok(ExitCode::SUCCESS);
+    };
+    let config = file.validate(0, Mode::Managed)?;
+    let fallback_id = format!("{}-{}", hostname(), config.listen.port());
+    let id = match (&args.id, &args.state_dir) {
+        (Some(id), Some(dir)) => {
+            StateDir::open(dir)?.id(id)?;
+            id.clone()
+        }
+        (Some(id), None) => id.clone(),
+        (None, Some(dir)) => StateDir::open(dir)?.id(&fallback_id)?,
+        (None, None) => fallback_id,
+    };
+    let opts = ControlOptions {
+        ctld,
+        cluster: args
+            .cluster
+            .clone()
+            .expect("clap requires --cluster with --control"),
+        id,
+        address: String::new(),
+        state_dir: args.state_dir.clone(),
+    };
+    keyway::runtime::run(config, Routing::Control(opts))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_check(path: &std::path::Path, config: &keyway::config::Config) {
+    let t = &config.live.table;
+    println!(
+        "{}: ok, {} slots, {} groups",
+        path.display(),
+        t.slot_count(),
+        t.groups().len()
+    );
+    for (owner, first, last) in t.ranges() {
+        let who = owner.map_or("(unassigned)".to_string(), |g| {
+            let g = t.group(g);
+            format!("{} {}", g.name, g.master_text)
+        });
+        println!("  {first}-{last} {who}");
+    }
+    for w in &config.warnings {
+        println!("warning: {w}");
     }
 }

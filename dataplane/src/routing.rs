@@ -82,6 +82,34 @@ impl RoutingTable {
         }
     }
 
+    /// The table a control-plane snapshot describes (group masters resolved
+    /// here, off the request path).
+    pub fn from_snapshot(s: &keyway_capnp::snapshot::Snapshot) -> Result<RoutingTable, String> {
+        s.validate()?;
+        let groups: Box<[GroupRoute]> = s
+            .groups
+            .iter()
+            .map(|g| {
+                let master = crate::config::resolve(&g.master)
+                    .map_err(|e| format!("group {:?}: {e}", g.name))?;
+                Ok(GroupRoute {
+                    name: Arc::from(g.name.as_str()),
+                    master,
+                    master_text: g.master.clone(),
+                })
+            })
+            .collect::<Result<_, String>>()?;
+        if groups.len() > MAX_GROUPS {
+            return Err(format!("{} groups: at most {MAX_GROUPS}", groups.len()));
+        }
+        let slots: Vec<SlotRoute> = s
+            .owners()
+            .into_iter()
+            .map(|o| o.map_or(SlotRoute::Unassigned, SlotRoute::Stable))
+            .collect();
+        Ok(RoutingTable::new(s.version, s.slot_count, &slots, groups))
+    }
+
     /// The same routes under another version number.
     pub fn with_version(&self, version: u64) -> RoutingTable {
         RoutingTable {

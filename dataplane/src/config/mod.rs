@@ -221,12 +221,18 @@ pub struct GroupConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
-    /// Client listen address (`port 0` picks a free port and logs it).
-    pub listen: String,
+    /// Client listen address (`port 0` picks a free port and logs it);
+    /// required unless given on the command line.
+    #[serde(default)]
+    pub listen: Option<String>,
+    /// Admin HTTP address (`/healthz`, `/table`); none by default.
+    #[serde(default)]
+    pub admin: Option<String>,
     /// Cores to run on (default 1).
     #[serde(default)]
     pub cores: Cores,
-    /// Slot count: a power of two up to 16384 (default 16384).
+    /// Slot count: a power of two up to 16384 (default 16384); standalone
+    /// mode only.
     #[serde(default = "default_slots")]
     pub slots: u32,
     /// Connection steering across cores (default "none").
@@ -263,6 +269,9 @@ fn default_backlog() -> u32 {
 pub struct LiveConfig {
     /// Slot → group routing.
     pub table: RoutingTable,
+    /// Why keyway refuses routed commands with `-TRYAGAIN`, when it does: a
+    /// managed data plane without a valid lease or without a table yet.
+    pub fence: Option<Arc<str>>,
     /// Client limits.
     pub limits: Limits,
     /// Backend connection settings.
@@ -274,6 +283,8 @@ pub struct LiveConfig {
 pub struct Config {
     /// Client listen address.
     pub listen: SocketAddr,
+    /// Admin HTTP address.
+    pub admin: Option<SocketAddr>,
     /// CPU ids, one executor each.
     pub cpus: Vec<usize>,
     /// Connection steering.
@@ -289,27 +300,91 @@ pub struct Config {
 }
 
 impl Config {
-    /// Reads and validates `path`, giving the routing table `version`.
+    /// Reads and validates a standalone config file, giving the routing table
+    /// `version`.
     pub fn load(path: &Path, version: u64) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Config::parse(&text, version)
+        FileConfig::read(path)?.validate(version, Mode::Standalone)
     }
 
-    /// Parses and validates config text.
+    /// Parses and validates standalone config text.
     pub fn parse(text: &str, version: u64) -> Result<Config, ConfigError> {
-        let file: FileConfig =
-            toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
-        file.validate(version)
+        FileConfig::parse(text)?.validate(version, Mode::Standalone)
+    }
+}
+
+/// Values given on the command line, which take precedence over the file's.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--listen`.
+    pub listen: Option<String>,
+    /// `--admin`.
+    pub admin: Option<String>,
+    /// `--cores`.
+    pub cores: Option<usize>,
+}
+
+impl Overrides {
+    /// Sets the overridden values in `f`.
+    pub fn apply(&self, f: &mut FileConfig) {
+        if let Some(l) = &self.listen {
+            f.listen = Some(l.clone());
+        }
+        if let Some(a) = &self.admin {
+            f.admin = Some(a.clone());
+        }
+        if let Some(c) = self.cores {
+            f.cores = Cores::Count(c);
+        }
+    }
+}
+
+/// Where routing comes from.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The file's `[[group]]`s.
+    Standalone,
+    /// keyway-ctld's snapshots: the file holds settings only, and keyway
+    /// starts fenced until it has a table and a lease.
+    Managed,
+}
+
+impl Default for FileConfig {
+    /// Every key at its documented default (an empty file).
+    fn default() -> FileConfig {
+        FileConfig::parse("").expect("an empty config parses")
     }
 }
 
 impl FileConfig {
-    /// Checks every value and builds the routing table.
-    pub fn validate(self, version: u64) -> Result<Config, ConfigError> {
-        let listen = resolve(&self.listen).map_err(|e| invalid(format!("listen: {e}")))?;
+    /// Reads a config file (not yet validated).
+    pub fn read(path: &Path) -> Result<FileConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        FileConfig::parse(&text)
+    }
+
+    /// Parses config text (not yet validated).
+    pub fn parse(text: &str) -> Result<FileConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))
+    }
+}
+
+impl FileConfig {
+    /// Checks every value and builds the routing table (standalone) or an
+    /// empty, fenced one (managed).
+    pub fn validate(self, version: u64, mode: Mode) -> Result<Config, ConfigError> {
+        let listen = self
+            .listen
+            .as_deref()
+            .ok_or_else(|| invalid("listen is required"))?;
+        let listen = resolve(listen).map_err(|e| invalid(format!("listen: {e}")))?;
+        let admin = match &self.admin {
+            Some(a) => Some(resolve(a).map_err(|e| invalid(format!("admin: {e}")))?),
+            None => None,
+        };
         let cpus = cpus(&self.cores)?;
         if !valid_slot_count(self.slots) {
             return Err(invalid(format!(
@@ -328,18 +403,37 @@ impl FileConfig {
             return Err(invalid("backend.connect_timeout must be more than 0"));
         }
         let mut warnings = Vec::new();
-        let table = build_table(version, self.slots, &self.groups, &mut warnings)?;
+        let (table, fence) = match mode {
+            Mode::Standalone => (
+                build_table(version, self.slots, &self.groups, &mut warnings)?,
+                None,
+            ),
+            Mode::Managed => {
+                if !self.groups.is_empty() {
+                    return Err(invalid("[[group]] is for standalone use: a managed keyway gets its groups from keyway-ctld"));
+                }
+                let empty: Vec<SlotRoute> = vec![SlotRoute::Unassigned; self.slots as usize];
+                (
+                    RoutingTable::new(0, self.slots, &empty, Box::new([])),
+                    Some(Arc::from("no routing table from keyway-ctld yet")),
+                )
+            }
+        };
         Ok(Config {
             listen,
+            admin,
+
             cpus,
             steer: self.steer,
             transport: self.transport,
             backlog: self.backlog,
             live: Arc::new(LiveConfig {
                 table,
+                fence,
                 limits: self.limits,
                 backend: self.backend,
             }),
+
             warnings,
         })
     }

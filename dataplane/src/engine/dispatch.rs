@@ -109,7 +109,17 @@ impl Ctx {
                 &format!("ERR wrong number of arguments for '{}' command", spec.name),
             );
         }
-        match policy(spec) {
+        let policy = policy(spec);
+        if let Some(reason) = &self.cfg.fence {
+            if matches!(
+                policy,
+                Policy::Route { .. } | Policy::Split(_) | Policy::FanOut(_)
+            ) {
+                let msg = format!("TRYAGAIN keyway is fenced: {reason}");
+                return self.refuse(st, &msg);
+            }
+        }
+        match policy {
             Policy::Route {
                 keys: Keys::First, ..
             } => match self.group_of_keys(args, &[1]) {

@@ -55,6 +55,21 @@ pub struct Shared {
     pub listen_port: AtomicU16,
     /// Number of cores.
     pub cores: usize,
+    /// What each core reports about routing versions, for acks.
+    pub reports: Box<[CoreReport]>,
+    /// A managed data plane's lease end (Unix milliseconds; 0 for none).
+    pub lease_until_unix_ms: AtomicU64,
+}
+
+/// One core's routing-version report, updated as it applies tables and on
+/// every tick.
+#[derive(Debug, Default)]
+pub struct CoreReport {
+    /// The table version the core routes by.
+    pub loaded: AtomicU64,
+    /// The oldest version with requests in flight on the core (`u64::MAX`
+    /// when none is).
+    pub oldest_inflight: AtomicU64,
 }
 
 impl Shared {
@@ -66,7 +81,26 @@ impl Shared {
             started: Instant::now(),
             listen_port: AtomicU16::new(0),
             cores,
+            reports: (0..cores).map(|_| CoreReport::default()).collect(),
+            lease_until_unix_ms: AtomicU64::new(0),
         }
+    }
+
+    /// The newest version every core has loaded with nothing older in flight
+    /// anywhere: what a data plane may ack. `None` until every core has
+    /// loaded something.
+    pub fn drained_version(&self) -> Option<u64> {
+        let loaded = self
+            .reports
+            .iter()
+            .map(|r| r.loaded.load(Ordering::Acquire))
+            .min()?;
+        let oldest = self
+            .reports
+            .iter()
+            .map(|r| r.oldest_inflight.load(Ordering::Acquire))
+            .min()?;
+        (loaded > 0 && oldest >= loaded).then_some(loaded)
     }
 }
 
@@ -579,6 +613,7 @@ impl Worker {
         self.tick_backends();
         self.tick_clients();
         self.resume_paused();
+        self.ctx.report();
     }
 
     fn tick_backends(&mut self) {
@@ -766,6 +801,18 @@ impl Ctx {
         }
         self.cfg = cfg;
         self.cfg_seq += 1;
+        self.report();
+    }
+
+    /// Publishes the version this core routes by and the oldest in flight.
+    fn report(&self) {
+        if let Some(r) = self.shared.reports.get(self.core) {
+            r.oldest_inflight.store(
+                self.versions.oldest().unwrap_or(u64::MAX),
+                Ordering::Release,
+            );
+            r.loaded.store(self.cfg.table.version, Ordering::Release);
+        }
     }
 }
 

@@ -21,7 +21,10 @@ use arc_swap::ArcSwap;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-use crate::config::{Config, LiveConfig, Transport};
+use crate::admin;
+use crate::config::{Config, FileConfig, LiveConfig, Mode, Overrides, Transport};
+use crate::control::{self, ControlOptions};
+
 use crate::engine::Shared;
 
 /// How long to wait for a previous process to release the listen port.
@@ -62,9 +65,23 @@ pub(crate) fn describe(e: &std::io::Error) -> String {
     }
 }
 
-/// Runs keyway with `config` (read from `path`, re-read on `SIGHUP`) until a
-/// stop signal, then drains and returns.
-pub fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
+/// Where routing comes from.
+#[derive(Debug)]
+pub enum Routing {
+    /// The config file's groups, re-read on `SIGHUP` (command-line overrides
+    /// applied again).
+    File {
+        /// The config file.
+        path: PathBuf,
+        /// Values the command line set over the file's.
+        overrides: Overrides,
+    },
+    /// keyway-ctld's snapshots.
+    Control(ControlOptions),
+}
+
+/// Runs keyway with `config` until a stop signal, then drains and returns.
+pub fn run(config: Config, routing: Routing) -> anyhow::Result<()> {
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
@@ -116,17 +133,42 @@ pub fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
         groups = config.live.table.groups().len(),
         "keyway listening on {local}"
     );
+    let admin = match config.admin {
+        Some(a) => Some(
+            admin::start(a, source.clone(), shared.clone())
+                .with_context(|| format!("cannot serve admin HTTP on {a}"))?,
+        ),
+        None => None,
+    };
+    if let Routing::Control(opts) = &routing {
+        let mut opts = opts.clone();
+        if opts.address.is_empty() {
+            opts.address = local.to_string();
+        }
+        control::start(opts, source.clone(), shared.clone(), stop.clone())
+            .context("cannot start the control session")?;
+    }
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "keyway listening on {local}");
+    if let Some(a) = admin {
+        tracing::info!("admin HTTP on {a} (/healthz, /table)");
+        let _ = writeln!(out, "keyway admin on {a}");
+    }
     let _ = out.flush();
     drop(out);
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
 
     let mut signals =
         Signals::new([SIGHUP, SIGTERM, SIGINT]).context("installing signal handlers")?;
     'serve: loop {
         for sig in signals.pending() {
             match sig {
-                SIGHUP => reload(&path, &source, &config),
+                SIGHUP => match &routing {
+                    Routing::File { path, overrides } => reload(path, overrides, &source, &config),
+                    Routing::Control(_) => {
+                        tracing::info!("SIGHUP ignored: routing comes from keyway-ctld")
+                    }
+                },
                 _ => {
                     tracing::info!("stopping: finishing requests in flight");
                     break 'serve;
@@ -138,6 +180,7 @@ pub fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     stop.store(true, Ordering::SeqCst);
     for h in handles {
         let _ = h.join();
@@ -157,10 +200,14 @@ impl Drop for Running {
 
 /// Re-reads the config file and publishes its routing and limits; a config
 /// that does not validate is logged and ignored.
-fn reload(path: &Path, source: &ArcSwap<LiveConfig>, started: &Config) {
+fn reload(path: &Path, overrides: &Overrides, source: &ArcSwap<LiveConfig>, started: &Config) {
     let current = source.load();
     let next = current.table.version + 1;
-    match Config::load(path, next) {
+    let loaded = FileConfig::read(path).and_then(|mut f| {
+        overrides.apply(&mut f);
+        f.validate(next, Mode::Standalone)
+    });
+    match loaded {
         Ok(new) => {
             if new.listen != started.listen
                 || new.cpus != started.cpus

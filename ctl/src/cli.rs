@@ -1,0 +1,448 @@
+//! `keywayctl`'s commands: each calls the API and prints a human table, or
+//! the API's JSON with `--json`. Failures return a one-line reason; the binary
+//! prints it and exits non-zero.
+
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use serde_json::Value;
+
+use crate::api::{Assign, ClusterSummary, CreateCluster, GroupEdit};
+use crate::client::Client;
+use crate::daemon::DataPlaneView;
+use crate::model::slots::format_slots;
+use crate::model::{Cluster, Group, Replica};
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create, list, show, delete, grow and shrink clusters.
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
+    /// Assign unowned slots.
+    #[command(subcommand)]
+    Slots(SlotsCmd),
+    /// Edit a group: master, zone, replicas.
+    Group(GroupArgs),
+    /// List data planes (of one cluster, or all).
+    Dataplanes {
+        /// Cluster name.
+        cluster: Option<String>,
+    },
+    /// Export a cluster's desired state to a file, or apply one.
+    #[command(subcommand)]
+    Snapshot(SnapshotCmd),
+    /// Run a whole system on loopback: Redis groups, keyway-ctld, keyway.
+    #[command(subcommand)]
+    Local(crate::local::LocalCmd),
+}
+
+/// `keywayctl cluster …`.
+#[derive(Debug, Subcommand)]
+pub enum ClusterCmd {
+    /// Create a cluster; its slots are split evenly among the groups, in order.
+    Create {
+        /// Cluster name.
+        name: String,
+        /// Slot count: a power of two up to 16384.
+        #[arg(long, default_value_t = 16384)]
+        slots: u32,
+        /// A group as NAME=HOST:PORT (repeat for each group).
+        #[arg(long = "group", value_name = "NAME=HOST:PORT", required = true)]
+        groups: Vec<String>,
+        /// Lease for its data planes, e.g. "30s" (default: ctld's --lease).
+        #[arg(long, value_parser = parse_duration)]
+        lease: Option<Duration>,
+    },
+    /// List clusters.
+    List,
+    /// Show a cluster: groups, slot ranges, data planes.
+    Show {
+        /// Cluster name.
+        name: String,
+    },
+    /// Delete a cluster.
+    Delete {
+        /// Cluster name.
+        name: String,
+    },
+    /// Add an empty group (it owns no slots until some are assigned or moved).
+    Grow {
+        /// Cluster name.
+        name: String,
+        /// The group as NAME=HOST:PORT.
+        #[arg(long = "group", value_name = "NAME=HOST:PORT")]
+        group: String,
+    },
+    /// Remove a group; refused while it owns slots.
+    Shrink {
+        /// Cluster name.
+        name: String,
+        /// Group name.
+        #[arg(long = "group")]
+        group: String,
+    },
+}
+
+/// `keywayctl slots …`.
+#[derive(Debug, Subcommand)]
+pub enum SlotsCmd {
+    /// Give unowned slots to a group.
+    Assign {
+        /// Cluster name.
+        name: String,
+        /// Slot ranges, e.g. "0-100,200".
+        #[arg(long)]
+        slots: String,
+        /// The group.
+        #[arg(long)]
+        to: String,
+    },
+}
+
+/// `keywayctl group CLUSTER GROUP [edits]`.
+#[derive(Debug, Args)]
+pub struct GroupArgs {
+    /// Cluster name.
+    cluster: String,
+    /// Group name.
+    group: String,
+    /// New master address.
+    #[arg(long)]
+    master: Option<String>,
+    /// The master's zone or rack.
+    #[arg(long)]
+    zone: Option<String>,
+    /// Add a replica: HOST:PORT or HOST:PORT@ZONE.
+    #[arg(long = "add-replica", value_name = "ADDR[@ZONE]")]
+    add_replica: Vec<String>,
+    /// Remove a replica by address.
+    #[arg(long = "remove-replica", value_name = "ADDR")]
+    remove_replica: Vec<String>,
+    /// Set a replica's zone: ADDR=ZONE.
+    #[arg(long = "replica-zone", value_name = "ADDR=ZONE")]
+    replica_zone: Vec<String>,
+}
+
+/// `keywayctl snapshot …`.
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCmd {
+    /// Write a cluster's desired state as JSON (stdout, or --output).
+    Export {
+        /// Cluster name.
+        name: String,
+        /// File to write.
+        #[arg(long, short)]
+        output: Option<std::path::PathBuf>,
+    },
+    /// Replace a cluster's groups and slots with a file's (validated; refused
+    /// if the cluster changed since the export, unless --force).
+    Apply {
+        /// Cluster name.
+        name: String,
+        /// The JSON file.
+        #[arg(long, short)]
+        file: std::path::PathBuf,
+        /// Apply even if the cluster changed since the export.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// Parses "30s", "500ms", "2m".
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!("invalid duration {s:?}: use ms, s or m")),
+    }
+}
+
+fn parse_group(s: &str) -> Result<Group, String> {
+    let (name, master) = s
+        .split_once('=')
+        .ok_or_else(|| format!("--group {s:?}: expected NAME=HOST:PORT"))?;
+    Ok(Group {
+        name: name.to_string(),
+        master: master.to_string(),
+        replicas: Vec::new(),
+        zone: String::new(),
+    })
+}
+
+/// Prints rows as aligned columns.
+fn table(header: &[&str], rows: Vec<Vec<String>>) {
+    let mut width: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            width[i] = width[i].max(c.len());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let s: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = width[i]))
+            .collect();
+        println!("{}", s.join("  ").trim_end());
+    };
+    line(header.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        line(r);
+    }
+}
+
+fn print_cluster(c: &Cluster) {
+    println!(
+        "cluster {}  version {}  slots {}  lease {}ms",
+        c.name, c.version, c.slot_count, c.lease_millis
+    );
+    let owners = c.owners();
+    let rows = c
+        .groups
+        .iter()
+        .enumerate()
+        .map(|(i, g)| {
+            let slots: Vec<u32> = owners
+                .iter()
+                .enumerate()
+                .filter(|(_, o)| **o == Some(i))
+                .map(|(s, _)| s as u32)
+                .collect();
+            let replicas: Vec<String> = g
+                .replicas
+                .iter()
+                .map(|r| {
+                    if r.zone.is_empty() {
+                        r.address.clone()
+                    } else {
+                        format!("{}@{}", r.address, r.zone)
+                    }
+                })
+                .collect();
+            vec![
+                g.name.clone(),
+                g.master.clone(),
+                if g.zone.is_empty() {
+                    "-".into()
+                } else {
+                    g.zone.clone()
+                },
+                if replicas.is_empty() {
+                    "-".into()
+                } else {
+                    replicas.join(",")
+                },
+                slots.len().to_string(),
+                if slots.is_empty() {
+                    "-".into()
+                } else {
+                    format_slots(&slots)
+                },
+            ]
+        })
+        .collect();
+    table(
+        &["GROUP", "MASTER", "ZONE", "REPLICAS", "SLOTS", "RANGES"],
+        rows,
+    );
+    let unowned = owners.iter().filter(|o| o.is_none()).count();
+    if unowned > 0 {
+        let free: Vec<u32> = owners
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| o.is_none())
+            .map(|(s, _)| s as u32)
+            .collect();
+        println!("unowned slots: {} ({})", unowned, format_slots(&free));
+    }
+}
+
+fn print_dataplanes(d: &[DataPlaneView]) {
+    let rows = d
+        .iter()
+        .map(|d| {
+            vec![
+                d.id.clone(),
+                d.cluster.clone(),
+                d.address.clone(),
+                if d.connected { "yes" } else { "no" }.into(),
+                d.acked_version.to_string(),
+                d.lease_remaining_ms
+                    .map_or("expired".into(), |ms| format!("{:.1}s", ms as f64 / 1000.0)),
+                if d.fenced { "yes" } else { "no" }.into(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ID",
+            "CLUSTER",
+            "ADDRESS",
+            "CONNECTED",
+            "ACKED",
+            "LEASE",
+            "FENCED",
+        ],
+        rows,
+    );
+}
+
+fn emit<T: serde::Serialize>(json: bool, v: &T, human: impl FnOnce(&T)) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    } else {
+        human(v);
+    }
+}
+
+/// Runs one command against the API at `api`.
+pub fn run(cmd: Command, api: &str, json: bool) -> Result<(), String> {
+    let c = Client::new(api);
+    match cmd {
+        Command::Cluster(ClusterCmd::Create {
+            name,
+            slots,
+            groups,
+            lease,
+        }) => {
+            let groups = groups
+                .iter()
+                .map(|g| parse_group(g))
+                .collect::<Result<Vec<_>, _>>()?;
+            let req = CreateCluster {
+                name,
+                slots,
+                groups,
+                lease_ms: lease.map(|d| d.as_millis() as u64),
+            };
+            let cl: Cluster = c.post("/v1/clusters", &req)?;
+            emit(json, &cl, print_cluster);
+        }
+        Command::Cluster(ClusterCmd::List) => {
+            let list: Vec<ClusterSummary> = c.get("/v1/clusters")?;
+            emit(json, &list, |l| {
+                let rows = l
+                    .iter()
+                    .map(|s| {
+                        vec![
+                            s.name.clone(),
+                            s.version.to_string(),
+                            s.slots.to_string(),
+                            s.groups.to_string(),
+                            s.dataplanes.to_string(),
+                        ]
+                    })
+                    .collect();
+                table(
+                    &["CLUSTER", "VERSION", "SLOTS", "GROUPS", "DATAPLANES"],
+                    rows,
+                );
+            });
+        }
+        Command::Cluster(ClusterCmd::Show { name }) => {
+            let v: Value = c.get(&format!("/v1/clusters/{name}"))?;
+            emit(json, &v, |v| {
+                let cl: Cluster = serde_json::from_value(v.clone())
+                    .unwrap_or_else(|_| unreachable!("the API returns clusters"));
+                print_cluster(&cl);
+                let d: Vec<DataPlaneView> =
+                    serde_json::from_value(v["dataplanes"].clone()).unwrap_or_default();
+                if !d.is_empty() {
+                    println!();
+                    print_dataplanes(&d);
+                }
+            });
+        }
+        Command::Cluster(ClusterCmd::Delete { name }) => {
+            let v: Value = c.delete(&format!("/v1/clusters/{name}"))?;
+            emit(json, &v, |_| println!("deleted cluster {name}"));
+        }
+        Command::Cluster(ClusterCmd::Grow { name, group }) => {
+            let cl: Cluster = c.post(
+                &format!("/v1/clusters/{name}/groups"),
+                &parse_group(&group)?,
+            )?;
+            emit(json, &cl, print_cluster);
+        }
+        Command::Cluster(ClusterCmd::Shrink { name, group }) => {
+            let cl: Cluster = c.delete(&format!("/v1/clusters/{name}/groups/{group}"))?;
+            emit(json, &cl, print_cluster);
+        }
+        Command::Slots(SlotsCmd::Assign { name, slots, to }) => {
+            let cl: Cluster = c.post(
+                &format!("/v1/clusters/{name}/slots"),
+                &Assign { slots, group: to },
+            )?;
+            emit(json, &cl, print_cluster);
+        }
+        Command::Group(g) => {
+            let mut edit = GroupEdit {
+                master: g.master,
+                zone: g.zone,
+                remove_replicas: g.remove_replica,
+                ..GroupEdit::default()
+            };
+            for r in &g.add_replica {
+                let (address, zone) = r.split_once('@').unwrap_or((r, ""));
+                edit.add_replicas.push(Replica {
+                    address: address.to_string(),
+                    zone: zone.to_string(),
+                });
+            }
+            for rz in &g.replica_zone {
+                let (a, z) = rz
+                    .split_once('=')
+                    .ok_or_else(|| format!("--replica-zone {rz:?}: expected ADDR=ZONE"))?;
+                edit.replica_zones.insert(a.to_string(), z.to_string());
+            }
+            let cl: Cluster = c.patch(
+                &format!("/v1/clusters/{}/groups/{}", g.cluster, g.group),
+                &edit,
+            )?;
+            emit(json, &cl, print_cluster);
+        }
+        Command::Dataplanes { cluster } => {
+            let path = cluster.map_or("/v1/dataplanes".to_string(), |n| {
+                format!("/v1/clusters/{n}/dataplanes")
+            });
+            let d: Vec<DataPlaneView> = c.get(&path)?;
+            emit(json, &d, |d| print_dataplanes(d));
+        }
+        Command::Snapshot(SnapshotCmd::Export { name, output }) => {
+            let cl: Cluster = c.get(&format!("/v1/clusters/{name}/snapshot"))?;
+            let text = serde_json::to_string_pretty(&cl).map_err(|e| e.to_string())? + "\n";
+            match output {
+                Some(p) => {
+                    std::fs::write(&p, text)
+                        .map_err(|e| format!("cannot write {}: {e}", p.display()))?;
+                    if !json {
+                        println!(
+                            "wrote cluster {name} version {} to {}",
+                            cl.version,
+                            p.display()
+                        );
+                    }
+                }
+                None => print!("{text}"),
+            }
+        }
+        Command::Snapshot(SnapshotCmd::Apply { name, file, force }) => {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+            let desired: Cluster = serde_json::from_str(&text)
+                .map_err(|e| format!("{} is not a cluster snapshot: {e}", file.display()))?;
+            let path = format!(
+                "/v1/clusters/{name}/snapshot{}",
+                if force { "?force=true" } else { "" }
+            );
+            let cl: Cluster = c.put(&path, &desired)?;
+            emit(json, &cl, print_cluster);
+        }
+        Command::Local(l) => crate::local::run(l, json)?,
+    }
+    Ok(())
+}

@@ -1,0 +1,19 @@
+//! Keyway's control plane.
+//!
+//! - [`model`]: the desired state of named clusters and its rules;
+//! - [`store`]: where it is persisted (the embedded file store);
+//! - [`daemon`]: the shared state of `keyway-ctld`: change, persist, publish;
+//! - [`api`]: the HTTP JSON API;
+//! - [`control`]: data-plane sessions (snapshots, heartbeats, leases);
+//! - [`client`] and [`cli`]: `keywayctl`;
+//! - [`local`]: `keywayctl local up|down`, a whole system on loopback.
+#![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+
+pub mod api;
+pub mod cli;
+pub mod client;
+pub mod control;
+pub mod daemon;
+pub mod local;
+pub mod model;
+pub mod store;

@@ -1,0 +1,397 @@
+//! `keywayctl local up|down`: a complete system on loopback — Redis groups
+//! with replicas, keyway-ctld on the file store, and one keyway data plane —
+//! started in the background from the binaries next to keywayctl, with their
+//! logs and pids in one directory. `down` stops them.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::Subcommand;
+
+use crate::api::CreateCluster;
+use crate::client::Client;
+use crate::model::{Cluster, Group, Replica};
+
+/// `keywayctl local …`.
+#[derive(Debug, Subcommand)]
+pub enum LocalCmd {
+    /// Start Redis groups, keyway-ctld and a keyway data plane in the background.
+    Up {
+        /// Redis groups (masters).
+        #[arg(long, default_value_t = 3)]
+        groups: usize,
+        /// Replicas per group.
+        #[arg(long, default_value_t = 1)]
+        replicas: usize,
+        /// Where clients connect.
+        #[arg(long, default_value_t = 6380)]
+        port: u16,
+        /// keyway-ctld's API port.
+        #[arg(long, default_value_t = 7700)]
+        api_port: u16,
+        /// keyway-ctld's control port.
+        #[arg(long, default_value_t = 7800)]
+        control_port: u16,
+        /// keyway's admin HTTP port (/healthz, /table).
+        #[arg(long, default_value_t = 6381)]
+        admin_port: u16,
+        /// First Redis port; the others follow.
+        #[arg(long, default_value_t = 7001)]
+        redis_port: u16,
+        /// Cores for keyway.
+        #[arg(long, default_value_t = 1)]
+        cores: usize,
+        /// Directory for logs, state and pids.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Stop everything `local up` started.
+    Down {
+        /// The directory `up` used.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+fn default_dir() -> PathBuf {
+    std::env::temp_dir().join("keyway-local")
+}
+
+/// The binary `name` next to keywayctl, else on the PATH.
+fn binary(name: &str) -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join(name)))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
+fn port_free(port: u16) -> bool {
+    TcpListener::bind(("127.0.0.1", port)).is_ok()
+}
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        if Instant::now() > deadline {
+            return Err(format!(
+                "{what} did not come up within {}s",
+                timeout.as_secs()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+fn redis_ping(port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut buf = [0u8; 7];
+    s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+}
+
+fn http_ok(addr: SocketAddr, path: &str) -> bool {
+    let Ok(mut s) = TcpStream::connect(addr) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let mut resp = String::new();
+    s.write_all(req.as_bytes()).is_ok()
+        && s.read_to_string(&mut resp).is_ok()
+        && resp.starts_with("HTTP/1.1 200")
+}
+
+/// Starts `cmd` detached from keywayctl (own process group), logging to
+/// `log`, and records its pid in `dir/pids`.
+fn spawn(dir: &Path, name: &str, cmd: &mut Command, log: &Path) -> Result<u32, String> {
+    let out = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
+    let err = out.try_clone().map_err(|e| e.to_string())?;
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("cannot start {name} ({:?}): {e}", cmd.get_program()))?;
+    let mut pids = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("pids"))
+        .map_err(|e| e.to_string())?;
+    writeln!(pids, "{} {name}", child.id()).map_err(|e| e.to_string())?;
+    Ok(child.id())
+}
+
+fn alive(pid: u32) -> bool {
+    // SAFETY: reaps the process if it is our exited child (a no-op for
+    // others), then signal 0 checks that it still exists.
+    unsafe {
+        libc::waitpid(pid as i32, std::ptr::null_mut(), libc::WNOHANG);
+        libc::kill(pid as i32, 0) == 0
+    }
+}
+
+fn pids(dir: &Path) -> Vec<(u32, String)> {
+    std::fs::read_to_string(dir.join("pids"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let (pid, name) = l.split_once(' ')?;
+            Some((pid.parse().ok()?, name.to_string()))
+        })
+        .collect()
+}
+
+/// Runs `local up` or `local down`.
+pub fn run(cmd: LocalCmd, json: bool) -> Result<(), String> {
+    match cmd {
+        LocalCmd::Up {
+            groups,
+            replicas,
+            port,
+            api_port,
+            control_port,
+            admin_port,
+            redis_port,
+            cores,
+            dir,
+        } => {
+            let dir = dir.unwrap_or_else(default_dir);
+            up(
+                &dir,
+                groups,
+                replicas,
+                [port, api_port, control_port, admin_port],
+                redis_port,
+                cores,
+                json,
+            )
+            .inspect_err(|_| {
+                stop(&dir);
+            })
+        }
+        LocalCmd::Down { dir } => {
+            let dir = dir.unwrap_or_else(default_dir);
+            if pids(&dir).is_empty() {
+                return Err(format!("nothing is running from {}", dir.display()));
+            }
+            stop(&dir);
+            let _ = std::fs::remove_dir_all(&dir);
+            if !json {
+                println!("stopped the local system in {}", dir.display());
+            }
+            Ok(())
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn up(
+    dir: &Path,
+    groups: usize,
+    replicas: usize,
+    [port, api_port, control_port, admin_port]: [u16; 4],
+    redis_port: u16,
+    cores: usize,
+    json: bool,
+) -> Result<(), String> {
+    if pids(dir).iter().any(|(p, _)| alive(*p)) {
+        return Err(format!(
+            "a local system is already running from {} (keywayctl local down first)",
+            dir.display()
+        ));
+    }
+    if groups == 0 {
+        return Err("--groups must be at least 1".into());
+    }
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for (p, what) in [
+        (port, "--port"),
+        (api_port, "--api-port"),
+        (control_port, "--control-port"),
+        (admin_port, "--admin-port"),
+    ] {
+        if !port_free(p) {
+            return Err(format!("port {p} ({what}) is in use"));
+        }
+    }
+    // Redis: masters, then each master's replicas, on consecutive free ports.
+    let mut next = redis_port;
+    let mut take_port = || -> Result<u16, String> {
+        while !port_free(next) || [port, api_port, control_port, admin_port].contains(&next) {
+            next = next.checked_add(1).ok_or("ran out of ports")?;
+        }
+        next += 1;
+        Ok(next - 1)
+    };
+    let mut cluster_groups = Vec::new();
+    let mut redis_ports = Vec::new();
+    for gi in 0..groups {
+        let master = take_port()?;
+        let mut g = Group {
+            name: format!("g{}", gi + 1),
+            master: format!("127.0.0.1:{master}"),
+            replicas: vec![],
+            zone: "zone-a".into(),
+        };
+        redis_ports.push(master);
+        start_redis(dir, master, None)?;
+        for _ in 0..replicas {
+            let rp = take_port()?;
+            redis_ports.push(rp);
+            start_redis(dir, rp, Some(master))?;
+            g.replicas.push(Replica {
+                address: format!("127.0.0.1:{rp}"),
+                zone: "zone-b".into(),
+            });
+        }
+        cluster_groups.push(g);
+    }
+    for &p in &redis_ports {
+        wait_until(
+            &format!("redis-server on port {p}"),
+            Duration::from_secs(10),
+            || redis_ping(p),
+        )?;
+    }
+    let api: SocketAddr = ([127, 0, 0, 1], api_port).into();
+    spawn(
+        dir,
+        "keyway-ctld",
+        Command::new(binary("keyway-ctld"))
+            .arg("--store")
+            .arg(format!("file:{}", dir.join("ctld.state").display()))
+            .args([
+                "--api",
+                &api.to_string(),
+                "--control",
+                &format!("127.0.0.1:{control_port}"),
+            ]),
+        &dir.join("ctld.log"),
+    )?;
+    wait_until("keyway-ctld", Duration::from_secs(10), || {
+        http_ok(api, "/healthz")
+    })?;
+    let client = Client::new(&api.to_string());
+    let _: Cluster = client.post(
+        "/v1/clusters",
+        &CreateCluster {
+            name: "local".into(),
+            slots: 16384,
+            groups: cluster_groups,
+            lease_ms: None,
+        },
+    )?;
+    let admin: SocketAddr = ([127, 0, 0, 1], admin_port).into();
+    spawn(
+        dir,
+        "keyway",
+        Command::new(binary("keyway"))
+            .args([
+                "--control",
+                &format!("127.0.0.1:{control_port}"),
+                "--cluster",
+                "local",
+            ])
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--admin",
+                &admin.to_string(),
+            ])
+            .args(["--cores", &cores.to_string(), "--id", "local-1"])
+            .arg("--state-dir")
+            .arg(dir.join("keyway")),
+        &dir.join("keyway.log"),
+    )?;
+    wait_until("keyway", Duration::from_secs(15), || {
+        http_ok(admin, "/healthz")
+    })?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "dir": dir, "listen": format!("127.0.0.1:{port}"), "api": api.to_string(),
+                "admin": admin.to_string(), "redis_ports": redis_ports,
+            })
+        );
+    } else {
+        println!("keyway is serving 127.0.0.1:{port} in front of {groups} Redis groups ({replicas} replica(s) each).");
+        println!("  connect:   redis-cli -p {port}");
+        println!("  manage:    keywayctl --api {api} cluster show local");
+        println!("  health:    curl http://{admin}/healthz   (and /table)");
+        println!("  logs:      {}", dir.display());
+        println!(
+            "  stop:      keywayctl local down{}",
+            if dir == default_dir() {
+                String::new()
+            } else {
+                format!(" --dir {}", dir.display())
+            }
+        );
+    }
+    Ok(())
+}
+
+fn start_redis(dir: &Path, port: u16, master: Option<u16>) -> Result<(), String> {
+    let data = dir.join(format!("redis-{port}"));
+    std::fs::create_dir_all(&data).map_err(|e| e.to_string())?;
+    let mut cmd = Command::new("redis-server");
+    cmd.args([
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ])
+    .arg("--dir")
+    .arg(&data);
+    if let Some(m) = master {
+        cmd.args(["--replicaof", "127.0.0.1", &m.to_string()]);
+    }
+    spawn(
+        dir,
+        &format!("redis-{port}"),
+        &mut cmd,
+        &dir.join(format!("redis-{port}.log")),
+    )
+    .map_err(|e| format!("{e} (is redis-server installed? scripts/deps.sh installs it)"))?;
+    Ok(())
+}
+
+/// Stops keyway, then ctld, then Redis: SIGTERM, then SIGKILL after 10 s.
+fn stop(dir: &Path) {
+    let mut list = pids(dir);
+    list.sort_by_key(|(_, name)| match name.as_str() {
+        "keyway" => 0,
+        "keyway-ctld" => 1,
+        _ => 2,
+    });
+    for (pid, _) in &list {
+        // SAFETY: signalling processes this tool started.
+        unsafe { libc::kill(*pid as i32, libc::SIGTERM) };
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while list.iter().any(|(p, _)| alive(*p)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for (pid, _) in &list {
+        if alive(*pid) {
+            // SAFETY: as above.
+            unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+        }
+    }
+    let _ = std::fs::remove_file(dir.join("pids"));
+}

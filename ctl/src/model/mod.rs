@@ -1,0 +1,104 @@
+//! keyway-ctld's desired state: named clusters and the data planes known to
+//! serve them. Pure data and rules; the daemon persists and publishes it.
+
+pub mod cluster;
+pub mod slots;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+pub use cluster::{Cluster, Group, Replica};
+
+/// How a request to change the state failed; maps to an HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum ErrorKind {
+    /// Malformed or out-of-range input (400).
+    Invalid,
+    /// No such cluster, group or replica (404).
+    NotFound,
+    /// Clashes with the current state (409).
+    Conflict,
+    /// Refused by a rule, e.g. shrinking a group that owns slots (403).
+    Forbidden,
+}
+
+/// A refused change, with a message that says what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ModelError {
+    /// The kind.
+    pub kind: ErrorKind,
+    /// What went wrong.
+    pub message: String,
+}
+
+impl ModelError {
+    /// A 400.
+    pub fn invalid(m: impl Into<String>) -> ModelError {
+        ModelError {
+            kind: ErrorKind::Invalid,
+            message: m.into(),
+        }
+    }
+    /// A 404.
+    pub fn not_found(m: impl Into<String>) -> ModelError {
+        ModelError {
+            kind: ErrorKind::NotFound,
+            message: m.into(),
+        }
+    }
+    /// A 409.
+    pub fn conflict(m: impl Into<String>) -> ModelError {
+        ModelError {
+            kind: ErrorKind::Conflict,
+            message: m.into(),
+        }
+    }
+    /// A 403.
+    pub fn forbidden(m: impl Into<String>) -> ModelError {
+        ModelError {
+            kind: ErrorKind::Forbidden,
+            message: m.into(),
+        }
+    }
+}
+
+/// A data plane ctld has heard from (kept across ctld restarts).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataPlaneRecord {
+    /// Its id.
+    pub id: String,
+    /// The cluster it serves.
+    pub cluster: String,
+    /// Where its clients connect.
+    pub address: String,
+    /// The newest version it has acked.
+    pub acked_version: u64,
+}
+
+/// Everything ctld persists.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    /// Clusters by name.
+    pub clusters: BTreeMap<String, Cluster>,
+    /// Data planes by id.
+    #[serde(default)]
+    pub dataplanes: BTreeMap<String, DataPlaneRecord>,
+}
+
+impl State {
+    /// A cluster by name.
+    pub fn cluster(&self, name: &str) -> Result<&Cluster, ModelError> {
+        self.clusters
+            .get(name)
+            .ok_or_else(|| ModelError::not_found(format!("no cluster {name:?}")))
+    }
+
+    /// A cluster by name, to change.
+    pub fn cluster_mut(&mut self, name: &str) -> Result<&mut Cluster, ModelError> {
+        self.clusters
+            .get_mut(name)
+            .ok_or_else(|| ModelError::not_found(format!("no cluster {name:?}")))
+    }
+}

@@ -1,0 +1,270 @@
+//! Where ctld keeps its state. The embedded default is a single local file:
+//! written to a temporary file, fsynced, renamed over the old one, and the
+//! directory fsynced, so a crash leaves either the old or the new state. The
+//! file starts with a header carrying the body's length and CRC32C; a file
+//! that does not check out is refused with an error, never replaced. An
+//! exclusive lock keeps two daemons off one file.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use crate::model::State;
+
+const MAGIC: &str = "keyway-ctld state v1";
+static CRC: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
+
+/// Why the store cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Reading or writing failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The file exists but is not a state keyway-ctld wrote.
+    #[error(
+        "{path} is corrupt ({reason}); refusing to start rather than replace it. \
+         Restore it from a backup, or move it away to start with an empty state."
+    )]
+    Corrupt {
+        /// The file.
+        path: String,
+        /// What does not check out.
+        reason: String,
+    },
+    /// Another process holds the store.
+    #[error("{path} is in use by another keyway-ctld")]
+    Locked {
+        /// The file.
+        path: String,
+    },
+    /// The store spec is not understood.
+    #[error("unsupported store {0:?}: use file:PATH")]
+    Unsupported(String),
+}
+
+/// A place ctld persists its state.
+pub trait Store: Send {
+    /// Persists `state` durably before returning.
+    fn save(&mut self, state: &State) -> Result<(), StoreError>;
+    /// A short description for logs.
+    fn describe(&self) -> String;
+}
+
+/// Opens the store named by `spec` (`file:PATH`) and loads its state.
+pub fn open(spec: &str) -> Result<(Box<dyn Store>, State), StoreError> {
+    match spec.strip_prefix("file:") {
+        Some(path) if !path.is_empty() => {
+            let (s, state) = FileStore::open(Path::new(path))?;
+            Ok((Box::new(s), state))
+        }
+        _ => Err(StoreError::Unsupported(spec.to_string())),
+    }
+}
+
+/// The embedded file store.
+#[derive(Debug)]
+pub struct FileStore {
+    path: PathBuf,
+    /// Held open for the lock.
+    _lock: File,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+impl FileStore {
+    /// Locks and loads `path` (a missing file is an empty state).
+    pub fn open(path: &Path) -> Result<(FileStore, State), StoreError> {
+        let lock_path = path.with_extension("lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io(&lock_path))?;
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(StoreError::Locked {
+                path: path.display().to_string(),
+            });
+        }
+        let state = match std::fs::read(path) {
+            Ok(bytes) => decode(&bytes).map_err(|reason| StoreError::Corrupt {
+                path: path.display().to_string(),
+                reason,
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
+            Err(e) => return Err(io(path)(e)),
+        };
+        Ok((
+            FileStore {
+                path: path.to_path_buf(),
+                _lock: lock,
+            },
+            state,
+        ))
+    }
+}
+
+/// The file's bytes for `state`.
+pub fn encode(state: &State) -> Vec<u8> {
+    let body = serde_json::to_vec_pretty(state).expect("the state serializes");
+    let mut out = format!(
+        "{MAGIC} len={} crc32c={:08x}\n",
+        body.len(),
+        CRC.checksum(&body)
+    )
+    .into_bytes();
+    out.extend_from_slice(&body);
+    out.push(b'\n');
+    out
+}
+
+/// The state in a file's bytes, or why they are not one.
+pub fn decode(bytes: &[u8]) -> Result<State, String> {
+    let nl = bytes
+        .iter()
+        .position(|&b| b == b'\n')
+        .ok_or("no header line")?;
+    let header = std::str::from_utf8(&bytes[..nl]).map_err(|_| "the header is not text")?;
+    let rest = header
+        .strip_prefix(MAGIC)
+        .ok_or("not a keyway-ctld state file (bad header)")?;
+    let mut len = None;
+    let mut crc = None;
+    for field in rest.split_whitespace() {
+        if let Some(v) = field.strip_prefix("len=") {
+            len = v.parse::<usize>().ok();
+        } else if let Some(v) = field.strip_prefix("crc32c=") {
+            crc = u32::from_str_radix(v, 16).ok();
+        }
+    }
+    let (len, crc) = len
+        .zip(crc)
+        .ok_or("the header has no valid len and crc32c")?;
+    let body = &bytes[nl + 1..];
+    if body.len() < len {
+        return Err(format!("truncated: {} of {len} bytes", body.len()));
+    }
+    let body = &body[..len];
+    if CRC.checksum(body) != crc {
+        return Err("checksum mismatch".into());
+    }
+    serde_json::from_slice(body).map_err(|e| format!("unreadable body: {e}"))
+}
+
+impl Store for FileStore {
+    fn save(&mut self, state: &State) -> Result<(), StoreError> {
+        let tmp = self.path.with_extension("tmp");
+        let bytes = encode(state);
+        let mut f = File::create(&tmp).map_err(io(&tmp))?;
+        f.write_all(&bytes).map_err(io(&tmp))?;
+        f.sync_all().map_err(io(&tmp))?;
+        drop(f);
+        std::fs::rename(&tmp, &self.path).map_err(io(&self.path))?;
+        let dir = self
+            .path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(dir))?;
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        format!("file:{}", self.path.display())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Cluster, Group};
+
+    fn dir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("keyway-store-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn state() -> State {
+        let mut s = State::default();
+        let g = Group {
+            name: "g1".into(),
+            master: "127.0.0.1:7001".into(),
+            replicas: vec![],
+            zone: String::new(),
+        };
+        s.clusters.insert(
+            "c".into(),
+            Cluster::create("c", 1024, vec![g], 30_000).unwrap(),
+        );
+        s
+    }
+
+    #[test]
+    fn saves_and_loads_and_locks() {
+        let d = dir("rt");
+        let path = d.join("state");
+        let (mut store, empty) = FileStore::open(&path).unwrap();
+        assert_eq!(empty, State::default());
+        store.save(&state()).unwrap();
+        assert!(matches!(
+            FileStore::open(&path),
+            Err(StoreError::Locked { .. })
+        ));
+        drop(store);
+        let (_, loaded) = FileStore::open(&path).unwrap();
+        assert_eq!(loaded, state());
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    #[test]
+    fn corruption_is_detected_and_refused() {
+        let good = encode(&state());
+        let mut flipped = good.clone();
+        let at = flipped.len() - 20;
+        flipped[at] ^= 0x01;
+        assert_eq!(decode(&flipped).unwrap_err(), "checksum mismatch");
+        assert!(decode(&good[..good.len() / 2])
+            .unwrap_err()
+            .starts_with("truncated"));
+        assert!(decode(b"{}").unwrap_err().contains("header"));
+        assert!(decode(b"something else\n{}")
+            .unwrap_err()
+            .contains("bad header"));
+        let d = dir("corrupt");
+        let path = d.join("state");
+        std::fs::write(&path, &flipped).unwrap();
+        let err = FileStore::open(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("corrupt (checksum mismatch)") && err.contains("refusing"),
+            "{err}"
+        );
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            flipped,
+            "a corrupt file is never replaced"
+        );
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    #[test]
+    fn specs() {
+        assert!(matches!(open("etcd:x"), Err(StoreError::Unsupported(_))));
+        assert!(matches!(open("file:"), Err(StoreError::Unsupported(_))));
+    }
+}

@@ -1,0 +1,347 @@
+//! A managed data plane's control session with keyway-ctld (protocol in
+//! `capnp/schema/control.capnp`), on its own thread, off the request path.
+//!
+//! The thread dials ctld, says hello, applies every snapshot it receives
+//! (resolving group masters, then one `ArcSwap::store` that every core picks
+//! up), acks a version once every core has loaded it and nothing routed under
+//! an older one is in flight ([`Shared::drained_version`]), and requests a
+//! lease every third of one. The lease runs from when the answered ack was
+//! sent. When it ends — ctld down, or cut off — the data plane fences itself:
+//! routed commands get `-TRYAGAIN` and `/healthz` turns 503, until it is back
+//! in session, current, and holds a lease again.
+
+pub mod state;
+
+use std::io::{ErrorKind, Read};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+use keyway_capnp::control::{Ack, FromDataPlane, Hello, ToDataPlane};
+use keyway_capnp::frame::{check_len, write_frame, MAX_FRAME};
+use keyway_capnp::snapshot::Snapshot;
+
+use self::state::{unix_ms, StateDir};
+use crate::config::LiveConfig;
+use crate::engine::Shared;
+use crate::routing::RoutingTable;
+
+/// How to reach ctld and who this data plane is.
+#[derive(Debug, Clone)]
+pub struct ControlOptions {
+    /// ctld's control address (`host:port`).
+    pub ctld: String,
+    /// The cluster served.
+    pub cluster: String,
+    /// This data plane's id (stable across restarts).
+    pub id: String,
+    /// Where clients connect, as reported to ctld.
+    pub address: String,
+    /// Where the snapshot and lease are kept, if anywhere.
+    pub state_dir: Option<PathBuf>,
+}
+
+/// How often the session loop wakes when nothing arrives.
+const POLL: Duration = Duration::from_millis(20);
+
+/// What the session thread knows.
+struct Session {
+    opts: ControlOptions,
+    source: Arc<ArcSwap<LiveConfig>>,
+    shared: Arc<Shared>,
+    state: Option<StateDir>,
+    /// The snapshot applied (published to the cores).
+    snapshot: Option<Snapshot>,
+    /// The lease's end, as this data plane counts it.
+    lease_until: Option<Instant>,
+    /// The last heartbeat said ctld's version is ours.
+    current: bool,
+    seq: u64,
+    /// Send times of recent acks, by sequence number.
+    sent: Vec<(u64, Instant)>,
+    last_ack: Option<Instant>,
+    acked: Option<u64>,
+}
+
+/// Starts the control thread; it restores the saved snapshot first.
+pub fn start(
+    opts: ControlOptions,
+    source: Arc<ArcSwap<LiveConfig>>,
+    shared: Arc<Shared>,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<()> {
+    let state = match &opts.state_dir {
+        Some(d) => Some(StateDir::open(d)?),
+        None => None,
+    };
+    let mut s = Session {
+        opts,
+        source,
+        shared,
+        state,
+        snapshot: None,
+        lease_until: None,
+        current: true,
+        seq: 0,
+        sent: Vec::new(),
+        last_ack: None,
+        acked: None,
+    };
+    s.restore();
+    std::thread::Builder::new()
+        .name("keyway-control".into())
+        .spawn(move || s.run(&stop))?;
+    Ok(())
+}
+
+impl Session {
+    /// Serves the saved snapshot for what remains of its lease.
+    fn restore(&mut self) {
+        let Some((snapshot, left)) = self.state.as_ref().and_then(StateDir::load) else {
+            return;
+        };
+        if snapshot.cluster != self.opts.cluster {
+            tracing::warn!(saved = %snapshot.cluster, "ignoring the saved snapshot of another cluster");
+            return;
+        }
+        if !left.is_zero() {
+            self.lease_until = Some(Instant::now() + left);
+            self.shared
+                .lease_until_unix_ms
+                .store(unix_ms(SystemTime::now() + left), Ordering::Relaxed);
+        }
+
+        tracing::info!(
+            version = snapshot.version,
+            lease_left_ms = left.as_millis() as u64,
+            "restored the saved snapshot"
+        );
+        if let Err(e) = self.apply(snapshot) {
+            tracing::warn!("the saved snapshot does not apply: {e}");
+        }
+    }
+
+    fn lease_valid(&self) -> bool {
+        self.lease_until.is_some_and(|u| Instant::now() < u)
+    }
+
+    /// Why the data plane must refuse routed commands now, if it must.
+    fn fence_reason(&self) -> Option<String> {
+        if self.snapshot.is_none() {
+            return Some("no routing table from keyway-ctld yet".into());
+        }
+        if !self.lease_valid() {
+            return Some("its lease from keyway-ctld has expired".into());
+        }
+        if !self.current {
+            return Some("keyway-ctld has a newer routing table that is not applied yet".into());
+        }
+        None
+    }
+
+    /// Publishes the current table with the current fence, if either changed.
+    fn publish(&self, table: Option<RoutingTable>) {
+        let fence = self.fence_reason();
+        let live = self.source.load();
+        let same_fence = live.fence.as_deref() == fence.as_deref();
+        if table.is_none() && same_fence {
+            return;
+        }
+        match &fence {
+            Some(why) if !same_fence => tracing::warn!("fenced: {why}"),
+            None if !same_fence => tracing::info!("serving (lease valid, table current)"),
+            _ => {}
+        }
+        let table = table.unwrap_or_else(|| live.table.with_version(live.table.version));
+        self.source.store(Arc::new(LiveConfig {
+            table,
+            fence: fence.map(Arc::from),
+            limits: live.limits.clone(),
+            backend: live.backend.clone(),
+        }));
+    }
+
+    /// Builds the snapshot's table and hands it to the cores.
+    fn apply(&mut self, snapshot: Snapshot) -> Result<(), String> {
+        if snapshot.cluster != self.opts.cluster {
+            return Err(format!(
+                "snapshot of cluster {:?}, expected {:?}",
+                snapshot.cluster, self.opts.cluster
+            ));
+        }
+        let table = RoutingTable::from_snapshot(&snapshot)?;
+        tracing::info!(
+            version = snapshot.version,
+            groups = snapshot.groups.len(),
+            "applying snapshot"
+        );
+        self.snapshot = Some(snapshot);
+        self.current = true;
+        self.save();
+        self.publish(Some(table));
+        Ok(())
+    }
+
+    fn save(&self) {
+        let (Some(dir), Some(s)) = (&self.state, &self.snapshot) else {
+            return;
+        };
+        let left = self
+            .lease_until
+            .and_then(|u| u.checked_duration_since(Instant::now()))
+            .unwrap_or_default();
+        if let Err(e) = dir.save(s, SystemTime::now() + left) {
+            tracing::warn!("cannot save the snapshot to {}: {e}", dir.0.display());
+        }
+    }
+
+    fn run(mut self, stop: &AtomicBool) {
+        let mut backoff = Duration::from_millis(100);
+        while !stop.load(Ordering::Relaxed) {
+            match TcpStream::connect_timeout(
+                &match crate::config::resolve(&self.opts.ctld) {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!("keyway-ctld address: {e}");
+                        self.idle(stop, backoff);
+                        continue;
+                    }
+                },
+                Duration::from_secs(1),
+            ) {
+                Ok(sock) => {
+                    backoff = Duration::from_millis(100);
+                    match self.session(sock, stop) {
+                        Ok(()) => tracing::info!("control session closed"),
+                        Err(e) => tracing::warn!("control session ended: {e}"),
+                    }
+                }
+                Err(e) => tracing::debug!("cannot reach keyway-ctld at {}: {e}", self.opts.ctld),
+            }
+            self.idle(stop, backoff);
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    /// Waits out a backoff while keeping the fence in step with the lease.
+    fn idle(&mut self, stop: &AtomicBool, wait: Duration) {
+        let until = Instant::now() + wait;
+        while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+            self.publish(None);
+            std::thread::sleep(POLL);
+        }
+    }
+
+    fn send(&mut self, sock: &mut TcpStream, m: &FromDataPlane) -> std::io::Result<()> {
+        write_frame(sock, &m.encode())
+    }
+
+    fn ack(&mut self, sock: &mut TcpStream) -> std::io::Result<()> {
+        self.seq += 1;
+        let latest = self.snapshot.as_ref().map_or(0, |s| s.version);
+        let version = self.shared.drained_version().unwrap_or(0).min(latest);
+        let a = Ack {
+            version,
+            drained: version == latest && latest > 0,
+            seq: self.seq,
+            fenced: self.fence_reason().is_some(),
+        };
+        let now = Instant::now();
+        self.send(sock, &FromDataPlane::Ack(a))?;
+        self.sent.push((self.seq, now));
+        if self.sent.len() > 64 {
+            self.sent.remove(0);
+        }
+        self.last_ack = Some(now);
+        self.acked = Some(version);
+        Ok(())
+    }
+
+    fn session(&mut self, mut sock: TcpStream, stop: &AtomicBool) -> Result<(), String> {
+        sock.set_nodelay(true).map_err(|e| e.to_string())?;
+        sock.set_read_timeout(Some(POLL))
+            .map_err(|e| e.to_string())?;
+        let hello = Hello {
+            id: self.opts.id.clone(),
+            cluster: self.opts.cluster.clone(),
+            version: self.snapshot.as_ref().map_or(0, |s| s.version),
+            address: self.opts.address.clone(),
+        };
+        self.send(&mut sock, &FromDataPlane::Hello(hello))
+            .map_err(|e| e.to_string())?;
+        tracing::info!(ctld = %self.opts.ctld, "control session open");
+        self.last_ack = None;
+        let mut buf: Vec<u8> = Vec::new();
+        let mut chunk = vec![0u8; 64 << 10];
+        while !stop.load(Ordering::Relaxed) {
+            match sock.read(&mut chunk) {
+                Ok(0) => return Err("keyway-ctld closed the session".into()),
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+            while buf.len() >= 4 {
+                let len = check_len([buf[0], buf[1], buf[2], buf[3]], MAX_FRAME)
+                    .map_err(|e| e.to_string())?;
+                if buf.len() < 4 + len {
+                    break;
+                }
+                let m = ToDataPlane::decode(&buf[4..4 + len]).map_err(|e| e.to_string())?;
+                buf.drain(..4 + len);
+                self.handle(m)?;
+            }
+            // Ack a newly drained version at once; otherwise ask for the lease
+            // every third of it.
+            let lease =
+                Duration::from_millis(self.snapshot.as_ref().map_or(3000, |s| s.lease_millis));
+            let drained = self
+                .shared
+                .drained_version()
+                .unwrap_or(0)
+                .min(self.snapshot.as_ref().map_or(0, |s| s.version));
+            let due = self.last_ack.is_none_or(|t| t.elapsed() >= lease / 3)
+                || self.acked != Some(drained);
+            if due {
+                self.ack(&mut sock).map_err(|e| e.to_string())?;
+            }
+            self.publish(None);
+        }
+        Ok(())
+    }
+
+    fn handle(&mut self, m: ToDataPlane) -> Result<(), String> {
+        match m {
+            ToDataPlane::Snapshot(s) => {
+                let version = s.version;
+                if let Err(e) = self.apply(s) {
+                    tracing::error!(version, "cannot apply snapshot: {e}");
+                    self.current = false;
+                    self.publish(None);
+                }
+            }
+            ToDataPlane::Heartbeat(h) => {
+                if let Some(&(_, sent)) = self.sent.iter().find(|(seq, _)| *seq == h.seq) {
+                    let ours = self.snapshot.as_ref().map_or(0, |s| s.version);
+                    self.lease_until = Some(sent + Duration::from_millis(h.lease_millis));
+                    self.current = h.version == ours;
+                    let until = SystemTime::now()
+                        + self
+                            .lease_until
+                            .and_then(|u| u.checked_duration_since(Instant::now()))
+                            .unwrap_or_default();
+                    self.shared
+                        .lease_until_unix_ms
+                        .store(unix_ms(until), Ordering::Relaxed);
+                    self.save();
+                }
+            }
+            ToDataPlane::Refused(why) => {
+                return Err(format!("keyway-ctld refused the session: {why}"))
+            }
+        }
+        Ok(())
+    }
+}
