@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages keyway's local run, tests and benchmarks use,
 # when any is missing: redis-server; redis-tools for redis-cli and
-# redis-benchmark; nutcracker (twemproxy) for the side-by-side benchmark.
+# redis-benchmark; nutcracker (twemproxy) for the side-by-side benchmark;
+# capnproto, whose compiler checks the committed schema code is fresh.
 set -euo pipefail
 
 need=()
@@ -11,6 +12,7 @@ if ! command -v redis-cli >/dev/null 2>&1 || ! command -v redis-benchmark >/dev/
 fi
 
 command -v nutcracker >/dev/null 2>&1 || need+=(nutcracker)
+command -v capnp >/dev/null 2>&1 || need+=(capnproto)
 
 if ((${#need[@]})); then
   sudo=""

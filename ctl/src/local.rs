@@ -165,18 +165,10 @@ pub fn run(cmd: LocalCmd, json: bool) -> Result<(), String> {
             dir,
         } => {
             let dir = dir.unwrap_or_else(default_dir);
-            up(
-                &dir,
-                groups,
-                replicas,
-                [port, api_port, control_port, admin_port],
-                redis_port,
-                cores,
-                json,
-            )
-            .inspect_err(|_| {
-                stop(&dir);
-            })
+            let ports = [port, api_port, control_port, admin_port];
+            preflight(&dir, groups, ports)?;
+            // From here on, a failure stops whatever this call started.
+            up(&dir, groups, replicas, ports, redis_port, cores, json).inspect_err(|_| stop(&dir))
         }
         LocalCmd::Down { dir } => {
             let dir = dir.unwrap_or_else(default_dir);
@@ -193,15 +185,12 @@ pub fn run(cmd: LocalCmd, json: bool) -> Result<(), String> {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn up(
+/// What must hold before anything is started: nothing running from `dir`,
+/// and the fixed ports free.
+fn preflight(
     dir: &Path,
     groups: usize,
-    replicas: usize,
     [port, api_port, control_port, admin_port]: [u16; 4],
-    redis_port: u16,
-    cores: usize,
-    json: bool,
 ) -> Result<(), String> {
     if pids(dir).iter().any(|(p, _)| alive(*p)) {
         return Err(format!(
@@ -212,8 +201,6 @@ fn up(
     if groups == 0 {
         return Err("--groups must be at least 1".into());
     }
-    let _ = std::fs::remove_dir_all(dir);
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     for (p, what) in [
         (port, "--port"),
         (api_port, "--api-port"),
@@ -224,6 +211,21 @@ fn up(
             return Err(format!("port {p} ({what}) is in use"));
         }
     }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn up(
+    dir: &Path,
+    groups: usize,
+    replicas: usize,
+    [port, api_port, control_port, admin_port]: [u16; 4],
+    redis_port: u16,
+    cores: usize,
+    json: bool,
+) -> Result<(), String> {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     // Redis: masters, then each master's replicas, on consecutive free ports.
     let mut next = redis_port;
     let mut take_port = || -> Result<u16, String> {

@@ -86,9 +86,9 @@ impl Shared {
         }
     }
 
-    /// The newest version every core has loaded with nothing older in flight
-    /// anywhere: what a data plane may ack. `None` until every core has
-    /// loaded something.
+    /// The newest version V such that every core has loaded V (or newer) and
+    /// no request routed under a version older than V is in flight anywhere:
+    /// what a data plane may ack. `None` until every core has loaded a table.
     pub fn drained_version(&self) -> Option<u64> {
         let loaded = self
             .reports
@@ -100,7 +100,7 @@ impl Shared {
             .iter()
             .map(|r| r.oldest_inflight.load(Ordering::Acquire))
             .min()?;
-        (loaded > 0 && oldest >= loaded).then_some(loaded)
+        (loaded > 0).then_some(loaded.min(oldest))
     }
 }
 

@@ -1,0 +1,211 @@
+//! What the control plane's system tests share: keyway-ctld, keywayctl and
+//! managed keyway data planes as real processes, over real redis-servers.
+
+#![allow(dead_code, unused_imports)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+pub use keyway_testkit::{free_port, wait_for, workspace_bin, Process, Redis, TempDir};
+use serde_json::Value;
+
+/// A keyway-ctld on a file store in `dir`.
+pub struct Ctld {
+    pub api: SocketAddr,
+    pub control: SocketAddr,
+    pub store: PathBuf,
+    pub proc: Process,
+}
+
+impl Ctld {
+    /// Starts on free ports.
+    pub fn start(dir: &Path, lease: &str) -> Ctld {
+        Ctld::start_on(dir, lease, "127.0.0.1:0", "127.0.0.1:0")
+    }
+
+    /// Starts on given addresses (to come back where data planes dial).
+    pub fn start_on(dir: &Path, lease: &str, api: &str, control: &str) -> Ctld {
+        let store = dir.join("ctld.state");
+        let mut proc = Process::spawn(
+            Command::new(env!("CARGO_BIN_EXE_keyway-ctld"))
+                .arg("--store")
+                .arg(format!("file:{}", store.display()))
+                .args(["--api", api, "--control", control, "--lease", lease]),
+        );
+        let line = proc.wait_line("keyway-ctld api ", Duration::from_secs(20));
+        let (api, control) = line
+            .split_once(" control ")
+            .expect("api and control addresses");
+        Ctld {
+            api: api.parse().unwrap(),
+            control: control.parse().unwrap(),
+            store,
+            proc,
+        }
+    }
+
+    /// Runs keywayctl against this ctld; returns (success, stdout, stderr).
+    pub fn ctl(&self, args: &[&str]) -> (bool, String, String) {
+        keywayctl(&self.api.to_string(), args)
+    }
+
+    /// Runs keywayctl with `--json` and parses its output; panics on failure.
+    pub fn ctl_json(&self, args: &[&str]) -> Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let (ok, out, err) = self.ctl(&all);
+        assert!(ok, "keywayctl {args:?} failed: {err}");
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("keywayctl {args:?}: {e}: {out}"))
+    }
+
+    /// The acked version of data plane `id` (0 if unknown).
+    pub fn acked(&self, id: &str) -> u64 {
+        let dps = self.ctl_json(&["dataplanes"]);
+        dps.as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["id"] == id)
+            .map_or(0, |d| d["acked_version"].as_u64().unwrap())
+    }
+
+    /// Waits until data plane `id` has acked `version` (or newer).
+    pub fn wait_acked(&self, id: &str, version: u64) {
+        wait_for(
+            &format!("{id} to ack version {version}"),
+            Duration::from_secs(15),
+            || (self.acked(id) >= version).then_some(()),
+        );
+    }
+}
+
+/// Runs keywayctl; returns (success, stdout, stderr).
+pub fn keywayctl(api: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_keywayctl"))
+        .arg("--api")
+        .arg(api)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A keyway data plane managed by a ctld.
+pub struct DataPlane {
+    pub id: String,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub proc: Process,
+}
+
+impl DataPlane {
+    /// Starts one for `cluster`, keeping its state in `state_dir`.
+    pub fn start(control: SocketAddr, cluster: &str, id: &str, state_dir: &Path) -> DataPlane {
+        let mut proc = Process::spawn(
+            Command::new(workspace_bin("keyway"))
+                .args([
+                    "--control",
+                    &control.to_string(),
+                    "--cluster",
+                    cluster,
+                    "--id",
+                    id,
+                ])
+                .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+                .arg("--state-dir")
+                .arg(state_dir)
+                .env("KEYWAY_LOG", "info"),
+        );
+        let addr = proc
+            .wait_line("keyway listening on ", Duration::from_secs(20))
+            .parse()
+            .unwrap();
+        let admin = proc
+            .wait_line("keyway admin on ", Duration::from_secs(20))
+            .parse()
+            .unwrap();
+        DataPlane {
+            id: id.to_string(),
+            addr,
+            admin,
+            proc,
+        }
+    }
+
+    pub fn conn(&self) -> redis::Connection {
+        redis::Client::open(format!("redis://{}", self.addr))
+            .unwrap()
+            .get_connection_with_timeout(Duration::from_secs(5))
+            .unwrap()
+    }
+
+    /// (status, body) of `GET path` on the admin endpoint.
+    pub fn admin_get(&self, path: &str) -> (u16, String) {
+        http_get(self.admin, path)
+    }
+
+    /// Waits until /healthz answers `status`.
+    pub fn wait_health(&self, status: u16, timeout: Duration) {
+        wait_for(
+            &format!("/healthz {status} on {}", self.id),
+            timeout,
+            || (self.admin_get("/healthz").0 == status).then_some(()),
+        );
+    }
+
+    /// The version in /table.
+    pub fn table_version(&self) -> u64 {
+        let (_, body) = self.admin_get("/table");
+        serde_json::from_str::<Value>(&body).unwrap()["version"]
+            .as_u64()
+            .unwrap()
+    }
+}
+
+/// A bare HTTP GET: (status, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    http(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+    )
+}
+
+/// Sends a raw HTTP request: (status, body).
+pub fn http(addr: SocketAddr, request: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut resp = String::new();
+    let _ = s.read_to_string(&mut resp);
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (status, body)
+}
+
+/// The index of the group owning `key`, from `keywayctl cluster show --json`.
+pub fn owner_of(cluster: &Value, key: &str) -> String {
+    let slots = cluster["slot_count"].as_u64().unwrap() as u32;
+    let slot = keyway_protocol::slot::key_slot(key.as_bytes(), slots);
+    cluster["slots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| {
+            r["first"].as_u64().unwrap() as u32 <= slot
+                && slot <= r["last"].as_u64().unwrap() as u32
+        })
+        .map_or_else(String::new, |r| r["group"].as_str().unwrap().to_string())
+}

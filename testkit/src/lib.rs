@@ -1,0 +1,365 @@
+//! The harness keyway's integration tests share: real `redis-server`
+//! processes and the workspace's own binaries, started on ephemeral loopback
+//! ports with readiness checks (never fixed ports, never sleeps standing in
+//! for readiness), and killed when their guard drops — or, should the test
+//! process die, by the kernel through `PR_SET_PDEATHSIG`.
+#![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Polls `f` until it returns `Some`, or panics after `timeout` naming `what`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A directory removed on drop.
+#[derive(Debug)]
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// A fresh directory under the system temp dir.
+    pub fn new(tag: &str) -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "keyway-test-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Makes the child die with the thread that started it.
+pub fn die_with_parent(cmd: &mut Command) -> &mut Command {
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        })
+    }
+}
+
+/// A port nothing listens on right now (the kernel's pick).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A binary of this workspace, from the target directory `cargo test
+/// --workspace` builds into.
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let bin = target.join("debug").join(name);
+    assert!(
+        bin.exists(),
+        "{} is built by `cargo test --workspace` (scripts/test.sh)",
+        bin.display()
+    );
+    bin
+}
+
+/// A redis-server on a loopback port.
+#[derive(Debug)]
+pub struct Redis {
+    /// Its port.
+    pub port: u16,
+    child: Option<Child>,
+    _dir: TempDir,
+}
+
+impl Redis {
+    /// Starts one on a free port.
+    pub fn start() -> Redis {
+        for _ in 0..5 {
+            if let Some(r) = Redis::try_start(free_port(), &[]) {
+                return r;
+            }
+        }
+        panic!("could not start redis-server");
+    }
+
+    /// Starts one on `port` (e.g. to bring a killed server back).
+    pub fn start_on(port: u16) -> Redis {
+        wait_for("redis to start", Duration::from_secs(10), || {
+            Redis::try_start(port, &[])
+        })
+    }
+
+    /// Starts a replica of `master`.
+    pub fn replica_of(master: &Redis) -> Redis {
+        let port = master.port.to_string();
+        for _ in 0..5 {
+            if let Some(r) = Redis::try_start(free_port(), &["--replicaof", "127.0.0.1", &port]) {
+                return r;
+            }
+        }
+        panic!("could not start a replica");
+    }
+
+    fn try_start(port: u16, extra: &[&str]) -> Option<Redis> {
+        let dir = TempDir::new("redis");
+        let child = die_with_parent(
+            Command::new("redis-server")
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ])
+                .args(extra)
+                .arg("--dir")
+                .arg(dir.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        )
+        .spawn()
+        .expect("redis-server must be installed (scripts/deps.sh)");
+        let mut r = Redis {
+            port,
+            child: Some(child),
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some(Ok(Some(_))) = r.child.as_mut().map(Child::try_wait) {
+                return None; // exited: port taken
+            }
+            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
+                if raw_roundtrip(&mut s, b"PING\r\n").starts_with(b"+PONG") {
+                    return Some(r);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        r.kill();
+        None
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// A client connection.
+    pub fn conn(&self) -> redis::Connection {
+        redis::Client::open(format!("redis://127.0.0.1:{}", self.port))
+            .unwrap()
+            .get_connection()
+            .unwrap()
+    }
+
+    /// Its pid.
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map_or(0, |c| c.id() as i32)
+    }
+
+    /// Kills it now.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Sends raw bytes and reads whatever arrives until a short quiet period.
+pub fn raw_roundtrip(s: &mut TcpStream, req: &[u8]) -> Vec<u8> {
+    s.write_all(req).unwrap();
+    read_some(s, Duration::from_millis(500))
+}
+
+/// Reads until the peer is quiet for `quiet` (after the first byte) or closes.
+pub fn read_some(s: &mut TcpStream, quiet: Duration) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 65536];
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return out,
+            Ok(n) => {
+                out.extend_from_slice(&buf[..n]);
+                s.set_read_timeout(Some(quiet)).unwrap();
+            }
+            Err(_) => return out,
+        }
+    }
+}
+
+/// A child process whose stdout and stderr lines are collected; killed on
+/// drop.
+#[derive(Debug)]
+pub struct Process {
+    child: Option<Child>,
+    stdout: mpsc::Receiver<String>,
+    stderr: mpsc::Receiver<String>,
+    out_lines: Vec<String>,
+    err_lines: Vec<String>,
+}
+
+fn lines(r: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(r).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    rx
+}
+
+impl Process {
+    /// Starts `cmd` with piped output.
+    pub fn spawn(cmd: &mut Command) -> Process {
+        let mut child = die_with_parent(cmd.stdout(Stdio::piped()).stderr(Stdio::piped()))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {:?}: {e}", cmd.get_program()));
+        let stdout = lines(child.stdout.take().unwrap());
+        let stderr = lines(child.stderr.take().unwrap());
+        Process {
+            child: Some(child),
+            stdout,
+            stderr,
+            out_lines: Vec::new(),
+            err_lines: Vec::new(),
+        }
+    }
+
+    fn drain(&mut self) {
+        self.out_lines.extend(self.stdout.try_iter());
+        self.err_lines.extend(self.stderr.try_iter());
+    }
+
+    /// Waits for a stdout line starting with `prefix` and returns the rest.
+    pub fn wait_line(&mut self, prefix: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.drain();
+            if let Some(l) = self.out_lines.iter().find_map(|l| l.strip_prefix(prefix)) {
+                return l.to_string();
+            }
+            if Instant::now() > deadline || !self.alive() {
+                self.drain();
+                panic!(
+                    "no line starting {prefix:?} on stdout; stdout:\n{}\nstderr:\n{}",
+                    self.out_lines.join("\n"),
+                    self.err_lines.join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Every stderr line so far.
+    pub fn logs(&mut self) -> Vec<String> {
+        self.drain();
+        self.err_lines.clone()
+    }
+
+    /// Waits for a stderr line containing `needle`.
+    pub fn wait_log(&mut self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.logs().iter().any(|l| l.contains(needle)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("no log line with {needle:?}:\n{}", self.logs().join("\n"));
+    }
+
+    /// Its pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Sends a signal.
+    pub fn signal(&self, sig: i32) {
+        if let Some(c) = &self.child {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(c.id() as i32, sig) };
+        }
+    }
+
+    /// Whether it still runs.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.as_mut().map(Child::try_wait), Some(Ok(None)))
+    }
+
+    /// Waits for it to exit by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let mut c = self.child.take().expect("running");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(st) = c.try_wait().unwrap() {
+                self.drain();
+                return st;
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                panic!("process did not exit within {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops it with SIGTERM and returns the exit status.
+    pub fn stop(&mut self) -> ExitStatus {
+        self.signal(libc::SIGTERM);
+        self.wait_exit(Duration::from_secs(20))
+    }
+
+    /// Kills it with SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
