@@ -717,3 +717,35 @@ fn local_up_runs_a_whole_system_and_down_stops_it() {
     }
     assert!(std::net::TcpStream::connect(&listen).is_err());
 }
+
+#[test]
+fn one_ctld_serves_several_clusters_and_refuses_unknown_ones() {
+    let dir = TempDir::new("multi");
+    let (ra, rb) = (Redis::start(), Redis::start());
+    let ctld = Ctld::start(dir.path(), "30s");
+    create(&ctld, "alpha", &[("g1", &ra)], "30s");
+    create(&ctld, "beta", &[("g1", &rb)], "30s");
+    let a = DataPlane::start(ctld.control, "alpha", "dp-alpha", &dir.path().join("a"));
+    let b = DataPlane::start(ctld.control, "beta", "dp-beta", &dir.path().join("b"));
+    let lost = DataPlane::start(ctld.control, "gamma", "dp-gamma", &dir.path().join("g"));
+    a.wait_health(200, Duration::from_secs(10));
+    b.wait_health(200, Duration::from_secs(10));
+    let _: () = a.conn().set("k", "from-alpha").unwrap();
+    let _: () = b.conn().set("k", "from-beta").unwrap();
+    let va: String = ra.conn().get("k").unwrap();
+    let vb: String = rb.conn().get("k").unwrap();
+    assert_eq!((va.as_str(), vb.as_str()), ("from-alpha", "from-beta"));
+    // A change to one cluster reaches only its own data planes.
+    let (ok, _, err) = ctld.ctl(&["group", "alpha", "g1", "--zone", "z"]);
+    assert!(ok, "{err}");
+    ctld.wait_acked("dp-alpha", 2);
+    assert_eq!(b.table_version(), 1);
+    // A data plane of a cluster ctld does not have stays fenced, and says why.
+    let (status, body) = lost.admin_get("/healthz");
+    assert_eq!(status, 503);
+    assert!(body.contains("no routing table"), "{body}");
+    let err = lost.conn().get::<_, String>("k").unwrap_err();
+    assert_eq!(err.code(), Some("TRYAGAIN"));
+    let listed = ctld.ctl_json(&["cluster", "list"]);
+    assert_eq!(listed.as_array().unwrap().len(), 2);
+}
