@@ -34,7 +34,7 @@ struct Snapshot {
   # Owned slot ranges, ascending and disjoint. Slots in no range are unowned.
 
   migrations @5 :List(Migration);
-  # Slot ranges being moved key by key (their owner in slotRanges is `from`).
+  # Slot ranges being moved (their owner in slotRanges is still `from`).
 
   leaseMillis @6 :UInt64;
   # How long a data plane may serve this snapshot without a heartbeat.
@@ -75,4 +75,18 @@ struct Migration {
   from @2 :UInt16;
   to @3 :UInt16;
   # Indices into Snapshot.groups.
+
+  phase @4 :MigrationPhase;
+  # Added in version 2; version 1 messages read as `moving`.
+}
+
+enum MigrationPhase {
+  moving @0;
+  # Data planes move each key a command names from `from` to `to` (MIGRATE),
+  # then send the command to `to`. Nothing is written to `from`.
+
+  blocked @1;
+  # The step before moving: data planes hold commands on these slots (sent
+  # nowhere) until the next version, so that no data plane still writes to
+  # `from` while another has started moving keys away from it.
 }

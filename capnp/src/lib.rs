@@ -1,13 +1,15 @@
 //! What keyway's data plane and control plane share, and nothing else: the
 //! Cap'n Proto schemas (`schema/`), their generated code, the Rust values they
-//! carry ([`snapshot`], [`control`]) and the framing of the control session
-//! ([`frame`]). The evolution rules are at the top of each schema;
+//! carry ([`snapshot`], [`control`]), the framing of the control session
+//! ([`frame`]), and the one definition of which slot a key is in ([`slot`]),
+//! which both planes must compute identically. The evolution rules are at the top of each schema;
 //! `tests/fixtures.rs` decodes messages written by earlier versions.
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
 pub mod control;
 pub mod frame;
 pub mod generated;
+pub mod slot;
 pub mod snapshot;
 
 /// A message that cannot be decoded.

@@ -71,6 +71,18 @@ pub struct Migration {
     pub from: u16,
     /// Target group.
     pub to: u16,
+    /// What data planes do with these slots.
+    pub phase: Phase,
+}
+
+/// A migration's phase, as data planes see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Phase {
+    /// Move each key from `from` before sending its command to `to`.
+    #[default]
+    Moving,
+    /// Hold commands (send them nowhere) until the next version.
+    Blocked,
 }
 
 impl Snapshot {
@@ -121,6 +133,8 @@ impl Snapshot {
             }
             next = r.last + 1;
         }
+        let owners = self.owners();
+        let mut migrating = vec![false; self.slot_count as usize];
         for m in &self.migrations {
             if m.last < m.first || m.last >= self.slot_count {
                 return Err(format!(
@@ -136,6 +150,17 @@ impl Snapshot {
                     "migration of slots {}-{} has invalid groups {} -> {}",
                     m.first, m.last, m.from, m.to
                 ));
+            }
+            for s in m.first..=m.last {
+                if owners[s as usize] != Some(m.from) {
+                    return Err(format!(
+                        "slot {s} migrates from group {} but is not owned by it",
+                        m.from
+                    ));
+                }
+                if std::mem::replace(&mut migrating[s as usize], true) {
+                    return Err(format!("slot {s} is in two migrations"));
+                }
             }
         }
         if self.lease_millis == 0 {
@@ -188,6 +213,10 @@ impl Snapshot {
             mb.set_last(m.last);
             mb.set_from(m.from);
             mb.set_to(m.to);
+            mb.set_phase(match m.phase {
+                Phase::Moving => schema::MigrationPhase::Moving,
+                Phase::Blocked => schema::MigrationPhase::Blocked,
+            });
         }
     }
 
@@ -224,16 +253,26 @@ impl Snapshot {
                 group: s.get_group(),
             })
             .collect();
-        let migrations = r
-            .get_migrations()?
-            .iter()
-            .map(|m| Migration {
+        let mut migrations = Vec::new();
+        for m in r.get_migrations()? {
+            let phase = match m.get_phase() {
+                Ok(schema::MigrationPhase::Moving) => Phase::Moving,
+                Ok(schema::MigrationPhase::Blocked) => Phase::Blocked,
+                Err(e) => {
+                    return Err(DecodeError::Invalid(format!(
+                        "unknown migration phase {}",
+                        e.0
+                    )))
+                }
+            };
+            migrations.push(Migration {
                 first: m.get_first(),
                 last: m.get_last(),
                 from: m.get_from(),
                 to: m.get_to(),
-            })
-            .collect();
+                phase,
+            });
+        }
         Ok(Snapshot {
             cluster: text(r.get_cluster())?,
             version: r.get_version(),
@@ -301,6 +340,7 @@ pub(crate) mod tests {
                 last: 200,
                 from: 0,
                 to: 1,
+                phase: Phase::Blocked,
             }],
             lease_millis: 30_000,
         }

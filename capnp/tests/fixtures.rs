@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use keyway_capnp::control::{Ack, FromDataPlane, Heartbeat, Hello, ToDataPlane};
 use keyway_capnp::frame::{read_frame, MAX_FRAME};
-use keyway_capnp::snapshot::{Group, Migration, Replica, SlotRange, Snapshot};
+use keyway_capnp::snapshot::{Group, Migration, Phase, Replica, SlotRange, Snapshot};
 
 /// The values version 1 wrote.
 fn v1_snapshot() -> Snapshot {
@@ -45,11 +45,13 @@ fn v1_snapshot() -> Snapshot {
                 group: 1,
             },
         ],
+        // Version 1 had no phase: its messages read as `moving`.
         migrations: vec![Migration {
             first: 500,
             last: 511,
             from: 0,
             to: 1,
+            phase: Phase::Moving,
         }],
         lease_millis: 30_000,
     }
@@ -134,4 +136,37 @@ fn version_1_messages_still_decode() {
         ToDataPlane::decode(&got).unwrap(),
         ToDataPlane::Snapshot(v1_snapshot())
     );
+}
+
+/// Version 2 added the migration phase.
+fn v2_snapshot() -> Snapshot {
+    let mut s = v1_snapshot();
+    s.version = 43;
+    s.migrations = vec![
+        Migration {
+            first: 500,
+            last: 511,
+            from: 0,
+            to: 1,
+            phase: Phase::Blocked,
+        },
+        Migration {
+            first: 512,
+            last: 600,
+            from: 1,
+            to: 0,
+            phase: Phase::Moving,
+        },
+    ];
+    s
+}
+
+#[test]
+fn version_2_messages_still_decode() {
+    let path = dir().join("v2-snapshot.bin");
+    if std::env::var_os("KEYWAY_CAPNP_WRITE_FIXTURES").is_some() && !path.exists() {
+        std::fs::write(&path, v2_snapshot().encode()).unwrap();
+    }
+    let stored = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(Snapshot::decode(&stored).unwrap(), v2_snapshot());
 }

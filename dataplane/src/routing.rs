@@ -18,6 +18,34 @@ pub enum SlotRoute {
     Unassigned,
     /// This group.
     Stable(GroupIndex),
+    /// About to move from `from` to `to`: commands are held until the next
+    /// table (see [`keyway_capnp::snapshot::Phase::Blocked`]).
+    Blocked {
+        /// Source group.
+        from: GroupIndex,
+        /// Target group.
+        to: GroupIndex,
+    },
+    /// Moving key by key: each key a command names is moved from `from` to
+    /// `to` (MIGRATE) before the command goes to `to`.
+    Moving {
+        /// Source group.
+        from: GroupIndex,
+        /// Target group.
+        to: GroupIndex,
+    },
+}
+
+impl SlotRoute {
+    /// The group that owns the slot's data now (the source while moving).
+    pub fn owner(self) -> Option<GroupIndex> {
+        match self {
+            SlotRoute::Unassigned => None,
+            SlotRoute::Stable(g)
+            | SlotRoute::Blocked { from: g, .. }
+            | SlotRoute::Moving { from: g, .. } => Some(g),
+        }
+    }
 }
 
 /// One Redis group as the data plane sees it.
@@ -37,21 +65,27 @@ pub struct RoutingTable {
     /// Increases with every change; the control plane acks by version.
     pub version: u64,
     slot_count: u32,
-    /// Owner of each slot, [`UNASSIGNED`] for none: two bytes a slot, so the
-    /// whole map of 16384 slots stays in a core's L1 cache.
+    /// Per slot: a group index, [`UNASSIGNED`], or [`MOVE_BASE`]` + i` for
+    /// `moves[i]`. Two bytes a slot, so the whole map of 16384 slots stays in
+    /// a core's L1 cache, and a stable slot costs one load.
     slots: Box<[u16]>,
+    /// Distinct (from, to, phase) of the slots being moved.
+    moves: Box<[(GroupIndex, GroupIndex, bool)]>,
     groups: Box<[GroupRoute]>,
 }
 
 /// A slot no group owns.
 const UNASSIGNED: u16 = u16::MAX;
 
+/// Slot values from here on name an entry of `moves`.
+const MOVE_BASE: u16 = 0xF000;
+
 /// Most groups a table can hold.
-pub const MAX_GROUPS: usize = UNASSIGNED as usize;
+pub const MAX_GROUPS: usize = MOVE_BASE as usize;
 
 impl RoutingTable {
     /// A table; `slots.len()` must equal `slot_count`, a power of two, and every
-    /// `Stable` index must name one of `groups`.
+    /// group index must name one of `groups`.
     pub fn new(
         version: u64,
         slot_count: u32,
@@ -61,23 +95,39 @@ impl RoutingTable {
         assert_eq!(slots.len(), slot_count as usize, "one route per slot");
         assert!(slot_count.is_power_of_two());
         assert!(groups.len() <= MAX_GROUPS);
+        let check = |g: GroupIndex| {
+            assert!(
+                usize::from(g) < groups.len(),
+                "slot routed to a group that does not exist"
+            );
+            g
+        };
+        let mut moves: Vec<(GroupIndex, GroupIndex, bool)> = Vec::new();
+        let mut code = |m: (GroupIndex, GroupIndex, bool)| -> u16 {
+            let i = moves.iter().position(|&x| x == m).unwrap_or_else(|| {
+                moves.push(m);
+                moves.len() - 1
+            });
+            assert!(
+                i < usize::from(UNASSIGNED - MOVE_BASE),
+                "too many distinct migrations"
+            );
+            MOVE_BASE + i as u16
+        };
         let slots = slots
             .iter()
             .map(|r| match *r {
                 SlotRoute::Unassigned => UNASSIGNED,
-                SlotRoute::Stable(g) => {
-                    assert!(
-                        usize::from(g) < groups.len(),
-                        "slot owned by a group that does not exist"
-                    );
-                    g
-                }
+                SlotRoute::Stable(g) => check(g),
+                SlotRoute::Blocked { from, to } => code((check(from), check(to), true)),
+                SlotRoute::Moving { from, to } => code((check(from), check(to), false)),
             })
             .collect();
         RoutingTable {
             version,
             slot_count,
             slots,
+            moves: moves.into(),
             groups,
         }
     }
@@ -116,6 +166,7 @@ impl RoutingTable {
             version,
             slot_count: self.slot_count,
             slots: self.slots.clone(),
+            moves: self.moves.clone(),
             groups: self.groups.clone(),
         }
     }
@@ -136,9 +187,18 @@ impl RoutingTable {
     #[inline]
     pub fn route(&self, slot: u32) -> SlotRoute {
         match self.slots[slot as usize] {
+            g if g < MOVE_BASE => SlotRoute::Stable(g),
             UNASSIGNED => SlotRoute::Unassigned,
-            g => SlotRoute::Stable(g),
+            m => match self.moves[usize::from(m - MOVE_BASE)] {
+                (from, to, true) => SlotRoute::Blocked { from, to },
+                (from, to, false) => SlotRoute::Moving { from, to },
+            },
         }
+    }
+
+    /// Whether any slot is moving or about to.
+    pub fn has_moves(&self) -> bool {
+        !self.moves.is_empty()
     }
 
     /// The groups, indexed by [`GroupIndex`].
@@ -156,9 +216,9 @@ impl RoutingTable {
     /// Slot ranges owned by each group, for display: `(group, first, last)`.
     pub fn ranges(&self) -> Vec<(Option<GroupIndex>, u32, u32)> {
         let mut out: Vec<(Option<GroupIndex>, u32, u32)> = Vec::new();
-        for (s, &g) in self.slots.iter().enumerate() {
-            let owner = (g != UNASSIGNED).then_some(g);
-
+        for s in 0..self.slot_count {
+            let owner = self.route(s).owner();
+            let s = s as usize;
             match out.last_mut() {
                 Some((o, _, last)) if *o == owner && *last + 1 == s as u32 => *last = s as u32,
                 _ => out.push((owner, s as u32, s as u32)),
@@ -192,6 +252,36 @@ mod tests {
             })
             .collect();
         RoutingTable::new(3, 16, &slots, groups)
+    }
+
+    #[test]
+    fn moving_and_blocked_slots() {
+        let groups: Box<[GroupRoute]> = (0..3)
+            .map(|i| GroupRoute {
+                name: Arc::from(format!("g{i}")),
+                master: format!("127.0.0.1:{}", 7000 + i).parse().unwrap(),
+                master_text: format!("127.0.0.1:{}", 7000 + i),
+            })
+            .collect();
+        let mut slots = vec![SlotRoute::Stable(0); 8];
+        slots[2] = SlotRoute::Moving { from: 0, to: 1 };
+        slots[3] = SlotRoute::Moving { from: 0, to: 1 };
+        slots[5] = SlotRoute::Blocked { from: 0, to: 2 };
+        let t = RoutingTable::new(1, 8, &slots, groups);
+        assert!(t.has_moves());
+        for (s, r) in slots.iter().enumerate() {
+            assert_eq!(t.route(s as u32), *r);
+        }
+        assert_eq!(t.moves.len(), 2, "identical migrations share an entry");
+        assert_eq!(
+            t.ranges(),
+            vec![(Some(0), 0, 7)],
+            "moving slots still belong to their source"
+        );
+        assert_eq!(
+            t.with_version(2).route(5),
+            SlotRoute::Blocked { from: 0, to: 2 }
+        );
     }
 
     #[test]

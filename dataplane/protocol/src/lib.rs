@@ -14,4 +14,5 @@
 pub mod command;
 pub mod pattern;
 pub mod resp;
-pub mod slot;
+/// Hash slots: the definition shared with the control plane.
+pub use keyway_capnp::slot;

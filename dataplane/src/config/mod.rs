@@ -204,6 +204,34 @@ impl Default for BackendSettings {
     }
 }
 
+/// How keys are moved while slots migrate (`[migration]`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MigrationSettings {
+    /// MIGRATE timeout for the keys one command names; doubled on each retry
+    /// (default "1s").
+    #[serde(deserialize_with = "units::duration")]
+    pub move_timeout: Millis,
+    /// Attempts to move a command's keys before it gets `-TRYAGAIN`
+    /// (default 3).
+    pub move_attempts: u8,
+    /// Longest a command on a slot about to migrate is held before it gets
+    /// `-TRYAGAIN` (default "2s"; the hold normally lasts until every data
+    /// plane has acked the step, a fraction of a second).
+    #[serde(deserialize_with = "units::duration")]
+    pub hold_timeout: Millis,
+}
+
+impl Default for MigrationSettings {
+    fn default() -> Self {
+        MigrationSettings {
+            move_timeout: Millis(1000),
+            move_attempts: 3,
+            hold_timeout: Millis(2000),
+        }
+    }
+}
+
 /// One `[[group]]`: a Redis master and the slots it serves.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -251,6 +279,9 @@ pub struct FileConfig {
     /// Backend connections.
     #[serde(default)]
     pub backend: BackendSettings,
+    /// Key moves during migrations.
+    #[serde(default)]
+    pub migration: MigrationSettings,
     /// Redis groups.
     #[serde(default, rename = "group")]
     pub groups: Vec<GroupConfig>,
@@ -276,6 +307,8 @@ pub struct LiveConfig {
     pub limits: Limits,
     /// Backend connection settings.
     pub backend: BackendSettings,
+    /// Key moves during migrations.
+    pub migration: MigrationSettings,
 }
 
 /// A validated config: process settings fixed at start, plus the live part.
@@ -402,6 +435,11 @@ impl FileConfig {
         if self.backend.connect_timeout.0 == 0 {
             return Err(invalid("backend.connect_timeout must be more than 0"));
         }
+        if self.migration.move_attempts == 0 || self.migration.move_timeout.0 == 0 {
+            return Err(invalid(
+                "migration.move_attempts and migration.move_timeout must be more than 0",
+            ));
+        }
         let mut warnings = Vec::new();
         let (table, fence) = match mode {
             Mode::Standalone => (
@@ -432,6 +470,7 @@ impl FileConfig {
                 fence,
                 limits: self.limits,
                 backend: self.backend,
+                migration: self.migration,
             }),
 
             warnings,

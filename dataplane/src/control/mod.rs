@@ -161,6 +161,7 @@ impl Session {
             fence: fence.map(Arc::from),
             limits: live.limits.clone(),
             backend: live.backend.clone(),
+            migration: live.migration.clone(),
         }));
     }
 

@@ -9,11 +9,12 @@ use super::client::{Client, ClientState, Phase};
 use super::local::{self, LocalCtx};
 use super::policy::{policy, stream_read_blocks, Keys, Policy};
 
+use super::moves::{Place, Target};
 use super::split::{plan, write_part, Merge, SplitKind};
 use super::{Action, BackendId, Ctx};
-use crate::routing::{GroupIndex, SlotRoute};
+use crate::routing::GroupIndex;
 
-const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same group";
+pub(crate) const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same group";
 
 /// `CLIENT KILL` for `client|kill`.
 fn display_name(spec: &CommandSpec) -> String {
@@ -73,7 +74,7 @@ impl Ctx {
                         }
                     };
                     let args = c.parser.args(&buf[at..]);
-                    self.dispatch(&mut c.st, &args, raw);
+                    self.dispatch(&mut c.st, &args, raw, Place::NEW);
                     at += len;
                 }
                 Ok(None) => break,
@@ -88,26 +89,33 @@ impl Ctx {
     }
 
     /// Serves one request. `raw` is the request's bytes when they can be
-    /// forwarded as they are (multibulk), `None` for inline requests.
-    fn dispatch(&mut self, st: &mut ClientState, args: &Args<'_>, raw: Option<&[u8]>) {
-        self.stats.requests += 1;
+    /// forwarded as they are (multibulk), `None` for inline requests; `place`
+    /// says whether it is new or one kept back for a migration.
+    pub(crate) fn dispatch(
+        &mut self,
+        st: &mut ClientState,
+        args: &Args<'_>,
+        raw: Option<&[u8]>,
+        place: Place,
+    ) {
+        if place.at.is_none() {
+            self.stats.requests += 1;
+        }
         let spec = match command::lookup(args.get(0), args.try_get(1)) {
             Lookup::Found(s) => s,
-            Lookup::UnknownCommand => return self.refuse(st, &unknown_command(args)),
+            Lookup::UnknownCommand => return self.refuse(st, &unknown_command(args), place),
             Lookup::UnknownSubcommand(c) => {
                 let msg = format!(
                     "ERR unknown subcommand '{}'. Try {} HELP.",
                     lossy(args.get(1), 128),
                     c.name.to_ascii_uppercase()
                 );
-                return self.refuse(st, &msg);
+                return self.refuse(st, &msg, place);
             }
         };
         if !spec.arity_ok(args.len()) {
-            return self.refuse(
-                st,
-                &format!("ERR wrong number of arguments for '{}' command", spec.name),
-            );
+            let msg = format!("ERR wrong number of arguments for '{}' command", spec.name);
+            return self.refuse(st, &msg, place);
         }
         let policy = policy(spec);
         if let Some(reason) = &self.cfg.fence {
@@ -116,23 +124,23 @@ impl Ctx {
                 Policy::Route { .. } | Policy::Split(_) | Policy::FanOut(_)
             ) {
                 let msg = format!("TRYAGAIN keyway is fenced: {reason}");
-                return self.refuse(st, &msg);
+                return self.refuse(st, &msg, place);
             }
         }
         match policy {
             Policy::Route {
                 keys: Keys::First, ..
-            } => match self.group_of_keys(args, &[1]) {
-                Ok(g) => self.forward(st, g, args, raw),
-                Err(msg) => self.refuse(st, &msg),
-            },
+            } => {
+                let target = self.target_of_keys(args, &[1], place);
+                self.send_to_target(st, target, args, raw, place)
+            }
             Policy::Route {
                 keyless,
                 block_option,
                 ..
-            } => self.route(st, spec, args, raw, keyless, block_option),
-            Policy::Split(kind) => self.split(st, kind, args, raw),
-            Policy::FanOut(kind) => self.fan_out(st, kind, args, raw),
+            } => self.route(st, spec, args, raw, keyless, block_option, place),
+            Policy::Split(kind) => self.split(st, kind, args, raw, place),
+            Policy::FanOut(kind) => self.fan_out(st, kind, args, raw, place),
             Policy::Local(cmd) => {
                 self.stats.requests_local += 1;
                 let ctx = LocalCtx {
@@ -148,17 +156,26 @@ impl Ctx {
                     "ERR keyway does not support '{}': {why}",
                     display_name(spec)
                 );
-                self.refuse(st, &msg);
+                self.refuse(st, &msg, place);
             }
         }
     }
 
-    fn refuse(&mut self, st: &mut ClientState, msg: &str) {
+    /// Answers an error in the request's place.
+    pub(crate) fn refuse(&mut self, st: &mut ClientState, msg: &str, place: Place) {
         self.stats.requests_local += 1;
         self.stats.errors_refused += 1;
-        st.error(msg);
+        match place.at {
+            None => st.error(msg),
+            Some(seq) => {
+                let mut reply = Vec::with_capacity(msg.len() + 3);
+                encode::error(&mut reply, msg);
+                st.queue.complete(seq, &reply, st.out.buf_mut());
+            }
+        }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn route(
         &mut self,
         st: &mut ClientState,
@@ -167,13 +184,14 @@ impl Ctx {
         raw: Option<&[u8]>,
         keyless: &str,
         block_option: bool,
+        place: Place,
     ) {
         if block_option && stream_read_blocks(args) {
             let msg = format!(
                 "ERR keyway does not support '{} BLOCK': blocking commands are not supported yet",
                 display_name(spec)
             );
-            return self.refuse(st, &msg);
+            return self.refuse(st, &msg, place);
         }
         let mut keys = std::mem::take(&mut self.scratch.keys);
         keys.clear();
@@ -183,31 +201,27 @@ impl Ctx {
                 "ERR keyway does not support '{}' without keys: {keyless}",
                 display_name(spec)
             )),
-            Ok(()) => self.group_of_keys(args, &keys),
+            Ok(()) => self.target_of_keys(args, &keys, place),
         };
         self.scratch.keys = keys;
-        match target {
-            Ok(g) => self.forward(st, g, args, raw),
-            Err(msg) => self.refuse(st, &msg),
-        }
+        self.send_to_target(st, target, args, raw, place);
     }
 
-    /// The one group owning every key, or the error to answer.
-    fn group_of_keys(&self, args: &Args<'_>, keys: &[u32]) -> Result<GroupIndex, String> {
-        let table = &self.cfg.table;
-        let mut group = None;
-        for &k in keys {
-            let slot = table.slot_of(args.get(k as usize));
-            match table.route(slot) {
-                SlotRoute::Unassigned => return Err(clusterdown(slot)),
-                SlotRoute::Stable(g) => match group {
-                    None => group = Some(g),
-                    Some(prev) if prev != g => return Err(CROSSSLOT.to_string()),
-                    Some(_) => {}
-                },
-            }
+    /// Sends, holds, moves first, or refuses, as the keys' target says.
+    fn send_to_target(
+        &mut self,
+        st: &mut ClientState,
+        target: Result<Target, String>,
+        args: &Args<'_>,
+        raw: Option<&[u8]>,
+        place: Place,
+    ) {
+        match target {
+            Ok(Target::Group(g)) => self.forward(st, g, args, raw, place),
+            Ok(Target::Hold) => self.hold(st, args, raw, place),
+            Ok(Target::MoveFirst) => self.move_first(st, args, raw, place),
+            Err(msg) => self.refuse(st, &msg, place),
         }
-        group.ok_or_else(|| "ERR no key to route by".to_string())
     }
 
     /// Sends the whole request to group `g`.
@@ -217,14 +231,28 @@ impl Ctx {
         g: GroupIndex,
         args: &Args<'_>,
         raw: Option<&[u8]>,
+        place: Place,
     ) {
         let b = self.conn_for(g, st.conn_slot);
         if let Some(msg) = self.down_error(b) {
             self.stats.errors_backend += 1;
             self.stats.requests_local += 1;
-            return st.error(&msg);
+            return match place.at {
+                None => st.error(&msg),
+                Some(seq) => {
+                    let mut reply = Vec::new();
+                    encode::error(&mut reply, &msg);
+                    st.queue.complete(seq, &reply, st.out.buf_mut());
+                }
+            };
         }
-        let seq = st.queue.push_waiting();
+        let seq = match place.at {
+            None => st.queue.push_waiting(),
+            Some(seq) => {
+                st.queue.set_waiting(seq);
+                seq
+            }
+        };
         self.stats.requests_forwarded += 1;
         self.enqueue(st, b, seq, WHOLE, |out| match raw {
             Some(bytes) => out.extend_from_slice(bytes),
@@ -240,40 +268,45 @@ impl Ctx {
         kind: SplitKind,
         args: &Args<'_>,
         raw: Option<&[u8]>,
+        place: Place,
     ) {
         if kind == SplitKind::Mset && args.len() % 2 == 0 {
-            return self.refuse(st, "ERR wrong number of arguments for 'mset' command");
+            return self.refuse(
+                st,
+                "ERR wrong number of arguments for 'mset' command",
+                place,
+            );
         }
         let mut sc = std::mem::take(&mut self.scratch);
         sc.keys.clear();
         sc.groups.clear();
         sc.keys
             .extend((1..args.len()).step_by(kind.stride()).map(|i| i as u32));
-        let table = &self.cfg.table;
-        let mut unserved = None;
-        for &k in &sc.keys {
-            let slot = table.slot_of(args.get(k as usize));
-            match table.route(slot) {
-                SlotRoute::Stable(g) => sc.groups.push(g),
-                SlotRoute::Unassigned => {
-                    unserved = Some(slot);
-                    break;
-                }
+        match self.groups_of_keys(args, &sc.keys, &mut sc.groups, &mut sc.moves, place) {
+            Err(msg) => {
+                self.scratch = sc;
+                return self.refuse(st, &msg, place);
             }
-        }
-        if let Some(slot) = unserved {
-            self.scratch = sc;
-            return self.refuse(st, &clusterdown(slot));
+            Ok(Some(t)) => {
+                self.scratch = sc;
+                return self.send_to_target(st, Ok(t), args, raw, place);
+            }
+            Ok(None) => {}
         }
         let first = sc.groups[0];
         if sc.groups.iter().all(|&g| g == first) {
             self.scratch = sc;
-            return self.forward(st, first, args, raw);
+            return self.forward(st, first, args, raw, place);
         }
         plan(&sc.groups, &mut sc.part_groups, &mut sc.key_parts);
-        let seq = st
-            .queue
-            .push_merge(Merge::new(kind, sc.part_groups.len(), &sc.key_parts));
+        let merge = Merge::new(kind, sc.part_groups.len(), &sc.key_parts);
+        let seq = match place.at {
+            None => st.queue.push_merge(merge),
+            Some(seq) => {
+                st.queue.set_merge(seq, merge);
+                seq
+            }
+        };
         self.stats.requests_split += 1;
         for (part, &g) in sc.part_groups.iter().enumerate() {
             let part = part as u16;
@@ -292,9 +325,17 @@ impl Ctx {
         kind: SplitKind,
         args: &Args<'_>,
         raw: Option<&[u8]>,
+        place: Place,
     ) {
         let groups = self.cfg.table.groups().len();
-        let seq = st.queue.push_merge(Merge::new(kind, groups, &[]));
+        let merge = Merge::new(kind, groups, &[]);
+        let seq = match place.at {
+            None => st.queue.push_merge(merge),
+            Some(seq) => {
+                st.queue.set_merge(seq, merge);
+                seq
+            }
+        };
         self.stats.requests_split += 1;
         for g in 0..groups {
             let b = self.conn_for(g as GroupIndex, st.conn_slot);
@@ -306,7 +347,7 @@ impl Ctx {
     }
 
     /// The error for requests to backend `b` while it is down.
-    fn down_error(&self, b: usize) -> Option<String> {
+    pub(crate) fn down_error(&self, b: usize) -> Option<String> {
         match &self.backends[b].link {
             Link::Down { reason, .. } => Some(format!(
                 "ERR backend {} unavailable: {reason}",
@@ -318,7 +359,7 @@ impl Ctx {
 
     /// Appends a request (or part `part` of one) for `seq` to backend `b`, or
     /// answers that part with the backend's error if it is down.
-    fn enqueue(
+    pub(crate) fn enqueue(
         &mut self,
         st: &mut ClientState,
         b: usize,
@@ -375,7 +416,7 @@ impl Ctx {
     }
 }
 
-fn clusterdown(slot: u32) -> String {
+pub(crate) fn clusterdown(slot: u32) -> String {
     format!("CLUSTERDOWN Hash slot {slot} is not served by any group")
 }
 

@@ -13,6 +13,7 @@ mod backend;
 mod client;
 mod dispatch;
 mod local;
+mod moves;
 mod outbuf;
 mod pending;
 pub mod policy;
@@ -34,6 +35,7 @@ pub use backend::BackendId;
 use backend::{BackendConn, Inflight, Link, Pool, MIN_BACKOFF_MS, WHOLE};
 use client::{Client, ClientState, Phase};
 pub use client::{ClientId, ClientStatus};
+use moves::{Place, MOVE};
 use outbuf::OutBuf;
 pub use stats::Stats;
 use versions::VersionCounts;
@@ -144,7 +146,11 @@ struct Scratch {
     groups: Vec<GroupIndex>,
     part_groups: Vec<GroupIndex>,
     key_parts: Vec<u16>,
+    moves: Vec<moves::Move>,
 }
+
+/// A kept-back request: (client index, client generation, its reply slot).
+type DeferredRef = (u32, u32, pending::Seq);
 
 /// Everything in a worker but the clients, so a client can be updated while
 /// routing uses the rest.
@@ -172,6 +178,11 @@ pub(crate) struct Ctx {
     scratch: Scratch,
     /// Paused clients whose pipeline has room again.
     resume: Vec<u32>,
+    /// Requests held on blocked slots, in arrival order, dispatched again
+    /// when the table changes.
+    held: Vec<DeferredRef>,
+    /// Kept-back requests ready to be dispatched again, in order.
+    redispatch: Vec<DeferredRef>,
     shutting_down: bool,
 }
 
@@ -180,6 +191,8 @@ pub(crate) struct Ctx {
 pub struct Worker {
     clients: Slab<Client>,
     ctx: Ctx,
+    /// Parses kept-back requests again when they are dispatched.
+    reparser: RequestParser,
 }
 
 impl Worker {
@@ -206,12 +219,15 @@ impl Worker {
             stats: Stats::default(),
             scratch: Scratch::default(),
             resume: Vec::new(),
+            held: Vec::new(),
+            redispatch: Vec::new(),
             shutting_down: false,
         };
         ctx.apply(cfg);
         Worker {
             clients: Slab::new(),
             ctx,
+            reparser: RequestParser::new(Default::default()),
         }
     }
 
@@ -245,8 +261,99 @@ impl Worker {
         let latest = self.ctx.source.load();
         if !Arc::ptr_eq(latest, &self.ctx.cfg) {
             let latest = latest.clone();
+            let table_changed = latest.table.version != self.ctx.cfg.table.version;
             self.ctx.apply(latest);
+            if table_changed {
+                // Held requests go first, before anything parsed under the new
+                // table, so that commands on one key keep their order.
+                let held = std::mem::take(&mut self.ctx.held);
+                self.ctx.redispatch.splice(0..0, held);
+                self.run_deferred();
+            }
         }
+    }
+
+    /// Dispatches the kept-back requests that may go now: moves done (or
+    /// failed: tried again, or answered `-TRYAGAIN`), or held requests after a
+    /// table change.
+    fn run_deferred(&mut self) {
+        while !self.ctx.redispatch.is_empty() {
+            let batch = std::mem::take(&mut self.ctx.redispatch);
+            for (idx, gen, seq) in batch {
+                let Some(c) = self
+                    .clients
+                    .get_mut(idx as usize)
+                    .filter(|c| c.st.me.gen == gen)
+                else {
+                    continue;
+                };
+                let Some(d) = c.st.queue.take_deferred(seq) else {
+                    continue;
+                };
+                let mut place = Place {
+                    at: Some(seq),
+                    moved: d.moved_at == Some(self.ctx.cfg.table.version),
+                    attempt: d.attempt,
+                    since_ms: Some(d.since_ms),
+                };
+                if let Some(why) = &d.failure {
+                    if d.attempt + 1 >= self.ctx.cfg.migration.move_attempts {
+                        self.ctx.stats.moves_failed += 1;
+                        let msg =
+                            format!("TRYAGAIN keyway could not move this command's keys: {why}");
+                        self.ctx.refuse(&mut c.st, &msg, place);
+                        self.ctx.after_output(&mut c.st);
+                        continue;
+                    }
+                    place.attempt += 1;
+                    place.moved = false;
+                }
+                match self.reparser.parse(&d.frame) {
+                    Ok(Some(keyway_protocol::resp::Frame::Multibulk { .. })) => {
+                        let args = self.reparser.args(&d.frame);
+                        self.ctx.dispatch(&mut c.st, &args, Some(&d.frame), place);
+                    }
+                    _ => self.ctx.refuse(
+                        &mut c.st,
+                        "ERR internal error: a kept-back request did not parse",
+                        place,
+                    ),
+                }
+                self.ctx.after_output(&mut c.st);
+            }
+        }
+    }
+
+    /// Answers `-TRYAGAIN` to requests held longer than `hold_timeout`.
+    fn expire_held(&mut self) {
+        let limit = self.ctx.cfg.migration.hold_timeout.0;
+        let now = self.ctx.now_ms;
+        let mut keep = Vec::new();
+        for (idx, gen, seq) in std::mem::take(&mut self.ctx.held) {
+            let Some(c) = self
+                .clients
+                .get_mut(idx as usize)
+                .filter(|c| c.st.me.gen == gen)
+            else {
+                continue;
+            };
+            let since = c.st.queue.deferred_mut(seq).map(|d| d.since_ms);
+            match since {
+                Some(s) if now.saturating_sub(s) > limit => {
+                    let _ = c.st.queue.take_deferred(seq);
+                    let place = Place {
+                        at: Some(seq),
+                        ..Place::NEW
+                    };
+                    let msg = "TRYAGAIN the slot is being prepared for a migration; try again";
+                    self.ctx.refuse(&mut c.st, msg, place);
+                    self.ctx.after_output(&mut c.st);
+                }
+                Some(_) => keep.push((idx, gen, seq)),
+                None => {}
+            }
+        }
+        self.ctx.held = keep;
     }
 
     // ---- clients ----------------------------------------------------------
@@ -320,6 +427,7 @@ impl Worker {
         if self.client(id).is_some() {
             self.process_client(id.idx as usize, data);
             self.resume_paused();
+            self.run_deferred();
         }
     }
 
@@ -467,6 +575,7 @@ impl Worker {
         if self.backend(id).is_some() {
             self.fail_backend(id.idx as usize, reason);
             self.resume_paused();
+            self.run_deferred();
         }
     }
 
@@ -530,6 +639,7 @@ impl Worker {
             self.fail_backend(idx, &reason);
         }
         self.resume_paused();
+        self.run_deferred();
     }
 
     /// The backend connections, and a [`Sink`] for replies over the rest.
@@ -541,6 +651,7 @@ impl Worker {
             versions: &mut ctx.versions,
             stats: &mut ctx.stats,
             resume: &mut ctx.resume,
+            redispatch: &mut ctx.redispatch,
             hard_limit: ctx.cfg.limits.output_hard_limit as usize,
             max_pipeline: ctx.cfg.limits.max_pipeline,
         };
@@ -612,7 +723,9 @@ impl Worker {
         self.refresh();
         self.tick_backends();
         self.tick_clients();
+        self.expire_held();
         self.resume_paused();
+        self.run_deferred();
         self.ctx.report();
     }
 
@@ -823,6 +936,7 @@ struct Sink<'a> {
     versions: &'a mut VersionCounts,
     stats: &'a mut Stats,
     resume: &'a mut Vec<u32>,
+    redispatch: &'a mut Vec<DeferredRef>,
     hard_limit: usize,
     max_pipeline: usize,
 }
@@ -861,6 +975,16 @@ impl Sink<'_> {
         };
         let st = &mut c.st;
         if st.phase == Phase::Kill {
+            return;
+        }
+        if e.part == MOVE {
+            if st
+                .queue
+                .deferred_mut(e.seq)
+                .is_some_and(|d| moves::move_replied(d, reply))
+            {
+                self.redispatch.push((e.client, e.client_gen, e.seq));
+            }
             return;
         }
         if e.part == WHOLE {

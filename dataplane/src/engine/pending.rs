@@ -19,6 +19,27 @@ enum Slot {
     Ready(Vec<u8>),
     /// A split request with parts still outstanding.
     Merging(Box<Merge>),
+    /// Not sent yet: its keys are being moved, or its slots are held.
+    Deferred(Box<Deferred>),
+}
+
+/// A request kept back because of a migration: held while its slots are
+/// blocked, or waiting for its keys to be moved (MIGRATE) before it is sent.
+#[derive(Debug)]
+pub struct Deferred {
+    /// The request as a multibulk frame, dispatched again when it may go.
+    pub frame: Vec<u8>,
+    /// MIGRATE replies still expected.
+    pub moves_left: u16,
+    /// Why the last moves failed (they are tried again, up to a limit).
+    pub failure: Option<String>,
+    /// Move attempts so far.
+    pub attempt: u8,
+    /// The table version the keys were moved under; the request is sent
+    /// straight to the target only if the table is still that one.
+    pub moved_at: Option<u64>,
+    /// When the request was first kept back (worker milliseconds).
+    pub since_ms: u64,
 }
 
 /// Sequence number of a request within its client.
@@ -63,6 +84,54 @@ impl ReplyQueue {
     pub fn push_merge(&mut self, m: Merge) -> Seq {
         self.slots.push_back(Slot::Merging(Box::new(m)));
         self.head + self.slots.len() as u64 - 1
+    }
+
+    /// A slot for a request kept back.
+    pub fn push_deferred(&mut self, d: Deferred) -> Seq {
+        self.slots.push_back(Slot::Deferred(Box::new(d)));
+        self.head + self.slots.len() as u64 - 1
+    }
+
+    /// Request `seq` (kept back until now) is sent whole.
+    pub fn set_waiting(&mut self, seq: Seq) {
+        if let Some(i) = self.index(seq) {
+            self.slots[i] = Slot::Waiting;
+        }
+    }
+
+    /// Request `seq` (kept back until now) is split.
+    pub fn set_merge(&mut self, seq: Seq, m: Merge) {
+        if let Some(i) = self.index(seq) {
+            self.slots[i] = Slot::Merging(Box::new(m));
+        }
+    }
+
+    /// Request `seq` is kept back (again).
+    pub fn set_deferred(&mut self, seq: Seq, d: Deferred) {
+        if let Some(i) = self.index(seq) {
+            self.slots[i] = Slot::Deferred(Box::new(d));
+        }
+    }
+
+    /// The kept-back request `seq`, taken out of its slot (which waits).
+    pub fn take_deferred(&mut self, seq: Seq) -> Option<Box<Deferred>> {
+        let i = self.index(seq)?;
+        match std::mem::replace(&mut self.slots[i], Slot::Waiting) {
+            Slot::Deferred(d) => Some(d),
+            other => {
+                self.slots[i] = other;
+                None
+            }
+        }
+    }
+
+    /// The kept-back request `seq`, to update.
+    pub fn deferred_mut(&mut self, seq: Seq) -> Option<&mut Deferred> {
+        let i = self.index(seq)?;
+        match &mut self.slots[i] {
+            Slot::Deferred(d) => Some(d),
+            _ => None,
+        }
     }
 
     /// A reply produced locally: straight out if nothing is ahead of it.
@@ -173,6 +242,29 @@ mod tests {
         assert!(out.is_empty());
         q.complete_part(m, 0, b":2\r\n", &mut out);
         assert_eq!(out, b":3\r\n+OK\r\n");
+    }
+
+    #[test]
+    fn deferred_requests_keep_their_place() {
+        let mut q = ReplyQueue::default();
+        let mut out = Vec::new();
+        let d = q.push_deferred(Deferred {
+            frame: b"*1\r\n$4\r\nPING\r\n".to_vec(),
+            moves_left: 1,
+            failure: None,
+            attempt: 0,
+            moved_at: None,
+            since_ms: 0,
+        });
+        let after = q.push_waiting();
+        q.complete(after, b":2\r\n", &mut out);
+        q.deferred_mut(d).unwrap().moves_left = 0;
+        let taken = q.take_deferred(d).unwrap();
+        assert_eq!(taken.frame.len(), 14);
+        assert!(q.take_deferred(d).is_none(), "the slot waits now");
+        q.set_waiting(d);
+        q.complete(d, b":1\r\n", &mut out);
+        assert_eq!(out, b":1\r\n:2\r\n");
     }
 
     #[test]

@@ -36,11 +36,17 @@ pub struct Stats {
     pub backend_timeouts: u64,
     /// Replies dropped because their client had gone.
     pub replies_orphaned: u64,
+    /// Requests held because their slots were about to migrate.
+    pub requests_held: u64,
+    /// MIGRATE calls sent to move a request's keys.
+    pub key_moves: u64,
+    /// Requests answered `-TRYAGAIN` because their keys could not be moved.
+    pub moves_failed: u64,
 }
 
 impl Stats {
     /// Every counter with its exported name.
-    pub fn fields(&self) -> [(&'static str, u64); 16] {
+    pub fn fields(&self) -> [(&'static str, u64); 19] {
         [
             ("clients_accepted", self.clients_accepted),
             ("clients_rejected", self.clients_rejected),
@@ -58,6 +64,9 @@ impl Stats {
             ("backend_failures", self.backend_failures),
             ("backend_timeouts", self.backend_timeouts),
             ("replies_orphaned", self.replies_orphaned),
+            ("requests_held", self.requests_held),
+            ("key_moves", self.key_moves),
+            ("moves_failed", self.moves_failed),
         ]
     }
 
@@ -67,7 +76,7 @@ impl Stats {
         for (m, (_, v)) in merged.iter_mut().zip(other.fields()) {
             m.1 += v;
         }
-        let [a, b, c, d, e, f, g, h, i, j, k, l, m, n, o, p] = merged.map(|(_, v)| v);
+        let [a, b, c, d, e, f, g, h, i, j, k, l, m, n, o, p, q, r, s] = merged.map(|(_, v)| v);
         *self = Stats {
             clients_accepted: a,
             clients_rejected: b,
@@ -85,6 +94,9 @@ impl Stats {
             backend_failures: n,
             backend_timeouts: o,
             replies_orphaned: p,
+            requests_held: q,
+            key_moves: r,
+            moves_failed: s,
         };
     }
 }

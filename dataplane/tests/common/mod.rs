@@ -116,10 +116,11 @@ pub fn owner(body: &str, key: &[u8]) -> usize {
     let cfg =
         keyway::config::Config::parse(&format!("listen = \"127.0.0.1:0\"\n{body}"), 1).unwrap();
     let t = &cfg.live.table;
-    match t.route(t.slot_of(key)) {
-        keyway::routing::SlotRoute::Stable(g) => usize::from(g),
-        keyway::routing::SlotRoute::Unassigned => panic!("unassigned"),
-    }
+    usize::from(
+        t.route(t.slot_of(key))
+            .owner()
+            .expect("every slot is assigned"),
+    )
 }
 
 /// `INFO keyway`'s `table_version` on a new connection.
