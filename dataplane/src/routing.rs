@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use keyway_capnp::snapshot::Phase;
 use keyway_protocol::slot::key_slot;
 
 /// Index of a group in [`RoutingTable::groups`].
@@ -152,11 +153,28 @@ impl RoutingTable {
         if groups.len() > MAX_GROUPS {
             return Err(format!("{} groups: at most {MAX_GROUPS}", groups.len()));
         }
-        let slots: Vec<SlotRoute> = s
+        let mut slots: Vec<SlotRoute> = s
             .owners()
             .into_iter()
             .map(|o| o.map_or(SlotRoute::Unassigned, SlotRoute::Stable))
             .collect();
+        // Validated above: every migrating slot is owned by `from`, and in
+        // one migration only.
+        for m in &s.migrations {
+            let route = match m.phase {
+                Phase::Moving => SlotRoute::Moving {
+                    from: m.from,
+                    to: m.to,
+                },
+                Phase::Blocked => SlotRoute::Blocked {
+                    from: m.from,
+                    to: m.to,
+                },
+            };
+            for slot in m.first..=m.last {
+                slots[slot as usize] = route;
+            }
+        }
         Ok(RoutingTable::new(s.version, s.slot_count, &slots, groups))
     }
 
@@ -282,6 +300,53 @@ mod tests {
             t.with_version(2).route(5),
             SlotRoute::Blocked { from: 0, to: 2 }
         );
+    }
+
+    #[test]
+    fn snapshots_route_migrating_slots_by_phase() {
+        use keyway_capnp::snapshot::{Group, Migration, SlotRange, Snapshot};
+        let group = |n: &str, port: u16| Group {
+            name: n.into(),
+            master: format!("127.0.0.1:{port}"),
+            ..Group::default()
+        };
+        let s = Snapshot {
+            cluster: "c".into(),
+            version: 4,
+            slot_count: 16,
+            groups: vec![group("a", 7000), group("b", 7001)],
+            slot_ranges: vec![SlotRange {
+                first: 0,
+                last: 15,
+                group: 0,
+            }],
+            migrations: vec![
+                Migration {
+                    first: 2,
+                    last: 3,
+                    from: 0,
+                    to: 1,
+                    phase: Phase::Moving,
+                },
+                Migration {
+                    first: 9,
+                    last: 9,
+                    from: 0,
+                    to: 1,
+                    phase: Phase::Blocked,
+                },
+            ],
+            lease_millis: 1000,
+        };
+        let t = RoutingTable::from_snapshot(&s).unwrap();
+        assert_eq!(t.route(1), SlotRoute::Stable(0));
+        assert_eq!(t.route(2), SlotRoute::Moving { from: 0, to: 1 });
+        assert_eq!(t.route(3), SlotRoute::Moving { from: 0, to: 1 });
+        assert_eq!(t.route(4), SlotRoute::Stable(0));
+        assert_eq!(t.route(9), SlotRoute::Blocked { from: 0, to: 1 });
+        let mut bad = s.clone();
+        bad.migrations[0].from = 1;
+        assert!(RoutingTable::from_snapshot(&bad).is_err());
     }
 
     #[test]

@@ -440,6 +440,22 @@ impl FileConfig {
                 "migration.move_attempts and migration.move_timeout must be more than 0",
             ));
         }
+        if self.migration.move_attempts > 10 {
+            return Err(invalid("migration.move_attempts must be at most 10"));
+        }
+        let longest_move = self
+            .migration
+            .move_timeout
+            .0
+            .saturating_mul(1 << (self.migration.move_attempts - 1));
+        if self.backend.timeout.0 > 0 && longest_move >= self.backend.timeout.0 {
+            return Err(invalid(format!(
+                "migration.move_timeout doubled over {} attempts reaches {longest_move}ms, \
+                 not below backend.timeout ({}): a slow MIGRATE would fail the whole \
+                 backend connection; lower the one or raise the other",
+                self.migration.move_attempts, self.backend.timeout
+            )));
+        }
         let mut warnings = Vec::new();
         let (table, fence) = match mode {
             Mode::Standalone => (
@@ -748,6 +764,9 @@ mod tests {
             ("[limits]\nidle_timeout = '5'\n[[group]]\nname='a'\nmaster='127.0.0.1:1'", "unit"),
             ("[limits]\noutput_soft_limit='1gb'\n[[group]]\nname='a'\nmaster='127.0.0.1:1'", "cannot exceed"),
             ("[backend]\nconnections=0\n[[group]]\nname='a'\nmaster='127.0.0.1:1'", "backend.connections"),
+            ("[migration]\nmove_timeout='2s'\n[[group]]\nname='a'\nmaster='127.0.0.1:1'", "not below backend.timeout"),
+            ("[migration]\nmove_attempts=0\n[[group]]\nname='a'\nmaster='127.0.0.1:1'", "more than 0"),
+            ("[migration]\nhold_timeoutz='1s'\n[[group]]\nname='a'\nmaster='127.0.0.1:1'", "unknown field"),
         ];
         for (body, want) in cases {
             let err = parse(&format!("{base}{body}")).expect_err(body).to_string();

@@ -127,6 +127,15 @@ impl Ctx {
                 return self.refuse(st, &msg, place);
             }
         }
+        if place.at.is_none()
+            && st.queue.has_kept()
+            && matches!(
+                policy,
+                Policy::Route { .. } | Policy::Split(_) | Policy::FanOut(_)
+            )
+        {
+            return self.keep_behind(st, args, raw);
+        }
         match policy {
             Policy::Route {
                 keys: Keys::First, ..

@@ -14,6 +14,8 @@ mod client;
 mod dispatch;
 mod local;
 mod moves;
+#[cfg(test)]
+mod moves_tests;
 mod outbuf;
 mod pending;
 pub mod policy;
@@ -35,7 +37,7 @@ pub use backend::BackendId;
 use backend::{BackendConn, Inflight, Link, Pool, MIN_BACKOFF_MS, WHOLE};
 use client::{Client, ClientState, Phase};
 pub use client::{ClientId, ClientStatus};
-use moves::{Place, MOVE};
+use moves::Place;
 use outbuf::OutBuf;
 pub use stats::Stats;
 use versions::VersionCounts;
@@ -178,11 +180,11 @@ pub(crate) struct Ctx {
     scratch: Scratch,
     /// Paused clients whose pipeline has room again.
     resume: Vec<u32>,
-    /// Requests held on blocked slots, in arrival order, dispatched again
-    /// when the table changes.
+    /// Requests held on blocked slots, released when the table changes.
     held: Vec<DeferredRef>,
-    /// Kept-back requests ready to be dispatched again, in order.
-    redispatch: Vec<DeferredRef>,
+    /// Clients (index, generation) whose first kept-back request may be
+    /// ready to go: [`Worker::run_deferred`] walks them.
+    walk: Vec<(u32, u32)>,
     shutting_down: bool,
 }
 
@@ -220,7 +222,7 @@ impl Worker {
             scratch: Scratch::default(),
             resume: Vec::new(),
             held: Vec::new(),
-            redispatch: Vec::new(),
+            walk: Vec::new(),
             shutting_down: false,
         };
         ctx.apply(cfg);
@@ -264,63 +266,97 @@ impl Worker {
             let table_changed = latest.table.version != self.ctx.cfg.table.version;
             self.ctx.apply(latest);
             if table_changed {
-                // Held requests go first, before anything parsed under the new
-                // table, so that commands on one key keep their order.
-                let held = std::mem::take(&mut self.ctx.held);
-                self.ctx.redispatch.splice(0..0, held);
+                self.release_held();
                 self.run_deferred();
             }
         }
     }
 
-    /// Dispatches the kept-back requests that may go now: moves done (or
-    /// failed: tried again, or answered `-TRYAGAIN`), or held requests after a
-    /// table change.
+    /// The table changed: held requests may go (routed by the new table).
+    fn release_held(&mut self) {
+        for (idx, gen, seq) in std::mem::take(&mut self.ctx.held) {
+            let Some(c) = self
+                .clients
+                .get_mut(idx as usize)
+                .filter(|c| c.st.me.gen == gen)
+            else {
+                continue;
+            };
+            if let Some(d) = c.st.queue.deferred_mut(seq) {
+                d.held = false;
+                self.ctx.walk.push((idx, gen));
+            }
+        }
+    }
+
+    /// Dispatches kept-back requests that may go now, each client's strictly
+    /// in request order: moves done (or failed: tried again, or answered
+    /// `-TRYAGAIN`), holds released, or nothing ahead of it kept back any
+    /// more.
     fn run_deferred(&mut self) {
-        while !self.ctx.redispatch.is_empty() {
-            let batch = std::mem::take(&mut self.ctx.redispatch);
-            for (idx, gen, seq) in batch {
-                let Some(c) = self
-                    .clients
-                    .get_mut(idx as usize)
-                    .filter(|c| c.st.me.gen == gen)
-                else {
+        while let Some((idx, gen)) = self.ctx.walk.pop() {
+            self.walk_client(idx, gen);
+        }
+    }
+
+    /// Dispatches the client's first kept-back requests while they are
+    /// ready; stops at the first that is not (or is kept back again).
+    fn walk_client(&mut self, idx: u32, gen: u32) {
+        loop {
+            let Some(c) = self
+                .clients
+                .get_mut(idx as usize)
+                .filter(|c| c.st.me.gen == gen)
+            else {
+                return;
+            };
+            let seq = match c.st.queue.first_kept() {
+                Some((seq, d)) if d.ready() => seq,
+                _ => return,
+            };
+            let Some(d) = c.st.queue.take_deferred(seq) else {
+                return;
+            };
+            let version = self.ctx.cfg.table.version;
+            let mut place = Place {
+                at: Some(seq),
+                moved: d.moved_at == Some(version),
+                attempt: d.attempt,
+                since_ms: Some(d.since_ms),
+            };
+            if let Some(why) = &d.failure {
+                if d.attempt + 1 >= self.ctx.cfg.migration.move_attempts {
+                    self.ctx.stats.moves_failed += 1;
+                    let msg = format!("TRYAGAIN keyway could not move this command's keys: {why}");
+                    self.ctx.refuse(&mut c.st, &msg, place);
+                    self.ctx.after_output(&mut c.st);
                     continue;
-                };
-                let Some(d) = c.st.queue.take_deferred(seq) else {
-                    continue;
-                };
-                let mut place = Place {
-                    at: Some(seq),
-                    moved: d.moved_at == Some(self.ctx.cfg.table.version),
-                    attempt: d.attempt,
-                    since_ms: Some(d.since_ms),
-                };
-                if let Some(why) = &d.failure {
-                    if d.attempt + 1 >= self.ctx.cfg.migration.move_attempts {
-                        self.ctx.stats.moves_failed += 1;
-                        let msg =
-                            format!("TRYAGAIN keyway could not move this command's keys: {why}");
-                        self.ctx.refuse(&mut c.st, &msg, place);
-                        self.ctx.after_output(&mut c.st);
-                        continue;
-                    }
-                    place.attempt += 1;
-                    place.moved = false;
                 }
-                match self.reparser.parse(&d.frame) {
-                    Ok(Some(keyway_protocol::resp::Frame::Multibulk { .. })) => {
-                        let args = self.reparser.args(&d.frame);
+                place.attempt += 1;
+                place.moved = false;
+            }
+            match self.reparser.parse(&d.frame) {
+                Ok(Some(keyway_protocol::resp::Frame::Multibulk { .. })) => {
+                    let args = self.reparser.args(&d.frame);
+                    if place.moved && d.failure.is_none() && !d.busy.is_empty() {
+                        let keys: Vec<(GroupIndex, Vec<u8>)> = d
+                            .busy
+                            .iter()
+                            .filter_map(|&i| d.single.get(usize::from(i)))
+                            .map(|&(g, k)| (g, args.get(k as usize).to_vec()))
+                            .collect();
+                        self.ctx.delete_busy(&mut c.st, seq, *d, keys);
+                    } else {
                         self.ctx.dispatch(&mut c.st, &args, Some(&d.frame), place);
                     }
-                    _ => self.ctx.refuse(
-                        &mut c.st,
-                        "ERR internal error: a kept-back request did not parse",
-                        place,
-                    ),
                 }
-                self.ctx.after_output(&mut c.st);
+                _ => self.ctx.refuse(
+                    &mut c.st,
+                    "ERR internal error: a kept-back request did not parse",
+                    place,
+                ),
             }
+            self.ctx.after_output(&mut c.st);
         }
     }
 
@@ -348,6 +384,7 @@ impl Worker {
                     let msg = "TRYAGAIN the slot is being prepared for a migration; try again";
                     self.ctx.refuse(&mut c.st, msg, place);
                     self.ctx.after_output(&mut c.st);
+                    self.ctx.walk.push((idx, gen));
                 }
                 Some(_) => keep.push((idx, gen, seq)),
                 None => {}
@@ -651,7 +688,7 @@ impl Worker {
             versions: &mut ctx.versions,
             stats: &mut ctx.stats,
             resume: &mut ctx.resume,
-            redispatch: &mut ctx.redispatch,
+            walk: &mut ctx.walk,
             hard_limit: ctx.cfg.limits.output_hard_limit as usize,
             max_pipeline: ctx.cfg.limits.max_pipeline,
         };
@@ -936,7 +973,7 @@ struct Sink<'a> {
     versions: &'a mut VersionCounts,
     stats: &'a mut Stats,
     resume: &'a mut Vec<u32>,
-    redispatch: &'a mut Vec<DeferredRef>,
+    walk: &'a mut Vec<(u32, u32)>,
     hard_limit: usize,
     max_pipeline: usize,
 }
@@ -977,13 +1014,13 @@ impl Sink<'_> {
         if st.phase == Phase::Kill {
             return;
         }
-        if e.part == MOVE {
+        if moves::is_move(e.part) {
             if st
                 .queue
                 .deferred_mut(e.seq)
-                .is_some_and(|d| moves::move_replied(d, reply))
+                .is_some_and(|d| moves::move_replied(d, e.part, reply))
             {
-                self.redispatch.push((e.client, e.client_gen, e.seq));
+                self.walk.push((e.client, e.client_gen));
             }
             return;
         }

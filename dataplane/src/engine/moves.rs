@@ -2,21 +2,34 @@
 //!
 //! A slot being moved from group A to group B is `Moving` in the table: before
 //! a command on one of its keys is sent to B, the worker asks A to move the
-//! keys (`MIGRATE B_host B_port "" 0 timeout [REPLACE] KEYS k…`, all keys of a
-//! command in one call), and only when A has answered sends the command —
+//! keys (`MIGRATE B_host B_port "" 0 timeout KEYS k…`, all keys of a command
+//! in one call per source), and only when A has answered sends the command —
 //! kept meanwhile in its client's reply slot as a [`Deferred`] — to B. So no
 //! write ever reaches A for a migrating slot. `+NOKEY` means the keys are not
-//! on A (already moved, or never there). A failed move (timeout, target
-//! unreachable, `BUSYKEY` after a timed-out MIGRATE whose RESTORE did happen)
-//! is retried with `REPLACE` and a doubled timeout: with no writes reaching A,
-//! a key on both sides has identical copies, and `REPLACE` keeps one, on B.
-//! After `move_attempts` the command gets `-TRYAGAIN`; nothing is lost.
+//! on A (already moved, or never there).
+//!
+//! A failed move (timeout, target unreachable, an error from the target) is
+//! retried with a doubled timeout, one MIGRATE per key, so that each key's
+//! answer is known. A key the target already has (`BUSYKEY`) is a copy left
+//! by an earlier MIGRATE that timed out after the target had restored it:
+//! nothing writes to A for a moving slot and nothing reaches B for a key
+//! until its move succeeded, so both copies are the same, and the worker
+//! deletes A's (`DEL`) before it sends the command on. `REPLACE` is never
+//! used: a late RESTORE from a timed-out MIGRATE could then overwrite a newer
+//! value on B. After `move_attempts` the command gets `-TRYAGAIN`; its keys
+//! stay where they are, so nothing is lost.
 //!
 //! A slot about to move is `Blocked`: commands on it are held (sent nowhere)
 //! until the next table, so that no data plane writes to A while another has
 //! started moving keys from it. A hold lasts until every data plane has acked
 //! the blocked version (a fraction of a second) and at most `hold_timeout`,
 //! after which the command gets `-TRYAGAIN`.
+//!
+//! Order: while any request of a client is kept back, its later routed
+//! requests are kept back behind it and dispatched strictly in order
+//! ([`Ctx::keep_behind`]), so that no request overtakes an earlier one of
+//! the same client on the same key (an `MSET` waiting for one key's move
+//! and a `GET` of another of its keys, say).
 
 use keyway_protocol::resp::{encode, Args};
 
@@ -26,8 +39,18 @@ use super::pending::{Deferred, Seq};
 use super::Ctx;
 use crate::routing::{GroupIndex, SlotRoute};
 
-/// Part number of a MIGRATE in flight for a deferred request.
+/// Part number of a move in flight for a deferred request: a MIGRATE of
+/// several keys, or the `DEL` of copies found on both sides.
 pub(crate) const MOVE: u16 = u16::MAX - 1;
+
+/// Part numbers `MOVE_KEY + i` are the MIGRATE of key `i` of
+/// [`Deferred::single`]. Split parts stay below (one per group, and
+/// [`crate::routing::MAX_GROUPS`] is `MOVE_KEY`).
+pub(crate) const MOVE_KEY: u16 = 0xF000;
+
+/// Most keys of one request moved one MIGRATE each; more are moved in one
+/// call (an error on those is retried as a whole).
+pub(crate) const MAX_SINGLE: usize = (MOVE - 0x10 - MOVE_KEY) as usize;
 
 /// Where a request's reply goes, and what has happened to it so far.
 #[derive(Debug, Clone, Copy)]
@@ -145,11 +168,9 @@ impl Ctx {
         };
         Deferred {
             frame,
-            moves_left: 0,
-            failure: None,
             attempt: place.attempt,
-            moved_at: None,
             since_ms: place.since_ms.unwrap_or(self.now_ms),
+            ..Deferred::default()
         }
     }
 
@@ -163,6 +184,19 @@ impl Ctx {
         }
     }
 
+    /// Keeps a new request back behind an earlier one of its client that is
+    /// kept back; it is dispatched when its turn comes.
+    pub(crate) fn keep_behind(
+        &mut self,
+        st: &mut ClientState,
+        args: &Args<'_>,
+        raw: Option<&[u8]>,
+    ) {
+        let d = self.deferred(args, raw, Place::NEW);
+        st.queue.push_deferred(d);
+        self.stats.requests_kept_behind += 1;
+    }
+
     /// Holds a request on a blocked slot until the table changes.
     pub(crate) fn hold(
         &mut self,
@@ -171,7 +205,8 @@ impl Ctx {
         raw: Option<&[u8]>,
         place: Place,
     ) {
-        let d = self.deferred(args, raw, place);
+        let mut d = self.deferred(args, raw, place);
+        d.held = true;
         let seq = Self::keep_back(st, place, d);
         self.held.push((st.me.idx, st.me.gen, seq));
         if place.at.is_none() {
@@ -180,7 +215,8 @@ impl Ctx {
     }
 
     /// Moves the request's keys, then dispatches it again (see the module
-    /// documentation).
+    /// documentation): on the first attempt in one MIGRATE per source, on
+    /// retries one MIGRATE per key.
     pub(crate) fn move_first(
         &mut self,
         st: &mut ClientState,
@@ -189,17 +225,24 @@ impl Ctx {
         place: Place,
     ) {
         let mut moves = std::mem::take(&mut self.scratch.moves);
-        moves.sort_unstable_by_key(|&(from, to, _)| (from, to));
+        moves.sort_by_key(|&(from, to, _)| (from, to));
         let mut d = self.deferred(args, raw, place);
         d.moved_at = Some(self.cfg.table.version);
-        let mut runs: Vec<(GroupIndex, GroupIndex, usize, usize)> = Vec::new();
-        for (i, &(from, to, _)) in moves.iter().enumerate() {
-            match runs.last_mut() {
-                Some(r) if r.0 == from && r.1 == to => r.3 = i + 1,
-                _ => runs.push((from, to, i, i + 1)),
+        // (source, target, first, end, single): a MIGRATE of moves[first..end],
+        // or of one key whose part names its index in `d.single`.
+        let mut calls: Vec<(GroupIndex, GroupIndex, usize, usize, Option<u16>)> = Vec::new();
+        for (i, &(from, to, k)) in moves.iter().enumerate() {
+            if place.attempt > 0 && d.single.len() < MAX_SINGLE {
+                calls.push((from, to, i, i + 1, Some(d.single.len() as u16)));
+                d.single.push((from, k));
+                continue;
+            }
+            match calls.last_mut() {
+                Some(c) if c.0 == from && c.1 == to && c.4.is_none() => c.3 = i + 1,
+                _ => calls.push((from, to, i, i + 1, None)),
             }
         }
-        d.moves_left = runs.len() as u16;
+        d.moves_left = calls.len() as u16;
         let seq = Self::keep_back(st, place, d);
         let timeout = self
             .cfg
@@ -207,33 +250,27 @@ impl Ctx {
             .move_timeout
             .0
             .saturating_mul(1 << place.attempt.min(10));
-        let replace = place.attempt > 0;
-        for (from, to, start, end) in runs {
+        for (from, to, start, end, single) in calls {
             let b = self.conn_for(from, st.conn_slot);
             if let Some(msg) = self.down_error(b) {
                 if let Some(d) = st.queue.deferred_mut(seq) {
                     d.failure.get_or_insert(msg);
                     d.moves_left -= 1;
-                    if d.moves_left == 0 {
-                        self.redispatch.push((st.me.idx, st.me.gen, seq));
-                    }
                 }
                 continue;
             }
             let target = self.cfg.table.group(to).master;
             let keys = &moves[start..end];
             self.stats.key_moves += 1;
-            self.enqueue(st, b, seq, MOVE, |out| {
-                encode::array_header(out, 7 + usize::from(replace) + keys.len());
+            let part = single.map_or(MOVE, |i| MOVE_KEY + i);
+            self.enqueue(st, b, seq, part, |out| {
+                encode::array_header(out, 7 + keys.len());
                 encode::bulk(out, b"MIGRATE");
                 encode::bulk(out, target.ip().to_string().as_bytes());
                 encode::bulk(out, target.port().to_string().as_bytes());
                 encode::bulk(out, b"");
                 encode::bulk(out, b"0");
                 encode::bulk(out, timeout.to_string().as_bytes());
-                if replace {
-                    encode::bulk(out, b"REPLACE");
-                }
                 encode::bulk(out, b"KEYS");
                 for &(_, _, k) in keys {
                     encode::bulk(out, args.get(k as usize));
@@ -241,16 +278,82 @@ impl Ctx {
             });
         }
         self.scratch.moves = moves;
+        self.walk_if_ready(st, seq);
+    }
+
+    /// Queues the client for a walk of its kept-back requests if `seq` may
+    /// go now (every move it needed failed at once).
+    fn walk_if_ready(&mut self, st: &mut ClientState, seq: Seq) {
+        if st.queue.deferred_mut(seq).is_some_and(|d| d.ready()) {
+            self.walk.push((st.me.idx, st.me.gen));
+        }
+    }
+
+    /// Deletes on their sources `keys` (source, key) of `d`, found on both
+    /// sides, then lets the request go on (its slot waits for the `DEL`
+    /// replies).
+    pub(crate) fn delete_busy(
+        &mut self,
+        st: &mut ClientState,
+        seq: Seq,
+        mut d: Deferred,
+        mut keys: Vec<(GroupIndex, Vec<u8>)>,
+    ) {
+        d.busy.clear();
+        keys.sort_unstable();
+        keys.dedup();
+        let mut calls: Vec<(GroupIndex, usize, usize)> = Vec::new();
+        for (i, &(from, _)) in keys.iter().enumerate() {
+            match calls.last_mut() {
+                Some(c) if c.0 == from => c.2 = i + 1,
+                _ => calls.push((from, i, i + 1)),
+            }
+        }
+        d.moves_left = calls.len() as u16;
+        self.stats.keys_deleted_on_source += keys.len() as u64;
+        st.queue.set_deferred(seq, d);
+        for (from, start, end) in calls {
+            let b = self.conn_for(from, st.conn_slot);
+            if let Some(msg) = self.down_error(b) {
+                if let Some(d) = st.queue.deferred_mut(seq) {
+                    d.failure.get_or_insert(msg);
+                    d.moves_left -= 1;
+                }
+                continue;
+            }
+            let keys = &keys[start..end];
+            self.enqueue(st, b, seq, MOVE, |out| {
+                encode::array_header(out, 1 + keys.len());
+                encode::bulk(out, b"DEL");
+                for (_, k) in keys {
+                    encode::bulk(out, k);
+                }
+            });
+        }
+        self.walk_if_ready(st, seq);
     }
 }
 
-/// Records a MIGRATE reply for a deferred request; true when it was the last.
-pub(crate) fn move_replied(d: &mut Deferred, reply: &[u8]) -> bool {
-    if reply != b"+OK\r\n" && reply != b"+NOKEY\r\n" {
+/// Whether a part number is a move's (not a reply to the request itself).
+#[inline]
+pub(crate) fn is_move(part: u16) -> bool {
+    (MOVE_KEY..=MOVE).contains(&part)
+}
+
+/// Records a move's reply (MIGRATE or DEL) for a deferred request; true when
+/// it was the last one expected.
+pub(crate) fn move_replied(d: &mut Deferred, part: u16, reply: &[u8]) -> bool {
+    let ok = reply == b"+OK\r\n" || reply == b"+NOKEY\r\n" || reply.first() == Some(&b':');
+    if !ok {
         let text = String::from_utf8_lossy(&reply[1.min(reply.len())..])
             .trim_end()
             .to_string();
-        d.failure.get_or_insert(text);
+        match part.checked_sub(MOVE_KEY) {
+            Some(i) if part != MOVE && text.contains("BUSYKEY") => d.busy.push(i),
+            _ => {
+                d.failure.get_or_insert(text);
+            }
+        }
     }
     d.moves_left = d.moves_left.saturating_sub(1);
     d.moves_left == 0
@@ -262,33 +365,52 @@ mod tests {
 
     fn d() -> Deferred {
         Deferred {
-            frame: Vec::new(),
             moves_left: 2,
-            failure: None,
-            attempt: 0,
             moved_at: Some(1),
-            since_ms: 0,
+            ..Deferred::default()
         }
     }
 
+    const BUSY: &[u8] =
+        b"-ERR Target instance replied with error: BUSYKEY Target key name already exists.\r\n";
+
     #[test]
-    fn ok_and_nokey_are_success_anything_else_a_failure() {
+    fn ok_nokey_and_del_replies_are_success_anything_else_a_failure() {
         let mut x = d();
-        assert!(!move_replied(&mut x, b"+OK\r\n"));
-        assert!(move_replied(&mut x, b"+NOKEY\r\n"));
+        assert!(!move_replied(&mut x, MOVE, b"+OK\r\n"));
+        assert!(move_replied(&mut x, MOVE, b"+NOKEY\r\n"));
+        assert!(x.failure.is_none() && x.ready());
+        let mut x = d();
+        move_replied(&mut x, MOVE, b":1\r\n");
         assert!(x.failure.is_none());
         let mut x = d();
+        move_replied(&mut x, MOVE, BUSY);
         move_replied(
             &mut x,
-            b"-ERR Target instance replied with error: BUSYKEY Target key name already exists.\r\n",
-        );
-        move_replied(
-            &mut x,
+            MOVE,
             b"-IOERR error or timeout reading to target instance\r\n",
         );
         assert!(
             x.failure.unwrap().contains("BUSYKEY"),
-            "the first failure is kept"
+            "the first failure is kept; a batch's BUSYKEY is a failure"
         );
+    }
+
+    #[test]
+    fn a_single_keys_busykey_marks_it_for_deletion_on_the_source() {
+        let mut x = d();
+        x.single = vec![(0, 1), (0, 3)];
+        assert!(!move_replied(&mut x, MOVE_KEY + 1, BUSY));
+        assert!(move_replied(&mut x, MOVE_KEY, b"+OK\r\n"));
+        assert!(x.failure.is_none());
+        assert_eq!(x.busy, vec![1]);
+    }
+
+    #[test]
+    fn part_numbers_do_not_overlap() {
+        assert!(is_move(MOVE) && is_move(MOVE_KEY) && is_move(MOVE_KEY + MAX_SINGLE as u16));
+        assert!(!is_move(super::super::backend::WHOLE));
+        assert!(!is_move(crate::routing::MAX_GROUPS as u16 - 1));
+        const { assert!(MAX_SINGLE >= 4000) };
     }
 }

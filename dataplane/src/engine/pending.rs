@@ -9,6 +9,7 @@
 use std::collections::VecDeque;
 
 use super::split::Merge;
+use crate::routing::GroupIndex;
 
 /// One request's place in the reply order.
 #[derive(Debug)]
@@ -24,13 +25,18 @@ enum Slot {
 }
 
 /// A request kept back because of a migration: held while its slots are
-/// blocked, or waiting for its keys to be moved (MIGRATE) before it is sent.
-#[derive(Debug)]
+/// blocked, waiting for its keys to be moved (MIGRATE) before it is sent, or
+/// waiting behind an earlier request of its client that is kept back (a
+/// client's requests are sent in the order it sent them, so that a later
+/// request never overtakes an earlier one on the same key).
+#[derive(Debug, Default)]
 pub struct Deferred {
     /// The request as a multibulk frame, dispatched again when it may go.
     pub frame: Vec<u8>,
-    /// MIGRATE replies still expected.
+    /// Replies to its moves (MIGRATE, DEL) still expected.
     pub moves_left: u16,
+    /// Held until the table changes (its slots are blocked).
+    pub held: bool,
     /// Why the last moves failed (they are tried again, up to a limit).
     pub failure: Option<String>,
     /// Move attempts so far.
@@ -40,6 +46,21 @@ pub struct Deferred {
     pub moved_at: Option<u64>,
     /// When the request was first kept back (worker milliseconds).
     pub since_ms: u64,
+    /// Keys moved one MIGRATE each (on a retry): (source group, argument
+    /// index). A per-key MIGRATE's part number names its index here.
+    pub single: Vec<(GroupIndex, u32)>,
+    /// Indices into `single` of keys the target already had (`BUSYKEY`):
+    /// copies left by a MIGRATE that timed out after the target restored
+    /// the key, deleted on the source before the request goes on.
+    pub busy: Vec<u16>,
+}
+
+impl Deferred {
+    /// Whether it can be dispatched again (given that nothing ahead of it
+    /// in its client's queue is kept back).
+    pub fn ready(&self) -> bool {
+        self.moves_left == 0 && !self.held
+    }
 }
 
 /// Sequence number of a request within its client.
@@ -52,6 +73,8 @@ pub struct ReplyQueue {
     head: Seq,
     /// Bytes held in `Ready` slots (they count against the output limit).
     held: usize,
+    /// `Deferred` slots.
+    kept: usize,
 }
 
 impl ReplyQueue {
@@ -86,43 +109,74 @@ impl ReplyQueue {
         self.head + self.slots.len() as u64 - 1
     }
 
+    /// Whether any request is kept back.
+    #[inline]
+    pub fn has_kept(&self) -> bool {
+        self.kept > 0
+    }
+
     /// A slot for a request kept back.
     pub fn push_deferred(&mut self, d: Deferred) -> Seq {
+        self.kept += 1;
         self.slots.push_back(Slot::Deferred(Box::new(d)));
         self.head + self.slots.len() as u64 - 1
+    }
+
+    /// Replaces slot `i`, keeping the count of kept-back slots.
+    fn set(&mut self, i: usize, slot: Slot) -> Slot {
+        let old = std::mem::replace(&mut self.slots[i], slot);
+        if matches!(old, Slot::Deferred(_)) {
+            self.kept -= 1;
+        }
+        if matches!(self.slots[i], Slot::Deferred(_)) {
+            self.kept += 1;
+        }
+        old
     }
 
     /// Request `seq` (kept back until now) is sent whole.
     pub fn set_waiting(&mut self, seq: Seq) {
         if let Some(i) = self.index(seq) {
-            self.slots[i] = Slot::Waiting;
+            self.set(i, Slot::Waiting);
         }
     }
 
     /// Request `seq` (kept back until now) is split.
     pub fn set_merge(&mut self, seq: Seq, m: Merge) {
         if let Some(i) = self.index(seq) {
-            self.slots[i] = Slot::Merging(Box::new(m));
+            self.set(i, Slot::Merging(Box::new(m)));
         }
     }
 
     /// Request `seq` is kept back (again).
     pub fn set_deferred(&mut self, seq: Seq, d: Deferred) {
         if let Some(i) = self.index(seq) {
-            self.slots[i] = Slot::Deferred(Box::new(d));
+            self.set(i, Slot::Deferred(Box::new(d)));
         }
     }
 
     /// The kept-back request `seq`, taken out of its slot (which waits).
     pub fn take_deferred(&mut self, seq: Seq) -> Option<Box<Deferred>> {
         let i = self.index(seq)?;
-        match std::mem::replace(&mut self.slots[i], Slot::Waiting) {
+        match self.set(i, Slot::Waiting) {
             Slot::Deferred(d) => Some(d),
             other => {
-                self.slots[i] = other;
+                self.set(i, other);
                 None
             }
         }
+    }
+
+    /// The first kept-back request, in request order: the only one that
+    /// may be dispatched again.
+    pub fn first_kept(&self) -> Option<(Seq, &Deferred)> {
+        if self.kept == 0 {
+            return None;
+        }
+        self.slots.iter().enumerate().find_map(|(i, s)| match s {
+            Slot::Deferred(d) => Some((self.head + i as u64, &**d)),
+            _ => None,
+        })
     }
 
     /// The kept-back request `seq`, to update.
@@ -153,12 +207,14 @@ impl ReplyQueue {
         let Some(i) = self.index(seq) else { return };
         if i == 0 {
             out.extend_from_slice(reply);
-            self.slots.pop_front();
+            if let Some(Slot::Deferred(_)) = self.slots.pop_front() {
+                self.kept -= 1;
+            }
             self.head += 1;
             self.release(out);
         } else {
             self.held += reply.len();
-            self.slots[i] = Slot::Ready(reply.to_vec());
+            self.set(i, Slot::Ready(reply.to_vec()));
         }
     }
 
@@ -248,23 +304,30 @@ mod tests {
     fn deferred_requests_keep_their_place() {
         let mut q = ReplyQueue::default();
         let mut out = Vec::new();
+        assert!(!q.has_kept() && q.first_kept().is_none());
         let d = q.push_deferred(Deferred {
             frame: b"*1\r\n$4\r\nPING\r\n".to_vec(),
             moves_left: 1,
-            failure: None,
-            attempt: 0,
-            moved_at: None,
-            since_ms: 0,
+            ..Deferred::default()
         });
         let after = q.push_waiting();
+        let behind = q.push_deferred(Deferred::default());
+        assert!(q.has_kept());
+        let (first, fd) = q.first_kept().unwrap();
+        assert_eq!(first, d);
+        assert!(!fd.ready(), "its move is still out");
         q.complete(after, b":2\r\n", &mut out);
         q.deferred_mut(d).unwrap().moves_left = 0;
+        assert!(q.first_kept().unwrap().1.ready());
         let taken = q.take_deferred(d).unwrap();
         assert_eq!(taken.frame.len(), 14);
         assert!(q.take_deferred(d).is_none(), "the slot waits now");
+        assert_eq!(q.first_kept().unwrap().0, behind, "the next in order");
         q.set_waiting(d);
         q.complete(d, b":1\r\n", &mut out);
         assert_eq!(out, b":1\r\n:2\r\n");
+        q.complete(behind, b"-ERR x\r\n", &mut out);
+        assert!(!q.has_kept() && q.is_empty());
     }
 
     #[test]

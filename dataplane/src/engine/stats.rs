@@ -42,11 +42,16 @@ pub struct Stats {
     pub key_moves: u64,
     /// Requests answered `-TRYAGAIN` because their keys could not be moved.
     pub moves_failed: u64,
+    /// Requests kept back behind an earlier kept-back request of their client.
+    pub requests_kept_behind: u64,
+    /// Keys deleted on a migration's source because the target already had
+    /// the same copy (`BUSYKEY` after a timed-out MIGRATE).
+    pub keys_deleted_on_source: u64,
 }
 
 impl Stats {
     /// Every counter with its exported name.
-    pub fn fields(&self) -> [(&'static str, u64); 19] {
+    pub fn fields(&self) -> [(&'static str, u64); 21] {
         [
             ("clients_accepted", self.clients_accepted),
             ("clients_rejected", self.clients_rejected),
@@ -67,6 +72,8 @@ impl Stats {
             ("requests_held", self.requests_held),
             ("key_moves", self.key_moves),
             ("moves_failed", self.moves_failed),
+            ("requests_kept_behind", self.requests_kept_behind),
+            ("keys_deleted_on_source", self.keys_deleted_on_source),
         ]
     }
 
@@ -76,7 +83,8 @@ impl Stats {
         for (m, (_, v)) in merged.iter_mut().zip(other.fields()) {
             m.1 += v;
         }
-        let [a, b, c, d, e, f, g, h, i, j, k, l, m, n, o, p, q, r, s] = merged.map(|(_, v)| v);
+        let [a, b, c, d, e, f, g, h, i, j, k, l, m, n, o, p, q, r, s, t, u] =
+            merged.map(|(_, v)| v);
         *self = Stats {
             clients_accepted: a,
             clients_rejected: b,
@@ -97,6 +105,8 @@ impl Stats {
             requests_held: q,
             key_moves: r,
             moves_failed: s,
+            requests_kept_behind: t,
+            keys_deleted_on_source: u,
         };
     }
 }

@@ -1,0 +1,265 @@
+//! The worker on migrating slots, driven without I/O: the test plays the
+//! transport, reads what the worker writes to each backend and feeds it the
+//! replies Redis gives in each case (the same paths run against real
+//! redis-servers in `ctl/tests/migration.rs`).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+
+use super::{Action, BackendId, ClientId, Shared, Worker};
+use crate::config::{BackendSettings, Limits, LiveConfig, MigrationSettings};
+use crate::routing::{GroupRoute, RoutingTable, SlotRoute};
+
+const SLOTS: u32 = 16;
+
+/// A key in `slot`.
+fn key_in(slot: u32) -> String {
+    (0..)
+        .map(|i| format!("k{i}"))
+        .find(|k| keyway_protocol::slot::key_slot(k.as_bytes(), SLOTS) == slot)
+        .expect("some key hashes there")
+}
+
+fn addr(g: u16) -> SocketAddr {
+    format!("127.0.0.1:{}", 7000 + g).parse().unwrap()
+}
+
+/// Groups a=0, b=1, c=2; slot 1 as given, every other slot on c.
+fn config(version: u64, slot1: SlotRoute) -> Arc<LiveConfig> {
+    let groups: Box<[GroupRoute]> = (0..3u16)
+        .map(|g| GroupRoute {
+            name: Arc::from(["a", "b", "c"][usize::from(g)]),
+            master: addr(g),
+            master_text: addr(g).to_string(),
+        })
+        .collect();
+    let mut slots = vec![SlotRoute::Stable(2); SLOTS as usize];
+    slots[1] = slot1;
+    Arc::new(LiveConfig {
+        table: RoutingTable::new(version, SLOTS, &slots, groups),
+        fence: None,
+        limits: Limits::default(),
+        backend: BackendSettings::default(),
+        migration: MigrationSettings::default(),
+    })
+}
+
+struct Rig {
+    source: Arc<ArcSwap<LiveConfig>>,
+    worker: Worker,
+    client: ClientId,
+    backends: HashMap<SocketAddr, BackendId>,
+    start: Instant,
+}
+
+impl Rig {
+    fn new(slot1: SlotRoute) -> Rig {
+        let source = Arc::new(ArcSwap::new(config(1, slot1)));
+        let mut worker = Worker::new(0, source.clone(), Arc::new(Shared::new(1)));
+        let peer: SocketAddr = "127.0.0.1:50000".parse().unwrap();
+        let client = worker.accept(peer, peer).unwrap();
+        Rig {
+            source,
+            worker,
+            client,
+            backends: HashMap::new(),
+            start: Instant::now(),
+        }
+    }
+
+    fn send(&mut self, req: &str) {
+        let mut bytes = Vec::new();
+        for line in req.split(';') {
+            let args: Vec<&str> = line.split_whitespace().collect();
+            bytes.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
+            for a in args {
+                bytes.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
+            }
+        }
+        self.worker.client_input(self.client, &bytes);
+    }
+
+    /// Connects what the worker asked for; returns what it wrote to group
+    /// `g`'s backend since the last call.
+    fn written(&mut self, g: u16) -> String {
+        let mut actions = Vec::new();
+        self.worker.take_actions(&mut actions);
+        for Action::Connect { id, addr, .. } in actions {
+            assert!(self.worker.backend_connected(id));
+            self.backends.insert(addr, id);
+        }
+        let Some(&id) = self.backends.get(&addr(g)) else {
+            return String::new();
+        };
+        let out = String::from_utf8_lossy(self.worker.backend_output(id)).into_owned();
+        let n = out.len();
+        self.worker.backend_wrote(id, n);
+        out
+    }
+
+    fn reply(&mut self, g: u16, bytes: &str) {
+        let id = self.backends[&addr(g)];
+        self.worker.backend_input(id, bytes.as_bytes());
+    }
+
+    fn output(&mut self) -> String {
+        let out = String::from_utf8_lossy(self.worker.client_output(self.client)).into_owned();
+        self.worker.client_wrote(self.client, out.len());
+        out
+    }
+
+    fn swap(&mut self, version: u64, slot1: SlotRoute) {
+        self.source.store(config(version, slot1));
+        self.tick(0);
+    }
+
+    fn tick(&mut self, after_ms: u64) {
+        self.worker
+            .tick(self.start + Duration::from_millis(after_ms));
+    }
+}
+
+fn migrate_of(key: &str, timeout: u64) -> String {
+    format!(
+        "*8\r\n$7\r\nMIGRATE\r\n$9\r\n127.0.0.1\r\n$4\r\n7001\r\n$0\r\n\r\n$1\r\n0\r\n${}\r\n{timeout}\r\n$4\r\nKEYS\r\n${}\r\n{key}\r\n",
+        timeout.to_string().len(),
+        key.len()
+    )
+}
+
+const MOVING: SlotRoute = SlotRoute::Moving { from: 0, to: 1 };
+
+#[test]
+fn a_key_moves_before_its_command_goes_to_the_target() {
+    let mut r = Rig::new(MOVING);
+    let k = key_in(1);
+    r.send(&format!("SET {k} v"));
+    assert_eq!(r.written(0), migrate_of(&k, 1000), "MIGRATE first, on the source");
+    assert_eq!(r.written(1), "", "nothing reaches the target yet");
+    r.reply(0, "+NOKEY\r\n");
+    assert!(r.written(1).contains(&format!("SET\r\n${}\r\n{k}", k.len())));
+    assert_eq!(r.written(0), "", "no write reaches the source");
+    r.reply(1, "+OK\r\n");
+    assert_eq!(r.output(), "+OK\r\n");
+    assert_eq!(r.worker.stats().key_moves, 1);
+}
+
+#[test]
+fn later_requests_wait_behind_a_kept_back_one() {
+    let mut r = Rig::new(MOVING);
+    let (k, j) = (key_in(1), key_in(3));
+    // MSET over a moving key and a stable one, then a GET of the stable one:
+    // the GET must not overtake the MSET's write to c.
+    r.send(&format!("MSET {k} 1 {j} 2;GET {j};PING"));
+    assert!(r.written(0).starts_with("*8\r\n$7\r\nMIGRATE"));
+    assert_eq!(r.written(2), "", "GET {j} waits behind the MSET");
+    assert_eq!(r.output(), "", "and PING's reply waits its turn");
+    r.reply(0, "+OK\r\n");
+    let to_c = r.written(2);
+    let mset_part = to_c.find("MSET").expect("the MSET part for c");
+    let get = to_c.find("GET").expect("then the GET");
+    assert!(mset_part < get, "{to_c:?}");
+    assert!(r.written(1).contains("MSET"), "the moved key's part goes to b");
+    r.reply(1, "+OK\r\n");
+    r.reply(2, "+OK\r\n$1\r\n2\r\n");
+    assert_eq!(r.output(), "+OK\r\n$1\r\n2\r\n+PONG\r\n");
+    assert_eq!(r.worker.stats().requests_kept_behind, 1);
+}
+
+#[test]
+fn a_copy_on_both_sides_is_deleted_on_the_source() {
+    let mut r = Rig::new(MOVING);
+    let k = key_in(1);
+    r.send(&format!("INCR {k}"));
+    r.written(0);
+    r.reply(
+        0,
+        "-ERR Target instance replied with error: BUSYKEY Target key name already exists.\r\n",
+    );
+    assert_eq!(
+        r.written(0),
+        migrate_of(&k, 2000),
+        "retried alone, with twice the timeout"
+    );
+    r.reply(
+        0,
+        "-ERR Target instance replied with error: BUSYKEY Target key name already exists.\r\n",
+    );
+    assert_eq!(
+        r.written(0),
+        format!("*2\r\n$3\r\nDEL\r\n${}\r\n{k}\r\n", k.len())
+    );
+    assert_eq!(r.written(1), "");
+    r.reply(0, ":1\r\n");
+    assert!(r.written(1).contains("INCR"));
+    r.reply(1, ":5\r\n");
+    assert_eq!(r.output(), ":5\r\n");
+    assert_eq!(r.worker.stats().keys_deleted_on_source, 1);
+}
+
+#[test]
+fn moves_that_keep_failing_answer_tryagain_and_write_nothing() {
+    let mut r = Rig::new(MOVING);
+    let k = key_in(1);
+    r.send(&format!("SET {k} v"));
+    for timeout in [1000, 2000, 4000] {
+        assert_eq!(r.written(0), migrate_of(&k, timeout));
+        r.reply(0, "-IOERR error or timeout connecting to the client\r\n");
+    }
+    assert_eq!(r.written(0), "");
+    assert_eq!(r.written(1), "", "the command went nowhere");
+    let out = r.output();
+    assert!(
+        out.starts_with("-TRYAGAIN keyway could not move this command's keys: IOERR"),
+        "{out}"
+    );
+    assert_eq!(r.worker.stats().moves_failed, 1);
+}
+
+#[test]
+fn held_requests_go_when_the_table_changes() {
+    let mut r = Rig::new(SlotRoute::Blocked { from: 0, to: 1 });
+    let k = key_in(1);
+    r.send(&format!("GET {k};GET {}", key_in(3)));
+    assert_eq!(r.written(0) + &r.written(1) + &r.written(2), "", "held");
+    r.swap(2, MOVING);
+    assert_eq!(r.written(0), migrate_of(&k, 1000), "moved first under the new table");
+    assert_eq!(r.written(2), "", "the second waits behind the first");
+    r.reply(0, "+NOKEY\r\n");
+    assert!(r.written(1).contains("GET"));
+    assert!(r.written(2).contains("GET"));
+    r.reply(2, "$1\r\ny\r\n");
+    r.reply(1, "$-1\r\n");
+    assert_eq!(r.output(), "$-1\r\n$1\r\ny\r\n");
+}
+
+#[test]
+fn a_hold_that_lasts_too_long_answers_tryagain() {
+    let mut r = Rig::new(SlotRoute::Blocked { from: 0, to: 1 });
+    r.send(&format!("GET {};PING", key_in(1)));
+    r.tick(100);
+    assert_eq!(r.output(), "");
+    r.tick(2500);
+    assert_eq!(
+        r.output(),
+        "-TRYAGAIN the slot is being prepared for a migration; try again\r\n+PONG\r\n"
+    );
+}
+
+#[test]
+fn a_table_change_between_move_and_send_routes_again() {
+    let mut r = Rig::new(MOVING);
+    let k = key_in(1);
+    r.send(&format!("GET {k}"));
+    r.written(0);
+    // The migration finished meanwhile: the target owns the slot.
+    r.source.store(config(2, SlotRoute::Stable(1)));
+    r.send("PING");
+    r.reply(0, "+NOKEY\r\n");
+    assert!(r.written(1).contains("GET"), "sent to the new owner");
+    assert_eq!(r.written(0), "", "without another MIGRATE");
+}
