@@ -13,9 +13,12 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
+use crate::daemon::unix_ms;
 use crate::daemon::{ChangeError, DataPlaneView, Shared};
 use crate::model::slots::parse_ranges;
-use crate::model::{Cluster, ErrorKind, Group, ModelError, Replica};
+use crate::model::{
+    Cluster, ErrorKind, Group, Migration, MigrationState, ModelError, MoveSettings, Replica,
+};
 
 /// An error response.
 #[derive(Debug)]
@@ -138,6 +141,68 @@ pub struct ClusterView {
     pub dataplanes: Vec<DataPlaneView>,
 }
 
+/// `POST /v1/clusters/{name}/migrations`: move slots to a group.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartMigration {
+    /// Ranges, e.g. `"0-100,200"`.
+    pub slots: String,
+    /// The target group.
+    pub to: String,
+    /// How the sweep moves keys.
+    #[serde(default)]
+    pub settings: MoveSettings,
+    /// Start with the sweep paused (data planes still move keys on demand).
+    #[serde(default)]
+    pub paused: bool,
+}
+
+/// `POST /v1/clusters/{name}/rebalance` and `/drain`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rebalance {
+    /// For drain: the group whose slots all move to the others.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// How the sweeps move keys.
+    #[serde(default)]
+    pub settings: MoveSettings,
+    /// Start with the sweeps paused.
+    #[serde(default)]
+    pub paused: bool,
+}
+
+/// A migration as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MigrationView {
+    /// The migration.
+    #[serde(flatten)]
+    pub migration: Migration,
+    /// Its slots, as operators write them.
+    pub slots: String,
+    /// Seconds left at the recent rate, while moving (an estimate: data
+    /// planes move keys too).
+    pub eta_s: Option<u64>,
+}
+
+impl MigrationView {
+    /// The view of `m`.
+    pub fn of(m: &Migration) -> MigrationView {
+        let p = &m.progress;
+        let eta_s = match (m.state, p.estimated_keys) {
+            (MigrationState::Moving { .. }, Some(est)) if p.rate > 0 => {
+                Some(est.saturating_sub(p.keys_moved) / p.rate)
+            }
+            _ => None,
+        };
+        MigrationView {
+            slots: m.slots_text(),
+            migration: m.clone(),
+            eta_s,
+        }
+    }
+}
+
 /// `?force=true` on snapshot apply.
 #[derive(Debug, Deserialize)]
 pub struct ApplyQuery {
@@ -159,6 +224,17 @@ pub fn router(ctld: Shared) -> Router {
         .route("/v1/clusters/{name}/slots", post(assign))
         .route("/v1/clusters/{name}/dataplanes", get(cluster_dataplanes))
         .route("/v1/clusters/{name}/snapshot", get(export).put(apply))
+        .route(
+            "/v1/clusters/{name}/migrations",
+            get(migrations).post(start_migration),
+        )
+        .route("/v1/clusters/{name}/migrations/{id}", get(migration))
+        .route(
+            "/v1/clusters/{name}/migrations/{id}/{action}",
+            post(migration_action),
+        )
+        .route("/v1/clusters/{name}/rebalance", post(rebalance))
+        .route("/v1/clusters/{name}/drain", post(drain))
         .route("/v1/dataplanes", get(all_dataplanes))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such API endpoint".into()) })
         .with_state(ctld)
@@ -297,4 +373,119 @@ async fn apply(
         }
         c.apply(&desired)
     })?))
+}
+
+fn views(c: &Cluster, ids: &[u64]) -> Vec<MigrationView> {
+    c.migrations
+        .iter()
+        .filter(|m| ids.contains(&m.id))
+        .map(MigrationView::of)
+        .collect()
+}
+
+async fn migrations(
+    State(ctld): State<Shared>,
+    Path(name): Path<String>,
+) -> Result<Vec<MigrationView>> {
+    let c = ctld.cluster(&name)?;
+    Ok(Json(c.migrations.iter().map(MigrationView::of).collect()))
+}
+
+async fn migration(
+    State(ctld): State<Shared>,
+    Path((name, id)): Path<(String, u64)>,
+) -> Result<MigrationView> {
+    Ok(Json(MigrationView::of(&ctld.migration(&name, id)?)))
+}
+
+async fn start_migration(
+    State(ctld): State<Shared>,
+    Path(name): Path<String>,
+    body: std::result::Result<Json<StartMigration>, JsonRejection>,
+) -> std::result::Result<(StatusCode, Json<Vec<MigrationView>>), ApiError> {
+    let Json(req) = body?;
+    let mut ids = Vec::new();
+    let c = ctld.change(&name, |c| {
+        let ranges = parse_ranges(&req.slots, c.slot_count).map_err(ModelError::invalid)?;
+        ids = c.migrate(&ranges, &req.to, &req.settings, req.paused, unix_ms())?;
+        Ok(())
+    })?;
+    Ok((StatusCode::CREATED, Json(views(&c, &ids))))
+}
+
+/// Starts the migrations of a plan (`rebalance`, `drain`); an empty plan
+/// changes nothing.
+fn start_plan(
+    ctld: &Shared,
+    name: &str,
+    req: &Rebalance,
+) -> std::result::Result<(StatusCode, Json<Vec<MigrationView>>), ApiError> {
+    let plan = ctld.cluster(name)?.plan_balance(req.group.as_deref())?;
+    if plan.is_empty() {
+        return Ok((StatusCode::OK, Json(Vec::new())));
+    }
+    let mut ids = Vec::new();
+    let c = ctld.change(name, |c| {
+        let now = unix_ms();
+        for (ranges, to) in c.plan_balance(req.group.as_deref())? {
+            ids.extend(c.migrate(&ranges, &to, &req.settings, req.paused, now)?);
+        }
+        Ok(())
+    })?;
+    Ok((StatusCode::CREATED, Json(views(&c, &ids))))
+}
+
+async fn rebalance(
+    State(ctld): State<Shared>,
+    Path(name): Path<String>,
+    body: std::result::Result<Json<Rebalance>, JsonRejection>,
+) -> std::result::Result<(StatusCode, Json<Vec<MigrationView>>), ApiError> {
+    let Json(req) = body?;
+    if req.group.is_some() {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "rebalance takes no group; drain moves one group's slots away".into(),
+        ));
+    }
+    start_plan(&ctld, &name, &req)
+}
+
+async fn drain(
+    State(ctld): State<Shared>,
+    Path(name): Path<String>,
+    body: std::result::Result<Json<Rebalance>, JsonRejection>,
+) -> std::result::Result<(StatusCode, Json<Vec<MigrationView>>), ApiError> {
+    let Json(req) = body?;
+    let Some(group) = &req.group else {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "drain needs the group to empty".into(),
+        ));
+    };
+    let c = ctld.cluster(&name)?;
+    let g = c.group_index(group)?;
+    if c.slots_of(g).is_empty() {
+        return Err(ModelError::conflict(format!(
+            "group {group:?} owns no slots: nothing to drain; shrink it"
+        ))
+        .into());
+    }
+    start_plan(&ctld, &name, &req)
+}
+
+async fn migration_action(
+    State(ctld): State<Shared>,
+    Path((name, id, action)): Path<(String, u64, String)>,
+    // Read (and ignored) so that the connection can serve the next request.
+    _body: axum::body::Bytes,
+) -> Result<MigrationView> {
+    let c = ctld.change(&name, |c| match action.as_str() {
+        "pause" => c.pause(id),
+        "resume" => c.resume(id),
+        "cancel" => c.cancel(id, unix_ms()),
+        other => Err(ModelError::not_found(format!(
+            "no migration action {other:?}: pause, resume or cancel"
+        ))),
+    })?;
+    Ok(Json(MigrationView::of(c.migration(id)?)))
 }

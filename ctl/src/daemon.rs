@@ -16,7 +16,7 @@ use keyway_capnp::snapshot::Snapshot;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::model::{Cluster, DataPlaneRecord, ModelError, State};
+use crate::model::{Cluster, DataPlaneRecord, Migration, ModelError, State};
 use crate::store::{Store, StoreError};
 
 /// A change that could not be made.
@@ -194,6 +194,69 @@ impl Ctld {
         Ok(cluster)
     }
 
+    /// Applies `f` to a copy of cluster `name` and persists it, without a new
+    /// version and without publishing: for what data planes never see (a
+    /// migration's progress). `f` must leave the snapshot as it was.
+    pub fn record(
+        &self,
+        name: &str,
+        f: impl FnOnce(&mut Cluster) -> Result<(), ModelError>,
+    ) -> Result<(), ChangeError> {
+        let mut inner = self.lock();
+        let before = inner.state.cluster(name)?;
+        let published = before.snapshot();
+        let mut cluster = before.clone();
+        f(&mut cluster)?;
+        if cluster.snapshot() != published {
+            return Err(ModelError::invalid(
+                "internal error: a progress record would change the published snapshot",
+            )
+            .into());
+        }
+        let mut next = inner.state.clone();
+        next.clusters.insert(name.to_string(), cluster);
+        inner.store.save(&next)?;
+        inner.state = next;
+        Ok(())
+    }
+
+    /// One migration of a cluster.
+    pub fn migration(&self, cluster: &str, id: u64) -> Result<Migration, ModelError> {
+        self.lock().state.cluster(cluster)?.migration(id).cloned()
+    }
+
+    /// The data planes of `cluster` that may still route by a version older
+    /// than `version`: registered, not yet acked it, and holding a lease as
+    /// far as ctld knows (one granted by this ctld, or possibly by its
+    /// predecessor until `started` plus the lease). Empty when a step that
+    /// needs every data plane to see `version` may be taken.
+    pub fn unsettled(&self, cluster: &str, version: u64) -> Vec<String> {
+        let inner = self.lock();
+        let now = Instant::now();
+        let lease = inner
+            .state
+            .clusters
+            .get(cluster)
+            .map_or(self.default_lease, |c| {
+                Duration::from_millis(c.lease_millis)
+            });
+        inner
+            .state
+            .dataplanes
+            .values()
+            .filter(|r| r.cluster == cluster && r.acked_version < version)
+            .filter(|r| {
+                let until = inner
+                    .sessions
+                    .get(&r.id)
+                    .and_then(|s| s.lease_until)
+                    .unwrap_or(self.started + lease);
+                now < until
+            })
+            .map(|r| r.id.clone())
+            .collect()
+    }
+
     /// Follows a cluster's snapshots, if it exists.
     pub fn subscribe(&self, cluster: &str) -> Option<SnapshotRx> {
         let inner = self.lock();
@@ -207,6 +270,8 @@ impl Ctld {
         let mut inner = self.lock();
         inner.next_session += 1;
         let id = inner.next_session;
+        // A lease granted in an earlier session still runs.
+        let lease_until = inner.sessions.get(&h.id).and_then(|s| s.lease_until);
         inner.sessions.insert(
             h.id.clone(),
             Session {
@@ -214,14 +279,22 @@ impl Ctld {
                 connected: true,
                 drained: false,
                 fenced: true,
-                lease_until: None,
+                lease_until,
             },
         );
+        // The version a data plane has applied is not acked until its
+        // requests under older ones are done: only its acks raise this.
+        let acked_version = inner
+            .state
+            .dataplanes
+            .get(&h.id)
+            .filter(|r| r.cluster == h.cluster)
+            .map_or(0, |r| r.acked_version);
         let record = DataPlaneRecord {
             id: h.id.clone(),
             cluster: h.cluster.clone(),
             address: h.address.clone(),
-            acked_version: h.version,
+            acked_version,
         };
         if inner.state.dataplanes.get(&h.id) != Some(&record) {
             let mut next = inner.state.clone();
@@ -311,3 +384,10 @@ impl Ctld {
 
 /// Shared handle.
 pub type Shared = Arc<Ctld>;
+
+/// Milliseconds since the Unix epoch (for timestamps people read).
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

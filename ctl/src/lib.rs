@@ -5,6 +5,7 @@
 //! - [`daemon`]: the shared state of `keyway-ctld`: change, persist, publish;
 //! - [`api`]: the HTTP JSON API;
 //! - [`control`]: data-plane sessions (snapshots, heartbeats, leases);
+//! - [`migrate`]: the migration orchestrator and the sweep of sources;
 //! - [`client`] and [`cli`]: `keywayctl`;
 //! - [`local`]: `keywayctl local up|down`, a whole system on loopback.
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
@@ -15,5 +16,6 @@ pub mod client;
 pub mod control;
 pub mod daemon;
 pub mod local;
+pub mod migrate;
 pub mod model;
 pub mod store;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use keyway_ctl::daemon::Ctld;
-use keyway_ctl::{api, control, store};
+use keyway_ctl::{api, control, migrate, store};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
@@ -96,9 +96,15 @@ async fn serve(
     tracing::info!(store = %described, clusters, "keyway-ctld serving api on {api_addr}, control on {control_addr}");
     println!("keyway-ctld api {api_addr} control {control_addr}");
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let orchestrator = migrate::start(ctld.clone(), stop.clone())
+        .map_err(|e| anyhow::anyhow!("cannot start the migration orchestrator: {e}"))?;
     axum::serve(api_listener, app)
         .with_graceful_shutdown(shutdown())
         .await?;
+    // Sweeps record where they are before the process ends.
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = tokio::task::spawn_blocking(move || orchestrator.join()).await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -2,6 +2,10 @@
 //! the API's JSON with `--json`. Failures return a one-line reason; the binary
 //! prints it and exits non-zero.
 
+mod migrations;
+
+pub use migrations::{MigrationCmd, SettingsArgs};
+
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
@@ -29,6 +33,50 @@ pub enum Command {
         /// Cluster name.
         cluster: Option<String>,
     },
+    /// Move slots to a group, key by key, while clients keep working.
+    Migrate {
+        /// Cluster name.
+        name: String,
+        /// Slot ranges, e.g. "0-100,200".
+        #[arg(long)]
+        slots: String,
+        /// The target group.
+        #[arg(long)]
+        to: String,
+        /// How keys move.
+        #[command(flatten)]
+        settings: SettingsArgs,
+    },
+    /// Even out the slots across all groups (after a grow).
+    Rebalance {
+        /// Cluster name.
+        name: String,
+        /// How keys move.
+        #[command(flatten)]
+        settings: SettingsArgs,
+    },
+    /// Move every slot of a group to the others, so that shrink succeeds.
+    Drain {
+        /// Cluster name.
+        name: String,
+        /// The group to empty.
+        #[arg(long)]
+        group: String,
+        /// How keys move.
+        #[command(flatten)]
+        settings: SettingsArgs,
+    },
+    /// List a cluster's migrations (slots, state, keys moved, rate, ETA,
+    /// errors), or show one in detail.
+    Migrations {
+        /// Cluster name.
+        name: String,
+        /// A migration id.
+        id: Option<u64>,
+    },
+    /// Pause, resume or cancel a migration.
+    #[command(subcommand)]
+    Migration(MigrationCmd),
     /// Export a cluster's desired state to a file, or apply one.
     #[command(subcommand)]
     Snapshot(SnapshotCmd),
@@ -174,7 +222,7 @@ fn parse_group(s: &str) -> Result<Group, String> {
 }
 
 /// Prints rows as aligned columns.
-fn table(header: &[&str], rows: Vec<Vec<String>>) {
+pub(crate) fn table(header: &[&str], rows: Vec<Vec<String>>) {
     let mut width: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in &rows {
         for (i, c) in r.iter().enumerate() {
@@ -291,7 +339,7 @@ fn print_dataplanes(d: &[DataPlaneView]) {
     );
 }
 
-fn emit<T: serde::Serialize>(json: bool, v: &T, human: impl FnOnce(&T)) {
+pub(crate) fn emit<T: serde::Serialize>(json: bool, v: &T, human: impl FnOnce(&T)) {
     if json {
         println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
     } else {
@@ -443,6 +491,47 @@ pub fn run(cmd: Command, api: &str, json: bool) -> Result<(), String> {
             emit(json, &cl, print_cluster);
         }
         Command::Local(l) => crate::local::run(l, json)?,
+        Command::Migrate {
+            name,
+            slots,
+            to,
+            settings,
+        } => migrations::run(
+            &c,
+            migrations::Request::Migrate {
+                name,
+                slots,
+                to,
+                settings,
+            },
+            json,
+        )?,
+        Command::Rebalance { name, settings } => migrations::run(
+            &c,
+            migrations::Request::Plan {
+                name,
+                group: None,
+                settings,
+            },
+            json,
+        )?,
+        Command::Drain {
+            name,
+            group,
+            settings,
+        } => migrations::run(
+            &c,
+            migrations::Request::Plan {
+                name,
+                group: Some(group),
+                settings,
+            },
+            json,
+        )?,
+        Command::Migrations { name, id } => {
+            migrations::run(&c, migrations::Request::List { name, id }, json)?
+        }
+        Command::Migration(a) => migrations::run(&c, migrations::Request::Action(a), json)?,
     }
     Ok(())
 }

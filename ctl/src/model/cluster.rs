@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::migration::Migration;
 use super::slots::{format_slots, ranges_from_owners, OwnedRange};
 use super::ModelError;
 use keyway_capnp::snapshot::{self, Snapshot};
@@ -49,6 +50,12 @@ pub struct Cluster {
     pub groups: Vec<Group>,
     /// Owned slot ranges, ascending.
     pub slots: Vec<OwnedRange>,
+    /// Migrations, unfinished and recent.
+    #[serde(default)]
+    pub migrations: Vec<Migration>,
+    /// The last migration id given.
+    #[serde(default)]
+    pub next_migration: u64,
 }
 
 fn valid_name(name: &str) -> bool {
@@ -106,6 +113,8 @@ impl Cluster {
             lease_millis,
             groups: Vec::new(),
             slots: Vec::new(),
+            migrations: Vec::new(),
+            next_migration: 0,
         };
         for g in groups {
             c.check_new_group(&g)?;
@@ -123,7 +132,8 @@ impl Cluster {
         self.groups.iter().map(|g| g.name.clone()).collect()
     }
 
-    fn group_index(&self, name: &str) -> Result<usize, ModelError> {
+    /// The index of group `name`.
+    pub fn group_index(&self, name: &str) -> Result<usize, ModelError> {
         self.groups
             .iter()
             .position(|g| g.name == name)
@@ -206,6 +216,11 @@ impl Cluster {
     /// owns any).
     pub fn shrink(&mut self, group: &str) -> Result<(), ModelError> {
         let g = self.group_index(group)?;
+        if let Some(id) = self.migrating_group(group) {
+            return Err(ModelError::forbidden(format!(
+                "group {group:?} takes part in migration {id}: wait for it to finish or cancel it"
+            )));
+        }
         let owned = self.slots_of(g);
         if !owned.is_empty() {
             return Err(ModelError::forbidden(format!(
@@ -317,8 +332,15 @@ impl Cluster {
     }
 
     /// Replaces groups, slots and lease with those of `desired` (an exported
-    /// snapshot, edited). The name and slot count cannot change.
+    /// snapshot, edited). The name and slot count cannot change, and nothing
+    /// may be migrating.
     pub fn apply(&mut self, desired: &Cluster) -> Result<(), ModelError> {
+        if let Some(m) = self.migrations.iter().find(|m| m.active()) {
+            return Err(ModelError::conflict(format!(
+                "migration {} is running; wait for it to finish or cancel it before applying a snapshot",
+                m.id
+            )));
+        }
         if desired.name != self.name {
             return Err(ModelError::invalid(format!(
                 "the snapshot is of cluster {:?}, not {:?}",
@@ -338,6 +360,8 @@ impl Cluster {
             lease_millis: desired.lease_millis,
             groups: Vec::new(),
             slots: Vec::new(),
+            migrations: self.migrations.clone(),
+            next_migration: self.next_migration,
         };
         if desired.groups.is_empty() {
             return Err(ModelError::invalid("a cluster needs at least one group"));
@@ -406,7 +430,7 @@ impl Cluster {
                     group: index(&r.group),
                 })
                 .collect(),
-            migrations: Vec::new(),
+            migrations: self.snapshot_migrations(|name| index(name)),
             lease_millis: self.lease_millis,
         }
     }

@@ -2,6 +2,7 @@
 //! serve them. Pure data and rules; the daemon persists and publishes it.
 
 pub mod cluster;
+pub mod migration;
 pub mod slots;
 
 use std::collections::BTreeMap;
@@ -9,6 +10,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub use cluster::{Cluster, Group, Replica};
+pub use migration::{Migration, MigrationState, MoveSettings};
 
 /// How a request to change the state failed; maps to an HTTP status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

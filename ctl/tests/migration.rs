@@ -1,0 +1,708 @@
+//! Online migration end to end (DESIGN §4): real redis-servers, a real
+//! keyway-ctld, and two keyway data planes, with checking clients that know
+//! what every key must hold. After each move: every acknowledged write is
+//! there, nothing is doubled, and every key is on exactly one server — the
+//! one the cluster says owns its slot.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use common::{owner_of, wait_for, Ctld, DataPlane, Redis, TempDir};
+use redis::Commands;
+use serde_json::Value;
+
+/// Redis groups, a ctld and two data planes of cluster "m".
+struct System {
+    dir: TempDir,
+    redis: Vec<(String, Redis)>,
+    ctld: Ctld,
+    dps: Vec<DataPlane>,
+}
+
+impl System {
+    /// `groups` groups with slots, then `empty` more without.
+    fn start(tag: &str, groups: usize, empty: usize) -> System {
+        let dir = TempDir::new(tag);
+        let redis: Vec<(String, Redis)> = (0..groups + empty)
+            .map(|i| (format!("g{}", i + 1), Redis::start()))
+            .collect();
+        let ctld = Ctld::start(dir.path(), "30s");
+        let mut args = vec!["cluster".to_string(), "create".into(), "m".into()];
+        for (g, r) in &redis[..groups] {
+            args.push("--group".into());
+            args.push(format!("{g}={}", r.addr()));
+        }
+        ctl_ok(&ctld, &args.iter().map(String::as_str).collect::<Vec<_>>());
+        for (g, r) in &redis[groups..] {
+            ctl_ok(
+                &ctld,
+                &[
+                    "cluster",
+                    "grow",
+                    "m",
+                    "--group",
+                    &format!("{g}={}", r.addr()),
+                ],
+            );
+        }
+        let dps: Vec<DataPlane> = ["dp1", "dp2"]
+            .iter()
+            .map(|id| DataPlane::start(ctld.control, "m", id, &dir.path().join(id)))
+            .collect();
+        for d in &dps {
+            d.wait_health(200, Duration::from_secs(10));
+        }
+        System {
+            dir,
+            redis,
+            ctld,
+            dps,
+        }
+    }
+
+    fn cluster(&self) -> Value {
+        self.ctld.ctl_json(&["cluster", "show", "m"])
+    }
+
+    fn migration(&self, id: u64) -> Value {
+        self.ctld.ctl_json(&["migrations", "m", &id.to_string()])
+    }
+
+    fn wait_state(&self, id: u64, phase: &str) -> Value {
+        wait_for(
+            &format!("migration {id} to be {phase}"),
+            Duration::from_secs(60),
+            || {
+                let m = self.migration(id);
+                (m["state"]["phase"] == phase).then_some(m)
+            },
+        )
+    }
+
+    fn server(&self, group: &str) -> &Redis {
+        &self
+            .redis
+            .iter()
+            .find(|(g, _)| g == group)
+            .expect("group")
+            .1
+    }
+
+    /// Every key of every server, with the group it is on.
+    fn placement(&self) -> HashMap<String, Vec<String>> {
+        let mut at: HashMap<String, Vec<String>> = HashMap::new();
+        for (g, r) in &self.redis {
+            let mut con = r.conn();
+            let keys: Vec<String> = con.scan().unwrap().collect();
+            for k in keys {
+                at.entry(k).or_default().push(g.clone());
+            }
+        }
+        at
+    }
+
+    /// Every key is on exactly one server, the owner of its slot; returns
+    /// how many keys there are.
+    fn assert_placed(&self) -> usize {
+        let cluster = self.cluster();
+        let at = self.placement();
+        for (k, groups) in &at {
+            assert_eq!(groups.len(), 1, "{k} is on {groups:?}");
+            assert_eq!(groups[0], owner_of(&cluster, k), "{k} is not on its owner");
+        }
+        at.len()
+    }
+}
+
+impl Drop for System {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let tail = |lines: Vec<String>| lines[lines.len().saturating_sub(60)..].join("\n");
+            eprintln!("--- keyway-ctld log\n{}", tail(self.ctld.proc.logs()));
+            for d in &mut self.dps {
+                eprintln!("--- {} log\n{}", d.id, tail(d.proc.logs()));
+            }
+        }
+    }
+}
+
+fn ctl_ok(ctld: &Ctld, args: &[&str]) -> String {
+    let (ok, out, err) = ctld.ctl(args);
+    assert!(ok, "keywayctl {args:?}: {err}");
+    out
+}
+
+/// Writes `n` keys of each kind through data plane `dp` in pipelines.
+fn preload(dp: &DataPlane, n: usize) {
+    let mut con = dp.conn();
+    for i in 0..SHARED {
+        let () = con.set(format!("shared:{i}"), 0).unwrap();
+    }
+    for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
+        let mut p = redis::pipe();
+        for &i in chunk {
+            p.cmd("SET").arg(format!("kv:{i}")).arg(0).ignore();
+            p.cmd("SET").arg(format!("str:{i}")).arg("").ignore();
+            p.cmd("INCRBY").arg(format!("ctr:{i}")).arg(0).ignore();
+            p.cmd("RPUSH")
+                .arg(format!("list:{i}"))
+                .arg("start")
+                .ignore();
+            p.cmd("SET").arg(format!("{{tag:{i}}}:a")).arg(0).ignore();
+            p.cmd("SET").arg(format!("{{tag:{i}}}:b")).arg(0).ignore();
+        }
+        let () = p.query(&mut con).unwrap();
+    }
+}
+
+/// What one checking client knows every key it owns must hold.
+#[derive(Debug, Default)]
+struct Expected {
+    kv: BTreeMap<usize, i64>,
+    str_len: BTreeMap<usize, i64>,
+    ctr: BTreeMap<usize, i64>,
+    list_len: BTreeMap<usize, i64>,
+    tag: BTreeMap<usize, i64>,
+}
+
+/// Checking clients: each owns the keys `i % clients == t` and checks every
+/// reply against what it wrote; all of them also INCR a few shared counters
+/// through both data planes at once.
+struct Load {
+    stop: Arc<AtomicBool>,
+    ops: Arc<AtomicU64>,
+    errors: Arc<Mutex<Vec<String>>>,
+    shared: Arc<Mutex<HashMap<String, i64>>>,
+    threads: Vec<JoinHandle<Expected>>,
+}
+
+const SHARED: usize = 8;
+
+impl Load {
+    fn start(sys: &System, clients: usize, keys: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ops = Arc::new(AtomicU64::new(0));
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let shared = Arc::new(Mutex::new(HashMap::new()));
+        let threads = (0..clients)
+            .map(|t| {
+                let addr = sys.dps[t % sys.dps.len()].addr;
+                let (stop, ops, errors, shared) =
+                    (stop.clone(), ops.clone(), errors.clone(), shared.clone());
+                std::thread::spawn(move || {
+                    let mut con = redis::Client::open(format!("redis://{addr}"))
+                        .unwrap()
+                        .get_connection()
+                        .unwrap();
+                    con.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                    let mut e = Expected::default();
+                    let mine: Vec<usize> = (t..keys).step_by(clients).collect();
+                    let mut n = 0usize;
+                    let fail = |what: String| errors.lock().unwrap().push(what);
+                    while !stop.load(Ordering::Relaxed) {
+                        let i = mine[(n * 7919) % mine.len()];
+                        let j = mine[(n * 104_729 + 13) % mine.len()];
+                        n += 1;
+                        let v = n as i64;
+                        match n % 8 {
+                            0 => match con.incr::<_, _, i64>(format!("ctr:{i}"), 1) {
+                                Ok(got) => {
+                                    let want = e.ctr.entry(i).or_insert(0);
+                                    *want += 1;
+                                    assert_eq!(got, *want, "ctr:{i}: lost or doubled");
+                                }
+                                Err(err) => fail(format!("INCR ctr:{i}: {err}")),
+                            },
+                            1 => match con.append::<_, _, i64>(format!("str:{i}"), "x") {
+                                Ok(got) => {
+                                    let want = e.str_len.entry(i).or_insert(0);
+                                    *want += 1;
+                                    assert_eq!(got, *want, "str:{i}: lost or doubled");
+                                }
+                                Err(err) => fail(format!("APPEND str:{i}: {err}")),
+                            },
+                            2 => match con.lpush::<_, _, i64>(format!("list:{i}"), v) {
+                                Ok(got) => {
+                                    let want = e.list_len.entry(i).or_insert(1);
+                                    *want += 1;
+                                    assert_eq!(got, *want, "list:{i}: lost or doubled");
+                                }
+                                Err(err) => fail(format!("LPUSH list:{i}: {err}")),
+                            },
+                            3 => match con.set::<_, _, ()>(format!("kv:{i}"), v) {
+                                Ok(()) => {
+                                    e.kv.insert(i, v);
+                                }
+                                Err(err) => fail(format!("SET kv:{i}: {err}")),
+                            },
+                            4 => {
+                                // Across groups, most likely.
+                                let r: redis::RedisResult<()> = redis::cmd("MSET")
+                                    .arg(format!("kv:{i}"))
+                                    .arg(v)
+                                    .arg(format!("kv:{j}"))
+                                    .arg(v + 1)
+                                    .query(&mut con);
+                                match r {
+                                    Ok(()) => {
+                                        e.kv.insert(i, v);
+                                        e.kv.insert(j, v + 1);
+                                    }
+                                    Err(err) => fail(format!("MSET kv:{i} kv:{j}: {err}")),
+                                }
+                            }
+                            5 => {
+                                let r: redis::RedisResult<Vec<i64>> = redis::cmd("MGET")
+                                    .arg(format!("kv:{i}"))
+                                    .arg(format!("kv:{j}"))
+                                    .query(&mut con);
+                                match r {
+                                    Ok(got) => assert_eq!(
+                                        got,
+                                        vec![
+                                            e.kv.get(&i).copied().unwrap_or(0),
+                                            e.kv.get(&j).copied().unwrap_or(0)
+                                        ],
+                                        "MGET kv:{i} kv:{j}: a write is missing"
+                                    ),
+                                    Err(err) => fail(format!("MGET: {err}")),
+                                }
+                            }
+                            6 => {
+                                // One slot by hash tag.
+                                let r: redis::RedisResult<()> = redis::cmd("MSET")
+                                    .arg(format!("{{tag:{i}}}:a"))
+                                    .arg(v)
+                                    .arg(format!("{{tag:{i}}}:b"))
+                                    .arg(v)
+                                    .query(&mut con);
+                                match r {
+                                    Ok(()) => {
+                                        e.tag.insert(i, v);
+                                    }
+                                    Err(err) => fail(format!("MSET {{tag:{i}}}: {err}")),
+                                }
+                            }
+                            _ => {
+                                let k = format!("shared:{}", n % SHARED);
+                                match con.incr::<_, _, i64>(&k, 1) {
+                                    Ok(_) => *shared.lock().unwrap().entry(k).or_insert(0) += 1,
+                                    Err(err) => fail(format!("INCR {k}: {err}")),
+                                }
+                            }
+                        }
+                        ops.fetch_add(1, Ordering::Relaxed);
+                    }
+                    e
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            ops,
+            errors,
+            shared,
+            threads,
+        }
+    }
+
+    fn wait_ops(&self, more: u64) {
+        let start = self.ops.load(Ordering::Relaxed);
+        wait_for("the load to make progress", Duration::from_secs(30), || {
+            (self.ops.load(Ordering::Relaxed) >= start + more).then_some(())
+        });
+    }
+
+    /// Stops the clients and checks every key they own through `dp`;
+    /// returns the client errors.
+    fn finish(self, dp: &DataPlane) -> (u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let all: Vec<Expected> = self
+            .threads
+            .into_iter()
+            .map(|t| t.join().expect("a checking client found a wrong reply"))
+            .collect();
+        let errors = self.errors.lock().unwrap().clone();
+        let exact = errors.is_empty();
+        let mut con = dp.conn();
+        for e in &all {
+            for (i, &want) in &e.ctr {
+                let got: i64 = con.get(format!("ctr:{i}")).unwrap();
+                assert!(got == want || !exact, "ctr:{i} is {got}, want {want}");
+            }
+            for (i, &want) in &e.str_len {
+                let got: i64 = con.strlen(format!("str:{i}")).unwrap();
+                assert!(
+                    got == want || !exact,
+                    "str:{i} has {got} bytes, want {want}"
+                );
+            }
+            for (i, &want) in &e.list_len {
+                let got: i64 = con.llen(format!("list:{i}")).unwrap();
+                assert!(got == want || !exact, "list:{i} has {got}, want {want}");
+            }
+            for (i, &want) in &e.kv {
+                let got: i64 = con.get(format!("kv:{i}")).unwrap();
+                assert!(got == want || !exact, "kv:{i} is {got}, want {want}");
+            }
+            for (i, &want) in &e.tag {
+                let got: Vec<i64> = con
+                    .mget(&[format!("{{tag:{i}}}:a"), format!("{{tag:{i}}}:b")])
+                    .unwrap();
+                assert!(got == vec![want, want] || !exact, "{{tag:{i}}}: {got:?}");
+            }
+        }
+        for (k, &want) in self.shared.lock().unwrap().iter() {
+            let got: i64 = con.get(k).unwrap();
+            assert!(
+                got == want || !exact,
+                "{k} is {got}, want {want}: lost or doubled"
+            );
+        }
+        (self.ops.load(Ordering::Relaxed), errors)
+    }
+}
+
+fn moved_keys(sys: &System, id: u64) -> u64 {
+    sys.migration(id)["progress"]["keys_moved"]
+        .as_u64()
+        .unwrap()
+}
+
+#[test]
+fn a_rebalance_moving_half_the_slots_under_a_checking_load_loses_nothing() {
+    let sys = System::start("rebalance", 2, 2);
+    const KEYS: usize = 10_000 / 6 + 1;
+    preload(&sys.dps[0], KEYS);
+    let before = sys.assert_placed();
+    let load = Load::start(&sys, 4, KEYS);
+    load.wait_ops(500);
+    let out = ctl_ok(&sys.ctld, &["rebalance", "m", "--wait", "--rate", "5000"]);
+    assert!(out.contains("finished"), "{out}");
+    load.wait_ops(500);
+    let (ops, errors) = load.finish(&sys.dps[1]);
+    eprintln!("checking load: {ops} requests, {} errors", errors.len());
+    assert!(
+        errors.is_empty(),
+        "client errors during the move: {errors:?}"
+    );
+    // Half the slots moved: every group owns a quarter now.
+    let cluster = sys.cluster();
+    let mut owned: HashMap<String, u64> = HashMap::new();
+    for r in cluster["slots"].as_array().unwrap() {
+        *owned
+            .entry(r["group"].as_str().unwrap().into())
+            .or_default() += r["last"].as_u64().unwrap() - r["first"].as_u64().unwrap() + 1;
+    }
+    assert_eq!(owned.values().copied().collect::<Vec<_>>(), vec![4096; 4]);
+    let after = sys.assert_placed();
+    assert!(after >= before, "{after} keys after, {before} before");
+    for m in sys.ctld.ctl_json(&["migrations", "m"]).as_array().unwrap() {
+        assert_eq!(m["state"]["phase"], "done");
+        assert!(m["progress"]["keys_moved"].as_u64().unwrap() > 0, "{m}");
+    }
+    // Both data planes route by the final table.
+    let version = cluster["version"].as_u64().unwrap();
+    for d in &sys.dps {
+        sys.ctld.wait_acked(&d.id, version);
+    }
+}
+
+#[test]
+fn ctld_killed_mid_move_resumes_and_completes() {
+    let mut sys = System::start("ctld-kill", 2, 0);
+    preload(&sys.dps[0], 3000);
+    let before = sys.assert_placed();
+    let load = Load::start(&sys, 2, 3000);
+    ctl_ok(
+        &sys.ctld,
+        &[
+            "migrate", "m", "--slots", "0-8191", "--to", "g2", "--rate", "3000",
+        ],
+    );
+    wait_for("keys to move", Duration::from_secs(30), || {
+        (moved_keys(&sys, 1) > 1000).then_some(())
+    });
+    sys.ctld.proc.kill();
+    load.wait_ops(200);
+    let (api, control) = (sys.ctld.api.to_string(), sys.ctld.control.to_string());
+    sys.ctld = Ctld::start_on(sys.dir.path(), "30s", &api, &control);
+    let resumed = moved_keys(&sys, 1);
+    assert!(resumed > 1000, "the progress was kept: {resumed}");
+    sys.wait_state(1, "done");
+    let (_, errors) = load.finish(&sys.dps[0]);
+    assert!(errors.is_empty(), "client errors: {errors:?}");
+    assert_eq!(sys.assert_placed(), before);
+    assert_eq!(sys.server("g1").conn().scan::<String>().unwrap().count(), 0);
+}
+
+#[test]
+fn a_data_plane_restarted_mid_move_serves_the_moving_slots() {
+    let mut sys = System::start("dp-restart", 2, 0);
+    preload(&sys.dps[0], 2000);
+    let before = sys.assert_placed();
+    // Paused: keys move only when commands name them.
+    ctl_ok(
+        &sys.ctld,
+        &[
+            "migrate", "m", "--slots", "0-8191", "--to", "g2", "--paused",
+        ],
+    );
+    let m = sys.wait_state(1, "moving");
+    let version = m["state"]["version"].as_u64().unwrap();
+    sys.ctld.wait_acked("dp2", version);
+    let state = sys.dir.path().join("dp2");
+    sys.dps[1].proc.kill();
+    sys.dps[1] = DataPlane::start(sys.ctld.control, "m", "dp2", &state);
+    sys.dps[1].wait_health(200, Duration::from_secs(10));
+    assert_eq!(
+        sys.dps[1].table_version(),
+        version,
+        "restored, still moving"
+    );
+    let mut con = sys.dps[1].conn();
+    for i in 0..2000 {
+        let n: i64 = con.incr(format!("ctr:{i}"), 1).unwrap();
+        assert_eq!(n, 1, "ctr:{i}");
+    }
+    // Every counter in the moving slots was moved on demand.
+    let cluster = sys.cluster();
+    let on_g1 = (0..2000)
+        .filter(|i| owner_of(&cluster, &format!("ctr:{i}")) == "g1")
+        .count();
+    assert!(on_g1 > 0);
+    let mut g1 = sys.server("g1").conn();
+    for i in 0..2000 {
+        let e: bool = g1.exists(format!("ctr:{i}")).unwrap();
+        assert!(!e, "ctr:{i} still on the source");
+    }
+    ctl_ok(&sys.ctld, &["migration", "resume", "m", "1", "--wait"]);
+    assert_eq!(sys.assert_placed(), before);
+    let mut con = sys.dps[0].conn();
+    for i in 0..2000 {
+        let n: i64 = con.get(format!("ctr:{i}")).unwrap();
+        assert_eq!(n, 1, "ctr:{i}");
+    }
+}
+
+#[test]
+fn cancel_mid_move_moves_the_keys_back() {
+    let sys = System::start("cancel", 2, 0);
+    preload(&sys.dps[0], 3000);
+    let before = sys.placement();
+    let load = Load::start(&sys, 2, 3000);
+    ctl_ok(
+        &sys.ctld,
+        &[
+            "migrate", "m", "--slots", "0-8191", "--to", "g2", "--rate", "3000",
+        ],
+    );
+    wait_for("keys to move", Duration::from_secs(30), || {
+        (moved_keys(&sys, 1) > 500).then_some(())
+    });
+    let out = ctl_ok(&sys.ctld, &["migration", "cancel", "m", "1", "--wait"]);
+    assert!(out.contains("g2") && out.contains("g1"), "{out}");
+    let m = sys.migration(1);
+    assert_eq!(m["state"]["phase"], "cancelled");
+    assert_eq!(
+        (m["from"].as_str(), m["to"].as_str()),
+        (Some("g2"), Some("g1"))
+    );
+    let (_, errors) = load.finish(&sys.dps[1]);
+    assert!(errors.is_empty(), "client errors: {errors:?}");
+    sys.assert_placed();
+    // Back home: every key where it was before the move.
+    let after = sys.placement();
+    assert_eq!(after.len(), before.len());
+    for (k, g) in &before {
+        assert_eq!(&after[k], g, "{k}");
+    }
+    let cluster = sys.cluster();
+    assert_eq!(cluster["slots"][0]["group"], "g1");
+    assert_eq!(cluster["slots"][0]["last"], 8191);
+}
+
+#[test]
+fn drain_then_shrink() {
+    let sys = System::start("drain", 3, 0);
+    preload(&sys.dps[0], 1500);
+    let before = sys.assert_placed();
+    let (ok, _, err) = sys.ctld.ctl(&["cluster", "shrink", "m", "--group", "g3"]);
+    assert!(!ok && err.contains("still owns slots"), "{err}");
+    let out = ctl_ok(&sys.ctld, &["drain", "m", "--group", "g3", "--wait"]);
+    assert!(out.contains("finished"), "{out}");
+    assert_eq!(sys.server("g3").conn().scan::<String>().unwrap().count(), 0);
+    ctl_ok(&sys.ctld, &["cluster", "shrink", "m", "--group", "g3"]);
+    let cluster = sys.cluster();
+    assert_eq!(cluster["groups"].as_array().unwrap().len(), 2);
+    assert_eq!(sys.assert_placed(), before);
+    let (ok, _, err) = sys.ctld.ctl(&["drain", "m", "--group", "g3"]);
+    assert!(!ok && err.contains("no group"), "{err}");
+    let (ok, out, _) = sys.ctld.ctl(&["rebalance", "m"]);
+    assert!(ok && out.contains("balanced"), "{out}");
+}
+
+#[test]
+fn a_big_key_is_reported_and_moved_with_a_longer_timeout() {
+    let sys = System::start("bigkey", 2, 0);
+    let cluster = sys.cluster();
+    let big = (0..)
+        .map(|i| format!("big:{i}"))
+        .find(|k| owner_of(&cluster, k) == "g1")
+        .unwrap();
+    let mut g1 = sys.server("g1").conn();
+    // A hash of 200k fields: its RESTORE takes far longer than 1 ms.
+    for chunk in 0..20 {
+        let fields: Vec<(String, String)> = (0..10_000)
+            .map(|f| (format!("f{}", chunk * 10_000 + f), "v".repeat(20)))
+            .collect();
+        let () = g1.hset_multiple(&big, &fields).unwrap();
+    }
+    let out = ctl_ok(
+        &sys.ctld,
+        &[
+            "migrate",
+            "m",
+            "--slots",
+            "0-8191",
+            "--to",
+            "g2",
+            "--timeout",
+            "1ms",
+            "--max-timeout",
+            "60s",
+            "--wait",
+        ],
+    );
+    assert!(out.contains("finished"), "{out}");
+    let m = sys.migration(1);
+    let reported = m["progress"]["big_keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["key"] == big.as_str())
+        .unwrap_or_else(|| panic!("{big} not reported: {m}"))
+        .clone();
+    assert!(
+        reported["bytes"].as_u64().unwrap() > 1_000_000,
+        "{reported}"
+    );
+    // The longest timeout that was too short is reported. Then either a
+    // longer one moved the key, or that timed-out MIGRATE had restored it
+    // after all: the retry met the copy (BUSYKEY) and deleted the source's.
+    let short = reported["timed_out_ms"].as_u64().unwrap();
+    let with = reported["moved_with_timeout_ms"].as_u64().expect("moved");
+    assert!(short >= 1 && with >= short, "{reported}");
+    if with == short {
+        assert_eq!(m["progress"]["deleted_on_source"], 1, "{m}");
+    } else {
+        assert!(reported["move_ms"].as_u64().is_some(), "{reported}");
+    }
+    let n: u64 = sys.server("g2").conn().hlen(&big).unwrap();
+    assert_eq!(n, 200_000);
+    let e: bool = g1.exists(&big).unwrap();
+    assert!(!e);
+    let (_, detail, _) = sys.ctld.ctl(&["migrations", "m", "1"]);
+    assert!(
+        detail.contains(&format!("big key      {big:?}")),
+        "{detail}"
+    );
+}
+
+#[test]
+fn a_copy_on_both_sides_is_deleted_on_the_source() {
+    let sys = System::start("busykey", 2, 0);
+    let cluster = sys.cluster();
+    let keys: Vec<String> = (0..)
+        .map(|i| format!("copy:{i}"))
+        .filter(|k| owner_of(&cluster, k) == "g1")
+        .take(2)
+        .collect();
+    let (g1, g2) = (sys.server("g1"), sys.server("g2"));
+    let mut c1 = g1.conn();
+    for k in &keys {
+        let () = c1.set(k, format!("value of {k}")).unwrap();
+        // What a MIGRATE that timed out after the target restored the key
+        // leaves: the same value on both sides.
+        let _: redis::Value = redis::cmd("MIGRATE")
+            .arg("127.0.0.1")
+            .arg(g2.port)
+            .arg(k)
+            .arg(0)
+            .arg(5000)
+            .arg("COPY")
+            .query(&mut c1)
+            .unwrap();
+    }
+    ctl_ok(
+        &sys.ctld,
+        &[
+            "migrate", "m", "--slots", "0-8191", "--to", "g2", "--paused",
+        ],
+    );
+    let m = sys.wait_state(1, "moving");
+    let version = m["state"]["version"].as_u64().unwrap();
+    sys.ctld.wait_acked("dp1", version);
+    // A data plane meets the first copy.
+    let mut con = sys.dps[0].conn();
+    let n: usize = con.append(&keys[0], "!").unwrap();
+    assert_eq!(n, format!("value of {}!", keys[0]).len());
+    let v: String = con.get(&keys[0]).unwrap();
+    assert_eq!(v, format!("value of {}!", keys[0]));
+    let e: bool = c1.exists(&keys[0]).unwrap();
+    assert!(!e, "deleted on the source");
+    // The sweep meets the second.
+    ctl_ok(&sys.ctld, &["migration", "resume", "m", "1", "--wait"]);
+    let m = sys.migration(1);
+    assert_eq!(m["progress"]["deleted_on_source"], 1, "{m}");
+    let v: String = sys.dps[1].conn().get(&keys[1]).unwrap();
+    assert_eq!(v, format!("value of {}", keys[1]));
+    sys.assert_placed();
+}
+
+#[test]
+fn an_unreachable_target_or_source_is_a_clear_error_and_loses_nothing() {
+    let mut sys = System::start("unreachable", 2, 0);
+    let cluster = sys.cluster();
+    let k = (0..)
+        .map(|i| format!("safe:{i}"))
+        .find(|k| owner_of(&cluster, k) == "g1")
+        .unwrap();
+    let _: () = sys.dps[0].conn().set(&k, "kept").unwrap();
+    ctl_ok(
+        &sys.ctld,
+        &[
+            "migrate", "m", "--slots", "0-8191", "--to", "g2", "--paused",
+        ],
+    );
+    let m = sys.wait_state(1, "moving");
+    sys.ctld
+        .wait_acked("dp1", m["state"]["version"].as_u64().unwrap());
+    let port = sys.server("g2").port;
+    sys.redis[1].1.kill();
+    let err = sys.dps[0].conn().append::<_, _, i64>(&k, "!").unwrap_err();
+    assert_eq!(err.code(), Some("TRYAGAIN"), "{err}");
+    assert!(err.to_string().contains("could not move"), "{err}");
+    let v: String = sys.server("g1").conn().get(&k).unwrap();
+    assert_eq!(v, "kept", "still on the source, unchanged");
+    // The target comes back: the command works, the key moves.
+    sys.redis[1].1 = Redis::start_on(port);
+    let n: i64 = sys.dps[0].conn().append(&k, "!").unwrap();
+    assert_eq!(n, 5);
+    let v: String = sys.server("g2").conn().get(&k).unwrap();
+    assert_eq!(v, "kept!");
+    // The source goes away: a clear error naming it.
+    let k2 = (0..)
+        .map(|i| format!("other:{i}"))
+        .find(|k| owner_of(&cluster, k) == "g1")
+        .unwrap();
+    sys.redis[0].1.kill();
+    let err = sys.dps[0].conn().get::<_, String>(&k2).unwrap_err();
+    assert_eq!(err.code(), Some("TRYAGAIN"), "{err}");
+    assert!(err.to_string().contains("backend g1 unavailable"), "{err}");
+}
