@@ -244,12 +244,15 @@ impl Ctx {
         }
         d.moves_left = calls.len() as u16;
         let seq = Self::keep_back(st, place, d);
-        let timeout = self
+        let mut timeout = self
             .cfg
             .migration
             .move_timeout
             .0
             .saturating_mul(1 << place.attempt.min(10));
+        if let Some(t) = self.cfg.backend.timeout.enabled() {
+            timeout = timeout.min((t.as_millis() as u64 * 4 / 5).max(1));
+        }
         for (from, to, start, end, single) in calls {
             let b = self.conn_for(from, st.conn_slot);
             if let Some(msg) = self.down_error(b) {

@@ -138,10 +138,16 @@ fn a_key_moves_before_its_command_goes_to_the_target() {
     let mut r = Rig::new(MOVING);
     let k = key_in(1);
     r.send(&format!("SET {k} v"));
-    assert_eq!(r.written(0), migrate_of(&k, 1000), "MIGRATE first, on the source");
+    assert_eq!(
+        r.written(0),
+        migrate_of(&k, 1000),
+        "MIGRATE first, on the source"
+    );
     assert_eq!(r.written(1), "", "nothing reaches the target yet");
     r.reply(0, "+NOKEY\r\n");
-    assert!(r.written(1).contains(&format!("SET\r\n${}\r\n{k}", k.len())));
+    assert!(r
+        .written(1)
+        .contains(&format!("SET\r\n${}\r\n{k}", k.len())));
     assert_eq!(r.written(0), "", "no write reaches the source");
     r.reply(1, "+OK\r\n");
     assert_eq!(r.output(), "+OK\r\n");
@@ -163,7 +169,10 @@ fn later_requests_wait_behind_a_kept_back_one() {
     let mset_part = to_c.find("MSET").expect("the MSET part for c");
     let get = to_c.find("GET").expect("then the GET");
     assert!(mset_part < get, "{to_c:?}");
-    assert!(r.written(1).contains("MSET"), "the moved key's part goes to b");
+    assert!(
+        r.written(1).contains("MSET"),
+        "the moved key's part goes to b"
+    );
     r.reply(1, "+OK\r\n");
     r.reply(2, "+OK\r\n$1\r\n2\r\n");
     assert_eq!(r.output(), "+OK\r\n$1\r\n2\r\n+PONG\r\n");
@@ -227,7 +236,11 @@ fn held_requests_go_when_the_table_changes() {
     r.send(&format!("GET {k};GET {}", key_in(3)));
     assert_eq!(r.written(0) + &r.written(1) + &r.written(2), "", "held");
     r.swap(2, MOVING);
-    assert_eq!(r.written(0), migrate_of(&k, 1000), "moved first under the new table");
+    assert_eq!(
+        r.written(0),
+        migrate_of(&k, 1000),
+        "moved first under the new table"
+    );
     assert_eq!(r.written(2), "", "the second waits behind the first");
     r.reply(0, "+NOKEY\r\n");
     assert!(r.written(1).contains("GET"));
