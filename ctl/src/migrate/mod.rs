@@ -34,8 +34,9 @@ use crate::daemon::{unix_ms, Shared};
 use crate::model::{MigrationState, State};
 use sweep::{Ended, Job};
 
-/// How often the orchestrator looks at every migration.
-const TICK: Duration = Duration::from_millis(25);
+/// How often the orchestrator looks at every migration (a blocking step
+/// holds commands until it sees the acks).
+const TICK: Duration = Duration::from_millis(10);
 
 /// A sweep thread.
 #[derive(Debug)]

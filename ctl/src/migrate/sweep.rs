@@ -266,10 +266,13 @@ fn sweep(ctld: &Shared, job: &Job, stop: &Arc<AtomicBool>) -> Result<(), Fatal> 
             return Err(Fatal::Stopped);
         }
         let (next, keys) = scan.page(cursor, &stopped)?;
-        let keys: Vec<Vec<u8>> = keys
+        let mut keys: Vec<Vec<u8>> = keys
             .into_iter()
             .filter(|k| moving[key_slot(k, slot_count) as usize])
             .collect();
+        // SCAN may return a key twice; twice in one MIGRATE is a BUSYKEY.
+        keys.sort_unstable();
+        keys.dedup();
         found += keys.len() as u64;
         let batches: Vec<Vec<Vec<u8>>> = keys
             .chunks(m.settings.batch as usize)

@@ -47,6 +47,9 @@ pub struct ControlOptions {
 /// How often the session loop wakes when nothing arrives.
 const POLL: Duration = Duration::from_millis(20);
 
+/// … and while a newer table than the one acked waits to be drained.
+const FAST_POLL: Duration = Duration::from_millis(2);
+
 /// What the session thread knows.
 struct Session {
     opts: ControlOptions,
@@ -163,6 +166,7 @@ impl Session {
             backend: live.backend.clone(),
             migration: live.migration.clone(),
         }));
+        self.shared.wake_cores();
     }
 
     /// Builds the snapshot's table and hands it to the cores.
@@ -265,6 +269,7 @@ impl Session {
         sock.set_nodelay(true).map_err(|e| e.to_string())?;
         sock.set_read_timeout(Some(POLL))
             .map_err(|e| e.to_string())?;
+        let mut polling = POLL;
         let hello = Hello {
             id: self.opts.id.clone(),
             cluster: self.opts.cluster.clone(),
@@ -309,6 +314,20 @@ impl Session {
                 self.ack(&mut sock).map_err(|e| e.to_string())?;
             }
             self.publish(None);
+            // While the newest table is not acked yet (cores loading it,
+            // older requests finishing), look again soon: a migration waits
+            // for this ack, holding commands meanwhile.
+            let latest = self.snapshot.as_ref().map_or(0, |s| s.version);
+            let wait = if self.acked.is_some_and(|a| a < latest) {
+                FAST_POLL
+            } else {
+                POLL
+            };
+            if wait != polling {
+                sock.set_read_timeout(Some(wait))
+                    .map_err(|e| e.to_string())?;
+                polling = wait;
+            }
         }
         Ok(())
     }

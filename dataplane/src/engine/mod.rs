@@ -13,6 +13,7 @@ mod backend;
 mod client;
 mod dispatch;
 mod local;
+mod move_batch;
 mod moves;
 #[cfg(test)]
 mod moves_tests;
@@ -25,7 +26,7 @@ mod versions;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -67,13 +68,27 @@ pub struct Shared {
 
 /// One core's routing-version report, updated as it applies tables and on
 /// every tick.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct CoreReport {
     /// The table version the core routes by.
     pub loaded: AtomicU64,
     /// The oldest version with requests in flight on the core (`u64::MAX`
     /// when none is).
     pub oldest_inflight: AtomicU64,
+    /// An eventfd the core's transport watches to pick up a new config at
+    /// once, even when idle (-1: the core only looks on its next request or
+    /// tick).
+    pub wake_fd: AtomicI32,
+}
+
+impl Default for CoreReport {
+    fn default() -> Self {
+        CoreReport {
+            loaded: AtomicU64::new(0),
+            oldest_inflight: AtomicU64::new(0),
+            wake_fd: AtomicI32::new(-1),
+        }
+    }
 }
 
 impl Shared {
@@ -87,6 +102,20 @@ impl Shared {
             cores,
             reports: (0..cores).map(|_| CoreReport::default()).collect(),
             lease_until_unix_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Tells every core that watches for it that a new config was published
+    /// (call after `ArcSwap::store`), so idle cores load it now.
+    pub fn wake_cores(&self) {
+        for r in self.reports.iter() {
+            let fd = r.wake_fd.load(Ordering::Acquire);
+            if fd >= 0 {
+                let one = 1u64.to_ne_bytes();
+                // SAFETY: writing 8 bytes from a live buffer to an eventfd the
+                // core owns; a failure (a closed fd at shutdown) is harmless.
+                let _ = unsafe { libc::write(fd, one.as_ptr().cast(), one.len()) };
+            }
         }
     }
 
@@ -185,6 +214,10 @@ pub(crate) struct Ctx {
     /// Clients (index, generation) whose first kept-back request may be
     /// ready to go: [`Worker::run_deferred`] walks them.
     walk: Vec<(u32, u32)>,
+    /// On-demand moves, coalesced per source connection and target.
+    batches: move_batch::MoveBatches,
+    /// The oldest in-flight version last published in the core's report.
+    reported_oldest: u64,
     shutting_down: bool,
 }
 
@@ -223,6 +256,8 @@ impl Worker {
             resume: Vec::new(),
             held: Vec::new(),
             walk: Vec::new(),
+            batches: Default::default(),
+            reported_oldest: u64::MAX,
             shutting_down: false,
         };
         ctx.apply(cfg);
@@ -231,6 +266,12 @@ impl Worker {
             ctx,
             reparser: RequestParser::new(Default::default()),
         }
+    }
+
+    /// A new config may have been published: load it now.
+    pub fn config_changed(&mut self) {
+        self.refresh();
+        self.ctx.report();
     }
 
     /// The table version this core routes by.
@@ -265,10 +306,13 @@ impl Worker {
             let latest = latest.clone();
             let table_changed = latest.table.version != self.ctx.cfg.table.version;
             self.ctx.apply(latest);
+            // Moves not sent yet were decided under the old config: route
+            // their requests again.
+            self.drop_unsent_moves();
             if table_changed {
                 self.release_held();
-                self.run_deferred();
             }
+            self.run_deferred();
         }
     }
 
@@ -292,10 +336,92 @@ impl Worker {
     /// Dispatches kept-back requests that may go now, each client's strictly
     /// in request order: moves done (or failed: tried again, or answered
     /// `-TRYAGAIN`), holds released, or nothing ahead of it kept back any
-    /// more.
+    /// more. Then sends the move batches that may go.
     fn run_deferred(&mut self) {
-        while let Some((idx, gen)) = self.ctx.walk.pop() {
-            self.walk_client(idx, gen);
+        loop {
+            while let Some((idx, gen)) = self.ctx.walk.pop() {
+                self.walk_client(idx, gen);
+            }
+            self.flush_moves();
+            if self.ctx.walk.is_empty() {
+                return;
+            }
+        }
+    }
+
+    /// Sends every move batch whose route has no MIGRATE in flight; the
+    /// requests of a batch whose source is down get its error.
+    fn flush_moves(&mut self) {
+        if !self.ctx.batches.has_waiting() {
+            return;
+        }
+        let timeout = self.ctx.first_move_timeout();
+        for ((b, target), mut batch) in self.ctx.batches.ready() {
+            let down = match self.ctx.backends.get(b) {
+                None => Some("ERR internal error: the source connection is gone".to_string()),
+                Some(_) => self.ctx.down_error(b),
+            };
+            if let Some(msg) = down {
+                for w in batch.waiters {
+                    self.move_answered(w, &msg, false);
+                }
+                continue;
+            }
+            batch.keys.sort_unstable();
+            batch.keys.dedup();
+            let id = self.ctx.batches.sent((b, target), batch.waiters);
+            self.ctx.stats.key_moves += 1;
+            let version = self.ctx.cfg.table.version;
+            let conn = &mut self.ctx.backends[b];
+            moves::write_migrate(
+                conn.out.buf_mut(),
+                target,
+                timeout,
+                batch.keys.iter().map(Vec::as_slice),
+            );
+            conn.inflight.push_back(Inflight {
+                client: u32::MAX,
+                client_gen: 0,
+                seq: id,
+                part: move_batch::MOVE_BATCH,
+                version,
+                sent_ms: self.ctx.now_ms,
+            });
+            self.ctx.versions.add(version);
+            if !conn.dirty && matches!(conn.link, Link::Up) {
+                conn.dirty = true;
+                self.ctx.wake.backends.push(b as u32);
+            }
+        }
+    }
+
+    /// A move a kept-back request waited for ended: with `failure` (retried
+    /// or answered), or dropped unsent (`dropped`: route it again).
+    fn move_answered(&mut self, (idx, gen, seq): DeferredRef, failure: &str, dropped: bool) {
+        let Some(c) = self
+            .clients
+            .get_mut(idx as usize)
+            .filter(|c| c.st.me.gen == gen)
+        else {
+            return;
+        };
+        if let Some(d) = c.st.queue.deferred_mut(seq) {
+            if dropped {
+                d.moved_at = None;
+            } else {
+                d.failure.get_or_insert_with(|| failure.to_string());
+            }
+            d.moves_left = d.moves_left.saturating_sub(1);
+            if d.ready() {
+                self.ctx.walk.push((idx, gen));
+            }
+        }
+    }
+
+    /// Drops the move batches not sent yet; their requests are routed again.
+    fn drop_unsent_moves(&mut self) {
+        for w in self.ctx.batches.drop_unsent() {
+            self.move_answered(w, "", true);
         }
     }
 
@@ -677,6 +803,7 @@ impl Worker {
         }
         self.resume_paused();
         self.run_deferred();
+        self.ctx.report_if_drained();
     }
 
     /// The backend connections, and a [`Sink`] for replies over the rest.
@@ -689,6 +816,7 @@ impl Worker {
             stats: &mut ctx.stats,
             resume: &mut ctx.resume,
             walk: &mut ctx.walk,
+            batches: &mut ctx.batches,
             hard_limit: ctx.cfg.limits.output_hard_limit as usize,
             max_pipeline: ctx.cfg.limits.max_pipeline,
         };
@@ -955,13 +1083,23 @@ impl Ctx {
     }
 
     /// Publishes the version this core routes by and the oldest in flight.
-    fn report(&self) {
+    fn report(&mut self) {
+        let oldest = self.versions.oldest().unwrap_or(u64::MAX);
+        self.reported_oldest = oldest;
         if let Some(r) = self.shared.reports.get(self.core) {
-            r.oldest_inflight.store(
-                self.versions.oldest().unwrap_or(u64::MAX),
-                Ordering::Release,
-            );
+            r.oldest_inflight.store(oldest, Ordering::Release);
             r.loaded.store(self.cfg.table.version, Ordering::Release);
+        }
+    }
+
+    /// Reports at once when the oldest version in flight has drained, so
+    /// that the data plane acks a new table without waiting for a tick.
+    /// (Requests sent since the last report are under the loaded version,
+    /// which an ack of that version does not wait for.)
+    #[inline]
+    fn report_if_drained(&mut self) {
+        if self.versions.oldest().unwrap_or(u64::MAX) > self.reported_oldest {
+            self.report();
         }
     }
 }
@@ -974,11 +1112,32 @@ struct Sink<'a> {
     stats: &'a mut Stats,
     resume: &'a mut Vec<u32>,
     walk: &'a mut Vec<(u32, u32)>,
+    batches: &'a mut move_batch::MoveBatches,
     hard_limit: usize,
     max_pipeline: usize,
 }
 
 impl Sink<'_> {
+    /// A batch's MIGRATE reply stands for each of its requests' moves.
+    fn batch_replied(&mut self, id: u64, reply: &[u8]) {
+        for (idx, gen, seq) in self.batches.answered(id) {
+            let Some(c) = self
+                .clients
+                .get_mut(idx as usize)
+                .filter(|c| c.st.me.gen == gen)
+            else {
+                continue;
+            };
+            if c.st
+                .queue
+                .deferred_mut(seq)
+                .is_some_and(|d| moves::move_replied(d, moves::MOVE, reply))
+            {
+                self.walk.push((idx, gen));
+            }
+        }
+    }
+
     /// Frames every complete reply at the start of `buf` and delivers it to
     /// the request at the head of `conn`'s in-flight queue. Returns the bytes
     /// consumed, or why the connection can no longer be trusted.
@@ -1002,6 +1161,9 @@ impl Sink<'_> {
     #[inline]
     fn deliver(&mut self, e: Inflight, reply: &[u8]) {
         self.versions.done(e.version);
+        if e.part == move_batch::MOVE_BATCH {
+            return self.batch_replied(e.seq, reply);
+        }
         let Some(c) = self
             .clients
             .get_mut(e.client as usize)

@@ -242,42 +242,41 @@ impl Ctx {
                 _ => calls.push((from, to, i, i + 1, None)),
             }
         }
-        d.moves_left = calls.len() as u16;
         let seq = Self::keep_back(st, place, d);
-        let mut timeout = self
-            .cfg
-            .migration
-            .move_timeout
-            .0
-            .saturating_mul(1 << place.attempt.min(10));
-        if let Some(t) = self.cfg.backend.timeout.enabled() {
-            timeout = timeout.min((t.as_millis() as u64 * 4 / 5).max(1));
-        }
+        let waiter = (st.me.idx, st.me.gen, seq);
+        let timeout = self.move_timeout(place.attempt);
         for (from, to, start, end, single) in calls {
             let b = self.conn_for(from, st.conn_slot);
             if let Some(msg) = self.down_error(b) {
                 if let Some(d) = st.queue.deferred_mut(seq) {
                     d.failure.get_or_insert(msg);
-                    d.moves_left -= 1;
                 }
                 continue;
             }
             let target = self.cfg.table.group(to).master;
             let keys = &moves[start..end];
+            let waits = if place.attempt == 0 {
+                // Coalesced with other requests' moves (see `move_batch`).
+                let keys = keys.iter().map(|&(_, _, k)| args.get(k as usize).to_vec());
+                self.batches.join((b, target), keys, waiter)
+            } else {
+                1
+            };
+            if let Some(d) = st.queue.deferred_mut(seq) {
+                d.moves_left += waits;
+            }
+            if place.attempt == 0 {
+                continue;
+            }
             self.stats.key_moves += 1;
             let part = single.map_or(MOVE, |i| MOVE_KEY + i);
             self.enqueue(st, b, seq, part, |out| {
-                encode::array_header(out, 7 + keys.len());
-                encode::bulk(out, b"MIGRATE");
-                encode::bulk(out, target.ip().to_string().as_bytes());
-                encode::bulk(out, target.port().to_string().as_bytes());
-                encode::bulk(out, b"");
-                encode::bulk(out, b"0");
-                encode::bulk(out, timeout.to_string().as_bytes());
-                encode::bulk(out, b"KEYS");
-                for &(_, _, k) in keys {
-                    encode::bulk(out, args.get(k as usize));
-                }
+                write_migrate(
+                    out,
+                    target,
+                    timeout,
+                    keys.iter().map(|&(_, _, k)| args.get(k as usize)),
+                );
             });
         }
         self.scratch.moves = moves;
@@ -290,6 +289,27 @@ impl Ctx {
         if st.queue.deferred_mut(seq).is_some_and(|d| d.ready()) {
             self.walk.push((st.me.idx, st.me.gen));
         }
+    }
+
+    /// The MIGRATE timeout of move attempt `attempt`: doubled on each retry,
+    /// capped at 80% of the backend timeout (a slower MIGRATE would fail the
+    /// whole connection).
+    pub(crate) fn move_timeout(&self, attempt: u8) -> u64 {
+        let mut timeout = self
+            .cfg
+            .migration
+            .move_timeout
+            .0
+            .saturating_mul(1 << attempt.min(10));
+        if let Some(t) = self.cfg.backend.timeout.enabled() {
+            timeout = timeout.min((t.as_millis() as u64 * 4 / 5).max(1));
+        }
+        timeout
+    }
+
+    /// The timeout of a first attempt (a batch).
+    pub(crate) fn first_move_timeout(&self) -> u64 {
+        self.move_timeout(0)
     }
 
     /// Deletes on their sources `keys` (source, key) of `d`, found on both
@@ -334,6 +354,26 @@ impl Ctx {
             });
         }
         self.walk_if_ready(st, seq);
+    }
+}
+
+/// Encodes `MIGRATE host port "" 0 timeout KEYS k…`.
+pub(crate) fn write_migrate<'k>(
+    out: &mut Vec<u8>,
+    target: std::net::SocketAddr,
+    timeout_ms: u64,
+    keys: impl ExactSizeIterator<Item = &'k [u8]>,
+) {
+    encode::array_header(out, 7 + keys.len());
+    encode::bulk(out, b"MIGRATE");
+    encode::bulk(out, target.ip().to_string().as_bytes());
+    encode::bulk(out, target.port().to_string().as_bytes());
+    encode::bulk(out, b"");
+    encode::bulk(out, b"0");
+    encode::bulk(out, timeout_ms.to_string().as_bytes());
+    encode::bulk(out, b"KEYS");
+    for k in keys {
+        encode::bulk(out, k);
     }
 }
 

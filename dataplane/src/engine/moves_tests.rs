@@ -276,3 +276,88 @@ fn a_table_change_between_move_and_send_routes_again() {
     assert!(r.written(1).contains("GET"), "sent to the new owner");
     assert_eq!(r.written(0), "", "without another MIGRATE");
 }
+
+impl Rig {
+    fn another_client(&mut self) -> ClientId {
+        let peer: SocketAddr = "127.0.0.1:50001".parse().unwrap();
+        self.worker.accept(peer, peer).unwrap()
+    }
+
+    fn send_as(&mut self, client: ClientId, req: &str) {
+        let keep = self.client;
+        self.client = client;
+        self.send(req);
+        self.client = keep;
+    }
+
+    fn output_of(&mut self, client: ClientId) -> String {
+        let keep = self.client;
+        self.client = client;
+        let out = self.output();
+        self.client = keep;
+        out
+    }
+}
+
+#[test]
+fn moves_of_many_clients_share_one_migrate_at_a_time() {
+    let mut r = Rig::new(MOVING);
+    let (k1, k2, k3) = (
+        key_in(1),
+        format!("{{{}}}x", key_in(1)),
+        format!("{{{}}}y", key_in(1)),
+    );
+    let (b, c) = (r.another_client(), r.another_client());
+    r.send(&format!("GET {k1}"));
+    assert_eq!(r.written(0), migrate_of(&k1, 1000));
+    r.send_as(b, &format!("GET {k2}"));
+    r.send_as(c, &format!("SET {k3} v"));
+    r.send_as(b, &format!("GET {k2}"));
+    assert_eq!(
+        r.written(0),
+        "",
+        "one MIGRATE in flight per source and target"
+    );
+    r.reply(0, "+NOKEY\r\n");
+    let next = r.written(0);
+    assert!(
+        next.starts_with("*9\r\n$7\r\nMIGRATE") && next.contains(&k2) && next.contains(&k3),
+        "the waiting keys go in one MIGRATE, each once: {next:?}"
+    );
+    assert!(r.written(1).contains("GET"), "the first request went on");
+    r.reply(0, "+OK\r\n");
+    let to_b = r.written(1);
+    assert_eq!(to_b.matches("GET").count(), 1, "{to_b:?}");
+    assert_eq!(to_b.matches("SET").count(), 1, "{to_b:?}");
+    // b's second GET waited behind its first, and moves on its own now.
+    assert_eq!(r.written(0), migrate_of(&k2, 1000));
+    assert_eq!(r.worker.stats().key_moves, 3);
+    let (get, set) = (to_b.find("GET").unwrap(), to_b.find("SET").unwrap());
+    let replies = if get < set {
+        "$1\r\n2\r\n+OK\r\n"
+    } else {
+        "+OK\r\n$1\r\n2\r\n"
+    };
+    r.reply(1, &format!("$1\r\n1\r\n{replies}"));
+    assert_eq!(r.output(), "$1\r\n1\r\n");
+    assert_eq!(r.output_of(c), "+OK\r\n");
+    r.reply(0, "+NOKEY\r\n");
+    r.reply(1, "$1\r\n3\r\n");
+    assert_eq!(r.output_of(b), "$1\r\n2\r\n$1\r\n3\r\n");
+}
+
+#[test]
+fn unsent_moves_are_dropped_when_the_table_changes() {
+    let mut r = Rig::new(MOVING);
+    let (k1, k2) = (key_in(1), format!("{{{}}}x", key_in(1)));
+    let b = r.another_client();
+    r.send(&format!("GET {k1}"));
+    r.send_as(b, &format!("GET {k2}"));
+    assert_eq!(r.written(0), migrate_of(&k1, 1000));
+    // The migration finished: the target owns the slot.
+    r.swap(2, SlotRoute::Stable(1));
+    assert!(r.written(1).contains(&k2), "routed again, without a move");
+    r.reply(0, "+NOKEY\r\n");
+    assert!(r.written(1).contains(&k1));
+    assert_eq!(r.written(0), "", "no MIGRATE under the new table");
+}

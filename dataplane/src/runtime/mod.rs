@@ -164,7 +164,10 @@ pub fn run(config: Config, routing: Routing) -> anyhow::Result<()> {
         for sig in signals.pending() {
             match sig {
                 SIGHUP => match &routing {
-                    Routing::File { path, overrides } => reload(path, overrides, &source, &config),
+                    Routing::File { path, overrides } => {
+                        reload(path, overrides, &source, &config);
+                        shared.wake_cores();
+                    }
                     Routing::Control(_) => {
                         tracing::info!("SIGHUP ignored: routing comes from keyway-ctld")
                     }

@@ -52,6 +52,8 @@ const BACKEND_RECV: u64 = 5;
 const BACKEND_SEND: u64 = 6;
 /// Cancellations and link timeouts: nothing to do on completion.
 const IGNORE: u64 = 7;
+/// A read of the core's wake eventfd: a new config was published.
+const WAKE: u64 = 8;
 
 fn tag(kind: u64, slot: usize) -> u64 {
     kind << 32 | slot as u64
@@ -185,10 +187,25 @@ pub(crate) fn run(cpu: usize, setup: CoreSetup) -> anyhow::Result<()> {
         actions: Vec::new(),
         index: setup.index,
     };
-    let result = d.serve(&mut ring, &mut bufs, &setup);
+    // SAFETY: eventfd(2) with no pointers; the fd is checked below.
+    let wake_fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    let mut wake_buf = Box::new([0u8; 8]);
+    if wake_fd >= 0 {
+        if let Some(r) = setup.shared.reports.get(setup.index) {
+            r.wake_fd.store(wake_fd, Ordering::Release);
+        }
+    }
+    let result = d.serve(&mut ring, &mut bufs, &setup, (wake_fd, &mut wake_buf));
+    if let Some(r) = setup.shared.reports.get(setup.index) {
+        r.wake_fd.store(-1, Ordering::Release);
+    }
     d.close_all();
     drop(ring);
     drop(bufs);
+    if wake_fd >= 0 {
+        // SAFETY: our own eventfd; the ring that read it is gone.
+        unsafe { libc::close(wake_fd) };
+    }
     // SAFETY: the listener fd was handed to this core alone.
     unsafe { libc::close(setup.listener_fd) };
     result
@@ -213,12 +230,22 @@ impl Driver {
         ring: &mut IoUring,
         bufs: &mut BufRing,
         setup: &CoreSetup,
+        (wake_fd, wake_buf): (RawFd, &mut [u8; 8]),
     ) -> anyhow::Result<()> {
         let (submitter, sq, mut cq) = ring.split();
         let mut sq = Sq { submitter, sq };
         let mut next_tick = Instant::now();
         let mut drain_until: Option<Instant> = None;
         self.arm_accept(&mut sq)?;
+        // SAFETY: `wake_buf` outlives the ring (dropped after it in `run`).
+        let wake_read = (wake_fd >= 0).then(|| {
+            opcode::Read::new(Fd(wake_fd), wake_buf.as_mut_ptr(), 8)
+                .build()
+                .user_data(tag(WAKE, 0))
+        });
+        if let Some(e) = &wake_read {
+            sq.push(e)?;
+        }
         loop {
             let now = Instant::now();
             if now >= next_tick {
@@ -265,6 +292,16 @@ impl Driver {
             }
             cq.sync();
             for cqe in &mut cq {
+                if cqe.user_data() >> 32 == WAKE {
+                    self.worker.config_changed();
+                    match &wake_read {
+                        Some(e) if cqe.result() >= 0 || cqe.result() == -libc::EAGAIN => {
+                            sq.push(e)?
+                        }
+                        _ => {}
+                    }
+                    continue;
+                }
                 self.complete(cqe, bufs, &mut sq)?;
             }
             bufs.publish();
