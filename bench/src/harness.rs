@@ -152,6 +152,7 @@ fn loads(o: &Options) -> anyhow::Result<Vec<Load>> {
             stop: Stop::Requests(n),
             rate,
             threads: 1,
+            until: None,
         })
     };
     let mix = "get=50,set=20,incr=10,lpush=10,lpop=10";
@@ -264,7 +265,9 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-fn machine() -> BTreeMap<String, String> {
+/// What the machine is: CPU, cores, memory, kernel, Redis and twemproxy
+/// versions.
+pub fn machine() -> BTreeMap<String, String> {
     let mut m = BTreeMap::new();
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
@@ -405,16 +408,7 @@ pub fn run(o: &Options, command: String) -> anyhow::Result<Report> {
             );
         }
     }
-    let commit = Command::new("git")
-        .args(["describe", "--always", "--dirty"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
-    let date = Command::new("date")
-        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
+    let (date, commit) = date_and_commit();
     Ok(Report {
         date,
         commit,
@@ -430,6 +424,21 @@ pub fn run(o: &Options, command: String) -> anyhow::Result<Report> {
         samples,
         summary,
     })
+}
+
+/// Now (UTC, RFC 3339) and `git describe` of the tree.
+pub fn date_and_commit() -> (String, String) {
+    let out = |cmd: &str, args: &[&str]| {
+        Command::new(cmd)
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    };
+    (
+        out("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]),
+        out("git", &["describe", "--always", "--dirty"]),
+    )
 }
 
 /// The report as Markdown tables, one per load.

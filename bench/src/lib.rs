@@ -1,8 +1,9 @@
-//! Keyway's benchmarks: a load generator ([`load`]) and the side-by-side harness
+//! Keyway's benchmarks: a load generator ([`load`]), the side-by-side harness
 //! ([`harness`]) that runs direct Redis, twemproxy and keyway over the same
-//! Redis in one run.
+//! Redis in one run, and the online-migration benchmark ([`migrate`]).
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
 pub mod harness;
 pub mod load;
+pub mod migrate;
 pub mod procs;

@@ -10,6 +10,8 @@
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -106,6 +108,9 @@ pub struct LoadSpec {
     pub rate: Option<f64>,
     /// Threads, each with its share of the connections.
     pub threads: usize,
+    /// Also stop as soon as this is set (for loads that last as long as
+    /// something else does).
+    pub until: Option<Arc<AtomicBool>>,
 }
 
 /// What a run measured.
@@ -343,7 +348,13 @@ fn run_thread(
     let mut buf = vec![0u8; 1 << 16];
     loop {
         let now = Instant::now();
-        if done >= budget || deadline.is_some_and(|d| now >= d) {
+        if done >= budget
+            || deadline.is_some_and(|d| now >= d)
+            || spec
+                .until
+                .as_ref()
+                .is_some_and(|u| u.load(Ordering::Relaxed))
+        {
             break;
         }
         // Fill windows and write.
@@ -478,6 +489,7 @@ mod tests {
             stop: Stop::Requests(1),
             rate: None,
             threads: 1,
+            until: None,
         };
         let mut g = Generator {
             spec: &spec,

@@ -44,7 +44,7 @@ impl Proc {
 
     /// Starts `cmd` (pinned to `cpu` with taskset, if given) and waits until
     /// it accepts connections on `addr`.
-    fn spawn(
+    pub fn spawn(
         name: &str,
         addr: SocketAddr,
         cmd: &Command,

@@ -66,6 +66,7 @@ fn main() -> anyhow::Result<()> {
         },
         rate: a.rate,
         threads: a.threads,
+        until: None,
     };
     let r = run(&spec)?;
     if a.json {

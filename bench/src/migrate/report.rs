@@ -1,0 +1,213 @@
+//! The migration benchmark's medians, Markdown and files.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use serde::Serialize;
+
+use super::{CpuSeconds, Move, Report};
+use crate::load::LoadResult;
+
+/// The medians of the rounds of one sweep rate.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// The sweep's rate limit (0: none).
+    pub sweep_rate: u64,
+    /// Rounds.
+    pub rounds: usize,
+    /// Median keys per second.
+    pub keys_per_second: f64,
+    /// Median seconds per move.
+    pub seconds: f64,
+    /// Median client p50 before the moves, µs.
+    pub before_p50_us: u64,
+    /// Median client p99 before the moves, µs.
+    pub before_p99_us: u64,
+    /// Median client p50 during the moves, µs.
+    pub during_p50_us: u64,
+    /// Median client p99 during the moves, µs.
+    pub during_p99_us: u64,
+    /// Median over rounds of p99 during / p99 just before.
+    pub p99_ratio: f64,
+    /// The largest client latency during any of the moves, µs.
+    pub during_max_us: u64,
+    /// Client errors during the moves.
+    pub errors: u64,
+    /// Median CPU seconds per move.
+    pub cpu_seconds: CpuSeconds,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }
+}
+
+/// The medians of the moves with sweep rate `rate`.
+pub fn summarize(rate: u64, moves: &[Move]) -> Summary {
+    let ms: Vec<&Move> = moves.iter().filter(|m| m.sweep_rate == rate).collect();
+    let med = |f: &dyn Fn(&Move) -> f64| median(ms.iter().map(|m| f(m)).collect());
+    let q = |l: &LoadResult, p99: bool| {
+        (if p99 {
+            l.latency_us.p99
+        } else {
+            l.latency_us.p50
+        }) as f64
+    };
+    Summary {
+        sweep_rate: rate,
+        rounds: ms.len(),
+        keys_per_second: med(&|m| m.keys_per_second),
+        seconds: med(&|m| m.seconds),
+        before_p50_us: med(&|m| q(&m.before, false)) as u64,
+        before_p99_us: med(&|m| q(&m.before, true)) as u64,
+        during_p50_us: med(&|m| q(&m.during, false)) as u64,
+        during_p99_us: med(&|m| q(&m.during, true)) as u64,
+        p99_ratio: med(&|m| q(&m.during, true) / q(&m.before, true).max(1.0)),
+        during_max_us: ms
+            .iter()
+            .map(|m| m.during.latency_us.max)
+            .max()
+            .unwrap_or(0),
+        errors: ms.iter().map(|m| m.during.errors + m.before.errors).sum(),
+        cpu_seconds: CpuSeconds {
+            ctld: med(&|m| m.cpu_seconds.ctld),
+            keyway: med(&|m| m.cpu_seconds.keyway),
+            source: med(&|m| m.cpu_seconds.source),
+            target: med(&|m| m.cpu_seconds.target),
+        },
+    }
+}
+
+fn limit(rate: u64) -> String {
+    if rate == 0 {
+        "none".into()
+    } else {
+        format!("{rate} keys/s")
+    }
+}
+
+/// The report as Markdown.
+pub fn markdown(r: &Report) -> String {
+    let get = |k: &str| r.machine.get(k).map_or("?", String::as_str);
+    let o = &r.options;
+    let mut s = format!(
+        "Measured {} at commit `{}` on {} ({} CPUs, {}, kernel {}; {}).\n\n\
+         Command: `{}`\n\n\
+         {} keys of {} bytes move between two Redis groups — all 16384 slots, one migration, \
+         {} rounds per sweep rate limit, alternating direction — while an open-loop client load \
+         runs through one keyway data plane: {} req/s on {} connections, GET 80% / SET 20% over \
+         the same keys, latency from each request's intended send time. Sweep batches of {} \
+         keys, concurrency {}. \"before\" is {} s of the same load just before each move. \
+         Medians over rounds; max is the largest of all rounds.\n\n\
+         | sweep limit | keys/s | move s | client p50 µs before → during | client p99 µs before → during | p99 × | max µs during | errors | CPU s per move: ctld / keyway / source / target |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
+        r.date,
+        r.commit,
+        get("cpu"),
+        get("cpus"),
+        get("memory"),
+        get("kernel"),
+        get("redis"),
+        r.command,
+        o.keys,
+        o.value_size,
+        o.rounds,
+        o.client_rate,
+        o.connections,
+        o.batch,
+        o.concurrency,
+        o.baseline_seconds,
+    );
+    for m in &r.summary {
+        let c = &m.cpu_seconds;
+        s.push_str(&format!(
+            "| {} | {:.0} | {:.1} | {} → {} | {} → {} | {:.1} | {} | {} | {:.1} / {:.1} / {:.1} / {:.1} |\n",
+            limit(m.sweep_rate),
+            m.keys_per_second,
+            m.seconds,
+            m.before_p50_us,
+            m.during_p50_us,
+            m.before_p99_us,
+            m.during_p99_us,
+            m.p99_ratio,
+            m.during_max_us,
+            m.errors,
+            c.ctld,
+            c.keyway,
+            c.source,
+            c.target
+        ));
+    }
+    s.push_str("\nEvery round:\n\n| sweep limit | direction | keys/s | swept by ctld | p99 µs before | p99 µs during | max µs during | errors |\n|---|---|---|---|---|---|---|---|\n");
+    for m in &r.moves {
+        s.push_str(&format!(
+            "| {} | {} | {:.0} | {} | {} | {} | {} | {} |\n",
+            limit(m.sweep_rate),
+            m.direction,
+            m.keys_per_second,
+            m.swept,
+            m.before.latency_us.p99,
+            m.during.latency_us.p99,
+            m.during.latency_us.max,
+            m.during.errors
+        ));
+    }
+    if let Some(b) = &r.big_key {
+        s.push_str(&format!(
+            "\nA big key: a hash of {} fields, {} bytes (`MEMORY USAGE`), moved alone (its slot) \
+             in {:.2} s under the same load. Client latency µs just before → while it moves: p50 \
+             {} → {}, p99 {} → {}, max {} → {}; {} errors. The source runs MIGRATE synchronously, \
+             so its other clients wait for the whole transfer and restore: the max above is the \
+             price of moving such a key, whoever moves it. Sweep report: `{}`.\n",
+            b.fields,
+            b.bytes,
+            b.seconds,
+            b.before.latency_us.p50,
+            b.during.latency_us.p50,
+            b.before.latency_us.p99,
+            b.during.latency_us.p99,
+            b.before.latency_us.max,
+            b.during.latency_us.max,
+            b.during.errors,
+            b.reported
+        ));
+    }
+    s
+}
+
+/// Writes the report's JSON under `out` and replaces the migration section of
+/// `results_md` (unless it is "-").
+pub fn save(r: &Report, out: &Path, results_md: &str) -> anyhow::Result<()> {
+    const START: &str = "<!-- migration:start -->";
+    const END: &str = "<!-- migration:end -->";
+    std::fs::create_dir_all(out)?;
+    let day = &r.date[..10.min(r.date.len())];
+    let json = out.join(format!("{day}-{}-migrate.json", r.commit));
+    std::fs::write(&json, serde_json::to_string_pretty(r)?)?;
+    eprintln!("wrote {}", json.display());
+    if results_md != "-" {
+        let path = PathBuf::from(results_md);
+        let old = std::fs::read_to_string(&path).unwrap_or_default();
+        let section = format!("{START}\n{}{END}", markdown(r));
+        let new = match (old.find(START), old.find(END)) {
+            (Some(s), Some(e)) if s < e => {
+                format!("{}{section}{}", &old[..s], &old[e + END.len()..])
+            }
+            _ => format!(
+                "{old}\n## Online migration: keys per second and client latency\n\n\
+                 `bench/migrate.sh` (see `keyway-migrate-bench --help`).\n\n{section}\n"
+            ),
+        };
+        std::fs::write(&path, new).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("updated {}", path.display());
+    }
+    Ok(())
+}
