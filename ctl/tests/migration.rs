@@ -706,3 +706,53 @@ fn an_unreachable_target_or_source_is_a_clear_error_and_loses_nothing() {
     assert_eq!(err.code(), Some("TRYAGAIN"), "{err}");
     assert!(err.to_string().contains("backend g1 unavailable"), "{err}");
 }
+
+#[test]
+fn a_target_failover_mid_move_sends_the_rest_to_the_new_master() {
+    let mut sys = System::start("failover", 2, 0);
+    let replica = Redis::replica_of(sys.server("g2"));
+    preload(&sys.dps[0], 1000);
+    let before = sys.assert_placed();
+    ctl_ok(
+        &sys.ctld,
+        &[
+            "migrate", "m", "--slots", "0-8191", "--to", "g2", "--rate", "500",
+        ],
+    );
+    wait_for("keys to move", Duration::from_secs(30), || {
+        (moved_keys(&sys, 1) > 200).then_some(())
+    });
+    // A switchover of g2: the replica has everything, is promoted, and the
+    // group points at it. The sweep must follow.
+    let mut old = sys.server("g2").conn();
+    let _: i64 = redis::cmd("WAIT").arg(1).arg(5000).query(&mut old).unwrap();
+    let () = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query(&mut replica.conn())
+        .unwrap();
+    ctl_ok(
+        &sys.ctld,
+        &["group", "m", "g2", "--master", &replica.addr()],
+    );
+    let on_old_at_switch: usize = old.scan::<String>().unwrap().count();
+    assert!(
+        on_old_at_switch < before,
+        "the move was still going at the switch"
+    );
+    sys.wait_state(1, "done");
+    let left_on_old: usize = old.scan::<String>().unwrap().count();
+    assert_eq!(
+        left_on_old, on_old_at_switch,
+        "nothing moved to the old master after the switch"
+    );
+    // The replica is g2 now.
+    let old_g2 = std::mem::replace(&mut sys.redis[1].1, replica);
+    assert_eq!(sys.assert_placed(), before);
+    let mut con = sys.dps[1].conn();
+    for i in 0..1000 {
+        let v: i64 = con.get(format!("kv:{i}")).unwrap();
+        assert_eq!(v, 0, "kv:{i}");
+    }
+    drop(old_g2);
+}

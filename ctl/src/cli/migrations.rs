@@ -176,7 +176,7 @@ fn print_list(list: &[MigrationView]) {
                 v.migration.id.to_string(),
                 v.migration.from.clone(),
                 v.migration.to.clone(),
-                v.slots.clone(),
+                format!("{} ({})", v.slots, v.migration.slot_count()),
                 state_text(v),
                 p.keys_moved.to_string(),
                 format!("{}/s", p.rate),
@@ -190,6 +190,16 @@ fn print_list(list: &[MigrationView]) {
             "ID", "FROM", "TO", "SLOTS", "STATE", "MOVED", "RATE", "ETA", "ERRORS",
         ],
         rows,
+    );
+    let count = |f: &dyn Fn(&MigrationView) -> bool| {
+        let ms: Vec<&MigrationView> = list.iter().filter(|v| f(v)).collect();
+        let slots: u32 = ms.iter().map(|v| v.migration.slot_count()).sum();
+        (ms.len(), slots)
+    };
+    let (active, moving) = count(&|v| v.migration.active());
+    let (done, moved) = count(&|v| v.migration.state == MigrationState::Done);
+    println!(
+        "slots done: {moved} in {done} finished migration(s); {moving} still moving in {active} active"
     );
 }
 

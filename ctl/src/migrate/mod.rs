@@ -38,6 +38,14 @@ use sweep::{Ended, Job};
 /// holds commands until it sees the acks).
 const TICK: Duration = Duration::from_millis(10);
 
+/// The master of group `name` of `c`.
+fn master(c: &crate::model::Cluster, name: &str) -> Option<String> {
+    c.groups
+        .iter()
+        .find(|g| g.name == name)
+        .map(|g| g.master.clone())
+}
+
 /// A sweep thread.
 #[derive(Debug)]
 struct Running {
@@ -100,12 +108,16 @@ impl Orchestrator {
                         }
                     }
                     MigrationState::Moving { version } => {
+                        let masters = master(c, &m.from).zip(master(c, &m.to));
                         if !m.paused && m.progress.failed.is_none() && !self.sweeping(name, m.id) {
-                            self.spawn(Job {
-                                cluster: name.clone(),
-                                id: m.id,
-                                version,
-                            });
+                            if let Some(masters) = masters {
+                                self.spawn(Job {
+                                    cluster: name.clone(),
+                                    id: m.id,
+                                    version,
+                                    masters,
+                                });
+                            }
                         }
                     }
                     MigrationState::Done | MigrationState::Cancelled => {}
@@ -175,21 +187,21 @@ impl Orchestrator {
         }
     }
 
-    /// Asks sweeps to stop whose migration no longer wants them.
+    /// Asks sweeps to stop whose migration no longer wants them, or whose
+    /// source or target has a new master (the next sweep uses it).
     fn stop_unwanted(&self, state: &State) {
         for r in self.sweeps.values() {
-            let wanted = state
-                .clusters
-                .get(&r.job.cluster)
-                .and_then(|c| c.migration(r.job.id).ok())
-                .is_some_and(|m| {
+            let wanted = state.clusters.get(&r.job.cluster).is_some_and(|c| {
+                c.migration(r.job.id).is_ok_and(|m| {
                     m.state
                         == (MigrationState::Moving {
                             version: r.job.version,
                         })
                         && !m.paused
                         && m.progress.failed.is_none()
-                });
+                        && master(c, &m.from).zip(master(c, &m.to)).as_ref() == Some(&r.job.masters)
+                })
+            });
             if !wanted {
                 r.stop.store(true, Ordering::Relaxed);
             }

@@ -49,6 +49,9 @@ pub struct Job {
     /// The version that started this direction of the move: the sweep stops
     /// when the migration is no longer moving under it.
     pub version: u64,
+    /// The source's and the target's masters (`host:port`): the sweep stops
+    /// when either changes (a failover), and the next one uses the new.
+    pub masters: (String, String),
 }
 
 /// Keys per second at most, shared by the workers.
@@ -208,15 +211,7 @@ fn sweep(ctld: &Shared, job: &Job, stop: &Arc<AtomicBool>) -> Result<(), Fatal> 
     let cluster = ctld
         .cluster(&job.cluster)
         .map_err(|e| Fatal::Failed(e.to_string()))?;
-    let master = |name: &str| {
-        cluster
-            .groups
-            .iter()
-            .find(|g| g.name == name)
-            .map(|g| g.master.clone())
-            .ok_or_else(|| Fatal::Failed(format!("no group {name:?}")))
-    };
-    let (source, target) = (master(&m.from)?, master(&m.to)?);
+    let (source, target) = job.masters.clone();
     let slot_count = cluster.slot_count;
     let mut moving = vec![false; slot_count as usize];
     for &(a, b) in &m.ranges {
