@@ -12,7 +12,7 @@ use super::policy::{policy, stream_read_blocks, Keys, Policy};
 use super::moves::{Place, Target};
 use super::split::{plan, write_part, Merge, SplitKind};
 use super::{Action, BackendId, Ctx};
-use crate::routing::GroupIndex;
+use crate::routing::{GroupIndex, SlotRoute};
 
 pub(crate) const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same group";
 
@@ -140,7 +140,16 @@ impl Ctx {
             Policy::Route {
                 keys: Keys::First, ..
             } => {
-                let target = self.target_of_keys(args, &[1], place);
+                // The common case first: one key on a stable slot.
+                let table = &self.cfg.table;
+                let slot = table.slot_of(args.get(1));
+                let target = match table.route(slot) {
+                    SlotRoute::Stable(g) => Ok(Target::Group(g)),
+                    SlotRoute::Unassigned => Err(clusterdown(slot)),
+                    SlotRoute::Moving { .. } | SlotRoute::Blocked { .. } => {
+                        self.target_of_keys(args, &[1], place)
+                    }
+                };
                 self.send_to_target(st, target, args, raw, place)
             }
             Policy::Route {
