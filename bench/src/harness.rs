@@ -251,7 +251,8 @@ fn run_one(load: &Load, target: &Target, redis_pid: u32, requests: u64) -> anyho
     })
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+/// The median of `v` (NaN if empty).
+pub fn median(mut v: Vec<f64>) -> f64 {
     v.retain(|x| x.is_finite());
     if v.is_empty() {
         return f64::NAN;

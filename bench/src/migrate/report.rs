@@ -6,6 +6,7 @@ use anyhow::Context as _;
 use serde::Serialize;
 
 use super::{CpuSeconds, Move, Report};
+use crate::harness::median;
 use crate::load::LoadResult;
 
 /// The medians of the rounds of one sweep rate.
@@ -35,19 +36,6 @@ pub struct Summary {
     pub errors: u64,
     /// Median CPU seconds per move.
     pub cpu_seconds: CpuSeconds,
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    let m = v.len() / 2;
-    if v.len() % 2 == 1 {
-        v[m]
-    } else {
-        (v[m - 1] + v[m]) / 2.0
-    }
 }
 
 /// The medians of the moves with sweep rate `rate`.

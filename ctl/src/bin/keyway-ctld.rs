@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use keyway_ctl::cli::parse_duration;
 use keyway_ctl::daemon::Ctld;
 use keyway_ctl::{api, control, migrate, store};
 use tokio::net::TcpListener;
@@ -28,17 +29,6 @@ struct Args {
     /// Lease for clusters created without one (e.g. "30s", "500ms").
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     lease: Duration,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(format!("invalid duration {s:?}: use ms, s or m")),
-    }
 }
 
 fn main() -> ExitCode {

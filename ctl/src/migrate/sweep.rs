@@ -310,6 +310,8 @@ impl Scanner {
         }
     }
 
+    /// Runs `cmd` on the source; a connection problem is retried with
+    /// backoff (too many in a row fail the sweep), an error reply fails it.
     fn query<T: redis::FromRedisValue>(
         &mut self,
         cmd: &redis::Cmd,
@@ -319,41 +321,46 @@ impl Scanner {
             if stop() {
                 return Err(Fatal::Stopped);
             }
-            let r = match self.con.as_mut() {
-                Some(con) => cmd.query::<T>(con).map_err(|e| {
-                    if !(e.is_io_error() || e.is_timeout() || e.is_connection_dropped()) {
-                        Fatal::Failed(format!("source {}: {}", self.source, error_text(&e)))
-                    } else {
-                        self.con = None;
-                        Fatal::Stopped
-                    }
-                }),
+            let con = match self.con.as_mut() {
+                Some(con) => con,
                 None => match connect(&self.source, Duration::from_secs(10)) {
-                    Ok(c) => {
-                        self.con = Some(c);
+                    Ok(c) => self.con.insert(c),
+                    Err(e) => {
+                        self.backoff(e)?;
                         continue;
                     }
-                    Err(_) => Err(Fatal::Stopped),
                 },
             };
-            match r {
+            match cmd.query::<T>(con) {
                 Ok(v) => {
                     self.failures = 0;
                     return Ok(v);
                 }
-                Err(Fatal::Failed(e)) => return Err(Fatal::Failed(e)),
-                Err(Fatal::Stopped) => {
-                    self.failures += 1;
-                    if self.failures >= super::mover::MAX_FAILURES {
-                        return Err(Fatal::Failed(format!(
-                            "cannot reach the source {} ({} attempts)",
-                            self.source, self.failures
-                        )));
-                    }
-                    std::thread::sleep(Duration::from_millis(100u64 << self.failures.min(5)));
+                Err(e) if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() => {
+                    self.con = None;
+                    self.backoff(format!("source {}: {e}", self.source))?;
+                }
+                Err(e) => {
+                    return Err(Fatal::Failed(format!(
+                        "source {}: {}",
+                        self.source,
+                        error_text(&e)
+                    )))
                 }
             }
         }
+    }
+
+    fn backoff(&mut self, why: String) -> Result<(), Fatal> {
+        self.failures += 1;
+        if self.failures >= super::mover::MAX_FAILURES {
+            return Err(Fatal::Failed(format!(
+                "{why} ({} attempts in a row)",
+                self.failures
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(100u64 << self.failures.min(5)));
+        Ok(())
     }
 
     fn page(&mut self, cursor: u64, stop: &dyn Fn() -> bool) -> Result<(u64, Vec<Vec<u8>>), Fatal> {

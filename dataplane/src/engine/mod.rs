@@ -319,11 +319,7 @@ impl Worker {
     /// The table changed: held requests may go (routed by the new table).
     fn release_held(&mut self) {
         for (idx, gen, seq) in std::mem::take(&mut self.ctx.held) {
-            let Some(c) = self
-                .clients
-                .get_mut(idx as usize)
-                .filter(|c| c.st.me.gen == gen)
-            else {
+            let Some(c) = live_client(&mut self.clients, idx, gen) else {
                 continue;
             };
             if let Some(d) = c.st.queue.deferred_mut(seq) {
@@ -398,11 +394,7 @@ impl Worker {
     /// A move a kept-back request waited for ended: with `failure` (retried
     /// or answered), or dropped unsent (`dropped`: route it again).
     fn move_answered(&mut self, (idx, gen, seq): DeferredRef, failure: &str, dropped: bool) {
-        let Some(c) = self
-            .clients
-            .get_mut(idx as usize)
-            .filter(|c| c.st.me.gen == gen)
-        else {
+        let Some(c) = live_client(&mut self.clients, idx, gen) else {
             return;
         };
         if let Some(d) = c.st.queue.deferred_mut(seq) {
@@ -429,11 +421,7 @@ impl Worker {
     /// ready; stops at the first that is not (or is kept back again).
     fn walk_client(&mut self, idx: u32, gen: u32) {
         loop {
-            let Some(c) = self
-                .clients
-                .get_mut(idx as usize)
-                .filter(|c| c.st.me.gen == gen)
-            else {
+            let Some(c) = live_client(&mut self.clients, idx, gen) else {
                 return;
             };
             let seq = match c.st.queue.first_kept() {
@@ -492,11 +480,7 @@ impl Worker {
         let now = self.ctx.now_ms;
         let mut keep = Vec::new();
         for (idx, gen, seq) in std::mem::take(&mut self.ctx.held) {
-            let Some(c) = self
-                .clients
-                .get_mut(idx as usize)
-                .filter(|c| c.st.me.gen == gen)
-            else {
+            let Some(c) = live_client(&mut self.clients, idx, gen) else {
                 continue;
             };
             let since = c.st.queue.deferred_mut(seq).map(|d| d.since_ms);
@@ -573,9 +557,7 @@ impl Worker {
     }
 
     fn client_mut(&mut self, id: ClientId) -> Option<&mut Client> {
-        self.clients
-            .get_mut(id.idx as usize)
-            .filter(|c| c.st.me.gen == id.gen)
+        live_client(&mut self.clients, id.idx, id.gen)
     }
 
     fn client(&self, id: ClientId) -> Option<&Client> {
@@ -1104,6 +1086,13 @@ impl Ctx {
     }
 }
 
+/// Client `idx`, if it is still generation `gen` (a slot may have been
+/// reused by a newer client).
+#[inline]
+fn live_client(clients: &mut Slab<Client>, idx: u32, gen: u32) -> Option<&mut Client> {
+    clients.get_mut(idx as usize).filter(|c| c.st.me.gen == gen)
+}
+
 /// Where backend replies go: the clients and the bookkeeping around them.
 struct Sink<'a> {
     clients: &'a mut Slab<Client>,
@@ -1121,11 +1110,7 @@ impl Sink<'_> {
     /// A batch's MIGRATE reply stands for each of its requests' moves.
     fn batch_replied(&mut self, id: u64, reply: &[u8]) {
         for (idx, gen, seq) in self.batches.answered(id) {
-            let Some(c) = self
-                .clients
-                .get_mut(idx as usize)
-                .filter(|c| c.st.me.gen == gen)
-            else {
+            let Some(c) = live_client(self.clients, idx, gen) else {
                 continue;
             };
             if c.st
@@ -1164,11 +1149,7 @@ impl Sink<'_> {
         if e.part == move_batch::MOVE_BATCH {
             return self.batch_replied(e.seq, reply);
         }
-        let Some(c) = self
-            .clients
-            .get_mut(e.client as usize)
-            .filter(|c| c.st.me.gen == e.client_gen)
-        else {
+        let Some(c) = live_client(self.clients, e.client, e.client_gen) else {
             self.stats.replies_orphaned += 1;
             return;
         };
