@@ -269,10 +269,11 @@ fn sweep(ctld: &Shared, job: &Job, stop: &Arc<AtomicBool>) -> Result<(), Fatal> 
         keys.sort_unstable();
         keys.dedup();
         found += keys.len() as u64;
-        let batches: Vec<Vec<Vec<u8>>> = keys
-            .chunks(m.settings.batch as usize)
-            .map(<[Vec<u8>]>::to_vec)
-            .collect();
+        let mut batches: Vec<Vec<Vec<u8>>> = Vec::new();
+        let mut keys = keys.into_iter().peekable();
+        while keys.peek().is_some() {
+            batches.push(keys.by_ref().take(m.settings.batch as usize).collect());
+        }
         if let Err(e) = workers.run(batches) {
             book.record(ctld, job, &tally, cursor, found, false);
             return Err(e);
