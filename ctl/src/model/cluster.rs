@@ -437,11 +437,12 @@ impl Cluster {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::model::ErrorKind;
 
-    fn g(name: &str, port: u16) -> Group {
+    /// A group `name` with its master on loopback port `port`.
+    pub(crate) fn g(name: &str, port: u16) -> Group {
         Group {
             name: name.into(),
             master: format!("127.0.0.1:{port}"),

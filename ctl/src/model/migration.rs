@@ -561,16 +561,8 @@ fn check_settings(s: &MoveSettings) -> Result<(), ModelError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{ErrorKind, Group};
-
-    fn g(name: &str, port: u16) -> Group {
-        Group {
-            name: name.into(),
-            master: format!("127.0.0.1:{port}"),
-            replicas: vec![],
-            zone: String::new(),
-        }
-    }
+    use crate::model::cluster::tests::g;
+    use crate::model::ErrorKind;
 
     fn cluster() -> Cluster {
         let mut c = Cluster::create("c", 16, vec![g("a", 1), g("b", 2)], 30_000).unwrap();
