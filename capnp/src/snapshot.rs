@@ -8,6 +8,11 @@ use crate::DecodeError;
 /// Largest slot count (Redis Cluster's).
 pub const MAX_SLOTS: u32 = 16384;
 
+/// Most groups a cluster may have: one per slot at most. The control plane
+/// refuses more and data planes accept up to this many, so a snapshot ctld
+/// publishes is never one a data plane rejects for its size.
+pub const MAX_GROUPS: usize = MAX_SLOTS as usize;
+
 /// A whole routing snapshot of one cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Snapshot {
@@ -97,11 +102,10 @@ impl Snapshot {
                 self.slot_count
             ));
         }
-        if self.groups.len() >= usize::from(u16::MAX) {
+        if self.groups.len() > MAX_GROUPS {
             return Err(format!(
-                "{} groups: at most {}",
-                self.groups.len(),
-                u16::MAX - 1
+                "{} groups: at most {MAX_GROUPS}",
+                self.groups.len()
             ));
         }
         for (i, g) in self.groups.iter().enumerate() {

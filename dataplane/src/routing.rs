@@ -81,8 +81,10 @@ const UNASSIGNED: u16 = u16::MAX;
 /// Slot values from here on name an entry of `moves`.
 const MOVE_BASE: u16 = 0xF000;
 
-/// Most groups a table can hold.
-pub const MAX_GROUPS: usize = MOVE_BASE as usize;
+/// Most groups a table can hold: the snapshot's own limit, which the control
+/// plane enforces too (so ctld never publishes a table a data plane refuses).
+pub const MAX_GROUPS: usize = keyway_capnp::snapshot::MAX_GROUPS;
+const _: () = assert!(MAX_GROUPS <= MOVE_BASE as usize);
 
 impl RoutingTable {
     /// A table; `slots.len()` must equal `slot_count`, a power of two, and every

@@ -45,7 +45,7 @@ pub(crate) const MOVE: u16 = u16::MAX - 1;
 
 /// Part numbers `MOVE_KEY + i` are the MIGRATE of key `i` of
 /// [`Deferred::single`]. Split parts stay below (one per group, and
-/// [`crate::routing::MAX_GROUPS`] is `MOVE_KEY`).
+/// [`crate::routing::MAX_GROUPS`] is at most `MOVE_KEY`).
 pub(crate) const MOVE_KEY: u16 = 0xF000;
 
 /// Most keys of one request moved one MIGRATE each; more are moved in one
