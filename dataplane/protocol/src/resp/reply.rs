@@ -36,6 +36,9 @@ pub struct ReplyFramer {
     /// Elements still expected by each open aggregate, innermost last.
     open: Vec<u64>,
     needed: usize,
+    /// The end (CRLF included) of a bulk string whose header has been read
+    /// but whose payload has not all arrived; 0 when none is.
+    bulk_end: usize,
 }
 
 enum Line {
@@ -90,12 +93,75 @@ impl ReplyFramer {
         self.pos = 0;
         self.open.clear();
         self.needed = 0;
+        self.bulk_end = 0;
+    }
+
+    /// How many bytes at the start of the reply in progress the framer will
+    /// never look at again, given that `available` bytes of it are buffered:
+    /// a caller that drops a reply instead of keeping it (one too large to
+    /// forward) may discard them and call [`rebase`](Self::rebase).
+    pub fn discardable(&self, available: usize) -> usize {
+        if self.bulk_end > 0 {
+            // Keep the payload's trailing CRLF, which is checked.
+            available.min(self.bulk_end - 2)
+        } else {
+            available.min(self.pos)
+        }
+    }
+
+    /// The caller dropped the first `n` bytes of the reply in progress (at
+    /// most [`discardable`](Self::discardable)): later calls get a buffer
+    /// that starts `n` bytes further on.
+    pub fn rebase(&mut self, n: usize) {
+        if self.bulk_end > 0 {
+            self.bulk_end -= n;
+            self.pos = 0;
+        } else {
+            self.pos -= n;
+        }
+        self.needed = self.needed.saturating_sub(n);
+    }
+
+    /// Closes every aggregate the element that ended at `pos` completes;
+    /// `Some(pos)` when that ends the reply.
+    #[inline]
+    fn element_done(&mut self, pos: usize) -> Option<usize> {
+        loop {
+            match self.open.last_mut() {
+                None => {
+                    self.pos = 0;
+                    self.needed = 0;
+                    return Some(pos);
+                }
+                Some(left) => {
+                    *left -= 1;
+                    if *left > 0 {
+                        return None;
+                    }
+                    self.open.pop();
+                }
+            }
+        }
     }
 
     /// Finds the end of the reply at the start of `buf`; see the type's docs.
     #[inline]
     pub fn next(&mut self, buf: &[u8]) -> Result<Option<usize>, ReplyError> {
         let mut pos = self.pos;
+        if self.bulk_end > 0 {
+            let end = self.bulk_end;
+            if buf.len() < end {
+                return Ok(self.incomplete(pos, end));
+            }
+            if &buf[end - 2..end] != b"\r\n" {
+                return Err(ReplyError::MissingCrlf);
+            }
+            self.bulk_end = 0;
+            pos = end;
+            if let Some(done) = self.element_done(pos) {
+                return Ok(Some(done));
+            }
+        }
         loop {
             let Some(&tag) = buf.get(pos) else {
                 return Ok(self.incomplete(pos, pos + 1));
@@ -120,6 +186,7 @@ impl ReplyFramer {
                     Line::Int(n, data) => {
                         let end = data + n as usize + 2;
                         if buf.len() < end {
+                            self.bulk_end = end;
                             return Ok(self.incomplete(pos, end));
                         }
                         if &buf[end - 2..end] != b"\r\n" {
@@ -155,22 +222,8 @@ impl ReplyFramer {
                 other => return Err(ReplyError::BadType(other)),
             };
             pos = done_at;
-            // The element is complete: close every aggregate it completes.
-            loop {
-                match self.open.last_mut() {
-                    None => {
-                        self.pos = 0;
-                        self.needed = 0;
-                        return Ok(Some(pos));
-                    }
-                    Some(left) => {
-                        *left -= 1;
-                        if *left > 0 {
-                            break;
-                        }
-                        self.open.pop();
-                    }
-                }
+            if let Some(done) = self.element_done(pos) {
+                return Ok(Some(done));
             }
         }
     }
@@ -320,5 +373,60 @@ mod tests {
         assert!(array_elements(b"*-1\r\n").is_none());
         assert_eq!(integer_reply(b":-42\r\n"), Some(-42));
         assert_eq!(integer_reply(b"+OK\r\n"), None);
+    }
+
+    /// Feeds `input` in `chunk`-byte reads, keeping at most what the framer
+    /// still needs (as a caller dropping an oversized reply does); returns
+    /// each reply's length and the most bytes ever kept.
+    fn frame_dropping(input: &[u8], chunk: usize) -> (Vec<usize>, usize) {
+        let mut f = ReplyFramer::new();
+        let (mut kept, mut lens, mut dropped, mut most) = (Vec::new(), Vec::new(), 0, 0);
+        for piece in input.chunks(chunk) {
+            kept.extend_from_slice(piece);
+            loop {
+                match f.next(&kept).unwrap() {
+                    Some(len) => {
+                        lens.push(dropped + len);
+                        dropped = 0;
+                        kept.drain(..len);
+                    }
+                    None => {
+                        let d = f.discardable(kept.len());
+                        f.rebase(d);
+                        kept.drain(..d);
+                        dropped += d;
+                        break;
+                    }
+                }
+            }
+            most = most.max(kept.len());
+        }
+        assert!(kept.is_empty());
+        (lens, most)
+    }
+
+    #[test]
+    fn a_reply_can_be_framed_while_its_bytes_are_dropped() {
+        let mut big = b"*3\r\n$100000\r\n".to_vec();
+        big.extend(std::iter::repeat_n(b'x', 100_000));
+        big.extend_from_slice(b"\r\n*2\r\n:1\r\n$3\r\nabc\r\n+OK\r\n");
+        let mut input = big.clone();
+        input.extend_from_slice(b"+NEXT\r\n$2\r\nab\r\n");
+        for chunk in [1, 7, 4096, 1 << 20] {
+            let (lens, most) = frame_dropping(&input, chunk);
+            assert_eq!(lens, [big.len(), 7, 8], "chunk {chunk}");
+            if chunk <= 4096 {
+                assert!(most < 2 * chunk + 32, "chunk {chunk} kept {most} bytes");
+            }
+        }
+        // A bad terminator is still caught after the payload was dropped.
+        let mut bad = b"$5\r\nab".to_vec();
+        let mut f = ReplyFramer::new();
+        assert_eq!(f.next(&bad).unwrap(), None);
+        let d = f.discardable(bad.len());
+        f.rebase(d);
+        bad.drain(..d);
+        bad.extend_from_slice(b"cdeXX");
+        assert_eq!(f.next(&bad), Err(ReplyError::MissingCrlf));
     }
 }
