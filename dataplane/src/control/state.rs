@@ -2,8 +2,10 @@
 //! last snapshot with the lease it held, so that after a restart it serves
 //! from that snapshot for what remains of the lease even if keyway-ctld is
 //! unreachable. The lease end is stored as wall-clock time (the only clock
-//! that survives a restart). Written atomically; a file that does not check
-//! out is ignored with a warning (keyway-ctld will send the snapshot again).
+//! that survives a restart). Written atomically; the checksum covers the
+//! lease as well as the snapshot (a damaged lease could otherwise let a data
+//! plane serve past it). A file that does not check out is ignored with a
+//! warning (keyway-ctld will send the snapshot again).
 
 use std::fs::File;
 use std::io::Write;
@@ -12,7 +14,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use keyway_capnp::snapshot::Snapshot;
 
-const MAGIC: &str = "keyway data plane state v1";
+const MAGIC: &str = "keyway data plane state v2";
+
+/// The checksum of a saved state: the lease end, then the snapshot.
+fn checksum(lease_until_ms: u64, body: &[u8]) -> u32 {
+    let mut digest = CRC.digest();
+    digest.update(&lease_until_ms.to_le_bytes());
+    digest.update(body);
+    digest.finalize()
+}
 static CRC: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
 
 /// Milliseconds since the Unix epoch.
@@ -47,11 +57,11 @@ impl StateDir {
     /// Saves a snapshot and the wall-clock end of its lease.
     pub fn save(&self, snapshot: &Snapshot, lease_until: SystemTime) -> std::io::Result<()> {
         let body = snapshot.encode();
+        let lease = unix_ms(lease_until);
         let mut bytes = format!(
-            "{MAGIC} lease_until_ms={} len={} crc32c={:08x}\n",
-            unix_ms(lease_until),
+            "{MAGIC} lease_until_ms={lease} len={} crc32c={:08x}\n",
             body.len(),
-            CRC.checksum(&body)
+            checksum(lease, &body)
         )
         .into_bytes();
         bytes.extend_from_slice(&body);
@@ -82,7 +92,15 @@ impl StateDir {
 fn decode(bytes: &[u8]) -> Result<(Snapshot, u64), String> {
     let nl = bytes.iter().position(|&b| b == b'\n').ok_or("no header")?;
     let header = std::str::from_utf8(&bytes[..nl]).map_err(|_| "bad header")?;
-    let rest = header.strip_prefix(MAGIC).ok_or("bad header")?;
+    let rest = match header.strip_prefix(MAGIC) {
+        Some(rest) => rest,
+        None if header.starts_with("keyway data plane state v1") => {
+            return Err(
+                "written by an older keyway, whose checksum does not cover the lease".into(),
+            )
+        }
+        None => return Err("bad header".into()),
+    };
     let field = |name: &str| rest.split_whitespace().find_map(|f| f.strip_prefix(name));
     let lease = field("lease_until_ms=")
         .and_then(|v| v.parse::<u64>().ok())
@@ -94,7 +112,7 @@ fn decode(bytes: &[u8]) -> Result<(Snapshot, u64), String> {
         .and_then(|v| u32::from_str_radix(v, 16).ok())
         .ok_or("no checksum in header")?;
     let body = bytes.get(nl + 1..nl + 1 + len).ok_or("truncated")?;
-    if CRC.checksum(body) != crc {
+    if checksum(lease, body) != crc {
         return Err("checksum mismatch".into());
     }
     let s = Snapshot::decode(body).map_err(|e| e.to_string())?;
@@ -163,6 +181,26 @@ mod tests {
         bytes[last] ^= 0xff;
         std::fs::write(&path, &bytes).unwrap();
         assert!(s.load().is_none());
+        // The lease is covered too: pushing it a day further is detected.
+        s.save(&snapshot(), SystemTime::now() + Duration::from_secs(60))
+            .unwrap();
+        let text = std::fs::read(&path).unwrap();
+        let nl = text.iter().position(|&b| b == b'\n').unwrap();
+        let header = String::from_utf8(text[..nl].to_vec()).unwrap();
+        let lease: u64 = header
+            .split_whitespace()
+            .find_map(|f| f.strip_prefix("lease_until_ms="))
+            .unwrap()
+            .parse()
+            .unwrap();
+        let forged = header.replace(
+            &format!("lease_until_ms={lease}"),
+            &format!("lease_until_ms={}", lease + 86_400_000),
+        );
+        let mut bytes = forged.into_bytes();
+        bytes.extend_from_slice(&text[nl..]);
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(s.load().is_none(), "a lease changed on disk is refused");
         let _ = std::fs::remove_dir_all(dir);
     }
 }
