@@ -14,8 +14,9 @@ scripts/deps.sh
 cargo fmt --all -- --check
 cargo clippy -q --workspace --all-targets -- -D warnings
 cargo test -q --workspace
-# The integration tests once more on the other transport (uring is the default).
-KEYWAY_TEST_TRANSPORT=glommio cargo test -q -p keyway --tests
+# The integration tests once more on the other transport (uring is the default),
+# but for the memory-growth tests (`slow_*`, in tests/memory.rs), which run once.
+KEYWAY_TEST_TRANSPORT=glommio cargo test -q -p keyway --tests -- --skip slow_
 perf/tune-host.sh --iface lo --cpus 0 --dry-run >/dev/null
 
 fuzz_seconds=${KEYWAY_FUZZ_SECONDS:-20}

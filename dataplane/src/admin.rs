@@ -1,14 +1,17 @@
-//! The admin HTTP endpoint, on its own thread (never a data-plane core):
-//! `GET /healthz` (200 when serving; 503 with the reason when fenced or
-//! without a table, so an anycast announcer withdraws the appliance) and
-//! `GET /table` (the routing table as JSON). One request per connection,
-//! bounded in size and time.
+//! The admin HTTP endpoint, off the data-plane cores: `GET /healthz` (200
+//! when serving; 503 with the reason when fenced or without a table, so an
+//! anycast announcer withdraws the appliance) and `GET /table` (the routing
+//! table as JSON). One request per connection, bounded in size and in time
+//! as a whole (a client trickling bytes gets no more time than a silent
+//! one). Each connection is served on its own short-lived thread, at most
+//! [`MAX_CONNECTIONS`] at once, so idle or slow clients never delay a health
+//! check; past the cap a connection is answered 503 and closed at once.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use serde_json::json;
@@ -19,6 +22,12 @@ use crate::engine::Shared;
 
 const MAX_REQUEST: usize = 8 << 10;
 
+/// Connections served at once.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// The longest a request may take to arrive, and its answer to be written.
+const DEADLINE: Duration = Duration::from_secs(2);
+
 /// Binds `addr` and serves on a new thread; returns the bound address.
 pub fn start(
     addr: SocketAddr,
@@ -27,17 +36,60 @@ pub fn start(
 ) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
     let bound = listener.local_addr()?;
+    let open = Arc::new(AtomicUsize::new(0));
     std::thread::Builder::new()
         .name("keyway-admin".into())
         .spawn(move || {
             for conn in listener.incoming() {
-                let Ok(conn) = conn else { continue };
-                if let Err(e) = serve(conn, &source, &shared) {
-                    tracing::debug!("admin request: {e}");
+                let Ok(mut conn) = conn else {
+                    // Out of descriptors, say: do not spin.
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                if open.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
+                    open.fetch_sub(1, Ordering::AcqRel);
+                    let _ = conn.set_nonblocking(true);
+                    let _ = respond(&mut conn, 503, "text/plain", "too many admin connections\n");
+                    continue;
+                }
+                let (source, shared, done) = (source.clone(), shared.clone(), open.clone());
+                let spawned = std::thread::Builder::new()
+                    .name("keyway-admin-conn".into())
+                    .spawn(move || {
+                        if let Err(e) = serve(conn, &source, &shared) {
+                            tracing::debug!("admin request: {e}");
+                        }
+                        done.fetch_sub(1, Ordering::AcqRel);
+                    });
+                if let Err(e) = spawned {
+                    tracing::warn!("admin: cannot start a thread: {e}");
+                    open.fetch_sub(1, Ordering::AcqRel);
                 }
             }
         })?;
     Ok(bound)
+}
+
+/// Reads until the end of the request's headers, within `deadline`.
+fn read_request(conn: &mut TcpStream, deadline: Instant) -> std::io::Result<Option<Vec<u8>>> {
+    let mut req = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        conn.set_read_timeout(Some(left))?;
+        let n = conn.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        req.extend_from_slice(&buf[..n]);
+        if req.len() > MAX_REQUEST {
+            return Ok(None);
+        }
+    }
+    Ok(Some(req))
 }
 
 fn serve(
@@ -45,20 +97,11 @@ fn serve(
     source: &ArcSwap<LiveConfig>,
     shared: &Shared,
 ) -> std::io::Result<()> {
-    conn.set_read_timeout(Some(Duration::from_secs(2)))?;
-    conn.set_write_timeout(Some(Duration::from_secs(2)))?;
-    let mut req = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = conn.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        req.extend_from_slice(&buf[..n]);
-        if req.len() > MAX_REQUEST {
-            return respond(&mut conn, 431, "text/plain", "request header too large\n");
-        }
-    }
+    let deadline = Instant::now() + DEADLINE;
+    conn.set_write_timeout(Some(DEADLINE))?;
+    let Some(req) = read_request(&mut conn, deadline)? else {
+        return respond(&mut conn, 431, "text/plain", "request header too large\n");
+    };
     let line =
         String::from_utf8_lossy(req.split(|&b| b == b'\n').next().unwrap_or_default()).into_owned();
     let mut parts = line.split_whitespace();
@@ -84,7 +127,11 @@ fn serve(
                 "fenced": live.fence.is_some(),
                 "fence_reason": live.fence.as_deref(),
                 "lease_remaining_ms": (lease > 0).then(|| lease.saturating_sub(unix_ms(SystemTime::now()))),
-                "groups": t.groups().iter().map(|g| json!({"name": &*g.name, "master": g.master_text})).collect::<Vec<_>>(),
+                "groups": t.groups().iter().map(|g| json!({
+                    "name": &*g.name,
+                    "master": g.master_text,
+                    "unresolved": g.master.as_ref().err().map(|e| &**e),
+                })).collect::<Vec<_>>(),
                 "ranges": t.ranges().iter().map(|(g, first, last)| json!({
                     "first": first, "last": last, "group": g.map(|g| &*t.group(g).name),
                 })).collect::<Vec<_>>(),
@@ -111,6 +158,7 @@ fn respond(conn: &mut TcpStream, status: u16, kind: &str, body: &str) -> std::io
         404 => "Not Found",
         405 => "Method Not Allowed",
         431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
         _ => "Service Unavailable",
     };
     let head = format!(

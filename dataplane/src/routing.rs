@@ -54,8 +54,10 @@ impl SlotRoute {
 pub struct GroupRoute {
     /// The group's name, as it appears in errors.
     pub name: Arc<str>,
-    /// The master's resolved address.
-    pub master: SocketAddr,
+    /// The master's resolved address, or why it could not be resolved: the
+    /// group's slots then get `-ERR backend … unavailable: <why>` while the
+    /// other groups serve, and the control session resolves it again.
+    pub master: Result<SocketAddr, Arc<str>>,
     /// The master as configured (`host:port`).
     pub master_text: String,
 }
@@ -136,22 +138,43 @@ impl RoutingTable {
     }
 
     /// The table a control-plane snapshot describes (group masters resolved
-    /// here, off the request path).
+    /// here, off the request path). A master that does not resolve leaves
+    /// its group unavailable, not the whole table.
     pub fn from_snapshot(s: &keyway_capnp::snapshot::Snapshot) -> Result<RoutingTable, String> {
+        RoutingTable::from_snapshot_resolving(s, None)
+    }
+
+    /// [`from_snapshot`](Self::from_snapshot), taking the masters `known`
+    /// resolved (same `host:port` text) from it instead of resolving them
+    /// again: only the others cost a lookup.
+    pub fn from_snapshot_resolving(
+        s: &keyway_capnp::snapshot::Snapshot,
+        known: Option<&RoutingTable>,
+    ) -> Result<RoutingTable, String> {
         s.validate()?;
+        let resolved: std::collections::HashMap<&str, SocketAddr> = known
+            .map(|t| {
+                t.groups
+                    .iter()
+                    .filter_map(|k| Some((k.master_text.as_str(), *k.master.as_ref().ok()?)))
+                    .collect()
+            })
+            .unwrap_or_default();
         let groups: Box<[GroupRoute]> = s
             .groups
             .iter()
             .map(|g| {
-                let master = crate::config::resolve(&g.master)
-                    .map_err(|e| format!("group {:?}: {e}", g.name))?;
-                Ok(GroupRoute {
+                let cached = resolved.get(g.master.as_str()).copied();
+                GroupRoute {
                     name: Arc::from(g.name.as_str()),
-                    master,
+                    master: match cached {
+                        Some(a) => Ok(a),
+                        None => crate::config::resolve(&g.master).map_err(Arc::from),
+                    },
                     master_text: g.master.clone(),
-                })
+                }
             })
-            .collect::<Result<_, String>>()?;
+            .collect();
         if groups.len() > MAX_GROUPS {
             return Err(format!("{} groups: at most {MAX_GROUPS}", groups.len()));
         }
@@ -216,6 +239,11 @@ impl RoutingTable {
         }
     }
 
+    /// The groups whose master did not resolve.
+    pub fn unresolved(&self) -> impl Iterator<Item = &GroupRoute> {
+        self.groups.iter().filter(|g| g.master.is_err())
+    }
+
     /// Whether any slot is moving or about to.
     pub fn has_moves(&self) -> bool {
         !self.moves.is_empty()
@@ -256,7 +284,7 @@ mod tests {
         let groups: Box<[GroupRoute]> = (0..2)
             .map(|i| GroupRoute {
                 name: Arc::from(format!("g{i}")),
-                master: format!("127.0.0.1:{}", 7000 + i).parse().unwrap(),
+                master: Ok(format!("127.0.0.1:{}", 7000 + i).parse().unwrap()),
                 master_text: format!("127.0.0.1:{}", 7000 + i),
             })
             .collect();
@@ -279,7 +307,7 @@ mod tests {
         let groups: Box<[GroupRoute]> = (0..3)
             .map(|i| GroupRoute {
                 name: Arc::from(format!("g{i}")),
-                master: format!("127.0.0.1:{}", 7000 + i).parse().unwrap(),
+                master: Ok(format!("127.0.0.1:{}", 7000 + i).parse().unwrap()),
                 master_text: format!("127.0.0.1:{}", 7000 + i),
             })
             .collect();

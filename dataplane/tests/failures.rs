@@ -9,16 +9,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{groups, owner, raw_roundtrip, read_some, wait_for, Keyway, Redis};
+use common::{groups, key_on, raw_roundtrip, read_some, wait_for, Keyway, Redis};
 use redis::Commands;
-
-/// A key owned by group index `g`.
-fn key_on(body: &str, g: usize, tag: &str) -> String {
-    (0..)
-        .map(|i| format!("{tag}:{i}"))
-        .find(|k| owner(body, k.as_bytes()) == g)
-        .unwrap()
-}
 
 #[test]
 fn a_killed_backend_errors_only_its_slots_and_service_resumes() {

@@ -6,7 +6,7 @@ mod common;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use common::{groups, raw_roundtrip, read_some, wait_for, Keyway, Redis};
+use common::{groups, raw_roundtrip, read_some, rss_kib, wait_for, Keyway, Redis};
 use redis::Commands;
 
 fn start(limits: &str, redis: &Redis) -> Keyway {
@@ -80,7 +80,7 @@ fn incomplete_requests_time_out() {
 fn a_client_that_does_not_read_is_disconnected_and_memory_stays_bounded() {
     let r = Redis::start();
     let kw = start(
-        "output_hard_limit = \"4mb\"\noutput_soft_limit = \"1mb\"",
+        "max_bulk_bytes = \"1mb\"\noutput_hard_limit = \"4mb\"\noutput_soft_limit = \"1mb\"",
         &r,
     );
     let mut con = kw.conn();
@@ -119,13 +119,4 @@ fn a_client_that_does_not_read_is_disconnected_and_memory_stays_bounded() {
     assert!(total < 64 << 20, "read {total} bytes");
     let v: Vec<u8> = con.get("big").unwrap();
     assert_eq!(v.len(), value.len());
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
 }

@@ -104,11 +104,14 @@ pub struct Limits {
     /// Requests a client may have awaiting replies before keyway stops reading
     /// from it until replies drain (default 65536).
     pub max_pipeline: usize,
-    /// Disconnect a client whose unread replies exceed this (default "256mb").
+    /// Close a client whose unread replies exceed this, and answer an error
+    /// instead of any single reply larger than this (default "1gb"; "0" no
+    /// limit, as in Redis). At least `max_bulk_bytes` plus 1mb, so that any
+    /// value a client may write it can read back.
     #[serde(deserialize_with = "units::size")]
     pub output_hard_limit: u64,
-    /// Disconnect a client whose unread replies stay above this for
-    /// `output_soft_timeout` (default "64mb" for "60s").
+    /// Close a client whose unread replies stay above this for
+    /// `output_soft_timeout` (default "64mb" for "60s"; "0" no limit).
     #[serde(deserialize_with = "units::size")]
     pub output_soft_limit: u64,
     /// See `output_soft_limit`.
@@ -117,6 +120,41 @@ pub struct Limits {
     /// TCP keepalive idle time on client sockets; "0" off (default "300s").
     #[serde(deserialize_with = "units::duration")]
     pub tcp_keepalive: Millis,
+    /// The budget for every client and backend buffer of the process
+    /// together (default: half the machine's memory, and at least twice
+    /// `max_request_bytes`; "0" no budget). Over it, routed requests get
+    /// `-OOM` and the clients holding the most are closed, largest first.
+    #[serde(deserialize_with = "units::size")]
+    pub max_memory: u64,
+}
+
+/// `max_memory` not given: [`FileConfig::validate`] picks the default.
+const AUTO_MEMORY: u64 = u64::MAX;
+
+/// The most a request (or one of its arguments) may be: argument positions
+/// are 32-bit offsets into the request's buffer.
+pub const MAX_REQUEST_BYTES: u64 = u32::MAX as u64;
+
+/// `max_memory`'s default: half the machine's physical memory (4gb if it
+/// cannot be read), and at least enough for one largest request, read and
+/// sent on.
+fn default_max_memory(max_request_bytes: u64) -> u64 {
+    half_of_memory().max(max_request_bytes.saturating_mul(2))
+}
+
+fn half_of_memory() -> u64 {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let (pages, size) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PHYS_PAGES),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    if pages > 0 && size > 0 {
+        (pages as u64).saturating_mul(size as u64) / 2
+    } else {
+        4 << 30
+    }
 }
 
 impl Default for Limits {
@@ -129,10 +167,11 @@ impl Default for Limits {
             max_arguments: 1 << 20,
             max_bulk_bytes: 512 << 20,
             max_pipeline: 65_536,
-            output_hard_limit: 256 << 20,
+            output_hard_limit: 1 << 30,
             output_soft_limit: 64 << 20,
             output_soft_timeout: Millis(60_000),
             tcp_keepalive: Millis(300_000),
+            max_memory: AUTO_MEMORY,
         }
     }
 }
@@ -165,10 +204,38 @@ impl Limits {
         if self.max_request_bytes < 1024 {
             return Err(invalid("limits.max_request_bytes must be at least 1024"));
         }
-        if self.output_soft_limit > self.output_hard_limit {
+        if self.max_request_bytes > MAX_REQUEST_BYTES {
+            return Err(invalid(format!(
+                "limits.max_request_bytes is at most {MAX_REQUEST_BYTES} bytes (4gb - 1): \
+                 keyway addresses a request's arguments with 32-bit offsets"
+            )));
+        }
+        if self.max_arguments > i32::MAX as usize {
+            return Err(invalid(format!(
+                "limits.max_arguments is at most {}",
+                i32::MAX
+            )));
+        }
+        if self.output_hard_limit > 0
+            && self.output_hard_limit < self.max_bulk_bytes.saturating_add(1 << 20)
+        {
+            return Err(invalid(format!(
+                "limits.output_hard_limit ({} bytes) must be \"0\" (no limit) or at least \
+                 limits.max_bulk_bytes ({} bytes) plus 1mb: a value a client may write must be readable",
+                self.output_hard_limit, self.max_bulk_bytes
+            )));
+        }
+        if self.output_hard_limit > 0 && self.output_soft_limit > self.output_hard_limit {
             return Err(invalid(
                 "limits.output_soft_limit cannot exceed limits.output_hard_limit",
             ));
+        }
+        if self.max_memory > 0 && self.max_memory < self.max_request_bytes.saturating_mul(2) {
+            return Err(invalid(format!(
+                "limits.max_memory ({} bytes) must be \"0\" (no budget) or at least twice \
+                 limits.max_request_bytes ({} bytes): the largest request is buffered as read and as sent on",
+                self.max_memory, self.max_request_bytes
+            )));
         }
         Ok(())
     }
@@ -191,6 +258,16 @@ pub struct BackendSettings {
     /// 50ms up to this (default "2s").
     #[serde(deserialize_with = "units::duration")]
     pub max_backoff: Millis,
+    /// Requests waiting to be written to one backend connection before keyway
+    /// stops reading from the clients that feed it, until the connection
+    /// drains (default "64mb").
+    #[serde(deserialize_with = "units::size")]
+    pub write_buffer_limit: u64,
+    /// Largest reply keyway buffers from a backend: a larger one is read and
+    /// dropped, and its request gets an error naming this limit (default
+    /// "1gb"). Replies are also bounded by `limits.output_hard_limit`.
+    #[serde(deserialize_with = "units::size")]
+    pub max_reply_bytes: u64,
 }
 
 impl Default for BackendSettings {
@@ -200,6 +277,8 @@ impl Default for BackendSettings {
             connect_timeout: Millis(1000),
             timeout: Millis(5000),
             max_backoff: Millis(2000),
+            write_buffer_limit: 64 << 20,
+            max_reply_bytes: 1 << 30,
         }
     }
 }
@@ -310,6 +389,19 @@ pub struct LiveConfig {
     pub backend: BackendSettings,
     /// Key moves during migrations.
     pub migration: MigrationSettings,
+}
+
+impl LiveConfig {
+    /// The largest reply keyway forwards, and the setting that says so: the
+    /// smaller of `backend.max_reply_bytes` and `limits.output_hard_limit`.
+    pub fn reply_limit(&self) -> (u64, &'static str) {
+        let hard = self.limits.output_hard_limit;
+        if hard > 0 && hard < self.backend.max_reply_bytes {
+            (hard, "limits.output_hard_limit")
+        } else {
+            (self.backend.max_reply_bytes, "backend.max_reply_bytes")
+        }
+    }
 }
 
 /// A validated config: process settings fixed at start, plus the live part.
@@ -429,12 +521,22 @@ impl FileConfig {
         if self.backlog == 0 {
             return Err(invalid("backlog must be at least 1"));
         }
-        self.limits.validate()?;
+        let mut limits = self.limits;
+        if limits.max_memory == AUTO_MEMORY {
+            limits.max_memory = default_max_memory(limits.max_request_bytes);
+        }
+        limits.validate()?;
         if self.backend.connections == 0 || self.backend.connections > 64 {
             return Err(invalid("backend.connections must be from 1 to 64"));
         }
         if self.backend.connect_timeout.0 == 0 {
             return Err(invalid("backend.connect_timeout must be more than 0"));
+        }
+        if self.backend.write_buffer_limit < 64 << 10 {
+            return Err(invalid("backend.write_buffer_limit must be at least 64kb"));
+        }
+        if self.backend.max_reply_bytes < 1 << 20 {
+            return Err(invalid("backend.max_reply_bytes must be at least 1mb"));
         }
         if self.migration.move_attempts == 0 || self.migration.move_timeout.0 == 0 {
             return Err(invalid(
@@ -472,7 +574,7 @@ impl FileConfig {
             live: Arc::new(LiveConfig {
                 table,
                 fence,
-                limits: self.limits,
+                limits,
                 backend: self.backend,
                 migration: self.migration,
             }),
@@ -594,7 +696,7 @@ fn build_table(
         }
         let master =
             resolve(&g.master).map_err(|e| invalid(format!("group {:?}: master: {e}", g.name)))?;
-        if let Some(other) = routes.iter().find(|r: &&GroupRoute| r.master == master) {
+        if let Some(other) = routes.iter().find(|r: &&GroupRoute| r.master == Ok(master)) {
             return Err(invalid(format!(
                 "groups {:?} and {:?} have the same master {master}",
                 other.name, g.name
@@ -602,7 +704,7 @@ fn build_table(
         }
         routes.push(GroupRoute {
             name: Arc::from(g.name.as_str()),
-            master,
+            master: Ok(master),
             master_text: g.master.clone(),
         });
     }
@@ -697,7 +799,13 @@ mod tests {
         assert_eq!(t.route(8191), SlotRoute::Stable(0));
         assert_eq!(t.route(8192), SlotRoute::Stable(1));
         assert_eq!(t.route(16383), SlotRoute::Stable(1));
-        assert_eq!(c.live.limits, Limits::default());
+        assert_eq!(
+            c.live.limits,
+            Limits {
+                max_memory: c.live.limits.max_memory,
+                ..Limits::default()
+            }
+        );
         assert_eq!(c.live.backend, BackendSettings::default());
         assert!(c.warnings.is_empty());
     }
@@ -750,7 +858,14 @@ mod tests {
             ("cores = 0\n[[group]]\nname='a'\nmaster='127.0.0.1:1'", "at least 1"),
             ("cores = [9999]\n[[group]]\nname='a'\nmaster='127.0.0.1:1'", "not available"),
             ("[limits]\nidle_timeout = '5'\n[[group]]\nname='a'\nmaster='127.0.0.1:1'", "unit"),
-            ("[limits]\noutput_soft_limit='1gb'\n[[group]]\nname='a'\nmaster='127.0.0.1:1'", "cannot exceed"),
+            ("[limits]\noutput_soft_limit='2gb'\n[[group]]\nname='a'\nmaster='127.0.0.1:1'", "cannot exceed"),
+            ("[limits]\nmax_request_bytes='4gb'\nmax_bulk_bytes='1mb'\n[[group]]\nname='a'\nmaster='127.0.0.1:1'", "32-bit offsets"),
+            ("[limits]\nmax_arguments=4294967296\n[[group]]\nname='a'\nmaster='127.0.0.1:1'", "max_arguments is at most"),
+            ("[limits]\noutput_hard_limit='256mb'\n[[group]]\nname='a'\nmaster='127.0.0.1:1'", "must be readable"),
+            ("[limits]\nmax_bulk_bytes='10mb'\noutput_hard_limit='10mb'\noutput_soft_limit='1mb'\n[[group]]\nname='a'\nmaster='127.0.0.1:1'", "plus 1mb"),
+            ("[limits]\nmax_memory='100mb'\n[[group]]\nname='a'\nmaster='127.0.0.1:1'", "twice"),
+            ("[backend]\nwrite_buffer_limit='1kb'\n[[group]]\nname='a'\nmaster='127.0.0.1:1'", "write_buffer_limit"),
+            ("[backend]\nmax_reply_bytes='1kb'\n[[group]]\nname='a'\nmaster='127.0.0.1:1'", "max_reply_bytes"),
             ("[backend]\nconnections=0\n[[group]]\nname='a'\nmaster='127.0.0.1:1'", "backend.connections"),
             ("[migration]\nmove_attempts=11\n[[group]]\nname='a'\nmaster='127.0.0.1:1'", "at most 10"),
             ("[migration]\nmove_attempts=0\n[[group]]\nname='a'\nmaster='127.0.0.1:1'", "more than 0"),
@@ -763,6 +878,33 @@ mod tests {
                 "{body:?}: {err:?} does not mention {want:?}"
             );
         }
+    }
+
+    #[test]
+    fn zero_output_limits_mean_none_as_in_redis() {
+        let c = parse(
+            "listen='127.0.0.1:0'\n[limits]\noutput_hard_limit='0'\noutput_soft_limit='0'\nmax_memory='0'\n\
+             [[group]]\nname='a'\nmaster='127.0.0.1:1'",
+        )
+        .unwrap();
+        assert_eq!(c.live.limits.output_hard_limit, 0);
+        assert_eq!(
+            c.live.reply_limit(),
+            (1 << 30, "backend.max_reply_bytes"),
+            "no hard limit: replies are bounded by the backend's"
+        );
+        let c = parse(
+            "listen='127.0.0.1:0'\n[limits]\nmax_bulk_bytes='1mb'\noutput_hard_limit='4mb'\noutput_soft_limit='1mb'\n\
+             [[group]]\nname='a'\nmaster='127.0.0.1:1'",
+        )
+        .unwrap();
+        assert_eq!(c.live.reply_limit(), (4 << 20, "limits.output_hard_limit"));
+        let c = parse("listen='127.0.0.1:0'\n[[group]]\nname='a'\nmaster='127.0.0.1:1'").unwrap();
+        assert!(
+            c.live.limits.max_memory >= 1 << 30 && c.live.limits.max_memory < AUTO_MEMORY,
+            "a budget by default, room for a largest request: {}",
+            c.live.limits.max_memory
+        );
     }
 
     #[test]

@@ -50,6 +50,9 @@ const POLL: Duration = Duration::from_millis(20);
 /// … and while a newer table than the one acked waits to be drained.
 const FAST_POLL: Duration = Duration::from_millis(2);
 
+/// How often masters that did not resolve are resolved again.
+const RESOLVE_RETRY: Duration = Duration::from_secs(2);
+
 /// What the session thread knows.
 struct Session {
     opts: ControlOptions,
@@ -67,6 +70,10 @@ struct Session {
     sent: Vec<(u64, Instant)>,
     last_ack: Option<Instant>,
     acked: Option<u64>,
+    /// Masters of the applied snapshot that did not resolve, and when to try
+    /// them again.
+    unresolved: usize,
+    next_resolve: Instant,
 }
 
 /// Starts the control thread; it restores the saved snapshot first.
@@ -92,6 +99,8 @@ pub fn start(
         sent: Vec::new(),
         last_ack: None,
         acked: None,
+        unresolved: 0,
+        next_resolve: Instant::now(),
     };
     s.restore();
     std::thread::Builder::new()
@@ -183,11 +192,50 @@ impl Session {
             groups = snapshot.groups.len(),
             "applying snapshot"
         );
+        self.note_unresolved(&table);
         self.snapshot = Some(snapshot);
         self.current = true;
         self.save();
         self.publish(Some(table));
         Ok(())
+    }
+
+    /// Logs the groups whose master did not resolve (they answer errors; the
+    /// others serve) and schedules another try.
+    fn note_unresolved(&mut self, table: &RoutingTable) {
+        self.unresolved = 0;
+        for g in table.unresolved() {
+            self.unresolved += 1;
+            if let Err(why) = &g.master {
+                tracing::warn!(group = %g.name, "group unavailable until its master resolves: {why}");
+            }
+        }
+        self.next_resolve = Instant::now() + RESOLVE_RETRY;
+    }
+
+    /// Resolves again the masters that did not resolve, every
+    /// [`RESOLVE_RETRY`]; publishes the table again (same version) once
+    /// fewer of them fail.
+    fn retry_resolution(&mut self) {
+        if self.unresolved == 0 || Instant::now() < self.next_resolve {
+            return;
+        }
+        let Some(snapshot) = &self.snapshot else {
+            return;
+        };
+        let live = self.source.load();
+        let Ok(table) = RoutingTable::from_snapshot_resolving(snapshot, Some(&live.table)) else {
+            return;
+        };
+        let before = self.unresolved;
+        self.note_unresolved(&table);
+        if self.unresolved < before {
+            tracing::info!(
+                still_unresolved = self.unresolved,
+                "a group's master resolves now"
+            );
+            self.publish(Some(table));
+        }
     }
 
     fn save(&self) {
@@ -235,6 +283,7 @@ impl Session {
     fn idle(&mut self, stop: &AtomicBool, wait: Duration) {
         let until = Instant::now() + wait;
         while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+            self.retry_resolution();
             self.publish(None);
             std::thread::sleep(POLL);
         }
@@ -313,6 +362,7 @@ impl Session {
             if due {
                 self.ack(&mut sock).map_err(|e| e.to_string())?;
             }
+            self.retry_resolution();
             self.publish(None);
             // While the newest table is not acked yet (cores loading it,
             // older requests finishing), look again soon: a migration waits

@@ -36,6 +36,10 @@ pub(crate) struct Inflight {
     /// The table version the request was routed under.
     pub version: u64,
     pub sent_ms: u64,
+    /// Where the request's bytes end in the connection's output stream
+    /// ([`OutBuf::end_offset`] once written): its reply cannot come before
+    /// the transport has been handed that many bytes.
+    pub end: u64,
 }
 
 /// Connection state.
@@ -64,6 +68,12 @@ pub(crate) struct BackendConn {
     pub framer: ReplyFramer,
     pub inflight: VecDeque<Inflight>,
     pub dirty: bool,
+    /// Bytes of an oversized reply read and dropped so far (0: none is being
+    /// dropped); its request gets an error once it has all been read.
+    pub skipped: u64,
+    /// Clients (index, generation) not read from until this connection's
+    /// write buffer drains below half of `backend.write_buffer_limit`.
+    pub waiters: Vec<(u32, u32)>,
 }
 
 /// First wait after a backend failure.
@@ -81,6 +91,8 @@ impl BackendConn {
             framer: ReplyFramer::new(),
             inflight: VecDeque::new(),
             dirty: false,
+            skipped: 0,
+            waiters: Vec::new(),
         }
     }
 
@@ -95,13 +107,27 @@ impl BackendConn {
         self.out.clear();
         self.inbuf = Vec::new();
         self.framer.reset();
+        self.skipped = 0;
     }
+
+    /// Bytes this connection holds in keyway's buffers.
+    pub fn buffered_bytes(&self) -> usize {
+        self.out.held() + self.inbuf.capacity()
+    }
+}
+
+/// What a [`Pool`] connects to: an address, or a master that did not
+/// resolve (its connections stay down with the resolver's error).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum PoolKey {
+    Addr(SocketAddr),
+    Unresolved(String),
 }
 
 /// The connections of one core to one backend address.
 #[derive(Debug)]
 pub(crate) struct Pool {
-    pub addr: SocketAddr,
+    pub key: PoolKey,
     /// The group this address serves, for error messages.
     pub group: Arc<str>,
     /// Backend slab indices; a client uses `conns[client.conn_slot % len]`.

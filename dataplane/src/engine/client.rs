@@ -24,9 +24,20 @@ pub(crate) enum Phase {
     /// No more requests (EOF, `QUIT`, a protocol error, shutdown): finish the
     /// replies owed, write them, then close.
     Draining,
-    /// Close now, without flushing (output limit, idle timeout).
+    /// Closed by a limit: the replies owed were dropped and a last error
+    /// saying why is written, then the connection closes (aborted if the peer
+    /// does not read it within [`CLOSING_LINGER_MS`]).
+    Closing {
+        /// When the limit closed it (worker milliseconds).
+        since_ms: u64,
+    },
+    /// Close now, without flushing (idle timeout, a cross-protocol request,
+    /// or a closing client that does not read).
     Kill,
 }
+
+/// How long a client closed by a limit may take to read the error saying why.
+pub(crate) const CLOSING_LINGER_MS: u64 = 5_000;
 
 /// What the driver should do with a client's socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,6 +108,7 @@ impl ClientState {
         match self.phase {
             Phase::Kill => ClientStatus::Abort,
             Phase::Draining if flushed && self.queue.is_empty() => ClientStatus::Close,
+            Phase::Closing { .. } if flushed => ClientStatus::Close,
             Phase::Open if !self.paused => ClientStatus::Active,
             _ => ClientStatus::WriteOnly,
         }
@@ -118,5 +130,32 @@ impl ClientState {
     pub fn fatal(&mut self, msg: &str) {
         self.error(msg);
         self.phase = Phase::Draining;
+    }
+
+    /// Whether replies for this client are still wanted.
+    #[inline]
+    pub fn wants_replies(&self) -> bool {
+        matches!(self.phase, Phase::Open | Phase::Draining)
+    }
+
+    /// Closes the client for exceeding a limit: drops the replies it is owed
+    /// (freeing their memory at once) and writes `msg` as its last reply. The
+    /// unwritten output is dropped too when it holds whole replies only (a
+    /// transport that takes the output whole leaves nothing half-written);
+    /// otherwise the error follows it, so the stream stays well-formed.
+    pub fn close_for_limit(&mut self, msg: &str, now_ms: u64) {
+        self.queue.abandon();
+        self.out.discard_if_whole();
+        encode::error(self.out.buf_mut(), msg);
+        self.inbuf = Vec::new();
+        self.partial_since_ms = None;
+        self.paused = false;
+        self.phase = Phase::Closing { since_ms: now_ms };
+    }
+
+    /// Bytes this client holds in keyway's buffers: unparsed input, unwritten
+    /// output, replies held for order or merging, requests kept back.
+    pub fn buffered_bytes(&self) -> usize {
+        self.inbuf.capacity() + self.out.held() + self.queue.held_bytes()
     }
 }

@@ -16,6 +16,12 @@ use crate::routing::{GroupIndex, SlotRoute};
 
 pub(crate) const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same group";
 
+/// Whether a request's command is `POST` or `Host:`: the first lines of an
+/// HTTP request, which Redis treats as an attack.
+fn is_http(name: &[u8]) -> bool {
+    name.eq_ignore_ascii_case(b"post") || name.eq_ignore_ascii_case(b"host:")
+}
+
 /// `CLIENT KILL` for `client|kill`.
 fn display_name(spec: &CommandSpec) -> String {
     spec.name.replace('|', " ").to_ascii_uppercase()
@@ -74,8 +80,17 @@ impl Ctx {
                         }
                     };
                     let args = c.parser.args(&buf[at..]);
+                    self.backpressure = None;
                     self.dispatch(&mut c.st, &args, raw, Place::NEW);
                     at += len;
+                    if let Some(b) = self.backpressure.take() {
+                        // Stop reading this client until that connection
+                        // drains (`Worker::release_backpressure`).
+                        c.st.paused = true;
+                        self.stats.clients_backpressured += 1;
+                        self.backends[b].waiters.push((c.st.me.idx, c.st.me.gen));
+                        break;
+                    }
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -103,6 +118,8 @@ impl Ctx {
         }
         let spec = match command::lookup(args.get(0), args.try_get(1)) {
             Lookup::Found(s) => s,
+            // Not Redis commands, so checked off the hot path.
+            Lookup::UnknownCommand if is_http(args.get(0)) => return self.cross_protocol(st),
             Lookup::UnknownCommand => return self.refuse(st, &unknown_command(args), place),
             Lookup::UnknownSubcommand(c) => {
                 let msg = format!(
@@ -118,14 +135,20 @@ impl Ctx {
             return self.refuse(st, &msg, place);
         }
         let policy = policy(spec);
+        let routed = matches!(
+            policy,
+            Policy::Route { .. } | Policy::Split(_) | Policy::FanOut(_)
+        );
         if let Some(reason) = &self.cfg.fence {
-            if matches!(
-                policy,
-                Policy::Route { .. } | Policy::Split(_) | Policy::FanOut(_)
-            ) {
+            if routed {
                 let msg = format!("TRYAGAIN keyway is fenced: {reason}");
                 return self.refuse(st, &msg, place);
             }
+        }
+        if self.memory.over && routed && place.at.is_none() {
+            self.stats.requests_oom += 1;
+            let msg = super::limits::oom(self.cfg.limits.max_memory);
+            return self.refuse(st, &msg, place);
         }
         if place.at.is_none()
             && st.queue.has_kept()
@@ -166,6 +189,7 @@ impl Ctx {
                     cfg: &self.cfg,
                     core: self.core,
                     now_ms: self.now_ms,
+                    stats: &self.stats,
                 };
                 local::run(cmd, st, args, &ctx);
             }
@@ -177,6 +201,24 @@ impl Ctx {
                 self.refuse(st, &msg, place);
             }
         }
+    }
+
+    /// An HTTP request reached the RESP port (a browser or `curl` made to
+    /// talk to keyway by a hostile page: cross-protocol scripting). As Redis
+    /// does, the connection is closed at once without a reply, and logged,
+    /// so nothing after the request line runs.
+    fn cross_protocol(&mut self, st: &mut ClientState) {
+        self.stats.clients_cross_protocol += 1;
+        if let Some(left_out) = self.log.allow(self.now_ms) {
+            tracing::warn!(
+                client = st.id,
+                peer = %st.peer,
+                earlier_lines_left_out = left_out,
+                "possible security attack: a client sent an HTTP request (POST or Host:) to the RESP port; connection closed"
+            );
+        }
+        st.inbuf = Vec::new();
+        st.phase = Phase::Kill;
     }
 
     /// Answers an error in the request's place.
@@ -389,7 +431,9 @@ impl Ctx {
             self.stats.errors_backend += 1;
             let mut reply = Vec::with_capacity(msg.len() + 3);
             encode::error(&mut reply, &msg);
-            return st.queue.complete_part(seq, part, &reply, st.out.buf_mut());
+            return st
+                .queue
+                .complete_part(seq, part, &reply, st.out.buf_mut(), 0, |_| Vec::new());
         }
         let version = self.cfg.table.version;
         let conn = &mut self.backends[b];
@@ -401,7 +445,11 @@ impl Ctx {
             part,
             version,
             sent_ms: self.now_ms,
+            end: conn.out.end_offset(),
         });
+        if conn.out.len() as u64 > self.cfg.backend.write_buffer_limit {
+            self.backpressure = Some(b);
+        }
         self.versions.add(version);
         if !conn.dirty && matches!(conn.link, Link::Up) {
             conn.dirty = true;
@@ -415,7 +463,8 @@ impl Ctx {
         let pool = &self.pools[self.group_pools[usize::from(g)]];
         let b = pool.conns[slot % pool.conns.len()];
         let conn = &mut self.backends[b];
-        if matches!(conn.link, Link::Idle) {
+        if let (Link::Idle, super::PoolKey::Addr(addr)) = (&conn.link, &pool.key) {
+            let addr = *addr;
             self.next_gen = self.next_gen.wrapping_add(1);
             conn.gen = self.next_gen;
             conn.link = Link::Connecting {
@@ -426,7 +475,7 @@ impl Ctx {
                     idx: b as u32,
                     gen: conn.gen,
                 },
-                addr: pool.addr,
+                addr,
                 timeout: self.cfg.backend.connect_timeout.duration(),
             });
         }

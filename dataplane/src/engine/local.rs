@@ -14,7 +14,7 @@ use keyway_protocol::resp::{encode, Args};
 
 use super::client::{ClientState, Phase};
 use super::policy::{ClientSub, CommandSub, Local};
-use super::Shared;
+use super::{Shared, Stats};
 use crate::config::LiveConfig;
 
 /// What local commands may look at besides the client.
@@ -23,6 +23,8 @@ pub(crate) struct LocalCtx<'a> {
     pub cfg: &'a LiveConfig,
     pub core: usize,
     pub now_ms: u64,
+    /// This core's counters (the other cores' come from `shared`).
+    pub stats: &'a Stats,
 }
 
 /// Runs a local command; arity has been checked.
@@ -424,6 +426,15 @@ fn info(st: &mut ClientState, args: &Args<'_>, ctx: &LocalCtx<'_>) {
                 "group{i}:name={},master={}\r\n",
                 g.name, g.master_text
             );
+        }
+        let _ = write!(
+            text,
+            "buffers_bytes:{}\r\nmax_memory:{}\r\n",
+            sh.memory_used(),
+            ctx.cfg.limits.max_memory
+        );
+        for (name, v) in sh.stats(ctx.core, ctx.stats).fields() {
+            let _ = write!(text, "{name}:{v}\r\n");
         }
         text.push_str("\r\n");
     }

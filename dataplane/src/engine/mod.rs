@@ -12,6 +12,9 @@
 mod backend;
 mod client;
 mod dispatch;
+mod limits;
+#[cfg(test)]
+mod limits_tests;
 mod local;
 mod move_batch;
 mod moves;
@@ -20,6 +23,8 @@ mod moves_tests;
 mod outbuf;
 mod pending;
 pub mod policy;
+#[cfg(test)]
+mod rig;
 pub mod split;
 mod stats;
 mod versions;
@@ -35,12 +40,12 @@ use keyway_protocol::resp::RequestParser;
 use slab::Slab;
 
 pub use backend::BackendId;
-use backend::{BackendConn, Inflight, Link, Pool, MIN_BACKOFF_MS, WHOLE};
-use client::{Client, ClientState, Phase};
+use backend::{BackendConn, Inflight, Link, Pool, PoolKey, MIN_BACKOFF_MS, WHOLE};
+use client::{Client, ClientState, Phase, CLOSING_LINGER_MS};
 pub use client::{ClientId, ClientStatus};
 use moves::Place;
 use outbuf::OutBuf;
-pub use stats::Stats;
+pub use stats::{PublishedStats, Stats};
 use versions::VersionCounts;
 
 use crate::config::LiveConfig;
@@ -79,6 +84,11 @@ pub struct CoreReport {
     /// once, even when idle (-1: the core only looks on its next request or
     /// tick).
     pub wake_fd: AtomicI32,
+    /// The core's counters as of its last tick.
+    pub stats: PublishedStats,
+    /// Bytes the core holds in client and backend buffers (an estimate, kept
+    /// within a megabyte of reads of the truth; see [`memory`]).
+    pub memory: AtomicU64,
 }
 
 impl Default for CoreReport {
@@ -87,6 +97,8 @@ impl Default for CoreReport {
             loaded: AtomicU64::new(0),
             oldest_inflight: AtomicU64::new(0),
             wake_fd: AtomicI32::new(-1),
+            stats: PublishedStats::default(),
+            memory: AtomicU64::new(0),
         }
     }
 }
@@ -117,6 +129,26 @@ impl Shared {
                 let _ = unsafe { libc::write(fd, one.as_ptr().cast(), one.len()) };
             }
         }
+    }
+
+    /// Bytes held in client and backend buffers by every core.
+    pub fn memory_used(&self) -> u64 {
+        self.reports
+            .iter()
+            .map(|r| r.memory.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Every core's counters: `own` (the calling core's, current) plus what
+    /// the others published at their last tick.
+    pub fn stats(&self, core: usize, own: &Stats) -> Stats {
+        let mut all = own.clone();
+        for (i, r) in self.reports.iter().enumerate() {
+            if i != core {
+                all.add(&r.stats.load());
+            }
+        }
+        all
     }
 
     /// The newest version V such that every core has loaded V (or newer) and
@@ -195,7 +227,7 @@ pub(crate) struct Ctx {
     cfg_seq: u64,
     backends: Slab<BackendConn>,
     pools: Vec<Pool>,
-    pool_by_addr: HashMap<SocketAddr, usize>,
+    pool_by_key: HashMap<PoolKey, usize>,
     /// The pool of each group of the current table.
     group_pools: Vec<usize>,
     next_gen: u32,
@@ -218,6 +250,13 @@ pub(crate) struct Ctx {
     batches: move_batch::MoveBatches,
     /// The oldest in-flight version last published in the core's report.
     reported_oldest: u64,
+    /// A backend connection whose write buffer the request just dispatched
+    /// filled past `backend.write_buffer_limit`: its client is paused.
+    backpressure: Option<usize>,
+    /// This core's share of `limits.max_memory`.
+    memory: limits::MemoryBudget,
+    /// Rate limit of the log lines about closed clients.
+    log: limits::LogLimit,
     shutting_down: bool,
 }
 
@@ -242,7 +281,7 @@ impl Worker {
             cfg_seq: 0,
             backends: Slab::new(),
             pools: Vec::new(),
-            pool_by_addr: HashMap::new(),
+            pool_by_key: HashMap::new(),
             group_pools: Vec::new(),
             next_gen: 0,
             next_conn_slot: core,
@@ -258,6 +297,9 @@ impl Worker {
             walk: Vec::new(),
             batches: Default::default(),
             reported_oldest: u64::MAX,
+            backpressure: None,
+            memory: Default::default(),
+            log: Default::default(),
             shutting_down: false,
         };
         ctx.apply(cfg);
@@ -382,6 +424,7 @@ impl Worker {
                 part: move_batch::MOVE_BATCH,
                 version,
                 sent_ms: self.ctx.now_ms,
+                end: conn.out.end_offset(),
             });
             self.ctx.versions.add(version);
             if !conn.dirty && matches!(conn.link, Link::Up) {
@@ -515,6 +558,14 @@ impl Worker {
         if open > self.ctx.cfg.limits.max_clients {
             self.ctx.shared.clients.fetch_sub(1, Ordering::Relaxed);
             self.ctx.stats.clients_rejected += 1;
+            if let Some(left_out) = self.ctx.log.allow(self.ctx.now_ms) {
+                tracing::warn!(
+                    %peer,
+                    earlier_lines_left_out = left_out,
+                    "refusing a client connection: limits.max_clients ({}) are open",
+                    self.ctx.cfg.limits.max_clients
+                );
+            }
             return Err(Rejected::MaxClients);
         }
         self.ctx.stats.clients_accepted += 1;
@@ -579,6 +630,11 @@ impl Worker {
     /// Runs the client's buffered bytes plus `data` through the parser.
     fn process_client(&mut self, idx: usize, data: &[u8]) {
         let now = self.ctx.now_ms;
+        if !data.is_empty() {
+            let max = self.ctx.cfg.limits.max_memory;
+            let ctx = &mut self.ctx;
+            ctx.memory.read(data.len(), &ctx.shared, ctx.core, max);
+        }
         let Some(c) = self.clients.get_mut(idx) else {
             return;
         };
@@ -610,13 +666,44 @@ impl Worker {
         self.ctx.after_output(st);
     }
 
-    /// Re-runs clients whose pipeline had filled and now has room.
+    /// Re-runs clients whose pipeline had filled, or whose backend's write
+    /// buffer had, and now has room; the driver is woken to read from them
+    /// again.
     fn resume_paused(&mut self) {
         while let Some(idx) = self.ctx.resume.pop() {
             if self.clients.contains(idx as usize) {
                 self.process_client(idx as usize, &[]);
+                let st = &mut self.clients[idx as usize].st;
+                if !st.dirty {
+                    st.dirty = true;
+                    self.ctx.wake.clients.push(idx);
+                }
             }
         }
+    }
+
+    /// Backend connection `b`'s write buffer drained: the clients paused
+    /// because of it may be read again (unless their own pipeline is full).
+    fn release_backpressure(&mut self, b: usize) {
+        let Some(conn) = self.ctx.backends.get_mut(b) else {
+            return;
+        };
+        if conn.waiters.is_empty()
+            || conn.out.len() as u64 > self.ctx.cfg.backend.write_buffer_limit / 2
+        {
+            return;
+        }
+        let max_pipeline = self.ctx.cfg.limits.max_pipeline;
+        for (idx, gen) in std::mem::take(&mut conn.waiters) {
+            if let Some(c) = live_client(&mut self.clients, idx, gen) {
+                if c.st.paused && c.st.queue.len() < max_pipeline {
+                    c.st.paused = false;
+                    self.ctx.resume.push(idx);
+                }
+            }
+        }
+        self.resume_paused();
+        self.run_deferred();
     }
 
     /// The client closed its sending side: answer what was asked, then close.
@@ -664,6 +751,14 @@ impl Worker {
                 out
             }
             _ => spare,
+        }
+    }
+
+    /// The transport finished (or abandoned) the write of the output it took
+    /// last from the client (see [`client_take_output`](Self::client_take_output)).
+    pub fn client_sent(&mut self, id: ClientId) {
+        if let Some(c) = self.client_mut(id) {
+            c.st.out.transport_done();
         }
     }
 
@@ -741,6 +836,7 @@ impl Worker {
             .filter(|b| b.gen == id.gen)
         {
             conn.out.wrote(n);
+            self.release_backpressure(id.idx as usize);
         }
     }
 
@@ -748,17 +844,35 @@ impl Worker {
     /// [`client_take_output`](Self::client_take_output)).
     pub fn backend_take_output(&mut self, id: BackendId, mut spare: Vec<u8>) -> Vec<u8> {
         spare.clear();
-        match self.ctx.backends.get_mut(id.idx as usize) {
+        let out = match self.ctx.backends.get_mut(id.idx as usize) {
             Some(b) if b.gen == id.gen && matches!(b.link, Link::Up) && !b.out.is_empty() => {
                 b.out.take(spare)
             }
-            _ => spare,
+            _ => return spare,
+        };
+        self.release_backpressure(id.idx as usize);
+        out
+    }
+
+    /// The transport finished (or abandoned) the write of the requests it took
+    /// last from the backend connection.
+    pub fn backend_sent(&mut self, id: BackendId) {
+        if let Some(b) = self
+            .ctx
+            .backends
+            .get_mut(id.idx as usize)
+            .filter(|b| b.gen == id.gen)
+        {
+            b.out.transport_done();
         }
     }
 
     /// Bytes read from a backend: complete replies go to their clients.
     pub fn backend_input(&mut self, id: BackendId, data: &[u8]) {
         let idx = id.idx as usize;
+        let max = self.ctx.cfg.limits.max_memory;
+        let ctx = &mut self.ctx;
+        ctx.memory.read(data.len(), &ctx.shared, ctx.core, max);
         let (backends, mut sink) = self.delivery();
         let Some(conn) = backends
             .get_mut(idx)
@@ -781,6 +895,9 @@ impl Worker {
             })
         };
         if let Err(reason) = result {
+            if reason == UNSOLICITED {
+                self.ctx.stats.backend_unsolicited += 1;
+            }
             self.fail_backend(idx, &reason);
         }
         self.resume_paused();
@@ -799,7 +916,10 @@ impl Worker {
             resume: &mut ctx.resume,
             walk: &mut ctx.walk,
             batches: &mut ctx.batches,
+            log: &mut ctx.log,
+            now_ms: ctx.now_ms,
             hard_limit: ctx.cfg.limits.output_hard_limit as usize,
+            reply_limit: ctx.cfg.reply_limit(),
             max_pipeline: ctx.cfg.limits.max_pipeline,
         };
         (&mut ctx.backends, sink)
@@ -811,7 +931,7 @@ impl Worker {
         self.ctx.next_gen = self.ctx.next_gen.wrapping_add(1);
         let gen = self.ctx.next_gen;
         let pool = &self.ctx.pools[self.ctx.backends[idx].pool];
-        let (core, group, addr) = (self.ctx.core, pool.group.clone(), pool.addr);
+        let (core, group, addr) = (self.ctx.core, pool.group.clone(), pool.key.clone());
         let mut reply = Vec::new();
         keyway_protocol::resp::encode::error(
             &mut reply,
@@ -820,9 +940,9 @@ impl Worker {
         let (backends, mut sink) = self.delivery();
         let conn = &mut backends[idx];
         if matches!(conn.link, Link::Up) {
-            tracing::warn!(core, %group, backend = %addr, "backend lost: {reason}");
+            tracing::warn!(core, %group, backend = ?addr, "backend lost: {reason}");
         } else {
-            tracing::debug!(core, %group, backend = %addr, "backend unavailable: {reason}");
+            tracing::debug!(core, %group, backend = ?addr, "backend unavailable: {reason}");
         }
         sink.stats.backend_failures += 1;
         sink.stats.errors_backend += conn.inflight.len() as u64;
@@ -837,6 +957,7 @@ impl Worker {
         };
         conn.backoff_ms = (conn.backoff_ms * 2).min(max_backoff);
         sink.wake.backends.push(idx as u32);
+        self.release_backpressure(idx);
     }
 
     // ---- driver plumbing --------------------------------------------------
@@ -870,10 +991,64 @@ impl Worker {
         self.refresh();
         self.tick_backends();
         self.tick_clients();
+        self.tick_memory();
         self.expire_held();
         self.resume_paused();
         self.run_deferred();
         self.ctx.report();
+        if let Some(r) = self.ctx.shared.reports.get(self.ctx.core) {
+            r.stats.publish(&self.ctx.stats);
+        }
+    }
+
+    /// Counts what this core's buffers hold, publishes it, and while the
+    /// process is over `max_memory` closes this core's largest clients until
+    /// the core is back within its share.
+    fn tick_memory(&mut self) {
+        let max = self.ctx.cfg.limits.max_memory;
+        let backends: usize = self
+            .ctx
+            .backends
+            .iter()
+            .map(|(_, b)| b.buffered_bytes())
+            .sum();
+        let mut total = backends as u64;
+        let mut big: Vec<(usize, u32)> = Vec::new();
+        for (idx, c) in self.clients.iter() {
+            let n = c.st.buffered_bytes();
+            total += n as u64;
+            if n >= limits::EVICT_MIN && c.st.wants_replies() {
+                big.push((n, idx as u32));
+            }
+        }
+        let ctx = &mut self.ctx;
+        ctx.memory.scanned(total, &ctx.shared, ctx.core, max);
+        if !ctx.memory.over || big.is_empty() {
+            return;
+        }
+        let share = max / ctx.shared.cores.max(1) as u64;
+        big.sort_unstable_by(|a, b| b.cmp(a));
+        let mut mine = total;
+        for (n, idx) in big {
+            if mine <= share {
+                break;
+            }
+            let st = &mut self.clients[idx as usize].st;
+            let why = format!(
+                "ERR closing the connection: keyway's buffers exceed limits.max_memory ({max} bytes) \
+                 and this connection held the most ({n} bytes)"
+            );
+            close_client(
+                st,
+                &why,
+                "it held the most while keyway's buffers exceeded limits.max_memory",
+                ctx.now_ms,
+                &mut ctx.log,
+                &mut ctx.wake,
+            );
+            ctx.stats.clients_evicted_memory += 1;
+            mine = mine.saturating_sub(n as u64);
+        }
     }
 
     fn tick_backends(&mut self) {
@@ -925,6 +1100,8 @@ impl Worker {
                     if conn.has_socket() {
                         self.ctx.wake.backends.push(b as u32);
                     }
+                    conn.out.clear();
+                    self.release_backpressure(b);
                     self.ctx.backends.remove(b);
                 } else {
                     i += 1;
@@ -938,8 +1115,19 @@ impl Worker {
         let limits = &self.ctx.cfg.limits;
         for (_, c) in self.clients.iter_mut() {
             let st = &mut c.st;
-            if st.phase == Phase::Kill {
-                continue;
+            match st.phase {
+                Phase::Kill => continue,
+                Phase::Closing { since_ms } => {
+                    if now.saturating_sub(since_ms) > CLOSING_LINGER_MS {
+                        st.phase = Phase::Kill;
+                        if !st.dirty {
+                            st.dirty = true;
+                            self.ctx.wake.clients.push(st.me.idx);
+                        }
+                    }
+                    continue;
+                }
+                Phase::Open | Phase::Draining => {}
             }
             let before = st.phase;
             if let Some(idle) = limits.idle_timeout.enabled() {
@@ -949,6 +1137,12 @@ impl Worker {
                 {
                     st.phase = Phase::Kill;
                     self.ctx.stats.clients_timed_out += 1;
+                    log_close(
+                        st,
+                        "idle longer than limits.idle_timeout",
+                        now,
+                        &mut self.ctx.log,
+                    );
                 }
             }
             if let (Some(since), Some(limit)) = (
@@ -963,13 +1157,33 @@ impl Worker {
                         limits.partial_request_timeout
                     ));
                     self.ctx.stats.clients_timed_out += 1;
+                    log_close(
+                        st,
+                        "a request incomplete longer than limits.partial_request_timeout",
+                        now,
+                        &mut self.ctx.log,
+                    );
                 }
             }
-            if st.pending_output() > limits.output_soft_limit as usize {
+            let soft = limits.output_soft_limit as usize;
+            if soft > 0 && st.pending_output() > soft {
                 let since = *st.soft_since_ms.get_or_insert(now);
                 if now.saturating_sub(since) > limits.output_soft_timeout.0 {
-                    st.phase = Phase::Kill;
+                    let why = format!(
+                        "ERR closing the connection: its unread replies stayed above \
+                         limits.output_soft_limit ({soft} bytes) for {}",
+                        limits.output_soft_timeout
+                    );
+                    close_client(
+                        st,
+                        &why,
+                        "its unread replies stayed above limits.output_soft_limit",
+                        now,
+                        &mut self.ctx.log,
+                        &mut self.ctx.wake,
+                    );
                     self.ctx.stats.clients_output_limit += 1;
+                    continue;
                 }
             } else {
                 st.soft_since_ms = None;
@@ -1002,10 +1216,9 @@ impl Ctx {
     /// Marks a client for a wakeup if it has output, and enforces the hard
     /// output limit.
     fn after_output(&mut self, st: &mut ClientState) {
-        if st.pending_output() > self.cfg.limits.output_hard_limit as usize
-            && st.phase != Phase::Kill
-        {
-            st.phase = Phase::Kill;
+        let hard = self.cfg.limits.output_hard_limit as usize;
+        if hard > 0 && st.pending_output() > hard && st.wants_replies() {
+            close_for_output(st, hard, self.now_ms, &mut self.log, &mut self.wake);
             self.stats.clients_output_limit += 1;
         }
         if !st.dirty && (!st.out.is_empty() || st.phase != Phase::Open) {
@@ -1021,17 +1234,21 @@ impl Ctx {
         let mut used = vec![false; self.pools.len()];
         self.group_pools.clear();
         for g in cfg.table.groups() {
-            let p = match self.pool_by_addr.get(&g.master) {
+            let key = match &g.master {
+                Ok(a) => PoolKey::Addr(*a),
+                Err(_) => PoolKey::Unresolved(g.master_text.clone()),
+            };
+            let p = match self.pool_by_key.get(&key) {
                 Some(&p) => p,
                 None => {
                     self.pools.push(Pool {
-                        addr: g.master,
+                        key: key.clone(),
                         group: g.name.clone(),
                         conns: Vec::new(),
                         retiring: Vec::new(),
                     });
                     used.push(false);
-                    self.pool_by_addr.insert(g.master, self.pools.len() - 1);
+                    self.pool_by_key.insert(key, self.pools.len() - 1);
                     self.pools.len() - 1
                 }
             };
@@ -1039,7 +1256,16 @@ impl Ctx {
             let pool = &mut self.pools[p];
             pool.group = g.name.clone();
             while pool.conns.len() < wanted {
-                pool.conns.push(self.backends.insert(BackendConn::new(p)));
+                let mut conn = BackendConn::new(p);
+                if let Err(why) = &g.master {
+                    // Never connects: its requests get the resolver's error
+                    // until a table with the master resolved replaces it.
+                    conn.link = Link::Down {
+                        until_ms: u64::MAX,
+                        reason: why.clone(),
+                    };
+                }
+                pool.conns.push(self.backends.insert(conn));
             }
             while pool.conns.len() > wanted {
                 let b = pool.conns.pop().expect("non-empty");
@@ -1059,6 +1285,8 @@ impl Ctx {
                 "routing table applied"
             );
         }
+        self.memory
+            .budget_changed(&self.shared, cfg.limits.max_memory);
         self.cfg = cfg;
         self.cfg_seq += 1;
         self.report();
@@ -1086,11 +1314,75 @@ impl Ctx {
     }
 }
 
+/// Why a backend connection is failed when it answers more than was asked.
+const UNSOLICITED: &str = "the backend sent a reply no request asked for";
+
+/// Whether a reply is owed on `conn`: its oldest request in flight has been
+/// handed to the transport.
+#[inline]
+fn owed(conn: &BackendConn) -> bool {
+    conn.inflight
+        .front()
+        .is_some_and(|f| f.end <= conn.out.handed())
+}
+
 /// Client `idx`, if it is still generation `gen` (a slot may have been
 /// reused by a newer client).
 #[inline]
 fn live_client(clients: &mut Slab<Client>, idx: u32, gen: u32) -> Option<&mut Client> {
     clients.get_mut(idx as usize).filter(|c| c.st.me.gen == gen)
+}
+
+/// Closes a client for exceeding a limit (see
+/// [`ClientState::close_for_limit`]), logs it with the client and the reason
+/// (rate-limited), and wakes its driver.
+fn close_client(
+    st: &mut ClientState,
+    reply: &str,
+    reason: &str,
+    now_ms: u64,
+    log: &mut limits::LogLimit,
+    wake: &mut Wake,
+) {
+    st.close_for_limit(reply, now_ms);
+    log_close(st, reason, now_ms, log);
+    if !st.dirty {
+        st.dirty = true;
+        wake.clients.push(st.me.idx);
+    }
+}
+
+/// Logs that a client is being closed by a limit, and why (rate-limited).
+fn log_close(st: &ClientState, reason: &str, now_ms: u64, log: &mut limits::LogLimit) {
+    if let Some(left_out) = log.allow(now_ms) {
+        tracing::warn!(
+            client = st.id,
+            peer = %st.peer,
+            earlier_lines_left_out = left_out,
+            "closing a client connection: {reason}"
+        );
+    }
+}
+
+/// Closes a client whose unread replies exceed `limits.output_hard_limit`.
+fn close_for_output(
+    st: &mut ClientState,
+    hard: usize,
+    now_ms: u64,
+    log: &mut limits::LogLimit,
+    wake: &mut Wake,
+) {
+    let why = format!(
+        "ERR closing the connection: its unread replies exceed limits.output_hard_limit ({hard} bytes)"
+    );
+    close_client(
+        st,
+        &why,
+        "its unread replies exceed limits.output_hard_limit",
+        now_ms,
+        log,
+        wake,
+    );
 }
 
 /// Where backend replies go: the clients and the bookkeeping around them.
@@ -1102,7 +1394,12 @@ struct Sink<'a> {
     resume: &'a mut Vec<u32>,
     walk: &'a mut Vec<(u32, u32)>,
     batches: &'a mut move_batch::MoveBatches,
+    log: &'a mut limits::LogLimit,
+    now_ms: u64,
+    /// `limits.output_hard_limit` (0: none).
     hard_limit: usize,
+    /// The largest reply forwarded, and the setting that says so.
+    reply_limit: (u64, &'static str),
     max_pipeline: usize,
 }
 
@@ -1126,18 +1423,48 @@ impl Sink<'_> {
     /// Frames every complete reply at the start of `buf` and delivers it to
     /// the request at the head of `conn`'s in-flight queue. Returns the bytes
     /// consumed, or why the connection can no longer be trusted.
+    ///
+    /// A reply is owed only for a request the transport has been handed
+    /// (see [`Inflight::end`]): one more is a reply no request asked for,
+    /// which would shift every later reply to the wrong request. A reply
+    /// larger than the reply limit is read and dropped as it arrives, and
+    /// its request gets an error naming the limit.
     fn replies(&mut self, conn: &mut BackendConn, buf: &[u8]) -> Result<usize, String> {
         let mut at = 0;
         loop {
             match conn.framer.next(&buf[at..]) {
                 Ok(Some(len)) => {
+                    if !owed(conn) {
+                        return Err(UNSOLICITED.to_string());
+                    }
                     let Some(entry) = conn.inflight.pop_front() else {
-                        return Err("reply without a request".to_string());
+                        return Err(UNSOLICITED.to_string());
                     };
-                    self.deliver(entry, &buf[at..at + len]);
+                    let size = conn.skipped + len as u64;
+                    let (limit, key) = self.reply_limit;
+                    if size > limit {
+                        conn.skipped = 0;
+                        self.stats.replies_too_large += 1;
+                        self.deliver(entry, &limits::too_large(size, key, limit));
+                    } else {
+                        self.deliver(entry, &buf[at..at + len]);
+                    }
                     at += len;
                 }
-                Ok(None) => return Ok(at),
+                Ok(None) => {
+                    let rest = buf.len() - at;
+                    let size = conn.skipped + rest.max(conn.framer.bytes_needed()) as u64;
+                    if size > self.reply_limit.0 {
+                        if !owed(conn) {
+                            return Err(UNSOLICITED.to_string());
+                        }
+                        let drop = conn.framer.discardable(rest);
+                        conn.framer.rebase(drop);
+                        conn.skipped += drop as u64;
+                        at += drop;
+                    }
+                    return Ok(at);
+                }
                 Err(e) => return Err(format!("protocol error from backend: {e}")),
             }
         }
@@ -1154,7 +1481,7 @@ impl Sink<'_> {
             return;
         };
         let st = &mut c.st;
-        if st.phase == Phase::Kill {
+        if !st.wants_replies() {
             return;
         }
         if moves::is_move(e.part) {
@@ -1170,12 +1497,18 @@ impl Sink<'_> {
         if e.part == WHOLE {
             st.queue.complete(e.seq, reply, st.out.buf_mut());
         } else {
+            let hard = self.hard_limit;
+            let stats = &mut *self.stats;
             st.queue
-                .complete_part(e.seq, e.part, reply, st.out.buf_mut());
+                .complete_part(e.seq, e.part, reply, st.out.buf_mut(), hard, |n| {
+                    stats.replies_too_large += 1;
+                    limits::too_large(n as u64, "limits.output_hard_limit", hard as u64)
+                });
         }
-        if st.pending_output() > self.hard_limit {
-            st.phase = Phase::Kill;
+        if self.hard_limit > 0 && st.pending_output() > self.hard_limit {
+            close_for_output(st, self.hard_limit, self.now_ms, self.log, self.wake);
             self.stats.clients_output_limit += 1;
+            return;
         }
         if st.paused && st.queue.len() <= self.max_pipeline / 2 {
             st.paused = false;

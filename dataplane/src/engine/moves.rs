@@ -253,7 +253,19 @@ impl Ctx {
                 }
                 continue;
             }
-            let target = self.cfg.table.group(to).master;
+            let target = match &self.cfg.table.group(to).master {
+                Ok(a) => *a,
+                Err(why) => {
+                    let msg = format!(
+                        "ERR backend {} unavailable: {why}",
+                        self.cfg.table.group(to).name
+                    );
+                    if let Some(d) = st.queue.deferred_mut(seq) {
+                        d.failure.get_or_insert(msg);
+                    }
+                    continue;
+                }
+            };
             let keys = &moves[start..end];
             let waits = if place.attempt == 0 {
                 // Coalesced with other requests' moves (see `move_batch`).

@@ -3,125 +3,8 @@
 //! replies Redis gives in each case (the same paths run against real
 //! redis-servers in `ctl/tests/migration.rs`).
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-use arc_swap::ArcSwap;
-
-use super::{Action, BackendId, ClientId, Shared, Worker};
-use crate::config::{BackendSettings, Limits, LiveConfig, MigrationSettings};
-use crate::routing::{GroupRoute, RoutingTable, SlotRoute};
-
-const SLOTS: u32 = 16;
-
-/// A key in `slot`.
-fn key_in(slot: u32) -> String {
-    (0..)
-        .map(|i| format!("k{i}"))
-        .find(|k| keyway_protocol::slot::key_slot(k.as_bytes(), SLOTS) == slot)
-        .expect("some key hashes there")
-}
-
-fn addr(g: u16) -> SocketAddr {
-    format!("127.0.0.1:{}", 7000 + g).parse().unwrap()
-}
-
-/// Groups a=0, b=1, c=2; slot 1 as given, every other slot on c.
-fn config(version: u64, slot1: SlotRoute) -> Arc<LiveConfig> {
-    let groups: Box<[GroupRoute]> = (0..3u16)
-        .map(|g| GroupRoute {
-            name: Arc::from(["a", "b", "c"][usize::from(g)]),
-            master: addr(g),
-            master_text: addr(g).to_string(),
-        })
-        .collect();
-    let mut slots = vec![SlotRoute::Stable(2); SLOTS as usize];
-    slots[1] = slot1;
-    Arc::new(LiveConfig {
-        table: RoutingTable::new(version, SLOTS, &slots, groups),
-        fence: None,
-        limits: Limits::default(),
-        backend: BackendSettings::default(),
-        migration: MigrationSettings::default(),
-    })
-}
-
-struct Rig {
-    source: Arc<ArcSwap<LiveConfig>>,
-    worker: Worker,
-    client: ClientId,
-    backends: HashMap<SocketAddr, BackendId>,
-    start: Instant,
-}
-
-impl Rig {
-    fn new(slot1: SlotRoute) -> Rig {
-        let source = Arc::new(ArcSwap::new(config(1, slot1)));
-        let mut worker = Worker::new(0, source.clone(), Arc::new(Shared::new(1)));
-        let peer: SocketAddr = "127.0.0.1:50000".parse().unwrap();
-        let client = worker.accept(peer, peer).unwrap();
-        Rig {
-            source,
-            worker,
-            client,
-            backends: HashMap::new(),
-            start: Instant::now(),
-        }
-    }
-
-    fn send(&mut self, req: &str) {
-        let mut bytes = Vec::new();
-        for line in req.split(';') {
-            let args: Vec<&str> = line.split_whitespace().collect();
-            bytes.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
-            for a in args {
-                bytes.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
-            }
-        }
-        self.worker.client_input(self.client, &bytes);
-    }
-
-    /// Connects what the worker asked for; returns what it wrote to group
-    /// `g`'s backend since the last call.
-    fn written(&mut self, g: u16) -> String {
-        let mut actions = Vec::new();
-        self.worker.take_actions(&mut actions);
-        for Action::Connect { id, addr, .. } in actions {
-            assert!(self.worker.backend_connected(id));
-            self.backends.insert(addr, id);
-        }
-        let Some(&id) = self.backends.get(&addr(g)) else {
-            return String::new();
-        };
-        let out = String::from_utf8_lossy(self.worker.backend_output(id)).into_owned();
-        let n = out.len();
-        self.worker.backend_wrote(id, n);
-        out
-    }
-
-    fn reply(&mut self, g: u16, bytes: &str) {
-        let id = self.backends[&addr(g)];
-        self.worker.backend_input(id, bytes.as_bytes());
-    }
-
-    fn output(&mut self) -> String {
-        let out = String::from_utf8_lossy(self.worker.client_output(self.client)).into_owned();
-        self.worker.client_wrote(self.client, out.len());
-        out
-    }
-
-    fn swap(&mut self, version: u64, slot1: SlotRoute) {
-        self.source.store(config(version, slot1));
-        self.tick(0);
-    }
-
-    fn tick(&mut self, after_ms: u64) {
-        self.worker
-            .tick(self.start + Duration::from_millis(after_ms));
-    }
-}
+use super::rig::{key_in, Rig};
+use crate::routing::SlotRoute;
 
 fn migrate_of(key: &str, timeout: u64) -> String {
     format!(
@@ -270,33 +153,11 @@ fn a_table_change_between_move_and_send_routes_again() {
     r.send(&format!("GET {k}"));
     r.written(0);
     // The migration finished meanwhile: the target owns the slot.
-    r.source.store(config(2, SlotRoute::Stable(1)));
+    r.publish(2, SlotRoute::Stable(1));
     r.send("PING");
     r.reply(0, "+NOKEY\r\n");
     assert!(r.written(1).contains("GET"), "sent to the new owner");
     assert_eq!(r.written(0), "", "without another MIGRATE");
-}
-
-impl Rig {
-    fn another_client(&mut self) -> ClientId {
-        let peer: SocketAddr = "127.0.0.1:50001".parse().unwrap();
-        self.worker.accept(peer, peer).unwrap()
-    }
-
-    fn send_as(&mut self, client: ClientId, req: &str) {
-        let keep = self.client;
-        self.client = client;
-        self.send(req);
-        self.client = keep;
-    }
-
-    fn output_of(&mut self, client: ClientId) -> String {
-        let keep = self.client;
-        self.client = client;
-        let out = self.output();
-        self.client = keep;
-        out
-    }
 }
 
 #[test]
@@ -342,6 +203,7 @@ fn moves_of_many_clients_share_one_migrate_at_a_time() {
     assert_eq!(r.output(), "$1\r\n1\r\n");
     assert_eq!(r.output_of(c), "+OK\r\n");
     r.reply(0, "+NOKEY\r\n");
+    assert!(r.written(1).contains(&k2), "b's second GET went on");
     r.reply(1, "$1\r\n3\r\n");
     assert_eq!(r.output_of(b), "$1\r\n2\r\n$1\r\n3\r\n");
 }

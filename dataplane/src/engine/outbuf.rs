@@ -8,6 +8,13 @@ pub(crate) struct OutBuf {
     buf: Vec<u8>,
     /// Bytes of `buf` already written.
     pos: usize,
+    /// Bytes handed to the transport over the buffer's life (written, or
+    /// taken for writing): whatever was appended before this offset may have
+    /// reached the peer.
+    handed: u64,
+    /// Bytes last taken by a transport that writes asynchronously, until it
+    /// says the write is done: still in memory, so still counted.
+    in_transport: usize,
     /// Capacity kept after a burst that grew the buffer past 64 times this.
     keep: usize,
 }
@@ -18,6 +25,8 @@ impl OutBuf {
         OutBuf {
             buf: Vec::new(),
             pos: 0,
+            handed: 0,
+            in_transport: 0,
             keep,
         }
     }
@@ -46,9 +55,24 @@ impl OutBuf {
         &mut self.buf
     }
 
+    /// Bytes handed to the transport so far, over the buffer's life.
+    #[inline]
+    pub fn handed(&self) -> u64 {
+        self.handed
+    }
+
+    /// The stream offset just past the last byte appended: once
+    /// [`handed`](Self::handed) reaches it, everything appended so far may
+    /// have reached the peer.
+    #[inline]
+    pub fn end_offset(&self) -> u64 {
+        self.handed + self.len() as u64
+    }
+
     /// Records that `n` bytes of [`pending`](Self::pending) were written.
     #[inline]
     pub fn wrote(&mut self, n: usize) {
+        self.handed += n as u64;
         self.pos += n;
         if self.pos >= self.buf.len() {
             self.clear();
@@ -63,7 +87,29 @@ impl OutBuf {
         let mut out = std::mem::replace(&mut self.buf, spare);
         out.drain(..self.pos);
         self.pos = 0;
+        self.handed += out.len() as u64;
+        self.in_transport = out.len();
         out
+    }
+
+    /// The transport finished writing what it took last.
+    pub fn transport_done(&mut self) {
+        self.in_transport = 0;
+    }
+
+    /// Bytes this buffer accounts for in memory: unwritten, plus taken and
+    /// not yet written by the transport.
+    #[inline]
+    pub fn held(&self) -> usize {
+        self.len() + self.in_transport
+    }
+
+    /// Drops the unwritten bytes if none of them has been written yet (so
+    /// they are whole replies: everything is appended a reply at a time).
+    pub fn discard_if_whole(&mut self) {
+        if self.pos == 0 {
+            self.clear();
+        }
     }
 
     /// Drops everything not yet written.
@@ -105,5 +151,20 @@ mod tests {
         assert!(o.is_empty());
         o.buf_mut().extend_from_slice(b"x");
         assert_eq!(o.pending(), b"x");
+        assert_eq!(o.handed(), 6, "two written, four taken");
+        assert_eq!(o.end_offset(), 7);
+    }
+
+    #[test]
+    fn only_whole_output_is_discarded() {
+        let mut o = OutBuf::new(16);
+        o.buf_mut().extend_from_slice(b"+OK\r\n+OK\r\n");
+        o.wrote(3);
+        o.discard_if_whole();
+        assert_eq!(o.pending(), b"\r\n+OK\r\n", "a half-written reply stays");
+        o.wrote(7);
+        o.buf_mut().extend_from_slice(b"+OK\r\n");
+        o.discard_if_whole();
+        assert!(o.is_empty());
     }
 }

@@ -71,7 +71,8 @@ pub type Seq = u64;
 pub struct ReplyQueue {
     slots: VecDeque<Slot>,
     head: Seq,
-    /// Bytes held in `Ready` slots (they count against the output limit).
+    /// Bytes held in `Ready` slots and in merges (they count against the
+    /// output limits).
     held: usize,
     /// `Deferred` slots.
     kept: usize,
@@ -90,7 +91,8 @@ impl ReplyQueue {
         self.slots.is_empty()
     }
 
-    /// Bytes of complete replies held back behind earlier ones.
+    /// Bytes of replies held back behind earlier ones or waiting to be
+    /// merged.
     #[inline]
     pub fn held_bytes(&self) -> usize {
         self.held
@@ -218,18 +220,35 @@ impl ReplyQueue {
         }
     }
 
-    /// Part `part`'s reply to split request `seq`.
-    pub fn complete_part(&mut self, seq: Seq, part: u16, reply: &[u8], out: &mut Vec<u8>) {
+    /// Part `part`'s reply to split request `seq`. `limit` (0: none) bounds
+    /// the bytes a merge may hold: past it, the merged reply becomes
+    /// `too_large(bytes)`, an error.
+    pub fn complete_part(
+        &mut self,
+        seq: Seq,
+        part: u16,
+        reply: &[u8],
+        out: &mut Vec<u8>,
+        limit: usize,
+        too_large: impl FnOnce(usize) -> Vec<u8>,
+    ) {
         let Some(i) = self.index(seq) else { return };
         let Slot::Merging(m) = &mut self.slots[i] else {
             return;
         };
-        if !m.add(part, reply) {
+        let before = m.held_bytes();
+        let done = m.add(part, reply);
+        if limit > 0 && m.held_bytes() > limit {
+            m.too_large(too_large(m.held_bytes()));
+        }
+        self.held = self.held - before + m.held_bytes();
+        if !done {
             return;
         }
         let Slot::Merging(m) = std::mem::replace(&mut self.slots[i], Slot::Waiting) else {
             unreachable!()
         };
+        self.held -= m.held_bytes();
         if i == 0 {
             m.finish(out);
             self.slots.pop_front();
@@ -241,6 +260,16 @@ impl ReplyQueue {
             self.held += v.len();
             self.slots[i] = Slot::Ready(v);
         }
+    }
+
+    /// Drops every reply owed (the client is being closed): later replies
+    /// for these requests find no slot and are ignored.
+    pub fn abandon(&mut self) {
+        self.head += self.slots.len() as u64;
+        self.slots.clear();
+        self.slots.shrink_to(16);
+        self.held = 0;
+        self.kept = 0;
     }
 
     fn index(&self, seq: Seq) -> Option<usize> {
@@ -294,9 +323,9 @@ mod tests {
         let m = q.push_merge(Merge::new(SplitKind::Sum, 2, &[0, 1]));
         let after = q.push_waiting();
         q.complete(after, b"+OK\r\n", &mut out);
-        q.complete_part(m, 1, b":1\r\n", &mut out);
+        q.complete_part(m, 1, b":1\r\n", &mut out, 0, |_| Vec::new());
         assert!(out.is_empty());
-        q.complete_part(m, 0, b":2\r\n", &mut out);
+        q.complete_part(m, 0, b":2\r\n", &mut out, 0, |_| Vec::new());
         assert_eq!(out, b":3\r\n+OK\r\n");
     }
 
@@ -335,7 +364,7 @@ mod tests {
         let mut q = ReplyQueue::default();
         let mut out = Vec::new();
         q.complete(5, b"+OK\r\n", &mut out);
-        q.complete_part(0, 0, b"+OK\r\n", &mut out);
+        q.complete_part(0, 0, b"+OK\r\n", &mut out, 0, |_| Vec::new());
         assert!(out.is_empty());
     }
 }

@@ -83,6 +83,8 @@ pub struct Merge {
     sum: i64,
     /// The error reply of the lowest part that failed, and that part.
     error: Option<(u16, Vec<u8>)>,
+    /// Bytes of part replies kept until the merge completes.
+    held: usize,
 }
 
 impl Merge {
@@ -100,7 +102,25 @@ impl Merge {
             remaining: parts,
             sum: 0,
             error: None,
+            held: 0,
         }
+    }
+
+    /// Bytes of part replies this merge holds (they count against the
+    /// client's output limits).
+    #[inline]
+    pub fn held_bytes(&self) -> usize {
+        self.held
+    }
+
+    /// The merged reply would exceed `limit` bytes: give up on it, free what
+    /// is held, and answer `reply` (an error) once every part has replied.
+    pub fn too_large(&mut self, reply: Vec<u8>) {
+        for r in self.replies.iter_mut() {
+            *r = None;
+        }
+        self.held = reply.len();
+        self.error = Some((0, reply));
     }
 
     /// Records part `part`'s reply; true when every part has replied.
@@ -109,7 +129,12 @@ impl Merge {
             self.fail(part, reply.to_vec());
         } else {
             match self.kind {
-                SplitKind::Mget => self.replies[usize::from(part)] = Some(reply.to_vec()),
+                // Once an error decides the reply, the values are not kept.
+                SplitKind::Mget if self.error.is_some() => {}
+                SplitKind::Mget => {
+                    self.held += reply.len();
+                    self.replies[usize::from(part)] = Some(reply.to_vec());
+                }
                 SplitKind::Mset => {
                     if reply != b"+OK\r\n" {
                         self.fail(part, unexpected(reply));
@@ -127,6 +152,10 @@ impl Merge {
 
     fn fail(&mut self, part: u16, reply: Vec<u8>) {
         if self.error.as_ref().is_none_or(|(p, _)| part < *p) {
+            self.held = reply.len();
+            for r in self.replies.iter_mut() {
+                *r = None;
+            }
             self.error = Some((part, reply));
         }
     }

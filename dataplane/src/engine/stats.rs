@@ -1,113 +1,129 @@
-//! Per-core counters: plain integers owned by one core's worker, never shared or
-//! locked. Names are defined here, once, for every exporter.
+//! Per-core counters: plain integers owned by one core's worker, never shared
+//! or locked on the request path. Names are defined here, once, for every
+//! exporter. Each core publishes a copy into its [`PublishedStats`] on every
+//! tick (relaxed stores, off the request path); `INFO keyway` adds the other
+//! cores' published copies to its own core's live counters.
 
-/// One core's counters since start.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Stats {
-    /// Client connections accepted.
-    pub clients_accepted: u64,
-    /// Client connections refused at `max_clients`.
-    pub clients_rejected: u64,
-    /// Client connections closed, for any reason.
-    pub clients_closed: u64,
-    /// Clients closed for exceeding the output limits.
-    pub clients_output_limit: u64,
-    /// Clients closed by the idle or partial-request timeouts.
-    pub clients_timed_out: u64,
-    /// Requests parsed (empty requests excluded).
-    pub requests: u64,
-    /// Requests forwarded whole to one group.
-    pub requests_forwarded: u64,
-    /// Requests split across groups or fanned out.
-    pub requests_split: u64,
-    /// Requests answered by keyway itself, errors included.
-    pub requests_local: u64,
-    /// Malformed requests (the connection is closed).
-    pub errors_protocol: u64,
-    /// Requests refused: unknown, unsupported, wrong arity, cross-slot.
-    pub errors_refused: u64,
-    /// Replies that are errors because a backend failed.
-    pub errors_backend: u64,
-    /// Backend connections established.
-    pub backend_connects: u64,
-    /// Backend connections that failed or were lost.
-    pub backend_failures: u64,
-    /// Backend connections failed for not replying in time.
-    pub backend_timeouts: u64,
-    /// Replies dropped because their client had gone.
-    pub replies_orphaned: u64,
-    /// Requests held because their slots were about to migrate.
-    pub requests_held: u64,
-    /// MIGRATE calls sent to move a request's keys.
-    pub key_moves: u64,
-    /// Requests answered `-TRYAGAIN` because their keys could not be moved.
-    pub moves_failed: u64,
-    /// Requests kept back behind an earlier kept-back request of their client.
-    pub requests_kept_behind: u64,
-    /// Keys deleted on a migration's source because the target already had
-    /// the same copy (`BUSYKEY` after a timed-out MIGRATE).
-    pub keys_deleted_on_source: u64,
+use std::sync::atomic::{AtomicU64, Ordering};
+
+macro_rules! counters {
+    ($($(#[doc = $doc:literal])* $name:ident,)*) => {
+        /// One core's counters since start.
+        #[derive(Debug, Default, Clone, PartialEq, Eq)]
+        pub struct Stats {
+            $($(#[doc = $doc])* pub $name: u64,)*
+        }
+
+        /// How many counters [`Stats`] has.
+        pub const COUNTERS: usize = [$(stringify!($name)),*].len();
+
+        impl Stats {
+            /// Every counter with its exported name, in declaration order.
+            pub fn fields(&self) -> [(&'static str, u64); COUNTERS] {
+                [$((stringify!($name), self.$name)),*]
+            }
+
+            /// Adds `other` into `self` (merging cores).
+            pub fn add(&mut self, other: &Stats) {
+                $(self.$name += other.$name;)*
+            }
+
+            /// The counters as published by a core.
+            fn load(p: &PublishedStats) -> Stats {
+                let mut i = 0;
+                $(
+                    let $name = p.0[i].load(Ordering::Relaxed);
+                    i += 1;
+                )*
+                let _ = i;
+                Stats { $($name),* }
+            }
+        }
+    };
 }
 
-impl Stats {
-    /// Every counter with its exported name.
-    pub fn fields(&self) -> [(&'static str, u64); 21] {
-        [
-            ("clients_accepted", self.clients_accepted),
-            ("clients_rejected", self.clients_rejected),
-            ("clients_closed", self.clients_closed),
-            ("clients_output_limit", self.clients_output_limit),
-            ("clients_timed_out", self.clients_timed_out),
-            ("requests", self.requests),
-            ("requests_forwarded", self.requests_forwarded),
-            ("requests_split", self.requests_split),
-            ("requests_local", self.requests_local),
-            ("errors_protocol", self.errors_protocol),
-            ("errors_refused", self.errors_refused),
-            ("errors_backend", self.errors_backend),
-            ("backend_connects", self.backend_connects),
-            ("backend_failures", self.backend_failures),
-            ("backend_timeouts", self.backend_timeouts),
-            ("replies_orphaned", self.replies_orphaned),
-            ("requests_held", self.requests_held),
-            ("key_moves", self.key_moves),
-            ("moves_failed", self.moves_failed),
-            ("requests_kept_behind", self.requests_kept_behind),
-            ("keys_deleted_on_source", self.keys_deleted_on_source),
-        ]
+counters! {
+    /// Client connections accepted.
+    clients_accepted,
+    /// Client connections refused at `max_clients`.
+    clients_rejected,
+    /// Client connections closed, for any reason.
+    clients_closed,
+    /// Clients closed for exceeding the output limits.
+    clients_output_limit,
+    /// Clients closed by the idle or partial-request timeouts.
+    clients_timed_out,
+    /// Clients closed to bring keyway's buffers back under `max_memory`.
+    clients_evicted_memory,
+    /// Connections closed because they sent an HTTP request (`POST`, `Host:`),
+    /// a cross-protocol attack.
+    clients_cross_protocol,
+    /// Times a client stopped being read because a backend connection it
+    /// writes to had `write_buffer_limit` bytes waiting.
+    clients_backpressured,
+    /// Requests parsed (empty requests excluded).
+    requests,
+    /// Requests forwarded whole to one group.
+    requests_forwarded,
+    /// Requests split across groups or fanned out.
+    requests_split,
+    /// Requests answered by keyway itself, errors included.
+    requests_local,
+    /// Requests refused with `-OOM` because keyway's buffers exceeded
+    /// `max_memory`.
+    requests_oom,
+    /// Malformed requests (the connection is closed).
+    errors_protocol,
+    /// Requests refused: unknown, unsupported, wrong arity, cross-slot.
+    errors_refused,
+    /// Replies that are errors because a backend failed.
+    errors_backend,
+    /// Replies replaced by an error because they exceeded a size limit.
+    replies_too_large,
+    /// Backend connections established.
+    backend_connects,
+    /// Backend connections that failed or were lost.
+    backend_failures,
+    /// Backend connections failed for not replying in time.
+    backend_timeouts,
+    /// Backend connections failed for sending a reply no request asked for.
+    backend_unsolicited,
+    /// Replies dropped because their client had gone.
+    replies_orphaned,
+    /// Requests held because their slots were about to migrate.
+    requests_held,
+    /// MIGRATE calls sent to move a request's keys.
+    key_moves,
+    /// Requests answered `-TRYAGAIN` because their keys could not be moved.
+    moves_failed,
+    /// Requests kept back behind an earlier kept-back request of their client.
+    requests_kept_behind,
+    /// Keys deleted on a migration's source because the target already had
+    /// the same copy (`BUSYKEY` after a timed-out MIGRATE).
+    keys_deleted_on_source,
+}
+
+/// A core's counters as it last published them, for the other cores to read.
+#[derive(Debug)]
+pub struct PublishedStats([AtomicU64; COUNTERS]);
+
+impl Default for PublishedStats {
+    fn default() -> Self {
+        PublishedStats(std::array::from_fn(|_| AtomicU64::new(0)))
+    }
+}
+
+impl PublishedStats {
+    /// Stores `s` (a tick's copy of a core's counters).
+    pub fn publish(&self, s: &Stats) {
+        for (slot, (_, v)) in self.0.iter().zip(s.fields()) {
+            slot.store(v, Ordering::Relaxed);
+        }
     }
 
-    /// Adds `other` into `self` (merging cores).
-    pub fn add(&mut self, other: &Stats) {
-        let mut merged = self.fields();
-        for (m, (_, v)) in merged.iter_mut().zip(other.fields()) {
-            m.1 += v;
-        }
-        let [a, b, c, d, e, f, g, h, i, j, k, l, m, n, o, p, q, r, s, t, u] =
-            merged.map(|(_, v)| v);
-        *self = Stats {
-            clients_accepted: a,
-            clients_rejected: b,
-            clients_closed: c,
-            clients_output_limit: d,
-            clients_timed_out: e,
-            requests: f,
-            requests_forwarded: g,
-            requests_split: h,
-            requests_local: i,
-            errors_protocol: j,
-            errors_refused: k,
-            errors_backend: l,
-            backend_connects: m,
-            backend_failures: n,
-            backend_timeouts: o,
-            replies_orphaned: p,
-            requests_held: q,
-            key_moves: r,
-            moves_failed: s,
-            requests_kept_behind: t,
-            keys_deleted_on_source: u,
-        };
+    /// The counters last published.
+    pub fn load(&self) -> Stats {
+        Stats::load(self)
     }
 }
 
@@ -136,11 +152,31 @@ mod tests {
             requests: 3,
             clients_accepted: 4,
             replies_orphaned: 1,
+            keys_deleted_on_source: 7,
             ..Stats::default()
         };
         a.add(&b);
         assert_eq!(a.requests, 5);
         assert_eq!(a.clients_accepted, 4);
         assert_eq!(a.replies_orphaned, 2);
+        assert_eq!(a.keys_deleted_on_source, 7);
+    }
+
+    #[test]
+    fn published_copies_read_back_field_by_field() {
+        let mut s = Stats::default();
+        for (i, f) in [
+            &mut s.clients_accepted,
+            &mut s.requests_oom,
+            &mut s.keys_deleted_on_source,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            *f = i as u64 + 10;
+        }
+        let p = PublishedStats::default();
+        p.publish(&s);
+        assert_eq!(p.load(), s);
     }
 }

@@ -68,6 +68,12 @@ impl Keyway {
         self.proc.pid()
     }
 
+    /// The admin address (the config must give `admin`).
+    pub fn admin(&mut self) -> String {
+        self.proc
+            .wait_line("keyway admin on ", Duration::from_secs(10))
+    }
+
     pub fn conn(&self) -> redis::Connection {
         let c = redis::Client::open(format!("redis://{}", self.addr)).unwrap();
         c.get_connection_with_timeout(Duration::from_secs(5))
@@ -132,5 +138,113 @@ pub fn table_version(kw: &Keyway) -> u64 {
     info.lines()
         .find_map(|l| l.strip_prefix("table_version:"))
         .and_then(|v| v.trim().parse().ok())
+        .unwrap()
+}
+
+/// A TCP relay in front of a real redis-server that can slip bytes into what
+/// Redis sends back (a fault injector, not a Redis stand-in: every request
+/// still reaches the real server and every real reply comes back). Its
+/// threads end with the test process.
+pub struct Relay {
+    pub addr: SocketAddr,
+    /// The socket towards keyway of the latest connection, for injections.
+    down: std::sync::Arc<std::sync::Mutex<Option<TcpStream>>>,
+}
+
+impl Relay {
+    /// Relays every connection to `target`.
+    pub fn start(target: &str) -> Relay {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let target = target.to_string();
+        let down = std::sync::Arc::new(std::sync::Mutex::new(None::<TcpStream>));
+        let current = down.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(from_keyway) = conn else { continue };
+                let Ok(to_redis) = TcpStream::connect(&target) else {
+                    continue;
+                };
+                *current.lock().unwrap() = from_keyway.try_clone().ok();
+                let (mut kr, mut rw) = (
+                    from_keyway.try_clone().unwrap(),
+                    to_redis.try_clone().unwrap(),
+                );
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 65536];
+                    while let Ok(n @ 1..) = kr.read(&mut buf) {
+                        if rw.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = rw.shutdown(std::net::Shutdown::Both);
+                });
+                let (mut rr, kw) = (to_redis, from_keyway);
+                let shared = current.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 65536];
+                    while let Ok(n @ 1..) = rr.read(&mut buf) {
+                        // Written under the lock, so an injection never lands
+                        // inside a reply.
+                        let guard = shared.lock().unwrap();
+                        let mut w = &kw;
+                        if w.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                        drop(guard);
+                    }
+                    let _ = kw.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        Relay { addr, down }
+    }
+
+    /// Sends `bytes` to keyway as if Redis had sent them.
+    pub fn inject(&self, bytes: &[u8]) {
+        use std::io::Write;
+        let guard = self.down.lock().unwrap();
+        let mut s = guard.as_ref().expect("keyway is connected");
+        s.write_all(bytes).unwrap();
+    }
+}
+
+/// `INFO keyway` of a new connection, as `name -> value`.
+pub fn keyway_info(kw: &Keyway) -> std::collections::HashMap<String, String> {
+    let info: String = redis::cmd("INFO")
+        .arg("keyway")
+        .query(&mut kw.conn())
+        .unwrap();
+    info.lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+        .collect()
+}
+
+/// A counter of `INFO keyway`.
+pub fn counter(kw: &Keyway, name: &str) -> u64 {
+    keyway_info(kw)
+        .get(name)
+        .unwrap_or_else(|| panic!("INFO keyway has no {name}"))
+        .parse()
+        .unwrap()
+}
+
+/// Resident memory of `pid`, KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// A key owned by group index `g` of config `body`.
+pub fn key_on(body: &str, g: usize, tag: &str) -> String {
+    (0..)
+        .map(|i| format!("{tag}:{i}"))
+        .find(|k| owner(body, k.as_bytes()) == g)
         .unwrap()
 }

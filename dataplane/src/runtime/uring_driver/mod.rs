@@ -39,6 +39,9 @@ const BUFFERS: u16 = 512;
 const BUFFER_SIZE: usize = 16 << 10;
 /// The buffer group of the receive buffers.
 const BGID: u16 = 0;
+/// Most rounds of [`Driver::flush`] per loop turn (work left over waits for
+/// the next turn, at most a tick away).
+const FLUSH_ROUNDS: usize = 8;
 /// How long a closing connection's last send may wait for its peer to read.
 const LINGER: Duration = Duration::from_secs(5);
 
@@ -397,6 +400,7 @@ impl Driver {
                         }
                         self.spare.extend(c.ops.sending.take().map(|s| s.buf));
                     }
+                    self.worker.client_sent(c.id);
                     self.touched.0.push(slot as u32);
                 }
             }
@@ -471,6 +475,7 @@ impl Driver {
                         }
                         self.spare.extend(b.ops.sending.take().map(|s| s.buf));
                     }
+                    self.worker.backend_sent(b.id);
                     self.touched.1.push(slot);
                 }
             }
@@ -537,40 +542,44 @@ impl Driver {
     fn flush(&mut self, sq: &mut Sq<'_>) -> io::Result<()> {
         let (mut wc, mut wb) = std::mem::take(&mut self.wake);
         let mut actions = std::mem::take(&mut self.actions);
-        self.worker.take_wakeups(&mut wc, &mut wb);
-        self.worker.take_actions(&mut actions);
-        for a in actions.drain(..) {
-            match a {
-                Action::Connect { id, addr, timeout } => self.connect(id, addr, timeout, sq)?,
-            }
-        }
-        self.actions = actions;
         let mut touched = std::mem::take(&mut self.touched);
-        for idx in wc.drain(..).chain(touched.0.drain(..)) {
-            self.client_step(idx as usize, sq)?;
-        }
-        for idx in wb.drain(..) {
-            if let Some(Some(slot)) = self.live.get(idx as usize) {
-                touched.1.push(*slot);
+        // Steps may produce more work: a failed backend answers its clients,
+        // and a backend whose write buffer drains resumes the clients paused
+        // behind it, whose requests start connections and fill buffers. Go
+        // round until nothing is left, so none of it waits for the next
+        // completion or tick.
+        for _ in 0..FLUSH_ROUNDS {
+            self.worker.take_wakeups(&mut wc, &mut wb);
+            self.worker.take_actions(&mut actions);
+            if wc.is_empty()
+                && wb.is_empty()
+                && actions.is_empty()
+                && touched.0.is_empty()
+                && touched.1.is_empty()
+            {
+                break;
             }
-        }
-        for slot in touched.1.drain(..) {
-            self.backend_step(slot, sq)?;
-        }
-        // Steps may have produced more wakeups (a client closing delivers
-        // nothing, but a failed backend answers its clients): take them now so
-        // they are not left for the next turn.
-        self.worker.take_wakeups(&mut wc, &mut wb);
-        for idx in wc.drain(..) {
-            self.client_step(idx as usize, sq)?;
-        }
-        for idx in wb.drain(..) {
-            if let Some(Some(slot)) = self.live.get(idx as usize) {
-                let slot = *slot;
+            for a in actions.drain(..) {
+                match a {
+                    Action::Connect { id, addr, timeout } => self.connect(id, addr, timeout, sq)?,
+                }
+            }
+            for idx in wc.drain(..).chain(touched.0.drain(..)) {
+                self.client_step(idx as usize, sq)?;
+            }
+            for idx in wb.drain(..) {
+                if let Some(Some(slot)) = self.live.get(idx as usize) {
+                    touched.1.push(*slot);
+                }
+            }
+            // `connect` may have queued an old socket of a reused slot.
+            touched.1.append(&mut self.touched.1);
+            for slot in touched.1.drain(..) {
                 self.backend_step(slot, sq)?;
             }
         }
         self.wake = (wc, wb);
+        self.actions = actions;
         self.touched = touched;
         Ok(())
     }

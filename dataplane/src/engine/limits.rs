@@ -1,0 +1,152 @@
+//! What keeps one core's memory bounded, apart from the per-client limits
+//! checked where they apply: the process-wide buffer budget
+//! (`limits.max_memory`), the replies that limits turn into errors, and the
+//! log of connections closed by a limit (rate-limited, so that a flood of
+//! closes cannot flood the log).
+//!
+//! The budget is an estimate kept without work per request: every tick a
+//! core adds up what its clients and backend connections hold, and between
+//! ticks it adds the bytes it reads (every byte buffered was read first), so
+//! the estimate never falls behind by more than [`PUBLISH_EVERY`] bytes of
+//! reads. Each core publishes its estimate in its [`super::CoreReport`];
+//! a core is over budget when the sum over cores exceeds `max_memory`, and
+//! then refuses routed requests with `-OOM` and closes its largest clients.
+
+use std::sync::atomic::Ordering;
+
+use super::Shared;
+
+/// Reads between two publications of a core's estimate.
+pub(crate) const PUBLISH_EVERY: u64 = 1 << 20;
+
+/// Clients holding less than this are never closed to free memory (closing
+/// them would free too little to matter).
+pub(crate) const EVICT_MIN: usize = 1 << 20;
+
+/// One core's share of the buffer budget.
+#[derive(Debug, Default)]
+pub(crate) struct MemoryBudget {
+    /// What the last scan found.
+    scanned: u64,
+    /// Bytes read since the last scan.
+    read: u64,
+    /// `scanned + read` when last published.
+    published: u64,
+    /// The process is over `max_memory`: routed requests get `-OOM`.
+    pub over: bool,
+}
+
+impl MemoryBudget {
+    /// Records `n` bytes read from a socket; republishes after
+    /// [`PUBLISH_EVERY`] of them.
+    #[inline]
+    pub fn read(&mut self, n: usize, shared: &Shared, core: usize, max: u64) {
+        self.read += n as u64;
+        if self.scanned + self.read >= self.published + PUBLISH_EVERY {
+            self.publish(shared, core, max);
+        }
+    }
+
+    /// Records a scan's total (the read bytes are in it now) and publishes.
+    pub fn scanned(&mut self, total: u64, shared: &Shared, core: usize, max: u64) {
+        self.scanned = total;
+        self.read = 0;
+        self.publish(shared, core, max);
+    }
+
+    fn publish(&mut self, shared: &Shared, core: usize, max: u64) {
+        self.published = self.scanned + self.read;
+        if let Some(r) = shared.reports.get(core) {
+            r.memory.store(self.published, Ordering::Relaxed);
+        }
+        self.budget_changed(shared, max);
+    }
+
+    /// Decides again whether the process is over `max` (a new config).
+    pub fn budget_changed(&mut self, shared: &Shared, max: u64) {
+        self.over = max > 0 && shared.memory_used() > max;
+    }
+}
+
+/// A rate limit for log lines about closed connections: at most `BURST` a
+/// window; the next line after a quiet spell says how many were left out.
+#[derive(Debug, Default)]
+pub(crate) struct LogLimit {
+    window_ms: u64,
+    in_window: u32,
+    suppressed: u64,
+}
+
+impl LogLimit {
+    const WINDOW_MS: u64 = 10_000;
+    const BURST: u32 = 20;
+
+    /// Whether a line may be logged now; `Some(n)`: yes, and `n` lines were
+    /// left out since the last one.
+    pub fn allow(&mut self, now_ms: u64) -> Option<u64> {
+        if now_ms >= self.window_ms + Self::WINDOW_MS {
+            self.window_ms = now_ms;
+            self.in_window = 0;
+        }
+        if self.in_window >= Self::BURST {
+            self.suppressed += 1;
+            return None;
+        }
+        self.in_window += 1;
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
+/// The error that replaces a reply of `bytes` bytes over `limit` bytes, the
+/// limit named by its configuration key.
+pub(crate) fn too_large(bytes: u64, key: &str, limit: u64) -> Vec<u8> {
+    let mut v = Vec::new();
+    keyway_protocol::resp::encode::error(
+        &mut v,
+        &format!(
+            "ERR the reply ({bytes} bytes) is larger than keyway's {key} ({limit} bytes); it was not sent"
+        ),
+    );
+    v
+}
+
+/// The `-OOM` refusal while over the buffer budget.
+pub(crate) fn oom(max: u64) -> String {
+    format!(
+        "OOM command not allowed when keyway's client and backend buffers exceed limits.max_memory ({max} bytes)"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_log_limit_lets_a_burst_through_then_counts() {
+        let mut l = LogLimit::default();
+        for _ in 0..LogLimit::BURST {
+            assert_eq!(l.allow(5), Some(0));
+        }
+        assert_eq!(l.allow(6), None);
+        assert_eq!(l.allow(7), None);
+        assert_eq!(l.allow(5 + LogLimit::WINDOW_MS), Some(2));
+    }
+
+    #[test]
+    fn the_budget_publishes_every_megabyte_and_sums_cores() {
+        let shared = Shared::new(2);
+        shared.reports[1].memory.store(3 << 20, Ordering::Relaxed);
+        let mut b = MemoryBudget::default();
+        b.read(1000, &shared, 0, 4 << 20);
+        assert_eq!(shared.reports[0].memory.load(Ordering::Relaxed), 0);
+        assert!(!b.over);
+        b.read(PUBLISH_EVERY as usize, &shared, 0, 4 << 20);
+        assert_eq!(shared.memory_used(), (3 << 20) + PUBLISH_EVERY + 1000);
+        assert!(b.over, "4 MiB + 1000 bytes is over 4 MiB");
+        b.scanned(10, &shared, 0, 4 << 20);
+        assert!(!b.over);
+        assert_eq!(shared.reports[0].memory.load(Ordering::Relaxed), 10);
+        b.scanned(10, &shared, 0, 0);
+        assert!(!b.over, "0 is no budget");
+    }
+}

@@ -1,0 +1,274 @@
+//! The worker's limits and its defences against bad peers, driven without
+//! I/O (see [`super::rig`]): replies nobody asked for, replies too large to
+//! forward, merges and slow readers over the output limit, backend write
+//! buffers that fill, the buffer budget, and HTTP requests on the RESP port.
+//! The same behaviours run against real processes in `tests/hardening.rs`.
+
+use super::rig::{key_in, Rig, Settings};
+use super::ClientStatus;
+use crate::config::{BackendSettings, Limits};
+use crate::routing::SlotRoute;
+
+/// A bulk reply of `n` bytes of `x`.
+fn bulk(n: usize) -> Vec<u8> {
+    let mut v = format!("${n}\r\n").into_bytes();
+    v.resize(v.len() + n, b'x');
+    v.extend_from_slice(b"\r\n");
+    v
+}
+
+fn settings(limits: Limits, backend: BackendSettings) -> Settings {
+    Settings { limits, backend }
+}
+
+#[test]
+fn a_reply_before_its_request_was_sent_fails_the_connection() {
+    let mut r = Rig::new(SlotRoute::Stable(0));
+    r.send("GET x");
+    r.written(2);
+    r.send("GET y");
+    // GET y is queued but not handed to the transport: a second reply now
+    // answers nothing, and would have been taken for GET y's.
+    r.reply(2, "$1\r\n1\r\n+EXTRA\r\n");
+    assert_eq!(
+        r.output(),
+        "$1\r\n1\r\n-ERR backend c unavailable: the backend sent a reply no request asked for\r\n"
+    );
+    assert!(!r.backend_live(2));
+    assert_eq!(r.worker.stats().backend_unsolicited, 1);
+}
+
+#[test]
+fn a_reply_with_nothing_in_flight_fails_the_connection() {
+    let mut r = Rig::new(SlotRoute::Stable(0));
+    r.send("GET x");
+    r.written(2);
+    r.reply(2, "$1\r\n1\r\n");
+    assert_eq!(r.output(), "$1\r\n1\r\n");
+    r.reply(2, ":5\r\n");
+    assert!(!r.backend_live(2));
+}
+
+#[test]
+fn an_oversized_reply_is_dropped_as_it_arrives_and_answered_with_an_error() {
+    let backend = BackendSettings {
+        max_reply_bytes: 1 << 20,
+        ..BackendSettings::default()
+    };
+    let mut r = Rig::with(SlotRoute::Stable(0), settings(Limits::default(), backend));
+    r.send("GET big;GET small");
+    r.written(2);
+    let mut replies = bulk(3 << 20);
+    replies.extend_from_slice(b"$1\r\ns\r\n");
+    for chunk in replies.chunks(16 << 10) {
+        r.reply_bytes(2, chunk);
+        let conn = r.worker.ctx.backends.iter().next().unwrap().1;
+        assert!(
+            conn.inbuf.len() <= 64 << 10,
+            "the reply is not buffered: {} bytes kept",
+            conn.inbuf.len()
+        );
+    }
+    assert_eq!(
+        r.output(),
+        format!(
+            "-ERR the reply ({} bytes) is larger than keyway's backend.max_reply_bytes (1048576 bytes); it was not sent\r\n$1\r\ns\r\n",
+            replies.len() - 7
+        )
+    );
+    assert!(r.backend_live(2), "the connection goes on");
+    assert_eq!(r.worker.stats().replies_too_large, 1);
+}
+
+#[test]
+fn a_merge_over_the_hard_limit_answers_an_error_in_its_place() {
+    let limits = Limits {
+        output_hard_limit: 2 << 20,
+        ..Limits::default()
+    };
+    let mut r = Rig::with(
+        SlotRoute::Stable(0),
+        settings(limits, BackendSettings::default()),
+    );
+    let (a, c) = (key_in(1), key_in(2));
+    r.send(&format!("MGET {a} {c};PING"));
+    r.written(0);
+    r.written(2);
+    let mut part = b"*1\r\n".to_vec();
+    part.extend(bulk(1_200_000));
+    r.reply_bytes(0, &part);
+    r.reply_bytes(2, &part);
+    let out = r.output();
+    assert!(
+        out.starts_with("-ERR the reply (")
+            && out.contains("limits.output_hard_limit (2097152 bytes)"),
+        "{out:?}"
+    );
+    assert!(out.ends_with("+PONG\r\n"), "{out:?}");
+    assert_eq!(r.status(), ClientStatus::Active, "the client stays");
+    assert_eq!(r.worker.clients[0].st.queue.held_bytes(), 0);
+}
+
+#[test]
+fn merge_parts_count_against_the_output_limit() {
+    let mut r = Rig::new(SlotRoute::Stable(0));
+    let (a, c) = (key_in(1), key_in(2));
+    r.send(&format!("MGET {a} {c}"));
+    r.written(0);
+    r.written(2);
+    r.reply(0, "*1\r\n$3\r\nabc\r\n");
+    assert_eq!(
+        r.worker.clients[0].st.pending_output(),
+        13,
+        "the part waiting for the other is counted"
+    );
+}
+
+#[test]
+fn a_slow_reader_over_the_hard_limit_gets_an_error_then_is_closed() {
+    let limits = Limits {
+        output_hard_limit: 2 << 20,
+        ..Limits::default()
+    };
+    let mut r = Rig::with(
+        SlotRoute::Stable(0),
+        settings(limits, BackendSettings::default()),
+    );
+    r.send("GET x;GET x;GET x;GET x");
+    r.written(2);
+    for _ in 0..4 {
+        r.reply_bytes(2, &bulk(900_000));
+    }
+    assert_eq!(
+        r.output(),
+        "-ERR closing the connection: its unread replies exceed limits.output_hard_limit (2097152 bytes)\r\n",
+        "the unsent replies are dropped, the reason is sent"
+    );
+    assert_eq!(r.status(), ClientStatus::Close);
+    assert_eq!(r.worker.stats().clients_output_limit, 1);
+}
+
+#[test]
+fn a_closing_client_that_does_not_read_is_aborted() {
+    let limits = Limits {
+        output_hard_limit: 2 << 20,
+        ..Limits::default()
+    };
+    let mut r = Rig::with(
+        SlotRoute::Stable(0),
+        settings(limits, BackendSettings::default()),
+    );
+    r.send("GET x;GET x;GET x");
+    r.written(2);
+    for _ in 0..3 {
+        r.reply_bytes(2, &bulk(900_000));
+    }
+    assert_eq!(r.status(), ClientStatus::WriteOnly);
+    r.tick(1_000);
+    assert_eq!(r.status(), ClientStatus::WriteOnly);
+    r.tick(10_000);
+    assert_eq!(r.status(), ClientStatus::Abort);
+}
+
+#[test]
+fn a_full_backend_write_buffer_pauses_its_clients_until_it_drains() {
+    let backend = BackendSettings {
+        write_buffer_limit: 64 << 10,
+        ..BackendSettings::default()
+    };
+    let mut r = Rig::with(SlotRoute::Stable(0), settings(Limits::default(), backend));
+    let value = "v".repeat(20 << 10);
+    // Keys on group c (slot 2), so every SET goes to one connection.
+    let tag = key_in(2);
+    let sets: Vec<String> = (0..10)
+        .map(|i| format!("SET {{{tag}}}{i} {value}"))
+        .collect();
+    r.send(&sets.join(";"));
+    let first = r.waiting(2);
+    assert!(
+        first > 64 << 10 && first < 100 << 10,
+        "stops once over the limit: {first} bytes waiting"
+    );
+    assert_eq!(r.status(), ClientStatus::WriteOnly, "not read meanwhile");
+    let mut sent = r.written(2).matches("SET").count();
+    while sent < 10 {
+        let more = r.written(2).matches("SET").count();
+        assert!(more > 0, "each drain lets more through ({sent} so far)");
+        sent += more;
+    }
+    assert_eq!(r.status(), ClientStatus::Active);
+    assert!(r.worker.stats().clients_backpressured >= 2);
+}
+
+#[test]
+fn http_requests_close_the_connection_without_running_anything() {
+    let mut r = Rig::new(SlotRoute::Stable(0));
+    r.send_raw(b"POST / HTTP/1.1\r\nHost: keyway\r\n\r\nSET pwned x\r\n");
+    assert_eq!(r.status(), ClientStatus::Abort);
+    assert_eq!(r.output(), "", "no reply, as Redis");
+    assert_eq!(r.written(2), "", "nothing reached a backend");
+    let mut r = Rig::new(SlotRoute::Stable(0));
+    r.send_raw(b"GET / HTTP/1.1\r\nhost: keyway\r\n\r\n");
+    assert_eq!(r.status(), ClientStatus::Abort);
+    assert_eq!(r.worker.stats().clients_cross_protocol, 1);
+}
+
+#[test]
+fn over_the_buffer_budget_requests_get_oom_until_it_drains() {
+    let limits = Limits {
+        max_memory: 1 << 20,
+        ..Limits::default()
+    };
+    let mut r = Rig::with(
+        SlotRoute::Stable(0),
+        settings(limits, BackendSettings::default()),
+    );
+    let value = "v".repeat(300 << 10);
+    let tag = key_in(2);
+    for i in 0..4 {
+        r.send(&format!("SET {{{tag}}}{i} {value}"));
+    }
+    // The fourth SET's own bytes took the buffers over the budget.
+    r.send("GET k;PING");
+    assert_eq!(r.written(2).matches("SET").count(), 3);
+    r.reply(2, "+OK\r\n+OK\r\n+OK\r\n");
+    let oom = "-OOM command not allowed when keyway's client and backend buffers exceed limits.max_memory (1048576 bytes)\r\n";
+    assert_eq!(
+        r.output(),
+        format!("+OK\r\n+OK\r\n+OK\r\n{oom}{oom}+PONG\r\n"),
+        "routed requests are refused, local commands still run"
+    );
+    r.tick(100);
+    r.send("GET k");
+    assert!(r.written(2).contains("GET"), "under budget again");
+    assert_eq!(r.worker.stats().requests_oom, 2);
+}
+
+#[test]
+fn over_the_buffer_budget_the_largest_clients_are_closed() {
+    let limits = Limits {
+        max_memory: 1 << 20,
+        output_hard_limit: 0,
+        ..Limits::default()
+    };
+    let mut r = Rig::with(
+        SlotRoute::Stable(0),
+        settings(limits, BackendSettings::default()),
+    );
+    let small = r.another_client();
+    r.send_as(small, "GET s");
+    r.send("GET x;GET x");
+    r.written(2);
+    r.reply(2, "$1\r\ns\r\n");
+    for _ in 0..2 {
+        r.reply_bytes(2, &bulk(700_000));
+    }
+    r.tick(100);
+    assert_eq!(
+        r.output(),
+        "-ERR closing the connection: keyway's buffers exceed limits.max_memory (1048576 bytes) and this connection held the most (1400022 bytes)\r\n"
+    );
+    assert_eq!(r.status(), ClientStatus::Close);
+    assert_eq!(r.output_of(small), "$1\r\ns\r\n", "the small client stays");
+    assert_eq!(r.worker.stats().clients_evicted_memory, 1);
+}

@@ -1,0 +1,199 @@
+//! A test rig that drives a [`Worker`] without I/O: the test plays the
+//! transport, reads what the worker writes to each backend, feeds it the
+//! replies Redis gives, and reads what each client gets. Three groups a=0,
+//! b=1, c=2 on 127.0.0.1:7000-7002 and 16 slots: slot 1 as the test says,
+//! every other slot on c.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+
+use super::{Action, BackendId, ClientId, ClientStatus, Shared, Worker};
+use crate::config::{BackendSettings, Limits, LiveConfig, MigrationSettings};
+use crate::routing::{GroupRoute, RoutingTable, SlotRoute};
+
+pub(crate) const SLOTS: u32 = 16;
+
+/// A key in `slot`.
+pub(crate) fn key_in(slot: u32) -> String {
+    (0..)
+        .map(|i| format!("k{i}"))
+        .find(|k| keyway_protocol::slot::key_slot(k.as_bytes(), SLOTS) == slot)
+        .expect("some key hashes there")
+}
+
+/// Group `g`'s master.
+pub(crate) fn addr(g: u16) -> SocketAddr {
+    format!("127.0.0.1:{}", 7000 + g).parse().unwrap()
+}
+
+/// Settings the rig's configs carry.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Settings {
+    pub limits: Limits,
+    pub backend: BackendSettings,
+}
+
+fn config(version: u64, slot1: SlotRoute, settings: &Settings) -> Arc<LiveConfig> {
+    let groups: Box<[GroupRoute]> = (0..3u16)
+        .map(|g| GroupRoute {
+            name: Arc::from(["a", "b", "c"][usize::from(g)]),
+            master: Ok(addr(g)),
+            master_text: addr(g).to_string(),
+        })
+        .collect();
+    let mut slots = vec![SlotRoute::Stable(2); SLOTS as usize];
+    slots[1] = slot1;
+    Arc::new(LiveConfig {
+        table: RoutingTable::new(version, SLOTS, &slots, groups),
+        fence: None,
+        limits: settings.limits.clone(),
+        backend: settings.backend.clone(),
+        migration: MigrationSettings::default(),
+    })
+}
+
+pub(crate) struct Rig {
+    source: Arc<ArcSwap<LiveConfig>>,
+    pub worker: Worker,
+    pub client: ClientId,
+    backends: HashMap<SocketAddr, BackendId>,
+    start: Instant,
+    settings: Settings,
+}
+
+impl Rig {
+    pub fn new(slot1: SlotRoute) -> Rig {
+        Rig::with(slot1, Settings::default())
+    }
+
+    pub fn with(slot1: SlotRoute, settings: Settings) -> Rig {
+        let source = Arc::new(ArcSwap::new(config(1, slot1, &settings)));
+        let mut worker = Worker::new(0, source.clone(), Arc::new(Shared::new(1)));
+        let peer: SocketAddr = "127.0.0.1:50000".parse().unwrap();
+        let client = worker.accept(peer, peer).unwrap();
+        Rig {
+            source,
+            worker,
+            client,
+            backends: HashMap::new(),
+            start: Instant::now(),
+            settings,
+        }
+    }
+
+    /// Sends requests (`;`-separated, arguments split on whitespace).
+    pub fn send(&mut self, req: &str) {
+        let mut bytes = Vec::new();
+        for line in req.split(';') {
+            let args: Vec<&str> = line.split_whitespace().collect();
+            bytes.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
+            for a in args {
+                bytes.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
+            }
+        }
+        self.worker.client_input(self.client, &bytes);
+    }
+
+    /// Sends raw bytes.
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.worker.client_input(self.client, bytes);
+    }
+
+    /// Connects what the worker asked for; returns what it wrote to group
+    /// `g`'s backend since the last call.
+    pub fn written(&mut self, g: u16) -> String {
+        let mut actions = Vec::new();
+        self.worker.take_actions(&mut actions);
+        for Action::Connect { id, addr, .. } in actions {
+            assert!(self.worker.backend_connected(id));
+            self.backends.insert(addr, id);
+        }
+        let Some(&id) = self.backends.get(&addr(g)) else {
+            return String::new();
+        };
+        let out = String::from_utf8_lossy(self.worker.backend_output(id)).into_owned();
+        let n = out.len();
+        self.worker.backend_wrote(id, n);
+        out
+    }
+
+    /// Connects what the worker asked for; returns how many bytes wait to be
+    /// written to group `g`'s backend, without writing them.
+    pub fn waiting(&mut self, g: u16) -> usize {
+        let mut actions = Vec::new();
+        self.worker.take_actions(&mut actions);
+        for Action::Connect { id, addr, .. } in actions {
+            assert!(self.worker.backend_connected(id));
+            self.backends.insert(addr, id);
+        }
+        self.backends
+            .get(&addr(g))
+            .map_or(0, |&id| self.worker.backend_output(id).len())
+    }
+
+    pub fn reply(&mut self, g: u16, bytes: &str) {
+        self.reply_bytes(g, bytes.as_bytes());
+    }
+
+    pub fn reply_bytes(&mut self, g: u16, bytes: &[u8]) {
+        let id = self.backends[&addr(g)];
+        self.worker.backend_input(id, bytes);
+    }
+
+    /// Whether group `g`'s backend connection is still up.
+    pub fn backend_live(&self, g: u16) -> bool {
+        self.backends
+            .get(&addr(g))
+            .is_some_and(|&id| self.worker.backend_live(id))
+    }
+
+    pub fn output(&mut self) -> String {
+        let out = String::from_utf8_lossy(self.worker.client_output(self.client)).into_owned();
+        self.worker.client_wrote(self.client, out.len());
+        out
+    }
+
+    pub fn status(&self) -> ClientStatus {
+        self.worker.client_status(self.client)
+    }
+
+    /// Publishes a table (the worker picks it up on its next call).
+    pub fn publish(&mut self, version: u64, slot1: SlotRoute) {
+        self.source.store(config(version, slot1, &self.settings));
+    }
+
+    /// Publishes a table and ticks, so the worker applies it now.
+    pub fn swap(&mut self, version: u64, slot1: SlotRoute) {
+        self.publish(version, slot1);
+        self.tick(0);
+    }
+
+    pub fn tick(&mut self, after_ms: u64) {
+        self.worker
+            .tick(self.start + Duration::from_millis(after_ms));
+    }
+
+    pub fn another_client(&mut self) -> ClientId {
+        let peer: SocketAddr = "127.0.0.1:50001".parse().unwrap();
+        self.worker.accept(peer, peer).unwrap()
+    }
+
+    pub fn send_as(&mut self, client: ClientId, req: &str) {
+        let keep = self.client;
+        self.client = client;
+        self.send(req);
+        self.client = keep;
+    }
+
+    pub fn output_of(&mut self, client: ClientId) -> String {
+        let keep = self.client;
+        self.client = client;
+        let out = self.output();
+        self.client = keep;
+        out
+    }
+}
