@@ -27,6 +27,10 @@ pub struct Options {
     pub keyway: PathBuf,
     /// Keyway transports to compare (one keyway instance each).
     pub transports: Vec<String>,
+    /// Another keyway binary (an earlier build) run beside it as
+    /// `keyway-before`, on the default transport: a change measured against
+    /// what it changed, in one run.
+    pub baseline: Option<PathBuf>,
     /// Include twemproxy.
     pub twemproxy: bool,
     /// CPU for the proxies (each proxy runs alone on it while measured).
@@ -121,9 +125,22 @@ struct Target {
 
 fn loads(o: &Options) -> anyhow::Result<Vec<Load>> {
     let mut v = Vec::new();
-    for (test, pipeline) in [("get", 1), ("set", 1), ("get", 16), ("set", 16)] {
+    // PING is answered by keyway itself: one receive and one send per client
+    // request, the floor a proxy cannot beat. GET through keyway against
+    // PING on keyway is the hop's own cost.
+    for (test, pipeline) in [
+        ("get", 1),
+        ("set", 1),
+        ("ping_mbulk", 1),
+        ("get", 16),
+        ("set", 16),
+        ("ping_mbulk", 16),
+    ] {
         v.push(Load {
-            name: format!("{} P{pipeline}", test.to_uppercase()),
+            name: format!(
+                "{} P{pipeline}",
+                test.trim_end_matches("_mbulk").to_uppercase()
+            ),
             what: format!(
                 "redis-benchmark -c 50 -r 100000 -n {} -t {test} -P {pipeline}",
                 o.requests
@@ -328,16 +345,22 @@ pub fn run(o: &Options, command: String) -> anyhow::Result<Report> {
             proc: Some(p),
         });
     }
-    for t in &o.transports {
-        let name = format!("keyway-{t}");
-        let p = Proc::keyway(
-            &o.keyway,
-            &dir.0,
-            &name,
-            redis.addr,
-            o.proxy_cpu,
-            &format!("transport = \"{t}\""),
-        )?;
+    let mut keyways: Vec<(String, &PathBuf, String)> = o
+        .transports
+        .iter()
+        .map(|t| {
+            (
+                format!("keyway-{t}"),
+                &o.keyway,
+                format!("transport = \"{t}\""),
+            )
+        })
+        .collect();
+    if let Some(b) = &o.baseline {
+        keyways.push(("keyway-before".into(), b, String::new()));
+    }
+    for (name, bin, extra) in keyways {
+        let p = Proc::keyway(bin, &dir.0, &name, redis.addr, o.proxy_cpu, &extra)?;
         targets.push(Target {
             name,
             addr: p.addr,

@@ -20,8 +20,9 @@ fn one_quick_round_reports_every_target() {
     let o = Options {
         rounds: 1,
         requests: 3000,
-        keyway,
+        keyway: keyway.clone(),
         transports: vec!["glommio".into(), "uring".into()],
+        baseline: Some(keyway),
         twemproxy: true,
         proxy_cpu: 0,
         redis_cpu: None,
@@ -31,11 +32,17 @@ fn one_quick_round_reports_every_target() {
     let report = run(&o, "test".into()).expect("harness run");
     assert_eq!(
         report.targets,
-        ["redis", "twemproxy", "keyway-glommio", "keyway-uring"]
+        [
+            "redis",
+            "twemproxy",
+            "keyway-glommio",
+            "keyway-uring",
+            "keyway-before"
+        ]
     );
-    assert_eq!(report.loads.len(), 7);
+    assert_eq!(report.loads.len(), 9);
     for (load, by_target) in &report.summary {
-        assert_eq!(by_target.len(), 4, "{load}");
+        assert_eq!(by_target.len(), 5, "{load}");
         for (t, s) in by_target {
             assert!(s.rps > 0.0, "{load} on {t}");
             assert_eq!(s.errors, 0, "{load} on {t}");
@@ -44,7 +51,7 @@ fn one_quick_round_reports_every_target() {
     }
     let md = markdown(&report);
     assert!(
-        md.contains("| keyway-uring |") && md.contains("### GET P1"),
+        md.contains("| keyway-uring |") && md.contains("### GET P1") && md.contains("### PING P16"),
         "{md}"
     );
     let json = serde_json::to_string(&report).unwrap();

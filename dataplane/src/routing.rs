@@ -377,6 +377,17 @@ mod tests {
         let mut bad = s.clone();
         bad.migrations[0].from = 1;
         assert!(RoutingTable::from_snapshot(&bad).is_err());
+        // A master that does not resolve leaves its group unavailable, not
+        // the table; it is resolved again, the others taken as they were.
+        let mut typo = s.clone();
+        typo.groups[1].master = "redis-typo.invalid:6379".into();
+        let t = RoutingTable::from_snapshot(&typo).unwrap();
+        assert_eq!(t.route(2), SlotRoute::Moving { from: 0, to: 1 });
+        let names: Vec<&str> = t.unresolved().map(|g| &*g.name).collect();
+        assert_eq!(names, ["b"]);
+        assert!(t.group(0).master.is_ok());
+        let again = RoutingTable::from_snapshot_resolving(&s, Some(&t)).unwrap();
+        assert_eq!(again.unresolved().count(), 0);
     }
 
     #[test]

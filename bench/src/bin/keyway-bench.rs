@@ -24,6 +24,10 @@ struct Args {
     /// Keyway transports to compare, comma-separated.
     #[arg(long, default_value = "glommio", value_delimiter = ',')]
     transports: Vec<String>,
+    /// An earlier keyway build to run beside it (as `keyway-before`, default
+    /// transport), e.g. one built from the commit before a change.
+    #[arg(long, value_name = "PATH")]
+    baseline: Option<PathBuf>,
     /// Leave twemproxy out.
     #[arg(long)]
     no_twemproxy: bool,
@@ -59,6 +63,7 @@ fn main() -> anyhow::Result<()> {
         requests: a.requests,
         keyway: a.keyway.clone(),
         transports: a.transports.clone(),
+        baseline: a.baseline.clone(),
         twemproxy: !a.no_twemproxy,
         proxy_cpu: a.proxy_cpu,
         redis_cpu: a.redis_cpu,

@@ -18,7 +18,45 @@ fn bulk(n: usize) -> Vec<u8> {
 }
 
 fn settings(limits: Limits, backend: BackendSettings) -> Settings {
-    Settings { limits, backend }
+    Settings {
+        limits,
+        backend,
+        unresolved: None,
+    }
+}
+
+#[test]
+fn a_group_whose_master_does_not_resolve_errors_alone() {
+    let mut r = Rig::with(
+        SlotRoute::Stable(0),
+        Settings {
+            unresolved: Some(0),
+            ..Settings::default()
+        },
+    );
+    let (a, c) = (key_in(1), key_in(2));
+    r.send(&format!("GET {a};GET {c};MGET {a} {c}"));
+    assert!(r.written(2).contains("GET"), "the other groups serve");
+    assert_eq!(r.written(0), "", "nothing is sent to a");
+    r.reply(2, "$1\r\nc\r\n*1\r\n$1\r\nc\r\n");
+    let unavailable =
+        "-ERR backend a unavailable: cannot resolve \"typo.invalid:6379\": not found\r\n";
+    assert_eq!(r.output(), format!("{unavailable}$1\r\nc\r\n{unavailable}"));
+    // Moves towards it fail too, with the same reason.
+    let mut r = Rig::with(
+        SlotRoute::Moving { from: 2, to: 0 },
+        Settings {
+            unresolved: Some(0),
+            ..Settings::default()
+        },
+    );
+    r.send(&format!("GET {a}"));
+    assert_eq!(r.written(2), "", "no MIGRATE to an unknown address");
+    let out = r.output();
+    assert!(
+        out.starts_with("-TRYAGAIN keyway could not move this command's keys: ERR backend a unavailable: cannot resolve"),
+        "{out}"
+    );
 }
 
 #[test]

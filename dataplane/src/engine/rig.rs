@@ -35,13 +35,19 @@ pub(crate) fn addr(g: u16) -> SocketAddr {
 pub(crate) struct Settings {
     pub limits: Limits,
     pub backend: BackendSettings,
+    /// A group whose master did not resolve.
+    pub unresolved: Option<u16>,
 }
 
 fn config(version: u64, slot1: SlotRoute, settings: &Settings) -> Arc<LiveConfig> {
     let groups: Box<[GroupRoute]> = (0..3u16)
         .map(|g| GroupRoute {
             name: Arc::from(["a", "b", "c"][usize::from(g)]),
-            master: Ok(addr(g)),
+            master: if settings.unresolved == Some(g) {
+                Err(Arc::from("cannot resolve \"typo.invalid:6379\": not found"))
+            } else {
+                Ok(addr(g))
+            },
             master_text: addr(g).to_string(),
         })
         .collect();
