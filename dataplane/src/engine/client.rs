@@ -99,7 +99,7 @@ impl ClientState {
     /// Bytes of replies not yet written, including those held back for order.
     #[inline]
     pub fn pending_output(&self) -> usize {
-        self.out.len() + self.queue.held_bytes()
+        self.out.held() + self.queue.held_bytes()
     }
 
     /// The driver's next step for this client.

@@ -757,8 +757,12 @@ impl Worker {
     /// The transport finished (or abandoned) the write of the output it took
     /// last from the client (see [`client_take_output`](Self::client_take_output)).
     pub fn client_sent(&mut self, id: ClientId) {
+        let soft = self.ctx.cfg.limits.output_soft_limit as usize;
         if let Some(c) = self.client_mut(id) {
             c.st.out.transport_done();
+            if c.st.pending_output() <= soft {
+                c.st.soft_since_ms = None;
+            }
         }
     }
 
