@@ -4,13 +4,16 @@
 //! table as JSON). One request per connection, bounded in size and in time
 //! as a whole (a client trickling bytes gets no more time than a silent
 //! one). Each connection is served on its own short-lived thread, at most
-//! [`MAX_CONNECTIONS`] at once, so idle or slow clients never delay a health
-//! check; past the cap a connection is answered 503 and closed at once.
+//! [`MAX_CONNECTIONS`] at once and [`MAX_PER_PEER`] from one address, so
+//! idle or slow clients never delay a health check from elsewhere; past a
+//! cap a connection is answered 429 (not 503, which says "unhealthy") and
+//! closed at once.
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -25,8 +28,48 @@ const MAX_REQUEST: usize = 8 << 10;
 /// Connections served at once.
 pub const MAX_CONNECTIONS: usize = 64;
 
+/// Connections served at once from one address.
+pub const MAX_PER_PEER: usize = 16;
+
+/// Connections being served: in all, and by peer address.
+#[derive(Debug, Default)]
+struct Open {
+    total: usize,
+    by_peer: HashMap<IpAddr, usize>,
+}
+
+impl Open {
+    /// Counts a new connection from `peer`, or says which cap it is over.
+    fn enter(&mut self, peer: IpAddr) -> Result<(), &'static str> {
+        if self.total >= MAX_CONNECTIONS {
+            return Err("too many admin connections\n");
+        }
+        let mine = self.by_peer.entry(peer).or_default();
+        if *mine >= MAX_PER_PEER {
+            return Err("too many admin connections from this address\n");
+        }
+        *mine += 1;
+        self.total += 1;
+        Ok(())
+    }
+
+    fn leave(&mut self, peer: IpAddr) {
+        self.total -= 1;
+        if let Some(n) = self.by_peer.get_mut(&peer) {
+            *n -= 1;
+            if *n == 0 {
+                self.by_peer.remove(&peer);
+            }
+        }
+    }
+}
+
 /// The longest a request may take to arrive, and its answer to be written.
 const DEADLINE: Duration = Duration::from_secs(2);
+
+fn lock(o: &Mutex<Open>) -> MutexGuard<'_, Open> {
+    o.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// Binds `addr` and serves on a new thread; returns the bound address.
 pub fn start(
@@ -36,20 +79,22 @@ pub fn start(
 ) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
     let bound = listener.local_addr()?;
-    let open = Arc::new(AtomicUsize::new(0));
+    let open = Arc::new(Mutex::new(Open::default()));
     std::thread::Builder::new()
         .name("keyway-admin".into())
         .spawn(move || {
             for conn in listener.incoming() {
-                let Ok(mut conn) = conn else {
-                    // Out of descriptors, say: do not spin.
-                    std::thread::sleep(Duration::from_millis(10));
-                    continue;
+                let (mut conn, peer) = match conn.and_then(|c| Ok((c.peer_addr()?.ip(), c))) {
+                    Ok((peer, c)) => (c, peer),
+                    Err(_) => {
+                        // Out of descriptors, say: do not spin.
+                        std::thread::sleep(Duration::from_millis(10));
+                        continue;
+                    }
                 };
-                if open.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
-                    open.fetch_sub(1, Ordering::AcqRel);
+                if let Err(why) = lock(&open).enter(peer) {
                     let _ = conn.set_nonblocking(true);
-                    let _ = respond(&mut conn, 503, "text/plain", "too many admin connections\n");
+                    let _ = respond(&mut conn, 429, "text/plain", why);
                     continue;
                 }
                 let (source, shared, done) = (source.clone(), shared.clone(), open.clone());
@@ -59,11 +104,11 @@ pub fn start(
                         if let Err(e) = serve(conn, &source, &shared) {
                             tracing::debug!("admin request: {e}");
                         }
-                        done.fetch_sub(1, Ordering::AcqRel);
+                        lock(&done).leave(peer);
                     });
                 if let Err(e) = spawned {
                     tracing::warn!("admin: cannot start a thread: {e}");
-                    open.fetch_sub(1, Ordering::AcqRel);
+                    lock(&open).leave(peer);
                 }
             }
         })?;
@@ -157,6 +202,7 @@ fn respond(conn: &mut TcpStream, status: u16, kind: &str, body: &str) -> std::io
         200 => "OK",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         503 => "Service Unavailable",
         _ => "Service Unavailable",

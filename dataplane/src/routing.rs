@@ -3,8 +3,10 @@
 //! swapped in whole (see [`crate::config::LiveConfig`] and `ArcSwap` in
 //! [`crate::runtime`]), so a request is always routed by one consistent table.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use keyway_capnp::snapshot::Phase;
 use keyway_protocol::slot::key_slot;
@@ -83,6 +85,10 @@ const UNASSIGNED: u16 = u16::MAX;
 /// Slot values from here on name an entry of `moves`.
 const MOVE_BASE: u16 = 0xF000;
 
+/// How long applying a snapshot waits for its masters' names to resolve; the
+/// ones not resolved by then are tried again in the background.
+const RESOLVE_WITHIN: Duration = Duration::from_secs(2);
+
 /// Most groups a table can hold: the snapshot's own limit, which the control
 /// plane enforces too (so ctld never publishes a table a data plane refuses).
 pub const MAX_GROUPS: usize = keyway_capnp::snapshot::MAX_GROUPS;
@@ -141,38 +147,29 @@ impl RoutingTable {
     /// here, off the request path). A master that does not resolve leaves
     /// its group unavailable, not the whole table.
     pub fn from_snapshot(s: &keyway_capnp::snapshot::Snapshot) -> Result<RoutingTable, String> {
-        RoutingTable::from_snapshot_resolving(s, None)
+        s.validate()?;
+        let resolved =
+            crate::config::resolve_all(s.groups.iter().map(|g| g.master.as_str()), RESOLVE_WITHIN);
+        RoutingTable::from_snapshot_with(s, &resolved)
     }
 
-    /// [`from_snapshot`](Self::from_snapshot), taking the masters `known`
-    /// resolved (same `host:port` text) from it instead of resolving them
-    /// again: only the others cost a lookup.
-    pub fn from_snapshot_resolving(
+    /// The table a snapshot describes, its masters' addresses taken from
+    /// `resolved` (by `host:port` text); no lookup happens here, and a
+    /// master missing from it is unresolved.
+    pub fn from_snapshot_with(
         s: &keyway_capnp::snapshot::Snapshot,
-        known: Option<&RoutingTable>,
+        resolved: &HashMap<String, Result<SocketAddr, Arc<str>>>,
     ) -> Result<RoutingTable, String> {
         s.validate()?;
-        let resolved: std::collections::HashMap<&str, SocketAddr> = known
-            .map(|t| {
-                t.groups
-                    .iter()
-                    .filter_map(|k| Some((k.master_text.as_str(), *k.master.as_ref().ok()?)))
-                    .collect()
-            })
-            .unwrap_or_default();
         let groups: Box<[GroupRoute]> = s
             .groups
             .iter()
-            .map(|g| {
-                let cached = resolved.get(g.master.as_str()).copied();
-                GroupRoute {
-                    name: Arc::from(g.name.as_str()),
-                    master: match cached {
-                        Some(a) => Ok(a),
-                        None => crate::config::resolve(&g.master).map_err(Arc::from),
-                    },
-                    master_text: g.master.clone(),
-                }
+            .map(|g| GroupRoute {
+                name: Arc::from(g.name.as_str()),
+                master: resolved.get(&g.master).cloned().unwrap_or_else(|| {
+                    Err(Arc::from(format!("{:?} is not resolved yet", g.master)))
+                }),
+                master_text: g.master.clone(),
             })
             .collect();
         if groups.len() > MAX_GROUPS {
@@ -242,6 +239,14 @@ impl RoutingTable {
     /// The groups whose master did not resolve.
     pub fn unresolved(&self) -> impl Iterator<Item = &GroupRoute> {
         self.groups.iter().filter(|g| g.master.is_err())
+    }
+
+    /// Every master's resolution, by `host:port` text.
+    pub fn resolutions(&self) -> HashMap<String, Result<SocketAddr, Arc<str>>> {
+        self.groups
+            .iter()
+            .map(|g| (g.master_text.clone(), g.master.clone()))
+            .collect()
     }
 
     /// Whether any slot is moving or about to.
@@ -386,8 +391,14 @@ mod tests {
         let names: Vec<&str> = t.unresolved().map(|g| &*g.name).collect();
         assert_eq!(names, ["b"]);
         assert!(t.group(0).master.is_ok());
-        let again = RoutingTable::from_snapshot_resolving(&s, Some(&t)).unwrap();
+        let mut known = t.resolutions();
+        known.insert(
+            "redis-typo.invalid:6379".into(),
+            Ok("127.0.0.1:7009".parse().unwrap()),
+        );
+        let again = RoutingTable::from_snapshot_with(&typo, &known).unwrap();
         assert_eq!(again.unresolved().count(), 0);
+        assert_eq!(again.group(1).master, Ok("127.0.0.1:7009".parse().unwrap()));
     }
 
     #[test]

@@ -102,7 +102,7 @@ fn slow_a_huge_backend_reply_is_not_buffered() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let r = Redis::start();
     let kw = Keyway::start(&format!(
-        "cores = 1\n[backend]\nmax_reply_bytes = \"16mb\"\n{}",
+        "cores = 1\n[limits]\nmax_bulk_bytes = \"8mb\"\n[backend]\nmax_reply_bytes = \"16mb\"\n{}",
         groups(&[&r])
     ));
     let _: () = r.conn().set("huge", vec![b'h'; 300 << 20]).unwrap();
@@ -161,7 +161,7 @@ fn slow_over_max_memory_routed_requests_get_oom_and_the_largest_readers_go() {
         format!(
             "cores = 1\n[limits]\nmax_request_bytes = \"4mb\"\nmax_bulk_bytes = \"2mb\"\n\
              output_hard_limit = \"0\"\noutput_soft_limit = \"0\"\nmax_memory = \"{max_memory}\"\n\
-             [backend]\ntimeout = \"0\"\nwrite_buffer_limit = \"256mb\"\n{}",
+             [backend]\ntimeout = \"0\"\nwrite_buffer_limit = \"256mb\"\nmax_reply_bytes = \"4mb\"\n{}",
             groups(&[&r])
         )
     };

@@ -3,9 +3,10 @@
 //! ([`LiveConfig`]). Unknown keys are errors. Every default is documented here
 //! and in the README's configuration section.
 
+mod resolve;
 pub mod units;
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -135,11 +136,23 @@ const AUTO_MEMORY: u64 = u64::MAX;
 /// are 32-bit offsets into the request's buffer.
 pub const MAX_REQUEST_BYTES: u64 = u32::MAX as u64;
 
-/// `max_memory`'s default: half the machine's physical memory (4gb if it
-/// cannot be read), and at least enough for one largest request, read and
-/// sent on.
-fn default_max_memory(max_request_bytes: u64) -> u64 {
-    half_of_memory().max(max_request_bytes.saturating_mul(2))
+/// What `max_memory` must hold at least: one largest request, read and sent
+/// on, and one largest reply.
+fn least_memory(limits: &Limits, backend: &BackendSettings) -> u64 {
+    limits
+        .max_request_bytes
+        .saturating_mul(2)
+        .max(reply_limit(limits, backend).0)
+}
+
+/// The largest reply keyway forwards, and the setting that says so.
+fn reply_limit(limits: &Limits, backend: &BackendSettings) -> (u64, &'static str) {
+    let hard = limits.output_hard_limit;
+    if hard > 0 && hard < backend.max_reply_bytes {
+        (hard, "limits.output_hard_limit")
+    } else {
+        (backend.max_reply_bytes, "backend.max_reply_bytes")
+    }
 }
 
 fn half_of_memory() -> u64 {
@@ -229,13 +242,6 @@ impl Limits {
             return Err(invalid(
                 "limits.output_soft_limit cannot exceed limits.output_hard_limit",
             ));
-        }
-        if self.max_memory > 0 && self.max_memory < self.max_request_bytes.saturating_mul(2) {
-            return Err(invalid(format!(
-                "limits.max_memory ({} bytes) must be \"0\" (no budget) or at least twice \
-                 limits.max_request_bytes ({} bytes): the largest request is buffered as read and as sent on",
-                self.max_memory, self.max_request_bytes
-            )));
         }
         Ok(())
     }
@@ -395,12 +401,7 @@ impl LiveConfig {
     /// The largest reply keyway forwards, and the setting that says so: the
     /// smaller of `backend.max_reply_bytes` and `limits.output_hard_limit`.
     pub fn reply_limit(&self) -> (u64, &'static str) {
-        let hard = self.limits.output_hard_limit;
-        if hard > 0 && hard < self.backend.max_reply_bytes {
-            (hard, "limits.output_hard_limit")
-        } else {
-            (self.backend.max_reply_bytes, "backend.max_reply_bytes")
-        }
+        reply_limit(&self.limits, &self.backend)
     }
 }
 
@@ -523,9 +524,20 @@ impl FileConfig {
         }
         let mut limits = self.limits;
         if limits.max_memory == AUTO_MEMORY {
-            limits.max_memory = default_max_memory(limits.max_request_bytes);
+            limits.max_memory = half_of_memory().max(least_memory(&limits, &self.backend));
         }
         limits.validate()?;
+        let least = least_memory(&limits, &self.backend);
+        if limits.max_memory > 0 && limits.max_memory < least {
+            return Err(invalid(format!(
+                "limits.max_memory ({} bytes) must be \"0\" (no budget) or at least {least} bytes: \
+                 twice limits.max_request_bytes (a largest request is buffered as read and as sent on) \
+                 and the largest reply ({} bytes, {})",
+                limits.max_memory,
+                reply_limit(&limits, &self.backend).0,
+                reply_limit(&limits, &self.backend).1,
+            )));
+        }
         if self.backend.connections == 0 || self.backend.connections > 64 {
             return Err(invalid("backend.connections must be from 1 to 64"));
         }
@@ -535,8 +547,12 @@ impl FileConfig {
         if self.backend.write_buffer_limit < 64 << 10 {
             return Err(invalid("backend.write_buffer_limit must be at least 64kb"));
         }
-        if self.backend.max_reply_bytes < 1 << 20 {
-            return Err(invalid("backend.max_reply_bytes must be at least 1mb"));
+        if self.backend.max_reply_bytes < limits.max_bulk_bytes.saturating_add(1 << 20) {
+            return Err(invalid(format!(
+                "backend.max_reply_bytes ({} bytes) must be at least limits.max_bulk_bytes ({} bytes) \
+                 plus 1mb: a value a client may write must be readable",
+                self.backend.max_reply_bytes, limits.max_bulk_bytes
+            )));
         }
         if self.migration.move_attempts == 0 || self.migration.move_timeout.0 == 0 {
             return Err(invalid(
@@ -584,13 +600,7 @@ impl FileConfig {
     }
 }
 
-/// Resolves `host:port` to one socket address (the first the resolver gives).
-pub fn resolve(addr: &str) -> Result<SocketAddr, String> {
-    addr.to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {addr:?}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{addr:?} resolves to no address"))
-}
+pub use resolve::{resolve, resolve_all};
 
 /// The CPUs this process may run on.
 fn allowed_cpus() -> Vec<usize> {
@@ -864,8 +874,10 @@ mod tests {
             ("[limits]\noutput_hard_limit='256mb'\n[[group]]\nname='a'\nmaster='127.0.0.1:1'", "must be readable"),
             ("[limits]\nmax_bulk_bytes='10mb'\noutput_hard_limit='10mb'\noutput_soft_limit='1mb'\n[[group]]\nname='a'\nmaster='127.0.0.1:1'", "plus 1mb"),
             ("[limits]\nmax_memory='100mb'\n[[group]]\nname='a'\nmaster='127.0.0.1:1'", "twice"),
+            ("[limits]\nmax_memory='900mb'\n[[group]]\nname='a'\nmaster='127.0.0.1:1'", "the largest reply (1073741824 bytes, backend.max_reply_bytes)"),
             ("[backend]\nwrite_buffer_limit='1kb'\n[[group]]\nname='a'\nmaster='127.0.0.1:1'", "write_buffer_limit"),
             ("[backend]\nmax_reply_bytes='1kb'\n[[group]]\nname='a'\nmaster='127.0.0.1:1'", "max_reply_bytes"),
+            ("[backend]\nmax_reply_bytes='300mb'\n[[group]]\nname='a'\nmaster='127.0.0.1:1'", "must be readable"),
             ("[backend]\nconnections=0\n[[group]]\nname='a'\nmaster='127.0.0.1:1'", "backend.connections"),
             ("[migration]\nmove_attempts=11\n[[group]]\nname='a'\nmaster='127.0.0.1:1'", "at most 10"),
             ("[migration]\nmove_attempts=0\n[[group]]\nname='a'\nmaster='127.0.0.1:1'", "more than 0"),

@@ -12,10 +12,12 @@
 
 pub mod state;
 
+use std::collections::HashMap;
 use std::io::{ErrorKind, Read};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -74,7 +76,13 @@ struct Session {
     /// them again.
     unresolved: usize,
     next_resolve: Instant,
+    /// A lookup of those names running on its own threads (a resolver may
+    /// take seconds to fail: the session must keep acking meanwhile).
+    resolving: Option<mpsc::Receiver<Resolutions>>,
 }
+
+/// Masters' resolutions by `host:port` text.
+type Resolutions = HashMap<String, Result<SocketAddr, Arc<str>>>;
 
 /// Starts the control thread; it restores the saved snapshot first.
 pub fn start(
@@ -101,6 +109,7 @@ pub fn start(
         acked: None,
         unresolved: 0,
         next_resolve: Instant::now(),
+        resolving: None,
     };
     s.restore();
     std::thread::Builder::new()
@@ -213,27 +222,61 @@ impl Session {
         self.next_resolve = Instant::now() + RESOLVE_RETRY;
     }
 
-    /// Resolves again the masters that did not resolve, every
-    /// [`RESOLVE_RETRY`]; publishes the table again (same version) once
-    /// fewer of them fail.
+    /// Resolves again, in the background, the masters that did not
+    /// resolve, every [`RESOLVE_RETRY`]; publishes the table again (same
+    /// version) once fewer of them fail.
     fn retry_resolution(&mut self) {
+        if let Some(rx) = &self.resolving {
+            match rx.try_recv() {
+                Ok(found) => {
+                    self.resolving = None;
+                    self.resolved(found);
+                }
+                Err(mpsc::TryRecvError::Empty) => return,
+                Err(mpsc::TryRecvError::Disconnected) => self.resolving = None,
+            }
+        }
         if self.unresolved == 0 || Instant::now() < self.next_resolve {
             return;
         }
+        self.next_resolve = Instant::now() + RESOLVE_RETRY;
+        let names: Vec<String> = self
+            .source
+            .load()
+            .table
+            .unresolved()
+            .map(|g| g.master_text.clone())
+            .collect();
+        let (tx, rx) = mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("keyway-resolve".into())
+            .spawn(move || {
+                let found = crate::config::resolve_all(
+                    names.iter().map(String::as_str),
+                    Duration::from_secs(10),
+                );
+                let _ = tx.send(found);
+            });
+        match spawned {
+            Ok(_) => self.resolving = Some(rx),
+            Err(e) => tracing::warn!("cannot start a resolver thread: {e}"),
+        }
+    }
+
+    /// A background lookup came back: the table again with what resolves now.
+    fn resolved(&mut self, found: Resolutions) {
         let Some(snapshot) = &self.snapshot else {
             return;
         };
-        let live = self.source.load();
-        let Ok(table) = RoutingTable::from_snapshot_resolving(snapshot, Some(&live.table)) else {
+        let mut known = self.source.load().table.resolutions();
+        known.extend(found);
+        let Ok(table) = RoutingTable::from_snapshot_with(snapshot, &known) else {
             return;
         };
-        let before = self.unresolved;
-        self.note_unresolved(&table);
-        if self.unresolved < before {
-            tracing::info!(
-                still_unresolved = self.unresolved,
-                "a group's master resolves now"
-            );
+        let still = table.unresolved().count();
+        if still < self.unresolved {
+            tracing::info!(still_unresolved = still, "a group's master resolves now");
+            self.unresolved = still;
             self.publish(Some(table));
         }
     }

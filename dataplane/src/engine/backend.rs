@@ -105,6 +105,8 @@ impl BackendConn {
     /// gives the connection a new generation so its old driver task stops.
     pub fn reset_io(&mut self) {
         self.out.clear();
+        // The transport drops what it took once its write fails.
+        let _ = self.out.transport_done();
         self.inbuf = Vec::new();
         self.framer.reset();
         self.skipped = 0;

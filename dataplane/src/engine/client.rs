@@ -81,6 +81,9 @@ pub(crate) struct ClientState {
     pub soft_since_ms: Option<u64>,
     /// Reading stopped: `max_pipeline` requests await replies.
     pub paused: bool,
+    /// Reading stopped until this backend connection's write buffer drains
+    /// (the client is listed in its `waiters`).
+    pub blocked_on: Option<usize>,
     /// Queued for a driver wakeup.
     pub dirty: bool,
     /// The limits version the parser was last configured with.
@@ -109,9 +112,16 @@ impl ClientState {
             Phase::Kill => ClientStatus::Abort,
             Phase::Draining if flushed && self.queue.is_empty() => ClientStatus::Close,
             Phase::Closing { .. } if flushed => ClientStatus::Close,
-            Phase::Open if !self.paused => ClientStatus::Active,
+            Phase::Open if self.readable() => ClientStatus::Active,
             _ => ClientStatus::WriteOnly,
         }
+    }
+
+    /// Whether requests may be read: neither its pipeline nor a backend it
+    /// writes to is full.
+    #[inline]
+    pub fn readable(&self) -> bool {
+        !self.paused && self.blocked_on.is_none()
     }
 
     /// Queues a locally produced reply in order.
@@ -150,12 +160,13 @@ impl ClientState {
         self.inbuf = Vec::new();
         self.partial_since_ms = None;
         self.paused = false;
+        self.blocked_on = None;
         self.phase = Phase::Closing { since_ms: now_ms };
     }
 
     /// Bytes this client holds in keyway's buffers: unparsed input, unwritten
     /// output, replies held for order or merging, requests kept back.
     pub fn buffered_bytes(&self) -> usize {
-        self.inbuf.capacity() + self.out.held() + self.queue.held_bytes()
+        self.inbuf.capacity() + self.out.held() + self.queue.held_bytes() + self.queue.kept_bytes()
     }
 }

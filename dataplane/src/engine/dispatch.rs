@@ -64,6 +64,10 @@ impl Ctx {
             if c.st.phase != Phase::Open {
                 return buf.len();
             }
+            if c.st.blocked_on.is_some() {
+                // Bytes that arrived before the transport stopped reading.
+                break;
+            }
             if c.st.queue.len() >= max_pipeline {
                 c.st.paused = true;
                 break;
@@ -86,7 +90,7 @@ impl Ctx {
                     if let Some(b) = self.backpressure.take() {
                         // Stop reading this client until that connection
                         // drains (`Worker::release_backpressure`).
-                        c.st.paused = true;
+                        c.st.blocked_on = Some(b);
                         self.stats.clients_backpressured += 1;
                         self.backends[b].waiters.push((c.st.me.idx, c.st.me.gen));
                         break;

@@ -6,9 +6,10 @@
 //!
 //! The budget is an estimate kept without work per request: every tick a
 //! core adds up what its clients and backend connections hold, and between
-//! ticks it adds the bytes it reads (every byte buffered was read first), so
-//! the estimate never falls behind by more than [`PUBLISH_EVERY`] bytes of
-//! reads. Each core publishes its estimate in its [`super::CoreReport`];
+//! ticks it adds the bytes it reads (every byte buffered was read first) and
+//! takes off the bytes it has written (each leaves a buffer), republishing
+//! whenever the estimate has moved by [`PUBLISH_EVERY`] since it last did.
+//! Each core publishes its estimate in its [`super::CoreReport`];
 //! a core is over budget when the sum over cores exceeds `max_memory`, and
 //! then refuses routed requests with `-OOM` and closes its largest clients.
 
@@ -16,7 +17,7 @@ use std::sync::atomic::Ordering;
 
 use super::Shared;
 
-/// Reads between two publications of a core's estimate.
+/// How far a core's estimate may move before it is published again.
 pub(crate) const PUBLISH_EVERY: u64 = 1 << 20;
 
 /// Clients holding less than this are never closed to free memory (closing
@@ -30,32 +31,50 @@ pub(crate) struct MemoryBudget {
     scanned: u64,
     /// Bytes read since the last scan.
     read: u64,
-    /// `scanned + read` when last published.
+    /// Bytes written (so gone from a buffer) since the last scan.
+    written: u64,
+    /// The estimate when last published.
     published: u64,
     /// The process is over `max_memory`: routed requests get `-OOM`.
     pub over: bool,
 }
 
 impl MemoryBudget {
-    /// Records `n` bytes read from a socket; republishes after
-    /// [`PUBLISH_EVERY`] of them.
+    /// The current estimate.
+    #[inline]
+    fn estimate(&self) -> u64 {
+        (self.scanned + self.read).saturating_sub(self.written)
+    }
+
+    /// Records `n` bytes read from a socket.
     #[inline]
     pub fn read(&mut self, n: usize, shared: &Shared, core: usize, max: u64) {
         self.read += n as u64;
-        if self.scanned + self.read >= self.published + PUBLISH_EVERY {
+        if self.estimate() >= self.published + PUBLISH_EVERY {
             self.publish(shared, core, max);
         }
     }
 
-    /// Records a scan's total (the read bytes are in it now) and publishes.
+    /// Records `n` bytes written to a socket (gone from their buffer).
+    #[inline]
+    pub fn written(&mut self, n: usize, shared: &Shared, core: usize, max: u64) {
+        self.written += n as u64;
+        if self.estimate() + PUBLISH_EVERY <= self.published {
+            self.publish(shared, core, max);
+        }
+    }
+
+    /// Records a scan's total (what was read and written is in it now) and
+    /// publishes.
     pub fn scanned(&mut self, total: u64, shared: &Shared, core: usize, max: u64) {
         self.scanned = total;
         self.read = 0;
+        self.written = 0;
         self.publish(shared, core, max);
     }
 
     fn publish(&mut self, shared: &Shared, core: usize, max: u64) {
-        self.published = self.scanned + self.read;
+        self.published = self.estimate();
         if let Some(r) = shared.reports.get(core) {
             r.memory.store(self.published, Ordering::Relaxed);
         }
@@ -143,6 +162,9 @@ mod tests {
         b.read(PUBLISH_EVERY as usize, &shared, 0, 4 << 20);
         assert_eq!(shared.memory_used(), (3 << 20) + PUBLISH_EVERY + 1000);
         assert!(b.over, "4 MiB + 1000 bytes is over 4 MiB");
+        b.written(PUBLISH_EVERY as usize, &shared, 0, 4 << 20);
+        assert!(!b.over, "what is written leaves the estimate");
+        assert_eq!(shared.reports[0].memory.load(Ordering::Relaxed), 1000);
         b.scanned(10, &shared, 0, 4 << 20);
         assert!(!b.over);
         assert_eq!(shared.reports[0].memory.load(Ordering::Relaxed), 10);

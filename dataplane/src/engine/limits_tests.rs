@@ -310,3 +310,177 @@ fn over_the_buffer_budget_the_largest_clients_are_closed() {
     assert_eq!(r.output_of(small), "$1\r\ns\r\n", "the small client stays");
     assert_eq!(r.worker.stats().clients_evicted_memory, 1);
 }
+
+// Found by review: each of these failed before its fix.
+
+#[test]
+fn replies_from_another_group_do_not_resume_a_client_blocked_on_a_full_buffer() {
+    let backend = BackendSettings {
+        write_buffer_limit: 64 << 10,
+        ..BackendSettings::default()
+    };
+    let mut r = Rig::with(SlotRoute::Stable(0), settings(Limits::default(), backend));
+    let (a, c) = (key_in(1), key_in(2));
+    let value = "v".repeat(20 << 10);
+    let reqs: Vec<String> = (0..60)
+        .map(|i| format!("GET {a};SET {{{c}}}{i} {value}"))
+        .collect();
+    r.send(&reqs.join(";"));
+    assert_eq!(r.status(), ClientStatus::WriteOnly);
+    for _ in 0..40 {
+        let n = r.written(0).matches("GET").count();
+        for _ in 0..n {
+            r.reply(0, "$1\r\nv\r\n");
+        }
+    }
+    let waiting = r.waiting(2);
+    assert!(
+        waiting <= (64 << 10) + (21 << 10),
+        "the write buffer to c grew to {waiting} bytes"
+    );
+    let waiters: usize = r
+        .worker
+        .ctx
+        .backends
+        .iter()
+        .map(|(_, b)| b.waiters.len())
+        .sum();
+    assert_eq!(waiters, 1, "listed once");
+    assert_eq!(r.status(), ClientStatus::WriteOnly);
+}
+
+#[test]
+fn output_taken_by_the_transport_is_forgotten_when_its_connection_fails() {
+    let limits = Limits {
+        max_memory: 2 << 20,
+        ..Limits::default()
+    };
+    let mut r = Rig::with(
+        SlotRoute::Stable(0),
+        settings(limits, BackendSettings::default()),
+    );
+    let c = key_in(2);
+    r.send(&format!("SET {c} {}", "v".repeat(1_500_000)));
+    r.waiting(2);
+    let (idx, conn) = r
+        .worker
+        .ctx
+        .backends
+        .iter()
+        .max_by_key(|(_, b)| b.out.len())
+        .unwrap();
+    let id = super::BackendId {
+        idx: idx as u32,
+        gen: conn.gen,
+    };
+    let taken = r.worker.backend_take_output(id, Vec::new());
+    assert!(taken.len() > 1_500_000);
+    // As the uring driver does on a failed send.
+    r.worker.backend_failed(id, "connection reset");
+    r.worker.backend_sent(id);
+    assert!(r.output().starts_with("-ERR backend c unavailable"));
+    r.tick(100);
+    let held: usize = r
+        .worker
+        .ctx
+        .backends
+        .iter()
+        .map(|(_, b)| b.buffered_bytes())
+        .sum();
+    assert_eq!(held, 0);
+    r.send(&format!("SET {} {}", key_in(1), "w".repeat(1 << 20)));
+    assert!(r.written(0).contains("SET"), "not refused with -OOM");
+}
+
+#[test]
+fn a_client_already_closing_counts_as_freed() {
+    let limits = Limits {
+        max_memory: 2 << 20,
+        output_hard_limit: 0,
+        ..Limits::default()
+    };
+    let mut r = Rig::with(
+        SlotRoute::Stable(0),
+        settings(limits, BackendSettings::default()),
+    );
+    let a = r.client;
+    let b = r.another_client();
+    r.send("GET x;GET x");
+    r.send_as(b, "GET y");
+    r.written(2);
+    r.reply_bytes(2, &bulk(700_000));
+    r.reply_bytes(2, &bulk(700_000));
+    r.reply_bytes(2, &bulk(1_100_000));
+    // The transport took a's output, and a slow reader does not finish it.
+    let taken = r.worker.client_take_output(a, Vec::new());
+    assert!(taken.len() > 1_400_000);
+    r.tick(100);
+    assert_eq!(r.worker.stats().clients_evicted_memory, 1);
+    r.tick(200);
+    assert_eq!(
+        r.worker.stats().clients_evicted_memory,
+        1,
+        "closing a was enough: b stays"
+    );
+    assert_eq!(r.worker.client_status(b), ClientStatus::Active);
+}
+
+#[test]
+fn a_huge_status_line_is_dropped_as_it_arrives() {
+    let backend = BackendSettings {
+        max_reply_bytes: 1 << 20,
+        ..BackendSettings::default()
+    };
+    let mut r = Rig::with(SlotRoute::Stable(0), settings(Limits::default(), backend));
+    r.send("EVAL x 1 k;GET k");
+    r.written(2);
+    let mut most = 0;
+    r.reply(2, "+");
+    for _ in 0..(3 << 20) / (16 << 10) {
+        r.reply_bytes(2, &[b'x'; 16 << 10]);
+        let kept = r
+            .worker
+            .ctx
+            .backends
+            .iter()
+            .map(|(_, b)| b.inbuf.len())
+            .max()
+            .unwrap_or(0);
+        most = most.max(kept);
+    }
+    r.reply(2, "\r\n$1\r\nv\r\n");
+    // A line says nothing of its length: up to the limit is kept before
+    // the reply is known to be over it, never more (a bulk is dropped from
+    // its header on).
+    assert!(
+        most <= (1 << 20) + (16 << 10),
+        "kept {most} bytes of an oversized reply"
+    );
+    let out = r.output();
+    assert!(
+        out.starts_with(
+            "-ERR the reply (3145731 bytes) is larger than keyway's backend.max_reply_bytes"
+        ) && out.ends_with("$1\r\nv\r\n"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn what_has_been_written_leaves_the_budget_between_ticks() {
+    let limits = Limits {
+        max_memory: 4 << 20,
+        ..Limits::default()
+    };
+    let mut r = Rig::with(
+        SlotRoute::Stable(0),
+        settings(limits, BackendSettings::default()),
+    );
+    let c = key_in(2);
+    let value = "v".repeat(900 << 10);
+    for i in 0..12 {
+        r.send(&format!("SET {{{c}}}{i} {value}"));
+        assert!(r.written(2).contains("SET"), "SET {i} was refused");
+        r.reply(2, "+OK\r\n");
+        assert_eq!(r.output(), "+OK\r\n");
+    }
+}

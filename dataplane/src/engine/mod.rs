@@ -600,6 +600,7 @@ impl Worker {
                 partial_since_ms: None,
                 soft_since_ms: None,
                 paused: false,
+                blocked_on: None,
                 dirty: false,
                 limits_version: self.ctx.cfg_seq,
             },
@@ -658,7 +659,7 @@ impl Worker {
             c.st.inbuf = buf;
         }
         let st = &mut c.st;
-        st.partial_since_ms = if st.inbuf.is_empty() || st.paused {
+        st.partial_since_ms = if st.inbuf.is_empty() || !st.readable() {
             None
         } else {
             st.partial_since_ms.or(Some(now))
@@ -693,12 +694,13 @@ impl Worker {
         {
             return;
         }
-        let max_pipeline = self.ctx.cfg.limits.max_pipeline;
         for (idx, gen) in std::mem::take(&mut conn.waiters) {
             if let Some(c) = live_client(&mut self.clients, idx, gen) {
-                if c.st.paused && c.st.queue.len() < max_pipeline {
-                    c.st.paused = false;
-                    self.ctx.resume.push(idx);
+                if c.st.blocked_on == Some(b) {
+                    c.st.blocked_on = None;
+                    if !c.st.paused {
+                        self.ctx.resume.push(idx);
+                    }
                 }
             }
         }
@@ -734,6 +736,7 @@ impl Worker {
             if c.st.pending_output() <= soft {
                 c.st.soft_since_ms = None;
             }
+            self.ctx.written(n);
         }
     }
 
@@ -759,10 +762,11 @@ impl Worker {
     pub fn client_sent(&mut self, id: ClientId) {
         let soft = self.ctx.cfg.limits.output_soft_limit as usize;
         if let Some(c) = self.client_mut(id) {
-            c.st.out.transport_done();
+            let n = c.st.out.transport_done();
             if c.st.pending_output() <= soft {
                 c.st.soft_since_ms = None;
             }
+            self.ctx.written(n);
         }
     }
 
@@ -840,6 +844,7 @@ impl Worker {
             .filter(|b| b.gen == id.gen)
         {
             conn.out.wrote(n);
+            self.ctx.written(n);
             self.release_backpressure(id.idx as usize);
         }
     }
@@ -867,7 +872,8 @@ impl Worker {
             .get_mut(id.idx as usize)
             .filter(|b| b.gen == id.gen)
         {
-            b.out.transport_done();
+            let n = b.out.transport_done();
+            self.ctx.written(n);
         }
     }
 
@@ -1017,11 +1023,16 @@ impl Worker {
             .map(|(_, b)| b.buffered_bytes())
             .sum();
         let mut total = backends as u64;
+        // What clients already closing hold is freed within the linger, at
+        // most: closing more clients for it would free nothing more.
+        let mut leaving = 0u64;
         let mut big: Vec<(usize, u32)> = Vec::new();
         for (idx, c) in self.clients.iter() {
             let n = c.st.buffered_bytes();
             total += n as u64;
-            if n >= limits::EVICT_MIN && c.st.wants_replies() {
+            if !c.st.wants_replies() {
+                leaving += n as u64;
+            } else if n >= limits::EVICT_MIN {
                 big.push((n, idx as u32));
             }
         }
@@ -1032,7 +1043,7 @@ impl Worker {
         }
         let share = max / ctx.shared.cores.max(1) as u64;
         big.sort_unstable_by(|a, b| b.cmp(a));
-        let mut mine = total;
+        let mut mine = total.saturating_sub(leaving);
         for (n, idx) in big {
             if mine <= share {
                 break;
@@ -1147,6 +1158,11 @@ impl Worker {
                         now,
                         &mut self.ctx.log,
                     );
+                    if !st.dirty {
+                        st.dirty = true;
+                        self.ctx.wake.clients.push(st.me.idx);
+                    }
+                    continue;
                 }
             }
             if let (Some(since), Some(limit)) = (
@@ -1217,6 +1233,13 @@ impl Worker {
 }
 
 impl Ctx {
+    /// `n` bytes left a buffer for a socket.
+    #[inline]
+    fn written(&mut self, n: usize) {
+        let max = self.cfg.limits.max_memory;
+        self.memory.written(n, &self.shared, self.core, max);
+    }
+
     /// Marks a client for a wakeup if it has output, and enforces the hard
     /// output limit.
     fn after_output(&mut self, st: &mut ClientState) {

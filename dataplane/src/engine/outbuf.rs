@@ -92,9 +92,10 @@ impl OutBuf {
         out
     }
 
-    /// The transport finished writing what it took last.
-    pub fn transport_done(&mut self) {
-        self.in_transport = 0;
+    /// The transport finished writing what it took last; returns how much
+    /// that was.
+    pub fn transport_done(&mut self) -> usize {
+        std::mem::take(&mut self.in_transport)
     }
 
     /// Bytes this buffer accounts for in memory: unwritten, plus taken and

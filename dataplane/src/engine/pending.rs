@@ -76,6 +76,16 @@ pub struct ReplyQueue {
     held: usize,
     /// `Deferred` slots.
     kept: usize,
+    /// Bytes of the requests in `Deferred` slots.
+    kept_bytes: usize,
+}
+
+/// The request bytes a slot holds.
+fn frame_bytes(slot: &Slot) -> usize {
+    match slot {
+        Slot::Deferred(d) => d.frame.len(),
+        _ => 0,
+    }
 }
 
 impl ReplyQueue {
@@ -117,9 +127,16 @@ impl ReplyQueue {
         self.kept > 0
     }
 
+    /// Bytes of the requests kept back.
+    #[inline]
+    pub fn kept_bytes(&self) -> usize {
+        self.kept_bytes
+    }
+
     /// A slot for a request kept back.
     pub fn push_deferred(&mut self, d: Deferred) -> Seq {
         self.kept += 1;
+        self.kept_bytes += d.frame.len();
         self.slots.push_back(Slot::Deferred(Box::new(d)));
         self.head + self.slots.len() as u64 - 1
     }
@@ -133,6 +150,7 @@ impl ReplyQueue {
         if matches!(self.slots[i], Slot::Deferred(_)) {
             self.kept += 1;
         }
+        self.kept_bytes = self.kept_bytes - frame_bytes(&old) + frame_bytes(&self.slots[i]);
         old
     }
 
@@ -209,8 +227,9 @@ impl ReplyQueue {
         let Some(i) = self.index(seq) else { return };
         if i == 0 {
             out.extend_from_slice(reply);
-            if let Some(Slot::Deferred(_)) = self.slots.pop_front() {
+            if let Some(Slot::Deferred(d)) = self.slots.pop_front() {
                 self.kept -= 1;
+                self.kept_bytes -= d.frame.len();
             }
             self.head += 1;
             self.release(out);
@@ -270,6 +289,7 @@ impl ReplyQueue {
         self.slots.shrink_to(16);
         self.held = 0;
         self.kept = 0;
+        self.kept_bytes = 0;
     }
 
     fn index(&self, seq: Seq) -> Option<usize> {
@@ -348,8 +368,10 @@ mod tests {
         q.complete(after, b":2\r\n", &mut out);
         q.deferred_mut(d).unwrap().moves_left = 0;
         assert!(q.first_kept().unwrap().1.ready());
+        assert_eq!(q.kept_bytes(), 14, "kept-back requests are counted");
         let taken = q.take_deferred(d).unwrap();
         assert_eq!(taken.frame.len(), 14);
+        assert_eq!(q.kept_bytes(), 0);
         assert!(q.take_deferred(d).is_none(), "the slot waits now");
         assert_eq!(q.first_kept().unwrap().0, behind, "the next in order");
         q.set_waiting(d);

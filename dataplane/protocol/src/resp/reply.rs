@@ -39,6 +39,10 @@ pub struct ReplyFramer {
     /// The end (CRLF included) of a bulk string whose header has been read
     /// but whose payload has not all arrived; 0 when none is.
     bulk_end: usize,
+    /// A line element (`+`, `-`, `:`, …) has started and its LF has not
+    /// arrived: the next call looks for it from the buffer's start (its
+    /// bytes so far may have been dropped).
+    in_line: bool,
 }
 
 enum Line {
@@ -46,9 +50,18 @@ enum Line {
     Incomplete,
 }
 
+/// The longest length or count line: a sign, 18 digits (the most
+/// accepted), CR LF.
+const MAX_INT_LINE: usize = 21;
+
 #[inline]
 fn int_line(buf: &[u8], pos: usize) -> Result<Line, ReplyError> {
     let Some(cr) = memchr::memchr(b'\r', &buf[pos.min(buf.len())..]) else {
+        // An endless length is malformed, not incomplete: nothing past it
+        // could be framed, so bytes would pile up waiting for its end.
+        if buf.len().saturating_sub(pos) > MAX_INT_LINE {
+            return Err(ReplyError::BadLength);
+        }
         return Ok(Line::Incomplete);
     };
     let end = pos + cr;
@@ -94,6 +107,7 @@ impl ReplyFramer {
         self.open.clear();
         self.needed = 0;
         self.bulk_end = 0;
+        self.in_line = false;
     }
 
     /// How many bytes at the start of the reply in progress the framer will
@@ -104,6 +118,9 @@ impl ReplyFramer {
         if self.bulk_end > 0 {
             // Keep the payload's trailing CRLF, which is checked.
             available.min(self.bulk_end - 2)
+        } else if self.in_line {
+            // Only the LF that ends it is looked for.
+            available
         } else {
             available.min(self.pos)
         }
@@ -116,6 +133,8 @@ impl ReplyFramer {
         if self.bulk_end > 0 {
             self.bulk_end -= n;
             self.pos = 0;
+        } else if self.in_line {
+            self.pos = self.pos.saturating_sub(n);
         } else {
             self.pos -= n;
         }
@@ -162,6 +181,20 @@ impl ReplyFramer {
                 return Ok(Some(done));
             }
         }
+        if self.in_line {
+            // The line's start may have been dropped: its end is the first
+            // LF from where it was.
+            match memchr::memchr(b'\n', &buf[pos.min(buf.len())..]) {
+                Some(nl) => {
+                    self.in_line = false;
+                    pos += nl + 1;
+                    if let Some(done) = self.element_done(pos) {
+                        return Ok(Some(done));
+                    }
+                }
+                None => return Ok(self.incomplete(pos, buf.len() + 1)),
+            }
+        }
         loop {
             let Some(&tag) = buf.get(pos) else {
                 return Ok(self.incomplete(pos, pos + 1));
@@ -172,7 +205,10 @@ impl ReplyFramer {
                 b'+' | b'-' | b':' | b'_' | b',' | b'#' | b'(' => {
                     match memchr::memchr(b'\n', &buf[pos..]) {
                         Some(nl) => pos + nl + 1,
-                        None => return Ok(self.incomplete(pos, buf.len() + 1)),
+                        None => {
+                            self.in_line = true;
+                            return Ok(self.incomplete(pos, buf.len() + 1));
+                        }
                     }
                 }
                 b'$' | b'=' | b'!' => match int_line(buf, pos + 1)? {
@@ -359,6 +395,17 @@ mod tests {
     }
 
     #[test]
+    fn an_endless_length_line_is_malformed() {
+        let mut f = ReplyFramer::new();
+        assert_eq!(f.next(b"$12345").unwrap(), None);
+        assert_eq!(f.next(&[b'$'; 30]), Err(ReplyError::BadLength));
+        let mut f = ReplyFramer::new();
+        let mut long = b"*1\r\n*".to_vec();
+        long.extend_from_slice(&[b'9'; 40]);
+        assert_eq!(f.next(&long), Err(ReplyError::BadLength));
+    }
+
+    #[test]
     fn deep_nesting_is_bounded() {
         let input = b"*1\r\n".repeat(MAX_DEPTH + 1);
         assert_eq!(frame_all(&input), Err(ReplyError::TooDeep(MAX_DEPTH)));
@@ -410,11 +457,25 @@ mod tests {
         let mut big = b"*3\r\n$100000\r\n".to_vec();
         big.extend(std::iter::repeat_n(b'x', 100_000));
         big.extend_from_slice(b"\r\n*2\r\n:1\r\n$3\r\nabc\r\n+OK\r\n");
+        // A status line of 100 kB (Redis sends one for a script's
+        // status_reply), inside an array and alone.
+        let mut line = b"+".to_vec();
+        line.extend(std::iter::repeat_n(b'y', 100_000));
+        line.extend_from_slice(b"\r\n");
+        let mut lines = b"*2\r\n".to_vec();
+        lines.extend_from_slice(&line);
+        lines.extend_from_slice(&line);
         let mut input = big.clone();
         input.extend_from_slice(b"+NEXT\r\n$2\r\nab\r\n");
+        input.extend_from_slice(&lines);
+        input.extend_from_slice(&line);
         for chunk in [1, 7, 4096, 1 << 20] {
             let (lens, most) = frame_dropping(&input, chunk);
-            assert_eq!(lens, [big.len(), 7, 8], "chunk {chunk}");
+            assert_eq!(
+                lens,
+                [big.len(), 7, 8, lines.len(), line.len()],
+                "chunk {chunk}"
+            );
             if chunk <= 4096 {
                 assert!(most < 2 * chunk + 32, "chunk {chunk} kept {most} bytes");
             }

@@ -39,6 +39,8 @@ const BUFFERS: u16 = 512;
 const BUFFER_SIZE: usize = 16 << 10;
 /// The buffer group of the receive buffers.
 const BGID: u16 = 0;
+/// Largest send buffer kept for reuse.
+const SPARE_KEEP: usize = 1 << 20;
 /// Most rounds of [`Driver::flush`] per loop turn (work left over waits for
 /// the next turn, at most a tick away).
 const FLUSH_ROUNDS: usize = 8;
@@ -390,7 +392,7 @@ impl Driver {
                     };
                     if res < 0 {
                         c.ops.abort(c.fd);
-                        self.spare.extend(c.ops.sending.take().map(|s| s.buf));
+                        keep_spare(&mut self.spare, c.ops.sending.take());
                     } else {
                         s.off += res as usize;
                         if s.off < s.buf.len() {
@@ -398,7 +400,7 @@ impl Driver {
                             sq.push(&e)?;
                             return Ok(());
                         }
-                        self.spare.extend(c.ops.sending.take().map(|s| s.buf));
+                        keep_spare(&mut self.spare, c.ops.sending.take());
                     }
                     self.worker.client_sent(c.id);
                     self.touched.0.push(slot as u32);
@@ -465,7 +467,7 @@ impl Driver {
                         self.worker
                             .backend_failed(b.id, &describe(&io::Error::from_raw_os_error(-res)));
                         b.ops.abort(b.fd);
-                        self.spare.extend(b.ops.sending.take().map(|s| s.buf));
+                        keep_spare(&mut self.spare, b.ops.sending.take());
                     } else {
                         s.off += res as usize;
                         if s.off < s.buf.len() {
@@ -473,7 +475,7 @@ impl Driver {
                             sq.push(&e)?;
                             return Ok(());
                         }
-                        self.spare.extend(b.ops.sending.take().map(|s| s.buf));
+                        keep_spare(&mut self.spare, b.ops.sending.take());
                     }
                     self.worker.backend_sent(b.id);
                     self.touched.1.push(slot);
@@ -765,6 +767,16 @@ impl Driver {
         for b in self.backends.drain() {
             // SAFETY: as above.
             unsafe { libc::close(b.fd) };
+        }
+    }
+}
+
+/// Keeps a finished send's buffer for the next send, unless a burst grew it
+/// past [`SPARE_KEEP`]: idle connections then hold no peak-sized buffers.
+fn keep_spare(spare: &mut Vec<Vec<u8>>, s: Option<Sending>) {
+    if let Some(s) = s {
+        if s.buf.capacity() <= SPARE_KEEP {
+            spare.push(s.buf);
         }
     }
 }
