@@ -13,7 +13,11 @@
 //! The Hello is checked in one place ([`check_hello`]): the token first
 //! (`crate::auth::Auth`; a wrong one is told only "authentication failed"
 //! and nothing is recorded), then the id, cluster and address. An ack for a
-//! version newer than the cluster's is refused and ends the session.
+//! version newer than the cluster's (as this session has sent it) is
+//! refused and ends the session. A session is registered with the daemon
+//! (`Ctld::hello`: it then replaces a live session of the same id, and its
+//! record is saved if new) at its first valid ack — so a peer refused there
+//! leaves no trace — and only then gets a heartbeat, i.e. a lease.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,10 +29,10 @@ use keyway_capnp::frame::{check_len, frame};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::auth::Auth;
-use crate::daemon::Shared;
+use crate::daemon::{Registration, Shared};
 use crate::model::names::{check_id, check_name, parse_address};
 
 /// How long a new session may take to say hello.
@@ -61,33 +65,46 @@ enum SessionError {
     Ended(String),
 }
 
-/// Logs a refused connection at most once per ten seconds (a flood of them
-/// must not flood the log).
+/// Logs at most once per ten seconds (a flood of refused connections must
+/// not flood the log).
 #[derive(Debug, Default)]
 struct Throttled {
     last: AtomicU64,
 }
 
 impl Throttled {
-    fn warn(&self, what: &str, peer: SocketAddr) {
+    const fn new() -> Throttled {
+        Throttled {
+            last: AtomicU64::new(0),
+        }
+    }
+
+    fn allow(&self) -> bool {
         let now = crate::daemon::unix_ms();
         let last = self.last.load(Ordering::Relaxed);
-        if now.saturating_sub(last) >= 10_000
+        now.saturating_sub(last) >= 10_000
             && self
                 .last
                 .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
-        {
+    }
+
+    fn warn(&self, what: &str, peer: SocketAddr) {
+        if self.allow() {
             tracing::warn!(%peer, "control connection closed: {what} (logged once per 10 s)");
         }
     }
 }
 
+/// Refused Hellos, logged once per ten seconds: a data plane with a wrong
+/// token retries every few hundred milliseconds.
+static REFUSED_HELLOS: Throttled = Throttled::new();
+
 /// Accepts data-plane sessions forever.
 pub async fn serve(listener: TcpListener, ctld: Shared, auth: Arc<Auth>) {
     let sessions = Arc::new(Semaphore::new(MAX_SESSIONS));
     let pending = Arc::new(Semaphore::new(MAX_PENDING));
-    let refused = Throttled::default();
+    let refused = Throttled::new();
     loop {
         match listener.accept().await {
             Ok((sock, peer)) => {
@@ -172,29 +189,20 @@ async fn session(
         }
     };
     if let Err(why) = check_hello(&hello, auth) {
-        tracing::warn!(%peer, "control session refused: {why}");
+        if REFUSED_HELLOS.allow() {
+            tracing::warn!(%peer, "control session refused: {why} (logged once per 10 s)");
+        }
         return Err(refuse(&mut w, why).await);
     }
     let Some(mut snapshots) = ctld.subscribe(&hello.cluster) else {
         return Err(refuse(&mut w, format!("no cluster {:?}", hello.cluster)).await);
     };
-    let mut reg = ctld.hello(&hello, peer);
     let id = hello.id.clone();
+    // The session is registered (and may replace another of its id) at its
+    // first valid ack, not at its Hello: a peer whose first ack is refused
+    // leaves no trace.
+    let mut session: Option<u64> = None;
     let result = async {
-        if reg.must_persist {
-            // Saved before the first lease, off the runtime thread.
-            let (c, i) = (ctld.clone(), id.clone());
-            let saved = tokio::task::spawn_blocking(move || c.persist_dataplane(&i)).await;
-            let err = match saved {
-                Ok(Ok(())) => None,
-                Ok(Err(e)) => Some(e.to_string()),
-                Err(e) => Some(e.to_string()),
-            };
-            if let Some(e) = err {
-                tracing::warn!(dataplane = %id, "could not record the data plane: {e}");
-                return Err(refuse(&mut w, format!("keyway-ctld cannot record this data plane: {e}")).await);
-            }
-        }
         let current = snapshots.borrow_and_update().clone();
         let Some(current) = current else {
             return Err(refuse(&mut w, format!("cluster {:?} was deleted", hello.cluster)).await);
@@ -214,6 +222,7 @@ async fn session(
                 }
             }
         });
+        let mut replaced: Option<oneshot::Receiver<()>> = None;
         // A data plane asks for a lease every third of it; silence for a
         // whole lease means it is gone.
         let outcome = loop {
@@ -234,7 +243,18 @@ async fn session(
                                 tracing::warn!(dataplane = %id, %peer, "control session refused: {why}");
                                 break Err(refuse(&mut w, why).await);
                             }
-                            if !ctld.ack(&id, reg.session, &a, lease) {
+                            let number = match session {
+                                Some(n) => n,
+                                None => match register(&ctld, &hello, peer).await {
+                                    Ok(r) => {
+                                        session = Some(r.session);
+                                        replaced = Some(r.replaced);
+                                        r.session
+                                    }
+                                    Err(why) => break Err(refuse(&mut w, why).await),
+                                },
+                            };
+                            if !ctld.ack(&id, number, &a, lease) {
                                 break Err(SessionError::Ended("replaced by a newer session".into()));
                             }
                             let hb = Heartbeat { seq: a.seq, lease_millis: lease.as_millis() as u64, version };
@@ -244,7 +264,7 @@ async fn session(
                         Err(e) => break Err(e),
                     }
                 }
-                _ = &mut reg.replaced => {
+                () = closed(&mut replaced) => {
                     break Err(SessionError::Ended("replaced by a newer session".into()));
                 }
                 changed = snapshots.changed() => {
@@ -269,8 +289,43 @@ async fn session(
         outcome
     }
     .await;
-    ctld.disconnected(&id, reg.session);
+    if let Some(n) = session {
+        ctld.disconnected(&id, n);
+    }
     result
+}
+
+/// Resolves when a newer session replaced this one (never before it is
+/// registered).
+async fn closed(replaced: &mut Option<oneshot::Receiver<()>>) {
+    match replaced {
+        Some(rx) => {
+            let _ = rx.await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Registers the session and, if the store does not have this data plane's
+/// record as it is now, saves it (off the runtime thread) before its first
+/// lease. The error is what the peer is told.
+async fn register(ctld: &Shared, hello: &Hello, peer: SocketAddr) -> Result<Registration, String> {
+    let reg = ctld.hello(hello, peer);
+    if reg.must_persist {
+        let (c, id) = (ctld.clone(), hello.id.clone());
+        let saved = tokio::task::spawn_blocking(move || c.persist_dataplane(&id)).await;
+        let err = match saved {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(e) = err {
+            tracing::warn!(dataplane = %hello.id, "could not record the data plane: {e}");
+            ctld.disconnected(&hello.id, reg.session);
+            return Err(format!("keyway-ctld cannot record this data plane: {e}"));
+        }
+    }
+    Ok(reg)
 }
 
 #[cfg(test)]

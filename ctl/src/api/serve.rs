@@ -11,6 +11,9 @@
 //! - a per-request deadline ([`Limits::request_deadline`]) covering the
 //!   body and the handler: a request not answered by then gets 408 and the
 //!   connection is closed (a slow body cannot hold it);
+//! - a body cap ([`Limits::max_body`]): a request announcing a larger body
+//!   gets 413 before any of it is read (each route's own, smaller limit is
+//!   applied as the body is read: `DefaultBodyLimit`);
 //! - a write-stall timeout ([`Limits::write_stall`]): a client that stops
 //!   reading its responses is disconnected.
 //!
@@ -56,6 +59,10 @@ pub struct Limits {
     pub write_stall: Duration,
     /// The largest request head.
     pub max_head: usize,
+    /// The largest body any route takes: a request announcing more is
+    /// refused before its body is read (routes refuse smaller bodies over
+    /// their own limit as they read them).
+    pub max_body: u64,
 }
 
 impl Default for Limits {
@@ -66,6 +73,7 @@ impl Default for Limits {
             request_deadline: Duration::from_secs(30),
             write_stall: Duration::from_secs(30),
             max_head: 64 << 10,
+            max_body: super::MAX_CLUSTER_BODY as u64,
         }
     }
 }
@@ -133,18 +141,40 @@ impl AsyncWrite for StallGuard {
     }
 }
 
+/// Closes the connection after an error answer: what the client sends
+/// next is not read.
+fn closing(e: ApiError) -> axum::response::Response {
+    let mut resp = e.into_response();
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
+fn too_large(max: u64) -> axum::response::Response {
+    closing(ApiError(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("request bodies are at most {max} bytes"),
+    ))
+}
+
+/// The body length a request announces, if it does.
+fn announced(req: &Request<Incoming>) -> Option<u64> {
+    req.headers()
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
 fn too_slow(deadline: Duration) -> axum::response::Response {
-    let mut resp = ApiError(
+    closing(ApiError(
         StatusCode::REQUEST_TIMEOUT,
         format!(
             "the request was not complete and answered within {}s",
             deadline.as_secs()
         ),
-    )
-    .into_response();
-    resp.headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    resp
+    ))
 }
 
 /// Serves `router` on `listener` within `limits` until `shutdown` resolves.
@@ -202,10 +232,13 @@ async fn connection(
         limit: limits.write_stall,
         stalled: None,
     });
-    let deadline = limits.request_deadline;
+    let (deadline, max_body) = (limits.request_deadline, limits.max_body);
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let mut router = router.clone();
         async move {
+            if announced(&req).is_some_and(|n| n > max_body) {
+                return Ok(too_large(max_body));
+            }
             match tokio::time::timeout(deadline, router.call(req)).await {
                 Ok(Ok(resp)) => Ok::<_, Infallible>(resp),
                 Ok(Err(never)) => match never {},
