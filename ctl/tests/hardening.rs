@@ -314,6 +314,19 @@ fn an_unresolvable_or_duplicate_server_is_refused_unless_forced() {
     assert!(ok, "{err}");
     let (ok, _, err) = ctld.ctl(&["cluster", "shrink", "c", "--group", "g3"]);
     assert!(ok, "{err}");
+    // So does a snapshot apply, for the addresses it brings.
+    let file = dir.path().join("c.json");
+    let (ok, _, err) = ctld.ctl(&["snapshot", "export", "c", "-o", file.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, text.replace(&r2.addr(), "nowhere.invalid:2")).unwrap();
+    let v = version(&ctld, "c");
+    let (ok, _, err) = ctld.ctl(&["snapshot", "apply", "c", "--file", file.to_str().unwrap()]);
+    assert!(
+        !ok && err.contains("cannot resolve nowhere.invalid:2"),
+        "{err}"
+    );
+    assert_eq!(version(&ctld, "c"), v, "nothing changed");
 
     // One server under two names is used once.
     let (ok, _, err) = ctld.ctl(&[
