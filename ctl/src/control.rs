@@ -8,7 +8,8 @@
 //! [`MAX_PENDING`] connections wait for their Hello at once (more are closed
 //! on accept), each gets [`HELLO_TIMEOUT`] to send it, and frames from data
 //! planes are at most [`MAX_FRAME`] (they only send Hello and Ack). At most
-//! [`MAX_SESSIONS`] sessions run at once.
+//! [`MAX_SESSIONS`] sessions run at once, and one whose peer stops reading
+//! ends after [`SEND_TIMEOUT`].
 //!
 //! The Hello is checked in one place ([`check_hello`]): the token first
 //! (`crate::auth::Auth`; a wrong one is told only "authentication failed"
@@ -47,6 +48,9 @@ pub const MAX_PENDING: usize = 64;
 
 /// Sessions at once.
 pub const MAX_SESSIONS: usize = 4096;
+
+/// How long a message to a data plane may take to be written.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why a session ended early.
 #[derive(Debug, thiserror::Error)]
@@ -144,8 +148,17 @@ async fn read_message(r: &mut OwnedReadHalf) -> Result<FromDataPlane, SessionErr
     Ok(FromDataPlane::decode(&buf)?)
 }
 
+/// Sends `m`; a peer that does not take it within [`SEND_TIMEOUT`] (it
+/// stopped reading) ends the session.
 async fn send(w: &mut OwnedWriteHalf, m: &ToDataPlane) -> std::io::Result<()> {
-    w.write_all(&frame(&m.encode())).await
+    tokio::time::timeout(SEND_TIMEOUT, w.write_all(&frame(&m.encode())))
+        .await
+        .map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the data plane stopped reading",
+            )
+        })?
 }
 
 /// Sends `Refused(why)` and ends the session with it.
