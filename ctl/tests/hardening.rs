@@ -632,9 +632,26 @@ fn a_token_guards_the_api_and_the_control_port_and_is_never_shown() {
 /// Runs keyway-ctld expecting it to refuse to start: (exit code, stderr).
 /// Panics if it is still running after half a minute (it started).
 fn refused_start(args: &[&str]) -> (Option<i32>, String) {
-    let mut p = common::Process::spawn(Command::new(env!("CARGO_BIN_EXE_keyway-ctld")).args(args));
-    let status = p.wait_exit(Duration::from_secs(30));
-    (status.code(), p.logs().join("\n"))
+    let mut child = keyway_testkit::die_with_parent(
+        Command::new(env!("CARGO_BIN_EXE_keyway-ctld"))
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    )
+    .spawn()
+    .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let status = wait_for(
+        "keyway-ctld to refuse to start (it started)",
+        Duration::from_secs(30),
+        || child.try_wait().unwrap(),
+    );
+    (status.code(), reader.join().unwrap())
 }
 
 #[test]
