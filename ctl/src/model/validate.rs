@@ -81,7 +81,9 @@ impl Cluster {
                     self.next_migration
                 )));
             }
-            if !groups.contains(m.from.as_str()) || !groups.contains(m.to.as_str()) {
+            // Finished migrations are history: their groups may be gone.
+            if m.active() && (!groups.contains(m.from.as_str()) || !groups.contains(m.to.as_str()))
+            {
                 return Err(invalid(format!(
                     "{what} moves slots between groups the cluster does not have"
                 )));
@@ -177,6 +179,12 @@ mod tests {
         let mut c = good.clone();
         c.migrations[0].to = "a".into();
         assert!(rule(&c).contains("own group"));
+        let mut c = good.clone();
+        c.migrations[0].to = "gone".into();
+        assert!(rule(&c).contains("groups the cluster does not have"));
+        c.migrations[0].state = MigrationState::Done;
+        c.validate()
+            .expect("a finished migration may name a group shrunk since");
         let mut c = good.clone();
         c.migrations[0].ranges = vec![(0, 3), (2, 5)];
         assert!(rule(&c).contains("named twice"));
