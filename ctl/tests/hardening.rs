@@ -735,11 +735,24 @@ fn slow_idle_and_surplus_api_clients_are_cut_off_and_others_served() {
         let _ = s.read_to_end(&mut resp);
         String::from_utf8_lossy(&resp).into_owned()
     });
+    // A kept-alive connection, answered once, then idle.
+    let kept_alive = std::thread::spawn(move || {
+        let mut s = TcpStream::connect(api).unwrap();
+        s.write_all(b"GET /v1/clusters HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+        let mut all = Vec::new();
+        let closed = s.read_to_end(&mut all).is_ok();
+        (String::from_utf8_lossy(&all).into_owned(), closed)
+    });
     // Meanwhile others are served.
     for _ in 0..3 {
         let (ok, out, err) = ctld.ctl(&["cluster", "list"]);
         assert!(ok && out.contains('c'), "{err}");
     }
+    let (answer, closed) = kept_alive.join().unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(closed, "an idle kept-alive connection is closed: {answer}");
     assert!(slow_head.join().unwrap(), "an endless head is cut off");
     let answer = slow_body.join().unwrap();
     assert!(
