@@ -6,7 +6,13 @@
 #                       snapshot and every lease-third as a lease request.
 #   ctld -> data plane: Snapshot when the data plane's version is not the
 #                       cluster's; a Heartbeat answering every Ack, which
-#                       renews the lease; Refused when it cannot serve it.
+#                       renews the lease; Refused when it cannot serve it,
+#                       and then ctld closes the session.
+#
+# ctld refuses a Hello with a wrong token, or whose id, cluster or address is
+# malformed or too long, and an Ack for a version newer than the cluster's
+# (no data plane can have applied it). Frames from a data plane are at most
+# 64 KiB; the Hello must come within a few seconds of connecting.
 #
 # A data plane's lease runs from the moment it *sent* the Ack a Heartbeat
 # answers, so it always ends before ctld's view of it (which runs from the
@@ -45,6 +51,13 @@ struct Hello {
 
   address @3 :Text;
   # Where its clients connect, for listings.
+
+  token @4 :Text;
+  # The shared secret ctld was started with (`keyway-ctld --token-file`;
+  # `keyway --control-token-file`). Empty, as every data plane before it
+  # sent: no token, which only a ctld without one (on loopback) accepts.
+  # A wrong or missing token is answered `Refused("authentication failed")`
+  # and nothing of the Hello is recorded. Never logged or echoed.
 }
 
 struct Ack {

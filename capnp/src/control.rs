@@ -6,7 +6,7 @@ use crate::snapshot::Snapshot;
 use crate::DecodeError;
 
 /// The first message of a data plane.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Clone, PartialEq, Eq, Default)]
 pub struct Hello {
     /// Unique per data plane, stable across restarts.
     pub id: String,
@@ -16,6 +16,27 @@ pub struct Hello {
     pub version: u64,
     /// Where its clients connect.
     pub address: String,
+    /// The shared secret ctld checks (empty: none). `Debug` hides it.
+    pub token: String,
+}
+
+impl std::fmt::Debug for Hello {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hello")
+            .field("id", &self.id)
+            .field("cluster", &self.cluster)
+            .field("version", &self.version)
+            .field("address", &self.address)
+            .field(
+                "token",
+                &if self.token.is_empty() {
+                    "<none>"
+                } else {
+                    "<hidden>"
+                },
+            )
+            .finish()
+    }
 }
 
 /// A data plane's report and lease request.
@@ -81,6 +102,7 @@ impl FromDataPlane {
                 b.set_cluster(h.cluster.as_str());
                 b.set_version(h.version);
                 b.set_address(h.address.as_str());
+                b.set_token(h.token.as_str());
             }
             FromDataPlane::Ack(a) => {
                 let mut b = root.init_ack();
@@ -108,6 +130,7 @@ impl FromDataPlane {
                     cluster: text(h.get_cluster())?,
                     version: h.get_version(),
                     address: text(h.get_address())?,
+                    token: text(h.get_token())?,
                 }))
             }
             schema::from_data_plane::Ack(a) => {
@@ -176,6 +199,7 @@ mod tests {
                 cluster: "c".into(),
                 version: 3,
                 address: "1.2.3.4:6380".into(),
+                token: "s3cret".into(),
             }),
             FromDataPlane::Ack(Ack {
                 version: 9,
@@ -197,6 +221,20 @@ mod tests {
         ] {
             assert_eq!(ToDataPlane::decode(&m.encode()).unwrap(), m);
         }
+    }
+
+    #[test]
+    fn the_token_is_never_in_debug_output() {
+        let h = Hello {
+            id: "dp1".into(),
+            token: "s3cret".into(),
+            ..Hello::default()
+        };
+        let shown = format!("{h:?} {:?}", FromDataPlane::Hello(h.clone()));
+        assert!(
+            !shown.contains("s3cret") && shown.contains("<hidden>"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -108,11 +108,12 @@ impl Snapshot {
                 self.groups.len()
             ));
         }
+        let mut names = std::collections::HashSet::with_capacity(self.groups.len());
         for (i, g) in self.groups.iter().enumerate() {
             if g.name.is_empty() || g.master.is_empty() {
                 return Err(format!("group {i} has no name or no master"));
             }
-            if self.groups[..i].iter().any(|o| o.name == g.name) {
+            if !names.insert(g.name.as_str()) {
                 return Err(format!("group {:?} appears twice", g.name));
             }
         }

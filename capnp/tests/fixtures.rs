@@ -67,6 +67,8 @@ fn v1_messages() -> Vec<(&'static str, Vec<u8>)> {
                 cluster: "fixture".into(),
                 version: 41,
                 address: "10.0.0.9:6380".into(),
+                // Version 1 had no token: its Hellos read as carrying none.
+                token: String::new(),
             })
             .encode(),
         ),
@@ -169,4 +171,31 @@ fn version_2_messages_still_decode() {
     }
     let stored = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     assert_eq!(Snapshot::decode(&stored).unwrap(), v2_snapshot());
+}
+
+/// Version 3 added the Hello's token.
+fn v3_hello() -> FromDataPlane {
+    FromDataPlane::Hello(Hello {
+        id: "dp-1".into(),
+        cluster: "fixture".into(),
+        version: 43,
+        address: "10.0.0.9:6380".into(),
+        token: "fixture-token".into(),
+    })
+}
+
+#[test]
+fn version_3_messages_still_decode() {
+    let path = dir().join("v3-hello.bin");
+    if std::env::var_os("KEYWAY_CAPNP_WRITE_FIXTURES").is_some() && !path.exists() {
+        std::fs::write(&path, v3_hello().encode()).unwrap();
+    }
+    let stored = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(FromDataPlane::decode(&stored).unwrap(), v3_hello());
+    // A version 1 Hello reads as one without a token.
+    let v1 = std::fs::read(dir().join("v1-hello.bin")).unwrap();
+    match FromDataPlane::decode(&v1).unwrap() {
+        FromDataPlane::Hello(h) => assert_eq!((h.id.as_str(), h.token.as_str()), ("dp-1", "")),
+        other => panic!("{other:?}"),
+    }
 }

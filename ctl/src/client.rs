@@ -5,16 +5,21 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::auth::Token;
+
 /// The API at one address.
 #[derive(Debug, Clone)]
 pub struct Client {
     base: String,
     agent: ureq::Agent,
+    /// `Bearer <token>`, if ctld wants one.
+    authorization: Option<String>,
 }
 
 impl Client {
-    /// A client of the API at `addr` (`host:port` or a URL).
-    pub fn new(addr: &str) -> Client {
+    /// A client of the API at `addr` (`host:port` or a URL), sending `token`
+    /// if given.
+    pub fn new(addr: &str, token: Option<&Token>) -> Client {
         let base = if addr.starts_with("http://") {
             addr.trim_end_matches('/').to_string()
         } else {
@@ -25,7 +30,18 @@ impl Client {
             .timeout_global(Some(Duration::from_secs(30)))
             .build()
             .into();
-        Client { base, agent }
+        Client {
+            base,
+            agent,
+            authorization: token.map(|t| format!("Bearer {}", t.expose())),
+        }
+    }
+
+    fn with_auth<B>(&self, r: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        match &self.authorization {
+            Some(a) => r.header("Authorization", a),
+            None => r,
+        }
     }
 
     fn finish<T: DeserializeOwned>(
@@ -51,12 +67,18 @@ impl Client {
 
     /// `GET path`.
     pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, String> {
-        self.finish(self.agent.get(&format!("{}{path}", self.base)).call())
+        self.finish(
+            self.with_auth(self.agent.get(&format!("{}{path}", self.base)))
+                .call(),
+        )
     }
 
     /// `DELETE path`.
     pub fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, String> {
-        self.finish(self.agent.delete(&format!("{}{path}", self.base)).call())
+        self.finish(
+            self.with_auth(self.agent.delete(&format!("{}{path}", self.base)))
+                .call(),
+        )
     }
 
     /// `POST path` with a JSON body.
@@ -66,8 +88,7 @@ impl Client {
         body: &impl Serialize,
     ) -> Result<T, String> {
         self.finish(
-            self.agent
-                .post(&format!("{}{path}", self.base))
+            self.with_auth(self.agent.post(&format!("{}{path}", self.base)))
                 .send_json(body),
         )
     }
@@ -75,8 +96,7 @@ impl Client {
     /// `PUT path` with a JSON body.
     pub fn put<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> Result<T, String> {
         self.finish(
-            self.agent
-                .put(&format!("{}{path}", self.base))
+            self.with_auth(self.agent.put(&format!("{}{path}", self.base)))
                 .send_json(body),
         )
     }
@@ -88,8 +108,7 @@ impl Client {
         body: &impl Serialize,
     ) -> Result<T, String> {
         self.finish(
-            self.agent
-                .patch(&format!("{}{path}", self.base))
+            self.with_auth(self.agent.patch(&format!("{}{path}", self.base)))
                 .send_json(body),
         )
     }

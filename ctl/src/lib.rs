@@ -3,7 +3,9 @@
 //! - [`model`]: the desired state of named clusters and its rules;
 //! - [`store`]: where it is persisted (the embedded file store);
 //! - [`daemon`]: the shared state of `keyway-ctld`: change, persist, publish;
-//! - [`api`]: the HTTP JSON API;
+//! - [`api`]: the HTTP JSON API and its server;
+//! - [`auth`]: the shared token of the API and the control sessions;
+//! - [`resolve`]: bounded resolution of the addresses the API is given;
 //! - [`control`]: data-plane sessions (snapshots, heartbeats, leases);
 //! - [`migrate`]: the migration orchestrator and the sweep of sources;
 //! - [`client`] and [`cli`]: `keywayctl`;
@@ -11,6 +13,7 @@
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
 pub mod api;
+pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod control;
@@ -18,4 +21,5 @@ pub mod daemon;
 pub mod local;
 pub mod migrate;
 pub mod model;
+pub mod resolve;
 pub mod store;

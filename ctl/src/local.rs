@@ -283,7 +283,8 @@ fn up(
     wait_until("keyway-ctld", Duration::from_secs(10), || {
         http_ok(api, "/healthz")
     })?;
-    let client = Client::new(&api.to_string());
+    // ctld runs on loopback without a token here.
+    let client = Client::new(&api.to_string(), None);
     let _: Cluster = client.post(
         "/v1/clusters",
         &CreateCluster {

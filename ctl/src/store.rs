@@ -2,8 +2,10 @@
 //! written to a temporary file, fsynced, renamed over the old one, and the
 //! directory fsynced, so a crash leaves either the old or the new state. The
 //! file starts with a header carrying the body's length and CRC32C; a file
-//! that does not check out is refused with an error, never replaced. An
-//! exclusive lock keeps two daemons off one file.
+//! that does not check out is refused with an error, never replaced; nor is
+//! one whose content breaks a rule of the model (`State::validate`, the
+//! same check every change passes). An exclusive lock keeps two daemons off
+//! one file.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -35,6 +37,17 @@ pub enum StoreError {
         /// The file.
         path: String,
         /// What does not check out.
+        reason: String,
+    },
+    /// The file checks out but its content breaks a rule of the model.
+    #[error(
+        "{path} holds a state that is not valid: {reason}; refusing to start rather than \
+         serve it. Restore it from a backup, or move it away to start with an empty state."
+    )]
+    Invalid {
+        /// The file.
+        path: String,
+        /// The cluster (or data plane) and the rule.
         reason: String,
     },
     /// Another process holds the store.
@@ -106,6 +119,10 @@ impl FileStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
             Err(e) => return Err(io(path)(e)),
         };
+        state.validate().map_err(|reason| StoreError::Invalid {
+            path: path.display().to_string(),
+            reason,
+        })?;
         Ok((
             FileStore {
                 path: path.to_path_buf(),
@@ -191,7 +208,7 @@ impl Store for FileStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Cluster, Group};
+    use crate::model::{Cluster, Group, Resolved};
 
     fn dir(tag: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("keyway-store-{tag}-{}", std::process::id()));
@@ -210,7 +227,7 @@ mod tests {
         };
         s.clusters.insert(
             "c".into(),
-            Cluster::create("c", 1024, vec![g], 30_000).unwrap(),
+            Cluster::create("c", 1024, vec![g], 30_000, &Resolved::none()).unwrap(),
         );
         s
     }
@@ -259,6 +276,25 @@ mod tests {
             flipped,
             "a corrupt file is never replaced"
         );
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    #[test]
+    fn a_well_formed_file_with_invalid_content_is_refused() {
+        let mut bad = state();
+        bad.clusters.get_mut("c").unwrap().slot_count = 0;
+        let bytes = encode(&bad);
+        assert!(decode(&bytes).is_ok(), "the checksum is valid");
+        let d = dir("invalid");
+        let path = d.join("state");
+        std::fs::write(&path, &bytes).unwrap();
+        let err = FileStore::open(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("cluster \"c\": slot count 0 is not a power of two")
+                && err.contains("refusing to start"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), bytes, "never replaced");
         let _ = std::fs::remove_dir_all(d);
     }
 

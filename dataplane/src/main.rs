@@ -45,6 +45,29 @@ struct Args {
     /// else HOSTNAME-PORT).
     #[arg(long)]
     id: Option<String>,
+    /// A file holding the token keyway-ctld was started with
+    /// (`keyway-ctld --token-file`), sent when the control session opens.
+    #[arg(long, value_name = "PATH", requires = "control")]
+    control_token_file: Option<PathBuf>,
+}
+
+/// Reads a token file: at most 4 KiB, trimmed, not empty. Errors never
+/// quote its content.
+fn read_token(path: &std::path::Path) -> anyhow::Result<String> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(4097).read_to_end(&mut bytes))
+        .map_err(|e| anyhow::anyhow!("token file {}: {e}", path.display()))?;
+    let text = String::from_utf8(bytes).unwrap_or_default();
+    let token = text.trim();
+    if token.is_empty() || token.len() > 4096 || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        anyhow::bail!(
+            "token file {}: it must hold one token of 1 to 4096 printable ASCII characters",
+            path.display()
+        );
+    }
+    Ok(token.to_string())
 }
 
 fn main() -> ExitCode {
@@ -112,6 +135,11 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         id,
         address: String::new(),
         state_dir: args.state_dir.clone(),
+        token: args
+            .control_token_file
+            .as_deref()
+            .map(read_token)
+            .transpose()?,
     };
     keyway::runtime::run(config, Routing::Control(opts))?;
     Ok(ExitCode::SUCCESS)

@@ -1,13 +1,22 @@
 //! `keyway-ctld`: the control daemon.
+//!
+//! Two runtimes, so that nothing the API does can delay a lease renewal:
+//! control sessions (and the persister of acked versions) run on their own
+//! thread and runtime; the API and the migration orchestrator on the main
+//! one. Both share the daemon ([`Ctld`]), whose locks keep the sessions'
+//! path off the store (see `keyway_ctl::daemon`).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use keyway_ctl::auth::{Auth, Token};
 use keyway_ctl::cli::parse_duration;
 use keyway_ctl::daemon::Ctld;
+use keyway_ctl::model::names::check_lease;
 use keyway_ctl::{api, control, migrate, store};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
@@ -26,9 +35,54 @@ struct Args {
     /// Address data planes dial for their control sessions.
     #[arg(long, default_value = "127.0.0.1:7800")]
     control: SocketAddr,
-    /// Lease for clusters created without one (e.g. "30s", "500ms").
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    /// Lease for clusters created without one (e.g. "30s", "500ms"), from 1s
+    /// to 10m.
+    #[arg(long, default_value = "30s", value_parser = parse_lease)]
     lease: Duration,
+    /// A file holding the shared token (at most 4 KiB, trimmed): API clients
+    /// send it as `Authorization: Bearer`, data planes in their Hello.
+    /// Without it, ctld listens on loopback addresses only.
+    #[arg(long, value_name = "PATH")]
+    token_file: Option<PathBuf>,
+}
+
+fn parse_lease(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    check_lease(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))?;
+    Ok(d)
+}
+
+/// Who may connect: token holders, or — without a token — anyone, but then
+/// only on loopback.
+fn authentication(args: &Args) -> Result<Auth, String> {
+    if let Some(path) = &args.token_file {
+        let (token, warning) = Token::read_file(path).map_err(|e| e.to_string())?;
+        if let Some(w) = warning {
+            tracing::warn!("{w}");
+        }
+        tracing::info!(
+            "API requests and control sessions must carry the token of {} \
+             (in clear text on the wire: TLS is not there yet)",
+            path.display()
+        );
+        return Ok(Auth::Token(token));
+    }
+    for (addr, flag) in [(args.api, "--api"), (args.control, "--control")] {
+        if !addr.ip().is_loopback() {
+            return Err(format!(
+                "refusing to listen on {addr} ({flag}) without authentication: anyone who \
+                 can reach it could change every cluster and pose as a data plane. Give \
+                 --token-file PATH (a file holding a shared secret; data planes then use \
+                 keyway --control-token-file, keywayctl --token-file or KEYWAY_TOKEN), or \
+                 listen on a loopback address"
+            ));
+        }
+    }
+    tracing::info!(
+        "no --token-file: the API and control sessions are not authenticated, \
+         so ctld listens on loopback only"
+    );
+    Ok(Auth::LoopbackOnly)
 }
 
 fn main() -> ExitCode {
@@ -39,6 +93,13 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    let auth = match authentication(&args) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("keyway-ctld: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let (store, state) = match store::open(&args.store) {
         Ok(s) => s,
         Err(e) => {
@@ -46,17 +107,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("keyway-ctld: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(serve(args, store, state)) {
+    match run(args, auth, store, state) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("keyway-ctld: {e:#}");
@@ -65,43 +116,77 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
+fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<std::net::TcpListener> {
+    let l = std::net::TcpListener::bind(addr)
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr} ({what}): {e}"))?;
+    l.set_nonblocking(true)?;
+    Ok(l)
+}
+
+fn run(
     args: Args,
+    auth: Auth,
     store: Box<dyn store::Store>,
     state: keyway_ctl::model::State,
 ) -> anyhow::Result<()> {
     let described = store.describe();
     let clusters = state.clusters.len();
     let ctld = Arc::new(Ctld::new(state, store, args.lease));
-    let api_listener = TcpListener::bind(args.api)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {} (api): {e}", args.api))?;
-    let control_listener = TcpListener::bind(args.control)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {} (control): {e}", args.control))?;
+    let api_listener = bind(args.api, "api")?;
+    let control_listener = bind(args.control, "control")?;
     let api_addr = api_listener.local_addr()?;
     let control_addr = control_listener.local_addr()?;
-    tokio::spawn(control::serve(control_listener, ctld.clone()));
-    let app = api::router(ctld.clone());
-    tracing::info!(store = %described, clusters, "keyway-ctld serving api on {api_addr}, control on {control_addr}");
-    println!("keyway-ctld api {api_addr} control {control_addr}");
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let orchestrator = migrate::start(ctld.clone(), stop.clone())
-        .map_err(|e| anyhow::anyhow!("cannot start the migration orchestrator: {e}"))?;
-    axum::serve(api_listener, app)
-        .with_graceful_shutdown(shutdown())
-        .await?;
-    // Sweeps record where they are before the process ends.
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let _ = tokio::task::spawn_blocking(move || orchestrator.join()).await;
-    tracing::info!("stopped");
-    Ok(())
+
+    // Control sessions: their own thread and runtime.
+    let control_rt = runtime()?;
+    let control_listener = {
+        let _in = control_rt.enter();
+        TcpListener::from_std(control_listener)?
+    };
+    let (c, a) = (ctld.clone(), Arc::new(auth.clone()));
+    std::thread::Builder::new()
+        .name("keyway-control".into())
+        .spawn(move || {
+            control_rt.block_on(async move {
+                tokio::spawn(c.clone().persist_acks_forever());
+                control::serve(control_listener, c, a).await;
+            });
+        })?;
+
+    let main_rt = runtime()?;
+    main_rt.block_on(async move {
+        let api_listener = TcpListener::from_std(api_listener)?;
+        let app = api::router(api::Api::new(ctld.clone(), auth));
+        tracing::info!(store = %described, clusters, "keyway-ctld serving api on {api_addr}, control on {control_addr}");
+        println!("keyway-ctld api {api_addr} control {control_addr}");
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let orchestrator = migrate::start(ctld.clone(), stop.clone())
+            .map_err(|e| anyhow::anyhow!("cannot start the migration orchestrator: {e}"))?;
+        let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| anyhow::anyhow!("cannot handle SIGTERM: {e}"))?;
+        api::serve(api_listener, app, api::Limits::default(), shutdown(term)).await;
+        // Sweeps record where they are before the process ends, and acked
+        // versions not saved yet are.
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let c = ctld.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let _ = orchestrator.join();
+            c.persist_acks()
+        })
+        .await;
+        tracing::info!("stopped");
+        Ok(())
+    })
 }
 
-async fn shutdown() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("signal handler");
+async fn shutdown(mut term: tokio::signal::unix::Signal) {
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}

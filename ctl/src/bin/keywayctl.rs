@@ -1,8 +1,10 @@
 //! `keywayctl`: the command-line client of keyway-ctld.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use keyway_ctl::auth::Token;
 use keyway_ctl::cli::{run, Command};
 
 /// Manage keyway clusters through keyway-ctld's API: human tables by default,
@@ -18,6 +20,10 @@ struct Args {
         global = true
     )]
     api: String,
+    /// A file holding the token keyway-ctld was started with (else the
+    /// token in $KEYWAY_TOKEN, if set).
+    #[arg(long, value_name = "PATH", global = true)]
+    token_file: Option<PathBuf>,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
@@ -25,9 +31,37 @@ struct Args {
     command: Command,
 }
 
+/// The token to send: `--token-file`, else `$KEYWAY_TOKEN`.
+fn token(args: &Args) -> Result<Option<Token>, String> {
+    if let Some(path) = &args.token_file {
+        let (token, warning) = Token::read_file(path).map_err(|e| e.to_string())?;
+        if let Some(w) = warning {
+            eprintln!("keywayctl: warning: {w}");
+        }
+        return Ok(Some(token));
+    }
+    match std::env::var("KEYWAY_TOKEN") {
+        Ok(t) => Token::new(&t, "KEYWAY_TOKEN")
+            .map(Some)
+            .map_err(|e| e.to_string()),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => {
+            Err("KEYWAY_TOKEN: the token must be printable ASCII".into())
+        }
+    }
+}
+
 fn main() -> ExitCode {
+    // Output piped into `head` and the like: end quietly when the reader
+    // goes away, as other command-line tools do, instead of panicking on
+    // the broken pipe.
+    // SAFETY: setting a signal disposition before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let args = Args::parse();
-    match run(args.command, &args.api, args.json) {
+    let result = token(&args).and_then(|t| run(args.command, &args.api, t.as_ref(), args.json));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("keywayctl: {e}");

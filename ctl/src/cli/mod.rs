@@ -12,6 +12,7 @@ use clap::{Args, Subcommand};
 use serde_json::Value;
 
 use crate::api::{Assign, ClusterSummary, CreateCluster, GroupEdit};
+use crate::auth::Token;
 use crate::client::Client;
 use crate::daemon::DataPlaneView;
 use crate::model::slots::format_slots;
@@ -33,6 +34,9 @@ pub enum Command {
         /// Cluster name.
         cluster: Option<String>,
     },
+    /// Forget a data plane that is gone for good.
+    #[command(subcommand)]
+    Dataplane(DataplaneCmd),
     /// Move slots to a group, key by key, while clients keep working.
     Migrate {
         /// Cluster name.
@@ -85,6 +89,18 @@ pub enum Command {
     Local(crate::local::LocalCmd),
 }
 
+/// `keywayctl dataplane …`.
+#[derive(Debug, Subcommand)]
+pub enum DataplaneCmd {
+    /// Remove a data plane's record, so that migrations no longer wait for
+    /// it. Refused while it is connected, or while a lease it may hold could
+    /// still run.
+    Forget {
+        /// Its id.
+        id: String,
+    },
+}
+
 /// `keywayctl cluster …`.
 #[derive(Debug, Subcommand)]
 pub enum ClusterCmd {
@@ -101,6 +117,9 @@ pub enum ClusterCmd {
         /// Lease for its data planes, e.g. "30s" (default: ctld's --lease).
         #[arg(long, value_parser = parse_duration)]
         lease: Option<Duration>,
+        /// Accept addresses that do not resolve (yet).
+        #[arg(long)]
+        force: bool,
     },
     /// List clusters.
     List,
@@ -121,6 +140,9 @@ pub enum ClusterCmd {
         /// The group as NAME=HOST:PORT.
         #[arg(long = "group", value_name = "NAME=HOST:PORT")]
         group: String,
+        /// Accept an address that does not resolve (yet).
+        #[arg(long)]
+        force: bool,
     },
     /// Remove a group; refused while it owns slots.
     Shrink {
@@ -170,6 +192,9 @@ pub struct GroupArgs {
     /// Set a replica's zone: ADDR=ZONE.
     #[arg(long = "replica-zone", value_name = "ADDR=ZONE")]
     replica_zone: Vec<String>,
+    /// Accept addresses that do not resolve (yet).
+    #[arg(long)]
+    force: bool,
 }
 
 /// `keywayctl snapshot …`.
@@ -191,7 +216,8 @@ pub enum SnapshotCmd {
         /// The JSON file.
         #[arg(long, short)]
         file: std::path::PathBuf,
-        /// Apply even if the cluster changed since the export.
+        /// Apply even if the cluster changed since the export, or if new
+        /// addresses do not resolve.
         #[arg(long)]
         force: bool,
     },
@@ -204,8 +230,20 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     match unit {
         "ms" => Ok(Duration::from_millis(n)),
         "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
+        "m" => n
+            .checked_mul(60)
+            .map(Duration::from_secs)
+            .ok_or_else(|| format!("invalid duration {s:?}: too long")),
         _ => Err(format!("invalid duration {s:?}: use ms, s or m")),
+    }
+}
+
+/// `path` with `?force=true` when forced.
+fn forced(path: String, force: bool) -> String {
+    if force {
+        path + "?force=true"
+    } else {
+        path
     }
 }
 
@@ -249,17 +287,17 @@ fn print_cluster(c: &Cluster) {
         c.name, c.version, c.slot_count, c.lease_millis
     );
     let owners = c.owners();
+    let mut by_group: Vec<Vec<u32>> = vec![Vec::new(); c.groups.len()];
+    for (s, o) in owners.iter().enumerate() {
+        if let Some(slots) = o.and_then(|g| by_group.get_mut(g)) {
+            slots.push(s as u32);
+        }
+    }
     let rows = c
         .groups
         .iter()
-        .enumerate()
-        .map(|(i, g)| {
-            let slots: Vec<u32> = owners
-                .iter()
-                .enumerate()
-                .filter(|(_, o)| **o == Some(i))
-                .map(|(s, _)| s as u32)
-                .collect();
+        .zip(by_group)
+        .map(|(g, slots)| {
             let replicas: Vec<String> = g
                 .replicas
                 .iter()
@@ -347,15 +385,16 @@ pub(crate) fn emit<T: serde::Serialize>(json: bool, v: &T, human: impl FnOnce(&T
     }
 }
 
-/// Runs one command against the API at `api`.
-pub fn run(cmd: Command, api: &str, json: bool) -> Result<(), String> {
-    let c = Client::new(api);
+/// Runs one command against the API at `api`, with `token` if given.
+pub fn run(cmd: Command, api: &str, token: Option<&Token>, json: bool) -> Result<(), String> {
+    let c = Client::new(api, token);
     match cmd {
         Command::Cluster(ClusterCmd::Create {
             name,
             slots,
             groups,
             lease,
+            force,
         }) => {
             let groups = groups
                 .iter()
@@ -367,7 +406,7 @@ pub fn run(cmd: Command, api: &str, json: bool) -> Result<(), String> {
                 groups,
                 lease_ms: lease.map(|d| d.as_millis() as u64),
             };
-            let cl: Cluster = c.post("/v1/clusters", &req)?;
+            let cl: Cluster = c.post(&forced("/v1/clusters".into(), force), &req)?;
             emit(json, &cl, print_cluster);
         }
         Command::Cluster(ClusterCmd::List) => {
@@ -409,9 +448,9 @@ pub fn run(cmd: Command, api: &str, json: bool) -> Result<(), String> {
             let v: Value = c.delete(&format!("/v1/clusters/{name}"))?;
             emit(json, &v, |_| println!("deleted cluster {name}"));
         }
-        Command::Cluster(ClusterCmd::Grow { name, group }) => {
+        Command::Cluster(ClusterCmd::Grow { name, group, force }) => {
             let cl: Cluster = c.post(
-                &format!("/v1/clusters/{name}/groups"),
+                &forced(format!("/v1/clusters/{name}/groups"), force),
                 &parse_group(&group)?,
             )?;
             emit(json, &cl, print_cluster);
@@ -448,7 +487,10 @@ pub fn run(cmd: Command, api: &str, json: bool) -> Result<(), String> {
                 edit.replica_zones.insert(a.to_string(), z.to_string());
             }
             let cl: Cluster = c.patch(
-                &format!("/v1/clusters/{}/groups/{}", g.cluster, g.group),
+                &forced(
+                    format!("/v1/clusters/{}/groups/{}", g.cluster, g.group),
+                    g.force,
+                ),
                 &edit,
             )?;
             emit(json, &cl, print_cluster);
@@ -459,6 +501,10 @@ pub fn run(cmd: Command, api: &str, json: bool) -> Result<(), String> {
             });
             let d: Vec<DataPlaneView> = c.get(&path)?;
             emit(json, &d, |d| print_dataplanes(d));
+        }
+        Command::Dataplane(DataplaneCmd::Forget { id }) => {
+            let v: Value = c.delete(&format!("/v1/dataplanes/{id}"))?;
+            emit(json, &v, |_| println!("forgot data plane {id}"));
         }
         Command::Snapshot(SnapshotCmd::Export { name, output }) => {
             let cl: Cluster = c.get(&format!("/v1/clusters/{name}/snapshot"))?;

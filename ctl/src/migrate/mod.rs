@@ -137,7 +137,7 @@ impl Orchestrator {
     fn advance(&self, cluster: &str, ids: &[u64], next: impl Fn(u64) -> MigrationState) {
         let now = unix_ms();
         let r = self.ctld.change(cluster, |c| {
-            let version = c.version + 1;
+            let version = c.version.saturating_add(1);
             for &id in ids {
                 let m = c.migration_mut(id)?;
                 m.state = next(version);

@@ -105,6 +105,14 @@ pub fn connect(addr: &str, io_timeout: Duration) -> Result<Connection, String> {
     Ok(con)
 }
 
+/// The I/O timeout of a connection that runs MIGRATE with `timeout_ms`:
+/// Redis applies that timeout to each step (connect, send, reply), so three
+/// of them and some slack. Saturating: settings are bounded at the API, but
+/// no value of them may overflow here.
+fn io_timeout(timeout_ms: u64) -> Duration {
+    Duration::from_millis(timeout_ms.saturating_mul(3).saturating_add(5000))
+}
+
 enum Outcome {
     /// Moved, or not there.
     Done,
@@ -138,7 +146,7 @@ impl Mover {
     /// The source connection, opened if needed; its I/O timeout covers a
     /// MIGRATE with `timeout_ms` (Redis applies it to each step).
     fn con(&mut self, timeout_ms: u64) -> Result<&mut Connection, String> {
-        let io = Duration::from_millis(timeout_ms.saturating_mul(3) + 5000);
+        let io = io_timeout(timeout_ms);
         if self.con.is_none() {
             self.con = Some(connect(&self.source, io)?);
         }
@@ -404,5 +412,21 @@ impl Mover {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_never_overflow() {
+        assert_eq!(io_timeout(1000), Duration::from_millis(8000));
+        assert_eq!(io_timeout(u64::MAX), Duration::from_millis(u64::MAX));
+        assert_eq!(
+            io_timeout(u64::MAX / 3 + 1),
+            Duration::from_millis(u64::MAX),
+            "3x saturates, then + 5000 saturates"
+        );
     }
 }

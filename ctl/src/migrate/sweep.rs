@@ -242,7 +242,7 @@ fn sweep(ctld: &Shared, job: &Job, stop: &Arc<AtomicBool>) -> Result<(), Fatal> 
             .count()
             .max(1) as u64;
         if let Ok(size) = scan.dbsize(&stopped) {
-            let estimate = size * u64::from(m.slot_count()) / owned;
+            let estimate = size.saturating_mul(u64::from(m.slot_count())) / owned;
             let _ = ctld.record(&job.cluster, |c| {
                 let p = &mut c.migration_mut(job.id)?.progress;
                 p.estimated_keys = Some(estimate);
@@ -268,7 +268,7 @@ fn sweep(ctld: &Shared, job: &Job, stop: &Arc<AtomicBool>) -> Result<(), Fatal> 
         // SCAN may return a key twice; twice in one MIGRATE is a BUSYKEY.
         keys.sort_unstable();
         keys.dedup();
-        found += keys.len() as u64;
+        found = found.saturating_add(keys.len() as u64);
         let mut batches: Vec<Vec<Vec<u8>>> = Vec::new();
         let mut keys = keys.into_iter().peekable();
         while keys.peek().is_some() {
@@ -281,7 +281,7 @@ fn sweep(ctld: &Shared, job: &Job, stop: &Arc<AtomicBool>) -> Result<(), Fatal> 
         cursor = next;
         if cursor == 0 {
             let empty = found == 0;
-            book.sweeps += 1;
+            book.sweeps = book.sweeps.saturating_add(1);
             found = 0;
             book.record(ctld, job, &tally, 0, 0, true);
             tracing::info!(cluster = %job.cluster, migration = job.id, sweeps = book.sweeps,
@@ -432,8 +432,8 @@ impl Book {
                 return Ok(());
             }
             let p = &mut m.progress;
-            p.keys_moved = self.base_moved + moved;
-            p.deleted_on_source = self.base_deleted + deleted;
+            p.keys_moved = self.base_moved.saturating_add(moved);
+            p.deleted_on_source = self.base_deleted.saturating_add(deleted);
             p.cursor = cursor;
             p.pass_found = found;
             p.pass_permille = if pass_done { 1000 } else { permille(cursor) };

@@ -3,10 +3,14 @@
 //! operation validates before it changes anything; the caller bumps the
 //! version, persists and publishes.
 
+use std::collections::{HashMap, HashSet};
+
 use serde::{Deserialize, Serialize};
 
+use super::addresses::{Resolved, Used};
 use super::migration::Migration;
-use super::slots::{format_slots, ranges_from_owners, OwnedRange};
+use super::names::{check_lease, check_name, check_zone, parse_address, MAX_GROUPS, MAX_REPLICAS};
+use super::slots::{format_slots, quote, ranges_from_owners, OwnedRange, SlotSet};
 use super::ModelError;
 use keyway_capnp::snapshot::{self, Snapshot};
 
@@ -58,54 +62,57 @@ pub struct Cluster {
     pub next_migration: u64,
 }
 
-fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+/// Checks a group's own fields: its name, addresses, zones and replica
+/// count (not whether its addresses are used elsewhere).
+pub fn check_group(g: &Group) -> Result<(), ModelError> {
+    check_name("group", &g.name).map_err(ModelError::invalid)?;
+    let invalid = |e: String| ModelError::invalid(format!("group {:?}: {e}", g.name));
+    parse_address(&g.master).map_err(|e| invalid(format!("master {e}")))?;
+    check_zone(&g.zone).map_err(invalid)?;
+    if g.replicas.len() > MAX_REPLICAS {
+        return Err(invalid(format!(
+            "{} replicas: at most {MAX_REPLICAS}",
+            g.replicas.len()
+        )));
+    }
+    for r in &g.replicas {
+        check_replica(r).map_err(invalid)?;
+    }
+    Ok(())
 }
 
-/// Checks `host:port` (not resolved here: data planes resolve names).
-pub fn valid_address(addr: &str) -> Result<(), String> {
-    let (host, port) = addr
-        .rsplit_once(':')
-        .ok_or_else(|| format!("{addr:?} is not host:port"))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() || host.contains(char::is_whitespace) {
-        return Err(format!("{addr:?} has no host"));
-    }
-    match port.parse::<u16>() {
-        Ok(p) if p > 0 => Ok(()),
-        _ => Err(format!("{addr:?} has no valid port")),
+fn check_replica(r: &Replica) -> Result<(), String> {
+    parse_address(&r.address).map_err(|e| format!("replica {e}"))?;
+    check_zone(&r.zone)
+}
+
+impl Group {
+    /// Its master's and replicas' addresses.
+    pub fn addresses(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.master.as_str())
+            .chain(self.replicas.iter().map(|r| r.address.as_str()))
     }
 }
 
 impl Cluster {
     /// A new cluster at version 1 with `groups` sharing the slots evenly, in
-    /// listed order.
+    /// listed order. `resolved` is what the addresses resolved to, to find
+    /// one server given twice.
     pub fn create(
         name: &str,
         slot_count: u32,
         groups: Vec<Group>,
         lease_millis: u64,
+        resolved: &Resolved,
     ) -> Result<Cluster, ModelError> {
-        if !valid_name(name) {
-            return Err(ModelError::invalid(format!(
-                "cluster name {name:?}: 1 to 64 letters, digits, '-', '_' or '.'"
-            )));
-        }
+        check_name("cluster", name).map_err(ModelError::invalid)?;
         if !slot_count.is_power_of_two() || slot_count > snapshot::MAX_SLOTS {
             return Err(ModelError::invalid(format!(
-                "slots = {slot_count}: must be a power of two from 1 to 16384"
+                "slots = {slot_count}: must be a power of two from 1 to {}",
+                snapshot::MAX_SLOTS
             )));
         }
-        if groups.is_empty() {
-            return Err(ModelError::invalid("a cluster needs at least one group"));
-        }
-        if lease_millis < 1000 {
-            return Err(ModelError::invalid("the lease must be at least 1s"));
-        }
+        check_lease(lease_millis).map_err(ModelError::invalid)?;
         let mut c = Cluster {
             name: name.to_string(),
             version: 1,
@@ -116,20 +123,56 @@ impl Cluster {
             migrations: Vec::new(),
             next_migration: 0,
         };
-        for g in groups {
-            c.check_new_group(&g)?;
-            c.groups.push(g);
-        }
-        let n = c.groups.len() as u32;
-        let owners: Vec<Option<usize>> = (0..slot_count)
-            .map(|s| Some(((u64::from(s) * u64::from(n)) / u64::from(slot_count)) as usize))
+        c.set_groups(groups, resolved)?;
+        let n = c.groups.len() as u64;
+        let owners: Vec<Option<usize>> = (0..u64::from(slot_count))
+            .map(|s| Some((s * n / u64::from(slot_count)) as usize))
             .collect();
         c.slots = ranges_from_owners(&owners, &c.group_names());
         Ok(c)
     }
 
+    /// Replaces the groups with `groups`, checked as a whole: at least one,
+    /// at most [`MAX_GROUPS`], names and servers each used once.
+    fn set_groups(&mut self, groups: Vec<Group>, resolved: &Resolved) -> Result<(), ModelError> {
+        if groups.is_empty() {
+            return Err(ModelError::invalid("a cluster needs at least one group"));
+        }
+        if groups.len() > MAX_GROUPS {
+            return Err(ModelError::invalid(format!(
+                "{} groups: a cluster has at most {MAX_GROUPS}",
+                groups.len()
+            )));
+        }
+        let mut names = HashSet::with_capacity(groups.len());
+        let mut used = Used::new(&self.name, resolved);
+        for g in &groups {
+            check_group(g)?;
+            if !names.insert(g.name.as_str()) {
+                return Err(ModelError::conflict(format!(
+                    "cluster {:?} already has a group {:?}",
+                    self.name, g.name
+                )));
+            }
+            for a in g.addresses() {
+                used.claim(a)?;
+            }
+        }
+        self.groups = groups;
+        Ok(())
+    }
+
     fn group_names(&self) -> Vec<String> {
         self.groups.iter().map(|g| g.name.clone()).collect()
+    }
+
+    /// Group indexes by name.
+    pub(crate) fn index(&self) -> HashMap<&str, usize> {
+        self.groups
+            .iter()
+            .enumerate()
+            .map(|(i, g)| (g.name.as_str(), i))
+            .collect()
     }
 
     /// The index of group `name`.
@@ -142,51 +185,22 @@ impl Cluster {
             })
     }
 
-    /// Every address the cluster's groups use.
-    fn addresses(&self) -> impl Iterator<Item = &str> {
-        self.groups.iter().flat_map(|g| {
-            std::iter::once(g.master.as_str()).chain(g.replicas.iter().map(|r| r.address.as_str()))
-        })
-    }
-
-    fn check_new_group(&self, g: &Group) -> Result<(), ModelError> {
-        if !valid_name(&g.name) {
-            return Err(ModelError::invalid(format!(
-                "group name {:?}: 1 to 64 letters, digits, '-', '_' or '.'",
-                g.name
-            )));
+    /// The servers the cluster's groups use.
+    fn used<'r>(&self, resolved: &'r Resolved) -> Used<'r> {
+        let mut used = Used::new(&self.name, resolved);
+        for a in self.groups.iter().flat_map(Group::addresses) {
+            // A stored cluster is valid: its addresses are distinct.
+            let _ = used.claim(a);
         }
-        if self.groups.iter().any(|o| o.name == g.name) {
-            return Err(ModelError::conflict(format!(
-                "cluster {:?} already has a group {:?}",
-                self.name, g.name
-            )));
-        }
-        valid_address(&g.master)
-            .map_err(|e| ModelError::invalid(format!("group {:?}: master {e}", g.name)))?;
-        for r in &g.replicas {
-            valid_address(&r.address)
-                .map_err(|e| ModelError::invalid(format!("group {:?}: replica {e}", g.name)))?;
-        }
-        let mine: Vec<&str> = std::iter::once(g.master.as_str())
-            .chain(g.replicas.iter().map(|r| r.address.as_str()))
-            .collect();
-        for (i, a) in mine.iter().enumerate() {
-            if mine[..i].contains(a) || self.addresses().any(|o| o == *a) {
-                return Err(ModelError::conflict(format!(
-                    "{a} is already used in cluster {:?}",
-                    self.name
-                )));
-            }
-        }
-        Ok(())
+        used
     }
 
     /// Owner index of every slot.
     pub fn owners(&self) -> Vec<Option<usize>> {
+        let index = self.index();
         let mut owner = vec![None; self.slot_count as usize];
         for r in &self.slots {
-            let g = self.groups.iter().position(|g| g.name == r.group);
+            let g = index.get(r.group.as_str()).copied();
             for s in r.first..=r.last.min(self.slot_count.saturating_sub(1)) {
                 owner[s as usize] = g;
             }
@@ -206,8 +220,24 @@ impl Cluster {
 
     /// Adds an empty group (seed 000's grow: the group gets slots by
     /// assignment or migration).
-    pub fn grow(&mut self, g: Group) -> Result<(), ModelError> {
-        self.check_new_group(&g)?;
+    pub fn grow(&mut self, g: Group, resolved: &Resolved) -> Result<(), ModelError> {
+        check_group(&g)?;
+        if self.groups.iter().any(|o| o.name == g.name) {
+            return Err(ModelError::conflict(format!(
+                "cluster {:?} already has a group {:?}",
+                self.name, g.name
+            )));
+        }
+        if self.groups.len() >= MAX_GROUPS {
+            return Err(ModelError::invalid(format!(
+                "cluster {:?} has {MAX_GROUPS} groups already: the most it may have",
+                self.name
+            )));
+        }
+        let mut used = self.used(resolved);
+        for a in g.addresses() {
+            used.claim(a)?;
+        }
         self.groups.push(g);
         Ok(())
     }
@@ -236,60 +266,67 @@ impl Cluster {
     }
 
     /// Gives unowned slots to a group.
-    pub fn assign(&mut self, ranges: &[(u32, u32)], group: &str) -> Result<(), ModelError> {
+    pub fn assign(&mut self, slots: &SlotSet, group: &str) -> Result<(), ModelError> {
         let g = self.group_index(group)?;
-        let mut owners = self.owners();
-        let mut taken = Vec::new();
-        for &(a, b) in ranges {
-            if b >= self.slot_count {
-                return Err(ModelError::invalid(format!(
-                    "slot {b} is beyond the last slot {}",
-                    self.slot_count - 1
-                )));
-            }
-            taken.extend((a..=b).filter(|&s| owners[s as usize].is_some()));
+        if slots.slot_count() != self.slot_count {
+            return Err(ModelError::invalid(format!(
+                "slots of a cluster of {} slots, not {}",
+                slots.slot_count(),
+                self.slot_count
+            )));
         }
+        let mut owners = self.owners();
+        let taken: Vec<u32> = slots
+            .iter()
+            .filter(|&s| owners[s as usize].is_some())
+            .collect();
         if !taken.is_empty() {
-            taken.sort_unstable();
-            taken.dedup();
             return Err(ModelError::conflict(format!(
                 "slots {} are already owned; only unowned slots can be assigned",
                 format_slots(&taken)
             )));
         }
-        for &(a, b) in ranges {
-            for s in a..=b {
-                owners[s as usize] = Some(g);
-            }
+        for s in slots.iter() {
+            owners[s as usize] = Some(g);
         }
         self.slots = ranges_from_owners(&owners, &self.group_names());
         Ok(())
     }
 
     /// Replaces a group's master address.
-    pub fn set_master(&mut self, group: &str, master: &str) -> Result<(), ModelError> {
+    pub fn set_master(
+        &mut self,
+        group: &str,
+        master: &str,
+        resolved: &Resolved,
+    ) -> Result<(), ModelError> {
         let g = self.group_index(group)?;
-        valid_address(master).map_err(ModelError::invalid)?;
-        if self.groups[g].master != master && self.addresses().any(|a| a == master) {
-            return Err(ModelError::conflict(format!(
-                "{master} is already used in cluster {:?}",
-                self.name
-            )));
+        parse_address(master).map_err(|e| ModelError::invalid(format!("master {e}")))?;
+        if self.groups[g].master == master {
+            return Ok(());
         }
+        let mut used = self.used(resolved);
+        used.release(&self.groups[g].master);
+        used.claim(master)?;
         self.groups[g].master = master.to_string();
         Ok(())
     }
 
     /// Adds a replica to a group.
-    pub fn add_replica(&mut self, group: &str, r: Replica) -> Result<(), ModelError> {
+    pub fn add_replica(
+        &mut self,
+        group: &str,
+        r: Replica,
+        resolved: &Resolved,
+    ) -> Result<(), ModelError> {
         let g = self.group_index(group)?;
-        valid_address(&r.address).map_err(ModelError::invalid)?;
-        if self.addresses().any(|a| a == r.address) {
-            return Err(ModelError::conflict(format!(
-                "{} is already used in cluster {:?}",
-                r.address, self.name
+        check_replica(&r).map_err(ModelError::invalid)?;
+        if self.groups[g].replicas.len() >= MAX_REPLICAS {
+            return Err(ModelError::invalid(format!(
+                "group {group:?} has {MAX_REPLICAS} replicas already: the most a group may have"
             )));
         }
+        self.used(resolved).claim(&r.address)?;
         self.groups[g].replicas.push(r);
         Ok(())
     }
@@ -301,7 +338,8 @@ impl Cluster {
         self.groups[g].replicas.retain(|r| r.address != address);
         if self.groups[g].replicas.len() == before {
             return Err(ModelError::not_found(format!(
-                "group {group:?} has no replica {address}"
+                "group {group:?} has no replica {}",
+                quote(address)
             )));
         }
         Ok(())
@@ -315,6 +353,7 @@ impl Cluster {
         zone: &str,
     ) -> Result<(), ModelError> {
         let g = self.group_index(group)?;
+        check_zone(zone).map_err(ModelError::invalid)?;
         match replica {
             None => self.groups[g].zone = zone.to_string(),
             Some(addr) => {
@@ -323,7 +362,10 @@ impl Cluster {
                     .iter_mut()
                     .find(|r| r.address == addr)
                     .ok_or_else(|| {
-                        ModelError::not_found(format!("group {group:?} has no replica {addr}"))
+                        ModelError::not_found(format!(
+                            "group {group:?} has no replica {}",
+                            quote(addr)
+                        ))
                     })?;
                 r.zone = zone.to_string();
             }
@@ -334,7 +376,7 @@ impl Cluster {
     /// Replaces groups, slots and lease with those of `desired` (an exported
     /// snapshot, edited). The name and slot count cannot change, and nothing
     /// may be migrating.
-    pub fn apply(&mut self, desired: &Cluster) -> Result<(), ModelError> {
+    pub fn apply(&mut self, desired: &Cluster, resolved: &Resolved) -> Result<(), ModelError> {
         if let Some(m) = self.migrations.iter().find(|m| m.active()) {
             return Err(ModelError::conflict(format!(
                 "migration {} is running; wait for it to finish or cancel it before applying a snapshot",
@@ -343,8 +385,9 @@ impl Cluster {
         }
         if desired.name != self.name {
             return Err(ModelError::invalid(format!(
-                "the snapshot is of cluster {:?}, not {:?}",
-                desired.name, self.name
+                "the snapshot is of cluster {}, not {:?}",
+                quote(&desired.name),
+                self.name
             )));
         }
         if desired.slot_count != self.slot_count {
@@ -353,6 +396,7 @@ impl Cluster {
                 self.slot_count, self.name
             )));
         }
+        check_lease(desired.lease_millis).map_err(ModelError::invalid)?;
         let mut next = Cluster {
             name: self.name.clone(),
             version: self.version,
@@ -363,31 +407,25 @@ impl Cluster {
             migrations: self.migrations.clone(),
             next_migration: self.next_migration,
         };
-        if desired.groups.is_empty() {
-            return Err(ModelError::invalid("a cluster needs at least one group"));
-        }
-        if next.lease_millis < 1000 {
-            return Err(ModelError::invalid("the lease must be at least 1s"));
-        }
-        for g in &desired.groups {
-            next.check_new_group(g)?;
-            next.groups.push(g.clone());
-        }
+        next.set_groups(desired.groups.clone(), resolved)?;
+        let index = next.index();
         let mut owners = vec![None; next.slot_count as usize];
+        let mut given = SlotSet::new(next.slot_count);
         for r in &desired.slots {
-            let g = next.group_index(&r.group)?;
-            if r.last < r.first || r.last >= next.slot_count {
-                return Err(ModelError::invalid(format!(
-                    "slot range {}-{} is reversed or beyond the last slot",
-                    r.first, r.last
-                )));
-            }
+            let g = *index.get(r.group.as_str()).ok_or_else(|| {
+                ModelError::not_found(format!(
+                    "slot range {}-{} names no group of the snapshot: {}",
+                    r.first,
+                    r.last,
+                    quote(&r.group)
+                ))
+            })?;
+            given.insert_range(r.first, r.last).map_err(|e| {
+                ModelError::invalid(format!(
+                    "slot range {e}; a slot is given to two groups at most once"
+                ))
+            })?;
             for s in r.first..=r.last {
-                if owners[s as usize].is_some() {
-                    return Err(ModelError::invalid(format!(
-                        "slot {s} is given to two groups"
-                    )));
-                }
                 owners[s as usize] = Some(g);
             }
         }
@@ -398,8 +436,8 @@ impl Cluster {
 
     /// The snapshot data planes route by.
     pub fn snapshot(&self) -> Snapshot {
-        let index =
-            |name: &str| self.groups.iter().position(|g| g.name == name).unwrap_or(0) as u16;
+        let index = self.index();
+        let index = |name: &str| index.get(name).copied().unwrap_or(0) as u16;
         Snapshot {
             cluster: self.name.clone(),
             version: self.version,
@@ -430,7 +468,7 @@ impl Cluster {
                     group: index(&r.group),
                 })
                 .collect(),
-            migrations: self.snapshot_migrations(|name| index(name)),
+            migrations: self.snapshot_migrations(index),
             lease_millis: self.lease_millis,
         }
     }
@@ -451,14 +489,40 @@ pub(crate) mod tests {
         }
     }
 
+    /// No resolution: addresses compare by canonical text.
+    pub(crate) fn none() -> Resolved {
+        Resolved::none()
+    }
+
+    /// `Cluster::create` with no resolution.
+    pub(crate) fn create(
+        name: &str,
+        slots: u32,
+        groups: Vec<Group>,
+        lease: u64,
+    ) -> Result<Cluster, ModelError> {
+        Cluster::create(name, slots, groups, lease, &none())
+    }
+
+    pub(crate) fn set(ranges: &[(u32, u32)], slot_count: u32) -> SlotSet {
+        SlotSet::from_ranges(ranges, slot_count).unwrap()
+    }
+
     fn three() -> Cluster {
-        Cluster::create(
+        create(
             "c1",
             16384,
             vec![g("g1", 7001), g("g2", 7002), g("g3", 7003)],
             30_000,
         )
         .unwrap()
+    }
+
+    fn replica(address: &str) -> Replica {
+        Replica {
+            address: address.into(),
+            zone: String::new(),
+        }
     }
 
     #[test]
@@ -477,17 +541,21 @@ pub(crate) mod tests {
         let s = c.snapshot();
         s.validate().unwrap();
         assert_eq!(s.slot_ranges[1].group, 1);
+        c.validate().unwrap();
     }
 
     #[test]
     fn create_rejects_bad_input() {
         let cases = [
-            Cluster::create("bad name", 16384, vec![g("g1", 1)], 30_000),
-            Cluster::create("c", 1000, vec![g("g1", 1)], 30_000),
-            Cluster::create("c", 16384, vec![], 30_000),
-            Cluster::create("c", 16384, vec![g("g1", 1), g("g1", 2)], 30_000),
-            Cluster::create("c", 16384, vec![g("g1", 1), g("g2", 1)], 30_000),
-            Cluster::create(
+            create("bad name", 16384, vec![g("g1", 1)], 30_000),
+            create(".", 16384, vec![g("g1", 1)], 30_000),
+            create("..", 16384, vec![g("g1", 1)], 30_000),
+            create("c", 1000, vec![g("g1", 1)], 30_000),
+            create("c", 32768, vec![g("g1", 1)], 30_000),
+            create("c", 16384, vec![], 30_000),
+            create("c", 16384, vec![g("g1", 1), g("g1", 2)], 30_000),
+            create("c", 16384, vec![g("g1", 1), g("g2", 1)], 30_000),
+            create(
                 "c",
                 16384,
                 vec![Group {
@@ -496,20 +564,87 @@ pub(crate) mod tests {
                 }],
                 30_000,
             ),
-            Cluster::create("c", 16384, vec![g("g1", 1)], 10),
+            create(
+                "c",
+                16384,
+                vec![Group {
+                    master: "a/b?c:1".into(),
+                    ..g("g1", 1)
+                }],
+                30_000,
+            ),
+            create(
+                "c",
+                16384,
+                vec![Group {
+                    zone: "bad zone".into(),
+                    ..g("g1", 1)
+                }],
+                30_000,
+            ),
+            create("c", 16384, vec![g("g1", 1)], 10),
+            create("c", 16384, vec![g("g1", 1)], 600_001),
+            create("c", 16384, vec![g("g1", 1)], u64::MAX),
         ];
-        for c in cases {
-            assert!(c.is_err());
+        for (i, c) in cases.into_iter().enumerate() {
+            assert!(c.is_err(), "case {i} was accepted");
         }
+    }
+
+    #[test]
+    fn group_and_replica_counts_are_bounded_and_checked_in_linear_time() {
+        // As many groups as slots: accepted (this took seconds when every
+        // group's addresses were compared with every other's).
+        let groups: Vec<Group> = (0..MAX_GROUPS)
+            .map(|i| Group {
+                name: format!("g{i}"),
+                master: format!("10.{}.{}.1:6379", i / 256, i % 256),
+                replicas: vec![],
+                zone: String::new(),
+            })
+            .collect();
+        let mut c = create("big", 16384, groups.clone(), 30_000).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.slots.len(), MAX_GROUPS, "one slot each");
+        let e = c.grow(g("one-more", 1), &none()).unwrap_err();
+        assert!(e.message.contains("16384 groups already"), "{e}");
+        let mut over = groups;
+        over.push(g("one-more", 1));
+        let e = create("big", 16384, over, 30_000).unwrap_err();
+        assert!(e.message.contains("at most 16384"), "{e}");
+        // Replicas: at most MAX_REPLICAS per group.
+        let mut c = three();
+        for i in 0..MAX_REPLICAS {
+            c.add_replica("g1", replica(&format!("127.0.0.1:{}", 8000 + i)), &none())
+                .unwrap();
+        }
+        let e = c
+            .add_replica("g1", replica("127.0.0.1:9999"), &none())
+            .unwrap_err();
+        assert!(e.message.contains("16 replicas already"), "{e}");
+        let mut many = g("gx", 1);
+        many.replicas = (0..=MAX_REPLICAS)
+            .map(|i| replica(&format!("127.0.0.2:{}", 100 + i)))
+            .collect();
+        assert!(create("c", 16, vec![many], 30_000)
+            .unwrap_err()
+            .message
+            .contains("17 replicas: at most 16"));
     }
 
     #[test]
     fn grow_then_shrink_refused_while_owning_slots() {
         let mut c = three();
-        c.grow(g("g4", 7004)).unwrap();
+        c.grow(g("g4", 7004), &none()).unwrap();
         assert!(c.slots_of(3).is_empty());
-        assert_eq!(c.grow(g("g4", 7005)).unwrap_err().kind, ErrorKind::Conflict);
-        assert_eq!(c.grow(g("g5", 7001)).unwrap_err().kind, ErrorKind::Conflict);
+        assert_eq!(
+            c.grow(g("g4", 7005), &none()).unwrap_err().kind,
+            ErrorKind::Conflict
+        );
+        assert_eq!(
+            c.grow(g("g5", 7001), &none()).unwrap_err().kind,
+            ErrorKind::Conflict
+        );
         let e = c.shrink("g3").unwrap_err();
         assert_eq!(e.kind, ErrorKind::Forbidden);
         assert!(e.message.contains("10923-16383"), "{}", e.message);
@@ -519,10 +654,39 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn one_server_under_two_names_is_refused() {
+        let mut c = three();
+        let mut resolved = Resolved::none();
+        resolved.insert("localhost:7001", vec!["127.0.0.1:7001".parse().unwrap()]);
+        let e = c
+            .grow(
+                Group {
+                    master: "localhost:7001".into(),
+                    ..g("g4", 1)
+                },
+                &resolved,
+            )
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Conflict);
+        assert!(e.message.contains("same server as 127.0.0.1:7001"), "{e}");
+        let e = c
+            .add_replica("g2", replica("localhost:7001"), &resolved)
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Conflict);
+        assert!(c.set_master("g2", "localhost:7001", &resolved).is_err());
+        // Its own master, under another name, is fine.
+        c.set_master("g1", "localhost:7001", &resolved).unwrap();
+        // Textual spellings of one IP clash without any resolution.
+        assert!(c
+            .add_replica("g3", replica("127.0.0.1:07002"), &none())
+            .is_err());
+    }
+
+    #[test]
     fn assign_takes_only_unowned_slots() {
-        let mut c = Cluster::create("c", 16, vec![g("a", 1)], 30_000).unwrap();
-        c.grow(g("b", 2)).unwrap();
-        let e = c.assign(&[(3, 4)], "b").unwrap_err();
+        let mut c = create("c", 16, vec![g("a", 1)], 30_000).unwrap();
+        c.grow(g("b", 2), &none()).unwrap();
+        let e = c.assign(&set(&[(3, 4)], 16), "b").unwrap_err();
         assert_eq!(e.kind, ErrorKind::Conflict);
         assert!(e.message.contains("3-4"));
         let mut d = c.clone();
@@ -531,10 +695,15 @@ pub(crate) mod tests {
             last: 9,
             group: "a".into(),
         }];
-        c.apply(&d).unwrap();
-        c.assign(&[(10, 12), (15, 15)], "b").unwrap();
+        c.apply(&d, &none()).unwrap();
+        c.assign(&set(&[(10, 12), (15, 15)], 16), "b").unwrap();
         assert_eq!(c.slots_of(1), vec![10, 11, 12, 15]);
         c.shrink("b").unwrap_err();
+        assert_eq!(
+            c.assign(&set(&[(13, 13)], 1024), "b").unwrap_err().kind,
+            ErrorKind::Invalid,
+            "a set of another slot count"
+        );
     }
 
     #[test]
@@ -546,18 +715,13 @@ pub(crate) mod tests {
                 address: "127.0.0.1:7101".into(),
                 zone: "b".into(),
             },
+            &none(),
         )
         .unwrap();
         assert_eq!(
-            c.add_replica(
-                "g2",
-                Replica {
-                    address: "127.0.0.1:7101".into(),
-                    zone: String::new()
-                }
-            )
-            .unwrap_err()
-            .kind,
+            c.add_replica("g2", replica("127.0.0.1:7101"), &none())
+                .unwrap_err()
+                .kind,
             ErrorKind::Conflict
         );
         c.set_zone("g1", None, "a").unwrap();
@@ -567,12 +731,22 @@ pub(crate) mod tests {
             c.set_zone("g1", Some("1.1.1.1:1"), "c").unwrap_err().kind,
             ErrorKind::NotFound
         );
+        assert_eq!(
+            c.set_zone("g1", None, "not a zone").unwrap_err().kind,
+            ErrorKind::Invalid
+        );
         c.remove_replica("g1", "127.0.0.1:7101").unwrap();
         assert!(c.remove_replica("g1", "127.0.0.1:7101").is_err());
-        c.set_master("g1", "127.0.0.1:8001").unwrap();
+        c.set_master("g1", "127.0.0.1:8001", &none()).unwrap();
         assert_eq!(
-            c.set_master("g1", "127.0.0.1:7002").unwrap_err().kind,
+            c.set_master("g1", "127.0.0.1:7002", &none())
+                .unwrap_err()
+                .kind,
             ErrorKind::Conflict
+        );
+        assert_eq!(
+            c.set_master("g1", "h:0", &none()).unwrap_err().kind,
+            ErrorKind::Invalid
         );
     }
 
@@ -581,22 +755,27 @@ pub(crate) mod tests {
         let mut c = three();
         let mut d = c.clone();
         d.slots[0].group = "nope".into();
-        assert_eq!(c.apply(&d).unwrap_err().kind, ErrorKind::NotFound);
+        assert_eq!(c.apply(&d, &none()).unwrap_err().kind, ErrorKind::NotFound);
         let mut d = c.clone();
         d.slots[1].first = 5000;
-        assert!(c.apply(&d).unwrap_err().message.contains("two groups"));
+        let e = c.apply(&d, &none()).unwrap_err();
+        assert!(e.message.contains("two groups"), "{e}");
         let mut d = c.clone();
         d.slot_count = 1024;
-        assert!(c.apply(&d).is_err());
+        assert!(c.apply(&d, &none()).is_err());
         let mut d = c.clone();
         d.name = "other".into();
-        assert!(c.apply(&d).is_err());
+        assert!(c.apply(&d, &none()).is_err());
+        let mut d = c.clone();
+        d.lease_millis = 0;
+        assert!(c.apply(&d, &none()).is_err());
         let mut d = c.clone();
         d.slots.pop();
-        c.apply(&d).unwrap();
+        c.apply(&d, &none()).unwrap();
         assert_eq!(
             c.owners().iter().filter(|o| o.is_none()).count(),
             16384 - 10923
         );
+        c.validate().unwrap();
     }
 }

@@ -17,7 +17,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::slots::{format_slots, ranges_from_owners};
+use super::slots::{format_slots, ranges_from_owners, SlotSet};
 use super::{Cluster, ModelError};
 use keyway_capnp::snapshot::{self, Phase};
 
@@ -205,14 +205,14 @@ impl Migration {
     }
 }
 
-/// One step of a plan: slot ranges and the group they go to.
-pub type PlannedMove = (Vec<(u32, u32)>, String);
+/// One step of a plan: slots and the group they go to.
+pub type PlannedMove = (SlotSet, String);
 
 fn contiguous(slots: &[u32]) -> Vec<(u32, u32)> {
     let mut out: Vec<(u32, u32)> = Vec::new();
     for &s in slots {
         match out.last_mut() {
-            Some(r) if r.1 + 1 == s => r.1 = s,
+            Some(r) if r.1.checked_add(1) == Some(s) => r.1 = s,
             _ => out.push((s, s)),
         }
     }
@@ -249,7 +249,7 @@ impl Cluster {
         let mut out = vec![None; self.slot_count as usize];
         for m in self.migrations.iter().filter(|m| m.active()) {
             for &(a, b) in &m.ranges {
-                for s in a..=b {
+                for s in a..=b.min(self.slot_count.saturating_sub(1)) {
                     out[s as usize] = Some(m.id);
                 }
             }
@@ -257,61 +257,54 @@ impl Cluster {
         out
     }
 
-    /// Starts moving `ranges` to group `to`: one migration per current owner.
+    /// Starts moving `slots` to group `to`: one migration per current owner.
     /// Slots `to` already owns are left out. Returns the new migrations' ids.
     pub fn migrate(
         &mut self,
-        ranges: &[(u32, u32)],
+        slots: &SlotSet,
         to: &str,
         settings: &MoveSettings,
         paused: bool,
         now_ms: u64,
     ) -> Result<Vec<u64>, ModelError> {
         let target = self.group_index(to)?;
-        check_settings(settings)?;
+        check_settings(settings).map_err(ModelError::invalid)?;
+        if slots.slot_count() != self.slot_count {
+            return Err(ModelError::invalid(format!(
+                "slots of a cluster of {} slots, not {}",
+                slots.slot_count(),
+                self.slot_count
+            )));
+        }
         let owners = self.owners();
         let migrating = self.migrating_slots();
         let (mut unowned, mut busy) = (Vec::new(), Vec::new());
         let mut by_source: Vec<Vec<u32>> = vec![Vec::new(); self.groups.len()];
-        for &(a, b) in ranges {
-            if b >= self.slot_count || a > b {
-                return Err(ModelError::invalid(format!(
-                    "slots {a}-{b} are not within 0-{}",
-                    self.slot_count - 1
-                )));
-            }
-            for s in a..=b {
-                match (owners[s as usize], migrating[s as usize]) {
-                    (_, Some(_)) => busy.push(s),
-                    (None, None) => unowned.push(s),
-                    (Some(g), None) if g != target => by_source[g].push(s),
-                    _ => {}
-                }
+        for s in slots.iter() {
+            match (owners[s as usize], migrating[s as usize]) {
+                (_, Some(_)) => busy.push(s),
+                (None, None) => unowned.push(s),
+                (Some(g), None) if g != target => by_source[g].push(s),
+                _ => {}
             }
         }
         if !busy.is_empty() {
-            busy.sort_unstable();
-            busy.dedup();
             return Err(ModelError::conflict(format!(
                 "slots {} are already migrating",
                 format_slots(&busy)
             )));
         }
         if !unowned.is_empty() {
-            unowned.sort_unstable();
-            unowned.dedup();
             return Err(ModelError::invalid(format!(
                 "slots {} are not owned by any group: assign them instead",
                 format_slots(&unowned)
             )));
         }
         let mut ids = Vec::new();
-        for (g, mut slots) in by_source.into_iter().enumerate() {
+        for (g, slots) in by_source.into_iter().enumerate() {
             if slots.is_empty() {
                 continue;
             }
-            slots.sort_unstable();
-            slots.dedup();
             self.next_migration += 1;
             ids.push(self.next_migration);
             self.migrations.push(Migration {
@@ -355,17 +348,12 @@ impl Cluster {
         if keep.is_empty() {
             return Err(ModelError::forbidden("no other group to move the slots to"));
         }
-        let owners = self.owners();
-        let owned: Vec<Vec<u32>> = (0..self.groups.len())
-            .map(|g| {
-                owners
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, o)| **o == Some(g))
-                    .map(|(s, _)| s as u32)
-                    .collect()
-            })
-            .collect();
+        let mut owned: Vec<Vec<u32>> = vec![Vec::new(); self.groups.len()];
+        for (s, o) in self.owners().into_iter().enumerate() {
+            if let Some(g) = o {
+                owned[g].push(s as u32);
+            }
+        }
         let total: usize = owned.iter().map(Vec::len).sum();
         let mut want = vec![0usize; self.groups.len()];
         for (i, &g) in keep.iter().enumerate() {
@@ -386,10 +374,12 @@ impl Cluster {
             if need == 0 {
                 continue;
             }
-            let mut give: Vec<u32> = surplus[next..next + need].to_vec();
+            let mut give = SlotSet::new(self.slot_count);
+            for &s in surplus.iter().skip(next).take(need) {
+                give.insert(s);
+            }
             next += need;
-            give.sort_unstable();
-            plan.push((contiguous(&give), self.groups[g].name.clone()));
+            plan.push((give, self.groups[g].name.clone()));
         }
         Ok(plan)
     }
@@ -472,7 +462,7 @@ impl Cluster {
         let g = self.group_index(to)?;
         let mut owners = self.owners();
         for &(a, b) in ranges {
-            for s in a..=b {
+            for s in a..=b.min(self.slot_count.saturating_sub(1)) {
                 owners[s as usize] = Some(g);
             }
         }
@@ -543,16 +533,44 @@ impl Cluster {
     }
 }
 
-fn check_settings(s: &MoveSettings) -> Result<(), ModelError> {
-    if s.batch == 0 || s.batch > 10_000 {
-        return Err(ModelError::invalid("batch must be from 1 to 10000 keys"));
+/// Most keys a MIGRATE call moves.
+pub const MAX_BATCH: u32 = 10_000;
+
+/// Most MIGRATE calls a sweep keeps in flight.
+pub const MAX_CONCURRENCY: u32 = 64;
+
+/// The longest MIGRATE timeout a sweep starts with (ten minutes).
+pub const MAX_TIMEOUT_MS: u64 = 600_000;
+
+/// The longest timeout a big key is retried with (one hour).
+pub const MAX_MAX_TIMEOUT_MS: u64 = 3_600_000;
+
+/// The highest rate limit, keys per second (0 is no limit).
+pub const MAX_RATE: u64 = 100_000_000;
+
+/// Checks a migration's settings against the bounds above.
+pub fn check_settings(s: &MoveSettings) -> Result<(), String> {
+    if s.batch == 0 || s.batch > MAX_BATCH {
+        return Err(format!("batch must be from 1 to {MAX_BATCH} keys"));
     }
-    if s.concurrency == 0 || s.concurrency > 64 {
-        return Err(ModelError::invalid("concurrency must be from 1 to 64"));
+    if s.concurrency == 0 || s.concurrency > MAX_CONCURRENCY {
+        return Err(format!("concurrency must be from 1 to {MAX_CONCURRENCY}"));
     }
-    if s.timeout_ms == 0 || s.max_timeout_ms < s.timeout_ms {
-        return Err(ModelError::invalid(
-            "the timeout must be positive and at most the max timeout",
+    if s.rate > MAX_RATE {
+        return Err(format!(
+            "rate must be at most {MAX_RATE} keys a second (0: no limit)"
+        ));
+    }
+    if s.timeout_ms == 0 || s.timeout_ms > MAX_TIMEOUT_MS {
+        return Err(format!(
+            "the timeout must be from 1 ms to {} s",
+            MAX_TIMEOUT_MS / 1000
+        ));
+    }
+    if s.max_timeout_ms < s.timeout_ms || s.max_timeout_ms > MAX_MAX_TIMEOUT_MS {
+        return Err(format!(
+            "the max timeout must be from the timeout to {} s",
+            MAX_MAX_TIMEOUT_MS / 1000
         ));
     }
     Ok(())
@@ -561,17 +579,17 @@ fn check_settings(s: &MoveSettings) -> Result<(), ModelError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::cluster::tests::g;
+    use crate::model::cluster::tests::{create, g, none, set};
     use crate::model::ErrorKind;
 
     fn cluster() -> Cluster {
-        let mut c = Cluster::create("c", 16, vec![g("a", 1), g("b", 2)], 30_000).unwrap();
-        c.grow(g("c", 3)).unwrap();
+        let mut c = create("c", 16, vec![g("a", 1), g("b", 2)], 30_000).unwrap();
+        c.grow(g("c", 3), &none()).unwrap();
         c
     }
 
     fn migrate(c: &mut Cluster, ranges: &[(u32, u32)], to: &str) -> Result<Vec<u64>, ModelError> {
-        c.migrate(ranges, to, &MoveSettings::default(), false, 0)
+        c.migrate(&set(ranges, 16), to, &MoveSettings::default(), false, 0)
     }
 
     #[test]
@@ -607,7 +625,7 @@ mod tests {
         assert_eq!(e.kind, ErrorKind::Forbidden, "the target of a migration");
         assert!(e.message.contains("migration 1"), "{}", e.message);
         assert_eq!(
-            c.apply(&c.clone()).unwrap_err().kind,
+            c.apply(&c.clone(), &none()).unwrap_err().kind,
             ErrorKind::Conflict,
             "no snapshot apply while migrating"
         );
@@ -689,13 +707,13 @@ mod tests {
         let c = cluster();
         let plan = c.plan_balance(None).unwrap();
         // 16 slots over 3 groups: 6, 5, 5. a has 8 (gives 2), b has 8 (gives 3).
-        assert_eq!(plan, vec![(vec![(6, 7), (13, 15)], "c".to_string())]);
+        assert_eq!(plan.len(), 1);
+        assert_eq!(
+            (plan[0].0.ranges(), plan[0].1.as_str()),
+            (vec![(6, 7), (13, 15)], "c")
+        );
         let drain = c.plan_balance(Some("a")).unwrap();
-        let given: u32 = drain
-            .iter()
-            .flat_map(|(r, _)| r)
-            .map(|&(a, b)| b - a + 1)
-            .sum();
+        let given: u32 = drain.iter().map(|(s, _)| s.len()).sum();
         assert_eq!(given, 8, "all of a's slots move");
         assert!(drain.iter().all(|(_, to)| to != "a"));
         let mut busy = c.clone();
@@ -704,7 +722,7 @@ mod tests {
             busy.plan_balance(None).unwrap_err().kind,
             ErrorKind::Conflict
         );
-        let one = Cluster::create("one", 16, vec![g("a", 1)], 30_000).unwrap();
+        let one = create("one", 16, vec![g("a", 1)], 30_000).unwrap();
         assert_eq!(
             one.plan_balance(Some("a")).unwrap_err().kind,
             ErrorKind::Forbidden
@@ -728,12 +746,45 @@ mod tests {
                 max_timeout_ms: 5,
                 ..MoveSettings::default()
             },
+            MoveSettings {
+                timeout_ms: u64::MAX,
+                max_timeout_ms: u64::MAX,
+                ..MoveSettings::default()
+            },
+            MoveSettings {
+                max_timeout_ms: MAX_MAX_TIMEOUT_MS + 1,
+                ..MoveSettings::default()
+            },
+            MoveSettings {
+                rate: u64::MAX,
+                ..MoveSettings::default()
+            },
+            MoveSettings {
+                batch: MAX_BATCH + 1,
+                ..MoveSettings::default()
+            },
+            MoveSettings {
+                concurrency: MAX_CONCURRENCY + 1,
+                ..MoveSettings::default()
+            },
         ] {
             assert_eq!(
-                c.migrate(&[(0, 0)], "c", &bad, false, 0).unwrap_err().kind,
-                ErrorKind::Invalid
+                c.migrate(&set(&[(0, 0)], 16), "c", &bad, false, 0)
+                    .unwrap_err()
+                    .kind,
+                ErrorKind::Invalid,
+                "{bad:?}"
             );
         }
+        let most = MoveSettings {
+            batch: MAX_BATCH,
+            rate: MAX_RATE,
+            concurrency: MAX_CONCURRENCY,
+            timeout_ms: MAX_TIMEOUT_MS,
+            max_timeout_ms: MAX_MAX_TIMEOUT_MS,
+        };
+        c.migrate(&set(&[(0, 0)], 16), "c", &most, false, 0)
+            .unwrap();
     }
 
     #[test]

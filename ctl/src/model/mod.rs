@@ -1,16 +1,26 @@
 //! keyway-ctld's desired state: named clusters and the data planes known to
 //! serve them. Pure data and rules; the daemon persists and publishes it.
+//!
+//! Every operation is linear in the size of the cluster and of its input,
+//! and everything the API accepts is bounded ([`names`], [`slots`],
+//! [`migration::check_settings`]); [`Cluster::validate`] is the one check
+//! of a whole cluster, used on every change and on the store's load.
 
+pub mod addresses;
 pub mod cluster;
 pub mod migration;
+pub mod names;
 pub mod slots;
+mod validate;
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use addresses::Resolved;
 pub use cluster::{Cluster, Group, Replica};
 pub use migration::{Migration, MigrationState, MoveSettings};
+pub use slots::{OwnedRange, SlotSet};
 
 /// How a request to change the state failed; maps to an HTTP status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -102,5 +112,30 @@ impl State {
         self.clusters
             .get_mut(name)
             .ok_or_else(|| ModelError::not_found(format!("no cluster {name:?}")))
+    }
+
+    /// Checks every cluster ([`Cluster::validate`]) and that each record is
+    /// filed under its own id and name; the error names the cluster or data
+    /// plane and the rule.
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, c) in &self.clusters {
+            if *name != c.name {
+                return Err(format!(
+                    "cluster {name:?} is filed under another name ({:?})",
+                    c.name
+                ));
+            }
+            c.validate()
+                .map_err(|e| format!("cluster {name:?}: {}", e.message))?;
+        }
+        for (id, r) in &self.dataplanes {
+            if *id != r.id {
+                return Err(format!(
+                    "data plane {id:?} is filed under another id ({:?})",
+                    r.id
+                ));
+            }
+        }
+        Ok(())
     }
 }

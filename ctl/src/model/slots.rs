@@ -1,7 +1,19 @@
-//! Slot ranges as operators write them (`"0-8191,9000,9100-9199"`), and the
-//! owner map they describe.
+//! Slot ranges as operators write them (`"0-8191,9000,9100-9199"`), the set
+//! of slots they describe, and the owner map of a cluster.
+//!
+//! Parsing is linear in the text and the slot count: each range is checked
+//! against a bitmap of the slots already named, and a slot named twice is an
+//! error, so no input makes the parser touch a slot more than once (a body of
+//! `"0-16383,0-16383,…"` is refused at its second range).
 
 use serde::{Deserialize, Serialize};
+
+/// The longest slot text accepted: every one of 16384 slots written alone,
+/// with a space after each comma, is about 100 KiB.
+pub const MAX_SLOTS_TEXT: usize = 128 << 10;
+
+/// How much of an operator's text an error message quotes.
+const QUOTE: usize = 32;
 
 /// Slots `first..=last` owned by a group.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -14,65 +26,203 @@ pub struct OwnedRange {
     pub group: String,
 }
 
-/// Parses `"a-b,c,d-e"` into inclusive ranges within `slot_count`.
-pub fn parse_ranges(s: &str, slot_count: u32) -> Result<Vec<(u32, u32)>, String> {
-    let mut out = Vec::new();
-    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (a, b) = part.split_once('-').unwrap_or((part, part));
-        let parse = |x: &str| {
-            x.trim()
-                .parse::<u32>()
-                .map_err(|_| format!("{part:?} is not a slot or a range like \"0-8191\""))
-        };
-        let (a, b) = (parse(a)?, parse(b)?);
+/// A set of slots of a cluster with `slot_count` slots, as a bitmap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotSet {
+    slot_count: u32,
+    words: Vec<u64>,
+    len: u32,
+}
+
+/// `text` cut to a length fit for an error message.
+pub(crate) fn quote(text: &str) -> String {
+    match text.char_indices().nth(QUOTE) {
+        Some((at, _)) => format!("{:?}…", &text[..at]),
+        None => format!("{text:?}"),
+    }
+}
+
+impl SlotSet {
+    /// The empty set.
+    pub fn new(slot_count: u32) -> SlotSet {
+        SlotSet {
+            slot_count,
+            words: vec![0; (slot_count as usize).div_ceil(64)],
+            len: 0,
+        }
+    }
+
+    /// The set of `ranges` (inclusive); refused if a range is reversed,
+    /// beyond the last slot, or overlaps an earlier one.
+    pub fn from_ranges(ranges: &[(u32, u32)], slot_count: u32) -> Result<SlotSet, String> {
+        let mut set = SlotSet::new(slot_count);
+        for &(a, b) in ranges {
+            set.insert_range(a, b)?;
+        }
+        Ok(set)
+    }
+
+    /// Parses `"a-b,c,d-e"`: at most [`MAX_SLOTS_TEXT`] characters and one
+    /// range per slot; no range reversed, beyond the last slot, or
+    /// overlapping another.
+    pub fn parse(text: &str, slot_count: u32) -> Result<SlotSet, String> {
+        if text.len() > MAX_SLOTS_TEXT {
+            return Err(format!(
+                "slot ranges of {} characters: at most {MAX_SLOTS_TEXT}",
+                text.len()
+            ));
+        }
+        let mut set = SlotSet::new(slot_count);
+        let mut ranges = 0u32;
+        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            ranges += 1;
+            if ranges > slot_count {
+                return Err(format!(
+                    "more than {slot_count} slot ranges: at most one per slot"
+                ));
+            }
+            let (a, b) = part.split_once('-').unwrap_or((part, part));
+            let parse = |x: &str| {
+                x.trim().parse::<u32>().map_err(|_| {
+                    format!("{} is not a slot or a range like \"0-8191\"", quote(part))
+                })
+            };
+            set.insert_range(parse(a)?, parse(b)?)?;
+        }
+        if set.is_empty() {
+            return Err("no slots given".into());
+        }
+        Ok(set)
+    }
+
+    /// Adds `a..=b`, none of which may be in the set yet.
+    pub fn insert_range(&mut self, a: u32, b: u32) -> Result<(), String> {
         if a > b {
-            return Err(format!("{part:?}: the range is reversed"));
+            return Err(format!("{a}-{b}: the range is reversed"));
         }
-        if b >= slot_count {
-            return Err(format!("{part:?}: slots go from 0 to {}", slot_count - 1));
+        if b >= self.slot_count {
+            return Err(format!(
+                "{a}-{b}: slots go from 0 to {}",
+                self.slot_count.saturating_sub(1)
+            ));
         }
-        out.push((a, b));
+        for s in a..=b {
+            if !self.insert(s) {
+                return Err(format!(
+                    "{a}-{b}: slot {s} is named twice (ranges must not overlap)"
+                ));
+            }
+        }
+        Ok(())
     }
-    if out.is_empty() {
-        return Err("no slots given".into());
+
+    /// Adds slot `s` (below the slot count); false if it was there already.
+    pub fn insert(&mut self, s: u32) -> bool {
+        let (w, bit) = ((s / 64) as usize, 1u64 << (s % 64));
+        let Some(word) = self.words.get_mut(w) else {
+            return false;
+        };
+        if *word & bit != 0 {
+            return false;
+        }
+        *word |= bit;
+        self.len += 1;
+        true
     }
-    Ok(out)
+
+    /// Whether slot `s` is in the set.
+    pub fn contains(&self, s: u32) -> bool {
+        self.words
+            .get((s / 64) as usize)
+            .is_some_and(|w| w & (1u64 << (s % 64)) != 0)
+    }
+
+    /// Number of slots.
+    pub fn len(&self) -> u32 {
+        self.len
+    }
+
+    /// No slots.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The slot count of the cluster the set is of.
+    pub fn slot_count(&self) -> u32 {
+        self.slot_count
+    }
+
+    /// The slots, ascending.
+    pub fn iter(&self) -> impl Iterator<Item = u32> + '_ {
+        (0..self.slot_count).filter(|&s| self.contains(s))
+    }
+
+    /// The slots as ascending, maximal inclusive ranges.
+    pub fn ranges(&self) -> Vec<(u32, u32)> {
+        let mut out: Vec<(u32, u32)> = Vec::new();
+        for s in self.iter() {
+            match out.last_mut() {
+                Some(r) if r.1 + 1 == s => r.1 = s,
+                _ => out.push((s, s)),
+            }
+        }
+        out
+    }
+
+    /// The slots as operators write them.
+    pub fn text(&self) -> String {
+        format_ranges(&self.ranges())
+    }
+}
+
+fn format_ranges(ranges: &[(u32, u32)]) -> String {
+    let parts: Vec<String> = ranges
+        .iter()
+        .map(|&(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}-{b}")
+            }
+        })
+        .collect();
+    parts.join(",")
 }
 
 /// `"0-5,9,11-12"` for a sorted list of slots.
 pub fn format_slots(slots: &[u32]) -> String {
-    let mut parts = Vec::new();
-    let mut i = 0;
-    while i < slots.len() {
-        let start = slots[i];
-        let mut end = start;
-        while i + 1 < slots.len() && slots[i + 1] == end + 1 {
-            i += 1;
-            end = slots[i];
+    let mut ranges: Vec<(u32, u32)> = Vec::new();
+    for &s in slots {
+        match ranges.last_mut() {
+            Some(r) if r.1.checked_add(1) == Some(s) => r.1 = s,
+            _ => ranges.push((s, s)),
         }
-        parts.push(if start == end {
-            start.to_string()
-        } else {
-            format!("{start}-{end}")
-        });
-        i += 1;
     }
-    parts.join(",")
+    format_ranges(&ranges)
 }
 
 /// Ranges of equal owner from an owner map (`None` entries are left out).
 pub fn ranges_from_owners(owners: &[Option<usize>], names: &[String]) -> Vec<OwnedRange> {
     let mut out: Vec<OwnedRange> = Vec::new();
+    let mut last_owner = None;
     for (s, o) in owners.iter().enumerate() {
-        let Some(g) = o else { continue };
+        let Some(g) = *o else {
+            last_owner = None;
+            continue;
+        };
+        let Some(name) = names.get(g) else {
+            last_owner = None;
+            continue;
+        };
         match out.last_mut() {
-            Some(r) if r.group == names[*g] && r.last + 1 == s as u32 => r.last = s as u32,
+            Some(r) if last_owner == Some(g) => r.last = s as u32,
             _ => out.push(OwnedRange {
                 first: s as u32,
                 last: s as u32,
-                group: names[*g].clone(),
+                group: name.clone(),
             }),
         }
+        last_owner = Some(g);
     }
     out
 }
@@ -81,18 +231,81 @@ pub fn ranges_from_owners(owners: &[Option<usize>], names: &[String]) -> Vec<Own
 mod tests {
     use super::*;
 
+    fn parse(s: &str, n: u32) -> Result<Vec<(u32, u32)>, String> {
+        SlotSet::parse(s, n).map(|s| s.ranges())
+    }
+
     #[test]
     fn parse_and_format() {
         assert_eq!(
-            parse_ranges("0-10, 12,14-15", 16).unwrap(),
+            parse("0-10, 12,14-15", 16).unwrap(),
             vec![(0, 10), (12, 12), (14, 15)]
         );
-        assert!(parse_ranges("5-3", 16).unwrap_err().contains("reversed"));
-        assert!(parse_ranges("0-16", 16).unwrap_err().contains("0 to 15"));
-        assert!(parse_ranges("x", 16).is_err());
-        assert!(parse_ranges("", 16).is_err());
+        assert_eq!(
+            parse("3,1-2,0", 16).unwrap(),
+            vec![(0, 3)],
+            "any order; adjacent ranges merge"
+        );
+        assert!(parse("5-3", 16).unwrap_err().contains("reversed"));
+        assert!(parse("0-16", 16).unwrap_err().contains("0 to 15"));
+        assert!(parse("99999999999", 16).is_err());
+        assert!(parse("x", 16).is_err());
+        assert!(parse("", 16).is_err());
+        assert!(parse(" , ,", 16).unwrap_err().contains("no slots"));
         assert_eq!(format_slots(&[0, 1, 2, 5, 7, 8]), "0-2,5,7-8");
         assert_eq!(format_slots(&[]), "");
+        let set = SlotSet::parse("7,1-3", 16).unwrap();
+        assert_eq!(set.len(), 4);
+        assert!(set.contains(2) && !set.contains(4) && !set.contains(99));
+        assert_eq!(set.text(), "1-3,7");
+        assert_eq!(set.iter().collect::<Vec<_>>(), vec![1, 2, 3, 7]);
+    }
+
+    #[test]
+    fn overlaps_are_refused_at_the_first_slot_named_twice() {
+        let e = parse("0-10,5-20", 16384).unwrap_err();
+        assert!(e.contains("slot 5 is named twice"), "{e}");
+        assert!(parse("3,3", 16).unwrap_err().contains("twice"));
+        // The pathological body of the review: refused at its second range,
+        // without expanding the other twelve thousand.
+        let huge = vec!["0-16383"; 12_000].join(",");
+        assert!(huge.len() < MAX_SLOTS_TEXT);
+        let e = parse(&huge, 16384).unwrap_err();
+        assert!(e.contains("slot 0 is named twice"), "{e}");
+    }
+
+    #[test]
+    fn text_and_range_count_are_bounded() {
+        let long = "0".repeat(MAX_SLOTS_TEXT + 1);
+        let e = parse(&long, 16384).unwrap_err();
+        assert!(e.contains("at most 131072"), "{e}");
+        // One range per slot at most.
+        let all: Vec<String> = (0..16).map(|s| s.to_string()).collect();
+        assert_eq!(parse(&all.join(","), 16).unwrap(), vec![(0, 15)]);
+        let e = parse(&format!("{},3", all.join(",")), 16).unwrap_err();
+        assert!(e.contains("more than 16 slot ranges"), "{e}");
+        // Every slot of the largest cluster written alone fits.
+        let every: Vec<String> = (0..16384).map(|s| s.to_string()).collect();
+        assert_eq!(parse(&every.join(", "), 16384).unwrap(), vec![(0, 16383)]);
+    }
+
+    #[test]
+    fn errors_quote_a_bounded_piece_of_the_input() {
+        let junk = format!("{}-1", "y".repeat(10_000));
+        let e = parse(&junk, 16).unwrap_err();
+        assert!(e.len() < 120, "{e}");
+        assert!(e.contains("is not a slot"), "{e}");
+    }
+
+    #[test]
+    fn from_ranges_checks_like_parse() {
+        assert_eq!(
+            SlotSet::from_ranges(&[(0, 3), (8, 9)], 16).unwrap().len(),
+            6
+        );
+        assert!(SlotSet::from_ranges(&[(0, 3), (3, 9)], 16).is_err());
+        assert!(SlotSet::from_ranges(&[(0, 16)], 16).is_err());
+        assert!(SlotSet::from_ranges(&[(4, 3)], 16).is_err());
     }
 
     #[test]

@@ -3,6 +3,8 @@
 
 #![allow(dead_code, unused_imports)]
 
+pub mod checks;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -28,12 +30,18 @@ impl Ctld {
 
     /// Starts on given addresses (to come back where data planes dial).
     pub fn start_on(dir: &Path, lease: &str, api: &str, control: &str) -> Ctld {
+        Ctld::start_with(dir, lease, api, control, &[])
+    }
+
+    /// Starts with more arguments (e.g. `--token-file`).
+    pub fn start_with(dir: &Path, lease: &str, api: &str, control: &str, extra: &[&str]) -> Ctld {
         let store = dir.join("ctld.state");
         let mut proc = Process::spawn(
             Command::new(env!("CARGO_BIN_EXE_keyway-ctld"))
                 .arg("--store")
                 .arg(format!("file:{}", store.display()))
-                .args(["--api", api, "--control", control, "--lease", lease]),
+                .args(["--api", api, "--control", control, "--lease", lease])
+                .args(extra),
         );
         let line = proc.wait_line("keyway-ctld api ", Duration::from_secs(20));
         let (api, control) = line
@@ -83,10 +91,18 @@ impl Ctld {
 
 /// Runs keywayctl; returns (success, stdout, stderr).
 pub fn keywayctl(api: &str, args: &[&str]) -> (bool, String, String) {
+    keywayctl_env(api, args, &[])
+}
+
+/// Runs keywayctl with environment variables; returns (success, stdout,
+/// stderr).
+pub fn keywayctl_env(api: &str, args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_keywayctl"))
         .arg("--api")
         .arg(api)
         .args(args)
+        .env_remove("KEYWAY_TOKEN")
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     (
@@ -107,6 +123,17 @@ pub struct DataPlane {
 impl DataPlane {
     /// Starts one for `cluster`, keeping its state in `state_dir`.
     pub fn start(control: SocketAddr, cluster: &str, id: &str, state_dir: &Path) -> DataPlane {
+        DataPlane::start_with(control, cluster, id, state_dir, &[])
+    }
+
+    /// Starts one with more arguments (e.g. `--control-token-file`).
+    pub fn start_with(
+        control: SocketAddr,
+        cluster: &str,
+        id: &str,
+        state_dir: &Path,
+        extra: &[&str],
+    ) -> DataPlane {
         let mut proc = Process::spawn(
             Command::new(workspace_bin("keyway"))
                 .args([
@@ -120,6 +147,7 @@ impl DataPlane {
                 .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
                 .arg("--state-dir")
                 .arg(state_dir)
+                .args(extra)
                 .env("KEYWAY_LOG", "info"),
         );
         let addr = proc
@@ -168,12 +196,128 @@ impl DataPlane {
     }
 }
 
+/// A control-session client speaking the framing itself, as a data plane
+/// (or an impostor) would.
+pub struct RawSession {
+    pub sock: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl RawSession {
+    pub fn connect(control: SocketAddr) -> RawSession {
+        let sock = TcpStream::connect(control).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        RawSession {
+            sock,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Sends `m`; a session ctld already closed shows in `recv`.
+    pub fn send(&mut self, m: &keyway_capnp::control::FromDataPlane) {
+        let _ = keyway_capnp::frame::write_frame(&mut self.sock, &m.encode());
+    }
+
+    /// The next message, or `None` once ctld closed the session.
+    pub fn recv(&mut self) -> Option<keyway_capnp::control::ToDataPlane> {
+        loop {
+            if self.buf.len() >= 4 {
+                let len = u32::from_le_bytes(self.buf[..4].try_into().unwrap()) as usize;
+                if self.buf.len() >= 4 + len {
+                    let m =
+                        keyway_capnp::control::ToDataPlane::decode(&self.buf[4..4 + len]).unwrap();
+                    self.buf.drain(..4 + len);
+                    return Some(m);
+                }
+            }
+            let mut chunk = [0u8; 65536];
+            match self.sock.read(&mut chunk) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    /// Messages until ctld closes the session.
+    pub fn until_closed(&mut self) -> Vec<keyway_capnp::control::ToDataPlane> {
+        std::iter::from_fn(|| self.recv()).collect()
+    }
+}
+
+/// Whether the peer closes `s` (reads end) rather than leaving it open
+/// past `within`.
+pub fn closed_by_peer(s: &mut TcpStream, within: Duration) -> bool {
+    s.set_read_timeout(Some(within)).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) => {
+                return !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                )
+            }
+        }
+    }
+}
+
+/// A token file readable by its owner only.
+pub fn token_file(dir: &Path, name: &str, token: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let p = dir.join(name);
+    std::fs::write(&p, format!("{token}\n")).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    p
+}
+
 /// A bare HTTP GET: (status, body).
 pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     http(
         addr,
         &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
     )
+}
+
+/// `method path` with a JSON body and extra header lines: (status, body).
+/// Waits up to a minute for the answer.
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    body: &str,
+) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for h in headers {
+        req.push_str(h);
+        req.push_str("\r\n");
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    // A refused request may be answered before its body is all sent.
+    let _ = s.write_all(req.as_bytes());
+    let mut resp = Vec::new();
+    let _ = s.read_to_end(&mut resp);
+    let resp = String::from_utf8_lossy(&resp);
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (status, body)
 }
 
 /// Sends a raw HTTP request: (status, body).

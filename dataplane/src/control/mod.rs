@@ -44,6 +44,9 @@ pub struct ControlOptions {
     pub address: String,
     /// Where the snapshot and lease are kept, if anywhere.
     pub state_dir: Option<PathBuf>,
+    /// The shared secret sent in the Hello (`--control-token-file`), if
+    /// ctld requires one.
+    pub token: Option<String>,
 }
 
 /// How often the session loop wakes when nothing arrives.
@@ -367,6 +370,7 @@ impl Session {
             cluster: self.opts.cluster.clone(),
             version: self.snapshot.as_ref().map_or(0, |s| s.version),
             address: self.opts.address.clone(),
+            token: self.opts.token.clone().unwrap_or_default(),
         };
         self.send(&mut sock, &FromDataPlane::Hello(hello))
             .map_err(|e| e.to_string())?;

@@ -1,0 +1,394 @@
+//! Clusters, groups, slots, snapshots and data planes: the API's lifecycle
+//! endpoints. Each handler parses its body, resolves the addresses it brings
+//! (refusing one that does not resolve unless forced), and makes its change
+//! through `Ctld::change` — every step but the resolution on the blocking
+//! pool.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use super::{blocking, json, parse, Api, ApiError, Force, Reply};
+use crate::daemon::DataPlaneView;
+use crate::model::cluster::check_group;
+use crate::model::names::{MAX_GROUPS, MAX_REPLICAS};
+use crate::model::{Cluster, Group, ModelError, Replica, SlotSet};
+
+/// `POST /v1/clusters`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCluster {
+    /// Name.
+    pub name: String,
+    /// Slot count (default 16384).
+    #[serde(default = "default_slots")]
+    pub slots: u32,
+    /// Groups; the slots are split evenly among them in this order.
+    pub groups: Vec<Group>,
+    /// Lease for its data planes (default: ctld's `--lease`).
+    #[serde(default)]
+    pub lease_ms: Option<u64>,
+}
+
+fn default_slots() -> u32 {
+    16384
+}
+
+/// `PATCH /v1/clusters/{name}/groups/{group}`: any of these edits.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupEdit {
+    /// New master address.
+    #[serde(default)]
+    pub master: Option<String>,
+    /// The master's zone.
+    #[serde(default)]
+    pub zone: Option<String>,
+    /// Replicas to add.
+    #[serde(default)]
+    pub add_replicas: Vec<Replica>,
+    /// Replicas to remove, by address.
+    #[serde(default)]
+    pub remove_replicas: Vec<String>,
+    /// Zones of existing replicas, by address.
+    #[serde(default)]
+    pub replica_zones: BTreeMap<String, String>,
+}
+
+/// `POST /v1/clusters/{name}/slots`: give unowned slots to a group.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Assign {
+    /// Ranges, e.g. `"0-100,200"`.
+    pub slots: String,
+    /// The group.
+    pub group: String,
+}
+
+/// One line of `GET /v1/clusters`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ClusterSummary {
+    /// Name.
+    pub name: String,
+    /// Version.
+    pub version: u64,
+    /// Slot count.
+    pub slots: u32,
+    /// Number of groups.
+    pub groups: usize,
+    /// Data planes known to serve it.
+    pub dataplanes: usize,
+}
+
+/// `GET /v1/clusters/{name}`.
+#[derive(Debug, Serialize)]
+pub struct ClusterView {
+    /// The desired state.
+    #[serde(flatten)]
+    pub cluster: Cluster,
+    /// Its data planes.
+    pub dataplanes: Vec<DataPlaneView>,
+}
+
+/// Checks groups before their addresses are resolved: how many, and each
+/// one's own fields (so only well-formed addresses are looked up).
+fn check_groups(groups: &[Group]) -> Result<(), ApiError> {
+    if groups.len() > MAX_GROUPS {
+        return Err(ModelError::invalid(format!(
+            "{} groups: a cluster has at most {MAX_GROUPS}",
+            groups.len()
+        ))
+        .into());
+    }
+    for g in groups {
+        check_group(g)?;
+    }
+    Ok(())
+}
+
+fn addresses(groups: &[Group]) -> Vec<String> {
+    groups
+        .iter()
+        .flat_map(Group::addresses)
+        .map(str::to_string)
+        .collect()
+}
+
+pub(super) async fn list(State(api): State<Api>) -> Reply {
+    blocking(move || {
+        let state = api.ctld.state();
+        let mut planes: HashMap<String, usize> = HashMap::new();
+        for d in api.ctld.dataplanes(None) {
+            *planes.entry(d.cluster).or_default() += 1;
+        }
+        let list: Vec<ClusterSummary> = state
+            .clusters
+            .values()
+            .map(|c| ClusterSummary {
+                name: c.name.clone(),
+                version: c.version,
+                slots: c.slot_count,
+                groups: c.groups.len(),
+                dataplanes: planes.get(&c.name).copied().unwrap_or(0),
+            })
+            .collect();
+        json(StatusCode::OK, &list)
+    })
+    .await
+}
+
+pub(super) async fn create(
+    State(api): State<Api>,
+    force: Result<Query<Force>, QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Reply {
+    let Query(force) = force?;
+    let body = body?;
+    let req: CreateCluster = blocking(move || {
+        let req: CreateCluster = parse(&body)?;
+        check_groups(&req.groups)?;
+        Ok(req)
+    })
+    .await?;
+    let resolved = api
+        .resolve(&addresses(&req.groups), &[], force.force)
+        .await?;
+    blocking(move || {
+        let lease = req
+            .lease_ms
+            .unwrap_or(api.ctld.default_lease.as_millis() as u64);
+        let cluster = Cluster::create(&req.name, req.slots, req.groups, lease, &resolved)?;
+        json(StatusCode::CREATED, &api.ctld.create(cluster)?)
+    })
+    .await
+}
+
+pub(super) async fn show(
+    State(api): State<Api>,
+    path: Result<Path<String>, PathRejection>,
+) -> Reply {
+    let Path(name) = path?;
+    blocking(move || {
+        let view = ClusterView {
+            cluster: api.ctld.cluster(&name)?,
+            dataplanes: api.ctld.dataplanes(Some(&name)),
+        };
+        json(StatusCode::OK, &view)
+    })
+    .await
+}
+
+pub(super) async fn delete(
+    State(api): State<Api>,
+    path: Result<Path<String>, PathRejection>,
+) -> Reply {
+    let Path(name) = path?;
+    blocking(move || {
+        api.ctld.delete(&name)?;
+        json(StatusCode::OK, &serde_json::json!({ "deleted": name }))
+    })
+    .await
+}
+
+/// The addresses cluster `name` uses now (to compare new ones with).
+async fn known(api: &Api, name: &str) -> Result<Vec<String>, ApiError> {
+    let (ctld, name) = (api.ctld.clone(), name.to_string());
+    blocking(move || Ok(addresses(&ctld.cluster(&name)?.groups))).await
+}
+
+pub(super) async fn grow(
+    State(api): State<Api>,
+    path: Result<Path<String>, PathRejection>,
+    force: Result<Query<Force>, QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Reply {
+    let (Path(name), Query(force), body) = (path?, force?, body?);
+    let g: Group = blocking(move || {
+        let g: Group = parse(&body)?;
+        check_group(&g)?;
+        Ok(g)
+    })
+    .await?;
+    let known = known(&api, &name).await?;
+    let resolved = api
+        .resolve(&addresses(std::slice::from_ref(&g)), &known, force.force)
+        .await?;
+    blocking(move || {
+        json(
+            StatusCode::OK,
+            &api.ctld.change(&name, |c| c.grow(g, &resolved))?,
+        )
+    })
+    .await
+}
+
+pub(super) async fn shrink(
+    State(api): State<Api>,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Reply {
+    let Path((name, group)) = path?;
+    blocking(move || {
+        json(
+            StatusCode::OK,
+            &api.ctld.change(&name, |c| c.shrink(&group))?,
+        )
+    })
+    .await
+}
+
+pub(super) async fn edit_group(
+    State(api): State<Api>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    force: Result<Query<Force>, QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Reply {
+    let (Path((name, group)), Query(force), body) = (path?, force?, body?);
+    let e: GroupEdit = blocking(move || {
+        let e: GroupEdit = parse(&body)?;
+        for (what, n) in [
+            ("add_replicas", e.add_replicas.len()),
+            ("remove_replicas", e.remove_replicas.len()),
+            ("replica_zones", e.replica_zones.len()),
+        ] {
+            if n > MAX_REPLICAS {
+                return Err(ModelError::invalid(format!(
+                    "{what}: {n} entries; a group has at most {MAX_REPLICAS} replicas"
+                ))
+                .into());
+            }
+        }
+        Ok(e)
+    })
+    .await?;
+    let new: Vec<String> = e
+        .master
+        .iter()
+        .cloned()
+        .chain(e.add_replicas.iter().map(|r| r.address.clone()))
+        .collect();
+    let resolved = if new.is_empty() {
+        Default::default()
+    } else {
+        let known = known(&api, &name).await?;
+        api.resolve(&new, &known, force.force).await?
+    };
+    blocking(move || {
+        let c = api.ctld.change(&name, |c| {
+            if let Some(m) = &e.master {
+                c.set_master(&group, m, &resolved)?;
+            }
+            if let Some(z) = &e.zone {
+                c.set_zone(&group, None, z)?;
+            }
+            for r in &e.add_replicas {
+                c.add_replica(&group, r.clone(), &resolved)?;
+            }
+            for a in &e.remove_replicas {
+                c.remove_replica(&group, a)?;
+            }
+            for (a, z) in &e.replica_zones {
+                c.set_zone(&group, Some(a), z)?;
+            }
+            Ok(())
+        })?;
+        json(StatusCode::OK, &c)
+    })
+    .await
+}
+
+pub(super) async fn assign(
+    State(api): State<Api>,
+    path: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Reply {
+    let (Path(name), body) = (path?, body?);
+    blocking(move || {
+        let a: Assign = parse(&body)?;
+        let c = api.ctld.change(&name, |c| {
+            let slots = SlotSet::parse(&a.slots, c.slot_count).map_err(ModelError::invalid)?;
+            c.assign(&slots, &a.group)
+        })?;
+        json(StatusCode::OK, &c)
+    })
+    .await
+}
+
+pub(super) async fn cluster_dataplanes(
+    State(api): State<Api>,
+    path: Result<Path<String>, PathRejection>,
+) -> Reply {
+    let Path(name) = path?;
+    blocking(move || {
+        api.ctld.cluster(&name)?;
+        json(StatusCode::OK, &api.ctld.dataplanes(Some(&name)))
+    })
+    .await
+}
+
+pub(super) async fn all_dataplanes(State(api): State<Api>) -> Reply {
+    blocking(move || json(StatusCode::OK, &api.ctld.dataplanes(None))).await
+}
+
+pub(super) async fn forget_dataplane(
+    State(api): State<Api>,
+    path: Result<Path<String>, PathRejection>,
+) -> Reply {
+    let Path(id) = path?;
+    blocking(move || {
+        api.ctld.forget(&id)?;
+        json(StatusCode::OK, &serde_json::json!({ "forgotten": id }))
+    })
+    .await
+}
+
+pub(super) async fn export(
+    State(api): State<Api>,
+    path: Result<Path<String>, PathRejection>,
+) -> Reply {
+    let Path(name) = path?;
+    blocking(move || json(StatusCode::OK, &api.ctld.cluster(&name)?)).await
+}
+
+pub(super) async fn apply(
+    State(api): State<Api>,
+    path: Result<Path<String>, PathRejection>,
+    force: Result<Query<Force>, QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Reply {
+    let (Path(name), Query(q), body) = (path?, force?, body?);
+    let ctld = api.ctld.clone();
+    let n = name.clone();
+    // Addresses the cluster already has are known; only the others must
+    // resolve.
+    let (desired, new, known) = blocking(move || {
+        let desired: Cluster = parse(&body)?;
+        check_groups(&desired.groups)?;
+        let known = addresses(&ctld.cluster(&n)?.groups);
+        let have: HashSet<&str> = known.iter().map(String::as_str).collect();
+        let new: Vec<String> = addresses(&desired.groups)
+            .into_iter()
+            .filter(|a| !have.contains(a.as_str()))
+            .collect();
+        Ok((desired, new, known))
+    })
+    .await?;
+    let resolved = api.resolve(&new, &known, q.force).await?;
+    blocking(move || {
+        let c = api.ctld.change(&name, |c| {
+            if !q.force && desired.version != c.version {
+                return Err(ModelError::conflict(format!(
+                    "cluster {name:?} changed since this snapshot was exported (version {} then, {} now); \
+                     export it again, or apply with force",
+                    desired.version, c.version
+                )));
+            }
+            c.apply(&desired, &resolved)
+        })?;
+        json(StatusCode::OK, &c)
+    })
+    .await
+}

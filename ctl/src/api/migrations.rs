@@ -1,0 +1,216 @@
+//! Migrations: start (`migrate`, `rebalance`, `drain`), list, show, pause,
+//! resume, cancel. Slot ranges are parsed into a bitmap
+//! (`crate::model::SlotSet`) and settings checked against their bounds
+//! (`crate::model::migration::check_settings`) before anything changes.
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use super::{blocking, json, parse, Api, ApiError, Reply};
+use crate::daemon::{unix_ms, Shared};
+use crate::model::{Cluster, Migration, MigrationState, ModelError, MoveSettings, SlotSet};
+
+/// `POST /v1/clusters/{name}/migrations`: move slots to a group.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartMigration {
+    /// Ranges, e.g. `"0-100,200"`.
+    pub slots: String,
+    /// The target group.
+    pub to: String,
+    /// How the sweep moves keys.
+    #[serde(default)]
+    pub settings: MoveSettings,
+    /// Start with the sweep paused (data planes still move keys on demand).
+    #[serde(default)]
+    pub paused: bool,
+}
+
+/// `POST /v1/clusters/{name}/rebalance` and `/drain`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rebalance {
+    /// For drain: the group whose slots all move to the others.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// How the sweeps move keys.
+    #[serde(default)]
+    pub settings: MoveSettings,
+    /// Start with the sweeps paused.
+    #[serde(default)]
+    pub paused: bool,
+}
+
+/// A migration as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MigrationView {
+    /// The migration.
+    #[serde(flatten)]
+    pub migration: Migration,
+    /// Its slots, as operators write them.
+    pub slots: String,
+    /// Seconds left at the recent rate, while moving (an estimate: data
+    /// planes move keys too).
+    pub eta_s: Option<u64>,
+}
+
+impl MigrationView {
+    /// The view of `m`.
+    pub fn of(m: &Migration) -> MigrationView {
+        let p = &m.progress;
+        let eta_s = match (m.state, p.estimated_keys) {
+            (MigrationState::Moving { .. }, Some(est)) if p.rate > 0 => {
+                Some(est.saturating_sub(p.keys_moved) / p.rate)
+            }
+            _ => None,
+        };
+        MigrationView {
+            slots: m.slots_text(),
+            migration: m.clone(),
+            eta_s,
+        }
+    }
+}
+
+fn views(c: &Cluster, ids: &[u64]) -> Vec<MigrationView> {
+    c.migrations
+        .iter()
+        .filter(|m| ids.contains(&m.id))
+        .map(MigrationView::of)
+        .collect()
+}
+
+pub(super) async fn list(
+    State(api): State<Api>,
+    path: Result<Path<String>, PathRejection>,
+) -> Reply {
+    let Path(name) = path?;
+    blocking(move || {
+        let c = api.ctld.cluster(&name)?;
+        let v: Vec<MigrationView> = c.migrations.iter().map(MigrationView::of).collect();
+        json(StatusCode::OK, &v)
+    })
+    .await
+}
+
+pub(super) async fn one(
+    State(api): State<Api>,
+    path: Result<Path<(String, u64)>, PathRejection>,
+) -> Reply {
+    let Path((name, id)) = path?;
+    blocking(move || {
+        json(
+            StatusCode::OK,
+            &MigrationView::of(&api.ctld.migration(&name, id)?),
+        )
+    })
+    .await
+}
+
+pub(super) async fn start(
+    State(api): State<Api>,
+    path: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Reply {
+    let (Path(name), body) = (path?, body?);
+    blocking(move || {
+        let req: StartMigration = parse(&body)?;
+        let mut ids = Vec::new();
+        let c = api.ctld.change(&name, |c| {
+            let slots = SlotSet::parse(&req.slots, c.slot_count).map_err(ModelError::invalid)?;
+            ids = c.migrate(&slots, &req.to, &req.settings, req.paused, unix_ms())?;
+            Ok(())
+        })?;
+        json(StatusCode::CREATED, &views(&c, &ids))
+    })
+    .await
+}
+
+/// Starts the migrations of a plan (`rebalance`, `drain`); an empty plan
+/// changes nothing. Blocking.
+fn start_plan(ctld: &Shared, name: &str, req: &Rebalance) -> Reply {
+    let plan = ctld.cluster(name)?.plan_balance(req.group.as_deref())?;
+    if plan.is_empty() {
+        return json(StatusCode::OK, &Vec::<MigrationView>::new());
+    }
+    let mut ids = Vec::new();
+    let c = ctld.change(name, |c| {
+        let now = unix_ms();
+        for (slots, to) in c.plan_balance(req.group.as_deref())? {
+            ids.extend(c.migrate(&slots, &to, &req.settings, req.paused, now)?);
+        }
+        Ok(())
+    })?;
+    json(StatusCode::CREATED, &views(&c, &ids))
+}
+
+pub(super) async fn rebalance(
+    State(api): State<Api>,
+    path: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Reply {
+    let (Path(name), body) = (path?, body?);
+    blocking(move || {
+        let req: Rebalance = parse(&body)?;
+        if req.group.is_some() {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                "rebalance takes no group; drain moves one group's slots away".into(),
+            ));
+        }
+        start_plan(&api.ctld, &name, &req)
+    })
+    .await
+}
+
+pub(super) async fn drain(
+    State(api): State<Api>,
+    path: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Reply {
+    let (Path(name), body) = (path?, body?);
+    blocking(move || {
+        let req: Rebalance = parse(&body)?;
+        let Some(group) = &req.group else {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                "drain needs the group to empty".into(),
+            ));
+        };
+        let c = api.ctld.cluster(&name)?;
+        let g = c.group_index(group)?;
+        if c.slots_of(g).is_empty() {
+            return Err(ModelError::conflict(format!(
+                "group {group:?} owns no slots: nothing to drain; shrink it"
+            ))
+            .into());
+        }
+        start_plan(&api.ctld, &name, &req)
+    })
+    .await
+}
+
+pub(super) async fn action(
+    State(api): State<Api>,
+    path: Result<Path<(String, u64, String)>, PathRejection>,
+    // Read (and ignored) so that the connection can serve the next request.
+    body: Result<Bytes, BytesRejection>,
+) -> Reply {
+    let (Path((name, id, action)), _) = (path?, body?);
+    blocking(move || {
+        let c = api.ctld.change(&name, |c| match action.as_str() {
+            "pause" => c.pause(id),
+            "resume" => c.resume(id),
+            "cancel" => c.cancel(id, unix_ms()),
+            other => Err(ModelError::not_found(format!(
+                "no migration action {}: pause, resume or cancel",
+                crate::model::slots::quote(other)
+            ))),
+        })?;
+        json(StatusCode::OK, &MigrationView::of(c.migration(id)?))
+    })
+    .await
+}

@@ -1,0 +1,500 @@
+//! The daemon's shared state: the desired state and its store, one snapshot
+//! channel per cluster that data-plane sessions follow, and what ctld knows
+//! of each data plane's session and lease ([`dataplanes`]).
+//!
+//! Every change goes the same way ([`Ctld::change`]): apply it to a copy,
+//! validate the whole cluster ([`Cluster::validate`]), bump the version,
+//! persist the whole state, and only then make it visible and publish the
+//! new snapshot. A change that fails to persist is not applied.
+//!
+//! Four locks, each with one job, so that slow work never blocks the lease
+//! path:
+//! - `writer` owns the store and serializes changes; it is held across a
+//!   change's validation and fsync, so it is only ever taken off the async
+//!   runtime (the API's `spawn_blocking`, the orchestrator's thread, the
+//!   persister's blocking task);
+//! - `current` holds the latest saved state behind an `Arc`, swapped after
+//!   each save; readers clone the `Arc` and let go;
+//! - `channels` holds the snapshot channels;
+//! - `planes` holds the data planes' sessions, leases and acked versions.
+//!
+//! Control sessions take only the last three, each briefly. Locks are taken
+//! in the order `writer` → `current` / `planes` / `channels`, never the
+//! other way.
+
+pub mod dataplanes;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use keyway_capnp::control::{Ack, Hello};
+use keyway_capnp::snapshot::Snapshot;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{watch, Notify};
+
+use crate::model::{Cluster, Migration, ModelError, State};
+use crate::store::{Store, StoreError};
+pub use dataplanes::Registration;
+use dataplanes::{Acked, Registry};
+
+/// A change that could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    /// The model refused it.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// The store failed; nothing changed.
+    #[error("the change was not saved: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// The latest snapshot of a cluster, or `None` once it is deleted.
+pub type SnapshotRx = watch::Receiver<Option<Arc<Snapshot>>>;
+
+/// A data plane as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DataPlaneView {
+    /// Its id.
+    pub id: String,
+    /// The cluster it serves.
+    pub cluster: String,
+    /// Where its clients connect.
+    pub address: String,
+    /// A control session is open.
+    pub connected: bool,
+    /// The newest version it acked.
+    pub acked_version: u64,
+    /// Nothing routed under an older version is in flight there.
+    pub drained: bool,
+    /// Milliseconds left on its lease as ctld sees it (none: expired or never
+    /// granted by this ctld).
+    pub lease_remaining_ms: Option<u64>,
+    /// It refuses requests: it says so, or its lease has expired.
+    pub fenced: bool,
+}
+
+/// The daemon.
+pub struct Ctld {
+    writer: Mutex<Box<dyn Store>>,
+    current: Mutex<Arc<State>>,
+    channels: Mutex<HashMap<String, watch::Sender<Option<Arc<Snapshot>>>>>,
+    planes: Mutex<Registry>,
+    /// Wakes the persister of acked versions.
+    acks: Notify,
+    /// The lease for clusters created without one.
+    pub default_lease: Duration,
+    /// When this ctld started: data planes it has not heard from may hold a
+    /// lease granted by its predecessor until `started + lease`.
+    pub started: Instant,
+}
+
+impl std::fmt::Debug for Ctld {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctld")
+            .field("default_lease", &self.default_lease)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Ctld {
+    /// A daemon over a loaded (and validated) state and its store.
+    pub fn new(state: State, store: Box<dyn Store>, default_lease: Duration) -> Ctld {
+        let channels = state
+            .clusters
+            .iter()
+            .map(|(name, c)| (name.clone(), watch::channel(Some(Arc::new(c.snapshot()))).0))
+            .collect();
+        Ctld {
+            planes: Mutex::new(Registry::from_state(&state)),
+            writer: Mutex::new(store),
+            current: Mutex::new(Arc::new(state)),
+            channels: Mutex::new(channels),
+            acks: Notify::new(),
+            default_lease,
+            started: Instant::now(),
+        }
+    }
+
+    /// The state as last saved (data planes' acked versions may be newer in
+    /// [`Ctld::dataplanes`]).
+    pub fn state(&self) -> Arc<State> {
+        lock(&self.current).clone()
+    }
+
+    /// A copy of one cluster.
+    pub fn cluster(&self, name: &str) -> Result<Cluster, ModelError> {
+        self.state().cluster(name).cloned()
+    }
+
+    /// Saves `next` and makes it current. The caller holds `writer`.
+    fn save(&self, store: &mut dyn Store, next: State) -> Result<Arc<State>, StoreError> {
+        store.save(&next)?;
+        let next = Arc::new(next);
+        *lock(&self.current) = next.clone();
+        Ok(next)
+    }
+
+    fn publish(&self, name: &str, snapshot: Option<Snapshot>) {
+        let mut channels = lock(&self.channels);
+        match snapshot {
+            Some(s) => {
+                let s = Some(Arc::new(s));
+                match channels.get(name) {
+                    Some(tx) => {
+                        tx.send_replace(s);
+                    }
+                    None => {
+                        channels.insert(name.to_string(), watch::channel(s).0);
+                    }
+                }
+            }
+            None => {
+                if let Some(tx) = channels.remove(name) {
+                    tx.send_replace(None);
+                }
+            }
+        }
+    }
+
+    /// Creates a cluster. Blocking: validates and fsyncs.
+    pub fn create(&self, cluster: Cluster) -> Result<Cluster, ChangeError> {
+        let mut store = lock(&self.writer);
+        let current = self.state();
+        if current.clusters.contains_key(&cluster.name) {
+            return Err(
+                ModelError::conflict(format!("cluster {:?} already exists", cluster.name)).into(),
+            );
+        }
+        cluster.validate()?;
+        let mut next = (*current).clone();
+        next.clusters.insert(cluster.name.clone(), cluster.clone());
+        self.save(store.as_mut(), next)?;
+        self.publish(&cluster.name, Some(cluster.snapshot()));
+        tracing::info!(cluster = %cluster.name, version = cluster.version, "cluster created");
+        Ok(cluster)
+    }
+
+    /// Deletes a cluster; its data planes are told and fence when their lease
+    /// ends. Blocking.
+    pub fn delete(&self, name: &str) -> Result<(), ChangeError> {
+        let mut store = lock(&self.writer);
+        let current = self.state();
+        current.cluster(name)?;
+        let mut next = (*current).clone();
+        next.clusters.remove(name);
+        self.save(store.as_mut(), next)?;
+        self.publish(name, None);
+        tracing::info!(cluster = %name, "cluster deleted");
+        Ok(())
+    }
+
+    /// Applies `f` to a copy of cluster `name`; if it succeeds and the result
+    /// is valid, bumps the version, persists, publishes, and returns the new
+    /// cluster. Blocking.
+    pub fn change(
+        &self,
+        name: &str,
+        f: impl FnOnce(&mut Cluster) -> Result<(), ModelError>,
+    ) -> Result<Cluster, ChangeError> {
+        let mut store = lock(&self.writer);
+        let current = self.state();
+        let mut cluster = current.cluster(name)?.clone();
+        f(&mut cluster)?;
+        cluster.version = cluster.version.saturating_add(1);
+        cluster.validate()?;
+        let mut next = (*current).clone();
+        next.clusters.insert(name.to_string(), cluster.clone());
+        self.save(store.as_mut(), next)?;
+        self.publish(name, Some(cluster.snapshot()));
+        tracing::info!(cluster = %name, version = cluster.version, "cluster changed");
+        Ok(cluster)
+    }
+
+    /// Applies `f` to a copy of cluster `name` and persists it, without a new
+    /// version and without publishing: for what data planes never see (a
+    /// migration's progress). `f` must leave the snapshot as it was.
+    /// Blocking.
+    pub fn record(
+        &self,
+        name: &str,
+        f: impl FnOnce(&mut Cluster) -> Result<(), ModelError>,
+    ) -> Result<(), ChangeError> {
+        let mut store = lock(&self.writer);
+        let current = self.state();
+        let before = current.cluster(name)?;
+        let published = before.snapshot();
+        let mut cluster = before.clone();
+        f(&mut cluster)?;
+        if cluster.snapshot() != published {
+            return Err(ModelError::invalid(
+                "internal error: a progress record would change the published snapshot",
+            )
+            .into());
+        }
+        let mut next = (*current).clone();
+        next.clusters.insert(name.to_string(), cluster);
+        self.save(store.as_mut(), next)?;
+        Ok(())
+    }
+
+    /// One migration of a cluster.
+    pub fn migration(&self, cluster: &str, id: u64) -> Result<Migration, ModelError> {
+        self.state().cluster(cluster)?.migration(id).cloned()
+    }
+
+    fn lease_of(&self, cluster: &str) -> Duration {
+        self.state()
+            .clusters
+            .get(cluster)
+            .map_or(self.default_lease, |c| {
+                Duration::from_millis(c.lease_millis)
+            })
+    }
+
+    /// The data planes of `cluster` that may still route by a version older
+    /// than `version`: registered, not yet acked it, and holding a lease as
+    /// far as ctld knows (one granted by this ctld, or possibly by its
+    /// predecessor until `started` plus the lease). Empty when a step that
+    /// needs every data plane to see `version` may be taken.
+    pub fn unsettled(&self, cluster: &str, version: u64) -> Vec<String> {
+        let lease = self.lease_of(cluster);
+        let now = Instant::now();
+        let planes = lock(&self.planes);
+        let mut out: Vec<String> = planes
+            .planes
+            .values()
+            .filter(|p| p.record.cluster == cluster && p.record.acked_version < version)
+            .filter(|p| now < Registry::lease_end(p, self.started, lease))
+            .map(|p| p.record.id.clone())
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Follows a cluster's snapshots, if it exists.
+    pub fn subscribe(&self, cluster: &str) -> Option<SnapshotRx> {
+        let channels = lock(&self.channels);
+        let rx = channels.get(cluster)?.subscribe();
+        let live = rx.borrow().is_some();
+        live.then_some(rx)
+    }
+
+    /// Registers a data plane's session (its Hello checked by the caller),
+    /// closing a live session of the same id it replaces.
+    pub fn hello(&self, h: &Hello, peer: SocketAddr) -> Registration {
+        let (reg, replaced) = lock(&self.planes).hello(h, peer);
+        if let Some(old) = replaced {
+            tracing::warn!(dataplane = %h.id, %peer, replaced = %old,
+                "a new session of this data plane replaces the one from {old}; closing that one");
+        }
+        tracing::info!(dataplane = %h.id, cluster = %h.cluster, address = %h.address,
+            version = h.version, %peer, "data plane connected");
+        reg
+    }
+
+    /// Saves data plane `id`'s record as ctld knows it now, if the store's
+    /// differs. Blocking (fsync); done before the data plane first gets a
+    /// lease, so that a restarted ctld knows to wait for it.
+    pub fn persist_dataplane(&self, id: &str) -> Result<(), StoreError> {
+        let mut store = lock(&self.writer);
+        let Some(record) = lock(&self.planes).planes.get(id).map(|p| p.record.clone()) else {
+            return Ok(());
+        };
+        let current = self.state();
+        if current.dataplanes.get(id) != Some(&record) {
+            let mut next = (*current).clone();
+            next.dataplanes.insert(id.to_string(), record.clone());
+            self.save(store.as_mut(), next)?;
+        }
+        if let Some(p) = lock(&self.planes).planes.get_mut(id) {
+            p.saved = Some(record);
+        }
+        Ok(())
+    }
+
+    /// Records an ack of session `session` and extends ctld's view of the
+    /// lease by `lease` from now. Never waits for the store: a new acked
+    /// version is saved later by the persister. False if the session does
+    /// not count (replaced or ended): it must get no heartbeat.
+    pub fn ack(&self, dataplane: &str, session: u64, a: &Ack, lease: Duration) -> bool {
+        let acked = lock(&self.planes).ack(dataplane, session, a, lease);
+        if acked == Acked::Newer {
+            self.acks.notify_one();
+            tracing::info!(
+                dataplane,
+                version = a.version,
+                drained = a.drained,
+                "data plane acked"
+            );
+        }
+        acked != Acked::Stale
+    }
+
+    /// Saves the acked versions that changed since the last save. Blocking.
+    pub fn persist_acks(&self) -> Result<(), StoreError> {
+        let mut store = lock(&self.writer);
+        let updates: Vec<(String, String, u64)> = lock(&self.planes)
+            .planes
+            .values()
+            .filter_map(|p| {
+                let s = p.saved.as_ref()?;
+                (s.cluster == p.record.cluster && s.acked_version != p.record.acked_version)
+                    .then(|| (s.id.clone(), s.cluster.clone(), p.record.acked_version))
+            })
+            .collect();
+        if updates.is_empty() {
+            return Ok(());
+        }
+        let current = self.state();
+        let mut next = (*current).clone();
+        for (id, cluster, version) in &updates {
+            if let Some(r) = next
+                .dataplanes
+                .get_mut(id)
+                .filter(|r| r.cluster == *cluster)
+            {
+                r.acked_version = *version;
+            }
+        }
+        self.save(store.as_mut(), next)?;
+        let mut planes = lock(&self.planes);
+        for (id, cluster, version) in updates {
+            if let Some(s) = planes
+                .planes
+                .get_mut(&id)
+                .and_then(|p| p.saved.as_mut())
+                .filter(|s| s.cluster == cluster)
+            {
+                s.acked_version = version;
+            }
+        }
+        Ok(())
+    }
+
+    /// Saves acked versions whenever acks raise them, off the sessions'
+    /// path: runs forever on the runtime it is spawned on (the saves on its
+    /// blocking pool). A failed save is retried a second later.
+    pub async fn persist_acks_forever(self: Arc<Self>) {
+        loop {
+            self.acks.notified().await;
+            let ctld = self.clone();
+            let r = tokio::task::spawn_blocking(move || ctld.persist_acks()).await;
+            let failed = match r {
+                Ok(Ok(())) => false,
+                Ok(Err(e)) => {
+                    tracing::warn!("could not save acked versions (retrying): {e}");
+                    true
+                }
+                Err(e) => {
+                    tracing::warn!("could not save acked versions (retrying): {e}");
+                    true
+                }
+            };
+            if failed {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                self.acks.notify_one();
+            }
+        }
+    }
+
+    /// The session ended.
+    pub fn disconnected(&self, dataplane: &str, session: u64) {
+        if lock(&self.planes).disconnected(dataplane, session) {
+            tracing::info!(dataplane, "data plane disconnected");
+        }
+    }
+
+    /// Data planes, of one cluster or all, by id.
+    pub fn dataplanes(&self, cluster: Option<&str>) -> Vec<DataPlaneView> {
+        let now = Instant::now();
+        let mut out: Vec<DataPlaneView> = lock(&self.planes)
+            .planes
+            .values()
+            .filter(|p| cluster.is_none_or(|c| p.record.cluster == c))
+            .map(|p| Registry::view(p, now))
+            .collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
+    }
+
+    /// Forgets a data plane that is gone for good: refused while it is
+    /// connected, or while a lease it may hold could still run as far as
+    /// ctld knows (forgetting one that may still route would let a
+    /// migration go ahead without it). Blocking.
+    pub fn forget(&self, id: &str) -> Result<(), ChangeError> {
+        let mut store = lock(&self.writer);
+        let lease = {
+            let planes = lock(&self.planes);
+            let cluster = planes
+                .planes
+                .get(id)
+                .map(|p| p.record.cluster.clone())
+                .ok_or_else(|| ModelError::not_found(format!("no data plane {id:?}")))?;
+            drop(planes);
+            self.lease_of(&cluster)
+        };
+        let session = {
+            let planes = lock(&self.planes);
+            let p = planes
+                .planes
+                .get(id)
+                .ok_or_else(|| ModelError::not_found(format!("no data plane {id:?}")))?;
+            if p.session.as_ref().is_some_and(|s| s.connected) {
+                return Err(ModelError::conflict(format!(
+                    "data plane {id:?} is connected: stop it before forgetting it"
+                ))
+                .into());
+            }
+            let left =
+                Registry::lease_end(p, self.started, lease).checked_duration_since(Instant::now());
+            if let Some(left) = left.filter(|d| !d.is_zero()) {
+                return Err(ModelError::conflict(format!(
+                    "data plane {id:?} may still hold a lease for {}s as far as ctld knows; \
+                     forget it once that has ended",
+                    left.as_secs() + 1
+                ))
+                .into());
+            }
+            p.session.as_ref().map(|s| s.id)
+        };
+        let current = self.state();
+        if current.dataplanes.contains_key(id) {
+            let mut next = (*current).clone();
+            next.dataplanes.remove(id);
+            self.save(store.as_mut(), next)?;
+        }
+        let mut planes = lock(&self.planes);
+        // A data plane that said hello meanwhile stays (its own save, waiting
+        // for the writer lock, records it again).
+        if planes
+            .planes
+            .get(id)
+            .map(|p| p.session.as_ref().map(|s| s.id))
+            == Some(session)
+        {
+            planes.planes.remove(id);
+        }
+        drop(planes);
+        tracing::info!(dataplane = id, "data plane forgotten");
+        Ok(())
+    }
+}
+
+/// Shared handle.
+pub type Shared = Arc<Ctld>;
+
+/// Milliseconds since the Unix epoch (for timestamps people read).
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests;
