@@ -197,6 +197,77 @@ fn an_unresolvable_or_duplicate_server_is_refused_unless_forced() {
 }
 
 #[test]
+fn a_master_that_does_not_resolve_fences_nothing_and_errors_only_its_group() {
+    let dir = TempDir::new("typo");
+    let (r1, r2) = (Redis::start(), Redis::start());
+    let ctld = Ctld::start(dir.path(), "30s");
+    create(
+        &ctld,
+        "c",
+        &[("g1", r1.addr()), ("g2", r2.addr())],
+        "30s",
+        &[],
+    );
+    let dp = DataPlane::start(ctld.control, "c", "dp1", &dir.path().join("dp1"));
+    dp.wait_health(200, Duration::from_secs(10));
+    let cluster = ctld.ctl_json(&["cluster", "show", "c"]);
+    let key = |group: &str| {
+        (0..)
+            .map(|i| format!("k{i}"))
+            .find(|k| common::owner_of(&cluster, k) == group)
+            .unwrap()
+    };
+    let (k1, k2) = (key("g1"), key("g2"));
+    let mut con = dp.conn();
+    let _: () = redis::cmd("SET")
+        .arg(&k1)
+        .arg("one")
+        .query(&mut con)
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(&k2)
+        .arg("two")
+        .query(&mut con)
+        .unwrap();
+    let watch = HealthWatch::start(&dp);
+
+    // A typo forced through (or a DNS outage): before, every data plane
+    // rejected the whole snapshot and fenced, g1's keys failing too.
+    let (ok, _, err) = ctld.ctl(&[
+        "group",
+        "c",
+        "g2",
+        "--master",
+        "redis-typo.invalid:6379",
+        "--force",
+    ]);
+    assert!(ok, "{err}");
+    ctld.wait_acked("dp1", version(&ctld, "c"));
+    let v: String = redis::cmd("GET").arg(&k1).query(&mut con).unwrap();
+    assert_eq!(v, "one", "the other groups serve");
+    let err = redis::cmd("GET")
+        .arg(&k2)
+        .query::<String>(&mut con)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("backend g2 unavailable: cannot resolve \"redis-typo.invalid:6379\""),
+        "{err}"
+    );
+    let (_, table) = dp.admin_get("/table");
+    assert!(table.contains("\"unresolved\":\"cannot resolve"), "{table}");
+
+    // Fixed: g2 serves again.
+    let (ok, _, err) = ctld.ctl(&["group", "c", "g2", "--master", &r2.addr()]);
+    assert!(ok, "{err}");
+    let v = wait_for("g2 to serve again", Duration::from_secs(10), || {
+        redis::cmd("GET").arg(&k2).query::<String>(&mut con).ok()
+    });
+    assert_eq!(v, "two");
+    assert_eq!(watch.finish(), vec![], "the data plane never fenced");
+}
+
+#[test]
 fn names_addresses_and_settings_are_bounded() {
     let dir = TempDir::new("bounds");
     let r = Redis::start();

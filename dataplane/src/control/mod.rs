@@ -79,6 +79,8 @@ struct Session {
     /// them again.
     unresolved: usize,
     next_resolve: Instant,
+    /// Heartbeats received, over all sessions.
+    heartbeats: u64,
     /// A lookup of those names running on its own threads (a resolver may
     /// take seconds to fail: the session must keep acking meanwhile).
     resolving: Option<mpsc::Receiver<Resolutions>>,
@@ -113,6 +115,7 @@ pub fn start(
         unresolved: 0,
         next_resolve: Instant::now(),
         resolving: None,
+        heartbeats: 0,
     };
     s.restore();
     std::thread::Builder::new()
@@ -312,10 +315,16 @@ impl Session {
                 Duration::from_secs(1),
             ) {
                 Ok(sock) => {
-                    backoff = Duration::from_millis(100);
+                    let heard = self.heartbeats;
                     match self.session(sock, stop) {
                         Ok(()) => tracing::info!("control session closed"),
                         Err(e) => tracing::warn!("control session ended: {e}"),
+                    }
+                    // Only a session that was served starts the backoff
+                    // over: one refused at once (a wrong token, an unknown
+                    // cluster) is retried ever more slowly, up to 2 s.
+                    if self.heartbeats != heard {
+                        backoff = Duration::from_millis(100);
                     }
                 }
                 Err(e) => tracing::debug!("cannot reach keyway-ctld at {}: {e}", self.opts.ctld),
@@ -440,6 +449,7 @@ impl Session {
                 }
             }
             ToDataPlane::Heartbeat(h) => {
+                self.heartbeats += 1;
                 if let Some(&(_, sent)) = self.sent.iter().find(|(seq, _)| *seq == h.seq) {
                     let ours = self.snapshot.as_ref().map_or(0, |s| s.version);
                     self.lease_until = Some(sent + Duration::from_millis(h.lease_millis));
