@@ -50,6 +50,14 @@ enum Line {
     Incomplete,
 }
 
+/// What finishing an element left incomplete by a previous call gave.
+enum Resumed {
+    /// The call's answer: the reply's end, or more bytes needed.
+    Answer(Option<usize>),
+    /// The reply goes on from here.
+    At(usize),
+}
+
 /// The longest length or count line: a sign, 18 digits (the most
 /// accepted), CR LF.
 const MAX_INT_LINE: usize = 21;
@@ -163,36 +171,47 @@ impl ReplyFramer {
         }
     }
 
-    /// Finds the end of the reply at the start of `buf`; see the type's docs.
-    #[inline]
-    pub fn next(&mut self, buf: &[u8]) -> Result<Option<usize>, ReplyError> {
+    /// Finishes the bulk or line element a previous call left incomplete
+    /// (off the common path: most replies arrive whole).
+    #[cold]
+    #[inline(never)]
+    fn resume(&mut self, buf: &[u8]) -> Result<Resumed, ReplyError> {
         let mut pos = self.pos;
         if self.bulk_end > 0 {
             let end = self.bulk_end;
             if buf.len() < end {
-                return Ok(self.incomplete(pos, end));
+                return Ok(Resumed::Answer(self.incomplete(pos, end)));
             }
             if &buf[end - 2..end] != b"\r\n" {
                 return Err(ReplyError::MissingCrlf);
             }
             self.bulk_end = 0;
             pos = end;
-            if let Some(done) = self.element_done(pos) {
-                return Ok(Some(done));
-            }
-        }
-        if self.in_line {
+        } else {
             // The line's start may have been dropped: its end is the first
             // LF from where it was.
             match memchr::memchr(b'\n', &buf[pos.min(buf.len())..]) {
                 Some(nl) => {
                     self.in_line = false;
                     pos += nl + 1;
-                    if let Some(done) = self.element_done(pos) {
-                        return Ok(Some(done));
-                    }
                 }
-                None => return Ok(self.incomplete(pos, buf.len() + 1)),
+                None => return Ok(Resumed::Answer(self.incomplete(pos, buf.len() + 1))),
+            }
+        }
+        Ok(match self.element_done(pos) {
+            Some(done) => Resumed::Answer(Some(done)),
+            None => Resumed::At(pos),
+        })
+    }
+
+    /// Finds the end of the reply at the start of `buf`; see the type's docs.
+    #[inline]
+    pub fn next(&mut self, buf: &[u8]) -> Result<Option<usize>, ReplyError> {
+        let mut pos = self.pos;
+        if self.bulk_end > 0 || self.in_line {
+            match self.resume(buf)? {
+                Resumed::Answer(r) => return Ok(r),
+                Resumed::At(at) => pos = at,
             }
         }
         loop {
