@@ -17,12 +17,26 @@ fn bulk(n: usize) -> Vec<u8> {
     v
 }
 
-fn settings(limits: Limits, backend: BackendSettings) -> Settings {
-    Settings {
-        limits,
-        backend,
-        unresolved: None,
-    }
+/// A rig (slot 1 on group a) with these client limits.
+fn with_limits(limits: Limits) -> Rig {
+    Rig::with(
+        SlotRoute::Stable(0),
+        Settings {
+            limits,
+            ..Settings::default()
+        },
+    )
+}
+
+/// A rig (slot 1 on group a) with these backend settings.
+fn with_backend(backend: BackendSettings) -> Rig {
+    Rig::with(
+        SlotRoute::Stable(0),
+        Settings {
+            backend,
+            ..Settings::default()
+        },
+    )
 }
 
 #[test]
@@ -93,7 +107,7 @@ fn an_oversized_reply_is_dropped_as_it_arrives_and_answered_with_an_error() {
         max_reply_bytes: 1 << 20,
         ..BackendSettings::default()
     };
-    let mut r = Rig::with(SlotRoute::Stable(0), settings(Limits::default(), backend));
+    let mut r = with_backend(backend);
     r.send("GET big;GET small");
     r.written(2);
     let mut replies = bulk(3 << 20);
@@ -124,10 +138,7 @@ fn a_merge_over_the_hard_limit_answers_an_error_in_its_place() {
         output_hard_limit: 2 << 20,
         ..Limits::default()
     };
-    let mut r = Rig::with(
-        SlotRoute::Stable(0),
-        settings(limits, BackendSettings::default()),
-    );
+    let mut r = with_limits(limits);
     let (a, c) = (key_in(1), key_in(2));
     r.send(&format!("MGET {a} {c};PING"));
     r.written(0);
@@ -168,10 +179,7 @@ fn a_slow_reader_over_the_hard_limit_gets_an_error_then_is_closed() {
         output_hard_limit: 2 << 20,
         ..Limits::default()
     };
-    let mut r = Rig::with(
-        SlotRoute::Stable(0),
-        settings(limits, BackendSettings::default()),
-    );
+    let mut r = with_limits(limits);
     r.send("GET x;GET x;GET x;GET x");
     r.written(2);
     for _ in 0..4 {
@@ -192,10 +200,7 @@ fn a_closing_client_that_does_not_read_is_aborted() {
         output_hard_limit: 2 << 20,
         ..Limits::default()
     };
-    let mut r = Rig::with(
-        SlotRoute::Stable(0),
-        settings(limits, BackendSettings::default()),
-    );
+    let mut r = with_limits(limits);
     r.send("GET x;GET x;GET x");
     r.written(2);
     for _ in 0..3 {
@@ -214,7 +219,7 @@ fn a_full_backend_write_buffer_pauses_its_clients_until_it_drains() {
         write_buffer_limit: 64 << 10,
         ..BackendSettings::default()
     };
-    let mut r = Rig::with(SlotRoute::Stable(0), settings(Limits::default(), backend));
+    let mut r = with_backend(backend);
     let value = "v".repeat(20 << 10);
     // Keys on group c (slot 2), so every SET goes to one connection.
     let tag = key_in(2);
@@ -257,10 +262,7 @@ fn over_the_buffer_budget_requests_get_oom_until_it_drains() {
         max_memory: 1 << 20,
         ..Limits::default()
     };
-    let mut r = Rig::with(
-        SlotRoute::Stable(0),
-        settings(limits, BackendSettings::default()),
-    );
+    let mut r = with_limits(limits);
     let value = "v".repeat(300 << 10);
     let tag = key_in(2);
     for i in 0..4 {
@@ -289,10 +291,7 @@ fn over_the_buffer_budget_the_largest_clients_are_closed() {
         output_hard_limit: 0,
         ..Limits::default()
     };
-    let mut r = Rig::with(
-        SlotRoute::Stable(0),
-        settings(limits, BackendSettings::default()),
-    );
+    let mut r = with_limits(limits);
     let small = r.another_client();
     r.send_as(small, "GET s");
     r.send("GET x;GET x");
@@ -319,7 +318,7 @@ fn replies_from_another_group_do_not_resume_a_client_blocked_on_a_full_buffer() 
         write_buffer_limit: 64 << 10,
         ..BackendSettings::default()
     };
-    let mut r = Rig::with(SlotRoute::Stable(0), settings(Limits::default(), backend));
+    let mut r = with_backend(backend);
     let (a, c) = (key_in(1), key_in(2));
     let value = "v".repeat(20 << 10);
     let reqs: Vec<String> = (0..60)
@@ -355,10 +354,7 @@ fn output_taken_by_the_transport_is_forgotten_when_its_connection_fails() {
         max_memory: 2 << 20,
         ..Limits::default()
     };
-    let mut r = Rig::with(
-        SlotRoute::Stable(0),
-        settings(limits, BackendSettings::default()),
-    );
+    let mut r = with_limits(limits);
     let c = key_in(2);
     r.send(&format!("SET {c} {}", "v".repeat(1_500_000)));
     r.waiting(2);
@@ -399,10 +395,7 @@ fn a_client_already_closing_counts_as_freed() {
         output_hard_limit: 0,
         ..Limits::default()
     };
-    let mut r = Rig::with(
-        SlotRoute::Stable(0),
-        settings(limits, BackendSettings::default()),
-    );
+    let mut r = with_limits(limits);
     let a = r.client;
     let b = r.another_client();
     r.send("GET x;GET x");
@@ -431,7 +424,7 @@ fn a_huge_status_line_is_dropped_as_it_arrives() {
         max_reply_bytes: 1 << 20,
         ..BackendSettings::default()
     };
-    let mut r = Rig::with(SlotRoute::Stable(0), settings(Limits::default(), backend));
+    let mut r = with_backend(backend);
     r.send("EVAL x 1 k;GET k");
     r.written(2);
     let mut most = 0;
@@ -471,10 +464,7 @@ fn what_has_been_written_leaves_the_budget_between_ticks() {
         max_memory: 4 << 20,
         ..Limits::default()
     };
-    let mut r = Rig::with(
-        SlotRoute::Stable(0),
-        settings(limits, BackendSettings::default()),
-    );
+    let mut r = with_limits(limits);
     let c = key_in(2);
     let value = "v".repeat(900 << 10);
     for i in 0..12 {
