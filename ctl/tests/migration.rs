@@ -722,19 +722,23 @@ fn a_target_failover_mid_move_sends_the_rest_to_the_new_master() {
     wait_for("keys to move", Duration::from_secs(30), || {
         (moved_keys(&sys, 1) > 200).then_some(())
     });
-    // A switchover of g2: the replica has everything, is promoted, and the
-    // group points at it. The sweep must follow.
+    // A switchover of g2: the group points at the replica (the sweep's
+    // MIGRATEs to it fail, read-only, and are retried), the replica catches
+    // up with everything the old master took, and is promoted. The sweep
+    // must follow. (Promoting first would lose whatever the sweep moved to
+    // the old master in between: a switchover without a pause, which keyway
+    // never does itself.)
     let mut old = sys.server("g2").conn();
+    ctl_ok(
+        &sys.ctld,
+        &["group", "m", "g2", "--master", &replica.addr()],
+    );
     let _: i64 = redis::cmd("WAIT").arg(1).arg(5000).query(&mut old).unwrap();
     let () = redis::cmd("REPLICAOF")
         .arg("NO")
         .arg("ONE")
         .query(&mut replica.conn())
         .unwrap();
-    ctl_ok(
-        &sys.ctld,
-        &["group", "m", "g2", "--master", &replica.addr()],
-    );
     let on_old_at_switch: usize = old.scan::<String>().unwrap().count();
     assert!(
         on_old_at_switch < before,
