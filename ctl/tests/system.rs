@@ -13,20 +13,8 @@ use common::{http, keywayctl, owner_of, wait_for, Ctld, DataPlane, Redis, TempDi
 use redis::Commands;
 
 fn create(ctld: &Ctld, name: &str, groups: &[(&str, &Redis)], lease: &str) {
-    let mut args = vec![
-        "cluster".to_string(),
-        "create".into(),
-        name.into(),
-        "--lease".into(),
-        lease.into(),
-    ];
-    for (g, r) in groups {
-        args.push("--group".into());
-        args.push(format!("{g}={}", r.addr()));
-    }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (ok, _, err) = ctld.ctl(&args);
-    assert!(ok, "create failed: {err}");
+    let groups: Vec<(&str, String)> = groups.iter().map(|(g, r)| (*g, r.addr())).collect();
+    common::checks::create_cluster(ctld, name, &groups, lease, &[]);
 }
 
 #[test]

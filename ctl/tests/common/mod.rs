@@ -307,7 +307,11 @@ pub fn request(
     let _ = s.write_all(req.as_bytes());
     let mut resp = Vec::new();
     let _ = s.read_to_end(&mut resp);
-    let resp = String::from_utf8_lossy(&resp);
+    status_and_body(&String::from_utf8_lossy(&resp))
+}
+
+/// An HTTP response's status code (0 if none) and body.
+fn status_and_body(resp: &str) -> (u16, String) {
     let status = resp
         .split_whitespace()
         .nth(1)
@@ -327,16 +331,7 @@ pub fn http(addr: SocketAddr, request: &str) -> (u16, String) {
     s.write_all(request.as_bytes()).unwrap();
     let mut resp = String::new();
     let _ = s.read_to_string(&mut resp);
-    let status = resp
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = resp
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_string();
-    (status, body)
+    status_and_body(&resp)
 }
 
 /// The index of the group owning `key`, from `keywayctl cluster show --json`.
