@@ -37,7 +37,9 @@ struct ToDataPlane {
     heartbeat @1 :Heartbeat;
     refused @2 :Text;
     # Why ctld will not serve this data plane (e.g. no such cluster); the
-    # data plane keeps retrying.
+    # data plane keeps retrying. A ctld standing by (etcd mode, not the
+    # elected one) refuses every Hello with a text starting "standby"; a
+    # data plane given several ctld addresses then tries the next one.
   }
 }
 
@@ -72,6 +74,33 @@ struct Ack {
 
   fenced @3 :Bool;
   # The data plane is refusing requests: its lease ended.
+
+  backends @4 :List(BackendReport);
+  # Added in version 4: how this data plane fares with each backend it
+  # used (masters and replicas of its current snapshot), for ctld's failure
+  # detection: a master is failed over only when most data planes that
+  # report on it fail it too. A data plane sends an Ack (with its reports)
+  # as soon as a backend goes from up to failing or back, besides the
+  # lease-third ones.
+}
+
+struct BackendReport {
+  address @0 :Text;
+  # host:port, as the snapshot names the server.
+
+  failures @1 :UInt32;
+  # Consecutive failed attempts (connect, or a request that got no reply)
+  # since the last success; 0 when the last attempt succeeded.
+
+  lastError @2 :Text;
+  # The last failure's reason; empty if none.
+
+  sinceSuccessMillis @3 :UInt64 = 0xffffffffffffffff;
+  # Milliseconds since the last success (a reply), as of sending;
+  # all ones if there was none.
+
+  sinceFailureMillis @4 :UInt64 = 0xffffffffffffffff;
+  # Milliseconds since the last failure, as of sending; all ones if none.
 }
 
 struct Heartbeat {

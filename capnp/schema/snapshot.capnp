@@ -49,6 +49,32 @@ struct Group {
 
   zone @3 :Text;
   # The master's zone or rack; empty if not set.
+
+  readFrom @4 :ReadFrom;
+  # Added in version 4: where data planes send read-only commands (by the
+  # command table's flags). Version 3 messages read as `master`.
+
+  hold @5 :Bool;
+  # Added in version 4: data planes hold every command for this group (its
+  # slots, and key moves from or to it) and send it nowhere until a version
+  # without the hold: a failover or switchover of the group is under way.
+  # Held commands keep their order and wait at most the data plane's hold
+  # limit, as for a blocked migration.
+}
+
+enum ReadFrom {
+  master @0;
+  # Every command to the master.
+
+  replica @1;
+  # Read-only commands to a replica that is up (spread over them), falling
+  # back to the master when none is. Replies may be stale by the
+  # replication lag.
+
+  localZone @2;
+  # As `replica`, but only replicas in the data plane's own zone
+  # (`keyway --zone`); the master when none of them is up, or when the data
+  # plane has no zone.
 }
 
 struct Replica {

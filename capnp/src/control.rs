@@ -40,7 +40,7 @@ impl std::fmt::Debug for Hello {
 }
 
 /// A data plane's report and lease request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Ack {
     /// The newest version every core has loaded.
     pub version: u64,
@@ -50,7 +50,32 @@ pub struct Ack {
     pub seq: u64,
     /// The data plane is fenced.
     pub fenced: bool,
+    /// How it fares with each backend it used.
+    pub backends: Vec<BackendReport>,
 }
+
+/// How a data plane fares with one backend.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BackendReport {
+    /// `host:port` as the snapshot names it.
+    pub address: String,
+    /// Consecutive failures since the last success (0: the last attempt
+    /// succeeded).
+    pub failures: u32,
+    /// The last failure's reason ("" if none).
+    pub last_error: String,
+    /// Milliseconds since the last success, if any.
+    pub since_success_ms: Option<u64>,
+    /// Milliseconds since the last failure, if any.
+    pub since_failure_ms: Option<u64>,
+}
+
+/// Most backend reports one Ack carries (a data plane with more backends
+/// reports the failing ones first).
+pub const MAX_BACKEND_REPORTS: usize = 1024;
+
+/// Longest `last_error` text sent; longer ones are cut.
+pub const MAX_REPORT_ERROR: usize = 200;
 
 /// ctld's answer to an ack: a lease renewal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -90,6 +115,18 @@ fn text(t: capnp::Result<capnp::text::Reader<'_>>) -> Result<String, DecodeError
         .to_string())
 }
 
+/// `s` cut to at most `max` bytes, on a character boundary.
+fn cut(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 impl FromDataPlane {
     /// The message, ready to frame.
     pub fn encode(&self) -> Vec<u8> {
@@ -110,6 +147,16 @@ impl FromDataPlane {
                 b.set_drained(a.drained);
                 b.set_seq(a.seq);
                 b.set_fenced(a.fenced);
+                let n = a.backends.len().min(MAX_BACKEND_REPORTS);
+                let mut list = b.init_backends(n as u32);
+                for (i, r) in a.backends.iter().take(n).enumerate() {
+                    let mut rb = list.reborrow().get(i as u32);
+                    rb.set_address(r.address.as_str());
+                    rb.set_failures(r.failures);
+                    rb.set_last_error(cut(&r.last_error, MAX_REPORT_ERROR));
+                    rb.set_since_success_millis(r.since_success_ms.unwrap_or(u64::MAX));
+                    rb.set_since_failure_millis(r.since_failure_ms.unwrap_or(u64::MAX));
+                }
             }
         }
         capnp::serialize::write_message_to_words(&msg)
@@ -135,11 +182,30 @@ impl FromDataPlane {
             }
             schema::from_data_plane::Ack(a) => {
                 let a = a?;
+                let list = a.get_backends()?;
+                if list.len() as usize > MAX_BACKEND_REPORTS {
+                    return Err(DecodeError::Invalid(format!(
+                        "{} backend reports: at most {MAX_BACKEND_REPORTS}",
+                        list.len()
+                    )));
+                }
+                let mut backends = Vec::with_capacity(list.len() as usize);
+                for r in list {
+                    let ms = |v: u64| (v != u64::MAX).then_some(v);
+                    backends.push(BackendReport {
+                        address: text(r.get_address())?,
+                        failures: r.get_failures(),
+                        last_error: text(r.get_last_error())?,
+                        since_success_ms: ms(r.get_since_success_millis()),
+                        since_failure_ms: ms(r.get_since_failure_millis()),
+                    });
+                }
                 Ok(FromDataPlane::Ack(Ack {
                     version: a.get_version(),
                     drained: a.get_drained(),
                     seq: a.get_seq(),
                     fenced: a.get_fenced(),
+                    backends,
                 }))
             }
         }
@@ -206,6 +272,24 @@ mod tests {
                 drained: true,
                 seq: 44,
                 fenced: false,
+                backends: vec![],
+            }),
+            FromDataPlane::Ack(Ack {
+                version: 9,
+                backends: vec![
+                    BackendReport {
+                        address: "10.0.0.1:6379".into(),
+                        failures: 3,
+                        last_error: "connection refused".into(),
+                        since_success_ms: Some(5200),
+                        since_failure_ms: Some(0),
+                    },
+                    BackendReport {
+                        address: "10.0.0.2:6379".into(),
+                        ..BackendReport::default()
+                    },
+                ],
+                ..Ack::default()
             }),
         ] {
             assert_eq!(FromDataPlane::decode(&m.encode()).unwrap(), m);
@@ -221,6 +305,28 @@ mod tests {
         ] {
             assert_eq!(ToDataPlane::decode(&m.encode()).unwrap(), m);
         }
+    }
+
+    #[test]
+    fn reports_are_bounded() {
+        let long = "é".repeat(MAX_REPORT_ERROR);
+        let a = Ack {
+            backends: vec![
+                BackendReport {
+                    last_error: long.clone(),
+                    ..BackendReport::default()
+                };
+                MAX_BACKEND_REPORTS + 5
+            ],
+            ..Ack::default()
+        };
+        let FromDataPlane::Ack(back) =
+            FromDataPlane::decode(&FromDataPlane::Ack(a).encode()).unwrap()
+        else {
+            panic!("not an ack")
+        };
+        assert_eq!(back.backends.len(), MAX_BACKEND_REPORTS);
+        assert_eq!(back.backends[0].last_error, long[..MAX_REPORT_ERROR]);
     }
 
     #[test]

@@ -43,6 +43,23 @@ pub struct Group {
     pub replicas: Vec<Replica>,
     /// The master's zone or rack ("" if unset).
     pub zone: String,
+    /// Where read-only commands go.
+    pub read_from: ReadFrom,
+    /// Data planes hold the group's commands until a version without it (a
+    /// failover or switchover under way).
+    pub hold: bool,
+}
+
+/// Where data planes send a group's read-only commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReadFrom {
+    /// Every command to the master.
+    #[default]
+    Master,
+    /// Read-only commands to an up replica; the master if none is up.
+    Replica,
+    /// As `Replica`, among the replicas in the data plane's own zone only.
+    LocalZone,
 }
 
 /// A replica of a group's master.
@@ -197,6 +214,12 @@ impl Snapshot {
             gb.set_name(g.name.as_str());
             gb.set_master(g.master.as_str());
             gb.set_zone(g.zone.as_str());
+            gb.set_read_from(match g.read_from {
+                ReadFrom::Master => schema::ReadFrom::Master,
+                ReadFrom::Replica => schema::ReadFrom::Replica,
+                ReadFrom::LocalZone => schema::ReadFrom::LocalZone,
+            });
+            gb.set_hold(g.hold);
             let mut reps = gb.init_replicas(g.replicas.len() as u32);
             for (j, r) in g.replicas.iter().enumerate() {
                 let mut rb = reps.reborrow().get(j as u32);
@@ -242,11 +265,19 @@ impl Snapshot {
                     zone: text(rep.get_zone())?,
                 });
             }
+            let read_from = match g.get_read_from() {
+                Ok(schema::ReadFrom::Master) => ReadFrom::Master,
+                Ok(schema::ReadFrom::Replica) => ReadFrom::Replica,
+                Ok(schema::ReadFrom::LocalZone) => ReadFrom::LocalZone,
+                Err(e) => return Err(DecodeError::Invalid(format!("unknown read policy {}", e.0))),
+            };
             groups.push(Group {
                 name: text(g.get_name())?,
                 master: text(g.get_master())?,
                 replicas,
                 zone: text(g.get_zone())?,
+                read_from,
+                hold: g.get_hold(),
             });
         }
         let slot_ranges = r
@@ -321,10 +352,13 @@ pub(crate) mod tests {
                         zone: "b".into(),
                     }],
                     zone: "a".into(),
+                    read_from: ReadFrom::LocalZone,
+                    hold: false,
                 },
                 Group {
                     name: "g2".into(),
                     master: "10.0.0.2:6379".into(),
+                    hold: true,
                     ..Group::default()
                 },
             ],

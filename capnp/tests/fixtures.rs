@@ -6,9 +6,9 @@
 
 use std::path::PathBuf;
 
-use keyway_capnp::control::{Ack, FromDataPlane, Heartbeat, Hello, ToDataPlane};
+use keyway_capnp::control::{Ack, BackendReport, FromDataPlane, Heartbeat, Hello, ToDataPlane};
 use keyway_capnp::frame::{read_frame, MAX_FRAME};
-use keyway_capnp::snapshot::{Group, Migration, Phase, Replica, SlotRange, Snapshot};
+use keyway_capnp::snapshot::{Group, Migration, Phase, ReadFrom, Replica, SlotRange, Snapshot};
 
 /// The values version 1 wrote.
 fn v1_snapshot() -> Snapshot {
@@ -25,12 +25,17 @@ fn v1_snapshot() -> Snapshot {
                     zone: "rack-b".into(),
                 }],
                 zone: "rack-a".into(),
+                // Version 4 fields, as version 1 reads.
+                read_from: ReadFrom::Master,
+                hold: false,
             },
             Group {
                 name: "g2".into(),
                 master: "127.0.0.1:7002".into(),
                 replicas: vec![],
                 zone: String::new(),
+                read_from: ReadFrom::Master,
+                hold: false,
             },
         ],
         slot_ranges: vec![
@@ -79,6 +84,7 @@ fn v1_messages() -> Vec<(&'static str, Vec<u8>)> {
                 drained: true,
                 seq: 7,
                 fenced: false,
+                backends: vec![],
             })
             .encode(),
         ),
@@ -196,6 +202,70 @@ fn version_3_messages_still_decode() {
     let v1 = std::fs::read(dir().join("v1-hello.bin")).unwrap();
     match FromDataPlane::decode(&v1).unwrap() {
         FromDataPlane::Hello(h) => assert_eq!((h.id.as_str(), h.token.as_str()), ("dp-1", "")),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Version 4 added groups' read policy and hold, and backend reports in acks.
+fn v4_snapshot() -> Snapshot {
+    let mut s = v2_snapshot();
+    s.version = 44;
+    s.groups[0].read_from = ReadFrom::LocalZone;
+    s.groups[0].hold = true;
+    s.groups[1].read_from = ReadFrom::Replica;
+    s
+}
+
+fn v4_ack() -> FromDataPlane {
+    FromDataPlane::Ack(Ack {
+        version: 44,
+        drained: true,
+        seq: 9,
+        fenced: false,
+        backends: vec![
+            BackendReport {
+                address: "10.0.0.1:6379".into(),
+                failures: 2,
+                last_error: "connection refused".into(),
+                since_success_ms: Some(5000),
+                since_failure_ms: Some(10),
+            },
+            BackendReport {
+                address: "10.0.0.2:6379".into(),
+                failures: 0,
+                last_error: String::new(),
+                since_success_ms: Some(1),
+                since_failure_ms: None,
+            },
+        ],
+    })
+}
+
+#[test]
+fn version_4_messages_still_decode() {
+    let snap = dir().join("v4-snapshot.bin");
+    let ack = dir().join("v4-ack.bin");
+    if std::env::var_os("KEYWAY_CAPNP_WRITE_FIXTURES").is_some() {
+        if !snap.exists() {
+            std::fs::write(&snap, v4_snapshot().encode()).unwrap();
+        }
+        if !ack.exists() {
+            std::fs::write(&ack, v4_ack().encode()).unwrap();
+        }
+    }
+    let stored = std::fs::read(&snap).unwrap_or_else(|e| panic!("{}: {e}", snap.display()));
+    assert_eq!(Snapshot::decode(&stored).unwrap(), v4_snapshot());
+    let stored = std::fs::read(&ack).unwrap_or_else(|e| panic!("{}: {e}", ack.display()));
+    assert_eq!(FromDataPlane::decode(&stored).unwrap(), v4_ack());
+    // Earlier snapshots read as master-only reads without a hold, earlier
+    // acks as reporting no backend.
+    let v2 = Snapshot::decode(&std::fs::read(dir().join("v2-snapshot.bin")).unwrap()).unwrap();
+    assert!(v2
+        .groups
+        .iter()
+        .all(|g| g.read_from == ReadFrom::Master && !g.hold));
+    match FromDataPlane::decode(&std::fs::read(dir().join("v1-ack.bin")).unwrap()).unwrap() {
+        FromDataPlane::Ack(a) => assert!(a.backends.is_empty()),
         other => panic!("{other:?}"),
     }
 }

@@ -242,8 +242,8 @@ fn up(
         let mut g = Group {
             name: format!("g{}", gi + 1),
             master: format!("127.0.0.1:{master}"),
-            replicas: vec![],
             zone: "zone-a".into(),
+            ..Group::default()
         };
         redis_ports.push(master);
         start_redis(dir, master, None)?;

@@ -222,8 +222,7 @@ mod tests {
         let g = Group {
             name: "g1".into(),
             master: "127.0.0.1:7001".into(),
-            replicas: vec![],
-            zone: String::new(),
+            ..Group::default()
         };
         s.clusters.insert(
             "c".into(),

@@ -517,8 +517,7 @@ fn a_store_that_checks_out_but_breaks_a_rule_is_refused() {
     let g = keyway_ctl::model::Group {
         name: "g1".into(),
         master: "127.0.0.1:7001".into(),
-        replicas: vec![],
-        zone: String::new(),
+        ..Default::default()
     };
     let mut c = keyway_ctl::model::Cluster::create(
         "shop",

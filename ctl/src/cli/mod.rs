@@ -254,8 +254,7 @@ fn parse_group(s: &str) -> Result<Group, String> {
     Ok(Group {
         name: name.to_string(),
         master: master.to_string(),
-        replicas: Vec::new(),
-        zone: String::new(),
+        ..Group::default()
     })
 }
 

@@ -60,6 +60,7 @@ fn ack(version: u64) -> Ack {
         drained: true,
         seq: 1,
         fenced: false,
+        backends: vec![],
     }
 }
 

@@ -15,7 +15,7 @@ use super::ModelError;
 use keyway_capnp::snapshot::{self, Snapshot};
 
 /// A Redis group: a master and its replicas.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Group {
     /// Unique within the cluster.
     pub name: String,
@@ -27,6 +27,55 @@ pub struct Group {
     /// The master's zone or rack.
     #[serde(default)]
     pub zone: String,
+    /// Where data planes send read-only commands.
+    #[serde(default, skip_serializing_if = "ReadFrom::is_master")]
+    pub read_from: ReadFrom,
+    /// Data planes hold the group's commands: a failover or switchover is
+    /// under way.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hold: bool,
+}
+
+/// Where data planes send a group's read-only commands (`read_from`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReadFrom {
+    /// Every command to the master (the default).
+    #[default]
+    Master,
+    /// Read-only commands to an up replica, the master if none is up.
+    Replica,
+    /// As `replica`, among the replicas in the data plane's zone only.
+    LocalZone,
+}
+
+impl ReadFrom {
+    fn is_master(&self) -> bool {
+        *self == ReadFrom::Master
+    }
+
+    /// As the snapshot says it.
+    pub fn wire(self) -> snapshot::ReadFrom {
+        match self {
+            ReadFrom::Master => snapshot::ReadFrom::Master,
+            ReadFrom::Replica => snapshot::ReadFrom::Replica,
+            ReadFrom::LocalZone => snapshot::ReadFrom::LocalZone,
+        }
+    }
+}
+
+impl std::str::FromStr for ReadFrom {
+    type Err = String;
+    fn from_str(s: &str) -> Result<ReadFrom, String> {
+        match s {
+            "master" => Ok(ReadFrom::Master),
+            "replica" => Ok(ReadFrom::Replica),
+            "local-zone" => Ok(ReadFrom::LocalZone),
+            _ => Err(format!(
+                "read_from {s:?}: must be \"master\", \"replica\" or \"local-zone\""
+            )),
+        }
+    }
 }
 
 /// A replica of a group's master.
@@ -457,6 +506,8 @@ impl Cluster {
                         })
                         .collect(),
                     zone: g.zone.clone(),
+                    read_from: g.read_from.wire(),
+                    hold: g.hold,
                 })
                 .collect(),
             slot_ranges: self
@@ -484,8 +535,7 @@ pub(crate) mod tests {
         Group {
             name: name.into(),
             master: format!("127.0.0.1:{port}"),
-            replicas: vec![],
-            zone: String::new(),
+            ..Group::default()
         }
     }
 
@@ -599,8 +649,7 @@ pub(crate) mod tests {
             .map(|i| Group {
                 name: format!("g{i}"),
                 master: format!("10.{}.{}.1:6379", i / 256, i % 256),
-                replicas: vec![],
-                zone: String::new(),
+                ..Group::default()
             })
             .collect();
         let mut c = create("big", 16384, groups.clone(), 30_000).unwrap();

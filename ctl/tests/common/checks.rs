@@ -111,6 +111,7 @@ pub fn ack(version: u64, seq: u64) -> FromDataPlane {
         drained: true,
         seq,
         fenced: false,
+        backends: vec![],
     })
 }
 

@@ -357,6 +357,7 @@ impl Session {
             drained: version == latest && latest > 0,
             seq: self.seq,
             fenced: self.fence_reason().is_some(),
+            backends: Vec::new(),
         };
         let now = Instant::now();
         self.send(sock, &FromDataPlane::Ack(a))?;
