@@ -8,6 +8,8 @@
 //! - [`resolve`]: bounded resolution of the addresses the API is given;
 //! - [`control`]: data-plane sessions (snapshots, heartbeats, leases);
 //! - [`migrate`]: the migration orchestrator and the sweep of sources;
+//! - [`health`]: health checks of every server, automatic failover and
+//!   switchover;
 //! - [`client`] and [`cli`]: `keywayctl`;
 //! - [`local`]: `keywayctl local up|down`, a whole system on loopback.
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
@@ -18,6 +20,7 @@ pub mod cli;
 pub mod client;
 pub mod control;
 pub mod daemon;
+pub mod health;
 pub mod local;
 pub mod migrate;
 pub mod model;

@@ -292,6 +292,7 @@ fn up(
             slots: 16384,
             groups: cluster_groups,
             lease_ms: None,
+            ha: None,
         },
     )?;
     let admin: SocketAddr = ([127, 0, 0, 1], admin_port).into();

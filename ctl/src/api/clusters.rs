@@ -14,9 +14,10 @@ use serde::{Deserialize, Serialize};
 
 use super::{blocking, json, parse, Api, ApiError, Force, Reply};
 use crate::daemon::DataPlaneView;
+use crate::health::GroupHealth;
 use crate::model::cluster::check_group;
 use crate::model::names::{MAX_GROUPS, MAX_REPLICAS};
-use crate::model::{Cluster, Group, ModelError, Replica, SlotSet};
+use crate::model::{Cluster, Group, HaSettings, ModelError, ReadFrom, Replica, SlotSet};
 
 /// `POST /v1/clusters`.
 #[derive(Debug, Serialize, Deserialize)]
@@ -32,6 +33,10 @@ pub struct CreateCluster {
     /// Lease for its data planes (default: ctld's `--lease`).
     #[serde(default)]
     pub lease_ms: Option<u64>,
+    /// Health checks and automatic failover (default: checks every second,
+    /// a master failed after 5 s, automatic failover on).
+    #[serde(default)]
+    pub ha: Option<HaSettings>,
 }
 
 fn default_slots() -> u32 {
@@ -57,6 +62,9 @@ pub struct GroupEdit {
     /// Zones of existing replicas, by address.
     #[serde(default)]
     pub replica_zones: BTreeMap<String, String>,
+    /// Where data planes send read-only commands.
+    #[serde(default)]
+    pub read_from: Option<ReadFrom>,
 }
 
 /// `POST /v1/clusters/{name}/slots`: give unowned slots to a group.
@@ -92,6 +100,9 @@ pub struct ClusterView {
     pub cluster: Cluster,
     /// Its data planes.
     pub dataplanes: Vec<DataPlaneView>,
+    /// Every group's and server's health, as ctld's checks and the data
+    /// planes' reports see it.
+    pub health: Vec<GroupHealth>,
 }
 
 /// Checks groups before their addresses are resolved: how many, and each
@@ -161,7 +172,11 @@ pub(super) async fn create(
         let lease = req
             .lease_ms
             .unwrap_or(api.ctld.default_lease.as_millis() as u64);
-        let cluster = Cluster::create(&req.name, req.slots, req.groups, lease, &resolved)?;
+        let mut cluster = Cluster::create(&req.name, req.slots, req.groups, lease, &resolved)?;
+        if let Some(ha) = req.ha {
+            ha.check()?;
+            cluster.ha = ha;
+        }
         json(StatusCode::CREATED, &api.ctld.create(cluster)?)
     })
     .await
@@ -173,8 +188,10 @@ pub(super) async fn show(
 ) -> Reply {
     let Path(name) = path?;
     blocking(move || {
+        let cluster = api.ctld.cluster(&name)?;
         let view = ClusterView {
-            cluster: api.ctld.cluster(&name)?,
+            health: api.ctld.health(&cluster),
+            cluster,
             dataplanes: api.ctld.dataplanes(Some(&name)),
         };
         json(StatusCode::OK, &view)
@@ -292,6 +309,10 @@ pub(super) async fn edit_group(
             }
             for (a, z) in &e.replica_zones {
                 c.set_zone(&group, Some(a), z)?;
+            }
+            if let Some(r) = e.read_from {
+                let g = c.group_index(&group)?;
+                c.groups[g].read_from = r;
             }
             Ok(())
         })?;

@@ -13,6 +13,7 @@
 
 mod auth;
 mod clusters;
+mod ha;
 mod migrations;
 pub mod serve;
 
@@ -28,6 +29,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 pub use clusters::{Assign, ClusterSummary, ClusterView, CreateCluster, GroupEdit};
+pub use ha::{ClusterEdit, FailoverRequest, FailoverStarted};
 pub use migrations::{MigrationView, Rebalance, StartMigration};
 pub use serve::{serve, Limits};
 
@@ -200,7 +202,13 @@ pub fn router(api: Api) -> Router {
         )
         .route(
             "/v1/clusters/{name}",
-            get(clusters::show).delete(clusters::delete),
+            get(clusters::show)
+                .delete(clusters::delete)
+                .patch(ha::edit_cluster),
+        )
+        .route(
+            "/v1/clusters/{name}/groups/{group}/failover",
+            post(ha::failover),
         )
         .route("/v1/clusters/{name}/groups", post(clusters::grow))
         .route(

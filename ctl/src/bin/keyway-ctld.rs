@@ -17,7 +17,7 @@ use keyway_ctl::auth::{Auth, Token};
 use keyway_ctl::cli::parse_duration;
 use keyway_ctl::daemon::Ctld;
 use keyway_ctl::model::names::check_lease;
-use keyway_ctl::{api, control, migrate, store};
+use keyway_ctl::{api, control, health, migrate, store};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
@@ -169,12 +169,15 @@ fn run(
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let orchestrator = migrate::start(ctld.clone(), stop.clone())
             .map_err(|e| anyhow::anyhow!("cannot start the migration orchestrator: {e}"))?;
+        // Health checks and failovers (`keyway_ctl::health`).
+        let supervisor = tokio::spawn(health::supervisor::run(ctld.clone()));
         let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(|e| anyhow::anyhow!("cannot handle SIGTERM: {e}"))?;
         api::serve(api_listener, app, api::Limits::default(), shutdown(term)).await;
         // Sweeps record where they are before the process ends, and acked
         // versions not saved yet are.
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        supervisor.abort();
         let c = ctld.clone();
         let _ = tokio::task::spawn_blocking(move || {
             let _ = orchestrator.join();

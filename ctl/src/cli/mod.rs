@@ -2,8 +2,10 @@
 //! the API's JSON with `--json`. Failures return a one-line reason; the binary
 //! prints it and exits non-zero.
 
+mod ha;
 mod migrations;
 
+pub use ha::{FailoverArgs, SetArgs};
 pub use migrations::{MigrationCmd, SettingsArgs};
 
 use std::time::Duration;
@@ -81,6 +83,9 @@ pub enum Command {
     /// Pause, resume or cancel a migration.
     #[command(subcommand)]
     Migration(MigrationCmd),
+    /// Replace a group's master by a replica: a switchover (writes held,
+    /// the replica catches up, no write lost) while the master is up.
+    Failover(FailoverArgs),
     /// Export a cluster's desired state to a file, or apply one.
     #[command(subcommand)]
     Snapshot(SnapshotCmd),
@@ -144,6 +149,8 @@ pub enum ClusterCmd {
         #[arg(long)]
         force: bool,
     },
+    /// Change a cluster's health checks, automatic failover or lease.
+    Set(SetArgs),
     /// Remove a group; refused while it owns slots.
     Shrink {
         /// Cluster name.
@@ -192,6 +199,10 @@ pub struct GroupArgs {
     /// Set a replica's zone: ADDR=ZONE.
     #[arg(long = "replica-zone", value_name = "ADDR=ZONE")]
     replica_zone: Vec<String>,
+    /// Where data planes send read-only commands: master, replica or
+    /// local-zone.
+    #[arg(long = "read-from", value_name = "POLICY")]
+    read_from: Option<crate::model::ReadFrom>,
     /// Accept addresses that do not resolve (yet).
     #[arg(long)]
     force: bool,
@@ -404,6 +415,7 @@ pub fn run(cmd: Command, api: &str, token: Option<&Token>, json: bool) -> Result
                 slots,
                 groups,
                 lease_ms: lease.map(|d| d.as_millis() as u64),
+                ha: None,
             };
             let cl: Cluster = c.post(&forced("/v1/clusters".into(), force), &req)?;
             emit(json, &cl, print_cluster);
@@ -441,6 +453,7 @@ pub fn run(cmd: Command, api: &str, token: Option<&Token>, json: bool) -> Result
                     println!();
                     print_dataplanes(&d);
                 }
+                ha::print_health(v);
             });
         }
         Command::Cluster(ClusterCmd::Delete { name }) => {
@@ -470,6 +483,7 @@ pub fn run(cmd: Command, api: &str, token: Option<&Token>, json: bool) -> Result
                 master: g.master,
                 zone: g.zone,
                 remove_replicas: g.remove_replica,
+                read_from: g.read_from,
                 ..GroupEdit::default()
             };
             for r in &g.add_replica {
@@ -536,6 +550,8 @@ pub fn run(cmd: Command, api: &str, token: Option<&Token>, json: bool) -> Result
             emit(json, &cl, print_cluster);
         }
         Command::Local(l) => crate::local::run(l, json)?,
+        Command::Failover(a) => ha::failover(&c, a, json)?,
+        Command::Cluster(ClusterCmd::Set(a)) => ha::set(&c, a, json)?,
         Command::Migrate {
             name,
             slots,

@@ -16,10 +16,11 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use keyway_capnp::control::{Ack, Hello};
+use keyway_capnp::control::{Ack, BackendReport, Hello};
 use tokio::sync::oneshot;
 
 use super::DataPlaneView;
+use crate::health::Tally;
 use crate::model::{DataPlaneRecord, State};
 
 /// One session of a data plane (not persisted).
@@ -35,6 +36,9 @@ pub(super) struct Session {
     pub(super) lease_until: Option<Instant>,
     /// Tells the session's task to end (a newer session replaced it).
     close: Option<oneshot::Sender<()>>,
+    /// Its last ack's backend reports, and when that ack came.
+    pub(super) reports: Vec<BackendReport>,
+    pub(super) reported_at: Option<Instant>,
 }
 
 /// A data plane.
@@ -149,6 +153,8 @@ impl Registry {
             fenced: true,
             lease_until,
             close: Some(close),
+            reports: Vec::new(),
+            reported_at: None,
         });
         let must_persist = plane
             .saved
@@ -173,7 +179,10 @@ impl Registry {
             Some(s) if s.id == session && s.connected => {
                 s.drained = a.drained;
                 s.fenced = a.fenced;
-                s.lease_until = Some(Instant::now() + lease);
+                let now = Instant::now();
+                s.lease_until = Some(now + lease);
+                s.reports.clone_from(&a.backends);
+                s.reported_at = Some(now);
             }
             _ => return Acked::Stale,
         }
@@ -208,6 +217,40 @@ impl Registry {
             .as_ref()
             .and_then(|s| s.lease_until)
             .unwrap_or(started + lease)
+    }
+
+    /// What the connected data planes of `cluster` that reported within
+    /// `fresh` say of server `addr`.
+    pub(super) fn tally(
+        &self,
+        cluster: &str,
+        addr: &str,
+        fresh: Duration,
+        down_after: Duration,
+    ) -> Tally {
+        let now = Instant::now();
+        let mut t = Tally::default();
+        for p in self.planes.values().filter(|p| p.record.cluster == cluster) {
+            let Some(s) = p.session.as_ref().filter(|s| s.connected) else {
+                continue;
+            };
+            let Some(age) = s
+                .reported_at
+                .map(|at| now.saturating_duration_since(at))
+                .filter(|age| *age <= fresh)
+            else {
+                continue;
+            };
+            if let Some(r) = s.reports.iter().find(|r| r.address == addr) {
+                t.count(
+                    r.failures,
+                    r.since_success_ms.map(Duration::from_millis),
+                    age,
+                    down_after,
+                );
+            }
+        }
+        t
     }
 
     /// The view of data plane `p`.

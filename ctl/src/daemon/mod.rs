@@ -34,6 +34,7 @@ use keyway_capnp::snapshot::Snapshot;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Notify};
 
+use crate::health::{Board, GroupHealth, Tally};
 use crate::model::{Cluster, Migration, ModelError, State};
 use crate::store::{Store, StoreError};
 pub use dataplanes::Registration;
@@ -83,6 +84,8 @@ pub struct Ctld {
     planes: Mutex<Registry>,
     /// Wakes the persister of acked versions.
     acks: Notify,
+    /// Every server's health as ctld's checks see it (`crate::health`).
+    health: Mutex<Board>,
     /// The lease for clusters created without one.
     pub default_lease: Duration,
     /// When this ctld started: data planes it has not heard from may hold a
@@ -116,6 +119,7 @@ impl Ctld {
             current: Mutex::new(Arc::new(state)),
             channels: Mutex::new(channels),
             acks: Notify::new(),
+            health: Mutex::new(Board::default()),
             default_lease,
             started: Instant::now(),
         }
@@ -275,6 +279,38 @@ impl Ctld {
             .collect();
         out.sort();
         out
+    }
+
+    /// The servers' health board (`crate::health`); held briefly.
+    pub fn board(&self) -> MutexGuard<'_, Board> {
+        lock(&self.health)
+    }
+
+    /// What the data planes of `cluster` say of server `addr`: those
+    /// connected whose last report is at most a third of the lease plus
+    /// `down_after` old (they send one at least every third of the lease, and
+    /// at once when a backend fails or recovers).
+    pub fn tally(&self, cluster: &str, addr: &str, down_after: Duration) -> Tally {
+        let fresh = self.lease_of(cluster) / 3 + down_after;
+        lock(&self.planes).tally(cluster, addr, fresh, down_after)
+    }
+
+    /// Every group's health in cluster `c`.
+    pub fn health(&self, c: &Cluster) -> Vec<GroupHealth> {
+        let down_after = Duration::from_millis(c.ha.down_after_ms);
+        let tallies: HashMap<String, Tally> = c
+            .groups
+            .iter()
+            .flat_map(|g| g.addresses())
+            .map(|a| (a.to_string(), self.tally(&c.name, a, down_after)))
+            .collect();
+        let board = lock(&self.health);
+        crate::health::view(
+            c,
+            &board,
+            |a| tallies.get(a).copied().unwrap_or_default(),
+            Instant::now(),
+        )
     }
 
     /// Follows a cluster's snapshots, if it exists.

@@ -8,6 +8,7 @@ use std::collections::{HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 
 use super::addresses::{Resolved, Used};
+use super::ha::{FailoverProgress, FailoverRecord, HaSettings};
 use super::migration::Migration;
 use super::names::{check_lease, check_name, check_zone, parse_address, MAX_GROUPS, MAX_REPLICAS};
 use super::slots::{format_slots, quote, ranges_from_owners, OwnedRange, SlotSet};
@@ -34,6 +35,14 @@ pub struct Group {
     /// under way.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub hold: bool,
+    /// Former masters, failed over while down: each is made a replica of
+    /// the current master when it returns, and only then listed (and read
+    /// from) as one. Not in the snapshot.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub demoting: Vec<Replica>,
+    /// A failover under way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover: Option<FailoverProgress>,
 }
 
 /// Where data planes send a group's read-only commands (`read_from`).
@@ -109,6 +118,15 @@ pub struct Cluster {
     /// The last migration id given.
     #[serde(default)]
     pub next_migration: u64,
+    /// Health checks and automatic failover.
+    #[serde(default)]
+    pub ha: HaSettings,
+    /// Recent failovers, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failovers: Vec<FailoverRecord>,
+    /// The last failover id given.
+    #[serde(default)]
+    pub next_failover: u64,
 }
 
 /// Checks a group's own fields: its name, addresses, zones and replica
@@ -136,10 +154,11 @@ fn check_replica(r: &Replica) -> Result<(), String> {
 }
 
 impl Group {
-    /// Its master's and replicas' addresses.
+    /// Its master's, replicas' and former masters' addresses.
     pub fn addresses(&self) -> impl Iterator<Item = &str> {
         std::iter::once(self.master.as_str())
             .chain(self.replicas.iter().map(|r| r.address.as_str()))
+            .chain(self.demoting.iter().map(|r| r.address.as_str()))
     }
 }
 
@@ -171,6 +190,9 @@ impl Cluster {
             slots: Vec::new(),
             migrations: Vec::new(),
             next_migration: 0,
+            ha: HaSettings::default(),
+            failovers: Vec::new(),
+            next_failover: 0,
         };
         c.set_groups(groups, resolved)?;
         let n = c.groups.len() as u64;
@@ -446,6 +468,23 @@ impl Cluster {
             )));
         }
         check_lease(desired.lease_millis).map_err(ModelError::invalid)?;
+        desired.ha.check()?;
+        if let Some(g) = self.groups.iter().find(|g| g.failover.is_some()) {
+            return Err(ModelError::conflict(format!(
+                "group {:?} is failing over; wait for it to finish before applying a snapshot",
+                g.name
+            )));
+        }
+        if let Some(g) = desired
+            .groups
+            .iter()
+            .find(|g| g.hold || g.failover.is_some())
+        {
+            return Err(ModelError::invalid(format!(
+                "group {:?} of the snapshot is held or failing over: only ctld starts failovers",
+                g.name
+            )));
+        }
         let mut next = Cluster {
             name: self.name.clone(),
             version: self.version,
@@ -455,6 +494,9 @@ impl Cluster {
             slots: Vec::new(),
             migrations: self.migrations.clone(),
             next_migration: self.next_migration,
+            ha: desired.ha,
+            failovers: self.failovers.clone(),
+            next_failover: self.next_failover,
         };
         next.set_groups(desired.groups.clone(), resolved)?;
         let index = next.index();

@@ -8,6 +8,7 @@
 
 pub mod addresses;
 pub mod cluster;
+pub mod ha;
 pub mod migration;
 pub mod names;
 pub mod slots;
@@ -18,7 +19,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub use addresses::Resolved;
-pub use cluster::{Cluster, Group, Replica};
+pub use cluster::{Cluster, Group, ReadFrom, Replica};
+pub use ha::{FailoverKind, FailoverProgress, FailoverRecord, HaSettings};
 pub use migration::{Migration, MigrationState, MoveSettings};
 pub use slots::{OwnedRange, SlotSet};
 

@@ -66,6 +66,7 @@ impl Cluster {
             next = r.last + 1;
         }
         self.validate_migrations(&names)?;
+        self.validate_ha()?;
         self.snapshot().validate().map_err(invalid)
     }
 

@@ -1,0 +1,191 @@
+//! High availability endpoints: a group's switchover (or forced failover)
+//! and a cluster's health-check and failover settings.
+
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use super::{blocking, json, parse, Api, Reply};
+use crate::daemon::unix_ms;
+use crate::health::choose_replica;
+use crate::model::names::check_lease;
+use crate::model::{FailoverKind, ModelError};
+
+/// `POST /v1/clusters/{name}/groups/{group}/failover`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailoverRequest {
+    /// The replica to promote (default: the best one, as an automatic
+    /// failover would choose).
+    #[serde(default)]
+    pub to: Option<String>,
+    /// Promote even a replica that is down by ctld's checks or lagging,
+    /// and fail over a master that is down (no catch-up wait then).
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// The answer: the failover started (see the cluster's `failovers` for its
+/// end).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct FailoverStarted {
+    /// Its id.
+    pub failover: u64,
+    /// The replica being promoted.
+    pub to: String,
+    /// "switchover" (the master is up: its replica catches up first, no
+    /// write is lost) or "automatic" (forced while the master is down).
+    pub kind: FailoverKind,
+}
+
+/// `PATCH /v1/clusters/{name}`: any of these settings.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterEdit {
+    /// How often each server is checked.
+    #[serde(default)]
+    pub check_interval_ms: Option<u64>,
+    /// How long a master's checks fail before it is failed.
+    #[serde(default)]
+    pub down_after_ms: Option<u64>,
+    /// Fail masters over automatically.
+    #[serde(default)]
+    pub auto_failover: Option<bool>,
+    /// The most a replica may lag to be promoted automatically.
+    #[serde(default)]
+    pub max_lag_bytes: Option<u64>,
+    /// The data planes' lease.
+    #[serde(default)]
+    pub lease_ms: Option<u64>,
+}
+
+pub(super) async fn failover(
+    State(api): State<Api>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Reply {
+    let (Path((name, group)), body) = (path?, body?);
+    blocking(move || {
+        let req: FailoverRequest = if body.is_empty() {
+            FailoverRequest::default()
+        } else {
+            parse(&body)?
+        };
+        let c = api.ctld.cluster(&name)?;
+        let g = &c.groups[c.group_index(&group)?];
+        let now = Instant::now();
+        let board = api.ctld.board();
+        let master = board.get(&name, &g.master).cloned();
+        let master_up = master
+            .as_ref()
+            .is_some_and(|s| s.up() && s.replication.as_ref().is_some_and(|r| r.is_master()));
+        if !master_up && !req.force {
+            return Err(ModelError::conflict(format!(
+                "the master of group {group:?} is not up by ctld's checks, so its replica cannot \
+                 catch up: automatic failover handles a failed master (or give force to promote \
+                 a replica now, losing what it lacks)"
+            ))
+            .into());
+        }
+        let master_offset = master.and_then(|s| s.replication).map_or(0, |r| r.offset);
+        let (to, offset) = match &req.to {
+            Some(to) => {
+                if !g.replicas.iter().any(|r| r.address == *to) {
+                    return Err(ModelError::not_found(format!(
+                        "group {group:?} has no replica {to:?}"
+                    ))
+                    .into());
+                }
+                let only = crate::model::Group {
+                    replicas: g
+                        .replicas
+                        .iter()
+                        .filter(|r| r.address == *to)
+                        .cloned()
+                        .collect(),
+                    ..g.clone()
+                };
+                choose_replica(
+                    &only,
+                    |a| board.get(&name, a).cloned(),
+                    master_offset,
+                    &c.ha,
+                    true,
+                    now,
+                )
+            }
+            None => choose_replica(
+                g,
+                |a| board.get(&name, a).cloned(),
+                master_offset,
+                &c.ha,
+                true,
+                now,
+            ),
+        }
+        .or_else(|why| match (&req.to, req.force) {
+            (Some(to), true) => Ok((to.clone(), 0)),
+            _ => Err(ModelError::conflict(format!(
+                "group {group:?}: {why}{}",
+                if req.to.is_some() {
+                    ""
+                } else {
+                    " (name one with to, and force)"
+                }
+            ))),
+        })?;
+        drop(board);
+        let kind = if master_up {
+            FailoverKind::Switchover
+        } else {
+            FailoverKind::Automatic
+        };
+        let mut id = 0;
+        api.ctld.change(&name, |c| {
+            id = c.begin_failover(&group, kind, &to, (master_offset, offset), unix_ms())?;
+            Ok(())
+        })?;
+        tracing::info!(cluster = %name, %group, id, %to, ?kind, "failover requested");
+        json(
+            StatusCode::ACCEPTED,
+            &FailoverStarted {
+                failover: id,
+                to,
+                kind,
+            },
+        )
+    })
+    .await
+}
+
+pub(super) async fn edit_cluster(
+    State(api): State<Api>,
+    path: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Reply {
+    let (Path(name), body) = (path?, body?);
+    blocking(move || {
+        let e: ClusterEdit = parse(&body)?;
+        if let Some(l) = e.lease_ms {
+            check_lease(l).map_err(ModelError::invalid)?;
+        }
+        let c = api.ctld.change(&name, |c| {
+            let ha = &mut c.ha;
+            ha.check_interval_ms = e.check_interval_ms.unwrap_or(ha.check_interval_ms);
+            ha.down_after_ms = e.down_after_ms.unwrap_or(ha.down_after_ms);
+            ha.auto_failover = e.auto_failover.unwrap_or(ha.auto_failover);
+            ha.max_lag_bytes = e.max_lag_bytes.unwrap_or(ha.max_lag_bytes);
+            ha.check()?;
+            if let Some(l) = e.lease_ms {
+                c.lease_millis = l;
+            }
+            Ok(())
+        })?;
+        json(StatusCode::OK, &c)
+    })
+    .await
+}

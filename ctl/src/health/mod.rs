@@ -1,0 +1,515 @@
+//! Health of every server of every cluster (DESIGN §5), and the decisions
+//! taken from it.
+//!
+//! ctld checks each master, replica and former master every
+//! `check_interval_ms` (PING and INFO replication, [`probe`]); data planes
+//! report how they fare with the servers they use in their acks. A master is
+//! **failed** when ctld's checks have failed for `down_after_ms` (counted
+//! from its last good check) **and**, among the data planes whose reports on
+//! it are fresh, more fail it than reach it ([`Tally::agrees_down`]): a ctld
+//! cut off from a master that data planes still reach does not fail it
+//! over. With no fresh report, ctld's own view decides.
+//!
+//! What is kept here is not persisted: a restarted or newly elected ctld
+//! starts with every server unknown and counts `down_after` from its own
+//! first checks.
+
+pub mod failover;
+pub mod probe;
+pub mod supervisor;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::model::{Cluster, Group, HaSettings};
+pub use probe::Replication;
+
+/// ctld's own view of one server.
+#[derive(Debug, Clone, Default)]
+pub struct ServerState {
+    /// When ctld first checked it (this ctld's life).
+    pub first_check: Option<Instant>,
+    /// Its last good check.
+    pub last_ok: Option<Instant>,
+    /// Its last check.
+    pub last_check: Option<Instant>,
+    /// Failed checks since the last good one.
+    pub failures: u32,
+    /// Why the last failed check failed.
+    pub last_error: String,
+    /// What its last good check said.
+    pub replication: Option<Replication>,
+}
+
+impl ServerState {
+    /// The last check succeeded.
+    pub fn up(&self) -> bool {
+        self.last_check.is_some() && self.failures == 0
+    }
+
+    /// ctld's checks have failed for at least `down_after` (from the last
+    /// good check, or from the first check if there never was one).
+    pub fn down_for(&self, now: Instant, down_after: Duration) -> bool {
+        if self.failures == 0 {
+            return false;
+        }
+        match self.last_ok.or(self.first_check) {
+            Some(since) => now.saturating_duration_since(since) >= down_after,
+            None => false,
+        }
+    }
+
+    /// Records a check's result.
+    pub fn record(&mut self, at: Instant, r: Result<Replication, String>) {
+        self.first_check.get_or_insert(at);
+        self.last_check = Some(at);
+        match r {
+            Ok(rep) => {
+                self.last_ok = Some(at);
+                self.failures = 0;
+                self.replication = Some(rep);
+            }
+            Err(e) => {
+                self.failures = self.failures.saturating_add(1);
+                self.last_error = e;
+            }
+        }
+    }
+}
+
+/// What the data planes reporting on one server say.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Tally {
+    /// Their last attempt failed.
+    pub failing: u32,
+    /// They had a reply within `down_after`.
+    pub reaching: u32,
+}
+
+impl Tally {
+    /// Counts one data plane's report, `age` old, on a server:
+    /// `failures` consecutive failures and a success `since_success` before
+    /// the report. A report that is neither (no recent traffic) abstains.
+    pub fn count(
+        &mut self,
+        failures: u32,
+        since_success: Option<Duration>,
+        age: Duration,
+        down_after: Duration,
+    ) {
+        if failures > 0 {
+            self.failing += 1;
+        } else if since_success.is_some_and(|s| s + age < down_after) {
+            self.reaching += 1;
+        }
+    }
+
+    /// Most data planes that report on the server fail it (or none
+    /// reports).
+    pub fn agrees_down(&self) -> bool {
+        self.failing > self.reaching || self.failing + self.reaching == 0
+    }
+}
+
+/// Every server's state, by cluster and address.
+#[derive(Debug, Default)]
+pub struct Board {
+    servers: HashMap<(String, String), ServerState>,
+    /// Groups that are failed and cannot be healed, with why.
+    stuck: HashMap<(String, String), String>,
+}
+
+impl Board {
+    /// One server's state.
+    pub fn get(&self, cluster: &str, addr: &str) -> Option<&ServerState> {
+        self.servers.get(&(cluster.to_string(), addr.to_string()))
+    }
+
+    /// Records a check.
+    pub fn record(
+        &mut self,
+        cluster: &str,
+        addr: &str,
+        at: Instant,
+        r: Result<Replication, String>,
+    ) {
+        self.servers
+            .entry((cluster.to_string(), addr.to_string()))
+            .or_default()
+            .record(at, r);
+    }
+
+    /// Forgets servers no cluster lists any more.
+    pub fn retain(&mut self, keep: impl Fn(&str, &str) -> bool) {
+        self.servers.retain(|(c, a), _| keep(c, a));
+        self.stuck.retain(|(c, g), _| keep(c, g) || keep(c, ""));
+    }
+
+    /// Marks a group as failed without a way to heal it (or clears it).
+    pub fn set_stuck(&mut self, cluster: &str, group: &str, why: Option<String>) {
+        let k = (cluster.to_string(), group.to_string());
+        match why {
+            Some(w) => {
+                self.stuck.insert(k, w);
+            }
+            None => {
+                self.stuck.remove(&k);
+            }
+        }
+    }
+
+    /// Why a group is failed and not healed, if it is.
+    pub fn stuck(&self, cluster: &str, group: &str) -> Option<&str> {
+        self.stuck
+            .get(&(cluster.to_string(), group.to_string()))
+            .map(String::as_str)
+    }
+}
+
+/// One server as `cluster show` and the API show it.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct ServerView {
+    /// Its group.
+    pub group: String,
+    /// `host:port`.
+    pub address: String,
+    /// What the desired state says it is: "master", "replica" or
+    /// "former-master" (failed over, to be made a replica when back).
+    pub listed_as: String,
+    /// "up", "down" (checks failing), "failed" (a master down for
+    /// `down_after` that the data planes fail too), or "unknown" (not
+    /// checked yet).
+    pub health: String,
+    /// Milliseconds since the last good check.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_ok_ms_ago: Option<u64>,
+    /// The last failed check's reason.
+    #[serde(skip_serializing_if = "String::is_empty", default)]
+    pub last_error: String,
+    /// Its role as it says (`INFO replication`), from the last good check.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// Its replication offset, from the last good check.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    /// A replica's link to its master is up.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link_up: Option<bool>,
+    /// Data planes whose last attempt on it failed.
+    pub dataplanes_failing: u32,
+    /// Data planes that had a reply from it recently.
+    pub dataplanes_reaching: u32,
+}
+
+/// One group's health as `cluster show` and the API show it.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct GroupHealth {
+    /// The group.
+    pub group: String,
+    /// "ok", "degraded" (a replica is down), "failing-over", or "failed".
+    pub state: String,
+    /// Why it is failed and not healed, if it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+    /// Its servers.
+    pub servers: Vec<ServerView>,
+}
+
+/// The verdict on a group's master.
+pub fn master_failed(s: Option<&ServerState>, tally: Tally, ha: &HaSettings, now: Instant) -> bool {
+    let down_after = Duration::from_millis(ha.down_after_ms);
+    s.is_some_and(|s| s.down_for(now, down_after)) && tally.agrees_down()
+}
+
+/// The replica to promote in place of `g`'s master: up (a good check within
+/// two intervals), a replica by its own word, not empty, not further behind
+/// the master's last seen offset than allowed (unless `force`), preferring
+/// another zone than the master's, then the highest offset. The error says
+/// why there is none, replica by replica.
+pub fn choose_replica(
+    g: &Group,
+    state: impl Fn(&str) -> Option<ServerState>,
+    master_offset: u64,
+    ha: &HaSettings,
+    force: bool,
+    now: Instant,
+) -> Result<(String, u64), String> {
+    let fresh = Duration::from_millis(ha.check_interval_ms * 2 + 500);
+    let mut best: Option<(bool, u64, String)> = None;
+    let mut why = Vec::new();
+    for r in &g.replicas {
+        let s = state(&r.address);
+        let Some(s) = s.filter(|s| s.up() && s.last_ok.is_some_and(|t| now - t <= fresh)) else {
+            why.push(format!("{} is not up", r.address));
+            continue;
+        };
+        let rep = s.replication.clone().unwrap_or_default();
+        if rep.is_master() {
+            why.push(format!("{} says it is a master", r.address));
+            continue;
+        }
+        if rep.offset == 0 {
+            why.push(format!("{} has never synced (offset 0)", r.address));
+            continue;
+        }
+        let lag = master_offset.saturating_sub(rep.offset);
+        if lag > ha.max_lag_bytes && !force {
+            why.push(format!(
+                "{} is {lag} bytes behind the master's last seen offset (max_lag_bytes {})",
+                r.address, ha.max_lag_bytes
+            ));
+            continue;
+        }
+        let other_zone = g.zone.is_empty() || r.zone != g.zone;
+        let key = (other_zone, rep.offset, r.address.clone());
+        if best.as_ref().is_none_or(|b| (key.0, key.1) > (b.0, b.1)) {
+            best = Some(key);
+        }
+    }
+    match best {
+        Some((_, offset, addr)) => Ok((addr, offset)),
+        None if g.replicas.is_empty() => Err("it has no replica".into()),
+        None => Err(format!("no replica can be promoted: {}", why.join("; "))),
+    }
+}
+
+/// The health view of every group of `c`.
+pub fn view(
+    c: &Cluster,
+    board: &Board,
+    tally: impl Fn(&str) -> Tally,
+    now: Instant,
+) -> Vec<GroupHealth> {
+    let ms = |t: Option<Instant>| t.map(|t| now.saturating_duration_since(t).as_millis() as u64);
+    c.groups
+        .iter()
+        .map(|g| {
+            let mut servers = Vec::new();
+            let listed = std::iter::once((g.master.as_str(), "master"))
+                .chain(g.replicas.iter().map(|r| (r.address.as_str(), "replica")))
+                .chain(
+                    g.demoting
+                        .iter()
+                        .map(|r| (r.address.as_str(), "former-master")),
+                );
+            let mut master_failed_now = false;
+            let mut replica_down = false;
+            for (addr, what) in listed {
+                let s = board.get(&c.name, addr);
+                let t = tally(addr);
+                let failed = what == "master" && master_failed(s, t, &c.ha, now);
+                master_failed_now |= failed;
+                let health = match s {
+                    None => "unknown",
+                    Some(_) if failed => "failed",
+                    Some(s) if s.up() => "up",
+                    Some(_) => "down",
+                };
+                replica_down |= what == "replica" && health != "up";
+                servers.push(ServerView {
+                    group: g.name.clone(),
+                    address: addr.to_string(),
+                    listed_as: what.to_string(),
+                    health: health.to_string(),
+                    last_ok_ms_ago: s.and_then(|s| ms(s.last_ok)),
+                    last_error: s
+                        .filter(|s| s.failures > 0)
+                        .map(|s| s.last_error.clone())
+                        .unwrap_or_default(),
+                    role: s.and_then(|s| s.replication.as_ref().map(|r| r.role.clone())),
+                    offset: s.and_then(|s| s.replication.as_ref().map(|r| r.offset)),
+                    link_up: s
+                        .and_then(|s| s.replication.as_ref())
+                        .filter(|r| !r.is_master())
+                        .map(|r| r.link_up),
+                    dataplanes_failing: t.failing,
+                    dataplanes_reaching: t.reaching,
+                });
+            }
+            let problem = board.stuck(&c.name, &g.name).map(str::to_string);
+            let state = if g.failover.is_some() {
+                "failing-over"
+            } else if master_failed_now || problem.is_some() {
+                "failed"
+            } else if replica_down {
+                "degraded"
+            } else {
+                "ok"
+            };
+            GroupHealth {
+                group: g.name.clone(),
+                state: state.to_string(),
+                problem,
+                servers,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Replica;
+
+    fn rep(role: &str, offset: u64) -> Result<Replication, String> {
+        Ok(Replication {
+            role: role.into(),
+            offset,
+            ..Replication::default()
+        })
+    }
+
+    #[test]
+    fn a_master_is_failed_only_after_down_after_and_with_the_data_planes() {
+        let ha = HaSettings::default();
+        let t0 = Instant::now();
+        let mut s = ServerState::default();
+        s.record(t0, rep("master", 10));
+        s.record(t0 + Duration::from_secs(1), Err("refused".into()));
+        let none = Tally::default();
+        assert!(!master_failed(
+            Some(&s),
+            none,
+            &ha,
+            t0 + Duration::from_secs(4)
+        ));
+        assert!(master_failed(
+            Some(&s),
+            none,
+            &ha,
+            t0 + Duration::from_secs(5)
+        ));
+        // Data planes that still reach it veto ctld's view.
+        let mut t = Tally::default();
+        let after = Duration::from_secs(5);
+        t.count(
+            0,
+            Some(Duration::from_millis(50)),
+            Duration::from_millis(10),
+            after,
+        );
+        t.count(
+            0,
+            Some(Duration::from_millis(80)),
+            Duration::from_millis(10),
+            after,
+        );
+        t.count(3, None, Duration::ZERO, after);
+        assert_eq!((t.failing, t.reaching), (1, 2));
+        assert!(!master_failed(
+            Some(&s),
+            t,
+            &ha,
+            t0 + Duration::from_secs(9)
+        ));
+        // A stale success abstains.
+        let mut t = Tally::default();
+        t.count(
+            0,
+            Some(Duration::from_secs(4)),
+            Duration::from_secs(2),
+            after,
+        );
+        t.count(2, Some(Duration::from_secs(6)), Duration::ZERO, after);
+        assert_eq!((t.failing, t.reaching), (1, 0));
+        assert!(master_failed(Some(&s), t, &ha, t0 + Duration::from_secs(9)));
+        // A good check clears it; never checked is never failed.
+        s.record(t0 + Duration::from_secs(10), rep("master", 11));
+        assert!(!master_failed(
+            Some(&s),
+            none,
+            &ha,
+            t0 + Duration::from_secs(20)
+        ));
+        assert!(!master_failed(None, none, &ha, t0));
+        // Never up since ctld started: counted from the first check.
+        let mut n = ServerState::default();
+        n.record(t0, Err("refused".into()));
+        assert!(master_failed(
+            Some(&n),
+            none,
+            &ha,
+            t0 + Duration::from_secs(5)
+        ));
+    }
+
+    #[test]
+    fn the_replica_chosen_is_up_synced_close_and_in_another_zone() {
+        let ha = HaSettings::default();
+        let now = Instant::now();
+        let mut g = Group {
+            name: "g".into(),
+            master: "m:1".into(),
+            zone: "a".into(),
+            ..Group::default()
+        };
+        for (addr, zone) in [("r1:1", "a"), ("r2:1", "b"), ("r3:1", "b"), ("r4:1", "c")] {
+            g.replicas.push(Replica {
+                address: addr.into(),
+                zone: zone.into(),
+            });
+        }
+        let states: HashMap<&str, ServerState> = [
+            ("r1:1", rep("slave", 1000)),
+            ("r2:1", rep("slave", 900)),
+            ("r3:1", rep("slave", 950)),
+            ("r4:1", Err("down".to_string())),
+        ]
+        .into_iter()
+        .map(|(a, r)| {
+            let mut s = ServerState::default();
+            s.record(now, r);
+            (a, s)
+        })
+        .collect();
+        let get = |a: &str| states.get(a).cloned();
+        // r1 has the highest offset but shares the master's zone.
+        assert_eq!(
+            choose_replica(&g, get, 1000, &ha, false, now).unwrap(),
+            ("r3:1".to_string(), 950)
+        );
+        // Too far behind: none, unless forced.
+        let strict = HaSettings {
+            max_lag_bytes: 10,
+            ..ha
+        };
+        // Only r1 is close enough: its zone does not matter then.
+        assert_eq!(
+            choose_replica(&g, get, 1000, &strict, false, now)
+                .unwrap()
+                .0,
+            "r1:1"
+        );
+        let e = choose_replica(&g, get, 2000, &strict, false, now).unwrap_err();
+        assert!(
+            e.contains("r3:1 is 1050 bytes behind") && e.contains("r4:1 is not up"),
+            "{e}"
+        );
+        assert_eq!(
+            choose_replica(&g, get, 2000, &strict, true, now).unwrap().0,
+            "r3:1"
+        );
+        // An empty replica is never promoted; nor one that says it is a master.
+        let mut s = ServerState::default();
+        s.record(now, rep("slave", 0));
+        let mut m = ServerState::default();
+        m.record(now, rep("master", 5000));
+        let only = |a: &str| match a {
+            "r1:1" => Some(s.clone()),
+            "r2:1" => Some(m.clone()),
+            _ => None,
+        };
+        let e = choose_replica(&g, only, 0, &ha, true, now).unwrap_err();
+        assert!(
+            e.contains("never synced") && e.contains("says it is a master"),
+            "{e}"
+        );
+        g.replicas.clear();
+        assert_eq!(
+            choose_replica(&g, get, 0, &ha, false, now).unwrap_err(),
+            "it has no replica"
+        );
+    }
+}
