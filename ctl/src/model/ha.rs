@@ -358,7 +358,7 @@ mod tests {
             address: "127.0.0.1:7101".into(),
             zone: "z2".into(),
         });
-        let mut c = Cluster::create("c", 1024, vec![a, g("b", 7002)], 30_000, &none()).unwrap();
+        let c = Cluster::create("c", 1024, vec![a, g("b", 7002)], 30_000, &none()).unwrap();
         c.validate().unwrap();
         c
     }
