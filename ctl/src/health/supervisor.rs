@@ -293,7 +293,8 @@ impl Supervisor {
                 });
                 continue;
             }
-            if !(former || rep.is_master() || (!follows && !rep.link_up)) {
+            let wrong = former || rep.is_master() || (!follows && !rep.link_up);
+            if !wrong {
                 continue;
             }
             if former && follows {
