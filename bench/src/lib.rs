@@ -3,6 +3,7 @@
 //! Redis in one run, and the online-migration benchmark ([`migrate`]).
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
+pub mod ha;
 pub mod harness;
 pub mod load;
 pub mod migrate;

@@ -12,7 +12,7 @@
 //! source runs MIGRATE synchronously, so its other clients wait meanwhile.
 
 pub mod report;
-mod system;
+pub(crate) mod system;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

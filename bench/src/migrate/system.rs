@@ -16,7 +16,7 @@ use super::Options;
 use crate::load::{self, parse_mix, LoadResult, LoadSpec, Stop};
 
 /// keywayctl against one keyway-ctld.
-pub(super) struct Ctl {
+pub(crate) struct Ctl {
     pub bin: PathBuf,
     pub api: SocketAddr,
 }
@@ -165,7 +165,7 @@ pub(super) fn big_hash(addr: SocketAddr, key: &str, fields: u64) -> anyhow::Resu
 }
 
 /// Sends one command and returns the first line of the reply.
-pub(super) fn command(addr: SocketAddr, args: &[&str]) -> anyhow::Result<String> {
+pub(crate) fn command(addr: SocketAddr, args: &[&str]) -> anyhow::Result<String> {
     let mut s = TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut req = format!("*{}\r\n", args.len());
@@ -179,7 +179,7 @@ pub(super) fn command(addr: SocketAddr, args: &[&str]) -> anyhow::Result<String>
 }
 
 /// Waits until keyway routes commands (it is fenced until its first table).
-pub(super) fn wait_serving(addr: SocketAddr) -> anyhow::Result<()> {
+pub(crate) fn wait_serving(addr: SocketAddr) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Ok(r) = command(addr, &["GET", "probe"]) {
