@@ -186,7 +186,11 @@ impl Mover {
         cmd
     }
 
-    fn outcome(r: Result<Value, RedisError>) -> Outcome {
+    /// What a MIGRATE's reply means. An `IOERR` reading from or writing to
+    /// the target is a timeout (a key too big for it) only if the call took
+    /// about the timeout; sooner, the target closed or reset the connection
+    /// (it died, or failed over): an error to retry, not a big key.
+    fn outcome(r: Result<Value, RedisError>, took: Duration, timeout_ms: u64) -> Outcome {
         match r {
             Ok(_) => Outcome::Done,
             Err(e) => {
@@ -195,6 +199,7 @@ impl Mover {
                     Outcome::Busy
                 } else if text.starts_with("IOERR")
                     && (text.contains("reading") || text.contains("writing"))
+                    && took.as_millis() as u64 >= timeout_ms / 2
                 {
                     Outcome::TimedOut(text)
                 } else {
@@ -253,6 +258,7 @@ impl Mover {
                 return Err(Fatal::Stopped);
             }
             let cmd = self.migrate_cmd(keys, timeout);
+            let started = Instant::now();
             let outcome = match self.call(&cmd, timeout) {
                 Ok(Ok(Value::Okay)) => {
                     tally.moved.fetch_add(keys.len() as u64, Relaxed);
@@ -264,7 +270,7 @@ impl Mover {
                     self.failures = 0;
                     return Ok(());
                 }
-                Ok(Err(e)) => Self::outcome(Err(e)),
+                Ok(Err(e)) => Self::outcome(Err(e), started.elapsed(), timeout),
                 Err(e) => {
                     self.failed(tally, e, stop)?;
                     continue;
@@ -352,7 +358,7 @@ impl Mover {
             let started = Instant::now();
             let cmd = self.migrate_cmd(&[key.to_vec()], timeout);
             let outcome = match self.call(&cmd, timeout) {
-                Ok(r) => Self::outcome(r),
+                Ok(r) => Self::outcome(r, started.elapsed(), timeout),
                 Err(e) => {
                     self.failed(tally, e, stop)?;
                     continue;

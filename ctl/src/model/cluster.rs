@@ -372,6 +372,7 @@ impl Cluster {
         resolved: &Resolved,
     ) -> Result<(), ModelError> {
         let g = self.group_index(group)?;
+        self.not_failing_over(g)?;
         parse_address(master).map_err(|e| ModelError::invalid(format!("master {e}")))?;
         if self.groups[g].master == master {
             return Ok(());
@@ -381,6 +382,19 @@ impl Cluster {
         used.claim(master)?;
         self.groups[g].master = master.to_string();
         Ok(())
+    }
+
+    /// Refuses to edit group `g`'s servers while it fails over.
+    fn not_failing_over(&self, g: usize) -> Result<(), ModelError> {
+        match &self.groups[g].failover {
+            Some(p) => Err(ModelError::conflict(format!(
+                "group {:?} is failing over to {} (failover {}); wait for it to finish",
+                self.groups[g].name,
+                quote(&p.to),
+                p.id
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// Adds a replica to a group.
@@ -402,9 +416,16 @@ impl Cluster {
         Ok(())
     }
 
-    /// Removes a replica from a group.
+    /// Removes a replica from a group (or a former master waiting to be made
+    /// one, which is then no longer looked after).
     pub fn remove_replica(&mut self, group: &str, address: &str) -> Result<(), ModelError> {
         let g = self.group_index(group)?;
+        self.not_failing_over(g)?;
+        let former = self.groups[g].demoting.len();
+        self.groups[g].demoting.retain(|r| r.address != address);
+        if self.groups[g].demoting.len() != former {
+            return Ok(());
+        }
         let before = self.groups[g].replicas.len();
         self.groups[g].replicas.retain(|r| r.address != address);
         if self.groups[g].replicas.len() == before {
