@@ -41,6 +41,9 @@ struct Supervisor {
     done: mpsc::UnboundedSender<Key>,
     /// When a server was last told whom to follow.
     repointed: HashMap<Key, Instant>,
+    /// When each group's last failover here ended: an automatic failover
+    /// that was abandoned is tried again only `down_after` later.
+    ended: HashMap<Key, Instant>,
 }
 
 /// Runs until aborted.
@@ -56,6 +59,7 @@ pub async fn run(ctld: Shared) {
         driving: HashMap::new(),
         done,
         repointed: HashMap::new(),
+        ended: HashMap::new(),
     };
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -63,7 +67,10 @@ pub async fn run(ctld: Shared) {
         tokio::select! {
             _ = tick.tick() => {}
             Some(c) = rx.recv() => s.checked(c),
-            Some(k) = finished.recv() => { s.driving.remove(&k); }
+            Some(k) = finished.recv() => {
+                s.driving.remove(&k);
+                s.ended.insert(k, Instant::now());
+            }
             Some(_) = s.tasks.join_next(), if !s.tasks.is_empty() => {}
         }
         while let Ok(c) = rx.try_recv() {
@@ -99,6 +106,8 @@ impl Supervisor {
         }
         self.probes.retain(|k, _| listed.contains(k));
         self.repointed.retain(|k, _| listed.contains(k));
+        self.ended
+            .retain(|(c, _), _| state.clusters.contains_key(c));
         self.ctld.board().retain(|c, a| {
             state.clusters.contains_key(c)
                 && (a.is_empty() || listed.contains(&(c.to_string(), a.to_string())))
@@ -149,7 +158,14 @@ impl Supervisor {
         let down_after = Duration::from_millis(c.ha.down_after_ms);
         let master = self.ctld.board().get(&c.name, &g.master).cloned();
         let tally = self.ctld.tally(&c.name, &g.master, down_after);
+        let resting = self
+            .ended
+            .get(&gkey)
+            .is_some_and(|t| now.saturating_duration_since(*t) < down_after);
         if master_failed(master.as_ref(), tally, &c.ha, now) {
+            if resting {
+                return;
+            }
             self.fail_over(
                 c,
                 g,
