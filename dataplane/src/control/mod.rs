@@ -189,6 +189,7 @@ impl Session {
             limits: live.limits.clone(),
             backend: live.backend.clone(),
             migration: live.migration.clone(),
+            zone: live.zone.clone(),
         }));
         self.shared.wake_cores();
     }
@@ -216,15 +217,22 @@ impl Session {
     }
 
     /// Logs the groups whose master did not resolve (they answer errors; the
-    /// others serve) and schedules another try.
+    /// others serve) and the replicas that did not (not read from), and
+    /// schedules another try.
     fn note_unresolved(&mut self, table: &RoutingTable) {
-        self.unresolved = 0;
         for g in table.unresolved() {
-            self.unresolved += 1;
             if let Err(why) = &g.master {
                 tracing::warn!(group = %g.name, "group unavailable until its master resolves: {why}");
             }
         }
+        for g in table.groups() {
+            for r in g.replicas.iter() {
+                if let Err(why) = &r.addr {
+                    tracing::warn!(group = %g.name, replica = %r.text, "replica not read from until it resolves: {why}");
+                }
+            }
+        }
+        self.unresolved = table.unresolved_names().count();
         self.next_resolve = Instant::now() + RESOLVE_RETRY;
     }
 
@@ -250,8 +258,8 @@ impl Session {
             .source
             .load()
             .table
-            .unresolved()
-            .map(|g| g.master_text.clone())
+            .unresolved_names()
+            .map(str::to_string)
             .collect();
         let (tx, rx) = mpsc::channel();
         let spawned = std::thread::Builder::new()
@@ -279,9 +287,9 @@ impl Session {
         let Ok(table) = RoutingTable::from_snapshot_with(snapshot, &known) else {
             return;
         };
-        let still = table.unresolved().count();
+        let still = table.unresolved_names().count();
         if still < self.unresolved {
-            tracing::info!(still_unresolved = still, "a group's master resolves now");
+            tracing::info!(still_unresolved = still, "a master or replica resolves now");
             self.unresolved = still;
             self.publish(Some(table));
         }
