@@ -100,40 +100,58 @@ impl PublishedHealth {
 /// copy, failing backends first (most failures first), at most
 /// [`MAX_BACKEND_REPORTS`].
 ///
-/// Cores are merged by recency: the newest success and failure of any core
-/// count; the backend is failing if its newest failure is newer than its
-/// newest success, with the most consecutive failures any core counted.
+/// Cores are merged by recency: a core counts the backend failing when it
+/// has failed since its last success there (its own count is exact); over
+/// cores, the backend is failing if a failing core's last failure is no
+/// older than the newest success any core that is not failing had (a tie
+/// counts as failing: the clocks are a tick coarse), with the most
+/// consecutive failures of those cores. The newest success and failure of
+/// any core are reported, the newest failure's reason with them.
 pub fn merge<'a>(
     cores: impl IntoIterator<Item = &'a [BackendHealth]>,
     now: Instant,
 ) -> Vec<BackendReport> {
-    let mut by_addr: HashMap<&str, BackendHealth> = HashMap::new();
+    #[derive(Default)]
+    struct Merged<'h> {
+        last_success: Option<Instant>,
+        last_failure: Option<Instant>,
+        last_error: Option<&'h str>,
+        /// Newest success of a core not failing.
+        up_at: Option<Instant>,
+        /// (last failure, failures) of each failing core.
+        failing: Vec<(Option<Instant>, u32)>,
+    }
+    let mut by_addr: HashMap<&str, Merged<'_>> = HashMap::new();
     for core in cores {
         for h in core {
-            let Some(m) = by_addr.get_mut(&*h.address) else {
-                by_addr.insert(&h.address, h.clone());
-                continue;
-            };
+            let m = by_addr.entry(&h.address).or_default();
             m.last_success = m.last_success.max(h.last_success);
             if h.last_failure > m.last_failure {
                 m.last_failure = h.last_failure;
-                m.last_error = h.last_error.clone();
+                m.last_error = h.last_error.as_deref();
             }
-            m.failures = m.failures.max(h.failures);
+            if h.failures > 0 {
+                m.failing.push((h.last_failure, h.failures));
+            } else {
+                m.up_at = m.up_at.max(h.last_success);
+            }
         }
     }
     let since = |t: Option<Instant>| t.map(|t| now.saturating_duration_since(t).as_millis() as u64);
     let mut out: Vec<BackendReport> = by_addr
-        .into_values()
-        .map(|h| {
-            let failing = h.failures > 0 && h.last_failure > h.last_success;
-            BackendReport {
-                address: h.address.to_string(),
-                failures: if failing { h.failures } else { 0 },
-                last_error: h.last_error.as_deref().unwrap_or("").to_string(),
-                since_success_ms: since(h.last_success),
-                since_failure_ms: since(h.last_failure),
-            }
+        .into_iter()
+        .map(|(address, m)| BackendReport {
+            address: address.to_string(),
+            failures: m
+                .failing
+                .iter()
+                .filter(|(at, _)| *at >= m.up_at)
+                .map(|&(_, n)| n)
+                .max()
+                .unwrap_or(0),
+            last_error: m.last_error.unwrap_or("").to_string(),
+            since_success_ms: since(m.last_success),
+            since_failure_ms: since(m.last_failure),
         })
         .collect();
     out.sort_by(|a, b| {
@@ -221,6 +239,32 @@ mod tests {
         );
         assert!(near(r[2].since_failure_ms, 800));
         assert_eq!(merge([core1.as_slice()], now)[1].since_failure_ms, None);
+    }
+
+    #[test]
+    fn a_failure_in_the_same_tick_as_a_success_is_failing() {
+        let now = Instant::now();
+        let same = BackendHealth {
+            address: Arc::from("10.0.0.1:6379"),
+            failures: 1,
+            last_error: Some(Arc::from("connection reset")),
+            last_success: Some(now),
+            last_failure: Some(now),
+        };
+        let up = BackendHealth {
+            failures: 0,
+            ..same.clone()
+        };
+        assert_eq!(merge([std::slice::from_ref(&same)], now)[0].failures, 1);
+        assert_eq!(
+            merge(
+                [std::slice::from_ref(&same), std::slice::from_ref(&up)],
+                now
+            )[0]
+            .failures,
+            1,
+            "a tie between cores counts as failing"
+        );
     }
 
     #[test]
