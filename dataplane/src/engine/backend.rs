@@ -29,7 +29,7 @@ pub(crate) const WHOLE: u16 = u16::MAX;
 /// (part [`super::move_batch::MOVE_BATCH`]) or a probe's PING ([`PROBE`]).
 pub(crate) const NO_CLIENT: u32 = u32::MAX;
 
-/// Part number of the PING that tells whether a failing replica is up again.
+/// Part number of the PING that tells whether a failing backend is up again.
 pub(crate) const PROBE: u16 = u16::MAX - 3;
 
 /// A request awaiting its reply on a backend connection.
@@ -143,9 +143,6 @@ pub(crate) struct Pool {
     pub text: Arc<str>,
     /// How this core fares with the backend.
     pub health: super::health::Health,
-    /// Only a replica in the current table (reads only; probed while
-    /// failing, since no request would tell when it is back).
-    pub replica: bool,
     /// The current table uses it.
     pub in_use: bool,
     /// Backend slab indices; a client uses `conns[client.conn_slot % len]`.

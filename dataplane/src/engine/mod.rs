@@ -851,9 +851,9 @@ impl Worker {
         }
         conn.link = Link::Up;
         conn.backoff_ms = MIN_BACKOFF_MS;
-        let pool = &self.ctx.pools[conn.pool];
-        if pool.replica && pool.health.failures > 0 {
-            // A failing replica gets no reads: a PING tells when it is up.
+        if self.ctx.pools[conn.pool].health.failures > 0 {
+            // A PING tells when a failing backend answers again, even with
+            // no request for it (a failing replica gets no reads).
             let version = self.ctx.cfg.table.version;
             conn.out
                 .buf_mut()
@@ -1178,7 +1178,7 @@ impl Worker {
             }
             self.fail_backend(idx, &reason);
         }
-        self.ctx.probe_failing_replicas();
+        self.ctx.probe_failing();
         // Close retired connections whose replies are all in.
         for p in 0..self.ctx.pools.len() {
             let mut i = 0;
@@ -1334,9 +1334,6 @@ impl Ctx {
     /// addresses and retiring connections no group uses any more.
     fn apply(&mut self, cfg: Arc<LiveConfig>) {
         let mut used = vec![false; self.pools.len()];
-        for pool in &mut self.pools {
-            pool.replica = true;
-        }
         self.group_pools.clear();
         self.reads.clear();
         for g in cfg.table.groups() {
@@ -1345,7 +1342,6 @@ impl Ctx {
                 Err(_) => PoolKey::Unresolved(g.master_text.clone()),
             };
             let p = self.pool(key, g, &g.master_text, &cfg, &mut used);
-            self.pools[p].replica = false;
             if let Err(why) = &g.master {
                 for &b in &self.pools[p].conns {
                     // Never connects: its requests get the resolver's error
@@ -1416,7 +1412,6 @@ impl Ctx {
                     conns: Vec::new(),
                     retiring: Vec::new(),
                     health: Default::default(),
-                    replica: true,
                     in_use: true,
                 });
                 used.push(false);
@@ -1485,13 +1480,14 @@ impl Ctx {
         }
     }
 
-    /// Starts a connection to every failing replica whose backoff is over:
-    /// no read goes to it until it answers the PING sent on connecting
-    /// (`Worker::backend_connected`).
-    fn probe_failing_replicas(&mut self) {
+    /// Starts a connection to every failing backend whose backoff is over,
+    /// which is sent a PING (`Worker::backend_connected`): its answer tells
+    /// that the backend is up again even when no request would (no read
+    /// goes to a failing replica; an idle data plane sends nothing).
+    fn probe_failing(&mut self) {
         for p in 0..self.pools.len() {
             let pool = &self.pools[p];
-            if !pool.in_use || !pool.replica || pool.health.failures == 0 {
+            if !pool.in_use || pool.health.failures == 0 {
                 continue;
             }
             let idle = pool
