@@ -174,7 +174,7 @@ impl Ctx {
                 let table = &self.cfg.table;
                 let slot = table.slot_of(args.get(1));
                 let target = match table.route(slot) {
-                    SlotRoute::Stable(g) => Ok(Target::Group(g)),
+                    SlotRoute::Stable(g) => return self.forward(st, g, read, args, raw, place),
                     SlotRoute::Unassigned => Err(clusterdown(slot)),
                     SlotRoute::Moving { .. } | SlotRoute::Blocked { .. } => {
                         self.target_of_keys(args, &[1], place)
@@ -528,6 +528,7 @@ impl Ctx {
 
     /// The connection client slot `slot` uses in pool `p`, starting a
     /// connection if it has none.
+    #[inline]
     pub(crate) fn conn_in(&mut self, p: usize, slot: usize) -> usize {
         let pool = &self.pools[p];
         let b = pool.conns[slot % pool.conns.len()];

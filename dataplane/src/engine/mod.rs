@@ -11,6 +11,8 @@
 
 mod backend;
 mod client;
+#[cfg(test)]
+mod count_tests;
 mod dispatch;
 pub mod health;
 #[cfg(test)]
