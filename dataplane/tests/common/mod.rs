@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
+pub mod fake_ctld;
+
 use keyway_testkit::Process;
 pub use keyway_testkit::{raw_roundtrip, read_some, wait_for, Redis, TempDir};
 
