@@ -14,10 +14,14 @@
 //! merges the cores' copies into reports with [`merge`].
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, TryLockError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use keyway_capnp::control::{BackendReport, MAX_BACKEND_REPORTS};
+
+use super::backend::{Link, PoolKey};
+use super::Ctx;
 
 /// One core's record of one backend.
 #[derive(Debug, Default, Clone)]
@@ -161,6 +165,73 @@ pub fn merge<'a>(
     });
     out.truncate(MAX_BACKEND_REPORTS);
     out
+}
+
+impl Ctx {
+    /// Pool `p`'s backend went from up to failing or back: publish now, and
+    /// tell the control thread.
+    pub(super) fn health_turned(&mut self, p: usize) {
+        let pool = &self.pools[p];
+        match pool.health.failures {
+            0 => {
+                tracing::info!(core = self.core, group = %pool.group, backend = %pool.text, "backend answers again")
+            }
+            _ => {
+                tracing::debug!(core = self.core, group = %pool.group, backend = %pool.text, "backend failing")
+            }
+        }
+        self.health_turned = true;
+        self.publish_health();
+    }
+
+    /// Copies the pools' health into the core's report (see [`health`]);
+    /// bumps `Shared::health_changes` if a backend turned since the last
+    /// copy.
+    pub(super) fn publish_health(&mut self) {
+        let Some(r) = self.shared.reports.get(self.core) else {
+            return;
+        };
+        let epoch = self.epoch;
+        let at = |ms: Option<u64>| ms.map(|ms| epoch + Duration::from_millis(ms));
+        let pools = &self.pools;
+        let published = r.backends.try_publish(|out| {
+            for pool in pools.iter().filter(|p| p.in_use && p.health.is_known()) {
+                if let PoolKey::Addr(_) = pool.key {
+                    out.push(BackendHealth {
+                        address: pool.text.clone(),
+                        failures: pool.health.failures,
+                        last_error: pool.health.last_error.clone(),
+                        last_success: at(pool.health.last_success_ms),
+                        last_failure: at(pool.health.last_failure_ms),
+                    });
+                }
+            }
+        });
+        if published && self.health_turned {
+            self.health_turned = false;
+            self.shared.health_changes.fetch_add(1, Ordering::Release);
+        }
+    }
+
+    /// Starts a connection to every failing backend whose backoff is over,
+    /// which is sent a PING (`Worker::backend_connected`): its answer tells
+    /// that the backend is up again even when no request would (no read
+    /// goes to a failing replica; an idle data plane sends nothing).
+    pub(super) fn probe_failing(&mut self) {
+        for p in 0..self.pools.len() {
+            let pool = &self.pools[p];
+            if !pool.in_use || pool.health.failures == 0 {
+                continue;
+            }
+            let idle = pool
+                .conns
+                .iter()
+                .position(|&b| matches!(self.backends[b].link, Link::Idle));
+            if let Some(slot) = idle {
+                self.conn_in(p, slot);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
