@@ -184,9 +184,9 @@ impl Ctx {
         self.publish_health();
     }
 
-    /// Copies the pools' health into the core's report (see [`health`]);
-    /// bumps `Shared::health_changes` if a backend turned since the last
-    /// copy.
+    /// Copies the pools' health into the core's report (see the module
+    /// documentation); bumps `Shared::health_changes` if a backend turned
+    /// since the last copy.
     pub(super) fn publish_health(&mut self) {
         let Some(r) = self.shared.reports.get(self.core) else {
             return;
