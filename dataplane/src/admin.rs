@@ -22,6 +22,7 @@ use serde_json::json;
 use crate::config::LiveConfig;
 use crate::control::state::unix_ms;
 use crate::engine::Shared;
+use crate::routing::ReadFrom;
 
 const MAX_REQUEST: usize = 8 << 10;
 
@@ -176,6 +177,17 @@ fn serve(
                     "name": &*g.name,
                     "master": g.master_text,
                     "unresolved": g.master.as_ref().err().map(|e| &**e),
+                    "read_from": match g.read_from {
+                        ReadFrom::Master => "master",
+                        ReadFrom::Replica => "replica",
+                        ReadFrom::LocalZone => "local-zone",
+                    },
+                    "hold": g.hold,
+                    "replicas": g.replicas.iter().map(|r| json!({
+                        "address": r.text,
+                        "zone": &*r.zone,
+                        "unresolved": r.addr.as_ref().err().map(|e| &**e),
+                    })).collect::<Vec<_>>(),
                 })).collect::<Vec<_>>(),
                 "ranges": t.ranges().iter().map(|(g, first, last)| json!({
                     "first": first, "last": last, "group": g.map(|g| &*t.group(g).name),

@@ -41,6 +41,10 @@ struct Args {
     /// Cores (the first N CPUs; overrides the file's `cores`).
     #[arg(long)]
     cores: Option<usize>,
+    /// This data plane's zone or rack (overrides the file's `zone`): groups
+    /// with `read_from = "local-zone"` read from replicas in this zone.
+    #[arg(long, value_name = "ZONE")]
+    zone: Option<String>,
     /// This data plane's id for keyway-ctld (default: the one in --state-dir,
     /// else HOSTNAME-PORT).
     #[arg(long)]
@@ -96,6 +100,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         listen: args.listen.clone(),
         admin: args.admin.clone(),
         cores: args.cores,
+        zone: args.zone.clone(),
     };
     let mut file = match &args.config {
         Some(p) => FileConfig::read(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?,

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keyway_capnp::snapshot::Phase;
+pub use keyway_capnp::snapshot::ReadFrom;
 use keyway_protocol::slot::key_slot;
 
 /// Index of a group in [`RoutingTable::groups`].
@@ -21,8 +22,11 @@ pub enum SlotRoute {
     Unassigned,
     /// This group.
     Stable(GroupIndex),
-    /// About to move from `from` to `to`: commands are held until the next
-    /// table (see [`keyway_capnp::snapshot::Phase::Blocked`]).
+    /// Commands are held (sent nowhere) until the next table: the slot is
+    /// about to move from `from` to `to` (see
+    /// [`keyway_capnp::snapshot::Phase::Blocked`]), or its group is on hold
+    /// (`from == to`), or it is moving from or to a group on hold (see
+    /// [`GroupRoute::hold`]).
     Blocked {
         /// Source group.
         from: GroupIndex,
@@ -62,6 +66,46 @@ pub struct GroupRoute {
     pub master: Result<SocketAddr, Arc<str>>,
     /// The master as configured (`host:port`).
     pub master_text: String,
+    /// The master's replicas, for reads (see `read_from`).
+    pub replicas: Box<[ReplicaRoute]>,
+    /// Where read-only commands go: the master (default), any up replica,
+    /// or an up replica in the data plane's own zone.
+    pub read_from: ReadFrom,
+    /// Every command for the group is held until a table without the hold
+    /// (a failover or switchover is under way): its slots route as
+    /// [`SlotRoute::Blocked`], and nothing is written to it.
+    pub hold: bool,
+}
+
+impl GroupRoute {
+    /// A group with a master only: no replicas, reads from the master, not
+    /// on hold.
+    pub fn master_only(
+        name: &str,
+        master: Result<SocketAddr, Arc<str>>,
+        master_text: String,
+    ) -> GroupRoute {
+        GroupRoute {
+            name: Arc::from(name),
+            master,
+            master_text,
+            replicas: Box::new([]),
+            read_from: ReadFrom::Master,
+            hold: false,
+        }
+    }
+}
+
+/// A replica of a group's master.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaRoute {
+    /// Its resolved address, or why it did not resolve (it is then never
+    /// read from).
+    pub addr: Result<SocketAddr, Arc<str>>,
+    /// As configured (`host:port`).
+    pub text: String,
+    /// Its zone ("" if unset).
+    pub zone: Arc<str>,
 }
 
 /// An immutable slot → group map with a version.
@@ -125,13 +169,19 @@ impl RoutingTable {
             );
             MOVE_BASE + i as u16
         };
+        let held = |g: GroupIndex| groups[usize::from(g)].hold;
+        // A group on hold: its slots, and moves from or to it, are blocked.
         let slots = slots
             .iter()
             .map(|r| match *r {
                 SlotRoute::Unassigned => UNASSIGNED,
+                SlotRoute::Stable(g) if held(check(g)) => code((g, g, true)),
                 SlotRoute::Stable(g) => check(g),
                 SlotRoute::Blocked { from, to } => code((check(from), check(to), true)),
-                SlotRoute::Moving { from, to } => code((check(from), check(to), false)),
+                SlotRoute::Moving { from, to } => {
+                    let (from, to) = (check(from), check(to));
+                    code((from, to, held(from) || held(to)))
+                }
             })
             .collect();
         RoutingTable {
@@ -143,13 +193,16 @@ impl RoutingTable {
         }
     }
 
-    /// The table a control-plane snapshot describes (group masters resolved
-    /// here, off the request path). A master that does not resolve leaves
-    /// its group unavailable, not the whole table.
+    /// The table a control-plane snapshot describes (group masters and
+    /// replicas resolved here, off the request path). A master that does not
+    /// resolve leaves its group unavailable, not the whole table; a replica
+    /// that does not resolve is not read from.
     pub fn from_snapshot(s: &keyway_capnp::snapshot::Snapshot) -> Result<RoutingTable, String> {
         s.validate()?;
-        let resolved =
-            crate::config::resolve_all(s.groups.iter().map(|g| g.master.as_str()), RESOLVE_WITHIN);
+        let names = s.groups.iter().flat_map(|g| {
+            std::iter::once(g.master.as_str()).chain(g.replicas.iter().map(|r| r.address.as_str()))
+        });
+        let resolved = crate::config::resolve_all(names, RESOLVE_WITHIN);
         RoutingTable::from_snapshot_with(s, &resolved)
     }
 
@@ -161,15 +214,30 @@ impl RoutingTable {
         resolved: &HashMap<String, Result<SocketAddr, Arc<str>>>,
     ) -> Result<RoutingTable, String> {
         s.validate()?;
+        let lookup = |name: &String| {
+            resolved
+                .get(name)
+                .cloned()
+                .unwrap_or_else(|| Err(Arc::from(format!("{name:?} is not resolved yet"))))
+        };
         let groups: Box<[GroupRoute]> = s
             .groups
             .iter()
             .map(|g| GroupRoute {
                 name: Arc::from(g.name.as_str()),
-                master: resolved.get(&g.master).cloned().unwrap_or_else(|| {
-                    Err(Arc::from(format!("{:?} is not resolved yet", g.master)))
-                }),
+                master: lookup(&g.master),
                 master_text: g.master.clone(),
+                replicas: g
+                    .replicas
+                    .iter()
+                    .map(|r| ReplicaRoute {
+                        addr: lookup(&r.address),
+                        text: r.address.clone(),
+                        zone: Arc::from(r.zone.as_str()),
+                    })
+                    .collect(),
+                read_from: g.read_from,
+                hold: g.hold,
             })
             .collect();
         if groups.len() > MAX_GROUPS {
@@ -241,12 +309,34 @@ impl RoutingTable {
         self.groups.iter().filter(|g| g.master.is_err())
     }
 
-    /// Every master's resolution, by `host:port` text.
+    /// The `host:port` texts of masters and replicas that did not resolve.
+    pub fn unresolved_names(&self) -> impl Iterator<Item = &str> {
+        self.groups.iter().flat_map(|g| {
+            let master = g.master.is_err().then_some(g.master_text.as_str());
+            let replicas = g
+                .replicas
+                .iter()
+                .filter(|r| r.addr.is_err())
+                .map(|r| r.text.as_str());
+            master.into_iter().chain(replicas)
+        })
+    }
+
+    /// Every master's and replica's resolution, by `host:port` text.
     pub fn resolutions(&self) -> HashMap<String, Result<SocketAddr, Arc<str>>> {
-        self.groups
-            .iter()
-            .map(|g| (g.master_text.clone(), g.master.clone()))
-            .collect()
+        let mut out = HashMap::new();
+        for g in self.groups.iter() {
+            out.insert(g.master_text.clone(), g.master.clone());
+            for r in g.replicas.iter() {
+                out.insert(r.text.clone(), r.addr.clone());
+            }
+        }
+        out
+    }
+
+    /// Whether any group is on hold.
+    pub fn has_holds(&self) -> bool {
+        self.groups.iter().any(|g| g.hold)
     }
 
     /// Whether any slot is moving or about to.
@@ -287,10 +377,12 @@ mod tests {
 
     fn table() -> RoutingTable {
         let groups: Box<[GroupRoute]> = (0..2)
-            .map(|i| GroupRoute {
-                name: Arc::from(format!("g{i}")),
-                master: Ok(format!("127.0.0.1:{}", 7000 + i).parse().unwrap()),
-                master_text: format!("127.0.0.1:{}", 7000 + i),
+            .map(|i| {
+                GroupRoute::master_only(
+                    &format!("g{i}"),
+                    Ok(format!("127.0.0.1:{}", 7000 + i).parse().unwrap()),
+                    format!("127.0.0.1:{}", 7000 + i),
+                )
             })
             .collect();
         let slots: Vec<SlotRoute> = (0..16)
@@ -310,10 +402,12 @@ mod tests {
     #[test]
     fn moving_and_blocked_slots() {
         let groups: Box<[GroupRoute]> = (0..3)
-            .map(|i| GroupRoute {
-                name: Arc::from(format!("g{i}")),
-                master: Ok(format!("127.0.0.1:{}", 7000 + i).parse().unwrap()),
-                master_text: format!("127.0.0.1:{}", 7000 + i),
+            .map(|i| {
+                GroupRoute::master_only(
+                    &format!("g{i}"),
+                    Ok(format!("127.0.0.1:{}", 7000 + i).parse().unwrap()),
+                    format!("127.0.0.1:{}", 7000 + i),
+                )
             })
             .collect();
         let mut slots = vec![SlotRoute::Stable(0); 8];
@@ -399,6 +493,99 @@ mod tests {
         let again = RoutingTable::from_snapshot_with(&typo, &known).unwrap();
         assert_eq!(again.unresolved().count(), 0);
         assert_eq!(again.group(1).master, Ok("127.0.0.1:7009".parse().unwrap()));
+    }
+
+    #[test]
+    fn a_held_group_blocks_its_slots_and_moves_from_or_to_it() {
+        let groups = |held: &[u16]| -> Box<[GroupRoute]> {
+            (0..3)
+                .map(|i| GroupRoute {
+                    hold: held.contains(&i),
+                    ..GroupRoute::master_only(
+                        &format!("g{i}"),
+                        Ok(format!("127.0.0.1:{}", 7000 + i).parse().unwrap()),
+                        format!("127.0.0.1:{}", 7000 + i),
+                    )
+                })
+                .collect()
+        };
+        let mut slots = vec![SlotRoute::Stable(0); 8];
+        slots[1] = SlotRoute::Stable(1);
+        slots[2] = SlotRoute::Moving { from: 0, to: 2 };
+        slots[3] = SlotRoute::Moving { from: 1, to: 2 };
+        slots[4] = SlotRoute::Stable(2);
+        let t = RoutingTable::new(1, 8, &slots, groups(&[]));
+        assert!(!t.has_holds());
+        let t = RoutingTable::new(1, 8, &slots, groups(&[2]));
+        assert!(t.has_holds());
+        assert_eq!(t.route(0), SlotRoute::Stable(0));
+        assert_eq!(t.route(1), SlotRoute::Stable(1));
+        assert_eq!(
+            t.route(2),
+            SlotRoute::Blocked { from: 0, to: 2 },
+            "to a held group"
+        );
+        assert_eq!(
+            t.route(4),
+            SlotRoute::Blocked { from: 2, to: 2 },
+            "its own slot"
+        );
+        let t = RoutingTable::new(1, 8, &slots, groups(&[1]));
+        assert_eq!(t.route(1), SlotRoute::Blocked { from: 1, to: 1 });
+        assert_eq!(
+            t.route(3),
+            SlotRoute::Blocked { from: 1, to: 2 },
+            "from a held group"
+        );
+        assert_eq!(t.route(2), SlotRoute::Moving { from: 0, to: 2 });
+        assert_eq!(
+            t.ranges()[0],
+            (Some(0), 0, 0),
+            "a held slot keeps its owner"
+        );
+    }
+
+    #[test]
+    fn snapshots_carry_replicas_read_policy_and_hold() {
+        use keyway_capnp::snapshot::{Group, Replica, SlotRange, Snapshot};
+        let s = Snapshot {
+            cluster: "c".into(),
+            version: 2,
+            slot_count: 16,
+            groups: vec![Group {
+                name: "a".into(),
+                master: "127.0.0.1:7000".into(),
+                replicas: vec![
+                    Replica {
+                        address: "127.0.0.1:7100".into(),
+                        zone: "z1".into(),
+                    },
+                    Replica {
+                        address: "replica-typo.invalid:6379".into(),
+                        zone: String::new(),
+                    },
+                ],
+                read_from: ReadFrom::LocalZone,
+                hold: true,
+                ..Group::default()
+            }],
+            slot_ranges: vec![SlotRange {
+                first: 0,
+                last: 15,
+                group: 0,
+            }],
+            migrations: vec![],
+            lease_millis: 1000,
+        };
+        let t = RoutingTable::from_snapshot(&s).unwrap();
+        let g = t.group(0);
+        assert_eq!((g.read_from, g.hold), (ReadFrom::LocalZone, true));
+        assert_eq!(g.replicas[0].addr, Ok("127.0.0.1:7100".parse().unwrap()));
+        assert_eq!(&*g.replicas[0].zone, "z1");
+        assert!(g.replicas[1].addr.is_err(), "not resolved: never read from");
+        let names: Vec<&str> = t.unresolved_names().collect();
+        assert_eq!(names, ["replica-typo.invalid:6379"], "tried again later");
+        assert_eq!(t.route(5), SlotRoute::Blocked { from: 0, to: 0 });
     }
 
     #[test]

@@ -14,7 +14,7 @@ use keyway_protocol::resp::RequestLimits;
 use keyway_protocol::slot::{valid_slot_count, DEFAULT_SLOTS};
 use serde::Deserialize;
 
-use crate::routing::{GroupRoute, RoutingTable, SlotRoute};
+use crate::routing::{GroupRoute, ReadFrom, ReplicaRoute, RoutingTable, SlotRoute};
 use units::Millis;
 
 /// Why a config was rejected; the message names the offending key.
@@ -329,6 +329,71 @@ pub struct GroupConfig {
     /// Slot ranges (`"0-8191"`, `"9000"`); groups without them share the slots
     /// no group names, evenly and in listed order.
     pub slots: Option<Vec<String>>,
+    /// The master's replicas (none by default); read from only when
+    /// `read_from` says so.
+    #[serde(default, rename = "replica")]
+    pub replicas: Vec<ReplicaConfig>,
+    /// Where read-only commands go: "master" (default), "replica" (any up
+    /// replica, round robin; the master when none is up) or "local-zone"
+    /// (an up replica whose zone is keyway's own `zone`; the master when
+    /// none is, or when keyway has no zone). Replica reads may be stale by
+    /// the replication lag.
+    #[serde(default)]
+    pub read_from: ReadFromConfig,
+}
+
+/// One `[[group.replica]]`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicaConfig {
+    /// `host:port` of the replica.
+    pub address: String,
+    /// Its zone or rack (none by default), for `read_from = "local-zone"`.
+    #[serde(default)]
+    pub zone: String,
+}
+
+/// `read_from` of a group.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReadFromConfig {
+    /// Every command to the master.
+    #[default]
+    Master,
+    /// Read-only commands to any up replica.
+    Replica,
+    /// Read-only commands to an up replica in keyway's own zone.
+    LocalZone,
+}
+
+impl ReadFromConfig {
+    /// As written in the file.
+    pub fn name(self) -> &'static str {
+        match self {
+            ReadFromConfig::Master => "master",
+            ReadFromConfig::Replica => "replica",
+            ReadFromConfig::LocalZone => "local-zone",
+        }
+    }
+}
+
+impl From<ReadFromConfig> for ReadFrom {
+    fn from(r: ReadFromConfig) -> ReadFrom {
+        match r {
+            ReadFromConfig::Master => ReadFrom::Master,
+            ReadFromConfig::Replica => ReadFrom::Replica,
+            ReadFromConfig::LocalZone => ReadFrom::LocalZone,
+        }
+    }
+}
+
+/// Most characters in a zone name.
+pub const MAX_ZONE: usize = 64;
+
+/// Whether `zone` is a usable zone name: 1 to [`MAX_ZONE`] printable ASCII
+/// characters without spaces.
+pub fn valid_zone(zone: &str) -> bool {
+    !zone.is_empty() && zone.len() <= MAX_ZONE && zone.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// The whole file as written.
@@ -345,6 +410,11 @@ pub struct FileConfig {
     /// Cores to run on (default 1).
     #[serde(default)]
     pub cores: Cores,
+    /// This data plane's zone or rack (none by default; `keyway --zone`
+    /// overrides it): groups with `read_from = "local-zone"` read from the
+    /// replicas in this zone.
+    #[serde(default)]
+    pub zone: Option<String>,
     /// Slot count: a power of two up to 16384 (default 16384); standalone
     /// mode only.
     #[serde(default = "default_slots")]
@@ -395,6 +465,8 @@ pub struct LiveConfig {
     pub backend: BackendSettings,
     /// Key moves during migrations.
     pub migration: MigrationSettings,
+    /// This data plane's zone, for `read_from = "local-zone"`.
+    pub zone: Option<Arc<str>>,
 }
 
 impl LiveConfig {
@@ -448,6 +520,8 @@ pub struct Overrides {
     pub admin: Option<String>,
     /// `--cores`.
     pub cores: Option<usize>,
+    /// `--zone`.
+    pub zone: Option<String>,
 }
 
 impl Overrides {
@@ -461,6 +535,9 @@ impl Overrides {
         }
         if let Some(c) = self.cores {
             f.cores = Cores::Count(c);
+        }
+        if let Some(z) = &self.zone {
+            f.zone = Some(z.clone());
         }
     }
 }
@@ -562,10 +639,23 @@ impl FileConfig {
         if self.migration.move_attempts > 10 {
             return Err(invalid("migration.move_attempts must be at most 10"));
         }
+        if let Some(z) = &self.zone {
+            if !valid_zone(z) {
+                return Err(invalid(format!(
+                    "zone {z:?}: 1 to {MAX_ZONE} printable characters without spaces"
+                )));
+            }
+        }
         let mut warnings = Vec::new();
         let (table, fence) = match mode {
             Mode::Standalone => (
-                build_table(version, self.slots, &self.groups, &mut warnings)?,
+                build_table(
+                    version,
+                    self.slots,
+                    &self.groups,
+                    self.zone.as_deref(),
+                    &mut warnings,
+                )?,
                 None,
             ),
             Mode::Managed => {
@@ -593,6 +683,7 @@ impl FileConfig {
                 limits,
                 backend: self.backend,
                 migration: self.migration,
+                zone: self.zone.as_deref().map(Arc::from),
             }),
 
             warnings,
@@ -646,6 +737,66 @@ fn cpus(cores: &Cores) -> Result<Vec<usize>, ConfigError> {
     Ok(cpus)
 }
 
+/// A group's replicas, checked: each resolves, none is the master or listed
+/// twice, zones are valid; a read policy that can never use a replica is a
+/// warning.
+fn replica_routes(
+    g: &GroupConfig,
+    master: SocketAddr,
+    zone: Option<&str>,
+    warnings: &mut Vec<String>,
+) -> Result<Box<[ReplicaRoute]>, ConfigError> {
+    let mut out: Vec<ReplicaRoute> = Vec::with_capacity(g.replicas.len());
+    for r in &g.replicas {
+        let addr = resolve(&r.address)
+            .map_err(|e| invalid(format!("group {:?}: replica: {e}", g.name)))?;
+        if addr == master {
+            return Err(invalid(format!(
+                "group {:?}: replica {} is the group's master",
+                g.name, r.address
+            )));
+        }
+        if out.iter().any(|o| o.addr == Ok(addr)) {
+            return Err(invalid(format!(
+                "group {:?}: replica {} is listed twice",
+                g.name, r.address
+            )));
+        }
+        if !r.zone.is_empty() && !valid_zone(&r.zone) {
+            return Err(invalid(format!(
+                "group {:?}: replica {}: zone {:?}: 1 to {MAX_ZONE} printable characters without spaces",
+                g.name, r.address, r.zone
+            )));
+        }
+        out.push(ReplicaRoute {
+            addr: Ok(addr),
+            text: r.address.clone(),
+            zone: Arc::from(r.zone.as_str()),
+        });
+    }
+    match g.read_from {
+        ReadFromConfig::Master => {}
+        _ if out.is_empty() => warnings.push(format!(
+            "group {:?}: read_from = {:?} but it has no replicas: reads go to the master",
+            g.name,
+            g.read_from.name()
+        )),
+        ReadFromConfig::LocalZone if zone.is_none() => warnings.push(format!(
+            "group {:?}: read_from = \"local-zone\" but keyway has no zone (set `zone` or --zone): reads go to the master",
+            g.name
+        )),
+        ReadFromConfig::LocalZone if !out.iter().any(|r| Some(&*r.zone) == zone) => {
+            warnings.push(format!(
+                "group {:?}: read_from = \"local-zone\" but no replica is in zone {:?}: reads go to the master",
+                g.name,
+                zone.unwrap_or_default()
+            ))
+        }
+        _ => {}
+    }
+    Ok(out.into())
+}
+
 /// Parses `"a-b"` or `"a"` into an inclusive range within `slot_count`.
 fn parse_range(s: &str, slot_count: u32) -> Result<(u32, u32), String> {
     let (a, b) = match s.split_once('-') {
@@ -679,6 +830,7 @@ fn build_table(
     version: u64,
     slot_count: u32,
     groups: &[GroupConfig],
+    zone: Option<&str>,
     warnings: &mut Vec<String>,
 ) -> Result<RoutingTable, ConfigError> {
     if groups.is_empty() {
@@ -712,10 +864,14 @@ fn build_table(
                 other.name, g.name
             )));
         }
+        let replicas = replica_routes(g, master, zone, warnings)?;
         routes.push(GroupRoute {
             name: Arc::from(g.name.as_str()),
             master: Ok(master),
             master_text: g.master.clone(),
+            replicas,
+            read_from: g.read_from.into(),
+            hold: false,
         });
     }
 
@@ -890,6 +1046,85 @@ mod tests {
                 "{body:?}: {err:?} does not mention {want:?}"
             );
         }
+    }
+
+    #[test]
+    fn replicas_read_policy_and_zone() {
+        let c = parse(
+            r#"
+            listen = "127.0.0.1:0"
+            zone = "z1"
+            [[group]]
+            name = "a"
+            master = "127.0.0.1:7000"
+            read_from = "local-zone"
+            [[group.replica]]
+            address = "127.0.0.1:7100"
+            zone = "z1"
+            [[group.replica]]
+            address = "127.0.0.1:7101"
+            [[group]]
+            name = "b"
+            master = "127.0.0.1:7001"
+            "#,
+        )
+        .unwrap();
+        let a = c.live.table.group(0);
+        assert_eq!(a.read_from, ReadFrom::LocalZone);
+        assert_eq!(a.replicas.len(), 2);
+        assert_eq!((&*a.replicas[0].zone, &*a.replicas[1].zone), ("z1", ""));
+        assert_eq!(
+            c.live.table.group(1).read_from,
+            ReadFrom::Master,
+            "the default"
+        );
+        assert_eq!(c.live.zone.as_deref(), Some("z1"));
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+
+        let mut f = FileConfig::parse(
+            "listen='127.0.0.1:0'\n[[group]]\nname='a'\nmaster='127.0.0.1:7000'\nread_from='local-zone'\n\
+             [[group.replica]]\naddress='127.0.0.1:7100'\nzone='z2'",
+        )
+        .unwrap();
+        let warned = f.clone().validate(1, Mode::Standalone).unwrap().warnings;
+        assert!(warned[0].contains("keyway has no zone"), "{warned:?}");
+        Overrides {
+            zone: Some("z2".into()),
+            ..Overrides::default()
+        }
+        .apply(&mut f);
+        let c = f.validate(1, Mode::Standalone).unwrap();
+        assert_eq!(c.live.zone.as_deref(), Some("z2"), "--zone");
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn replica_errors_name_the_problem() {
+        let base = "listen = \"127.0.0.1:0\"\n";
+        let g = "[[group]]\nname='a'\nmaster='127.0.0.1:1'\n";
+        let cases = [
+            (format!("{g}read_from='replicas'"), "unknown variant"),
+            (format!("{g}[[group.replica]]\naddress='127.0.0.1:1'"), "is the group's master"),
+            (
+                format!("{g}[[group.replica]]\naddress='127.0.0.1:2'\n[[group.replica]]\naddress='127.0.0.1:2'"),
+                "listed twice",
+            ),
+            (format!("{g}[[group.replica]]\naddress='nowhere'"), "replica"),
+            (format!("{g}[[group.replica]]\naddress='127.0.0.1:2'\nzone='a b'"), "zone"),
+            (format!("{g}[[group.replica]]\naddress='127.0.0.1:2'\nport=3"), "unknown field"),
+            (format!("zone=''\n{g}"), "zone"),
+        ];
+        for (body, want) in cases {
+            let err = parse(&format!("{base}{body}"))
+                .expect_err(&body)
+                .to_string();
+            assert!(
+                err.contains(want),
+                "{body:?}: {err:?} does not mention {want:?}"
+            );
+        }
+        let c = parse(&format!("{base}{g}read_from='replica'")).unwrap();
+        assert!(c.warnings[0].contains("no replicas"), "{:?}", c.warnings);
     }
 
     #[test]

@@ -70,6 +70,11 @@ pub fn resolve_all<'a>(
     let mut answered = 0;
     while answered < waiting {
         let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            // The deadline holds even for an answer already in the channel
+            // (`recv_timeout(0)` would take it): what a zero deadline means.
+            break;
+        }
         match rx.recv_timeout(left) {
             Ok((name, result)) => {
                 answered += 1;

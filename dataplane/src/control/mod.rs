@@ -5,7 +5,10 @@
 //! (resolving group masters, then one `ArcSwap::store` that every core picks
 //! up), acks a version once every core has loaded it and nothing routed under
 //! an older one is in flight ([`Shared::drained_version`]), and requests a
-//! lease every third of one. The lease runs from when the answered ack was
+//! lease every third of one. Every Ack carries how the data plane fares
+//! with each backend ([`Shared::backend_reports`]); one is also sent soon
+//! (at most one per [`HEALTH_ACK_GAP`]) after a backend goes from up to
+//! failing or back, so ctld learns of a failure the data plane saw. The lease runs from when the answered ack was
 //! sent. When it ends — ctld down, or cut off — the data plane fences itself:
 //! routed commands get `-TRYAGAIN` and `/healthz` turns 503, until it is back
 //! in session, current, and holds a lease again.
@@ -55,6 +58,10 @@ const POLL: Duration = Duration::from_millis(20);
 /// … and while a newer table than the one acked waits to be drained.
 const FAST_POLL: Duration = Duration::from_millis(2);
 
+/// Least time between an Ack and one sent because a backend went from up
+/// to failing or back (see [`Shared::health_changes`]).
+const HEALTH_ACK_GAP: Duration = Duration::from_millis(100);
+
 /// How often masters that did not resolve are resolved again.
 const RESOLVE_RETRY: Duration = Duration::from_secs(2);
 
@@ -75,6 +82,8 @@ struct Session {
     sent: Vec<(u64, Instant)>,
     last_ack: Option<Instant>,
     acked: Option<u64>,
+    /// `Shared::health_changes` as of the last Ack's reports.
+    health_reported: u64,
     /// Masters of the applied snapshot that did not resolve, and when to try
     /// them again.
     unresolved: usize,
@@ -112,6 +121,7 @@ pub fn start(
         sent: Vec::new(),
         last_ack: None,
         acked: None,
+        health_reported: 0,
         unresolved: 0,
         next_resolve: Instant::now(),
         resolving: None,
@@ -189,6 +199,7 @@ impl Session {
             limits: live.limits.clone(),
             backend: live.backend.clone(),
             migration: live.migration.clone(),
+            zone: live.zone.clone(),
         }));
         self.shared.wake_cores();
     }
@@ -216,15 +227,22 @@ impl Session {
     }
 
     /// Logs the groups whose master did not resolve (they answer errors; the
-    /// others serve) and schedules another try.
+    /// others serve) and the replicas that did not (not read from), and
+    /// schedules another try.
     fn note_unresolved(&mut self, table: &RoutingTable) {
-        self.unresolved = 0;
         for g in table.unresolved() {
-            self.unresolved += 1;
             if let Err(why) = &g.master {
                 tracing::warn!(group = %g.name, "group unavailable until its master resolves: {why}");
             }
         }
+        for g in table.groups() {
+            for r in g.replicas.iter() {
+                if let Err(why) = &r.addr {
+                    tracing::warn!(group = %g.name, replica = %r.text, "replica not read from until it resolves: {why}");
+                }
+            }
+        }
+        self.unresolved = table.unresolved_names().count();
         self.next_resolve = Instant::now() + RESOLVE_RETRY;
     }
 
@@ -250,8 +268,8 @@ impl Session {
             .source
             .load()
             .table
-            .unresolved()
-            .map(|g| g.master_text.clone())
+            .unresolved_names()
+            .map(str::to_string)
             .collect();
         let (tx, rx) = mpsc::channel();
         let spawned = std::thread::Builder::new()
@@ -279,9 +297,9 @@ impl Session {
         let Ok(table) = RoutingTable::from_snapshot_with(snapshot, &known) else {
             return;
         };
-        let still = table.unresolved().count();
+        let still = table.unresolved_names().count();
         if still < self.unresolved {
-            tracing::info!(still_unresolved = still, "a group's master resolves now");
+            tracing::info!(still_unresolved = still, "a master or replica resolves now");
             self.unresolved = still;
             self.publish(Some(table));
         }
@@ -352,14 +370,15 @@ impl Session {
         self.seq += 1;
         let latest = self.snapshot.as_ref().map_or(0, |s| s.version);
         let version = self.shared.drained_version().unwrap_or(0).min(latest);
+        self.health_reported = self.shared.health_changes.load(Ordering::Acquire);
+        let now = Instant::now();
         let a = Ack {
             version,
             drained: version == latest && latest > 0,
             seq: self.seq,
             fenced: self.fence_reason().is_some(),
-            backends: Vec::new(),
+            backends: self.shared.backend_reports(now),
         };
-        let now = Instant::now();
         self.send(sock, &FromDataPlane::Ack(a))?;
         self.sent.push((self.seq, now));
         if self.sent.len() > 64 {
@@ -405,7 +424,9 @@ impl Session {
                 buf.drain(..4 + len);
                 self.handle(m)?;
             }
-            // Ack a newly drained version at once; otherwise ask for the lease
+            // Ack a newly drained version at once, and a backend's turn
+            // from up to failing or back within HEALTH_ACK_GAP (ctld's
+            // failure detection waits for it); otherwise ask for the lease
             // every third of it.
             let lease =
                 Duration::from_millis(self.snapshot.as_ref().map_or(3000, |s| s.lease_millis));
@@ -414,8 +435,11 @@ impl Session {
                 .drained_version()
                 .unwrap_or(0)
                 .min(self.snapshot.as_ref().map_or(0, |s| s.version));
+            let turned = self.shared.health_changes.load(Ordering::Acquire) != self.health_reported
+                && self.last_ack.is_none_or(|t| t.elapsed() >= HEALTH_ACK_GAP);
             let due = self.last_ack.is_none_or(|t| t.elapsed() >= lease / 3)
-                || self.acked != Some(drained);
+                || self.acked != Some(drained)
+                || turned;
             if due {
                 self.ack(&mut sock).map_err(|e| e.to_string())?;
             }

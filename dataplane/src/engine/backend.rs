@@ -1,4 +1,4 @@
-//! Backend connections inside a worker. Each Redis master a core talks to has a
+//! Backend connections inside a worker. Each Redis server a core talks to has a
 //! [`Pool`] of `backend.connections` pipelined connections shared by all of the
 //! core's clients; a [`BackendConn`] is one of them: its write buffer (requests
 //! of many clients, flushed in one write), its read buffer and reply framer,
@@ -24,6 +24,13 @@ pub struct BackendId {
 
 /// Part number of a request forwarded whole.
 pub(crate) const WHOLE: u16 = u16::MAX;
+
+/// [`Inflight::client`] of a request no client sent: a move batch's MIGRATE
+/// (part [`super::move_batch::MOVE_BATCH`]) or a probe's PING ([`PROBE`]).
+pub(crate) const NO_CLIENT: u32 = u32::MAX;
+
+/// Part number of the PING that tells whether a failing backend is up again.
+pub(crate) const PROBE: u16 = u16::MAX - 3;
 
 /// A request awaiting its reply on a backend connection.
 #[derive(Debug, Clone, Copy)]
@@ -132,6 +139,12 @@ pub(crate) struct Pool {
     pub key: PoolKey,
     /// The group this address serves, for error messages.
     pub group: Arc<str>,
+    /// The address as the table names it (`host:port`), for reports.
+    pub text: Arc<str>,
+    /// How this core fares with the backend.
+    pub health: super::health::Health,
+    /// The current table uses it.
+    pub in_use: bool,
     /// Backend slab indices; a client uses `conns[client.conn_slot % len]`.
     pub conns: Vec<usize>,
     /// Connections no longer wanted (the address left the table, or the

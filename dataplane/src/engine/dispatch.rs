@@ -1,7 +1,7 @@
 //! From parsed request to backend write buffer or local reply: command lookup,
 //! arity, policy, key routing, splitting, and the enqueue itself.
 
-use keyway_protocol::command::{self, extract_keys, CommandSpec, Lookup};
+use keyway_protocol::command::{self, extract_keys, flag, CommandSpec, Lookup};
 use keyway_protocol::resp::{encode, Args, Frame};
 
 use super::backend::{Inflight, Link, WHOLE};
@@ -9,7 +9,7 @@ use super::client::{Client, ClientState, Phase};
 use super::local::{self, LocalCtx};
 use super::policy::{policy, stream_read_blocks, Keys, Policy};
 
-use super::moves::{Place, Target};
+use super::moves::{KeysRoute, Place, Target};
 use super::split::{plan, write_part, Merge, SplitKind};
 use super::{Action, BackendId, Ctx};
 use crate::routing::{GroupIndex, SlotRoute};
@@ -163,6 +163,9 @@ impl Ctx {
         {
             return self.keep_behind(st, args, raw);
         }
+        // A read may go to a replica (if its group reads from them); one
+        // test when no group does.
+        let read = self.replica_reads && spec.has(flag::READONLY);
         match policy {
             Policy::Route {
                 keys: Keys::First, ..
@@ -171,21 +174,21 @@ impl Ctx {
                 let table = &self.cfg.table;
                 let slot = table.slot_of(args.get(1));
                 let target = match table.route(slot) {
-                    SlotRoute::Stable(g) => Ok(Target::Group(g)),
+                    SlotRoute::Stable(g) => return self.forward(st, g, read, args, raw, place),
                     SlotRoute::Unassigned => Err(clusterdown(slot)),
                     SlotRoute::Moving { .. } | SlotRoute::Blocked { .. } => {
                         self.target_of_keys(args, &[1], place)
                     }
                 };
-                self.send_to_target(st, target, args, raw, place)
+                self.send_to_target(st, target, read, args, raw, place)
             }
             Policy::Route {
                 keyless,
                 block_option,
                 ..
-            } => self.route(st, spec, args, raw, keyless, block_option, place),
-            Policy::Split(kind) => self.split(st, kind, args, raw, place),
-            Policy::FanOut(kind) => self.fan_out(st, kind, args, raw, place),
+            } => self.route(st, spec, args, raw, keyless, block_option, read, place),
+            Policy::Split(kind) => self.split(st, kind, read, args, raw, place),
+            Policy::FanOut(kind) => self.fan_out(st, kind, read, args, raw, place),
             Policy::Local(cmd) => {
                 self.stats.requests_local += 1;
                 let ctx = LocalCtx {
@@ -248,6 +251,7 @@ impl Ctx {
         raw: Option<&[u8]>,
         keyless: &str,
         block_option: bool,
+        read: bool,
         place: Place,
     ) {
         if block_option && stream_read_blocks(args) {
@@ -268,36 +272,45 @@ impl Ctx {
             Ok(()) => self.target_of_keys(args, &keys, place),
         };
         self.scratch.keys = keys;
-        self.send_to_target(st, target, args, raw, place);
+        self.send_to_target(st, target, read, args, raw, place);
     }
 
-    /// Sends, holds, moves first, or refuses, as the keys' target says.
+    /// Sends, holds, moves first, or refuses, as the keys' target says; a
+    /// `read` on stable slots may go to a replica.
     fn send_to_target(
         &mut self,
         st: &mut ClientState,
         target: Result<Target, String>,
+        read: bool,
         args: &Args<'_>,
         raw: Option<&[u8]>,
         place: Place,
     ) {
         match target {
-            Ok(Target::Group(g)) => self.forward(st, g, args, raw, place),
+            Ok(Target::Group(g)) => self.forward(st, g, read, args, raw, place),
+            Ok(Target::Master(g)) => self.forward(st, g, false, args, raw, place),
             Ok(Target::Hold) => self.hold(st, args, raw, place),
             Ok(Target::MoveFirst) => self.move_first(st, args, raw, place),
             Err(msg) => self.refuse(st, &msg, place),
         }
     }
 
-    /// Sends the whole request to group `g`.
+    /// Sends the whole request to group `g`: to its master, or, for a
+    /// `read`, to a replica it reads from if one is up.
     fn forward(
         &mut self,
         st: &mut ClientState,
         g: GroupIndex,
+        read: bool,
         args: &Args<'_>,
         raw: Option<&[u8]>,
         place: Place,
     ) {
-        let b = self.conn_for(g, st.conn_slot);
+        let b = if read {
+            self.read_conn(g, st.conn_slot)
+        } else {
+            self.conn_for(g, st.conn_slot)
+        };
         if let Some(msg) = self.down_error(b) {
             self.stats.errors_backend += 1;
             self.stats.requests_local += 1;
@@ -330,6 +343,7 @@ impl Ctx {
         &mut self,
         st: &mut ClientState,
         kind: SplitKind,
+        read: bool,
         args: &Args<'_>,
         raw: Option<&[u8]>,
         place: Place,
@@ -346,21 +360,22 @@ impl Ctx {
         sc.groups.clear();
         sc.keys
             .extend((1..args.len()).step_by(kind.stride()).map(|i| i as u32));
-        match self.groups_of_keys(args, &sc.keys, &mut sc.groups, &mut sc.moves, place) {
+        let read = match self.groups_of_keys(args, &sc.keys, &mut sc.groups, &mut sc.moves, place) {
             Err(msg) => {
                 self.scratch = sc;
                 return self.refuse(st, &msg, place);
             }
-            Ok(Some(t)) => {
+            Ok(KeysRoute::Wait(t)) => {
                 self.scratch = sc;
-                return self.send_to_target(st, Ok(t), args, raw, place);
+                return self.send_to_target(st, Ok(t), false, args, raw, place);
             }
-            Ok(None) => {}
-        }
+            Ok(KeysRoute::Stable) => read,
+            Ok(KeysRoute::Moved) => false,
+        };
         let first = sc.groups[0];
         if sc.groups.iter().all(|&g| g == first) {
             self.scratch = sc;
-            return self.forward(st, first, args, raw, place);
+            return self.forward(st, first, read, args, raw, place);
         }
         plan(&sc.groups, &mut sc.part_groups, &mut sc.key_parts);
         let merge = Merge::new(kind, sc.part_groups.len(), &sc.key_parts);
@@ -374,7 +389,11 @@ impl Ctx {
         self.stats.requests_split += 1;
         for (part, &g) in sc.part_groups.iter().enumerate() {
             let part = part as u16;
-            let b = self.conn_for(g, st.conn_slot);
+            let b = if read {
+                self.read_conn(g, st.conn_slot)
+            } else {
+                self.conn_for(g, st.conn_slot)
+            };
             self.enqueue(st, b, seq, part, |out| {
                 write_part(out, kind, args, &sc.keys, &sc.key_parts, part)
             });
@@ -382,15 +401,20 @@ impl Ctx {
         self.scratch = sc;
     }
 
-    /// Sends the request to every group and merges the replies (`DBSIZE`).
+    /// Sends the request to every group and merges the replies (`DBSIZE`);
+    /// holds it whole while any group is on hold.
     fn fan_out(
         &mut self,
         st: &mut ClientState,
         kind: SplitKind,
+        read: bool,
         args: &Args<'_>,
         raw: Option<&[u8]>,
         place: Place,
     ) {
+        if self.cfg.table.has_holds() {
+            return self.hold(st, args, raw, place);
+        }
         let groups = self.cfg.table.groups().len();
         let merge = Merge::new(kind, groups, &[]);
         let seq = match place.at {
@@ -402,7 +426,11 @@ impl Ctx {
         };
         self.stats.requests_split += 1;
         for g in 0..groups {
-            let b = self.conn_for(g as GroupIndex, st.conn_slot);
+            let b = if read {
+                self.read_conn(g as GroupIndex, st.conn_slot)
+            } else {
+                self.conn_for(g as GroupIndex, st.conn_slot)
+            };
             self.enqueue(st, b, seq, g as u16, |out| match raw {
                 Some(bytes) => out.extend_from_slice(bytes),
                 None => encode::request(out, args),
@@ -461,10 +489,48 @@ impl Ctx {
         }
     }
 
-    /// The backend connection client slot `slot` uses for group `g`, starting
-    /// a connection if it has none.
+    /// The backend connection client slot `slot` uses for group `g`'s
+    /// master, starting a connection if it has none.
+    #[inline]
     pub(crate) fn conn_for(&mut self, g: GroupIndex, slot: usize) -> usize {
-        let pool = &self.pools[self.group_pools[usize::from(g)]];
+        self.conn_in(self.group_pools[usize::from(g)], slot)
+    }
+
+    /// The connection for a read on group `g`: the next of the group's
+    /// replica pools (round robin) that is up — not failing, and its
+    /// connection for `slot` connected — else the master's. A replica
+    /// connection not open yet is opened, but the read does not wait for
+    /// it: it goes elsewhere.
+    pub(crate) fn read_conn(&mut self, g: GroupIndex, slot: usize) -> usize {
+        let reads = &self.reads[usize::from(g)];
+        let n = reads.pools.len();
+        let start = reads.next;
+        for i in 0..n {
+            let p = self.reads[usize::from(g)].pools[(start + i) % n];
+            let pool = &self.pools[p];
+            if pool.health.failures > 0 {
+                continue;
+            }
+            let b = pool.conns[slot % pool.conns.len()];
+            match self.backends[b].link {
+                Link::Up => {
+                    self.reads[usize::from(g)].next = (start + i + 1) % n;
+                    return b;
+                }
+                Link::Idle => {
+                    self.conn_in(p, slot);
+                }
+                Link::Connecting { .. } | Link::Down { .. } => {}
+            }
+        }
+        self.conn_for(g, slot)
+    }
+
+    /// The connection client slot `slot` uses in pool `p`, starting a
+    /// connection if it has none.
+    #[inline]
+    pub(crate) fn conn_in(&mut self, p: usize, slot: usize) -> usize {
+        let pool = &self.pools[p];
         let b = pool.conns[slot % pool.conns.len()];
         let conn = &mut self.backends[b];
         if let (Link::Idle, super::PoolKey::Addr(addr)) = (&conn.link, &pool.key) {

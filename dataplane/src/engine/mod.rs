@@ -11,7 +11,12 @@
 
 mod backend;
 mod client;
+#[cfg(test)]
+mod count_tests;
 mod dispatch;
+pub mod health;
+#[cfg(test)]
+mod hold_tests;
 mod limits;
 #[cfg(test)]
 mod limits_tests;
@@ -23,6 +28,8 @@ mod moves_tests;
 mod outbuf;
 mod pending;
 pub mod policy;
+#[cfg(test)]
+mod replica_tests;
 #[cfg(test)]
 mod rig;
 pub mod split;
@@ -40,7 +47,9 @@ use keyway_protocol::resp::RequestParser;
 use slab::Slab;
 
 pub use backend::BackendId;
-use backend::{BackendConn, Inflight, Link, Pool, PoolKey, MIN_BACKOFF_MS, WHOLE};
+use backend::{
+    BackendConn, Inflight, Link, Pool, PoolKey, MIN_BACKOFF_MS, NO_CLIENT, PROBE, WHOLE,
+};
 use client::{Client, ClientState, Phase, CLOSING_LINGER_MS};
 pub use client::{ClientId, ClientStatus};
 use moves::Place;
@@ -49,7 +58,7 @@ pub use stats::{PublishedStats, Stats};
 use versions::VersionCounts;
 
 use crate::config::LiveConfig;
-use crate::routing::GroupIndex;
+use crate::routing::{GroupIndex, GroupRoute, ReadFrom};
 
 /// State shared by all cores (touched on connect and disconnect, never per
 /// request).
@@ -69,6 +78,9 @@ pub struct Shared {
     pub reports: Box<[CoreReport]>,
     /// A managed data plane's lease end (Unix milliseconds; 0 for none).
     pub lease_until_unix_ms: AtomicU64,
+    /// Bumped (after publishing) whenever a core sees a backend go from up
+    /// to failing or back: the control thread then sends an Ack soon.
+    pub health_changes: AtomicU64,
 }
 
 /// One core's routing-version report, updated as it applies tables and on
@@ -89,6 +101,9 @@ pub struct CoreReport {
     /// Bytes the core holds in client and backend buffers (an estimate, kept
     /// within a megabyte of reads of the truth; see [`memory`]).
     pub memory: AtomicU64,
+    /// How the core fares with each backend of its table, as of its last
+    /// tick or backend state change.
+    pub backends: health::PublishedHealth,
 }
 
 impl Default for CoreReport {
@@ -99,6 +114,7 @@ impl Default for CoreReport {
             wake_fd: AtomicI32::new(-1),
             stats: PublishedStats::default(),
             memory: AtomicU64::new(0),
+            backends: Default::default(),
         }
     }
 }
@@ -114,7 +130,16 @@ impl Shared {
             cores,
             reports: (0..cores).map(|_| CoreReport::default()).collect(),
             lease_until_unix_ms: AtomicU64::new(0),
+            health_changes: AtomicU64::new(0),
         }
+    }
+
+    /// Every core's backend health merged into reports for an Ack, failing
+    /// backends first (see [`health::merge`]).
+    pub fn backend_reports(&self, now: Instant) -> Vec<keyway_capnp::control::BackendReport> {
+        let copies: Vec<Vec<health::BackendHealth>> =
+            self.reports.iter().map(|r| r.backends.load()).collect();
+        health::merge(copies.iter().map(Vec::as_slice), now)
     }
 
     /// Tells every core that watches for it that a new config was published
@@ -212,6 +237,13 @@ struct Scratch {
     moves: Vec<moves::Move>,
 }
 
+/// Where a group's reads may go: replica pools, taken round robin.
+#[derive(Debug, Default)]
+struct ReplicaReads {
+    pools: Box<[usize]>,
+    next: usize,
+}
+
 /// A kept-back request: (client index, client generation, its reply slot).
 type DeferredRef = (u32, u32, pending::Seq);
 
@@ -228,8 +260,17 @@ pub(crate) struct Ctx {
     backends: Slab<BackendConn>,
     pools: Vec<Pool>,
     pool_by_key: HashMap<PoolKey, usize>,
-    /// The pool of each group of the current table.
+    /// The pool of each group's master in the current table.
     group_pools: Vec<usize>,
+    /// Per group of the current table, the replica pools its read-only
+    /// commands may go to (empty: the master).
+    reads: Vec<ReplicaReads>,
+    /// Whether any group reads from replicas: the one test the request
+    /// path makes for replica reads when none does.
+    replica_reads: bool,
+    /// A backend went from up to failing or back since the cores' copy
+    /// (see [`health`]) was last published with `health_changes` bumped.
+    health_turned: bool,
     next_gen: u32,
     next_conn_slot: usize,
     epoch: Instant,
@@ -283,6 +324,9 @@ impl Worker {
             pools: Vec::new(),
             pool_by_key: HashMap::new(),
             group_pools: Vec::new(),
+            reads: Vec::new(),
+            replica_reads: false,
+            health_turned: false,
             next_gen: 0,
             next_conn_slot: core,
             epoch: Instant::now(),
@@ -418,7 +462,7 @@ impl Worker {
                 batch.keys.iter().map(Vec::as_slice),
             );
             conn.inflight.push_back(Inflight {
-                client: u32::MAX,
+                client: NO_CLIENT,
                 client_gen: 0,
                 seq: id,
                 part: move_batch::MOVE_BATCH,
@@ -534,7 +578,7 @@ impl Worker {
                         at: Some(seq),
                         ..Place::NEW
                     };
-                    let msg = "TRYAGAIN the slot is being prepared for a migration; try again";
+                    let msg = "TRYAGAIN the slot is on hold while a migration or failover is prepared; try again";
                     self.ctx.refuse(&mut c.st, msg, place);
                     self.ctx.after_output(&mut c.st);
                     self.ctx.walk.push((idx, gen));
@@ -809,6 +853,24 @@ impl Worker {
         }
         conn.link = Link::Up;
         conn.backoff_ms = MIN_BACKOFF_MS;
+        if self.ctx.pools[conn.pool].health.failures > 0 {
+            // A PING tells when a failing backend answers again, even with
+            // no request for it (a failing replica gets no reads).
+            let version = self.ctx.cfg.table.version;
+            conn.out
+                .buf_mut()
+                .extend_from_slice(b"*1\r\n$4\r\nPING\r\n");
+            conn.inflight.push_back(Inflight {
+                client: NO_CLIENT,
+                client_gen: 0,
+                seq: 0,
+                part: PROBE,
+                version,
+                sent_ms: self.ctx.now_ms,
+                end: conn.out.end_offset(),
+            });
+            self.ctx.versions.add(version);
+        }
         self.ctx.stats.backend_connects += 1;
         if !conn.dirty {
             conn.dirty = true;
@@ -904,11 +966,20 @@ impl Worker {
                 conn.inbuf = buf;
             })
         };
-        if let Err(reason) = result {
-            if reason == UNSOLICITED {
-                self.ctx.stats.backend_unsolicited += 1;
+        match result {
+            Ok(()) => {
+                let now = self.ctx.now_ms;
+                let p = self.ctx.backends[idx].pool;
+                if self.ctx.pools[p].health.answered(now) {
+                    self.ctx.health_turned(p);
+                }
             }
-            self.fail_backend(idx, &reason);
+            Err(reason) => {
+                if reason == UNSOLICITED {
+                    self.ctx.stats.backend_unsolicited += 1;
+                }
+                self.fail_backend(idx, &reason);
+            }
         }
         self.resume_paused();
         self.run_deferred();
@@ -940,7 +1011,11 @@ impl Worker {
         let max_backoff = self.ctx.cfg.backend.max_backoff.0.max(MIN_BACKOFF_MS);
         self.ctx.next_gen = self.ctx.next_gen.wrapping_add(1);
         let gen = self.ctx.next_gen;
-        let pool = &self.ctx.pools[self.ctx.backends[idx].pool];
+        let p = self.ctx.backends[idx].pool;
+        if self.ctx.pools[p].health.failed(now, reason) {
+            self.ctx.health_turned(p);
+        }
+        let pool = &self.ctx.pools[p];
         let (core, group, addr) = (self.ctx.core, pool.group.clone(), pool.key.clone());
         let mut reply = Vec::new();
         keyway_protocol::resp::encode::error(
@@ -1006,6 +1081,7 @@ impl Worker {
         self.resume_paused();
         self.run_deferred();
         self.ctx.report();
+        self.ctx.publish_health();
         if let Some(r) = self.ctx.shared.reports.get(self.ctx.core) {
             r.stats.publish(&self.ctx.stats);
         }
@@ -1104,6 +1180,7 @@ impl Worker {
             }
             self.fail_backend(idx, &reason);
         }
+        self.ctx.probe_failing();
         // Close retired connections whose replies are all in.
         for p in 0..self.ctx.pools.len() {
             let mut i = 0;
@@ -1254,53 +1331,50 @@ impl Ctx {
         }
     }
 
-    /// Adopts a new snapshot: maps its groups to connection pools, creating
-    /// pools for new masters and retiring connections no group uses any more.
+    /// Adopts a new snapshot: maps its groups' masters (and the replicas
+    /// their reads may go to) to connection pools, creating pools for new
+    /// addresses and retiring connections no group uses any more.
     fn apply(&mut self, cfg: Arc<LiveConfig>) {
-        let wanted = cfg.backend.connections;
         let mut used = vec![false; self.pools.len()];
         self.group_pools.clear();
+        self.reads.clear();
         for g in cfg.table.groups() {
             let key = match &g.master {
                 Ok(a) => PoolKey::Addr(*a),
                 Err(_) => PoolKey::Unresolved(g.master_text.clone()),
             };
-            let p = match self.pool_by_key.get(&key) {
-                Some(&p) => p,
-                None => {
-                    self.pools.push(Pool {
-                        key: key.clone(),
-                        group: g.name.clone(),
-                        conns: Vec::new(),
-                        retiring: Vec::new(),
-                    });
-                    used.push(false);
-                    self.pool_by_key.insert(key, self.pools.len() - 1);
-                    self.pools.len() - 1
-                }
-            };
-            used[p] = true;
-            let pool = &mut self.pools[p];
-            pool.group = g.name.clone();
-            while pool.conns.len() < wanted {
-                let mut conn = BackendConn::new(p);
-                if let Err(why) = &g.master {
+            let p = self.pool(key, g, &g.master_text, &cfg, &mut used);
+            if let Err(why) = &g.master {
+                for &b in &self.pools[p].conns {
                     // Never connects: its requests get the resolver's error
                     // until a table with the master resolved replaces it.
-                    conn.link = Link::Down {
+                    self.backends[b].link = Link::Down {
                         until_ms: u64::MAX,
                         reason: why.clone(),
                     };
                 }
-                pool.conns.push(self.backends.insert(conn));
-            }
-            while pool.conns.len() > wanted {
-                let b = pool.conns.pop().expect("non-empty");
-                pool.retiring.push(b);
             }
             self.group_pools.push(p);
+            let mut reads = Vec::new();
+            for r in g.replicas.iter() {
+                let local = match (g.read_from, &cfg.zone) {
+                    (ReadFrom::Master, _) => continue,
+                    (ReadFrom::Replica, _) => true,
+                    (ReadFrom::LocalZone, Some(zone)) => r.zone == *zone,
+                    (ReadFrom::LocalZone, None) => false,
+                };
+                if let (true, Ok(a)) = (local, &r.addr) {
+                    reads.push(self.pool(PoolKey::Addr(*a), g, &r.text, &cfg, &mut used));
+                }
+            }
+            self.reads.push(ReplicaReads {
+                pools: reads.into(),
+                next: 0,
+            });
         }
+        self.replica_reads = self.reads.iter().any(|r| !r.pools.is_empty());
         for (p, pool) in self.pools.iter_mut().enumerate() {
+            pool.in_use = used[p];
             if !used[p] {
                 pool.retiring.append(&mut pool.conns);
             }
@@ -1317,6 +1391,50 @@ impl Ctx {
         self.cfg = cfg;
         self.cfg_seq += 1;
         self.report();
+    }
+
+    /// The pool for `key` (created if new) with `backend.connections`
+    /// connections, serving group `g` as `text`.
+    fn pool(
+        &mut self,
+        key: PoolKey,
+        g: &GroupRoute,
+        text: &str,
+        cfg: &LiveConfig,
+        used: &mut Vec<bool>,
+    ) -> usize {
+        let wanted = cfg.backend.connections;
+        let p = match self.pool_by_key.get(&key) {
+            Some(&p) => p,
+            None => {
+                self.pools.push(Pool {
+                    key: key.clone(),
+                    group: g.name.clone(),
+                    text: Arc::from(text),
+                    conns: Vec::new(),
+                    retiring: Vec::new(),
+                    health: Default::default(),
+                    in_use: true,
+                });
+                used.push(false);
+                self.pool_by_key.insert(key, self.pools.len() - 1);
+                self.pools.len() - 1
+            }
+        };
+        used[p] = true;
+        let pool = &mut self.pools[p];
+        pool.group = g.name.clone();
+        if *pool.text != *text {
+            pool.text = Arc::from(text);
+        }
+        while pool.conns.len() < wanted {
+            pool.conns.push(self.backends.insert(BackendConn::new(p)));
+        }
+        while pool.conns.len() > wanted {
+            let b = pool.conns.pop().expect("non-empty");
+            pool.retiring.push(b);
+        }
+        p
     }
 
     /// Publishes the version this core routes by and the oldest in flight.
@@ -1500,8 +1618,13 @@ impl Sink<'_> {
     #[inline]
     fn deliver(&mut self, e: Inflight, reply: &[u8]) {
         self.versions.done(e.version);
-        if e.part == move_batch::MOVE_BATCH {
-            return self.batch_replied(e.seq, reply);
+        if e.client == NO_CLIENT {
+            // A batch's MIGRATE, or a probe's PING (its reply only tells
+            // that the backend is up).
+            if e.part == move_batch::MOVE_BATCH {
+                self.batch_replied(e.seq, reply);
+            }
+            return;
         }
         let Some(c) = live_client(self.clients, e.client, e.client_gen) else {
             self.stats.replies_orphaned += 1;

@@ -23,7 +23,10 @@
 //! until the next table, so that no data plane writes to A while another has
 //! started moving keys from it. A hold lasts until every data plane has acked
 //! the blocked version (a fraction of a second) and at most `hold_timeout`,
-//! after which the command gets `-TRYAGAIN`.
+//! after which the command gets `-TRYAGAIN`. A group on hold (a failover or
+//! switchover under way: `GroupRoute::hold`) is held the same way: the
+//! table routes its slots, and moves from or to it, as `Blocked`, and a
+//! fan-out while any group is on hold is held whole.
 //!
 //! Order: while any request of a client is kept back, its later routed
 //! requests are kept back behind it and dispatched strictly in order
@@ -80,8 +83,12 @@ impl Place {
 /// Where a request's keys lead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Target {
-    /// Send it to this group.
+    /// Send it to this group; its keys' slots are stable, so a read may go
+    /// to one of the group's replicas.
     Group(GroupIndex),
+    /// Send it to this group's master: a key's slot is migrating (a key
+    /// just moved there may not have reached the group's replicas).
+    Master(GroupIndex),
     /// A key's slot is blocked: hold it.
     Hold,
     /// Keys must be moved first (listed in the worker's scratch `moves`).
@@ -90,6 +97,18 @@ pub(crate) enum Target {
 
 /// A key to move: (source, target, argument index).
 pub(crate) type Move = (GroupIndex, GroupIndex, u32);
+
+/// What routing a request's keys found, besides each key's group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeysRoute {
+    /// Every key's slot is stable: send to the groups.
+    Stable,
+    /// A key's slot is moving and its keys are moved already: send to the
+    /// groups' masters.
+    Moved,
+    /// Hold or move keys first.
+    Wait(Target),
+}
 
 impl Ctx {
     /// The group each key will be served by (`groups[i]` for `keys[i]`: the
@@ -102,11 +121,12 @@ impl Ctx {
         groups: &mut Vec<GroupIndex>,
         moves: &mut Vec<Move>,
         place: Place,
-    ) -> Result<Option<Target>, String> {
+    ) -> Result<KeysRoute, String> {
         groups.clear();
         moves.clear();
         let table = &self.cfg.table;
         let mut hold = false;
+        let mut moving = false;
         for &k in keys {
             let slot = table.slot_of(args.get(k as usize));
             let g = match table.route(slot) {
@@ -120,17 +140,20 @@ impl Ctx {
                     if !place.moved {
                         moves.push((from, to, k));
                     }
+                    moving = true;
                     to
                 }
             };
             groups.push(g);
         }
         Ok(if hold {
-            Some(Target::Hold)
-        } else if moves.is_empty() {
-            None
+            KeysRoute::Wait(Target::Hold)
+        } else if !moves.is_empty() {
+            KeysRoute::Wait(Target::MoveFirst)
+        } else if moving {
+            KeysRoute::Moved
         } else {
-            Some(Target::MoveFirst)
+            KeysRoute::Stable
         })
     }
 
@@ -150,7 +173,11 @@ impl Ctx {
                 if groups.iter().any(|&g| g != first) {
                     return Err(CROSSSLOT.to_string());
                 }
-                Ok(t.unwrap_or(Target::Group(first)))
+                Ok(match t {
+                    KeysRoute::Stable => Target::Group(first),
+                    KeysRoute::Moved => Target::Master(first),
+                    KeysRoute::Wait(t) => t,
+                })
             });
         self.scratch.groups = groups;
         self.scratch.moves = moves;
@@ -197,7 +224,8 @@ impl Ctx {
         self.stats.requests_kept_behind += 1;
     }
 
-    /// Holds a request on a blocked slot until the table changes.
+    /// Holds a request on a blocked slot (or for a group on hold) until the
+    /// table changes.
     pub(crate) fn hold(
         &mut self,
         st: &mut ClientState,

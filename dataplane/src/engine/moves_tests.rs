@@ -142,7 +142,7 @@ fn a_hold_that_lasts_too_long_answers_tryagain() {
     r.tick(2500);
     assert_eq!(
         r.output(),
-        "-TRYAGAIN the slot is being prepared for a migration; try again\r\n+PONG\r\n"
+        "-TRYAGAIN the slot is on hold while a migration or failover is prepared; try again\r\n+PONG\r\n"
     );
 }
 

@@ -4,7 +4,7 @@
 //! b=1, c=2 on 127.0.0.1:7000-7002 and 16 slots: slot 1 as the test says,
 //! every other slot on c.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,7 +13,7 @@ use arc_swap::ArcSwap;
 
 use super::{Action, BackendId, ClientId, ClientStatus, Shared, Worker};
 use crate::config::{BackendSettings, Limits, LiveConfig, MigrationSettings};
-use crate::routing::{GroupRoute, RoutingTable, SlotRoute};
+use crate::routing::{GroupRoute, ReadFrom, ReplicaRoute, RoutingTable, SlotRoute};
 
 pub(crate) const SLOTS: u32 = 16;
 
@@ -30,6 +30,11 @@ pub(crate) fn addr(g: u16) -> SocketAddr {
     format!("127.0.0.1:{}", 7000 + g).parse().unwrap()
 }
 
+/// Replica `i`'s address: 127.0.0.1:7100+i.
+pub(crate) fn replica_addr(i: u16) -> SocketAddr {
+    format!("127.0.0.1:{}", 7100 + i).parse().unwrap()
+}
+
 /// Settings the rig's configs carry.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Settings {
@@ -37,9 +42,15 @@ pub(crate) struct Settings {
     pub backend: BackendSettings,
     /// A group whose master did not resolve.
     pub unresolved: Option<u16>,
+    /// Replicas: (group, replica number for [`replica_addr`], zone).
+    pub replicas: Vec<(u16, u16, &'static str)>,
+    /// Groups' read policies (others read from their master).
+    pub read_from: Vec<(u16, ReadFrom)>,
+    /// The data plane's zone.
+    pub zone: Option<&'static str>,
 }
 
-fn config(version: u64, slot1: SlotRoute, settings: &Settings) -> Arc<LiveConfig> {
+fn config(version: u64, slot1: SlotRoute, held: &[u16], settings: &Settings) -> Arc<LiveConfig> {
     let groups: Box<[GroupRoute]> = (0..3u16)
         .map(|g| GroupRoute {
             name: Arc::from(["a", "b", "c"][usize::from(g)]),
@@ -49,6 +60,22 @@ fn config(version: u64, slot1: SlotRoute, settings: &Settings) -> Arc<LiveConfig
                 Ok(addr(g))
             },
             master_text: addr(g).to_string(),
+            replicas: settings
+                .replicas
+                .iter()
+                .filter(|r| r.0 == g)
+                .map(|&(_, i, zone)| ReplicaRoute {
+                    addr: Ok(replica_addr(i)),
+                    text: replica_addr(i).to_string(),
+                    zone: Arc::from(zone),
+                })
+                .collect(),
+            read_from: settings
+                .read_from
+                .iter()
+                .find(|r| r.0 == g)
+                .map_or(ReadFrom::Master, |r| r.1),
+            hold: held.contains(&g),
         })
         .collect();
     let mut slots = vec![SlotRoute::Stable(2); SLOTS as usize];
@@ -59,6 +86,7 @@ fn config(version: u64, slot1: SlotRoute, settings: &Settings) -> Arc<LiveConfig
         limits: settings.limits.clone(),
         backend: settings.backend.clone(),
         migration: MigrationSettings::default(),
+        zone: settings.zone.map(Arc::from),
     })
 }
 
@@ -69,6 +97,8 @@ pub(crate) struct Rig {
     backends: HashMap<SocketAddr, BackendId>,
     start: Instant,
     settings: Settings,
+    /// Connections to these addresses are refused.
+    pub refusing: HashSet<SocketAddr>,
 }
 
 impl Rig {
@@ -77,7 +107,7 @@ impl Rig {
     }
 
     pub fn with(slot1: SlotRoute, settings: Settings) -> Rig {
-        let source = Arc::new(ArcSwap::new(config(1, slot1, &settings)));
+        let source = Arc::new(ArcSwap::new(config(1, slot1, &[], &settings)));
         let mut worker = Worker::new(0, source.clone(), Arc::new(Shared::new(1)));
         let peer: SocketAddr = "127.0.0.1:50000".parse().unwrap();
         let client = worker.accept(peer, peer).unwrap();
@@ -88,6 +118,7 @@ impl Rig {
             backends: HashMap::new(),
             start: Instant::now(),
             settings,
+            refusing: HashSet::new(),
         }
     }
 
@@ -109,16 +140,34 @@ impl Rig {
         self.worker.client_input(self.client, bytes);
     }
 
-    /// Connects what the worker asked for; returns what it wrote to group
-    /// `g`'s backend since the last call.
-    pub fn written(&mut self, g: u16) -> String {
+    /// Connects what the worker asked for (refusing the addresses in
+    /// `refusing`); returns how many connections were attempted.
+    pub fn connect(&mut self) -> usize {
         let mut actions = Vec::new();
         self.worker.take_actions(&mut actions);
+        let n = actions.len();
         for Action::Connect { id, addr, .. } in actions {
+            if self.refusing.contains(&addr) {
+                self.worker
+                    .backend_failed(id, "Connection refused (os error 111)");
+                continue;
+            }
             assert!(self.worker.backend_connected(id));
             self.backends.insert(addr, id);
         }
-        let Some(&id) = self.backends.get(&addr(g)) else {
+        n
+    }
+
+    /// Connects what the worker asked for; returns what it wrote to group
+    /// `g`'s backend since the last call.
+    pub fn written(&mut self, g: u16) -> String {
+        self.written_at(addr(g))
+    }
+
+    /// As [`written`](Self::written), for any backend address.
+    pub fn written_at(&mut self, at: SocketAddr) -> String {
+        self.connect();
+        let Some(&id) = self.backends.get(&at) else {
             return String::new();
         };
         let out = String::from_utf8_lossy(self.worker.backend_output(id)).into_owned();
@@ -130,12 +179,7 @@ impl Rig {
     /// Connects what the worker asked for; returns how many bytes wait to be
     /// written to group `g`'s backend, without writing them.
     pub fn waiting(&mut self, g: u16) -> usize {
-        let mut actions = Vec::new();
-        self.worker.take_actions(&mut actions);
-        for Action::Connect { id, addr, .. } in actions {
-            assert!(self.worker.backend_connected(id));
-            self.backends.insert(addr, id);
-        }
+        self.connect();
         self.backends
             .get(&addr(g))
             .map_or(0, |&id| self.worker.backend_output(id).len())
@@ -146,8 +190,20 @@ impl Rig {
     }
 
     pub fn reply_bytes(&mut self, g: u16, bytes: &[u8]) {
-        let id = self.backends[&addr(g)];
+        self.reply_at(addr(g), bytes);
+    }
+
+    /// Feeds `bytes` from the backend at `at`.
+    pub fn reply_at(&mut self, at: SocketAddr, bytes: &[u8]) {
+        let id = self.backends[&at];
         self.worker.backend_input(id, bytes);
+    }
+
+    /// The connection to `at` breaks (the server died).
+    pub fn lose(&mut self, at: SocketAddr) {
+        let id = self.backends[&at];
+        self.worker
+            .backend_failed(id, "the backend closed the connection");
     }
 
     /// Whether group `g`'s backend connection is still up.
@@ -169,7 +225,13 @@ impl Rig {
 
     /// Publishes a table (the worker picks it up on its next call).
     pub fn publish(&mut self, version: u64, slot1: SlotRoute) {
-        self.source.store(config(version, slot1, &self.settings));
+        self.publish_held(version, slot1, &[]);
+    }
+
+    /// Publishes a table with groups `held` on hold.
+    pub fn publish_held(&mut self, version: u64, slot1: SlotRoute, held: &[u16]) {
+        self.source
+            .store(config(version, slot1, held, &self.settings));
     }
 
     /// Publishes a table and ticks, so the worker applies it now.

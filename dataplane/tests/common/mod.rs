@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
+pub mod fake_ctld;
+
 use keyway_testkit::Process;
 pub use keyway_testkit::{raw_roundtrip, read_some, wait_for, Redis, TempDir};
 
@@ -30,6 +32,12 @@ impl Keyway {
     /// Starts keyway with `body` appended to `listen = "127.0.0.1:0"` (and a
     /// `transport` line when `KEYWAY_TEST_TRANSPORT` names one).
     pub fn start(body: &str) -> Keyway {
+        Keyway::start_args(body, &[])
+    }
+
+    /// As [`start`](Self::start), with more command-line arguments (e.g.
+    /// `--zone`, or `--control` for a managed keyway).
+    pub fn start_args(body: &str, args: &[&str]) -> Keyway {
         let dir = TempDir::new("keyway");
         let config = dir.path().join("keyway.toml");
         std::fs::write(
@@ -41,6 +49,7 @@ impl Keyway {
             Command::new(env!("CARGO_BIN_EXE_keyway"))
                 .arg("--config")
                 .arg(&config)
+                .args(args)
                 .env("KEYWAY_LOG", "info"),
         );
         let addr = proc
@@ -208,6 +217,19 @@ impl Relay {
         let mut s = guard.as_ref().expect("keyway is connected");
         s.write_all(bytes).unwrap();
     }
+}
+
+/// Calls of `command` a redis-server has served (`INFO commandstats`).
+pub fn calls(redis: &Redis, command: &str) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut redis.conn())
+        .unwrap();
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|v| v.split(',').next())
+        .map_or(0, |v| v.parse().unwrap())
 }
 
 /// `INFO keyway` of a new connection, as `name -> value`.
