@@ -234,18 +234,16 @@ impl Registry {
             let Some(s) = p.session.as_ref().filter(|s| s.connected) else {
                 continue;
             };
-            let Some(age) = s
+            if !s
                 .reported_at
-                .map(|at| now.saturating_duration_since(at))
-                .filter(|age| *age <= fresh)
-            else {
+                .is_some_and(|at| now.saturating_duration_since(at) <= fresh)
+            {
                 continue;
-            };
+            }
             if let Some(r) = s.reports.iter().find(|r| r.address == addr) {
                 t.count(
                     r.failures,
                     r.since_success_ms.map(Duration::from_millis),
-                    age,
                     down_after,
                 );
             }

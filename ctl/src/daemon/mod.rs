@@ -54,6 +54,10 @@ pub enum ChangeError {
 /// The latest snapshot of a cluster, or `None` once it is deleted.
 pub type SnapshotRx = watch::Receiver<Option<Arc<Snapshot>>>;
 
+/// How old a data plane's backend report may be to count: data planes
+/// report at least every second (`keyway::control::REPORT_EVERY`).
+pub const REPORT_FRESH: Duration = Duration::from_secs(3);
+
 /// A data plane as the API shows it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DataPlaneView {
@@ -287,12 +291,10 @@ impl Ctld {
     }
 
     /// What the data planes of `cluster` say of server `addr`: those
-    /// connected whose last report is at most a third of the lease plus
-    /// `down_after` old (they send one at least every third of the lease, and
-    /// at once when a backend fails or recovers).
+    /// connected whose last report is at most [`REPORT_FRESH`] old (they
+    /// report every second, and at once when a backend fails or recovers).
     pub fn tally(&self, cluster: &str, addr: &str, down_after: Duration) -> Tally {
-        let fresh = self.lease_of(cluster) / 3 + down_after;
-        lock(&self.planes).tally(cluster, addr, fresh, down_after)
+        lock(&self.planes).tally(cluster, addr, REPORT_FRESH, down_after)
     }
 
     /// Every group's health in cluster `c`.

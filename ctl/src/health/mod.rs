@@ -89,19 +89,16 @@ pub struct Tally {
 }
 
 impl Tally {
-    /// Counts one data plane's report, `age` old, on a server:
-    /// `failures` consecutive failures and a success `since_success` before
-    /// the report. A report that is neither (no recent traffic) abstains.
-    pub fn count(
-        &mut self,
-        failures: u32,
-        since_success: Option<Duration>,
-        age: Duration,
-        down_after: Duration,
-    ) {
+    /// Counts one data plane's report on a server: `failures` consecutive
+    /// failures, and a success `since_success` before the report. A data
+    /// plane sends a report at once when a server turns from up to failing,
+    /// so one whose last report had a success within `down_after` and no
+    /// failure still reaches it (the caller drops reports older than a
+    /// lease-third plus `down_after`); one with no recent traffic abstains.
+    pub fn count(&mut self, failures: u32, since_success: Option<Duration>, down_after: Duration) {
         if failures > 0 {
             self.failing += 1;
-        } else if since_success.is_some_and(|s| s + age < down_after) {
+        } else if since_success.is_some_and(|s| s < down_after) {
             self.reaching += 1;
         }
     }
@@ -384,19 +381,9 @@ mod tests {
         // Data planes that still reach it veto ctld's view.
         let mut t = Tally::default();
         let after = Duration::from_secs(5);
-        t.count(
-            0,
-            Some(Duration::from_millis(50)),
-            Duration::from_millis(10),
-            after,
-        );
-        t.count(
-            0,
-            Some(Duration::from_millis(80)),
-            Duration::from_millis(10),
-            after,
-        );
-        t.count(3, None, Duration::ZERO, after);
+        t.count(0, Some(Duration::from_millis(50)), after);
+        t.count(0, Some(Duration::from_millis(80)), after);
+        t.count(3, None, after);
         assert_eq!((t.failing, t.reaching), (1, 2));
         assert!(!master_failed(
             Some(&s),
@@ -404,15 +391,11 @@ mod tests {
             &ha,
             t0 + Duration::from_secs(9)
         ));
-        // A stale success abstains.
+        // No recent traffic abstains.
         let mut t = Tally::default();
-        t.count(
-            0,
-            Some(Duration::from_secs(4)),
-            Duration::from_secs(2),
-            after,
-        );
-        t.count(2, Some(Duration::from_secs(6)), Duration::ZERO, after);
+        t.count(0, Some(Duration::from_secs(6)), after);
+        t.count(0, None, after);
+        t.count(2, Some(Duration::from_secs(6)), after);
         assert_eq!((t.failing, t.reaching), (1, 0));
         assert!(master_failed(Some(&s), t, &ha, t0 + Duration::from_secs(9)));
         // A good check clears it; never checked is never failed.

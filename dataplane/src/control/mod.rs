@@ -62,6 +62,11 @@ const FAST_POLL: Duration = Duration::from_millis(2);
 /// to failing or back (see [`Shared::health_changes`]).
 const HEALTH_ACK_GAP: Duration = Duration::from_millis(100);
 
+/// The longest time between two acks (and so between two backend reports):
+/// ctld weighs a master's failure by the data planes' recent reports, so
+/// they must be at most this old, whatever the lease.
+pub const REPORT_EVERY: Duration = Duration::from_secs(1);
+
 /// How often masters that did not resolve are resolved again.
 const RESOLVE_RETRY: Duration = Duration::from_secs(2);
 
@@ -427,7 +432,8 @@ impl Session {
             // Ack a newly drained version at once, and a backend's turn
             // from up to failing or back within HEALTH_ACK_GAP (ctld's
             // failure detection waits for it); otherwise ask for the lease
-            // every third of it.
+            // (and report) every third of it, or every REPORT_EVERY if
+            // that is sooner.
             let lease =
                 Duration::from_millis(self.snapshot.as_ref().map_or(3000, |s| s.lease_millis));
             let drained = self
@@ -437,7 +443,9 @@ impl Session {
                 .min(self.snapshot.as_ref().map_or(0, |s| s.version));
             let turned = self.shared.health_changes.load(Ordering::Acquire) != self.health_reported
                 && self.last_ack.is_none_or(|t| t.elapsed() >= HEALTH_ACK_GAP);
-            let due = self.last_ack.is_none_or(|t| t.elapsed() >= lease / 3)
+            let due = self
+                .last_ack
+                .is_none_or(|t| t.elapsed() >= (lease / 3).min(REPORT_EVERY))
                 || self.acked != Some(drained)
                 || turned;
             if due {
