@@ -1,8 +1,9 @@
 //! A managed keyway against real redis-servers, with the test playing
 //! keyway-ctld (`common::fake_ctld`): backend reports in acks (`kill -9` of
-//! the master under traffic brings an Ack reporting it failing well before
-//! the next lease-third Ack, and its restart one reporting it up), and a
-//! group on hold (nothing sent to it until a version without the hold).
+//! the master under traffic brings an Ack reporting it failing — within
+//! 100 ms of keyway seeing it, besides the acks every second — and its
+//! restart one reporting it up), and a group on hold (nothing sent to it
+//! until a version without the hold).
 
 mod common;
 
