@@ -18,6 +18,8 @@ pub mod cli;
 pub mod client;
 pub mod control;
 pub mod daemon;
+pub mod etcd;
+pub mod leader;
 pub mod local;
 pub mod migrate;
 pub mod model;

@@ -13,6 +13,7 @@
 
 mod auth;
 mod clusters;
+pub mod leader;
 mod migrations;
 pub mod serve;
 

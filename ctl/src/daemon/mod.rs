@@ -34,6 +34,7 @@ use keyway_capnp::snapshot::Snapshot;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Notify};
 
+use crate::leader::Term;
 use crate::model::{Cluster, Migration, ModelError, State};
 use crate::store::{Store, StoreError};
 pub use dataplanes::Registration;
@@ -85,9 +86,13 @@ pub struct Ctld {
     acks: Notify,
     /// The lease for clusters created without one.
     pub default_lease: Duration,
-    /// When this ctld started: data planes it has not heard from may hold a
-    /// lease granted by its predecessor until `started + lease`.
+    /// When this ctld started serving — with an election, when it won it:
+    /// data planes it has not heard from may hold a lease granted by its
+    /// predecessor until `started + lease`.
     pub started: Instant,
+    /// Its term as the active ctld: leases are granted only while it holds
+    /// (`crate::leader`).
+    term: Arc<Term>,
 }
 
 impl std::fmt::Debug for Ctld {
@@ -103,8 +108,20 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Ctld {
-    /// A daemon over a loaded (and validated) state and its store.
+    /// A daemon over a loaded (and validated) state and its store, with no
+    /// election (always active).
     pub fn new(state: State, store: Box<dyn Store>, default_lease: Duration) -> Ctld {
+        Ctld::for_term(state, store, default_lease, Term::unelected())
+    }
+
+    /// A daemon for one term as the active ctld, over the state loaded when
+    /// it began (`started` is now: the term's start).
+    pub fn for_term(
+        state: State,
+        store: Box<dyn Store>,
+        default_lease: Duration,
+        term: Arc<Term>,
+    ) -> Ctld {
         let channels = state
             .clusters
             .iter()
@@ -118,7 +135,13 @@ impl Ctld {
             acks: Notify::new(),
             default_lease,
             started: Instant::now(),
+            term,
         }
+    }
+
+    /// Its term as the active ctld.
+    pub fn term(&self) -> &Arc<Term> {
+        &self.term
     }
 
     /// The state as last saved (data planes' acked versions may be newer in

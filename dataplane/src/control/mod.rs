@@ -34,7 +34,8 @@ use crate::routing::RoutingTable;
 /// How to reach ctld and who this data plane is.
 #[derive(Debug, Clone)]
 pub struct ControlOptions {
-    /// ctld's control address (`host:port`).
+    /// ctld's control address (`host:port`), or several separated by
+    /// commas (ctlds on etcd: the active one is found by trying each).
     pub ctld: String,
     /// The cluster served.
     pub cluster: String,
@@ -47,6 +48,13 @@ pub struct ControlOptions {
     /// The shared secret sent in the Hello (`--control-token-file`), if
     /// ctld requires one.
     pub token: Option<String>,
+}
+
+/// The session ended because that ctld stands by (control.capnp: its
+/// refusal starts with "standby").
+fn standby_refusal(e: &str) -> bool {
+    e.strip_prefix("keyway-ctld refused the session: ")
+        .is_some_and(|why| why.starts_with("standby"))
 }
 
 /// How often the session loop wakes when nothing arrives.
@@ -300,37 +308,58 @@ impl Session {
         }
     }
 
+    /// Dials ctld until stopped. With several addresses (`--control A,B,C`:
+    /// several ctlds on etcd, one of them active) it tries each in turn and
+    /// moves to the next at once when one cannot be reached, refuses the
+    /// session as a standby, or ends a session; it backs off only after a
+    /// whole round of addresses served no session.
     fn run(mut self, stop: &AtomicBool) {
+        let addrs: Vec<String> = self
+            .opts
+            .ctld
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(str::to_string)
+            .collect();
         let mut backoff = Duration::from_millis(100);
+        let mut at = 0usize;
+        let mut failed_in_round = 0usize;
         while !stop.load(Ordering::Relaxed) {
-            match TcpStream::connect_timeout(
-                &match crate::config::resolve(&self.opts.ctld) {
-                    Ok(a) => a,
-                    Err(e) => {
-                        tracing::warn!("keyway-ctld address: {e}");
-                        self.idle(stop, backoff);
-                        continue;
-                    }
+            let Some(addr) = addrs.get(at % addrs.len().max(1)).cloned() else {
+                tracing::warn!("no keyway-ctld address to dial");
+                self.idle(stop, Duration::from_secs(2));
+                continue;
+            };
+            at = at.wrapping_add(1);
+            let heard = self.heartbeats;
+            match crate::config::resolve(&addr) {
+                Err(e) => tracing::warn!("keyway-ctld address {addr}: {e}"),
+                Ok(sa) => match TcpStream::connect_timeout(&sa, Duration::from_secs(1)) {
+                    Ok(sock) => match self.session(sock, stop) {
+                        Ok(()) => tracing::info!(ctld = %addr, "control session closed"),
+                        Err(e) if standby_refusal(&e) => {
+                            tracing::debug!(ctld = %addr, "{e}; trying the next address")
+                        }
+                        Err(e) => tracing::warn!(ctld = %addr, "control session ended: {e}"),
+                    },
+                    Err(e) => tracing::debug!("cannot reach keyway-ctld at {addr}: {e}"),
                 },
-                Duration::from_secs(1),
-            ) {
-                Ok(sock) => {
-                    let heard = self.heartbeats;
-                    match self.session(sock, stop) {
-                        Ok(()) => tracing::info!("control session closed"),
-                        Err(e) => tracing::warn!("control session ended: {e}"),
-                    }
-                    // Only a session that was served starts the backoff
-                    // over: one refused at once (a wrong token, an unknown
-                    // cluster) is retried ever more slowly, up to 2 s.
-                    if self.heartbeats != heard {
-                        backoff = Duration::from_millis(100);
-                    }
-                }
-                Err(e) => tracing::debug!("cannot reach keyway-ctld at {}: {e}", self.opts.ctld),
             }
-            self.idle(stop, backoff);
-            backoff = (backoff * 2).min(Duration::from_secs(2));
+            // Only a session that was served starts the backoff over: one
+            // refused at once (a wrong token, an unknown cluster) is retried
+            // ever more slowly, up to 2 s.
+            if self.heartbeats != heard {
+                backoff = Duration::from_millis(100);
+                failed_in_round = 0;
+                continue;
+            }
+            failed_in_round += 1;
+            if failed_in_round >= addrs.len() {
+                failed_in_round = 0;
+                self.idle(stop, backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
         }
     }
 
