@@ -359,7 +359,7 @@ fn state_with(name: &str, master: &str) -> State {
 #[test]
 fn a_save_with_a_stale_revision_or_without_the_election_is_a_conflict() {
     let etcd = Etcd::start();
-    let conn = EtcdConn::connect(&[etcd.url.clone()], "/cas-test", TTL).unwrap();
+    let conn = EtcdConn::connect(std::slice::from_ref(&etcd.url), "/cas-test", TTL).unwrap();
     // The election's proof, as a campaign leaves it: a key and its create
     // revision.
     let guard_key = "/cas-test/election/me".to_string();

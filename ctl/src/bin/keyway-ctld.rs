@@ -133,7 +133,7 @@ fn main() -> ExitCode {
         Some(Ok(endpoints)) => {
             match keyway_ctl::etcd::Etcd::connect(&endpoints, &args.etcd_prefix, args.election_ttl)
             {
-                Ok(etcd) => Backing::Etcd(etcd),
+                Ok(etcd) => Backing::Etcd(Box::new(etcd)),
                 Err(e) => {
                     eprintln!("keyway-ctld: {e}");
                     return ExitCode::from(2);
@@ -179,7 +179,7 @@ enum Backing {
     /// One file, one ctld, always active.
     File(Box<dyn store::Store>, keyway_ctl::model::State),
     /// etcd, shared by several ctlds; loaded per term.
-    Etcd(keyway_ctl::etcd::Etcd),
+    Etcd(Box<keyway_ctl::etcd::Etcd>),
 }
 
 fn run(args: Args, auth: Auth, backing: Backing) -> anyhow::Result<()> {
@@ -232,7 +232,7 @@ fn run(args: Args, auth: Auth, backing: Backing) -> anyhow::Result<()> {
             Backing::Etcd(etcd) => {
                 let described = format!("etcd prefix {}", etcd.prefix);
                 let candidate = Arc::new(Candidate {
-                    etcd: etcd.clone(),
+                    etcd: (*etcd).clone(),
                     me,
                     ttl: args.election_ttl,
                     roles: roles.clone(),

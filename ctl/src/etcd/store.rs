@@ -81,6 +81,20 @@ fn failed(what: &str, e: Option<etcd_client::Error>, timeout: std::time::Duratio
     }
 }
 
+/// etcd refused the request itself: it was certainly not applied.
+fn refused(e: &etcd_client::Error) -> bool {
+    match e {
+        // gRPC codes: INVALID_ARGUMENT 3, PERMISSION_DENIED 7,
+        // RESOURCE_EXHAUSTED 8, FAILED_PRECONDITION 9, OUT_OF_RANGE 11,
+        // UNAUTHENTICATED 16.
+        etcd_client::Error::GRpcStatus(s) => {
+            matches!(i32::from(s.code()), 3 | 7 | 8 | 9 | 11 | 16)
+        }
+        etcd_client::Error::InvalidArgs(_) => true,
+        _ => false,
+    }
+}
+
 impl EtcdStore {
     /// Loads the whole state in one read (one revision) and returns the
     /// store of `term`, whose saves require `guard`. A state that breaks a
@@ -180,6 +194,12 @@ impl Store for EtcdStore {
         let r = self.etcd.call(move |mut c| async move { c.txn(txn).await });
         let resp = match r {
             Ok(resp) => resp,
+            Err(Some(e)) if refused(&e) => {
+                // etcd refused the request as such (too many keys for its
+                // --max-txn-ops, too large for its --max-request-bytes):
+                // nothing was written.
+                return Err(StoreError::Etcd(format!("the save was refused: {e}")));
+            }
             Err(e) => {
                 let why = failed("a save's outcome is unknown", e, self.etcd.timeout);
                 self.term.end(&why);

@@ -57,6 +57,10 @@ fn standby_refusal(e: &str) -> bool {
         .is_some_and(|why| why.starts_with("standby"))
 }
 
+/// The longest wait before another round of addresses when a ctld of the
+/// last round stood by.
+const STANDBY_BACKOFF: Duration = Duration::from_millis(200);
+
 /// How often the session loop wakes when nothing arrives.
 const POLL: Duration = Duration::from_millis(20);
 
@@ -312,7 +316,9 @@ impl Session {
     /// several ctlds on etcd, one of them active) it tries each in turn and
     /// moves to the next at once when one cannot be reached, refuses the
     /// session as a standby, or ends a session; it backs off only after a
-    /// whole round of addresses served no session.
+    /// whole round of addresses served no session — at most
+    /// [`STANDBY_BACKOFF`] when a ctld of the round stood by (a takeover is
+    /// under way: the new leader is found soon after it wins).
     fn run(mut self, stop: &AtomicBool) {
         let addrs: Vec<String> = self
             .opts
@@ -325,6 +331,7 @@ impl Session {
         let mut backoff = Duration::from_millis(100);
         let mut at = 0usize;
         let mut failed_in_round = 0usize;
+        let mut standby_in_round = false;
         while !stop.load(Ordering::Relaxed) {
             let Some(addr) = addrs.get(at % addrs.len().max(1)).cloned() else {
                 tracing::warn!("no keyway-ctld address to dial");
@@ -339,6 +346,7 @@ impl Session {
                     Ok(sock) => match self.session(sock, stop) {
                         Ok(()) => tracing::info!(ctld = %addr, "control session closed"),
                         Err(e) if standby_refusal(&e) => {
+                            standby_in_round = true;
                             tracing::debug!(ctld = %addr, "{e}; trying the next address")
                         }
                         Err(e) => tracing::warn!(ctld = %addr, "control session ended: {e}"),
@@ -357,6 +365,9 @@ impl Session {
             failed_in_round += 1;
             if failed_in_round >= addrs.len() {
                 failed_in_round = 0;
+                if std::mem::take(&mut standby_in_round) {
+                    backoff = backoff.min(STANDBY_BACKOFF);
+                }
                 self.idle(stop, backoff);
                 backoff = (backoff * 2).min(Duration::from_secs(2));
             }
