@@ -19,6 +19,13 @@
 //! (`Ctld::hello`: it then replaces a live session of the same id, and its
 //! record is saved if new) at its first valid ack — so a peer refused there
 //! leaves no trace — and only then gets a heartbeat, i.e. a lease.
+//!
+//! Sessions go to the daemon of the current term (`crate::leader::Role`).
+//! A standby refuses every Hello (after the token check) with a text
+//! starting "standby" that names the active ctld, and the data plane dials
+//! its next address. A heartbeat is sent only while the term may grant
+//! leases (`Term::may_grant`: the lease safety rule in `crate::leader`), and
+//! the term's end refuses and closes every session of it at once.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -10,9 +10,10 @@
 //! Four locks, each with one job, so that slow work never blocks the lease
 //! path:
 //! - `writer` owns the store and serializes changes; it is held across a
-//!   change's validation and fsync, so it is only ever taken off the async
-//!   runtime (the API's `spawn_blocking`, the orchestrator's thread, the
-//!   persister's blocking task);
+//!   change's validation and fsync (or etcd transaction: the store runs it on
+//!   its own runtime and waits, `crate::etcd`), so it is only ever taken off
+//!   the async runtimes (the API's `spawn_blocking`, the orchestrator's
+//!   thread, the persister's blocking task);
 //! - `current` holds the latest saved state behind an `Arc`, swapped after
 //!   each save; readers clone the `Arc` and let go;
 //! - `channels` holds the snapshot channels;
