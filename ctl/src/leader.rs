@@ -253,3 +253,69 @@ pub fn deactivate(ctld: &Ctld, why: &str, tasks: ActiveTasks, roles: &watch::Sen
     roles.send_replace(Role::Standby(None));
     tasks.stop();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_clock_is_confirmed_until_the_latest_confirmation() {
+        let c = LeaseClock::unconfirmed();
+        assert!(!c.confirmed(), "never confirmed");
+        let now = Instant::now();
+        c.confirm(now + Duration::from_secs(5));
+        assert!(c.confirmed());
+        c.confirm(now + Duration::from_secs(1));
+        assert!(
+            c.left().unwrap() > Duration::from_secs(4),
+            "a confirmation never moves the end back"
+        );
+        c.confirm(now);
+        let past = LeaseClock::unconfirmed();
+        past.confirm(Instant::now());
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(
+            !past.confirmed(),
+            "a lease whose end passed is not confirmed"
+        );
+        assert_eq!(past.left(), Some(Duration::ZERO));
+        assert!(LeaseClock::forever().confirmed());
+        assert_eq!(LeaseClock::forever().left(), None);
+    }
+
+    #[test]
+    fn a_term_grants_until_it_ends_or_its_lease_is_unconfirmed() {
+        let clock = Arc::new(LeaseClock::unconfirmed());
+        let t = Term::new(clock.clone());
+        assert!(
+            !t.may_grant(),
+            "no lease before the election lease is confirmed"
+        );
+        clock.confirm(Instant::now() + Duration::from_secs(5));
+        assert!(t.may_grant());
+        let mut w = t.watch();
+        t.end("lost");
+        t.end("later reason");
+        assert!(!t.may_grant(), "an ended term grants nothing");
+        assert_eq!(
+            t.ended().as_deref(),
+            Some("lost"),
+            "the first reason is kept"
+        );
+        assert!(*w.borrow_and_update());
+        assert!(Term::unelected().may_grant());
+    }
+
+    #[test]
+    fn a_standby_refusal_starts_with_standby_and_names_the_leader() {
+        let a = Addresses {
+            api: "10.0.0.1:7700".into(),
+            control: "10.0.0.1:7800".into(),
+        };
+        assert_eq!(
+            Role::standby_refusal(Some(&a)),
+            "standby: the active keyway-ctld is 10.0.0.1:7800"
+        );
+        assert!(Role::standby_refusal(None).starts_with("standby"));
+    }
+}

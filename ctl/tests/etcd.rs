@@ -11,9 +11,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::checks::HealthWatch;
+use common::checks::{hello, refusal, HealthWatch};
 use common::load::IncrLoad;
-use common::{keywayctl, owner_of, wait_for, Ctld, DataPlane, Etcd, Redis, TempDir};
+use common::{
+    http_get, keywayctl, owner_of, wait_for, Ctld, DataPlane, Etcd, RawSession, Redis, TempDir,
+};
 use keyway_ctl::etcd::store::{EtcdStore, Guard};
 use keyway_ctl::etcd::Etcd as EtcdConn;
 use keyway_ctl::leader::{LeaseClock, Term};
@@ -197,6 +199,20 @@ fn killing_the_active_ctld_under_load_costs_no_error_and_fences_nothing() {
     load.wait_ops(500);
 
     let old = sys.wait_active(Duration::from_secs(5));
+    // The standbys refuse sessions and API requests, naming the leader.
+    let standby = &sys.ctlds[(old + 1) % 3];
+    let mut raw = RawSession::connect(standby.control);
+    raw.send(&hello("dp9", "c", 0, "", ""));
+    let msgs = raw.until_closed();
+    let want = format!(
+        "standby: the active keyway-ctld is {}",
+        sys.ctlds[old].control
+    );
+    assert_eq!(refusal(&msgs), Some(want.as_str()), "{msgs:?}");
+    let (status, body) = http_get(standby.api, "/v1/clusters");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains(&sys.ctlds[old].api.to_string()), "{body}");
+    assert_eq!(http_get(standby.api, "/healthz").0, 200);
     let killed = Instant::now();
     sys.ctlds[old].proc.kill();
     let new = sys.wait_active(TTL + Duration::from_secs(10));

@@ -135,3 +135,26 @@ impl Etcd {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs() {
+        assert!(endpoints("file:/x").is_none());
+        assert_eq!(
+            endpoints("etcd:http://a:1, http://b:2").unwrap().unwrap(),
+            vec!["http://a:1".to_string(), "http://b:2".to_string()]
+        );
+        assert!(endpoints("etcd:").unwrap().is_err());
+        assert!(
+            endpoints("etcd:a:1").unwrap().is_err(),
+            "a URL, with its scheme"
+        );
+        assert!(
+            endpoints("etcd:https://a:1").unwrap().is_err(),
+            "no TLS yet"
+        );
+    }
+}

@@ -513,3 +513,19 @@ impl Session {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod standby_tests {
+    use super::standby_refusal;
+
+    #[test]
+    fn only_a_standby_refusal_moves_on_at_once() {
+        assert!(standby_refusal(
+            "keyway-ctld refused the session: standby: the active keyway-ctld is 10.0.0.1:7800"
+        ));
+        assert!(!standby_refusal(
+            "keyway-ctld refused the session: authentication failed"
+        ));
+        assert!(!standby_refusal("standby"), "only ctld's refusal counts");
+    }
+}
