@@ -1,10 +1,10 @@
 //! `keywayctl local up|down`: a complete system on loopback — Redis groups
 //! with replicas, keyway-ctld on the file store, and one keyway data plane —
 //! started in the background from the binaries next to keywayctl, with their
-//! logs and pids in one directory. `down` stops them. With `--ctlds N` (N >
-//! 1) it starts a local etcd (Debian's `etcd`, on ports the kernel picks,
-//! its data under the directory) and N keyway-ctlds on it, one of them
-//! active; the data plane and the printed keywayctl command get all N
+//! logs and pids in one directory. `down` stops them. With `--ctlds N` (more
+//! than one) it starts a local etcd (Debian's `etcd`, on ports the kernel
+//! picks, its data under the directory) and N keyway-ctlds on it, one of
+//! them active; the data plane and the printed keywayctl command get all N
 //! addresses.
 
 use std::io::{Read, Write};
