@@ -340,6 +340,10 @@ fn a_paused_etcd_stops_no_session_and_writes_resume() {
     eprintln!("the write issued during the pause took {took:?}: {ok} {out} {err}");
     assert!(ok, "the write failed: {err}");
     assert!(
+        took >= Duration::from_secs(2),
+        "the write was issued while etcd was paused, so it waited for it ({took:?})"
+    );
+    assert!(
         served > 0,
         "the data planes served nothing while etcd was paused"
     );
