@@ -361,6 +361,36 @@ fn a_paused_etcd_stops_no_session_and_writes_resume() {
     no_fences(watches, &mut sys.dps);
 }
 
+#[test]
+fn an_etcd_outage_longer_than_the_ttl_stops_the_leases_grants_not_the_data_planes() {
+    let mut sys = System::start("etcd-outage", 1, 0);
+    sys.wait_active(Duration::from_secs(5));
+    let watches = watch(&mut sys);
+    let addrs: Vec<_> = sys.dps.iter().map(|d| d.addr).collect();
+    let load = IncrLoad::start(&addrs, 2, 200);
+    load.wait_ops(300);
+
+    sys.etcd.pause();
+    // The active ctld cannot renew its election lease: within the TTL it
+    // stops granting leases and stands by, and so does every ctld.
+    wait_for(
+        "every ctld to stand by",
+        TTL + Duration::from_secs(10),
+        || sys.ctlds.iter().all(|c| !c.is_active()).then_some(()),
+    );
+    // The data planes serve on the leases they hold.
+    load.wait_ops(300);
+    sys.etcd.resume();
+    sys.wait_active(TTL + Duration::from_secs(15));
+    sys.wait_connected(Duration::from_secs(20));
+    sys.ctl_ok(&["group", "c", "g1", "--zone", "back"]);
+    load.wait_ops(300);
+    let (ops, errors) = load.finish(sys.dps[0].addr);
+    eprintln!("checking load: {ops} requests, {} errors", errors.len());
+    assert!(errors.is_empty(), "client errors: {errors:?}");
+    no_fences(watches, &mut sys.dps);
+}
+
 /// A one-group cluster for the store tests.
 fn state_with(name: &str, master: &str) -> State {
     let mut s = State::default();
