@@ -33,6 +33,10 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(5);
 /// How often the active ctld asks etcd who leads.
 const LEADER_CHECK: Duration = Duration::from_secs(1);
 
+/// How long asking etcd who leads may take (the loops that ask do nothing
+/// else meanwhile).
+const ASK_LEADER: Duration = Duration::from_secs(1);
+
 /// A ctld taking part in the election.
 #[derive(Debug)]
 pub struct Candidate {
@@ -130,7 +134,7 @@ impl Candidate {
 
     /// Tells standby callers who leads, if etcd says.
     async fn note_leader(&self, c: &mut Client) {
-        let Ok(Ok(r)) = tokio::time::timeout(self.ttl, c.leader(self.election())).await else {
+        let Ok(Ok(r)) = tokio::time::timeout(ASK_LEADER, c.leader(self.election())).await else {
             return;
         };
         let leader = r
@@ -264,7 +268,7 @@ impl Candidate {
                     }
                     if last_check.elapsed() >= LEADER_CHECK {
                         last_check = Instant::now();
-                        if let Ok(Ok(r)) = tokio::time::timeout(self.ttl / 2, c.leader(self.election())).await {
+                        if let Ok(Ok(r)) = tokio::time::timeout(ASK_LEADER, c.leader(self.election())).await {
                             if r.kv().is_some_and(|kv| kv.key() != key.key()) {
                                 break "etcd names another keyway-ctld as the leader".to_string();
                             }
