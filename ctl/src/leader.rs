@@ -215,11 +215,19 @@ impl ActiveTasks {
         })
     }
 
-    /// Stops them and waits for them (sweeps record their progress), then
-    /// saves acked versions not saved yet. Blocking.
-    pub fn stop(self) {
+    /// Tells them to stop, without waiting: sweeps stop at their next
+    /// batch. Done before the election lease is revoked, so that a successor
+    /// never sweeps alongside them for longer than a batch.
+    pub fn signal_stop(&self) {
         self.stop.store(true, Ordering::Relaxed);
         self.persister.abort();
+    }
+
+    /// Stops them and waits for them (sweeps record their progress), then
+    /// saves acked versions not saved yet (if the term has not ended).
+    /// Blocking.
+    pub fn stop(self) {
+        self.signal_stop();
         for (name, t) in self.threads {
             if t.join().is_err() {
                 tracing::error!("the {name} panicked");

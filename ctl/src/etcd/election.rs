@@ -292,6 +292,7 @@ impl Candidate {
         let roles = self.roles.clone();
         ctld.term().end(&why);
         roles.send_replace(Role::Standby(None));
+        tasks.signal_stop();
         keepalive.abort();
         self.revoke(&mut c, lease).await;
         let c2 = ctld.clone();
