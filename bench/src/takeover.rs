@@ -40,6 +40,8 @@ pub struct Run {
     pub session_s: f64,
     /// … until an API write (through any ctld) succeeded.
     pub write_s: f64,
+    /// Client INCRs that failed from the kill until the write.
+    pub client_errors: u64,
 }
 
 /// The runs of one election TTL.
@@ -206,6 +208,15 @@ fn series(o: &Options, ttl: u64) -> anyhow::Result<Series> {
         .arg(dir.0.join("dp"))
         .env("KEYWAY_LOG", "warn");
     let _dp = Proc::spawn("keyway", listen, &cmd, None)?;
+    // Serving once it holds a lease (until then it answers -TRYAGAIN).
+    wait("the data plane to serve", Duration::from_secs(30), || {
+        TcpStream::connect(listen).is_ok_and(|mut s| {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut buf = [0u8; 256];
+            s.write_all(b"INCR bench:probe\r\n").is_ok()
+                && read_line(&mut s, &mut buf).is_some_and(|r| r.starts_with(':'))
+        })
+    })?;
 
     // A client INCRing through the data plane all along.
     let stop = Arc::new(AtomicBool::new(false));
@@ -268,6 +279,7 @@ fn series(o: &Options, ttl: u64) -> anyhow::Result<Series> {
             .iter()
             .position(Ctld::active)
             .context("an active ctld")?;
+        let errors_before = errors.load(Ordering::Relaxed);
         let killed = Instant::now();
         drop(ctlds[old].proc.take());
         let t_active = wait("a standby to be active", Duration::from_secs(60), || {
@@ -292,6 +304,7 @@ fn series(o: &Options, ttl: u64) -> anyhow::Result<Series> {
             active_s: (t_active).as_secs_f64(),
             session_s: t_session.as_secs_f64(),
             write_s: t_write.as_secs_f64(),
+            client_errors: errors.load(Ordering::Relaxed) - errors_before,
         };
         eprintln!("ttl {ttl}s run {}: {run:?}", n + 1);
         runs.push(run);
