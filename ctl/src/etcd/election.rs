@@ -211,6 +211,14 @@ impl Candidate {
                 return Ended::Again(format!("the campaign failed: {e}"));
             }
         };
+        // etcd may answer a campaign queued during an outage just before it
+        // expires the lease it was made with: a win with a lease no longer
+        // confirmed is not served.
+        if ka_end.borrow().is_some() || !clock.confirmed() {
+            keepalive.abort();
+            self.revoke(&mut c, lease).await;
+            return Ended::Again("won with an election lease that is no longer confirmed".into());
+        }
         let guard = Guard {
             key: key.key().to_vec(),
             create_revision: key.rev(),
