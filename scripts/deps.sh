@@ -2,7 +2,10 @@
 # Installs the Debian packages keyway's local run, tests and benchmarks use,
 # when any is missing: redis-server; redis-tools for redis-cli and
 # redis-benchmark; nutcracker (twemproxy) for the side-by-side benchmark;
-# capnproto, whose compiler checks the committed schema code is fresh.
+# capnproto, whose compiler checks the committed schema code is fresh;
+# protobuf-compiler (protoc), which the etcd-client crate's build needs;
+# etcd-server and etcd-client (etcdctl) for keyway-ctld on etcd and its
+# tests.
 set -euo pipefail
 
 need=()
@@ -13,6 +16,9 @@ fi
 
 command -v nutcracker >/dev/null 2>&1 || need+=(nutcracker)
 command -v capnp >/dev/null 2>&1 || need+=(capnproto)
+command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
+command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
+command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
 
 if ((${#need[@]})); then
   sudo=""

@@ -1,6 +1,7 @@
 //! Keyway's benchmarks: a load generator ([`load`]), the side-by-side harness
 //! ([`harness`]) that runs direct Redis, twemproxy and keyway over the same
-//! Redis in one run, and the online-migration benchmark ([`migrate`]).
+//! Redis in one run, the online-migration benchmark ([`migrate`]), and the
+//! keyway-ctld leader-takeover benchmark ([`takeover`]).
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
 pub mod ha;
@@ -8,3 +9,4 @@ pub mod harness;
 pub mod load;
 pub mod migrate;
 pub mod procs;
+pub mod takeover;

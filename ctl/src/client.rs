@@ -1,5 +1,7 @@
-//! A small blocking client of keyway-ctld's HTTP JSON API, for keywayctl.
+//! A small blocking client of keyway-ctld's HTTP JSON API, for keywayctl:
+//! with several addresses (`--api A,B,C`) it finds the active ctld itself.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -7,31 +9,56 @@ use serde::Serialize;
 
 use crate::auth::Token;
 
-/// The API at one address.
-#[derive(Debug, Clone)]
+/// The API at one address, or at several (ctlds on etcd: one is active,
+/// the others answer 503 "standby").
+#[derive(Debug)]
 pub struct Client {
-    base: String,
+    bases: Vec<String>,
+    /// The address that answered last: tried first.
+    preferred: AtomicUsize,
     agent: ureq::Agent,
     /// `Bearer <token>`, if ctld wants one.
     authorization: Option<String>,
 }
 
+type Answer = Result<ureq::http::Response<ureq::Body>, ureq::Error>;
+
+/// The request cannot have reached ctld: trying another address is safe
+/// even for a change.
+fn never_sent(e: &ureq::Error) -> bool {
+    match e {
+        ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => true,
+        ureq::Error::Io(io) => io.kind() == std::io::ErrorKind::ConnectionRefused,
+        ureq::Error::Timeout(t) => matches!(t, ureq::Timeout::Connect | ureq::Timeout::Resolve),
+        _ => false,
+    }
+}
+
 impl Client {
-    /// A client of the API at `addr` (`host:port` or a URL), sending `token`
-    /// if given.
+    /// A client of the API at `addr` (`host:port` or a URL, or several
+    /// separated by commas), sending `token` if given.
     pub fn new(addr: &str, token: Option<&Token>) -> Client {
-        let base = if addr.starts_with("http://") {
-            addr.trim_end_matches('/').to_string()
-        } else {
-            format!("http://{addr}")
-        };
+        let bases = addr
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(|a| {
+                if a.starts_with("http://") {
+                    a.trim_end_matches('/').to_string()
+                } else {
+                    format!("http://{a}")
+                }
+            })
+            .collect();
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(30)))
+            .timeout_connect(Some(Duration::from_secs(2)))
             .build()
             .into();
         Client {
-            base,
+            bases,
+            preferred: AtomicUsize::new(0),
             agent,
             authorization: token.map(|t| format!("Bearer {}", t.expose())),
         }
@@ -44,41 +71,80 @@ impl Client {
         }
     }
 
-    fn finish<T: DeserializeOwned>(
+    /// Sends the request `send` builds to each address in turn, from the
+    /// one that answered last, until one that is not a standby answers. A
+    /// request an active ctld answered is never sent again; one that may
+    /// have reached a ctld that then failed is sent again only if it is a
+    /// read (`retry_any`).
+    fn each<T: DeserializeOwned>(
         &self,
-        r: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+        retry_any: bool,
+        send: impl Fn(&ureq::Agent, &str) -> Answer,
     ) -> Result<T, String> {
-        let mut resp = r.map_err(|e| format!("cannot reach keyway-ctld at {}: {e}", self.base))?;
+        let n = self.bases.len();
+        if n == 0 {
+            return Err("no keyway-ctld API address given (--api)".into());
+        }
+        let first = self.preferred.load(Ordering::Relaxed) % n;
+        let mut tried = Vec::new();
+        for k in 0..n {
+            let i = (first + k) % n;
+            let base = &self.bases[i];
+            match send(&self.agent, base) {
+                Err(e) if n > 1 && (retry_any || never_sent(&e)) => {
+                    tried.push(format!("{base}: {e}"));
+                }
+                Err(e) => return Err(format!("cannot reach keyway-ctld at {base}: {e}")),
+                Ok(resp) => match self.finish(resp) {
+                    Reply::Standby(why) if n > 1 => tried.push(format!("{base}: {why}")),
+                    Reply::Standby(why) => return Err(why),
+                    Reply::Done(r) => {
+                        self.preferred.store(i, Ordering::Relaxed);
+                        return r;
+                    }
+                },
+            }
+        }
+        Err(format!(
+            "cannot reach an active keyway-ctld: {}",
+            tried.join("; ")
+        ))
+    }
+
+    fn finish<T: DeserializeOwned>(&self, mut resp: ureq::http::Response<ureq::Body>) -> Reply<T> {
         let status = resp.status();
-        let text = resp
-            .body_mut()
-            .read_to_string()
-            .map_err(|e| format!("bad response from keyway-ctld: {e}"))?;
+        let text = match resp.body_mut().read_to_string() {
+            Ok(t) => t,
+            Err(e) => return Reply::Done(Err(format!("bad response from keyway-ctld: {e}"))),
+        };
         if !status.is_success() {
             let msg = serde_json::from_str::<serde_json::Value>(&text)
                 .ok()
                 .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
                 .unwrap_or_else(|| format!("HTTP {status}: {}", text.trim()));
-            return Err(msg);
+            if status == ureq::http::StatusCode::SERVICE_UNAVAILABLE && msg.starts_with("standby") {
+                return Reply::Standby(msg);
+            }
+            return Reply::Done(Err(msg));
         }
-        serde_json::from_str(&text)
-            .map_err(|e| format!("unexpected response from keyway-ctld: {e}"))
+        Reply::Done(
+            serde_json::from_str(&text)
+                .map_err(|e| format!("unexpected response from keyway-ctld: {e}")),
+        )
     }
 
     /// `GET path`.
     pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, String> {
-        self.finish(
-            self.with_auth(self.agent.get(&format!("{}{path}", self.base)))
-                .call(),
-        )
+        self.each(true, |a, base| {
+            self.with_auth(a.get(&format!("{base}{path}"))).call()
+        })
     }
 
     /// `DELETE path`.
     pub fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, String> {
-        self.finish(
-            self.with_auth(self.agent.delete(&format!("{}{path}", self.base)))
-                .call(),
-        )
+        self.each(false, |a, base| {
+            self.with_auth(a.delete(&format!("{base}{path}"))).call()
+        })
     }
 
     /// `POST path` with a JSON body.
@@ -87,18 +153,18 @@ impl Client {
         path: &str,
         body: &impl Serialize,
     ) -> Result<T, String> {
-        self.finish(
-            self.with_auth(self.agent.post(&format!("{}{path}", self.base)))
-                .send_json(body),
-        )
+        self.each(false, |a, base| {
+            self.with_auth(a.post(&format!("{base}{path}")))
+                .send_json(body)
+        })
     }
 
     /// `PUT path` with a JSON body.
     pub fn put<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> Result<T, String> {
-        self.finish(
-            self.with_auth(self.agent.put(&format!("{}{path}", self.base)))
-                .send_json(body),
-        )
+        self.each(false, |a, base| {
+            self.with_auth(a.put(&format!("{base}{path}")))
+                .send_json(body)
+        })
     }
 
     /// `PATCH path` with a JSON body.
@@ -107,9 +173,15 @@ impl Client {
         path: &str,
         body: &impl Serialize,
     ) -> Result<T, String> {
-        self.finish(
-            self.with_auth(self.agent.patch(&format!("{}{path}", self.base)))
-                .send_json(body),
-        )
+        self.each(false, |a, base| {
+            self.with_auth(a.patch(&format!("{base}{path}")))
+                .send_json(body)
+        })
     }
+}
+
+/// An answer: final, or a standby's.
+enum Reply<T> {
+    Done(Result<T, String>),
+    Standby(String),
 }

@@ -19,6 +19,13 @@
 //! (`Ctld::hello`: it then replaces a live session of the same id, and its
 //! record is saved if new) at its first valid ack — so a peer refused there
 //! leaves no trace — and only then gets a heartbeat, i.e. a lease.
+//!
+//! Sessions go to the daemon of the current term (`crate::leader::Role`).
+//! A standby refuses every Hello (after the token check) with a text
+//! starting "standby" that names the active ctld, and the data plane dials
+//! its next address. A heartbeat is sent only while the term may grant
+//! leases (`Term::may_grant`: the lease safety rule in `crate::leader`), and
+//! the term's end refuses and closes every session of it at once.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,10 +37,11 @@ use keyway_capnp::frame::{check_len, frame};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
 use crate::auth::Auth;
 use crate::daemon::{Registration, Shared};
+use crate::leader::Role;
 use crate::model::names::{check_id, check_name, parse_address};
 
 /// How long a new session may take to say hello.
@@ -104,8 +112,10 @@ impl Throttled {
 /// token retries every few hundred milliseconds.
 static REFUSED_HELLOS: Throttled = Throttled::new();
 
-/// Accepts data-plane sessions forever.
-pub async fn serve(listener: TcpListener, ctld: Shared, auth: Arc<Auth>) {
+/// Accepts data-plane sessions forever, for whichever daemon `roles` says
+/// is active; a standby refuses every Hello with a text starting
+/// "standby" that names the active ctld.
+pub async fn serve(listener: TcpListener, roles: watch::Receiver<Role>, auth: Arc<Auth>) {
     let sessions = Arc::new(Semaphore::new(MAX_SESSIONS));
     let pending = Arc::new(Semaphore::new(MAX_PENDING));
     let refused = Throttled::new();
@@ -123,10 +133,10 @@ pub async fn serve(listener: TcpListener, ctld: Shared, auth: Arc<Auth>) {
                     );
                     continue;
                 };
-                let (ctld, auth) = (ctld.clone(), auth.clone());
+                let (roles, auth) = (roles.clone(), auth.clone());
                 tokio::spawn(async move {
                     let _slot = slot;
-                    if let Err(e) = session(sock, peer, ctld, &auth, waiting).await {
+                    if let Err(e) = session(sock, peer, roles, &auth, waiting).await {
                         tracing::debug!(%peer, "control session ended: {e}");
                     }
                 });
@@ -185,7 +195,7 @@ pub fn check_hello(h: &Hello, auth: &Auth) -> Result<(), String> {
 async fn session(
     sock: TcpStream,
     peer: SocketAddr,
-    ctld: Shared,
+    roles: watch::Receiver<Role>,
     auth: &Auth,
     waiting: tokio::sync::OwnedSemaphorePermit,
 ) -> Result<(), SessionError> {
@@ -207,6 +217,15 @@ async fn session(
         }
         return Err(refuse(&mut w, why).await);
     }
+    let role = roles.borrow().clone();
+    let ctld = match role {
+        Role::Active(a) => a.ctld,
+        Role::Standby(leader) => {
+            return Err(refuse(&mut w, Role::standby_refusal(leader.as_ref())).await)
+        }
+    };
+    // The term's end closes the session at once.
+    let mut retired = ctld.term().watch();
     let Some(mut snapshots) = ctld.subscribe(&hello.cluster) else {
         return Err(refuse(&mut w, format!("no cluster {:?}", hello.cluster)).await);
     };
@@ -270,12 +289,20 @@ async fn session(
                             if !ctld.ack(&id, number, &a, lease) {
                                 break Err(SessionError::Ended("replaced by a newer session".into()));
                             }
+                            // The lease safety rule (crate::leader): no
+                            // lease unless the election lease is confirmed.
+                            if !ctld.term().may_grant() {
+                                break Err(refuse(&mut w, Role::standby_refusal(None)).await);
+                            }
                             let hb = Heartbeat { seq: a.seq, lease_millis: lease.as_millis() as u64, version };
                             send(&mut w, &ToDataPlane::Heartbeat(hb)).await?;
                         }
                         Ok(FromDataPlane::Hello(_)) => break Err(SessionError::Ended("a second hello".into())),
                         Err(e) => break Err(e),
                     }
+                }
+                () = term_ended(&mut retired) => {
+                    break Err(refuse(&mut w, Role::standby_refusal(None)).await);
                 }
                 () = closed(&mut replaced) => {
                     break Err(SessionError::Ended("replaced by a newer session".into()));
@@ -306,6 +333,11 @@ async fn session(
         ctld.disconnected(&id, n);
     }
     result
+}
+
+/// Resolves when the term ends.
+async fn term_ended(retired: &mut watch::Receiver<bool>) {
+    let _ = retired.wait_for(|ended| *ended).await;
 }
 
 /// Resolves when a newer session replaced this one (never before it is

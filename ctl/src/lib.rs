@@ -2,6 +2,9 @@
 //!
 //! - [`model`]: the desired state of named clusters and its rules;
 //! - [`store`]: where it is persisted (the embedded file store);
+//! - [`etcd`]: the etcd store and the election of the active ctld;
+//! - [`leader`]: roles (active, standby), terms, the lease safety rule, and
+//!   where active-only tasks start and stop;
 //! - [`daemon`]: the shared state of `keyway-ctld`: change, persist, publish;
 //! - [`api`]: the HTTP JSON API and its server;
 //! - [`auth`]: the shared token of the API and the control sessions;
@@ -20,7 +23,9 @@ pub mod cli;
 pub mod client;
 pub mod control;
 pub mod daemon;
+pub mod etcd;
 pub mod health;
+pub mod leader;
 pub mod local;
 pub mod migrate;
 pub mod model;

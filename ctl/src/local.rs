@@ -1,7 +1,11 @@
 //! `keywayctl local up|down`: a complete system on loopback — Redis groups
 //! with replicas, keyway-ctld on the file store, and one keyway data plane —
 //! started in the background from the binaries next to keywayctl, with their
-//! logs and pids in one directory. `down` stops them.
+//! logs and pids in one directory. `down` stops them. With `--ctlds N` (more
+//! than one) it starts a local etcd (Debian's `etcd`, on ports the kernel
+//! picks, its data under the directory) and N keyway-ctlds on it, one of
+//! them active; the data plane and the printed keywayctl command get all N
+//! addresses.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -36,6 +40,11 @@ pub enum LocalCmd {
         /// keyway-ctld's control port.
         #[arg(long, default_value_t = 7800)]
         control_port: u16,
+        /// keyway-ctlds: 1 on the file store; more on a local etcd (the
+        /// API and control ports then count up from --api-port and
+        /// --control-port).
+        #[arg(long, default_value_t = 1)]
+        ctlds: u16,
         /// keyway's admin HTTP port (/healthz, /table).
         #[arg(long, default_value_t = 6381)]
         admin_port: u16,
@@ -159,6 +168,7 @@ pub fn run(cmd: LocalCmd, json: bool) -> Result<(), String> {
             port,
             api_port,
             control_port,
+            ctlds,
             admin_port,
             redis_port,
             cores,
@@ -166,9 +176,12 @@ pub fn run(cmd: LocalCmd, json: bool) -> Result<(), String> {
         } => {
             let dir = dir.unwrap_or_else(default_dir);
             let ports = [port, api_port, control_port, admin_port];
-            preflight(&dir, groups, ports)?;
+            preflight(&dir, groups, ports, ctlds)?;
             // From here on, a failure stops whatever this call started.
-            up(&dir, groups, replicas, ports, redis_port, cores, json).inspect_err(|_| stop(&dir))
+            up(
+                &dir, groups, replicas, ports, ctlds, redis_port, cores, json,
+            )
+            .inspect_err(|_| stop(&dir))
         }
         LocalCmd::Down { dir } => {
             let dir = dir.unwrap_or_else(default_dir);
@@ -191,7 +204,11 @@ fn preflight(
     dir: &Path,
     groups: usize,
     [port, api_port, control_port, admin_port]: [u16; 4],
+    ctlds: u16,
 ) -> Result<(), String> {
+    if !(1..=9).contains(&ctlds) {
+        return Err("--ctlds must be from 1 to 9".into());
+    }
     if pids(dir).iter().any(|(p, _)| alive(*p)) {
         return Err(format!(
             "a local system is already running from {} (keywayctl local down first)",
@@ -211,6 +228,17 @@ fn preflight(
             return Err(format!("port {p} ({what}) is in use"));
         }
     }
+    for i in 1..ctlds {
+        for (base, what) in [(api_port, "--api-port"), (control_port, "--control-port")] {
+            let p = base.checked_add(i).ok_or("ports out of range")?;
+            if !port_free(p) {
+                return Err(format!(
+                    "port {p} ({what} + {i}, for keyway-ctld {}) is in use",
+                    i + 1
+                ));
+            }
+        }
+    }
     Ok(())
 }
 
@@ -220,16 +248,21 @@ fn up(
     groups: usize,
     replicas: usize,
     [port, api_port, control_port, admin_port]: [u16; 4],
+    ctlds: u16,
     redis_port: u16,
     cores: usize,
     json: bool,
 ) -> Result<(), String> {
+    let reserved: Vec<u16> = (0..ctlds)
+        .flat_map(|i| [api_port + i, control_port + i])
+        .chain([port, admin_port])
+        .collect();
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     // Redis: masters, then each master's replicas, on consecutive free ports.
     let mut next = redis_port;
     let mut take_port = || -> Result<u16, String> {
-        while !port_free(next) || [port, api_port, control_port, admin_port].contains(&next) {
+        while !port_free(next) || reserved.contains(&next) {
             next = next.checked_add(1).ok_or("ran out of ports")?;
         }
         next += 1;
@@ -265,26 +298,47 @@ fn up(
             || redis_ping(p),
         )?;
     }
-    let api: SocketAddr = ([127, 0, 0, 1], api_port).into();
-    spawn(
-        dir,
-        "keyway-ctld",
-        Command::new(binary("keyway-ctld"))
-            .arg("--store")
-            .arg(format!("file:{}", dir.join("ctld.state").display()))
-            .args([
-                "--api",
-                &api.to_string(),
-                "--control",
-                &format!("127.0.0.1:{control_port}"),
-            ]),
-        &dir.join("ctld.log"),
-    )?;
-    wait_until("keyway-ctld", Duration::from_secs(10), || {
-        http_ok(api, "/healthz")
+    let apis: Vec<SocketAddr> = (0..ctlds)
+        .map(|i| SocketAddr::from(([127, 0, 0, 1], api_port + i)))
+        .collect();
+    let controls: Vec<String> = (0..ctlds)
+        .map(|i| format!("127.0.0.1:{}", control_port + i))
+        .collect();
+    let store = if ctlds > 1 {
+        format!("etcd:{}", start_etcd(dir)?)
+    } else {
+        format!("file:{}", dir.join("ctld.state").display())
+    };
+    for (i, (api, control)) in apis.iter().zip(&controls).enumerate() {
+        let log = if ctlds > 1 {
+            dir.join(format!("ctld-{}.log", i + 1))
+        } else {
+            dir.join("ctld.log")
+        };
+        spawn(
+            dir,
+            "keyway-ctld",
+            Command::new(binary("keyway-ctld"))
+                .args(["--store", &store])
+                .args(["--api", &api.to_string(), "--control", control]),
+            &log,
+        )?;
+    }
+    for api in &apis {
+        wait_until("keyway-ctld", Duration::from_secs(10), || {
+            http_ok(*api, "/healthz")
+        })?;
+    }
+    wait_until("an active keyway-ctld", Duration::from_secs(20), || {
+        apis.iter().any(|a| {
+            http_ok(*a, "/v1/leader") && http_body(*a, "/v1/leader").contains("\"active\":true")
+        })
     })?;
+    let api_list: Vec<String> = apis.iter().map(ToString::to_string).collect();
+    let api = api_list.join(",");
+    let control = controls.join(",");
     // ctld runs on loopback without a token here.
-    let client = Client::new(&api.to_string(), None);
+    let client = Client::new(&api, None);
     let _: Cluster = client.post(
         "/v1/clusters",
         &CreateCluster {
@@ -300,12 +354,7 @@ fn up(
         dir,
         "keyway",
         Command::new(binary("keyway"))
-            .args([
-                "--control",
-                &format!("127.0.0.1:{control_port}"),
-                "--cluster",
-                "local",
-            ])
+            .args(["--control", &control, "--cluster", "local"])
             .args([
                 "--listen",
                 &format!("127.0.0.1:{port}"),
@@ -324,12 +373,15 @@ fn up(
         println!(
             "{}",
             serde_json::json!({
-                "dir": dir, "listen": format!("127.0.0.1:{port}"), "api": api.to_string(),
+                "dir": dir, "listen": format!("127.0.0.1:{port}"), "api": api,
                 "admin": admin.to_string(), "redis_ports": redis_ports,
             })
         );
     } else {
         println!("keyway is serving 127.0.0.1:{port} in front of {groups} Redis groups ({replicas} replica(s) each).");
+        if ctlds > 1 {
+            println!("  control:   {ctlds} keyway-ctlds on a local etcd, one active (GET /v1/leader on any)");
+        }
         println!("  connect:   redis-cli -p {port}");
         println!("  manage:    keywayctl --api {api} cluster show local");
         println!("  health:    curl http://{admin}/healthz   (and /table)");
@@ -344,6 +396,57 @@ fn up(
         );
     }
     Ok(())
+}
+
+/// The body of `GET path` (empty on any failure).
+fn http_body(addr: SocketAddr, path: &str) -> String {
+    let Ok(mut s) = TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let mut resp = String::new();
+    let _ = s.write_all(req.as_bytes());
+    let _ = s.read_to_string(&mut resp);
+    resp
+}
+
+/// Starts a single-member etcd on ports the kernel picks, its data under
+/// `dir`; returns its client URL once it answers.
+fn start_etcd(dir: &Path) -> Result<String, String> {
+    let free = || -> Result<u16, String> {
+        TcpListener::bind(("127.0.0.1", 0))
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .map_err(|e| e.to_string())
+    };
+    let (client, peer) = (free()?, free()?);
+    let url = format!("http://127.0.0.1:{client}");
+    let peer_url = format!("http://127.0.0.1:{peer}");
+    spawn(
+        dir,
+        "etcd",
+        Command::new("etcd")
+            .args(["--name", "keyway-local"])
+            .arg("--data-dir")
+            .arg(dir.join("etcd"))
+            .args([
+                "--listen-client-urls",
+                &url,
+                "--advertise-client-urls",
+                &url,
+            ])
+            .args(["--listen-peer-urls", &peer_url])
+            .args(["--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &format!("keyway-local={peer_url}")]),
+        &dir.join("etcd.log"),
+    )
+    .map_err(|e| format!("{e} (is etcd installed? scripts/deps.sh installs it)"))?;
+    let addr: SocketAddr = ([127, 0, 0, 1], client).into();
+    wait_until("etcd", Duration::from_secs(20), || {
+        http_body(addr, "/health").contains("\"health\":\"true\"")
+    })?;
+    Ok(url)
 }
 
 fn start_redis(dir: &Path, port: u16, master: Option<u16>) -> Result<(), String> {
@@ -381,7 +484,8 @@ fn stop(dir: &Path) {
     list.sort_by_key(|(_, name)| match name.as_str() {
         "keyway" => 0,
         "keyway-ctld" => 1,
-        _ => 2,
+        "etcd" => 2,
+        _ => 3,
     });
     for (pid, _) in &list {
         // SAFETY: signalling processes this tool started.

@@ -57,8 +57,17 @@ pub enum StoreError {
         path: String,
     },
     /// The store spec is not understood.
-    #[error("unsupported store {0:?}: use file:PATH")]
+    #[error("unsupported store {0:?}: use file:PATH or etcd:http://HOST:PORT[,http://HOST:PORT…]")]
     Unsupported(String),
+    /// A compare-and-swap failed: what this ctld last read was replaced by
+    /// another writer, or it no longer holds the election. Nothing was
+    /// written; this ctld steps down and whoever is active loads the state
+    /// afresh.
+    #[error("conflict: {0}; nothing was written and this keyway-ctld steps down")]
+    Conflict(String),
+    /// etcd could not be used (unreachable, too slow, refused the request).
+    #[error("etcd: {0}")]
+    Etcd(String),
 }
 
 /// A place ctld persists its state.
@@ -69,7 +78,8 @@ pub trait Store: Send {
     fn describe(&self) -> String;
 }
 
-/// Opens the store named by `spec` (`file:PATH`) and loads its state.
+/// Opens the store named by `spec` (`file:PATH`) and loads its state. The
+/// etcd store is opened per term by the election (`crate::etcd`).
 pub fn open(spec: &str) -> Result<(Box<dyn Store>, State), StoreError> {
     match spec.strip_prefix("file:") {
         Some(path) if !path.is_empty() => {
@@ -299,7 +309,7 @@ mod tests {
 
     #[test]
     fn specs() {
-        assert!(matches!(open("etcd:x"), Err(StoreError::Unsupported(_))));
+        assert!(matches!(open("nfs:x"), Err(StoreError::Unsupported(_))));
         assert!(matches!(open("file:"), Err(StoreError::Unsupported(_))));
     }
 }

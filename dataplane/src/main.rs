@@ -24,7 +24,14 @@ struct Args {
     #[arg(long)]
     check: bool,
     /// keyway-ctld's control address: routing comes from its snapshots.
-    #[arg(long, value_name = "HOST:PORT", requires = "cluster")]
+    /// Several ctlds on etcd: their addresses separated by commas; the
+    /// data plane finds the active one by trying each.
+    #[arg(
+        long,
+        env = "KEYWAY_CONTROL",
+        value_name = "HOST:PORT[,HOST:PORT…]",
+        requires = "cluster"
+    )]
     control: Option<String>,
     /// The cluster to serve (with --control).
     #[arg(long, requires = "control")]

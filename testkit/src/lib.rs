@@ -363,3 +363,81 @@ impl Drop for Process {
         self.kill();
     }
 }
+
+/// A single-member etcd (Debian `etcd-server`) on loopback ports, its data
+/// in a temporary directory.
+#[derive(Debug)]
+pub struct Etcd {
+    /// Its client URL (`http://127.0.0.1:PORT`).
+    pub url: String,
+    /// The process.
+    pub proc: Process,
+    _dir: TempDir,
+}
+
+impl Etcd {
+    /// Starts one and waits until it answers `/health`.
+    pub fn start() -> Etcd {
+        let dir = TempDir::new("etcd");
+        let (client, peer) = (free_port(), free_port());
+        let url = format!("http://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let proc = Process::spawn(
+            Command::new("etcd")
+                .args(["--name", "keyway-test"])
+                .arg("--data-dir")
+                .arg(dir.path().join("data"))
+                .args([
+                    "--listen-client-urls",
+                    &url,
+                    "--advertise-client-urls",
+                    &url,
+                ])
+                .args(["--listen-peer-urls", &peer_url])
+                .args(["--initial-advertise-peer-urls", &peer_url])
+                .args(["--initial-cluster", &format!("keyway-test={peer_url}")])
+                .args(["--log-level", "warn"]),
+        );
+        let e = Etcd {
+            url,
+            proc,
+            _dir: dir,
+        };
+        wait_for("etcd to answer /health", Duration::from_secs(20), || {
+            e.healthy().then_some(())
+        });
+        e
+    }
+
+    /// Its client port.
+    pub fn port(&self) -> u16 {
+        self.url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("a port")
+    }
+
+    /// `/health` says true.
+    pub fn healthy(&self) -> bool {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port())) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+        let req = "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+        let mut resp = String::new();
+        s.write_all(req.as_bytes()).is_ok()
+            && s.read_to_string(&mut resp).is_ok()
+            && resp.contains("\"health\":\"true\"")
+    }
+
+    /// Stops it (`SIGSTOP`): it keeps its connections but answers nothing.
+    pub fn pause(&self) {
+        self.proc.signal(libc::SIGSTOP);
+    }
+
+    /// Lets it go on (`SIGCONT`).
+    pub fn resume(&self) {
+        self.proc.signal(libc::SIGCONT);
+    }
+}

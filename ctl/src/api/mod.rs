@@ -14,6 +14,7 @@
 mod auth;
 mod clusters;
 mod ha;
+pub mod leader;
 mod migrations;
 pub mod serve;
 

@@ -2,9 +2,15 @@
 //!
 //! Two runtimes, so that nothing the API does can delay a lease renewal:
 //! control sessions (and the persister of acked versions) run on their own
-//! thread and runtime; the API and the migration orchestrator on the main
-//! one. Both share the daemon ([`Ctld`]), whose locks keep the sessions'
-//! path off the store (see `keyway_ctl::daemon`).
+//! thread and runtime; the API on the main one (the migration orchestrator
+//! and its sweeps are threads). Both share the daemon ([`Ctld`]), whose
+//! locks keep the sessions' path off the store (see `keyway_ctl::daemon`).
+//! With `--store etcd:…` a third runtime, on its own thread, makes every
+//! etcd call and runs the election (`keyway_ctl::etcd`); sessions and the
+//! API follow this ctld's role (`keyway_ctl::leader`): active, or standby.
+//!
+//! What runs only on the active ctld is started and stopped in one place,
+//! `keyway_ctl::leader::ActiveTasks`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,9 +22,12 @@ use clap::Parser;
 use keyway_ctl::auth::{Auth, Token};
 use keyway_ctl::cli::parse_duration;
 use keyway_ctl::daemon::Ctld;
+use keyway_ctl::etcd::election::Candidate;
+use keyway_ctl::leader::{self, Addresses, Role};
 use keyway_ctl::model::names::check_lease;
-use keyway_ctl::{api, control, health, migrate, store};
+use keyway_ctl::{api, control, store};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
 
 /// Keyway's control daemon: owns clusters' desired state, publishes numbered
@@ -26,9 +35,21 @@ use tracing_subscriber::EnvFilter;
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
-    /// Where state is kept: `file:PATH` (written atomically, checksummed).
+    /// Where state is kept: `file:PATH` (written atomically, checksummed;
+    /// one ctld), or `etcd:http://HOST:PORT[,http://HOST:PORT…]` (several
+    /// ctlds share one etcd; an election makes one of them active).
     #[arg(long, value_name = "STORE")]
     store: String,
+    /// With an etcd store: the prefix of every key this ctld reads and
+    /// writes (ctlds of one system share it).
+    #[arg(long, default_value = keyway_ctl::etcd::DEFAULT_PREFIX)]
+    etcd_prefix: String,
+    /// With an etcd store: the election lease's TTL (e.g. "5s"). A standby
+    /// takes over within about this long after the active ctld dies; an
+    /// active ctld that cannot renew it within this long stops granting
+    /// leases and stands by. Also the longest an etcd call may take.
+    #[arg(long, default_value = "5s", value_parser = parse_ttl)]
+    election_ttl: Duration,
     /// HTTP JSON API address.
     #[arg(long, default_value = "127.0.0.1:7700")]
     api: SocketAddr,
@@ -44,6 +65,14 @@ struct Args {
     /// Without it, ctld listens on loopback addresses only.
     #[arg(long, value_name = "PATH")]
     token_file: Option<PathBuf>,
+}
+
+fn parse_ttl(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if !(Duration::from_secs(2)..=Duration::from_secs(60)).contains(&d) || d.subsec_nanos() != 0 {
+        return Err("the election TTL is whole seconds, from 2s to 60s".into());
+    }
+    Ok(d)
 }
 
 fn parse_lease(s: &str) -> Result<Duration, String> {
@@ -100,14 +129,30 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let (store, state) = match store::open(&args.store) {
-        Ok(s) => s,
-        Err(e) => {
+    let store = match keyway_ctl::etcd::endpoints(&args.store) {
+        Some(Ok(endpoints)) => {
+            match keyway_ctl::etcd::Etcd::connect(&endpoints, &args.etcd_prefix, args.election_ttl)
+            {
+                Ok(etcd) => Backing::Etcd(Box::new(etcd)),
+                Err(e) => {
+                    eprintln!("keyway-ctld: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        Some(Err(e)) => {
             eprintln!("keyway-ctld: {e}");
             return ExitCode::from(2);
         }
+        None => match store::open(&args.store) {
+            Ok((store, state)) => Backing::File(store, state),
+            Err(e) => {
+                eprintln!("keyway-ctld: {e}");
+                return ExitCode::from(2);
+            }
+        },
     };
-    match run(args, auth, store, state) {
+    match run(args, auth, store) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("keyway-ctld: {e:#}");
@@ -129,61 +174,86 @@ fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<std::net::TcpListener> {
     Ok(l)
 }
 
-fn run(
-    args: Args,
-    auth: Auth,
-    store: Box<dyn store::Store>,
-    state: keyway_ctl::model::State,
-) -> anyhow::Result<()> {
-    let described = store.describe();
-    let clusters = state.clusters.len();
-    let ctld = Arc::new(Ctld::new(state, store, args.lease));
+/// Where the state is.
+enum Backing {
+    /// One file, one ctld, always active.
+    File(Box<dyn store::Store>, keyway_ctl::model::State),
+    /// etcd, shared by several ctlds; loaded per term.
+    Etcd(Box<keyway_ctl::etcd::Etcd>),
+}
+
+fn run(args: Args, auth: Auth, backing: Backing) -> anyhow::Result<()> {
     let api_listener = bind(args.api, "api")?;
     let control_listener = bind(args.control, "control")?;
     let api_addr = api_listener.local_addr()?;
     let control_addr = control_listener.local_addr()?;
+    let me = Addresses {
+        api: api_addr.to_string(),
+        control: control_addr.to_string(),
+    };
+    let roles = Arc::new(watch::channel(Role::Standby(None)).0);
 
     // Control sessions: their own thread and runtime.
     let control_rt = runtime()?;
+    let sessions = control_rt.handle().clone();
     let control_listener = {
         let _in = control_rt.enter();
         TcpListener::from_std(control_listener)?
     };
-    let (c, a) = (ctld.clone(), Arc::new(auth.clone()));
+    let (r, a) = (roles.subscribe(), Arc::new(auth.clone()));
     std::thread::Builder::new()
         .name("keyway-control".into())
         .spawn(move || {
-            control_rt.block_on(async move {
-                tokio::spawn(c.clone().persist_acks_forever());
-                control::serve(control_listener, c, a).await;
-            });
+            control_rt.block_on(control::serve(control_listener, r, a));
         })?;
 
+    let app = api::leader::router(roles.subscribe(), auth.clone(), me.clone());
     let main_rt = runtime()?;
     main_rt.block_on(async move {
         let api_listener = TcpListener::from_std(api_listener)?;
-        let app = api::router(api::Api::new(ctld.clone(), auth));
-        tracing::info!(store = %described, clusters, "keyway-ctld serving api on {api_addr}, control on {control_addr}");
-        println!("keyway-ctld api {api_addr} control {control_addr}");
-        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let orchestrator = migrate::start(ctld.clone(), stop.clone())
-            .map_err(|e| anyhow::anyhow!("cannot start the migration orchestrator: {e}"))?;
-        // Health checks and failovers (`keyway_ctl::health`).
-        let supervisor = tokio::spawn(health::supervisor::run(ctld.clone()));
         let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(|e| anyhow::anyhow!("cannot handle SIGTERM: {e}"))?;
-        api::serve(api_listener, app, api::Limits::default(), shutdown(term)).await;
-        // Sweeps record where they are before the process ends, and acked
-        // versions not saved yet are.
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        supervisor.abort();
-        let c = ctld.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            let _ = orchestrator.join();
-            c.persist_acks()
-        })
-        .await;
+        match backing {
+            Backing::File(store, state) => {
+                let described = store.describe();
+                let clusters = state.clusters.len();
+                let ctld = Arc::new(Ctld::new(state, store, args.lease));
+                let routes = api::router(api::Api::new(ctld.clone(), auth));
+                let tasks = leader::activate(ctld.clone(), routes, &roles, &sessions)
+                    .map_err(|e| anyhow::anyhow!("cannot start the migration orchestrator: {e}"))?;
+                tracing::info!(store = %described, clusters, "keyway-ctld serving api on {api_addr}, control on {control_addr}");
+                println!("keyway-ctld api {api_addr} control {control_addr}");
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+                api::serve(api_listener, app, api::Limits::default(), shutdown(term)).await;
+                // Sweeps record where they are before the process ends, and
+                // acked versions not saved yet are.
+                let _ = tokio::task::spawn_blocking(move || tasks.stop()).await;
+            }
+            Backing::Etcd(etcd) => {
+                let described = format!("etcd prefix {}", etcd.prefix);
+                let candidate = Arc::new(Candidate {
+                    etcd: (*etcd).clone(),
+                    me,
+                    ttl: args.election_ttl,
+                    roles: roles.clone(),
+                    sessions,
+                    auth,
+                    default_lease: args.lease,
+                });
+                let (stop_tx, stop_rx) = watch::channel(false);
+                let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+                etcd.runtime().spawn(async move {
+                    candidate.run(stop_rx).await;
+                    let _ = done_tx.send(());
+                });
+                tracing::info!(store = %described, ttl = ?args.election_ttl, "keyway-ctld standing by on api {api_addr}, control {control_addr}; campaigning");
+                println!("keyway-ctld api {api_addr} control {control_addr}");
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+                api::serve(api_listener, app, api::Limits::default(), shutdown(term)).await;
+                stop_tx.send_replace(true);
+                let _ = tokio::time::timeout(Duration::from_secs(30), done_rx).await;
+            }
+        }
         tracing::info!("stopped");
         Ok(())
     })

@@ -12,7 +12,8 @@ use keyway_ctl::cli::{run, Command};
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
-    /// keyway-ctld's API address.
+    /// keyway-ctld's API address, or several separated by commas (ctlds on
+    /// etcd: the active one is found by trying each).
     #[arg(
         long,
         env = "KEYWAY_API",

@@ -234,9 +234,8 @@ impl Registry {
             let Some(s) = p.session.as_ref().filter(|s| s.connected) else {
                 continue;
             };
-            if !s
-                .reported_at
-                .is_some_and(|at| now.saturating_duration_since(at) <= fresh)
+            if s.reported_at
+                .is_none_or(|at| now.saturating_duration_since(at) > fresh)
             {
                 continue;
             }

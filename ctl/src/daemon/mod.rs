@@ -10,9 +10,10 @@
 //! Four locks, each with one job, so that slow work never blocks the lease
 //! path:
 //! - `writer` owns the store and serializes changes; it is held across a
-//!   change's validation and fsync, so it is only ever taken off the async
-//!   runtime (the API's `spawn_blocking`, the orchestrator's thread, the
-//!   persister's blocking task);
+//!   change's validation and fsync (or etcd transaction: the store runs it on
+//!   its own runtime and waits, `crate::etcd`), so it is only ever taken off
+//!   the async runtimes (the API's `spawn_blocking`, the orchestrator's
+//!   thread, the persister's blocking task);
 //! - `current` holds the latest saved state behind an `Arc`, swapped after
 //!   each save; readers clone the `Arc` and let go;
 //! - `channels` holds the snapshot channels;
@@ -35,6 +36,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Notify};
 
 use crate::health::{Board, GroupHealth, Tally};
+use crate::leader::Term;
 use crate::model::{Cluster, Migration, ModelError, State};
 use crate::store::{Store, StoreError};
 pub use dataplanes::Registration;
@@ -92,9 +94,13 @@ pub struct Ctld {
     health: Mutex<Board>,
     /// The lease for clusters created without one.
     pub default_lease: Duration,
-    /// When this ctld started: data planes it has not heard from may hold a
-    /// lease granted by its predecessor until `started + lease`.
+    /// When this ctld started serving — with an election, when it won it:
+    /// data planes it has not heard from may hold a lease granted by its
+    /// predecessor until `started + lease`.
     pub started: Instant,
+    /// Its term as the active ctld: leases are granted only while it holds
+    /// (`crate::leader`).
+    term: Arc<Term>,
 }
 
 impl std::fmt::Debug for Ctld {
@@ -110,8 +116,20 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Ctld {
-    /// A daemon over a loaded (and validated) state and its store.
+    /// A daemon over a loaded (and validated) state and its store, with no
+    /// election (always active).
     pub fn new(state: State, store: Box<dyn Store>, default_lease: Duration) -> Ctld {
+        Ctld::for_term(state, store, default_lease, Term::unelected())
+    }
+
+    /// A daemon for one term as the active ctld, over the state loaded when
+    /// it began (`started` is now: the term's start).
+    pub fn for_term(
+        state: State,
+        store: Box<dyn Store>,
+        default_lease: Duration,
+        term: Arc<Term>,
+    ) -> Ctld {
         let channels = state
             .clusters
             .iter()
@@ -126,7 +144,13 @@ impl Ctld {
             health: Mutex::new(Board::default()),
             default_lease,
             started: Instant::now(),
+            term,
         }
+    }
+
+    /// Its term as the active ctld.
+    pub fn term(&self) -> &Arc<Term> {
+        &self.term
     }
 
     /// The state as last saved (data planes' acked versions may be newer in

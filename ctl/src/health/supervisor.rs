@@ -1,11 +1,16 @@
 //! The supervisor: checks every server of every cluster on its interval,
 //! fails failed masters over, finishes failovers a previous ctld left under
 //! way, and keeps replicas pointed at their master (a former master that
-//! returns is made a replica before it is listed as one). One task on the
-//! active ctld's runtime; its checks and failovers are tasks it owns, so
-//! aborting it (shutdown, lost leadership) stops them all.
+//! returns is made a replica before it is listed as one). It runs on its
+//! own thread and runtime, only on the active ctld ([`start`], from
+//! `leader::ActiveTasks`), so that nothing it does can delay a control
+//! session; its checks and failovers are tasks it owns, all stopped when
+//! the term's stop flag is set (a failover cut short is finished by the
+//! next active ctld from its persisted progress).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
@@ -46,8 +51,18 @@ struct Supervisor {
     ended: HashMap<Key, Instant>,
 }
 
-/// Runs until aborted.
-pub async fn run(ctld: Shared) {
+/// Starts the supervisor on its own thread; it runs until `stop` is set.
+pub fn start(ctld: Shared, stop: Arc<AtomicBool>) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("keyway-health".into())
+        .spawn(move || rt.block_on(run(ctld, stop)))
+}
+
+/// Runs until `stop` is set.
+pub async fn run(ctld: Shared, stop: Arc<AtomicBool>) {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (done, mut finished) = mpsc::unbounded_channel();
     let mut s = Supervisor {
@@ -63,7 +78,7 @@ pub async fn run(ctld: Shared) {
     };
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
+    while !stop.load(Ordering::Relaxed) {
         tokio::select! {
             _ = tick.tick() => {}
             Some(c) = rx.recv() => s.checked(c),

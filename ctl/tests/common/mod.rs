@@ -4,6 +4,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod checks;
+pub mod load;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -11,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-pub use keyway_testkit::{free_port, wait_for, workspace_bin, Process, Redis, TempDir};
+pub use keyway_testkit::{free_port, wait_for, workspace_bin, Etcd, Process, Redis, TempDir};
 use serde_json::Value;
 
 /// A keyway-ctld on a file store in `dir`.
@@ -53,6 +54,42 @@ impl Ctld {
             store,
             proc,
         }
+    }
+
+    /// Starts one on etcd at `etcd_url` under `prefix`, on free ports; it
+    /// stands by or becomes active (`extra`: more arguments).
+    pub fn start_on_etcd(etcd_url: &str, prefix: &str, extra: &[&str]) -> Ctld {
+        let mut proc = Process::spawn(
+            Command::new(env!("CARGO_BIN_EXE_keyway-ctld"))
+                .arg("--store")
+                .arg(format!("etcd:{etcd_url}"))
+                .args(["--etcd-prefix", prefix])
+                .args(["--api", "127.0.0.1:0", "--control", "127.0.0.1:0"])
+                .args(extra),
+        );
+        let line = proc.wait_line("keyway-ctld api ", Duration::from_secs(20));
+        let (api, control) = line
+            .split_once(" control ")
+            .expect("api and control addresses");
+        Ctld {
+            api: api.parse().unwrap(),
+            control: control.parse().unwrap(),
+            store: PathBuf::new(),
+            proc,
+        }
+    }
+
+    /// Whether this ctld says it is the active one (`GET /v1/leader`).
+    pub fn is_active(&self) -> bool {
+        let Ok(mut s) = TcpStream::connect(self.api) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        let req = "GET /v1/leader HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+        let mut resp = String::new();
+        let _ = s.write_all(req.as_bytes());
+        let _ = s.read_to_string(&mut resp);
+        status_and_body(&resp).1.contains("\"active\":true")
     }
 
     /// Runs keywayctl against this ctld; returns (success, stdout, stderr).
@@ -134,16 +171,29 @@ impl DataPlane {
         state_dir: &Path,
         extra: &[&str],
     ) -> DataPlane {
+        DataPlane::start_controls(&control.to_string(), cluster, id, state_dir, extra)
+    }
+
+    /// Starts one given control addresses `A,B,C` (ctlds on etcd).
+    pub fn start_with_controls(
+        controls: &str,
+        cluster: &str,
+        id: &str,
+        state_dir: &Path,
+    ) -> DataPlane {
+        DataPlane::start_controls(controls, cluster, id, state_dir, &[])
+    }
+
+    fn start_controls(
+        controls: &str,
+        cluster: &str,
+        id: &str,
+        state_dir: &Path,
+        extra: &[&str],
+    ) -> DataPlane {
         let mut proc = Process::spawn(
             Command::new(workspace_bin("keyway"))
-                .args([
-                    "--control",
-                    &control.to_string(),
-                    "--cluster",
-                    cluster,
-                    "--id",
-                    id,
-                ])
+                .args(["--control", controls, "--cluster", cluster, "--id", id])
                 .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
                 .arg("--state-dir")
                 .arg(state_dir)

@@ -37,7 +37,8 @@ use crate::routing::RoutingTable;
 /// How to reach ctld and who this data plane is.
 #[derive(Debug, Clone)]
 pub struct ControlOptions {
-    /// ctld's control address (`host:port`).
+    /// ctld's control address (`host:port`), or several separated by
+    /// commas (ctlds on etcd: the active one is found by trying each).
     pub ctld: String,
     /// The cluster served.
     pub cluster: String,
@@ -51,6 +52,17 @@ pub struct ControlOptions {
     /// ctld requires one.
     pub token: Option<String>,
 }
+
+/// The session ended because that ctld stands by (control.capnp: its
+/// refusal starts with "standby").
+fn standby_refusal(e: &str) -> bool {
+    e.strip_prefix("keyway-ctld refused the session: ")
+        .is_some_and(|why| why.starts_with("standby"))
+}
+
+/// The longest wait before another round of addresses when a ctld of the
+/// last round stood by.
+const STANDBY_BACKOFF: Duration = Duration::from_millis(200);
 
 /// How often the session loop wakes when nothing arrives.
 const POLL: Duration = Duration::from_millis(20);
@@ -323,37 +335,65 @@ impl Session {
         }
     }
 
+    /// Dials ctld until stopped. With several addresses (`--control A,B,C`:
+    /// several ctlds on etcd, one of them active) it tries each in turn and
+    /// moves to the next at once when one cannot be reached, refuses the
+    /// session as a standby, or ends a session; it backs off only after a
+    /// whole round of addresses served no session — at most
+    /// [`STANDBY_BACKOFF`] when a ctld of the round stood by (a takeover is
+    /// under way: the new leader is found soon after it wins).
     fn run(mut self, stop: &AtomicBool) {
+        let addrs: Vec<String> = self
+            .opts
+            .ctld
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(str::to_string)
+            .collect();
         let mut backoff = Duration::from_millis(100);
+        let mut at = 0usize;
+        let mut failed_in_round = 0usize;
+        let mut standby_in_round = false;
         while !stop.load(Ordering::Relaxed) {
-            match TcpStream::connect_timeout(
-                &match crate::config::resolve(&self.opts.ctld) {
-                    Ok(a) => a,
-                    Err(e) => {
-                        tracing::warn!("keyway-ctld address: {e}");
-                        self.idle(stop, backoff);
-                        continue;
-                    }
+            let Some(addr) = addrs.get(at % addrs.len().max(1)).cloned() else {
+                tracing::warn!("no keyway-ctld address to dial");
+                self.idle(stop, Duration::from_secs(2));
+                continue;
+            };
+            at = at.wrapping_add(1);
+            let heard = self.heartbeats;
+            match crate::config::resolve(&addr) {
+                Err(e) => tracing::warn!("keyway-ctld address {addr}: {e}"),
+                Ok(sa) => match TcpStream::connect_timeout(&sa, Duration::from_secs(1)) {
+                    Ok(sock) => match self.session(sock, stop) {
+                        Ok(()) => tracing::info!(ctld = %addr, "control session closed"),
+                        Err(e) if standby_refusal(&e) => {
+                            standby_in_round = true;
+                            tracing::debug!(ctld = %addr, "{e}; trying the next address")
+                        }
+                        Err(e) => tracing::warn!(ctld = %addr, "control session ended: {e}"),
+                    },
+                    Err(e) => tracing::debug!("cannot reach keyway-ctld at {addr}: {e}"),
                 },
-                Duration::from_secs(1),
-            ) {
-                Ok(sock) => {
-                    let heard = self.heartbeats;
-                    match self.session(sock, stop) {
-                        Ok(()) => tracing::info!("control session closed"),
-                        Err(e) => tracing::warn!("control session ended: {e}"),
-                    }
-                    // Only a session that was served starts the backoff
-                    // over: one refused at once (a wrong token, an unknown
-                    // cluster) is retried ever more slowly, up to 2 s.
-                    if self.heartbeats != heard {
-                        backoff = Duration::from_millis(100);
-                    }
-                }
-                Err(e) => tracing::debug!("cannot reach keyway-ctld at {}: {e}", self.opts.ctld),
             }
-            self.idle(stop, backoff);
-            backoff = (backoff * 2).min(Duration::from_secs(2));
+            // Only a session that was served starts the backoff over: one
+            // refused at once (a wrong token, an unknown cluster) is retried
+            // ever more slowly, up to 2 s.
+            if self.heartbeats != heard {
+                backoff = Duration::from_millis(100);
+                failed_in_round = 0;
+                continue;
+            }
+            failed_in_round += 1;
+            if failed_in_round >= addrs.len() {
+                failed_in_round = 0;
+                if std::mem::take(&mut standby_in_round) {
+                    backoff = backoff.min(STANDBY_BACKOFF);
+                }
+                self.idle(stop, backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
         }
     }
 
@@ -503,5 +543,21 @@ impl Session {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod standby_tests {
+    use super::standby_refusal;
+
+    #[test]
+    fn only_a_standby_refusal_moves_on_at_once() {
+        assert!(standby_refusal(
+            "keyway-ctld refused the session: standby: the active keyway-ctld is 10.0.0.1:7800"
+        ));
+        assert!(!standby_refusal(
+            "keyway-ctld refused the session: authentication failed"
+        ));
+        assert!(!standby_refusal("standby"), "only ctld's refusal counts");
     }
 }
