@@ -474,3 +474,51 @@ fn a_save_with_a_stale_revision_or_without_the_election_is_a_conflict() {
     let (_, now) = EtcdStore::load(&conn, guard, term()).unwrap();
     assert_eq!(now, state_with("c", "127.0.0.1:5"));
 }
+
+#[test]
+fn a_master_killed_with_the_active_ctld_is_failed_over_by_the_next_one() {
+    let mut sys = System::start("etcd-failover", 2, 0);
+    let replica = Redis::replica_of(&sys.redis[0].1);
+    sys.ctl_ok(&["group", "c", "g1", "--add-replica", &replica.addr()]);
+    sys.ctl_ok(&[
+        "cluster",
+        "set",
+        "c",
+        "--check-interval",
+        "200ms",
+        "--down-after",
+        "1s",
+    ]);
+    let cluster = sys.ctl_json(&["cluster", "show", "c"]);
+    let key = (0..)
+        .map(|i| format!("k{i}"))
+        .find(|k| owner_of(&cluster, k) == "g1")
+        .unwrap();
+    let mut con = sys.dps[0].conn();
+    let () = con.set(&key, 1).unwrap();
+    let _: i64 = redis::cmd("WAIT")
+        .arg(1)
+        .arg(5000)
+        .query(&mut sys.redis[0].1.conn())
+        .unwrap();
+    let watches = watch(&mut sys);
+    // The master and the active ctld die together: the next leader's
+    // supervisor finds the master failed and fails it over.
+    let active = sys.wait_active(Duration::from_secs(5));
+    sys.redis[0].1.kill();
+    sys.ctlds[active].proc.kill();
+    wait_for(
+        "g1 to fail over under the next leader",
+        Duration::from_secs(60),
+        || {
+            let (ok, out, _) = sys.ctl(&["--json", "cluster", "show", "c"]);
+            let c: Value = serde_json::from_str(&out).ok().filter(|_| ok)?;
+            (c["groups"][0]["master"] == replica.addr().as_str()).then_some(())
+        },
+    );
+    let next = sys.wait_active(Duration::from_secs(5));
+    assert_ne!(next, active);
+    let got: i64 = con.incr(&key, 1).unwrap();
+    assert_eq!(got, 2, "the write before the kill is on the new master");
+    no_fences(watches, &mut sys.dps);
+}
