@@ -600,3 +600,75 @@ fn a_migration_follows_its_target_through_an_automatic_failover() {
         keys.len()
     );
 }
+
+/// `cmdstat_get` calls of a server.
+fn gets(r: &Redis) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut r.conn())
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_get:calls="))
+        .and_then(|v| v.split(',').next())
+        .map_or(0, |v| v.parse().unwrap())
+}
+
+#[test]
+fn a_group_set_to_read_from_replicas_is_read_from_them_through_managed_data_planes() {
+    let sys = System::start("ha-reads", "5s", false);
+    let (m1, r1) = (
+        sys.master("g1"),
+        sys.group("g1")["replicas"][0]["address"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    );
+    let out = ctl_ok(
+        &sys.ctld,
+        &["--json", "group", "c", "g1", "--read-from", "replica"],
+    );
+    assert!(out.contains("\"read_from\": \"replica\""), "{out}");
+    let v = version(&sys.ctld);
+    for d in &sys.dps {
+        sys.ctld.wait_acked(&d.id, v);
+    }
+    let cluster = sys.show();
+    let key = (0..)
+        .map(|i| format!("r{i}"))
+        .find(|k| owner_of(&cluster, k) == "g1")
+        .unwrap();
+    let mut con = sys.dps[0].conn();
+    let () = redis::cmd("SET")
+        .arg(&key)
+        .arg("v")
+        .query(&mut con)
+        .unwrap();
+    let _: i64 = redis::cmd("WAIT")
+        .arg(1)
+        .arg(5000)
+        .query(&mut sys.servers[&m1].conn())
+        .unwrap();
+    // The first read opens the connection to the replica and, not waiting
+    // for it, goes to the master; reads go to the replica once it is open.
+    wait_for("a read to reach the replica", Duration::from_secs(10), || {
+        let _: Option<String> = redis::cmd("GET").arg(&key).query(&mut con).unwrap();
+        (gets(&sys.servers[&r1]) > 0).then_some(())
+    });
+    let (on_master, on_replica) = (gets(&sys.servers[&m1]), gets(&sys.servers[&r1]));
+    for _ in 0..20 {
+        let got: Option<String> = redis::cmd("GET").arg(&key).query(&mut con).unwrap();
+        // A replica may lag a write by its replication delay; this one
+        // has it (WAIT above).
+        assert_eq!(got.as_deref(), Some("v"));
+    }
+    assert_eq!(
+        gets(&sys.servers[&r1]) - on_replica,
+        20,
+        "reads went to the replica"
+    );
+    assert_eq!(gets(&sys.servers[&m1]), on_master, "none to the master");
+    let (ok, _, err) = sys
+        .ctld
+        .ctl(&["group", "c", "g1", "--read-from", "anywhere"]);
+    assert!(!ok && err.contains("local-zone"), "{err}");
+}
