@@ -226,10 +226,11 @@ fn info_offset(addr: SocketAddr) -> Option<u64> {
 }
 
 /// A writer: SET `w:N` = N through keyway, one at a time, forever; records
-/// the answer time of every OK and the last N answered OK.
+/// when each write that was answered OK was sent and answered.
 struct Writer {
     stop: Arc<AtomicBool>,
-    oks: Arc<Mutex<Vec<(Instant, u64)>>>,
+    /// (answered, N, sent).
+    oks: Arc<Mutex<Vec<(Instant, u64, Instant)>>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -243,8 +244,9 @@ impl Writer {
             while !s.load(Ordering::Relaxed) {
                 n += 1;
                 let key = format!("{{w}}:{n}");
+                let sent = Instant::now();
                 match command(addr, &["SET", &key, &n.to_string()]) {
-                    Ok(r) if r == "+OK" => o.lock().unwrap().push((Instant::now(), n)),
+                    Ok(r) if r == "+OK" => o.lock().unwrap().push((Instant::now(), n, sent)),
                     _ => std::thread::sleep(Duration::from_millis(1)),
                 }
             }
@@ -256,12 +258,13 @@ impl Writer {
         }
     }
 
+    /// When the first write sent after `t` was answered OK.
     fn first_ok_after(&self, t: Instant) -> Option<Instant> {
         self.oks
             .lock()
             .unwrap()
             .iter()
-            .find(|(at, _)| *at > t)
+            .find(|(_, _, sent)| *sent > t)
             .map(|x| x.0)
     }
 
@@ -271,7 +274,7 @@ impl Writer {
             .lock()
             .unwrap()
             .iter()
-            .filter(|(at, _)| *at < t)
+            .filter(|(at, _, _)| *at < t)
             .map(|x| x.1)
             .collect()
     }
@@ -281,7 +284,7 @@ impl Writer {
         let oks = self.oks.lock().unwrap();
         let mut prev = from;
         let mut gap = Duration::ZERO;
-        for (at, _) in oks.iter().filter(|(at, _)| *at > from && *at <= to) {
+        for (at, _, _) in oks.iter().filter(|(at, _, _)| *at > from && *at <= to) {
             gap = gap.max(*at - prev);
             prev = *at;
         }
@@ -327,8 +330,9 @@ pub fn run(o: &Options, command_line: String) -> anyhow::Result<Report> {
                 .iter_mut()
                 .find(|(a, _)| *a == master)
                 .context("the master is one of ours")?;
-            let killed = Instant::now();
             drop(slot.1.take());
+            // Reaped: nothing it answers from now on.
+            let killed = Instant::now();
             let first = loop {
                 if let Some(t) = writer.first_ok_after(killed) {
                     break t;

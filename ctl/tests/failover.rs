@@ -650,10 +650,14 @@ fn a_group_set_to_read_from_replicas_is_read_from_them_through_managed_data_plan
         .unwrap();
     // The first read opens the connection to the replica and, not waiting
     // for it, goes to the master; reads go to the replica once it is open.
-    wait_for("a read to reach the replica", Duration::from_secs(10), || {
-        let _: Option<String> = redis::cmd("GET").arg(&key).query(&mut con).unwrap();
-        (gets(&sys.servers[&r1]) > 0).then_some(())
-    });
+    wait_for(
+        "a read to reach the replica",
+        Duration::from_secs(10),
+        || {
+            let _: Option<String> = redis::cmd("GET").arg(&key).query(&mut con).unwrap();
+            (gets(&sys.servers[&r1]) > 0).then_some(())
+        },
+    );
     let (on_master, on_replica) = (gets(&sys.servers[&m1]), gets(&sys.servers[&r1]));
     for _ in 0..20 {
         let got: Option<String> = redis::cmd("GET").arg(&key).query(&mut con).unwrap();

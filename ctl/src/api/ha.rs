@@ -1,7 +1,8 @@
 //! High availability endpoints: a group's switchover (or forced failover)
 //! and a cluster's health-check and failover settings.
 
-use std::time::Instant;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
@@ -11,7 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{blocking, json, parse, Api, Reply};
 use crate::daemon::unix_ms;
-use crate::health::choose_replica;
+use crate::health::probe::Probe;
+use crate::health::{choose_replica, ServerState};
 use crate::model::names::check_lease;
 use crate::model::{FailoverKind, ModelError};
 
@@ -69,30 +71,42 @@ pub(super) async fn failover(
     body: Result<Bytes, BytesRejection>,
 ) -> Reply {
     let (Path((name, group)), body) = (path?, body?);
-    blocking(move || {
+    let (ctld, n, gr) = (api.ctld.clone(), name.clone(), group.clone());
+    let (req, c, g) = blocking(move || {
         let req: FailoverRequest = if body.is_empty() {
             FailoverRequest::default()
         } else {
             parse(&body)?
         };
-        let c = api.ctld.cluster(&name)?;
-        let g = &c.groups[c.group_index(&group)?];
+        let c = ctld.cluster(&n)?;
+        let g = c.groups[c.group_index(&gr)?].clone();
+        Ok((req, c, g))
+    })
+    .await?;
+    // The group's servers as they are now (ctld's last checks may be an
+    // interval old: a master promoted a moment ago, a replica just synced).
+    let states = fresh_states(&g).await;
+    blocking(move || {
         let now = Instant::now();
-        let board = api.ctld.board();
-        let master = board.get(&name, &g.master).cloned();
+        let master = states.get(&g.master).cloned();
         let master_up = master
             .as_ref()
             .is_some_and(|s| s.up() && s.replication.as_ref().is_some_and(|r| r.is_master()));
         if !master_up && !req.force {
             return Err(ModelError::conflict(format!(
-                "the master of group {group:?} is not up by ctld's checks, so its replica cannot \
+                "the master of group {group:?} is not up as a master ({}), so its replica cannot \
                  catch up: automatic failover handles a failed master (or give force to promote \
-                 a replica now, losing what it lacks)"
+                 a replica now, losing what it lacks)",
+                master.map_or("not checked".into(), |s| if s.up() {
+                    "it says it is a replica".to_string()
+                } else {
+                    s.last_error
+                })
             ))
             .into());
         }
         let master_offset = master.and_then(|s| s.replication).map_or(0, |r| r.offset);
-        let (to, offset) = match &req.to {
+        let candidates = match &req.to {
             Some(to) => {
                 if !g.replicas.iter().any(|r| r.address == *to) {
                     return Err(ModelError::not_found(format!(
@@ -100,7 +114,7 @@ pub(super) async fn failover(
                     ))
                     .into());
                 }
-                let only = crate::model::Group {
+                crate::model::Group {
                     replicas: g
                         .replicas
                         .iter()
@@ -108,25 +122,18 @@ pub(super) async fn failover(
                         .cloned()
                         .collect(),
                     ..g.clone()
-                };
-                choose_replica(
-                    &only,
-                    |a| board.get(&name, a).cloned(),
-                    master_offset,
-                    &c.ha,
-                    true,
-                    now,
-                )
+                }
             }
-            None => choose_replica(
-                g,
-                |a| board.get(&name, a).cloned(),
-                master_offset,
-                &c.ha,
-                true,
-                now,
-            ),
-        }
+            None => g.clone(),
+        };
+        let (to, offset) = choose_replica(
+            &candidates,
+            |a| states.get(a).cloned(),
+            master_offset,
+            &c.ha,
+            true,
+            now,
+        )
         .or_else(|why| match (&req.to, req.force) {
             (Some(to), true) => Ok((to.clone(), 0)),
             _ => Err(ModelError::conflict(format!(
@@ -138,7 +145,6 @@ pub(super) async fn failover(
                 }
             ))),
         })?;
-        drop(board);
         let kind = if master_up {
             FailoverKind::Switchover
         } else {
@@ -188,4 +194,27 @@ pub(super) async fn edit_cluster(
         json(StatusCode::OK, &c)
     })
     .await
+}
+
+/// Checks the master and replicas of `g` now, all at once, each within a
+/// second.
+async fn fresh_states(g: &crate::model::Group) -> HashMap<String, ServerState> {
+    let mut checks = tokio::task::JoinSet::new();
+    for a in g.addresses() {
+        let a = a.to_string();
+        checks.spawn(async move {
+            let at = Instant::now();
+            let r = Probe::new(&a).check(Duration::from_secs(1)).await;
+            let mut s = ServerState::default();
+            s.record(at, r);
+            (a, s)
+        });
+    }
+    let mut out = HashMap::new();
+    while let Some(r) = checks.join_next().await {
+        if let Ok((a, s)) = r {
+            out.insert(a, s);
+        }
+    }
+    out
 }

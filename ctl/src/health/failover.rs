@@ -128,6 +128,13 @@ async fn run(
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
+    tracing::info!(
+        cluster,
+        group,
+        id = p.id,
+        waited_ms = start.elapsed().as_millis() as u64,
+        "every data plane holds the group"
+    );
     let mut new = Probe::new(&p.to);
     let mut old = Probe::new(&p.from);
     // 2. A switchover: the replica catches up with the paused master.
@@ -140,6 +147,13 @@ async fn run(
             let _ = old.command(&[b"CLIENT", b"UNPAUSE"], COMMAND_TIMEOUT).await;
             return Err(e);
         }
+        tracing::info!(
+            cluster,
+            group,
+            id = p.id,
+            at_ms = start.elapsed().as_millis() as u64,
+            "the replica has caught up"
+        );
     }
     // 3. Promote.
     let mut last = String::new();
@@ -216,6 +230,12 @@ async fn catch_up(old: &mut Probe, new: &mut Probe) -> Result<(), String> {
         if r.offset >= m.offset && r.link_up {
             return Ok(());
         }
+        tracing::debug!(
+            master = m.offset,
+            replica = r.offset,
+            link = r.link_up,
+            "catching up"
+        );
         if start.elapsed() > SWITCHOVER_WAIT {
             return Err(format!(
                 "the replica did not catch up within {} s (offset {} of {})",

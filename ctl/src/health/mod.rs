@@ -5,7 +5,7 @@
 //! `check_interval_ms` (PING and INFO replication, [`probe`]); data planes
 //! report how they fare with the servers they use in their acks. A master is
 //! **failed** when ctld's checks have failed for `down_after_ms` (counted
-//! from its last good check) **and**, among the data planes whose reports on
+//! from the first failed check after its last good one) **and**, among the data planes whose reports on
 //! it are fresh, more fail it than reach it ([`Tally::agrees_down`]): a ctld
 //! cut off from a master that data planes still reach does not fail it
 //! over. With no fresh report, ctld's own view decides.
@@ -37,6 +37,8 @@ pub struct ServerState {
     pub last_check: Option<Instant>,
     /// Failed checks since the last good one.
     pub failures: u32,
+    /// The first of them.
+    pub failing_since: Option<Instant>,
     /// Why the last failed check failed.
     pub last_error: String,
     /// What its last good check said.
@@ -49,16 +51,12 @@ impl ServerState {
         self.last_check.is_some() && self.failures == 0
     }
 
-    /// ctld's checks have failed for at least `down_after` (from the last
-    /// good check, or from the first check if there never was one).
+    /// ctld's checks have failed for at least `down_after`: every check
+    /// since the first failed one (after the last good one) failed, and that
+    /// first one is `down_after` old.
     pub fn down_for(&self, now: Instant, down_after: Duration) -> bool {
-        if self.failures == 0 {
-            return false;
-        }
-        match self.last_ok.or(self.first_check) {
-            Some(since) => now.saturating_duration_since(since) >= down_after,
-            None => false,
-        }
+        self.failing_since
+            .is_some_and(|since| now.saturating_duration_since(since) >= down_after)
     }
 
     /// Records a check's result.
@@ -69,10 +67,12 @@ impl ServerState {
             Ok(rep) => {
                 self.last_ok = Some(at);
                 self.failures = 0;
+                self.failing_since = None;
                 self.replication = Some(rep);
             }
             Err(e) => {
                 self.failures = self.failures.saturating_add(1);
+                self.failing_since.get_or_insert(at);
                 self.last_error = e;
             }
         }
@@ -221,7 +221,8 @@ pub fn master_failed(s: Option<&ServerState>, tally: Tally, ha: &HaSettings, now
 }
 
 /// The replica to promote in place of `g`'s master: up (a good check within
-/// two intervals), a replica by its own word, not empty, not further behind
+/// two intervals), a replica by its own word, synced since it started (not
+/// empty), not further behind
 /// the master's last seen offset than allowed (unless `force`), preferring
 /// another zone than the master's, then the highest offset. The error says
 /// why there is none, replica by replica.
@@ -247,8 +248,11 @@ pub fn choose_replica(
             why.push(format!("{} says it is a master", r.address));
             continue;
         }
-        if rep.offset == 0 {
-            why.push(format!("{} has never synced (offset 0)", r.address));
+        if !rep.synced {
+            why.push(format!(
+                "{} has not synced with a master since it started",
+                r.address
+            ));
             continue;
         }
         let lag = master_offset.saturating_sub(rep.offset);
@@ -354,6 +358,7 @@ mod tests {
         Ok(Replication {
             role: role.into(),
             offset,
+            synced: true,
             ..Replication::default()
         })
     }
@@ -366,17 +371,18 @@ mod tests {
         s.record(t0, rep("master", 10));
         s.record(t0 + Duration::from_secs(1), Err("refused".into()));
         let none = Tally::default();
+        // Counted from the first failed check, not from the last good one.
         assert!(!master_failed(
             Some(&s),
             none,
             &ha,
-            t0 + Duration::from_secs(4)
+            t0 + Duration::from_millis(5900)
         ));
         assert!(master_failed(
             Some(&s),
             none,
             &ha,
-            t0 + Duration::from_secs(5)
+            t0 + Duration::from_secs(6)
         ));
         // Data planes that still reach it veto ctld's view.
         let mut t = Tally::default();
@@ -476,7 +482,14 @@ mod tests {
         );
         // An empty replica is never promoted; nor one that says it is a master.
         let mut s = ServerState::default();
-        s.record(now, rep("slave", 0));
+        s.record(
+            now,
+            Ok(Replication {
+                role: "slave".into(),
+                offset: 1,
+                ..Replication::default()
+            }),
+        );
         let mut m = ServerState::default();
         m.record(now, rep("master", 5000));
         let only = |a: &str| match a {
@@ -486,7 +499,7 @@ mod tests {
         };
         let e = choose_replica(&g, only, 0, &ha, true, now).unwrap_err();
         assert!(
-            e.contains("never synced") && e.contains("says it is a master"),
+            e.contains("has not synced") && e.contains("says it is a master"),
             "{e}"
         );
         g.replicas.clear();

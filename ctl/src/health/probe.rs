@@ -28,6 +28,10 @@ pub struct Replication {
     pub link_up: bool,
     /// A master's `connected_slaves`.
     pub replicas: u32,
+    /// A replica has synced with a master since it started: its link is up,
+    /// or went down after being up (`master_link_down_since_seconds` is not
+    /// -1). One that never did is empty, or holds what it loaded at start.
+    pub synced: bool,
 }
 
 impl Replication {
@@ -36,6 +40,7 @@ impl Replication {
         let mut r = Replication::default();
         let (mut host, mut port) = (None, None);
         let (mut master_offset, mut slave_offset) = (0u64, None);
+        let mut never_linked = false;
         for line in info.lines() {
             let Some((k, v)) = line.trim_end().split_once(':') else {
                 continue;
@@ -48,6 +53,7 @@ impl Replication {
                 "connected_slaves" => r.replicas = v.parse().unwrap_or(0),
                 "master_repl_offset" => master_offset = v.parse().unwrap_or(0),
                 "slave_repl_offset" => slave_offset = v.parse().ok(),
+                "master_link_down_since_seconds" => never_linked = v == "-1",
                 _ => {}
             }
         }
@@ -56,6 +62,7 @@ impl Replication {
             "slave" => {
                 r.offset = slave_offset.unwrap_or(master_offset);
                 r.master = host.zip(port).map(|(h, p)| format!("{h}:{p}"));
+                r.synced = r.link_up || !never_linked;
             }
             "" => return Err("INFO replication has no role".into()),
             other => return Err(format!("unknown role {other:?}")),
@@ -257,8 +264,14 @@ mod tests {
              master_link_status:down\r\nslave_repl_offset:40\r\nmaster_repl_offset:41\r\n",
         )
         .unwrap();
-        assert!(!r.is_master() && !r.link_up);
+        assert!(!r.is_master() && !r.link_up && r.synced);
         assert_eq!(r.offset, 40);
+        let never = Replication::parse(
+            "role:slave\r\nmaster_host:h\r\nmaster_port:1\r\nmaster_link_status:down\r\n\
+             slave_repl_offset:1\r\nmaster_link_down_since_seconds:-1\r\n",
+        )
+        .unwrap();
+        assert!(!never.synced);
         assert_eq!(r.master.as_deref(), Some("127.0.0.1:7001"));
         assert!(Replication::parse("nothing").is_err());
         assert!(Replication::parse("role:sentinel").is_err());

@@ -237,7 +237,11 @@ impl Cluster {
             started_ms: p.started_ms,
             finished_ms: now_ms,
             outcome: "done".into(),
-            offset_gap: p.master_offset.saturating_sub(p.replica_offset),
+            // A switchover promotes only once the replica has caught up.
+            offset_gap: match p.kind {
+                FailoverKind::Switchover => 0,
+                FailoverKind::Automatic => p.master_offset.saturating_sub(p.replica_offset),
+            },
         };
         self.remember(record.clone());
         Ok(record)
