@@ -93,17 +93,21 @@ pub(super) async fn failover(
             .as_ref()
             .is_some_and(|s| s.up() && s.replication.as_ref().is_some_and(|r| r.is_master()));
         if !master_up && !req.force {
-            return Err(ModelError::conflict(format!(
-                "the master of group {group:?} is not up as a master ({}), so its replica cannot \
-                 catch up: automatic failover handles a failed master (or give force to promote \
-                 a replica now, losing what it lacks)",
-                master.map_or("not checked".into(), |s| if s.up() {
-                    "it says it is a replica".to_string()
-                } else {
-                    s.last_error
-                })
-            ))
-            .into());
+            let why =
+                match &master {
+                    Some(s) if s.up() => format!(
+                        "the group's master {} says it is a replica: point the group at its real \
+                     master (keywayctl group --master), or give force to promote a replica now",
+                        g.master
+                    ),
+                    other => format!(
+                    "the master of group {group:?} does not answer ({}), so its replica cannot \
+                     catch up: automatic failover handles a failed master, or give force to \
+                     promote a replica now, losing what it lacks",
+                    other.as_ref().map_or("not checked".into(), |s| s.last_error.clone())
+                ),
+                };
+            return Err(ModelError::conflict(why).into());
         }
         let master_offset = master.and_then(|s| s.replication).map_or(0, |r| r.offset);
         let candidates = match &req.to {
@@ -152,7 +156,13 @@ pub(super) async fn failover(
         };
         let mut id = 0;
         api.ctld.change(&name, |c| {
-            id = c.begin_failover(&group, kind, &to, (master_offset, offset), unix_ms())?;
+            id = c.begin_failover(
+                &group,
+                kind,
+                (&g.master, &to),
+                (master_offset, offset),
+                unix_ms(),
+            )?;
             Ok(())
         })?;
         tracing::info!(cluster = %name, %group, id, %to, ?kind, "failover requested");

@@ -243,6 +243,7 @@ impl Registry {
                 t.count(
                     r.failures,
                     r.since_success_ms.map(Duration::from_millis),
+                    r.since_failure_ms.map(Duration::from_millis),
                     down_after,
                 );
             }

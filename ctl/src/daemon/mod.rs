@@ -92,6 +92,10 @@ pub struct Ctld {
     acks: Notify,
     /// Every server's health as ctld's checks see it (`crate::health`).
     health: Mutex<Board>,
+    /// The source and target masters of every running migration sweep, by
+    /// (cluster, migration id): a failover waits until none touches its
+    /// group's old master.
+    sweeps: Mutex<HashMap<(String, u64), (String, String)>>,
     /// The lease for clusters created without one.
     pub default_lease: Duration,
     /// When this ctld started serving — with an election, when it won it:
@@ -142,6 +146,7 @@ impl Ctld {
             channels: Mutex::new(channels),
             acks: Notify::new(),
             health: Mutex::new(Board::default()),
+            sweeps: Mutex::new(HashMap::new()),
             default_lease,
             started: Instant::now(),
             term,
@@ -307,6 +312,28 @@ impl Ctld {
             .collect();
         out.sort();
         out
+    }
+
+    /// A sweep of migration `id` of `cluster` between these masters runs
+    /// (`Some`) or has ended (`None`).
+    pub fn sweep(&self, cluster: &str, id: u64, masters: Option<(String, String)>) {
+        let mut sweeps = lock(&self.sweeps);
+        let key = (cluster.to_string(), id);
+        match masters {
+            Some(m) => {
+                sweeps.insert(key, m);
+            }
+            None => {
+                sweeps.remove(&key);
+            }
+        }
+    }
+
+    /// A running sweep of `cluster` moves keys from or to server `addr`.
+    pub fn sweeping_server(&self, cluster: &str, addr: &str) -> bool {
+        lock(&self.sweeps)
+            .iter()
+            .any(|((c, _), (from, to))| c == cluster && (from == addr || to == addr))
     }
 
     /// The servers' health board (`crate::health`); held briefly.

@@ -3,45 +3,60 @@
 //! `hold_version` is published, see `Cluster::begin_failover`); then:
 //!
 //! 1. wait until every data plane of the cluster has acked that version or
-//!    lost its lease: from then on nothing routes to the old master;
-//! 2. a switchover only: pause writes on the old master (`CLIENT PAUSE …
-//!    WRITE`, against clients that bypass keyway) and wait until the
-//!    replica's offset reaches the master's;
-//! 3. `REPLICAOF NO ONE` on the replica, and check it says `role:master`;
-//! 4. a switchover: make the old master a replica of the new one (an
-//!    automatic failover leaves the old master, which is down, to the
-//!    supervisor: it is made a replica when it returns, before anything
-//!    routes to it);
-//! 5. point the other replicas at the new master;
-//! 6. publish the version with the new master and without the hold.
+//!    lost its lease (from then on nothing routes to the old master), and
+//!    until no migration sweep moves keys to or from it (the orchestrator
+//!    stops them while the group fails over);
+//! 2. if the replica already says `role:master`, a previous run promoted
+//!    it: go to step 5. Otherwise, a switchover pauses writes on the old
+//!    master (`CLIENT PAUSE … WRITE`, against clients that bypass keyway)
+//!    and waits until the replica, following it, has its offset;
+//! 3. `REPLICAOF NO ONE` on the replica, and check it says `role:master`
+//!    (if that cannot be confirmed, the replica is pointed back at the old
+//!    master and the failover abandoned);
+//! 4. a switchover: make the old master a replica of the new one;
+//! 5. publish the version with the new master and without the hold (the old
+//!    master is listed as a replica only once ctld sees it follow the new
+//!    one with its link up); retried until it is saved — past step 3 a
+//!    failover is never abandoned;
+//! 6. point the other replicas at the new master, all at once (the
+//!    supervisor retries those that do not answer).
 //!
 //! Every step is idempotent, so a ctld restarted (or newly elected) in the
-//! middle runs the failover again from step 1. A failover that cannot
-//! promote its replica is abandoned: the hold is lifted and the reason
-//! recorded in the cluster's failover history.
+//! middle runs the failover again from step 1. A switchover must end within
+//! [`SWITCHOVER_BUDGET`], inside the data planes' default hold limit (2 s),
+//! or it is abandoned before its promotion: held commands never time out.
 
 use std::time::{Duration, Instant};
 
-use super::probe::Probe;
+use super::probe::{Probe, Replication};
 use crate::daemon::{unix_ms, Shared};
 use crate::model::{FailoverKind, FailoverProgress};
 
 /// How long a server command may take.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// How long a switchover waits for every data plane to hold the group, and
-/// then for the replica to catch up, before it gives up (the group's
-/// commands wait meanwhile).
-pub const SWITCHOVER_WAIT: Duration = Duration::from_secs(5);
+/// A switchover that has not promoted its replica this long after it
+/// started is abandoned (the data planes' `hold_timeout` is 2 s by default:
+/// a held command would get `-TRYAGAIN` after it).
+pub const SWITCHOVER_BUDGET: Duration = Duration::from_millis(1500);
 
 /// How long writes stay paused on a switchover's old master at most (it is
 /// unpaused once demoted, or when the switchover gives up).
-const PAUSE_MS: &[u8] = b"10000";
+const PAUSE_MS: &[u8] = b"3000";
+
+/// How long an automatic failover waits for sweeps touching the group to
+/// stop (a MIGRATE in flight ends within its timeout).
+const SWEEP_WAIT: Duration = Duration::from_secs(30);
 
 /// The failover of `group` numbered `id`, if it is still under way.
 fn progress(ctld: &Shared, cluster: &str, group: &str, id: u64) -> Option<FailoverProgress> {
-    let c = ctld.state().clusters.get(cluster)?.clone();
-    let g = c.groups.iter().find(|g| g.name == group)?;
+    let state = ctld.state();
+    let g = state
+        .clusters
+        .get(cluster)?
+        .groups
+        .iter()
+        .find(|g| g.name == group)?;
     g.failover.clone().filter(|p| p.id == id)
 }
 
@@ -59,29 +74,14 @@ pub async fn drive(ctld: Shared, cluster: String, group: String, id: u64) -> Str
         return "no longer under way".into();
     };
     let began = Instant::now();
-    let outcome = match run(&ctld, &cluster, &group, &p).await {
-        Ok(old_is_replica) => {
-            let (c, g, ctld2) = (cluster.clone(), group.clone(), ctld.clone());
-            blocking(move || {
-                ctld2
-                    .change(&c, |cl| {
-                        cl.finish_failover(&g, id, old_is_replica, unix_ms())
-                            .map(|_| ())
-                    })
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            })
-            .await
-            .map(|()| "done".to_string())
-        }
-        Err(why) => Err(why),
-    };
-    match outcome {
-        Ok(done) => {
+    match run(&ctld, &cluster, &group, &p).await {
+        Ok(()) => {
+            publish(&ctld, &cluster, &group, id).await;
             tracing::info!(%cluster, %group, id, from = %p.from, to = %p.to,
                 kind = ?p.kind, took_ms = began.elapsed().as_millis() as u64,
                 "failover done: {} is the master", p.to);
-            done
+            repoint_others(&ctld, &cluster, &group, &p.to).await;
+            "done".into()
         }
         Err(why) => {
             tracing::warn!(%cluster, %group, id, from = %p.from, to = %p.to,
@@ -101,30 +101,100 @@ pub async fn drive(ctld: Shared, cluster: String, group: String, id: u64) -> Str
     }
 }
 
-/// Steps 1–5; true if the old master was made a replica.
+/// Step 5: saves and publishes the new master, retrying until it is saved
+/// (or the failover is no longer under way: another ctld finished it).
+async fn publish(ctld: &Shared, cluster: &str, group: &str, id: u64) {
+    let mut wait = Duration::from_millis(100);
+    loop {
+        let (c, g, ctld2) = (cluster.to_string(), group.to_string(), ctld.clone());
+        let r = blocking(move || {
+            ctld2
+                .change(&c, |cl| cl.finish_failover(&g, id, unix_ms()).map(|_| ()))
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+        .await;
+        match r {
+            Ok(()) => return,
+            Err(_) if progress(ctld, cluster, group, id).is_none() => return,
+            Err(e) => {
+                tracing::error!(
+                    cluster,
+                    group,
+                    id,
+                    "the promoted master is not published yet ({e}); retrying"
+                );
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Step 6: every other replica of the group follows the new master.
+async fn repoint_others(ctld: &Shared, cluster: &str, group: &str, master: &str) {
+    let others: Vec<String> = ctld
+        .state()
+        .clusters
+        .get(cluster)
+        .and_then(|c| c.groups.iter().find(|g| g.name == group))
+        .map(|g| {
+            g.replicas
+                .iter()
+                .chain(&g.demoting)
+                .map(|r| r.address.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut set = tokio::task::JoinSet::new();
+    for r in others {
+        let m = master.to_string();
+        set.spawn(async move {
+            if let Err(e) = Probe::new(&r).replicaof(Some(&m), COMMAND_TIMEOUT).await {
+                tracing::warn!(replica = %r,
+                    "cannot point the replica at the new master now ({e}); retried later");
+            }
+        });
+    }
+    while set.join_next().await.is_some() {}
+}
+
+/// Steps 1–4.
 async fn run(
     ctld: &Shared,
     cluster: &str,
     group: &str,
     p: &FailoverProgress,
-) -> Result<bool, String> {
+) -> Result<(), String> {
     let switchover = p.kind == FailoverKind::Switchover;
-    // 1. Every data plane holds the group (or has lost its lease).
-    let start = Instant::now();
+    let started = Instant::now();
+    let over_budget = |what: &str| {
+        (switchover && started.elapsed() > SWITCHOVER_BUDGET).then(|| {
+            format!(
+                "{what} within {} ms; nothing was changed",
+                SWITCHOVER_BUDGET.as_millis()
+            )
+        })
+    };
+    // 1. Every data plane holds the group (or has lost its lease), and no
+    // sweep moves keys to or from it.
     loop {
         if progress(ctld, cluster, group, p.id).is_none() {
             return Err("the failover was ended elsewhere".into());
         }
         let waiting = ctld.unsettled(cluster, p.hold_version);
-        if waiting.is_empty() {
+        let sweeping = ctld.sweeping_server(cluster, &p.from);
+        if waiting.is_empty() && !sweeping {
             break;
         }
-        if switchover && start.elapsed() > SWITCHOVER_WAIT {
-            return Err(format!(
-                "data planes {} did not hold the group within {} s",
-                waiting.join(", "),
-                SWITCHOVER_WAIT.as_secs()
-            ));
+        if let Some(e) = over_budget(&format!(
+            "data planes {} did not hold the group, or sweeps did not stop,",
+            waiting.join(", ")
+        )) {
+            return Err(e);
+        }
+        if sweeping && waiting.is_empty() && started.elapsed() > SWEEP_WAIT {
+            return Err("a migration sweep on the group did not stop".into());
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
@@ -132,17 +202,37 @@ async fn run(
         cluster,
         group,
         id = p.id,
-        waited_ms = start.elapsed().as_millis() as u64,
+        waited_ms = started.elapsed().as_millis() as u64,
         "every data plane holds the group"
     );
     let mut new = Probe::new(&p.to);
     let mut old = Probe::new(&p.from);
-    // 2. A switchover: the replica catches up with the paused master.
+    // 2. Promoted by an earlier run (of this ctld or another)?
+    if new
+        .check(COMMAND_TIMEOUT)
+        .await
+        .is_ok_and(|r| r.is_master())
+    {
+        tracing::info!(
+            cluster,
+            group,
+            id = p.id,
+            "the replica was promoted already"
+        );
+        if switchover {
+            let _ = old.replicaof(Some(&p.to), COMMAND_TIMEOUT).await;
+            let _ = old.command(&[b"CLIENT", b"UNPAUSE"], COMMAND_TIMEOUT).await;
+        }
+        return Ok(());
+    }
     if switchover {
         old.command(&[b"CLIENT", b"PAUSE", PAUSE_MS, b"WRITE"], COMMAND_TIMEOUT)
             .await
             .map_err(|e| format!("cannot pause writes on the master {}: {e}", p.from))?;
-        let caught_up = catch_up(&mut old, &mut new).await;
+        let caught_up = catch_up(&mut old, &mut new, &p.from, &|| {
+            over_budget("the replica did not catch up")
+        })
+        .await;
         if let Err(e) = caught_up {
             let _ = old.command(&[b"CLIENT", b"UNPAUSE"], COMMAND_TIMEOUT).await;
             return Err(e);
@@ -151,18 +241,17 @@ async fn run(
             cluster,
             group,
             id = p.id,
-            at_ms = start.elapsed().as_millis() as u64,
+            at_ms = started.elapsed().as_millis() as u64,
             "the replica has caught up"
         );
     }
-    // 3. Promote.
+    // 3. Promote, and confirm.
     let mut last = String::new();
-    let mut promoted = false;
     for _ in 0..3 {
         match new.replicaof(None, COMMAND_TIMEOUT).await {
             Ok(()) => match new.check(COMMAND_TIMEOUT).await {
                 Ok(r) if r.is_master() => {
-                    promoted = true;
+                    last.clear();
                     break;
                 }
                 Ok(r) => last = format!("it still says role:{}", r.role),
@@ -172,49 +261,35 @@ async fn run(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    if !promoted {
+    if !last.is_empty() {
+        // Maybe promoted without our knowing: back to following the old
+        // master, as it was (best effort; the supervisor re-points it too).
+        let _ = new.replicaof(Some(&p.from), COMMAND_TIMEOUT).await;
         if switchover {
             let _ = old.command(&[b"CLIENT", b"UNPAUSE"], COMMAND_TIMEOUT).await;
         }
         return Err(format!("cannot promote {}: {last}", p.to));
     }
-    // 4. A switchover's old master follows the new one at once.
-    let mut old_is_replica = false;
+    // 4. A switchover's old master follows the new one at once (if it does
+    // not answer now, the supervisor makes it a replica when it does).
     if switchover {
-        match old.replicaof(Some(&p.to), COMMAND_TIMEOUT).await {
-            Ok(()) => old_is_replica = true,
-            Err(e) => tracing::warn!(cluster, group, old = %p.from,
-                "cannot make the old master a replica now ({e}); it will be when it answers"),
+        if let Err(e) = old.replicaof(Some(&p.to), COMMAND_TIMEOUT).await {
+            tracing::warn!(cluster, group, old = %p.from,
+                "cannot make the old master a replica now ({e}); it will be when it answers");
         }
         let _ = old.command(&[b"CLIENT", b"UNPAUSE"], COMMAND_TIMEOUT).await;
     }
-    // 5. The other replicas follow the new master (the supervisor retries
-    // those that do not answer now).
-    let others: Vec<String> = ctld
-        .state()
-        .clusters
-        .get(cluster)
-        .and_then(|c| c.groups.iter().find(|g| g.name == group))
-        .map(|g| {
-            g.replicas
-                .iter()
-                .map(|r| r.address.clone())
-                .filter(|a| *a != p.to)
-                .collect()
-        })
-        .unwrap_or_default();
-    for r in others {
-        if let Err(e) = Probe::new(&r).replicaof(Some(&p.to), COMMAND_TIMEOUT).await {
-            tracing::warn!(cluster, group, replica = %r,
-                "cannot point the replica at the new master now ({e}); retried later");
-        }
-    }
-    Ok(old_is_replica)
+    Ok(())
 }
 
-/// Waits until `new`'s processed offset reaches `old`'s.
-async fn catch_up(old: &mut Probe, new: &mut Probe) -> Result<(), String> {
-    let start = Instant::now();
+/// Waits until `new`, a replica of `old` (`from`), has processed `old`'s
+/// whole offset; `budget` says when to give up.
+async fn catch_up(
+    old: &mut Probe,
+    new: &mut Probe,
+    from: &str,
+    budget: &(dyn Fn() -> Option<String> + Sync),
+) -> Result<(), String> {
     loop {
         let m = old
             .check(COMMAND_TIMEOUT)
@@ -227,8 +302,18 @@ async fn catch_up(old: &mut Probe, new: &mut Probe) -> Result<(), String> {
         if !m.is_master() {
             return Err(format!("{} is no longer a master", old.addr()));
         }
+        if !follows(&r, from) {
+            return Err(format!(
+                "{} does not replicate {from} (it follows {})",
+                new.addr(),
+                r.master.as_deref().unwrap_or("nothing")
+            ));
+        }
         if r.offset >= m.offset && r.link_up {
             return Ok(());
+        }
+        if let Some(e) = budget() {
+            return Err(format!("{e} (offset {} of {})", r.offset, m.offset));
         }
         tracing::debug!(
             master = m.offset,
@@ -236,14 +321,48 @@ async fn catch_up(old: &mut Probe, new: &mut Probe) -> Result<(), String> {
             link = r.link_up,
             "catching up"
         );
-        if start.elapsed() > SWITCHOVER_WAIT {
-            return Err(format!(
-                "the replica did not catch up within {} s (offset {} of {})",
-                SWITCHOVER_WAIT.as_secs(),
-                r.offset,
-                m.offset
-            ));
-        }
         tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Whether replica `r` says it follows `master` (`host:port`): the same
+/// port, and the same host unless one of the two is a name and the other an
+/// address (which this does not resolve).
+pub fn follows(r: &Replication, master: &str) -> bool {
+    let Some(theirs) = r.master.as_deref() else {
+        return false;
+    };
+    let split = |a: &str| {
+        a.rsplit_once(':')
+            .map(|(h, p)| (h.trim_matches(['[', ']']).to_string(), p.to_string()))
+    };
+    match (split(theirs), split(master)) {
+        (Some((h1, p1)), Some((h2, p2))) => {
+            let ip = |h: &str| h.parse::<std::net::IpAddr>().is_ok();
+            p1 == p2 && (h1.eq_ignore_ascii_case(&h2) || ip(&h1) != ip(&h2))
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replica_follows_a_master_by_port_and_host() {
+        let r = |m: &str| Replication {
+            role: "slave".into(),
+            master: Some(m.into()),
+            ..Replication::default()
+        };
+        assert!(follows(&r("127.0.0.1:7001"), "127.0.0.1:7001"));
+        assert!(!follows(&r("127.0.0.1:7002"), "127.0.0.1:7001"));
+        assert!(!follows(&r("10.0.0.2:7001"), "127.0.0.1:7001"));
+        // A name against an address: not resolved here, so not refused.
+        assert!(follows(&r("10.0.0.1:6379"), "redis-a:6379"));
+        assert!(follows(&r("REDIS-A:6379"), "redis-a:6379"));
+        assert!(!follows(&r("redis-b:6379"), "redis-a:6379"));
+        assert!(!follows(&Replication::default(), "127.0.0.1:7001"));
     }
 }

@@ -90,13 +90,21 @@ pub struct Tally {
 
 impl Tally {
     /// Counts one data plane's report on a server: `failures` consecutive
-    /// failures, and a success `since_success` before the report. A data
-    /// plane sends a report at once when a server turns from up to failing,
-    /// so one whose last report had a success within `down_after` and no
-    /// failure still reaches it (the caller drops reports older than a
-    /// lease-third plus `down_after`); one with no recent traffic abstains.
-    pub fn count(&mut self, failures: u32, since_success: Option<Duration>, down_after: Duration) {
-        if failures > 0 {
+    /// failures, the last `since_failure` before the report, and a success
+    /// `since_success` before it. A data plane sends a report at once when
+    /// a server turns from up to failing, so one whose last report had a
+    /// success within `down_after` and no failure still reaches it, and one
+    /// whose last attempt failed within `down_after` fails it (the caller
+    /// drops reports older than `REPORT_FRESH`); one with no recent traffic
+    /// abstains.
+    pub fn count(
+        &mut self,
+        failures: u32,
+        since_success: Option<Duration>,
+        since_failure: Option<Duration>,
+        down_after: Duration,
+    ) {
+        if failures > 0 && since_failure.is_some_and(|s| s < down_after) {
             self.failing += 1;
         } else if since_success.is_some_and(|s| s < down_after) {
             self.reaching += 1;
@@ -214,18 +222,25 @@ pub struct GroupHealth {
     pub servers: Vec<ServerView>,
 }
 
-/// The verdict on a group's master.
+/// The verdict on a group's master: at least two failed checks in a row,
+/// failing for `down_after`, and the data planes agree.
 pub fn master_failed(s: Option<&ServerState>, tally: Tally, ha: &HaSettings, now: Instant) -> bool {
     let down_after = Duration::from_millis(ha.down_after_ms);
-    s.is_some_and(|s| s.down_for(now, down_after)) && tally.agrees_down()
+    s.is_some_and(|s| s.failures >= 2 && s.down_for(now, down_after)) && tally.agrees_down()
 }
 
+/// Replicas this close (bytes) to the most advanced one count as level:
+/// among them, one in another zone than the master's is preferred.
+pub const ZONE_WINDOW: u64 = 64 << 10;
+
 /// The replica to promote in place of `g`'s master: up (a good check within
-/// two intervals), a replica by its own word, synced since it started (not
-/// empty), not further behind
-/// the master's last seen offset than allowed (unless `force`), preferring
-/// another zone than the master's, then the highest offset. The error says
-/// why there is none, replica by replica.
+/// two intervals), a replica by its own word, of this master (`follows`),
+/// synced since it started and not in a full sync (not empty), not further
+/// behind the master's last seen offset than `max_lag_bytes` (unless
+/// `force`; when the master's offset is unknown — never seen by this ctld —
+/// behind the most advanced replica), then the highest offset, preferring
+/// another zone than the master's among replicas within [`ZONE_WINDOW`] of
+/// it. The error says why there is none, replica by replica.
 pub fn choose_replica(
     g: &Group,
     state: impl Fn(&str) -> Option<ServerState>,
@@ -235,8 +250,8 @@ pub fn choose_replica(
     now: Instant,
 ) -> Result<(String, u64), String> {
     let fresh = Duration::from_millis(ha.check_interval_ms * 2 + 500);
-    let mut best: Option<(bool, u64, String)> = None;
     let mut why = Vec::new();
+    let mut eligible: Vec<(&str, &str, u64)> = Vec::new();
     for r in &g.replicas {
         let s = state(&r.address);
         let Some(s) = s.filter(|s| s.up() && s.last_ok.is_some_and(|t| now - t <= fresh)) else {
@@ -248,29 +263,48 @@ pub fn choose_replica(
             why.push(format!("{} says it is a master", r.address));
             continue;
         }
+        if !failover::follows(&rep, &g.master) {
+            why.push(format!(
+                "{} replicates {}, not the master",
+                r.address,
+                rep.master.as_deref().unwrap_or("nothing")
+            ));
+            continue;
+        }
         if !rep.synced {
             why.push(format!(
-                "{} has not synced with a master since it started",
+                "{} has not synced with its master since it started, or is in a full sync",
                 r.address
             ));
             continue;
         }
-        let lag = master_offset.saturating_sub(rep.offset);
-        if lag > ha.max_lag_bytes && !force {
-            why.push(format!(
-                "{} is {lag} bytes behind the master's last seen offset (max_lag_bytes {})",
-                r.address, ha.max_lag_bytes
-            ));
-            continue;
-        }
-        let other_zone = g.zone.is_empty() || r.zone != g.zone;
-        let key = (other_zone, rep.offset, r.address.clone());
-        if best.as_ref().is_none_or(|b| (key.0, key.1) > (b.0, b.1)) {
-            best = Some(key);
-        }
+        eligible.push((r.address.as_str(), r.zone.as_str(), rep.offset));
     }
+    let top = eligible.iter().map(|e| e.2).max().unwrap_or(0);
+    let reference = if master_offset > 0 {
+        master_offset
+    } else {
+        top
+    };
+    eligible.retain(|&(addr, _, offset)| {
+        let lag = reference.saturating_sub(offset);
+        let ok = lag <= ha.max_lag_bytes || force;
+        if !ok {
+            why.push(format!(
+                "{addr} is {lag} bytes behind the master's last seen offset (max_lag_bytes {})",
+                ha.max_lag_bytes
+            ));
+        }
+        ok
+    });
+    let top = eligible.iter().map(|e| e.2).max().unwrap_or(0);
+    let best = eligible.iter().max_by_key(|&&(_, zone, offset)| {
+        let level = offset + ZONE_WINDOW >= top;
+        let other_zone = g.zone.is_empty() || zone != g.zone;
+        (level && other_zone, offset)
+    });
     match best {
-        Some((_, offset, addr)) => Ok((addr, offset)),
+        Some(&(addr, _, offset)) => Ok((addr.to_string(), offset)),
         None if g.replicas.is_empty() => Err("it has no replica".into()),
         None => Err(format!("no replica can be promoted: {}", why.join("; "))),
     }
@@ -359,6 +393,7 @@ mod tests {
             role: role.into(),
             offset,
             synced: true,
+            master: (role == "slave").then(|| "m:1".to_string()),
             ..Replication::default()
         })
     }
@@ -371,6 +406,14 @@ mod tests {
         s.record(t0, rep("master", 10));
         s.record(t0 + Duration::from_secs(1), Err("refused".into()));
         let none = Tally::default();
+        // One failed check is never enough, however long ago.
+        assert!(!master_failed(
+            Some(&s),
+            none,
+            &ha,
+            t0 + Duration::from_secs(60)
+        ));
+        s.record(t0 + Duration::from_secs(2), Err("refused".into()));
         // Counted from the first failed check, not from the last good one.
         assert!(!master_failed(
             Some(&s),
@@ -387,9 +430,9 @@ mod tests {
         // Data planes that still reach it veto ctld's view.
         let mut t = Tally::default();
         let after = Duration::from_secs(5);
-        t.count(0, Some(Duration::from_millis(50)), after);
-        t.count(0, Some(Duration::from_millis(80)), after);
-        t.count(3, None, after);
+        t.count(0, Some(Duration::from_millis(50)), None, after);
+        t.count(0, Some(Duration::from_millis(80)), None, after);
+        t.count(3, None, Some(Duration::from_millis(10)), after);
         assert_eq!((t.failing, t.reaching), (1, 2));
         assert!(!master_failed(
             Some(&s),
@@ -399,9 +442,11 @@ mod tests {
         ));
         // No recent traffic abstains.
         let mut t = Tally::default();
-        t.count(0, Some(Duration::from_secs(6)), after);
-        t.count(0, None, after);
-        t.count(2, Some(Duration::from_secs(6)), after);
+        t.count(0, Some(Duration::from_secs(6)), None, after);
+        t.count(0, None, None, after);
+        // An old failure (an idle connection closed long ago) abstains too.
+        t.count(1, None, Some(Duration::from_secs(60)), after);
+        t.count(2, Some(Duration::from_secs(6)), Some(Duration::ZERO), after);
         assert_eq!((t.failing, t.reaching), (1, 0));
         assert!(master_failed(Some(&s), t, &ha, t0 + Duration::from_secs(9)));
         // A good check clears it; never checked is never failed.
@@ -416,6 +461,7 @@ mod tests {
         // Never up since ctld started: counted from the first check.
         let mut n = ServerState::default();
         n.record(t0, Err("refused".into()));
+        n.record(t0 + Duration::from_secs(1), Err("refused".into()));
         assert!(master_failed(
             Some(&n),
             none,
@@ -480,6 +526,51 @@ mod tests {
             choose_replica(&g, get, 2000, &strict, true, now).unwrap().0,
             "r3:1"
         );
+        // The master's offset unknown (a new ctld): measured against the
+        // most advanced replica, r1; r3 is 50 behind.
+        let tight = HaSettings {
+            max_lag_bytes: 60,
+            ..ha
+        };
+        assert_eq!(
+            choose_replica(&g, get, 0, &tight, false, now).unwrap().0,
+            "r3:1"
+        );
+        let tighter = HaSettings {
+            max_lag_bytes: 10,
+            ..ha
+        };
+        assert_eq!(
+            choose_replica(&g, get, 0, &tighter, false, now).unwrap().0,
+            "r1:1"
+        );
+        // Far ahead of the others, a same-zone replica wins.
+        let far = |a: &str| match a {
+            "r1:1" => {
+                let mut s = ServerState::default();
+                s.record(now, rep("slave", 1_000_000));
+                Some(s)
+            }
+            other => get(other),
+        };
+        assert_eq!(
+            choose_replica(&g, far, 0, &ha, false, now).unwrap().0,
+            "r1:1"
+        );
+        // A replica of another master is never promoted.
+        let stranger = |a: &str| {
+            let mut s = ServerState::default();
+            s.record(
+                now,
+                Ok(Replication {
+                    master: Some(format!("other:{a}")),
+                    ..rep("slave", 5000).unwrap()
+                }),
+            );
+            Some(s)
+        };
+        let e = choose_replica(&g, stranger, 0, &ha, true, now).unwrap_err();
+        assert!(e.contains("not the master"), "{e}");
         // An empty replica is never promoted; nor one that says it is a master.
         let mut s = ServerState::default();
         s.record(
@@ -487,6 +578,7 @@ mod tests {
             Ok(Replication {
                 role: "slave".into(),
                 offset: 1,
+                master: Some("m:1".into()),
                 ..Replication::default()
             }),
         );

@@ -30,7 +30,8 @@ pub struct Replication {
     pub replicas: u32,
     /// A replica has synced with a master since it started: its link is up,
     /// or went down after being up (`master_link_down_since_seconds` is not
-    /// -1). One that never did is empty, or holds what it loaded at start.
+    /// -1), and no full sync is under way (`master_sync_in_progress`). One
+    /// that never did is empty, or holds what it loaded at start.
     pub synced: bool,
 }
 
@@ -40,7 +41,7 @@ impl Replication {
         let mut r = Replication::default();
         let (mut host, mut port) = (None, None);
         let (mut master_offset, mut slave_offset) = (0u64, None);
-        let mut never_linked = false;
+        let (mut never_linked, mut syncing) = (false, false);
         for line in info.lines() {
             let Some((k, v)) = line.trim_end().split_once(':') else {
                 continue;
@@ -54,6 +55,7 @@ impl Replication {
                 "master_repl_offset" => master_offset = v.parse().unwrap_or(0),
                 "slave_repl_offset" => slave_offset = v.parse().ok(),
                 "master_link_down_since_seconds" => never_linked = v == "-1",
+                "master_sync_in_progress" => syncing = v == "1",
                 _ => {}
             }
         }
@@ -62,7 +64,7 @@ impl Replication {
             "slave" => {
                 r.offset = slave_offset.unwrap_or(master_offset);
                 r.master = host.zip(port).map(|(h, p)| format!("{h}:{p}"));
-                r.synced = r.link_up || !never_linked;
+                r.synced = (r.link_up || !never_linked) && !syncing;
             }
             "" => return Err("INFO replication has no role".into()),
             other => return Err(format!("unknown role {other:?}")),
@@ -214,7 +216,7 @@ async fn read_reply(con: &mut BufReader<TcpStream>) -> Result<Reply, String> {
     if line.is_empty() {
         return Err("connection closed".into());
     }
-    if !line.ends_with(b"\r\n") {
+    if line.len() < 3 || !line.ends_with(b"\r\n") {
         return Err("malformed or oversized reply".into());
     }
     let text = String::from_utf8_lossy(&line[1..line.len() - 2]).into_owned();

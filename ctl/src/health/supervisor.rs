@@ -46,9 +46,11 @@ struct Supervisor {
     done: mpsc::UnboundedSender<Key>,
     /// When a server was last told whom to follow.
     repointed: HashMap<Key, Instant>,
-    /// When each group's last failover here ended: an automatic failover
-    /// that was abandoned is tried again only `down_after` later.
-    ended: HashMap<Key, Instant>,
+    /// When each group's last failover here ended, and how many ended in a
+    /// row while its master stayed failed: an automatic failover that was
+    /// abandoned is tried again `down_after` later, doubling with each one
+    /// in a row.
+    ended: HashMap<Key, (Instant, u32)>,
 }
 
 /// Starts the supervisor on its own thread; it runs until `stop` is set.
@@ -84,7 +86,8 @@ pub async fn run(ctld: Shared, stop: Arc<AtomicBool>) {
             Some(c) = rx.recv() => s.checked(c),
             Some(k) = finished.recv() => {
                 s.driving.remove(&k);
-                s.ended.insert(k, Instant::now());
+                let e = s.ended.entry(k).or_insert((Instant::now(), 0));
+                *e = (Instant::now(), e.1.saturating_add(1));
             }
             Some(_) = s.tasks.join_next(), if !s.tasks.is_empty() => {}
         }
@@ -173,10 +176,11 @@ impl Supervisor {
         let down_after = Duration::from_millis(c.ha.down_after_ms);
         let master = self.ctld.board().get(&c.name, &g.master).cloned();
         let tally = self.ctld.tally(&c.name, &g.master, down_after);
-        let resting = self
-            .ended
-            .get(&gkey)
-            .is_some_and(|t| now.saturating_duration_since(*t) < down_after);
+        // After an abandoned failover, wait down_after, doubling with each
+        // one in a row (at most 64 times), before trying again.
+        let resting = self.ended.get(&gkey).is_some_and(|(t, n)| {
+            now.saturating_duration_since(*t) < down_after * (1u32 << (n.saturating_sub(1)).min(6))
+        });
         if master_failed(master.as_ref(), tally, &c.ha, now) {
             if resting {
                 return;
@@ -188,6 +192,7 @@ impl Supervisor {
                 now,
             );
         } else {
+            self.ended.remove(&gkey);
             self.ctld.board().set_stuck(&c.name, &g.name, None);
             self.repoint(c, g, now);
         }
@@ -223,7 +228,7 @@ impl Supervisor {
         tracing::warn!(cluster = %c.name, group = %g.name, master = %from, replica = %to,
             "master failed: failing over");
         self.tasks.spawn(async move {
-            let (c2, g2, t2) = (gkey.0.clone(), gkey.1.clone(), to.clone());
+            let (c2, g2, t2, from2) = (gkey.0.clone(), gkey.1.clone(), to.clone(), from.clone());
             let ctld2 = ctld.clone();
             let begun = tokio::task::spawn_blocking(move || {
                 let mut id = 0;
@@ -232,7 +237,7 @@ impl Supervisor {
                         id = cl.begin_failover(
                             &g2,
                             FailoverKind::Automatic,
-                            &t2,
+                            (&from2, &t2),
                             (master_offset, offset),
                             unix_ms(),
                         )?;

@@ -38,11 +38,13 @@ use sweep::{Ended, Job};
 /// holds commands until it sees the acks).
 const TICK: Duration = Duration::from_millis(10);
 
-/// The master of group `name` of `c`.
+/// The master of group `name` of `c`; none while the group fails over
+/// (no sweep moves keys to or from it then: the failover waits for them to
+/// stop, and the next sweep uses the new master).
 fn master(c: &crate::model::Cluster, name: &str) -> Option<String> {
     c.groups
         .iter()
-        .find(|g| g.name == name)
+        .find(|g| g.name == name && g.failover.is_none())
         .map(|g| g.master.clone())
 }
 
@@ -180,6 +182,8 @@ impl Orchestrator {
             .spawn(move || sweep::run(&ctld, &j, &s))
         {
             Ok(thread) => {
+                self.ctld
+                    .sweep(&job.cluster, job.id, Some(job.masters.clone()));
                 self.sweeps
                     .insert((job.cluster.clone(), job.id), Running { job, stop, thread });
             }
@@ -224,6 +228,7 @@ impl Orchestrator {
                 .thread
                 .join()
                 .unwrap_or_else(|_| Ended::Failed("the sweep thread panicked".into()));
+            self.ctld.sweep(&r.job.cluster, r.job.id, None);
             let (cluster, id, version) = (&r.job.cluster, r.job.id, r.job.version);
             match ended {
                 Ended::Empty => {
@@ -268,6 +273,7 @@ impl Orchestrator {
         }
         for (_, r) in self.sweeps.drain() {
             let _ = r.thread.join();
+            self.ctld.sweep(&r.job.cluster, r.job.id, None);
         }
     }
 }

@@ -143,20 +143,27 @@ impl Cluster {
         Ok(&mut self.groups[g])
     }
 
-    /// Starts a failover of `group` to replica `to`: the group is held and
-    /// the progress recorded. Refused while another failover of the group
-    /// runs or a migration touches it in its blocked step.
+    /// Starts a failover of `group` from master `from` to replica `to`: the
+    /// group is held and the progress recorded. Refused while another
+    /// failover of the group runs, or if its master is no longer `from`
+    /// (changed since the decision).
     pub fn begin_failover(
         &mut self,
         group: &str,
         kind: FailoverKind,
-        to: &str,
+        (from, to): (&str, &str),
         offsets: (u64, u64),
         now_ms: u64,
     ) -> Result<u64, ModelError> {
         let id = self.next_failover + 1;
         let version = self.version + 1;
         let g = self.group_mut(group)?;
+        if g.master != from {
+            return Err(ModelError::conflict(format!(
+                "group {group:?}'s master changed to {} meanwhile",
+                quote(&g.master)
+            )));
+        }
         if let Some(p) = &g.failover {
             return Err(ModelError::conflict(format!(
                 "group {group:?} is failing over already (failover {} to {})",
@@ -186,15 +193,13 @@ impl Cluster {
     }
 
     /// Finishes failover `id` of `group`: the promoted replica becomes the
-    /// master, the hold is lifted, and the old master goes to the replicas
-    /// if it was made one (`old_is_replica`, a switchover) or else to
-    /// `demoting` (it is down: made a replica when it returns, before
-    /// anything routes to it).
+    /// master, the hold is lifted, and the old master goes to `demoting`:
+    /// listed (and read from) as a replica only once ctld sees it follow the
+    /// new master with its link up.
     pub fn finish_failover(
         &mut self,
         group: &str,
         id: u64,
-        old_is_replica: bool,
         now_ms: u64,
     ) -> Result<FailoverRecord, ModelError> {
         let g = self.group_mut(group)?;
@@ -221,11 +226,7 @@ impl Cluster {
             address: std::mem::replace(&mut g.master, promoted.address),
             zone: std::mem::replace(&mut g.zone, promoted.zone),
         };
-        if old_is_replica {
-            g.replicas.push(old);
-        } else {
-            g.demoting.push(old);
-        }
+        g.demoting.push(old);
         g.hold = false;
         g.failover = None;
         let record = FailoverRecord {
@@ -355,6 +356,9 @@ mod tests {
     use super::*;
     use crate::model::cluster::tests::{g, none};
 
+    const M: &str = "127.0.0.1:7001";
+    const R: &str = "127.0.0.1:7101";
+
     fn cluster() -> Cluster {
         let mut a = g("a", 7001);
         a.zone = "z1".into();
@@ -371,15 +375,15 @@ mod tests {
     fn a_failover_holds_then_promotes_and_parks_the_old_master() {
         let mut c = cluster();
         let id = c
-            .begin_failover("a", FailoverKind::Automatic, "127.0.0.1:7101", (100, 90), 1)
+            .begin_failover("a", FailoverKind::Automatic, (M, R), (100, 90), 1)
             .unwrap();
         c.version += 1;
         c.validate().unwrap();
         assert!(c.groups[0].hold);
         assert!(c.snapshot().groups[0].hold);
-        let again = c.begin_failover("a", FailoverKind::Automatic, "127.0.0.1:7101", (0, 0), 1);
+        let again = c.begin_failover("a", FailoverKind::Automatic, (M, R), (0, 0), 1);
         assert_eq!(again.unwrap_err().kind, crate::model::ErrorKind::Conflict);
-        let r = c.finish_failover("a", id, false, 2).unwrap();
+        let r = c.finish_failover("a", id, 2).unwrap();
         c.version += 1;
         c.validate().unwrap();
         assert_eq!(r.offset_gap, 10);
@@ -400,15 +404,20 @@ mod tests {
     }
 
     #[test]
-    fn a_switchover_keeps_the_old_master_as_a_replica_and_abandoning_lifts_the_hold() {
+    fn a_switchover_records_no_gap_and_abandoning_lifts_the_hold() {
         let mut c = cluster();
+        // Decided on a master that changed meanwhile: refused.
+        let e = c
+            .begin_failover("a", FailoverKind::Switchover, ("127.0.0.1:9", R), (5, 5), 1)
+            .unwrap_err();
+        assert_eq!(e.kind, crate::model::ErrorKind::Conflict);
         let id = c
-            .begin_failover("a", FailoverKind::Switchover, "127.0.0.1:7101", (5, 5), 1)
+            .begin_failover("a", FailoverKind::Switchover, (M, R), (9, 5), 1)
             .unwrap();
-        c.finish_failover("a", id, true, 2).unwrap();
-        assert_eq!(c.groups[0].replicas[0].address, "127.0.0.1:7001");
+        assert_eq!(c.finish_failover("a", id, 2).unwrap().offset_gap, 0);
+        c.demoted("a", M).unwrap();
         let id = c
-            .begin_failover("a", FailoverKind::Switchover, "127.0.0.1:7001", (5, 5), 3)
+            .begin_failover("a", FailoverKind::Switchover, (R, M), (5, 5), 3)
             .unwrap();
         c.abandon_failover("a", id, "the replica did not catch up", 4)
             .unwrap();
@@ -418,7 +427,7 @@ mod tests {
             "the replica did not catch up"
         );
         assert!(c
-            .begin_failover("a", FailoverKind::Automatic, "127.0.0.1:9", (0, 0), 1)
+            .begin_failover("a", FailoverKind::Automatic, (R, "127.0.0.1:9"), (0, 0), 1)
             .is_err());
     }
 
@@ -431,16 +440,16 @@ mod tests {
         c.ha.down_after_ms = 10;
         assert!(c.validate().is_err());
         let mut c = cluster();
-        c.begin_failover("a", FailoverKind::Automatic, "127.0.0.1:7101", (0, 0), 1)
+        c.begin_failover("a", FailoverKind::Automatic, (M, R), (0, 0), 1)
             .unwrap();
         c.groups[0].replicas.clear();
         assert!(c.validate().is_err());
         // A former master keeps its address from being used elsewhere.
         let mut c = cluster();
         let id = c
-            .begin_failover("a", FailoverKind::Automatic, "127.0.0.1:7101", (0, 0), 1)
+            .begin_failover("a", FailoverKind::Automatic, (M, R), (0, 0), 1)
             .unwrap();
-        c.finish_failover("a", id, false, 2).unwrap();
+        c.finish_failover("a", id, 2).unwrap();
         assert!(c.grow(g("x", 7001), &none()).is_err());
     }
 }
