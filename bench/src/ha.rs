@@ -103,30 +103,6 @@ struct System {
     _keyway: Proc,
 }
 
-fn redis_on(
-    dir: &std::path::Path,
-    port: u16,
-    replica_of: Option<SocketAddr>,
-) -> anyhow::Result<Proc> {
-    let mut cmd = Command::new("redis-server");
-    cmd.args([
-        "--port",
-        &port.to_string(),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-    ])
-    .arg("--dir")
-    .arg(dir);
-    if let Some(m) = replica_of {
-        cmd.args(["--replicaof", &m.ip().to_string(), &m.port().to_string()]);
-    }
-    Proc::spawn("redis", ([127, 0, 0, 1], port).into(), &cmd, None)
-}
-
 impl System {
     fn start(o: &Options) -> anyhow::Result<System> {
         let bin = |name: &str| -> anyhow::Result<PathBuf> {
@@ -135,8 +111,8 @@ impl System {
             Ok(p)
         };
         let dir = Scratch::new()?;
-        let m = redis_on(&dir.0, free_port()?, None)?;
-        let r = redis_on(&dir.0, free_port()?, Some(m.addr))?;
+        let m = Proc::redis_on(&dir.0, free_port()?, None)?;
+        let r = Proc::redis_on(&dir.0, free_port()?, Some(m.addr))?;
         let api: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
         let control: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
         let mut cmd = Command::new(bin("keyway-ctld")?);
@@ -363,7 +339,7 @@ pub fn run(o: &Options, command_line: String) -> anyhow::Result<Report> {
             lost.push(missing);
             // The old master comes back, empty, and is made a replica.
             let port = master.port();
-            let back = redis_on(&sys.dir.0, port, None)?;
+            let back = Proc::redis_on(&sys.dir.0, port, None)?;
             slot_of(&mut sys.servers, master).1 = Some(back);
         }
         kills.push(Kills {
@@ -458,30 +434,19 @@ pub fn markdown(r: &Report) -> String {
     s
 }
 
-/// Writes the JSON under `out` and replaces the HA section of `results_md`.
+/// Writes the JSON under `out` and replaces the failover section of
+/// `results_md`.
 pub fn save(r: &Report, out: &std::path::Path, results_md: &str) -> anyhow::Result<()> {
-    const START: &str = "<!-- failover:start -->";
-    const END: &str = "<!-- failover:end -->";
-    std::fs::create_dir_all(out)?;
-    let day = &r.date[..10.min(r.date.len())];
-    let json = out.join(format!("{day}-{}-failover.json", r.commit));
-    std::fs::write(&json, serde_json::to_string_pretty(r)?)?;
-    eprintln!("wrote {}", json.display());
-    if results_md != "-" {
-        let path = PathBuf::from(results_md);
-        let old = std::fs::read_to_string(&path).unwrap_or_default();
-        let section = format!("{START}\n{}{END}", markdown(r));
-        let new = match (old.find(START), old.find(END)) {
-            (Some(s), Some(e)) if s < e => {
-                format!("{}{section}{}", &old[..s], &old[e + END.len()..])
-            }
-            _ => format!(
-                "{old}\n## High availability: failover and switchover\n\n\
-                 `bench/failover.sh` (see `keyway-ha-bench --help`).\n\n{section}\n"
-            ),
-        };
-        std::fs::write(&path, new).with_context(|| format!("writing {}", path.display()))?;
-        eprintln!("updated {}", path.display());
-    }
-    Ok(())
+    crate::harness::save_section(
+        r,
+        (&r.date, &r.commit),
+        ("failover", "failover"),
+        out,
+        results_md,
+        (
+            "High availability: failover and switchover",
+            "`bench/failover.sh` (see `keyway-ha-bench --help`).",
+        ),
+        &markdown(r),
+    )
 }

@@ -507,3 +507,42 @@ pub fn markdown(r: &Report) -> String {
     }
     s
 }
+
+/// Writes `report` as `<out>/<day>-<commit>-<suffix>.json`, and replaces the
+/// section between `<!-- marker:start -->` and `<!-- marker:end -->` of
+/// `results_md` with `markdown` (appending it under `heading` and `intro`
+/// the first time), unless `results_md` is "-".
+pub fn save_section<R: serde::Serialize>(
+    report: &R,
+    (date, commit): (&str, &str),
+    (marker, suffix): (&str, &str),
+    out: &std::path::Path,
+    results_md: &str,
+    (heading, intro): (&str, &str),
+    markdown: &str,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let (start, end) = (
+        format!("<!-- {marker}:start -->"),
+        format!("<!-- {marker}:end -->"),
+    );
+    std::fs::create_dir_all(out)?;
+    let day = &date[..10.min(date.len())];
+    let json = out.join(format!("{day}-{commit}-{suffix}.json"));
+    std::fs::write(&json, serde_json::to_string_pretty(report)?)?;
+    eprintln!("wrote {}", json.display());
+    if results_md != "-" {
+        let path = std::path::PathBuf::from(results_md);
+        let old = std::fs::read_to_string(&path).unwrap_or_default();
+        let section = format!("{start}\n{markdown}{end}");
+        let new = match (old.find(&start), old.find(&end)) {
+            (Some(s), Some(e)) if s < e => {
+                format!("{}{section}{}", &old[..s], &old[e + end.len()..])
+            }
+            _ => format!("{old}\n## {heading}\n\n{intro}\n\n{section}\n"),
+        };
+        std::fs::write(&path, new).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("updated {}", path.display());
+    }
+    Ok(())
+}

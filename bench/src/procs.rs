@@ -89,7 +89,21 @@ impl Proc {
 
     /// A redis-server with persistence off.
     pub fn redis(dir: &Path, cpu: Option<usize>) -> anyhow::Result<Proc> {
-        let port = free_port()?;
+        Proc::redis_with(dir, free_port()?, None, cpu)
+    }
+
+    /// A redis-server with persistence off on `port`, a replica of
+    /// `replica_of` if given.
+    pub fn redis_on(dir: &Path, port: u16, replica_of: Option<SocketAddr>) -> anyhow::Result<Proc> {
+        Proc::redis_with(dir, port, replica_of, None)
+    }
+
+    fn redis_with(
+        dir: &Path,
+        port: u16,
+        replica_of: Option<SocketAddr>,
+        cpu: Option<usize>,
+    ) -> anyhow::Result<Proc> {
         let mut cmd = Command::new("redis-server");
         cmd.args([
             "--port",
@@ -103,6 +117,9 @@ impl Proc {
         ])
         .arg("--dir")
         .arg(dir);
+        if let Some(m) = replica_of {
+            cmd.args(["--replicaof", &m.ip().to_string(), &m.port().to_string()]);
+        }
         Proc::spawn("redis", ([127, 0, 0, 1], port).into(), &cmd, cpu)
     }
 

@@ -385,28 +385,16 @@ pub fn markdown(r: &Report) -> String {
 /// Writes the report's JSON under `out` and replaces the takeover section
 /// of `results_md` (unless it is "-").
 pub fn save(r: &Report, out: &Path, results_md: &str) -> anyhow::Result<()> {
-    const START: &str = "<!-- takeover:start -->";
-    const END: &str = "<!-- takeover:end -->";
-    std::fs::create_dir_all(out)?;
-    let day = &r.date[..10.min(r.date.len())];
-    let json = out.join(format!("{day}-{}-takeover.json", r.commit));
-    std::fs::write(&json, serde_json::to_string_pretty(r)?)?;
-    eprintln!("wrote {}", json.display());
-    if results_md != "-" {
-        let path = PathBuf::from(results_md);
-        let old = std::fs::read_to_string(&path).unwrap_or_default();
-        let section = format!("{START}\n{}{END}", markdown(r));
-        let new = match (old.find(START), old.find(END)) {
-            (Some(s), Some(e)) if s < e => {
-                format!("{}{section}{}", &old[..s], &old[e + END.len()..])
-            }
-            _ => format!(
-                "{old}\n## keyway-ctld leader takeover\n\n\
-                 `bench/takeover.sh` (see `keyway-takeover-bench --help`).\n\n{section}\n"
-            ),
-        };
-        std::fs::write(&path, new).with_context(|| format!("writing {}", path.display()))?;
-        eprintln!("updated {}", path.display());
-    }
-    Ok(())
+    crate::harness::save_section(
+        r,
+        (&r.date, &r.commit),
+        ("takeover", "takeover"),
+        out,
+        results_md,
+        (
+            "keyway-ctld leader takeover",
+            "`bench/takeover.sh` (see `keyway-takeover-bench --help`).",
+        ),
+        &markdown(r),
+    )
 }

@@ -1,8 +1,7 @@
 //! The migration benchmark's medians, Markdown and files.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use anyhow::Context as _;
 use serde::Serialize;
 
 use super::{CpuSeconds, Move, Report};
@@ -174,28 +173,16 @@ pub fn markdown(r: &Report) -> String {
 /// Writes the report's JSON under `out` and replaces the migration section of
 /// `results_md` (unless it is "-").
 pub fn save(r: &Report, out: &Path, results_md: &str) -> anyhow::Result<()> {
-    const START: &str = "<!-- migration:start -->";
-    const END: &str = "<!-- migration:end -->";
-    std::fs::create_dir_all(out)?;
-    let day = &r.date[..10.min(r.date.len())];
-    let json = out.join(format!("{day}-{}-migrate.json", r.commit));
-    std::fs::write(&json, serde_json::to_string_pretty(r)?)?;
-    eprintln!("wrote {}", json.display());
-    if results_md != "-" {
-        let path = PathBuf::from(results_md);
-        let old = std::fs::read_to_string(&path).unwrap_or_default();
-        let section = format!("{START}\n{}{END}", markdown(r));
-        let new = match (old.find(START), old.find(END)) {
-            (Some(s), Some(e)) if s < e => {
-                format!("{}{section}{}", &old[..s], &old[e + END.len()..])
-            }
-            _ => format!(
-                "{old}\n## Online migration: keys per second and client latency\n\n\
-                 `bench/migrate.sh` (see `keyway-migrate-bench --help`).\n\n{section}\n"
-            ),
-        };
-        std::fs::write(&path, new).with_context(|| format!("writing {}", path.display()))?;
-        eprintln!("updated {}", path.display());
-    }
-    Ok(())
+    crate::harness::save_section(
+        r,
+        (&r.date, &r.commit),
+        ("migration", "migrate"),
+        out,
+        results_md,
+        (
+            "Online migration: keys per second and client latency",
+            "`bench/migrate.sh` (see `keyway-migrate-bench --help`).",
+        ),
+        &markdown(r),
+    )
 }

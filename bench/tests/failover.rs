@@ -1,0 +1,35 @@
+//! The failover benchmark runs end to end once: keyway-ctld, a keyway data
+//! plane and a Redis master with its replica (this workspace's debug
+//! builds); one kill -9 of the master and one switchover. Timings are not
+//! checked here beyond generous deadlines; they belong in benchmark runs.
+
+use std::path::PathBuf;
+
+use keyway_bench::ha::{markdown, run, Options};
+
+#[test]
+fn one_kill_and_one_switchover_are_measured() {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let o = Options {
+        kills: 1,
+        down_after_ms: vec![1000],
+        check_interval_ms: 200,
+        switchovers: 1,
+        bin_dir: target.join("debug"),
+    };
+    let r = run(&o, "test".into()).expect("benchmark run");
+    assert_eq!(r.kills.len(), 1);
+    let k = &r.kills[0];
+    assert_eq!(k.to_first_write.each_ms.len(), 1);
+    // Failed one second after its first failed check at the earliest.
+    assert!(
+        (1000..30_000).contains(&k.to_first_write.max_ms),
+        "writes resumed after {} ms",
+        k.to_first_write.max_ms
+    );
+    assert_eq!(r.switchover_pause.each_ms.len(), 1);
+    assert!(r.switchover_took.max_ms < 30_000, "{:?}", r.switchover_took);
+    assert!(markdown(&r).contains("| 1000 ms | 1 |"), "{}", markdown(&r));
+}
