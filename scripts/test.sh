@@ -25,9 +25,23 @@ if [ "$fuzz_seconds" != 0 ]; then
   (
     cd dataplane/protocol
     for target in request reply; do
-      cargo fuzz run -s none -O "$target" -- -dict=fuzz/resp.dict \
-        -max_total_time="$fuzz_seconds" -print_final_stats=1 2>&1 | grep -E "^(stat::number_of_executed_units|Done)" || true
-      # A crash leaves an artifact and a non-zero status.
+      # A target that does not build, a crash (which also leaves an
+      # artifact) or a run that executed nothing fails the suite.
+      log=$(mktemp)
+      if ! cargo fuzz run -s none -O "$target" -- -dict=fuzz/resp.dict \
+        -max_total_time="$fuzz_seconds" -print_final_stats=1 >"$log" 2>&1; then
+        tail -40 "$log" >&2
+        echo "fuzz target $target did not build or run, or crashed (see fuzz/artifacts/$target)" >&2
+        exit 1
+      fi
+      units=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
+      if [ -z "$units" ] || [ "$units" -eq 0 ]; then
+        tail -20 "$log" >&2
+        echo "fuzz target $target executed no units" >&2
+        exit 1
+      fi
+      rm -f "$log"
+      echo "fuzz $target: $units units in ${fuzz_seconds}s"
       [ -z "$(ls fuzz/artifacts/$target 2>/dev/null)" ] || { echo "fuzz target $target crashed: see fuzz/artifacts/$target" >&2; exit 1; }
     done
   )
