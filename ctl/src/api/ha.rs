@@ -15,6 +15,7 @@ use crate::daemon::unix_ms;
 use crate::health::probe::Probe;
 use crate::health::{choose_replica, ServerState};
 use crate::model::names::check_lease;
+use crate::model::slots::quote;
 use crate::model::{FailoverKind, ModelError};
 
 /// `POST /v1/clusters/{name}/groups/{group}/failover`.
@@ -114,7 +115,8 @@ pub(super) async fn failover(
             Some(to) => {
                 if !g.replicas.iter().any(|r| r.address == *to) {
                     return Err(ModelError::not_found(format!(
-                        "group {group:?} has no replica {to:?}"
+                        "group {group:?} has no replica {}",
+                        quote(to)
                     ))
                     .into());
                 }

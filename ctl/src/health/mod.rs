@@ -18,7 +18,7 @@ pub mod failover;
 pub mod probe;
 pub mod supervisor;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -146,10 +146,16 @@ impl Board {
             .record(at, r);
     }
 
-    /// Forgets servers no cluster lists any more.
-    pub fn retain(&mut self, keep: impl Fn(&str, &str) -> bool) {
-        self.servers.retain(|(c, a), _| keep(c, a));
-        self.stuck.retain(|(c, g), _| keep(c, g) || keep(c, ""));
+    /// Forgets the servers and groups no cluster lists any more: keeps only
+    /// the (cluster, server address) pairs in `servers` and the (cluster,
+    /// group) pairs in `groups`.
+    pub fn retain(
+        &mut self,
+        servers: &HashSet<(String, String)>,
+        groups: &HashSet<(String, String)>,
+    ) {
+        self.servers.retain(|k, _| servers.contains(k));
+        self.stuck.retain(|k, _| groups.contains(k));
     }
 
     /// Marks a group as failed without a way to heal it (or clears it).

@@ -112,8 +112,10 @@ impl Supervisor {
         let state = self.ctld.state();
         let now = Instant::now();
         let mut listed: HashSet<Key> = HashSet::new();
+        let mut groups: HashSet<Key> = HashSet::new();
         for c in state.clusters.values() {
             for g in &c.groups {
+                groups.insert((c.name.clone(), g.name.clone()));
                 for a in g.addresses() {
                     let key = (c.name.clone(), a.to_string());
                     self.schedule(c, &key, now);
@@ -124,12 +126,8 @@ impl Supervisor {
         }
         self.probes.retain(|k, _| listed.contains(k));
         self.repointed.retain(|k, _| listed.contains(k));
-        self.ended
-            .retain(|(c, _), _| state.clusters.contains_key(c));
-        self.ctld.board().retain(|c, a| {
-            state.clusters.contains_key(c)
-                && (a.is_empty() || listed.contains(&(c.to_string(), a.to_string())))
-        });
+        self.ended.retain(|k, _| groups.contains(k));
+        self.ctld.board().retain(&listed, &groups);
     }
 
     /// Starts a check of `key` if one is due.
