@@ -13,6 +13,29 @@ pub const MAX_SLOTS: u32 = 16384;
 /// publishes is never one a data plane rejects for its size.
 pub const MAX_GROUPS: usize = MAX_SLOTS as usize;
 
+/// Longest group or zone name.
+pub const MAX_NAME: usize = 64;
+
+/// What a zone may be, for messages.
+const ZONE_RULE: &str = "1 to 64 printable characters without spaces";
+
+/// Whether `name` is a usable group name: 1 to [`MAX_NAME`] letters, digits,
+/// '-', '_' and '.'. (The control plane's own rule is stricter: it also wants
+/// a letter or digit first.)
+pub fn valid_group_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// Whether `zone` is a usable zone name: 1 to [`MAX_NAME`] printable ASCII
+/// characters, no spaces.
+pub fn valid_zone(zone: &str) -> bool {
+    !zone.is_empty() && zone.len() <= MAX_NAME && zone.bytes().all(|b| b.is_ascii_graphic())
+}
+
 /// A whole routing snapshot of one cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Snapshot {
@@ -125,15 +148,7 @@ impl Snapshot {
                 self.groups.len()
             ));
         }
-        let mut names = std::collections::HashSet::with_capacity(self.groups.len());
-        for (i, g) in self.groups.iter().enumerate() {
-            if g.name.is_empty() || g.master.is_empty() {
-                return Err(format!("group {i} has no name or no master"));
-            }
-            if !names.insert(g.name.as_str()) {
-                return Err(format!("group {:?} appears twice", g.name));
-            }
-        }
+        self.check_groups()?;
         let mut next = 0u32;
         for r in &self.slot_ranges {
             if r.first < next || r.last < r.first || r.last >= self.slot_count {
@@ -187,6 +202,85 @@ impl Snapshot {
         }
         if self.lease_millis == 0 {
             return Err("lease of 0 ms".into());
+        }
+        Ok(())
+    }
+
+    /// The groups' own rules, the same for a control-plane snapshot and a
+    /// standalone config file: valid and distinct names, valid zones, and
+    /// every server (master or replica) in one place only.
+    fn check_groups(&self) -> Result<(), String> {
+        let mut names = std::collections::HashSet::with_capacity(self.groups.len());
+        // Every server address, with the group that has it and whether it is
+        // that group's master.
+        let mut servers: std::collections::HashMap<&str, (&str, bool)> =
+            std::collections::HashMap::with_capacity(self.groups.len());
+        for (i, g) in self.groups.iter().enumerate() {
+            if g.name.is_empty() || g.master.is_empty() {
+                return Err(format!("group {i} has no name or no master"));
+            }
+            if !valid_group_name(&g.name) {
+                return Err(format!(
+                    "group {:?}: names are 1 to {MAX_NAME} characters of letters, digits, '-', '_' and '.'",
+                    g.name
+                ));
+            }
+            if !names.insert(g.name.as_str()) {
+                return Err(format!("group {:?} appears twice", g.name));
+            }
+            if !g.zone.is_empty() && !valid_zone(&g.zone) {
+                return Err(format!(
+                    "group {:?}: zone {:?}: {ZONE_RULE}",
+                    g.name, g.zone
+                ));
+            }
+            match servers.insert(g.master.as_str(), (g.name.as_str(), true)) {
+                None => {}
+                Some((other, true)) => {
+                    return Err(format!(
+                        "groups {other:?} and {:?} have the same master {}",
+                        g.name, g.master
+                    ))
+                }
+                Some((other, false)) => {
+                    return Err(format!(
+                        "group {:?}: master {} is a replica of group {other:?}",
+                        g.name, g.master
+                    ))
+                }
+            }
+            for r in &g.replicas {
+                if !r.zone.is_empty() && !valid_zone(&r.zone) {
+                    return Err(format!(
+                        "group {:?}: replica {}: zone {:?}: {ZONE_RULE}",
+                        g.name, r.address, r.zone
+                    ));
+                }
+                if r.address.is_empty() {
+                    return Err(format!("group {:?}: a replica has no address", g.name));
+                }
+                match servers.insert(r.address.as_str(), (g.name.as_str(), false)) {
+                    None => {}
+                    Some((other, _)) if other == g.name && r.address == g.master => {
+                        return Err(format!(
+                            "group {:?}: replica {} is the group's master",
+                            g.name, r.address
+                        ))
+                    }
+                    Some((other, _)) if other == g.name => {
+                        return Err(format!(
+                            "group {:?}: replica {} is listed twice",
+                            g.name, r.address
+                        ))
+                    }
+                    Some((other, _)) => {
+                        return Err(format!(
+                            "group {:?}: replica {} is also in group {other:?}",
+                            g.name, r.address
+                        ))
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -409,6 +503,48 @@ pub(crate) mod tests {
         let mut s = sample();
         s.migrations[0].to = 0;
         assert!(s.validate().unwrap_err().contains("invalid groups"));
+    }
+
+    #[test]
+    fn every_server_is_in_one_place_and_names_are_valid() {
+        type Break = fn(&mut Snapshot);
+        let cases: [(Break, &str); 8] = [
+            (
+                |s| s.groups[1].master = "10.0.0.1:6379".into(),
+                "have the same master",
+            ),
+            (
+                |s| s.groups[1].master = "10.0.1.1:6379".into(),
+                "is a replica of group",
+            ),
+            (
+                |s| s.groups[0].replicas[0].address = "10.0.0.1:6379".into(),
+                "is the group's master",
+            ),
+            (
+                |s| {
+                    let r = s.groups[0].replicas[0].clone();
+                    s.groups[0].replicas.push(r)
+                },
+                "listed twice",
+            ),
+            (
+                |s| {
+                    let r = s.groups[0].replicas[0].clone();
+                    s.groups[1].replicas.push(r)
+                },
+                "also in group \"g1\"",
+            ),
+            (|s| s.groups[0].name = "a b".into(), "names are"),
+            (|s| s.groups[0].zone = "a b".into(), "zone"),
+            (|s| s.groups[0].replicas[0].zone = "x".repeat(65), "zone"),
+        ];
+        for (break_it, want) in cases {
+            let mut s = sample();
+            break_it(&mut s);
+            let err = s.validate().unwrap_err();
+            assert!(err.contains(want), "{err:?} does not say {want:?}");
+        }
     }
 
     #[test]

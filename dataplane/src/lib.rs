@@ -17,5 +17,6 @@ pub mod admin;
 pub mod config;
 pub mod control;
 pub mod engine;
+pub mod resolve;
 pub mod routing;
 pub mod runtime;

@@ -108,6 +108,48 @@ pub struct ReplicaRoute {
     pub zone: Arc<str>,
 }
 
+/// Why a snapshot gives no table.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TableError {
+    /// The snapshot breaks one of [`keyway_capnp::snapshot::Snapshot::validate`]'s
+    /// rules.
+    #[error("{0}")]
+    Invalid(String),
+    /// Two of the snapshot's servers, named differently, resolve to one
+    /// address.
+    #[error("{first} and {second} are the same server {addr}")]
+    SameServer {
+        /// The first name, as `group "g": master host:port`.
+        first: String,
+        /// The second.
+        second: String,
+        /// The address both resolve to.
+        addr: SocketAddr,
+    },
+}
+
+/// Checks that no two resolved servers are one (the snapshot's rules compare
+/// names; two names may resolve to one address).
+fn same_server(groups: &[GroupRoute]) -> Result<(), TableError> {
+    let mut seen: HashMap<SocketAddr, String> = HashMap::new();
+    for g in groups {
+        let master = std::iter::once((&g.master, "master", &g.master_text));
+        let replicas = g.replicas.iter().map(|r| (&r.addr, "replica", &r.text));
+        for (addr, role, text) in master.chain(replicas) {
+            let Ok(addr) = addr else { continue };
+            let this = format!("group {:?}: {role} {text}", g.name);
+            if let Some(first) = seen.insert(*addr, this.clone()) {
+                return Err(TableError::SameServer {
+                    first,
+                    second: this,
+                    addr: *addr,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// An immutable slot → group map with a version.
 #[derive(Debug)]
 pub struct RoutingTable {
@@ -197,12 +239,12 @@ impl RoutingTable {
     /// replicas resolved here, off the request path). A master that does not
     /// resolve leaves its group unavailable, not the whole table; a replica
     /// that does not resolve is not read from.
-    pub fn from_snapshot(s: &keyway_capnp::snapshot::Snapshot) -> Result<RoutingTable, String> {
-        s.validate()?;
+    pub fn from_snapshot(s: &keyway_capnp::snapshot::Snapshot) -> Result<RoutingTable, TableError> {
+        s.validate().map_err(TableError::Invalid)?;
         let names = s.groups.iter().flat_map(|g| {
             std::iter::once(g.master.as_str()).chain(g.replicas.iter().map(|r| r.address.as_str()))
         });
-        let resolved = crate::config::resolve_all(names, RESOLVE_WITHIN);
+        let resolved = crate::resolve::resolve_all(names, RESOLVE_WITHIN);
         RoutingTable::from_snapshot_with(s, &resolved)
     }
 
@@ -212,8 +254,8 @@ impl RoutingTable {
     pub fn from_snapshot_with(
         s: &keyway_capnp::snapshot::Snapshot,
         resolved: &HashMap<String, Result<SocketAddr, Arc<str>>>,
-    ) -> Result<RoutingTable, String> {
-        s.validate()?;
+    ) -> Result<RoutingTable, TableError> {
+        s.validate().map_err(TableError::Invalid)?;
         let lookup = |name: &String| {
             resolved
                 .get(name)
@@ -240,9 +282,7 @@ impl RoutingTable {
                 hold: g.hold,
             })
             .collect();
-        if groups.len() > MAX_GROUPS {
-            return Err(format!("{} groups: at most {MAX_GROUPS}", groups.len()));
-        }
+        same_server(&groups)?;
         let mut slots: Vec<SlotRoute> = s
             .owners()
             .into_iter()
@@ -493,6 +533,25 @@ mod tests {
         let again = RoutingTable::from_snapshot_with(&typo, &known).unwrap();
         assert_eq!(again.unresolved().count(), 0);
         assert_eq!(again.group(1).master, Ok("127.0.0.1:7009".parse().unwrap()));
+        // Two names of one server are refused, whichever roles they have.
+        let mut alias = s.clone();
+        alias.groups[1].master = "localhost:7000".into();
+        let err = RoutingTable::from_snapshot(&alias).unwrap_err();
+        assert!(
+            matches!(&err, TableError::SameServer { addr, .. } if addr.port() == 7000),
+            "{err:?}"
+        );
+        alias.groups[1].master = "127.0.0.1:7001".into();
+        alias.groups[1].replicas = vec![keyway_capnp::snapshot::Replica {
+            address: "localhost:7000".into(),
+            zone: String::new(),
+        }];
+        let err = RoutingTable::from_snapshot(&alias).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "group \"a\": master 127.0.0.1:7000 and group \"b\": replica localhost:7000 \
+             are the same server 127.0.0.1:7000"
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! ([`LiveConfig`]). Unknown keys are errors. Every default is documented here
 //! and in the README's configuration section.
 
-mod resolve;
+mod groups;
 pub mod units;
 
 use std::net::SocketAddr;
@@ -14,7 +14,8 @@ use keyway_protocol::resp::RequestLimits;
 use keyway_protocol::slot::{valid_slot_count, DEFAULT_SLOTS};
 use serde::Deserialize;
 
-use crate::routing::{GroupRoute, ReadFrom, ReplicaRoute, RoutingTable, SlotRoute};
+use crate::resolve::resolve;
+use crate::routing::{ReadFrom, RoutingTable, SlotRoute};
 use units::Millis;
 
 /// Why a config was rejected; the message names the offending key.
@@ -387,15 +388,6 @@ impl From<ReadFromConfig> for ReadFrom {
     }
 }
 
-/// Most characters in a zone name.
-pub const MAX_ZONE: usize = 64;
-
-/// Whether `zone` is a usable zone name: 1 to [`MAX_ZONE`] printable ASCII
-/// characters without spaces.
-pub fn valid_zone(zone: &str) -> bool {
-    !zone.is_empty() && zone.len() <= MAX_ZONE && zone.bytes().all(|b| b.is_ascii_graphic())
-}
-
 /// The whole file as written.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -640,16 +632,17 @@ impl FileConfig {
             return Err(invalid("migration.move_attempts must be at most 10"));
         }
         if let Some(z) = &self.zone {
-            if !valid_zone(z) {
+            if !keyway_capnp::snapshot::valid_zone(z) {
                 return Err(invalid(format!(
-                    "zone {z:?}: 1 to {MAX_ZONE} printable characters without spaces"
+                    "zone {z:?}: 1 to {} printable characters without spaces",
+                    keyway_capnp::snapshot::MAX_NAME
                 )));
             }
         }
         let mut warnings = Vec::new();
         let (table, fence) = match mode {
             Mode::Standalone => (
-                build_table(
+                groups::standalone_table(
                     version,
                     self.slots,
                     &self.groups,
@@ -690,8 +683,6 @@ impl FileConfig {
         })
     }
 }
-
-pub use resolve::{resolve, resolve_all};
 
 /// The CPUs this process may run on.
 fn allowed_cpus() -> Vec<usize> {
@@ -735,204 +726,6 @@ fn cpus(cores: &Cores) -> Result<Vec<usize>, ConfigError> {
         }
     }
     Ok(cpus)
-}
-
-/// A group's replicas, checked: each resolves, none is the master or listed
-/// twice, zones are valid; a read policy that can never use a replica is a
-/// warning.
-fn replica_routes(
-    g: &GroupConfig,
-    master: SocketAddr,
-    zone: Option<&str>,
-    warnings: &mut Vec<String>,
-) -> Result<Box<[ReplicaRoute]>, ConfigError> {
-    let mut out: Vec<ReplicaRoute> = Vec::with_capacity(g.replicas.len());
-    for r in &g.replicas {
-        let addr = resolve(&r.address)
-            .map_err(|e| invalid(format!("group {:?}: replica: {e}", g.name)))?;
-        if addr == master {
-            return Err(invalid(format!(
-                "group {:?}: replica {} is the group's master",
-                g.name, r.address
-            )));
-        }
-        if out.iter().any(|o| o.addr == Ok(addr)) {
-            return Err(invalid(format!(
-                "group {:?}: replica {} is listed twice",
-                g.name, r.address
-            )));
-        }
-        if !r.zone.is_empty() && !valid_zone(&r.zone) {
-            return Err(invalid(format!(
-                "group {:?}: replica {}: zone {:?}: 1 to {MAX_ZONE} printable characters without spaces",
-                g.name, r.address, r.zone
-            )));
-        }
-        out.push(ReplicaRoute {
-            addr: Ok(addr),
-            text: r.address.clone(),
-            zone: Arc::from(r.zone.as_str()),
-        });
-    }
-    match g.read_from {
-        ReadFromConfig::Master => {}
-        _ if out.is_empty() => warnings.push(format!(
-            "group {:?}: read_from = {:?} but it has no replicas: reads go to the master",
-            g.name,
-            g.read_from.name()
-        )),
-        ReadFromConfig::LocalZone if zone.is_none() => warnings.push(format!(
-            "group {:?}: read_from = \"local-zone\" but keyway has no zone (set `zone` or --zone): reads go to the master",
-            g.name
-        )),
-        ReadFromConfig::LocalZone if !out.iter().any(|r| Some(&*r.zone) == zone) => {
-            warnings.push(format!(
-                "group {:?}: read_from = \"local-zone\" but no replica is in zone {:?}: reads go to the master",
-                g.name,
-                zone.unwrap_or_default()
-            ))
-        }
-        _ => {}
-    }
-    Ok(out.into())
-}
-
-/// Parses `"a-b"` or `"a"` into an inclusive range within `slot_count`.
-fn parse_range(s: &str, slot_count: u32) -> Result<(u32, u32), String> {
-    let (a, b) = match s.split_once('-') {
-        Some((a, b)) => (a.trim(), b.trim()),
-        None => (s.trim(), s.trim()),
-    };
-    let a: u32 = a
-        .parse()
-        .map_err(|_| format!("{s:?} is not a slot or a range like \"0-8191\""))?;
-    let b: u32 = b
-        .parse()
-        .map_err(|_| format!("{s:?} is not a slot or a range like \"0-8191\""))?;
-    if a > b {
-        return Err(format!("{s:?}: the range is reversed"));
-    }
-    if b >= slot_count {
-        return Err(format!("{s:?}: slots go from 0 to {}", slot_count - 1));
-    }
-    Ok((a, b))
-}
-
-fn valid_group_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-}
-
-fn build_table(
-    version: u64,
-    slot_count: u32,
-    groups: &[GroupConfig],
-    zone: Option<&str>,
-    warnings: &mut Vec<String>,
-) -> Result<RoutingTable, ConfigError> {
-    if groups.is_empty() {
-        return Err(invalid(
-            "no [[group]]: keyway needs at least one Redis group to route to",
-        ));
-    }
-    if groups.len() > crate::routing::MAX_GROUPS {
-        return Err(invalid(format!(
-            "too many groups (at most {})",
-            crate::routing::MAX_GROUPS
-        )));
-    }
-
-    let mut routes = Vec::with_capacity(groups.len());
-    for (i, g) in groups.iter().enumerate() {
-        if !valid_group_name(&g.name) {
-            return Err(invalid(format!(
-                "group {:?}: names are 1 to 64 characters of letters, digits, '-', '_' and '.'",
-                g.name
-            )));
-        }
-        if groups[..i].iter().any(|o| o.name == g.name) {
-            return Err(invalid(format!("group {:?} is defined twice", g.name)));
-        }
-        let master =
-            resolve(&g.master).map_err(|e| invalid(format!("group {:?}: master: {e}", g.name)))?;
-        if let Some(other) = routes.iter().find(|r: &&GroupRoute| r.master == Ok(master)) {
-            return Err(invalid(format!(
-                "groups {:?} and {:?} have the same master {master}",
-                other.name, g.name
-            )));
-        }
-        let replicas = replica_routes(g, master, zone, warnings)?;
-        routes.push(GroupRoute {
-            name: Arc::from(g.name.as_str()),
-            master: Ok(master),
-            master_text: g.master.clone(),
-            replicas,
-            read_from: g.read_from.into(),
-            hold: false,
-        });
-    }
-
-    let mut owner: Vec<Option<u16>> = vec![None; slot_count as usize];
-    for (gi, g) in groups.iter().enumerate() {
-        for r in g.slots.iter().flatten() {
-            let (a, b) = parse_range(r, slot_count)
-                .map_err(|e| invalid(format!("group {:?}: slots {e}", g.name)))?;
-            for s in a..=b {
-                if let Some(prev) = owner[s as usize] {
-                    return Err(invalid(format!(
-                        "slot {s} is assigned to both {:?} and {:?}",
-                        groups[usize::from(prev)].name,
-                        g.name
-                    )));
-                }
-                owner[s as usize] = Some(gi as u16);
-            }
-        }
-    }
-    let unassigned: Vec<u32> = (0..slot_count)
-        .filter(|&s| owner[s as usize].is_none())
-        .collect();
-    let sharing: Vec<usize> = (0..groups.len())
-        .filter(|&i| groups[i].slots.is_none())
-        .collect();
-    if sharing.is_empty() {
-        if !unassigned.is_empty() {
-            warnings.push(format!(
-                "{} of {slot_count} slots are assigned to no group; their keys get -CLUSTERDOWN",
-                unassigned.len()
-            ));
-        }
-    } else {
-        let per = unassigned.len() / sharing.len();
-        let extra = unassigned.len() % sharing.len();
-        let mut next = 0;
-        for (k, &gi) in sharing.iter().enumerate() {
-            let n = per + usize::from(k < extra);
-            for &s in &unassigned[next..next + n] {
-                owner[s as usize] = Some(gi as u16);
-            }
-            next += n;
-            if n == 0 {
-                warnings.push(format!(
-                    "group {:?} gets no slots: there are more groups than free slots",
-                    groups[gi].name
-                ));
-            }
-        }
-    }
-    let slots: Vec<SlotRoute> = owner
-        .into_iter()
-        .map(|o| o.map_or(SlotRoute::Unassigned, SlotRoute::Stable))
-        .collect();
-    Ok(RoutingTable::new(
-        version,
-        slot_count,
-        &slots,
-        routes.into(),
-    ))
 }
 
 #[cfg(test)]
@@ -1013,6 +806,7 @@ mod tests {
             ("", "at least one Redis group"),
             ("[[group]]\nname='a'\nmaster='127.0.0.1:1'\n[[group]]\nname='a'\nmaster='127.0.0.1:2'", "defined twice"),
             ("[[group]]\nname='a'\nmaster='127.0.0.1:1'\n[[group]]\nname='b'\nmaster='127.0.0.1:1'", "same master"),
+            ("[[group]]\nname='a'\nmaster='127.0.0.1:1'\n[[group]]\nname='b'\nmaster='localhost:1'", "are the same server 127.0.0.1:1"),
             (
                 "[[group]]\nname='a'\nmaster='127.0.0.1:1'\nslots=['0-10']\n[[group]]\nname='b'\nmaster='127.0.0.1:2'\nslots=['10']",
                 "slot 10 is assigned to both",

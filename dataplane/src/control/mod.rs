@@ -53,11 +53,48 @@ pub struct ControlOptions {
     pub token: Option<String>,
 }
 
-/// The session ended because that ctld stands by (control.capnp: its
-/// refusal starts with "standby").
-fn standby_refusal(e: &str) -> bool {
-    e.strip_prefix("keyway-ctld refused the session: ")
-        .is_some_and(|why| why.starts_with("standby"))
+/// Why a control session ended.
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    /// The socket failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// ctld closed the connection.
+    #[error("keyway-ctld closed the session")]
+    Closed,
+    /// A frame's length is out of bounds.
+    #[error("{0}")]
+    Frame(#[from] keyway_capnp::frame::FrameError),
+    /// A frame does not decode.
+    #[error("{0}")]
+    Decode(#[from] keyway_capnp::DecodeError),
+    /// ctld refused the session, saying why.
+    #[error("keyway-ctld refused the session: {0}")]
+    Refused(String),
+}
+
+impl SessionError {
+    /// The session ended because that ctld stands by (control.capnp: its
+    /// refusal starts with "standby").
+    fn standby(&self) -> bool {
+        matches!(self, SessionError::Refused(why) if why.starts_with("standby"))
+    }
+}
+
+/// Why a snapshot was not applied.
+#[derive(Debug, thiserror::Error)]
+enum ApplyError {
+    /// It is another cluster's.
+    #[error("snapshot of cluster {got:?}, expected {want:?}")]
+    OtherCluster {
+        /// The snapshot's cluster.
+        got: String,
+        /// Ours.
+        want: String,
+    },
+    /// It gives no table.
+    #[error(transparent)]
+    Table(#[from] crate::routing::TableError),
 }
 
 /// The longest wait before another round of addresses when a ctld of the
@@ -222,12 +259,12 @@ impl Session {
     }
 
     /// Builds the snapshot's table and hands it to the cores.
-    fn apply(&mut self, snapshot: Snapshot) -> Result<(), String> {
+    fn apply(&mut self, snapshot: Snapshot) -> Result<(), ApplyError> {
         if snapshot.cluster != self.opts.cluster {
-            return Err(format!(
-                "snapshot of cluster {:?}, expected {:?}",
-                snapshot.cluster, self.opts.cluster
-            ));
+            return Err(ApplyError::OtherCluster {
+                got: snapshot.cluster,
+                want: self.opts.cluster.clone(),
+            });
         }
         let table = RoutingTable::from_snapshot(&snapshot)?;
         tracing::info!(
@@ -292,7 +329,7 @@ impl Session {
         let spawned = std::thread::Builder::new()
             .name("keyway-resolve".into())
             .spawn(move || {
-                let found = crate::config::resolve_all(
+                let found = crate::resolve::resolve_all(
                     names.iter().map(String::as_str),
                     Duration::from_secs(10),
                 );
@@ -363,12 +400,12 @@ impl Session {
             };
             at = at.wrapping_add(1);
             let heard = self.heartbeats;
-            match crate::config::resolve(&addr) {
+            match crate::resolve::resolve(&addr) {
                 Err(e) => tracing::warn!("keyway-ctld address {addr}: {e}"),
                 Ok(sa) => match TcpStream::connect_timeout(&sa, Duration::from_secs(1)) {
                     Ok(sock) => match self.session(sock, stop) {
                         Ok(()) => tracing::info!(ctld = %addr, "control session closed"),
-                        Err(e) if standby_refusal(&e) => {
+                        Err(e) if e.standby() => {
                             standby_in_round = true;
                             tracing::debug!(ctld = %addr, "{e}; trying the next address")
                         }
@@ -434,10 +471,9 @@ impl Session {
         Ok(())
     }
 
-    fn session(&mut self, mut sock: TcpStream, stop: &AtomicBool) -> Result<(), String> {
-        sock.set_nodelay(true).map_err(|e| e.to_string())?;
-        sock.set_read_timeout(Some(POLL))
-            .map_err(|e| e.to_string())?;
+    fn session(&mut self, mut sock: TcpStream, stop: &AtomicBool) -> Result<(), SessionError> {
+        sock.set_nodelay(true)?;
+        sock.set_read_timeout(Some(POLL))?;
         let mut polling = POLL;
         let hello = Hello {
             id: self.opts.id.clone(),
@@ -446,26 +482,24 @@ impl Session {
             address: self.opts.address.clone(),
             token: self.opts.token.clone().unwrap_or_default(),
         };
-        self.send(&mut sock, &FromDataPlane::Hello(hello))
-            .map_err(|e| e.to_string())?;
+        self.send(&mut sock, &FromDataPlane::Hello(hello))?;
         tracing::info!(ctld = %self.opts.ctld, "control session open");
         self.last_ack = None;
         let mut buf: Vec<u8> = Vec::new();
         let mut chunk = vec![0u8; 64 << 10];
         while !stop.load(Ordering::Relaxed) {
             match sock.read(&mut chunk) {
-                Ok(0) => return Err("keyway-ctld closed the session".into()),
+                Ok(0) => return Err(SessionError::Closed),
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return Err(e.into()),
             }
             while buf.len() >= 4 {
-                let len = check_len([buf[0], buf[1], buf[2], buf[3]], MAX_FRAME)
-                    .map_err(|e| e.to_string())?;
+                let len = check_len([buf[0], buf[1], buf[2], buf[3]], MAX_FRAME)?;
                 if buf.len() < 4 + len {
                     break;
                 }
-                let m = ToDataPlane::decode(&buf[4..4 + len]).map_err(|e| e.to_string())?;
+                let m = ToDataPlane::decode(&buf[4..4 + len])?;
                 buf.drain(..4 + len);
                 self.handle(m)?;
             }
@@ -489,7 +523,7 @@ impl Session {
                 || self.acked != Some(drained)
                 || turned;
             if due {
-                self.ack(&mut sock).map_err(|e| e.to_string())?;
+                self.ack(&mut sock)?;
             }
             self.retry_resolution();
             self.publish(None);
@@ -503,15 +537,14 @@ impl Session {
                 POLL
             };
             if wait != polling {
-                sock.set_read_timeout(Some(wait))
-                    .map_err(|e| e.to_string())?;
+                sock.set_read_timeout(Some(wait))?;
                 polling = wait;
             }
         }
         Ok(())
     }
 
-    fn handle(&mut self, m: ToDataPlane) -> Result<(), String> {
+    fn handle(&mut self, m: ToDataPlane) -> Result<(), SessionError> {
         match m {
             ToDataPlane::Snapshot(s) => {
                 let version = s.version;
@@ -538,9 +571,7 @@ impl Session {
                     self.save();
                 }
             }
-            ToDataPlane::Refused(why) => {
-                return Err(format!("keyway-ctld refused the session: {why}"))
-            }
+            ToDataPlane::Refused(why) => return Err(SessionError::Refused(why)),
         }
         Ok(())
     }
@@ -548,16 +579,20 @@ impl Session {
 
 #[cfg(test)]
 mod standby_tests {
-    use super::standby_refusal;
+    use super::SessionError;
 
     #[test]
     fn only_a_standby_refusal_moves_on_at_once() {
-        assert!(standby_refusal(
-            "keyway-ctld refused the session: standby: the active keyway-ctld is 10.0.0.1:7800"
-        ));
-        assert!(!standby_refusal(
-            "keyway-ctld refused the session: authentication failed"
-        ));
-        assert!(!standby_refusal("standby"), "only ctld's refusal counts");
+        let refused = |why: &str| SessionError::Refused(why.into());
+        assert!(refused("standby: the active keyway-ctld is 10.0.0.1:7800").standby());
+        assert_eq!(
+            refused("standby: x").to_string(),
+            "keyway-ctld refused the session: standby: x"
+        );
+        assert!(!refused("authentication failed").standby());
+        assert!(
+            !SessionError::Closed.standby(),
+            "only ctld's refusal counts"
+        );
     }
 }
