@@ -14,12 +14,36 @@ use std::time::{Duration, Instant};
 /// Threads resolving names at once.
 const RESOLVERS: usize = 8;
 
+/// Why a `host:port` gives no address.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    /// The resolver failed (or the text is not `host:port`).
+    #[error("cannot resolve {addr:?}: {source}")]
+    Lookup {
+        /// As given.
+        addr: String,
+        /// The resolver's error.
+        source: std::io::Error,
+    },
+    /// The resolver answered with no address.
+    #[error("{addr:?} resolves to no address")]
+    Nothing {
+        /// As given.
+        addr: String,
+    },
+}
+
 /// Resolves `host:port` to one socket address (the first the resolver gives).
-pub fn resolve(addr: &str) -> Result<SocketAddr, String> {
+pub fn resolve(addr: &str) -> Result<SocketAddr, ResolveError> {
     addr.to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {addr:?}: {e}"))?
+        .map_err(|source| ResolveError::Lookup {
+            addr: addr.to_string(),
+            source,
+        })?
         .next()
-        .ok_or_else(|| format!("{addr:?} resolves to no address"))
+        .ok_or_else(|| ResolveError::Nothing {
+            addr: addr.to_string(),
+        })
 }
 
 /// Resolves every name in `names`, spending at most `deadline` waiting:
@@ -78,7 +102,7 @@ pub fn resolve_all<'a>(
         match rx.recv_timeout(left) {
             Ok((name, result)) => {
                 answered += 1;
-                out.insert(name, result.map_err(Arc::from));
+                out.insert(name, result.map_err(|e| Arc::from(e.to_string())));
             }
             Err(_) => break,
         }

@@ -169,23 +169,34 @@ fn assign_slots(
     Ok(owner)
 }
 
+/// What is wrong with a `slots` entry.
+#[derive(Debug, thiserror::Error)]
+enum RangeError {
+    #[error("{0:?} is not a slot or a range like \"0-8191\"")]
+    Syntax(String),
+    #[error("{0:?}: the range is reversed")]
+    Reversed(String),
+    #[error("{text:?}: slots go from 0 to {last}")]
+    Beyond { text: String, last: u32 },
+}
+
 /// Parses `"a-b"` or `"a"` into an inclusive range within `slot_count`.
-fn parse_range(s: &str, slot_count: u32) -> Result<(u32, u32), String> {
+fn parse_range(s: &str, slot_count: u32) -> Result<(u32, u32), RangeError> {
     let (a, b) = match s.split_once('-') {
         Some((a, b)) => (a.trim(), b.trim()),
         None => (s.trim(), s.trim()),
     };
-    let a: u32 = a
-        .parse()
-        .map_err(|_| format!("{s:?} is not a slot or a range like \"0-8191\""))?;
-    let b: u32 = b
-        .parse()
-        .map_err(|_| format!("{s:?} is not a slot or a range like \"0-8191\""))?;
+    let (Ok(a), Ok(b)) = (a.parse::<u32>(), b.parse::<u32>()) else {
+        return Err(RangeError::Syntax(s.to_string()));
+    };
     if a > b {
-        return Err(format!("{s:?}: the range is reversed"));
+        return Err(RangeError::Reversed(s.to_string()));
     }
     if b >= slot_count {
-        return Err(format!("{s:?}: slots go from 0 to {}", slot_count - 1));
+        return Err(RangeError::Beyond {
+            text: s.to_string(),
+            last: slot_count - 1,
+        });
     }
     Ok((a, b))
 }
