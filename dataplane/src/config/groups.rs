@@ -10,8 +10,79 @@ use std::time::Duration;
 
 use keyway_capnp::snapshot::{self, SlotRange, Snapshot};
 
-use super::{invalid, ConfigError, GroupConfig, ReadFromConfig};
-use crate::routing::RoutingTable;
+use serde::Deserialize;
+
+use super::{invalid, ConfigError};
+use crate::routing::{ReadFrom, RoutingTable};
+
+/// One `[[group]]`: a Redis master and the slots it serves.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct GroupConfig {
+    /// Unique name, used in errors and by the control plane.
+    pub name: String,
+    /// `host:port` of the master.
+    pub master: String,
+    /// Slot ranges (`"0-8191"`, `"9000"`); groups without them share the slots
+    /// no group names, evenly and in listed order.
+    pub slots: Option<Vec<String>>,
+    /// The master's replicas (none by default); read from only when
+    /// `read_from` says so.
+    #[serde(default, rename = "replica")]
+    pub replicas: Vec<ReplicaConfig>,
+    /// Where read-only commands go: "master" (default), "replica" (any up
+    /// replica, round robin; the master when none is up) or "local-zone"
+    /// (an up replica whose zone is keyway's own `zone`; the master when
+    /// none is, or when keyway has no zone). Replica reads may be stale by
+    /// the replication lag.
+    #[serde(default)]
+    pub read_from: ReadFromConfig,
+}
+
+/// One `[[group.replica]]`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicaConfig {
+    /// `host:port` of the replica.
+    pub address: String,
+    /// Its zone or rack (none by default), for `read_from = "local-zone"`.
+    #[serde(default)]
+    pub zone: String,
+}
+
+/// `read_from` of a group.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReadFromConfig {
+    /// Every command to the master.
+    #[default]
+    Master,
+    /// Read-only commands to any up replica.
+    Replica,
+    /// Read-only commands to an up replica in keyway's own zone.
+    LocalZone,
+}
+
+impl ReadFromConfig {
+    /// As written in the file.
+    pub fn name(self) -> &'static str {
+        match self {
+            ReadFromConfig::Master => "master",
+            ReadFromConfig::Replica => "replica",
+            ReadFromConfig::LocalZone => "local-zone",
+        }
+    }
+}
+
+impl From<ReadFromConfig> for ReadFrom {
+    fn from(r: ReadFromConfig) -> ReadFrom {
+        match r {
+            ReadFromConfig::Master => ReadFrom::Master,
+            ReadFromConfig::Replica => ReadFrom::Replica,
+            ReadFromConfig::LocalZone => ReadFrom::LocalZone,
+        }
+    }
+}
 
 /// How long a standalone start or reload waits for its names to resolve.
 const RESOLVE_WITHIN: Duration = Duration::from_secs(5);
@@ -222,5 +293,130 @@ fn read_policy_warnings(g: &GroupConfig, zone: Option<&str>, warnings: &mut Vec<
             ))
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Config, ConfigError, FileConfig, Mode, Overrides};
+    use crate::routing::{ReadFrom, SlotRoute};
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, 1)
+    }
+
+    #[test]
+    fn slots_split_evenly_in_listed_order() {
+        let c = parse(
+            r#"
+            listen = "127.0.0.1:0"
+            slots = 1024
+            [[group]]
+            name = "a"
+            master = "127.0.0.1:1"
+            [[group]]
+            name = "b"
+            master = "127.0.0.1:2"
+            [[group]]
+            name = "c"
+            master = "127.0.0.1:3"
+            "#,
+        )
+        .unwrap();
+        let t = &c.live.table;
+        assert_eq!(t.route(0), SlotRoute::Stable(0));
+        assert_eq!(t.route(341), SlotRoute::Stable(0));
+        assert_eq!(t.route(342), SlotRoute::Stable(1));
+        assert_eq!(t.route(683), SlotRoute::Stable(2));
+        assert_eq!(t.route(1023), SlotRoute::Stable(2));
+    }
+
+    #[test]
+    fn replicas_read_policy_and_zone() {
+        let c = parse(
+            r#"
+            listen = "127.0.0.1:0"
+            zone = "z1"
+            [[group]]
+            name = "a"
+            master = "127.0.0.1:7000"
+            read_from = "local-zone"
+            [[group.replica]]
+            address = "127.0.0.1:7100"
+            zone = "z1"
+            [[group.replica]]
+            address = "127.0.0.1:7101"
+            [[group]]
+            name = "b"
+            master = "127.0.0.1:7001"
+            "#,
+        )
+        .unwrap();
+        let a = c.live.table.group(0);
+        assert_eq!(a.read_from, ReadFrom::LocalZone);
+        assert_eq!(a.replicas.len(), 2);
+        assert_eq!((&*a.replicas[0].zone, &*a.replicas[1].zone), ("z1", ""));
+        assert_eq!(
+            c.live.table.group(1).read_from,
+            ReadFrom::Master,
+            "the default"
+        );
+        assert_eq!(c.live.zone.as_deref(), Some("z1"));
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+
+        let mut f = FileConfig::parse(
+            "listen='127.0.0.1:0'\n[[group]]\nname='a'\nmaster='127.0.0.1:7000'\nread_from='local-zone'\n\
+             [[group.replica]]\naddress='127.0.0.1:7100'\nzone='z2'",
+        )
+        .unwrap();
+        let warned = f.clone().validate(1, Mode::Standalone).unwrap().warnings;
+        assert!(warned[0].contains("keyway has no zone"), "{warned:?}");
+        Overrides {
+            zone: Some("z2".into()),
+            ..Overrides::default()
+        }
+        .apply(&mut f);
+        let c = f.validate(1, Mode::Standalone).unwrap();
+        assert_eq!(c.live.zone.as_deref(), Some("z2"), "--zone");
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn replica_errors_name_the_problem() {
+        let base = "listen = \"127.0.0.1:0\"\n";
+        let g = "[[group]]\nname='a'\nmaster='127.0.0.1:1'\n";
+        let cases = [
+            (format!("{g}read_from='replicas'"), "unknown variant"),
+            (format!("{g}[[group.replica]]\naddress='127.0.0.1:1'"), "is the group's master"),
+            (
+                format!("{g}[[group.replica]]\naddress='127.0.0.1:2'\n[[group.replica]]\naddress='127.0.0.1:2'"),
+                "listed twice",
+            ),
+            (format!("{g}[[group.replica]]\naddress='nowhere'"), "replica"),
+            (format!("{g}[[group.replica]]\naddress='127.0.0.1:2'\nzone='a b'"), "zone"),
+            (format!("{g}[[group.replica]]\naddress='127.0.0.1:2'\nport=3"), "unknown field"),
+            (format!("zone=''\n{g}"), "zone"),
+        ];
+        for (body, want) in cases {
+            let err = parse(&format!("{base}{body}"))
+                .expect_err(&body)
+                .to_string();
+            assert!(
+                err.contains(want),
+                "{body:?}: {err:?} does not mention {want:?}"
+            );
+        }
+        let c = parse(&format!("{base}{g}read_from='replica'")).unwrap();
+        assert!(c.warnings[0].contains("no replicas"), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn unowned_slots_are_a_warning() {
+        let c = parse(
+            "listen='127.0.0.1:0'\n[[group]]\nname='a'\nmaster='127.0.0.1:1'\nslots=['0-100']",
+        )
+        .unwrap();
+        assert_eq!(c.live.table.route(101), SlotRoute::Unassigned);
+        assert_eq!(c.warnings.len(), 1);
     }
 }

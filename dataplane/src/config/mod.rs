@@ -1,21 +1,32 @@
 //! The `keyway.toml` file: what it may contain, its defaults, and how it becomes
 //! the process settings ([`Config`]) and the first routing snapshot
-//! ([`LiveConfig`]). Unknown keys are errors. Every default is documented here
-//! and in the README's configuration section.
+//! ([`LiveConfig`]). Unknown keys are errors. Every default is documented on
+//! its field and in the README's configuration section.
+//!
+//! - `settings`: `[limits]`, `[backend]`, `[migration]`, checked together;
+//! - `groups`: `[[group]]`s, turned into a routing snapshot and built into a
+//!   table exactly as keyway-ctld's snapshots are;
+//! - `cpus`: which CPUs the cores run on;
+//! - [`units`]: sizes and durations as written in the file.
 
+mod cpus;
 mod groups;
+mod settings;
 pub mod units;
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use keyway_protocol::resp::RequestLimits;
 use keyway_protocol::slot::{valid_slot_count, DEFAULT_SLOTS};
 use serde::Deserialize;
 
 use crate::resolve::resolve;
-use crate::routing::{ReadFrom, RoutingTable, SlotRoute};
+use crate::routing::{RoutingTable, SlotRoute};
+pub use groups::{GroupConfig, ReadFromConfig, ReplicaConfig};
+use settings::reply_limit;
+pub use settings::{BackendSettings, Limits, MigrationSettings, MAX_REQUEST_BYTES};
+#[cfg(test)]
 use units::Millis;
 
 /// Why a config was rejected; the message names the offending key.
@@ -81,311 +92,6 @@ pub enum Transport {
     /// default: about half glommio's CPU per request (see `perf/README.md`).
     #[default]
     Uring,
-}
-
-/// Client-facing limits (`[limits]`).
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields, default)]
-pub struct Limits {
-    /// Most client connections across all cores (default 10000, as Redis).
-    pub max_clients: usize,
-    /// Close a client idle this long with nothing in flight; "0" never (default).
-    #[serde(deserialize_with = "units::duration")]
-    pub idle_timeout: Millis,
-    /// Close a client that leaves a request incomplete this long (default "30s").
-    #[serde(deserialize_with = "units::duration")]
-    pub partial_request_timeout: Millis,
-    /// Largest request (default "512mb").
-    #[serde(deserialize_with = "units::size")]
-    pub max_request_bytes: u64,
-    /// Most arguments per request (default 1048576).
-    pub max_arguments: usize,
-    /// Largest argument, Redis's proto-max-bulk-len (default "512mb").
-    #[serde(deserialize_with = "units::size")]
-    pub max_bulk_bytes: u64,
-    /// Requests a client may have awaiting replies before keyway stops reading
-    /// from it until replies drain (default 65536).
-    pub max_pipeline: usize,
-    /// Close a client whose unread replies exceed this, and answer an error
-    /// instead of any single reply larger than this (default "1gb"; "0" no
-    /// limit, as in Redis). At least `max_bulk_bytes` plus 1mb, so that any
-    /// value a client may write it can read back.
-    #[serde(deserialize_with = "units::size")]
-    pub output_hard_limit: u64,
-    /// Close a client whose unread replies stay above this for
-    /// `output_soft_timeout` (default "64mb" for "60s"; "0" no limit).
-    #[serde(deserialize_with = "units::size")]
-    pub output_soft_limit: u64,
-    /// See `output_soft_limit`.
-    #[serde(deserialize_with = "units::duration")]
-    pub output_soft_timeout: Millis,
-    /// TCP keepalive idle time on client sockets; "0" off (default "300s").
-    #[serde(deserialize_with = "units::duration")]
-    pub tcp_keepalive: Millis,
-    /// The budget for every client and backend buffer of the process
-    /// together (default: half the machine's memory, and at least twice
-    /// `max_request_bytes`; "0" no budget). Over it, routed requests get
-    /// `-OOM` and the clients holding the most are closed, largest first.
-    #[serde(deserialize_with = "units::size")]
-    pub max_memory: u64,
-}
-
-/// `max_memory` not given: [`FileConfig::validate`] picks the default.
-const AUTO_MEMORY: u64 = u64::MAX;
-
-/// The most a request (or one of its arguments) may be: argument positions
-/// are 32-bit offsets into the request's buffer.
-pub const MAX_REQUEST_BYTES: u64 = u32::MAX as u64;
-
-/// What `max_memory` must hold at least: one largest request, read and sent
-/// on, and one largest reply.
-fn least_memory(limits: &Limits, backend: &BackendSettings) -> u64 {
-    limits
-        .max_request_bytes
-        .saturating_mul(2)
-        .max(reply_limit(limits, backend).0)
-}
-
-/// The largest reply keyway forwards, and the setting that says so.
-fn reply_limit(limits: &Limits, backend: &BackendSettings) -> (u64, &'static str) {
-    let hard = limits.output_hard_limit;
-    if hard > 0 && hard < backend.max_reply_bytes {
-        (hard, "limits.output_hard_limit")
-    } else {
-        (backend.max_reply_bytes, "backend.max_reply_bytes")
-    }
-}
-
-fn half_of_memory() -> u64 {
-    // SAFETY: sysconf has no memory-safety preconditions.
-    let (pages, size) = unsafe {
-        (
-            libc::sysconf(libc::_SC_PHYS_PAGES),
-            libc::sysconf(libc::_SC_PAGESIZE),
-        )
-    };
-    if pages > 0 && size > 0 {
-        (pages as u64).saturating_mul(size as u64) / 2
-    } else {
-        4 << 30
-    }
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_clients: 10_000,
-            idle_timeout: Millis(0),
-            partial_request_timeout: Millis(30_000),
-            max_request_bytes: 512 << 20,
-            max_arguments: 1 << 20,
-            max_bulk_bytes: 512 << 20,
-            max_pipeline: 65_536,
-            output_hard_limit: 1 << 30,
-            output_soft_limit: 64 << 20,
-            output_soft_timeout: Millis(60_000),
-            tcp_keepalive: Millis(300_000),
-            max_memory: AUTO_MEMORY,
-        }
-    }
-}
-
-impl Limits {
-    /// The parser's view of these limits.
-    pub fn request_limits(&self) -> RequestLimits {
-        RequestLimits {
-            max_request_bytes: self.max_request_bytes as usize,
-            max_arguments: self.max_arguments,
-            max_bulk_bytes: self.max_bulk_bytes as usize,
-            max_inline_bytes: 64 << 10,
-        }
-    }
-
-    fn validate(&self) -> Result<(), ConfigError> {
-        if self.max_clients == 0 {
-            return Err(invalid("limits.max_clients must be at least 1"));
-        }
-        if self.max_arguments == 0 || self.max_pipeline == 0 {
-            return Err(invalid(
-                "limits.max_arguments and limits.max_pipeline must be at least 1",
-            ));
-        }
-        if self.max_bulk_bytes > self.max_request_bytes {
-            return Err(invalid(
-                "limits.max_bulk_bytes cannot exceed limits.max_request_bytes",
-            ));
-        }
-        if self.max_request_bytes < 1024 {
-            return Err(invalid("limits.max_request_bytes must be at least 1024"));
-        }
-        if self.max_request_bytes > MAX_REQUEST_BYTES {
-            return Err(invalid(format!(
-                "limits.max_request_bytes is at most {MAX_REQUEST_BYTES} bytes (4gb - 1): \
-                 keyway addresses a request's arguments with 32-bit offsets"
-            )));
-        }
-        if self.max_arguments > i32::MAX as usize {
-            return Err(invalid(format!(
-                "limits.max_arguments is at most {}",
-                i32::MAX
-            )));
-        }
-        if self.output_hard_limit > 0
-            && self.output_hard_limit < self.max_bulk_bytes.saturating_add(1 << 20)
-        {
-            return Err(invalid(format!(
-                "limits.output_hard_limit ({} bytes) must be \"0\" (no limit) or at least \
-                 limits.max_bulk_bytes ({} bytes) plus 1mb: a value a client may write must be readable",
-                self.output_hard_limit, self.max_bulk_bytes
-            )));
-        }
-        if self.output_hard_limit > 0 && self.output_soft_limit > self.output_hard_limit {
-            return Err(invalid(
-                "limits.output_soft_limit cannot exceed limits.output_hard_limit",
-            ));
-        }
-        Ok(())
-    }
-}
-
-/// Backend connection settings (`[backend]`).
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields, default)]
-pub struct BackendSettings {
-    /// Pipelined connections per core per Redis server (default 1).
-    pub connections: usize,
-    /// Give up connecting after this long (default "1s").
-    #[serde(deserialize_with = "units::duration")]
-    pub connect_timeout: Millis,
-    /// Fail a connection whose oldest request has waited this long for its
-    /// reply (default "5s"; "0" waits forever).
-    #[serde(deserialize_with = "units::duration")]
-    pub timeout: Millis,
-    /// Longest wait between reconnection attempts; the backoff doubles from
-    /// 50ms up to this (default "2s").
-    #[serde(deserialize_with = "units::duration")]
-    pub max_backoff: Millis,
-    /// Requests waiting to be written to one backend connection before keyway
-    /// stops reading from the clients that feed it, until the connection
-    /// drains (default "64mb").
-    #[serde(deserialize_with = "units::size")]
-    pub write_buffer_limit: u64,
-    /// Largest reply keyway buffers from a backend: a larger one is read and
-    /// dropped, and its request gets an error naming this limit (default
-    /// "1gb"). Replies are also bounded by `limits.output_hard_limit`.
-    #[serde(deserialize_with = "units::size")]
-    pub max_reply_bytes: u64,
-}
-
-impl Default for BackendSettings {
-    fn default() -> Self {
-        BackendSettings {
-            connections: 1,
-            connect_timeout: Millis(1000),
-            timeout: Millis(5000),
-            max_backoff: Millis(2000),
-            write_buffer_limit: 64 << 20,
-            max_reply_bytes: 1 << 30,
-        }
-    }
-}
-
-/// How keys are moved while slots migrate (`[migration]`).
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields, default)]
-pub struct MigrationSettings {
-    /// MIGRATE timeout for the keys one command names; doubled on each retry
-    /// and capped at 80% of `backend.timeout`, so that a slow MIGRATE never
-    /// fails the whole backend connection (default "1s").
-    #[serde(deserialize_with = "units::duration")]
-    pub move_timeout: Millis,
-    /// Attempts to move a command's keys before it gets `-TRYAGAIN`
-    /// (default 3).
-    pub move_attempts: u8,
-    /// Longest a command on a slot about to migrate is held before it gets
-    /// `-TRYAGAIN` (default "2s"; the hold normally lasts until every data
-    /// plane has acked the step, a fraction of a second).
-    #[serde(deserialize_with = "units::duration")]
-    pub hold_timeout: Millis,
-}
-
-impl Default for MigrationSettings {
-    fn default() -> Self {
-        MigrationSettings {
-            move_timeout: Millis(1000),
-            move_attempts: 3,
-            hold_timeout: Millis(2000),
-        }
-    }
-}
-
-/// One `[[group]]`: a Redis master and the slots it serves.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct GroupConfig {
-    /// Unique name, used in errors and by the control plane.
-    pub name: String,
-    /// `host:port` of the master.
-    pub master: String,
-    /// Slot ranges (`"0-8191"`, `"9000"`); groups without them share the slots
-    /// no group names, evenly and in listed order.
-    pub slots: Option<Vec<String>>,
-    /// The master's replicas (none by default); read from only when
-    /// `read_from` says so.
-    #[serde(default, rename = "replica")]
-    pub replicas: Vec<ReplicaConfig>,
-    /// Where read-only commands go: "master" (default), "replica" (any up
-    /// replica, round robin; the master when none is up) or "local-zone"
-    /// (an up replica whose zone is keyway's own `zone`; the master when
-    /// none is, or when keyway has no zone). Replica reads may be stale by
-    /// the replication lag.
-    #[serde(default)]
-    pub read_from: ReadFromConfig,
-}
-
-/// One `[[group.replica]]`.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct ReplicaConfig {
-    /// `host:port` of the replica.
-    pub address: String,
-    /// Its zone or rack (none by default), for `read_from = "local-zone"`.
-    #[serde(default)]
-    pub zone: String,
-}
-
-/// `read_from` of a group.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum ReadFromConfig {
-    /// Every command to the master.
-    #[default]
-    Master,
-    /// Read-only commands to any up replica.
-    Replica,
-    /// Read-only commands to an up replica in keyway's own zone.
-    LocalZone,
-}
-
-impl ReadFromConfig {
-    /// As written in the file.
-    pub fn name(self) -> &'static str {
-        match self {
-            ReadFromConfig::Master => "master",
-            ReadFromConfig::Replica => "replica",
-            ReadFromConfig::LocalZone => "local-zone",
-        }
-    }
-}
-
-impl From<ReadFromConfig> for ReadFrom {
-    fn from(r: ReadFromConfig) -> ReadFrom {
-        match r {
-            ReadFromConfig::Master => ReadFrom::Master,
-            ReadFromConfig::Replica => ReadFrom::Replica,
-            ReadFromConfig::LocalZone => ReadFrom::LocalZone,
-        }
-    }
 }
 
 /// The whole file as written.
@@ -581,7 +287,7 @@ impl FileConfig {
             Some(a) => Some(resolve(a).map_err(|e| invalid(format!("admin: {e}")))?),
             None => None,
         };
-        let cpus = cpus(&self.cores)?;
+        let cpus = cpus::cpus(&self.cores)?;
         if !valid_slot_count(self.slots) {
             return Err(invalid(format!(
                 "slots = {}: must be a power of two from 1 to 16384",
@@ -592,45 +298,7 @@ impl FileConfig {
             return Err(invalid("backlog must be at least 1"));
         }
         let mut limits = self.limits;
-        if limits.max_memory == AUTO_MEMORY {
-            limits.max_memory = half_of_memory().max(least_memory(&limits, &self.backend));
-        }
-        limits.validate()?;
-        let least = least_memory(&limits, &self.backend);
-        if limits.max_memory > 0 && limits.max_memory < least {
-            return Err(invalid(format!(
-                "limits.max_memory ({} bytes) must be \"0\" (no budget) or at least {least} bytes: \
-                 twice limits.max_request_bytes (a largest request is buffered as read and as sent on) \
-                 and the largest reply ({} bytes, {})",
-                limits.max_memory,
-                reply_limit(&limits, &self.backend).0,
-                reply_limit(&limits, &self.backend).1,
-            )));
-        }
-        if self.backend.connections == 0 || self.backend.connections > 64 {
-            return Err(invalid("backend.connections must be from 1 to 64"));
-        }
-        if self.backend.connect_timeout.0 == 0 {
-            return Err(invalid("backend.connect_timeout must be more than 0"));
-        }
-        if self.backend.write_buffer_limit < 64 << 10 {
-            return Err(invalid("backend.write_buffer_limit must be at least 64kb"));
-        }
-        if self.backend.max_reply_bytes < limits.max_bulk_bytes.saturating_add(1 << 20) {
-            return Err(invalid(format!(
-                "backend.max_reply_bytes ({} bytes) must be at least limits.max_bulk_bytes ({} bytes) \
-                 plus 1mb: a value a client may write must be readable",
-                self.backend.max_reply_bytes, limits.max_bulk_bytes
-            )));
-        }
-        if self.migration.move_attempts == 0 || self.migration.move_timeout.0 == 0 {
-            return Err(invalid(
-                "migration.move_attempts and migration.move_timeout must be more than 0",
-            ));
-        }
-        if self.migration.move_attempts > 10 {
-            return Err(invalid("migration.move_attempts must be at most 10"));
-        }
+        settings::check(&mut limits, &self.backend, &self.migration)?;
         if let Some(z) = &self.zone {
             if !keyway_capnp::snapshot::valid_zone(z) {
                 return Err(invalid(format!(
@@ -684,50 +352,6 @@ impl FileConfig {
     }
 }
 
-/// The CPUs this process may run on.
-fn allowed_cpus() -> Vec<usize> {
-    // SAFETY: `set` is a plain bitmask, zeroed before use; sched_getaffinity
-    // writes at most size_of::<cpu_set_t>() bytes into it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
-            return (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect();
-        }
-        (0..libc::CPU_SETSIZE as usize)
-            .filter(|&c| libc::CPU_ISSET(c, &set))
-            .collect()
-    }
-}
-
-fn cpus(cores: &Cores) -> Result<Vec<usize>, ConfigError> {
-    let allowed = allowed_cpus();
-    let cpus: Vec<usize> = match cores {
-        Cores::Count(0) => return Err(invalid("cores must be at least 1")),
-        Cores::Count(n) if *n > allowed.len() => {
-            return Err(invalid(format!(
-                "cores = {n}, but this process may only run on {} CPUs ({allowed:?})",
-                allowed.len()
-            )))
-        }
-        Cores::Count(n) => allowed[..*n].to_vec(),
-        Cores::List(list) => list.clone(),
-    };
-    if cpus.is_empty() {
-        return Err(invalid("cores must name at least one CPU"));
-    }
-    for (i, c) in cpus.iter().enumerate() {
-        if !allowed.contains(c) {
-            return Err(invalid(format!(
-                "cores: CPU {c} is not available to this process ({allowed:?})"
-            )));
-        }
-        if cpus[..i].contains(c) {
-            return Err(invalid(format!("cores: CPU {c} is listed twice")));
-        }
-    }
-    Ok(cpus)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -767,32 +391,6 @@ mod tests {
         );
         assert_eq!(c.live.backend, BackendSettings::default());
         assert!(c.warnings.is_empty());
-    }
-
-    #[test]
-    fn slots_split_evenly_in_listed_order() {
-        let c = parse(
-            r#"
-            listen = "127.0.0.1:0"
-            slots = 1024
-            [[group]]
-            name = "a"
-            master = "127.0.0.1:1"
-            [[group]]
-            name = "b"
-            master = "127.0.0.1:2"
-            [[group]]
-            name = "c"
-            master = "127.0.0.1:3"
-            "#,
-        )
-        .unwrap();
-        let t = &c.live.table;
-        assert_eq!(t.route(0), SlotRoute::Stable(0));
-        assert_eq!(t.route(341), SlotRoute::Stable(0));
-        assert_eq!(t.route(342), SlotRoute::Stable(1));
-        assert_eq!(t.route(683), SlotRoute::Stable(2));
-        assert_eq!(t.route(1023), SlotRoute::Stable(2));
     }
 
     #[test]
@@ -843,85 +441,6 @@ mod tests {
     }
 
     #[test]
-    fn replicas_read_policy_and_zone() {
-        let c = parse(
-            r#"
-            listen = "127.0.0.1:0"
-            zone = "z1"
-            [[group]]
-            name = "a"
-            master = "127.0.0.1:7000"
-            read_from = "local-zone"
-            [[group.replica]]
-            address = "127.0.0.1:7100"
-            zone = "z1"
-            [[group.replica]]
-            address = "127.0.0.1:7101"
-            [[group]]
-            name = "b"
-            master = "127.0.0.1:7001"
-            "#,
-        )
-        .unwrap();
-        let a = c.live.table.group(0);
-        assert_eq!(a.read_from, ReadFrom::LocalZone);
-        assert_eq!(a.replicas.len(), 2);
-        assert_eq!((&*a.replicas[0].zone, &*a.replicas[1].zone), ("z1", ""));
-        assert_eq!(
-            c.live.table.group(1).read_from,
-            ReadFrom::Master,
-            "the default"
-        );
-        assert_eq!(c.live.zone.as_deref(), Some("z1"));
-        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
-
-        let mut f = FileConfig::parse(
-            "listen='127.0.0.1:0'\n[[group]]\nname='a'\nmaster='127.0.0.1:7000'\nread_from='local-zone'\n\
-             [[group.replica]]\naddress='127.0.0.1:7100'\nzone='z2'",
-        )
-        .unwrap();
-        let warned = f.clone().validate(1, Mode::Standalone).unwrap().warnings;
-        assert!(warned[0].contains("keyway has no zone"), "{warned:?}");
-        Overrides {
-            zone: Some("z2".into()),
-            ..Overrides::default()
-        }
-        .apply(&mut f);
-        let c = f.validate(1, Mode::Standalone).unwrap();
-        assert_eq!(c.live.zone.as_deref(), Some("z2"), "--zone");
-        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
-    }
-
-    #[test]
-    fn replica_errors_name_the_problem() {
-        let base = "listen = \"127.0.0.1:0\"\n";
-        let g = "[[group]]\nname='a'\nmaster='127.0.0.1:1'\n";
-        let cases = [
-            (format!("{g}read_from='replicas'"), "unknown variant"),
-            (format!("{g}[[group.replica]]\naddress='127.0.0.1:1'"), "is the group's master"),
-            (
-                format!("{g}[[group.replica]]\naddress='127.0.0.1:2'\n[[group.replica]]\naddress='127.0.0.1:2'"),
-                "listed twice",
-            ),
-            (format!("{g}[[group.replica]]\naddress='nowhere'"), "replica"),
-            (format!("{g}[[group.replica]]\naddress='127.0.0.1:2'\nzone='a b'"), "zone"),
-            (format!("{g}[[group.replica]]\naddress='127.0.0.1:2'\nport=3"), "unknown field"),
-            (format!("zone=''\n{g}"), "zone"),
-        ];
-        for (body, want) in cases {
-            let err = parse(&format!("{base}{body}"))
-                .expect_err(&body)
-                .to_string();
-            assert!(
-                err.contains(want),
-                "{body:?}: {err:?} does not mention {want:?}"
-            );
-        }
-        let c = parse(&format!("{base}{g}read_from='replica'")).unwrap();
-        assert!(c.warnings[0].contains("no replicas"), "{:?}", c.warnings);
-    }
-
-    #[test]
     fn zero_output_limits_mean_none_as_in_redis() {
         let c = parse(
             "listen='127.0.0.1:0'\n[limits]\noutput_hard_limit='0'\noutput_soft_limit='0'\nmax_memory='0'\n\
@@ -942,20 +461,10 @@ mod tests {
         assert_eq!(c.live.reply_limit(), (4 << 20, "limits.output_hard_limit"));
         let c = parse("listen='127.0.0.1:0'\n[[group]]\nname='a'\nmaster='127.0.0.1:1'").unwrap();
         assert!(
-            c.live.limits.max_memory >= 1 << 30 && c.live.limits.max_memory < AUTO_MEMORY,
+            c.live.limits.max_memory >= 1 << 30 && c.live.limits.max_memory < settings::AUTO_MEMORY,
             "a budget by default, room for a largest request: {}",
             c.live.limits.max_memory
         );
-    }
-
-    #[test]
-    fn unowned_slots_are_a_warning() {
-        let c = parse(
-            "listen='127.0.0.1:0'\n[[group]]\nname='a'\nmaster='127.0.0.1:1'\nslots=['0-100']",
-        )
-        .unwrap();
-        assert_eq!(c.live.table.route(101), SlotRoute::Unassigned);
-        assert_eq!(c.warnings.len(), 1);
     }
 
     #[test]
