@@ -415,16 +415,33 @@ impl RoutingTable {
 mod tests {
     use super::*;
 
-    fn table() -> RoutingTable {
-        let groups: Box<[GroupRoute]> = (0..2)
+    /// Groups `g0`, `g1`, … with masters on 127.0.0.1:7000, 7001, ….
+    fn masters(n: u16) -> Box<[GroupRoute]> {
+        (0..n)
             .map(|i| {
-                GroupRoute::master_only(
-                    &format!("g{i}"),
-                    Ok(format!("127.0.0.1:{}", 7000 + i).parse().unwrap()),
-                    format!("127.0.0.1:{}", 7000 + i),
-                )
+                let text = format!("127.0.0.1:{}", 7000 + i);
+                GroupRoute::master_only(&format!("g{i}"), Ok(text.parse().unwrap()), text)
             })
-            .collect();
+            .collect()
+    }
+
+    /// Cluster "c" of 16 slots, all owned by group 0, with a 1 s lease.
+    fn one_range_of_16() -> keyway_capnp::snapshot::Snapshot {
+        keyway_capnp::snapshot::Snapshot {
+            cluster: "c".into(),
+            slot_count: 16,
+            slot_ranges: vec![keyway_capnp::snapshot::SlotRange {
+                first: 0,
+                last: 15,
+                group: 0,
+            }],
+            lease_millis: 1000,
+            ..Default::default()
+        }
+    }
+
+    fn table() -> RoutingTable {
+        let groups = masters(2);
         let slots: Vec<SlotRoute> = (0..16)
             .map(|s| {
                 if s < 8 {
@@ -441,15 +458,7 @@ mod tests {
 
     #[test]
     fn moving_and_blocked_slots() {
-        let groups: Box<[GroupRoute]> = (0..3)
-            .map(|i| {
-                GroupRoute::master_only(
-                    &format!("g{i}"),
-                    Ok(format!("127.0.0.1:{}", 7000 + i).parse().unwrap()),
-                    format!("127.0.0.1:{}", 7000 + i),
-                )
-            })
-            .collect();
+        let groups = masters(3);
         let mut slots = vec![SlotRoute::Stable(0); 8];
         slots[2] = SlotRoute::Moving { from: 0, to: 1 };
         slots[3] = SlotRoute::Moving { from: 0, to: 1 };
@@ -473,22 +482,15 @@ mod tests {
 
     #[test]
     fn snapshots_route_migrating_slots_by_phase() {
-        use keyway_capnp::snapshot::{Group, Migration, SlotRange, Snapshot};
+        use keyway_capnp::snapshot::{Group, Migration, Snapshot};
         let group = |n: &str, port: u16| Group {
             name: n.into(),
             master: format!("127.0.0.1:{port}"),
             ..Group::default()
         };
         let s = Snapshot {
-            cluster: "c".into(),
             version: 4,
-            slot_count: 16,
             groups: vec![group("a", 7000), group("b", 7001)],
-            slot_ranges: vec![SlotRange {
-                first: 0,
-                last: 15,
-                group: 0,
-            }],
             migrations: vec![
                 Migration {
                     first: 2,
@@ -505,7 +507,7 @@ mod tests {
                     phase: Phase::Blocked,
                 },
             ],
-            lease_millis: 1000,
+            ..one_range_of_16()
         };
         let t = RoutingTable::from_snapshot(&s).unwrap();
         assert_eq!(t.route(1), SlotRoute::Stable(0));
@@ -557,16 +559,11 @@ mod tests {
     #[test]
     fn a_held_group_blocks_its_slots_and_moves_from_or_to_it() {
         let groups = |held: &[u16]| -> Box<[GroupRoute]> {
-            (0..3)
-                .map(|i| GroupRoute {
-                    hold: held.contains(&i),
-                    ..GroupRoute::master_only(
-                        &format!("g{i}"),
-                        Ok(format!("127.0.0.1:{}", 7000 + i).parse().unwrap()),
-                        format!("127.0.0.1:{}", 7000 + i),
-                    )
-                })
-                .collect()
+            let mut g = masters(3);
+            for &i in held {
+                g[usize::from(i)].hold = true;
+            }
+            g
         };
         let mut slots = vec![SlotRoute::Stable(0); 8];
         slots[1] = SlotRoute::Stable(1);
@@ -606,11 +603,9 @@ mod tests {
 
     #[test]
     fn snapshots_carry_replicas_read_policy_and_hold() {
-        use keyway_capnp::snapshot::{Group, Replica, SlotRange, Snapshot};
+        use keyway_capnp::snapshot::{Group, Replica, Snapshot};
         let s = Snapshot {
-            cluster: "c".into(),
             version: 2,
-            slot_count: 16,
             groups: vec![Group {
                 name: "a".into(),
                 master: "127.0.0.1:7000".into(),
@@ -628,13 +623,7 @@ mod tests {
                 hold: true,
                 ..Group::default()
             }],
-            slot_ranges: vec![SlotRange {
-                first: 0,
-                last: 15,
-                group: 0,
-            }],
-            migrations: vec![],
-            lease_millis: 1000,
+            ..one_range_of_16()
         };
         let t = RoutingTable::from_snapshot(&s).unwrap();
         let g = t.group(0);

@@ -298,12 +298,9 @@ fn read_policy_warnings(g: &GroupConfig, zone: Option<&str>, warnings: &mut Vec<
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Config, ConfigError, FileConfig, Mode, Overrides};
+    use super::super::tests::parse;
+    use super::super::{FileConfig, Mode, Overrides};
     use crate::routing::{ReadFrom, SlotRoute};
-
-    fn parse(text: &str) -> Result<Config, ConfigError> {
-        Config::parse(text, 1)
-    }
 
     #[test]
     fn slots_split_evenly_in_listed_order() {
@@ -323,12 +320,14 @@ mod tests {
             "#,
         )
         .unwrap();
-        let t = &c.live.table;
-        assert_eq!(t.route(0), SlotRoute::Stable(0));
-        assert_eq!(t.route(341), SlotRoute::Stable(0));
-        assert_eq!(t.route(342), SlotRoute::Stable(1));
-        assert_eq!(t.route(683), SlotRoute::Stable(2));
-        assert_eq!(t.route(1023), SlotRoute::Stable(2));
+        // 1024 = 342 + 341 + 341: the first group takes the extra slot.
+        for (slot, group) in [(0, 0), (341, 0), (342, 1), (682, 1), (683, 2), (1023, 2)] {
+            assert_eq!(
+                c.live.table.route(slot),
+                SlotRoute::Stable(group),
+                "slot {slot}"
+            );
+        }
     }
 
     #[test]

@@ -356,7 +356,8 @@ impl FileConfig {
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> Result<Config, ConfigError> {
+    /// A standalone config from text, as version 1.
+    pub(super) fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, 1)
     }
 
