@@ -116,26 +116,6 @@ impl LogLimit {
     }
 }
 
-/// The error that replaces a reply of `bytes` bytes over `limit` bytes, the
-/// limit named by its configuration key.
-pub(crate) fn too_large(bytes: u64, key: &str, limit: u64) -> Vec<u8> {
-    let mut v = Vec::new();
-    keyway_protocol::resp::encode::error(
-        &mut v,
-        &format!(
-            "ERR the reply ({bytes} bytes) is larger than keyway's {key} ({limit} bytes); it was not sent"
-        ),
-    );
-    v
-}
-
-/// The `-OOM` refusal while over the buffer budget.
-pub(crate) fn oom(max: u64) -> String {
-    format!(
-        "OOM command not allowed when keyway's client and backend buffers exceed limits.max_memory ({max} bytes)"
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

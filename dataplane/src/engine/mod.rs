@@ -30,8 +30,10 @@ mod pending;
 pub mod policy;
 #[cfg(test)]
 mod replica_tests;
+mod replies;
 #[cfg(test)]
 mod rig;
+mod route;
 pub mod split;
 mod stats;
 mod versions;
@@ -47,13 +49,13 @@ use keyway_protocol::resp::RequestParser;
 use slab::Slab;
 
 pub use backend::BackendId;
-use backend::{
-    BackendConn, Inflight, Link, Pool, PoolKey, MIN_BACKOFF_MS, NO_CLIENT, PROBE, WHOLE,
-};
+use backend::{BackendConn, Inflight, Link, Owner, Pool, PoolKey, Purpose, MIN_BACKOFF_MS};
 use client::{Client, ClientState, Phase, CLOSING_LINGER_MS};
 pub use client::{ClientId, ClientStatus};
-use moves::Place;
 use outbuf::OutBuf;
+use replies::Refusal;
+pub use replies::Rejected;
+use route::Place;
 pub use stats::{PublishedStats, Stats};
 use versions::VersionCounts;
 
@@ -209,17 +211,6 @@ pub enum Action {
     },
 }
 
-/// A new client was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum Rejected {
-    /// `limits.max_clients` connections are open.
-    #[error("ERR max number of clients reached")]
-    MaxClients,
-    /// The worker is shutting down.
-    #[error("ERR keyway is shutting down")]
-    ShuttingDown,
-}
-
 /// Connections whose output changed, for the driver to wake.
 #[derive(Debug, Default)]
 struct Wake {
@@ -234,7 +225,7 @@ struct Scratch {
     groups: Vec<GroupIndex>,
     part_groups: Vec<GroupIndex>,
     key_parts: Vec<u16>,
-    moves: Vec<moves::Move>,
+    moves: Vec<route::Move>,
 }
 
 /// Where a group's reads may go: replica pools, taken round robin.
@@ -440,10 +431,11 @@ impl Worker {
         let timeout = self.ctx.first_move_timeout();
         for ((b, target), mut batch) in self.ctx.batches.ready() {
             let down = match self.ctx.backends.get(b) {
-                None => Some("ERR internal error: the source connection is gone".to_string()),
+                None => Some(Refusal::SourceGone),
                 Some(_) => self.ctx.down_error(b),
             };
-            if let Some(msg) = down {
+            if let Some(why) = down {
+                let msg = why.to_string();
                 for w in batch.waiters {
                     self.move_answered(w, &msg, false);
                 }
@@ -462,10 +454,7 @@ impl Worker {
                 batch.keys.iter().map(Vec::as_slice),
             );
             conn.inflight.push_back(Inflight {
-                client: NO_CLIENT,
-                client_gen: 0,
-                seq: id,
-                part: move_batch::MOVE_BATCH,
+                owner: Owner::MoveBatch { id },
                 version,
                 sent_ms: self.ctx.now_ms,
                 end: conn.out.end_offset(),
@@ -528,8 +517,8 @@ impl Worker {
             if let Some(why) = &d.failure {
                 if d.attempt + 1 >= self.ctx.cfg.migration.move_attempts {
                     self.ctx.stats.moves_failed += 1;
-                    let msg = format!("TRYAGAIN keyway could not move this command's keys: {why}");
-                    self.ctx.refuse(&mut c.st, &msg, place);
+                    self.ctx
+                        .refuse(&mut c.st, &Refusal::MoveFailed { why }, place);
                     self.ctx.after_output(&mut c.st);
                     continue;
                 }
@@ -551,11 +540,9 @@ impl Worker {
                         self.ctx.dispatch(&mut c.st, &args, Some(&d.frame), place);
                     }
                 }
-                _ => self.ctx.refuse(
-                    &mut c.st,
-                    "ERR internal error: a kept-back request did not parse",
-                    place,
-                ),
+                _ => self
+                    .ctx
+                    .refuse(&mut c.st, &Refusal::KeptBackUnparsed, place),
             }
             self.ctx.after_output(&mut c.st);
         }
@@ -578,8 +565,7 @@ impl Worker {
                         at: Some(seq),
                         ..Place::NEW
                     };
-                    let msg = "TRYAGAIN the slot is on hold while a migration or failover is prepared; try again";
-                    self.ctx.refuse(&mut c.st, msg, place);
+                    self.ctx.refuse(&mut c.st, &Refusal::HoldExpired, place);
                     self.ctx.after_output(&mut c.st);
                     self.ctx.walk.push((idx, gen));
                 }
@@ -861,10 +847,7 @@ impl Worker {
                 .buf_mut()
                 .extend_from_slice(b"*1\r\n$4\r\nPING\r\n");
             conn.inflight.push_back(Inflight {
-                client: NO_CLIENT,
-                client_gen: 0,
-                seq: 0,
-                part: PROBE,
+                owner: Owner::Probe,
                 version,
                 sent_ms: self.ctx.now_ms,
                 end: conn.out.end_offset(),
@@ -974,11 +957,11 @@ impl Worker {
                     self.ctx.health_turned(p);
                 }
             }
-            Err(reason) => {
-                if reason == UNSOLICITED {
+            Err(fault) => {
+                if fault == BackendFault::Unsolicited {
                     self.ctx.stats.backend_unsolicited += 1;
                 }
-                self.fail_backend(idx, &reason);
+                self.fail_backend(idx, &fault.to_string());
             }
         }
         self.resume_paused();
@@ -1017,11 +1000,12 @@ impl Worker {
         }
         let pool = &self.ctx.pools[p];
         let (core, group, addr) = (self.ctx.core, pool.group.clone(), pool.key.clone());
-        let mut reply = Vec::new();
-        keyway_protocol::resp::encode::error(
-            &mut reply,
-            &format!("ERR backend {group} unavailable: {reason}"),
-        );
+        let reason: Arc<str> = Arc::from(reason);
+        let reply = Refusal::BackendDown {
+            group: group.clone(),
+            reason: reason.clone(),
+        }
+        .to_reply();
         let (backends, mut sink) = self.delivery();
         let conn = &mut backends[idx];
         if matches!(conn.link, Link::Up) {
@@ -1038,7 +1022,7 @@ impl Worker {
         conn.gen = gen;
         conn.link = Link::Down {
             until_ms: now + conn.backoff_ms,
-            reason: Arc::from(reason),
+            reason,
         };
         conn.backoff_ms = (conn.backoff_ms * 2).min(max_backoff);
         sink.wake.backends.push(idx as u32);
@@ -1125,10 +1109,7 @@ impl Worker {
                 break;
             }
             let st = &mut self.clients[idx as usize].st;
-            let why = format!(
-                "ERR closing the connection: keyway's buffers exceed limits.max_memory ({max} bytes) \
-                 and this connection held the most ({n} bytes)"
-            );
+            let why = Refusal::EvictedForMemory { max, held: n };
             close_client(
                 st,
                 &why,
@@ -1249,10 +1230,9 @@ impl Worker {
                 if now.saturating_sub(since) > limit.as_millis() as u64 && st.phase == Phase::Open {
                     st.inbuf = Vec::new();
                     st.partial_since_ms = None;
-                    st.fatal(&format!(
-                        "ERR request incomplete after {}; closing the connection",
-                        limits.partial_request_timeout
-                    ));
+                    st.fatal(&Refusal::PartialTimeout {
+                        after: &limits.partial_request_timeout,
+                    });
                     self.ctx.stats.clients_timed_out += 1;
                     log_close(
                         st,
@@ -1266,11 +1246,10 @@ impl Worker {
             if soft > 0 && st.pending_output() > soft {
                 let since = *st.soft_since_ms.get_or_insert(now);
                 if now.saturating_sub(since) > limits.output_soft_timeout.0 {
-                    let why = format!(
-                        "ERR closing the connection: its unread replies stayed above \
-                         limits.output_soft_limit ({soft} bytes) for {}",
-                        limits.output_soft_timeout
-                    );
+                    let why = Refusal::SoftLimit {
+                        limit: soft,
+                        after: &limits.output_soft_timeout,
+                    };
                     close_client(
                         st,
                         &why,
@@ -1459,8 +1438,17 @@ impl Ctx {
     }
 }
 
-/// Why a backend connection is failed when it answers more than was asked.
-const UNSOLICITED: &str = "the backend sent a reply no request asked for";
+/// Why a backend connection can no longer be trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum BackendFault {
+    /// It answered more than was asked: every later reply would go to the
+    /// wrong request.
+    #[error("the backend sent a reply no request asked for")]
+    Unsolicited,
+    /// It sent something that is not RESP.
+    #[error("protocol error from backend: {0}")]
+    Protocol(keyway_protocol::resp::ReplyError),
+}
 
 /// Whether a reply is owed on `conn`: its oldest request in flight has been
 /// handed to the transport.
@@ -1483,7 +1471,7 @@ fn live_client(clients: &mut Slab<Client>, idx: u32, gen: u32) -> Option<&mut Cl
 /// (rate-limited), and wakes its driver.
 fn close_client(
     st: &mut ClientState,
-    reply: &str,
+    reply: &Refusal<'_>,
     reason: &str,
     now_ms: u64,
     log: &mut limits::LogLimit,
@@ -1517,9 +1505,7 @@ fn close_for_output(
     log: &mut limits::LogLimit,
     wake: &mut Wake,
 ) {
-    let why = format!(
-        "ERR closing the connection: its unread replies exceed limits.output_hard_limit ({hard} bytes)"
-    );
+    let why = Refusal::HardLimit { limit: hard };
     close_client(
         st,
         &why,
@@ -1558,7 +1544,7 @@ impl Sink<'_> {
             if c.st
                 .queue
                 .deferred_mut(seq)
-                .is_some_and(|d| moves::move_replied(d, moves::MOVE, reply))
+                .is_some_and(|d| moves::move_replied(d, None, reply))
             {
                 self.walk.push((idx, gen));
             }
@@ -1574,23 +1560,28 @@ impl Sink<'_> {
     /// which would shift every later reply to the wrong request. A reply
     /// larger than the reply limit is read and dropped as it arrives, and
     /// its request gets an error naming the limit.
-    fn replies(&mut self, conn: &mut BackendConn, buf: &[u8]) -> Result<usize, String> {
+    fn replies(&mut self, conn: &mut BackendConn, buf: &[u8]) -> Result<usize, BackendFault> {
         let mut at = 0;
         loop {
             match conn.framer.next(&buf[at..]) {
                 Ok(Some(len)) => {
                     if !owed(conn) {
-                        return Err(UNSOLICITED.to_string());
+                        return Err(BackendFault::Unsolicited);
                     }
                     let Some(entry) = conn.inflight.pop_front() else {
-                        return Err(UNSOLICITED.to_string());
+                        return Err(BackendFault::Unsolicited);
                     };
                     let size = conn.skipped + len as u64;
                     let (limit, key) = self.reply_limit;
                     if size > limit {
                         conn.skipped = 0;
                         self.stats.replies_too_large += 1;
-                        self.deliver(entry, &limits::too_large(size, key, limit));
+                        let why = Refusal::ReplyTooLarge {
+                            bytes: size,
+                            key,
+                            limit,
+                        };
+                        self.deliver(entry, &why.to_reply());
                     } else {
                         self.deliver(entry, &buf[at..at + len]);
                     }
@@ -1601,7 +1592,7 @@ impl Sink<'_> {
                     let size = conn.skipped + rest.max(conn.framer.bytes_needed()) as u64;
                     if size > self.reply_limit.0 {
                         if !owed(conn) {
-                            return Err(UNSOLICITED.to_string());
+                            return Err(BackendFault::Unsolicited);
                         }
                         let drop = conn.framer.discardable(rest);
                         conn.framer.rebase(drop);
@@ -1610,7 +1601,7 @@ impl Sink<'_> {
                     }
                     return Ok(at);
                 }
-                Err(e) => return Err(format!("protocol error from backend: {e}")),
+                Err(e) => return Err(BackendFault::Protocol(e)),
             }
         }
     }
@@ -1618,15 +1609,18 @@ impl Sink<'_> {
     #[inline]
     fn deliver(&mut self, e: Inflight, reply: &[u8]) {
         self.versions.done(e.version);
-        if e.client == NO_CLIENT {
-            // A batch's MIGRATE, or a probe's PING (its reply only tells
-            // that the backend is up).
-            if e.part == move_batch::MOVE_BATCH {
-                self.batch_replied(e.seq, reply);
-            }
-            return;
-        }
-        let Some(c) = live_client(self.clients, e.client, e.client_gen) else {
+        let (idx, gen, seq, purpose) = match e.owner {
+            Owner::Client {
+                idx,
+                gen,
+                seq,
+                purpose,
+            } => (idx, gen, seq, purpose),
+            Owner::MoveBatch { id } => return self.batch_replied(id, reply),
+            // The probe's reply only tells that the backend is up.
+            Owner::Probe => return,
+        };
+        let Some(c) = live_client(self.clients, idx, gen) else {
             self.stats.replies_orphaned += 1;
             return;
         };
@@ -1634,26 +1628,36 @@ impl Sink<'_> {
         if !st.wants_replies() {
             return;
         }
-        if moves::is_move(e.part) {
-            if st
-                .queue
-                .deferred_mut(e.seq)
-                .is_some_and(|d| moves::move_replied(d, e.part, reply))
-            {
-                self.walk.push((e.client, e.client_gen));
+        match purpose {
+            Purpose::Whole => st.queue.complete(seq, reply, st.out.buf_mut()),
+            Purpose::Part(part) => {
+                let hard = self.hard_limit;
+                let stats = &mut *self.stats;
+                st.queue
+                    .complete_part(seq, part, reply, st.out.buf_mut(), hard, |n| {
+                        stats.replies_too_large += 1;
+                        Refusal::ReplyTooLarge {
+                            bytes: n as u64,
+                            key: "limits.output_hard_limit",
+                            limit: hard as u64,
+                        }
+                        .to_reply()
+                    });
             }
-            return;
-        }
-        if e.part == WHOLE {
-            st.queue.complete(e.seq, reply, st.out.buf_mut());
-        } else {
-            let hard = self.hard_limit;
-            let stats = &mut *self.stats;
-            st.queue
-                .complete_part(e.seq, e.part, reply, st.out.buf_mut(), hard, |n| {
-                    stats.replies_too_large += 1;
-                    limits::too_large(n as u64, "limits.output_hard_limit", hard as u64)
-                });
+            Purpose::Move | Purpose::MoveKey(_) => {
+                let single = match purpose {
+                    Purpose::MoveKey(i) => Some(i),
+                    _ => None,
+                };
+                if st
+                    .queue
+                    .deferred_mut(seq)
+                    .is_some_and(|d| moves::move_replied(d, single, reply))
+                {
+                    self.walk.push((idx, gen));
+                }
+                return;
+            }
         }
         if self.hard_limit > 0 && st.pending_output() > self.hard_limit {
             close_for_output(st, self.hard_limit, self.now_ms, self.log, self.wake);
@@ -1662,11 +1666,11 @@ impl Sink<'_> {
         }
         if st.paused && st.queue.len() <= self.max_pipeline / 2 {
             st.paused = false;
-            self.resume.push(e.client);
+            self.resume.push(idx);
         }
         if !st.dirty {
             st.dirty = true;
-            self.wake.clients.push(e.client);
+            self.wake.clients.push(idx);
         }
     }
 }
