@@ -140,6 +140,19 @@ impl BackendConn {
         self.skipped = 0;
     }
 
+    /// The connection failed: forgets its buffers, takes generation `gen`
+    /// (so its transport task stops) and stays down for its backoff, which
+    /// doubles for next time, up to `max_backoff_ms`.
+    pub fn go_down(&mut self, gen: u32, now_ms: u64, reason: Arc<str>, max_backoff_ms: u64) {
+        self.reset_io();
+        self.gen = gen;
+        self.link = Link::Down {
+            until_ms: now_ms + self.backoff_ms,
+            reason,
+        };
+        self.backoff_ms = (self.backoff_ms * 2).min(max_backoff_ms);
+    }
+
     /// Bytes this connection holds in keyway's buffers.
     pub fn buffered_bytes(&self) -> usize {
         self.out.held() + self.inbuf.capacity()

@@ -11,7 +11,7 @@ use super::policy::{policy, stream_read_blocks, Keys, Policy};
 use super::replies::Refusal;
 use super::route::{groups_of_keys, one_group, KeysRoute, Place, Target};
 use super::split::{plan, write_part, Merge, SplitKind};
-use super::{Action, BackendId, Ctx};
+use super::Ctx;
 use crate::routing::{GroupIndex, SlotRoute};
 
 /// Whether a request's command is `POST` or `Host:`: the first lines of an
@@ -63,7 +63,9 @@ impl Ctx {
                         // drains (`Worker::release_backpressure`).
                         c.st.blocked_on = Some(b);
                         self.stats.clients_backpressured += 1;
-                        self.backends[b].waiters.push((c.st.me.idx, c.st.me.gen));
+                        self.backends.conns[b]
+                            .waiters
+                            .push((c.st.me.idx, c.st.me.gen));
                         break;
                     }
                 }
@@ -136,7 +138,7 @@ impl Ctx {
         }
         // A read may go to a replica (if its group reads from them); one
         // test when no group does.
-        let read = self.replica_reads && spec.has(flag::READONLY);
+        let read = self.backends.replica_reads && spec.has(flag::READONLY);
         match policy {
             Policy::Route {
                 keys: Keys::First, ..
@@ -260,11 +262,11 @@ impl Ctx {
         place: Place,
     ) {
         let b = if read {
-            self.read_conn(g, st.conn_slot)
+            self.backends.read_conn(g, st.conn_slot, self.now_ms)
         } else {
-            self.conn_for(g, st.conn_slot)
+            self.backends.conn_for(g, st.conn_slot, self.now_ms)
         };
-        if let Some(why) = self.down_error(b) {
+        if let Some(why) = self.backends.down_error(b) {
             self.stats.errors_backend += 1;
             self.stats.requests_local += 1;
             return answer_error(st, &why, place);
@@ -335,9 +337,9 @@ impl Ctx {
         for (part, &g) in sc.part_groups.iter().enumerate() {
             let part = part as u16;
             let b = if read {
-                self.read_conn(g, st.conn_slot)
+                self.backends.read_conn(g, st.conn_slot, self.now_ms)
             } else {
-                self.conn_for(g, st.conn_slot)
+                self.backends.conn_for(g, st.conn_slot, self.now_ms)
             };
             self.enqueue(st, b, seq, Purpose::Part(part), |out| {
                 write_part(out, kind, args, &sc.keys, &sc.key_parts, part)
@@ -372,25 +374,16 @@ impl Ctx {
         self.stats.requests_split += 1;
         for g in 0..groups {
             let b = if read {
-                self.read_conn(g as GroupIndex, st.conn_slot)
+                self.backends
+                    .read_conn(g as GroupIndex, st.conn_slot, self.now_ms)
             } else {
-                self.conn_for(g as GroupIndex, st.conn_slot)
+                self.backends
+                    .conn_for(g as GroupIndex, st.conn_slot, self.now_ms)
             };
             self.enqueue(st, b, seq, Purpose::Part(g as u16), |out| match raw {
                 Some(bytes) => out.extend_from_slice(bytes),
                 None => encode::request(out, args),
             });
-        }
-    }
-
-    /// The error for requests to backend `b` while it is down.
-    pub(crate) fn down_error(&self, b: usize) -> Option<Refusal<'static>> {
-        match &self.backends[b].link {
-            Link::Down { reason, .. } => Some(Refusal::BackendDown {
-                group: self.pools[self.backends[b].pool].group.clone(),
-                reason: reason.clone(),
-            }),
-            _ => None,
         }
     }
 
@@ -405,7 +398,7 @@ impl Ctx {
         purpose: Purpose,
         write: impl FnOnce(&mut Vec<u8>),
     ) {
-        if let Some(why) = self.down_error(b) {
+        if let Some(why) = self.backends.down_error(b) {
             self.stats.errors_backend += 1;
             let reply = why.to_reply();
             let out = st.out.buf_mut();
@@ -424,7 +417,7 @@ impl Ctx {
             };
         }
         let version = self.cfg.table.version;
-        let conn = &mut self.backends[b];
+        let conn = &mut self.backends.conns[b];
         write(conn.out.buf_mut());
         conn.inflight.push_back(Inflight {
             owner: Owner::Client {
@@ -462,69 +455,6 @@ impl Ctx {
         self.scratch.groups = groups;
         self.scratch.moves = moves;
         target
-    }
-
-    /// The backend connection client slot `slot` uses for group `g`'s
-    /// master, starting a connection if it has none.
-    #[inline]
-    pub(crate) fn conn_for(&mut self, g: GroupIndex, slot: usize) -> usize {
-        self.conn_in(self.group_pools[usize::from(g)], slot)
-    }
-
-    /// The connection for a read on group `g`: the next of the group's
-    /// replica pools (round robin) that is up — not failing, and its
-    /// connection for `slot` connected — else the master's. A replica
-    /// connection not open yet is opened, but the read does not wait for
-    /// it: it goes elsewhere.
-    pub(crate) fn read_conn(&mut self, g: GroupIndex, slot: usize) -> usize {
-        let reads = &self.reads[usize::from(g)];
-        let n = reads.pools.len();
-        let start = reads.next;
-        for i in 0..n {
-            let p = self.reads[usize::from(g)].pools[(start + i) % n];
-            let pool = &self.pools[p];
-            if pool.health.failures > 0 {
-                continue;
-            }
-            let b = pool.conns[slot % pool.conns.len()];
-            match self.backends[b].link {
-                Link::Up => {
-                    self.reads[usize::from(g)].next = (start + i + 1) % n;
-                    return b;
-                }
-                Link::Idle => {
-                    self.conn_in(p, slot);
-                }
-                Link::Connecting { .. } | Link::Down { .. } => {}
-            }
-        }
-        self.conn_for(g, slot)
-    }
-
-    /// The connection client slot `slot` uses in pool `p`, starting a
-    /// connection if it has none.
-    #[inline]
-    pub(crate) fn conn_in(&mut self, p: usize, slot: usize) -> usize {
-        let pool = &self.pools[p];
-        let b = pool.conns[slot % pool.conns.len()];
-        let conn = &mut self.backends[b];
-        if let (Link::Idle, super::PoolKey::Addr(addr)) = (&conn.link, &pool.key) {
-            let addr = *addr;
-            self.next_gen = self.next_gen.wrapping_add(1);
-            conn.gen = self.next_gen;
-            conn.link = Link::Connecting {
-                since_ms: self.now_ms,
-            };
-            self.actions.push(Action::Connect {
-                id: BackendId {
-                    idx: b as u32,
-                    gen: conn.gen,
-                },
-                addr,
-                timeout: self.cfg.backend.connect_timeout.duration(),
-            });
-        }
-        b
     }
 }
 

@@ -171,7 +171,7 @@ impl Ctx {
     /// Pool `p`'s backend went from up to failing or back: publish now, and
     /// tell the control thread.
     pub(super) fn health_turned(&mut self, p: usize) {
-        let pool = &self.pools[p];
+        let pool = &self.backends.pools[p];
         match pool.health.failures {
             0 => {
                 tracing::info!(core = self.core, group = %pool.group, backend = %pool.text, "backend answers again")
@@ -180,7 +180,7 @@ impl Ctx {
                 tracing::debug!(core = self.core, group = %pool.group, backend = %pool.text, "backend failing")
             }
         }
-        self.health_turned = true;
+        self.backends.health_turned = true;
         self.publish_health();
     }
 
@@ -193,7 +193,7 @@ impl Ctx {
         };
         let epoch = self.epoch;
         let at = |ms: Option<u64>| ms.map(|ms| epoch + Duration::from_millis(ms));
-        let pools = &self.pools;
+        let pools = &self.backends.pools;
         let published = r.backends.try_publish(|out| {
             for pool in pools.iter().filter(|p| p.in_use && p.health.is_known()) {
                 if let PoolKey::Addr(_) = pool.key {
@@ -207,8 +207,8 @@ impl Ctx {
                 }
             }
         });
-        if published && self.health_turned {
-            self.health_turned = false;
+        if published && self.backends.health_turned {
+            self.backends.health_turned = false;
             self.shared.health_changes.fetch_add(1, Ordering::Release);
         }
     }
@@ -218,17 +218,17 @@ impl Ctx {
     /// that the backend is up again even when no request would (no read
     /// goes to a failing replica; an idle data plane sends nothing).
     pub(super) fn probe_failing(&mut self) {
-        for p in 0..self.pools.len() {
-            let pool = &self.pools[p];
+        for p in 0..self.backends.pools.len() {
+            let pool = &self.backends.pools[p];
             if !pool.in_use || pool.health.failures == 0 {
                 continue;
             }
             let idle = pool
                 .conns
                 .iter()
-                .position(|&b| matches!(self.backends[b].link, Link::Idle));
+                .position(|&b| matches!(self.backends.conns[b].link, Link::Idle));
             if let Some(slot) = idle {
-                self.conn_in(p, slot);
+                self.backends.conn_in(p, slot, self.now_ms);
             }
         }
     }

@@ -15,7 +15,9 @@
 
 use std::sync::atomic::Ordering;
 
-use super::Shared;
+use super::client::ClientState;
+use super::replies::Refusal;
+use super::{Shared, Wake};
 
 /// How far a core's estimate may move before it is published again.
 pub(crate) const PUBLISH_EVERY: u64 = 1 << 20;
@@ -114,6 +116,56 @@ impl LogLimit {
         self.in_window += 1;
         Some(std::mem::take(&mut self.suppressed))
     }
+}
+
+/// Closes a client for exceeding a limit (see
+/// [`ClientState::close_for_limit`]), logs it with the client and the reason
+/// (rate-limited), and wakes its driver.
+pub(crate) fn close_client(
+    st: &mut ClientState,
+    reply: &Refusal<'_>,
+    reason: &str,
+    now_ms: u64,
+    log: &mut LogLimit,
+    wake: &mut Wake,
+) {
+    st.close_for_limit(reply, now_ms);
+    log_close(st, reason, now_ms, log);
+    if !st.dirty {
+        st.dirty = true;
+        wake.clients.push(st.me.idx);
+    }
+}
+
+/// Logs that a client is being closed by a limit, and why (rate-limited).
+pub(crate) fn log_close(st: &ClientState, reason: &str, now_ms: u64, log: &mut LogLimit) {
+    if let Some(left_out) = log.allow(now_ms) {
+        tracing::warn!(
+            client = st.id,
+            peer = %st.peer,
+            earlier_lines_left_out = left_out,
+            "closing a client connection: {reason}"
+        );
+    }
+}
+
+/// Closes a client whose unread replies exceed `limits.output_hard_limit`.
+pub(crate) fn close_for_output(
+    st: &mut ClientState,
+    hard: usize,
+    now_ms: u64,
+    log: &mut LogLimit,
+    wake: &mut Wake,
+) {
+    let why = Refusal::HardLimit { limit: hard };
+    close_client(
+        st,
+        &why,
+        "its unread replies exceed limits.output_hard_limit",
+        now_ms,
+        log,
+        wake,
+    );
 }
 
 #[cfg(test)]

@@ -114,7 +114,7 @@ fn an_oversized_reply_is_dropped_as_it_arrives_and_answered_with_an_error() {
     replies.extend_from_slice(b"$1\r\ns\r\n");
     for chunk in replies.chunks(16 << 10) {
         r.reply_bytes(2, chunk);
-        let conn = r.worker.ctx.backends.iter().next().unwrap().1;
+        let conn = r.worker.ctx.backends.conns.iter().next().unwrap().1;
         assert!(
             conn.inbuf.len() <= 64 << 10,
             "the reply is not buffered: {} bytes kept",
@@ -341,6 +341,7 @@ fn replies_from_another_group_do_not_resume_a_client_blocked_on_a_full_buffer() 
         .worker
         .ctx
         .backends
+        .conns
         .iter()
         .map(|(_, b)| b.waiters.len())
         .sum();
@@ -362,6 +363,7 @@ fn output_taken_by_the_transport_is_forgotten_when_its_connection_fails() {
         .worker
         .ctx
         .backends
+        .conns
         .iter()
         .max_by_key(|(_, b)| b.out.len())
         .unwrap();
@@ -380,6 +382,7 @@ fn output_taken_by_the_transport_is_forgotten_when_its_connection_fails() {
         .worker
         .ctx
         .backends
+        .conns
         .iter()
         .map(|(_, b)| b.buffered_bytes())
         .sum();
@@ -435,6 +438,7 @@ fn a_huge_status_line_is_dropped_as_it_arrives() {
             .worker
             .ctx
             .backends
+            .conns
             .iter()
             .map(|(_, b)| b.inbuf.len())
             .max()

@@ -140,8 +140,8 @@ impl Ctx {
         let waiter = (st.me.idx, st.me.gen, seq);
         let timeout = self.move_timeout(place.attempt);
         for (from, to, start, end, single) in calls {
-            let b = self.conn_for(from, st.conn_slot);
-            if let Some(why) = self.down_error(b) {
+            let b = self.backends.conn_for(from, st.conn_slot, self.now_ms);
+            if let Some(why) = self.backends.down_error(b) {
                 if let Some(d) = st.queue.deferred_mut(seq) {
                     d.failure.get_or_insert_with(|| why.to_string());
                 }
@@ -243,8 +243,8 @@ impl Ctx {
         self.stats.keys_deleted_on_source += keys.len() as u64;
         st.queue.set_deferred(seq, d);
         for (from, start, end) in calls {
-            let b = self.conn_for(from, st.conn_slot);
-            if let Some(why) = self.down_error(b) {
+            let b = self.backends.conn_for(from, st.conn_slot, self.now_ms);
+            if let Some(why) = self.backends.down_error(b) {
                 if let Some(d) = st.queue.deferred_mut(seq) {
                     d.failure.get_or_insert_with(|| why.to_string());
                     d.moves_left -= 1;
