@@ -44,6 +44,8 @@ mod stats;
 mod timers;
 mod versions;
 mod worker;
+#[cfg(test)]
+mod worker_tests;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -58,8 +60,9 @@ use client::{Client, ClientState, Phase};
 pub use client::{ClientId, ClientStatus};
 use limits::close_for_output;
 pub use replies::Rejected;
-pub use shared::{CoreReport, Shared};
+pub use shared::{CoreReport, CoreWaker, Shared};
 pub use stats::{PublishedStats, Stats};
+pub use timers::{Drain, DRAIN};
 use versions::VersionCounts;
 pub use worker::Worker;
 
@@ -140,6 +143,9 @@ pub(crate) struct Ctx {
     /// Rate limit of the log lines about closed clients.
     log: limits::LogLimit,
     shutting_down: bool,
+    /// When a shutdown gives up on the clients still open (see
+    /// [`Worker::drain_step`]).
+    drain_until: Option<Instant>,
 }
 
 impl Ctx {

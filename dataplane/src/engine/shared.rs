@@ -3,10 +3,21 @@
 //! (routing versions, counters, backend health, memory) and other threads
 //! read; never touched per request.
 
-use std::sync::atomic::{AtomicI32, AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
+use arc_swap::ArcSwapOption;
+
 use super::{health, PublishedStats, Stats};
+
+/// How another thread wakes a core's transport: each transport has its own
+/// (an eventfd its ring reads, a waker of its executor's task; see
+/// `runtime`), installed in its [`CoreReport::waker`].
+pub trait CoreWaker: Send + Sync + std::fmt::Debug {
+    /// Makes the core load the latest config soon, even if it is idle
+    /// (`Worker::config_changed`).
+    fn wake(&self);
+}
 
 /// State shared by all cores (touched on connect and disconnect, never per
 /// request).
@@ -40,10 +51,10 @@ pub struct CoreReport {
     /// The oldest version with requests in flight on the core (`u64::MAX`
     /// when none is).
     pub oldest_inflight: AtomicU64,
-    /// An eventfd the core's transport watches to pick up a new config at
-    /// once, even when idle (-1: the core only looks on its next request or
-    /// tick).
-    pub wake_fd: AtomicI32,
+    /// How another thread wakes the core's transport to pick up a new
+    /// config at once, even when idle (none: the core only looks on its
+    /// next request or tick). The transport installs it while it runs.
+    pub waker: ArcSwapOption<Box<dyn CoreWaker>>,
     /// The core's counters as of its last tick.
     pub stats: PublishedStats,
     /// Bytes the core holds in client and backend buffers (an estimate, kept
@@ -59,7 +70,7 @@ impl Default for CoreReport {
         CoreReport {
             loaded: AtomicU64::new(0),
             oldest_inflight: AtomicU64::new(0),
-            wake_fd: AtomicI32::new(-1),
+            waker: ArcSwapOption::empty(),
             stats: PublishedStats::default(),
             memory: AtomicU64::new(0),
             backends: Default::default(),
@@ -94,12 +105,8 @@ impl Shared {
     /// (call after `ArcSwap::store`), so idle cores load it now.
     pub fn wake_cores(&self) {
         for r in self.reports.iter() {
-            let fd = r.wake_fd.load(Ordering::Acquire);
-            if fd >= 0 {
-                let one = 1u64.to_ne_bytes();
-                // SAFETY: writing 8 bytes from a live buffer to an eventfd the
-                // core owns; a failure (a closed fd at shutdown) is harmless.
-                let _ = unsafe { libc::write(fd, one.as_ptr().cast(), one.len()) };
+            if let Some(w) = r.waker.load().as_ref() {
+                w.wake();
             }
         }
     }

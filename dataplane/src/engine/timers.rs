@@ -2,14 +2,60 @@
 //! picking up a new table, backend timeouts and backoff, retiring
 //! connections, client timeouts and output limits, the memory budget.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::client::{Phase, CLOSING_LINGER_MS};
 use super::limits::{self, close_client, log_close};
 use super::replies::Refusal;
 use super::Worker;
 
+/// Longest wait for clients to finish on shutdown.
+pub const DRAIN: Duration = Duration::from_secs(10);
+
+/// Where a core stands, after a [`Worker::drain_step`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drain {
+    /// Not stopping: serve on.
+    Serving,
+    /// Stopping: accept no more clients (the transport stops accepting) and
+    /// keep serving the open ones until they are done.
+    Draining,
+    /// Every client is done, or [`DRAIN`] has passed (logged with the
+    /// clients left): the transport stops the core.
+    Done,
+}
+
 impl Worker {
+    /// The core's periodic step, the same for every transport: call every
+    /// 100 ms or so with whether the process is stopping. The first time
+    /// `stop` is seen, the worker stops accepting clients and lets the open
+    /// ones finish ([`begin_shutdown`](Self::begin_shutdown)); then it
+    /// ticks ([`tick`](Self::tick)); then it says whether the core is done:
+    /// no client left, or none left waiting past [`DRAIN`].
+    pub fn drain_step(&mut self, now: Instant, stop: bool) -> Drain {
+        if stop && self.ctx.drain_until.is_none() {
+            self.ctx.drain_until = Some(now + DRAIN);
+            self.begin_shutdown();
+        }
+        self.tick(now);
+        let Some(deadline) = self.ctx.drain_until else {
+            return Drain::Serving;
+        };
+        let left = self.clients.len();
+        if left == 0 {
+            return Drain::Done;
+        }
+        if now >= deadline {
+            tracing::warn!(
+                core = self.ctx.core,
+                clients = left,
+                "shutdown: closing clients still waiting for replies"
+            );
+            return Drain::Done;
+        }
+        Drain::Draining
+    }
+
     /// Periodic work: picks up new routing, applies timeouts, retires idle
     /// connections. Call every 100 ms or so.
     pub fn tick(&mut self, now: Instant) {

@@ -58,6 +58,7 @@ impl Worker {
             memory: Default::default(),
             log: Default::default(),
             shutting_down: false,
+            drain_until: None,
         };
         ctx.apply(cfg);
         Worker {

@@ -27,8 +27,9 @@ use io_uring::{cqueue, opcode, IoUring, SubmissionQueue, Submitter};
 use slab::Slab;
 
 use self::bufring::BufRing;
-use super::{describe, CoreSetup, DRAIN, TICK};
-use crate::engine::{Action, BackendId, ClientId, ClientStatus, Worker};
+use super::wake::{EventFd, Installed};
+use super::{describe, CoreSetup, TICK};
+use crate::engine::{Action, BackendId, ClientId, ClientStatus, Drain, Worker};
 
 /// Submission and completion queue depth.
 const RING_ENTRIES: u32 = 1024;
@@ -192,25 +193,21 @@ pub(crate) fn run(cpu: usize, setup: CoreSetup) -> anyhow::Result<()> {
         actions: Vec::new(),
         index: setup.index,
     };
-    // SAFETY: eventfd(2) with no pointers; the fd is checked below.
-    let wake_fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    // Without an eventfd the core sees a new table on its next request or
+    // tick.
+    let wake = EventFd::new().ok();
+    let installed = wake
+        .as_ref()
+        .map(|fd| Installed::eventfd(&setup.shared, setup.index, fd));
+    let wake_fd = wake.as_ref().map_or(-1, |fd| fd.fd());
     let mut wake_buf = Box::new([0u8; 8]);
-    if wake_fd >= 0 {
-        if let Some(r) = setup.shared.reports.get(setup.index) {
-            r.wake_fd.store(wake_fd, Ordering::Release);
-        }
-    }
     let result = d.serve(&mut ring, &mut bufs, &setup, (wake_fd, &mut wake_buf));
-    if let Some(r) = setup.shared.reports.get(setup.index) {
-        r.wake_fd.store(-1, Ordering::Release);
-    }
+    drop(installed);
     d.close_all();
     drop(ring);
     drop(bufs);
-    if wake_fd >= 0 {
-        // SAFETY: our own eventfd; the ring that read it is gone.
-        unsafe { libc::close(wake_fd) };
-    }
+    // The ring that read the eventfd is gone: it may close now.
+    drop(wake);
     // SAFETY: the listener fd was handed to this core alone.
     unsafe { libc::close(setup.listener_fd) };
     result
@@ -240,7 +237,6 @@ impl Driver {
         let (submitter, sq, mut cq) = ring.split();
         let mut sq = Sq { submitter, sq };
         let mut next_tick = Instant::now();
-        let mut drain_until: Option<Instant> = None;
         self.arm_accept(&mut sq)?;
         // SAFETY: `wake_buf` outlives the ring (dropped after it in `run`).
         let wake_read = (wake_fd >= 0).then(|| {
@@ -255,27 +251,13 @@ impl Driver {
             let now = Instant::now();
             if now >= next_tick {
                 next_tick = now + TICK;
-                if drain_until.is_none() && setup.stop.load(Ordering::Relaxed) {
-                    drain_until = Some(now + DRAIN);
-                    self.stop_accepting(&mut sq)?;
-                    self.worker.begin_shutdown();
+                let stop = setup.stop.load(Ordering::Relaxed);
+                match self.worker.drain_step(now, stop) {
+                    Drain::Serving => {}
+                    Drain::Draining => self.stop_accepting(&mut sq)?,
+                    Drain::Done => return Ok(()),
                 }
-                self.worker.tick(now);
                 self.touched.0.append(&mut self.lingering);
-                if let Some(deadline) = drain_until {
-                    let left = self.worker.client_count();
-                    if left == 0 {
-                        return Ok(());
-                    }
-                    if now >= deadline {
-                        tracing::warn!(
-                            core = self.index,
-                            clients = left,
-                            "shutdown: closing clients still waiting for replies"
-                        );
-                        return Ok(());
-                    }
-                }
             }
             self.flush(&mut sq)?;
             sq.sq.sync();
