@@ -124,6 +124,18 @@ impl BackendConn {
         }
     }
 
+    /// The request whose bytes were just written to the write buffer
+    /// awaits its reply, for `owner`, under table `version`.
+    #[inline]
+    pub fn sent(&mut self, owner: Owner, version: u64, now_ms: u64) {
+        self.inflight.push_back(Inflight {
+            owner,
+            version,
+            sent_ms: now_ms,
+            end: self.out.end_offset(),
+        });
+    }
+
     /// Whether a driver task should hold a socket for this connection.
     pub fn has_socket(&self) -> bool {
         matches!(self.link, Link::Connecting { .. } | Link::Up)

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use slab::Slab;
 
-use super::backend::{BackendConn, Inflight, Link, Owner, MIN_BACKOFF_MS};
+use super::backend::{BackendConn, Link, Owner, MIN_BACKOFF_MS};
 use super::replies::Refusal;
 use super::sink::{BackendFault, Sink};
 use super::{BackendId, Worker};
@@ -50,19 +50,11 @@ impl Worker {
             conn.out
                 .buf_mut()
                 .extend_from_slice(b"*1\r\n$4\r\nPING\r\n");
-            conn.inflight.push_back(Inflight {
-                owner: Owner::Probe,
-                version,
-                sent_ms: self.ctx.now_ms,
-                end: conn.out.end_offset(),
-            });
+            conn.sent(Owner::Probe, version, self.ctx.now_ms);
             self.ctx.versions.add(version);
         }
         self.ctx.stats.backend_connects += 1;
-        if !conn.dirty {
-            conn.dirty = true;
-            self.ctx.wake.backends.push(id.idx);
-        }
+        self.ctx.wake.backend(conn, id.idx as usize);
         true
     }
 
@@ -86,13 +78,7 @@ impl Worker {
 
     /// `n` bytes of [`backend_output`](Self::backend_output) were written.
     pub fn backend_wrote(&mut self, id: BackendId, n: usize) {
-        if let Some(conn) = self
-            .ctx
-            .backends
-            .conns
-            .get_mut(id.idx as usize)
-            .filter(|b| b.gen == id.gen)
-        {
+        if let Some(conn) = self.ctx.backends.attempt(id) {
             conn.out.wrote(n);
             self.ctx.written(n);
             self.release_backpressure(id.idx as usize);
@@ -103,10 +89,8 @@ impl Worker {
     /// [`client_take_output`](Self::client_take_output)).
     pub fn backend_take_output(&mut self, id: BackendId, mut spare: Vec<u8>) -> Vec<u8> {
         spare.clear();
-        let out = match self.ctx.backends.conns.get_mut(id.idx as usize) {
-            Some(b) if b.gen == id.gen && matches!(b.link, Link::Up) && !b.out.is_empty() => {
-                b.out.take(spare)
-            }
+        let out = match self.ctx.backends.attempt(id) {
+            Some(b) if matches!(b.link, Link::Up) && !b.out.is_empty() => b.out.take(spare),
             _ => return spare,
         };
         self.release_backpressure(id.idx as usize);
@@ -116,13 +100,7 @@ impl Worker {
     /// The transport finished (or abandoned) the write of the requests it took
     /// last from the backend connection.
     pub fn backend_sent(&mut self, id: BackendId) {
-        if let Some(b) = self
-            .ctx
-            .backends
-            .conns
-            .get_mut(id.idx as usize)
-            .filter(|b| b.gen == id.gen)
-        {
+        if let Some(b) = self.ctx.backends.attempt(id) {
             let n = b.out.transport_done();
             self.ctx.written(n);
         }

@@ -169,6 +169,31 @@ impl Backends {
         }
     }
 
+    /// Connection `id`, if that attempt is still its current one.
+    #[inline]
+    pub fn attempt(&mut self, id: BackendId) -> Option<&mut BackendConn> {
+        self.conns
+            .get_mut(id.idx as usize)
+            .filter(|b| b.gen == id.gen)
+    }
+
+    /// Bytes the connections hold in keyway's buffers.
+    pub fn buffered_bytes(&self) -> usize {
+        self.conns.iter().map(|(_, b)| b.buffered_bytes()).sum()
+    }
+
+    /// The connection for a request of client slot `slot` on group `g`: a
+    /// `read` may go to a replica ([`read_conn`](Self::read_conn)), anything
+    /// else to the master ([`conn_for`](Self::conn_for)).
+    #[inline]
+    pub fn conn(&mut self, g: GroupIndex, read: bool, slot: usize, now_ms: u64) -> usize {
+        if read {
+            self.read_conn(g, slot, now_ms)
+        } else {
+            self.conn_for(g, slot, now_ms)
+        }
+    }
+
     /// The connection client slot `slot` uses for group `g`'s master,
     /// starting a connection if it has none.
     #[inline]

@@ -6,7 +6,7 @@
 //! kept-back requests go strictly in its order ([`Worker::walk_client`]);
 //! move batches go when their route is free ([`Worker::flush_moves`]).
 
-use super::backend::{Inflight, Link, Owner};
+use super::backend::{Link, Owner};
 use super::replies::Refusal;
 use super::route::Place;
 use super::{live_client, moves, DeferredRef, Worker};
@@ -73,16 +73,10 @@ impl Worker {
                 timeout,
                 batch.keys.iter().map(Vec::as_slice),
             );
-            conn.inflight.push_back(Inflight {
-                owner: Owner::MoveBatch { id },
-                version,
-                sent_ms: self.ctx.now_ms,
-                end: conn.out.end_offset(),
-            });
+            conn.sent(Owner::MoveBatch { id }, version, self.ctx.now_ms);
             self.ctx.versions.add(version);
-            if !conn.dirty && matches!(conn.link, Link::Up) {
-                conn.dirty = true;
-                self.ctx.wake.backends.push(b as u32);
+            if matches!(conn.link, Link::Up) {
+                self.ctx.wake.backend(conn, b);
             }
         }
     }

@@ -4,9 +4,10 @@
 use keyway_protocol::command::{self, extract_keys, flag, CommandSpec, Lookup};
 use keyway_protocol::resp::{encode, Args, Frame};
 
-use super::backend::{Inflight, Link, Owner, Purpose};
+use super::backend::{Link, Owner, Purpose};
 use super::client::{Client, ClientState, Phase};
 use super::local::{self, LocalCtx};
+use super::pending::Seq;
 use super::policy::{policy, stream_read_blocks, Keys, Policy};
 use super::replies::Refusal;
 use super::route::{groups_of_keys, one_group, KeysRoute, Place, Target};
@@ -261,11 +262,7 @@ impl Ctx {
         raw: Option<&[u8]>,
         place: Place,
     ) {
-        let b = if read {
-            self.backends.read_conn(g, st.conn_slot, self.now_ms)
-        } else {
-            self.backends.conn_for(g, st.conn_slot, self.now_ms)
-        };
+        let b = self.backends.conn(g, read, st.conn_slot, self.now_ms);
         if let Some(why) = self.backends.down_error(b) {
             self.stats.errors_backend += 1;
             self.stats.requests_local += 1;
@@ -326,21 +323,11 @@ impl Ctx {
         }
         plan(&sc.groups, &mut sc.part_groups, &mut sc.key_parts);
         let merge = Merge::new(kind, sc.part_groups.len(), &sc.key_parts);
-        let seq = match place.at {
-            None => st.queue.push_merge(merge),
-            Some(seq) => {
-                st.queue.set_merge(seq, merge);
-                seq
-            }
-        };
+        let seq = merge_in_place(st, place, merge);
         self.stats.requests_split += 1;
         for (part, &g) in sc.part_groups.iter().enumerate() {
             let part = part as u16;
-            let b = if read {
-                self.backends.read_conn(g, st.conn_slot, self.now_ms)
-            } else {
-                self.backends.conn_for(g, st.conn_slot, self.now_ms)
-            };
+            let b = self.backends.conn(g, read, st.conn_slot, self.now_ms);
             self.enqueue(st, b, seq, Purpose::Part(part), |out| {
                 write_part(out, kind, args, &sc.keys, &sc.key_parts, part)
             });
@@ -364,22 +351,12 @@ impl Ctx {
         }
         let groups = self.cfg.table.groups().len();
         let merge = Merge::new(kind, groups, &[]);
-        let seq = match place.at {
-            None => st.queue.push_merge(merge),
-            Some(seq) => {
-                st.queue.set_merge(seq, merge);
-                seq
-            }
-        };
+        let seq = merge_in_place(st, place, merge);
         self.stats.requests_split += 1;
         for g in 0..groups {
-            let b = if read {
-                self.backends
-                    .read_conn(g as GroupIndex, st.conn_slot, self.now_ms)
-            } else {
-                self.backends
-                    .conn_for(g as GroupIndex, st.conn_slot, self.now_ms)
-            };
+            let b = self
+                .backends
+                .conn(g as GroupIndex, read, st.conn_slot, self.now_ms);
             self.enqueue(st, b, seq, Purpose::Part(g as u16), |out| match raw {
                 Some(bytes) => out.extend_from_slice(bytes),
                 None => encode::request(out, args),
@@ -419,24 +396,19 @@ impl Ctx {
         let version = self.cfg.table.version;
         let conn = &mut self.backends.conns[b];
         write(conn.out.buf_mut());
-        conn.inflight.push_back(Inflight {
-            owner: Owner::Client {
-                idx: st.me.idx,
-                gen: st.me.gen,
-                seq,
-                purpose,
-            },
-            version,
-            sent_ms: self.now_ms,
-            end: conn.out.end_offset(),
-        });
+        let owner = Owner::Client {
+            idx: st.me.idx,
+            gen: st.me.gen,
+            seq,
+            purpose,
+        };
+        conn.sent(owner, version, self.now_ms);
         if conn.out.len() as u64 > self.cfg.backend.write_buffer_limit {
             self.backpressure = Some(b);
         }
         self.versions.add(version);
-        if !conn.dirty && matches!(conn.link, Link::Up) {
-            conn.dirty = true;
-            self.wake.backends.push(b as u32);
+        if matches!(conn.link, Link::Up) {
+            self.wake.backend(conn, b);
         }
     }
 
@@ -455,6 +427,18 @@ impl Ctx {
         self.scratch.groups = groups;
         self.scratch.moves = moves;
         target
+    }
+}
+
+/// Takes the request's reply slot (the next, or its own if it was kept
+/// back) for a merge of its parts' replies.
+fn merge_in_place(st: &mut ClientState, place: Place, merge: Merge) -> Seq {
+    match place.at {
+        None => st.queue.push_merge(merge),
+        Some(seq) => {
+            st.queue.set_merge(seq, merge);
+            seq
+        }
     }
 }
 

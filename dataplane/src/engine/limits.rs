@@ -131,10 +131,7 @@ pub(crate) fn close_client(
 ) {
     st.close_for_limit(reply, now_ms);
     log_close(st, reason, now_ms, log);
-    if !st.dirty {
-        st.dirty = true;
-        wake.clients.push(st.me.idx);
-    }
+    wake.client(st);
 }
 
 /// Logs that a client is being closed by a limit, and why (rate-limited).

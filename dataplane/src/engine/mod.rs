@@ -91,6 +91,27 @@ pub(crate) struct Wake {
     pub backends: Vec<u32>,
 }
 
+impl Wake {
+    /// Marks client `st` for a wakeup (once, until the driver takes it).
+    #[inline]
+    fn client(&mut self, st: &mut ClientState) {
+        if !st.dirty {
+            st.dirty = true;
+            self.clients.push(st.me.idx);
+        }
+    }
+
+    /// Marks backend connection `b` for a wakeup (once, until the driver
+    /// takes it).
+    #[inline]
+    fn backend(&mut self, conn: &mut backend::BackendConn, b: usize) {
+        if !conn.dirty {
+            conn.dirty = true;
+            self.backends.push(b as u32);
+        }
+    }
+}
+
 /// Reusable buffers for routing and splitting.
 #[derive(Debug, Default)]
 struct Scratch {
@@ -164,9 +185,8 @@ impl Ctx {
             close_for_output(st, hard, self.now_ms, &mut self.log, &mut self.wake);
             self.stats.clients_output_limit += 1;
         }
-        if !st.dirty && (!st.out.is_empty() || st.phase != Phase::Open) {
-            st.dirty = true;
-            self.wake.clients.push(st.me.idx);
+        if !st.out.is_empty() || st.phase != Phase::Open {
+            self.wake.client(st);
         }
     }
 

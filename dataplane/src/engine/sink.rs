@@ -191,9 +191,6 @@ impl Sink<'_> {
             st.paused = false;
             self.resume.push(idx);
         }
-        if !st.dirty {
-            st.dirty = true;
-            self.wake.clients.push(idx);
-        }
+        self.wake.client(st);
     }
 }

@@ -79,13 +79,7 @@ impl Worker {
     /// the core is back within its share.
     pub(super) fn tick_memory(&mut self) {
         let max = self.ctx.cfg.limits.max_memory;
-        let backends: usize = self
-            .ctx
-            .backends
-            .conns
-            .iter()
-            .map(|(_, b)| b.buffered_bytes())
-            .sum();
+        let backends = self.ctx.backends.buffered_bytes();
         let mut total = backends as u64;
         // What clients already closing hold is freed within the linger, at
         // most: closing more clients for it would free nothing more.
@@ -160,10 +154,7 @@ impl Worker {
                 Phase::Closing { since_ms } => {
                     if now.saturating_sub(since_ms) > CLOSING_LINGER_MS {
                         st.phase = Phase::Kill;
-                        if !st.dirty {
-                            st.dirty = true;
-                            self.ctx.wake.clients.push(st.me.idx);
-                        }
+                        self.ctx.wake.client(st);
                     }
                     continue;
                 }
@@ -183,10 +174,7 @@ impl Worker {
                         now,
                         &mut self.ctx.log,
                     );
-                    if !st.dirty {
-                        st.dirty = true;
-                        self.ctx.wake.clients.push(st.me.idx);
-                    }
+                    self.ctx.wake.client(st);
                     continue;
                 }
             }
@@ -231,9 +219,8 @@ impl Worker {
             } else {
                 st.soft_since_ms = None;
             }
-            if st.phase != before && !st.dirty {
-                st.dirty = true;
-                self.ctx.wake.clients.push(st.me.idx);
+            if st.phase != before {
+                self.ctx.wake.client(st);
             }
         }
     }

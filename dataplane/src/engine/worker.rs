@@ -245,10 +245,7 @@ impl Worker {
             if self.clients.contains(idx as usize) {
                 self.process_client(idx as usize, &[]);
                 let st = &mut self.clients[idx as usize].st;
-                if !st.dirty {
-                    st.dirty = true;
-                    self.ctx.wake.clients.push(idx);
-                }
+                self.ctx.wake.client(st);
             }
         }
     }
@@ -382,10 +379,7 @@ impl Worker {
                 c.st.phase = Phase::Draining;
                 c.st.inbuf.clear();
             }
-            if !c.st.dirty {
-                c.st.dirty = true;
-                self.ctx.wake.clients.push(c.st.me.idx);
-            }
+            self.ctx.wake.client(&mut c.st);
         }
     }
 }

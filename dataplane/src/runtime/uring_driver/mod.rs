@@ -71,6 +71,17 @@ struct Sending {
     off: usize,
 }
 
+/// What became of a send (see [`Ops::sent`]).
+enum Sent {
+    /// Part of it was written, the rest submitted again (or no send was in
+    /// flight): nothing to tell the worker.
+    Partly,
+    /// All of it was written.
+    Done,
+    /// It failed: the socket is aborted.
+    Failed,
+}
+
 /// One socket's operations in flight and its fate.
 #[derive(Default)]
 struct Ops {
@@ -98,6 +109,35 @@ impl Ops {
     }
 
     /// Shuts the socket down so every operation in flight on it completes now.
+    /// A send on `fd` completed with `res`: the rest of a partial send is
+    /// submitted again (as `user_data`); a send that ended (done, or failed:
+    /// the socket is aborted) leaves its buffer in `spare`.
+    fn sent(
+        &mut self,
+        fd: RawFd,
+        res: i32,
+        user_data: u64,
+        sq: &mut Sq<'_>,
+        spare: &mut Vec<Vec<u8>>,
+    ) -> io::Result<Sent> {
+        let Some(s) = self.sending.as_mut() else {
+            return Ok(Sent::Partly);
+        };
+        let result = if res < 0 {
+            self.abort(fd);
+            Sent::Failed
+        } else {
+            s.off += res as usize;
+            if s.off < s.buf.len() {
+                sq.push(&send_entry(fd, s, user_data))?;
+                return Ok(Sent::Partly);
+            }
+            Sent::Done
+        };
+        keep_spare(spare, self.sending.take());
+        Ok(result)
+    }
+
     fn abort(&mut self, fd: RawFd) {
         self.close();
         if !self.aborted {
@@ -369,20 +409,10 @@ impl Driver {
             }
             CLIENT_SEND => {
                 if let Some(c) = self.clients.get_mut(slot).and_then(Option::as_mut) {
-                    let Some(s) = c.ops.sending.as_mut() else {
-                        return Ok(());
-                    };
-                    if res < 0 {
-                        c.ops.abort(c.fd);
-                        keep_spare(&mut self.spare, c.ops.sending.take());
-                    } else {
-                        s.off += res as usize;
-                        if s.off < s.buf.len() {
-                            let e = send_entry(c.fd, s, tag(CLIENT_SEND, slot));
-                            sq.push(&e)?;
-                            return Ok(());
-                        }
-                        keep_spare(&mut self.spare, c.ops.sending.take());
+                    let user_data = tag(CLIENT_SEND, slot);
+                    match c.ops.sent(c.fd, res, user_data, sq, &mut self.spare)? {
+                        Sent::Partly => return Ok(()),
+                        Sent::Failed | Sent::Done => {}
                     }
                     self.worker.client_sent(c.id);
                     self.touched.0.push(slot as u32);
@@ -442,22 +472,14 @@ impl Driver {
             }
             BACKEND_SEND => {
                 if let Some(b) = self.backends.get_mut(slot) {
-                    let Some(s) = b.ops.sending.as_mut() else {
-                        return Ok(());
-                    };
-                    if res < 0 {
-                        self.worker
-                            .backend_failed(b.id, &describe(&io::Error::from_raw_os_error(-res)));
-                        b.ops.abort(b.fd);
-                        keep_spare(&mut self.spare, b.ops.sending.take());
-                    } else {
-                        s.off += res as usize;
-                        if s.off < s.buf.len() {
-                            let e = send_entry(b.fd, s, tag(BACKEND_SEND, slot));
-                            sq.push(&e)?;
-                            return Ok(());
+                    let user_data = tag(BACKEND_SEND, slot);
+                    match b.ops.sent(b.fd, res, user_data, sq, &mut self.spare)? {
+                        Sent::Partly => return Ok(()),
+                        Sent::Failed => {
+                            let reason = describe(&io::Error::from_raw_os_error(-res));
+                            self.worker.backend_failed(b.id, &reason);
                         }
-                        keep_spare(&mut self.spare, b.ops.sending.take());
+                        Sent::Done => {}
                     }
                     self.worker.backend_sent(b.id);
                     self.touched.1.push(slot);
