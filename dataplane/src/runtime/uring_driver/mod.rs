@@ -138,6 +138,19 @@ impl Ops {
         Ok(result)
     }
 
+    /// Cancels the multishot receive `recv` (its user data), if one is in
+    /// flight and not being cancelled already.
+    fn cancel_recv(&mut self, recv: u64, sq: &mut Sq<'_>) -> io::Result<()> {
+        if self.recv && !self.cancelling {
+            let cancel = opcode::AsyncCancel::new(recv)
+                .build()
+                .user_data(tag(IGNORE, 0));
+            sq.push(&cancel)?;
+            self.cancelling = true;
+        }
+        Ok(())
+    }
+
     fn abort(&mut self, fd: RawFd) {
         self.close();
         if !self.aborted {
@@ -608,14 +621,7 @@ impl Driver {
             if since.elapsed() > LINGER {
                 c.ops.abort(c.fd);
             }
-            if c.ops.recv && !c.ops.cancelling {
-                sq.push(
-                    &opcode::AsyncCancel::new(tag(CLIENT_RECV, idx))
-                        .build()
-                        .user_data(tag(IGNORE, 0)),
-                )?;
-                c.ops.cancelling = true;
-            }
+            c.ops.cancel_recv(tag(CLIENT_RECV, idx), sq)?;
             if c.ops.idle() {
                 // SAFETY: no operation refers to the fd any more.
                 unsafe { libc::close(c.fd) };
@@ -635,14 +641,7 @@ impl Driver {
                 sq.push(&e)?;
                 c.ops.recv = true;
             }
-            ClientStatus::WriteOnly if c.ops.recv && !c.ops.cancelling => {
-                sq.push(
-                    &opcode::AsyncCancel::new(tag(CLIENT_RECV, idx))
-                        .build()
-                        .user_data(tag(IGNORE, 0)),
-                )?;
-                c.ops.cancelling = true;
-            }
+            ClientStatus::WriteOnly => c.ops.cancel_recv(tag(CLIENT_RECV, idx), sq)?,
             _ => {}
         }
         if c.ops.sending.is_none() {
@@ -671,14 +670,7 @@ impl Driver {
             if self.live.get(b.id.idx as usize).copied().flatten() == Some(slot) {
                 self.live[b.id.idx as usize] = None;
             }
-            if b.ops.recv && !b.ops.cancelling {
-                sq.push(
-                    &opcode::AsyncCancel::new(tag(BACKEND_RECV, slot))
-                        .build()
-                        .user_data(tag(IGNORE, 0)),
-                )?;
-                b.ops.cancelling = true;
-            }
+            b.ops.cancel_recv(tag(BACKEND_RECV, slot), sq)?;
             if b.ops.idle() {
                 // SAFETY: no operation refers to the fd any more.
                 unsafe { libc::close(b.fd) };
