@@ -1,13 +1,15 @@
 //! The per-core proxy engine, without I/O.
 //!
-//! A [`Worker`] owns one core's clients, backend connections and counters. A
-//! driver (the glommio runtime in [`crate::runtime`]) feeds it bytes read from
-//! sockets and writes out the bytes it asks for; the worker parses requests,
-//! routes them, batches them into backend write buffers, frames replies and
-//! puts them back in each client's request order. It never blocks, locks or
+//! A [`Worker`] owns one core's clients, backend connections and counters.
+//! A transport in [`crate::runtime`] — keyway's own io_uring loop (the
+//! default) or glommio's executor — feeds it bytes read from sockets and
+//! writes out the bytes it asks for; the worker parses requests, routes
+//! them, batches them into backend write buffers, frames replies and puts
+//! them back in each client's request order. It never blocks, locks or
 //! allocates per request in the steady state, and it is driven the same way
-//! whatever the transport. See `dataplane/LIFECYCLE.md` for the life of a
-//! request and of a connection.
+//! whatever the transport. See `dataplane/LIFECYCLE.md` ("One core: the
+//! engine") for which file holds which concern, the life of a request and
+//! of a connection.
 
 mod backend;
 mod backend_io;
