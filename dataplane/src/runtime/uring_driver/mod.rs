@@ -109,6 +109,26 @@ impl Ops {
     }
 
     /// Shuts the socket down so every operation in flight on it completes now.
+    /// Sends `buf` (output the worker handed over) on `fd`; an empty `buf`
+    /// goes back to `spare`.
+    fn send(
+        &mut self,
+        fd: RawFd,
+        buf: Vec<u8>,
+        user_data: u64,
+        sq: &mut Sq<'_>,
+        spare: &mut Vec<Vec<u8>>,
+    ) -> io::Result<()> {
+        if buf.is_empty() {
+            spare.push(buf);
+            return Ok(());
+        }
+        let s = Sending { buf, off: 0 };
+        sq.push(&send_entry(fd, &s, user_data))?;
+        self.sending = Some(s);
+        Ok(())
+    }
+
     /// A send on `fd` completed with `res`: the rest of a partial send is
     /// submitted again (as `user_data`); a send that ended (done, or failed:
     /// the socket is aborted) leaves its buffer in `spare`.
@@ -647,13 +667,8 @@ impl Driver {
         if c.ops.sending.is_none() {
             let spare = self.spare.pop().unwrap_or_default();
             let buf = self.worker.client_take_output(c.id, spare);
-            if buf.is_empty() {
-                self.spare.push(buf);
-            } else {
-                let s = Sending { buf, off: 0 };
-                sq.push(&send_entry(c.fd, &s, tag(CLIENT_SEND, idx)))?;
-                c.ops.sending = Some(s);
-            }
+            let user_data = tag(CLIENT_SEND, idx);
+            c.ops.send(c.fd, buf, user_data, sq, &mut self.spare)?;
         }
         Ok(())
     }
@@ -681,13 +696,8 @@ impl Driver {
         if !b.ops.connecting && b.ops.sending.is_none() {
             let spare = self.spare.pop().unwrap_or_default();
             let buf = self.worker.backend_take_output(b.id, spare);
-            if buf.is_empty() {
-                self.spare.push(buf);
-            } else {
-                let s = Sending { buf, off: 0 };
-                sq.push(&send_entry(b.fd, &s, tag(BACKEND_SEND, slot)))?;
-                b.ops.sending = Some(s);
-            }
+            let user_data = tag(BACKEND_SEND, slot);
+            b.ops.send(b.fd, buf, user_data, sq, &mut self.spare)?;
         }
         Ok(())
     }
