@@ -48,6 +48,7 @@ mod versions;
 mod worker;
 #[cfg(test)]
 mod worker_tests;
+
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

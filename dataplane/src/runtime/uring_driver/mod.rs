@@ -13,6 +13,7 @@
 //! the kernel never reads memory that moves.
 
 mod bufring;
+mod ops;
 
 use std::io;
 use std::net::SocketAddr;
@@ -21,12 +22,13 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use io_uring::squeue::{Entry, Flags};
+use io_uring::squeue::Flags;
 use io_uring::types::{Fd, SubmitArgs, Timespec};
-use io_uring::{cqueue, opcode, IoUring, SubmissionQueue, Submitter};
+use io_uring::{cqueue, opcode, IoUring};
 use slab::Slab;
 
 use self::bufring::BufRing;
+use self::ops::{Ops, Sent, Sq};
 use super::wake::{EventFd, Installed};
 use super::{describe, CoreSetup, TICK};
 use crate::engine::{Action, BackendId, ClientId, ClientStatus, Drain, Worker};
@@ -65,122 +67,6 @@ fn tag(kind: u64, slot: usize) -> u64 {
     kind << 32 | slot as u64
 }
 
-/// A send in flight: the buffer the kernel reads, and how far it has got.
-struct Sending {
-    buf: Vec<u8>,
-    off: usize,
-}
-
-/// What became of a send (see [`Ops::sent`]).
-enum Sent {
-    /// Part of it was written, the rest submitted again (or no send was in
-    /// flight): nothing to tell the worker.
-    Partly,
-    /// All of it was written.
-    Done,
-    /// It failed: the socket is aborted.
-    Failed,
-}
-
-/// One socket's operations in flight and its fate.
-#[derive(Default)]
-struct Ops {
-    recv: bool,
-    cancelling: bool,
-    sending: Option<Sending>,
-    connecting: bool,
-    /// Closing: once nothing is in flight, the fd is closed. Set with the time,
-    /// so a last send a peer never reads is abandoned after [`LINGER`].
-    closing: Option<Instant>,
-    /// The socket was shut down: whatever is in flight fails at once.
-    aborted: bool,
-    /// Closing with operations in flight: listed in `Driver::lingering`.
-    lingering: bool,
-}
-
-impl Ops {
-    fn idle(&self) -> bool {
-        !self.recv && self.sending.is_none() && !self.connecting
-    }
-
-    /// Starts closing (once).
-    fn close(&mut self) {
-        self.closing.get_or_insert_with(Instant::now);
-    }
-
-    /// Shuts the socket down so every operation in flight on it completes now.
-    /// Sends `buf` (output the worker handed over) on `fd`; an empty `buf`
-    /// goes back to `spare`.
-    fn send(
-        &mut self,
-        fd: RawFd,
-        buf: Vec<u8>,
-        user_data: u64,
-        sq: &mut Sq<'_>,
-        spare: &mut Vec<Vec<u8>>,
-    ) -> io::Result<()> {
-        if buf.is_empty() {
-            spare.push(buf);
-            return Ok(());
-        }
-        let s = Sending { buf, off: 0 };
-        sq.push(&send_entry(fd, &s, user_data))?;
-        self.sending = Some(s);
-        Ok(())
-    }
-
-    /// A send on `fd` completed with `res`: the rest of a partial send is
-    /// submitted again (as `user_data`); a send that ended (done, or failed:
-    /// the socket is aborted) leaves its buffer in `spare`.
-    fn sent(
-        &mut self,
-        fd: RawFd,
-        res: i32,
-        user_data: u64,
-        sq: &mut Sq<'_>,
-        spare: &mut Vec<Vec<u8>>,
-    ) -> io::Result<Sent> {
-        let Some(s) = self.sending.as_mut() else {
-            return Ok(Sent::Partly);
-        };
-        let result = if res < 0 {
-            self.abort(fd);
-            Sent::Failed
-        } else {
-            s.off += res as usize;
-            if s.off < s.buf.len() {
-                sq.push(&send_entry(fd, s, user_data))?;
-                return Ok(Sent::Partly);
-            }
-            Sent::Done
-        };
-        keep_spare(spare, self.sending.take());
-        Ok(result)
-    }
-
-    /// Cancels the multishot receive `recv` (its user data), if one is in
-    /// flight and not being cancelled already.
-    fn cancel_recv(&mut self, recv: u64, sq: &mut Sq<'_>) -> io::Result<()> {
-        if self.recv && !self.cancelling {
-            let cancel = opcode::AsyncCancel::new(recv)
-                .build()
-                .user_data(tag(IGNORE, 0));
-            sq.push(&cancel)?;
-            self.cancelling = true;
-        }
-        Ok(())
-    }
-
-    fn abort(&mut self, fd: RawFd) {
-        self.close();
-        if !self.aborted {
-            self.aborted = true;
-            // SAFETY: shutdown(2) on our own socket.
-            unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
-        }
-    }
-}
-
 struct ClientSock {
     fd: RawFd,
     id: ClientId,
@@ -217,28 +103,6 @@ struct Driver {
     wake: (Vec<u32>, Vec<u32>),
     actions: Vec<Action>,
     index: usize,
-}
-
-/// Queues submissions, flushing to the kernel when the queue is full.
-struct Sq<'a> {
-    submitter: Submitter<'a>,
-    sq: SubmissionQueue<'a>,
-}
-
-impl Sq<'_> {
-    fn push(&mut self, e: &Entry) -> io::Result<()> {
-        loop {
-            // SAFETY: every buffer, address and timespec an entry points to
-            // is owned by the driver and kept until the entry's completion
-            // (see `Sending`, `BackendSock`, `BufRing`).
-            if unsafe { self.sq.push(e) }.is_ok() {
-                return Ok(());
-            }
-            self.sq.sync();
-            self.submitter.submit()?;
-            self.sq.sync();
-        }
-    }
 }
 
 /// Runs a core on this thread, pinned to `cpu`.
@@ -775,24 +639,6 @@ impl Driver {
             unsafe { libc::close(b.fd) };
         }
     }
-}
-
-/// Keeps a finished send's buffer for the next send, unless a burst grew it
-/// past [`SPARE_KEEP`]: idle connections then hold no peak-sized buffers.
-fn keep_spare(spare: &mut Vec<Vec<u8>>, s: Option<Sending>) {
-    if let Some(s) = s {
-        if s.buf.capacity() <= SPARE_KEEP {
-            spare.push(s.buf);
-        }
-    }
-}
-
-fn send_entry(fd: RawFd, s: &Sending, user_data: u64) -> Entry {
-    let rest = &s.buf[s.off..];
-    opcode::Send::new(Fd(fd), rest.as_ptr(), rest.len() as u32)
-        .flags(libc::MSG_NOSIGNAL)
-        .build()
-        .user_data(user_data)
 }
 
 fn set_opt(fd: RawFd, level: i32, name: i32, value: i32) {
