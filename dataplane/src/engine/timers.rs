@@ -132,7 +132,7 @@ impl Worker {
             }
             self.fail_backend(idx, &reason);
         }
-        self.ctx.probe_failing();
+        self.ctx.backends.probe_failing(self.ctx.now_ms);
         let mut closed = Vec::new();
         self.ctx.backends.close_retired(&mut closed);
         for (b, had_socket) in closed {
