@@ -3,10 +3,11 @@
 
 use std::net::SocketAddr;
 
-use keyway_protocol::resp::{encode, RequestParser};
+use keyway_protocol::resp::RequestParser;
 
 use super::outbuf::OutBuf;
 use super::pending::ReplyQueue;
+use super::replies::Refusal;
 
 /// Identifies a client within its worker: slab index plus generation, so a
 /// reply for a client that has gone never reaches a newer one in the same slot.
@@ -130,15 +131,15 @@ impl ClientState {
         self.queue.push_local(self.out.buf_mut(), write);
     }
 
-    /// Queues an error reply (`msg` starts with its code, e.g. `ERR …`).
-    pub fn error(&mut self, msg: &str) {
-        self.reply(|o| encode::error(o, msg));
+    /// Queues an error reply.
+    pub fn refuse(&mut self, why: &Refusal<'_>) {
+        self.reply(|o| why.encode(o));
     }
 
     /// Answers a fatal error after every reply already owed, then closes;
     /// nothing after it is read.
-    pub fn fatal(&mut self, msg: &str) {
-        self.error(msg);
+    pub fn fatal(&mut self, why: &Refusal<'_>) {
+        self.refuse(why);
         self.phase = Phase::Draining;
     }
 
@@ -153,10 +154,10 @@ impl ClientState {
     /// unwritten output is dropped too when it holds whole replies only (a
     /// transport that takes the output whole leaves nothing half-written);
     /// otherwise the error follows it, so the stream stays well-formed.
-    pub fn close_for_limit(&mut self, msg: &str, now_ms: u64) {
+    pub fn close_for_limit(&mut self, why: &Refusal<'_>, now_ms: u64) {
         self.queue.abandon();
         self.out.discard_if_whole();
-        encode::error(self.out.buf_mut(), msg);
+        why.encode(self.out.buf_mut());
         self.inbuf = Vec::new();
         self.partial_since_ms = None;
         self.paused = false;

@@ -4,49 +4,21 @@
 use keyway_protocol::command::{self, extract_keys, flag, CommandSpec, Lookup};
 use keyway_protocol::resp::{encode, Args, Frame};
 
-use super::backend::{Inflight, Link, WHOLE};
+use super::backend::{Link, Owner, Purpose};
 use super::client::{Client, ClientState, Phase};
 use super::local::{self, LocalCtx};
+use super::pending::Seq;
 use super::policy::{policy, stream_read_blocks, Keys, Policy};
-
-use super::moves::{KeysRoute, Place, Target};
+use super::replies::Refusal;
+use super::route::{groups_of_keys, one_group, KeysRoute, Place, Target};
 use super::split::{plan, write_part, Merge, SplitKind};
-use super::{Action, BackendId, Ctx};
+use super::Ctx;
 use crate::routing::{GroupIndex, SlotRoute};
-
-pub(crate) const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same group";
 
 /// Whether a request's command is `POST` or `Host:`: the first lines of an
 /// HTTP request, which Redis treats as an attack.
 fn is_http(name: &[u8]) -> bool {
     name.eq_ignore_ascii_case(b"post") || name.eq_ignore_ascii_case(b"host:")
-}
-
-/// `CLIENT KILL` for `client|kill`.
-fn display_name(spec: &CommandSpec) -> String {
-    spec.name.replace('|', " ").to_ascii_uppercase()
-}
-
-fn lossy(b: &[u8], max: usize) -> String {
-    String::from_utf8_lossy(&b[..b.len().min(max)]).into_owned()
-}
-
-/// Redis's own message, so clients and people see what Redis would say.
-fn unknown_command(args: &Args<'_>) -> String {
-    let mut listed = String::new();
-    for a in args.iter().skip(1) {
-        if listed.len() >= 128 {
-            break;
-        }
-        let room = 128 - listed.len();
-        listed.push('\'');
-        listed.push_str(&lossy(a, room));
-        listed.push_str("' ");
-    }
-    format!(
-        "ERR unknown command '{}', with args beginning with: {listed}",
-        lossy(args.get(0), 128)
-    )
 }
 
 impl Ctx {
@@ -92,14 +64,16 @@ impl Ctx {
                         // drains (`Worker::release_backpressure`).
                         c.st.blocked_on = Some(b);
                         self.stats.clients_backpressured += 1;
-                        self.backends[b].waiters.push((c.st.me.idx, c.st.me.gen));
+                        self.backends.conns[b]
+                            .waiters
+                            .push((c.st.me.idx, c.st.me.gen));
                         break;
                     }
                 }
                 Ok(None) => break,
                 Err(e) => {
                     self.stats.errors_protocol += 1;
-                    c.st.fatal(&format!("ERR {e}"));
+                    c.st.fatal(&Refusal::Protocol(e));
                     return buf.len();
                 }
             }
@@ -124,35 +98,35 @@ impl Ctx {
             Lookup::Found(s) => s,
             // Not Redis commands, so checked off the hot path.
             Lookup::UnknownCommand if is_http(args.get(0)) => return self.cross_protocol(st),
-            Lookup::UnknownCommand => return self.refuse(st, &unknown_command(args), place),
+            Lookup::UnknownCommand => {
+                return self.refuse(st, &Refusal::UnknownCommand { args }, place)
+            }
             Lookup::UnknownSubcommand(c) => {
-                let msg = format!(
-                    "ERR unknown subcommand '{}'. Try {} HELP.",
-                    lossy(args.get(1), 128),
-                    c.name.to_ascii_uppercase()
-                );
-                return self.refuse(st, &msg, place);
+                let why = Refusal::UnknownSubcommand {
+                    sub: args.get(1),
+                    command: c.name,
+                };
+                return self.refuse(st, &why, place);
             }
         };
         if !spec.arity_ok(args.len()) {
-            let msg = format!("ERR wrong number of arguments for '{}' command", spec.name);
-            return self.refuse(st, &msg, place);
+            let why = Refusal::WrongArity { command: spec.name };
+            return self.refuse(st, &why, place);
         }
         let policy = policy(spec);
         let routed = matches!(
             policy,
             Policy::Route { .. } | Policy::Split(_) | Policy::FanOut(_)
         );
-        if let Some(reason) = &self.cfg.fence {
-            if routed {
-                let msg = format!("TRYAGAIN keyway is fenced: {reason}");
-                return self.refuse(st, &msg, place);
+        if routed {
+            if let Some(reason) = self.cfg.fence.clone() {
+                return self.refuse(st, &Refusal::Fenced { reason: &reason }, place);
             }
         }
         if self.memory.over && routed && place.at.is_none() {
             self.stats.requests_oom += 1;
-            let msg = super::limits::oom(self.cfg.limits.max_memory);
-            return self.refuse(st, &msg, place);
+            let max = self.cfg.limits.max_memory;
+            return self.refuse(st, &Refusal::Oom { max }, place);
         }
         if place.at.is_none()
             && st.queue.has_kept()
@@ -165,7 +139,7 @@ impl Ctx {
         }
         // A read may go to a replica (if its group reads from them); one
         // test when no group does.
-        let read = self.replica_reads && spec.has(flag::READONLY);
+        let read = self.backends.replica_reads && spec.has(flag::READONLY);
         match policy {
             Policy::Route {
                 keys: Keys::First, ..
@@ -175,7 +149,7 @@ impl Ctx {
                 let slot = table.slot_of(args.get(1));
                 let target = match table.route(slot) {
                     SlotRoute::Stable(g) => return self.forward(st, g, read, args, raw, place),
-                    SlotRoute::Unassigned => Err(clusterdown(slot)),
+                    SlotRoute::Unassigned => Err(Refusal::ClusterDown { slot }),
                     SlotRoute::Moving { .. } | SlotRoute::Blocked { .. } => {
                         self.target_of_keys(args, &[1], place)
                     }
@@ -201,11 +175,7 @@ impl Ctx {
                 local::run(cmd, st, args, &ctx);
             }
             Policy::Unsupported(why) => {
-                let msg = format!(
-                    "ERR keyway does not support '{}': {why}",
-                    display_name(spec)
-                );
-                self.refuse(st, &msg, place);
+                self.refuse(st, &Refusal::Unsupported { spec, why }, place);
             }
         }
     }
@@ -229,17 +199,10 @@ impl Ctx {
     }
 
     /// Answers an error in the request's place.
-    pub(crate) fn refuse(&mut self, st: &mut ClientState, msg: &str, place: Place) {
+    pub(crate) fn refuse(&mut self, st: &mut ClientState, why: &Refusal<'_>, place: Place) {
         self.stats.requests_local += 1;
         self.stats.errors_refused += 1;
-        match place.at {
-            None => st.error(msg),
-            Some(seq) => {
-                let mut reply = Vec::with_capacity(msg.len() + 3);
-                encode::error(&mut reply, msg);
-                st.queue.complete(seq, &reply, st.out.buf_mut());
-            }
-        }
+        answer_error(st, why, place);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -255,20 +218,13 @@ impl Ctx {
         place: Place,
     ) {
         if block_option && stream_read_blocks(args) {
-            let msg = format!(
-                "ERR keyway does not support '{} BLOCK': blocking commands are not supported yet",
-                display_name(spec)
-            );
-            return self.refuse(st, &msg, place);
+            return self.refuse(st, &Refusal::BlockUnsupported { spec }, place);
         }
         let mut keys = std::mem::take(&mut self.scratch.keys);
         keys.clear();
         let target = match extract_keys(spec, args, &mut keys) {
-            Err(e) => Err(format!("ERR {e}")),
-            Ok(()) if keys.is_empty() => Err(format!(
-                "ERR keyway does not support '{}' without keys: {keyless}",
-                display_name(spec)
-            )),
+            Err(e) => Err(Refusal::Keys(e)),
+            Ok(()) if keys.is_empty() => Err(Refusal::Keyless { spec, why: keyless }),
             Ok(()) => self.target_of_keys(args, &keys, place),
         };
         self.scratch.keys = keys;
@@ -280,7 +236,7 @@ impl Ctx {
     fn send_to_target(
         &mut self,
         st: &mut ClientState,
-        target: Result<Target, String>,
+        target: Result<Target, Refusal<'_>>,
         read: bool,
         args: &Args<'_>,
         raw: Option<&[u8]>,
@@ -291,7 +247,7 @@ impl Ctx {
             Ok(Target::Master(g)) => self.forward(st, g, false, args, raw, place),
             Ok(Target::Hold) => self.hold(st, args, raw, place),
             Ok(Target::MoveFirst) => self.move_first(st, args, raw, place),
-            Err(msg) => self.refuse(st, &msg, place),
+            Err(why) => self.refuse(st, &why, place),
         }
     }
 
@@ -306,22 +262,11 @@ impl Ctx {
         raw: Option<&[u8]>,
         place: Place,
     ) {
-        let b = if read {
-            self.read_conn(g, st.conn_slot)
-        } else {
-            self.conn_for(g, st.conn_slot)
-        };
-        if let Some(msg) = self.down_error(b) {
+        let b = self.backends.conn(g, read, st.conn_slot, self.now_ms);
+        if let Some(why) = self.backends.down_error(b) {
             self.stats.errors_backend += 1;
             self.stats.requests_local += 1;
-            return match place.at {
-                None => st.error(&msg),
-                Some(seq) => {
-                    let mut reply = Vec::new();
-                    encode::error(&mut reply, &msg);
-                    st.queue.complete(seq, &reply, st.out.buf_mut());
-                }
-            };
+            return answer_error(st, &why, place);
         }
         let seq = match place.at {
             None => st.queue.push_waiting(),
@@ -331,7 +276,7 @@ impl Ctx {
             }
         };
         self.stats.requests_forwarded += 1;
-        self.enqueue(st, b, seq, WHOLE, |out| match raw {
+        self.enqueue(st, b, seq, Purpose::Whole, |out| match raw {
             Some(bytes) => out.extend_from_slice(bytes),
             None => encode::request(out, args),
         });
@@ -349,21 +294,20 @@ impl Ctx {
         place: Place,
     ) {
         if kind == SplitKind::Mset && args.len() % 2 == 0 {
-            return self.refuse(
-                st,
-                "ERR wrong number of arguments for 'mset' command",
-                place,
-            );
+            let why = Refusal::WrongArity { command: "mset" };
+            return self.refuse(st, &why, place);
         }
         let mut sc = std::mem::take(&mut self.scratch);
         sc.keys.clear();
         sc.groups.clear();
         sc.keys
             .extend((1..args.len()).step_by(kind.stride()).map(|i| i as u32));
-        let read = match self.groups_of_keys(args, &sc.keys, &mut sc.groups, &mut sc.moves, place) {
-            Err(msg) => {
+        let table = &self.cfg.table;
+        let read = match groups_of_keys(table, args, &sc.keys, &mut sc.groups, &mut sc.moves, place)
+        {
+            Err(why) => {
                 self.scratch = sc;
-                return self.refuse(st, &msg, place);
+                return self.refuse(st, &why, place);
             }
             Ok(KeysRoute::Wait(t)) => {
                 self.scratch = sc;
@@ -379,22 +323,12 @@ impl Ctx {
         }
         plan(&sc.groups, &mut sc.part_groups, &mut sc.key_parts);
         let merge = Merge::new(kind, sc.part_groups.len(), &sc.key_parts);
-        let seq = match place.at {
-            None => st.queue.push_merge(merge),
-            Some(seq) => {
-                st.queue.set_merge(seq, merge);
-                seq
-            }
-        };
+        let seq = merge_in_place(st, place, merge);
         self.stats.requests_split += 1;
         for (part, &g) in sc.part_groups.iter().enumerate() {
             let part = part as u16;
-            let b = if read {
-                self.read_conn(g, st.conn_slot)
-            } else {
-                self.conn_for(g, st.conn_slot)
-            };
-            self.enqueue(st, b, seq, part, |out| {
+            let b = self.backends.conn(g, read, st.conn_slot, self.now_ms);
+            self.enqueue(st, b, seq, Purpose::Part(part), |out| {
                 write_part(out, kind, args, &sc.keys, &sc.key_parts, part)
             });
         }
@@ -417,165 +351,102 @@ impl Ctx {
         }
         let groups = self.cfg.table.groups().len();
         let merge = Merge::new(kind, groups, &[]);
-        let seq = match place.at {
-            None => st.queue.push_merge(merge),
-            Some(seq) => {
-                st.queue.set_merge(seq, merge);
-                seq
-            }
-        };
+        let seq = merge_in_place(st, place, merge);
         self.stats.requests_split += 1;
         for g in 0..groups {
-            let b = if read {
-                self.read_conn(g as GroupIndex, st.conn_slot)
-            } else {
-                self.conn_for(g as GroupIndex, st.conn_slot)
-            };
-            self.enqueue(st, b, seq, g as u16, |out| match raw {
+            let b = self
+                .backends
+                .conn(g as GroupIndex, read, st.conn_slot, self.now_ms);
+            self.enqueue(st, b, seq, Purpose::Part(g as u16), |out| match raw {
                 Some(bytes) => out.extend_from_slice(bytes),
                 None => encode::request(out, args),
             });
         }
     }
 
-    /// The error for requests to backend `b` while it is down.
-    pub(crate) fn down_error(&self, b: usize) -> Option<String> {
-        match &self.backends[b].link {
-            Link::Down { reason, .. } => Some(format!(
-                "ERR backend {} unavailable: {reason}",
-                self.pools[self.backends[b].pool].group
-            )),
-            _ => None,
-        }
-    }
-
-    /// Appends a request (or part `part` of one) for `seq` to backend `b`, or
-    /// answers that part with the backend's error if it is down.
+    /// Appends a request (or part of one, or a move for it: `purpose`) for
+    /// `seq` to backend `b`, or answers it with the backend's error if it is
+    /// down.
     pub(crate) fn enqueue(
         &mut self,
         st: &mut ClientState,
         b: usize,
         seq: u64,
-        part: u16,
+        purpose: Purpose,
         write: impl FnOnce(&mut Vec<u8>),
     ) {
-        if let Some(msg) = self.down_error(b) {
+        if let Some(why) = self.backends.down_error(b) {
             self.stats.errors_backend += 1;
-            let mut reply = Vec::with_capacity(msg.len() + 3);
-            encode::error(&mut reply, &msg);
-            return st
-                .queue
-                .complete_part(seq, part, &reply, st.out.buf_mut(), 0, |_| Vec::new());
+            let reply = why.to_reply();
+            let out = st.out.buf_mut();
+            return match purpose {
+                Purpose::Whole => st.queue.complete(seq, &reply, out),
+                Purpose::Part(part) => st
+                    .queue
+                    .complete_part(seq, part, &reply, out, 0, |_| Vec::new()),
+                // Callers check a move's source first; a move that still
+                // finds it down fails as its reply would.
+                Purpose::Move | Purpose::MoveKey(_) => {
+                    if let Some(d) = st.queue.deferred_mut(seq) {
+                        super::moves::move_replied(d, None, &reply);
+                    }
+                }
+            };
         }
         let version = self.cfg.table.version;
-        let conn = &mut self.backends[b];
+        let conn = &mut self.backends.conns[b];
         write(conn.out.buf_mut());
-        conn.inflight.push_back(Inflight {
-            client: st.me.idx,
-            client_gen: st.me.gen,
+        let owner = Owner::Client {
+            idx: st.me.idx,
+            gen: st.me.gen,
             seq,
-            part,
-            version,
-            sent_ms: self.now_ms,
-            end: conn.out.end_offset(),
-        });
+            purpose,
+        };
+        conn.sent(owner, version, self.now_ms);
         if conn.out.len() as u64 > self.cfg.backend.write_buffer_limit {
             self.backpressure = Some(b);
         }
         self.versions.add(version);
-        if !conn.dirty && matches!(conn.link, Link::Up) {
-            conn.dirty = true;
-            self.wake.backends.push(b as u32);
+        if matches!(conn.link, Link::Up) {
+            self.wake.backend(conn, b);
         }
     }
 
-    /// The backend connection client slot `slot` uses for group `g`'s
-    /// master, starting a connection if it has none.
-    #[inline]
-    pub(crate) fn conn_for(&mut self, g: GroupIndex, slot: usize) -> usize {
-        self.conn_in(self.group_pools[usize::from(g)], slot)
-    }
-
-    /// The connection for a read on group `g`: the next of the group's
-    /// replica pools (round robin) that is up — not failing, and its
-    /// connection for `slot` connected — else the master's. A replica
-    /// connection not open yet is opened, but the read does not wait for
-    /// it: it goes elsewhere.
-    pub(crate) fn read_conn(&mut self, g: GroupIndex, slot: usize) -> usize {
-        let reads = &self.reads[usize::from(g)];
-        let n = reads.pools.len();
-        let start = reads.next;
-        for i in 0..n {
-            let p = self.reads[usize::from(g)].pools[(start + i) % n];
-            let pool = &self.pools[p];
-            if pool.health.failures > 0 {
-                continue;
-            }
-            let b = pool.conns[slot % pool.conns.len()];
-            match self.backends[b].link {
-                Link::Up => {
-                    self.reads[usize::from(g)].next = (start + i + 1) % n;
-                    return b;
-                }
-                Link::Idle => {
-                    self.conn_in(p, slot);
-                }
-                Link::Connecting { .. } | Link::Down { .. } => {}
-            }
-        }
-        self.conn_for(g, slot)
-    }
-
-    /// The connection client slot `slot` uses in pool `p`, starting a
-    /// connection if it has none.
-    #[inline]
-    pub(crate) fn conn_in(&mut self, p: usize, slot: usize) -> usize {
-        let pool = &self.pools[p];
-        let b = pool.conns[slot % pool.conns.len()];
-        let conn = &mut self.backends[b];
-        if let (Link::Idle, super::PoolKey::Addr(addr)) = (&conn.link, &pool.key) {
-            let addr = *addr;
-            self.next_gen = self.next_gen.wrapping_add(1);
-            conn.gen = self.next_gen;
-            conn.link = Link::Connecting {
-                since_ms: self.now_ms,
-            };
-            self.actions.push(Action::Connect {
-                id: BackendId {
-                    idx: b as u32,
-                    gen: conn.gen,
-                },
-                addr,
-                timeout: self.cfg.backend.connect_timeout.duration(),
-            });
-        }
-        b
+    /// The target of a request all of whose keys must be in one group.
+    pub(crate) fn target_of_keys(
+        &mut self,
+        args: &Args<'_>,
+        keys: &[u32],
+        place: Place,
+    ) -> Result<Target, Refusal<'static>> {
+        let mut groups = std::mem::take(&mut self.scratch.groups);
+        let mut moves = std::mem::take(&mut self.scratch.moves);
+        let table = &self.cfg.table;
+        let target = groups_of_keys(table, args, keys, &mut groups, &mut moves, place)
+            .and_then(|route| one_group(&groups, route));
+        self.scratch.groups = groups;
+        self.scratch.moves = moves;
+        target
     }
 }
 
-pub(crate) fn clusterdown(slot: u32) -> String {
-    format!("CLUSTERDOWN Hash slot {slot} is not served by any group")
+/// Takes the request's reply slot (the next, or its own if it was kept
+/// back) for a merge of its parts' replies.
+fn merge_in_place(st: &mut ClientState, place: Place, merge: Merge) -> Seq {
+    match place.at {
+        None => st.queue.push_merge(merge),
+        Some(seq) => {
+            st.queue.set_merge(seq, merge);
+            seq
+        }
+    }
 }
 
-#[cfg(test)]
-mod tests {
-    use keyway_protocol::resp::Span;
-
-    use super::*;
-
-    #[test]
-    fn unknown_command_matches_redis() {
-        let buf = b"FOObarbaz";
-        let spans = [Span::new(0, 3), Span::new(3, 3), Span::new(6, 3)];
-        assert_eq!(
-            unknown_command(&Args::new(buf, &spans)),
-            "ERR unknown command 'FOO', with args beginning with: 'bar' 'baz' "
-        );
-        let long = vec![b'x'; 300];
-        let spans = [Span::new(0, 3), Span::new(0, 300), Span::new(0, 300)];
-        let mut buf = b"FOO".to_vec();
-        buf.extend_from_slice(&long);
-        let msg = unknown_command(&Args::new(&long, &spans));
-        assert!(msg.len() < 300, "{}", msg.len());
+/// Answers an error in the request's place: at once for a new request (in
+/// turn after the replies owed), in its slot for one kept back.
+fn answer_error(st: &mut ClientState, why: &Refusal<'_>, place: Place) {
+    match place.at {
+        None => st.refuse(why),
+        Some(seq) => st.queue.complete(seq, &why.to_reply(), st.out.buf_mut()),
     }
 }

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use keyway_capnp::control::{BackendReport, MAX_BACKEND_REPORTS};
 
 use super::backend::{Link, PoolKey};
+use super::backends::Backends;
 use super::Ctx;
 
 /// One core's record of one backend.
@@ -171,7 +172,7 @@ impl Ctx {
     /// Pool `p`'s backend went from up to failing or back: publish now, and
     /// tell the control thread.
     pub(super) fn health_turned(&mut self, p: usize) {
-        let pool = &self.pools[p];
+        let pool = &self.backends.pools[p];
         match pool.health.failures {
             0 => {
                 tracing::info!(core = self.core, group = %pool.group, backend = %pool.text, "backend answers again")
@@ -180,7 +181,7 @@ impl Ctx {
                 tracing::debug!(core = self.core, group = %pool.group, backend = %pool.text, "backend failing")
             }
         }
-        self.health_turned = true;
+        self.backends.health_turned = true;
         self.publish_health();
     }
 
@@ -188,13 +189,21 @@ impl Ctx {
     /// documentation); bumps `Shared::health_changes` if a backend turned
     /// since the last copy.
     pub(super) fn publish_health(&mut self) {
-        let Some(r) = self.shared.reports.get(self.core) else {
-            return;
-        };
-        let epoch = self.epoch;
+        if let Some(r) = self.shared.reports.get(self.core) {
+            if self.backends.publish_health(&r.backends, self.epoch) {
+                self.shared.health_changes.fetch_add(1, Ordering::Release);
+            }
+        }
+    }
+}
+
+impl Backends {
+    /// Copies the pools' health into `out`; true if a backend had turned
+    /// since the last copy (which it then forgets).
+    fn publish_health(&mut self, out: &PublishedHealth, epoch: Instant) -> bool {
         let at = |ms: Option<u64>| ms.map(|ms| epoch + Duration::from_millis(ms));
         let pools = &self.pools;
-        let published = r.backends.try_publish(|out| {
+        let published = out.try_publish(|out| {
             for pool in pools.iter().filter(|p| p.in_use && p.health.is_known()) {
                 if let PoolKey::Addr(_) = pool.key {
                     out.push(BackendHealth {
@@ -207,17 +216,18 @@ impl Ctx {
                 }
             }
         });
-        if published && self.health_turned {
+        let turned = published && self.health_turned;
+        if turned {
             self.health_turned = false;
-            self.shared.health_changes.fetch_add(1, Ordering::Release);
         }
+        turned
     }
 
     /// Starts a connection to every failing backend whose backoff is over,
     /// which is sent a PING (`Worker::backend_connected`): its answer tells
     /// that the backend is up again even when no request would (no read
     /// goes to a failing replica; an idle data plane sends nothing).
-    pub(super) fn probe_failing(&mut self) {
+    pub(super) fn probe_failing(&mut self, now_ms: u64) {
         for p in 0..self.pools.len() {
             let pool = &self.pools[p];
             if !pool.in_use || pool.health.failures == 0 {
@@ -226,9 +236,9 @@ impl Ctx {
             let idle = pool
                 .conns
                 .iter()
-                .position(|&b| matches!(self.backends[b].link, Link::Idle));
+                .position(|&b| matches!(self.conns[b].link, Link::Idle));
             if let Some(slot) = idle {
-                self.conn_in(p, slot);
+                self.conn_in(p, slot, now_ms);
             }
         }
     }

@@ -15,7 +15,9 @@
 
 use std::sync::atomic::Ordering;
 
-use super::Shared;
+use super::client::ClientState;
+use super::replies::Refusal;
+use super::{Shared, Wake};
 
 /// How far a core's estimate may move before it is published again.
 pub(crate) const PUBLISH_EVERY: u64 = 1 << 20;
@@ -116,24 +118,51 @@ impl LogLimit {
     }
 }
 
-/// The error that replaces a reply of `bytes` bytes over `limit` bytes, the
-/// limit named by its configuration key.
-pub(crate) fn too_large(bytes: u64, key: &str, limit: u64) -> Vec<u8> {
-    let mut v = Vec::new();
-    keyway_protocol::resp::encode::error(
-        &mut v,
-        &format!(
-            "ERR the reply ({bytes} bytes) is larger than keyway's {key} ({limit} bytes); it was not sent"
-        ),
-    );
-    v
+/// Closes a client for exceeding a limit (see
+/// [`ClientState::close_for_limit`]), logs it with the client and the reason
+/// (rate-limited), and wakes its driver.
+pub(crate) fn close_client(
+    st: &mut ClientState,
+    reply: &Refusal<'_>,
+    reason: &str,
+    now_ms: u64,
+    log: &mut LogLimit,
+    wake: &mut Wake,
+) {
+    st.close_for_limit(reply, now_ms);
+    log_close(st, reason, now_ms, log);
+    wake.client(st);
 }
 
-/// The `-OOM` refusal while over the buffer budget.
-pub(crate) fn oom(max: u64) -> String {
-    format!(
-        "OOM command not allowed when keyway's client and backend buffers exceed limits.max_memory ({max} bytes)"
-    )
+/// Logs that a client is being closed by a limit, and why (rate-limited).
+pub(crate) fn log_close(st: &ClientState, reason: &str, now_ms: u64, log: &mut LogLimit) {
+    if let Some(left_out) = log.allow(now_ms) {
+        tracing::warn!(
+            client = st.id,
+            peer = %st.peer,
+            earlier_lines_left_out = left_out,
+            "closing a client connection: {reason}"
+        );
+    }
+}
+
+/// Closes a client whose unread replies exceed `limits.output_hard_limit`.
+pub(crate) fn close_for_output(
+    st: &mut ClientState,
+    hard: usize,
+    now_ms: u64,
+    log: &mut LogLimit,
+    wake: &mut Wake,
+) {
+    let why = Refusal::HardLimit { limit: hard };
+    close_client(
+        st,
+        &why,
+        "its unread replies exceed limits.output_hard_limit",
+        now_ms,
+        log,
+        wake,
+    );
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use keyway_protocol::resp::{encode, Args};
 
 use super::client::{ClientState, Phase};
 use super::policy::{ClientSub, CommandSub, Local};
+use super::replies::Refusal;
 use super::{Shared, Stats};
 use crate::config::LiveConfig;
 
@@ -43,11 +44,9 @@ pub(crate) fn run(cmd: Local, st: &mut ClientState, args: &Args<'_>, ctx: &Local
             .ok()
             .and_then(|s| s.parse::<i64>().ok())
         {
-            None => st.error("ERR value is not an integer or out of range"),
+            None => st.refuse(&Refusal::NotAnInteger),
             Some(0) => st.reply(|o| encode::simple(o, b"OK")),
-            Some(n) => st.error(&format!(
-                "ERR SELECT {n} is not supported: keyway serves database 0 only"
-            )),
+            Some(db) => st.refuse(&Refusal::SelectUnsupported { db }),
         },
         Local::Auth => auth(st, args),
         Local::Hello => hello(st, args),
@@ -65,16 +64,13 @@ pub(crate) fn run(cmd: Local, st: &mut ClientState, args: &Args<'_>, ctx: &Local
 /// accepts any password for the `default` user.
 fn auth(st: &mut ClientState, args: &Args<'_>) {
     if args.len() == 2 {
-        st.error(
-            "ERR AUTH <password> called without any password configured for the default user. \
-             Are you sure your configuration is correct?",
-        );
+        st.refuse(&Refusal::AuthWithoutPassword);
     } else if args.len() == 3 && args.get(1) == b"default" {
         st.reply(|o| encode::simple(o, b"OK"));
     } else if args.len() == 3 {
-        st.error("WRONGPASS invalid username-password pair or user is disabled.");
+        st.refuse(&Refusal::WrongPass);
     } else {
-        st.error("ERR syntax error");
+        st.refuse(&Refusal::Syntax);
     }
 }
 
@@ -84,10 +80,10 @@ fn hello(st: &mut ClientState, args: &Args<'_>) {
             .ok()
             .and_then(|s| s.parse::<i64>().ok())
         {
-            None => return st.error("ERR Protocol version is not an integer or out of range"),
+            None => return st.refuse(&Refusal::ProtocolNotAnInteger),
             Some(2) => {}
-            Some(3) => return st.error("NOPROTO keyway speaks RESP2 only for now; use HELLO 2"),
-            Some(_) => return st.error("NOPROTO unsupported protocol version"),
+            Some(3) => return st.refuse(&Refusal::Resp3),
+            Some(_) => return st.refuse(&Refusal::NoProto),
         }
     }
     let mut i = 2;
@@ -96,20 +92,19 @@ fn hello(st: &mut ClientState, args: &Args<'_>) {
         let opt = args.get(i);
         if opt.eq_ignore_ascii_case(b"auth") && i + 2 < args.len() {
             if args.get(i + 1) != b"default" {
-                return st.error("WRONGPASS invalid username-password pair or user is disabled.");
+                return st.refuse(&Refusal::WrongPass);
             }
             i += 3;
         } else if opt.eq_ignore_ascii_case(b"setname") && i + 1 < args.len() {
             name = Some(args.get(i + 1));
             i += 2;
         } else {
-            let opt = String::from_utf8_lossy(opt);
-            return st.error(&format!("ERR Syntax error in HELLO option '{opt}'"));
+            return st.refuse(&Refusal::HelloOption { option: opt });
         }
     }
     if let Some(n) = name {
         if !valid_client_name(n) {
-            return st.error(BAD_NAME);
+            return st.refuse(&Refusal::BadClientName);
         }
         st.name = (!n.is_empty()).then(|| n.into());
     }
@@ -133,8 +128,6 @@ fn hello(st: &mut ClientState, args: &Args<'_>) {
     });
 }
 
-const BAD_NAME: &str = "ERR Client names cannot contain spaces, newlines or special characters.";
-
 fn valid_client_name(n: &[u8]) -> bool {
     n.iter().all(|&b| (b'!'..=b'~').contains(&b))
 }
@@ -144,7 +137,7 @@ fn client(sub: ClientSub, st: &mut ClientState, args: &Args<'_>, ctx: &LocalCtx<
         ClientSub::SetName => {
             let n = args.get(2);
             if !valid_client_name(n) {
-                return st.error(BAD_NAME);
+                return st.refuse(&Refusal::BadClientName);
             }
             st.name = (!n.is_empty()).then(|| n.into());
             st.reply(|o| encode::simple(o, b"OK"));
@@ -302,10 +295,10 @@ fn command_list(st: &mut ClientState, args: &Args<'_>) {
                     None => return st.reply(|o| encode::array_header(o, 0)),
                 }
             } else {
-                return st.error("ERR syntax error");
+                return st.refuse(&Refusal::Syntax);
             }
         }
-        _ => return st.error("ERR syntax error"),
+        _ => return st.refuse(&Refusal::Syntax),
     };
     let names: Vec<&'static str> = command::all()
         .filter(|c| match filter {
@@ -358,17 +351,17 @@ fn command_getkeys(st: &mut ClientState, args: &Args<'_>) {
     let sub = Args::new(args.buf(), &args.spans()[2..]);
     let spec = match command::lookup(sub.get(0), sub.try_get(1)) {
         Lookup::Found(c) => c,
-        _ => return st.error("ERR Invalid command specified"),
+        _ => return st.refuse(&Refusal::InvalidCommand),
     };
     if !spec.arity_ok(sub.len()) {
-        return st.error("ERR Invalid number of arguments specified for command");
+        return st.refuse(&Refusal::GetKeysArity);
     }
     let mut keys = Vec::new();
     if let Err(e) = extract_keys(spec, &sub, &mut keys) {
-        return st.error(&format!("ERR {e}"));
+        return st.refuse(&Refusal::Keys(e));
     }
     if keys.is_empty() {
-        return st.error("ERR The command has no key arguments");
+        return st.refuse(&Refusal::NoKeyArguments);
     }
     st.reply(|o| {
         encode::array_header(o, keys.len());

@@ -31,9 +31,6 @@ use super::DeferredRef;
 /// Most keys in one MIGRATE of a batch.
 pub(crate) const MAX_BATCH_KEYS: usize = 1000;
 
-/// Part number of a batch's MIGRATE (its `seq` is the batch id).
-pub(crate) const MOVE_BATCH: u16 = u16::MAX - 2;
-
 /// Requests waiting for one MIGRATE, and its keys.
 #[derive(Debug, Default)]
 pub(crate) struct Batch {

@@ -36,154 +36,20 @@
 
 use keyway_protocol::resp::{encode, Args};
 
+use super::backend::Purpose;
 use super::client::ClientState;
-use super::dispatch::{clusterdown, CROSSSLOT};
 use super::pending::{Deferred, Seq};
+use super::replies::Refusal;
+use super::route::Place;
 use super::Ctx;
-use crate::routing::{GroupIndex, SlotRoute};
-
-/// Part number of a move in flight for a deferred request: a MIGRATE of
-/// several keys, or the `DEL` of copies found on both sides.
-pub(crate) const MOVE: u16 = u16::MAX - 1;
-
-/// Part numbers `MOVE_KEY + i` are the MIGRATE of key `i` of
-/// [`Deferred::single`]. Split parts stay below (one per group, and
-/// [`crate::routing::MAX_GROUPS`] is at most `MOVE_KEY`).
-pub(crate) const MOVE_KEY: u16 = 0xF000;
+use crate::routing::GroupIndex;
 
 /// Most keys of one request moved one MIGRATE each; more are moved in one
-/// call (an error on those is retried as a whole).
-pub(crate) const MAX_SINGLE: usize = (MOVE - 0x10 - MOVE_KEY) as usize;
-
-/// Where a request's reply goes, and what has happened to it so far.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Place {
-    /// `None` for a new request (it takes the next reply slot); the slot of a
-    /// request that was kept back.
-    pub at: Option<Seq>,
-    /// Its keys were moved under the current table: send it straight to the
-    /// target.
-    pub moved: bool,
-    /// Move attempts so far.
-    pub attempt: u8,
-    /// When it was first kept back.
-    pub since_ms: Option<u64>,
-}
-
-impl Place {
-    /// A request just parsed.
-    pub const NEW: Place = Place {
-        at: None,
-        moved: false,
-        attempt: 0,
-        since_ms: None,
-    };
-}
-
-/// Where a request's keys lead.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Target {
-    /// Send it to this group; its keys' slots are stable, so a read may go
-    /// to one of the group's replicas.
-    Group(GroupIndex),
-    /// Send it to this group's master: a key's slot is migrating (a key
-    /// just moved there may not have reached the group's replicas).
-    Master(GroupIndex),
-    /// A key's slot is blocked: hold it.
-    Hold,
-    /// Keys must be moved first (listed in the worker's scratch `moves`).
-    MoveFirst,
-}
-
-/// A key to move: (source, target, argument index).
-pub(crate) type Move = (GroupIndex, GroupIndex, u32);
-
-/// What routing a request's keys found, besides each key's group.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum KeysRoute {
-    /// Every key's slot is stable: send to the groups.
-    Stable,
-    /// A key's slot is moving and its keys are moved already: send to the
-    /// groups' masters.
-    Moved,
-    /// Hold or move keys first.
-    Wait(Target),
-}
+/// call (an error on those is retried as a whole). (The count part numbers
+/// left for them when a move's purpose was a range of integers; kept.)
+pub(crate) const MAX_SINGLE: usize = 4078;
 
 impl Ctx {
-    /// The group each key will be served by (`groups[i]` for `keys[i]`: the
-    /// owner, or the target of a moving slot), and whether the request must be
-    /// held or have keys moved first (those go to `moves`).
-    pub(crate) fn groups_of_keys(
-        &self,
-        args: &Args<'_>,
-        keys: &[u32],
-        groups: &mut Vec<GroupIndex>,
-        moves: &mut Vec<Move>,
-        place: Place,
-    ) -> Result<KeysRoute, String> {
-        groups.clear();
-        moves.clear();
-        let table = &self.cfg.table;
-        let mut hold = false;
-        let mut moving = false;
-        for &k in keys {
-            let slot = table.slot_of(args.get(k as usize));
-            let g = match table.route(slot) {
-                SlotRoute::Stable(g) => g,
-                SlotRoute::Unassigned => return Err(clusterdown(slot)),
-                SlotRoute::Blocked { to, .. } => {
-                    hold = true;
-                    to
-                }
-                SlotRoute::Moving { from, to } => {
-                    if !place.moved {
-                        moves.push((from, to, k));
-                    }
-                    moving = true;
-                    to
-                }
-            };
-            groups.push(g);
-        }
-        Ok(if hold {
-            KeysRoute::Wait(Target::Hold)
-        } else if !moves.is_empty() {
-            KeysRoute::Wait(Target::MoveFirst)
-        } else if moving {
-            KeysRoute::Moved
-        } else {
-            KeysRoute::Stable
-        })
-    }
-
-    /// The target of a request all of whose keys must be in one group.
-    pub(crate) fn target_of_keys(
-        &mut self,
-        args: &Args<'_>,
-        keys: &[u32],
-        place: Place,
-    ) -> Result<Target, String> {
-        let mut groups = std::mem::take(&mut self.scratch.groups);
-        let mut moves = std::mem::take(&mut self.scratch.moves);
-        let target = self
-            .groups_of_keys(args, keys, &mut groups, &mut moves, place)
-            .and_then(|t| {
-                let first = *groups.first().ok_or("ERR no key to route by")?;
-                if groups.iter().any(|&g| g != first) {
-                    return Err(CROSSSLOT.to_string());
-                }
-                Ok(match t {
-                    KeysRoute::Stable => Target::Group(first),
-                    KeysRoute::Moved => Target::Master(first),
-                    KeysRoute::Wait(t) => t,
-                })
-            });
-        self.scratch.groups = groups;
-        self.scratch.moves = moves;
-        target
-    }
-
     fn deferred(&self, args: &Args<'_>, raw: Option<&[u8]>, place: Place) -> Deferred {
         let frame = match raw {
             Some(bytes) => bytes.to_vec(),
@@ -274,22 +140,23 @@ impl Ctx {
         let waiter = (st.me.idx, st.me.gen, seq);
         let timeout = self.move_timeout(place.attempt);
         for (from, to, start, end, single) in calls {
-            let b = self.conn_for(from, st.conn_slot);
-            if let Some(msg) = self.down_error(b) {
+            let b = self.backends.conn_for(from, st.conn_slot, self.now_ms);
+            if let Some(why) = self.backends.down_error(b) {
                 if let Some(d) = st.queue.deferred_mut(seq) {
-                    d.failure.get_or_insert(msg);
+                    d.failure.get_or_insert_with(|| why.to_string());
                 }
                 continue;
             }
-            let target = match &self.cfg.table.group(to).master {
+            let group = self.cfg.table.group(to);
+            let target = match &group.master {
                 Ok(a) => *a,
-                Err(why) => {
-                    let msg = format!(
-                        "ERR backend {} unavailable: {why}",
-                        self.cfg.table.group(to).name
-                    );
+                Err(reason) => {
+                    let why = Refusal::BackendDown {
+                        group: group.name.clone(),
+                        reason: reason.clone(),
+                    };
                     if let Some(d) = st.queue.deferred_mut(seq) {
-                        d.failure.get_or_insert(msg);
+                        d.failure.get_or_insert_with(|| why.to_string());
                     }
                     continue;
                 }
@@ -309,8 +176,8 @@ impl Ctx {
                 continue;
             }
             self.stats.key_moves += 1;
-            let part = single.map_or(MOVE, |i| MOVE_KEY + i);
-            self.enqueue(st, b, seq, part, |out| {
+            let purpose = single.map_or(Purpose::Move, Purpose::MoveKey);
+            self.enqueue(st, b, seq, purpose, |out| {
                 write_migrate(
                     out,
                     target,
@@ -376,16 +243,16 @@ impl Ctx {
         self.stats.keys_deleted_on_source += keys.len() as u64;
         st.queue.set_deferred(seq, d);
         for (from, start, end) in calls {
-            let b = self.conn_for(from, st.conn_slot);
-            if let Some(msg) = self.down_error(b) {
+            let b = self.backends.conn_for(from, st.conn_slot, self.now_ms);
+            if let Some(why) = self.backends.down_error(b) {
                 if let Some(d) = st.queue.deferred_mut(seq) {
-                    d.failure.get_or_insert(msg);
+                    d.failure.get_or_insert_with(|| why.to_string());
                     d.moves_left -= 1;
                 }
                 continue;
             }
             let keys = &keys[start..end];
-            self.enqueue(st, b, seq, MOVE, |out| {
+            self.enqueue(st, b, seq, Purpose::Move, |out| {
                 encode::array_header(out, 1 + keys.len());
                 encode::bulk(out, b"DEL");
                 for (_, k) in keys {
@@ -417,22 +284,18 @@ pub(crate) fn write_migrate<'k>(
     }
 }
 
-/// Whether a part number is a move's (not a reply to the request itself).
-#[inline]
-pub(crate) fn is_move(part: u16) -> bool {
-    (MOVE_KEY..=MOVE).contains(&part)
-}
-
 /// Records a move's reply (MIGRATE or DEL) for a deferred request; true when
-/// it was the last one expected.
-pub(crate) fn move_replied(d: &mut Deferred, part: u16, reply: &[u8]) -> bool {
+/// it was the last one expected. `single` is the index in
+/// [`Deferred::single`] of the key a per-key MIGRATE moved (`None`: a
+/// MIGRATE of several keys, or a `DEL`).
+pub(crate) fn move_replied(d: &mut Deferred, single: Option<u16>, reply: &[u8]) -> bool {
     let ok = reply == b"+OK\r\n" || reply == b"+NOKEY\r\n" || reply.first() == Some(&b':');
     if !ok {
         let text = String::from_utf8_lossy(&reply[1.min(reply.len())..])
             .trim_end()
             .to_string();
-        match part.checked_sub(MOVE_KEY) {
-            Some(i) if part != MOVE && text.contains("BUSYKEY") => d.busy.push(i),
+        match single {
+            Some(i) if text.contains("BUSYKEY") => d.busy.push(i),
             _ => {
                 d.failure.get_or_insert(text);
             }
@@ -460,17 +323,17 @@ mod tests {
     #[test]
     fn ok_nokey_and_del_replies_are_success_anything_else_a_failure() {
         let mut x = d();
-        assert!(!move_replied(&mut x, MOVE, b"+OK\r\n"));
-        assert!(move_replied(&mut x, MOVE, b"+NOKEY\r\n"));
+        assert!(!move_replied(&mut x, None, b"+OK\r\n"));
+        assert!(move_replied(&mut x, None, b"+NOKEY\r\n"));
         assert!(x.failure.is_none() && x.ready());
         let mut x = d();
-        move_replied(&mut x, MOVE, b":1\r\n");
+        move_replied(&mut x, None, b":1\r\n");
         assert!(x.failure.is_none());
         let mut x = d();
-        move_replied(&mut x, MOVE, BUSY);
+        move_replied(&mut x, None, BUSY);
         move_replied(
             &mut x,
-            MOVE,
+            None,
             b"-IOERR error or timeout reading to target instance\r\n",
         );
         assert!(
@@ -483,17 +346,9 @@ mod tests {
     fn a_single_keys_busykey_marks_it_for_deletion_on_the_source() {
         let mut x = d();
         x.single = vec![(0, 1), (0, 3)];
-        assert!(!move_replied(&mut x, MOVE_KEY + 1, BUSY));
-        assert!(move_replied(&mut x, MOVE_KEY, b"+OK\r\n"));
+        assert!(!move_replied(&mut x, Some(1), BUSY));
+        assert!(move_replied(&mut x, Some(0), b"+OK\r\n"));
         assert!(x.failure.is_none());
         assert_eq!(x.busy, vec![1]);
-    }
-
-    #[test]
-    fn part_numbers_do_not_overlap() {
-        assert!(is_move(MOVE) && is_move(MOVE_KEY) && is_move(MOVE_KEY + MAX_SINGLE as u16));
-        assert!(!is_move(super::super::backend::WHOLE));
-        assert!(!is_move(crate::routing::MAX_GROUPS as u16 - 1));
-        const { assert!(MAX_SINGLE >= 4000) };
     }
 }

@@ -359,8 +359,21 @@ mod tests {
 
     #[test]
     fn every_command_has_a_policy() {
+        // The table is indexed by command id: every command must have an
+        // id of its own, inside the table, so that no command reads another's
+        // policy or the table's placeholder.
+        let mut seen = vec![None; COMMAND_IDS];
         for c in all() {
-            let _ = policy(c);
+            let id = usize::from(c.id);
+            assert!(id < COMMAND_IDS, "{}: id {id} outside the table", c.name);
+            if let Some(other) = seen[id].replace(c.name) {
+                panic!("{} and {other} share id {id}", c.name);
+            }
+            assert_eq!(policy(c), decide(c), "{}: the table's policy", c.name);
+            if let Policy::Unsupported(why) = policy(c) {
+                assert!(!why.is_empty(), "{}: refused without a reason", c.name);
+            }
         }
+        assert!(seen.iter().any(Option::is_some));
     }
 }

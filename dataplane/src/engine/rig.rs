@@ -245,6 +245,13 @@ impl Rig {
             .tick(self.start + Duration::from_millis(after_ms));
     }
 
+    /// The worker's periodic step `after_ms` after the rig started, with
+    /// the process stopping or not (see [`Worker::drain_step`]).
+    pub fn drain_step(&mut self, after_ms: u64, stop: bool) -> super::Drain {
+        self.worker
+            .drain_step(self.start + Duration::from_millis(after_ms), stop)
+    }
+
     pub fn another_client(&mut self) -> ClientId {
         let peer: SocketAddr = "127.0.0.1:50001".parse().unwrap();
         self.worker.accept(peer, peer).unwrap()

@@ -9,6 +9,8 @@
 
 use keyway_protocol::resp::{array_elements, encode, integer_reply, Args};
 
+use super::replies::Refusal;
+
 /// How the parts of a split request are merged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SplitKind {
@@ -198,13 +200,7 @@ impl Merge {
 }
 
 fn unexpected(reply: &[u8]) -> Vec<u8> {
-    let mut v = Vec::new();
-    let shown = String::from_utf8_lossy(&reply[..reply.len().min(40)]).into_owned();
-    encode::error(
-        &mut v,
-        &format!("ERR unexpected reply from a backend to a split command: {shown:?}"),
-    );
-    v
+    Refusal::UnexpectedPartReply { reply }.to_reply()
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 mod glommio_driver;
 pub mod listener;
 mod uring_driver;
+mod wake;
 
 use std::io::Write as _;
 use std::os::unix::io::{IntoRawFd, RawFd};
@@ -31,8 +32,6 @@ use crate::engine::Shared;
 const PORT_WAIT: Duration = Duration::from_secs(10);
 /// How often each worker's timers run.
 const TICK: Duration = Duration::from_millis(100);
-/// Longest wait for clients to finish on shutdown.
-const DRAIN: Duration = Duration::from_secs(10);
 
 /// What a core needs from the process.
 pub(crate) struct CoreSetup {

@@ -1,6 +1,8 @@
-//! The glommio transport. One core: its glommio executor's main future. Accepts clients on the core's
-//! own listener, runs the worker's timers, turns worker wakeups into task
-//! wakeups and worker actions into backend tasks, and drains on shutdown.
+//! The glommio transport. One core: its glommio executor's main future.
+//! Accepts clients on the core's own listener, runs the worker's timers,
+//! loads a new table as soon as the control thread wakes it, turns worker
+//! wakeups into task wakeups and worker actions into backend tasks, and
+//! drains on shutdown.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -18,8 +20,9 @@ use glommio::{Latency, Shares};
 use socket2::{SockRef, TcpKeepalive};
 
 use self::io::{backend_task, ClientIo};
-use super::{CoreSetup, DRAIN, TICK};
-use crate::engine::{Action, BackendId, ClientId, Worker};
+use super::wake::{Installed, TaskWake};
+use super::{CoreSetup, TICK};
+use crate::engine::{Action, BackendId, ClientId, Drain, Worker};
 
 mod io;
 
@@ -151,7 +154,11 @@ pub(crate) fn run(cpu: usize, setup: CoreSetup) -> anyhow::Result<()> {
 async fn serve(setup: CoreSetup) {
     let core = Rc::new(Core {
         index: setup.index,
-        worker: RefCell::new(Worker::new(setup.index, setup.source.clone(), setup.shared)),
+        worker: RefCell::new(Worker::new(
+            setup.index,
+            setup.source.clone(),
+            setup.shared.clone(),
+        )),
         scratch: RefCell::new(vec![0; SCRATCH]),
         client_wakers: RefCell::new(Vec::new()),
         backend_wakers: RefCell::new(Vec::new()),
@@ -167,41 +174,41 @@ async fn serve(setup: CoreSetup) {
         glommio::executor().create_task_queue(Shares::Static(100), Latency::NotImportant, "timers");
     let ticker = glommio::spawn_local_into(tick_loop(core.clone(), setup.stop.clone()), background)
         .expect("the timers queue was just created");
+    let wake = Arc::new(TaskWake::default());
+    let installed = Installed::task(&setup.shared, setup.index, &wake);
+    glommio::spawn_local(wake_loop(core.clone(), wake)).detach();
     accept_loop(&core, &listener).await;
     drop(listener);
     ticker.await;
+    drop(installed);
     tracing::debug!(core = core.index, "core stopped");
 }
 
 async fn tick_loop(core: Rc<Core>, stop: Arc<AtomicBool>) {
-    let mut deadline = None;
     loop {
         glommio::timer::sleep(TICK).await;
-        let now = Instant::now();
-        if deadline.is_none() && stop.load(Ordering::Relaxed) {
-            deadline = Some(now + DRAIN);
+        let stop = stop.load(Ordering::Relaxed);
+        let drain = core.worker.borrow_mut().drain_step(Instant::now(), stop);
+        if drain != Drain::Serving && !core.stopping.get() {
             core.stopping.set(true);
             if let Some(w) = core.stop_waker.borrow_mut().take() {
                 w.wake();
             }
-            core.worker.borrow_mut().begin_shutdown();
         }
-        core.worker.borrow_mut().tick(now);
         core.flush(None);
-        if let Some(d) = deadline {
-            let left = core.worker.borrow().client_count();
-            if left == 0 {
-                return;
-            }
-            if now >= d {
-                tracing::warn!(
-                    core = core.index,
-                    clients = left,
-                    "shutdown: closing clients still waiting for replies"
-                );
-                return;
-            }
+        if drain == Drain::Done {
+            return;
         }
+    }
+}
+
+/// Loads a new config as soon as one is published (`Shared::wake_cores`),
+/// not at the next tick.
+async fn wake_loop(core: Rc<Core>, wake: Arc<TaskWake>) {
+    loop {
+        wake.woken().await;
+        core.worker.borrow_mut().config_changed();
+        core.flush(None);
     }
 }
 

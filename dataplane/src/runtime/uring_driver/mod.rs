@@ -13,6 +13,7 @@
 //! the kernel never reads memory that moves.
 
 mod bufring;
+mod ops;
 
 use std::io;
 use std::net::SocketAddr;
@@ -21,14 +22,16 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use io_uring::squeue::{Entry, Flags};
+use io_uring::squeue::Flags;
 use io_uring::types::{Fd, SubmitArgs, Timespec};
-use io_uring::{cqueue, opcode, IoUring, SubmissionQueue, Submitter};
+use io_uring::{cqueue, opcode, IoUring};
 use slab::Slab;
 
 use self::bufring::BufRing;
-use super::{describe, CoreSetup, DRAIN, TICK};
-use crate::engine::{Action, BackendId, ClientId, ClientStatus, Worker};
+use self::ops::{Ops, Sent, Sq};
+use super::wake::{EventFd, Installed};
+use super::{describe, CoreSetup, TICK};
+use crate::engine::{Action, BackendId, ClientId, ClientStatus, Drain, Worker};
 
 /// Submission and completion queue depth.
 const RING_ENTRIES: u32 = 1024;
@@ -62,49 +65,6 @@ const WAKE: u64 = 8;
 
 fn tag(kind: u64, slot: usize) -> u64 {
     kind << 32 | slot as u64
-}
-
-/// A send in flight: the buffer the kernel reads, and how far it has got.
-struct Sending {
-    buf: Vec<u8>,
-    off: usize,
-}
-
-/// One socket's operations in flight and its fate.
-#[derive(Default)]
-struct Ops {
-    recv: bool,
-    cancelling: bool,
-    sending: Option<Sending>,
-    connecting: bool,
-    /// Closing: once nothing is in flight, the fd is closed. Set with the time,
-    /// so a last send a peer never reads is abandoned after [`LINGER`].
-    closing: Option<Instant>,
-    /// The socket was shut down: whatever is in flight fails at once.
-    aborted: bool,
-    /// Closing with operations in flight: listed in `Driver::lingering`.
-    lingering: bool,
-}
-
-impl Ops {
-    fn idle(&self) -> bool {
-        !self.recv && self.sending.is_none() && !self.connecting
-    }
-
-    /// Starts closing (once).
-    fn close(&mut self) {
-        self.closing.get_or_insert_with(Instant::now);
-    }
-
-    /// Shuts the socket down so every operation in flight on it completes now.
-    fn abort(&mut self, fd: RawFd) {
-        self.close();
-        if !self.aborted {
-            self.aborted = true;
-            // SAFETY: shutdown(2) on our own socket.
-            unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
-        }
-    }
 }
 
 struct ClientSock {
@@ -145,28 +105,6 @@ struct Driver {
     index: usize,
 }
 
-/// Queues submissions, flushing to the kernel when the queue is full.
-struct Sq<'a> {
-    submitter: Submitter<'a>,
-    sq: SubmissionQueue<'a>,
-}
-
-impl Sq<'_> {
-    fn push(&mut self, e: &Entry) -> io::Result<()> {
-        loop {
-            // SAFETY: every buffer, address and timespec an entry points to
-            // is owned by the driver and kept until the entry's completion
-            // (see `Sending`, `BackendSock`, `BufRing`).
-            if unsafe { self.sq.push(e) }.is_ok() {
-                return Ok(());
-            }
-            self.sq.sync();
-            self.submitter.submit()?;
-            self.sq.sync();
-        }
-    }
-}
-
 /// Runs a core on this thread, pinned to `cpu`.
 pub(crate) fn run(cpu: usize, setup: CoreSetup) -> anyhow::Result<()> {
     pin_to(cpu)?;
@@ -192,25 +130,21 @@ pub(crate) fn run(cpu: usize, setup: CoreSetup) -> anyhow::Result<()> {
         actions: Vec::new(),
         index: setup.index,
     };
-    // SAFETY: eventfd(2) with no pointers; the fd is checked below.
-    let wake_fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    // Without an eventfd the core sees a new table on its next request or
+    // tick.
+    let wake = EventFd::new().ok();
+    let installed = wake
+        .as_ref()
+        .map(|fd| Installed::eventfd(&setup.shared, setup.index, fd));
+    let wake_fd = wake.as_ref().map_or(-1, |fd| fd.fd());
     let mut wake_buf = Box::new([0u8; 8]);
-    if wake_fd >= 0 {
-        if let Some(r) = setup.shared.reports.get(setup.index) {
-            r.wake_fd.store(wake_fd, Ordering::Release);
-        }
-    }
     let result = d.serve(&mut ring, &mut bufs, &setup, (wake_fd, &mut wake_buf));
-    if let Some(r) = setup.shared.reports.get(setup.index) {
-        r.wake_fd.store(-1, Ordering::Release);
-    }
+    drop(installed);
     d.close_all();
     drop(ring);
     drop(bufs);
-    if wake_fd >= 0 {
-        // SAFETY: our own eventfd; the ring that read it is gone.
-        unsafe { libc::close(wake_fd) };
-    }
+    // The ring that read the eventfd is gone: it may close now.
+    drop(wake);
     // SAFETY: the listener fd was handed to this core alone.
     unsafe { libc::close(setup.listener_fd) };
     result
@@ -240,7 +174,6 @@ impl Driver {
         let (submitter, sq, mut cq) = ring.split();
         let mut sq = Sq { submitter, sq };
         let mut next_tick = Instant::now();
-        let mut drain_until: Option<Instant> = None;
         self.arm_accept(&mut sq)?;
         // SAFETY: `wake_buf` outlives the ring (dropped after it in `run`).
         let wake_read = (wake_fd >= 0).then(|| {
@@ -255,27 +188,13 @@ impl Driver {
             let now = Instant::now();
             if now >= next_tick {
                 next_tick = now + TICK;
-                if drain_until.is_none() && setup.stop.load(Ordering::Relaxed) {
-                    drain_until = Some(now + DRAIN);
-                    self.stop_accepting(&mut sq)?;
-                    self.worker.begin_shutdown();
+                let stop = setup.stop.load(Ordering::Relaxed);
+                match self.worker.drain_step(now, stop) {
+                    Drain::Serving => {}
+                    Drain::Draining => self.stop_accepting(&mut sq)?,
+                    Drain::Done => return Ok(()),
                 }
-                self.worker.tick(now);
                 self.touched.0.append(&mut self.lingering);
-                if let Some(deadline) = drain_until {
-                    let left = self.worker.client_count();
-                    if left == 0 {
-                        return Ok(());
-                    }
-                    if now >= deadline {
-                        tracing::warn!(
-                            core = self.index,
-                            clients = left,
-                            "shutdown: closing clients still waiting for replies"
-                        );
-                        return Ok(());
-                    }
-                }
             }
             self.flush(&mut sq)?;
             sq.sq.sync();
@@ -387,20 +306,10 @@ impl Driver {
             }
             CLIENT_SEND => {
                 if let Some(c) = self.clients.get_mut(slot).and_then(Option::as_mut) {
-                    let Some(s) = c.ops.sending.as_mut() else {
-                        return Ok(());
-                    };
-                    if res < 0 {
-                        c.ops.abort(c.fd);
-                        keep_spare(&mut self.spare, c.ops.sending.take());
-                    } else {
-                        s.off += res as usize;
-                        if s.off < s.buf.len() {
-                            let e = send_entry(c.fd, s, tag(CLIENT_SEND, slot));
-                            sq.push(&e)?;
-                            return Ok(());
-                        }
-                        keep_spare(&mut self.spare, c.ops.sending.take());
+                    let user_data = tag(CLIENT_SEND, slot);
+                    match c.ops.sent(c.fd, res, user_data, sq, &mut self.spare)? {
+                        Sent::Partly => return Ok(()),
+                        Sent::Failed | Sent::Done => {}
                     }
                     self.worker.client_sent(c.id);
                     self.touched.0.push(slot as u32);
@@ -460,22 +369,14 @@ impl Driver {
             }
             BACKEND_SEND => {
                 if let Some(b) = self.backends.get_mut(slot) {
-                    let Some(s) = b.ops.sending.as_mut() else {
-                        return Ok(());
-                    };
-                    if res < 0 {
-                        self.worker
-                            .backend_failed(b.id, &describe(&io::Error::from_raw_os_error(-res)));
-                        b.ops.abort(b.fd);
-                        keep_spare(&mut self.spare, b.ops.sending.take());
-                    } else {
-                        s.off += res as usize;
-                        if s.off < s.buf.len() {
-                            let e = send_entry(b.fd, s, tag(BACKEND_SEND, slot));
-                            sq.push(&e)?;
-                            return Ok(());
+                    let user_data = tag(BACKEND_SEND, slot);
+                    match b.ops.sent(b.fd, res, user_data, sq, &mut self.spare)? {
+                        Sent::Partly => return Ok(()),
+                        Sent::Failed => {
+                            let reason = describe(&io::Error::from_raw_os_error(-res));
+                            self.worker.backend_failed(b.id, &reason);
                         }
-                        keep_spare(&mut self.spare, b.ops.sending.take());
+                        Sent::Done => {}
                     }
                     self.worker.backend_sent(b.id);
                     self.touched.1.push(slot);
@@ -604,14 +505,7 @@ impl Driver {
             if since.elapsed() > LINGER {
                 c.ops.abort(c.fd);
             }
-            if c.ops.recv && !c.ops.cancelling {
-                sq.push(
-                    &opcode::AsyncCancel::new(tag(CLIENT_RECV, idx))
-                        .build()
-                        .user_data(tag(IGNORE, 0)),
-                )?;
-                c.ops.cancelling = true;
-            }
+            c.ops.cancel_recv(tag(CLIENT_RECV, idx), sq)?;
             if c.ops.idle() {
                 // SAFETY: no operation refers to the fd any more.
                 unsafe { libc::close(c.fd) };
@@ -631,26 +525,14 @@ impl Driver {
                 sq.push(&e)?;
                 c.ops.recv = true;
             }
-            ClientStatus::WriteOnly if c.ops.recv && !c.ops.cancelling => {
-                sq.push(
-                    &opcode::AsyncCancel::new(tag(CLIENT_RECV, idx))
-                        .build()
-                        .user_data(tag(IGNORE, 0)),
-                )?;
-                c.ops.cancelling = true;
-            }
+            ClientStatus::WriteOnly => c.ops.cancel_recv(tag(CLIENT_RECV, idx), sq)?,
             _ => {}
         }
         if c.ops.sending.is_none() {
             let spare = self.spare.pop().unwrap_or_default();
             let buf = self.worker.client_take_output(c.id, spare);
-            if buf.is_empty() {
-                self.spare.push(buf);
-            } else {
-                let s = Sending { buf, off: 0 };
-                sq.push(&send_entry(c.fd, &s, tag(CLIENT_SEND, idx)))?;
-                c.ops.sending = Some(s);
-            }
+            let user_data = tag(CLIENT_SEND, idx);
+            c.ops.send(c.fd, buf, user_data, sq, &mut self.spare)?;
         }
         Ok(())
     }
@@ -667,14 +549,7 @@ impl Driver {
             if self.live.get(b.id.idx as usize).copied().flatten() == Some(slot) {
                 self.live[b.id.idx as usize] = None;
             }
-            if b.ops.recv && !b.ops.cancelling {
-                sq.push(
-                    &opcode::AsyncCancel::new(tag(BACKEND_RECV, slot))
-                        .build()
-                        .user_data(tag(IGNORE, 0)),
-                )?;
-                b.ops.cancelling = true;
-            }
+            b.ops.cancel_recv(tag(BACKEND_RECV, slot), sq)?;
             if b.ops.idle() {
                 // SAFETY: no operation refers to the fd any more.
                 unsafe { libc::close(b.fd) };
@@ -685,13 +560,8 @@ impl Driver {
         if !b.ops.connecting && b.ops.sending.is_none() {
             let spare = self.spare.pop().unwrap_or_default();
             let buf = self.worker.backend_take_output(b.id, spare);
-            if buf.is_empty() {
-                self.spare.push(buf);
-            } else {
-                let s = Sending { buf, off: 0 };
-                sq.push(&send_entry(b.fd, &s, tag(BACKEND_SEND, slot)))?;
-                b.ops.sending = Some(s);
-            }
+            let user_data = tag(BACKEND_SEND, slot);
+            b.ops.send(b.fd, buf, user_data, sq, &mut self.spare)?;
         }
         Ok(())
     }
@@ -769,24 +639,6 @@ impl Driver {
             unsafe { libc::close(b.fd) };
         }
     }
-}
-
-/// Keeps a finished send's buffer for the next send, unless a burst grew it
-/// past [`SPARE_KEEP`]: idle connections then hold no peak-sized buffers.
-fn keep_spare(spare: &mut Vec<Vec<u8>>, s: Option<Sending>) {
-    if let Some(s) = s {
-        if s.buf.capacity() <= SPARE_KEEP {
-            spare.push(s.buf);
-        }
-    }
-}
-
-fn send_entry(fd: RawFd, s: &Sending, user_data: u64) -> Entry {
-    let rest = &s.buf[s.off..];
-    opcode::Send::new(Fd(fd), rest.as_ptr(), rest.len() as u32)
-        .flags(libc::MSG_NOSIGNAL)
-        .build()
-        .user_data(user_data)
 }
 
 fn set_opt(fd: RawFd, level: i32, name: i32, value: i32) {

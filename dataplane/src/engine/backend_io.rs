@@ -1,0 +1,208 @@
+//! What the transport tells the [`Worker`] about backend connections:
+//! connected, failed, bytes written, bytes read (replies, delivered through
+//! a [`Sink`]).
+
+use std::sync::Arc;
+
+use slab::Slab;
+
+use super::backend::{BackendConn, Link, Owner, MIN_BACKOFF_MS};
+use super::replies::Refusal;
+use super::sink::{BackendFault, Sink};
+use super::{BackendId, Worker};
+
+impl Worker {
+    // ---- backends ---------------------------------------------------------
+
+    pub(super) fn backend(&self, id: BackendId) -> Option<&BackendConn> {
+        self.ctx
+            .backends
+            .conns
+            .get(id.idx as usize)
+            .filter(|b| b.gen == id.gen && b.has_socket())
+    }
+
+    /// Whether the driver should keep the socket of `id`.
+    pub fn backend_live(&self, id: BackendId) -> bool {
+        self.backend(id).is_some()
+    }
+
+    /// The connection for `id` is established.
+    pub fn backend_connected(&mut self, id: BackendId) -> bool {
+        let Some(conn) = self
+            .ctx
+            .backends
+            .conns
+            .get_mut(id.idx as usize)
+            .filter(|b| b.gen == id.gen)
+        else {
+            return false;
+        };
+        if !matches!(conn.link, Link::Connecting { .. }) {
+            return false;
+        }
+        conn.link = Link::Up;
+        conn.backoff_ms = MIN_BACKOFF_MS;
+        if self.ctx.backends.pools[conn.pool].health.failures > 0 {
+            // A PING tells when a failing backend answers again, even with
+            // no request for it (a failing replica gets no reads).
+            let version = self.ctx.cfg.table.version;
+            conn.out
+                .buf_mut()
+                .extend_from_slice(b"*1\r\n$4\r\nPING\r\n");
+            conn.sent(Owner::Probe, version, self.ctx.now_ms);
+            self.ctx.versions.add(version);
+        }
+        self.ctx.stats.backend_connects += 1;
+        self.ctx.wake.backend(conn, id.idx as usize);
+        true
+    }
+
+    /// Connecting failed or the connection broke: every request waiting on it
+    /// gets an error, and the link backs off before the next attempt.
+    pub fn backend_failed(&mut self, id: BackendId, reason: &str) {
+        if self.backend(id).is_some() {
+            self.fail_backend(id.idx as usize, reason);
+            self.resume_paused();
+            self.run_deferred();
+        }
+    }
+
+    /// Bytes to write to the backend.
+    pub fn backend_output(&self, id: BackendId) -> &[u8] {
+        match self.backend(id) {
+            Some(b) if matches!(b.link, Link::Up) => b.out.pending(),
+            _ => &[],
+        }
+    }
+
+    /// `n` bytes of [`backend_output`](Self::backend_output) were written.
+    pub fn backend_wrote(&mut self, id: BackendId, n: usize) {
+        if let Some(conn) = self.ctx.backends.attempt(id) {
+            conn.out.wrote(n);
+            self.ctx.written(n);
+            self.release_backpressure(id.idx as usize);
+        }
+    }
+
+    /// Takes the backend connection's unwritten requests (see
+    /// [`client_take_output`](Self::client_take_output)).
+    pub fn backend_take_output(&mut self, id: BackendId, mut spare: Vec<u8>) -> Vec<u8> {
+        spare.clear();
+        let out = match self.ctx.backends.attempt(id) {
+            Some(b) if matches!(b.link, Link::Up) && !b.out.is_empty() => b.out.take(spare),
+            _ => return spare,
+        };
+        self.release_backpressure(id.idx as usize);
+        out
+    }
+
+    /// The transport finished (or abandoned) the write of the requests it took
+    /// last from the backend connection.
+    pub fn backend_sent(&mut self, id: BackendId) {
+        if let Some(b) = self.ctx.backends.attempt(id) {
+            let n = b.out.transport_done();
+            self.ctx.written(n);
+        }
+    }
+
+    /// Bytes read from a backend: complete replies go to their clients.
+    pub fn backend_input(&mut self, id: BackendId, data: &[u8]) {
+        let idx = id.idx as usize;
+        let max = self.ctx.cfg.limits.max_memory;
+        let ctx = &mut self.ctx;
+        ctx.memory.read(data.len(), &ctx.shared, ctx.core, max);
+        let (backends, mut sink) = self.delivery();
+        let Some(conn) = backends
+            .get_mut(idx)
+            .filter(|b| b.gen == id.gen && matches!(b.link, Link::Up))
+        else {
+            return;
+        };
+        let result = if conn.inbuf.is_empty() {
+            sink.replies(conn, data)
+                .map(|used| conn.inbuf.extend_from_slice(&data[used..]))
+        } else {
+            conn.inbuf.extend_from_slice(data);
+            let mut buf = std::mem::take(&mut conn.inbuf);
+            sink.replies(conn, &buf).map(|used| {
+                buf.drain(..used);
+                if buf.is_empty() && buf.capacity() > 1 << 20 {
+                    buf = Vec::new();
+                }
+                conn.inbuf = buf;
+            })
+        };
+        match result {
+            Ok(()) => {
+                let now = self.ctx.now_ms;
+                let p = self.ctx.backends.conns[idx].pool;
+                if self.ctx.backends.pools[p].health.answered(now) {
+                    self.ctx.health_turned(p);
+                }
+            }
+            Err(fault) => {
+                if fault == BackendFault::Unsolicited {
+                    self.ctx.stats.backend_unsolicited += 1;
+                }
+                self.fail_backend(idx, &fault.to_string());
+            }
+        }
+        self.resume_paused();
+        self.run_deferred();
+        self.ctx.report_if_drained();
+    }
+
+    /// The backend connections, and a [`Sink`] for replies over the rest.
+    pub(super) fn delivery(&mut self) -> (&mut Slab<BackendConn>, Sink<'_>) {
+        let ctx = &mut self.ctx;
+        let sink = Sink {
+            clients: &mut self.clients,
+            wake: &mut ctx.wake,
+            versions: &mut ctx.versions,
+            stats: &mut ctx.stats,
+            resume: &mut ctx.resume,
+            walk: &mut ctx.walk,
+            batches: &mut ctx.batches,
+            log: &mut ctx.log,
+            now_ms: ctx.now_ms,
+            hard_limit: ctx.cfg.limits.output_hard_limit as usize,
+            reply_limit: ctx.cfg.reply_limit(),
+            max_pipeline: ctx.cfg.limits.max_pipeline,
+        };
+        (&mut ctx.backends.conns, sink)
+    }
+
+    pub(super) fn fail_backend(&mut self, idx: usize, reason: &str) {
+        let now = self.ctx.now_ms;
+        let max_backoff = self.ctx.cfg.backend.max_backoff.0.max(MIN_BACKOFF_MS);
+        let gen = self.ctx.backends.new_gen();
+        let p = self.ctx.backends.conns[idx].pool;
+        if self.ctx.backends.pools[p].health.failed(now, reason) {
+            self.ctx.health_turned(p);
+        }
+        let pool = &self.ctx.backends.pools[p];
+        let (core, group, addr) = (self.ctx.core, pool.group.clone(), pool.key.clone());
+        let reason: Arc<str> = Arc::from(reason);
+        let reply = Refusal::BackendDown {
+            group: group.clone(),
+            reason: reason.clone(),
+        }
+        .to_reply();
+        let (backends, mut sink) = self.delivery();
+        let conn = &mut backends[idx];
+        if matches!(conn.link, Link::Up) {
+            tracing::warn!(core, %group, backend = ?addr, "backend lost: {reason}");
+        } else {
+            tracing::debug!(core, %group, backend = ?addr, "backend unavailable: {reason}");
+        }
+        sink.stats.backend_failures += 1;
+        sink.stats.errors_backend += conn.inflight.len() as u64;
+        for e in conn.inflight.drain(..) {
+            sink.deliver(e, &reply);
+        }
+        conn.go_down(gen, now, reason, max_backoff);
+        sink.wake.backends.push(idx as u32);
+        self.release_backpressure(idx);
+    }
+}

@@ -1,0 +1,303 @@
+//! One core's backend connections as a whole: the slab of [`BackendConn`]s,
+//! the [`Pool`] of each backend address, which pool serves each group of the
+//! current table (its master, and the replicas its reads may go to), and
+//! the connection attempts the transport is asked to make.
+//!
+//! A client always uses connection `conn_slot % connections` of a pool
+//! ([`Backends::conn_for`]), so its requests to a group stay in order. A
+//! connection that fails goes down for a backoff ([`BackendConn::go_down`]),
+//! during which requests for it get [`Backends::down_error`]; then it is idle
+//! and the next request starts a new attempt.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use slab::Slab;
+
+use super::backend::{BackendConn, Link, Pool, PoolKey};
+use super::replies::Refusal;
+use super::{Action, BackendId};
+use crate::config::LiveConfig;
+use crate::routing::{GroupIndex, GroupRoute, ReadFrom};
+
+/// Where a group's reads may go: replica pools, taken round robin.
+#[derive(Debug, Default)]
+struct ReplicaReads {
+    pools: Box<[usize]>,
+    next: usize,
+}
+
+/// One core's backend connections; see the module documentation.
+#[derive(Debug, Default)]
+pub(crate) struct Backends {
+    /// Every connection, by slab index (a [`BackendId`]'s `idx`).
+    pub conns: Slab<BackendConn>,
+    /// Every backend address the core has used, by index.
+    pub pools: Vec<Pool>,
+    pool_by_key: HashMap<PoolKey, usize>,
+    /// The pool of each group's master in the current table.
+    group_pools: Vec<usize>,
+    /// Per group of the current table, the replica pools its read-only
+    /// commands may go to (empty: the master).
+    reads: Vec<ReplicaReads>,
+    /// Whether any group reads from replicas: the one test the request
+    /// path makes for replica reads when none does.
+    pub replica_reads: bool,
+    /// A backend went from up to failing or back since the cores' copy
+    /// (see [`super::health`]) was last published with `health_changes`
+    /// bumped.
+    pub health_turned: bool,
+    /// Source of connection generations: every attempt gets a new one.
+    next_gen: u32,
+    /// `backend.connect_timeout` of the current config.
+    connect_timeout: Duration,
+    /// Connections the transport is asked to open.
+    pub actions: Vec<Action>,
+}
+
+impl Backends {
+    /// A generation never used before by this core's connections.
+    pub fn new_gen(&mut self) -> u32 {
+        self.next_gen = self.next_gen.wrapping_add(1);
+        self.next_gen
+    }
+
+    /// Adopts a new config: maps its groups' masters (and the replicas
+    /// their reads may go to) to connection pools, creating pools for new
+    /// addresses and retiring connections no group uses any more.
+    pub fn apply(&mut self, cfg: &LiveConfig) {
+        self.connect_timeout = cfg.backend.connect_timeout.duration();
+        let mut used = vec![false; self.pools.len()];
+        self.group_pools.clear();
+        self.reads.clear();
+        for g in cfg.table.groups() {
+            let key = match &g.master {
+                Ok(a) => PoolKey::Addr(*a),
+                Err(_) => PoolKey::Unresolved(g.master_text.clone()),
+            };
+            let p = self.pool(key, g, &g.master_text, cfg, &mut used);
+            if let Err(why) = &g.master {
+                for &b in &self.pools[p].conns {
+                    // Never connects: its requests get the resolver's error
+                    // until a table with the master resolved replaces it.
+                    self.conns[b].link = Link::Down {
+                        until_ms: u64::MAX,
+                        reason: why.clone(),
+                    };
+                }
+            }
+            self.group_pools.push(p);
+            let mut reads = Vec::new();
+            for r in g.replicas.iter() {
+                let local = match (g.read_from, &cfg.zone) {
+                    (ReadFrom::Master, _) => continue,
+                    (ReadFrom::Replica, _) => true,
+                    (ReadFrom::LocalZone, Some(zone)) => r.zone == *zone,
+                    (ReadFrom::LocalZone, None) => false,
+                };
+                if let (true, Ok(a)) = (local, &r.addr) {
+                    reads.push(self.pool(PoolKey::Addr(*a), g, &r.text, cfg, &mut used));
+                }
+            }
+            self.reads.push(ReplicaReads {
+                pools: reads.into(),
+                next: 0,
+            });
+        }
+        self.replica_reads = self.reads.iter().any(|r| !r.pools.is_empty());
+        for (p, pool) in self.pools.iter_mut().enumerate() {
+            pool.in_use = used[p];
+            if !used[p] {
+                pool.retiring.append(&mut pool.conns);
+            }
+        }
+    }
+
+    /// The pool for `key` (created if new) with `backend.connections`
+    /// connections, serving group `g` as `text`.
+    fn pool(
+        &mut self,
+        key: PoolKey,
+        g: &GroupRoute,
+        text: &str,
+        cfg: &LiveConfig,
+        used: &mut Vec<bool>,
+    ) -> usize {
+        let wanted = cfg.backend.connections;
+        let p = match self.pool_by_key.get(&key) {
+            Some(&p) => p,
+            None => {
+                self.pools.push(Pool {
+                    key: key.clone(),
+                    group: g.name.clone(),
+                    text: Arc::from(text),
+                    conns: Vec::new(),
+                    retiring: Vec::new(),
+                    health: Default::default(),
+                    in_use: true,
+                });
+                used.push(false);
+                self.pool_by_key.insert(key, self.pools.len() - 1);
+                self.pools.len() - 1
+            }
+        };
+        used[p] = true;
+        let pool = &mut self.pools[p];
+        pool.group = g.name.clone();
+        if *pool.text != *text {
+            pool.text = Arc::from(text);
+        }
+        while pool.conns.len() < wanted {
+            pool.conns.push(self.conns.insert(BackendConn::new(p)));
+        }
+        while pool.conns.len() > wanted {
+            let b = pool.conns.pop().expect("non-empty");
+            pool.retiring.push(b);
+        }
+        p
+    }
+
+    /// The error for requests to connection `b` while it is down.
+    pub fn down_error(&self, b: usize) -> Option<Refusal<'static>> {
+        match &self.conns[b].link {
+            Link::Down { reason, .. } => Some(Refusal::BackendDown {
+                group: self.pools[self.conns[b].pool].group.clone(),
+                reason: reason.clone(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// Connection `id`, if that attempt is still its current one.
+    #[inline]
+    pub fn attempt(&mut self, id: BackendId) -> Option<&mut BackendConn> {
+        self.conns
+            .get_mut(id.idx as usize)
+            .filter(|b| b.gen == id.gen)
+    }
+
+    /// Bytes the connections hold in keyway's buffers.
+    pub fn buffered_bytes(&self) -> usize {
+        self.conns.iter().map(|(_, b)| b.buffered_bytes()).sum()
+    }
+
+    /// The connection for a request of client slot `slot` on group `g`: a
+    /// `read` may go to a replica ([`read_conn`](Self::read_conn)), anything
+    /// else to the master ([`conn_for`](Self::conn_for)).
+    #[inline]
+    pub fn conn(&mut self, g: GroupIndex, read: bool, slot: usize, now_ms: u64) -> usize {
+        if read {
+            self.read_conn(g, slot, now_ms)
+        } else {
+            self.conn_for(g, slot, now_ms)
+        }
+    }
+
+    /// The connection client slot `slot` uses for group `g`'s master,
+    /// starting a connection if it has none.
+    #[inline]
+    pub fn conn_for(&mut self, g: GroupIndex, slot: usize, now_ms: u64) -> usize {
+        self.conn_in(self.group_pools[usize::from(g)], slot, now_ms)
+    }
+
+    /// The connection for a read on group `g`: the next of the group's
+    /// replica pools (round robin) that is up — not failing, and its
+    /// connection for `slot` connected — else the master's. A replica
+    /// connection not open yet is opened, but the read does not wait for
+    /// it: it goes elsewhere.
+    pub fn read_conn(&mut self, g: GroupIndex, slot: usize, now_ms: u64) -> usize {
+        let reads = &self.reads[usize::from(g)];
+        let n = reads.pools.len();
+        let start = reads.next;
+        for i in 0..n {
+            let p = self.reads[usize::from(g)].pools[(start + i) % n];
+            let pool = &self.pools[p];
+            if pool.health.failures > 0 {
+                continue;
+            }
+            let b = pool.conns[slot % pool.conns.len()];
+            match self.conns[b].link {
+                Link::Up => {
+                    self.reads[usize::from(g)].next = (start + i + 1) % n;
+                    return b;
+                }
+                Link::Idle => {
+                    self.conn_in(p, slot, now_ms);
+                }
+                Link::Connecting { .. } | Link::Down { .. } => {}
+            }
+        }
+        self.conn_for(g, slot, now_ms)
+    }
+
+    /// The connection client slot `slot` uses in pool `p`, starting a
+    /// connection if it has none.
+    #[inline]
+    pub fn conn_in(&mut self, p: usize, slot: usize, now_ms: u64) -> usize {
+        let pool = &self.pools[p];
+        let b = pool.conns[slot % pool.conns.len()];
+        if let (Link::Idle, PoolKey::Addr(addr)) = (&self.conns[b].link, &pool.key) {
+            let addr = *addr;
+            let gen = self.new_gen();
+            let conn = &mut self.conns[b];
+            conn.gen = gen;
+            conn.link = Link::Connecting { since_ms: now_ms };
+            self.actions.push(Action::Connect {
+                id: BackendId { idx: b as u32, gen },
+                addr,
+                timeout: self.connect_timeout,
+            });
+        }
+        b
+    }
+
+    /// Connections whose reply is overdue (`timeout` ms, 0: none) or whose
+    /// connect attempt took too long, with why; and connections whose
+    /// backoff is over become idle.
+    pub fn expired(&mut self, now: u64, cfg: &LiveConfig) -> Vec<(usize, String, bool)> {
+        let timeout = cfg.backend.timeout.0;
+        let connect_timeout = cfg.backend.connect_timeout.0;
+        let mut failed = Vec::new();
+        for (idx, conn) in self.conns.iter_mut() {
+            match &conn.link {
+                Link::Up => {
+                    if let Some(front) = conn.inflight.front() {
+                        if timeout > 0 && now.saturating_sub(front.sent_ms) > timeout {
+                            let why = format!("no reply within {}", cfg.backend.timeout);
+                            failed.push((idx, why, true));
+                        }
+                    }
+                }
+                Link::Connecting { since_ms }
+                    if now.saturating_sub(*since_ms) > connect_timeout + 1000 =>
+                {
+                    let why = format!("connect timed out after {}", cfg.backend.connect_timeout);
+                    failed.push((idx, why, false));
+                }
+                Link::Down { until_ms, .. } if now >= *until_ms => conn.link = Link::Idle,
+                _ => {}
+            }
+        }
+        failed
+    }
+
+    /// Removes the retired connections whose replies are all in; returns
+    /// each (index, whether it held a socket the transport must close).
+    pub fn close_retired(&mut self, closed: &mut Vec<(usize, bool)>) {
+        for pool in self.pools.iter_mut() {
+            let mut i = 0;
+            while i < pool.retiring.len() {
+                let b = pool.retiring[i];
+                let conn = &mut self.conns[b];
+                if conn.inflight.is_empty() {
+                    pool.retiring.swap_remove(i);
+                    closed.push((b, conn.has_socket()));
+                    conn.out.clear();
+                } else {
+                    i += 1;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,385 @@
+//! Every error reply the engine writes, in one place: Redis's own messages
+//! where keyway answers on Redis's behalf (unknown commands, arity, `AUTH`,
+//! `HELLO`, `CROSSSLOT`…), and keyway's (a backend down, a limit, a hold).
+//!
+//! A [`Refusal`] borrows what it names and is written straight into the
+//! client's output ([`Refusal::encode`]): refusing a request allocates
+//! nothing but the reply's bytes. Its `Display` is the message without the
+//! leading `-`.
+
+use std::fmt::{self, Display, Write as _};
+use std::sync::Arc;
+
+use keyway_protocol::command::{CommandSpec, KeyError};
+use keyway_protocol::resp::{Args, ProtocolError};
+
+use crate::config::units::Millis;
+
+/// Why a request (or a connection) is answered with an error.
+#[derive(Debug, Clone)]
+pub(crate) enum Refusal<'a> {
+    // ---- routing ----------------------------------------------------------
+    /// A request's keys are in more than one group.
+    CrossSlot,
+    /// A key's slot has no group in the table.
+    ClusterDown { slot: u32 },
+    /// A request routed by keys had none (cannot happen for a command whose
+    /// keys were found).
+    NoKeyToRoute,
+    /// Keys could not be found in the request.
+    Keys(KeyError),
+    /// Group `group`'s backend is down (or its address did not resolve).
+    BackendDown { group: Arc<str>, reason: Arc<str> },
+    /// The table fences routed requests.
+    Fenced { reason: &'a str },
+    /// Over `limits.max_memory`.
+    Oom { max: u64 },
+
+    // ---- commands ---------------------------------------------------------
+    /// Redis's message for an unknown command.
+    UnknownCommand { args: &'a Args<'a> },
+    /// Redis's message for an unknown subcommand of `command`.
+    UnknownSubcommand {
+        sub: &'a [u8],
+        command: &'static str,
+    },
+    /// Redis's message for a wrong argument count.
+    WrongArity { command: &'a str },
+    /// A command keyway does not serve, and why.
+    Unsupported { spec: &'a CommandSpec, why: &'a str },
+    /// A stream read with `BLOCK`.
+    BlockUnsupported { spec: &'a CommandSpec },
+    /// A keyed command sent without keys.
+    Keyless { spec: &'a CommandSpec, why: &'a str },
+    /// A malformed request (the connection then closes).
+    Protocol(ProtocolError),
+
+    // ---- requests kept back for a migration -------------------------------
+    /// The keys could not be moved in `move_attempts`.
+    MoveFailed { why: &'a str },
+    /// A move batch's source connection left the slab.
+    SourceGone,
+    /// A kept-back request's frame did not parse again.
+    KeptBackUnparsed,
+    /// A hold lasted longer than `migration.hold_timeout`.
+    HoldExpired,
+
+    // ---- limits (the connection then closes) ------------------------------
+    /// The core closes its largest clients while over `limits.max_memory`.
+    EvictedForMemory { max: u64, held: usize },
+    /// A request stayed incomplete longer than the partial-request timeout.
+    PartialTimeout { after: &'a Millis },
+    /// Unread replies above the soft output limit for too long.
+    SoftLimit { limit: usize, after: &'a Millis },
+    /// Unread replies above the hard output limit.
+    HardLimit { limit: usize },
+    /// A reply larger than the setting `key` allows.
+    ReplyTooLarge {
+        bytes: u64,
+        key: &'a str,
+        limit: u64,
+    },
+    /// A split command's part got a reply of an unexpected type.
+    UnexpectedPartReply { reply: &'a [u8] },
+
+    // ---- commands answered locally ----------------------------------------
+    /// Redis's message for a bad integer argument (`SELECT x`).
+    NotAnInteger,
+    /// `SELECT n` with n ≠ 0.
+    SelectUnsupported { db: i64 },
+    /// Redis's `AUTH <password>` with no password configured.
+    AuthWithoutPassword,
+    /// Redis's wrong password message.
+    WrongPass,
+    /// Redis's `syntax error`.
+    Syntax,
+    /// Redis's `HELLO x` message.
+    ProtocolNotAnInteger,
+    /// `HELLO 3`.
+    Resp3,
+    /// `HELLO n`, n not 2 or 3.
+    NoProto,
+    /// Redis's message for an unknown `HELLO` option.
+    HelloOption { option: &'a [u8] },
+    /// Redis's message for a client name with spaces or special characters.
+    BadClientName,
+    /// Redis's `COMMAND GETKEYS` of an unknown command.
+    InvalidCommand,
+    /// Redis's `COMMAND GETKEYS` with a wrong argument count.
+    GetKeysArity,
+    /// Redis's `COMMAND GETKEYS` of a command without keys.
+    NoKeyArguments,
+}
+
+/// A new client was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Rejected {
+    /// `limits.max_clients` connections are open.
+    #[error("ERR max number of clients reached")]
+    MaxClients,
+    /// The worker is shutting down.
+    #[error("ERR keyway is shutting down")]
+    ShuttingDown,
+}
+
+/// At most `max` bytes of `b`, as text.
+struct Lossy<'b>(&'b [u8], usize);
+
+impl Display for Lossy<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = &self.0[..self.0.len().min(self.1)];
+        f.write_str(&String::from_utf8_lossy(b))
+    }
+}
+
+/// `CLIENT KILL` for `client|kill`.
+struct CommandName<'s>(&'s CommandSpec);
+
+impl Display for CommandName<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for c in self.0.name.chars() {
+            f.write_char(if c == '|' {
+                ' '
+            } else {
+                c.to_ascii_uppercase()
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// Redis's listing of an unknown command's first arguments: each quoted
+/// and followed by a space, while fewer than 128 bytes are listed, each cut
+/// to what is left of the 128.
+struct Listed<'s>(&'s Args<'s>);
+
+impl Display for Listed<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut listed = String::new();
+        for a in self.0.iter().skip(1) {
+            if listed.len() >= 128 {
+                break;
+            }
+            let room = 128 - listed.len();
+            listed.push('\'');
+            listed.push_str(&String::from_utf8_lossy(&a[..a.len().min(room)]));
+            listed.push_str("' ");
+        }
+        f.write_str(&listed)
+    }
+}
+
+impl Display for Refusal<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use Refusal::*;
+        match self {
+            CrossSlot => f.write_str("CROSSSLOT Keys in request don't hash to the same group"),
+            ClusterDown { slot } => {
+                write!(f, "CLUSTERDOWN Hash slot {slot} is not served by any group")
+            }
+            NoKeyToRoute => f.write_str("ERR no key to route by"),
+            Keys(e) => write!(f, "ERR {e}"),
+            BackendDown { group, reason } => {
+                write!(f, "ERR backend {group} unavailable: {reason}")
+            }
+            Fenced { reason } => write!(f, "TRYAGAIN keyway is fenced: {reason}"),
+            Oom { max } => write!(
+                f,
+                "OOM command not allowed when keyway's client and backend buffers exceed \
+                 limits.max_memory ({max} bytes)"
+            ),
+            UnknownCommand { args } => write!(
+                f,
+                "ERR unknown command '{}', with args beginning with: {}",
+                Lossy(args.get(0), 128),
+                Listed(args)
+            ),
+            UnknownSubcommand { sub, command } => write!(
+                f,
+                "ERR unknown subcommand '{}'. Try {} HELP.",
+                Lossy(sub, 128),
+                command.to_ascii_uppercase()
+            ),
+            WrongArity { command } => {
+                write!(f, "ERR wrong number of arguments for '{command}' command")
+            }
+            Unsupported { spec, why } => {
+                write!(
+                    f,
+                    "ERR keyway does not support '{}': {why}",
+                    CommandName(spec)
+                )
+            }
+            BlockUnsupported { spec } => write!(
+                f,
+                "ERR keyway does not support '{} BLOCK': blocking commands are not supported yet",
+                CommandName(spec)
+            ),
+            Keyless { spec, why } => write!(
+                f,
+                "ERR keyway does not support '{}' without keys: {why}",
+                CommandName(spec)
+            ),
+            Protocol(e) => write!(f, "ERR {e}"),
+            MoveFailed { why } => {
+                write!(
+                    f,
+                    "TRYAGAIN keyway could not move this command's keys: {why}"
+                )
+            }
+            SourceGone => f.write_str("ERR internal error: the source connection is gone"),
+            KeptBackUnparsed => {
+                f.write_str("ERR internal error: a kept-back request did not parse")
+            }
+            HoldExpired => f.write_str(
+                "TRYAGAIN the slot is on hold while a migration or failover is prepared; try again",
+            ),
+            EvictedForMemory { max, held } => write!(
+                f,
+                "ERR closing the connection: keyway's buffers exceed limits.max_memory ({max} \
+                 bytes) and this connection held the most ({held} bytes)"
+            ),
+            PartialTimeout { after } => {
+                write!(
+                    f,
+                    "ERR request incomplete after {after}; closing the connection"
+                )
+            }
+            SoftLimit { limit, after } => write!(
+                f,
+                "ERR closing the connection: its unread replies stayed above \
+                 limits.output_soft_limit ({limit} bytes) for {after}"
+            ),
+            HardLimit { limit } => write!(
+                f,
+                "ERR closing the connection: its unread replies exceed \
+                 limits.output_hard_limit ({limit} bytes)"
+            ),
+            ReplyTooLarge { bytes, key, limit } => write!(
+                f,
+                "ERR the reply ({bytes} bytes) is larger than keyway's {key} ({limit} bytes); \
+                 it was not sent"
+            ),
+            UnexpectedPartReply { reply } => write!(
+                f,
+                "ERR unexpected reply from a backend to a split command: {:?}",
+                String::from_utf8_lossy(&reply[..reply.len().min(40)])
+            ),
+            NotAnInteger => f.write_str("ERR value is not an integer or out of range"),
+            SelectUnsupported { db } => write!(
+                f,
+                "ERR SELECT {db} is not supported: keyway serves database 0 only"
+            ),
+            AuthWithoutPassword => f.write_str(
+                "ERR AUTH <password> called without any password configured for the default \
+                 user. Are you sure your configuration is correct?",
+            ),
+            WrongPass => {
+                f.write_str("WRONGPASS invalid username-password pair or user is disabled.")
+            }
+            Syntax => f.write_str("ERR syntax error"),
+            ProtocolNotAnInteger => {
+                f.write_str("ERR Protocol version is not an integer or out of range")
+            }
+            Resp3 => f.write_str("NOPROTO keyway speaks RESP2 only for now; use HELLO 2"),
+            NoProto => f.write_str("NOPROTO unsupported protocol version"),
+            HelloOption { option } => write!(
+                f,
+                "ERR Syntax error in HELLO option '{}'",
+                Lossy(option, usize::MAX)
+            ),
+            BadClientName => f.write_str(
+                "ERR Client names cannot contain spaces, newlines or special characters.",
+            ),
+            InvalidCommand => f.write_str("ERR Invalid command specified"),
+            GetKeysArity => f.write_str("ERR Invalid number of arguments specified for command"),
+            NoKeyArguments => f.write_str("ERR The command has no key arguments"),
+        }
+    }
+}
+
+/// Writes into a reply buffer, with CR and LF turned into spaces (an error
+/// reply is one line).
+struct Line<'o>(&'o mut Vec<u8>);
+
+impl fmt::Write for Line<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0.extend(
+            s.bytes()
+                .map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
+        );
+        Ok(())
+    }
+}
+
+impl Refusal<'_> {
+    /// Appends the error reply: `-`, the message on one line, CRLF (as
+    /// `resp::encode::error` of the message).
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+        out.push(b'-');
+        // Writing to a Vec cannot fail.
+        let _ = write!(Line(out), "{self}");
+        out.extend_from_slice(b"\r\n");
+    }
+
+    /// The error reply in a buffer of its own.
+    pub(crate) fn to_reply(&self) -> Vec<u8> {
+        let mut v = Vec::new();
+        self.encode(&mut v);
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use keyway_protocol::resp::{encode, Span};
+
+    use super::*;
+
+    #[test]
+    fn unknown_command_lists_arguments_as_redis_does() {
+        let buf = b"FOObarbaz";
+        let spans = [Span::new(0, 3), Span::new(3, 3), Span::new(6, 3)];
+        assert_eq!(
+            Refusal::UnknownCommand {
+                args: &Args::new(buf, &spans)
+            }
+            .to_string(),
+            "ERR unknown command 'FOO', with args beginning with: 'bar' 'baz' "
+        );
+        // Redis lists arguments while fewer than 128 bytes are listed, each
+        // cut to the room left: one 300-byte argument shows as 128 bytes,
+        // and the next is not listed.
+        let mut buf = b"FOO".to_vec();
+        buf.extend_from_slice(&[b'x'; 300]);
+        buf.extend_from_slice(b"yy");
+        let spans = [Span::new(0, 3), Span::new(3, 300), Span::new(303, 2)];
+        let x128 = "x".repeat(128);
+        assert_eq!(
+            Refusal::UnknownCommand {
+                args: &Args::new(&buf, &spans)
+            }
+            .to_string(),
+            format!("ERR unknown command 'FOO', with args beginning with: '{x128}' ")
+        );
+    }
+
+    #[test]
+    fn an_error_reply_is_one_line_as_encode_error_writes_it() {
+        for r in [
+            Refusal::Fenced {
+                reason: "line one\r\nline two\n",
+            },
+            Refusal::CrossSlot,
+            Refusal::ClusterDown { slot: 7 },
+        ] {
+            let mut expected = Vec::new();
+            encode::error(&mut expected, &r.to_string());
+            assert_eq!(r.to_reply(), expected, "{r:?}");
+        }
+        assert_eq!(
+            Refusal::Fenced { reason: "a\r\nb" }.to_reply(),
+            b"-TRYAGAIN keyway is fenced: a  b\r\n"
+        );
+    }
+}

@@ -1,0 +1,127 @@
+//! Where a request goes: the place of its reply ([`Place`]), and what its
+//! keys' slots say ([`groups_of_keys`], [`Target`]). Pure functions of the
+//! routing table, used by both the request path ([`super::dispatch`]) and
+//! the migration path ([`super::moves`]).
+
+use keyway_protocol::resp::Args;
+
+use super::pending::Seq;
+use super::replies::Refusal;
+use crate::routing::{GroupIndex, RoutingTable, SlotRoute};
+
+/// Where a request's reply goes, and what has happened to it so far.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Place {
+    /// `None` for a new request (it takes the next reply slot); the slot of a
+    /// request that was kept back.
+    pub at: Option<Seq>,
+    /// Its keys were moved under the current table: send it straight to the
+    /// target.
+    pub moved: bool,
+    /// Move attempts so far.
+    pub attempt: u8,
+    /// When it was first kept back.
+    pub since_ms: Option<u64>,
+}
+
+impl Place {
+    /// A request just parsed.
+    pub const NEW: Place = Place {
+        at: None,
+        moved: false,
+        attempt: 0,
+        since_ms: None,
+    };
+}
+
+/// Where a request's keys lead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// Send it to this group; its keys' slots are stable, so a read may go
+    /// to one of the group's replicas.
+    Group(GroupIndex),
+    /// Send it to this group's master: a key's slot is migrating (a key
+    /// just moved there may not have reached the group's replicas).
+    Master(GroupIndex),
+    /// A key's slot is blocked: hold it.
+    Hold,
+    /// Keys must be moved first (listed in the worker's scratch `moves`).
+    MoveFirst,
+}
+
+/// A key to move: (source, target, argument index).
+pub(crate) type Move = (GroupIndex, GroupIndex, u32);
+
+/// What routing a request's keys found, besides each key's group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeysRoute {
+    /// Every key's slot is stable: send to the groups.
+    Stable,
+    /// A key's slot is moving and its keys are moved already: send to the
+    /// groups' masters.
+    Moved,
+    /// Hold or move keys first.
+    Wait(Target),
+}
+
+/// The group each key will be served by (`groups[i]` for `keys[i]`: the
+/// owner, or the target of a moving slot), and whether the request must be
+/// held or have keys moved first (those go to `moves`).
+pub(crate) fn groups_of_keys(
+    table: &RoutingTable,
+    args: &Args<'_>,
+    keys: &[u32],
+    groups: &mut Vec<GroupIndex>,
+    moves: &mut Vec<Move>,
+    place: Place,
+) -> Result<KeysRoute, Refusal<'static>> {
+    groups.clear();
+    moves.clear();
+    let mut hold = false;
+    let mut moving = false;
+    for &k in keys {
+        let slot = table.slot_of(args.get(k as usize));
+        let g = match table.route(slot) {
+            SlotRoute::Stable(g) => g,
+            SlotRoute::Unassigned => return Err(Refusal::ClusterDown { slot }),
+            SlotRoute::Blocked { to, .. } => {
+                hold = true;
+                to
+            }
+            SlotRoute::Moving { from, to } => {
+                if !place.moved {
+                    moves.push((from, to, k));
+                }
+                moving = true;
+                to
+            }
+        };
+        groups.push(g);
+    }
+    Ok(if hold {
+        KeysRoute::Wait(Target::Hold)
+    } else if !moves.is_empty() {
+        KeysRoute::Wait(Target::MoveFirst)
+    } else if moving {
+        KeysRoute::Moved
+    } else {
+        KeysRoute::Stable
+    })
+}
+
+/// The target of a request all of whose keys must be in one group, given
+/// what [`groups_of_keys`] found.
+pub(crate) fn one_group(
+    groups: &[GroupIndex],
+    route: KeysRoute,
+) -> Result<Target, Refusal<'static>> {
+    let first = *groups.first().ok_or(Refusal::NoKeyToRoute)?;
+    if groups.iter().any(|&g| g != first) {
+        return Err(Refusal::CrossSlot);
+    }
+    Ok(match route {
+        KeysRoute::Stable => Target::Group(first),
+        KeysRoute::Moved => Target::Master(first),
+        KeysRoute::Wait(t) => t,
+    })
+}
