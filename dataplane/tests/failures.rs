@@ -28,18 +28,19 @@ fn a_killed_backend_errors_only_its_slots_and_service_resumes() {
     let port = r[1].port;
     r[1].kill();
 
-    let started = Instant::now();
+    // Prompt means the refused connection answers, not a timeout: the
+    // outcome says which, however slow the machine.
     let err = wait_for(
         "an error for the dead group",
-        Duration::from_secs(5),
+        Duration::from_secs(30),
         || con.get::<_, String>(&keys[1]).err(),
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "errors must be prompt"
     );
     let msg = err.to_string();
     assert!(msg.contains("backend g2 unavailable"), "{msg}");
+    assert!(
+        !msg.contains("no reply within"),
+        "a dead backend is known at once, not after a timeout: {msg}"
+    );
     // Other groups are unaffected, on the same connection.
     for g in [0, 2] {
         let v: String = con.get(&keys[g]).unwrap();
@@ -85,9 +86,11 @@ fn a_hung_backend_times_out_and_recovers() {
             .contains("backend g1 unavailable: no reply within 1s"),
         "{err}"
     );
+    // The timeout may not fire early; how late depends on the machine, and
+    // the message above already says the timeout is what answered.
     assert!(
-        waited >= Duration::from_millis(900) && waited < Duration::from_secs(4),
-        "{waited:?}"
+        waited >= Duration::from_millis(900),
+        "answered after {waited:?}, before the 1s timeout"
     );
     let mut other = kw.conn();
     let _: () = other.set(&fine, "ok").unwrap();

@@ -292,6 +292,24 @@ impl Redis {
             let _ = c.wait();
         }
     }
+
+    /// Stops it (`SIGSTOP`): it keeps its connections and answers nothing,
+    /// so requests sent to it stay in flight until [`resume`](Self::resume).
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// Lets it go on (`SIGCONT`).
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, sig: i32) {
+        if let Some(c) = &self.child {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(c.id() as i32, sig) };
+        }
+    }
 }
 
 impl Drop for Redis {
