@@ -148,6 +148,23 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     bin
 }
 
+/// The directory holding `names`, each built from the current tree as by
+/// [`workspace_bin`] (for harnesses that take a directory of binaries).
+pub fn workspace_bin_dir(names: &[&str]) -> PathBuf {
+    let dirs: Vec<PathBuf> = names
+        .iter()
+        .map(|n| {
+            workspace_bin(n)
+                .parent()
+                .expect("a binary is in a directory")
+                .to_path_buf()
+        })
+        .collect();
+    let first = dirs.first().expect("at least one binary").clone();
+    assert!(dirs.iter().all(|d| *d == first), "one target directory");
+    first
+}
+
 /// A redis-server on a loopback port.
 #[derive(Debug)]
 pub struct Redis {
