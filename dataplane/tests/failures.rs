@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{groups, key_on, raw_roundtrip, read_some, wait_for, Keyway, Redis};
+use common::{groups, key_on, raw_roundtrip, read_some, wait_for, Keyway, Redis, SideBySide};
 use redis::Commands;
 
 #[test]
@@ -148,19 +148,27 @@ fn garbage_gets_an_error_and_everyone_else_is_served() {
         })
     };
 
+    // Malformed requests a single Redis refuses the same way: its reply
+    // (and its closing the connection) is the expected one.
+    let reference = Redis::start();
+    let like_redis: &[&[u8]] = &[
+        b"*1\r\n$x\r\n",
+        b"*2\r\n:1\r\n",
+        b"*abc\r\n",
+        b"SET a \"unterminated\r\n",
+    ];
+    for input in like_redis {
+        // A valid request first: its reply comes before the error.
+        let mut req = b"PING\r\n".to_vec();
+        req.extend_from_slice(input);
+        let mut both = SideBySide::connect(reference.addr(), kw.addr);
+        both.raw_same(&req, 2);
+        both.same_close();
+    }
+    // Where keyway is stricter than Redis, its own replies: Redis skips the
+    // two bytes after a bulk without checking for CRLF, and its bulk and
+    // argument limits (512 MB, none) are far above keyway's configured ones.
     let cases: &[(&[u8], &str)] = &[
-        (
-            b"*1\r\n$x\r\n",
-            "-ERR Protocol error: invalid bulk length\r\n",
-        ),
-        (
-            b"*2\r\n:1\r\n",
-            "-ERR Protocol error: expected '$', got ':'\r\n",
-        ),
-        (
-            b"*abc\r\n",
-            "-ERR Protocol error: invalid multibulk length\r\n",
-        ),
         (
             b"*1\r\n$3\r\nabcdef",
             "-ERR Protocol error: bulk argument not terminated by CRLF\r\n",
@@ -173,14 +181,9 @@ fn garbage_gets_an_error_and_everyone_else_is_served() {
             b"*1001\r\n",
             "-ERR Protocol error: too many arguments (1001, the limit is 1000)\r\n",
         ),
-        (
-            b"SET a \"unterminated\r\n",
-            "-ERR Protocol error: unbalanced quotes in request\r\n",
-        ),
     ];
     for (input, want) in cases {
         let mut s = kw.tcp();
-        // A valid request first: its reply comes before the error.
         let mut req = b"PING\r\n".to_vec();
         req.extend_from_slice(input);
         s.write_all(&req).unwrap();
