@@ -185,6 +185,17 @@ impl Redis {
         panic!("could not start redis-server");
     }
 
+    /// Starts one on a free port with more arguments (e.g. `--maxclients
+    /// 3`), to serve as a reference for keyway configured alike.
+    pub fn start_with(args: &[&str]) -> Redis {
+        for _ in 0..5 {
+            if let Some(r) = Redis::try_start(free_port(), args) {
+                return r;
+            }
+        }
+        panic!("could not start redis-server {args:?}");
+    }
+
     /// Starts one with cluster support on (and in no cluster): it answers
     /// `CLUSTER KEYSLOT`, the reference for which slot a key hashes to.
     pub fn cluster_node() -> Redis {
