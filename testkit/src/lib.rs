@@ -27,19 +27,25 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Ends the calling test early, saying so on stderr as `SKIP: <test>:
-/// <reason>` (shown with `--nocapture` and in a failing run's output), so a
-/// test that checked nothing never looks like one that passed.
+/// Ends the calling test early, saying so as `SKIP: <test>: <reason>` on
+/// stderr, so a test that checked nothing never looks like one that passed.
+/// Written to the stream itself, not through `eprintln!`, which the test
+/// harness captures: the line shows in every `cargo test` run.
 #[macro_export]
 macro_rules! skip {
     ($($reason:tt)+) => {{
-        let test = ::std::thread::current()
-            .name()
-            .unwrap_or("?")
-            .to_string();
-        eprintln!("SKIP: {test}: {}", format_args!($($reason)+));
+        $crate::say_skip(&format!($($reason)+));
         return;
     }};
+}
+
+/// What [`skip!`] prints, past the test harness's capture.
+pub fn say_skip(reason: &str) {
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("?")
+        .to_string();
+    let _ = writeln!(std::io::stderr(), "SKIP: {test}: {reason}");
 }
 
 /// Polls `f` until it returns `Some`, or panics after `timeout` naming `what`.
