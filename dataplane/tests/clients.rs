@@ -41,22 +41,39 @@ fn interactive_redis_cli(port: u16, lines: &[&str]) -> String {
         .stderr(Stdio::from(slave))
         .spawn()
         .expect("redis-cli");
-    let reader = {
-        let mut m = master.try_clone().unwrap();
-        std::thread::spawn(move || {
-            let mut out = Vec::new();
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = m.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                out.extend_from_slice(&buf[..n]);
+    // What redis-cli prints, chunk by chunk, until the terminal closes.
+    let (tx, chunks) = std::sync::mpsc::channel::<Vec<u8>>();
+    let mut m = master.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = m.read(&mut buf) {
+            if tx.send(buf[..n].to_vec()).is_err() {
+                return;
             }
-            String::from_utf8_lossy(&out).into_owned()
-        })
+        }
+    });
+    let mut out = Vec::new();
+    let prompt = format!("127.0.0.1:{port}> ");
+    // A fresh prompt starts the output or a line; linenoise's redraws of the
+    // line being typed start with "\r".
+    let fresh_prompts = |out: &[u8]| {
+        let text = String::from_utf8_lossy(out);
+        usize::from(text.starts_with(&prompt)) + text.matches(&format!("\n{prompt}")).count()
     };
-    for l in lines {
-        std::thread::sleep(Duration::from_millis(150));
+    for (i, l) in lines.iter().enumerate() {
+        // Type each line once redis-cli asks for it (its (i + 1)-th fresh
+        // prompt), not after a guessed pause.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while fresh_prompts(&out) <= i {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match chunks.recv_timeout(left) {
+                Ok(c) => out.extend(c),
+                Err(e) => panic!(
+                    "no prompt for {l:?} ({e}); so far:\n{}",
+                    String::from_utf8_lossy(&out)
+                ),
+            }
+        }
         master.write_all(l.as_bytes()).unwrap();
         master.write_all(b"\r").unwrap();
     }
@@ -66,7 +83,11 @@ fn interactive_redis_cli(port: u16, lines: &[&str]) -> String {
         std::thread::sleep(Duration::from_millis(20));
     }
     drop(master);
-    reader.join().unwrap()
+    // The rest of what it printed: the reader ends when the terminal closes.
+    while let Ok(c) = chunks.recv_timeout(Duration::from_secs(10)) {
+        out.extend(c);
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[test]

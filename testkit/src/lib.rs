@@ -41,10 +41,7 @@ macro_rules! skip {
 
 /// What [`skip!`] prints, past the test harness's capture.
 pub fn say_skip(reason: &str) {
-    let test = std::thread::current()
-        .name()
-        .unwrap_or("?")
-        .to_string();
+    let test = std::thread::current().name().unwrap_or("?").to_string();
     let _ = writeln!(std::io::stderr(), "SKIP: {test}: {reason}");
 }
 
