@@ -180,12 +180,7 @@ pub struct Redis {
 impl Redis {
     /// Starts one on a free port.
     pub fn start() -> Redis {
-        for _ in 0..5 {
-            if let Some(r) = Redis::try_start(free_port(), &[]) {
-                return r;
-            }
-        }
-        panic!("could not start redis-server");
+        Redis::start_with(&[])
     }
 
     /// Starts one on a free port with more arguments (e.g. `--maxclients
@@ -202,12 +197,7 @@ impl Redis {
     /// Starts one with cluster support on (and in no cluster): it answers
     /// `CLUSTER KEYSLOT`, the reference for which slot a key hashes to.
     pub fn cluster_node() -> Redis {
-        for _ in 0..5 {
-            if let Some(r) = Redis::try_start(free_port(), &["--cluster-enabled", "yes"]) {
-                return r;
-            }
-        }
-        panic!("could not start a cluster-enabled redis-server");
+        Redis::start_with(&["--cluster-enabled", "yes"])
     }
 
     /// The slot Redis Cluster gives each of `keys` (`CLUSTER KEYSLOT`, on a
@@ -242,13 +232,7 @@ impl Redis {
 
     /// Starts a replica of `master`.
     pub fn replica_of(master: &Redis) -> Redis {
-        let port = master.port.to_string();
-        for _ in 0..5 {
-            if let Some(r) = Redis::try_start(free_port(), &["--replicaof", "127.0.0.1", &port]) {
-                return r;
-            }
-        }
-        panic!("could not start a replica");
+        Redis::start_with(&["--replicaof", "127.0.0.1", &master.port.to_string()])
     }
 
     fn try_start(port: u16, extra: &[&str]) -> Option<Redis> {
