@@ -157,27 +157,10 @@ fn series(o: &Options, ttl: u64) -> anyhow::Result<Series> {
         Ok(p)
     };
     let dir = TempDir::new("bench");
-    let etcd_port = free_port();
-    let etcd_url = format!("http://127.0.0.1:{etcd_port}");
-    let peer = format!("http://127.0.0.1:{}", free_port());
-    let mut cmd = Command::new("etcd");
-    cmd.args(["--name", "bench", "--data-dir"])
-        .arg(dir.0.join("etcd"))
-        .args([
-            "--listen-client-urls",
-            &etcd_url,
-            "--advertise-client-urls",
-            &etcd_url,
-        ])
-        .args([
-            "--listen-peer-urls",
-            &peer,
-            "--initial-advertise-peer-urls",
-            &peer,
-        ])
-        .args(["--initial-cluster", &format!("bench={peer}")]);
-    let _etcd = Proc::spawn("etcd", ([127, 0, 0, 1], etcd_port).into(), &cmd, None)
-        .context("is etcd installed? scripts/deps.sh installs it")?;
+    // The test kit's etcd: on loopback ports, started again on new ones
+    // should another process take one first; dies with this process.
+    let etcd = keyway_testkit::Etcd::start();
+    let etcd_url = etcd.url.clone();
     let redis = Proc::redis(&dir.0, None)?;
     let ctld_bin = bin("keyway-ctld")?;
     let mut ctlds = Vec::new();
