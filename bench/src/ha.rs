@@ -126,7 +126,7 @@ impl System {
             &format!("g1={}", m.addr),
         ])?;
         ctl.json(&["group", "bench", "g1", "--add-replica", &r.addr.to_string()])?;
-        let keyway = managed_keyway(&bin("keyway")?, &dir.0, control)?;
+        let keyway = managed_keyway(&bin("keyway")?, &dir.0, &control.to_string())?;
         let listen = keyway.addr;
         wait_serving(listen)?;
         Ok(System {

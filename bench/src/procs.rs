@@ -199,12 +199,13 @@ pub fn ctld_on_free_ports(bin: &Path, dir: &Path) -> anyhow::Result<(Proc, Socke
     Ok((ctld, ([127, 0, 0, 1], control).into()))
 }
 
-/// A keyway data plane `bench-dp` of cluster `bench`, managed by the ctld at
-/// `control`, its state in `dir`, on a port picked free.
-pub fn managed_keyway(bin: &Path, dir: &Path, control: SocketAddr) -> anyhow::Result<Proc> {
+/// A keyway data plane `bench-dp` of cluster `bench`, managed by the ctlds
+/// at `controls` (`A` or `A,B,C`), its state in `dir`, on a port picked
+/// free.
+pub fn managed_keyway(bin: &Path, dir: &Path, controls: &str) -> anyhow::Result<Proc> {
     Proc::spawn_on_free_port("keyway", None, |port| {
         let mut cmd = Command::new(bin);
-        cmd.args(["--control", &control.to_string(), "--cluster", "bench"])
+        cmd.args(["--control", controls, "--cluster", "bench"])
             .args(["--listen", &format!("127.0.0.1:{port}"), "--id", "bench-dp"])
             .arg("--state-dir")
             .arg(dir.join("dp"))

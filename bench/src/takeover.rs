@@ -18,7 +18,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::harness::{date_and_commit, machine};
-use crate::procs::{free_port, Proc, TempDir};
+use crate::procs::{free_port, managed_keyway, Proc, TempDir};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -183,14 +183,8 @@ fn series(o: &Options, ttl: u64) -> anyhow::Result<Series> {
     let (status, body) = http(leader.api, "POST", "/v1/clusters", &create).context("create")?;
     anyhow::ensure!(status == 201 || status == 200, "create: {status} {body}");
     let controls: Vec<String> = ctlds.iter().map(|c| c.control.to_string()).collect();
-    let listen: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let mut cmd = Command::new(bin("keyway")?);
-    cmd.args(["--control", &controls.join(","), "--cluster", "bench"])
-        .args(["--listen", &listen.to_string(), "--id", "bench-dp"])
-        .arg("--state-dir")
-        .arg(dir.0.join("dp"))
-        .env("KEYWAY_LOG", "warn");
-    let _dp = Proc::spawn("keyway", listen, &cmd, None)?;
+    let dp = managed_keyway(&bin("keyway")?, &dir.0, &controls.join(","))?;
+    let listen = dp.addr;
     // Serving once it holds a lease (until then it answers -TRYAGAIN).
     wait("the data plane to serve", Duration::from_secs(30), || {
         TcpStream::connect(listen).is_ok_and(|mut s| {

@@ -153,7 +153,7 @@ pub fn run(o: &Options, command_line: String) -> anyhow::Result<Report> {
     let group = |name: &str, p: &Proc| format!("{name}={}", p.addr);
     ctl.json(&["cluster", "create", "bench", "--group", &group("g1", &g1)])?;
     ctl.json(&["cluster", "grow", "bench", "--group", &group("g2", &g2)])?;
-    let keyway = managed_keyway(&bin("keyway")?, &dir.0, control)?;
+    let keyway = managed_keyway(&bin("keyway")?, &dir.0, &control.to_string())?;
     let listen = keyway.addr;
     wait_serving(listen)?;
 
