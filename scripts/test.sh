@@ -13,10 +13,14 @@ scripts/deps.sh
 
 cargo fmt --all -- --check
 cargo clippy -q --workspace --all-targets -- -D warnings
-cargo test -q --workspace
+# Tests that cannot run here print `SKIP: <test>: <reason>` (testkit's
+# `skip!`); they are listed again at the end so a skip is never silent.
+test_log=$(mktemp)
+trap 'rm -f "$test_log"' EXIT
+cargo test -q --workspace 2>&1 | tee -a "$test_log"
 # The integration tests once more on the other transport (uring is the default),
 # but for the memory-growth tests (`slow_*`, in tests/memory.rs), which run once.
-KEYWAY_TEST_TRANSPORT=glommio cargo test -q -p keyway --tests -- --skip slow_
+KEYWAY_TEST_TRANSPORT=glommio cargo test -q -p keyway --tests -- --skip slow_ 2>&1 | tee -a "$test_log"
 perf/tune-host.sh --iface lo --cpus 0 --dry-run >/dev/null
 
 fuzz_seconds=${KEYWAY_FUZZ_SECONDS:-20}
@@ -45,5 +49,9 @@ if [ "$fuzz_seconds" != 0 ]; then
       [ -z "$(ls fuzz/artifacts/$target 2>/dev/null)" ] || { echo "fuzz target $target crashed: see fuzz/artifacts/$target" >&2; exit 1; }
     done
   )
+fi
+if grep -q '^SKIP: ' "$test_log"; then
+  echo "skipped tests:"
+  grep '^SKIP: ' "$test_log"
 fi
 echo "all tests passed"

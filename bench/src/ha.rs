@@ -7,7 +7,6 @@
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,7 +17,7 @@ use serde_json::Value;
 
 use crate::harness::{date_and_commit, machine};
 use crate::migrate::system::{command, wait_serving, Ctl};
-use crate::procs::{free_port, Proc, Scratch};
+use crate::procs::{ctld_on_free_ports, managed_keyway, Proc, TempDir};
 
 /// What to measure.
 #[derive(Debug, Clone, Serialize)]
@@ -94,7 +93,7 @@ pub struct Report {
 
 /// The system under test.
 struct System {
-    dir: Scratch,
+    dir: TempDir,
     ctl: Ctl,
     /// Servers by address; `None` while killed.
     servers: Vec<(SocketAddr, Option<Proc>)>,
@@ -110,17 +109,11 @@ impl System {
             anyhow::ensure!(p.exists(), "{} is missing (build it first)", p.display());
             Ok(p)
         };
-        let dir = Scratch::new()?;
-        let m = Proc::redis_on(&dir.0, free_port()?, None)?;
-        let r = Proc::redis_on(&dir.0, free_port()?, Some(m.addr))?;
-        let api: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
-        let control: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
-        let mut cmd = Command::new(bin("keyway-ctld")?);
-        cmd.arg("--store")
-            .arg(format!("file:{}", dir.0.join("ctld.state").display()))
-            .args(["--api", &api.to_string(), "--control", &control.to_string()])
-            .env("KEYWAY_LOG", "warn");
-        let ctld = Proc::spawn("keyway-ctld", api, &cmd, None)?;
+        let dir = TempDir::new("bench");
+        let m = Proc::redis(&dir.0, None)?;
+        let r = Proc::redis_replica(&dir.0, m.addr)?;
+        let (ctld, control) = ctld_on_free_ports(&bin("keyway-ctld")?, &dir.0)?;
+        let api = ctld.addr;
         let ctl = Ctl {
             bin: bin("keywayctl")?,
             api,
@@ -133,14 +126,8 @@ impl System {
             &format!("g1={}", m.addr),
         ])?;
         ctl.json(&["group", "bench", "g1", "--add-replica", &r.addr.to_string()])?;
-        let listen: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
-        let mut cmd = Command::new(bin("keyway")?);
-        cmd.args(["--control", &control.to_string(), "--cluster", "bench"])
-            .args(["--listen", &listen.to_string(), "--id", "bench-dp"])
-            .arg("--state-dir")
-            .arg(dir.0.join("dp"))
-            .env("KEYWAY_LOG", "warn");
-        let keyway = Proc::spawn("keyway", listen, &cmd, None)?;
+        let keyway = managed_keyway(&bin("keyway")?, &dir.0, &control.to_string())?;
+        let listen = keyway.addr;
         wait_serving(listen)?;
         Ok(System {
             dir,
@@ -339,7 +326,7 @@ pub fn run(o: &Options, command_line: String) -> anyhow::Result<Report> {
             lost.push(missing);
             // The old master comes back, empty, and is made a replica.
             let port = master.port();
-            let back = Proc::redis_on(&sys.dir.0, port, None)?;
+            let back = Proc::redis_on(&sys.dir.0, port)?;
             slot_of(&mut sys.servers, master).1 = Some(back);
         }
         kills.push(Kills {

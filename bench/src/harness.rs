@@ -14,7 +14,7 @@ use anyhow::Context as _;
 use serde::Serialize;
 
 use crate::load::{self, parse_mix, LoadSpec, Stop};
-use crate::procs::{cpu_seconds, Proc, Scratch};
+use crate::procs::{cpu_seconds, Proc, TempDir};
 
 /// How to run.
 #[derive(Debug, Clone)]
@@ -330,7 +330,7 @@ pub fn machine() -> BTreeMap<String, String> {
 
 /// Runs every load on every target and summarizes.
 pub fn run(o: &Options, command: String) -> anyhow::Result<Report> {
-    let dir = Scratch::new()?;
+    let dir = TempDir::new("bench");
     let redis = Proc::redis(&dir.0, o.redis_cpu)?;
     let mut targets = vec![Target {
         name: "redis".into(),

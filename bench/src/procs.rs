@@ -1,17 +1,28 @@
 //! The processes a benchmark run starts (redis-server, nutcracker, keyway),
-//! each pinned where asked and killed on drop, and the CPU time they use.
+//! each pinned where asked, killed on drop or when the benchmark dies
+//! (`PR_SET_PDEATHSIG`, from the test kit), and the CPU time they use. Ports
+//! and scratch directories come from the test kit too.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+pub use keyway_testkit::{free_port, TempDir};
 
-/// A port free right now.
-pub fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+/// Why [`Proc::spawn`] failed: the process exited at start (on a port picked
+/// free, most likely because another process took it first), or otherwise.
+#[derive(Debug)]
+struct ExitedAtStart;
+
+impl std::fmt::Display for ExitedAtStart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("exited at start")
+    }
 }
+
+impl std::error::Error for ExitedAtStart {}
 
 /// CPU time (user + system, all threads) of a process so far, in seconds.
 pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
@@ -66,7 +77,7 @@ impl Proc {
                 run.env(k, v);
             }
         }
-        let child = run
+        let child = keyway_testkit::die_with_parent(&mut run)
             .spawn()
             .with_context(|| format!("cannot start {name}"))?;
         let mut p = Proc {
@@ -77,7 +88,7 @@ impl Proc {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             if let Some(st) = p.child.try_wait()? {
-                anyhow::bail!("{name} exited at start ({st})");
+                return Err(anyhow::Error::new(ExitedAtStart).context(format!("{name} ({st})")));
             }
             if TcpStream::connect(addr).is_ok() {
                 return Ok(p);
@@ -87,60 +98,63 @@ impl Proc {
         }
     }
 
+    /// Starts what `make` builds for a port picked free, listening there;
+    /// should it exit at start (another process took the port between the
+    /// pick and its bind), again on a new port.
+    pub fn spawn_on_free_port(
+        name: &str,
+        cpu: Option<usize>,
+        mut make: impl FnMut(u16) -> anyhow::Result<Command>,
+    ) -> anyhow::Result<Proc> {
+        let mut tries = 0;
+        loop {
+            let port = free_port();
+            let cmd = make(port)?;
+            match Proc::spawn(name, ([127, 0, 0, 1], port).into(), &cmd, cpu) {
+                Err(e) if e.is::<ExitedAtStart>() && tries < 4 => tries += 1,
+                r => return r,
+            }
+        }
+    }
+
     /// A redis-server with persistence off.
     pub fn redis(dir: &Path, cpu: Option<usize>) -> anyhow::Result<Proc> {
-        Proc::redis_with(dir, free_port()?, None, cpu)
+        Proc::spawn_on_free_port("redis", cpu, |port| Ok(redis_command(dir, port, None)))
     }
 
-    /// A redis-server with persistence off on `port`, a replica of
-    /// `replica_of` if given.
-    pub fn redis_on(dir: &Path, port: u16, replica_of: Option<SocketAddr>) -> anyhow::Result<Proc> {
-        Proc::redis_with(dir, port, replica_of, None)
+    /// A redis-server with persistence off, a replica of `master`.
+    pub fn redis_replica(dir: &Path, master: SocketAddr) -> anyhow::Result<Proc> {
+        Proc::spawn_on_free_port("redis", None, |port| {
+            Ok(redis_command(dir, port, Some(master)))
+        })
     }
 
-    fn redis_with(
-        dir: &Path,
-        port: u16,
-        replica_of: Option<SocketAddr>,
-        cpu: Option<usize>,
-    ) -> anyhow::Result<Proc> {
-        let mut cmd = Command::new("redis-server");
-        cmd.args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .arg("--dir")
-        .arg(dir);
-        if let Some(m) = replica_of {
-            cmd.args(["--replicaof", &m.ip().to_string(), &m.port().to_string()]);
-        }
-        Proc::spawn("redis", ([127, 0, 0, 1], port).into(), &cmd, cpu)
+    /// A redis-server with persistence off on `port` (to bring one back
+    /// where it was).
+    pub fn redis_on(dir: &Path, port: u16) -> anyhow::Result<Proc> {
+        let cmd = redis_command(dir, port, None);
+        Proc::spawn("redis", ([127, 0, 0, 1], port).into(), &cmd, None)
     }
 
     /// twemproxy in front of `backend`.
     pub fn nutcracker(dir: &Path, backend: SocketAddr, cpu: Option<usize>) -> anyhow::Result<Proc> {
-        let port = free_port()?;
-        let stats = free_port()?;
-        let conf = dir.join("nutcracker.yml");
-        std::fs::write(
-            &conf,
-            format!(
-                "bench:\n  listen: 127.0.0.1:{port}\n  hash: fnv1a_64\n  distribution: ketama\n  redis: true\n  \
-                 timeout: 5000\n  servers:\n   - {backend}:1\n"
-            ),
-        )?;
-        let mut cmd = Command::new("nutcracker");
-        cmd.arg("-c")
-            .arg(&conf)
-            .args(["-s", &stats.to_string(), "-o"])
-            .arg(dir.join("nutcracker.log"));
-        Proc::spawn("twemproxy", ([127, 0, 0, 1], port).into(), &cmd, cpu)
+        Proc::spawn_on_free_port("twemproxy", cpu, |port| {
+            let stats = free_port();
+            let conf = dir.join("nutcracker.yml");
+            std::fs::write(
+                &conf,
+                format!(
+                    "bench:\n  listen: 127.0.0.1:{port}\n  hash: fnv1a_64\n  distribution: ketama\n  redis: true\n  \
+                     timeout: 5000\n  servers:\n   - {backend}:1\n"
+                ),
+            )?;
+            let mut cmd = Command::new("nutcracker");
+            cmd.arg("-c")
+                .arg(&conf)
+                .args(["-s", &stats.to_string(), "-o"])
+                .arg(dir.join("nutcracker.log"));
+            Ok(cmd)
+        })
     }
 
     /// keyway on `cpu` in front of `backend`, with extra config lines.
@@ -152,42 +166,78 @@ impl Proc {
         cpu: usize,
         extra: &str,
     ) -> anyhow::Result<Proc> {
-        let port = free_port()?;
-        let conf = dir.join(format!("{name}.toml"));
-        std::fs::write(
-            &conf,
-            format!(
-                "listen = \"127.0.0.1:{port}\"\ncores = [{cpu}]\n{extra}\n[[group]]\nname = \"g1\"\nmaster = \"{backend}\"\n"
-            ),
-        )?;
-        let mut cmd = Command::new(bin);
-        cmd.arg("--config").arg(&conf).env("KEYWAY_LOG", "warn");
-        Proc::spawn(name, ([127, 0, 0, 1], port).into(), &cmd, None)
+        Proc::spawn_on_free_port(name, None, |port| {
+            let conf = dir.join(format!("{name}.toml"));
+            std::fs::write(
+                &conf,
+                format!(
+                    "listen = \"127.0.0.1:{port}\"\ncores = [{cpu}]\n{extra}\n[[group]]\nname = \"g1\"\nmaster = \"{backend}\"\n"
+                ),
+            )?;
+            let mut cmd = Command::new(bin);
+            cmd.arg("--config").arg(&conf).env("KEYWAY_LOG", "warn");
+            Ok(cmd)
+        })
     }
+}
+
+/// A keyway-ctld with its file store in `dir`, on ports picked free (again
+/// on new ones should it exit at start); returns it (its `addr` is the API's)
+/// and its control address.
+pub fn ctld_on_free_ports(bin: &Path, dir: &Path) -> anyhow::Result<(Proc, SocketAddr)> {
+    let mut control = 0;
+    let ctld = Proc::spawn_on_free_port("keyway-ctld", None, |api| {
+        control = free_port();
+        let mut cmd = Command::new(bin);
+        cmd.arg("--store")
+            .arg(format!("file:{}", dir.join("ctld.state").display()))
+            .args(["--api", &format!("127.0.0.1:{api}")])
+            .args(["--control", &format!("127.0.0.1:{control}")])
+            .env("KEYWAY_LOG", "warn");
+        Ok(cmd)
+    })?;
+    Ok((ctld, ([127, 0, 0, 1], control).into()))
+}
+
+/// A keyway data plane `bench-dp` of cluster `bench`, managed by the ctlds
+/// at `controls` (`A` or `A,B,C`), its state in `dir`, on a port picked
+/// free.
+pub fn managed_keyway(bin: &Path, dir: &Path, controls: &str) -> anyhow::Result<Proc> {
+    Proc::spawn_on_free_port("keyway", None, |port| {
+        let mut cmd = Command::new(bin);
+        cmd.args(["--control", controls, "--cluster", "bench"])
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--id", "bench-dp"])
+            .arg("--state-dir")
+            .arg(dir.join("dp"))
+            .env("KEYWAY_LOG", "warn");
+        Ok(cmd)
+    })
+}
+
+/// A redis-server on `port` with persistence off, its files in `dir`.
+fn redis_command(dir: &Path, port: u16, replica_of: Option<SocketAddr>) -> Command {
+    let mut cmd = Command::new("redis-server");
+    cmd.args([
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ])
+    .arg("--dir")
+    .arg(dir);
+    if let Some(m) = replica_of {
+        cmd.args(["--replicaof", &m.ip().to_string(), &m.port().to_string()]);
+    }
+    cmd
 }
 
 impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// A directory removed on drop.
-#[derive(Debug)]
-pub struct Scratch(pub PathBuf);
-
-impl Scratch {
-    /// A new directory under the system temp dir.
-    pub fn new() -> anyhow::Result<Scratch> {
-        let p = std::env::temp_dir().join(format!("keyway-bench-{}", std::process::id()));
-        std::fs::create_dir_all(&p)?;
-        Ok(Scratch(p))
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }

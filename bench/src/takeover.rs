@@ -18,7 +18,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::harness::{date_and_commit, machine};
-use crate::procs::{free_port, Proc, Scratch};
+use crate::procs::{free_port, managed_keyway, Proc, TempDir};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -156,34 +156,17 @@ fn series(o: &Options, ttl: u64) -> anyhow::Result<Series> {
         anyhow::ensure!(p.exists(), "{} is missing (build it first)", p.display());
         Ok(p)
     };
-    let dir = Scratch::new()?;
-    let etcd_port = free_port()?;
-    let etcd_url = format!("http://127.0.0.1:{etcd_port}");
-    let peer = format!("http://127.0.0.1:{}", free_port()?);
-    let mut cmd = Command::new("etcd");
-    cmd.args(["--name", "bench", "--data-dir"])
-        .arg(dir.0.join("etcd"))
-        .args([
-            "--listen-client-urls",
-            &etcd_url,
-            "--advertise-client-urls",
-            &etcd_url,
-        ])
-        .args([
-            "--listen-peer-urls",
-            &peer,
-            "--initial-advertise-peer-urls",
-            &peer,
-        ])
-        .args(["--initial-cluster", &format!("bench={peer}")]);
-    let _etcd = Proc::spawn("etcd", ([127, 0, 0, 1], etcd_port).into(), &cmd, None)
-        .context("is etcd installed? scripts/deps.sh installs it")?;
+    let dir = TempDir::new("bench");
+    // The test kit's etcd: on loopback ports, started again on new ones
+    // should another process take one first; dies with this process.
+    let etcd = keyway_testkit::Etcd::start();
+    let etcd_url = etcd.url.clone();
     let redis = Proc::redis(&dir.0, None)?;
     let ctld_bin = bin("keyway-ctld")?;
     let mut ctlds = Vec::new();
     for _ in 0..3 {
-        let api: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
-        let control: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
+        let api: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let control: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         ctlds.push(Ctld::start(&ctld_bin, &etcd_url, ttl, api, control)?);
     }
     wait("a ctld to be active", Duration::from_secs(30), || {
@@ -200,14 +183,8 @@ fn series(o: &Options, ttl: u64) -> anyhow::Result<Series> {
     let (status, body) = http(leader.api, "POST", "/v1/clusters", &create).context("create")?;
     anyhow::ensure!(status == 201 || status == 200, "create: {status} {body}");
     let controls: Vec<String> = ctlds.iter().map(|c| c.control.to_string()).collect();
-    let listen: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
-    let mut cmd = Command::new(bin("keyway")?);
-    cmd.args(["--control", &controls.join(","), "--cluster", "bench"])
-        .args(["--listen", &listen.to_string(), "--id", "bench-dp"])
-        .arg("--state-dir")
-        .arg(dir.0.join("dp"))
-        .env("KEYWAY_LOG", "warn");
-    let _dp = Proc::spawn("keyway", listen, &cmd, None)?;
+    let dp = managed_keyway(&bin("keyway")?, &dir.0, &controls.join(","))?;
+    let listen = dp.addr;
     // Serving once it holds a lease (until then it answers -TRYAGAIN).
     wait("the data plane to serve", Duration::from_secs(30), || {
         TcpStream::connect(listen).is_ok_and(|mut s| {

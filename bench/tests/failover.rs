@@ -3,21 +3,18 @@
 //! builds); one kill -9 of the master and one switchover. Timings are not
 //! checked here beyond generous deadlines; they belong in benchmark runs.
 
-use std::path::PathBuf;
-
 use keyway_bench::ha::{markdown, run, Options};
 
 #[test]
 fn one_kill_and_one_switchover_are_measured() {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    // Built from the current tree, never a stale binary.
+    let bin_dir = keyway_testkit::workspace_bin_dir(&["keyway", "keyway-ctld", "keywayctl"]);
     let o = Options {
         kills: 1,
         down_after_ms: vec![1000],
         check_interval_ms: 200,
         switchovers: 1,
-        bin_dir: target.join("debug"),
+        bin_dir,
     };
     let r = run(&o, "test".into()).expect("benchmark run");
     assert_eq!(r.kills.len(), 1);

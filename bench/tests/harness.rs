@@ -2,21 +2,15 @@
 //! debug build of this workspace), every load, a report with every target.
 //! Timings are not checked here; they belong in benchmark runs.
 
-use std::path::PathBuf;
-
 use keyway_bench::harness::{markdown, run, Options};
 
 #[test]
 fn one_quick_round_reports_every_target() {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let keyway = target.join("debug/keyway");
-    assert!(
-        keyway.exists(),
-        "{} is built by `cargo test --workspace`",
-        keyway.display()
-    );
+    // Built from the current tree, never a stale binary.
+    let keyway = keyway_testkit::workspace_bin("keyway");
+    // A CPU this test may use, not CPU 0: a restricted affinity mask (taskset,
+    // a cgroup) may leave it out.
+    let proxy_cpu = keyway_testkit::allowed_cpus()[0];
     let o = Options {
         rounds: 1,
         requests: 3000,
@@ -24,7 +18,7 @@ fn one_quick_round_reports_every_target() {
         transports: vec!["glommio".into(), "uring".into()],
         baseline: Some(keyway),
         twemproxy: true,
-        proxy_cpu: 0,
+        proxy_cpu,
         redis_cpu: None,
         reference_only: false,
         open_rate: 2000.0,

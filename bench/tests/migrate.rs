@@ -2,15 +2,12 @@
 //! redis-servers, keyway-ctld, keywayctl and keyway (this workspace's debug
 //! builds). Timings are not checked here; they belong in benchmark runs.
 
-use std::path::PathBuf;
-
 use keyway_bench::migrate::{markdown, run, Options};
 
 #[test]
 fn a_small_move_and_a_big_key_are_measured() {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    // Built from the current tree, never a stale binary.
+    let bin_dir = keyway_testkit::workspace_bin_dir(&["keyway", "keyway-ctld", "keywayctl"]);
     let o = Options {
         keys: 3000,
         value_size: 10,
@@ -22,7 +19,7 @@ fn a_small_move_and_a_big_key_are_measured() {
         sweep_rates: vec![0, 5000],
         concurrency: 2,
         big_fields: 2000,
-        bin_dir: target.join("debug"),
+        bin_dir,
     };
     let r = run(&o, "test".into()).expect("benchmark run");
     assert_eq!(r.moves.len(), 2);

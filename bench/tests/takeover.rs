@@ -3,19 +3,16 @@
 //! debug builds). Timings are not checked here beyond a generous deadline;
 //! they belong in benchmark runs.
 
-use std::path::PathBuf;
-
 use keyway_bench::takeover::{markdown, run, Options};
 
 #[test]
 fn one_takeover_is_measured_with_no_client_error() {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    // Built from the current tree, never a stale binary.
+    let bin_dir = keyway_testkit::workspace_bin_dir(&["keyway", "keyway-ctld"]);
     let o = Options {
         runs: 1,
         ttls: vec![2],
-        bin_dir: target.join("debug"),
+        bin_dir,
     };
     let r = run(&o, "test".into()).expect("benchmark run");
     assert_eq!(r.series.len(), 1);

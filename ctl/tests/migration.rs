@@ -710,7 +710,19 @@ fn an_unreachable_target_or_source_is_a_clear_error_and_loses_nothing() {
 #[test]
 fn a_target_failover_mid_move_sends_the_rest_to_the_new_master() {
     let mut sys = System::start("failover", 2, 0);
+    // g2 gets a replica, synced before anything moves: Redis waits 5 s by
+    // default before a full sync (for more replicas to share it), and a
+    // replica in a full sync is not one ctld promotes.
+    let () = redis::cmd("CONFIG")
+        .arg(&["SET", "repl-diskless-sync-delay", "0"][..])
+        .query(&mut sys.server("g2").conn())
+        .unwrap();
     let replica = Redis::replica_of(sys.server("g2"));
+    ctl_ok(
+        &sys.ctld,
+        &["group", "m", "g2", "--add-replica", &replica.addr()],
+    );
+    wait_synced(&sys, sys.server("g2"), &replica);
     preload(&sys.dps[0], 1000);
     let before = sys.assert_placed();
     ctl_ok(
@@ -722,35 +734,31 @@ fn a_target_failover_mid_move_sends_the_rest_to_the_new_master() {
     wait_for("keys to move", Duration::from_secs(30), || {
         (moved_keys(&sys, 1) > 200).then_some(())
     });
-    // A switchover of g2: the group points at the replica (the sweep's
-    // MIGRATEs to it fail, read-only, and are retried), the replica catches
-    // up with everything the old master took, and is promoted. The sweep
-    // must follow. (Promoting first would lose whatever the sweep moved to
-    // the old master in between: a switchover without a pause, which keyway
-    // never does itself.)
-    let mut old = sys.server("g2").conn();
-    ctl_ok(
-        &sys.ctld,
-        &["group", "m", "g2", "--master", &replica.addr()],
-    );
-    let _: i64 = redis::cmd("WAIT").arg(1).arg(5000).query(&mut old).unwrap();
-    let () = redis::cmd("REPLICAOF")
-        .arg("NO")
-        .arg("ONE")
-        .query(&mut replica.conn())
-        .unwrap();
-    let on_old_at_switch: usize = old.scan::<String>().unwrap().count();
-    assert!(
-        on_old_at_switch < before,
-        "the move was still going at the switch"
-    );
-    sys.wait_state(1, "done");
-    let left_on_old: usize = old.scan::<String>().unwrap().count();
+    // A switchover of g2 through ctld, which knows of the migration: it
+    // holds the group, stops the sweep's moves to it, promotes the replica
+    // once it has the old master's offset, then lets the sweep go on to the
+    // new master. (Promoting by hand behind ctld's back raced the sweep,
+    // which kept moving keys to the old master.)
+    let out = ctl_ok(&sys.ctld, &["failover", "m", "--group", "g2", "--wait"]);
+    assert!(out.contains("done"), "{out}");
+    let moved_at_switch = moved_keys(&sys, 1);
     assert_eq!(
-        left_on_old, on_old_at_switch,
-        "nothing moved to the old master after the switch"
+        sys.cluster()["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["name"] == "g2")
+            .unwrap()["master"],
+        replica.addr().as_str(),
+        "g2's master is the former replica"
     );
-    // The replica is g2 now.
+    let m = sys.wait_state(1, "done");
+    assert!(m["progress"]["failed"].is_null(), "{m}");
+    assert!(
+        moved_keys(&sys, 1) > moved_at_switch,
+        "the sweep moved keys after the switch ({moved_at_switch} before it)"
+    );
+    // The replica is g2 now; the old master follows it.
     let old_g2 = std::mem::replace(&mut sys.redis[1].1, replica);
     assert_eq!(sys.assert_placed(), before);
     let mut con = sys.dps[1].conn();
@@ -759,4 +767,46 @@ fn a_target_failover_mid_move_sends_the_rest_to_the_new_master() {
         assert_eq!(v, 0, "kv:{i}");
     }
     drop(old_g2);
+}
+
+/// Waits until `replica` follows `master` with its link up, no sync in
+/// progress and the master's offset, and ctld's checks have seen it so.
+fn wait_synced(sys: &System, master: &Redis, replica: &Redis) {
+    let field = |r: &Redis, name: &str| -> String {
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query(&mut r.conn())
+            .unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(':')))
+            .unwrap_or("")
+            .trim()
+            .to_string()
+    };
+    let offset = wait_for("the replica to sync", Duration::from_secs(60), || {
+        let m = field(master, "master_repl_offset");
+        (field(replica, "master_link_status") == "up"
+            && field(replica, "master_sync_in_progress") == "0"
+            && field(replica, "slave_repl_offset") == m)
+            .then_some(m)
+    });
+    let offset: u64 = offset.parse().unwrap();
+    wait_for(
+        "ctld to see the replica synced",
+        Duration::from_secs(60),
+        || {
+            let health = sys.cluster()["health"].clone();
+            health
+                .as_array()?
+                .iter()
+                .flat_map(|g| g["servers"].as_array().cloned().unwrap_or_default())
+                .any(|s| {
+                    s["address"] == replica.addr().as_str()
+                        && s["health"] == "up"
+                        && s["link_up"] == true
+                        && s["offset"].as_u64() >= Some(offset)
+                })
+                .then_some(())
+        },
+    );
 }

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{http, keywayctl, owner_of, wait_for, Ctld, DataPlane, Redis, TempDir};
 use redis::Commands;
@@ -325,24 +325,22 @@ fn a_cut_off_data_plane_fences_after_its_lease_and_recovers() {
     let _: () = con.set("k", "1").unwrap();
     let (api, control) = (ctld.api.to_string(), ctld.control.to_string());
     ctld.proc.kill();
-    let cut = Instant::now();
-    dp.wait_health(503, Duration::from_secs(8));
-    assert!(
-        cut.elapsed() <= Duration::from_secs(4),
-        "fenced {:?} after ctld went away",
-        cut.elapsed()
-    );
+    // It fences because its lease ran out (the body says so); how long
+    // after the kill depends on the machine, so that is not asserted.
+    dp.wait_health(503, Duration::from_secs(30));
+    let (_, body) = dp.admin_get("/healthz");
+    assert!(body.contains("lease"), "fenced for its lease: {body}");
     let err = con.get::<_, String>("k").unwrap_err();
     assert_eq!(err.code(), Some("TRYAGAIN"));
     let pong: String = redis::cmd("PING").query(&mut con).unwrap();
     assert_eq!(pong, "PONG", "connection commands still answer");
     let ctld = Ctld::start_on(dir.path(), "3s", &api, &control);
-    dp.wait_health(200, Duration::from_secs(10));
+    dp.wait_health(200, Duration::from_secs(30));
     let v: String = con.get("k").unwrap();
     assert_eq!(v, "1");
     wait_for(
         "ctld to see the data plane serving",
-        Duration::from_secs(5),
+        Duration::from_secs(30),
         || {
             let d = ctld.ctl_json(&["dataplanes"]);
             (d[0]["fenced"] == false).then_some(())
@@ -358,41 +356,52 @@ fn an_ack_waits_for_requests_routed_under_the_old_version() {
     create(&ctld, "slow", &[("g1", &r)], "30s");
     let dp = DataPlane::start(ctld.control, "slow", "dp-s", &dir.path().join("dp"));
     ctld.wait_acked("dp-s", 1);
-    // A script that spins 2 s inside Redis, routed under version 1.
-    let script = "local s=redis.call('TIME') repeat local n=redis.call('TIME') until (n[1]-s[1])*1e6+(n[2]-s[2])>2e6 return 'done'";
+    // A request routed under version 1 stays in flight for as long as its
+    // Redis is stopped: the test, not a clock, decides when it may finish.
+    let forwarded = || {
+        let info: String = redis::cmd("INFO")
+            .arg("keyway")
+            .query(&mut dp.conn())
+            .unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("requests_forwarded:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .expect("INFO keyway has requests_forwarded")
+    };
+    let before = forwarded();
+    r.pause();
     let mut slow = std::net::TcpStream::connect(dp.addr).unwrap();
-    let req = format!(
-        "*4\r\n$4\r\nEVAL\r\n${}\r\n{script}\r\n$1\r\n1\r\n$1\r\nk\r\n",
-        script.len()
-    );
-    slow.write_all(req.as_bytes()).unwrap();
-    let sent = Instant::now();
-    let reader = std::thread::spawn(move || {
-        let mut buf = [0u8; 64];
-        let n = slow.read(&mut buf).unwrap();
-        (Instant::now(), buf[..n].to_vec())
+    slow.write_all(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n").unwrap();
+    wait_for("the GET to be forwarded", Duration::from_secs(30), || {
+        (forwarded() > before).then_some(())
     });
-    // The request reaches Redis within microseconds; give it a moment, then
-    // publish version 2 while it runs.
-    std::thread::sleep(Duration::from_millis(200));
     let (ok, _, err) = ctld.ctl(&["group", "slow", "g1", "--zone", "z"]);
     assert!(ok, "{err}");
-    // Version 2 is loaded at once, but not acked while the script runs.
-    wait_for("version 2 to be loaded", Duration::from_secs(2), || {
+    // Version 2 is loaded at once, but not acked while the GET is in flight.
+    wait_for("version 2 to be loaded", Duration::from_secs(30), || {
         (dp.table_version() == 2).then_some(())
     });
-    while sent.elapsed() < Duration::from_millis(1700) {
+    slow.set_nonblocking(true).unwrap();
+    let in_flight = |slow: &std::net::TcpStream| matches!(slow.peek(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+    for i in 0..20 {
+        assert!(
+            in_flight(&slow),
+            "the GET was answered while its Redis was stopped (the backend timeout passed?)"
+        );
         assert_eq!(
             ctld.acked("dp-s"),
             1,
-            "acked version 2 with a version-1 request in flight ({:?} into it)",
-            sent.elapsed()
+            "acked version 2 with a version-1 request in flight (check {i})"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let (replied, body) = reader.join().unwrap();
-    assert_eq!(body, b"$4\r\ndone\r\n");
-    assert!(replied.duration_since(sent) >= Duration::from_millis(1900));
+    r.resume();
+    slow.set_nonblocking(false).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut reply = [0u8; 5];
+    slow.read_exact(&mut reply).unwrap();
+    assert_eq!(&reply, b"$-1\r\n");
     ctld.wait_acked("dp-s", 2);
 }
 
@@ -551,8 +560,7 @@ fn systemd_units_verify() {
         .arg("--version")
         .output()
     else {
-        eprintln!("systemd-analyze is not installed: skipped");
-        return;
+        common::skip!("systemd-analyze is not installed (package systemd)");
     };
     assert!(probe.status.success());
     let dir = TempDir::new("units");
@@ -619,39 +627,48 @@ impl Drop for LocalGuard {
 fn local_up_runs_a_whole_system_and_down_stops_it() {
     let dir = TempDir::new("local");
     let sys = dir.path().join("sys");
-    let ports: Vec<String> = (0..5).map(|_| common::free_port().to_string()).collect();
     let _guard = LocalGuard(sys.clone());
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keywayctl"))
-        .args([
-            "--json",
-            "local",
-            "up",
-            "--groups",
-            "2",
-            "--replicas",
-            "1",
-            "--dir",
-        ])
-        .arg(&sys)
-        .args([
-            "--port",
-            &ports[0],
-            "--api-port",
-            &ports[1],
-            "--control-port",
-            &ports[2],
-            "--admin-port",
-            &ports[3],
-            "--redis-port",
-            &ports[4],
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "local up: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // `local up` takes fixed ports, free when picked but not reserved: should
+    // another process take one first, it fails, and runs again on new ones.
+    let mut failures = Vec::new();
+    let out = loop {
+        let ports: Vec<String> = (0..5).map(|_| common::free_port().to_string()).collect();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_keywayctl"))
+            .args([
+                "--json",
+                "local",
+                "up",
+                "--groups",
+                "2",
+                "--replicas",
+                "1",
+                "--dir",
+            ])
+            .arg(&sys)
+            .args([
+                "--port",
+                &ports[0],
+                "--api-port",
+                &ports[1],
+                "--control-port",
+                &ports[2],
+                "--admin-port",
+                &ports[3],
+                "--redis-port",
+                &ports[4],
+            ])
+            .output()
+            .unwrap();
+        if out.status.success() {
+            break out;
+        }
+        failures.push(String::from_utf8_lossy(&out.stderr).into_owned());
+        assert!(failures.len() < 3, "local up failed thrice: {failures:#?}");
+        let _ = std::process::Command::new(env!("CARGO_BIN_EXE_keywayctl"))
+            .args(["local", "down", "--dir"])
+            .arg(&sys)
+            .output();
+    };
     let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let listen = info["listen"].as_str().unwrap().to_string();
     let mut con = redis::Client::open(format!("redis://{listen}"))

@@ -41,22 +41,39 @@ fn interactive_redis_cli(port: u16, lines: &[&str]) -> String {
         .stderr(Stdio::from(slave))
         .spawn()
         .expect("redis-cli");
-    let reader = {
-        let mut m = master.try_clone().unwrap();
-        std::thread::spawn(move || {
-            let mut out = Vec::new();
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = m.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                out.extend_from_slice(&buf[..n]);
+    // What redis-cli prints, chunk by chunk, until the terminal closes.
+    let (tx, chunks) = std::sync::mpsc::channel::<Vec<u8>>();
+    let mut m = master.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = m.read(&mut buf) {
+            if tx.send(buf[..n].to_vec()).is_err() {
+                return;
             }
-            String::from_utf8_lossy(&out).into_owned()
-        })
+        }
+    });
+    let mut out = Vec::new();
+    let prompt = format!("127.0.0.1:{port}> ");
+    // A fresh prompt starts the output or a line; linenoise's redraws of the
+    // line being typed start with "\r".
+    let fresh_prompts = |out: &[u8]| {
+        let text = String::from_utf8_lossy(out);
+        usize::from(text.starts_with(&prompt)) + text.matches(&format!("\n{prompt}")).count()
     };
-    for l in lines {
-        std::thread::sleep(Duration::from_millis(150));
+    for (i, l) in lines.iter().enumerate() {
+        // Type each line once redis-cli asks for it (its (i + 1)-th fresh
+        // prompt), not after a guessed pause.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while fresh_prompts(&out) <= i {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match chunks.recv_timeout(left) {
+                Ok(c) => out.extend(c),
+                Err(e) => panic!(
+                    "no prompt for {l:?} ({e}); so far:\n{}",
+                    String::from_utf8_lossy(&out)
+                ),
+            }
+        }
         master.write_all(l.as_bytes()).unwrap();
         master.write_all(b"\r").unwrap();
     }
@@ -66,7 +83,11 @@ fn interactive_redis_cli(port: u16, lines: &[&str]) -> String {
         std::thread::sleep(Duration::from_millis(20));
     }
     drop(master);
-    reader.join().unwrap()
+    // The rest of what it printed: the reader ends when the terminal closes.
+    while let Ok(c) = chunks.recv_timeout(Duration::from_secs(10)) {
+        out.extend(c);
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[test]
@@ -142,17 +163,20 @@ fn pin_to(cpu: usize) {
 
 #[test]
 fn steer_cpu_sends_connections_to_the_receiving_cpus_core() {
-    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
-        eprintln!("skipped: needs 2 CPUs");
-        return;
-    }
+    // The CPUs this test may use, not CPUs 0 and 1: a restricted affinity
+    // mask (taskset, a cgroup) may leave those out.
+    let cpus = keyway_testkit::allowed_cpus();
+    let [a, b, ..] = cpus[..] else {
+        common::skip!("steering needs two CPUs in the affinity mask; have {cpus:?}");
+    };
     let r = Redis::start();
     let kw = Keyway::start(&format!(
-        "cores = [0, 1]\nsteer = \"cpu\"\n{}",
+        "cores = [{a}, {b}]\nsteer = \"cpu\"\n{}",
         groups(&[&r])
     ));
     let addr = kw.addr;
-    for cpu in [0usize, 1, 1, 0, 1] {
+    // Core i runs on the i-th CPU of `cores`.
+    for (cpu, want) in [(a, 0usize), (b, 1), (b, 1), (a, 0), (b, 1)] {
         let core = std::thread::spawn(move || {
             pin_to(cpu);
             let mut con = redis::Client::open(format!("redis://{addr}"))
@@ -169,8 +193,8 @@ fn steer_cpu_sends_connections_to_the_receiving_cpus_core() {
         .join()
         .unwrap();
         assert_eq!(
-            core, cpu,
-            "a connection made on CPU {cpu} went to core {core}"
+            core, want,
+            "a connection made on CPU {cpu} went to core {core}, not {want} (cores = [{a}, {b}])"
         );
     }
 }
@@ -184,8 +208,13 @@ fn sigterm_finishes_requests_in_flight() {
     // A script that spins 300 ms inside Redis is in flight when SIGTERM arrives.
     let slow = b"*5\r\n$4\r\nEVAL\r\n$98\r\nlocal s=redis.call('TIME') repeat local n=redis.call('TIME') until (n[1]-s[1])*1e6+(n[2]-s[2])>3e5\r\n$1\r\n1\r\n$1\r\nk\r\n$0\r\n\r\n";
     let mut s2 = kw.tcp();
+    let forwarded = common::counter(&kw, "requests_forwarded");
     s2.write_all(slow).unwrap();
-    std::thread::sleep(Duration::from_millis(50));
+    common::wait_for(
+        "keyway to forward the script",
+        Duration::from_secs(10),
+        || (common::counter(&kw, "requests_forwarded") > forwarded).then_some(()),
+    );
     let status = kw.stop();
     assert!(status.success(), "{status:?}");
     let mut reply = Vec::new();

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{groups, key_on, raw_roundtrip, read_some, wait_for, Keyway, Redis};
+use common::{groups, key_on, raw_roundtrip, read_some, wait_for, Keyway, Redis, SideBySide};
 use redis::Commands;
 
 #[test]
@@ -28,18 +28,19 @@ fn a_killed_backend_errors_only_its_slots_and_service_resumes() {
     let port = r[1].port;
     r[1].kill();
 
-    let started = Instant::now();
+    // Prompt means the refused connection answers, not a timeout: the
+    // outcome says which, however slow the machine.
     let err = wait_for(
         "an error for the dead group",
-        Duration::from_secs(5),
+        Duration::from_secs(30),
         || con.get::<_, String>(&keys[1]).err(),
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "errors must be prompt"
     );
     let msg = err.to_string();
     assert!(msg.contains("backend g2 unavailable"), "{msg}");
+    assert!(
+        !msg.contains("no reply within"),
+        "a dead backend is known at once, not after a timeout: {msg}"
+    );
     // Other groups are unaffected, on the same connection.
     for g in [0, 2] {
         let v: String = con.get(&keys[g]).unwrap();
@@ -85,9 +86,11 @@ fn a_hung_backend_times_out_and_recovers() {
             .contains("backend g1 unavailable: no reply within 1s"),
         "{err}"
     );
+    // The timeout may not fire early; how late depends on the machine, and
+    // the message above already says the timeout is what answered.
     assert!(
-        waited >= Duration::from_millis(900) && waited < Duration::from_secs(4),
-        "{waited:?}"
+        waited >= Duration::from_millis(900),
+        "answered after {waited:?}, before the 1s timeout"
     );
     let mut other = kw.conn();
     let _: () = other.set(&fine, "ok").unwrap();
@@ -145,19 +148,27 @@ fn garbage_gets_an_error_and_everyone_else_is_served() {
         })
     };
 
+    // Malformed requests a single Redis refuses the same way: its reply
+    // (and its closing the connection) is the expected one.
+    let reference = Redis::start();
+    let like_redis: &[&[u8]] = &[
+        b"*1\r\n$x\r\n",
+        b"*2\r\n:1\r\n",
+        b"*abc\r\n",
+        b"SET a \"unterminated\r\n",
+    ];
+    for input in like_redis {
+        // A valid request first: its reply comes before the error.
+        let mut req = b"PING\r\n".to_vec();
+        req.extend_from_slice(input);
+        let mut both = SideBySide::connect(reference.addr(), kw.addr);
+        both.raw_same(&req, 2);
+        both.same_close();
+    }
+    // Where keyway is stricter than Redis, its own replies: Redis skips the
+    // two bytes after a bulk without checking for CRLF, and its bulk and
+    // argument limits (512 MB, none) are far above keyway's configured ones.
     let cases: &[(&[u8], &str)] = &[
-        (
-            b"*1\r\n$x\r\n",
-            "-ERR Protocol error: invalid bulk length\r\n",
-        ),
-        (
-            b"*2\r\n:1\r\n",
-            "-ERR Protocol error: expected '$', got ':'\r\n",
-        ),
-        (
-            b"*abc\r\n",
-            "-ERR Protocol error: invalid multibulk length\r\n",
-        ),
         (
             b"*1\r\n$3\r\nabcdef",
             "-ERR Protocol error: bulk argument not terminated by CRLF\r\n",
@@ -170,14 +181,9 @@ fn garbage_gets_an_error_and_everyone_else_is_served() {
             b"*1001\r\n",
             "-ERR Protocol error: too many arguments (1001, the limit is 1000)\r\n",
         ),
-        (
-            b"SET a \"unterminated\r\n",
-            "-ERR Protocol error: unbalanced quotes in request\r\n",
-        ),
     ];
     for (input, want) in cases {
         let mut s = kw.tcp();
-        // A valid request first: its reply comes before the error.
         let mut req = b"PING\r\n".to_vec();
         req.extend_from_slice(input);
         s.write_all(&req).unwrap();

@@ -1,14 +1,16 @@
 //! Routing through keyway to three real Redis groups: placement, multi-key
-//! splitting, ordering across groups, local commands.
+//! splitting, ordering across groups, local commands. Where a single Redis
+//! would answer the same, the expected reply is a real redis-server's, byte
+//! for byte ([`SideBySide`]); where a key should land comes from Redis's own
+//! `CLUSTER KEYSLOT`, not from keyway's config.
 
 mod common;
 
-use common::{groups, owner, raw_roundtrip, Keyway, Redis};
+use common::{groups, owners_by_redis, Keyway, Redis, SideBySide};
 use redis::{Commands, Value};
 
 struct Cluster {
     redis: Vec<Redis>,
-    body: String,
     kw: Keyway,
 }
 
@@ -23,24 +25,35 @@ fn cluster_with(cores: usize, extra: &str) -> Cluster {
         groups(&redis.iter().collect::<Vec<_>>())
     );
     let kw = Keyway::start(&body);
-    Cluster { redis, body, kw }
+    Cluster { redis, kw }
+}
+
+impl Cluster {
+    /// A fresh redis-server, the reference keyway is compared with, and a
+    /// connection to each.
+    fn side_by_side(&self) -> (Redis, SideBySide) {
+        let reference = Redis::start();
+        let both = SideBySide::connect(reference.addr(), self.kw.addr);
+        (reference, both)
+    }
 }
 
 #[test]
 fn every_key_lands_on_the_group_owning_its_slot() {
     let c = cluster(2);
+    let oracle = Redis::cluster_node();
     let mut con = c.kw.conn();
     let keys: Vec<String> = (0..600)
         .map(|i| format!("key:{i}"))
         .chain((0..20).map(|i| format!("{{tag}}:{i}")))
         .collect();
+    let owners = owners_by_redis(&oracle, &keys, 3);
     for k in &keys {
         let _: () = con.set(k, format!("v-{k}")).unwrap();
     }
     let mut direct: Vec<redis::Connection> = c.redis.iter().map(Redis::conn).collect();
     let mut per_group = [0usize; 3];
-    for k in &keys {
-        let o = owner(&c.body, k.as_bytes());
+    for (k, &o) in keys.iter().zip(&owners) {
         per_group[o] += 1;
         for (g, d) in direct.iter_mut().enumerate() {
             let v: Option<String> = d.get(k).unwrap();
@@ -63,76 +76,74 @@ fn every_key_lands_on_the_group_owning_its_slot() {
         "keys spread over all groups: {per_group:?}"
     );
     // Hash-tagged keys share an owner.
-    let tag_owner = owner(&c.body, b"{tag}:0");
-    assert!((0..20).all(|i| owner(&c.body, format!("{{tag}}:{i}").as_bytes()) == tag_owner));
+    assert!(
+        owners[600..].iter().all(|&o| o == owners[600]),
+        "{:?}",
+        &owners[600..]
+    );
 }
 
 #[test]
 fn multi_key_commands_split_and_merge_across_groups() {
     let c = cluster(1);
-    let mut con = c.kw.conn();
+    let oracle = Redis::cluster_node();
+    let (_reference, mut both) = c.side_by_side();
     let keys: Vec<String> = (0..50).map(|i| format!("mk:{i}")).collect();
-    let owners: std::collections::HashSet<usize> =
-        keys.iter().map(|k| owner(&c.body, k.as_bytes())).collect();
-    assert_eq!(owners.len(), 3, "the keys span all groups");
+    let owners = owners_by_redis(&oracle, &keys, 3);
+    assert_eq!(
+        owners
+            .iter()
+            .collect::<std::collections::HashSet<_>>()
+            .len(),
+        3,
+        "the keys span all groups"
+    );
+    let cmd = |name: &str, args: &[String]| -> Vec<String> {
+        std::iter::once(name.to_string())
+            .chain(args.iter().cloned())
+            .collect()
+    };
 
-    let pairs: Vec<(String, String)> = keys
+    let pairs: Vec<String> = keys
         .iter()
-        .map(|k| (k.clone(), format!("val-{k}")))
+        .flat_map(|k| [k.clone(), format!("val-{k}")])
         .collect();
-    let _: () = con.mset(&pairs).unwrap();
+    both.same(&cmd("MSET", &pairs));
     let mut query: Vec<String> = keys.clone();
     query.insert(7, "mk:missing".into());
     query.push(keys[3].clone());
-    let got: Vec<Option<String>> = con.mget(&query).unwrap();
-    let want: Vec<Option<String>> = query
-        .iter()
-        .map(|k| (k != "mk:missing").then(|| format!("val-{k}")))
-        .collect();
-    assert_eq!(got, want);
-
-    let n: i64 = redis::cmd("EXISTS")
-        .arg(&keys[..10])
-        .arg("mk:missing")
-        .arg(&keys[0])
-        .query(&mut con)
-        .unwrap();
-    assert_eq!(n, 11, "EXISTS counts every occurrence");
-    let n: i64 = redis::cmd("TOUCH")
-        .arg(&keys[..10])
-        .query(&mut con)
-        .unwrap();
-    assert_eq!(n, 10);
-    let n: i64 = redis::cmd("DEL")
-        .arg(&keys[..20])
-        .arg("mk:missing")
-        .query(&mut con)
-        .unwrap();
-    assert_eq!(n, 20);
-    let n: i64 = redis::cmd("UNLINK")
-        .arg(&keys[15..30])
-        .query(&mut con)
-        .unwrap();
-    assert_eq!(n, 10);
-    let n: i64 = redis::cmd("DBSIZE").query(&mut con).unwrap();
-    assert_eq!(n, 20);
+    both.same(&cmd("MGET", &query));
+    // EXISTS counts every occurrence.
+    let mut exists = keys[..10].to_vec();
+    exists.extend(["mk:missing".to_string(), keys[0].clone()]);
+    both.same(&cmd("EXISTS", &exists));
+    both.same(&cmd("TOUCH", &keys[..10]));
+    let mut del = keys[..20].to_vec();
+    del.push("mk:missing".into());
+    both.same(&cmd("DEL", &del));
+    both.same(&cmd("UNLINK", &keys[15..30]));
+    both.same(&["DBSIZE"]);
     let total: i64 = c
         .redis
         .iter()
         .map(|r| redis::cmd("DBSIZE").query::<i64>(&mut r.conn()).unwrap())
         .sum();
-    assert_eq!(total, 20);
+    assert_eq!(total, 20, "the groups together hold what is left");
 
-    // Commands whose keys share a group pass whole; others get CROSSSLOT.
-    let _: () = con.set("{u1}a", "1").unwrap();
-    let _: () = redis::cmd("RENAME")
-        .arg("{u1}a")
-        .arg("{u1}b")
-        .query(&mut con)
-        .unwrap();
-    let v: String = con.get("{u1}b").unwrap();
-    assert_eq!(v, "1");
-    let (a, b) = cross_group_pair(&c.body);
+    // Commands whose keys share a group pass whole.
+    both.same_all(&[
+        &["SET", "{u1}a", "1"],
+        &["RENAME", "{u1}a", "{u1}b"],
+        &["GET", "{u1}b"],
+        &["MSETNX", "{t}1", "1", "{t}2", "2"],
+    ]);
+    // MSET with an odd argument count is refused before anything is sent.
+    let (a, b) = cross_group_pair(&oracle);
+    both.same(&["MSET", a.as_str(), "1", b.as_str()]);
+
+    // Keys in different groups get CROSSSLOT: keyway refuses what a single
+    // Redis would do, so these replies are keyway's own.
+    let mut con = c.kw.conn();
     let _: () = con.set(&a, "x").unwrap();
     let err = redis::cmd("RENAME")
         .arg(&a)
@@ -148,37 +159,16 @@ fn multi_key_commands_split_and_merge_across_groups() {
         .query::<()>(&mut con)
         .unwrap_err();
     assert_eq!(err.code(), Some("CROSSSLOT"));
-    let ok: i64 = redis::cmd("MSETNX")
-        .arg("{t}1")
-        .arg("1")
-        .arg("{t}2")
-        .arg("2")
-        .query(&mut con)
-        .unwrap();
-    assert_eq!(ok, 1);
-    // MSET with an odd argument count is refused before anything is sent.
-    let err = redis::cmd("MSET")
-        .arg(&a)
-        .arg("1")
-        .arg(&b)
-        .query::<()>(&mut con)
-        .unwrap_err();
-    assert!(
-        err.to_string()
-            .contains("wrong number of arguments for 'mset'"),
-        "{err}"
-    );
 }
 
-/// Two keys owned by different groups.
-fn cross_group_pair(body: &str) -> (String, String) {
-    let a = "pair:0".to_string();
-    let oa = owner(body, a.as_bytes());
-    let b = (1..)
-        .map(|i| format!("pair:{i}"))
-        .find(|k| owner(body, k.as_bytes()) != oa)
-        .unwrap();
-    (a, b)
+/// Two keys owned by different groups (of three), as Redis hashes them.
+fn cross_group_pair(oracle: &Redis) -> (String, String) {
+    let keys: Vec<String> = (0..64).map(|i| format!("pair:{i}")).collect();
+    let owners = owners_by_redis(oracle, &keys, 3);
+    let b = (1..keys.len())
+        .find(|&i| owners[i] != owners[0])
+        .expect("64 keys do not all hash to one group");
+    (keys[0].clone(), keys[b].clone())
 }
 
 #[test]
@@ -237,61 +227,94 @@ fn check_pipeline(con: &mut redis::Connection, prefix: &str) {
 #[test]
 fn local_commands_answer_like_redis() {
     let c = cluster(1);
+    let (_reference, mut both) = c.side_by_side();
+    both.same_all(&[
+        &["PING"],
+        &["PING", "hi"],
+        &["ECHO", "héllo"],
+        &["SELECT", "0"],
+        &["SELECT", "zero"],
+        &["COMMAND", "COUNT"],
+        &["COMMAND", "INFO", "get", "nosuch", "config|get"],
+        &["COMMAND", "DOCS", "set"],
+        &["COMMAND", "GETKEYS", "MSET", "a", "1", "b", "2"],
+        &["CLIENT", "GETNAME"],
+        &["CLIENT", "SETNAME", "tester"],
+        &["CLIENT", "GETNAME"],
+        &["CLIENT", "SETNAME", "bad name"],
+        &["HELLO", "two"],
+        &["HELLO", "4"],
+        &["HELLO", "2", "NOSUCHOPT"],
+        &["AUTH", "secret"],
+        &["AUTH", "default", "anything"],
+        &["AUTH", "someone", "secret"],
+    ]);
+    // HELLO's reply holds the connection's id, which differs by server.
+    let (theirs, ours) = both.both(&["HELLO", "2", "SETNAME", "hello-name"]);
+    keyway_testkit::compare::assert_replies_equal(
+        "HELLO 2 SETNAME hello-name (its id masked)",
+        &keyway_testkit::resp::mask_field(&theirs, "id"),
+        &keyway_testkit::resp::mask_field(&ours, "id"),
+    );
+    both.same_all(&[&["CLIENT", "GETNAME"], &["RESET"], &["CLIENT", "GETNAME"]]);
+    // Errors: unknown commands and subcommands, arity, syntax, wrong type
+    // (the last two answered by the backend, passed through).
+    both.same_all(&[
+        &["NOSUCH", "x"],
+        &["OBJECT", "NOPE"],
+        &["OBJECT"],
+        &["CLIENT", "NOSUCH"],
+        &["COMMAND", "NOSUCH"],
+        &["COMMAND", "GETKEYS", "GET"],
+        &["COMMAND", "GETKEYS", "NOSUCH", "a"],
+        &["GET"],
+        &["ECHO"],
+        &["ECHO", "a", "b"],
+        &["SELECT", "0", "1"],
+        &["CLIENT", "SETNAME"],
+        &["HELLO", "2", "AUTH", "someone", "secret"],
+        &["AUTH", "a", "b", "c"],
+        &["MGET"],
+        &["MSET", "a"],
+        &["DEL"],
+        &["EXISTS"],
+        &["DBSIZE", "x"],
+        &["SET", "k", "v", "NX", "XX"],
+        &["SET", "k", "v"],
+        &["LPUSH", "k", "x"],
+        &["INCR", "k"],
+    ]);
+
+    // Where keyway deliberately answers unlike a single Redis, the replies
+    // are keyway's own, written here.
     let mut con = c.kw.conn();
-    let mut direct = c.redis[0].conn();
-    let pong: String = redis::cmd("PING").query(&mut con).unwrap();
-    assert_eq!(pong, "PONG");
-    let echo: String = redis::cmd("ECHO").arg("héllo").query(&mut con).unwrap();
-    assert_eq!(echo, "héllo");
-    let _: () = redis::cmd("SELECT").arg(0).query(&mut con).unwrap();
-    assert!(redis::cmd("SELECT").arg(3).query::<()>(&mut con).is_err());
-    for args in [
-        vec!["COMMAND", "COUNT"],
-        vec!["COMMAND", "INFO", "get", "nosuch", "config|get"],
-        vec!["COMMAND", "DOCS", "set"],
-    ] {
-        let mine: Value = redis::cmd(args[0]).arg(&args[1..]).query(&mut con).unwrap();
-        let theirs: Value = redis::cmd(args[0])
-            .arg(&args[1..])
-            .query(&mut direct)
-            .unwrap();
-        assert_eq!(mine, theirs, "{args:?}");
+    // Only database 0 exists behind a proxy of many servers (Redis would
+    // switch to 3, and says "out of range" for -1).
+    for db in [3, -1] {
+        let err = redis::cmd("SELECT")
+            .arg(db)
+            .query::<()>(&mut con)
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("keyway serves database 0 only"),
+            "{err}"
+        );
     }
-    let keys: Vec<String> = redis::cmd("COMMAND")
-        .arg("GETKEYS")
-        .arg("MSET")
-        .arg("a")
-        .arg("1")
-        .arg("b")
-        .arg("2")
-        .query(&mut con)
-        .unwrap();
-    assert_eq!(keys, ["a", "b"]);
-    let _: () = redis::cmd("CLIENT")
-        .arg("SETNAME")
-        .arg("tester")
-        .query(&mut con)
-        .unwrap();
-    let name: String = redis::cmd("CLIENT").arg("GETNAME").query(&mut con).unwrap();
-    assert_eq!(name, "tester");
+    // Ids are keyway's own.
     let id: i64 = redis::cmd("CLIENT").arg("ID").query(&mut con).unwrap();
     assert!(id > 0);
-    let hello: Value = redis::cmd("HELLO").arg(2).query(&mut con).unwrap();
-    let Value::Array(items) = hello else {
-        panic!("{hello:?}")
-    };
-    assert_eq!(items.len(), 14);
+    // RESP3 is not spoken yet.
     let err = redis::cmd("HELLO")
         .arg(3)
         .query::<()>(&mut con)
         .unwrap_err();
     assert_eq!(err.code(), Some("NOPROTO"));
+    // INFO adds keyway's section.
     let info: String = redis::cmd("INFO").query(&mut con).unwrap();
     assert!(
         info.contains("redis_version:7.0") && info.contains("table_version:1"),
         "{info}"
     );
-
     // Refusals name the command and never reach a backend.
     for (cmd, needle) in [
         (vec!["MULTI"], "'MULTI': transactions"),
@@ -306,9 +329,6 @@ fn local_commands_answer_like_redis() {
         (vec!["CONFIG", "GET", "maxmemory"], "'CONFIG GET'"),
         (vec!["CLUSTER", "INFO"], "not a Redis Cluster node"),
         (vec!["FLUSHALL"], "'FLUSHALL'"),
-        (vec!["NOSUCH", "x"], "unknown command 'NOSUCH'"),
-        (vec!["OBJECT", "NOPE"], "unknown subcommand 'NOPE'"),
-        (vec!["GET"], "wrong number of arguments for 'get'"),
     ] {
         let err = redis::cmd(cmd[0])
             .arg(&cmd[1..])
@@ -316,38 +336,35 @@ fn local_commands_answer_like_redis() {
             .unwrap_err();
         assert!(err.to_string().contains(needle), "{cmd:?}: {err}");
     }
-    // The connection still works after every refusal.
-    let _: () = con.set("after", "ok").unwrap();
-    let v: String = con.get("after").unwrap();
-    assert_eq!(v, "ok");
-    // Scripts with keys in one group pass through.
-    let v: String = redis::cmd("EVAL")
-        .arg("return redis.call('GET', KEYS[1])")
-        .arg(1)
-        .arg("after")
-        .query(&mut con)
-        .unwrap();
-    assert_eq!(v, "ok");
+    // The connection still works after every refusal, and scripts with keys
+    // in one group pass through.
+    both.same_all(&[
+        &["SET", "after", "ok"],
+        &["GET", "after"],
+        &["EVAL", "return redis.call('GET', KEYS[1])", "1", "after"],
+    ]);
 }
 
 #[test]
 fn inline_requests_and_quit() {
     let c = cluster(1);
-    let mut s = c.kw.tcp();
-    assert_eq!(raw_roundtrip(&mut s, b"PING\r\n"), b"+PONG\r\n");
-    assert_eq!(
-        raw_roundtrip(
-            &mut s,
-            b"SET \"inline key\" 'v 1'\r\nGET \"inline key\"\r\n"
-        ),
-        b"+OK\r\n$3\r\nv 1\r\n"
-    );
+    let (_reference, mut both) = c.side_by_side();
+    both.raw_same(b"PING\r\n", 1);
+    both.raw_same(b"SET \"inline key\" 'v 1'\r\nGET \"inline key\"\r\n", 2);
     let mut con = c.kw.conn();
     let v: String = con.get("inline key").unwrap();
     assert_eq!(v, "v 1");
-    assert_eq!(
-        raw_roundtrip(&mut s, b"QUIT\r\nPING\r\n"),
-        b"+OK\r\n",
-        "nothing after QUIT is answered; then EOF"
-    );
+    // Nothing after QUIT is answered; then EOF.
+    both.raw_same(b"QUIT\r\nPING\r\n", 1);
+    both.same_close();
+}
+
+/// Where keyway answers unlike Redis by mistake: run with `--ignored` to see
+/// them; un-ignore once fixed.
+#[test]
+#[ignore = "keyway answers PING with two arguments with the first instead of an arity error"]
+fn known_differences_from_redis() {
+    let c = cluster(1);
+    let (_reference, mut both) = c.side_by_side();
+    both.same(&["PING", "a", "b"]);
 }

@@ -3,7 +3,20 @@
 //! ports with readiness checks (never fixed ports, never sleeps standing in
 //! for readiness), and killed when their guard drops — or, should the test
 //! process die, by the kernel through `PR_SET_PDEATHSIG`.
+//!
+//! Beyond processes: [`SideBySide`] sends the same commands to a real
+//! redis-server and through keyway and compares the replies byte for byte;
+//! [`Redis::cluster_node`] answers `CLUSTER KEYSLOT` as an oracle for slots;
+//! [`allowed_cpus`] names the CPUs a test may pin to; [`skip!`] says so
+//! visibly when a test cannot run here.
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+
+pub mod compare;
+pub mod cpus;
+pub mod resp;
+
+pub use compare::{assert_same, SideBySide};
+pub use cpus::allowed_cpus;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -11,8 +24,26 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
+
+/// Ends the calling test early, saying so as `SKIP: <test>: <reason>` on
+/// stderr, so a test that checked nothing never looks like one that passed.
+/// Written to the stream itself, not through `eprintln!`, which the test
+/// harness captures: the line shows in every `cargo test` run.
+#[macro_export]
+macro_rules! skip {
+    ($($reason:tt)+) => {{
+        $crate::say_skip(&format!($($reason)+));
+        return;
+    }};
+}
+
+/// What [`skip!`] prints, past the test harness's capture.
+pub fn say_skip(reason: &str) {
+    let test = std::thread::current().name().unwrap_or("?").to_string();
+    let _ = writeln!(std::io::stderr(), "SKIP: {test}: {reason}");
+}
 
 /// Polls `f` until it returns `Some`, or panics after `timeout` naming `what`.
 pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
@@ -75,19 +106,66 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// A binary of this workspace, from the target directory `cargo test
-/// --workspace` builds into.
+/// A binary of this workspace, built from the current tree: the first call
+/// for each binary runs `cargo build` for its package (a no-op when it is
+/// fresh), so a stale binary from an older build is never run silently.
+/// Integration tests of the package owning a binary use
+/// `env!("CARGO_BIN_EXE_<name>")` instead.
 pub fn workspace_bin(name: &str) -> PathBuf {
+    static BUILT: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let package = match name {
+        "keyway" => "keyway",
+        "keyway-ctld" | "keywayctl" => "keyway-ctl",
+        "keyway-bench"
+        | "keyway-load"
+        | "keyway-ha-bench"
+        | "keyway-migrate-bench"
+        | "keyway-takeover-bench" => "keyway-bench",
+        other => panic!("{other} is not a binary of this workspace"),
+    };
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+        .unwrap_or_else(|| root.join("target"));
     let bin = target.join("debug").join(name);
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if !built.iter().any(|b| b == name) {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let out = Command::new(cargo)
+            .args(["build", "-q", "-p", package, "--bin", name])
+            .current_dir(&root)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run cargo to build {name}: {e}"));
+        assert!(
+            out.status.success(),
+            "cargo build -p {package} --bin {name} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        built.push(name.to_string());
+    }
     assert!(
         bin.exists(),
-        "{} is built by `cargo test --workspace` (scripts/test.sh)",
+        "cargo built {name} but {} is missing",
         bin.display()
     );
     bin
+}
+
+/// The directory holding `names`, each built from the current tree as by
+/// [`workspace_bin`] (for harnesses that take a directory of binaries).
+pub fn workspace_bin_dir(names: &[&str]) -> PathBuf {
+    let dirs: Vec<PathBuf> = names
+        .iter()
+        .map(|n| {
+            workspace_bin(n)
+                .parent()
+                .expect("a binary is in a directory")
+                .to_path_buf()
+        })
+        .collect();
+    let first = dirs.first().expect("at least one binary").clone();
+    assert!(dirs.iter().all(|d| *d == first), "one target directory");
+    first
 }
 
 /// A redis-server on a loopback port.
@@ -102,12 +180,47 @@ pub struct Redis {
 impl Redis {
     /// Starts one on a free port.
     pub fn start() -> Redis {
+        Redis::start_with(&[])
+    }
+
+    /// Starts one on a free port with more arguments (e.g. `--maxclients
+    /// 3`), to serve as a reference for keyway configured alike.
+    pub fn start_with(args: &[&str]) -> Redis {
         for _ in 0..5 {
-            if let Some(r) = Redis::try_start(free_port(), &[]) {
+            if let Some(r) = Redis::try_start(free_port(), args) {
                 return r;
             }
         }
-        panic!("could not start redis-server");
+        panic!("could not start redis-server {args:?}");
+    }
+
+    /// Starts one with cluster support on (and in no cluster): it answers
+    /// `CLUSTER KEYSLOT`, the reference for which slot a key hashes to.
+    pub fn cluster_node() -> Redis {
+        Redis::start_with(&["--cluster-enabled", "yes"])
+    }
+
+    /// The slot Redis Cluster gives each of `keys` (`CLUSTER KEYSLOT`, on a
+    /// [`cluster_node`](Self::cluster_node)).
+    pub fn keyslots<K: AsRef<[u8]>>(&self, keys: &[K]) -> Vec<u16> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to redis");
+        let req: Vec<u8> = keys
+            .iter()
+            .flat_map(|k| resp::request(&[b"CLUSTER".as_slice(), b"KEYSLOT", k.as_ref()]))
+            .collect();
+        let replies = resp::exchange(&mut s, &req, keys.len());
+        let text = String::from_utf8(replies).expect("integer replies");
+        let slots: Vec<u16> = text
+            .split("\r\n")
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                l.strip_prefix(':')
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or_else(|| panic!("CLUSTER KEYSLOT answered {l:?}"))
+            })
+            .collect();
+        assert_eq!(slots.len(), keys.len(), "one slot per key");
+        slots
     }
 
     /// Starts one on `port` (e.g. to bring a killed server back).
@@ -119,13 +232,7 @@ impl Redis {
 
     /// Starts a replica of `master`.
     pub fn replica_of(master: &Redis) -> Redis {
-        let port = master.port.to_string();
-        for _ in 0..5 {
-            if let Some(r) = Redis::try_start(free_port(), &["--replicaof", "127.0.0.1", &port]) {
-                return r;
-            }
-        }
-        panic!("could not start a replica");
+        Redis::start_with(&["--replicaof", "127.0.0.1", &master.port.to_string()])
     }
 
     fn try_start(port: u16, extra: &[&str]) -> Option<Redis> {
@@ -160,8 +267,12 @@ impl Redis {
             if let Some(Ok(Some(_))) = r.child.as_mut().map(Child::try_wait) {
                 return None; // exited: port taken
             }
+            // The free port was only free when picked: ready means *this*
+            // child answers on it, not whichever process took the port.
             if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
-                if raw_roundtrip(&mut s, b"PING\r\n").starts_with(b"+PONG") {
+                let info = resp::exchange(&mut s, &resp::request(&["INFO", "server"]), 1);
+                let pid = format!("process_id:{}\r\n", r.pid());
+                if info.windows(pid.len()).any(|w| w == pid.as_bytes()) {
                     return Some(r);
                 }
             }
@@ -194,6 +305,24 @@ impl Redis {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+    }
+
+    /// Stops it (`SIGSTOP`): it keeps its connections and answers nothing,
+    /// so requests sent to it stay in flight until [`resume`](Self::resume).
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// Lets it go on (`SIGCONT`).
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, sig: i32) {
+        if let Some(c) = &self.child {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(c.id() as i32, sig) };
         }
     }
 }
@@ -376,8 +505,19 @@ pub struct Etcd {
 }
 
 impl Etcd {
-    /// Starts one and waits until it answers `/health`.
+    /// Starts one and waits until it answers `/health`. Its ports were free
+    /// when picked; should another process take one first, etcd exits and
+    /// this starts it again on new ports.
     pub fn start() -> Etcd {
+        for _ in 0..5 {
+            if let Some(e) = Etcd::try_start() {
+                return e;
+            }
+        }
+        panic!("etcd did not start on five pairs of free ports");
+    }
+
+    fn try_start() -> Option<Etcd> {
         let dir = TempDir::new("etcd");
         let (client, peer) = (free_port(), free_port());
         let url = format!("http://127.0.0.1:{client}");
@@ -398,15 +538,27 @@ impl Etcd {
                 .args(["--initial-cluster", &format!("keyway-test={peer_url}")])
                 .args(["--log-level", "warn"]),
         );
-        let e = Etcd {
+        let mut e = Etcd {
             url,
             proc,
             _dir: dir,
         };
-        wait_for("etcd to answer /health", Duration::from_secs(20), || {
-            e.healthy().then_some(())
-        });
-        e
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if !e.proc.alive() {
+                return None; // a port was taken
+            }
+            // An etcd that cannot bind exits within milliseconds; alive
+            // after a healthy answer means the answer was most likely ours.
+            if e.healthy() && e.proc.alive() {
+                return Some(e);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "etcd did not answer /health within 20 s:\n{}",
+            e.proc.logs().join("\n")
+        );
     }
 
     /// Its client port.

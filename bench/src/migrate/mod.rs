@@ -16,14 +16,13 @@ pub(crate) mod system;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::Command;
 
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::harness::{date_and_commit, machine};
 use crate::load::{self, LoadResult};
-use crate::procs::{cpu_seconds, free_port, Proc, Scratch};
+use crate::procs::{cpu_seconds, ctld_on_free_ports, managed_keyway, Proc, TempDir};
 pub use report::{markdown, save, Summary};
 use system::{big_hash, command, preload, spec, under_load, wait_serving, Ctl};
 
@@ -142,17 +141,11 @@ pub fn run(o: &Options, command_line: String) -> anyhow::Result<Report> {
         anyhow::ensure!(p.exists(), "{} is missing (build it first)", p.display());
         Ok(p)
     };
-    let dir = Scratch::new()?;
+    let dir = TempDir::new("bench");
     let g1 = Proc::redis(&dir.0, None)?;
     let g2 = Proc::redis(&dir.0, None)?;
-    let api: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
-    let control: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
-    let mut cmd = Command::new(bin("keyway-ctld")?);
-    cmd.arg("--store")
-        .arg(format!("file:{}", dir.0.join("ctld.state").display()))
-        .args(["--api", &api.to_string(), "--control", &control.to_string()])
-        .env("KEYWAY_LOG", "warn");
-    let ctld = Proc::spawn("keyway-ctld", api, &cmd, None)?;
+    let (ctld, control) = ctld_on_free_ports(&bin("keyway-ctld")?, &dir.0)?;
+    let api = ctld.addr;
     let ctl = Ctl {
         bin: bin("keywayctl")?,
         api,
@@ -160,14 +153,8 @@ pub fn run(o: &Options, command_line: String) -> anyhow::Result<Report> {
     let group = |name: &str, p: &Proc| format!("{name}={}", p.addr);
     ctl.json(&["cluster", "create", "bench", "--group", &group("g1", &g1)])?;
     ctl.json(&["cluster", "grow", "bench", "--group", &group("g2", &g2)])?;
-    let listen: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
-    let mut cmd = Command::new(bin("keyway")?);
-    cmd.args(["--control", &control.to_string(), "--cluster", "bench"])
-        .args(["--listen", &listen.to_string(), "--id", "bench-dp"])
-        .arg("--state-dir")
-        .arg(dir.0.join("dp"))
-        .env("KEYWAY_LOG", "warn");
-    let keyway = Proc::spawn("keyway", listen, &cmd, None)?;
+    let keyway = managed_keyway(&bin("keyway")?, &dir.0, &control.to_string())?;
+    let listen = keyway.addr;
     wait_serving(listen)?;
 
     let t = std::time::Instant::now();

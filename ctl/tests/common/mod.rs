@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-pub use keyway_testkit::{free_port, wait_for, workspace_bin, Etcd, Process, Redis, TempDir};
+pub use keyway_testkit::{free_port, skip, wait_for, workspace_bin, Etcd, Process, Redis, TempDir};
 use serde_json::Value;
 
 /// A keyway-ctld on a file store in `dir`.

@@ -11,7 +11,7 @@ use std::time::Duration;
 pub mod fake_ctld;
 
 use keyway_testkit::Process;
-pub use keyway_testkit::{raw_roundtrip, read_some, wait_for, Redis, TempDir};
+pub use keyway_testkit::{raw_roundtrip, read_some, skip, wait_for, Redis, SideBySide, TempDir};
 
 /// `transport = "…"` from `KEYWAY_TEST_TRANSPORT`, or nothing (the default).
 pub fn transport_line() -> String {
@@ -126,7 +126,32 @@ pub fn groups(redis: &[&Redis]) -> String {
     s
 }
 
-/// The index (into `groups`) of the group owning `key` for the config `body`.
+/// The owners of `keys` among `groups` groups that share all 16384 slots
+/// (no `slots` lines), computed apart from keyway: the slot from a real
+/// Redis's `CLUSTER KEYSLOT` (`oracle` is a [`Redis::cluster_node`]), the
+/// group from the documented rule "evenly, in listed order" (the first
+/// `16384 % groups` groups get one slot more).
+pub fn owners_by_redis<K: AsRef<[u8]>>(oracle: &Redis, keys: &[K], groups: usize) -> Vec<usize> {
+    const SLOTS: usize = 16384;
+    let (per, extra) = (SLOTS / groups, SLOTS % groups);
+    let owner = |slot: usize| {
+        let big = extra * (per + 1);
+        if slot < big {
+            slot / (per + 1)
+        } else {
+            extra + (slot - big) / per
+        }
+    };
+    oracle
+        .keyslots(keys)
+        .into_iter()
+        .map(|s| owner(usize::from(s)))
+        .collect()
+}
+
+/// The index (into `groups`) of the group owning `key` for the config `body`,
+/// as keyway's own config computes it: for tests that need a key on some
+/// group. Tests of routing itself use [`owners_by_redis`].
 pub fn owner(body: &str, key: &[u8]) -> usize {
     let cfg =
         keyway::config::Config::parse(&format!("listen = \"127.0.0.1:0\"\n{body}"), 1).unwrap();
