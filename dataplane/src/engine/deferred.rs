@@ -8,7 +8,7 @@
 
 use super::backend::{Link, Owner};
 use super::replies::Refusal;
-use super::route::Place;
+use super::route::{Place, Req};
 use super::{live_client, moves, DeferredRef, Worker};
 use crate::routing::GroupIndex;
 
@@ -156,7 +156,12 @@ impl Worker {
                             .collect();
                         self.ctx.delete_busy(&mut c.st, seq, *d, keys);
                     } else {
-                        self.ctx.dispatch(&mut c.st, &args, Some(&d.frame), place);
+                        let req = Req {
+                            args: &args,
+                            raw: Some(&d.frame),
+                            place,
+                        };
+                        self.ctx.dispatch(&mut c.st, req);
                     }
                 }
                 _ => self

@@ -10,7 +10,7 @@ use super::local::{self, LocalCtx};
 use super::pending::Seq;
 use super::policy::{policy, stream_read_blocks, Keys, Policy};
 use super::replies::Refusal;
-use super::route::{groups_of_keys, one_group, KeysRoute, Place, Target};
+use super::route::{groups_of_keys, one_group, KeysRoute, Place, Req, Target};
 use super::split::{plan, write_part, Merge, SplitKind};
 use super::Ctx;
 use crate::routing::{GroupIndex, SlotRoute};
@@ -57,7 +57,12 @@ impl Ctx {
                     };
                     let args = c.parser.args(&buf[at..]);
                     self.backpressure = None;
-                    self.dispatch(&mut c.st, &args, raw, Place::NEW);
+                    let req = Req {
+                        args: &args,
+                        raw,
+                        place: Place::NEW,
+                    };
+                    self.dispatch(&mut c.st, req);
                     at += len;
                     if let Some(b) = self.backpressure.take() {
                         // Stop reading this client until that connection
@@ -81,16 +86,10 @@ impl Ctx {
         at
     }
 
-    /// Serves one request. `raw` is the request's bytes when they can be
-    /// forwarded as they are (multibulk), `None` for inline requests; `place`
-    /// says whether it is new or one kept back for a migration.
-    pub(crate) fn dispatch(
-        &mut self,
-        st: &mut ClientState,
-        args: &Args<'_>,
-        raw: Option<&[u8]>,
-        place: Place,
-    ) {
+    /// Serves one request; its [`Place`] says whether it is new or one kept
+    /// back for a migration.
+    pub(crate) fn dispatch(&mut self, st: &mut ClientState, req: Req<'_>) {
+        let Req { args, place, .. } = req;
         if place.at.is_none() {
             self.stats.requests += 1;
         }
@@ -135,7 +134,7 @@ impl Ctx {
                 Policy::Route { .. } | Policy::Split(_) | Policy::FanOut(_)
             )
         {
-            return self.keep_behind(st, args, raw);
+            return self.keep_behind(st, req);
         }
         // A read may go to a replica (if its group reads from them); one
         // test when no group does.
@@ -148,21 +147,21 @@ impl Ctx {
                 let table = &self.cfg.table;
                 let slot = table.slot_of(args.get(1));
                 let target = match table.route(slot) {
-                    SlotRoute::Stable(g) => return self.forward(st, g, read, args, raw, place),
+                    SlotRoute::Stable(g) => return self.forward(st, g, read, req),
                     SlotRoute::Unassigned => Err(Refusal::ClusterDown { slot }),
                     SlotRoute::Moving { .. } | SlotRoute::Blocked { .. } => {
                         self.target_of_keys(args, &[1], place)
                     }
                 };
-                self.send_to_target(st, target, read, args, raw, place)
+                self.send_to_target(st, target, read, req)
             }
             Policy::Route {
                 keyless,
                 block_option,
                 ..
-            } => self.route(st, spec, args, raw, keyless, block_option, read, place),
-            Policy::Split(kind) => self.split(st, kind, read, args, raw, place),
-            Policy::FanOut(kind) => self.fan_out(st, kind, read, args, raw, place),
+            } => self.route(st, spec, keyless, block_option, read, req),
+            Policy::Split(kind) => self.split(st, kind, read, req),
+            Policy::FanOut(kind) => self.fan_out(st, kind, read, req),
             Policy::Local(cmd) => {
                 self.stats.requests_local += 1;
                 let ctx = LocalCtx {
@@ -210,13 +209,12 @@ impl Ctx {
         &mut self,
         st: &mut ClientState,
         spec: &CommandSpec,
-        args: &Args<'_>,
-        raw: Option<&[u8]>,
         keyless: &str,
         block_option: bool,
         read: bool,
-        place: Place,
+        req: Req<'_>,
     ) {
+        let Req { args, place, .. } = req;
         if block_option && stream_read_blocks(args) {
             return self.refuse(st, &Refusal::BlockUnsupported { spec }, place);
         }
@@ -228,7 +226,7 @@ impl Ctx {
             Ok(()) => self.target_of_keys(args, &keys, place),
         };
         self.scratch.keys = keys;
-        self.send_to_target(st, target, read, args, raw, place);
+        self.send_to_target(st, target, read, req);
     }
 
     /// Sends, holds, moves first, or refuses, as the keys' target says; a
@@ -238,30 +236,22 @@ impl Ctx {
         st: &mut ClientState,
         target: Result<Target, Refusal<'_>>,
         read: bool,
-        args: &Args<'_>,
-        raw: Option<&[u8]>,
-        place: Place,
+        req: Req<'_>,
     ) {
+        let place = req.place;
         match target {
-            Ok(Target::Group(g)) => self.forward(st, g, read, args, raw, place),
-            Ok(Target::Master(g)) => self.forward(st, g, false, args, raw, place),
-            Ok(Target::Hold) => self.hold(st, args, raw, place),
-            Ok(Target::MoveFirst) => self.move_first(st, args, raw, place),
+            Ok(Target::Group(g)) => self.forward(st, g, read, req),
+            Ok(Target::Master(g)) => self.forward(st, g, false, req),
+            Ok(Target::Hold) => self.hold(st, req),
+            Ok(Target::MoveFirst) => self.move_first(st, req),
             Err(why) => self.refuse(st, &why, place),
         }
     }
 
     /// Sends the whole request to group `g`: to its master, or, for a
     /// `read`, to a replica it reads from if one is up.
-    fn forward(
-        &mut self,
-        st: &mut ClientState,
-        g: GroupIndex,
-        read: bool,
-        args: &Args<'_>,
-        raw: Option<&[u8]>,
-        place: Place,
-    ) {
+    fn forward(&mut self, st: &mut ClientState, g: GroupIndex, read: bool, req: Req<'_>) {
+        let Req { args, raw, place } = req;
         let b = self.backends.conn(g, read, st.conn_slot, self.now_ms);
         if let Some(why) = self.backends.down_error(b) {
             self.stats.errors_backend += 1;
@@ -284,15 +274,8 @@ impl Ctx {
 
     /// Splits a multi-key request by group; a request whose keys share one
     /// group is forwarded whole.
-    fn split(
-        &mut self,
-        st: &mut ClientState,
-        kind: SplitKind,
-        read: bool,
-        args: &Args<'_>,
-        raw: Option<&[u8]>,
-        place: Place,
-    ) {
+    fn split(&mut self, st: &mut ClientState, kind: SplitKind, read: bool, req: Req<'_>) {
+        let Req { args, place, .. } = req;
         if kind == SplitKind::Mset && args.len() % 2 == 0 {
             let why = Refusal::WrongArity { command: "mset" };
             return self.refuse(st, &why, place);
@@ -311,7 +294,7 @@ impl Ctx {
             }
             Ok(KeysRoute::Wait(t)) => {
                 self.scratch = sc;
-                return self.send_to_target(st, Ok(t), false, args, raw, place);
+                return self.send_to_target(st, Ok(t), false, req);
             }
             Ok(KeysRoute::Stable) => read,
             Ok(KeysRoute::Moved) => false,
@@ -319,7 +302,7 @@ impl Ctx {
         let first = sc.groups[0];
         if sc.groups.iter().all(|&g| g == first) {
             self.scratch = sc;
-            return self.forward(st, first, read, args, raw, place);
+            return self.forward(st, first, read, req);
         }
         plan(&sc.groups, &mut sc.part_groups, &mut sc.key_parts);
         let merge = Merge::new(kind, sc.part_groups.len(), &sc.key_parts);
@@ -337,17 +320,10 @@ impl Ctx {
 
     /// Sends the request to every group and merges the replies (`DBSIZE`);
     /// holds it whole while any group is on hold.
-    fn fan_out(
-        &mut self,
-        st: &mut ClientState,
-        kind: SplitKind,
-        read: bool,
-        args: &Args<'_>,
-        raw: Option<&[u8]>,
-        place: Place,
-    ) {
+    fn fan_out(&mut self, st: &mut ClientState, kind: SplitKind, read: bool, req: Req<'_>) {
+        let Req { args, raw, place } = req;
         if self.cfg.table.has_holds() {
-            return self.hold(st, args, raw, place);
+            return self.hold(st, req);
         }
         let groups = self.cfg.table.groups().len();
         let merge = Merge::new(kind, groups, &[]);

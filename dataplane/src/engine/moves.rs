@@ -34,13 +34,13 @@
 //! the same client on the same key (an `MSET` waiting for one key's move
 //! and a `GET` of another of its keys, say).
 
-use keyway_protocol::resp::{encode, Args};
+use keyway_protocol::resp::encode;
 
 use super::backend::Purpose;
 use super::client::ClientState;
 use super::pending::{Deferred, Seq};
 use super::replies::Refusal;
-use super::route::Place;
+use super::route::{Place, Req};
 use super::Ctx;
 use crate::routing::GroupIndex;
 
@@ -50,7 +50,8 @@ use crate::routing::GroupIndex;
 pub(crate) const MAX_SINGLE: usize = 4078;
 
 impl Ctx {
-    fn deferred(&self, args: &Args<'_>, raw: Option<&[u8]>, place: Place) -> Deferred {
+    fn deferred(&self, req: Req<'_>) -> Deferred {
+        let Req { args, raw, place } = req;
         let frame = match raw {
             Some(bytes) => bytes.to_vec(),
             None => {
@@ -79,27 +80,20 @@ impl Ctx {
 
     /// Keeps a new request back behind an earlier one of its client that is
     /// kept back; it is dispatched when its turn comes.
-    pub(crate) fn keep_behind(
-        &mut self,
-        st: &mut ClientState,
-        args: &Args<'_>,
-        raw: Option<&[u8]>,
-    ) {
-        let d = self.deferred(args, raw, Place::NEW);
+    pub(crate) fn keep_behind(&mut self, st: &mut ClientState, req: Req<'_>) {
+        let d = self.deferred(Req {
+            place: Place::NEW,
+            ..req
+        });
         st.queue.push_deferred(d);
         self.stats.requests_kept_behind += 1;
     }
 
     /// Holds a request on a blocked slot (or for a group on hold) until the
     /// table changes.
-    pub(crate) fn hold(
-        &mut self,
-        st: &mut ClientState,
-        args: &Args<'_>,
-        raw: Option<&[u8]>,
-        place: Place,
-    ) {
-        let mut d = self.deferred(args, raw, place);
+    pub(crate) fn hold(&mut self, st: &mut ClientState, req: Req<'_>) {
+        let place = req.place;
+        let mut d = self.deferred(req);
         d.held = true;
         let seq = Self::keep_back(st, place, d);
         self.held.push((st.me.idx, st.me.gen, seq));
@@ -111,16 +105,11 @@ impl Ctx {
     /// Moves the request's keys, then dispatches it again (see the module
     /// documentation): on the first attempt in one MIGRATE per source, on
     /// retries one MIGRATE per key.
-    pub(crate) fn move_first(
-        &mut self,
-        st: &mut ClientState,
-        args: &Args<'_>,
-        raw: Option<&[u8]>,
-        place: Place,
-    ) {
+    pub(crate) fn move_first(&mut self, st: &mut ClientState, req: Req<'_>) {
+        let Req { args, place, .. } = req;
         let mut moves = std::mem::take(&mut self.scratch.moves);
         moves.sort_by_key(|&(from, to, _)| (from, to));
-        let mut d = self.deferred(args, raw, place);
+        let mut d = self.deferred(req);
         d.moved_at = Some(self.cfg.table.version);
         // (source, target, first, end, single): a MIGRATE of moves[first..end],
         // or of one key whose part names its index in `d.single`.

@@ -34,6 +34,16 @@ impl Place {
     };
 }
 
+/// A request being dispatched: its arguments, its bytes when they can be
+/// forwarded as they are (multibulk; `None` for an inline request), and
+/// where its reply goes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Req<'r> {
+    pub args: &'r Args<'r>,
+    pub raw: Option<&'r [u8]>,
+    pub place: Place,
+}
+
 /// Where a request's keys lead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Target {
