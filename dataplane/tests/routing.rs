@@ -359,12 +359,18 @@ fn inline_requests_and_quit() {
     both.same_close();
 }
 
-/// Where keyway answers unlike Redis by mistake: run with `--ignored` to see
-/// them; un-ignore once fixed.
+/// Edge cases of the connection commands keyway answers itself, where it
+/// once answered unlike Redis (`PING a b` echoed `a`; `SELECT -1` got
+/// keyway's one-database refusal instead of Redis's range error).
 #[test]
-#[ignore = "keyway answers PING with two arguments with the first instead of an arity error"]
-fn known_differences_from_redis() {
+fn ping_and_select_edge_cases_match_redis() {
     let c = cluster(1);
     let (_reference, mut both) = c.side_by_side();
     both.same(&["PING", "a", "b"]);
+    both.same(&["ping", "a", "b", "c"]);
+    both.same(&["PING", "a"]);
+    both.same(&["SELECT", "-1"]);
+    both.same(&["SELECT", "abc"]);
+    both.same(&["SELECT", "99999999999999999999"]);
+    both.same(&["SELECT", "0"]);
 }

@@ -31,6 +31,8 @@ pub(crate) struct LocalCtx<'a> {
 /// Runs a local command; arity has been checked.
 pub(crate) fn run(cmd: Local, st: &mut ClientState, args: &Args<'_>, ctx: &LocalCtx<'_>) {
     match cmd {
+        // PING's arity is -1 but it takes one message at most, as Redis checks.
+        Local::Ping if args.len() > 2 => st.refuse(&Refusal::WrongArity { command: "ping" }),
         Local::Ping => match args.try_get(1) {
             None => st.reply(|o| encode::simple(o, b"PONG")),
             Some(m) => st.reply(|o| encode::bulk(o, m)),
@@ -46,6 +48,7 @@ pub(crate) fn run(cmd: Local, st: &mut ClientState, args: &Args<'_>, ctx: &Local
         {
             None => st.refuse(&Refusal::NotAnInteger),
             Some(0) => st.reply(|o| encode::simple(o, b"OK")),
+            Some(db) if db < 0 => st.refuse(&Refusal::DbIndexOutOfRange),
             Some(db) => st.refuse(&Refusal::SelectUnsupported { db }),
         },
         Local::Auth => auth(st, args),

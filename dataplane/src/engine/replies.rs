@@ -87,6 +87,8 @@ pub(crate) enum Refusal<'a> {
     NotAnInteger,
     /// `SELECT n` with n ≠ 0.
     SelectUnsupported { db: i64 },
+    /// `SELECT` of a negative database, as Redis words it.
+    DbIndexOutOfRange,
     /// Redis's `AUTH <password>` with no password configured.
     AuthWithoutPassword,
     /// Redis's wrong password message.
@@ -266,6 +268,7 @@ impl Display for Refusal<'_> {
                 String::from_utf8_lossy(&reply[..reply.len().min(40)])
             ),
             NotAnInteger => f.write_str("ERR value is not an integer or out of range"),
+            DbIndexOutOfRange => f.write_str("ERR DB index is out of range"),
             SelectUnsupported { db } => write!(
                 f,
                 "ERR SELECT {db} is not supported: keyway serves database 0 only"
