@@ -230,9 +230,29 @@ impl Redis {
         })
     }
 
-    /// Starts a replica of `master`.
+    /// Starts a replica of `master`, first telling `master` to start a
+    /// replica's full sync at once (Redis waits 5 s by default, for more
+    /// replicas to share one transfer).
     pub fn replica_of(master: &Redis) -> Redis {
+        let () = redis::cmd("CONFIG")
+            .arg(&["SET", "repl-diskless-sync-delay", "0"][..])
+            .query(&mut master.conn())
+            .expect("CONFIG SET repl-diskless-sync-delay");
         Redis::start_with(&["--replicaof", "127.0.0.1", &master.port.to_string()])
+    }
+
+    /// Waits until `replicas` replicas have acknowledged every write made
+    /// to this master so far (`WAIT`, asked again until it says so).
+    pub fn wait_replicated(&self, replicas: i64) {
+        let mut con = self.conn();
+        wait_for("the replicas to catch up", Duration::from_secs(60), || {
+            let acked: i64 = redis::cmd("WAIT")
+                .arg(replicas)
+                .arg(1000)
+                .query(&mut con)
+                .ok()?;
+            (acked >= replicas).then_some(())
+        });
     }
 
     fn try_start(port: u16, extra: &[&str]) -> Option<Redis> {
