@@ -19,8 +19,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use keyway_capnp::duration::parse_duration;
 use keyway_ctl::auth::{Auth, Token};
-use keyway_ctl::cli::parse_duration;
 use keyway_ctl::daemon::Ctld;
 use keyway_ctl::etcd::election::Candidate;
 use keyway_ctl::leader::{self, Addresses, Role};
@@ -68,7 +68,7 @@ struct Args {
 }
 
 fn parse_ttl(s: &str) -> Result<Duration, String> {
-    let d = parse_duration(s)?;
+    let d = parse_duration(s).map_err(|e| e.to_string())?;
     if !(Duration::from_secs(2)..=Duration::from_secs(60)).contains(&d) || d.subsec_nanos() != 0 {
         return Err("the election TTL is whole seconds, from 2s to 60s".into());
     }
@@ -76,7 +76,7 @@ fn parse_ttl(s: &str) -> Result<Duration, String> {
 }
 
 fn parse_lease(s: &str) -> Result<Duration, String> {
-    let d = parse_duration(s)?;
+    let d = parse_duration(s).map_err(|e| e.to_string())?;
     check_lease(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))?;
     Ok(d)
 }

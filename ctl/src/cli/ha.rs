@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use serde_json::Value;
 
-use super::{emit, parse_duration, table};
+use keyway_capnp::duration::parse_duration;
+
+use super::{emit, table};
 use crate::api::{ClusterEdit, FailoverRequest, FailoverStarted};
 use crate::client::Client;
 use crate::health::GroupHealth;

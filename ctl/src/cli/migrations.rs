@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
 
-use super::{emit, parse_duration, table};
+use keyway_capnp::duration::parse_duration;
+
+use super::{emit, table};
 use crate::api::{MigrationView, Rebalance, StartMigration};
 use crate::client::Client;
 use crate::model::{MigrationState, MoveSettings};

@@ -11,6 +11,7 @@ pub use migrations::{MigrationCmd, SettingsArgs};
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
+use keyway_capnp::duration::parse_duration;
 use serde_json::Value;
 
 use crate::api::{Assign, ClusterSummary, CreateCluster, GroupEdit};
@@ -232,21 +233,6 @@ pub enum SnapshotCmd {
         #[arg(long)]
         force: bool,
     },
-}
-
-/// Parses "30s", "500ms", "2m".
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => n
-            .checked_mul(60)
-            .map(Duration::from_secs)
-            .ok_or_else(|| format!("invalid duration {s:?}: too long")),
-        _ => Err(format!("invalid duration {s:?}: use ms, s or m")),
-    }
 }
 
 /// `path` with `?force=true` when forced.

@@ -578,12 +578,9 @@ impl Ctld {
 /// Shared handle.
 pub type Shared = Arc<Ctld>;
 
-/// Milliseconds since the Unix epoch (for timestamps people read).
-pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+/// Milliseconds since the Unix epoch now (for timestamps people read): the
+/// one definition both planes share.
+pub use keyway_capnp::clock::now_unix_ms as unix_ms;
 
 #[cfg(test)]
 mod tests;

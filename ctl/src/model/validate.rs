@@ -67,7 +67,9 @@ impl Cluster {
         }
         self.validate_migrations(&names)?;
         self.validate_ha()?;
-        self.snapshot().validate().map_err(invalid)
+        self.snapshot()
+            .validate()
+            .map_err(|e| invalid(e.to_string()))
     }
 
     fn validate_migrations(&self, groups: &HashSet<&str>) -> Result<(), ModelError> {
