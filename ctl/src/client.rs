@@ -8,6 +8,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::auth::Token;
+use crate::wire::ErrorBody;
 
 /// The API at one address, or at several (ctlds on etcd: one is active,
 /// the others answer 503 "standby").
@@ -118,10 +119,9 @@ impl Client {
             Err(e) => return Reply::Done(Err(format!("bad response from keyway-ctld: {e}"))),
         };
         if !status.is_success() {
-            let msg = serde_json::from_str::<serde_json::Value>(&text)
-                .ok()
-                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
-                .unwrap_or_else(|| format!("HTTP {status}: {}", text.trim()));
+            let msg = serde_json::from_str::<ErrorBody>(&text)
+                .map(|body| body.error)
+                .unwrap_or_else(|_| format!("HTTP {status}: {}", text.trim()));
             if status == ureq::http::StatusCode::SERVICE_UNAVAILABLE && msg.starts_with("standby") {
                 return Reply::Standby(msg);
             }

@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 
 use clap::Subcommand;
 
-use crate::api::CreateCluster;
 use crate::client::Client;
 use crate::model::{Cluster, Group, Replica};
+use crate::wire::CreateCluster;
 
 /// `keywayctl local …`.
 #[derive(Debug, Subcommand)]

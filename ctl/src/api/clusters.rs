@@ -4,106 +4,18 @@
 //! through `Ctld::change` — every step but the resolution on the blocking
 //! pool.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use serde::{Deserialize, Serialize};
 
-use super::{blocking, json, parse, Api, ApiError, Force, Reply};
-use crate::daemon::DataPlaneView;
-use crate::health::GroupHealth;
+use super::{blocking, json, parse, Api, ApiError, Reply};
 use crate::model::cluster::check_group;
 use crate::model::names::{MAX_GROUPS, MAX_REPLICAS};
-use crate::model::{Cluster, Group, HaSettings, ModelError, ReadFrom, Replica, SlotSet};
-
-/// `POST /v1/clusters`.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateCluster {
-    /// Name.
-    pub name: String,
-    /// Slot count (default 16384).
-    #[serde(default = "default_slots")]
-    pub slots: u32,
-    /// Groups; the slots are split evenly among them in this order.
-    pub groups: Vec<Group>,
-    /// Lease for its data planes (default: ctld's `--lease`).
-    #[serde(default)]
-    pub lease_ms: Option<u64>,
-    /// Health checks and automatic failover (default: checks every second,
-    /// a master failed after 5 s, automatic failover on).
-    #[serde(default)]
-    pub ha: Option<HaSettings>,
-}
-
-fn default_slots() -> u32 {
-    16384
-}
-
-/// `PATCH /v1/clusters/{name}/groups/{group}`: any of these edits.
-#[derive(Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GroupEdit {
-    /// New master address.
-    #[serde(default)]
-    pub master: Option<String>,
-    /// The master's zone.
-    #[serde(default)]
-    pub zone: Option<String>,
-    /// Replicas to add.
-    #[serde(default)]
-    pub add_replicas: Vec<Replica>,
-    /// Replicas to remove, by address.
-    #[serde(default)]
-    pub remove_replicas: Vec<String>,
-    /// Zones of existing replicas, by address.
-    #[serde(default)]
-    pub replica_zones: BTreeMap<String, String>,
-    /// Where data planes send read-only commands.
-    #[serde(default)]
-    pub read_from: Option<ReadFrom>,
-}
-
-/// `POST /v1/clusters/{name}/slots`: give unowned slots to a group.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Assign {
-    /// Ranges, e.g. `"0-100,200"`.
-    pub slots: String,
-    /// The group.
-    pub group: String,
-}
-
-/// One line of `GET /v1/clusters`.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct ClusterSummary {
-    /// Name.
-    pub name: String,
-    /// Version.
-    pub version: u64,
-    /// Slot count.
-    pub slots: u32,
-    /// Number of groups.
-    pub groups: usize,
-    /// Data planes known to serve it.
-    pub dataplanes: usize,
-}
-
-/// `GET /v1/clusters/{name}`.
-#[derive(Debug, Serialize)]
-pub struct ClusterView {
-    /// The desired state.
-    #[serde(flatten)]
-    pub cluster: Cluster,
-    /// Its data planes.
-    pub dataplanes: Vec<DataPlaneView>,
-    /// Every group's and server's health, as ctld's checks and the data
-    /// planes' reports see it.
-    pub health: Vec<GroupHealth>,
-}
+use crate::model::{Cluster, Group, ModelError, SlotSet};
+use crate::wire::{Assign, ClusterSummary, ClusterView, CreateCluster, Force, GroupEdit};
 
 /// Checks groups before their addresses are resolved: how many, and each
 /// one's own fields (so only well-formed addresses are looked up).

@@ -8,7 +8,6 @@ use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde::{Deserialize, Serialize};
 
 use super::{blocking, json, parse, Api, Reply};
 use crate::daemon::unix_ms;
@@ -17,54 +16,7 @@ use crate::health::{choose_replica, ServerState};
 use crate::model::names::check_lease;
 use crate::model::slots::quote;
 use crate::model::{FailoverKind, ModelError};
-
-/// `POST /v1/clusters/{name}/groups/{group}/failover`.
-#[derive(Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FailoverRequest {
-    /// The replica to promote (default: the best one, as an automatic
-    /// failover would choose).
-    #[serde(default)]
-    pub to: Option<String>,
-    /// Promote even a replica that is down by ctld's checks or lagging,
-    /// and fail over a master that is down (no catch-up wait then).
-    #[serde(default)]
-    pub force: bool,
-}
-
-/// The answer: the failover started (see the cluster's `failovers` for its
-/// end).
-#[derive(Debug, Serialize, Deserialize)]
-pub struct FailoverStarted {
-    /// Its id.
-    pub failover: u64,
-    /// The replica being promoted.
-    pub to: String,
-    /// "switchover" (the master is up: its replica catches up first, no
-    /// write is lost) or "automatic" (forced while the master is down).
-    pub kind: FailoverKind,
-}
-
-/// `PATCH /v1/clusters/{name}`: any of these settings.
-#[derive(Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClusterEdit {
-    /// How often each server is checked.
-    #[serde(default)]
-    pub check_interval_ms: Option<u64>,
-    /// How long a master's checks fail before it is failed.
-    #[serde(default)]
-    pub down_after_ms: Option<u64>,
-    /// Fail masters over automatically.
-    #[serde(default)]
-    pub auto_failover: Option<bool>,
-    /// The most a replica may lag to be promoted automatically.
-    #[serde(default)]
-    pub max_lag_bytes: Option<u64>,
-    /// The data planes' lease.
-    #[serde(default)]
-    pub lease_ms: Option<u64>,
-}
+use crate::wire::{ClusterEdit, FailoverRequest, FailoverStarted};
 
 pub(super) async fn failover(
     State(api): State<Api>,

@@ -7,73 +7,11 @@ use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde::{Deserialize, Serialize};
 
 use super::{blocking, json, parse, Api, ApiError, Reply};
 use crate::daemon::{unix_ms, Shared};
-use crate::model::{Cluster, Migration, MigrationState, ModelError, MoveSettings, SlotSet};
-
-/// `POST /v1/clusters/{name}/migrations`: move slots to a group.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StartMigration {
-    /// Ranges, e.g. `"0-100,200"`.
-    pub slots: String,
-    /// The target group.
-    pub to: String,
-    /// How the sweep moves keys.
-    #[serde(default)]
-    pub settings: MoveSettings,
-    /// Start with the sweep paused (data planes still move keys on demand).
-    #[serde(default)]
-    pub paused: bool,
-}
-
-/// `POST /v1/clusters/{name}/rebalance` and `/drain`.
-#[derive(Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Rebalance {
-    /// For drain: the group whose slots all move to the others.
-    #[serde(default)]
-    pub group: Option<String>,
-    /// How the sweeps move keys.
-    #[serde(default)]
-    pub settings: MoveSettings,
-    /// Start with the sweeps paused.
-    #[serde(default)]
-    pub paused: bool,
-}
-
-/// A migration as the API shows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct MigrationView {
-    /// The migration.
-    #[serde(flatten)]
-    pub migration: Migration,
-    /// Its slots, as operators write them.
-    pub slots: String,
-    /// Seconds left at the recent rate, while moving (an estimate: data
-    /// planes move keys too).
-    pub eta_s: Option<u64>,
-}
-
-impl MigrationView {
-    /// The view of `m`.
-    pub fn of(m: &Migration) -> MigrationView {
-        let p = &m.progress;
-        let eta_s = match (m.state, p.estimated_keys) {
-            (MigrationState::Moving { .. }, Some(est)) if p.rate > 0 => {
-                Some(est.saturating_sub(p.keys_moved) / p.rate)
-            }
-            _ => None,
-        };
-        MigrationView {
-            slots: m.slots_text(),
-            migration: m.clone(),
-            eta_s,
-        }
-    }
-}
+use crate::model::{Cluster, ModelError, SlotSet};
+use crate::wire::{MigrationView, Rebalance, StartMigration};
 
 fn views(c: &Cluster, ids: &[u64]) -> Vec<MigrationView> {
     c.migrations

@@ -9,10 +9,9 @@ use serde_json::Value;
 use keyway_capnp::duration::parse_duration;
 
 use super::{emit, table};
-use crate::api::{ClusterEdit, FailoverRequest, FailoverStarted};
 use crate::client::Client;
-use crate::health::GroupHealth;
 use crate::model::{Cluster, FailoverRecord};
+use crate::wire::{ClusterEdit, FailoverRequest, FailoverStarted, GroupHealth};
 
 /// `keywayctl failover CLUSTER --group G [--to ADDR] [--wait] [--force]`.
 #[derive(Debug, Args)]

@@ -11,9 +11,9 @@ use clap::{Args, Subcommand};
 use keyway_capnp::duration::parse_duration;
 
 use super::{emit, table};
-use crate::api::{MigrationView, Rebalance, StartMigration};
 use crate::client::Client;
 use crate::model::{MigrationState, MoveSettings};
+use crate::wire::{MigrationView, Rebalance, StartMigration};
 
 /// How the sweep moves keys (`--batch`, `--rate`, …).
 #[derive(Debug, Clone, Args)]

@@ -14,12 +14,11 @@ use clap::{Args, Subcommand};
 use keyway_capnp::duration::parse_duration;
 use serde_json::Value;
 
-use crate::api::{Assign, ClusterSummary, CreateCluster, GroupEdit};
 use crate::auth::Token;
 use crate::client::Client;
-use crate::daemon::DataPlaneView;
 use crate::model::slots::format_slots;
 use crate::model::{Cluster, Group, Replica};
+use crate::wire::{Assign, ClusterSummary, CreateCluster, DataPlaneView, GroupEdit};
 
 /// Top-level commands.
 #[derive(Debug, Subcommand)]

@@ -32,13 +32,13 @@ use std::time::{Duration, Instant};
 
 use keyway_capnp::control::{Ack, Hello};
 use keyway_capnp::snapshot::Snapshot;
-use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Notify};
 
-use crate::health::{Board, GroupHealth, Tally};
+use crate::health::{Board, Tally};
 use crate::leader::Term;
 use crate::model::{Cluster, Migration, ModelError, State};
 use crate::store::{Store, StoreError};
+use crate::wire::{DataPlaneView, GroupHealth};
 pub use dataplanes::Registration;
 use dataplanes::{Acked, Registry};
 
@@ -59,28 +59,6 @@ pub type SnapshotRx = watch::Receiver<Option<Arc<Snapshot>>>;
 /// How old a data plane's backend report may be to count: data planes
 /// report at least every second (`keyway::control::REPORT_EVERY`).
 pub const REPORT_FRESH: Duration = Duration::from_secs(3);
-
-/// A data plane as the API shows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DataPlaneView {
-    /// Its id.
-    pub id: String,
-    /// The cluster it serves.
-    pub cluster: String,
-    /// Where its clients connect.
-    pub address: String,
-    /// A control session is open.
-    pub connected: bool,
-    /// The newest version it acked.
-    pub acked_version: u64,
-    /// Nothing routed under an older version is in flight there.
-    pub drained: bool,
-    /// Milliseconds left on its lease as ctld sees it (none: expired or never
-    /// granted by this ctld).
-    pub lease_remaining_ms: Option<u64>,
-    /// It refuses requests: it says so, or its lease has expired.
-    pub fenced: bool,
-}
 
 /// The daemon.
 pub struct Ctld {

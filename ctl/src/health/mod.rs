@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::model::{Cluster, Group, HaSettings};
+use crate::wire::{GroupHealth, ServerView};
 pub use probe::Replication;
 
 /// ctld's own view of one server.
@@ -177,55 +178,6 @@ impl Board {
             .get(&(cluster.to_string(), group.to_string()))
             .map(String::as_str)
     }
-}
-
-/// One server as `cluster show` and the API show it.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct ServerView {
-    /// Its group.
-    pub group: String,
-    /// `host:port`.
-    pub address: String,
-    /// What the desired state says it is: "master", "replica" or
-    /// "former-master" (failed over, to be made a replica when back).
-    pub listed_as: String,
-    /// "up", "down" (checks failing), "failed" (a master down for
-    /// `down_after` that the data planes fail too), or "unknown" (not
-    /// checked yet).
-    pub health: String,
-    /// Milliseconds since the last good check.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_ok_ms_ago: Option<u64>,
-    /// The last failed check's reason.
-    #[serde(skip_serializing_if = "String::is_empty", default)]
-    pub last_error: String,
-    /// Its role as it says (`INFO replication`), from the last good check.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub role: Option<String>,
-    /// Its replication offset, from the last good check.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub offset: Option<u64>,
-    /// A replica's link to its master is up.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub link_up: Option<bool>,
-    /// Data planes whose last attempt on it failed.
-    pub dataplanes_failing: u32,
-    /// Data planes that had a reply from it recently.
-    pub dataplanes_reaching: u32,
-}
-
-/// One group's health as `cluster show` and the API show it.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct GroupHealth {
-    /// The group.
-    pub group: String,
-    /// "ok", "degraded" (a replica is down), "failing-over", or "failed".
-    pub state: String,
-    /// Why it is failed and not healed, if it is.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub problem: Option<String>,
-    /// Its servers.
-    pub servers: Vec<ServerView>,
 }
 
 /// The verdict on a group's master: at least two failed checks in a row,
