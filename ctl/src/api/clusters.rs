@@ -14,7 +14,7 @@ use axum::http::StatusCode;
 use super::{blocking, json, parse, Api, ApiError, Reply};
 use crate::model::cluster::check_group;
 use crate::model::names::{MAX_GROUPS, MAX_REPLICAS};
-use crate::model::{Cluster, Group, ModelError, SlotSet};
+use crate::model::{Change, Cluster, Group, GroupChanges, ModelError};
 use crate::wire::{Assign, ClusterSummary, ClusterView, CreateCluster, Force, GroupEdit};
 
 /// Checks groups before their addresses are resolved: how many, and each
@@ -149,7 +149,9 @@ pub(super) async fn grow(
     blocking(move || {
         json(
             StatusCode::OK,
-            &api.ctld.change(&name, |c| c.grow(g, &resolved))?,
+            &api.ctld
+                .change(&name, &Change::Grow { group: g, resolved })?
+                .0,
         )
     })
     .await
@@ -163,7 +165,7 @@ pub(super) async fn shrink(
     blocking(move || {
         json(
             StatusCode::OK,
-            &api.ctld.change(&name, |c| c.shrink(&group))?,
+            &api.ctld.change(&name, &Change::Shrink { group })?.0,
         )
     })
     .await
@@ -206,28 +208,20 @@ pub(super) async fn edit_group(
         api.resolve(&new, &known, force.force).await?
     };
     blocking(move || {
-        let c = api.ctld.change(&name, |c| {
-            if let Some(m) = &e.master {
-                c.set_master(&group, m, &resolved)?;
-            }
-            if let Some(z) = &e.zone {
-                c.set_zone(&group, None, z)?;
-            }
-            for r in &e.add_replicas {
-                c.add_replica(&group, r.clone(), &resolved)?;
-            }
-            for a in &e.remove_replicas {
-                c.remove_replica(&group, a)?;
-            }
-            for (a, z) in &e.replica_zones {
-                c.set_zone(&group, Some(a), z)?;
-            }
-            if let Some(r) = e.read_from {
-                let g = c.group_index(&group)?;
-                c.groups[g].read_from = r;
-            }
-            Ok(())
-        })?;
+        let edit = GroupChanges {
+            master: e.master,
+            zone: e.zone,
+            add_replicas: e.add_replicas,
+            remove_replicas: e.remove_replicas,
+            replica_zones: e.replica_zones,
+            read_from: e.read_from,
+        };
+        let change = Change::EditGroup {
+            group,
+            edit,
+            resolved,
+        };
+        let (c, _) = api.ctld.change(&name, &change)?;
         json(StatusCode::OK, &c)
     })
     .await
@@ -241,10 +235,11 @@ pub(super) async fn assign(
     let (Path(name), body) = (path?, body?);
     blocking(move || {
         let a: Assign = parse(&body)?;
-        let c = api.ctld.change(&name, |c| {
-            let slots = SlotSet::parse(&a.slots, c.slot_count).map_err(ModelError::invalid)?;
-            c.assign(&slots, &a.group)
-        })?;
+        let assign = Change::Assign {
+            slots: a.slots,
+            group: a.group,
+        };
+        let (c, _) = api.ctld.change(&name, &assign)?;
         json(StatusCode::OK, &c)
     })
     .await
@@ -311,16 +306,12 @@ pub(super) async fn apply(
     .await?;
     let resolved = api.resolve(&new, &known, q.force).await?;
     blocking(move || {
-        let c = api.ctld.change(&name, |c| {
-            if !q.force && desired.version != c.version {
-                return Err(ModelError::conflict(format!(
-                    "cluster {name:?} changed since this snapshot was exported (version {} then, {} now); \
-                     export it again, or apply with force",
-                    desired.version, c.version
-                )));
-            }
-            c.apply(&desired, &resolved)
-        })?;
+        let apply = Change::Apply {
+            desired: Box::new(desired),
+            resolved,
+            force: q.force,
+        };
+        let (c, _) = api.ctld.change(&name, &apply)?;
         json(StatusCode::OK, &c)
     })
     .await

@@ -15,7 +15,7 @@ use crate::health::probe::Probe;
 use crate::health::{choose_replica, ServerState};
 use crate::model::names::check_lease;
 use crate::model::slots::quote;
-use crate::model::{FailoverKind, ModelError};
+use crate::model::{Change, FailoverKind, ModelError};
 use crate::wire::{ClusterEdit, FailoverRequest, FailoverStarted};
 
 pub(super) async fn failover(
@@ -108,17 +108,16 @@ pub(super) async fn failover(
         } else {
             FailoverKind::Automatic
         };
-        let mut id = 0;
-        api.ctld.change(&name, |c| {
-            id = c.begin_failover(
-                &group,
-                kind,
-                (&g.master, &to),
-                (master_offset, offset),
-                unix_ms(),
-            )?;
-            Ok(())
-        })?;
+        let begin = Change::BeginFailover {
+            group: group.clone(),
+            kind,
+            from: g.master.clone(),
+            to: to.clone(),
+            offsets: (master_offset, offset),
+            now_ms: unix_ms(),
+        };
+        let (_, applied) = api.ctld.change(&name, &begin)?;
+        let id = applied.ids[0];
         tracing::info!(cluster = %name, %group, id, %to, ?kind, "failover requested");
         json(
             StatusCode::ACCEPTED,
@@ -143,18 +142,14 @@ pub(super) async fn edit_cluster(
         if let Some(l) = e.lease_ms {
             check_lease(l).map_err(ModelError::invalid)?;
         }
-        let c = api.ctld.change(&name, |c| {
-            let ha = &mut c.ha;
-            ha.check_interval_ms = e.check_interval_ms.unwrap_or(ha.check_interval_ms);
-            ha.down_after_ms = e.down_after_ms.unwrap_or(ha.down_after_ms);
-            ha.auto_failover = e.auto_failover.unwrap_or(ha.auto_failover);
-            ha.max_lag_bytes = e.max_lag_bytes.unwrap_or(ha.max_lag_bytes);
-            ha.check()?;
-            if let Some(l) = e.lease_ms {
-                c.lease_millis = l;
-            }
-            Ok(())
-        })?;
+        let settings = Change::Settings {
+            check_interval_ms: e.check_interval_ms,
+            down_after_ms: e.down_after_ms,
+            auto_failover: e.auto_failover,
+            max_lag_bytes: e.max_lag_bytes,
+            lease_ms: e.lease_ms,
+        };
+        let (c, _) = api.ctld.change(&name, &settings)?;
         json(StatusCode::OK, &c)
     })
     .await

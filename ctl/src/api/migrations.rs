@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 
 use super::{blocking, json, parse, Api, ApiError, Reply};
 use crate::daemon::{unix_ms, Shared};
-use crate::model::{Cluster, ModelError, SlotSet};
+use crate::model::{Change, Cluster, ModelError};
 use crate::wire::{MigrationView, Rebalance, StartMigration};
 
 fn views(c: &Cluster, ids: &[u64]) -> Vec<MigrationView> {
@@ -56,13 +56,15 @@ pub(super) async fn start(
     let (Path(name), body) = (path?, body?);
     blocking(move || {
         let req: StartMigration = parse(&body)?;
-        let mut ids = Vec::new();
-        let c = api.ctld.change(&name, |c| {
-            let slots = SlotSet::parse(&req.slots, c.slot_count).map_err(ModelError::invalid)?;
-            ids = c.migrate(&slots, &req.to, &req.settings, req.paused, unix_ms())?;
-            Ok(())
-        })?;
-        json(StatusCode::CREATED, &views(&c, &ids))
+        let migrate = Change::Migrate {
+            slots: req.slots,
+            to: req.to,
+            settings: req.settings,
+            paused: req.paused,
+            now_ms: unix_ms(),
+        };
+        let (c, applied) = api.ctld.change(&name, &migrate)?;
+        json(StatusCode::CREATED, &views(&c, &applied.ids))
     })
     .await
 }
@@ -74,15 +76,14 @@ fn start_plan(ctld: &Shared, name: &str, req: &Rebalance) -> Reply {
     if plan.is_empty() {
         return json(StatusCode::OK, &Vec::<MigrationView>::new());
     }
-    let mut ids = Vec::new();
-    let c = ctld.change(name, |c| {
-        let now = unix_ms();
-        for (slots, to) in c.plan_balance(req.group.as_deref())? {
-            ids.extend(c.migrate(&slots, &to, &req.settings, req.paused, now)?);
-        }
-        Ok(())
-    })?;
-    json(StatusCode::CREATED, &views(&c, &ids))
+    let balance = Change::Balance {
+        drain: req.group.clone(),
+        settings: req.settings.clone(),
+        paused: req.paused,
+        now_ms: unix_ms(),
+    };
+    let (c, applied) = ctld.change(name, &balance)?;
+    json(StatusCode::CREATED, &views(&c, &applied.ids))
 }
 
 pub(super) async fn rebalance(
@@ -139,15 +140,24 @@ pub(super) async fn action(
 ) -> Reply {
     let (Path((name, id, action)), _) = (path?, body?);
     blocking(move || {
-        let c = api.ctld.change(&name, |c| match action.as_str() {
-            "pause" => c.pause(id),
-            "resume" => c.resume(id),
-            "cancel" => c.cancel(id, unix_ms()),
-            other => Err(ModelError::not_found(format!(
-                "no migration action {}: pause, resume or cancel",
-                crate::model::slots::quote(other)
-            ))),
-        })?;
+        let change = match action.as_str() {
+            "pause" => Change::Pause { id },
+            "resume" => Change::Resume { id },
+            "cancel" => Change::Cancel {
+                id,
+                now_ms: unix_ms(),
+            },
+            other => {
+                // The cluster is named first, as when the change was applied.
+                api.ctld.cluster(&name)?;
+                return Err(ModelError::not_found(format!(
+                    "no migration action {}: pause, resume or cancel",
+                    crate::model::slots::quote(other)
+                ))
+                .into());
+            }
+        };
+        let (c, _) = api.ctld.change(&name, &change)?;
         json(StatusCode::OK, &MigrationView::of(c.migration(id)?))
     })
     .await

@@ -36,7 +36,7 @@ use tokio::sync::{watch, Notify};
 
 use crate::health::{Board, Tally};
 use crate::leader::Term;
-use crate::model::{Cluster, Migration, ModelError, State};
+use crate::model::{Applied, Change, Cluster, Migration, ModelError, State};
 use crate::store::{Store, StoreError};
 use crate::wire::{DataPlaneView, GroupHealth};
 pub use dataplanes::Registration;
@@ -209,26 +209,23 @@ impl Ctld {
         Ok(())
     }
 
-    /// Applies `f` to a copy of cluster `name`; if it succeeds and the result
-    /// is valid, bumps the version, persists, publishes, and returns the new
-    /// cluster. Blocking.
-    pub fn change(
-        &self,
-        name: &str,
-        f: impl FnOnce(&mut Cluster) -> Result<(), ModelError>,
-    ) -> Result<Cluster, ChangeError> {
+    /// Applies `change` to a copy of cluster `name` ([`Cluster::dispatch`]);
+    /// if it succeeds and the result is valid, bumps the version, persists,
+    /// publishes, and returns the new cluster and what the change created.
+    /// Blocking.
+    pub fn change(&self, name: &str, change: &Change) -> Result<(Cluster, Applied), ChangeError> {
         let mut store = lock(&self.writer);
         let current = self.state();
         let mut cluster = current.cluster(name)?.clone();
-        f(&mut cluster)?;
+        let applied = cluster.dispatch(change)?;
         cluster.version = cluster.version.saturating_add(1);
         cluster.validate()?;
         let mut next = (*current).clone();
         next.clusters.insert(name.to_string(), cluster.clone());
         self.save(store.as_mut(), next)?;
         self.publish(name, Some(cluster.snapshot()));
-        tracing::info!(cluster = %name, version = cluster.version, "cluster changed");
-        Ok(cluster)
+        tracing::info!(cluster = %name, version = cluster.version, %change, "cluster changed");
+        Ok((cluster, applied))
     }
 
     /// Applies `f` to a copy of cluster `name` and persists it, without a new

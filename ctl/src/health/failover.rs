@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use super::probe::{Probe, Replication};
 use crate::daemon::{unix_ms, Shared};
-use crate::model::{FailoverKind, FailoverProgress};
+use crate::model::{Change, FailoverKind, FailoverProgress};
 
 /// How long a server command may take.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
@@ -88,7 +88,13 @@ pub async fn drive(ctld: Shared, cluster: String, group: String, id: u64) -> Str
                 "failover abandoned: {why}");
             let (c, g, w) = (cluster.clone(), group.clone(), why.clone());
             let r = blocking(move || {
-                ctld.change(&c, |cl| cl.abandon_failover(&g, id, &w, unix_ms()))
+                let abandon = Change::AbandonFailover {
+                    group: g,
+                    id,
+                    why: w,
+                    now_ms: unix_ms(),
+                };
+                ctld.change(&c, &abandon)
                     .map(|_| ())
                     .map_err(|e| e.to_string())
             })
@@ -109,7 +115,14 @@ async fn publish(ctld: &Shared, cluster: &str, group: &str, id: u64) {
         let (c, g, ctld2) = (cluster.to_string(), group.to_string(), ctld.clone());
         let r = blocking(move || {
             ctld2
-                .change(&c, |cl| cl.finish_failover(&g, id, unix_ms()).map(|_| ()))
+                .change(
+                    &c,
+                    &Change::FinishFailover {
+                        group: g,
+                        id,
+                        now_ms: unix_ms(),
+                    },
+                )
                 .map(|_| ())
                 .map_err(|e| e.to_string())
         })

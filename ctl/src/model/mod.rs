@@ -7,6 +7,7 @@
 //! of a whole cluster, used on every change and on the store's load.
 
 pub mod addresses;
+pub mod change;
 pub mod cluster;
 pub mod ha;
 pub mod migration;
@@ -19,6 +20,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub use addresses::Resolved;
+pub use change::{Applied, Change, GroupChanges};
 pub use cluster::{Cluster, Group, ReadFrom, Replica};
 pub use ha::{FailoverKind, FailoverProgress, FailoverRecord, HaSettings};
 pub use migration::{Migration, MigrationState, MoveSettings};
