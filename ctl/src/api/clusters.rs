@@ -11,7 +11,7 @@ use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 
-use super::{blocking, json, parse, Api, ApiError, Reply};
+use super::{blocking, json, on_cluster, parse, Api, ApiError, Reply};
 use crate::model::cluster::check_group;
 use crate::model::names::{MAX_GROUPS, MAX_REPLICAS};
 use crate::model::{Change, Cluster, Group, GroupChanges, ModelError};
@@ -232,9 +232,7 @@ pub(super) async fn assign(
     path: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Reply {
-    let (Path(name), body) = (path?, body?);
-    blocking(move || {
-        let a: Assign = parse(&body)?;
+    on_cluster(api, path, body, move |api, name, a: Assign| {
         let assign = Change::Assign {
             slots: a.slots,
             group: a.group,

@@ -9,7 +9,7 @@ use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 
-use super::{blocking, json, parse, Api, Reply};
+use super::{blocking, json, on_cluster, parse, Api, Reply};
 use crate::daemon::unix_ms;
 use crate::health::probe::Probe;
 use crate::health::{choose_replica, ServerState};
@@ -136,9 +136,7 @@ pub(super) async fn edit_cluster(
     path: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Reply {
-    let (Path(name), body) = (path?, body?);
-    blocking(move || {
-        let e: ClusterEdit = parse(&body)?;
+    on_cluster(api, path, body, move |api, name, e: ClusterEdit| {
         if let Some(l) = e.lease_ms {
             check_lease(l).map_err(ModelError::invalid)?;
         }

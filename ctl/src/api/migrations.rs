@@ -8,7 +8,7 @@ use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 
-use super::{blocking, json, parse, Api, ApiError, Reply};
+use super::{blocking, json, on_cluster, Api, ApiError, Reply};
 use crate::daemon::{unix_ms, Shared};
 use crate::model::{Change, Cluster, ModelError};
 use crate::wire::{MigrationView, Rebalance, StartMigration};
@@ -53,9 +53,7 @@ pub(super) async fn start(
     path: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Reply {
-    let (Path(name), body) = (path?, body?);
-    blocking(move || {
-        let req: StartMigration = parse(&body)?;
+    on_cluster(api, path, body, move |api, name, req: StartMigration| {
         let migrate = Change::Migrate {
             slots: req.slots,
             to: req.to,
@@ -91,9 +89,7 @@ pub(super) async fn rebalance(
     path: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Reply {
-    let (Path(name), body) = (path?, body?);
-    blocking(move || {
-        let req: Rebalance = parse(&body)?;
+    on_cluster(api, path, body, move |api, name, req: Rebalance| {
         if req.group.is_some() {
             return Err(ApiError(
                 StatusCode::BAD_REQUEST,
@@ -110,9 +106,7 @@ pub(super) async fn drain(
     path: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Reply {
-    let (Path(name), body) = (path?, body?);
-    blocking(move || {
-        let req: Rebalance = parse(&body)?;
+    on_cluster(api, path, body, move |api, name, req: Rebalance| {
         let Some(group) = &req.group else {
             return Err(ApiError(
                 StatusCode::BAD_REQUEST,

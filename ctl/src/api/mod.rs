@@ -21,8 +21,9 @@ pub mod serve;
 
 use std::sync::Arc;
 
+use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, Path};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -162,6 +163,23 @@ pub(crate) async fn blocking<T: Send + 'static>(
             format!("internal error: {e}"),
         )
     })?
+}
+
+/// The shape of a handler on `/v1/clusters/{name}…` with a JSON body: the
+/// path's and body's rejections answered, then, on the blocking pool, the
+/// body parsed and `f` run with the cluster's name.
+pub(crate) async fn on_cluster<T: DeserializeOwned + Send + 'static>(
+    api: Api,
+    path: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+    f: impl FnOnce(Api, String, T) -> Reply + Send + 'static,
+) -> Reply {
+    let (Path(name), body) = (path?, body?);
+    blocking(move || {
+        let req: T = parse(&body)?;
+        f(api, name, req)
+    })
+    .await
 }
 
 /// Parses a JSON body.
