@@ -42,7 +42,7 @@ use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use crate::auth::Auth;
 use crate::daemon::{Registration, Shared};
 use crate::leader::Role;
-use crate::model::names::{check_id, check_name, parse_address};
+use crate::model::names::{check_id, check_name, parse_address, NameError};
 
 /// How long a new session may take to say hello.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -178,16 +178,29 @@ async fn refuse(w: &mut OwnedWriteHalf, why: String) -> SessionError {
     SessionError::Refused(why)
 }
 
-/// Checks a Hello: the token, then the id, cluster and address. The error
-/// is what the peer is told.
-pub fn check_hello(h: &Hello, auth: &Auth) -> Result<(), String> {
+/// Why a Hello is refused; the message is what the peer is told.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HelloError {
+    /// The token is missing or wrong (nothing else is checked or told).
+    #[error("authentication failed")]
+    Authentication,
+    /// The id or cluster name breaks its rule.
+    #[error(transparent)]
+    Name(#[from] NameError),
+    /// The address clients connect to is not `host:port`.
+    #[error("address {0}")]
+    Address(NameError),
+}
+
+/// Checks a Hello: the token, then the id, cluster and address.
+pub fn check_hello(h: &Hello, auth: &Auth) -> Result<(), HelloError> {
     if !auth.admits_hello(&h.token) {
-        return Err("authentication failed".into());
+        return Err(HelloError::Authentication);
     }
     check_id(&h.id)?;
     check_name("cluster", &h.cluster)?;
     if !h.address.is_empty() {
-        parse_address(&h.address).map_err(|e| format!("address {e}"))?;
+        parse_address(&h.address).map_err(HelloError::Address)?;
     }
     Ok(())
 }
@@ -215,7 +228,7 @@ async fn session(
         if REFUSED_HELLOS.allow() {
             tracing::warn!(%peer, "control session refused: {why} (logged once per 10 s)");
         }
-        return Err(refuse(&mut w, why).await);
+        return Err(refuse(&mut w, why.to_string()).await);
     }
     let role = roles.borrow().clone();
     let ctld = match role {
@@ -392,7 +405,7 @@ mod tests {
         let bad = |f: &dyn Fn(&mut Hello)| {
             let mut h = good.clone();
             f(&mut h);
-            check_hello(&h, &auth).unwrap_err()
+            check_hello(&h, &auth).unwrap_err().to_string()
         };
         assert_eq!(
             bad(&|h| {

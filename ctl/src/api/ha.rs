@@ -138,7 +138,7 @@ pub(super) async fn edit_cluster(
 ) -> Reply {
     on_cluster(api, path, body, move |api, name, e: ClusterEdit| {
         if let Some(l) = e.lease_ms {
-            check_lease(l).map_err(ModelError::invalid)?;
+            check_lease(l).map_err(ModelError::from)?;
         }
         let settings = Change::Settings {
             check_interval_ms: e.check_interval_ms,

@@ -255,7 +255,7 @@ impl Cluster {
                 resolved,
             } => self.edit_group(group, edit, resolved).and(none),
             Change::Assign { slots, group } => {
-                let slots = SlotSet::parse(slots, self.slot_count).map_err(ModelError::invalid)?;
+                let slots = SlotSet::parse(slots, self.slot_count).map_err(ModelError::from)?;
                 self.assign(&slots, group).and(none)
             }
             Change::Apply {
@@ -297,7 +297,7 @@ impl Cluster {
                 paused,
                 now_ms,
             } => {
-                let slots = SlotSet::parse(slots, self.slot_count).map_err(ModelError::invalid)?;
+                let slots = SlotSet::parse(slots, self.slot_count).map_err(ModelError::from)?;
                 let ids = self.migrate(&slots, to, settings, *paused, *now_ms)?;
                 Ok(Applied { ids })
             }
