@@ -61,7 +61,9 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let args = Args::parse();
-    let result = token(&args).and_then(|t| run(args.command, &args.api, t.as_ref(), args.json));
+    let result = token(&args).and_then(|t| {
+        run(args.command, &args.api, t.as_ref(), args.json).map_err(|e| e.to_string())
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
