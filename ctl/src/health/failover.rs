@@ -268,9 +268,9 @@ async fn run(
                     break;
                 }
                 Ok(r) => last = format!("it still says role:{}", r.role),
-                Err(e) => last = e,
+                Err(e) => last = e.to_string(),
             },
-            Err(e) => last = e,
+            Err(e) => last = e.to_string(),
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

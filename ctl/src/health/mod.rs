@@ -25,7 +25,7 @@ use serde::Serialize;
 
 use crate::model::{Cluster, Group, HaSettings};
 use crate::wire::{GroupHealth, ServerView};
-pub use probe::Replication;
+pub use probe::{ProbeError, Replication};
 
 /// ctld's own view of one server.
 #[derive(Debug, Clone, Default)]
@@ -61,7 +61,7 @@ impl ServerState {
     }
 
     /// Records a check's result.
-    pub fn record(&mut self, at: Instant, r: Result<Replication, String>) {
+    pub fn record(&mut self, at: Instant, r: Result<Replication, ProbeError>) {
         self.first_check.get_or_insert(at);
         self.last_check = Some(at);
         match r {
@@ -74,7 +74,7 @@ impl ServerState {
             Err(e) => {
                 self.failures = self.failures.saturating_add(1);
                 self.failing_since.get_or_insert(at);
-                self.last_error = e;
+                self.last_error = e.to_string();
             }
         }
     }
@@ -139,7 +139,7 @@ impl Board {
         cluster: &str,
         addr: &str,
         at: Instant,
-        r: Result<Replication, String>,
+        r: Result<Replication, ProbeError>,
     ) {
         self.servers
             .entry((cluster.to_string(), addr.to_string()))
@@ -346,7 +346,7 @@ mod tests {
     use super::*;
     use crate::model::Replica;
 
-    fn rep(role: &str, offset: u64) -> Result<Replication, String> {
+    fn rep(role: &str, offset: u64) -> Result<Replication, ProbeError> {
         Ok(Replication {
             role: role.into(),
             offset,
@@ -362,7 +362,10 @@ mod tests {
         let t0 = Instant::now();
         let mut s = ServerState::default();
         s.record(t0, rep("master", 10));
-        s.record(t0 + Duration::from_secs(1), Err("refused".into()));
+        s.record(
+            t0 + Duration::from_secs(1),
+            Err(ProbeError::Server("refused".into())),
+        );
         let none = Tally::default();
         // One failed check is never enough, however long ago.
         assert!(!master_failed(
@@ -371,7 +374,10 @@ mod tests {
             &ha,
             t0 + Duration::from_secs(60)
         ));
-        s.record(t0 + Duration::from_secs(2), Err("refused".into()));
+        s.record(
+            t0 + Duration::from_secs(2),
+            Err(ProbeError::Server("refused".into())),
+        );
         // Counted from the first failed check, not from the last good one.
         assert!(!master_failed(
             Some(&s),
@@ -418,8 +424,11 @@ mod tests {
         assert!(!master_failed(None, none, &ha, t0));
         // Never up since ctld started: counted from the first check.
         let mut n = ServerState::default();
-        n.record(t0, Err("refused".into()));
-        n.record(t0 + Duration::from_secs(1), Err("refused".into()));
+        n.record(t0, Err(ProbeError::Server("refused".into())));
+        n.record(
+            t0 + Duration::from_secs(1),
+            Err(ProbeError::Server("refused".into())),
+        );
         assert!(master_failed(
             Some(&n),
             none,
@@ -448,7 +457,7 @@ mod tests {
             ("r1:1", rep("slave", 1000)),
             ("r2:1", rep("slave", 900)),
             ("r3:1", rep("slave", 950)),
-            ("r4:1", Err("down".to_string())),
+            ("r4:1", Err(ProbeError::Server("down".into()))),
         ]
         .into_iter()
         .map(|(a, r)| {

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use super::probe::{Probe, Replication};
+use super::probe::{Probe, ProbeError, Replication};
 use super::{choose_replica, failover, master_failed};
 use crate::daemon::{unix_ms, Shared};
 use crate::model::{Change, Cluster, FailoverKind, Group};
@@ -27,7 +27,7 @@ const TICK: Duration = Duration::from_millis(50);
 type Key = (String, String);
 
 /// A finished check: the probe comes back with its result.
-type Checked = (Key, Probe, Instant, Result<Replication, String>);
+type Checked = (Key, Probe, Instant, Result<Replication, ProbeError>);
 
 /// How long one check may take.
 fn check_timeout(c: &Cluster) -> Duration {
