@@ -43,6 +43,7 @@ use crate::auth::Auth;
 use crate::daemon::{Registration, Shared};
 use crate::leader::Role;
 use crate::model::names::{check_id, check_name, parse_address, NameError};
+use crate::store::StoreError;
 
 /// How long a new session may take to say hello.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -296,7 +297,10 @@ async fn session(
                                         replaced = Some(r.replaced);
                                         r.session
                                     }
-                                    Err(why) => break Err(refuse(&mut w, why).await),
+                                    Err(e) => {
+                                        let why = format!("keyway-ctld cannot record this data plane: {e}");
+                                        break Err(refuse(&mut w, why).await);
+                                    }
                                 },
                             };
                             if !ctld.ack(&id, number, &a, lease) {
@@ -367,23 +371,39 @@ async fn closed(replaced: &mut Option<oneshot::Receiver<()>>) {
 /// Registers the session and, if the store does not have this data plane's
 /// record as it is now, saves it (off the runtime thread) before its first
 /// lease. The error is what the peer is told.
-async fn register(ctld: &Shared, hello: &Hello, peer: SocketAddr) -> Result<Registration, String> {
+async fn register(
+    ctld: &Shared,
+    hello: &Hello,
+    peer: SocketAddr,
+) -> Result<Registration, RecordError> {
     let reg = ctld.hello(hello, peer);
     if reg.must_persist {
         let (c, id) = (ctld.clone(), hello.id.clone());
         let saved = tokio::task::spawn_blocking(move || c.persist_dataplane(&id)).await;
         let err = match saved {
             Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(e.to_string()),
-            Err(e) => Some(e.to_string()),
+            Ok(Err(e)) => Some(RecordError::Store(e)),
+            Err(e) => Some(RecordError::Task(e)),
         };
         if let Some(e) = err {
             tracing::warn!(dataplane = %hello.id, "could not record the data plane: {e}");
             ctld.disconnected(&hello.id, reg.session);
-            return Err(format!("keyway-ctld cannot record this data plane: {e}"));
+            return Err(e);
         }
     }
     Ok(reg)
+}
+
+/// Why a new data plane's record could not be saved; the peer is told
+/// "keyway-ctld cannot record this data plane: " and this.
+#[derive(Debug, thiserror::Error)]
+enum RecordError {
+    /// The store refused or failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The blocking task that saves it did not finish.
+    #[error(transparent)]
+    Task(#[from] tokio::task::JoinError),
 }
 
 #[cfg(test)]

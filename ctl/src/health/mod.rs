@@ -206,7 +206,7 @@ pub fn choose_replica(
     ha: &HaSettings,
     force: bool,
     now: Instant,
-) -> Result<(String, u64), String> {
+) -> Result<(String, u64), NoReplica> {
     let fresh = Duration::from_millis(ha.check_interval_ms * 2 + 500);
     let mut why = Vec::new();
     let mut eligible: Vec<(&str, &str, u64)> = Vec::new();
@@ -263,9 +263,20 @@ pub fn choose_replica(
     });
     match best {
         Some(&(addr, _, offset)) => Ok((addr.to_string(), offset)),
-        None if g.replicas.is_empty() => Err("it has no replica".into()),
-        None => Err(format!("no replica can be promoted: {}", why.join("; "))),
+        None if g.replicas.is_empty() => Err(NoReplica::NoneListed),
+        None => Err(NoReplica::NoneEligible(why)),
     }
+}
+
+/// Why [`choose_replica`] found no replica to promote.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NoReplica {
+    /// The group has no replica.
+    #[error("it has no replica")]
+    NoneListed,
+    /// Why each replica cannot be promoted, replica by replica.
+    #[error("no replica can be promoted: {}", .0.join("; "))]
+    NoneEligible(Vec<String>),
 }
 
 /// The health view of every group of `c`.
@@ -484,7 +495,9 @@ mod tests {
                 .0,
             "r1:1"
         );
-        let e = choose_replica(&g, get, 2000, &strict, false, now).unwrap_err();
+        let e = choose_replica(&g, get, 2000, &strict, false, now)
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("r3:1 is 1050 bytes behind") && e.contains("r4:1 is not up"),
             "{e}"
@@ -536,7 +549,9 @@ mod tests {
             );
             Some(s)
         };
-        let e = choose_replica(&g, stranger, 0, &ha, true, now).unwrap_err();
+        let e = choose_replica(&g, stranger, 0, &ha, true, now)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not the master"), "{e}");
         // An empty replica is never promoted; nor one that says it is a master.
         let mut s = ServerState::default();
@@ -556,14 +571,18 @@ mod tests {
             "r2:1" => Some(m.clone()),
             _ => None,
         };
-        let e = choose_replica(&g, only, 0, &ha, true, now).unwrap_err();
+        let e = choose_replica(&g, only, 0, &ha, true, now)
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("has not synced") && e.contains("says it is a master"),
             "{e}"
         );
         g.replicas.clear();
         assert_eq!(
-            choose_replica(&g, get, 0, &ha, false, now).unwrap_err(),
+            choose_replica(&g, get, 0, &ha, false, now)
+                .unwrap_err()
+                .to_string(),
             "it has no replica"
         );
     }
