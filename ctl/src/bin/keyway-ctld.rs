@@ -97,9 +97,9 @@ fn parse_lease(s: &str) -> Result<Duration, ArgError> {
 
 /// Who may connect: token holders, or — without a token — anyone, but then
 /// only on loopback.
-fn authentication(args: &Args) -> Result<Auth, String> {
+fn authentication(args: &Args) -> anyhow::Result<Auth> {
     if let Some(path) = &args.token_file {
-        let (token, warning) = Token::read_file(path).map_err(|e| e.to_string())?;
+        let (token, warning) = Token::read_file(path)?;
         if let Some(w) = warning {
             tracing::warn!("{w}");
         }
@@ -112,13 +112,13 @@ fn authentication(args: &Args) -> Result<Auth, String> {
     }
     for (addr, flag) in [(args.api, "--api"), (args.control, "--control")] {
         if !addr.ip().is_loopback() {
-            return Err(format!(
+            anyhow::bail!(
                 "refusing to listen on {addr} ({flag}) without authentication: anyone who \
                  can reach it could change every cluster and pose as a data plane. Give \
                  --token-file PATH (a file holding a shared secret; data planes then use \
                  keyway --control-token-file, keywayctl --token-file or KEYWAY_TOKEN), or \
                  listen on a loopback address"
-            ));
+            );
         }
     }
     tracing::info!(
