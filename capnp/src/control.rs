@@ -343,12 +343,83 @@ mod tests {
         );
     }
 
+    /// One message of each kind, each direction.
+    fn every_message() -> (Vec<FromDataPlane>, Vec<ToDataPlane>) {
+        let from = vec![
+            FromDataPlane::Hello(Hello {
+                id: "dp1".into(),
+                cluster: "c".into(),
+                token: "t".into(),
+                ..Hello::default()
+            }),
+            FromDataPlane::Ack(Ack {
+                version: 9,
+                backends: vec![BackendReport {
+                    address: "10.0.0.1:6379".into(),
+                    ..BackendReport::default()
+                }],
+                ..Ack::default()
+            }),
+        ];
+        let to = vec![
+            ToDataPlane::Snapshot(sample()),
+            ToDataPlane::Heartbeat(Heartbeat {
+                seq: 1,
+                lease_millis: 30_000,
+                version: 9,
+            }),
+            ToDataPlane::Refused("x".into()),
+        ];
+        (from, to)
+    }
+
     #[test]
-    fn the_wrong_message_type_does_not_panic() {
-        let bytes = ToDataPlane::Refused("x".into()).encode();
-        // Decoding it as the other direction's union reads some member or fails;
-        // it never panics.
-        let _ = FromDataPlane::decode(&bytes);
+    fn the_wrong_message_type_is_refused_or_misread_without_panicking() {
+        // `refused` is member 2 of ToDataPlane's union; FromDataPlane has
+        // members 0 and 1 only, so read as a FromDataPlane it is refused.
+        let refused = ToDataPlane::Refused("x".into()).encode();
+        match FromDataPlane::decode(&refused) {
+            Err(DecodeError::Invalid(why)) => assert_eq!(why, "unknown message 2"),
+            other => panic!("refused read as a data plane message: {other:?}"),
+        }
+        // The other members share numbers with the other direction's: read
+        // as the wrong struct they decode to something or fail, and return
+        // either way (a panic would fail this test).
+        let (from, to) = every_message();
+        for m in &from {
+            let _ = ToDataPlane::decode(&m.encode());
+        }
+        for m in &to {
+            let _ = FromDataPlane::decode(&m.encode());
+        }
         assert!(FromDataPlane::decode(&[1, 2, 3]).is_err());
+        assert!(ToDataPlane::decode(&[]).is_err());
+    }
+
+    #[test]
+    fn every_truncation_is_an_error() {
+        let (from, to) = every_message();
+        let mut checked = 0;
+        for bytes in from.iter().map(FromDataPlane::encode) {
+            for n in 0..bytes.len() {
+                assert!(
+                    FromDataPlane::decode(&bytes[..n]).is_err(),
+                    "{n} of {} bytes decoded",
+                    bytes.len()
+                );
+                checked += 1;
+            }
+        }
+        for bytes in to.iter().map(ToDataPlane::encode) {
+            for n in 0..bytes.len() {
+                assert!(
+                    ToDataPlane::decode(&bytes[..n]).is_err(),
+                    "{n} of {} bytes decoded",
+                    bytes.len()
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked > 100, "only {checked} truncations checked");
     }
 }

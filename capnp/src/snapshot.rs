@@ -6,7 +6,7 @@ use crate::generated::snapshot_capnp as schema;
 use crate::DecodeError;
 
 /// Largest slot count (Redis Cluster's).
-pub const MAX_SLOTS: u32 = 16384;
+pub use crate::slot::MAX_SLOTS;
 
 /// Most groups a cluster may have: one per slot at most. The control plane
 /// refuses more and data planes accept up to this many, so a snapshot ctld
@@ -15,9 +15,6 @@ pub const MAX_GROUPS: usize = MAX_SLOTS as usize;
 
 /// Longest group or zone name.
 pub const MAX_NAME: usize = 64;
-
-/// What a zone may be, for messages.
-const ZONE_RULE: &str = "1 to 64 printable characters without spaces";
 
 /// Whether `name` is a usable group name: 1 to [`MAX_NAME`] letters, digits,
 /// '-', '_' and '.'. (The control plane's own rule is stricter: it also wants
@@ -34,6 +31,153 @@ pub fn valid_group_name(name: &str) -> bool {
 /// characters, no spaces.
 pub fn valid_zone(zone: &str) -> bool {
     !zone.is_empty() && zone.len() <= MAX_NAME && zone.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// A rule of [`Snapshot::validate`] that a snapshot breaks.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SnapshotError {
+    /// The cluster name is empty.
+    #[error("snapshot without a cluster name")]
+    NoCluster,
+    /// The slot count is not a power of two up to [`MAX_SLOTS`].
+    #[error("slot count {0} is not a power of two up to {MAX_SLOTS}")]
+    SlotCount(u32),
+    /// More than [`MAX_GROUPS`] groups.
+    #[error("{0} groups: at most {MAX_GROUPS}")]
+    TooManyGroups(usize),
+    /// The group at this index has no name or no master.
+    #[error("group {0} has no name or no master")]
+    UnnamedGroup(usize),
+    /// Two groups share this name.
+    #[error("group {0:?} appears twice")]
+    DuplicateGroup(String),
+    /// A slot range overlaps the previous one, is reversed, or is past the
+    /// last slot.
+    #[error(
+        "slot range {first}-{last} is out of order, reversed or beyond slot {}",
+        slot_count - 1
+    )]
+    RangeOrder {
+        /// First slot of the range.
+        first: u32,
+        /// Last slot of the range.
+        last: u32,
+        /// The snapshot's slot count.
+        slot_count: u32,
+    },
+    /// A slot range names a group that does not exist.
+    #[error("slot range {first}-{last} names group {group} of {groups}")]
+    RangeGroup {
+        /// First slot of the range.
+        first: u32,
+        /// Last slot of the range.
+        last: u32,
+        /// The group index it names.
+        group: u16,
+        /// How many groups there are.
+        groups: usize,
+    },
+    /// A migration's range is reversed or past the last slot.
+    #[error("migration of slots {first}-{last} is reversed or out of range")]
+    MigrationRange {
+        /// First slot.
+        first: u32,
+        /// Last slot.
+        last: u32,
+    },
+    /// A migration's groups do not exist or are the same.
+    #[error("migration of slots {first}-{last} has invalid groups {from} -> {to}")]
+    MigrationGroups {
+        /// First slot.
+        first: u32,
+        /// Last slot.
+        last: u32,
+        /// Source group index.
+        from: u16,
+        /// Target group index.
+        to: u16,
+    },
+    /// A migrating slot is not owned by the migration's source.
+    #[error("slot {slot} migrates from group {from} but is not owned by it")]
+    MigrationNotOwned {
+        /// The slot.
+        slot: u32,
+        /// The source group index.
+        from: u16,
+    },
+    /// A slot is in two migrations.
+    #[error("slot {0} is in two migrations")]
+    TwoMigrations(u32),
+    /// The lease is zero.
+    #[error("lease of 0 ms")]
+    NoLease,
+    /// A group's name is not 1 to [`MAX_NAME`] letters, digits, '-', '_'
+    /// and '.'.
+    #[error(
+        "group {0:?}: names are 1 to {MAX_NAME} characters of letters, digits, '-', '_' and '.'"
+    )]
+    GroupName(String),
+    /// A zone (of a group's master, or of a replica) is not 1 to
+    /// [`MAX_NAME`] printable characters without spaces.
+    #[error("group {group:?}: {}zone {zone:?}: 1 to {MAX_NAME} printable characters without spaces",
+        .replica.as_ref().map(|r| format!("replica {r}: ")).unwrap_or_default())]
+    Zone {
+        /// The group.
+        group: String,
+        /// The replica whose zone it is, if not the master's.
+        replica: Option<String>,
+        /// The zone.
+        zone: String,
+    },
+    /// Two groups have one master.
+    #[error("groups {first:?} and {second:?} have the same master {master}")]
+    SameMaster {
+        /// The group listed first.
+        first: String,
+        /// The other.
+        second: String,
+        /// The master's address.
+        master: String,
+    },
+    /// A group's master is another group's replica.
+    #[error("group {group:?}: master {master} is a replica of group {other:?}")]
+    MasterIsReplica {
+        /// The group.
+        group: String,
+        /// Its master.
+        master: String,
+        /// The group that has it as a replica.
+        other: String,
+    },
+    /// A replica has no address.
+    #[error("group {0:?}: a replica has no address")]
+    ReplicaWithoutAddress(String),
+    /// A group lists its master as a replica.
+    #[error("group {group:?}: replica {replica} is the group's master")]
+    ReplicaIsMaster {
+        /// The group.
+        group: String,
+        /// The replica.
+        replica: String,
+    },
+    /// A group lists a replica twice.
+    #[error("group {group:?}: replica {replica} is listed twice")]
+    ReplicaTwice {
+        /// The group.
+        group: String,
+        /// The replica.
+        replica: String,
+    },
+    /// A replica is also in another group (as master or replica).
+    #[error("group {group:?}: replica {replica} is also in group {other:?}")]
+    ReplicaElsewhere {
+        /// The group.
+        group: String,
+        /// The replica.
+        replica: String,
+        /// The other group.
+        other: String,
+    },
 }
 
 /// A whole routing snapshot of one cluster.
@@ -132,41 +276,33 @@ pub enum Phase {
 
 impl Snapshot {
     /// Checks the snapshot's own consistency (not reachability of servers).
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), SnapshotError> {
         if self.cluster.is_empty() {
-            return Err("snapshot without a cluster name".into());
+            return Err(SnapshotError::NoCluster);
         }
         if !self.slot_count.is_power_of_two() || self.slot_count > MAX_SLOTS {
-            return Err(format!(
-                "slot count {} is not a power of two up to {MAX_SLOTS}",
-                self.slot_count
-            ));
+            return Err(SnapshotError::SlotCount(self.slot_count));
         }
         if self.groups.len() > MAX_GROUPS {
-            return Err(format!(
-                "{} groups: at most {MAX_GROUPS}",
-                self.groups.len()
-            ));
+            return Err(SnapshotError::TooManyGroups(self.groups.len()));
         }
         self.check_groups()?;
         let mut next = 0u32;
         for r in &self.slot_ranges {
             if r.first < next || r.last < r.first || r.last >= self.slot_count {
-                return Err(format!(
-                    "slot range {}-{} is out of order, reversed or beyond slot {}",
-                    r.first,
-                    r.last,
-                    self.slot_count - 1
-                ));
+                return Err(SnapshotError::RangeOrder {
+                    first: r.first,
+                    last: r.last,
+                    slot_count: self.slot_count,
+                });
             }
             if usize::from(r.group) >= self.groups.len() {
-                return Err(format!(
-                    "slot range {}-{} names group {} of {}",
-                    r.first,
-                    r.last,
-                    r.group,
-                    self.groups.len()
-                ));
+                return Err(SnapshotError::RangeGroup {
+                    first: r.first,
+                    last: r.last,
+                    group: r.group,
+                    groups: self.groups.len(),
+                });
             }
             next = r.last + 1;
         }
@@ -174,34 +310,36 @@ impl Snapshot {
         let mut migrating = vec![false; self.slot_count as usize];
         for m in &self.migrations {
             if m.last < m.first || m.last >= self.slot_count {
-                return Err(format!(
-                    "migration of slots {}-{} is reversed or out of range",
-                    m.first, m.last
-                ));
+                return Err(SnapshotError::MigrationRange {
+                    first: m.first,
+                    last: m.last,
+                });
             }
             if usize::from(m.from) >= self.groups.len()
                 || usize::from(m.to) >= self.groups.len()
                 || m.from == m.to
             {
-                return Err(format!(
-                    "migration of slots {}-{} has invalid groups {} -> {}",
-                    m.first, m.last, m.from, m.to
-                ));
+                return Err(SnapshotError::MigrationGroups {
+                    first: m.first,
+                    last: m.last,
+                    from: m.from,
+                    to: m.to,
+                });
             }
             for s in m.first..=m.last {
                 if owners[s as usize] != Some(m.from) {
-                    return Err(format!(
-                        "slot {s} migrates from group {} but is not owned by it",
-                        m.from
-                    ));
+                    return Err(SnapshotError::MigrationNotOwned {
+                        slot: s,
+                        from: m.from,
+                    });
                 }
                 if std::mem::replace(&mut migrating[s as usize], true) {
-                    return Err(format!("slot {s} is in two migrations"));
+                    return Err(SnapshotError::TwoMigrations(s));
                 }
             }
         }
         if self.lease_millis == 0 {
-            return Err("lease of 0 ms".into());
+            return Err(SnapshotError::NoLease);
         }
         Ok(())
     }
@@ -209,75 +347,69 @@ impl Snapshot {
     /// The groups' own rules, the same for a control-plane snapshot and a
     /// standalone config file: valid and distinct names, valid zones, and
     /// every server (master or replica) in one place only.
-    fn check_groups(&self) -> Result<(), String> {
+    fn check_groups(&self) -> Result<(), SnapshotError> {
         let mut names = std::collections::HashSet::with_capacity(self.groups.len());
         // Every server address, with the group that has it and whether it is
         // that group's master.
         let mut servers: std::collections::HashMap<&str, (&str, bool)> =
             std::collections::HashMap::with_capacity(self.groups.len());
+        let zone = |g: &Group, replica: Option<&Replica>| SnapshotError::Zone {
+            group: g.name.clone(),
+            replica: replica.map(|r| r.address.clone()),
+            zone: replica.map_or(&g.zone, |r| &r.zone).clone(),
+        };
         for (i, g) in self.groups.iter().enumerate() {
             if g.name.is_empty() || g.master.is_empty() {
-                return Err(format!("group {i} has no name or no master"));
+                return Err(SnapshotError::UnnamedGroup(i));
             }
             if !valid_group_name(&g.name) {
-                return Err(format!(
-                    "group {:?}: names are 1 to {MAX_NAME} characters of letters, digits, '-', '_' and '.'",
-                    g.name
-                ));
+                return Err(SnapshotError::GroupName(g.name.clone()));
             }
             if !names.insert(g.name.as_str()) {
-                return Err(format!("group {:?} appears twice", g.name));
+                return Err(SnapshotError::DuplicateGroup(g.name.clone()));
             }
             if !g.zone.is_empty() && !valid_zone(&g.zone) {
-                return Err(format!(
-                    "group {:?}: zone {:?}: {ZONE_RULE}",
-                    g.name, g.zone
-                ));
+                return Err(zone(g, None));
             }
             match servers.insert(g.master.as_str(), (g.name.as_str(), true)) {
                 None => {}
                 Some((other, true)) => {
-                    return Err(format!(
-                        "groups {other:?} and {:?} have the same master {}",
-                        g.name, g.master
-                    ))
+                    return Err(SnapshotError::SameMaster {
+                        first: other.to_string(),
+                        second: g.name.clone(),
+                        master: g.master.clone(),
+                    })
                 }
                 Some((other, false)) => {
-                    return Err(format!(
-                        "group {:?}: master {} is a replica of group {other:?}",
-                        g.name, g.master
-                    ))
+                    return Err(SnapshotError::MasterIsReplica {
+                        group: g.name.clone(),
+                        master: g.master.clone(),
+                        other: other.to_string(),
+                    })
                 }
             }
             for r in &g.replicas {
                 if !r.zone.is_empty() && !valid_zone(&r.zone) {
-                    return Err(format!(
-                        "group {:?}: replica {}: zone {:?}: {ZONE_RULE}",
-                        g.name, r.address, r.zone
-                    ));
+                    return Err(zone(g, Some(r)));
                 }
                 if r.address.is_empty() {
-                    return Err(format!("group {:?}: a replica has no address", g.name));
+                    return Err(SnapshotError::ReplicaWithoutAddress(g.name.clone()));
                 }
+                let (group, replica) = (g.name.clone(), r.address.clone());
                 match servers.insert(r.address.as_str(), (g.name.as_str(), false)) {
                     None => {}
                     Some((other, _)) if other == g.name && r.address == g.master => {
-                        return Err(format!(
-                            "group {:?}: replica {} is the group's master",
-                            g.name, r.address
-                        ))
+                        return Err(SnapshotError::ReplicaIsMaster { group, replica })
                     }
                     Some((other, _)) if other == g.name => {
-                        return Err(format!(
-                            "group {:?}: replica {} is listed twice",
-                            g.name, r.address
-                        ))
+                        return Err(SnapshotError::ReplicaTwice { group, replica })
                     }
                     Some((other, _)) => {
-                        return Err(format!(
-                            "group {:?}: replica {} is also in group {other:?}",
-                            g.name, r.address
-                        ))
+                        return Err(SnapshotError::ReplicaElsewhere {
+                            group,
+                            replica,
+                            other: other.to_string(),
+                        })
                     }
                 }
             }
@@ -490,19 +622,32 @@ pub(crate) mod tests {
     fn validation_names_the_problem() {
         let mut s = sample();
         s.slot_ranges[1].first = 8000;
-        assert!(s.validate().unwrap_err().contains("out of order"));
+        assert_eq!(
+            s.validate().unwrap_err().to_string(),
+            "slot range 8000-16383 is out of order, reversed or beyond slot 16383"
+        );
         let mut s = sample();
         s.slot_ranges[1].group = 9;
-        assert!(s.validate().unwrap_err().contains("names group 9"));
+        assert!(matches!(
+            s.validate(),
+            Err(SnapshotError::RangeGroup { group: 9, .. })
+        ));
         let mut s = sample();
         s.slot_count = 1000;
-        assert!(s.validate().unwrap_err().contains("power of two"));
+        assert_eq!(s.validate(), Err(SnapshotError::SlotCount(1000)));
         let mut s = sample();
         s.groups[1].name = "g1".into();
-        assert!(s.validate().unwrap_err().contains("twice"));
+        assert_eq!(
+            s.validate(),
+            Err(SnapshotError::DuplicateGroup("g1".into()))
+        );
         let mut s = sample();
         s.migrations[0].to = 0;
-        assert!(s.validate().unwrap_err().contains("invalid groups"));
+        assert!(s
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("invalid groups 0 -> 0"));
     }
 
     #[test]
@@ -542,7 +687,7 @@ pub(crate) mod tests {
         for (break_it, want) in cases {
             let mut s = sample();
             break_it(&mut s);
-            let err = s.validate().unwrap_err();
+            let err = s.validate().unwrap_err().to_string();
             assert!(err.contains(want), "{err:?} does not say {want:?}");
         }
     }

@@ -8,6 +8,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::auth::Token;
+use crate::wire::ErrorBody;
 
 /// The API at one address, or at several (ctlds on etcd: one is active,
 /// the others answer 503 "standby").
@@ -19,6 +20,42 @@ pub struct Client {
     agent: ureq::Agent,
     /// `Bearer <token>`, if ctld wants one.
     authorization: Option<String>,
+}
+
+/// Why a request to the API failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No address was given.
+    #[error("no keyway-ctld API address given (--api)")]
+    NoAddress,
+    /// The only address (or one a change may have reached) failed.
+    #[error("cannot reach keyway-ctld at {base}: {source}")]
+    Unreachable {
+        /// The address.
+        base: String,
+        /// The transport error.
+        #[source]
+        source: ureq::Error,
+    },
+    /// Every address failed or stands by; what each said.
+    #[error("cannot reach an active keyway-ctld: {}", .tried.join("; "))]
+    NoneActive {
+        /// `address: reason`, in the order tried.
+        tried: Vec<String>,
+    },
+    /// The only ctld given stands by (its message starts with "standby").
+    #[error("{0}")]
+    Standby(String),
+    /// The API refused the request: its `{"error": ...}`, or the status and
+    /// body if it sent no such error.
+    #[error("{0}")]
+    Refused(String),
+    /// The response body could not be read.
+    #[error("bad response from keyway-ctld: {0}")]
+    Unreadable(#[source] ureq::Error),
+    /// The response is not the JSON expected.
+    #[error("unexpected response from keyway-ctld: {0}")]
+    Unexpected(#[source] serde_json::Error),
 }
 
 type Answer = Result<ureq::http::Response<ureq::Body>, ureq::Error>;
@@ -80,10 +117,10 @@ impl Client {
         &self,
         retry_any: bool,
         send: impl Fn(&ureq::Agent, &str) -> Answer,
-    ) -> Result<T, String> {
+    ) -> Result<T, ClientError> {
         let n = self.bases.len();
         if n == 0 {
-            return Err("no keyway-ctld API address given (--api)".into());
+            return Err(ClientError::NoAddress);
         }
         let first = self.preferred.load(Ordering::Relaxed) % n;
         let mut tried = Vec::new();
@@ -94,10 +131,15 @@ impl Client {
                 Err(e) if n > 1 && (retry_any || never_sent(&e)) => {
                     tried.push(format!("{base}: {e}"));
                 }
-                Err(e) => return Err(format!("cannot reach keyway-ctld at {base}: {e}")),
+                Err(source) => {
+                    return Err(ClientError::Unreachable {
+                        base: base.clone(),
+                        source,
+                    })
+                }
                 Ok(resp) => match self.finish(resp) {
                     Reply::Standby(why) if n > 1 => tried.push(format!("{base}: {why}")),
-                    Reply::Standby(why) => return Err(why),
+                    Reply::Standby(why) => return Err(ClientError::Standby(why)),
                     Reply::Done(r) => {
                         self.preferred.store(i, Ordering::Relaxed);
                         return r;
@@ -105,43 +147,36 @@ impl Client {
                 },
             }
         }
-        Err(format!(
-            "cannot reach an active keyway-ctld: {}",
-            tried.join("; ")
-        ))
+        Err(ClientError::NoneActive { tried })
     }
 
     fn finish<T: DeserializeOwned>(&self, mut resp: ureq::http::Response<ureq::Body>) -> Reply<T> {
         let status = resp.status();
         let text = match resp.body_mut().read_to_string() {
             Ok(t) => t,
-            Err(e) => return Reply::Done(Err(format!("bad response from keyway-ctld: {e}"))),
+            Err(e) => return Reply::Done(Err(ClientError::Unreadable(e))),
         };
         if !status.is_success() {
-            let msg = serde_json::from_str::<serde_json::Value>(&text)
-                .ok()
-                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
-                .unwrap_or_else(|| format!("HTTP {status}: {}", text.trim()));
+            let msg = serde_json::from_str::<ErrorBody>(&text)
+                .map(|body| body.error)
+                .unwrap_or_else(|_| format!("HTTP {status}: {}", text.trim()));
             if status == ureq::http::StatusCode::SERVICE_UNAVAILABLE && msg.starts_with("standby") {
                 return Reply::Standby(msg);
             }
-            return Reply::Done(Err(msg));
+            return Reply::Done(Err(ClientError::Refused(msg)));
         }
-        Reply::Done(
-            serde_json::from_str(&text)
-                .map_err(|e| format!("unexpected response from keyway-ctld: {e}")),
-        )
+        Reply::Done(serde_json::from_str(&text).map_err(ClientError::Unexpected))
     }
 
     /// `GET path`.
-    pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, String> {
+    pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         self.each(true, |a, base| {
             self.with_auth(a.get(&format!("{base}{path}"))).call()
         })
     }
 
     /// `DELETE path`.
-    pub fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, String> {
+    pub fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         self.each(false, |a, base| {
             self.with_auth(a.delete(&format!("{base}{path}"))).call()
         })
@@ -152,7 +187,7 @@ impl Client {
         &self,
         path: &str,
         body: &impl Serialize,
-    ) -> Result<T, String> {
+    ) -> Result<T, ClientError> {
         self.each(false, |a, base| {
             self.with_auth(a.post(&format!("{base}{path}")))
                 .send_json(body)
@@ -160,7 +195,11 @@ impl Client {
     }
 
     /// `PUT path` with a JSON body.
-    pub fn put<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> Result<T, String> {
+    pub fn put<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+    ) -> Result<T, ClientError> {
         self.each(false, |a, base| {
             self.with_auth(a.put(&format!("{base}{path}")))
                 .send_json(body)
@@ -172,7 +211,7 @@ impl Client {
         &self,
         path: &str,
         body: &impl Serialize,
-    ) -> Result<T, String> {
+    ) -> Result<T, ClientError> {
         self.each(false, |a, base| {
             self.with_auth(a.patch(&format!("{base}{path}")))
                 .send_json(body)
@@ -182,6 +221,6 @@ impl Client {
 
 /// An answer: final, or a standby's.
 enum Reply<T> {
-    Done(Result<T, String>),
+    Done(Result<T, ClientError>),
     Standby(String),
 }

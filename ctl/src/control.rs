@@ -42,7 +42,8 @@ use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use crate::auth::Auth;
 use crate::daemon::{Registration, Shared};
 use crate::leader::Role;
-use crate::model::names::{check_id, check_name, parse_address};
+use crate::model::names::{check_id, check_name, parse_address, NameError};
+use crate::store::StoreError;
 
 /// How long a new session may take to say hello.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -178,16 +179,29 @@ async fn refuse(w: &mut OwnedWriteHalf, why: String) -> SessionError {
     SessionError::Refused(why)
 }
 
-/// Checks a Hello: the token, then the id, cluster and address. The error
-/// is what the peer is told.
-pub fn check_hello(h: &Hello, auth: &Auth) -> Result<(), String> {
+/// Why a Hello is refused; the message is what the peer is told.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HelloError {
+    /// The token is missing or wrong (nothing else is checked or told).
+    #[error("authentication failed")]
+    Authentication,
+    /// The id or cluster name breaks its rule.
+    #[error(transparent)]
+    Name(#[from] NameError),
+    /// The address clients connect to is not `host:port`.
+    #[error("address {0}")]
+    Address(NameError),
+}
+
+/// Checks a Hello: the token, then the id, cluster and address.
+pub fn check_hello(h: &Hello, auth: &Auth) -> Result<(), HelloError> {
     if !auth.admits_hello(&h.token) {
-        return Err("authentication failed".into());
+        return Err(HelloError::Authentication);
     }
     check_id(&h.id)?;
     check_name("cluster", &h.cluster)?;
     if !h.address.is_empty() {
-        parse_address(&h.address).map_err(|e| format!("address {e}"))?;
+        parse_address(&h.address).map_err(HelloError::Address)?;
     }
     Ok(())
 }
@@ -215,7 +229,7 @@ async fn session(
         if REFUSED_HELLOS.allow() {
             tracing::warn!(%peer, "control session refused: {why} (logged once per 10 s)");
         }
-        return Err(refuse(&mut w, why).await);
+        return Err(refuse(&mut w, why.to_string()).await);
     }
     let role = roles.borrow().clone();
     let ctld = match role {
@@ -283,7 +297,10 @@ async fn session(
                                         replaced = Some(r.replaced);
                                         r.session
                                     }
-                                    Err(why) => break Err(refuse(&mut w, why).await),
+                                    Err(e) => {
+                                        let why = format!("keyway-ctld cannot record this data plane: {e}");
+                                        break Err(refuse(&mut w, why).await);
+                                    }
                                 },
                             };
                             if !ctld.ack(&id, number, &a, lease) {
@@ -354,23 +371,39 @@ async fn closed(replaced: &mut Option<oneshot::Receiver<()>>) {
 /// Registers the session and, if the store does not have this data plane's
 /// record as it is now, saves it (off the runtime thread) before its first
 /// lease. The error is what the peer is told.
-async fn register(ctld: &Shared, hello: &Hello, peer: SocketAddr) -> Result<Registration, String> {
+async fn register(
+    ctld: &Shared,
+    hello: &Hello,
+    peer: SocketAddr,
+) -> Result<Registration, RecordError> {
     let reg = ctld.hello(hello, peer);
     if reg.must_persist {
         let (c, id) = (ctld.clone(), hello.id.clone());
         let saved = tokio::task::spawn_blocking(move || c.persist_dataplane(&id)).await;
         let err = match saved {
             Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(e.to_string()),
-            Err(e) => Some(e.to_string()),
+            Ok(Err(e)) => Some(RecordError::Store(e)),
+            Err(e) => Some(RecordError::Task(e)),
         };
         if let Some(e) = err {
             tracing::warn!(dataplane = %hello.id, "could not record the data plane: {e}");
             ctld.disconnected(&hello.id, reg.session);
-            return Err(format!("keyway-ctld cannot record this data plane: {e}"));
+            return Err(e);
         }
     }
     Ok(reg)
+}
+
+/// Why a new data plane's record could not be saved; the peer is told
+/// "keyway-ctld cannot record this data plane: " and this.
+#[derive(Debug, thiserror::Error)]
+enum RecordError {
+    /// The store refused or failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The blocking task that saves it did not finish.
+    #[error(transparent)]
+    Task(#[from] tokio::task::JoinError),
 }
 
 #[cfg(test)]
@@ -392,7 +425,7 @@ mod tests {
         let bad = |f: &dyn Fn(&mut Hello)| {
             let mut h = good.clone();
             f(&mut h);
-            check_hello(&h, &auth).unwrap_err()
+            check_hello(&h, &auth).unwrap_err().to_string()
         };
         assert_eq!(
             bad(&|h| {

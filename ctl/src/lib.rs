@@ -7,6 +7,8 @@
 //!   where active-only tasks start and stop;
 //! - [`daemon`]: the shared state of `keyway-ctld`: change, persist, publish;
 //! - [`api`]: the HTTP JSON API and its server;
+//! - [`wire`]: the API's request and response bodies, shared by the server
+//!   and the CLI (which imports neither `api` nor `daemon`);
 //! - [`auth`]: the shared token of the API and the control sessions;
 //! - [`resolve`]: bounded resolution of the addresses the API is given;
 //! - [`control`]: data-plane sessions (snapshots, heartbeats, leases);
@@ -31,3 +33,4 @@ pub mod migrate;
 pub mod model;
 pub mod resolve;
 pub mod store;
+pub mod wire;

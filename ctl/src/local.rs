@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 
 use clap::Subcommand;
 
-use crate::api::CreateCluster;
-use crate::client::Client;
+use crate::client::{Client, ClientError};
 use crate::model::{Cluster, Group, Replica};
+use crate::wire::CreateCluster;
 
 /// `keywayctl local …`.
 #[derive(Debug, Subcommand)]
@@ -79,18 +79,110 @@ fn binary(name: &str) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(name))
 }
 
+/// Why `keywayctl local` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    /// `--ctlds` out of bounds.
+    #[error("--ctlds must be from 1 to 9")]
+    Ctlds,
+    /// `--groups 0`.
+    #[error("--groups must be at least 1")]
+    Groups,
+    /// Processes started from this directory still run.
+    #[error("a local system is already running from {} (keywayctl local down first)", .0.display())]
+    AlreadyRunning(PathBuf),
+    /// `local down` with nothing started from this directory.
+    #[error("nothing is running from {}", .0.display())]
+    NothingRunning(PathBuf),
+    /// A fixed port is taken.
+    #[error("port {port} ({what}) is in use")]
+    PortInUse {
+        /// The port.
+        port: u16,
+        /// The option that names it.
+        what: &'static str,
+    },
+    /// The port of a further keyway-ctld is taken.
+    #[error("port {port} ({what} + {offset}, for keyway-ctld {}) is in use", offset + 1)]
+    CtldPortInUse {
+        /// The port.
+        port: u16,
+        /// The option of the first ctld's port.
+        what: &'static str,
+        /// How far past that port.
+        offset: u16,
+    },
+    /// A port past 65535 would be needed.
+    #[error("ports out of range")]
+    PortsOutOfRange,
+    /// No free port for a Redis server.
+    #[error("ran out of ports")]
+    OutOfPorts,
+    /// A server did not answer in time.
+    #[error("{what} did not come up within {secs}s")]
+    NotUp {
+        /// The server.
+        what: String,
+        /// How long it was given.
+        secs: u64,
+    },
+    /// A file or directory could not be written.
+    #[error("{}: {source}", path.display())]
+    File {
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A process could not be started.
+    #[error("cannot start {name} ({program:?}): {source}")]
+    Start {
+        /// What it is.
+        name: String,
+        /// The program run.
+        program: std::ffi::OsString,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// etcd or redis-server could not be started: perhaps not installed.
+    #[error("{source} (is {program} installed? scripts/deps.sh installs it)")]
+    NotInstalled {
+        /// `etcd` or `redis-server`.
+        program: &'static str,
+        /// The failure.
+        source: Box<LocalError>,
+    },
+    /// Other I/O (the pid file, a loopback port for etcd).
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The API refused the cluster or could not be reached.
+    #[error(transparent)]
+    Api(#[from] ClientError),
+}
+
+fn file(path: &Path) -> impl FnOnce(std::io::Error) -> LocalError + '_ {
+    move |source| LocalError::File {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
 fn port_free(port: u16) -> bool {
     TcpListener::bind(("127.0.0.1", port)).is_ok()
 }
 
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Result<(), String> {
+fn wait_until(
+    what: &str,
+    timeout: Duration,
+    mut f: impl FnMut() -> bool,
+) -> Result<(), LocalError> {
     let deadline = Instant::now() + timeout;
     while !f() {
         if Instant::now() > deadline {
-            return Err(format!(
-                "{what} did not come up within {}s",
-                timeout.as_secs()
-            ));
+            return Err(LocalError::NotUp {
+                what: what.to_string(),
+                secs: timeout.as_secs(),
+            });
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -120,22 +212,25 @@ fn http_ok(addr: SocketAddr, path: &str) -> bool {
 
 /// Starts `cmd` detached from keywayctl (own process group), logging to
 /// `log`, and records its pid in `dir/pids`.
-fn spawn(dir: &Path, name: &str, cmd: &mut Command, log: &Path) -> Result<u32, String> {
-    let out = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
-    let err = out.try_clone().map_err(|e| e.to_string())?;
+fn spawn(dir: &Path, name: &str, cmd: &mut Command, log: &Path) -> Result<u32, LocalError> {
+    let out = std::fs::File::create(log).map_err(file(log))?;
+    let err = out.try_clone()?;
     let child = cmd
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
         .process_group(0)
         .spawn()
-        .map_err(|e| format!("cannot start {name} ({:?}): {e}", cmd.get_program()))?;
+        .map_err(|source| LocalError::Start {
+            name: name.to_string(),
+            program: cmd.get_program().to_os_string(),
+            source,
+        })?;
     let mut pids = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(dir.join("pids"))
-        .map_err(|e| e.to_string())?;
-    writeln!(pids, "{} {name}", child.id()).map_err(|e| e.to_string())?;
+        .open(dir.join("pids"))?;
+    writeln!(pids, "{} {name}", child.id())?;
     Ok(child.id())
 }
 
@@ -160,7 +255,7 @@ fn pids(dir: &Path) -> Vec<(u32, String)> {
 }
 
 /// Runs `local up` or `local down`.
-pub fn run(cmd: LocalCmd, json: bool) -> Result<(), String> {
+pub fn run(cmd: LocalCmd, json: bool) -> Result<(), LocalError> {
     match cmd {
         LocalCmd::Up {
             groups,
@@ -186,7 +281,7 @@ pub fn run(cmd: LocalCmd, json: bool) -> Result<(), String> {
         LocalCmd::Down { dir } => {
             let dir = dir.unwrap_or_else(default_dir);
             if pids(&dir).is_empty() {
-                return Err(format!("nothing is running from {}", dir.display()));
+                return Err(LocalError::NothingRunning(dir));
             }
             stop(&dir);
             let _ = std::fs::remove_dir_all(&dir);
@@ -205,18 +300,15 @@ fn preflight(
     groups: usize,
     [port, api_port, control_port, admin_port]: [u16; 4],
     ctlds: u16,
-) -> Result<(), String> {
+) -> Result<(), LocalError> {
     if !(1..=9).contains(&ctlds) {
-        return Err("--ctlds must be from 1 to 9".into());
+        return Err(LocalError::Ctlds);
     }
     if pids(dir).iter().any(|(p, _)| alive(*p)) {
-        return Err(format!(
-            "a local system is already running from {} (keywayctl local down first)",
-            dir.display()
-        ));
+        return Err(LocalError::AlreadyRunning(dir.to_path_buf()));
     }
     if groups == 0 {
-        return Err("--groups must be at least 1".into());
+        return Err(LocalError::Groups);
     }
     for (p, what) in [
         (port, "--port"),
@@ -225,17 +317,18 @@ fn preflight(
         (admin_port, "--admin-port"),
     ] {
         if !port_free(p) {
-            return Err(format!("port {p} ({what}) is in use"));
+            return Err(LocalError::PortInUse { port: p, what });
         }
     }
     for i in 1..ctlds {
         for (base, what) in [(api_port, "--api-port"), (control_port, "--control-port")] {
-            let p = base.checked_add(i).ok_or("ports out of range")?;
+            let p = base.checked_add(i).ok_or(LocalError::PortsOutOfRange)?;
             if !port_free(p) {
-                return Err(format!(
-                    "port {p} ({what} + {i}, for keyway-ctld {}) is in use",
-                    i + 1
-                ));
+                return Err(LocalError::CtldPortInUse {
+                    port: p,
+                    what,
+                    offset: i,
+                });
             }
         }
     }
@@ -252,18 +345,18 @@ fn up(
     redis_port: u16,
     cores: usize,
     json: bool,
-) -> Result<(), String> {
+) -> Result<(), LocalError> {
     let reserved: Vec<u16> = (0..ctlds)
         .flat_map(|i| [api_port + i, control_port + i])
         .chain([port, admin_port])
         .collect();
     let _ = std::fs::remove_dir_all(dir);
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    std::fs::create_dir_all(dir).map_err(file(dir))?;
     // Redis: masters, then each master's replicas, on consecutive free ports.
     let mut next = redis_port;
-    let mut take_port = || -> Result<u16, String> {
+    let mut take_port = || -> Result<u16, LocalError> {
         while !port_free(next) || reserved.contains(&next) {
-            next = next.checked_add(1).ok_or("ran out of ports")?;
+            next = next.checked_add(1).ok_or(LocalError::OutOfPorts)?;
         }
         next += 1;
         Ok(next - 1)
@@ -413,12 +506,11 @@ fn http_body(addr: SocketAddr, path: &str) -> String {
 
 /// Starts a single-member etcd on ports the kernel picks, its data under
 /// `dir`; returns its client URL once it answers.
-fn start_etcd(dir: &Path) -> Result<String, String> {
-    let free = || -> Result<u16, String> {
-        TcpListener::bind(("127.0.0.1", 0))
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .map_err(|e| e.to_string())
+fn start_etcd(dir: &Path) -> Result<String, LocalError> {
+    let free = || -> Result<u16, LocalError> {
+        Ok(TcpListener::bind(("127.0.0.1", 0))
+            .and_then(|l| l.local_addr())?
+            .port())
     };
     let (client, peer) = (free()?, free()?);
     let url = format!("http://127.0.0.1:{client}");
@@ -441,7 +533,10 @@ fn start_etcd(dir: &Path) -> Result<String, String> {
             .args(["--initial-cluster", &format!("keyway-local={peer_url}")]),
         &dir.join("etcd.log"),
     )
-    .map_err(|e| format!("{e} (is etcd installed? scripts/deps.sh installs it)"))?;
+    .map_err(|e| LocalError::NotInstalled {
+        program: "etcd",
+        source: Box::new(e),
+    })?;
     let addr: SocketAddr = ([127, 0, 0, 1], client).into();
     wait_until("etcd", Duration::from_secs(20), || {
         http_body(addr, "/health").contains("\"health\":\"true\"")
@@ -449,9 +544,9 @@ fn start_etcd(dir: &Path) -> Result<String, String> {
     Ok(url)
 }
 
-fn start_redis(dir: &Path, port: u16, master: Option<u16>) -> Result<(), String> {
+fn start_redis(dir: &Path, port: u16, master: Option<u16>) -> Result<(), LocalError> {
     let data = dir.join(format!("redis-{port}"));
-    std::fs::create_dir_all(&data).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(&data).map_err(file(&data))?;
     let mut cmd = Command::new("redis-server");
     cmd.args([
         "--port",
@@ -474,7 +569,10 @@ fn start_redis(dir: &Path, port: u16, master: Option<u16>) -> Result<(), String>
         &mut cmd,
         &dir.join(format!("redis-{port}.log")),
     )
-    .map_err(|e| format!("{e} (is redis-server installed? scripts/deps.sh installs it)"))?;
+    .map_err(|e| LocalError::NotInstalled {
+        program: "redis-server",
+        source: Box::new(e),
+    })?;
     Ok(())
 }
 

@@ -40,7 +40,33 @@ pub const KNOWN_TTL: Duration = Duration::from_secs(60);
 /// Entries kept in the cache before it is emptied.
 const CACHE_MAX: usize = 65_536;
 
-type Lookup = Result<Vec<SocketAddr>, String>;
+type Lookup = Result<Vec<SocketAddr>, LookupError>;
+
+/// Why an address did not resolve (cached with the answer, hence `Clone`).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LookupError {
+    /// The resolver answered with no address.
+    #[error("it resolves to no address")]
+    NoAddress,
+    /// The resolver failed.
+    #[error(transparent)]
+    Resolver(Arc<std::io::Error>),
+    /// The resolver is shutting down.
+    #[error("the resolver is shut down")]
+    ShutDown,
+    /// The lookup's blocking task did not finish.
+    #[error("the lookup failed: {0}")]
+    Task(Arc<tokio::task::JoinError>),
+    /// Past the first `MAX_LOOKUPS` host names of one request.
+    #[error("not looked up: one request resolves at most {MAX_LOOKUPS} host names")]
+    TooMany,
+    /// No answer before the request's deadline.
+    #[error("no answer within {secs}s")]
+    Deadline {
+        /// The deadline.
+        secs: f32,
+    },
+}
 
 /// What a request's addresses resolved to.
 #[derive(Debug, Default)]
@@ -48,7 +74,7 @@ pub struct Lookups {
     /// Every address that resolved, new or known.
     pub resolved: Resolved,
     /// New addresses that did not, with the resolver's error.
-    pub failed: Vec<(String, String)>,
+    pub failed: Vec<(String, LookupError)>,
 }
 
 /// The resolver the API uses.
@@ -70,12 +96,12 @@ fn lookup(addr: &str) -> Lookup {
         Ok(found) => {
             let found: Vec<SocketAddr> = found.collect();
             if found.is_empty() {
-                Err("it resolves to no address".into())
+                Err(LookupError::NoAddress)
             } else {
                 Ok(found)
             }
         }
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(LookupError::Resolver(Arc::new(e))),
     }
 }
 
@@ -109,10 +135,7 @@ impl Resolver {
             todo.push((a.clone(), true));
         }
         for a in fresh.iter().skip(MAX_LOOKUPS) {
-            out.failed.push((
-                a.clone(),
-                format!("not looked up: one request resolves at most {MAX_LOOKUPS} host names"),
-            ));
+            out.failed.push((a.clone(), LookupError::TooMany));
         }
         let fresh: HashSet<&String> = fresh.iter().collect();
         {
@@ -131,7 +154,7 @@ impl Resolver {
             let permits = self.permits.clone();
             set.spawn(async move {
                 let Ok(permit) = permits.acquire_owned().await else {
-                    return (addr, is_new, Err("the resolver is shut down".to_string()));
+                    return (addr, is_new, Err(LookupError::ShutDown));
                 };
                 let a = addr.clone();
                 let r = tokio::task::spawn_blocking(move || {
@@ -139,7 +162,7 @@ impl Resolver {
                     lookup(&a)
                 })
                 .await
-                .unwrap_or_else(|e| Err(format!("the lookup failed: {e}")));
+                .unwrap_or_else(|e| Err(LookupError::Task(Arc::new(e))));
                 (addr, is_new, r)
             });
         }
@@ -168,7 +191,9 @@ impl Resolver {
                 }
                 None if is_new => out.failed.push((
                     addr,
-                    format!("no answer within {}s", self.deadline.as_secs_f32()),
+                    LookupError::Deadline {
+                        secs: self.deadline.as_secs_f32(),
+                    },
                 )),
                 None => {}
             }
@@ -222,7 +247,15 @@ mod tests {
         );
         assert_eq!(got.failed.len(), 1, "{:?}", got.failed);
         assert_eq!(got.failed[0].0, "no-such-host.invalid:1");
-        assert!(!got.failed[0].1.is_empty());
+        // The resolver refuses it, or (no resolver reachable) the deadline.
+        assert!(
+            matches!(
+                got.failed[0].1,
+                LookupError::Resolver(_) | LookupError::NoAddress | LookupError::Deadline { .. }
+            ),
+            "{:?}",
+            got.failed[0].1
+        );
     }
 
     #[tokio::test]

@@ -8,14 +8,19 @@
 //! one file.
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
-use crate::model::State;
+use keyway_capnp::statefile::{self, write_atomically, StateFileError};
 
-const MAGIC: &str = "keyway-ctld state v1";
-static CRC: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
+use crate::model::{State, StateError};
+
+/// The file's format (`keyway_capnp::statefile`): no header fields; the
+/// body is the state as JSON, followed by a newline.
+const FORMAT: statefile::Format = statefile::Format {
+    magic: "keyway-ctld state v1",
+    what: "keyway-ctld state",
+};
 
 /// Why the store cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +33,9 @@ pub enum StoreError {
         /// The error.
         source: std::io::Error,
     },
+    /// Writing the file atomically failed.
+    #[error(transparent)]
+    Write(#[from] statefile::WriteError),
     /// The file exists but is not a state keyway-ctld wrote.
     #[error(
         "{path} is corrupt ({reason}); refusing to start rather than replace it. \
@@ -37,7 +45,7 @@ pub enum StoreError {
         /// The file.
         path: String,
         /// What does not check out.
-        reason: String,
+        reason: CorruptReason,
     },
     /// The file checks out but its content breaks a rule of the model.
     #[error(
@@ -47,7 +55,8 @@ pub enum StoreError {
     Invalid {
         /// The file.
         path: String,
-        /// The cluster (or data plane) and the rule.
+        /// The cluster (or data plane) and the rule (a [`StateError`], or
+        /// from etcd a record that is not JSON).
         reason: String,
     },
     /// Another process holds the store.
@@ -68,6 +77,17 @@ pub enum StoreError {
     /// etcd could not be used (unreachable, too slow, refused the request).
     #[error("etcd: {0}")]
     Etcd(String),
+}
+
+/// Why a state file's bytes are not a state.
+#[derive(Debug, thiserror::Error)]
+pub enum CorruptReason {
+    /// The header, length or checksum does not check out.
+    #[error(transparent)]
+    File(#[from] StateFileError),
+    /// The checksum is right but the body is not a state.
+    #[error("unreadable body: {0}")]
+    Body(#[from] serde_json::Error),
 }
 
 /// A place ctld persists its state.
@@ -129,10 +149,12 @@ impl FileStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
             Err(e) => return Err(io(path)(e)),
         };
-        state.validate().map_err(|reason| StoreError::Invalid {
-            path: path.display().to_string(),
-            reason,
-        })?;
+        state
+            .validate()
+            .map_err(|e: StateError| StoreError::Invalid {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
         Ok((
             FileStore {
                 path: path.to_path_buf(),
@@ -146,68 +168,20 @@ impl FileStore {
 /// The file's bytes for `state`.
 pub fn encode(state: &State) -> Vec<u8> {
     let body = serde_json::to_vec_pretty(state).expect("the state serializes");
-    let mut out = format!(
-        "{MAGIC} len={} crc32c={:08x}\n",
-        body.len(),
-        CRC.checksum(&body)
-    )
-    .into_bytes();
-    out.extend_from_slice(&body);
+    let mut out = FORMAT.encode(&[], &body);
     out.push(b'\n');
     out
 }
 
 /// The state in a file's bytes, or why they are not one.
-pub fn decode(bytes: &[u8]) -> Result<State, String> {
-    let nl = bytes
-        .iter()
-        .position(|&b| b == b'\n')
-        .ok_or("no header line")?;
-    let header = std::str::from_utf8(&bytes[..nl]).map_err(|_| "the header is not text")?;
-    let rest = header
-        .strip_prefix(MAGIC)
-        .ok_or("not a keyway-ctld state file (bad header)")?;
-    let mut len = None;
-    let mut crc = None;
-    for field in rest.split_whitespace() {
-        if let Some(v) = field.strip_prefix("len=") {
-            len = v.parse::<usize>().ok();
-        } else if let Some(v) = field.strip_prefix("crc32c=") {
-            crc = u32::from_str_radix(v, 16).ok();
-        }
-    }
-    let (len, crc) = len
-        .zip(crc)
-        .ok_or("the header has no valid len and crc32c")?;
-    let body = &bytes[nl + 1..];
-    if body.len() < len {
-        return Err(format!("truncated: {} of {len} bytes", body.len()));
-    }
-    let body = &body[..len];
-    if CRC.checksum(body) != crc {
-        return Err("checksum mismatch".into());
-    }
-    serde_json::from_slice(body).map_err(|e| format!("unreadable body: {e}"))
+pub fn decode(bytes: &[u8]) -> Result<State, CorruptReason> {
+    let ([], body) = FORMAT.decode([], bytes)?;
+    Ok(serde_json::from_slice(body)?)
 }
 
 impl Store for FileStore {
     fn save(&mut self, state: &State) -> Result<(), StoreError> {
-        let tmp = self.path.with_extension("tmp");
-        let bytes = encode(state);
-        let mut f = File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(&bytes).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
-        drop(f);
-        std::fs::rename(&tmp, &self.path).map_err(io(&self.path))?;
-        let dir = self
-            .path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io(dir))?;
-        Ok(())
+        Ok(write_atomically(&self.path, &encode(state))?)
     }
 
     fn describe(&self) -> String {
@@ -264,14 +238,24 @@ mod tests {
         let mut flipped = good.clone();
         let at = flipped.len() - 20;
         flipped[at] ^= 0x01;
-        assert_eq!(decode(&flipped).unwrap_err(), "checksum mismatch");
-        assert!(decode(&good[..good.len() / 2])
+        assert!(matches!(
+            decode(&flipped),
+            Err(CorruptReason::File(StateFileError::ChecksumMismatch))
+        ));
+        assert!(matches!(
+            decode(&good[..good.len() / 2]),
+            Err(CorruptReason::File(StateFileError::Truncated { .. }))
+        ));
+        assert_eq!(decode(b"{}").unwrap_err().to_string(), "no header line");
+        assert_eq!(
+            decode(b"something else\n{}").unwrap_err().to_string(),
+            "not a keyway-ctld state file (bad header)"
+        );
+        let garbage = FORMAT.encode(&[], b"[1]");
+        assert!(decode(&garbage)
             .unwrap_err()
-            .starts_with("truncated"));
-        assert!(decode(b"{}").unwrap_err().contains("header"));
-        assert!(decode(b"something else\n{}")
-            .unwrap_err()
-            .contains("bad header"));
+            .to_string()
+            .starts_with("unreadable body: "));
         let d = dir("corrupt");
         let path = d.join("state");
         std::fs::write(&path, &flipped).unwrap();
@@ -304,6 +288,27 @@ mod tests {
             "{err}"
         );
         assert_eq!(std::fs::read(&path).unwrap(), bytes, "never replaced");
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    /// The file an empty state was saved to before the format moved to
+    /// `keyway_capnp::statefile` (CRC32C of the body computed independently).
+    #[test]
+    fn loads_a_file_written_by_the_earlier_code() {
+        let old = b"keyway-ctld state v1 len=15 crc32c=a9f2a01b\n{\"clusters\":{}}\n";
+        assert_eq!(decode(old).unwrap(), State::default());
+        let d = dir("old");
+        let path = d.join("state");
+        std::fs::write(&path, old).unwrap();
+        let (mut store, loaded) = FileStore::open(&path).unwrap();
+        assert_eq!(loaded, State::default());
+        store.save(&loaded).unwrap();
+        let again = std::fs::read(&path).unwrap();
+        assert!(
+            again.starts_with(b"keyway-ctld state v1 len="),
+            "the same header"
+        );
+        assert_eq!(decode(&again).unwrap(), loaded);
         let _ = std::fs::remove_dir_all(d);
     }
 

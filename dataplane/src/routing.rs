@@ -113,8 +113,8 @@ pub struct ReplicaRoute {
 pub enum TableError {
     /// The snapshot breaks one of [`keyway_capnp::snapshot::Snapshot::validate`]'s
     /// rules.
-    #[error("{0}")]
-    Invalid(String),
+    #[error(transparent)]
+    Invalid(#[from] keyway_capnp::snapshot::SnapshotError),
     /// Two of the snapshot's servers, named differently, resolve to one
     /// address.
     #[error("{first} and {second} are the same server {addr}")]

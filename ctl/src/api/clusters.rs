@@ -4,106 +4,18 @@
 //! through `Ctld::change` — every step but the resolution on the blocking
 //! pool.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use serde::{Deserialize, Serialize};
 
-use super::{blocking, json, parse, Api, ApiError, Force, Reply};
-use crate::daemon::DataPlaneView;
-use crate::health::GroupHealth;
+use super::{blocking, json, on_cluster, parse, Api, ApiError, Reply};
 use crate::model::cluster::check_group;
 use crate::model::names::{MAX_GROUPS, MAX_REPLICAS};
-use crate::model::{Cluster, Group, HaSettings, ModelError, ReadFrom, Replica, SlotSet};
-
-/// `POST /v1/clusters`.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateCluster {
-    /// Name.
-    pub name: String,
-    /// Slot count (default 16384).
-    #[serde(default = "default_slots")]
-    pub slots: u32,
-    /// Groups; the slots are split evenly among them in this order.
-    pub groups: Vec<Group>,
-    /// Lease for its data planes (default: ctld's `--lease`).
-    #[serde(default)]
-    pub lease_ms: Option<u64>,
-    /// Health checks and automatic failover (default: checks every second,
-    /// a master failed after 5 s, automatic failover on).
-    #[serde(default)]
-    pub ha: Option<HaSettings>,
-}
-
-fn default_slots() -> u32 {
-    16384
-}
-
-/// `PATCH /v1/clusters/{name}/groups/{group}`: any of these edits.
-#[derive(Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GroupEdit {
-    /// New master address.
-    #[serde(default)]
-    pub master: Option<String>,
-    /// The master's zone.
-    #[serde(default)]
-    pub zone: Option<String>,
-    /// Replicas to add.
-    #[serde(default)]
-    pub add_replicas: Vec<Replica>,
-    /// Replicas to remove, by address.
-    #[serde(default)]
-    pub remove_replicas: Vec<String>,
-    /// Zones of existing replicas, by address.
-    #[serde(default)]
-    pub replica_zones: BTreeMap<String, String>,
-    /// Where data planes send read-only commands.
-    #[serde(default)]
-    pub read_from: Option<ReadFrom>,
-}
-
-/// `POST /v1/clusters/{name}/slots`: give unowned slots to a group.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Assign {
-    /// Ranges, e.g. `"0-100,200"`.
-    pub slots: String,
-    /// The group.
-    pub group: String,
-}
-
-/// One line of `GET /v1/clusters`.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct ClusterSummary {
-    /// Name.
-    pub name: String,
-    /// Version.
-    pub version: u64,
-    /// Slot count.
-    pub slots: u32,
-    /// Number of groups.
-    pub groups: usize,
-    /// Data planes known to serve it.
-    pub dataplanes: usize,
-}
-
-/// `GET /v1/clusters/{name}`.
-#[derive(Debug, Serialize)]
-pub struct ClusterView {
-    /// The desired state.
-    #[serde(flatten)]
-    pub cluster: Cluster,
-    /// Its data planes.
-    pub dataplanes: Vec<DataPlaneView>,
-    /// Every group's and server's health, as ctld's checks and the data
-    /// planes' reports see it.
-    pub health: Vec<GroupHealth>,
-}
+use crate::model::{Change, Cluster, Group, GroupChanges, ModelError};
+use crate::wire::{Assign, ClusterSummary, ClusterView, CreateCluster, Force, GroupEdit};
 
 /// Checks groups before their addresses are resolved: how many, and each
 /// one's own fields (so only well-formed addresses are looked up).
@@ -237,7 +149,9 @@ pub(super) async fn grow(
     blocking(move || {
         json(
             StatusCode::OK,
-            &api.ctld.change(&name, |c| c.grow(g, &resolved))?,
+            &api.ctld
+                .change(&name, &Change::Grow { group: g, resolved })?
+                .0,
         )
     })
     .await
@@ -251,7 +165,7 @@ pub(super) async fn shrink(
     blocking(move || {
         json(
             StatusCode::OK,
-            &api.ctld.change(&name, |c| c.shrink(&group))?,
+            &api.ctld.change(&name, &Change::Shrink { group })?.0,
         )
     })
     .await
@@ -294,28 +208,20 @@ pub(super) async fn edit_group(
         api.resolve(&new, &known, force.force).await?
     };
     blocking(move || {
-        let c = api.ctld.change(&name, |c| {
-            if let Some(m) = &e.master {
-                c.set_master(&group, m, &resolved)?;
-            }
-            if let Some(z) = &e.zone {
-                c.set_zone(&group, None, z)?;
-            }
-            for r in &e.add_replicas {
-                c.add_replica(&group, r.clone(), &resolved)?;
-            }
-            for a in &e.remove_replicas {
-                c.remove_replica(&group, a)?;
-            }
-            for (a, z) in &e.replica_zones {
-                c.set_zone(&group, Some(a), z)?;
-            }
-            if let Some(r) = e.read_from {
-                let g = c.group_index(&group)?;
-                c.groups[g].read_from = r;
-            }
-            Ok(())
-        })?;
+        let edit = GroupChanges {
+            master: e.master,
+            zone: e.zone,
+            add_replicas: e.add_replicas,
+            remove_replicas: e.remove_replicas,
+            replica_zones: e.replica_zones,
+            read_from: e.read_from,
+        };
+        let change = Change::EditGroup {
+            group,
+            edit,
+            resolved,
+        };
+        let (c, _) = api.ctld.change(&name, &change)?;
         json(StatusCode::OK, &c)
     })
     .await
@@ -326,13 +232,12 @@ pub(super) async fn assign(
     path: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Reply {
-    let (Path(name), body) = (path?, body?);
-    blocking(move || {
-        let a: Assign = parse(&body)?;
-        let c = api.ctld.change(&name, |c| {
-            let slots = SlotSet::parse(&a.slots, c.slot_count).map_err(ModelError::invalid)?;
-            c.assign(&slots, &a.group)
-        })?;
+    on_cluster(api, path, body, move |api, name, a: Assign| {
+        let assign = Change::Assign {
+            slots: a.slots,
+            group: a.group,
+        };
+        let (c, _) = api.ctld.change(&name, &assign)?;
         json(StatusCode::OK, &c)
     })
     .await
@@ -399,16 +304,12 @@ pub(super) async fn apply(
     .await?;
     let resolved = api.resolve(&new, &known, q.force).await?;
     blocking(move || {
-        let c = api.ctld.change(&name, |c| {
-            if !q.force && desired.version != c.version {
-                return Err(ModelError::conflict(format!(
-                    "cluster {name:?} changed since this snapshot was exported (version {} then, {} now); \
-                     export it again, or apply with force",
-                    desired.version, c.version
-                )));
-            }
-            c.apply(&desired, &resolved)
-        })?;
+        let apply = Change::Apply {
+            desired: Box::new(desired),
+            resolved,
+            force: q.force,
+        };
+        let (c, _) = api.ctld.change(&name, &apply)?;
         json(StatusCode::OK, &c)
     })
     .await

@@ -8,63 +8,15 @@ use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde::{Deserialize, Serialize};
 
-use super::{blocking, json, parse, Api, Reply};
+use super::{blocking, json, on_cluster, parse, Api, Reply};
 use crate::daemon::unix_ms;
 use crate::health::probe::Probe;
 use crate::health::{choose_replica, ServerState};
 use crate::model::names::check_lease;
 use crate::model::slots::quote;
-use crate::model::{FailoverKind, ModelError};
-
-/// `POST /v1/clusters/{name}/groups/{group}/failover`.
-#[derive(Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FailoverRequest {
-    /// The replica to promote (default: the best one, as an automatic
-    /// failover would choose).
-    #[serde(default)]
-    pub to: Option<String>,
-    /// Promote even a replica that is down by ctld's checks or lagging,
-    /// and fail over a master that is down (no catch-up wait then).
-    #[serde(default)]
-    pub force: bool,
-}
-
-/// The answer: the failover started (see the cluster's `failovers` for its
-/// end).
-#[derive(Debug, Serialize, Deserialize)]
-pub struct FailoverStarted {
-    /// Its id.
-    pub failover: u64,
-    /// The replica being promoted.
-    pub to: String,
-    /// "switchover" (the master is up: its replica catches up first, no
-    /// write is lost) or "automatic" (forced while the master is down).
-    pub kind: FailoverKind,
-}
-
-/// `PATCH /v1/clusters/{name}`: any of these settings.
-#[derive(Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClusterEdit {
-    /// How often each server is checked.
-    #[serde(default)]
-    pub check_interval_ms: Option<u64>,
-    /// How long a master's checks fail before it is failed.
-    #[serde(default)]
-    pub down_after_ms: Option<u64>,
-    /// Fail masters over automatically.
-    #[serde(default)]
-    pub auto_failover: Option<bool>,
-    /// The most a replica may lag to be promoted automatically.
-    #[serde(default)]
-    pub max_lag_bytes: Option<u64>,
-    /// The data planes' lease.
-    #[serde(default)]
-    pub lease_ms: Option<u64>,
-}
+use crate::model::{Change, FailoverKind, ModelError};
+use crate::wire::{ClusterEdit, FailoverRequest, FailoverStarted};
 
 pub(super) async fn failover(
     State(api): State<Api>,
@@ -156,17 +108,16 @@ pub(super) async fn failover(
         } else {
             FailoverKind::Automatic
         };
-        let mut id = 0;
-        api.ctld.change(&name, |c| {
-            id = c.begin_failover(
-                &group,
-                kind,
-                (&g.master, &to),
-                (master_offset, offset),
-                unix_ms(),
-            )?;
-            Ok(())
-        })?;
+        let begin = Change::BeginFailover {
+            group: group.clone(),
+            kind,
+            from: g.master.clone(),
+            to: to.clone(),
+            offsets: (master_offset, offset),
+            now_ms: unix_ms(),
+        };
+        let (_, applied) = api.ctld.change(&name, &begin)?;
+        let id = applied.ids[0];
         tracing::info!(cluster = %name, %group, id, %to, ?kind, "failover requested");
         json(
             StatusCode::ACCEPTED,
@@ -185,24 +136,18 @@ pub(super) async fn edit_cluster(
     path: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Reply {
-    let (Path(name), body) = (path?, body?);
-    blocking(move || {
-        let e: ClusterEdit = parse(&body)?;
+    on_cluster(api, path, body, move |api, name, e: ClusterEdit| {
         if let Some(l) = e.lease_ms {
-            check_lease(l).map_err(ModelError::invalid)?;
+            check_lease(l).map_err(ModelError::from)?;
         }
-        let c = api.ctld.change(&name, |c| {
-            let ha = &mut c.ha;
-            ha.check_interval_ms = e.check_interval_ms.unwrap_or(ha.check_interval_ms);
-            ha.down_after_ms = e.down_after_ms.unwrap_or(ha.down_after_ms);
-            ha.auto_failover = e.auto_failover.unwrap_or(ha.auto_failover);
-            ha.max_lag_bytes = e.max_lag_bytes.unwrap_or(ha.max_lag_bytes);
-            ha.check()?;
-            if let Some(l) = e.lease_ms {
-                c.lease_millis = l;
-            }
-            Ok(())
-        })?;
+        let settings = Change::Settings {
+            check_interval_ms: e.check_interval_ms,
+            down_after_ms: e.down_after_ms,
+            auto_failover: e.auto_failover,
+            max_lag_bytes: e.max_lag_bytes,
+            lease_ms: e.lease_ms,
+        };
+        let (c, _) = api.ctld.change(&name, &settings)?;
         json(StatusCode::OK, &c)
     })
     .await

@@ -7,73 +7,11 @@ use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde::{Deserialize, Serialize};
 
-use super::{blocking, json, parse, Api, ApiError, Reply};
+use super::{blocking, json, on_cluster, Api, ApiError, Reply};
 use crate::daemon::{unix_ms, Shared};
-use crate::model::{Cluster, Migration, MigrationState, ModelError, MoveSettings, SlotSet};
-
-/// `POST /v1/clusters/{name}/migrations`: move slots to a group.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StartMigration {
-    /// Ranges, e.g. `"0-100,200"`.
-    pub slots: String,
-    /// The target group.
-    pub to: String,
-    /// How the sweep moves keys.
-    #[serde(default)]
-    pub settings: MoveSettings,
-    /// Start with the sweep paused (data planes still move keys on demand).
-    #[serde(default)]
-    pub paused: bool,
-}
-
-/// `POST /v1/clusters/{name}/rebalance` and `/drain`.
-#[derive(Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Rebalance {
-    /// For drain: the group whose slots all move to the others.
-    #[serde(default)]
-    pub group: Option<String>,
-    /// How the sweeps move keys.
-    #[serde(default)]
-    pub settings: MoveSettings,
-    /// Start with the sweeps paused.
-    #[serde(default)]
-    pub paused: bool,
-}
-
-/// A migration as the API shows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct MigrationView {
-    /// The migration.
-    #[serde(flatten)]
-    pub migration: Migration,
-    /// Its slots, as operators write them.
-    pub slots: String,
-    /// Seconds left at the recent rate, while moving (an estimate: data
-    /// planes move keys too).
-    pub eta_s: Option<u64>,
-}
-
-impl MigrationView {
-    /// The view of `m`.
-    pub fn of(m: &Migration) -> MigrationView {
-        let p = &m.progress;
-        let eta_s = match (m.state, p.estimated_keys) {
-            (MigrationState::Moving { .. }, Some(est)) if p.rate > 0 => {
-                Some(est.saturating_sub(p.keys_moved) / p.rate)
-            }
-            _ => None,
-        };
-        MigrationView {
-            slots: m.slots_text(),
-            migration: m.clone(),
-            eta_s,
-        }
-    }
-}
+use crate::model::{Change, Cluster, ModelError};
+use crate::wire::{MigrationView, Rebalance, StartMigration};
 
 fn views(c: &Cluster, ids: &[u64]) -> Vec<MigrationView> {
     c.migrations
@@ -115,16 +53,16 @@ pub(super) async fn start(
     path: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Reply {
-    let (Path(name), body) = (path?, body?);
-    blocking(move || {
-        let req: StartMigration = parse(&body)?;
-        let mut ids = Vec::new();
-        let c = api.ctld.change(&name, |c| {
-            let slots = SlotSet::parse(&req.slots, c.slot_count).map_err(ModelError::invalid)?;
-            ids = c.migrate(&slots, &req.to, &req.settings, req.paused, unix_ms())?;
-            Ok(())
-        })?;
-        json(StatusCode::CREATED, &views(&c, &ids))
+    on_cluster(api, path, body, move |api, name, req: StartMigration| {
+        let migrate = Change::Migrate {
+            slots: req.slots,
+            to: req.to,
+            settings: req.settings,
+            paused: req.paused,
+            now_ms: unix_ms(),
+        };
+        let (c, applied) = api.ctld.change(&name, &migrate)?;
+        json(StatusCode::CREATED, &views(&c, &applied.ids))
     })
     .await
 }
@@ -136,15 +74,14 @@ fn start_plan(ctld: &Shared, name: &str, req: &Rebalance) -> Reply {
     if plan.is_empty() {
         return json(StatusCode::OK, &Vec::<MigrationView>::new());
     }
-    let mut ids = Vec::new();
-    let c = ctld.change(name, |c| {
-        let now = unix_ms();
-        for (slots, to) in c.plan_balance(req.group.as_deref())? {
-            ids.extend(c.migrate(&slots, &to, &req.settings, req.paused, now)?);
-        }
-        Ok(())
-    })?;
-    json(StatusCode::CREATED, &views(&c, &ids))
+    let balance = Change::Balance {
+        drain: req.group.clone(),
+        settings: req.settings.clone(),
+        paused: req.paused,
+        now_ms: unix_ms(),
+    };
+    let (c, applied) = ctld.change(name, &balance)?;
+    json(StatusCode::CREATED, &views(&c, &applied.ids))
 }
 
 pub(super) async fn rebalance(
@@ -152,9 +89,7 @@ pub(super) async fn rebalance(
     path: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Reply {
-    let (Path(name), body) = (path?, body?);
-    blocking(move || {
-        let req: Rebalance = parse(&body)?;
+    on_cluster(api, path, body, move |api, name, req: Rebalance| {
         if req.group.is_some() {
             return Err(ApiError(
                 StatusCode::BAD_REQUEST,
@@ -171,9 +106,7 @@ pub(super) async fn drain(
     path: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Reply {
-    let (Path(name), body) = (path?, body?);
-    blocking(move || {
-        let req: Rebalance = parse(&body)?;
+    on_cluster(api, path, body, move |api, name, req: Rebalance| {
         let Some(group) = &req.group else {
             return Err(ApiError(
                 StatusCode::BAD_REQUEST,
@@ -201,15 +134,24 @@ pub(super) async fn action(
 ) -> Reply {
     let (Path((name, id, action)), _) = (path?, body?);
     blocking(move || {
-        let c = api.ctld.change(&name, |c| match action.as_str() {
-            "pause" => c.pause(id),
-            "resume" => c.resume(id),
-            "cancel" => c.cancel(id, unix_ms()),
-            other => Err(ModelError::not_found(format!(
-                "no migration action {}: pause, resume or cancel",
-                crate::model::slots::quote(other)
-            ))),
-        })?;
+        let change = match action.as_str() {
+            "pause" => Change::Pause { id },
+            "resume" => Change::Resume { id },
+            "cancel" => Change::Cancel {
+                id,
+                now_ms: unix_ms(),
+            },
+            other => {
+                // The cluster is named first, as when the change was applied.
+                api.ctld.cluster(&name)?;
+                return Err(ModelError::not_found(format!(
+                    "no migration action {}: pause, resume or cancel",
+                    crate::model::slots::quote(other)
+                ))
+                .into());
+            }
+        };
+        let (c, _) = api.ctld.change(&name, &change)?;
         json(StatusCode::OK, &MigrationView::of(c.migration(id)?))
     })
     .await

@@ -9,7 +9,8 @@
 //! run on the blocking pool ([`blocking`]); resolving addresses runs there
 //! too, bounded ([`crate::resolve`]). Bodies are bounded ([`MAX_BODY`],
 //! [`MAX_CLUSTER_BODY`]), and so is everything in them (`crate::model`).
-//! [`serve`] bounds connections and time.
+//! [`serve`] bounds connections and time. The request and response bodies
+//! are in [`crate::wire`], shared with `keywayctl`.
 
 mod auth;
 mod clusters;
@@ -20,24 +21,23 @@ pub mod serve;
 
 use std::sync::Arc;
 
+use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, Path};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::Router;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-pub use clusters::{Assign, ClusterSummary, ClusterView, CreateCluster, GroupEdit};
-pub use ha::{ClusterEdit, FailoverRequest, FailoverStarted};
-pub use migrations::{MigrationView, Rebalance, StartMigration};
 pub use serve::{serve, Limits};
 
 use crate::auth::Auth;
 use crate::daemon::{ChangeError, Shared};
 use crate::model::{ErrorKind, ModelError, Resolved};
 use crate::resolve::Resolver;
+use crate::wire::ErrorBody;
 
 /// The largest request body, but for the two below.
 pub const MAX_BODY: usize = 1 << 20;
@@ -64,7 +64,7 @@ impl IntoResponse for ApiError {
             message.truncate(cut);
             message.push('…');
         }
-        (self.0, axum::Json(serde_json::json!({ "error": message }))).into_response()
+        (self.0, axum::Json(ErrorBody { error: message })).into_response()
     }
 }
 
@@ -153,16 +153,6 @@ impl Api {
     }
 }
 
-/// `?force=true`: accept addresses that do not resolve (and, on snapshot
-/// apply, a snapshot exported before the cluster last changed).
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Force {
-    /// Force it.
-    #[serde(default)]
-    pub force: bool,
-}
-
 /// Runs `f` on the blocking pool: model changes, validation, fsync, JSON.
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
@@ -173,6 +163,23 @@ pub(crate) async fn blocking<T: Send + 'static>(
             format!("internal error: {e}"),
         )
     })?
+}
+
+/// The shape of a handler on `/v1/clusters/{name}…` with a JSON body: the
+/// path's and body's rejections answered, then, on the blocking pool, the
+/// body parsed and `f` run with the cluster's name.
+pub(crate) async fn on_cluster<T: DeserializeOwned + Send + 'static>(
+    api: Api,
+    path: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+    f: impl FnOnce(Api, String, T) -> Reply + Send + 'static,
+) -> Reply {
+    let (Path(name), body) = (path?, body?);
+    blocking(move || {
+        let req: T = parse(&body)?;
+        f(api, name, req)
+    })
+    .await
 }
 
 /// Parses a JSON body.

@@ -19,12 +19,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use keyway_capnp::duration::{parse_duration, DurationError};
 use keyway_ctl::auth::{Auth, Token};
-use keyway_ctl::cli::parse_duration;
 use keyway_ctl::daemon::Ctld;
 use keyway_ctl::etcd::election::Candidate;
 use keyway_ctl::leader::{self, Addresses, Role};
-use keyway_ctl::model::names::check_lease;
+use keyway_ctl::model::names::{check_lease, NameError};
 use keyway_ctl::{api, control, store};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -67,15 +67,29 @@ struct Args {
     token_file: Option<PathBuf>,
 }
 
-fn parse_ttl(s: &str) -> Result<Duration, String> {
+/// A command-line value ctld refuses.
+#[derive(Debug, thiserror::Error)]
+enum ArgError {
+    /// Not a duration.
+    #[error(transparent)]
+    Duration(#[from] DurationError),
+    /// An election TTL out of bounds.
+    #[error("the election TTL is whole seconds, from 2s to 60s")]
+    Ttl,
+    /// A lease out of bounds.
+    #[error(transparent)]
+    Lease(#[from] NameError),
+}
+
+fn parse_ttl(s: &str) -> Result<Duration, ArgError> {
     let d = parse_duration(s)?;
     if !(Duration::from_secs(2)..=Duration::from_secs(60)).contains(&d) || d.subsec_nanos() != 0 {
-        return Err("the election TTL is whole seconds, from 2s to 60s".into());
+        return Err(ArgError::Ttl);
     }
     Ok(d)
 }
 
-fn parse_lease(s: &str) -> Result<Duration, String> {
+fn parse_lease(s: &str) -> Result<Duration, ArgError> {
     let d = parse_duration(s)?;
     check_lease(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))?;
     Ok(d)
@@ -83,9 +97,9 @@ fn parse_lease(s: &str) -> Result<Duration, String> {
 
 /// Who may connect: token holders, or — without a token — anyone, but then
 /// only on loopback.
-fn authentication(args: &Args) -> Result<Auth, String> {
+fn authentication(args: &Args) -> anyhow::Result<Auth> {
     if let Some(path) = &args.token_file {
-        let (token, warning) = Token::read_file(path).map_err(|e| e.to_string())?;
+        let (token, warning) = Token::read_file(path)?;
         if let Some(w) = warning {
             tracing::warn!("{w}");
         }
@@ -98,13 +112,13 @@ fn authentication(args: &Args) -> Result<Auth, String> {
     }
     for (addr, flag) in [(args.api, "--api"), (args.control, "--control")] {
         if !addr.ip().is_loopback() {
-            return Err(format!(
+            anyhow::bail!(
                 "refusing to listen on {addr} ({flag}) without authentication: anyone who \
                  can reach it could change every cluster and pose as a data plane. Give \
                  --token-file PATH (a file holding a shared secret; data planes then use \
                  keyway --control-token-file, keywayctl --token-file or KEYWAY_TOKEN), or \
                  listen on a loopback address"
-            ));
+            );
         }
     }
     tracing::info!(

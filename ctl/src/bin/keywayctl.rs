@@ -33,21 +33,19 @@ struct Args {
 }
 
 /// The token to send: `--token-file`, else `$KEYWAY_TOKEN`.
-fn token(args: &Args) -> Result<Option<Token>, String> {
+fn token(args: &Args) -> anyhow::Result<Option<Token>> {
     if let Some(path) = &args.token_file {
-        let (token, warning) = Token::read_file(path).map_err(|e| e.to_string())?;
+        let (token, warning) = Token::read_file(path)?;
         if let Some(w) = warning {
             eprintln!("keywayctl: warning: {w}");
         }
         return Ok(Some(token));
     }
     match std::env::var("KEYWAY_TOKEN") {
-        Ok(t) => Token::new(&t, "KEYWAY_TOKEN")
-            .map(Some)
-            .map_err(|e| e.to_string()),
+        Ok(t) => Ok(Some(Token::new(&t, "KEYWAY_TOKEN")?)),
         Err(std::env::VarError::NotPresent) => Ok(None),
         Err(std::env::VarError::NotUnicode(_)) => {
-            Err("KEYWAY_TOKEN: the token must be printable ASCII".into())
+            anyhow::bail!("KEYWAY_TOKEN: the token must be printable ASCII")
         }
     }
 }
@@ -61,7 +59,8 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let args = Args::parse();
-    let result = token(&args).and_then(|t| run(args.command, &args.api, t.as_ref(), args.json));
+    let result =
+        token(&args).and_then(|t| Ok(run(args.command, &args.api, t.as_ref(), args.json)?));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

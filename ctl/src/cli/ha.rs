@@ -6,11 +6,12 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use serde_json::Value;
 
-use super::{emit, parse_duration, table};
-use crate::api::{ClusterEdit, FailoverRequest, FailoverStarted};
+use keyway_capnp::duration::parse_duration;
+
+use super::{emit, table, CliError};
 use crate::client::Client;
-use crate::health::GroupHealth;
 use crate::model::{Cluster, FailoverRecord};
+use crate::wire::{ClusterEdit, FailoverRequest, FailoverStarted, GroupHealth};
 
 /// `keywayctl failover CLUSTER --group G [--to ADDR] [--wait] [--force]`.
 #[derive(Debug, Args)]
@@ -54,11 +55,11 @@ pub struct SetArgs {
     pub lease: Option<Duration>,
 }
 
-fn on_off(s: &str) -> Result<bool, String> {
+fn on_off(s: &str) -> Result<bool, CliError> {
     match s {
         "on" | "true" | "yes" => Ok(true),
         "off" | "false" | "no" => Ok(false),
-        _ => Err(format!("{s:?}: use on or off")),
+        _ => Err(CliError::OnOff(s.to_string())),
     }
 }
 
@@ -67,7 +68,7 @@ fn ms(d: Duration) -> u64 {
 }
 
 /// `keywayctl cluster set`.
-pub fn set(c: &Client, a: SetArgs, json: bool) -> Result<(), String> {
+pub fn set(c: &Client, a: SetArgs, json: bool) -> Result<(), CliError> {
     let edit = ClusterEdit {
         check_interval_ms: a.check_interval.map(ms),
         down_after_ms: a.down_after.map(ms),
@@ -93,7 +94,7 @@ pub fn set(c: &Client, a: SetArgs, json: bool) -> Result<(), String> {
 }
 
 /// `keywayctl failover`.
-pub fn failover(c: &Client, a: FailoverArgs, json: bool) -> Result<(), String> {
+pub fn failover(c: &Client, a: FailoverArgs, json: bool) -> Result<(), CliError> {
     let started: FailoverStarted = c.post(
         &format!("/v1/clusters/{}/groups/{}/failover", a.name, a.group),
         &FailoverRequest {
@@ -131,14 +132,17 @@ pub fn failover(c: &Client, a: FailoverArgs, json: bool) -> Result<(), String> {
             return if r.outcome == "done" {
                 Ok(())
             } else {
-                Err(format!("failover {} did not happen: {}", r.id, r.outcome))
+                Err(CliError::FailoverFailed {
+                    id: r.id,
+                    outcome: r.outcome.clone(),
+                })
             };
         }
         if Instant::now() > deadline {
-            return Err(format!(
-                "failover {} is still under way after 120 s; see keywayctl cluster show {}",
-                started.failover, a.name
-            ));
+            return Err(CliError::FailoverSlow {
+                id: started.failover,
+                cluster: a.name.clone(),
+            });
         }
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -8,10 +8,12 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
 
-use super::{emit, parse_duration, table};
-use crate::api::{MigrationView, Rebalance, StartMigration};
+use keyway_capnp::duration::parse_duration;
+
+use super::{emit, table, CliError};
 use crate::client::Client;
 use crate::model::{MigrationState, MoveSettings};
+use crate::wire::{MigrationView, Rebalance, StartMigration};
 
 /// How the sweep moves keys (`--batch`, `--rate`, …).
 #[derive(Debug, Clone, Args)]
@@ -255,7 +257,7 @@ fn print_detail(v: &MigrationView) {
 
 /// Polls migrations `ids` until each has ended; `want` is the end that
 /// counts as success.
-fn wait(c: &Client, name: &str, ids: &[u64], want: MigrationState) -> Result<(), String> {
+fn wait(c: &Client, name: &str, ids: &[u64], want: MigrationState) -> Result<(), CliError> {
     let tty = std::io::stderr().is_terminal();
     let mut last_line = String::new();
     let mut last_print = Instant::now() - Duration::from_secs(60);
@@ -291,22 +293,20 @@ fn wait(c: &Client, name: &str, ids: &[u64], want: MigrationState) -> Result<(),
             if tty {
                 eprintln!();
             }
-            return Err(format!(
-                "migration {} failed: {}",
-                v.migration.id,
-                v.migration.progress.failed.as_deref().unwrap_or_default()
-            ));
+            return Err(CliError::MigrationFailed {
+                id: v.migration.id,
+                why: v.migration.progress.failed.clone().unwrap_or_default(),
+            });
         }
         if views.iter().all(|v| !v.migration.active()) {
             if tty {
                 eprintln!();
             }
             if let Some(v) = views.iter().find(|v| v.migration.state != want) {
-                return Err(format!(
-                    "migration {} ended {}",
-                    v.migration.id,
-                    state_text(v)
-                ));
+                return Err(CliError::MigrationEnded {
+                    id: v.migration.id,
+                    state: state_text(v),
+                });
             }
             return Ok(());
         }
@@ -315,7 +315,7 @@ fn wait(c: &Client, name: &str, ids: &[u64], want: MigrationState) -> Result<(),
 }
 
 /// Runs one migration command.
-pub fn run(c: &Client, req: Request, json: bool) -> Result<(), String> {
+pub fn run(c: &Client, req: Request, json: bool) -> Result<(), CliError> {
     match req {
         Request::Migrate {
             name,
@@ -398,7 +398,7 @@ fn started_then_wait(
     started: Vec<MigrationView>,
     settings: &SettingsArgs,
     json: bool,
-) -> Result<(), String> {
+) -> Result<(), CliError> {
     let ids: Vec<u64> = started.iter().map(|v| v.migration.id).collect();
     emit(json, &started, |l| print_list(l));
     if settings.wait {

@@ -11,14 +11,93 @@ pub use migrations::{MigrationCmd, SettingsArgs};
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
+use keyway_capnp::duration::parse_duration;
 use serde_json::Value;
 
-use crate::api::{Assign, ClusterSummary, CreateCluster, GroupEdit};
 use crate::auth::Token;
-use crate::client::Client;
-use crate::daemon::DataPlaneView;
+use crate::client::{Client, ClientError};
 use crate::model::slots::format_slots;
 use crate::model::{Cluster, Group, Replica};
+use crate::wire::{Assign, ClusterSummary, CreateCluster, DataPlaneView, GroupEdit};
+
+/// Why a command failed: the one line keywayctl prints.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The API refused the request, or could not be reached.
+    #[error(transparent)]
+    Api(#[from] ClientError),
+    /// `keywayctl local` failed.
+    #[error(transparent)]
+    Local(#[from] crate::local::LocalError),
+    /// A `--group` that is not `NAME=HOST:PORT`.
+    #[error("--group {0:?}: expected NAME=HOST:PORT")]
+    GroupArg(String),
+    /// A `--replica-zone` that is not `ADDR=ZONE`.
+    #[error("--replica-zone {0:?}: expected ADDR=ZONE")]
+    ReplicaZoneArg(String),
+    /// An on/off flag that is neither.
+    #[error("{0:?}: use on or off")]
+    OnOff(String),
+    /// A failover ended without promoting the replica.
+    #[error("failover {id} did not happen: {outcome}")]
+    FailoverFailed {
+        /// The failover.
+        id: u64,
+        /// Why, as ctld recorded it.
+        outcome: String,
+    },
+    /// A failover still runs after the CLI stopped waiting.
+    #[error("failover {id} is still under way after 120 s; see keywayctl cluster show {cluster}")]
+    FailoverSlow {
+        /// The failover.
+        id: u64,
+        /// Its cluster.
+        cluster: String,
+    },
+    /// A migration waited for failed.
+    #[error("migration {id} failed: {why}")]
+    MigrationFailed {
+        /// The migration.
+        id: u64,
+        /// Why.
+        why: String,
+    },
+    /// A migration waited for ended in another state than wanted.
+    #[error("migration {id} ended {state}")]
+    MigrationEnded {
+        /// The migration.
+        id: u64,
+        /// Its state, as the table shows it.
+        state: String,
+    },
+    /// A snapshot could not be serialized.
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    /// A snapshot file could not be written.
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A snapshot file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A snapshot file is not a cluster.
+    #[error("{} is not a cluster snapshot: {source}", path.display())]
+    NotASnapshot {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: serde_json::Error,
+    },
+}
 
 /// Top-level commands.
 #[derive(Debug, Subcommand)]
@@ -234,21 +313,6 @@ pub enum SnapshotCmd {
     },
 }
 
-/// Parses "30s", "500ms", "2m".
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => n
-            .checked_mul(60)
-            .map(Duration::from_secs)
-            .ok_or_else(|| format!("invalid duration {s:?}: too long")),
-        _ => Err(format!("invalid duration {s:?}: use ms, s or m")),
-    }
-}
-
 /// `path` with `?force=true` when forced.
 fn forced(path: String, force: bool) -> String {
     if force {
@@ -258,10 +322,10 @@ fn forced(path: String, force: bool) -> String {
     }
 }
 
-fn parse_group(s: &str) -> Result<Group, String> {
+fn parse_group(s: &str) -> Result<Group, CliError> {
     let (name, master) = s
         .split_once('=')
-        .ok_or_else(|| format!("--group {s:?}: expected NAME=HOST:PORT"))?;
+        .ok_or_else(|| CliError::GroupArg(s.to_string()))?;
     Ok(Group {
         name: name.to_string(),
         master: master.to_string(),
@@ -396,7 +460,7 @@ pub(crate) fn emit<T: serde::Serialize>(json: bool, v: &T, human: impl FnOnce(&T
 }
 
 /// Runs one command against the API at `api`, with `token` if given.
-pub fn run(cmd: Command, api: &str, token: Option<&Token>, json: bool) -> Result<(), String> {
+pub fn run(cmd: Command, api: &str, token: Option<&Token>, json: bool) -> Result<(), CliError> {
     let c = Client::new(api, token);
     match cmd {
         Command::Cluster(ClusterCmd::Create {
@@ -496,7 +560,7 @@ pub fn run(cmd: Command, api: &str, token: Option<&Token>, json: bool) -> Result
             for rz in &g.replica_zone {
                 let (a, z) = rz
                     .split_once('=')
-                    .ok_or_else(|| format!("--replica-zone {rz:?}: expected ADDR=ZONE"))?;
+                    .ok_or_else(|| CliError::ReplicaZoneArg(rz.clone()))?;
                 edit.replica_zones.insert(a.to_string(), z.to_string());
             }
             let cl: Cluster = c.patch(
@@ -521,11 +585,13 @@ pub fn run(cmd: Command, api: &str, token: Option<&Token>, json: bool) -> Result
         }
         Command::Snapshot(SnapshotCmd::Export { name, output }) => {
             let cl: Cluster = c.get(&format!("/v1/clusters/{name}/snapshot"))?;
-            let text = serde_json::to_string_pretty(&cl).map_err(|e| e.to_string())? + "\n";
+            let text = serde_json::to_string_pretty(&cl)? + "\n";
             match output {
                 Some(p) => {
-                    std::fs::write(&p, text)
-                        .map_err(|e| format!("cannot write {}: {e}", p.display()))?;
+                    std::fs::write(&p, text).map_err(|source| CliError::Write {
+                        path: p.clone(),
+                        source,
+                    })?;
                     if !json {
                         println!(
                             "wrote cluster {name} version {} to {}",
@@ -538,10 +604,15 @@ pub fn run(cmd: Command, api: &str, token: Option<&Token>, json: bool) -> Result
             }
         }
         Command::Snapshot(SnapshotCmd::Apply { name, file, force }) => {
-            let text = std::fs::read_to_string(&file)
-                .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-            let desired: Cluster = serde_json::from_str(&text)
-                .map_err(|e| format!("{} is not a cluster snapshot: {e}", file.display()))?;
+            let text = std::fs::read_to_string(&file).map_err(|source| CliError::Read {
+                path: file.clone(),
+                source,
+            })?;
+            let desired: Cluster =
+                serde_json::from_str(&text).map_err(|source| CliError::NotASnapshot {
+                    path: file.clone(),
+                    source,
+                })?;
             let path = format!(
                 "/v1/clusters/{name}/snapshot{}",
                 if force { "?force=true" } else { "" }

@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 use keyway_capnp::control::{Ack, BackendReport, Hello};
 use tokio::sync::oneshot;
 
-use super::DataPlaneView;
 use crate::health::Tally;
 use crate::model::{DataPlaneRecord, State};
+use crate::wire::DataPlaneView;
 
 /// One session of a data plane (not persisted).
 #[derive(Debug)]

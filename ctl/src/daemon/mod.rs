@@ -32,13 +32,13 @@ use std::time::{Duration, Instant};
 
 use keyway_capnp::control::{Ack, Hello};
 use keyway_capnp::snapshot::Snapshot;
-use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Notify};
 
-use crate::health::{Board, GroupHealth, Tally};
+use crate::health::{Board, Tally};
 use crate::leader::Term;
-use crate::model::{Cluster, Migration, ModelError, State};
+use crate::model::{Applied, Change, Cluster, Migration, ModelError, State};
 use crate::store::{Store, StoreError};
+use crate::wire::{DataPlaneView, GroupHealth};
 pub use dataplanes::Registration;
 use dataplanes::{Acked, Registry};
 
@@ -59,28 +59,6 @@ pub type SnapshotRx = watch::Receiver<Option<Arc<Snapshot>>>;
 /// How old a data plane's backend report may be to count: data planes
 /// report at least every second (`keyway::control::REPORT_EVERY`).
 pub const REPORT_FRESH: Duration = Duration::from_secs(3);
-
-/// A data plane as the API shows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DataPlaneView {
-    /// Its id.
-    pub id: String,
-    /// The cluster it serves.
-    pub cluster: String,
-    /// Where its clients connect.
-    pub address: String,
-    /// A control session is open.
-    pub connected: bool,
-    /// The newest version it acked.
-    pub acked_version: u64,
-    /// Nothing routed under an older version is in flight there.
-    pub drained: bool,
-    /// Milliseconds left on its lease as ctld sees it (none: expired or never
-    /// granted by this ctld).
-    pub lease_remaining_ms: Option<u64>,
-    /// It refuses requests: it says so, or its lease has expired.
-    pub fenced: bool,
-}
 
 /// The daemon.
 pub struct Ctld {
@@ -231,26 +209,23 @@ impl Ctld {
         Ok(())
     }
 
-    /// Applies `f` to a copy of cluster `name`; if it succeeds and the result
-    /// is valid, bumps the version, persists, publishes, and returns the new
-    /// cluster. Blocking.
-    pub fn change(
-        &self,
-        name: &str,
-        f: impl FnOnce(&mut Cluster) -> Result<(), ModelError>,
-    ) -> Result<Cluster, ChangeError> {
+    /// Applies `change` to a copy of cluster `name` ([`Cluster::dispatch`]);
+    /// if it succeeds and the result is valid, bumps the version, persists,
+    /// publishes, and returns the new cluster and what the change created.
+    /// Blocking.
+    pub fn change(&self, name: &str, change: &Change) -> Result<(Cluster, Applied), ChangeError> {
         let mut store = lock(&self.writer);
         let current = self.state();
         let mut cluster = current.cluster(name)?.clone();
-        f(&mut cluster)?;
+        let applied = cluster.dispatch(change)?;
         cluster.version = cluster.version.saturating_add(1);
         cluster.validate()?;
         let mut next = (*current).clone();
         next.clusters.insert(name.to_string(), cluster.clone());
         self.save(store.as_mut(), next)?;
         self.publish(name, Some(cluster.snapshot()));
-        tracing::info!(cluster = %name, version = cluster.version, "cluster changed");
-        Ok(cluster)
+        tracing::info!(cluster = %name, version = cluster.version, %change, "cluster changed");
+        Ok((cluster, applied))
     }
 
     /// Applies `f` to a copy of cluster `name` and persists it, without a new
@@ -578,12 +553,9 @@ impl Ctld {
 /// Shared handle.
 pub type Shared = Arc<Ctld>;
 
-/// Milliseconds since the Unix epoch (for timestamps people read).
-pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+/// Milliseconds since the Unix epoch now (for timestamps people read): the
+/// one definition both planes share.
+pub use keyway_capnp::clock::now_unix_ms as unix_ms;
 
 #[cfg(test)]
 mod tests;

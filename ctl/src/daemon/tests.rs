@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::model::cluster::tests::{create, g};
+use crate::model::{GroupChanges, Resolved};
 
 /// Saves in memory; while `gate` is set, each save waits for a message.
 #[derive(Default)]
@@ -112,7 +113,19 @@ fn acks_never_wait_for_the_store_and_are_saved_later() {
         *w = Box::new(mem);
     }
     let d2 = d.clone();
-    let change = std::thread::spawn(move || d2.change("c", |c| c.set_zone("a", None, "z")));
+    let change = std::thread::spawn(move || {
+        d2.change(
+            "c",
+            &Change::EditGroup {
+                group: "a".into(),
+                edit: GroupChanges {
+                    zone: Some("z".into()),
+                    ..GroupChanges::default()
+                },
+                resolved: Resolved::none(),
+            },
+        )
+    });
     // Wait until the change holds the writer lock.
     while d.writer.try_lock().is_ok() {
         std::thread::yield_now();
@@ -214,14 +227,17 @@ fn forgetting_waits_for_disconnection_and_the_lease() {
 #[test]
 fn changes_are_validated_whole() {
     let d = ctld(MemStore::default());
-    let e = d
-        .change("c", |c| {
-            c.slot_count = 0;
-            Ok(())
-        })
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("slot count 0"), "{e}");
+    // The lease is checked by the API before the change, not by the change
+    // itself: the daemon's validation of the whole catches it.
+    let settings = Change::Settings {
+        check_interval_ms: None,
+        down_after_ms: None,
+        auto_failover: None,
+        max_lag_bytes: None,
+        lease_ms: Some(1),
+    };
+    let e = d.change("c", &settings).unwrap_err().to_string();
+    assert!(e.contains("lease"), "{e}");
     assert_eq!(d.cluster("c").unwrap().version, 1, "nothing changed");
     let mut bad = d.cluster("c").unwrap();
     bad.name = "d".into();

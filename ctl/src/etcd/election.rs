@@ -57,6 +57,17 @@ pub struct Candidate {
     pub default_lease: Duration,
 }
 
+/// Why a ctld that won the election cannot serve as the active one.
+#[derive(Debug, thiserror::Error)]
+enum Activation {
+    /// The state in etcd cannot be loaded.
+    #[error(transparent)]
+    Load(#[from] crate::store::StoreError),
+    /// The active-only tasks cannot start.
+    #[error("cannot start the active tasks: {0}")]
+    Tasks(#[from] std::io::Error),
+}
+
 /// How a round ended.
 enum Ended {
     /// Shutting down.
@@ -233,14 +244,12 @@ impl Candidate {
                 self.default_lease,
             );
             let (roles, sessions) = (self.roles.clone(), self.sessions.clone());
-            tokio::task::spawn_blocking(move || -> Result<(Arc<Ctld>, ActiveTasks), String> {
-                let (store, state) =
-                    EtcdStore::load(&etcd, guard, term.clone()).map_err(|e| e.to_string())?;
+            tokio::task::spawn_blocking(move || -> Result<(Arc<Ctld>, ActiveTasks), Activation> {
+                let (store, state) = EtcdStore::load(&etcd, guard, term.clone())?;
                 let clusters = state.clusters.len();
                 let ctld = Arc::new(Ctld::for_term(state, Box::new(store), lease_default, term));
                 let api = crate::api::router(crate::api::Api::new(ctld.clone(), auth));
-                let tasks = leader::activate(ctld.clone(), api, &roles, &sessions)
-                    .map_err(|e| format!("cannot start the active tasks: {e}"))?;
+                let tasks = leader::activate(ctld.clone(), api, &roles, &sessions)?;
                 tracing::info!(clusters, "active: serving sessions and the API");
                 Ok((ctld, tasks))
             })
@@ -249,6 +258,7 @@ impl Candidate {
         let (ctld, tasks) = match activated {
             Ok(Ok(x)) => x,
             Ok(Err(e)) => {
+                let e = e.to_string();
                 tracing::error!("cannot serve as the active keyway-ctld: {e}");
                 term.end(&e);
                 keepalive.abort();

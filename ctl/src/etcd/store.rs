@@ -137,9 +137,9 @@ impl EtcdStore {
             }
             known.insert(key, (kv.mod_revision(), kv.value().to_vec()));
         }
-        state.validate().map_err(|reason| StoreError::Invalid {
+        state.validate().map_err(|e| StoreError::Invalid {
             path: format!("etcd prefix {prefix}"),
-            reason,
+            reason: e.to_string(),
         })?;
         Ok((
             EtcdStore {

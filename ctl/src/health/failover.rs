@@ -28,9 +28,9 @@
 
 use std::time::{Duration, Instant};
 
-use super::probe::{Probe, Replication};
-use crate::daemon::{unix_ms, Shared};
-use crate::model::{FailoverKind, FailoverProgress};
+use super::probe::{Probe, ProbeError, Replication};
+use crate::daemon::{unix_ms, ChangeError, Shared};
+use crate::model::{Change, FailoverKind, FailoverProgress};
 
 /// How long a server command may take.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
@@ -60,12 +60,95 @@ fn progress(ctld: &Shared, cluster: &str, group: &str, id: u64) -> Option<Failov
     g.failover.clone().filter(|p| p.id == id)
 }
 
+/// Why a step of a failover failed: the failover's recorded outcome.
+#[derive(Debug, thiserror::Error)]
+pub enum FailoverError {
+    /// Another ctld (or an operator) ended it.
+    #[error("the failover was ended elsewhere")]
+    EndedElsewhere,
+    /// A switchover step did not finish within `SWITCHOVER_BUDGET`.
+    #[error("{what} within {budget_ms} ms; nothing was changed")]
+    OverBudget {
+        /// What did not happen.
+        what: String,
+        /// The budget.
+        budget_ms: u128,
+    },
+    /// The replica had not caught up when the budget ran out.
+    #[error("{budget} (offset {offset} of {of})")]
+    Behind {
+        /// The budget error.
+        budget: Box<FailoverError>,
+        /// The replica's offset.
+        offset: u64,
+        /// The master's.
+        of: u64,
+    },
+    /// A sweep touching the group did not stop within `SWEEP_WAIT`.
+    #[error("a migration sweep on the group did not stop")]
+    SweepDidNotStop,
+    /// Writes could not be paused on the master.
+    #[error("cannot pause writes on the master {master}: {source}")]
+    Pause {
+        /// The master.
+        master: String,
+        /// Why.
+        source: ProbeError,
+    },
+    /// The master did not answer a check.
+    #[error("the master {addr} does not answer: {source}")]
+    MasterSilent {
+        /// The master.
+        addr: String,
+        /// Why.
+        source: ProbeError,
+    },
+    /// The replica did not answer a check.
+    #[error("the replica {addr} does not answer: {source}")]
+    ReplicaSilent {
+        /// The replica.
+        addr: String,
+        /// Why.
+        source: ProbeError,
+    },
+    /// The old master says it is a replica now.
+    #[error("{0} is no longer a master")]
+    NoLongerMaster(String),
+    /// The replica follows another master.
+    #[error("{replica} does not replicate {from} (it follows {follows})")]
+    NotFollowing {
+        /// The replica.
+        replica: String,
+        /// The master it should follow.
+        from: String,
+        /// What it follows.
+        follows: String,
+    },
+    /// `REPLICAOF NO ONE` was not confirmed in three tries.
+    #[error("cannot promote {replica}: {last}")]
+    Promote {
+        /// The replica.
+        replica: String,
+        /// The last try's failure.
+        last: String,
+    },
+}
+
+/// Why a failover's change could not be saved.
+#[derive(Debug, thiserror::Error)]
+enum SaveError {
+    /// The change was refused or not saved.
+    #[error(transparent)]
+    Change(#[from] ChangeError),
+    /// The blocking task did not finish.
+    #[error(transparent)]
+    Task(#[from] tokio::task::JoinError),
+}
+
 async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, String> + Send + 'static,
-) -> Result<T, String> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| e.to_string())?
+    f: impl FnOnce() -> Result<T, ChangeError> + Send + 'static,
+) -> Result<T, SaveError> {
+    Ok(tokio::task::spawn_blocking(f).await??)
 }
 
 /// Runs failover `id` of `cluster`/`group` to its end; returns its outcome.
@@ -84,13 +167,18 @@ pub async fn drive(ctld: Shared, cluster: String, group: String, id: u64) -> Str
             "done".into()
         }
         Err(why) => {
+            let why = why.to_string();
             tracing::warn!(%cluster, %group, id, from = %p.from, to = %p.to,
                 "failover abandoned: {why}");
             let (c, g, w) = (cluster.clone(), group.clone(), why.clone());
             let r = blocking(move || {
-                ctld.change(&c, |cl| cl.abandon_failover(&g, id, &w, unix_ms()))
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
+                let abandon = Change::AbandonFailover {
+                    group: g,
+                    id,
+                    why: w,
+                    now_ms: unix_ms(),
+                };
+                ctld.change(&c, &abandon).map(|_| ())
             })
             .await;
             if let Err(e) = r {
@@ -109,9 +197,15 @@ async fn publish(ctld: &Shared, cluster: &str, group: &str, id: u64) {
         let (c, g, ctld2) = (cluster.to_string(), group.to_string(), ctld.clone());
         let r = blocking(move || {
             ctld2
-                .change(&c, |cl| cl.finish_failover(&g, id, unix_ms()).map(|_| ()))
+                .change(
+                    &c,
+                    &Change::FinishFailover {
+                        group: g,
+                        id,
+                        now_ms: unix_ms(),
+                    },
+                )
                 .map(|_| ())
-                .map_err(|e| e.to_string())
         })
         .await;
         match r {
@@ -165,22 +259,20 @@ async fn run(
     cluster: &str,
     group: &str,
     p: &FailoverProgress,
-) -> Result<(), String> {
+) -> Result<(), FailoverError> {
     let switchover = p.kind == FailoverKind::Switchover;
     let started = Instant::now();
     let over_budget = |what: &str| {
-        (switchover && started.elapsed() > SWITCHOVER_BUDGET).then(|| {
-            format!(
-                "{what} within {} ms; nothing was changed",
-                SWITCHOVER_BUDGET.as_millis()
-            )
+        (switchover && started.elapsed() > SWITCHOVER_BUDGET).then(|| FailoverError::OverBudget {
+            what: what.to_string(),
+            budget_ms: SWITCHOVER_BUDGET.as_millis(),
         })
     };
     // 1. Every data plane holds the group (or has lost its lease), and no
     // sweep moves keys to or from it.
     loop {
         if progress(ctld, cluster, group, p.id).is_none() {
-            return Err("the failover was ended elsewhere".into());
+            return Err(FailoverError::EndedElsewhere);
         }
         let waiting = ctld.unsettled(cluster, p.hold_version);
         let sweeping = ctld.sweeping_server(cluster, &p.from);
@@ -194,7 +286,7 @@ async fn run(
             return Err(e);
         }
         if sweeping && waiting.is_empty() && started.elapsed() > SWEEP_WAIT {
-            return Err("a migration sweep on the group did not stop".into());
+            return Err(FailoverError::SweepDidNotStop);
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
@@ -228,7 +320,10 @@ async fn run(
     if switchover {
         old.command(&[b"CLIENT", b"PAUSE", PAUSE_MS, b"WRITE"], COMMAND_TIMEOUT)
             .await
-            .map_err(|e| format!("cannot pause writes on the master {}: {e}", p.from))?;
+            .map_err(|source| FailoverError::Pause {
+                master: p.from.clone(),
+                source,
+            })?;
         let caught_up = catch_up(&mut old, &mut new, &p.from, &|| {
             over_budget("the replica did not catch up")
         })
@@ -255,9 +350,9 @@ async fn run(
                     break;
                 }
                 Ok(r) => last = format!("it still says role:{}", r.role),
-                Err(e) => last = e,
+                Err(e) => last = e.to_string(),
             },
-            Err(e) => last = e,
+            Err(e) => last = e.to_string(),
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -268,7 +363,10 @@ async fn run(
         if switchover {
             let _ = old.command(&[b"CLIENT", b"UNPAUSE"], COMMAND_TIMEOUT).await;
         }
-        return Err(format!("cannot promote {}: {last}", p.to));
+        return Err(FailoverError::Promote {
+            replica: p.to.clone(),
+            last,
+        });
     }
     // 4. A switchover's old master follows the new one at once (if it does
     // not answer now, the supervisor makes it a replica when it does).
@@ -288,32 +386,42 @@ async fn catch_up(
     old: &mut Probe,
     new: &mut Probe,
     from: &str,
-    budget: &(dyn Fn() -> Option<String> + Sync),
-) -> Result<(), String> {
+    budget: &(dyn Fn() -> Option<FailoverError> + Sync),
+) -> Result<(), FailoverError> {
     loop {
         let m = old
             .check(COMMAND_TIMEOUT)
             .await
-            .map_err(|e| format!("the master {} does not answer: {e}", old.addr()))?;
-        let r = new
-            .check(COMMAND_TIMEOUT)
-            .await
-            .map_err(|e| format!("the replica {} does not answer: {e}", new.addr()))?;
+            .map_err(|source| FailoverError::MasterSilent {
+                addr: old.addr().to_string(),
+                source,
+            })?;
+        let r =
+            new.check(COMMAND_TIMEOUT)
+                .await
+                .map_err(|source| FailoverError::ReplicaSilent {
+                    addr: new.addr().to_string(),
+                    source,
+                })?;
         if !m.is_master() {
-            return Err(format!("{} is no longer a master", old.addr()));
+            return Err(FailoverError::NoLongerMaster(old.addr().to_string()));
         }
         if !follows(&r, from) {
-            return Err(format!(
-                "{} does not replicate {from} (it follows {})",
-                new.addr(),
-                r.master.as_deref().unwrap_or("nothing")
-            ));
+            return Err(FailoverError::NotFollowing {
+                replica: new.addr().to_string(),
+                from: from.to_string(),
+                follows: r.master.as_deref().unwrap_or("nothing").to_string(),
+            });
         }
         if r.offset >= m.offset && r.link_up {
             return Ok(());
         }
         if let Some(e) = budget() {
-            return Err(format!("{e} (offset {} of {})", r.offset, m.offset));
+            return Err(FailoverError::Behind {
+                budget: Box::new(e),
+                offset: r.offset,
+                of: m.offset,
+            });
         }
         tracing::debug!(
             master = m.offset,

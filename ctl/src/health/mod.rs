@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::model::{Cluster, Group, HaSettings};
-pub use probe::Replication;
+use crate::wire::{GroupHealth, ServerView};
+pub use probe::{ProbeError, Replication};
 
 /// ctld's own view of one server.
 #[derive(Debug, Clone, Default)]
@@ -60,7 +61,7 @@ impl ServerState {
     }
 
     /// Records a check's result.
-    pub fn record(&mut self, at: Instant, r: Result<Replication, String>) {
+    pub fn record(&mut self, at: Instant, r: Result<Replication, ProbeError>) {
         self.first_check.get_or_insert(at);
         self.last_check = Some(at);
         match r {
@@ -73,7 +74,7 @@ impl ServerState {
             Err(e) => {
                 self.failures = self.failures.saturating_add(1);
                 self.failing_since.get_or_insert(at);
-                self.last_error = e;
+                self.last_error = e.to_string();
             }
         }
     }
@@ -138,7 +139,7 @@ impl Board {
         cluster: &str,
         addr: &str,
         at: Instant,
-        r: Result<Replication, String>,
+        r: Result<Replication, ProbeError>,
     ) {
         self.servers
             .entry((cluster.to_string(), addr.to_string()))
@@ -179,55 +180,6 @@ impl Board {
     }
 }
 
-/// One server as `cluster show` and the API show it.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct ServerView {
-    /// Its group.
-    pub group: String,
-    /// `host:port`.
-    pub address: String,
-    /// What the desired state says it is: "master", "replica" or
-    /// "former-master" (failed over, to be made a replica when back).
-    pub listed_as: String,
-    /// "up", "down" (checks failing), "failed" (a master down for
-    /// `down_after` that the data planes fail too), or "unknown" (not
-    /// checked yet).
-    pub health: String,
-    /// Milliseconds since the last good check.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_ok_ms_ago: Option<u64>,
-    /// The last failed check's reason.
-    #[serde(skip_serializing_if = "String::is_empty", default)]
-    pub last_error: String,
-    /// Its role as it says (`INFO replication`), from the last good check.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub role: Option<String>,
-    /// Its replication offset, from the last good check.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub offset: Option<u64>,
-    /// A replica's link to its master is up.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub link_up: Option<bool>,
-    /// Data planes whose last attempt on it failed.
-    pub dataplanes_failing: u32,
-    /// Data planes that had a reply from it recently.
-    pub dataplanes_reaching: u32,
-}
-
-/// One group's health as `cluster show` and the API show it.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct GroupHealth {
-    /// The group.
-    pub group: String,
-    /// "ok", "degraded" (a replica is down), "failing-over", or "failed".
-    pub state: String,
-    /// Why it is failed and not healed, if it is.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub problem: Option<String>,
-    /// Its servers.
-    pub servers: Vec<ServerView>,
-}
-
 /// The verdict on a group's master: at least two failed checks in a row,
 /// failing for `down_after`, and the data planes agree.
 pub fn master_failed(s: Option<&ServerState>, tally: Tally, ha: &HaSettings, now: Instant) -> bool {
@@ -254,7 +206,7 @@ pub fn choose_replica(
     ha: &HaSettings,
     force: bool,
     now: Instant,
-) -> Result<(String, u64), String> {
+) -> Result<(String, u64), NoReplica> {
     let fresh = Duration::from_millis(ha.check_interval_ms * 2 + 500);
     let mut why = Vec::new();
     let mut eligible: Vec<(&str, &str, u64)> = Vec::new();
@@ -311,9 +263,20 @@ pub fn choose_replica(
     });
     match best {
         Some(&(addr, _, offset)) => Ok((addr.to_string(), offset)),
-        None if g.replicas.is_empty() => Err("it has no replica".into()),
-        None => Err(format!("no replica can be promoted: {}", why.join("; "))),
+        None if g.replicas.is_empty() => Err(NoReplica::NoneListed),
+        None => Err(NoReplica::NoneEligible(why)),
     }
+}
+
+/// Why [`choose_replica`] found no replica to promote.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NoReplica {
+    /// The group has no replica.
+    #[error("it has no replica")]
+    NoneListed,
+    /// Why each replica cannot be promoted, replica by replica.
+    #[error("no replica can be promoted: {}", .0.join("; "))]
+    NoneEligible(Vec<String>),
 }
 
 /// The health view of every group of `c`.
@@ -394,7 +357,7 @@ mod tests {
     use super::*;
     use crate::model::Replica;
 
-    fn rep(role: &str, offset: u64) -> Result<Replication, String> {
+    fn rep(role: &str, offset: u64) -> Result<Replication, ProbeError> {
         Ok(Replication {
             role: role.into(),
             offset,
@@ -410,7 +373,10 @@ mod tests {
         let t0 = Instant::now();
         let mut s = ServerState::default();
         s.record(t0, rep("master", 10));
-        s.record(t0 + Duration::from_secs(1), Err("refused".into()));
+        s.record(
+            t0 + Duration::from_secs(1),
+            Err(ProbeError::Server("refused".into())),
+        );
         let none = Tally::default();
         // One failed check is never enough, however long ago.
         assert!(!master_failed(
@@ -419,7 +385,10 @@ mod tests {
             &ha,
             t0 + Duration::from_secs(60)
         ));
-        s.record(t0 + Duration::from_secs(2), Err("refused".into()));
+        s.record(
+            t0 + Duration::from_secs(2),
+            Err(ProbeError::Server("refused".into())),
+        );
         // Counted from the first failed check, not from the last good one.
         assert!(!master_failed(
             Some(&s),
@@ -466,8 +435,11 @@ mod tests {
         assert!(!master_failed(None, none, &ha, t0));
         // Never up since ctld started: counted from the first check.
         let mut n = ServerState::default();
-        n.record(t0, Err("refused".into()));
-        n.record(t0 + Duration::from_secs(1), Err("refused".into()));
+        n.record(t0, Err(ProbeError::Server("refused".into())));
+        n.record(
+            t0 + Duration::from_secs(1),
+            Err(ProbeError::Server("refused".into())),
+        );
         assert!(master_failed(
             Some(&n),
             none,
@@ -496,7 +468,7 @@ mod tests {
             ("r1:1", rep("slave", 1000)),
             ("r2:1", rep("slave", 900)),
             ("r3:1", rep("slave", 950)),
-            ("r4:1", Err("down".to_string())),
+            ("r4:1", Err(ProbeError::Server("down".into()))),
         ]
         .into_iter()
         .map(|(a, r)| {
@@ -523,7 +495,9 @@ mod tests {
                 .0,
             "r1:1"
         );
-        let e = choose_replica(&g, get, 2000, &strict, false, now).unwrap_err();
+        let e = choose_replica(&g, get, 2000, &strict, false, now)
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("r3:1 is 1050 bytes behind") && e.contains("r4:1 is not up"),
             "{e}"
@@ -575,7 +549,9 @@ mod tests {
             );
             Some(s)
         };
-        let e = choose_replica(&g, stranger, 0, &ha, true, now).unwrap_err();
+        let e = choose_replica(&g, stranger, 0, &ha, true, now)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not the master"), "{e}");
         // An empty replica is never promoted; nor one that says it is a master.
         let mut s = ServerState::default();
@@ -595,14 +571,18 @@ mod tests {
             "r2:1" => Some(m.clone()),
             _ => None,
         };
-        let e = choose_replica(&g, only, 0, &ha, true, now).unwrap_err();
+        let e = choose_replica(&g, only, 0, &ha, true, now)
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("has not synced") && e.contains("says it is a master"),
             "{e}"
         );
         g.replicas.clear();
         assert_eq!(
-            choose_replica(&g, get, 0, &ha, false, now).unwrap_err(),
+            choose_replica(&g, get, 0, &ha, false, now)
+                .unwrap_err()
+                .to_string(),
             "it has no replica"
         );
     }

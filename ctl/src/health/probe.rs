@@ -35,9 +35,62 @@ pub struct Replication {
     pub synced: bool,
 }
 
+/// Why a check or command of a server failed (the text ctld shows as the
+/// server's `last_error`).
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// `INFO replication` without a role.
+    #[error("INFO replication has no role")]
+    NoRole,
+    /// A role other than master or slave.
+    #[error("unknown role {0:?}")]
+    UnknownRole(String),
+    /// A command answered something else than expected.
+    #[error("{command} answered {reply}")]
+    Unexpected {
+        /// The command's name.
+        command: String,
+        /// The reply, as `Debug` shows it.
+        reply: String,
+    },
+    /// A `REPLICAOF` target that is not `host:port`.
+    #[error("{0:?} is not host:port")]
+    NotHostPort(String),
+    /// No answer in time.
+    #[error("no answer within {ms} ms")]
+    Timeout {
+        /// The time given.
+        ms: u128,
+    },
+    /// Dialling, writing or reading failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The server closed the connection.
+    #[error("connection closed")]
+    Closed,
+    /// A reply line without CRLF, too short, or longer than `MAX_REPLY`.
+    #[error("malformed or oversized reply")]
+    Malformed,
+    /// The server answered an error (its text).
+    #[error("{0}")]
+    Server(String),
+    /// An integer reply that is not one.
+    #[error("bad integer reply {0:?}")]
+    BadInteger(String),
+    /// A bulk length that is not one.
+    #[error("bad bulk length {0:?}")]
+    BadBulkLength(String),
+    /// A bulk reply over `MAX_REPLY`.
+    #[error("a {0}-byte reply: at most {MAX_REPLY}")]
+    TooLarge(usize),
+    /// A reply type these commands never return.
+    #[error("unexpected reply type {0:?}")]
+    BadType(char),
+}
+
 impl Replication {
     /// Parses the text of `INFO replication`.
-    pub fn parse(info: &str) -> Result<Replication, String> {
+    pub fn parse(info: &str) -> Result<Replication, ProbeError> {
         let mut r = Replication::default();
         let (mut host, mut port) = (None, None);
         let (mut master_offset, mut slave_offset) = (0u64, None);
@@ -66,8 +119,8 @@ impl Replication {
                 r.master = host.zip(port).map(|(h, p)| format!("{h}:{p}"));
                 r.synced = (r.link_up || !never_linked) && !syncing;
             }
-            "" => return Err("INFO replication has no role".into()),
-            other => return Err(format!("unknown role {other:?}")),
+            "" => return Err(ProbeError::NoRole),
+            other => return Err(ProbeError::UnknownRole(other.to_string())),
         }
         Ok(r)
     }
@@ -108,17 +161,17 @@ impl Probe {
     }
 
     /// `PING` then `INFO replication`, within `timeout` in all.
-    pub async fn check(&mut self, timeout: Duration) -> Result<Replication, String> {
+    pub async fn check(&mut self, timeout: Duration) -> Result<Replication, ProbeError> {
         let info = self
             .bounded(timeout, |p| {
                 Box::pin(async move {
                     match p.call(&[b"PING"]).await? {
                         Reply::Simple(s) if s == "PONG" => {}
-                        other => return Err(format!("PING answered {other:?}")),
+                        other => return Err(unexpected(b"PING", &other)),
                     }
                     match p.call(&[b"INFO", b"replication"]).await? {
                         Reply::Bulk(b) => Ok(String::from_utf8_lossy(&b).into_owned()),
-                        other => Err(format!("INFO answered {other:?}")),
+                        other => Err(unexpected(b"INFO", &other)),
                     }
                 })
             })
@@ -131,13 +184,13 @@ impl Probe {
         &mut self,
         master: Option<&str>,
         timeout: Duration,
-    ) -> Result<(), String> {
+    ) -> Result<(), ProbeError> {
         let (host, port) = match master {
             None => ("NO".to_string(), "ONE".to_string()),
             Some(m) => {
                 let (h, p) = m
                     .rsplit_once(':')
-                    .ok_or_else(|| format!("{m:?} is not host:port"))?;
+                    .ok_or_else(|| ProbeError::NotHostPort(m.to_string()))?;
                 (h.trim_matches(['[', ']']).to_string(), p.to_string())
             }
         };
@@ -146,17 +199,14 @@ impl Probe {
     }
 
     /// Sends a command that answers a simple string (`+OK`).
-    pub async fn command(&mut self, args: &[&[u8]], timeout: Duration) -> Result<(), String> {
+    pub async fn command(&mut self, args: &[&[u8]], timeout: Duration) -> Result<(), ProbeError> {
         let args: Vec<Vec<u8>> = args.iter().map(|a| a.to_vec()).collect();
         self.bounded(timeout, move |p| {
             Box::pin(async move {
                 let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
                 match p.call(&refs).await? {
                     Reply::Simple(_) => Ok(()),
-                    other => Err(format!(
-                        "{} answered {other:?}",
-                        String::from_utf8_lossy(refs[0])
-                    )),
+                    other => Err(unexpected(refs[0], &other)),
                 }
             })
         })
@@ -170,12 +220,14 @@ impl Probe {
         f: impl for<'a> FnOnce(
             &'a mut Probe,
         ) -> std::pin::Pin<
-            Box<dyn std::future::Future<Output = Result<T, String>> + Send + 'a>,
+            Box<dyn std::future::Future<Output = Result<T, ProbeError>> + Send + 'a>,
         >,
-    ) -> Result<T, String> {
+    ) -> Result<T, ProbeError> {
         let r = match tokio::time::timeout(timeout, f(self)).await {
             Ok(r) => r,
-            Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+            Err(_) => Err(ProbeError::Timeout {
+                ms: timeout.as_millis(),
+            }),
         };
         if r.is_err() {
             self.con = None;
@@ -183,11 +235,9 @@ impl Probe {
         r
     }
 
-    async fn call(&mut self, args: &[&[u8]]) -> Result<Reply, String> {
+    async fn call(&mut self, args: &[&[u8]]) -> Result<Reply, ProbeError> {
         if self.con.is_none() {
-            let s = TcpStream::connect(&self.addr)
-                .await
-                .map_err(|e| e.to_string())?;
+            let s = TcpStream::connect(&self.addr).await?;
             let _ = s.set_nodelay(true);
             self.con = Some(BufReader::new(s));
         }
@@ -198,52 +248,57 @@ impl Probe {
             req.extend_from_slice(a);
             req.extend_from_slice(b"\r\n");
         }
-        con.get_mut()
-            .write_all(&req)
-            .await
-            .map_err(|e| e.to_string())?;
+        con.get_mut().write_all(&req).await?;
         read_reply(con).await
     }
 }
 
-async fn read_reply(con: &mut BufReader<TcpStream>) -> Result<Reply, String> {
+/// The error for a command `name` that answered `reply`.
+fn unexpected(name: &[u8], reply: &Reply) -> ProbeError {
+    ProbeError::Unexpected {
+        command: String::from_utf8_lossy(name).into_owned(),
+        reply: format!("{reply:?}"),
+    }
+}
+
+async fn read_reply(con: &mut BufReader<TcpStream>) -> Result<Reply, ProbeError> {
     let mut line = Vec::new();
     (&mut *con)
         .take(MAX_REPLY as u64)
         .read_until(b'\n', &mut line)
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     if line.is_empty() {
-        return Err("connection closed".into());
+        return Err(ProbeError::Closed);
     }
     if line.len() < 3 || !line.ends_with(b"\r\n") {
-        return Err("malformed or oversized reply".into());
+        return Err(ProbeError::Malformed);
     }
     let text = String::from_utf8_lossy(&line[1..line.len() - 2]).into_owned();
     match line[0] {
         b'+' => Ok(Reply::Simple(text)),
-        b'-' => Err(text),
-        b':' => text
-            .parse()
-            .map(Reply::Int)
-            .map_err(|_| format!("bad integer reply {text:?}")),
+        b'-' => Err(ProbeError::Server(text)),
+        b':' => match text.parse() {
+            Ok(n) => Ok(Reply::Int(n)),
+            Err(_) => Err(ProbeError::BadInteger(text)),
+        },
         b'$' => {
-            let n: i64 = text
-                .parse()
-                .map_err(|_| format!("bad bulk length {text:?}"))?;
+            let n: i64 = match text.parse() {
+                Ok(n) => n,
+                Err(_) => return Err(ProbeError::BadBulkLength(text)),
+            };
             if n < 0 {
                 return Ok(Reply::Bulk(Vec::new()));
             }
             let n = n as usize;
             if n > MAX_REPLY {
-                return Err(format!("a {n}-byte reply: at most {MAX_REPLY}"));
+                return Err(ProbeError::TooLarge(n));
             }
             let mut body = vec![0u8; n + 2];
-            con.read_exact(&mut body).await.map_err(|e| e.to_string())?;
+            con.read_exact(&mut body).await?;
             body.truncate(n);
             Ok(Reply::Bulk(body))
         }
-        other => Err(format!("unexpected reply type {:?}", other as char)),
+        other => Err(ProbeError::BadType(other as char)),
     }
 }
 
@@ -275,7 +330,13 @@ mod tests {
         .unwrap();
         assert!(!never.synced);
         assert_eq!(r.master.as_deref(), Some("127.0.0.1:7001"));
-        assert!(Replication::parse("nothing").is_err());
-        assert!(Replication::parse("role:sentinel").is_err());
+        assert!(matches!(
+            Replication::parse("nothing"),
+            Err(ProbeError::NoRole)
+        ));
+        assert_eq!(
+            Replication::parse("role:sentinel").unwrap_err().to_string(),
+            "unknown role \"sentinel\""
+        );
     }
 }

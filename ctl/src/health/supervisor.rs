@@ -16,10 +16,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use super::probe::{Probe, Replication};
+use super::probe::{Probe, ProbeError, Replication};
 use super::{choose_replica, failover, master_failed};
 use crate::daemon::{unix_ms, Shared};
-use crate::model::{Cluster, FailoverKind, Group};
+use crate::model::{Change, Cluster, FailoverKind, Group};
 
 /// How often the supervisor looks at the state.
 const TICK: Duration = Duration::from_millis(50);
@@ -27,7 +27,7 @@ const TICK: Duration = Duration::from_millis(50);
 type Key = (String, String);
 
 /// A finished check: the probe comes back with its result.
-type Checked = (Key, Probe, Instant, Result<Replication, String>);
+type Checked = (Key, Probe, Instant, Result<Replication, ProbeError>);
 
 /// How long one check may take.
 fn check_timeout(c: &Cluster) -> Duration {
@@ -229,19 +229,15 @@ impl Supervisor {
             let (c2, g2, t2, from2) = (gkey.0.clone(), gkey.1.clone(), to.clone(), from.clone());
             let ctld2 = ctld.clone();
             let begun = tokio::task::spawn_blocking(move || {
-                let mut id = 0;
-                ctld2
-                    .change(&c2, |cl| {
-                        id = cl.begin_failover(
-                            &g2,
-                            FailoverKind::Automatic,
-                            (&from2, &t2),
-                            (master_offset, offset),
-                            unix_ms(),
-                        )?;
-                        Ok(())
-                    })
-                    .map(|_| id)
+                let begin = Change::BeginFailover {
+                    group: g2,
+                    kind: FailoverKind::Automatic,
+                    from: from2,
+                    to: t2,
+                    offsets: (master_offset, offset),
+                    now_ms: unix_ms(),
+                };
+                ctld2.change(&c2, &begin).map(|(_, applied)| applied.ids[0])
             })
             .await;
             match begun {
@@ -314,7 +310,13 @@ impl Supervisor {
                 self.tasks.spawn(async move {
                     let a = addr.clone();
                     let r = tokio::task::spawn_blocking(move || {
-                        ctld.change(&cl, |x| x.demoted(&gr, &a))
+                        ctld.change(
+                            &cl,
+                            &Change::Demoted {
+                                group: gr,
+                                address: a,
+                            },
+                        )
                     })
                     .await;
                     match r {

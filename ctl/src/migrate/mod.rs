@@ -31,7 +31,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::daemon::{unix_ms, Shared};
-use crate::model::{MigrationState, State};
+use crate::model::{Change, MigrationState, State};
 use sweep::{Ended, Job};
 
 /// How often the orchestrator looks at every migration (a blocking step
@@ -126,35 +126,31 @@ impl Orchestrator {
                 }
             }
             if !block.is_empty() {
-                self.advance(name, &block, |version| MigrationState::Blocking { version });
+                self.advance(name, &block, false);
             }
             if !start.is_empty() {
-                self.advance(name, &start, |version| MigrationState::Moving { version });
+                self.advance(name, &start, true);
             }
         }
     }
 
     /// Moves migrations `ids` to the phase `next(new version)`, in one new
     /// version.
-    fn advance(&self, cluster: &str, ids: &[u64], next: impl Fn(u64) -> MigrationState) {
-        let now = unix_ms();
-        let r = self.ctld.change(cluster, |c| {
-            let version = c.version.saturating_add(1);
-            for &id in ids {
-                let m = c.migration_mut(id)?;
-                m.state = next(version);
-                let p = &mut m.progress;
-                p.waiting_for.clear();
-                p.updated_ms = now;
-                if matches!(m.state, MigrationState::Moving { .. }) {
-                    p.started_ms.get_or_insert(now);
-                }
-            }
-            Ok(())
-        });
-        match r {
-            Ok(c) => {
-                tracing::info!(cluster, ?ids, version = c.version, state = ?next(c.version), "migrations advanced");
+    fn advance(&self, cluster: &str, ids: &[u64], moving: bool) {
+        let advance = Change::Advance {
+            ids: ids.to_vec(),
+            moving,
+            now_ms: unix_ms(),
+        };
+        match self.ctld.change(cluster, &advance) {
+            Ok((c, _)) => {
+                tracing::info!(
+                    cluster,
+                    ?ids,
+                    version = c.version,
+                    moving,
+                    "migrations advanced"
+                );
             }
             Err(e) => self.note(cluster, ids, format!("cannot advance: {e}")),
         }
@@ -232,16 +228,13 @@ impl Orchestrator {
             let (cluster, id, version) = (&r.job.cluster, r.job.id, r.job.version);
             match ended {
                 Ended::Empty => {
-                    let r = self.ctld.change(cluster, |c| {
-                        if c.migration(id)?.state != (MigrationState::Moving { version }) {
-                            return Err(crate::model::ModelError::conflict(
-                                "the migration changed while its sweep ended",
-                            ));
-                        }
-                        c.finish(id, unix_ms())
-                    });
-                    match r {
-                        Ok(c) => tracing::info!(
+                    let finish = Change::FinishMigration {
+                        id,
+                        version,
+                        now_ms: unix_ms(),
+                    };
+                    match self.ctld.change(cluster, &finish) {
+                        Ok((c, _)) => tracing::info!(
                             cluster,
                             migration = id,
                             version = c.version,

@@ -92,16 +92,61 @@ pub fn error_text(e: &RedisError) -> String {
     }
 }
 
+/// Why a mover (or a sweep's scan connection) cannot reach a server.
+#[derive(Debug, thiserror::Error)]
+pub enum MoverError {
+    /// The address is not a Redis URL's host and port, or its connection's
+    /// timeouts cannot be set.
+    #[error("{addr}: {source}")]
+    Address {
+        /// The server.
+        addr: String,
+        /// Why.
+        source: RedisError,
+    },
+    /// The server cannot be reached.
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        /// The server.
+        addr: String,
+        /// Why.
+        source: RedisError,
+    },
+    /// The connection to the source failed mid-command (dropped, timed out).
+    #[error("source {addr}: {source}")]
+    Source {
+        /// The source.
+        addr: String,
+        /// Why.
+        source: RedisError,
+    },
+    /// The target is not `host:port`.
+    #[error("target {0:?} is not host:port")]
+    Target(String),
+    /// A timeout could not be set on the source connection.
+    #[error(transparent)]
+    Timeout(RedisError),
+    /// A sweep worker thread could not be started.
+    #[error(transparent)]
+    Spawn(#[from] std::io::Error),
+}
+
 /// Opens a connection to `addr` (`host:port`) with timeouts.
-pub fn connect(addr: &str, io_timeout: Duration) -> Result<Connection, String> {
-    let client =
-        redis::Client::open(format!("redis://{addr}/")).map_err(|e| format!("{addr}: {e}"))?;
+pub fn connect(addr: &str, io_timeout: Duration) -> Result<Connection, MoverError> {
+    let at = |source| MoverError::Address {
+        addr: addr.to_string(),
+        source,
+    };
+    let client = redis::Client::open(format!("redis://{addr}/")).map_err(at)?;
     let con = client
         .get_connection_with_timeout(CONNECT_TIMEOUT)
-        .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+        .map_err(|source| MoverError::Connect {
+            addr: addr.to_string(),
+            source,
+        })?;
     con.set_read_timeout(Some(io_timeout))
         .and_then(|()| con.set_write_timeout(Some(io_timeout)))
-        .map_err(|e| format!("{addr}: {e}"))?;
+        .map_err(at)?;
     Ok(con)
 }
 
@@ -126,10 +171,10 @@ enum Outcome {
 
 impl Mover {
     /// A mover from `source` to `target` (`host:port` each).
-    pub fn new(source: &str, target: &str, settings: &MoveSettings) -> Result<Mover, String> {
+    pub fn new(source: &str, target: &str, settings: &MoveSettings) -> Result<Mover, MoverError> {
         let (host, port) = target
             .rsplit_once(':')
-            .ok_or_else(|| format!("target {target:?} is not host:port"))?;
+            .ok_or_else(|| MoverError::Target(target.to_string()))?;
         Ok(Mover {
             source: source.to_string(),
             target_host: host
@@ -145,13 +190,14 @@ impl Mover {
 
     /// The source connection, opened if needed; its I/O timeout covers a
     /// MIGRATE with `timeout_ms` (Redis applies it to each step).
-    fn con(&mut self, timeout_ms: u64) -> Result<&mut Connection, String> {
+    fn con(&mut self, timeout_ms: u64) -> Result<&mut Connection, MoverError> {
         let io = io_timeout(timeout_ms);
         if self.con.is_none() {
             self.con = Some(connect(&self.source, io)?);
         }
         let con = self.con.as_mut().expect("just opened");
-        con.set_read_timeout(Some(io)).map_err(|e| e.to_string())?;
+        con.set_read_timeout(Some(io))
+            .map_err(MoverError::Timeout)?;
         Ok(con)
     }
 
@@ -161,12 +207,15 @@ impl Mover {
         &mut self,
         cmd: &redis::Cmd,
         timeout_ms: u64,
-    ) -> Result<Result<Value, RedisError>, String> {
+    ) -> Result<Result<Value, RedisError>, MoverError> {
         let con = self.con(timeout_ms)?;
         match cmd.query::<Value>(con) {
             Err(e) if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() => {
                 self.con = None;
-                Err(format!("source {}: {e}", self.source))
+                Err(MoverError::Source {
+                    addr: self.source.clone(),
+                    source: e,
+                })
             }
             other => Ok(other),
         }
@@ -272,7 +321,7 @@ impl Mover {
                 }
                 Ok(Err(e)) => Self::outcome(Err(e), started.elapsed(), timeout),
                 Err(e) => {
-                    self.failed(tally, e, stop)?;
+                    self.failed(tally, e.to_string(), stop)?;
                     continue;
                 }
             };
@@ -360,7 +409,7 @@ impl Mover {
             let outcome = match self.call(&cmd, timeout) {
                 Ok(r) => Self::outcome(r, started.elapsed(), timeout),
                 Err(e) => {
-                    self.failed(tally, e, stop)?;
+                    self.failed(tally, e.to_string(), stop)?;
                     continue;
                 }
             };
@@ -397,7 +446,7 @@ impl Mover {
                             format!("DEL {name:?} on the source: {}", error_text(&e)),
                             stop,
                         )?,
-                        Err(e) => self.failed(tally, e, stop)?,
+                        Err(e) => self.failed(tally, e.to_string(), stop)?,
                     }
                 }
                 Outcome::TimedOut(text) => {

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use keyway_capnp::slot::key_slot;
 
-use super::mover::{connect, error_text, Fatal, Mover, Tally};
+use super::mover::{connect, error_text, Fatal, Mover, MoverError, Tally};
 use crate::daemon::Shared;
 use crate::model::{Migration, MigrationState, MoveSettings};
 
@@ -115,7 +115,7 @@ impl Workers {
         tally: &Arc<Tally>,
         rate: &Arc<RateLimit>,
         stop: &Arc<AtomicBool>,
-    ) -> Result<Workers, String> {
+    ) -> Result<Workers, MoverError> {
         let (jobs, rx) = mpsc::sync_channel::<Vec<Vec<u8>>>(n as usize * 2);
         let rx = Arc::new(Mutex::new(rx));
         let (done_tx, done) = mpsc::channel();
@@ -143,8 +143,7 @@ impl Workers {
                     if done_tx.send(r).is_err() {
                         return;
                     }
-                })
-                .map_err(|e| e.to_string())?;
+                })?;
             threads.push(t);
         }
         Ok(Workers {
@@ -230,7 +229,7 @@ fn sweep(ctld: &Shared, job: &Job, stop: &Arc<AtomicBool>) -> Result<(), Fatal> 
         &rate,
         stop,
     )
-    .map_err(Fatal::Failed)?;
+    .map_err(|e| Fatal::Failed(e.to_string()))?;
     let stopped = || stop.load(Ordering::Relaxed) || current(ctld, job).is_none();
 
     let mut scan = Scanner::new(&source);
@@ -327,7 +326,7 @@ impl Scanner {
                 None => match connect(&self.source, Duration::from_secs(10)) {
                     Ok(c) => self.con.insert(c),
                     Err(e) => {
-                        self.backoff(e)?;
+                        self.backoff(e.to_string())?;
                         continue;
                     }
                 },

@@ -73,16 +73,19 @@ impl ReadFrom {
     }
 }
 
+/// Text that is not a [`ReadFrom`] (quoted, bounded).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("read_from {0}: must be \"master\", \"replica\" or \"local-zone\"")]
+pub struct ReadFromError(String);
+
 impl std::str::FromStr for ReadFrom {
-    type Err = String;
-    fn from_str(s: &str) -> Result<ReadFrom, String> {
+    type Err = ReadFromError;
+    fn from_str(s: &str) -> Result<ReadFrom, ReadFromError> {
         match s {
             "master" => Ok(ReadFrom::Master),
             "replica" => Ok(ReadFrom::Replica),
             "local-zone" => Ok(ReadFrom::LocalZone),
-            _ => Err(format!(
-                "read_from {s:?}: must be \"master\", \"replica\" or \"local-zone\""
-            )),
+            _ => Err(ReadFromError(format!("{s:?}"))),
         }
     }
 }
@@ -132,10 +135,10 @@ pub struct Cluster {
 /// Checks a group's own fields: its name, addresses, zones and replica
 /// count (not whether its addresses are used elsewhere).
 pub fn check_group(g: &Group) -> Result<(), ModelError> {
-    check_name("group", &g.name).map_err(ModelError::invalid)?;
+    check_name("group", &g.name).map_err(ModelError::from)?;
     let invalid = |e: String| ModelError::invalid(format!("group {:?}: {e}", g.name));
     parse_address(&g.master).map_err(|e| invalid(format!("master {e}")))?;
-    check_zone(&g.zone).map_err(invalid)?;
+    check_zone(&g.zone).map_err(ModelError::from)?;
     if g.replicas.len() > MAX_REPLICAS {
         return Err(invalid(format!(
             "{} replicas: at most {MAX_REPLICAS}",
@@ -143,14 +146,14 @@ pub fn check_group(g: &Group) -> Result<(), ModelError> {
         )));
     }
     for r in &g.replicas {
-        check_replica(r).map_err(invalid)?;
+        check_replica(r)?;
     }
     Ok(())
 }
 
-fn check_replica(r: &Replica) -> Result<(), String> {
-    parse_address(&r.address).map_err(|e| format!("replica {e}"))?;
-    check_zone(&r.zone)
+fn check_replica(r: &Replica) -> Result<(), ModelError> {
+    parse_address(&r.address).map_err(|e| ModelError::invalid(format!("replica {e}")))?;
+    Ok(check_zone(&r.zone)?)
 }
 
 impl Group {
@@ -173,14 +176,14 @@ impl Cluster {
         lease_millis: u64,
         resolved: &Resolved,
     ) -> Result<Cluster, ModelError> {
-        check_name("cluster", name).map_err(ModelError::invalid)?;
+        check_name("cluster", name).map_err(ModelError::from)?;
         if !slot_count.is_power_of_two() || slot_count > snapshot::MAX_SLOTS {
             return Err(ModelError::invalid(format!(
                 "slots = {slot_count}: must be a power of two from 1 to {}",
                 snapshot::MAX_SLOTS
             )));
         }
-        check_lease(lease_millis).map_err(ModelError::invalid)?;
+        check_lease(lease_millis).map_err(ModelError::from)?;
         let mut c = Cluster {
             name: name.to_string(),
             version: 1,
@@ -405,7 +408,7 @@ impl Cluster {
         resolved: &Resolved,
     ) -> Result<(), ModelError> {
         let g = self.group_index(group)?;
-        check_replica(&r).map_err(ModelError::invalid)?;
+        check_replica(&r)?;
         if self.groups[g].replicas.len() >= MAX_REPLICAS {
             return Err(ModelError::invalid(format!(
                 "group {group:?} has {MAX_REPLICAS} replicas already: the most a group may have"
@@ -445,7 +448,7 @@ impl Cluster {
         zone: &str,
     ) -> Result<(), ModelError> {
         let g = self.group_index(group)?;
-        check_zone(zone).map_err(ModelError::invalid)?;
+        check_zone(zone).map_err(ModelError::from)?;
         match replica {
             None => self.groups[g].zone = zone.to_string(),
             Some(addr) => {
@@ -488,7 +491,7 @@ impl Cluster {
                 self.slot_count, self.name
             )));
         }
-        check_lease(desired.lease_millis).map_err(ModelError::invalid)?;
+        check_lease(desired.lease_millis).map_err(ModelError::from)?;
         desired.ha.check()?;
         if let Some(g) = self.groups.iter().find(|g| g.failover.is_some()) {
             return Err(ModelError::conflict(format!(

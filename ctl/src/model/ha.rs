@@ -137,6 +137,37 @@ pub struct FailoverRecord {
     pub offset_gap: u64,
 }
 
+/// Ends failover `p` of `g`: the hold is lifted, and its history entry is
+/// returned, ending at `now_ms`: promoted (`why` is `None`), or abandoned
+/// for `why` (then the old master stays, and nothing is lost).
+fn end(g: &mut Group, p: &FailoverProgress, now_ms: u64, why: Option<&str>) -> FailoverRecord {
+    g.hold = false;
+    g.failover = None;
+    let (to, outcome, offset_gap) = match why {
+        None => (
+            p.to.clone(),
+            "done".to_string(),
+            // A switchover promotes only once the replica has caught up.
+            match p.kind {
+                FailoverKind::Switchover => 0,
+                FailoverKind::Automatic => p.master_offset.saturating_sub(p.replica_offset),
+            },
+        ),
+        Some(why) => (p.from.clone(), why.to_string(), 0),
+    };
+    FailoverRecord {
+        id: p.id,
+        group: g.name.clone(),
+        kind: p.kind,
+        from: p.from.clone(),
+        to,
+        started_ms: p.started_ms,
+        finished_ms: now_ms,
+        outcome,
+        offset_gap,
+    }
+}
+
 impl Cluster {
     fn group_mut(&mut self, group: &str) -> Result<&mut Group, ModelError> {
         let g = self.group_index(group)?;
@@ -227,23 +258,7 @@ impl Cluster {
             zone: std::mem::replace(&mut g.zone, promoted.zone),
         };
         g.demoting.push(old);
-        g.hold = false;
-        g.failover = None;
-        let record = FailoverRecord {
-            id,
-            group: group.to_string(),
-            kind: p.kind,
-            from: p.from,
-            to: p.to,
-            started_ms: p.started_ms,
-            finished_ms: now_ms,
-            outcome: "done".into(),
-            // A switchover promotes only once the replica has caught up.
-            offset_gap: match p.kind {
-                FailoverKind::Switchover => 0,
-                FailoverKind::Automatic => p.master_offset.saturating_sub(p.replica_offset),
-            },
-        };
+        let record = end(g, &p, now_ms, None);
         self.remember(record.clone());
         Ok(record)
     }
@@ -262,19 +277,7 @@ impl Cluster {
             Some(p) if p.id == id => p.clone(),
             _ => return Ok(()),
         };
-        g.hold = false;
-        g.failover = None;
-        let record = FailoverRecord {
-            id,
-            group: group.to_string(),
-            kind: p.kind,
-            from: p.from.clone(),
-            to: p.from,
-            started_ms: p.started_ms,
-            finished_ms: now_ms,
-            outcome: why.to_string(),
-            offset_gap: 0,
-        };
+        let record = end(g, &p, now_ms, Some(why));
         self.remember(record);
         Ok(())
     }

@@ -268,7 +268,7 @@ impl Cluster {
         now_ms: u64,
     ) -> Result<Vec<u64>, ModelError> {
         let target = self.group_index(to)?;
-        check_settings(settings).map_err(ModelError::invalid)?;
+        check_settings(settings).map_err(|e| ModelError::invalid(e.to_string()))?;
         if slots.slot_count() != self.slot_count {
             return Err(ModelError::invalid(format!(
                 "slots of a cluster of {} slots, not {}",
@@ -549,31 +549,43 @@ pub const MAX_MAX_TIMEOUT_MS: u64 = 3_600_000;
 pub const MAX_RATE: u64 = 100_000_000;
 
 /// Checks a migration's settings against the bounds above.
-pub fn check_settings(s: &MoveSettings) -> Result<(), String> {
+pub fn check_settings(s: &MoveSettings) -> Result<(), SettingsError> {
     if s.batch == 0 || s.batch > MAX_BATCH {
-        return Err(format!("batch must be from 1 to {MAX_BATCH} keys"));
+        return Err(SettingsError::Batch);
     }
     if s.concurrency == 0 || s.concurrency > MAX_CONCURRENCY {
-        return Err(format!("concurrency must be from 1 to {MAX_CONCURRENCY}"));
+        return Err(SettingsError::Concurrency);
     }
     if s.rate > MAX_RATE {
-        return Err(format!(
-            "rate must be at most {MAX_RATE} keys a second (0: no limit)"
-        ));
+        return Err(SettingsError::Rate);
     }
     if s.timeout_ms == 0 || s.timeout_ms > MAX_TIMEOUT_MS {
-        return Err(format!(
-            "the timeout must be from 1 ms to {} s",
-            MAX_TIMEOUT_MS / 1000
-        ));
+        return Err(SettingsError::Timeout);
     }
     if s.max_timeout_ms < s.timeout_ms || s.max_timeout_ms > MAX_MAX_TIMEOUT_MS {
-        return Err(format!(
-            "the max timeout must be from the timeout to {} s",
-            MAX_MAX_TIMEOUT_MS / 1000
-        ));
+        return Err(SettingsError::MaxTimeout);
     }
     Ok(())
+}
+
+/// A [`MoveSettings`] field out of its bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SettingsError {
+    /// `batch`.
+    #[error("batch must be from 1 to {MAX_BATCH} keys")]
+    Batch,
+    /// `concurrency`.
+    #[error("concurrency must be from 1 to {MAX_CONCURRENCY}")]
+    Concurrency,
+    /// `rate`.
+    #[error("rate must be at most {MAX_RATE} keys a second (0: no limit)")]
+    Rate,
+    /// `timeout_ms`.
+    #[error("the timeout must be from 1 ms to {} s", MAX_TIMEOUT_MS / 1000)]
+    Timeout,
+    /// `max_timeout_ms`.
+    #[error("the max timeout must be from the timeout to {} s", MAX_MAX_TIMEOUT_MS / 1000)]
+    MaxTimeout,
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //! of a whole cluster, used on every change and on the store's load.
 
 pub mod addresses;
+pub mod change;
 pub mod cluster;
 pub mod ha;
 pub mod migration;
@@ -19,6 +20,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub use addresses::Resolved;
+pub use change::{Applied, Change, GroupChanges};
 pub use cluster::{Cluster, Group, ReadFrom, Replica};
 pub use ha::{FailoverKind, FailoverProgress, FailoverRecord, HaSettings};
 pub use migration::{Migration, MigrationState, MoveSettings};
@@ -78,6 +80,36 @@ impl ModelError {
     }
 }
 
+/// A rule of [`State::validate`] that a state breaks.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StateError {
+    /// A cluster is filed under a name that is not its own.
+    #[error("cluster {filed:?} is filed under another name ({name:?})")]
+    ClusterMisfiled {
+        /// The name it is filed under.
+        filed: String,
+        /// Its own name.
+        name: String,
+    },
+    /// A cluster breaks a rule of [`Cluster::validate`].
+    #[error("cluster {cluster:?}: {source}")]
+    Cluster {
+        /// The cluster.
+        cluster: String,
+        /// The rule.
+        #[source]
+        source: ModelError,
+    },
+    /// A data plane is filed under an id that is not its own.
+    #[error("data plane {filed:?} is filed under another id ({id:?})")]
+    DataPlaneMisfiled {
+        /// The id it is filed under.
+        filed: String,
+        /// Its own id.
+        id: String,
+    },
+}
+
 /// A data plane ctld has heard from (kept across ctld restarts).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DataPlaneRecord {
@@ -119,23 +151,25 @@ impl State {
     /// Checks every cluster ([`Cluster::validate`]) and that each record is
     /// filed under its own id and name; the error names the cluster or data
     /// plane and the rule.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), StateError> {
         for (name, c) in &self.clusters {
             if *name != c.name {
-                return Err(format!(
-                    "cluster {name:?} is filed under another name ({:?})",
-                    c.name
-                ));
+                return Err(StateError::ClusterMisfiled {
+                    filed: name.clone(),
+                    name: c.name.clone(),
+                });
             }
-            c.validate()
-                .map_err(|e| format!("cluster {name:?}: {}", e.message))?;
+            c.validate().map_err(|source| StateError::Cluster {
+                cluster: name.clone(),
+                source,
+            })?;
         }
         for (id, r) in &self.dataplanes {
             if *id != r.id {
-                return Err(format!(
-                    "data plane {id:?} is filed under another id ({:?})",
-                    r.id
-                ));
+                return Err(StateError::DataPlaneMisfiled {
+                    filed: id.clone(),
+                    id: r.id.clone(),
+                });
             }
         }
         Ok(())

@@ -7,6 +7,7 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 pub use keyway_capnp::snapshot::MAX_GROUPS;
 
 use super::slots::quote;
+use super::ModelError;
 
 /// Longest cluster, group or zone name.
 pub const MAX_NAME: usize = 64;
@@ -27,6 +28,92 @@ pub const MIN_LEASE_MS: u64 = 1_000;
 /// keeps serving that long, and a migration may wait that long for it.
 pub const MAX_LEASE_MS: u64 = 600_000;
 
+/// A name, zone, id, address or lease that breaks its rule. Texts are
+/// quoted and bounded as the message shows them (`super::slots::quote`), so
+/// a hostile input never makes a long reply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    /// A cluster or group name (`what` says which).
+    #[error(
+        "{what} name {name}: 1 to {MAX_NAME} letters, digits, '-', '_' or '.', \
+         starting with a letter or digit"
+    )]
+    Name {
+        /// "cluster" or "group".
+        what: &'static str,
+        /// The name, quoted.
+        name: String,
+    },
+    /// A zone.
+    #[error(
+        "zone {0}: up to {MAX_NAME} letters, digits, '-', '_' or '.', \
+         starting with a letter or digit"
+    )]
+    Zone(String),
+    /// A data plane's id.
+    #[error(
+        "data plane id {0}: 1 to {MAX_ID} letters, digits, '-', '_' or '.', \
+         starting with a letter or digit"
+    )]
+    Id(String),
+    /// A `host:port`.
+    #[error("{address}{problem}")]
+    Address {
+        /// The address, quoted.
+        address: String,
+        /// What is wrong with it.
+        problem: AddressProblem,
+    },
+    /// A lease length out of bounds.
+    #[error(
+        "lease of {ms} ms: it must be from {}s to {}s",
+        MIN_LEASE_MS / 1000,
+        MAX_LEASE_MS / 1000
+    )]
+    Lease {
+        /// The lease asked for, milliseconds.
+        ms: u64,
+    },
+}
+
+impl From<NameError> for ModelError {
+    fn from(e: NameError) -> ModelError {
+        ModelError::invalid(e.to_string())
+    }
+}
+
+/// What is wrong with a `host:port` (the text after the quoted address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AddressProblem {
+    /// Longer than any host and port.
+    #[error(" is too long for host:port (host names have at most {MAX_HOST} characters)")]
+    TooLong,
+    /// No colon.
+    #[error(" is not host:port")]
+    NotHostPort,
+    /// The port is not 1 to 65535.
+    #[error(" has no valid port")]
+    Port,
+    /// Brackets without an IPv6 address.
+    #[error(" has no valid IPv6 address in brackets")]
+    Ipv6,
+    /// Nothing before the port.
+    #[error(" has no host")]
+    NoHost,
+    /// An IPv6 address without brackets.
+    #[error(": write an IPv6 address in brackets, as [::1]:6379")]
+    Unbracketed,
+    /// Digits and dots that are not an IPv4 address.
+    #[error(" has no valid IPv4 address")]
+    Ipv4,
+    /// Not a host name.
+    #[error(
+        " has no valid host: a name (letters, digits, '-', '.'; at most {MAX_HOST}), \
+         an IPv4 address, or an IPv6 address in brackets"
+    )]
+    Host,
+}
+
 /// `[A-Za-z0-9._-]`, starting with a letter or digit, 1 to `max` bytes.
 fn name_like(s: &str, max: usize) -> bool {
     !s.is_empty()
@@ -37,41 +124,32 @@ fn name_like(s: &str, max: usize) -> bool {
 }
 
 /// Checks a cluster or group name; `what` says which, for the message.
-pub fn check_name(what: &str, name: &str) -> Result<(), String> {
+pub fn check_name(what: &'static str, name: &str) -> Result<(), NameError> {
     if name_like(name, MAX_NAME) {
         Ok(())
     } else {
-        Err(format!(
-            "{what} name {}: 1 to {MAX_NAME} letters, digits, '-', '_' or '.', \
-             starting with a letter or digit",
-            quote(name)
-        ))
+        Err(NameError::Name {
+            what,
+            name: quote(name),
+        })
     }
 }
 
 /// Checks a zone (or rack): like a name, or empty for none.
-pub fn check_zone(zone: &str) -> Result<(), String> {
+pub fn check_zone(zone: &str) -> Result<(), NameError> {
     if zone.is_empty() || name_like(zone, MAX_NAME) {
         Ok(())
     } else {
-        Err(format!(
-            "zone {}: up to {MAX_NAME} letters, digits, '-', '_' or '.', \
-             starting with a letter or digit",
-            quote(zone)
-        ))
+        Err(NameError::Zone(quote(zone)))
     }
 }
 
 /// Checks a data plane's id.
-pub fn check_id(id: &str) -> Result<(), String> {
+pub fn check_id(id: &str) -> Result<(), NameError> {
     if name_like(id, MAX_ID) {
         Ok(())
     } else {
-        Err(format!(
-            "data plane id {}: 1 to {MAX_ID} letters, digits, '-', '_' or '.', \
-             starting with a letter or digit",
-            quote(id)
-        ))
+        Err(NameError::Id(quote(id)))
     }
 }
 
@@ -115,64 +193,53 @@ impl Address {
 }
 
 /// Checks `host:port` (not resolved here: see `crate::resolve`).
-pub fn parse_address(addr: &str) -> Result<Address, String> {
-    let q = || quote(addr);
+pub fn parse_address(addr: &str) -> Result<Address, NameError> {
+    let bad = |problem| NameError::Address {
+        address: quote(addr),
+        problem,
+    };
     if addr.len() > MAX_HOST + 8 {
-        return Err(format!(
-            "{} is too long for host:port (host names have at most {MAX_HOST} characters)",
-            q()
-        ));
+        return Err(bad(AddressProblem::TooLong));
     }
     let (host, port) = addr
         .rsplit_once(':')
-        .ok_or_else(|| format!("{} is not host:port", q()))?;
+        .ok_or_else(|| bad(AddressProblem::NotHostPort))?;
     let port = match port.parse::<u16>() {
         Ok(p) if p > 0 && !port.starts_with('+') => p,
-        _ => return Err(format!("{} has no valid port", q())),
+        _ => return Err(bad(AddressProblem::Port)),
     };
     if let Some(inner) = host.strip_prefix('[') {
         let ip = inner
             .strip_suffix(']')
             .and_then(|i| i.parse::<Ipv6Addr>().ok())
-            .ok_or_else(|| format!("{} has no valid IPv6 address in brackets", q()))?;
+            .ok_or_else(|| bad(AddressProblem::Ipv6))?;
         return Ok(Address::Ip(SocketAddr::new(IpAddr::V6(ip), port)));
     }
     if host.is_empty() {
-        return Err(format!("{} has no host", q()));
+        return Err(bad(AddressProblem::NoHost));
     }
     if host.contains(':') {
-        return Err(format!(
-            "{}: write an IPv6 address in brackets, as [::1]:6379",
-            q()
-        ));
+        return Err(bad(AddressProblem::Unbracketed));
     }
     if let Ok(ip) = host.parse::<std::net::Ipv4Addr>() {
         return Ok(Address::Ip(SocketAddr::new(IpAddr::V4(ip), port)));
     }
     if host.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
-        return Err(format!("{} has no valid IPv4 address", q()));
+        return Err(bad(AddressProblem::Ipv4));
     }
     if !hostname(host) {
-        return Err(format!(
-            "{} has no valid host: a name (letters, digits, '-', '.'; at most {MAX_HOST}), \
-             an IPv4 address, or an IPv6 address in brackets",
-            q()
-        ));
+        return Err(bad(AddressProblem::Host));
     }
     let bare = host.strip_suffix('.').unwrap_or(host);
     Ok(Address::Name(bare.to_ascii_lowercase(), port))
 }
 
 /// Checks a lease length.
-pub fn check_lease(ms: u64) -> Result<(), String> {
+pub fn check_lease(ms: u64) -> Result<(), NameError> {
     if (MIN_LEASE_MS..=MAX_LEASE_MS).contains(&ms) {
         Ok(())
     } else {
-        Err(format!(
-            "lease of {ms} ms: it must be from {}s to {}s",
-            MIN_LEASE_MS / 1000,
-            MAX_LEASE_MS / 1000
-        ))
+        Err(NameError::Lease { ms })
     }
 }
 
@@ -199,7 +266,9 @@ mod tests {
         ] {
             assert!(check_name("cluster", bad).is_err(), "{bad:?}");
         }
-        let e = check_name("group", &"/".repeat(5000)).unwrap_err();
+        let e = check_name("group", &"/".repeat(5000))
+            .unwrap_err()
+            .to_string();
         assert!(e.len() < 200, "the message quotes a bounded piece: {e}");
         check_zone("").unwrap();
         check_zone("rack-a").unwrap();
@@ -219,6 +288,14 @@ mod tests {
         assert_eq!(ip("127.0.0.1:06379"), "127.0.0.1:6379");
         assert_eq!(ip("Redis-A.example:7000"), "redis-a.example:7000");
         assert_eq!(ip("localhost.:1"), "localhost:1");
+        assert_eq!(
+            parse_address("h:x").unwrap_err().to_string(),
+            "\"h:x\" has no valid port"
+        );
+        assert_eq!(
+            parse_address("::1:6379").unwrap_err().to_string(),
+            "\"::1:6379\": write an IPv6 address in brackets, as [::1]:6379"
+        );
         assert!(matches!(
             parse_address("10.0.0.1:1").unwrap(),
             Address::Ip(_)
@@ -249,7 +326,7 @@ mod tests {
         ] {
             let e = parse_address(bad);
             assert!(e.is_err(), "{bad:?} was accepted");
-            assert!(e.unwrap_err().len() < 300);
+            assert!(e.unwrap_err().to_string().len() < 300);
         }
     }
 
@@ -257,7 +334,10 @@ mod tests {
     fn leases() {
         check_lease(1000).unwrap();
         check_lease(600_000).unwrap();
-        assert!(check_lease(999).unwrap_err().contains("from 1s to 600s"));
+        assert_eq!(
+            check_lease(999).unwrap_err().to_string(),
+            "lease of 999 ms: it must be from 1s to 600s"
+        );
         assert!(check_lease(600_001).is_err());
         assert!(check_lease(u64::MAX).is_err());
     }

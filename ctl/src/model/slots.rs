@@ -8,6 +8,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::ModelError;
+
 /// The longest slot text accepted: every one of 16384 slots written alone,
 /// with a space after each comma, is about 100 KiB.
 pub const MAX_SLOTS_TEXT: usize = 128 << 10;
@@ -42,6 +44,52 @@ pub(crate) fn quote(text: &str) -> String {
     }
 }
 
+/// Why slot ranges are refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SlotsError {
+    /// The text is longer than [`MAX_SLOTS_TEXT`].
+    #[error("slot ranges of {0} characters: at most {MAX_SLOTS_TEXT}")]
+    TooLong(usize),
+    /// More ranges than slots.
+    #[error("more than {0} slot ranges: at most one per slot")]
+    TooManyRanges(u32),
+    /// A part is not a slot or a range (quoted, bounded).
+    #[error("{0} is not a slot or a range like \"0-8191\"")]
+    NotASlot(String),
+    /// Nothing but commas and spaces.
+    #[error("no slots given")]
+    Empty,
+    /// `a-b` with `a > b`.
+    #[error("{0}-{1}: the range is reversed")]
+    Reversed(u32, u32),
+    /// A range past the last slot.
+    #[error("{first}-{last}: slots go from 0 to {}", slot_count.saturating_sub(1))]
+    Beyond {
+        /// First slot.
+        first: u32,
+        /// Last slot.
+        last: u32,
+        /// The cluster's slot count.
+        slot_count: u32,
+    },
+    /// A slot in two ranges.
+    #[error("{first}-{last}: slot {slot} is named twice (ranges must not overlap)")]
+    Twice {
+        /// First slot of the range.
+        first: u32,
+        /// Last slot of the range.
+        last: u32,
+        /// The slot already named.
+        slot: u32,
+    },
+}
+
+impl From<SlotsError> for ModelError {
+    fn from(e: SlotsError) -> ModelError {
+        ModelError::invalid(e.to_string())
+    }
+}
+
 impl SlotSet {
     /// The empty set.
     pub fn new(slot_count: u32) -> SlotSet {
@@ -54,7 +102,7 @@ impl SlotSet {
 
     /// The set of `ranges` (inclusive); refused if a range is reversed,
     /// beyond the last slot, or overlaps an earlier one.
-    pub fn from_ranges(ranges: &[(u32, u32)], slot_count: u32) -> Result<SlotSet, String> {
+    pub fn from_ranges(ranges: &[(u32, u32)], slot_count: u32) -> Result<SlotSet, SlotsError> {
         let mut set = SlotSet::new(slot_count);
         for &(a, b) in ranges {
             set.insert_range(a, b)?;
@@ -65,52 +113,50 @@ impl SlotSet {
     /// Parses `"a-b,c,d-e"`: at most [`MAX_SLOTS_TEXT`] characters and one
     /// range per slot; no range reversed, beyond the last slot, or
     /// overlapping another.
-    pub fn parse(text: &str, slot_count: u32) -> Result<SlotSet, String> {
+    pub fn parse(text: &str, slot_count: u32) -> Result<SlotSet, SlotsError> {
         if text.len() > MAX_SLOTS_TEXT {
-            return Err(format!(
-                "slot ranges of {} characters: at most {MAX_SLOTS_TEXT}",
-                text.len()
-            ));
+            return Err(SlotsError::TooLong(text.len()));
         }
         let mut set = SlotSet::new(slot_count);
         let mut ranges = 0u32;
         for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             ranges += 1;
             if ranges > slot_count {
-                return Err(format!(
-                    "more than {slot_count} slot ranges: at most one per slot"
-                ));
+                return Err(SlotsError::TooManyRanges(slot_count));
             }
             let (a, b) = part.split_once('-').unwrap_or((part, part));
             let parse = |x: &str| {
-                x.trim().parse::<u32>().map_err(|_| {
-                    format!("{} is not a slot or a range like \"0-8191\"", quote(part))
-                })
+                x.trim()
+                    .parse::<u32>()
+                    .map_err(|_| SlotsError::NotASlot(quote(part)))
             };
             set.insert_range(parse(a)?, parse(b)?)?;
         }
         if set.is_empty() {
-            return Err("no slots given".into());
+            return Err(SlotsError::Empty);
         }
         Ok(set)
     }
 
     /// Adds `a..=b`, none of which may be in the set yet.
-    pub fn insert_range(&mut self, a: u32, b: u32) -> Result<(), String> {
+    pub fn insert_range(&mut self, a: u32, b: u32) -> Result<(), SlotsError> {
         if a > b {
-            return Err(format!("{a}-{b}: the range is reversed"));
+            return Err(SlotsError::Reversed(a, b));
         }
         if b >= self.slot_count {
-            return Err(format!(
-                "{a}-{b}: slots go from 0 to {}",
-                self.slot_count.saturating_sub(1)
-            ));
+            return Err(SlotsError::Beyond {
+                first: a,
+                last: b,
+                slot_count: self.slot_count,
+            });
         }
         for s in a..=b {
             if !self.insert(s) {
-                return Err(format!(
-                    "{a}-{b}: slot {s} is named twice (ranges must not overlap)"
-                ));
+                return Err(SlotsError::Twice {
+                    first: a,
+                    last: b,
+                    slot: s,
+                });
             }
         }
         Ok(())
@@ -232,7 +278,9 @@ mod tests {
     use super::*;
 
     fn parse(s: &str, n: u32) -> Result<Vec<(u32, u32)>, String> {
-        SlotSet::parse(s, n).map(|s| s.ranges())
+        SlotSet::parse(s, n)
+            .map(|s| s.ranges())
+            .map_err(|e| e.to_string())
     }
 
     #[test]

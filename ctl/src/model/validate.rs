@@ -18,7 +18,7 @@ impl Cluster {
     /// Checks every rule a cluster must follow; the message names the rule.
     pub fn validate(&self) -> Result<(), ModelError> {
         let invalid = ModelError::invalid;
-        check_name("cluster", &self.name).map_err(invalid)?;
+        check_name("cluster", &self.name).map_err(ModelError::from)?;
         if !self.slot_count.is_power_of_two() || self.slot_count > MAX_SLOTS {
             return Err(invalid(format!(
                 "slot count {} is not a power of two from 1 to {MAX_SLOTS}",
@@ -28,7 +28,7 @@ impl Cluster {
         if self.version == 0 {
             return Err(invalid("version 0: versions start at 1".into()));
         }
-        check_lease(self.lease_millis).map_err(invalid)?;
+        check_lease(self.lease_millis).map_err(ModelError::from)?;
         if self.groups.is_empty() || self.groups.len() > MAX_GROUPS {
             return Err(invalid(format!(
                 "{} groups: a cluster has 1 to {MAX_GROUPS}",
@@ -67,7 +67,9 @@ impl Cluster {
         }
         self.validate_migrations(&names)?;
         self.validate_ha()?;
-        self.snapshot().validate().map_err(invalid)
+        self.snapshot()
+            .validate()
+            .map_err(|e| invalid(e.to_string()))
     }
 
     fn validate_migrations(&self, groups: &HashSet<&str>) -> Result<(), ModelError> {

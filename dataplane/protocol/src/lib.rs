@@ -4,7 +4,8 @@
 //!   reply framer that finds where each backend reply ends, and RESP encoders;
 //! - [`command`]: the Redis 7 command table generated from Redis's own `COMMAND`
 //!   output, name lookup and key extraction from key specs;
-//! - [`slot`]: CRC16/XMODEM hash slots with Redis Cluster hash-tag rules;
+//! - [`slot`]: CRC16/XMODEM hash slots with Redis Cluster hash-tag rules, the one
+//!   definition both planes use (`keyway-capnp` re-exports it for the control plane);
 //! - [`pattern`]: Redis glob patterns.
 //!
 //! The data plane feeds bytes in and gets byte ranges back; nothing here allocates
@@ -14,5 +15,4 @@
 pub mod command;
 pub mod pattern;
 pub mod resp;
-/// Hash slots: the definition shared with the control plane.
-pub use keyway_capnp::slot;
+pub mod slot;

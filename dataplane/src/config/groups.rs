@@ -97,7 +97,7 @@ pub(super) fn standalone_table(
     warnings: &mut Vec<String>,
 ) -> Result<RoutingTable, ConfigError> {
     let snap = file_snapshot(version, slot_count, groups, warnings)?;
-    snap.validate().map_err(invalid)?;
+    snap.validate().map_err(|e| invalid(e.to_string()))?;
     let names = groups.iter().flat_map(|g| {
         std::iter::once(g.master.as_str()).chain(g.replicas.iter().map(|r| r.address.as_str()))
     });

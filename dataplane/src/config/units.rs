@@ -6,6 +6,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use keyway_capnp::duration::DurationError;
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
@@ -35,31 +36,11 @@ impl fmt::Display for Millis {
     }
 }
 
-/// Parses `"<number><unit>"` with unit `ms`, `s`, `m` or `h`; `"0"` alone is zero.
-pub fn parse_duration(s: &str) -> Result<Millis, String> {
-    let s = s.trim();
-    if s == "0" {
-        return Ok(Millis(0));
-    }
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?}: expected e.g. \"500ms\", \"5s\", \"2m\""))?;
-    let scale = match unit.trim() {
-        "ms" => 1,
-        "s" => 1000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        _ => {
-            return Err(format!(
-                "invalid duration {s:?}: the unit must be ms, s, m or h"
-            ))
-        }
-    };
-    n.checked_mul(scale)
-        .map(Millis)
-        .ok_or_else(|| format!("duration {s:?} is too large"))
+/// Parses `"<number><unit>"` with unit `ms`, `s`, `m` or `h`; `"0"` alone is
+/// zero: the grammar shared with keyway-ctld and keywayctl
+/// ([`keyway_capnp::duration`]), with checked arithmetic.
+pub fn parse_duration(s: &str) -> Result<Millis, DurationError> {
+    keyway_capnp::duration::parse_millis(s).map(Millis)
 }
 
 /// Parses a byte size: a plain number of bytes, or a number with a unit.

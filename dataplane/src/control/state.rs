@@ -7,28 +7,40 @@
 //! plane serve past it). A file that does not check out is ignored with a
 //! warning (keyway-ctld will send the snapshot again).
 
-use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
-use keyway_capnp::snapshot::Snapshot;
+use keyway_capnp::snapshot::{Snapshot, SnapshotError};
+use keyway_capnp::statefile::{self, write_atomically, StateFileError};
+use keyway_capnp::DecodeError;
 
-const MAGIC: &str = "keyway data plane state v2";
+/// Milliseconds since the Unix epoch (the one definition, shared with ctld).
+pub use keyway_capnp::clock::unix_ms;
 
-/// The checksum of a saved state: the lease end, then the snapshot.
-fn checksum(lease_until_ms: u64, body: &[u8]) -> u32 {
-    let mut digest = CRC.digest();
-    digest.update(&lease_until_ms.to_le_bytes());
-    digest.update(body);
-    digest.finalize()
-}
-static CRC: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
+/// The file's format; the checksum covers the lease end, then the snapshot.
+const FORMAT: statefile::Format = statefile::Format {
+    magic: "keyway data plane state v2",
+    what: "keyway data plane state",
+};
 
-/// Milliseconds since the Unix epoch.
-pub fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+/// The header field holding the lease end (wall-clock milliseconds).
+const LEASE: &str = "lease_until_ms";
+
+/// Why a saved snapshot is ignored.
+#[derive(Debug, thiserror::Error)]
+enum StateError {
+    /// Written by a keyway before the checksum covered the lease.
+    #[error("written by an older keyway, whose checksum does not cover the lease")]
+    OlderFormat,
+    /// The file does not check out.
+    #[error(transparent)]
+    File(#[from] StateFileError),
+    /// The checksum is right but the snapshot does not decode.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// The snapshot decodes but breaks a rule.
+    #[error(transparent)]
+    Invalid(#[from] SnapshotError),
 }
 
 /// The state directory.
@@ -56,16 +68,8 @@ impl StateDir {
 
     /// Saves a snapshot and the wall-clock end of its lease.
     pub fn save(&self, snapshot: &Snapshot, lease_until: SystemTime) -> std::io::Result<()> {
-        let body = snapshot.encode();
-        let lease = unix_ms(lease_until);
-        let mut bytes = format!(
-            "{MAGIC} lease_until_ms={lease} len={} crc32c={:08x}\n",
-            body.len(),
-            checksum(lease, &body)
-        )
-        .into_bytes();
-        bytes.extend_from_slice(&body);
-        write_atomically(&self.0.join("snapshot"), &bytes)
+        let bytes = FORMAT.encode(&[(LEASE, unix_ms(lease_until))], &snapshot.encode());
+        Ok(write_atomically(&self.0.join("snapshot"), &bytes)?)
     }
 
     /// The saved snapshot and how much of its lease is left (zero if it has
@@ -89,55 +93,21 @@ impl StateDir {
     }
 }
 
-fn decode(bytes: &[u8]) -> Result<(Snapshot, u64), String> {
-    let nl = bytes.iter().position(|&b| b == b'\n').ok_or("no header")?;
-    let header = std::str::from_utf8(&bytes[..nl]).map_err(|_| "bad header")?;
-    let rest = match header.strip_prefix(MAGIC) {
-        Some(rest) => rest,
-        None if header.starts_with("keyway data plane state v1") => {
-            return Err(
-                "written by an older keyway, whose checksum does not cover the lease".into(),
-            )
-        }
-        None => return Err("bad header".into()),
-    };
-    let field = |name: &str| rest.split_whitespace().find_map(|f| f.strip_prefix(name));
-    let lease = field("lease_until_ms=")
-        .and_then(|v| v.parse::<u64>().ok())
-        .ok_or("no lease in header")?;
-    let len = field("len=")
-        .and_then(|v| v.parse::<usize>().ok())
-        .ok_or("no length in header")?;
-    let crc = field("crc32c=")
-        .and_then(|v| u32::from_str_radix(v, 16).ok())
-        .ok_or("no checksum in header")?;
-    let body = bytes.get(nl + 1..nl + 1 + len).ok_or("truncated")?;
-    if checksum(lease, body) != crc {
-        return Err("checksum mismatch".into());
+fn decode(bytes: &[u8]) -> Result<(Snapshot, u64), StateError> {
+    if bytes.starts_with(b"keyway data plane state v1") {
+        return Err(StateError::OlderFormat);
     }
-    let s = Snapshot::decode(body).map_err(|e| e.to_string())?;
+    let ([lease], body) = FORMAT.decode([LEASE], bytes)?;
+    let s = Snapshot::decode(body)?;
     s.validate()?;
     Ok((s, lease))
-}
-
-/// Writes a file so that a crash leaves the old or the new content.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use keyway_capnp::snapshot::{Group, SlotRange};
+    use std::time::UNIX_EPOCH;
 
     fn snapshot() -> Snapshot {
         Snapshot {
@@ -157,6 +127,54 @@ mod tests {
             migrations: vec![],
             lease_millis: 5000,
         }
+    }
+
+    /// CRC32C bit by bit: an oracle independent of the `crc` crate.
+    fn crc32c(parts: &[&[u8]]) -> u32 {
+        let mut crc = !0u32;
+        for b in parts.iter().flat_map(|p| p.iter()) {
+            crc ^= u32::from(*b);
+            for _ in 0..8 {
+                crc = (crc >> 1) ^ if crc & 1 == 1 { 0x82F6_3B78 } else { 0 };
+            }
+        }
+        !crc
+    }
+
+    /// A file laid out as the data plane wrote it before the state-file
+    /// format moved to `keyway_capnp::statefile` still loads.
+    #[test]
+    fn loads_a_file_written_by_the_earlier_code() {
+        let dir = std::env::temp_dir().join(format!("keyway-dpstate-old-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let s = StateDir::open(&dir).unwrap();
+        let lease = unix_ms(SystemTime::now() + Duration::from_secs(60));
+        let body = snapshot().encode();
+        let mut bytes = format!(
+            "keyway data plane state v2 lease_until_ms={lease} len={} crc32c={:08x}\n",
+            body.len(),
+            crc32c(&[&lease.to_le_bytes(), &body])
+        )
+        .into_bytes();
+        bytes.extend_from_slice(&body);
+        std::fs::write(dir.join("snapshot"), &bytes).unwrap();
+        let (got, left) = s.load().expect("the earlier file loads");
+        assert_eq!(got, snapshot());
+        assert!(left > Duration::from_secs(50), "{left:?}");
+        s.save(&snapshot(), UNIX_EPOCH + Duration::from_millis(lease))
+            .unwrap();
+        assert_eq!(
+            std::fs::read(dir.join("snapshot")).unwrap(),
+            bytes,
+            "and is written byte for byte as before"
+        );
+        std::fs::write(dir.join("snapshot"), b"keyway data plane state v1 len=0\n").unwrap();
+        assert!(matches!(
+            decode(b"keyway data plane state v1 len=0\n"),
+            Err(StateError::OlderFormat)
+        ));
+        assert!(s.load().is_none());
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]
