@@ -134,7 +134,9 @@ impl Ctx {
                 Policy::Route { .. } | Policy::Split(_) | Policy::FanOut(_)
             )
         {
-            return self.keep_behind(st, req);
+            return self
+                .sched
+                .keep_behind(st, req, self.now_ms, &mut self.stats);
         }
         // A read may go to a replica (if its group reads from them); one
         // test when no group does.
@@ -242,7 +244,7 @@ impl Ctx {
         match target {
             Ok(Target::Group(g)) => self.forward(st, g, read, req),
             Ok(Target::Master(g)) => self.forward(st, g, false, req),
-            Ok(Target::Hold) => self.hold(st, req),
+            Ok(Target::Hold) => self.sched.hold(st, req, self.now_ms, &mut self.stats),
             Ok(Target::MoveFirst) => self.move_first(st, req),
             Err(why) => self.refuse(st, &why, place),
         }
@@ -323,7 +325,7 @@ impl Ctx {
     fn fan_out(&mut self, st: &mut ClientState, kind: SplitKind, read: bool, req: Req<'_>) {
         let Req { args, raw, place } = req;
         if self.cfg.table.has_holds() {
-            return self.hold(st, req);
+            return self.sched.hold(st, req, self.now_ms, &mut self.stats);
         }
         let groups = self.cfg.table.groups().len();
         let merge = Merge::new(kind, groups, &[]);

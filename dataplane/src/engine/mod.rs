@@ -61,6 +61,7 @@ pub use backend::BackendId;
 use backends::Backends;
 use client::{Client, ClientState, Phase};
 pub use client::{ClientId, ClientStatus};
+use deferred::Scheduler;
 use limits::close_for_output;
 pub use replies::Rejected;
 pub use shared::{CoreReport, CoreWaker, Shared};
@@ -150,13 +151,8 @@ pub(crate) struct Ctx {
     scratch: Scratch,
     /// Paused clients whose pipeline has room again.
     resume: Vec<u32>,
-    /// Requests held on blocked slots, released when the table changes.
-    held: Vec<DeferredRef>,
-    /// Clients (index, generation) whose first kept-back request may be
-    /// ready to go: [`Worker::run_deferred`] walks them.
-    walk: Vec<(u32, u32)>,
-    /// On-demand moves, coalesced per source connection and target.
-    batches: move_batch::MoveBatches,
+    /// Requests kept back for a migration, and their moves.
+    sched: Scheduler,
     /// The oldest in-flight version last published in the core's report.
     reported_oldest: u64,
     /// A backend connection whose write buffer the request just dispatched
