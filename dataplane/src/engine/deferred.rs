@@ -17,6 +17,7 @@ use keyway_protocol::resp::encode;
 use super::backend::{Link, Owner};
 use super::client::{Client, ClientState};
 use super::move_batch::{MoveBatches, Route};
+use super::moves::Migrator;
 use super::pending::{Deferred, Seq};
 use super::replies::Refusal;
 use super::route::{Place, Req};
@@ -320,7 +321,7 @@ impl Worker {
                             .filter_map(|&i| d.single.get(usize::from(i)))
                             .map(|&(g, k)| (g, args.get(k as usize).to_vec()))
                             .collect();
-                        self.ctx.delete_busy(&mut c.st, seq, *d, keys);
+                        Migrator::of(&mut self.ctx).delete_busy(&mut c.st, seq, *d, keys);
                     } else {
                         let req = Req {
                             args: &args,

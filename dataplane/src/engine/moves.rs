@@ -36,13 +36,15 @@
 
 use keyway_protocol::resp::encode;
 
-use super::backend::Purpose;
+use super::backend::{Link, Owner, Purpose};
+use super::backends::Backends;
 use super::client::ClientState;
-use super::deferred::{keep_back, kept};
+use super::deferred::{keep_back, kept, Scheduler};
 use super::pending::{Deferred, Seq};
 use super::replies::Refusal;
-use super::route::Req;
-use super::Ctx;
+use super::route::{Move, Req};
+use super::versions::VersionCounts;
+use super::{Ctx, Stats, Wake};
 use crate::config::LiveConfig;
 use crate::routing::GroupIndex;
 
@@ -51,13 +53,49 @@ use crate::routing::GroupIndex;
 /// left for them when a move's purpose was a range of integers; kept.)
 pub(crate) const MAX_SINGLE: usize = 4078;
 
-impl Ctx {
+/// What moving a request's keys touches besides its client: the config
+/// the move is decided under, the backend connections its MIGRATEs and
+/// `DEL`s go on, the scheduler the request waits in, and counters.
+/// Borrowed from the engine's `Ctx` for one request ([`Migrator::of`]).
+#[derive(Debug)]
+pub(super) struct Migrator<'a> {
+    pub cfg: &'a LiveConfig,
+    pub now_ms: u64,
+    pub backends: &'a mut Backends,
+    pub sched: &'a mut Scheduler,
+    pub versions: &'a mut VersionCounts,
+    pub wake: &'a mut Wake,
+    pub stats: &'a mut Stats,
+    /// Set when a move fills its connection's write buffer past
+    /// `backend.write_buffer_limit`, as `Ctx::enqueue` does for requests.
+    pub backpressure: &'a mut Option<usize>,
+    /// The request's keys' moves, (source, target, key's argument), as
+    /// routing found them.
+    pub moves: &'a mut Vec<Move>,
+}
+
+impl<'a> Migrator<'a> {
+    /// The parts of `ctx` a key move touches.
+    pub(super) fn of(ctx: &'a mut Ctx) -> Migrator<'a> {
+        Migrator {
+            cfg: &ctx.cfg,
+            now_ms: ctx.now_ms,
+            backends: &mut ctx.backends,
+            sched: &mut ctx.sched,
+            versions: &mut ctx.versions,
+            wake: &mut ctx.wake,
+            stats: &mut ctx.stats,
+            backpressure: &mut ctx.backpressure,
+            moves: &mut ctx.scratch.moves,
+        }
+    }
+
     /// Moves the request's keys, then dispatches it again (see the module
     /// documentation): on the first attempt in one MIGRATE per source, on
     /// retries one MIGRATE per key.
-    pub(crate) fn move_first(&mut self, st: &mut ClientState, req: Req<'_>) {
+    pub(super) fn move_first(&mut self, st: &mut ClientState, req: Req<'_>) {
         let Req { args, place, .. } = req;
-        let mut moves = std::mem::take(&mut self.scratch.moves);
+        let mut moves = std::mem::take(self.moves);
         moves.sort_by_key(|&(from, to, _)| (from, to));
         let mut d = kept(req, self.now_ms);
         d.moved_at = Some(self.cfg.table.version);
@@ -77,7 +115,7 @@ impl Ctx {
         }
         let seq = keep_back(st, place, d);
         let waiter = (st.me.idx, st.me.gen, seq);
-        let timeout = move_timeout(&self.cfg, place.attempt);
+        let timeout = move_timeout(self.cfg, place.attempt);
         for (from, to, start, end, single) in calls {
             let b = self.backends.conn_for(from, st.conn_slot, self.now_ms);
             if let Some(why) = self.backends.down_error(b) {
@@ -116,7 +154,7 @@ impl Ctx {
             }
             self.stats.key_moves += 1;
             let purpose = single.map_or(Purpose::Move, Purpose::MoveKey);
-            self.enqueue(st, b, seq, purpose, |out| {
+            self.send(st, b, seq, purpose, |out| {
                 write_migrate(
                     out,
                     target,
@@ -125,14 +163,14 @@ impl Ctx {
                 );
             });
         }
-        self.scratch.moves = moves;
+        *self.moves = moves;
         self.sched.ready_if(st, seq);
     }
 
     /// Deletes on their sources `keys` (source, key) of `d`, found on both
     /// sides, then lets the request go on (its slot waits for the `DEL`
     /// replies).
-    pub(crate) fn delete_busy(
+    pub(super) fn delete_busy(
         &mut self,
         st: &mut ClientState,
         seq: Seq,
@@ -162,7 +200,7 @@ impl Ctx {
                 continue;
             }
             let keys = &keys[start..end];
-            self.enqueue(st, b, seq, Purpose::Move, |out| {
+            self.send(st, b, seq, Purpose::Move, |out| {
                 encode::array_header(out, 1 + keys.len());
                 encode::bulk(out, b"DEL");
                 for (_, k) in keys {
@@ -171,6 +209,36 @@ impl Ctx {
             });
         }
         self.sched.ready_if(st, seq);
+    }
+
+    /// Appends a move (`purpose`) for request `seq` to backend `b`, as
+    /// `Ctx::enqueue` does a request once its backend is known to be up:
+    /// callers check the source first.
+    fn send(
+        &mut self,
+        st: &ClientState,
+        b: usize,
+        seq: Seq,
+        purpose: Purpose,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) {
+        let version = self.cfg.table.version;
+        let conn = &mut self.backends.conns[b];
+        write(conn.out.buf_mut());
+        let owner = Owner::Client {
+            idx: st.me.idx,
+            gen: st.me.gen,
+            seq,
+            purpose,
+        };
+        conn.sent(owner, version, self.now_ms);
+        if conn.out.len() as u64 > self.cfg.backend.write_buffer_limit {
+            *self.backpressure = Some(b);
+        }
+        self.versions.add(version);
+        if matches!(conn.link, Link::Up) {
+            self.wake.backend(conn, b);
+        }
     }
 }
 
