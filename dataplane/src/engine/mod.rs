@@ -217,6 +217,33 @@ impl Ctx {
         }
     }
 
+    /// Pool `p`'s backend went from up to failing or back: publish now, and
+    /// tell the control thread.
+    pub(super) fn health_turned(&mut self, p: usize) {
+        let pool = &self.backends.pools[p];
+        match pool.health.failures {
+            0 => {
+                tracing::info!(core = self.core, group = %pool.group, backend = %pool.text, "backend answers again")
+            }
+            _ => {
+                tracing::debug!(core = self.core, group = %pool.group, backend = %pool.text, "backend failing")
+            }
+        }
+        self.backends.health_turned = true;
+        self.publish_health();
+    }
+
+    /// Copies the pools' health into the core's report (see the module
+    /// documentation); bumps `Shared::health_changes` if a backend turned
+    /// since the last copy.
+    pub(super) fn publish_health(&mut self) {
+        if let Some(r) = self.shared.reports.get(self.core) {
+            if self.backends.publish_health(&r.backends, self.epoch) {
+                self.shared.health_changes.fetch_add(1, Ordering::Release);
+            }
+        }
+    }
+
     /// Reports at once when the oldest version in flight has drained, so
     /// that the data plane acks a new table without waiting for a tick.
     /// (Requests sent since the last report are under the loaded version,
