@@ -140,9 +140,6 @@ pub(crate) struct Ctx {
     /// Bumped on every config applied; clients refresh their parser limits.
     cfg_seq: u64,
     backends: Backends,
-    /// Source of client generations.
-    next_gen: u32,
-    next_conn_slot: usize,
     epoch: Instant,
     now_ms: u64,
     wake: Wake,
@@ -162,10 +159,6 @@ pub(crate) struct Ctx {
     memory: limits::MemoryBudget,
     /// Rate limit of the log lines about closed clients.
     log: limits::LogLimit,
-    shutting_down: bool,
-    /// When a shutdown gives up on the clients still open (see
-    /// [`Worker::drain_step`]).
-    drain_until: Option<Instant>,
 }
 
 impl Ctx {

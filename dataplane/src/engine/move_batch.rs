@@ -15,7 +15,7 @@
 //!
 //! A batch's reply stands for each of its requests' moves: `+OK`/`+NOKEY`,
 //! the keys are on the target; an error, each request retries its own keys
-//! one MIGRATE per key (`Ctx::move_first`). Batches not yet sent when
+//! one MIGRATE per key (`Migrator::move_first`). Batches not yet sent when
 //! the routing table changes are dropped, and their requests are routed
 //! again by the new table: nothing moves under a table that is no longer
 //! the current one, so an ack of a newer version never precedes a move of
