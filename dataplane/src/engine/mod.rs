@@ -129,20 +129,31 @@ struct Scratch {
 /// A kept-back request: (client index, client generation, its reply slot).
 type DeferredRef = (u32, u32, pending::Seq);
 
-/// Everything in a worker but the clients, so a client can be updated while
-/// routing uses the rest.
+/// Everything in a worker but the clients, in parts, so that a client can be
+/// updated while routing uses the rest. Its own methods are the request path
+/// (`dispatch.rs`) and the core's reports (here); migration goes through
+/// [`Scheduler`] and `moves::Migrator`, reply delivery through `sink::Sink`.
 #[derive(Debug)]
 pub(crate) struct Ctx {
+    /// This core's index.
     core: usize,
+    /// What the cores publish to other threads.
     shared: Arc<Shared>,
+    /// Where new configs are published.
     source: Cache<Arc<ArcSwap<LiveConfig>>, Arc<LiveConfig>>,
+    /// The config this core routes by.
     cfg: Arc<LiveConfig>,
     /// Bumped on every config applied; clients refresh their parser limits.
     cfg_seq: u64,
+    /// The backend connections and their pools.
     backends: Backends,
+    /// The core's clock: `now_ms` is milliseconds since `epoch`, set at
+    /// each tick.
     epoch: Instant,
     now_ms: u64,
+    /// Connections whose output changed.
     wake: Wake,
+    /// Table versions of the requests in flight.
     versions: VersionCounts,
     stats: Stats,
     scratch: Scratch,
