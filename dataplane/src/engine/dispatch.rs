@@ -7,10 +7,12 @@ use keyway_protocol::resp::{encode, Args, Frame};
 use super::backend::{Link, Owner, Purpose};
 use super::client::{Client, ClientState, Phase};
 use super::local::{self, LocalCtx};
-use super::pending::Seq;
+use super::moves::Migrator;
 use super::policy::{policy, stream_read_blocks, Keys, Policy};
 use super::replies::Refusal;
-use super::route::{groups_of_keys, one_group, KeysRoute, Place, Req, Target};
+use super::route::{
+    answer_error, groups_of_keys, merge_in_place, one_group, KeysRoute, Place, Req, Target,
+};
 use super::split::{plan, write_part, Merge, SplitKind};
 use super::Ctx;
 use crate::routing::{GroupIndex, SlotRoute};
@@ -134,7 +136,9 @@ impl Ctx {
                 Policy::Route { .. } | Policy::Split(_) | Policy::FanOut(_)
             )
         {
-            return self.keep_behind(st, req);
+            return self
+                .sched
+                .keep_behind(st, req, self.now_ms, &mut self.stats);
         }
         // A read may go to a replica (if its group reads from them); one
         // test when no group does.
@@ -242,8 +246,8 @@ impl Ctx {
         match target {
             Ok(Target::Group(g)) => self.forward(st, g, read, req),
             Ok(Target::Master(g)) => self.forward(st, g, false, req),
-            Ok(Target::Hold) => self.hold(st, req),
-            Ok(Target::MoveFirst) => self.move_first(st, req),
+            Ok(Target::Hold) => self.sched.hold(st, req, self.now_ms, &mut self.stats),
+            Ok(Target::MoveFirst) => Migrator::of(self).move_first(st, req),
             Err(why) => self.refuse(st, &why, place),
         }
     }
@@ -323,7 +327,7 @@ impl Ctx {
     fn fan_out(&mut self, st: &mut ClientState, kind: SplitKind, read: bool, req: Req<'_>) {
         let Req { args, raw, place } = req;
         if self.cfg.table.has_holds() {
-            return self.hold(st, req);
+            return self.sched.hold(st, req, self.now_ms, &mut self.stats);
         }
         let groups = self.cfg.table.groups().len();
         let merge = Merge::new(kind, groups, &[]);
@@ -360,8 +364,9 @@ impl Ctx {
                 Purpose::Part(part) => st
                     .queue
                     .complete_part(seq, part, &reply, out, 0, |_| Vec::new()),
-                // Callers check a move's source first; a move that still
-                // finds it down fails as its reply would.
+                // Moves go through `Migrator::send` once their source is
+                // known to be up; one that found it down here would fail
+                // as its reply would.
                 Purpose::Move | Purpose::MoveKey(_) => {
                     if let Some(d) = st.queue.deferred_mut(seq) {
                         super::moves::move_replied(d, None, &reply);
@@ -403,26 +408,5 @@ impl Ctx {
         self.scratch.groups = groups;
         self.scratch.moves = moves;
         target
-    }
-}
-
-/// Takes the request's reply slot (the next, or its own if it was kept
-/// back) for a merge of its parts' replies.
-fn merge_in_place(st: &mut ClientState, place: Place, merge: Merge) -> Seq {
-    match place.at {
-        None => st.queue.push_merge(merge),
-        Some(seq) => {
-            st.queue.set_merge(seq, merge);
-            seq
-        }
-    }
-}
-
-/// Answers an error in the request's place: at once for a new request (in
-/// turn after the replies owed), in its slot for one kept back.
-fn answer_error(st: &mut ClientState, why: &Refusal<'_>, place: Place) {
-    match place.at {
-        None => st.refuse(why),
-        Some(seq) => st.queue.complete(seq, &why.to_reply(), st.out.buf_mut()),
     }
 }

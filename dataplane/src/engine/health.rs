@@ -14,7 +14,6 @@
 //! merges the cores' copies into reports with [`merge`].
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, TryLockError};
 use std::time::{Duration, Instant};
 
@@ -22,7 +21,6 @@ use keyway_capnp::control::{BackendReport, MAX_BACKEND_REPORTS};
 
 use super::backend::{Link, PoolKey};
 use super::backends::Backends;
-use super::Ctx;
 
 /// One core's record of one backend.
 #[derive(Debug, Default, Clone)]
@@ -168,39 +166,10 @@ pub fn merge<'a>(
     out
 }
 
-impl Ctx {
-    /// Pool `p`'s backend went from up to failing or back: publish now, and
-    /// tell the control thread.
-    pub(super) fn health_turned(&mut self, p: usize) {
-        let pool = &self.backends.pools[p];
-        match pool.health.failures {
-            0 => {
-                tracing::info!(core = self.core, group = %pool.group, backend = %pool.text, "backend answers again")
-            }
-            _ => {
-                tracing::debug!(core = self.core, group = %pool.group, backend = %pool.text, "backend failing")
-            }
-        }
-        self.backends.health_turned = true;
-        self.publish_health();
-    }
-
-    /// Copies the pools' health into the core's report (see the module
-    /// documentation); bumps `Shared::health_changes` if a backend turned
-    /// since the last copy.
-    pub(super) fn publish_health(&mut self) {
-        if let Some(r) = self.shared.reports.get(self.core) {
-            if self.backends.publish_health(&r.backends, self.epoch) {
-                self.shared.health_changes.fetch_add(1, Ordering::Release);
-            }
-        }
-    }
-}
-
 impl Backends {
     /// Copies the pools' health into `out`; true if a backend had turned
     /// since the last copy (which it then forgets).
-    fn publish_health(&mut self, out: &PublishedHealth, epoch: Instant) -> bool {
+    pub(super) fn publish_health(&mut self, out: &PublishedHealth, epoch: Instant) -> bool {
         let at = |ms: Option<u64>| ms.map(|ms| epoch + Duration::from_millis(ms));
         let pools = &self.pools;
         let published = out.try_publish(|out| {

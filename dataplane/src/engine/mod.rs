@@ -61,6 +61,7 @@ pub use backend::BackendId;
 use backends::Backends;
 use client::{Client, ClientState, Phase};
 pub use client::{ClientId, ClientStatus};
+use deferred::Scheduler;
 use limits::close_for_output;
 pub use replies::Rejected;
 pub use shared::{CoreReport, CoreWaker, Shared};
@@ -128,35 +129,38 @@ struct Scratch {
 /// A kept-back request: (client index, client generation, its reply slot).
 type DeferredRef = (u32, u32, pending::Seq);
 
-/// Everything in a worker but the clients, so a client can be updated while
-/// routing uses the rest.
+/// Everything in a worker but the clients, in parts, so that a client can be
+/// updated while routing uses the rest. Its own methods are the request path
+/// (`dispatch.rs`) and the core's reports (here); migration goes through
+/// [`Scheduler`] and `moves::Migrator`, reply delivery through `sink::Sink`.
 #[derive(Debug)]
 pub(crate) struct Ctx {
+    /// This core's index.
     core: usize,
+    /// What the cores publish to other threads.
     shared: Arc<Shared>,
+    /// Where new configs are published.
     source: Cache<Arc<ArcSwap<LiveConfig>>, Arc<LiveConfig>>,
+    /// The config this core routes by.
     cfg: Arc<LiveConfig>,
     /// Bumped on every config applied; clients refresh their parser limits.
     cfg_seq: u64,
+    /// The backend connections and their pools.
     backends: Backends,
-    /// Source of client generations.
-    next_gen: u32,
-    next_conn_slot: usize,
+    /// The core's clock: `now_ms` is milliseconds since `epoch`, set at
+    /// each tick.
     epoch: Instant,
     now_ms: u64,
+    /// Connections whose output changed.
     wake: Wake,
+    /// Table versions of the requests in flight.
     versions: VersionCounts,
     stats: Stats,
     scratch: Scratch,
     /// Paused clients whose pipeline has room again.
     resume: Vec<u32>,
-    /// Requests held on blocked slots, released when the table changes.
-    held: Vec<DeferredRef>,
-    /// Clients (index, generation) whose first kept-back request may be
-    /// ready to go: [`Worker::run_deferred`] walks them.
-    walk: Vec<(u32, u32)>,
-    /// On-demand moves, coalesced per source connection and target.
-    batches: move_batch::MoveBatches,
+    /// Requests kept back for a migration, and their moves.
+    sched: Scheduler,
     /// The oldest in-flight version last published in the core's report.
     reported_oldest: u64,
     /// A backend connection whose write buffer the request just dispatched
@@ -166,10 +170,6 @@ pub(crate) struct Ctx {
     memory: limits::MemoryBudget,
     /// Rate limit of the log lines about closed clients.
     log: limits::LogLimit,
-    shutting_down: bool,
-    /// When a shutdown gives up on the clients still open (see
-    /// [`Worker::drain_step`]).
-    drain_until: Option<Instant>,
 }
 
 impl Ctx {
@@ -218,6 +218,33 @@ impl Ctx {
         if let Some(r) = self.shared.reports.get(self.core) {
             r.oldest_inflight.store(oldest, Ordering::Release);
             r.loaded.store(self.cfg.table.version, Ordering::Release);
+        }
+    }
+
+    /// Pool `p`'s backend went from up to failing or back: publish now, and
+    /// tell the control thread.
+    pub(super) fn health_turned(&mut self, p: usize) {
+        let pool = &self.backends.pools[p];
+        match pool.health.failures {
+            0 => {
+                tracing::info!(core = self.core, group = %pool.group, backend = %pool.text, "backend answers again")
+            }
+            _ => {
+                tracing::debug!(core = self.core, group = %pool.group, backend = %pool.text, "backend failing")
+            }
+        }
+        self.backends.health_turned = true;
+        self.publish_health();
+    }
+
+    /// Copies the pools' health into the core's report (see the module
+    /// documentation); bumps `Shared::health_changes` if a backend turned
+    /// since the last copy.
+    pub(super) fn publish_health(&mut self) {
+        if let Some(r) = self.shared.reports.get(self.core) {
+            if self.backends.publish_health(&r.backends, self.epoch) {
+                self.shared.health_changes.fetch_add(1, Ordering::Release);
+            }
         }
     }
 

@@ -15,7 +15,7 @@
 //!
 //! A batch's reply stands for each of its requests' moves: `+OK`/`+NOKEY`,
 //! the keys are on the target; an error, each request retries its own keys
-//! one MIGRATE per key (`moves::Ctx::move_first`). Batches not yet sent when
+//! one MIGRATE per key (`Migrator::move_first`). Batches not yet sent when
 //! the routing table changes are dropped, and their requests are routed
 //! again by the new table: nothing moves under a table that is no longer
 //! the current one, so an ack of a newer version never precedes a move of
@@ -55,6 +55,9 @@ pub(crate) struct MoveBatches {
     queues: HashMap<Route, Queue>,
     /// Batches in flight: their route and waiters.
     in_flight: Slab<(Route, Vec<DeferredRef>)>,
+    /// Batches waiting to be sent, over every queue (so that
+    /// [`MoveBatches::has_waiting`] is one test).
+    waiting: usize,
 }
 
 impl MoveBatches {
@@ -77,6 +80,7 @@ impl MoveBatches {
                 .is_none_or(|b| b.keys.len() >= MAX_BATCH_KEYS);
             if full {
                 q.waiting.push_back(Batch::default());
+                self.waiting += 1;
                 joined = false;
             }
             let b = q.waiting.back_mut().expect("just ensured");
@@ -102,6 +106,7 @@ impl MoveBatches {
         for (route, q) in &mut self.queues {
             if q.sending.is_none() {
                 if let Some(b) = q.waiting.pop_front() {
+                    self.waiting -= 1;
                     out.push((*route, b));
                 }
             }
@@ -141,12 +146,14 @@ impl MoveBatches {
             }
         }
         self.queues.retain(|_, q| q.sending.is_some());
+        self.waiting = 0;
         out
     }
 
     /// Whether any batch waits to be sent.
+    #[inline]
     pub fn has_waiting(&self) -> bool {
-        self.queues.values().any(|q| !q.waiting.is_empty())
+        self.waiting > 0
     }
 }
 
@@ -178,6 +185,7 @@ mod tests {
         let ready = m.ready();
         assert_eq!(ready[0].1.keys.len(), 3, "both requests in one MIGRATE");
         assert_eq!(ready[0].1.waiters, vec![(2, 1, 0), (3, 1, 5)]);
+        assert!(!m.has_waiting(), "the one waiting batch was taken");
     }
 
     #[test]

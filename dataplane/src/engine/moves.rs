@@ -30,18 +30,22 @@
 //!
 //! Order: while any request of a client is kept back, its later routed
 //! requests are kept back behind it and dispatched strictly in order
-//! ([`Ctx::keep_behind`]), so that no request overtakes an earlier one of
+//! ([`Scheduler::keep_behind`](super::deferred::Scheduler::keep_behind)), so that no request overtakes an earlier one of
 //! the same client on the same key (an `MSET` waiting for one key's move
 //! and a `GET` of another of its keys, say).
 
 use keyway_protocol::resp::encode;
 
-use super::backend::Purpose;
+use super::backend::{Link, Owner, Purpose};
+use super::backends::Backends;
 use super::client::ClientState;
+use super::deferred::{keep_back, kept, Scheduler};
 use super::pending::{Deferred, Seq};
 use super::replies::Refusal;
-use super::route::{Place, Req};
-use super::Ctx;
+use super::route::{Move, Req};
+use super::versions::VersionCounts;
+use super::{Ctx, Stats, Wake};
+use crate::config::LiveConfig;
 use crate::routing::GroupIndex;
 
 /// Most keys of one request moved one MIGRATE each; more are moved in one
@@ -49,67 +53,51 @@ use crate::routing::GroupIndex;
 /// left for them when a move's purpose was a range of integers; kept.)
 pub(crate) const MAX_SINGLE: usize = 4078;
 
-impl Ctx {
-    fn deferred(&self, req: Req<'_>) -> Deferred {
-        let Req { args, raw, place } = req;
-        let frame = match raw {
-            Some(bytes) => bytes.to_vec(),
-            None => {
-                let mut v = Vec::new();
-                encode::request(&mut v, args);
-                v
-            }
-        };
-        Deferred {
-            frame,
-            attempt: place.attempt,
-            since_ms: place.since_ms.unwrap_or(self.now_ms),
-            ..Deferred::default()
-        }
-    }
+/// What moving a request's keys touches besides its client: the config
+/// the move is decided under, the backend connections its MIGRATEs and
+/// `DEL`s go on, the scheduler the request waits in, and counters.
+/// Borrowed from the engine's `Ctx` for one request ([`Migrator::of`]).
+#[derive(Debug)]
+pub(super) struct Migrator<'a> {
+    pub cfg: &'a LiveConfig,
+    pub now_ms: u64,
+    pub backends: &'a mut Backends,
+    pub sched: &'a mut Scheduler,
+    pub versions: &'a mut VersionCounts,
+    pub wake: &'a mut Wake,
+    pub stats: &'a mut Stats,
+    /// Set when a move fills its connection's write buffer past
+    /// `backend.write_buffer_limit`, as `Ctx::enqueue` does for requests.
+    pub backpressure: &'a mut Option<usize>,
+    /// The request's keys' moves, (source, target, key's argument), as
+    /// routing found them.
+    pub moves: &'a mut Vec<Move>,
+}
 
-    fn keep_back(st: &mut ClientState, place: Place, d: Deferred) -> Seq {
-        match place.at {
-            None => st.queue.push_deferred(d),
-            Some(seq) => {
-                st.queue.set_deferred(seq, d);
-                seq
-            }
-        }
-    }
-
-    /// Keeps a new request back behind an earlier one of its client that is
-    /// kept back; it is dispatched when its turn comes.
-    pub(crate) fn keep_behind(&mut self, st: &mut ClientState, req: Req<'_>) {
-        let d = self.deferred(Req {
-            place: Place::NEW,
-            ..req
-        });
-        st.queue.push_deferred(d);
-        self.stats.requests_kept_behind += 1;
-    }
-
-    /// Holds a request on a blocked slot (or for a group on hold) until the
-    /// table changes.
-    pub(crate) fn hold(&mut self, st: &mut ClientState, req: Req<'_>) {
-        let place = req.place;
-        let mut d = self.deferred(req);
-        d.held = true;
-        let seq = Self::keep_back(st, place, d);
-        self.held.push((st.me.idx, st.me.gen, seq));
-        if place.at.is_none() {
-            self.stats.requests_held += 1;
+impl<'a> Migrator<'a> {
+    /// The parts of `ctx` a key move touches.
+    pub(super) fn of(ctx: &'a mut Ctx) -> Migrator<'a> {
+        Migrator {
+            cfg: &ctx.cfg,
+            now_ms: ctx.now_ms,
+            backends: &mut ctx.backends,
+            sched: &mut ctx.sched,
+            versions: &mut ctx.versions,
+            wake: &mut ctx.wake,
+            stats: &mut ctx.stats,
+            backpressure: &mut ctx.backpressure,
+            moves: &mut ctx.scratch.moves,
         }
     }
 
     /// Moves the request's keys, then dispatches it again (see the module
     /// documentation): on the first attempt in one MIGRATE per source, on
     /// retries one MIGRATE per key.
-    pub(crate) fn move_first(&mut self, st: &mut ClientState, req: Req<'_>) {
+    pub(super) fn move_first(&mut self, st: &mut ClientState, req: Req<'_>) {
         let Req { args, place, .. } = req;
-        let mut moves = std::mem::take(&mut self.scratch.moves);
+        let mut moves = std::mem::take(self.moves);
         moves.sort_by_key(|&(from, to, _)| (from, to));
-        let mut d = self.deferred(req);
+        let mut d = kept(req, self.now_ms);
         d.moved_at = Some(self.cfg.table.version);
         // (source, target, first, end, single): a MIGRATE of moves[first..end],
         // or of one key whose part names its index in `d.single`.
@@ -125,9 +113,9 @@ impl Ctx {
                 _ => calls.push((from, to, i, i + 1, None)),
             }
         }
-        let seq = Self::keep_back(st, place, d);
+        let seq = keep_back(st, place, d);
         let waiter = (st.me.idx, st.me.gen, seq);
-        let timeout = self.move_timeout(place.attempt);
+        let timeout = move_timeout(self.cfg, place.attempt);
         for (from, to, start, end, single) in calls {
             let b = self.backends.conn_for(from, st.conn_slot, self.now_ms);
             if let Some(why) = self.backends.down_error(b) {
@@ -154,7 +142,7 @@ impl Ctx {
             let waits = if place.attempt == 0 {
                 // Coalesced with other requests' moves (see `move_batch`).
                 let keys = keys.iter().map(|&(_, _, k)| args.get(k as usize).to_vec());
-                self.batches.join((b, target), keys, waiter)
+                self.sched.join((b, target), keys, waiter)
             } else {
                 1
             };
@@ -166,7 +154,7 @@ impl Ctx {
             }
             self.stats.key_moves += 1;
             let purpose = single.map_or(Purpose::Move, Purpose::MoveKey);
-            self.enqueue(st, b, seq, purpose, |out| {
+            self.send(st, b, seq, purpose, |out| {
                 write_migrate(
                     out,
                     target,
@@ -175,43 +163,14 @@ impl Ctx {
                 );
             });
         }
-        self.scratch.moves = moves;
-        self.walk_if_ready(st, seq);
-    }
-
-    /// Queues the client for a walk of its kept-back requests if `seq` may
-    /// go now (every move it needed failed at once).
-    fn walk_if_ready(&mut self, st: &mut ClientState, seq: Seq) {
-        if st.queue.deferred_mut(seq).is_some_and(|d| d.ready()) {
-            self.walk.push((st.me.idx, st.me.gen));
-        }
-    }
-
-    /// The MIGRATE timeout of move attempt `attempt`: doubled on each retry,
-    /// capped at 80% of the backend timeout (a slower MIGRATE would fail the
-    /// whole connection).
-    pub(crate) fn move_timeout(&self, attempt: u8) -> u64 {
-        let mut timeout = self
-            .cfg
-            .migration
-            .move_timeout
-            .0
-            .saturating_mul(1 << attempt.min(10));
-        if let Some(t) = self.cfg.backend.timeout.enabled() {
-            timeout = timeout.min((t.as_millis() as u64 * 4 / 5).max(1));
-        }
-        timeout
-    }
-
-    /// The timeout of a first attempt (a batch).
-    pub(crate) fn first_move_timeout(&self) -> u64 {
-        self.move_timeout(0)
+        *self.moves = moves;
+        self.sched.ready_if(st, seq);
     }
 
     /// Deletes on their sources `keys` (source, key) of `d`, found on both
     /// sides, then lets the request go on (its slot waits for the `DEL`
     /// replies).
-    pub(crate) fn delete_busy(
+    pub(super) fn delete_busy(
         &mut self,
         st: &mut ClientState,
         seq: Seq,
@@ -241,7 +200,7 @@ impl Ctx {
                 continue;
             }
             let keys = &keys[start..end];
-            self.enqueue(st, b, seq, Purpose::Move, |out| {
+            self.send(st, b, seq, Purpose::Move, |out| {
                 encode::array_header(out, 1 + keys.len());
                 encode::bulk(out, b"DEL");
                 for (_, k) in keys {
@@ -249,8 +208,53 @@ impl Ctx {
                 }
             });
         }
-        self.walk_if_ready(st, seq);
+        self.sched.ready_if(st, seq);
     }
+
+    /// Appends a move (`purpose`) for request `seq` to backend `b`, as
+    /// `Ctx::enqueue` does a request once its backend is known to be up:
+    /// callers check the source first.
+    fn send(
+        &mut self,
+        st: &ClientState,
+        b: usize,
+        seq: Seq,
+        purpose: Purpose,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) {
+        let version = self.cfg.table.version;
+        let conn = &mut self.backends.conns[b];
+        write(conn.out.buf_mut());
+        let owner = Owner::Client {
+            idx: st.me.idx,
+            gen: st.me.gen,
+            seq,
+            purpose,
+        };
+        conn.sent(owner, version, self.now_ms);
+        if conn.out.len() as u64 > self.cfg.backend.write_buffer_limit {
+            *self.backpressure = Some(b);
+        }
+        self.versions.add(version);
+        if matches!(conn.link, Link::Up) {
+            self.wake.backend(conn, b);
+        }
+    }
+}
+
+/// The MIGRATE timeout of move attempt `attempt`: doubled on each retry,
+/// capped at 80% of the backend timeout (a slower MIGRATE would fail the
+/// whole connection).
+pub(crate) fn move_timeout(cfg: &LiveConfig, attempt: u8) -> u64 {
+    let mut timeout = cfg
+        .migration
+        .move_timeout
+        .0
+        .saturating_mul(1 << attempt.min(10));
+    if let Some(t) = cfg.backend.timeout.enabled() {
+        timeout = timeout.min((t.as_millis() as u64 * 4 / 5).max(1));
+    }
+    timeout
 }
 
 /// Encodes `MIGRATE host port "" 0 timeout KEYS k…`.

@@ -1,12 +1,15 @@
-//! Where a request goes: the place of its reply ([`Place`]), and what its
-//! keys' slots say ([`groups_of_keys`], [`Target`]). Pure functions of the
+//! Where a request goes: the place of its reply ([`Place`], filled by
+//! [`answer_error`] or taken by [`merge_in_place`]), and what its keys' slots
+//! say ([`groups_of_keys`], [`Target`]). Pure functions of the
 //! routing table, used by both the request path ([`super::dispatch`]) and
 //! the migration path ([`super::moves`]).
 
 use keyway_protocol::resp::Args;
 
+use super::client::ClientState;
 use super::pending::Seq;
 use super::replies::Refusal;
+use super::split::Merge;
 use crate::routing::{GroupIndex, RoutingTable, SlotRoute};
 
 /// Where a request's reply goes, and what has happened to it so far.
@@ -134,4 +137,25 @@ pub(crate) fn one_group(
         KeysRoute::Moved => Target::Master(first),
         KeysRoute::Wait(t) => t,
     })
+}
+
+/// Takes the request's reply slot (the next, or its own if it was kept
+/// back) for a merge of its parts' replies.
+pub(super) fn merge_in_place(st: &mut ClientState, place: Place, merge: Merge) -> Seq {
+    match place.at {
+        None => st.queue.push_merge(merge),
+        Some(seq) => {
+            st.queue.set_merge(seq, merge);
+            seq
+        }
+    }
+}
+
+/// Answers an error in the request's place: at once for a new request (in
+/// turn after the replies owed), in its slot for one kept back.
+pub(super) fn answer_error(st: &mut ClientState, why: &Refusal<'_>, place: Place) {
+    match place.at {
+        None => st.refuse(why),
+        Some(seq) => st.queue.complete(seq, &why.to_reply(), st.out.buf_mut()),
+    }
 }

@@ -9,10 +9,11 @@ use slab::Slab;
 
 use super::backend::{BackendConn, Inflight, Owner, Purpose};
 use super::client::Client;
+use super::deferred::Scheduler;
 use super::limits::{self, close_for_output};
 use super::replies::Refusal;
 use super::versions::VersionCounts;
-use super::{live_client, move_batch, moves, Stats, Wake};
+use super::{live_client, moves, Stats, Wake};
 
 /// Why a backend connection can no longer be trusted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -42,8 +43,7 @@ pub(super) struct Sink<'a> {
     pub versions: &'a mut VersionCounts,
     pub stats: &'a mut Stats,
     pub resume: &'a mut Vec<u32>,
-    pub walk: &'a mut Vec<(u32, u32)>,
-    pub batches: &'a mut move_batch::MoveBatches,
+    pub sched: &'a mut Scheduler,
     pub log: &'a mut limits::LogLimit,
     pub now_ms: u64,
     /// `limits.output_hard_limit` (0: none).
@@ -54,22 +54,6 @@ pub(super) struct Sink<'a> {
 }
 
 impl Sink<'_> {
-    /// A batch's MIGRATE reply stands for each of its requests' moves.
-    pub(super) fn batch_replied(&mut self, id: u64, reply: &[u8]) {
-        for (idx, gen, seq) in self.batches.answered(id) {
-            let Some(c) = live_client(self.clients, idx, gen) else {
-                continue;
-            };
-            if c.st
-                .queue
-                .deferred_mut(seq)
-                .is_some_and(|d| moves::move_replied(d, None, reply))
-            {
-                self.walk.push((idx, gen));
-            }
-        }
-    }
-
     /// Frames every complete reply at the start of `buf` and delivers it to
     /// the request at the head of `conn`'s in-flight queue. Returns the bytes
     /// consumed, or why the connection can no longer be trusted.
@@ -139,7 +123,7 @@ impl Sink<'_> {
                 seq,
                 purpose,
             } => (idx, gen, seq, purpose),
-            Owner::MoveBatch { id } => return self.batch_replied(id, reply),
+            Owner::MoveBatch { id } => return self.sched.batch_replied(self.clients, id, reply),
             // The probe's reply only tells that the backend is up.
             Owner::Probe => return,
         };
@@ -177,7 +161,7 @@ impl Sink<'_> {
                     .deferred_mut(seq)
                     .is_some_and(|d| moves::move_replied(d, single, reply))
                 {
-                    self.walk.push((idx, gen));
+                    self.sched.ready(idx, gen);
                 }
                 return;
             }

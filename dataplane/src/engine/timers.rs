@@ -33,12 +33,12 @@ impl Worker {
     /// ticks ([`tick`](Self::tick)); then it says whether the core is done:
     /// no client left, or none left waiting past [`DRAIN`].
     pub fn drain_step(&mut self, now: Instant, stop: bool) -> Drain {
-        if stop && self.ctx.drain_until.is_none() {
-            self.ctx.drain_until = Some(now + DRAIN);
+        if stop && self.drain_until.is_none() {
+            self.drain_until = Some(now + DRAIN);
             self.begin_shutdown();
         }
         self.tick(now);
-        let Some(deadline) = self.ctx.drain_until else {
+        let Some(deadline) = self.drain_until else {
             return Drain::Serving;
         };
         let left = self.clients.len();

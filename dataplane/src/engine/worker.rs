@@ -28,6 +28,16 @@ pub struct Worker {
     pub(super) ctx: Ctx,
     /// Parses kept-back requests again when they are dispatched.
     pub(super) reparser: RequestParser,
+    /// Source of client generations.
+    next_gen: u32,
+    /// The backend connection slot the next client's requests go on
+    /// (clients are spread over a pool's connections).
+    next_conn_slot: usize,
+    /// No more clients are accepted ([`Worker::begin_shutdown`]).
+    shutting_down: bool,
+    /// When a shutdown gives up on the clients still open (see
+    /// [`Worker::drain_step`]).
+    pub(super) drain_until: Option<Instant>,
 }
 
 impl Worker {
@@ -41,8 +51,6 @@ impl Worker {
             cfg: cfg.clone(),
             cfg_seq: 0,
             backends: Default::default(),
-            next_gen: 0,
-            next_conn_slot: core,
             epoch: Instant::now(),
             now_ms: 0,
             wake: Default::default(),
@@ -50,21 +58,21 @@ impl Worker {
             stats: Stats::default(),
             scratch: Default::default(),
             resume: Vec::new(),
-            held: Vec::new(),
-            walk: Vec::new(),
-            batches: Default::default(),
+            sched: Default::default(),
             reported_oldest: u64::MAX,
             backpressure: None,
             memory: Default::default(),
             log: Default::default(),
-            shutting_down: false,
-            drain_until: None,
         };
         ctx.apply(cfg);
         Worker {
             clients: Slab::new(),
             ctx,
             reparser: RequestParser::new(Default::default()),
+            next_gen: 0,
+            next_conn_slot: core,
+            shutting_down: false,
+            drain_until: None,
         }
     }
 
@@ -121,7 +129,7 @@ impl Worker {
     /// Registers a new client connection.
     pub fn accept(&mut self, peer: SocketAddr, local: SocketAddr) -> Result<ClientId, Rejected> {
         self.refresh();
-        if self.ctx.shutting_down {
+        if self.shutting_down {
             return Err(Rejected::ShuttingDown);
         }
         let open = self.ctx.shared.clients.fetch_add(1, Ordering::Relaxed) + 1;
@@ -139,12 +147,12 @@ impl Worker {
             return Err(Rejected::MaxClients);
         }
         self.ctx.stats.clients_accepted += 1;
-        self.ctx.next_gen = self.ctx.next_gen.wrapping_add(1);
-        self.ctx.next_conn_slot = self.ctx.next_conn_slot.wrapping_add(1);
+        self.next_gen = self.next_gen.wrapping_add(1);
+        self.next_conn_slot = self.next_conn_slot.wrapping_add(1);
         let entry = self.clients.vacant_entry();
         let me = ClientId {
             idx: entry.key() as u32,
-            gen: self.ctx.next_gen,
+            gen: self.next_gen,
         };
         let now = self.ctx.now_ms;
         entry.insert(Client {
@@ -164,7 +172,7 @@ impl Worker {
                 queue: Default::default(),
                 name: None,
                 phase: Phase::Open,
-                conn_slot: self.ctx.next_conn_slot,
+                conn_slot: self.next_conn_slot,
                 created_ms: now,
                 last_active_ms: now,
                 partial_since_ms: None,
@@ -373,7 +381,7 @@ impl Worker {
     /// Stops accepting clients and lets every open client finish what it asked
     /// for, then close.
     pub fn begin_shutdown(&mut self) {
-        self.ctx.shutting_down = true;
+        self.shutting_down = true;
         for (_, c) in self.clients.iter_mut() {
             if c.st.phase == Phase::Open {
                 c.st.phase = Phase::Draining;
