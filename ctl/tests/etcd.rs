@@ -496,7 +496,7 @@ fn a_master_killed_with_the_active_ctld_is_failed_over_by_the_next_one() {
         .unwrap();
     let mut con = sys.dps[0].conn();
     let () = con.set(&key, 1).unwrap();
-    sys.redis[0].1.wait_replicated(1);
+    sys.redis[0].1.wait_replica_synced(&replica);
     let watches = watch(&mut sys);
     // The master and the active ctld die together: the next leader's
     // supervisor finds the master failed and fails it over.

@@ -578,7 +578,7 @@ fn a_migration_follows_its_target_through_an_automatic_failover() {
         (m["progress"]["keys_moved"].as_u64().unwrap_or(0) > 100).then_some(())
     });
     // Wait until the replica has what was moved so far, then kill.
-    sys.servers[&m1].wait_replicated(1);
+    sys.servers[&m1].wait_replica_synced(&sys.servers[&r1]);
     sys.servers.get_mut(&m1).unwrap().kill();
     wait_for("g1 to fail over", Duration::from_secs(30), || {
         (sys.master("g1") == r1).then_some(())
@@ -659,7 +659,7 @@ fn a_group_set_to_read_from_replicas_is_read_from_them_through_managed_data_plan
         .arg("v")
         .query(&mut con)
         .unwrap();
-    sys.servers[&m1].wait_replicated(1);
+    sys.servers[&m1].wait_replica_synced(&sys.servers[&r1]);
     // The first read opens the connection to the replica and, not waiting
     // for it, goes to the master; reads go to the replica once it is open.
     wait_for(

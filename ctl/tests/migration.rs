@@ -772,25 +772,7 @@ fn a_target_failover_mid_move_sends_the_rest_to_the_new_master() {
 /// Waits until `replica` follows `master` with its link up, no sync in
 /// progress and the master's offset, and ctld's checks have seen it so.
 fn wait_synced(sys: &System, master: &Redis, replica: &Redis) {
-    let field = |r: &Redis, name: &str| -> String {
-        let info: String = redis::cmd("INFO")
-            .arg("replication")
-            .query(&mut r.conn())
-            .unwrap();
-        info.lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(':')))
-            .unwrap_or("")
-            .trim()
-            .to_string()
-    };
-    let offset = wait_for("the replica to sync", Duration::from_secs(60), || {
-        let m = field(master, "master_repl_offset");
-        (field(replica, "master_link_status") == "up"
-            && field(replica, "master_sync_in_progress") == "0"
-            && field(replica, "slave_repl_offset") == m)
-            .then_some(m)
-    });
-    let offset: u64 = offset.parse().unwrap();
+    let offset = master.wait_replica_synced(replica);
     wait_for(
         "ctld to see the replica synced",
         Duration::from_secs(60),

@@ -241,18 +241,40 @@ impl Redis {
         Redis::start_with(&["--replicaof", "127.0.0.1", &master.port.to_string()])
     }
 
-    /// Waits until `replicas` replicas have acknowledged every write made
-    /// to this master so far (`WAIT`, asked again until it says so).
-    pub fn wait_replicated(&self, replicas: i64) {
-        let mut con = self.conn();
-        wait_for("the replicas to catch up", Duration::from_secs(60), || {
-            let acked: i64 = redis::cmd("WAIT")
-                .arg(replicas)
-                .arg(1000)
-                .query(&mut con)
+    /// One field of `INFO replication` ("" if absent).
+    pub fn replication_field(&self, name: &str) -> String {
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query(&mut self.conn())
+            .unwrap_or_default();
+        info.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(':')))
+            .unwrap_or("")
+            .trim()
+            .to_string()
+    }
+
+    /// Waits until `replica` has everything written to this master so far,
+    /// through any connection: its link is up, no sync is in progress, and
+    /// its offset has reached the master's offset as read now. (`WAIT` on a
+    /// new connection would not do: it only waits for that connection's own
+    /// writes, and counts a replica whose first sync has just ended.)
+    /// Returns the offset.
+    pub fn wait_replica_synced(&self, replica: &Redis) -> u64 {
+        let target: u64 = self
+            .replication_field("master_repl_offset")
+            .parse()
+            .expect("a master's offset");
+        wait_for("the replica to sync", Duration::from_secs(60), || {
+            let offset: u64 = replica
+                .replication_field("slave_repl_offset")
+                .parse()
                 .ok()?;
-            (acked >= replicas).then_some(())
-        });
+            (replica.replication_field("master_link_status") == "up"
+                && replica.replication_field("master_sync_in_progress") == "0"
+                && offset >= target)
+                .then_some(offset)
+        })
     }
 
     fn try_start(port: u16, extra: &[&str]) -> Option<Redis> {
