@@ -112,7 +112,7 @@ pub fn resolve_all<'a>(
     for name in pending {
         out.entry(name.clone()).or_insert_with(|| {
             Err(Arc::from(format!(
-                "cannot resolve {name:?}: no answer within {}ms; trying again",
+                "cannot resolve {name:?}: no answer within {}ms",
                 deadline.as_millis()
             )))
         });

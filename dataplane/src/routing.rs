@@ -128,28 +128,6 @@ pub enum TableError {
     },
 }
 
-/// Checks that no two resolved servers are one (the snapshot's rules compare
-/// names; two names may resolve to one address).
-fn same_server(groups: &[GroupRoute]) -> Result<(), TableError> {
-    let mut seen: HashMap<SocketAddr, String> = HashMap::new();
-    for g in groups {
-        let master = std::iter::once((&g.master, "master", &g.master_text));
-        let replicas = g.replicas.iter().map(|r| (&r.addr, "replica", &r.text));
-        for (addr, role, text) in master.chain(replicas) {
-            let Ok(addr) = addr else { continue };
-            let this = format!("group {:?}: {role} {text}", g.name);
-            if let Some(first) = seen.insert(*addr, this.clone()) {
-                return Err(TableError::SameServer {
-                    first,
-                    second: this,
-                    addr: *addr,
-                });
-            }
-        }
-    }
-    Ok(())
-}
-
 /// An immutable slot → group map with a version.
 #[derive(Debug)]
 pub struct RoutingTable {
@@ -282,7 +260,6 @@ impl RoutingTable {
                 hold: g.hold,
             })
             .collect();
-        same_server(&groups)?;
         let mut slots: Vec<SlotRoute> = s
             .owners()
             .into_iter()
@@ -306,6 +283,30 @@ impl RoutingTable {
             }
         }
         Ok(RoutingTable::new(s.version, s.slot_count, &slots, groups))
+    }
+
+    /// Whether two of the table's servers, named differently, resolve to one
+    /// address (the snapshot's rules compare names). A standalone file with
+    /// such servers is refused; a managed data plane serves the snapshot
+    /// anyway, as keyway-ctld decided on it, and says so in its log.
+    pub fn same_server(&self) -> Result<(), TableError> {
+        let mut seen: HashMap<SocketAddr, String> = HashMap::new();
+        for g in self.groups.iter() {
+            let master = std::iter::once((&g.master, "master", &g.master_text));
+            let replicas = g.replicas.iter().map(|r| (&r.addr, "replica", &r.text));
+            for (addr, role, text) in master.chain(replicas) {
+                let Ok(addr) = addr else { continue };
+                let this = format!("group {:?}: {role} {text}", g.name);
+                if let Some(first) = seen.insert(*addr, this.clone()) {
+                    return Err(TableError::SameServer {
+                        first,
+                        second: this,
+                        addr: *addr,
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The same routes under another version number.
@@ -535,10 +536,14 @@ mod tests {
         let again = RoutingTable::from_snapshot_with(&typo, &known).unwrap();
         assert_eq!(again.unresolved().count(), 0);
         assert_eq!(again.group(1).master, Ok("127.0.0.1:7009".parse().unwrap()));
-        // Two names of one server are refused, whichever roles they have.
+        // Two names of one server build a table (ctld decided on it) that
+        // says so, whichever roles they have.
         let mut alias = s.clone();
         alias.groups[1].master = "localhost:7000".into();
-        let err = RoutingTable::from_snapshot(&alias).unwrap_err();
+        let err = RoutingTable::from_snapshot(&alias)
+            .unwrap()
+            .same_server()
+            .unwrap_err();
         assert!(
             matches!(&err, TableError::SameServer { addr, .. } if addr.port() == 7000),
             "{err:?}"
@@ -548,7 +553,11 @@ mod tests {
             address: "localhost:7000".into(),
             zone: String::new(),
         }];
-        let err = RoutingTable::from_snapshot(&alias).unwrap_err().to_string();
+        let err = RoutingTable::from_snapshot(&alias)
+            .unwrap()
+            .same_server()
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             err,
             "group \"a\": master 127.0.0.1:7000 and group \"b\": replica localhost:7000 \

@@ -84,8 +84,10 @@ impl From<ReadFromConfig> for ReadFrom {
     }
 }
 
-/// How long a standalone start or reload waits for its names to resolve.
-const RESOLVE_WITHIN: Duration = Duration::from_secs(5);
+/// How long a standalone start or reload waits for its names to resolve: a
+/// resolver's own worst case (glibc: 5 s per try, 2 tries, 3 name servers)
+/// and then some, so that a slow DNS delays the start rather than fails it.
+const RESOLVE_WITHIN: Duration = Duration::from_secs(60);
 
 /// The routing table the file's groups describe, under `version`; every
 /// master and replica must resolve.
@@ -113,7 +115,10 @@ pub(super) fn standalone_table(
         }
         read_policy_warnings(g, zone, warnings);
     }
-    RoutingTable::from_snapshot_with(&snap, &resolved).map_err(|e| invalid(e.to_string()))
+    let table =
+        RoutingTable::from_snapshot_with(&snap, &resolved).map_err(|e| invalid(e.to_string()))?;
+    table.same_server().map_err(|e| invalid(e.to_string()))?;
+    Ok(table)
 }
 
 /// The file's groups as a snapshot: ranges parsed, shared slots dealt out.

@@ -272,6 +272,9 @@ impl Session {
             groups = snapshot.groups.len(),
             "applying snapshot"
         );
+        if let Err(e) = table.same_server() {
+            tracing::warn!(version = snapshot.version, "{e}: they share connections");
+        }
         self.note_unresolved(&table);
         self.snapshot = Some(snapshot);
         self.current = true;
