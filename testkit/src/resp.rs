@@ -81,7 +81,8 @@ pub fn read_replies(s: &mut TcpStream, replies: usize) -> Vec<u8> {
     out
 }
 
-fn complete(buf: &[u8], replies: usize) -> bool {
+/// Whether `buf` starts with `replies` whole replies.
+pub fn complete(buf: &[u8], replies: usize) -> bool {
     let mut at = 0;
     for _ in 0..replies {
         match reply_len(&buf[at..]) {
@@ -90,6 +91,18 @@ fn complete(buf: &[u8], replies: usize) -> bool {
         }
     }
     true
+}
+
+/// Whatever the peer sends within 20 ms (nothing, normally: every reply
+/// asked for has been read).
+pub fn trailing(s: &mut TcpStream) -> Vec<u8> {
+    s.set_read_timeout(Some(Duration::from_millis(20)))
+        .expect("set a read timeout");
+    let mut buf = [0u8; 4096];
+    match s.read(&mut buf) {
+        Ok(n) => buf[..n].to_vec(),
+        Err(_) => Vec::new(),
+    }
 }
 
 /// Whether the peer has closed the connection (reads EOF within 5 s).
