@@ -11,11 +11,12 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use slab::Slab;
 
 use super::backend::{BackendConn, Link, Pool, PoolKey};
+use super::health::{BackendHealth, PublishedHealth};
 use super::replies::Refusal;
 use super::{Action, BackendId};
 use crate::config::LiveConfig;
@@ -185,7 +186,7 @@ impl Backends {
     /// The connection for a request of client slot `slot` on group `g`: a
     /// `read` may go to a replica ([`read_conn`](Self::read_conn)), anything
     /// else to the master ([`conn_for`](Self::conn_for)).
-    #[inline]
+    #[inline(always)]
     pub fn conn(&mut self, g: GroupIndex, read: bool, slot: usize, now_ms: u64) -> usize {
         if read {
             self.read_conn(g, slot, now_ms)
@@ -196,7 +197,7 @@ impl Backends {
 
     /// The connection client slot `slot` uses for group `g`'s master,
     /// starting a connection if it has none.
-    #[inline]
+    #[inline(always)]
     pub fn conn_for(&mut self, g: GroupIndex, slot: usize, now_ms: u64) -> usize {
         self.conn_in(self.group_pools[usize::from(g)], slot, now_ms)
     }
@@ -206,6 +207,9 @@ impl Backends {
     /// connection for `slot` connected — else the master's. A replica
     /// connection not open yet is opened, but the read does not wait for
     /// it: it goes elsewhere.
+    // Not inlined: the request path pays for it only when a group reads
+    // from replicas.
+    #[inline(never)]
     pub fn read_conn(&mut self, g: GroupIndex, slot: usize, now_ms: u64) -> usize {
         let reads = &self.reads[usize::from(g)];
         let n = reads.pools.len();
@@ -297,6 +301,53 @@ impl Backends {
                 } else {
                     i += 1;
                 }
+            }
+        }
+    }
+}
+
+impl Backends {
+    /// Copies the pools' health into `out`; true if a backend had turned
+    /// since the last copy (which it then forgets).
+    pub(super) fn publish_health(&mut self, out: &PublishedHealth, epoch: Instant) -> bool {
+        let at = |ms: Option<u64>| ms.map(|ms| epoch + Duration::from_millis(ms));
+        let pools = &self.pools;
+        let published = out.try_publish(|out| {
+            for pool in pools.iter().filter(|p| p.in_use && p.health.is_known()) {
+                if let PoolKey::Addr(_) = pool.key {
+                    out.push(BackendHealth {
+                        address: pool.text.clone(),
+                        failures: pool.health.failures,
+                        last_error: pool.health.last_error.clone(),
+                        last_success: at(pool.health.last_success_ms),
+                        last_failure: at(pool.health.last_failure_ms),
+                    });
+                }
+            }
+        });
+        let turned = published && self.health_turned;
+        if turned {
+            self.health_turned = false;
+        }
+        turned
+    }
+
+    /// Starts a connection to every failing backend whose backoff is over,
+    /// which is sent a PING (`Worker::backend_connected`): its answer tells
+    /// that the backend is up again even when no request would (no read
+    /// goes to a failing replica; an idle data plane sends nothing).
+    pub(super) fn probe_failing(&mut self, now_ms: u64) {
+        for p in 0..self.pools.len() {
+            let pool = &self.pools[p];
+            if !pool.in_use || pool.health.failures == 0 {
+                continue;
+            }
+            let idle = pool
+                .conns
+                .iter()
+                .position(|&b| matches!(self.conns[b].link, Link::Idle));
+            if let Some(slot) = idle {
+                self.conn_in(p, slot, now_ms);
             }
         }
     }

@@ -15,12 +15,9 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, TryLockError};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use keyway_capnp::control::{BackendReport, MAX_BACKEND_REPORTS};
-
-use super::backend::{Link, PoolKey};
-use super::backends::Backends;
 
 /// One core's record of one backend.
 #[derive(Debug, Default, Clone)]
@@ -164,53 +161,6 @@ pub fn merge<'a>(
     });
     out.truncate(MAX_BACKEND_REPORTS);
     out
-}
-
-impl Backends {
-    /// Copies the pools' health into `out`; true if a backend had turned
-    /// since the last copy (which it then forgets).
-    pub(super) fn publish_health(&mut self, out: &PublishedHealth, epoch: Instant) -> bool {
-        let at = |ms: Option<u64>| ms.map(|ms| epoch + Duration::from_millis(ms));
-        let pools = &self.pools;
-        let published = out.try_publish(|out| {
-            for pool in pools.iter().filter(|p| p.in_use && p.health.is_known()) {
-                if let PoolKey::Addr(_) = pool.key {
-                    out.push(BackendHealth {
-                        address: pool.text.clone(),
-                        failures: pool.health.failures,
-                        last_error: pool.health.last_error.clone(),
-                        last_success: at(pool.health.last_success_ms),
-                        last_failure: at(pool.health.last_failure_ms),
-                    });
-                }
-            }
-        });
-        let turned = published && self.health_turned;
-        if turned {
-            self.health_turned = false;
-        }
-        turned
-    }
-
-    /// Starts a connection to every failing backend whose backoff is over,
-    /// which is sent a PING (`Worker::backend_connected`): its answer tells
-    /// that the backend is up again even when no request would (no read
-    /// goes to a failing replica; an idle data plane sends nothing).
-    pub(super) fn probe_failing(&mut self, now_ms: u64) {
-        for p in 0..self.pools.len() {
-            let pool = &self.pools[p];
-            if !pool.in_use || pool.health.failures == 0 {
-                continue;
-            }
-            let idle = pool
-                .conns
-                .iter()
-                .position(|&b| matches!(self.conns[b].link, Link::Idle));
-            if let Some(slot) = idle {
-                self.conn_in(p, slot, now_ms);
-            }
-        }
-    }
 }
 
 #[cfg(test)]
