@@ -216,19 +216,7 @@ pub fn managed_keyway(bin: &Path, dir: &Path, controls: &str) -> anyhow::Result<
 
 /// A redis-server on `port` with persistence off, its files in `dir`.
 fn redis_command(dir: &Path, port: u16, replica_of: Option<SocketAddr>) -> Command {
-    let mut cmd = Command::new("redis-server");
-    cmd.args([
-        "--port",
-        &port.to_string(),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-    ])
-    .arg("--dir")
-    .arg(dir);
+    let mut cmd = keyway_testkit::redis_command(port, dir);
     if let Some(m) = replica_of {
         cmd.args(["--replicaof", &m.ip().to_string(), &m.port().to_string()]);
     }

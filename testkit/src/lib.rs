@@ -106,6 +106,17 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// `redis-server` on 127.0.0.1:`port` with persistence off and its files in
+/// `dir` (more arguments may follow).
+pub fn redis_command(port: u16, dir: &Path) -> Command {
+    let mut cmd = Command::new("redis-server");
+    cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(dir);
+    cmd
+}
+
 /// A binary of this workspace, built from the current tree: the first call
 /// for each binary runs `cargo build` for its package (a no-op when it is
 /// fresh), so a stale binary from an older build is never run silently.
@@ -280,20 +291,8 @@ impl Redis {
     fn try_start(port: u16, extra: &[&str]) -> Option<Redis> {
         let dir = TempDir::new("redis");
         let child = die_with_parent(
-            Command::new("redis-server")
-                .args([
-                    "--port",
-                    &port.to_string(),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                ])
+            redis_command(port, dir.path())
                 .args(extra)
-                .arg("--dir")
-                .arg(dir.path())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null()),
         )

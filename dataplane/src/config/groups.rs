@@ -84,6 +84,15 @@ impl From<ReadFromConfig> for ReadFrom {
     }
 }
 
+impl From<&ReplicaConfig> for snapshot::Replica {
+    fn from(r: &ReplicaConfig) -> snapshot::Replica {
+        snapshot::Replica {
+            address: r.address.clone(),
+            zone: r.zone.clone(),
+        }
+    }
+}
+
 /// How long a standalone start or reload waits for its names to resolve: a
 /// resolver's own worst case (glibc: 5 s per try, 2 tries, 3 name servers)
 /// and then some, so that a slow DNS delays the start rather than fails it.
@@ -168,14 +177,7 @@ fn file_snapshot(
             .map(|g| snapshot::Group {
                 name: g.name.clone(),
                 master: g.master.clone(),
-                replicas: g
-                    .replicas
-                    .iter()
-                    .map(|r| snapshot::Replica {
-                        address: r.address.clone(),
-                        zone: r.zone.clone(),
-                    })
-                    .collect(),
+                replicas: g.replicas.iter().map(snapshot::Replica::from).collect(),
                 zone: String::new(),
                 read_from: g.read_from.into(),
                 hold: false,

@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 
 use slab::Slab;
 
-use super::backend::{BackendConn, Link, Pool, PoolKey};
+use super::backend::{BackendConn, Link, Owner, Pool, PoolKey};
 use super::health::{BackendHealth, PublishedHealth};
 use super::replies::Refusal;
-use super::{Action, BackendId};
+use super::{Action, BackendId, Wake};
 use crate::config::LiveConfig;
 use crate::routing::{GroupIndex, GroupRoute, ReadFrom};
 
@@ -181,6 +181,32 @@ impl Backends {
     /// Bytes the connections hold in keyway's buffers.
     pub fn buffered_bytes(&self) -> usize {
         self.conns.iter().map(|(_, b)| b.buffered_bytes()).sum()
+    }
+
+    /// Appends a request to connection `b` for `owner`, routed under
+    /// `version`: its bytes (`write`), its entry in the in-flight FIFO, and
+    /// a wakeup if the connection is up. True if the write buffer is now
+    /// past `limit` (the sending client should pause).
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    pub fn append(
+        &mut self,
+        b: usize,
+        owner: Owner,
+        version: u64,
+        now_ms: u64,
+        limit: u64,
+        wake: &mut Wake,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) -> bool {
+        let conn = &mut self.conns[b];
+        write(conn.out.buf_mut());
+        conn.sent(owner, version, now_ms);
+        let full = conn.out.len() as u64 > limit;
+        if matches!(conn.link, Link::Up) {
+            wake.backend(conn, b);
+        }
+        full
     }
 
     /// The connection for a request of client slot `slot` on group `g`: a

@@ -5,8 +5,9 @@ use std::net::SocketAddr;
 
 use keyway_protocol::resp::RequestParser;
 
+use super::backend::{Owner, Purpose};
 use super::outbuf::OutBuf;
-use super::pending::ReplyQueue;
+use super::pending::{ReplyQueue, Seq};
 use super::replies::Refusal;
 
 /// Identifies a client within its worker: slab index plus generation, so a
@@ -100,6 +101,18 @@ pub(crate) struct Client {
 }
 
 impl ClientState {
+    /// Who awaits the backend reply to this client's request `seq`, and
+    /// what it is for.
+    #[inline]
+    pub fn owner(&self, seq: Seq, purpose: Purpose) -> Owner {
+        Owner::Client {
+            idx: self.me.idx,
+            gen: self.me.gen,
+            seq,
+            purpose,
+        }
+    }
+
     /// Bytes of replies not yet written, including those held back for order.
     #[inline]
     pub fn pending_output(&self) -> usize {

@@ -4,7 +4,7 @@
 use keyway_protocol::command::{self, extract_keys, flag, CommandSpec, Lookup};
 use keyway_protocol::resp::{encode, Args, Frame};
 
-use super::backend::{Link, Owner, Purpose};
+use super::backend::Purpose;
 use super::client::{Client, ClientState, Phase};
 use super::local::{self, LocalCtx};
 use super::moves::Migrator;
@@ -375,22 +375,12 @@ impl Ctx {
             };
         }
         let version = self.cfg.table.version;
-        let conn = &mut self.backends.conns[b];
-        write(conn.out.buf_mut());
-        let owner = Owner::Client {
-            idx: st.me.idx,
-            gen: st.me.gen,
-            seq,
-            purpose,
-        };
-        conn.sent(owner, version, self.now_ms);
-        if conn.out.len() as u64 > self.cfg.backend.write_buffer_limit {
+        let owner = st.owner(seq, purpose);
+        let limit = self.cfg.backend.write_buffer_limit;
+        if (self.backends).append(b, owner, version, self.now_ms, limit, &mut self.wake, write) {
             self.backpressure = Some(b);
         }
         self.versions.add(version);
-        if matches!(conn.link, Link::Up) {
-            self.wake.backend(conn, b);
-        }
     }
 
     /// The target of a request all of whose keys must be in one group.

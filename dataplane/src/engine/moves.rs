@@ -36,7 +36,7 @@
 
 use keyway_protocol::resp::encode;
 
-use super::backend::{Link, Owner, Purpose};
+use super::backend::Purpose;
 use super::backends::Backends;
 use super::client::ClientState;
 use super::deferred::{keep_back, kept, Scheduler};
@@ -223,22 +223,12 @@ impl<'a> Migrator<'a> {
         write: impl FnOnce(&mut Vec<u8>),
     ) {
         let version = self.cfg.table.version;
-        let conn = &mut self.backends.conns[b];
-        write(conn.out.buf_mut());
-        let owner = Owner::Client {
-            idx: st.me.idx,
-            gen: st.me.gen,
-            seq,
-            purpose,
-        };
-        conn.sent(owner, version, self.now_ms);
-        if conn.out.len() as u64 > self.cfg.backend.write_buffer_limit {
+        let owner = st.owner(seq, purpose);
+        let limit = self.cfg.backend.write_buffer_limit;
+        if (self.backends).append(b, owner, version, self.now_ms, limit, self.wake, write) {
             *self.backpressure = Some(b);
         }
         self.versions.add(version);
-        if matches!(conn.link, Link::Up) {
-            self.wake.backend(conn, b);
-        }
     }
 }
 
