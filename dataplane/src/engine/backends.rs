@@ -185,8 +185,9 @@ impl Backends {
 
     /// Appends a request to connection `b` for `owner`, routed under
     /// `version`: its bytes (`write`), its entry in the in-flight FIFO, and
-    /// a wakeup if the connection is up. True if the write buffer is now
-    /// past `limit` (the sending client should pause).
+    /// a wakeup if the connection is up. If the write buffer is now past
+    /// `limit`, `backpressure` names the connection (the sending client
+    /// pauses).
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
     pub fn append(
@@ -197,16 +198,18 @@ impl Backends {
         now_ms: u64,
         limit: u64,
         wake: &mut Wake,
+        backpressure: &mut Option<usize>,
         write: impl FnOnce(&mut Vec<u8>),
-    ) -> bool {
+    ) {
         let conn = &mut self.conns[b];
         write(conn.out.buf_mut());
         conn.sent(owner, version, now_ms);
-        let full = conn.out.len() as u64 > limit;
+        if conn.out.len() as u64 > limit {
+            *backpressure = Some(b);
+        }
         if matches!(conn.link, Link::Up) {
             wake.backend(conn, b);
         }
-        full
     }
 
     /// The connection for a request of client slot `slot` on group `g`: a

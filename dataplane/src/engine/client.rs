@@ -103,7 +103,7 @@ pub(crate) struct Client {
 impl ClientState {
     /// Who awaits the backend reply to this client's request `seq`, and
     /// what it is for.
-    #[inline]
+    #[inline(always)]
     pub fn owner(&self, seq: Seq, purpose: Purpose) -> Owner {
         Owner::Client {
             idx: self.me.idx,

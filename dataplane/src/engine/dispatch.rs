@@ -377,9 +377,17 @@ impl Ctx {
         let version = self.cfg.table.version;
         let owner = st.owner(seq, purpose);
         let limit = self.cfg.backend.write_buffer_limit;
-        if (self.backends).append(b, owner, version, self.now_ms, limit, &mut self.wake, write) {
-            self.backpressure = Some(b);
-        }
+        let (wake, backpressure) = (&mut self.wake, &mut self.backpressure);
+        (self.backends).append(
+            b,
+            owner,
+            version,
+            self.now_ms,
+            limit,
+            wake,
+            backpressure,
+            write,
+        );
         self.versions.add(version);
     }
 
