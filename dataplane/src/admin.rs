@@ -96,6 +96,12 @@ pub fn start(
                 if let Err(why) = lock(&open).enter(peer) {
                     let _ = conn.set_nonblocking(true);
                     let _ = respond(&mut conn, 429, "text/plain", why);
+                    // Close after what the client has sent so far is read
+                    // (without waiting for more): unread input would turn
+                    // the close into a reset, which may discard the reply
+                    // before the client reads it.
+                    let _ = conn.shutdown(std::net::Shutdown::Write);
+                    let _ = std::io::Read::read(&mut conn, &mut [0u8; 4096]);
                     continue;
                 }
                 let (source, shared, done) = (source.clone(), shared.clone(), open.clone());
@@ -219,10 +225,12 @@ fn respond(conn: &mut TcpStream, status: u16, kind: &str, body: &str) -> std::io
         503 => "Service Unavailable",
         _ => "Service Unavailable",
     };
-    let head = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+    // One write, so the response leaves in one segment: a refusal is
+    // followed at once by a close, and a reset of the connection (the
+    // client's request unread) must not cut the body off.
+    let response = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
-    conn.write_all(head.as_bytes())?;
-    conn.write_all(body.as_bytes())
+    conn.write_all(response.as_bytes())
 }
