@@ -43,14 +43,26 @@ pub fn parse_duration(s: &str) -> Result<Millis, DurationError> {
     keyway_capnp::duration::parse_millis(s).map(Millis)
 }
 
+/// Why a size does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SizeError {
+    /// No number first.
+    #[error("invalid size {0:?}: expected e.g. 1024, \"64kb\", \"512mb\"")]
+    Number(String),
+    /// An unknown unit.
+    #[error("invalid size {0:?}: the unit must be b, k, kb, m, mb, g or gb")]
+    Unit(String),
+    /// More than 2^64 - 1 bytes.
+    #[error("size {0:?} is too large")]
+    TooLarge(String),
+}
+
 /// Parses a byte size: a plain number of bytes, or a number with a unit.
-pub fn parse_size(s: &str) -> Result<u64, String> {
+pub fn parse_size(s: &str) -> Result<u64, SizeError> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("invalid size {s:?}: expected e.g. 1024, \"64kb\", \"512mb\""))?;
+    let n: u64 = num.parse().map_err(|_| SizeError::Number(s.into()))?;
     let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" => 1000,
@@ -59,14 +71,10 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "mb" | "mib" => 1 << 20,
         "g" => 1_000_000_000,
         "gb" | "gib" => 1 << 30,
-        _ => {
-            return Err(format!(
-                "invalid size {s:?}: the unit must be b, k, kb, m, mb, g or gb"
-            ))
-        }
+        _ => return Err(SizeError::Unit(s.into())),
     };
     n.checked_mul(scale)
-        .ok_or_else(|| format!("size {s:?} is too large"))
+        .ok_or_else(|| SizeError::TooLarge(s.into()))
 }
 
 /// Deserializes a duration string.
