@@ -18,6 +18,7 @@ use slab::Slab;
 use super::backend::{BackendConn, Link, Owner, Pool, PoolKey};
 use super::health::{BackendHealth, PublishedHealth};
 use super::replies::Refusal;
+use super::versions::VersionCounts;
 use super::{Action, BackendId, Wake};
 use crate::config::LiveConfig;
 use crate::routing::{GroupIndex, GroupRoute, ReadFrom};
@@ -183,30 +184,32 @@ impl Backends {
         self.conns.iter().map(|(_, b)| b.buffered_bytes()).sum()
     }
 
-    /// Appends a request to connection `b` for `owner`, routed under
-    /// `version`: its bytes (`write`), its entry in the in-flight FIFO, and
-    /// a wakeup if the connection is up. If the write buffer is now past
-    /// `limit`, `backpressure` names the connection (the sending client
-    /// pauses).
+    /// Appends a request to connection `b` for `owner`, routed under the
+    /// table of `cfg`: its bytes (`write`), its entry in the in-flight FIFO
+    /// and in `versions`, and a wakeup if the connection is up. If the write
+    /// buffer is now past `backend.write_buffer_limit`, `backpressure` names
+    /// the connection (the sending client pauses).
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
     pub fn append(
         &mut self,
         b: usize,
         owner: Owner,
-        version: u64,
+        cfg: &LiveConfig,
         now_ms: u64,
-        limit: u64,
+        versions: &mut VersionCounts,
         wake: &mut Wake,
         backpressure: &mut Option<usize>,
         write: impl FnOnce(&mut Vec<u8>),
     ) {
+        let version = cfg.table.version;
         let conn = &mut self.conns[b];
         write(conn.out.buf_mut());
         conn.sent(owner, version, now_ms);
-        if conn.out.len() as u64 > limit {
+        if conn.out.len() as u64 > cfg.backend.write_buffer_limit {
             *backpressure = Some(b);
         }
+        versions.add(version);
         if matches!(conn.link, Link::Up) {
             wake.backend(conn, b);
         }

@@ -374,21 +374,19 @@ impl Ctx {
                 }
             };
         }
-        let version = self.cfg.table.version;
         let owner = st.owner(seq, purpose);
-        let limit = self.cfg.backend.write_buffer_limit;
-        let (wake, backpressure) = (&mut self.wake, &mut self.backpressure);
+        let (cfg, now_ms) = (&*self.cfg, self.now_ms);
+        let (versions, wake) = (&mut self.versions, &mut self.wake);
         (self.backends).append(
             b,
             owner,
-            version,
-            self.now_ms,
-            limit,
+            cfg,
+            now_ms,
+            versions,
             wake,
-            backpressure,
+            &mut self.backpressure,
             write,
         );
-        self.versions.add(version);
     }
 
     /// The target of a request all of whose keys must be in one group.

@@ -222,21 +222,19 @@ impl<'a> Migrator<'a> {
         purpose: Purpose,
         write: impl FnOnce(&mut Vec<u8>),
     ) {
-        let version = self.cfg.table.version;
         let owner = st.owner(seq, purpose);
-        let limit = self.cfg.backend.write_buffer_limit;
-        let (wake, backpressure) = (&mut *self.wake, &mut *self.backpressure);
+        let (cfg, now_ms) = (self.cfg, self.now_ms);
+        let (versions, wake) = (&mut *self.versions, &mut *self.wake);
         (self.backends).append(
             b,
             owner,
-            version,
-            self.now_ms,
-            limit,
+            cfg,
+            now_ms,
+            versions,
             wake,
-            backpressure,
+            self.backpressure,
             write,
         );
-        self.versions.add(version);
     }
 }
 
