@@ -69,7 +69,10 @@ impl Scheduler {
     ) {
         let d = kept(
             Req {
-                place: Place::NEW,
+                place: Place {
+                    exec: req.place.exec,
+                    ..Place::NEW
+                },
                 ..req
             },
             now_ms,
@@ -186,6 +189,7 @@ pub(super) fn kept(req: Req<'_>, now_ms: u64) -> Deferred {
         frame,
         attempt: place.attempt,
         since_ms: place.since_ms.unwrap_or(now_ms),
+        exec: place.exec,
         ..Deferred::default()
     }
 }
@@ -286,8 +290,13 @@ impl Worker {
             let Some(c) = live_client(&mut self.clients, idx, gen) else {
                 return;
             };
+            if c.st.blocked.is_some() {
+                // Nothing of a blocked client runs until its reply.
+                return;
+            }
+            let head = c.st.queue.head();
             let seq = match c.st.queue.first_kept() {
-                Some((seq, d)) if d.ready() => seq,
+                Some((seq, d)) if d.ready() && (!d.barrier || seq == head) => seq,
                 _ => return,
             };
             let Some(d) = c.st.queue.take_deferred(seq) else {
@@ -299,6 +308,7 @@ impl Worker {
                 moved: d.moved_at == Some(version),
                 attempt: d.attempt,
                 since_ms: Some(d.since_ms),
+                exec: d.exec,
             };
             if let Some(why) = &d.failure {
                 if d.attempt + 1 >= self.ctx.cfg.migration.move_attempts {

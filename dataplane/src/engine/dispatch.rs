@@ -38,8 +38,9 @@ impl Ctx {
             if c.st.phase != Phase::Open {
                 return buf.len();
             }
-            if c.st.blocked_on.is_some() {
-                // Bytes that arrived before the transport stopped reading.
+            if c.st.blocked_on.is_some() || c.st.blocked.is_some() {
+                // Bytes that arrived before the transport stopped reading,
+                // or while a blocking command of the client's is in flight.
                 break;
             }
             if c.st.queue.len() >= max_pipeline {
@@ -95,6 +96,15 @@ impl Ctx {
         if place.at.is_none() {
             self.stats.requests += 1;
         }
+        if place.exec || st.tx.is_some() {
+            // Cold: a transaction is open, or this is one's EXEC.
+            if place.exec {
+                return self.exec_block(st, req);
+            }
+            if place.at.is_none() && self.in_multi(st, req) {
+                return;
+            }
+        }
         let spec = match command::lookup(args.get(0), args.try_get(1)) {
             Lookup::Found(s) => s,
             // Not Redis commands, so checked off the hot path.
@@ -133,7 +143,7 @@ impl Ctx {
             && st.queue.has_kept()
             && matches!(
                 policy,
-                Policy::Route { .. } | Policy::Split(_) | Policy::FanOut(_)
+                Policy::Route { .. } | Policy::Split(_) | Policy::FanOut(_) | Policy::Block(_)
             )
         {
             return self
@@ -166,8 +176,13 @@ impl Ctx {
             } => self.route(st, spec, keyless, block_option, read, req),
             Policy::Split(kind) => self.split(st, kind, read, req),
             Policy::FanOut(kind) => self.fan_out(st, kind, read, req),
+            Policy::Tx(cmd) => self.tx_command(st, cmd, req),
+            Policy::Block(blocking) => self.block(st, blocking, req),
             Policy::Local(cmd) => {
                 self.stats.requests_local += 1;
+                if cmd == super::policy::Local::Reset {
+                    self.reset_state(st);
+                }
                 let ctx = LocalCtx {
                     shared: &self.shared,
                     cfg: &self.cfg,
@@ -220,7 +235,9 @@ impl Ctx {
     ) {
         let Req { args, place, .. } = req;
         if block_option && stream_read_blocks(args) {
-            return self.refuse(st, &Refusal::BlockUnsupported { spec }, place);
+            if let Some(blocking) = super::blocking::Blocking::of(spec.name) {
+                return self.block(st, blocking, req);
+            }
         }
         let mut keys = std::mem::take(&mut self.scratch.keys);
         keys.clear();
@@ -235,7 +252,7 @@ impl Ctx {
 
     /// Sends, holds, moves first, or refuses, as the keys' target says; a
     /// `read` on stable slots may go to a replica.
-    fn send_to_target(
+    pub(super) fn send_to_target(
         &mut self,
         st: &mut ClientState,
         target: Result<Target, Refusal<'_>>,
@@ -256,7 +273,10 @@ impl Ctx {
     /// `read`, to a replica it reads from if one is up.
     fn forward(&mut self, st: &mut ClientState, g: GroupIndex, read: bool, req: Req<'_>) {
         let Req { args, raw, place } = req;
-        let b = self.backends.conn(g, read, st.conn_slot, self.now_ms);
+        let b = match st.pin {
+            None => self.backends.conn(g, read, st.conn_slot, self.now_ms),
+            Some(_) => self.client_conn(st, g, read),
+        };
         if let Some(why) = self.backends.down_error(b) {
             self.stats.errors_backend += 1;
             self.stats.requests_local += 1;
@@ -314,7 +334,7 @@ impl Ctx {
         self.stats.requests_split += 1;
         for (part, &g) in sc.part_groups.iter().enumerate() {
             let part = part as u16;
-            let b = self.backends.conn(g, read, st.conn_slot, self.now_ms);
+            let b = self.client_conn(st, g, read);
             self.enqueue(st, b, seq, Purpose::Part(part), |out| {
                 write_part(out, kind, args, &sc.keys, &sc.key_parts, part)
             });
@@ -334,9 +354,7 @@ impl Ctx {
         let seq = merge_in_place(st, place, merge);
         self.stats.requests_split += 1;
         for g in 0..groups {
-            let b = self
-                .backends
-                .conn(g as GroupIndex, read, st.conn_slot, self.now_ms);
+            let b = self.client_conn(st, g as GroupIndex, read);
             self.enqueue(st, b, seq, Purpose::Part(g as u16), |out| match raw {
                 Some(bytes) => out.extend_from_slice(bytes),
                 None => encode::request(out, args),
@@ -364,6 +382,8 @@ impl Ctx {
                 Purpose::Part(part) => st
                     .queue
                     .complete_part(seq, part, &reply, out, 0, |_| Vec::new()),
+                // A transaction's EXEC gets the error (its slot waits).
+                Purpose::Skip => {}
                 // Moves go through `Migrator::send` once their source is
                 // known to be up; one that found it down here would fail
                 // as its reply would.

@@ -14,9 +14,11 @@
 mod backend;
 mod backend_io;
 mod backends;
+pub mod blocking;
 mod client;
 #[cfg(test)]
 mod count_tests;
+mod dedicated;
 mod deferred;
 mod dispatch;
 pub mod health;
@@ -42,6 +44,9 @@ mod route;
 mod shared;
 mod sink;
 pub mod split;
+mod stateful;
+#[cfg(test)]
+mod stateful_tests;
 mod stats;
 mod timers;
 mod versions;
@@ -170,6 +175,12 @@ pub(crate) struct Ctx {
     memory: limits::MemoryBudget,
     /// Rate limit of the log lines about closed clients.
     log: limits::LogLimit,
+    /// Dedicated connections whose blocking command was answered, to give
+    /// back after the replies are delivered (see [`sink::Sink::released`]).
+    released: Vec<usize>,
+    /// Push-backs of what orphaned blocking commands popped (see
+    /// [`sink::Sink::restores`]).
+    restores: Vec<Vec<u8>>,
 }
 
 impl Ctx {

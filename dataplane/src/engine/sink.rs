@@ -7,7 +7,9 @@
 
 use slab::Slab;
 
-use super::backend::{BackendConn, Inflight, Owner, Purpose};
+use keyway_protocol::resp::integer_reply;
+
+use super::backend::{BackendConn, Inflight, Internal, Owner, Purpose};
 use super::client::Client;
 use super::deferred::Scheduler;
 use super::limits::{self, close_for_output};
@@ -51,9 +53,42 @@ pub(super) struct Sink<'a> {
     /// The largest reply forwarded, and the setting that says so.
     pub reply_limit: (u64, &'static str),
     pub max_pipeline: usize,
+    /// Dedicated connections whose blocking command was answered: given
+    /// back by the caller.
+    pub released: &'a mut Vec<usize>,
+    /// Elements orphaned blocking commands popped, to push back (see
+    /// [`super::blocking`]) on the connection being read.
+    pub restores: &'a mut Vec<Vec<u8>>,
 }
 
 impl Sink<'_> {
+    /// A reply to keyway's own request on a dedicated connection.
+    #[cold]
+    fn internal(&mut self, conn: &mut BackendConn, what: Internal, reply: &[u8]) {
+        match what {
+            Internal::ConnId => {
+                if let Some(d) = conn.dedicated.as_mut() {
+                    d.backend_id = integer_reply(reply);
+                }
+            }
+            Internal::Orphan(restore) => {
+                if let Some(cmd) = super::blocking::restore_command(restore, reply) {
+                    self.stats.elements_restored += 1;
+                    self.restores.push(cmd);
+                }
+            }
+            Internal::Restored => {
+                if reply.first() == Some(&b'-') {
+                    tracing::warn!(
+                        reply = %String::from_utf8_lossy(&reply[..reply.len().min(200)]).trim_end(),
+                        "could not push back elements a blocking command popped after its client left"
+                    );
+                }
+            }
+            Internal::Ignore => {}
+        }
+    }
+
     /// Frames every complete reply at the start of `buf` and delivers it to
     /// the request at the head of `conn`'s in-flight queue. Returns the bytes
     /// consumed, or why the connection can no longer be trusted.
@@ -78,6 +113,12 @@ impl Sink<'_> {
                     let Some(entry) = conn.inflight.pop_front() else {
                         return Err(BackendFault::Unsolicited);
                     };
+                    if let Owner::Internal(what) = entry.owner {
+                        self.versions.done(entry.version);
+                        self.internal(conn, what, &buf[at..at + len]);
+                        at += len;
+                        continue;
+                    }
                     let size = conn.skipped + len as u64;
                     let (limit, key) = self.reply_limit;
                     if size > limit {
@@ -126,6 +167,9 @@ impl Sink<'_> {
             Owner::MoveBatch { id } => return self.sched.batch_replied(self.clients, id, reply),
             // The probe's reply only tells that the backend is up.
             Owner::Probe => return,
+            // (Replies are handled by `internal`; this is an error for a
+            // connection that failed.)
+            Owner::Internal(_) => return,
         };
         let Some(c) = live_client(self.clients, idx, gen) else {
             self.stats.replies_orphaned += 1;
@@ -136,7 +180,23 @@ impl Sink<'_> {
             return;
         }
         match purpose {
-            Purpose::Whole => st.queue.complete(seq, reply, st.out.buf_mut()),
+            Purpose::Whole => {
+                st.queue.complete(seq, reply, st.out.buf_mut());
+                if let Some(b) = st.blocked {
+                    if b.seq == seq {
+                        // The block is over: the client goes on.
+                        st.blocked = None;
+                        if b.leased {
+                            self.released.push(b.b);
+                        }
+                        self.resume.push(idx);
+                        if st.queue.has_kept() {
+                            self.sched.ready(idx, gen);
+                        }
+                    }
+                }
+            }
+            Purpose::Skip => return,
             Purpose::Part(part) => {
                 let hard = self.hard_limit;
                 let stats = &mut *self.stats;
@@ -165,6 +225,10 @@ impl Sink<'_> {
                 }
                 return;
             }
+        }
+        if st.queue.has_kept() && st.queue.barrier_ready() {
+            // A request waiting for every earlier one to be answered.
+            self.sched.ready(idx, gen);
         }
         if self.hard_limit > 0 && st.pending_output() > self.hard_limit {
             close_for_output(st, self.hard_limit, self.now_ms, self.log, self.wake);

@@ -133,6 +133,9 @@ impl Worker {
             self.fail_backend(idx, &reason);
         }
         self.ctx.backends.probe_failing(self.ctx.now_ms);
+        let ctx = &mut self.ctx;
+        ctx.backends
+            .tick_dedicated(&ctx.cfg, ctx.now_ms, &mut ctx.versions, &mut ctx.wake);
         let mut closed = Vec::new();
         self.ctx.backends.close_retired(&mut closed);
         for (b, had_socket) in closed {
@@ -140,7 +143,9 @@ impl Worker {
                 self.ctx.wake.backends.push(b as u32);
             }
             self.release_backpressure(b);
-            self.ctx.backends.conns.remove(b);
+            if self.ctx.backends.conns.remove(b).dedicated.is_some() {
+                self.ctx.backends.dedicated -= 1;
+            }
         }
     }
 

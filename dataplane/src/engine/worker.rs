@@ -63,12 +63,14 @@ impl Worker {
             backpressure: None,
             memory: Default::default(),
             log: Default::default(),
+            released: Vec::new(),
+            restores: Vec::new(),
         };
         ctx.apply(cfg);
         Worker {
             clients: Slab::new(),
             ctx,
-            reparser: RequestParser::new(Default::default()),
+            reparser: RequestParser::new(super::stateful::trusted_limits()),
             next_gen: 0,
             next_conn_slot: core,
             shutting_down: false,
@@ -181,6 +183,9 @@ impl Worker {
                 blocked_on: None,
                 dirty: false,
                 limits_version: self.ctx.cfg_seq,
+                tx: None,
+                pin: None,
+                blocked: None,
             },
         });
         Ok(me)
@@ -237,7 +242,7 @@ impl Worker {
             c.st.inbuf = buf;
         }
         let st = &mut c.st;
-        st.partial_since_ms = if st.inbuf.is_empty() || !st.readable() {
+        st.partial_since_ms = if st.inbuf.is_empty() || !st.readable() || st.blocked.is_some() {
             None
         } else {
             st.partial_since_ms.or(Some(now))
@@ -285,10 +290,19 @@ impl Worker {
 
     /// The client closed its sending side: answer what was asked, then close.
     pub fn client_eof(&mut self, id: ClientId) {
-        if let Some(c) = self.client_mut(id) {
-            if c.st.phase == Phase::Open {
-                c.st.phase = Phase::Draining;
-            }
+        let Some(c) = live_client(&mut self.clients, id.idx, id.gen) else {
+            return;
+        };
+        if c.st.blocked.is_some() {
+            // As Redis does, a client that closes while blocked is gone at
+            // once: its block is ended at Redis (see `engine::blocking`).
+            self.ctx.client_leaving(&mut c.st);
+            c.st.phase = Phase::Kill;
+            self.ctx.wake.client(&mut c.st);
+            return;
+        }
+        if c.st.phase == Phase::Open {
+            c.st.phase = Phase::Draining;
         }
     }
 
@@ -348,7 +362,10 @@ impl Worker {
     /// The client's socket is closed; forget it. Replies still in flight for it
     /// are dropped when they arrive.
     pub fn client_gone(&mut self, id: ClientId) {
-        if self.client(id).is_some() {
+        if let Some(c) = live_client(&mut self.clients, id.idx, id.gen) {
+            if c.st.blocked.is_some() || c.st.pin.is_some() || c.st.tx.is_some() {
+                self.ctx.client_leaving(&mut c.st);
+            }
             self.clients.remove(id.idx as usize);
             self.ctx.shared.clients.fetch_sub(1, Ordering::Relaxed);
             self.ctx.stats.clients_closed += 1;

@@ -1,0 +1,290 @@
+//! Blocking commands: `BLPOP`, `BRPOP`, `BLMOVE`, `BRPOPLPUSH`, `BLMPOP`,
+//! `BZPOPMIN`, `BZPOPMAX`, `BZMPOP`, `XREAD … BLOCK`, `XREADGROUP … BLOCK`.
+//!
+//! Each is sent on a connection dedicated to its client (see
+//! [`super::dedicated`]), so that it blocks no other client of the core.
+//! While it is blocked the client's later requests are read but not run
+//! (Redis runs nothing of a blocked client either); the reply ends the block,
+//! gives the connection back and lets the client go on. The reply is awaited
+//! as long as the command's own timeout plus `backend.timeout` (forever for
+//! a timeout of 0): see [`deadline_ms`].
+//!
+//! A client that leaves while blocked (closes, or is closed) gives its
+//! connection back at once: keyway sends `CLIENT UNBLOCK` for it, and the
+//! block ends with the command's timeout reply. If the command had popped
+//! elements before the unblock reached Redis, its reply carries them and
+//! nobody would read it: keyway pushes them back where they were taken from
+//! ([`Restore`], [`restore_command`]): `LPUSH` for a pop from the left,
+//! `RPUSH` for one from the right, `ZADD` with their scores for a sorted
+//! set, in an order that puts each element back in its place. `BLMOVE` and
+//! `BRPOPLPUSH` need nothing: the element is in the destination list, as it
+//! would be in Redis had the client left just after; `XREAD` consumes
+//! nothing; `XREADGROUP` leaves its entries in the group's pending list,
+//! where `XPENDING`/`XCLAIM` find them, as in Redis.
+
+use keyway_protocol::resp::{array_elements, encode, Args};
+
+/// What to do with the elements a blocking command popped for a client
+/// that has left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restore {
+    /// Nothing was taken (or it is where Redis would leave it).
+    Nothing,
+    /// `LPUSH` them back (popped from the left).
+    PushLeft,
+    /// `RPUSH` them back (popped from the right).
+    PushRight,
+    /// `ZADD` them back with their scores.
+    ZAdd,
+}
+
+/// Where a blocking command keeps its timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timeout {
+    /// The last argument, in seconds (`BLPOP k… timeout`).
+    LastSeconds,
+    /// The first argument, in seconds (`BLMPOP timeout numkeys …`).
+    FirstSeconds,
+    /// A `BLOCK ms` option (`XREAD`, `XREADGROUP`).
+    BlockOption,
+}
+
+/// A blocking command as keyway serves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Blocking {
+    timeout: Timeout,
+    restore: RestoreRule,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RestoreRule {
+    Always(Restore),
+    /// `BLMPOP`: `LEFT` or `RIGHT` after the keys.
+    ListDirection,
+}
+
+impl Blocking {
+    /// The blocking form of command `name`, if it has one.
+    pub fn of(name: &str) -> Option<Blocking> {
+        use RestoreRule::*;
+        use Timeout::*;
+        let (timeout, restore) = match name {
+            "blpop" => (LastSeconds, Always(Restore::PushLeft)),
+            "brpop" => (LastSeconds, Always(Restore::PushRight)),
+            "blmove" | "brpoplpush" => (LastSeconds, Always(Restore::Nothing)),
+            "bzpopmin" | "bzpopmax" => (LastSeconds, Always(Restore::ZAdd)),
+            "blmpop" => (FirstSeconds, ListDirection),
+            "bzmpop" => (FirstSeconds, Always(Restore::ZAdd)),
+            "xread" | "xreadgroup" => (BlockOption, Always(Restore::Nothing)),
+            _ => return None,
+        };
+        Some(Blocking { timeout, restore })
+    }
+
+    /// How elements this call pops are put back if its client leaves.
+    pub fn restore(&self, args: &Args<'_>) -> Restore {
+        match self.restore {
+            RestoreRule::Always(r) => r,
+            RestoreRule::ListDirection => {
+                // BLMPOP timeout numkeys key… LEFT|RIGHT [COUNT n]
+                let numkeys = args
+                    .try_get(2)
+                    .and_then(|n| std::str::from_utf8(n).ok()?.parse::<usize>().ok());
+                match numkeys.and_then(|n| args.try_get(3 + n)) {
+                    Some(d) if d.eq_ignore_ascii_case(b"right") => Restore::PushRight,
+                    _ => Restore::PushLeft,
+                }
+            }
+        }
+    }
+
+    /// The command's block in milliseconds: `Some(0)` forever, `None` if
+    /// it cannot be read (Redis answers such a call at once with an error).
+    pub fn block_ms(&self, args: &Args<'_>) -> Option<u64> {
+        let seconds = |a: &[u8]| -> Option<u64> {
+            let s: f64 = std::str::from_utf8(a).ok()?.trim().parse().ok()?;
+            (s.is_finite() && s >= 0.0).then(|| (s * 1000.0).ceil() as u64)
+        };
+        match self.timeout {
+            Timeout::LastSeconds => seconds(args.get(args.len() - 1)),
+            Timeout::FirstSeconds => seconds(args.try_get(1)?),
+            Timeout::BlockOption => {
+                let i = (1..args.len()).find(|&i| args.get(i).eq_ignore_ascii_case(b"block"))?;
+                let ms: i64 = std::str::from_utf8(args.try_get(i + 1)?)
+                    .ok()?
+                    .parse()
+                    .ok()?;
+                u64::try_from(ms).ok()
+            }
+        }
+    }
+}
+
+/// The `sent_ms` that makes the backend reply timeout (`timeout_ms` after
+/// it, see `Backends::expired`) fire only `block_ms` after `now_ms` too; a
+/// block of 0 (forever) never times out.
+pub(crate) fn deadline_ms(now_ms: u64, block_ms: Option<u64>) -> u64 {
+    match block_ms {
+        Some(0) => u64::MAX / 2,
+        Some(ms) => now_ms.saturating_add(ms),
+        None => now_ms,
+    }
+}
+
+/// The payload of a bulk string element (`$3\r\nabc\r\n` → `abc`).
+fn bulk(el: &[u8]) -> Option<&[u8]> {
+    if el.first() != Some(&b'$') {
+        return None;
+    }
+    let eol = el.iter().position(|&c| c == b'\r')?;
+    let n: usize = std::str::from_utf8(&el[1..eol]).ok()?.parse().ok()?;
+    el.get(eol + 2..eol + 2 + n)
+}
+
+/// The command that puts back what an orphaned blocking command's `reply`
+/// popped, if anything; `None` when there is nothing to put back (a nil
+/// reply, a timeout, an error, `Restore::Nothing`).
+pub(crate) fn restore_command(restore: Restore, reply: &[u8]) -> Option<Vec<u8>> {
+    let mut top = array_elements(reply)?;
+    let key = bulk(top.next()?)?;
+    let rest: Vec<&[u8]> = top.collect();
+    // Either [key, elem] / [key, member, score], or [key, [elems…]].
+    let items: Vec<&[u8]> = match rest.as_slice() {
+        [nested] if nested.first() == Some(&b'*') => array_elements(nested)?.collect(),
+        _ => rest,
+    };
+    let mut args: Vec<&[u8]> = Vec::new();
+    match restore {
+        Restore::Nothing => return None,
+        Restore::PushLeft | Restore::PushRight => {
+            // Popped in order e1, e2…: pushing en … e1 puts e1 back at the
+            // end it was taken from.
+            for el in items.iter().rev() {
+                args.push(bulk(el)?);
+            }
+        }
+        Restore::ZAdd => {
+            // [member, score] flat (BZPOPMIN) or as pairs (BZMPOP).
+            let mut flat: Vec<&[u8]> = Vec::new();
+            for el in &items {
+                match array_elements(el) {
+                    Some(pair) => flat.extend(pair),
+                    None => flat.push(el),
+                }
+            }
+            for pair in flat.chunks(2) {
+                let [member, score] = pair else { return None };
+                args.push(bulk(score)?);
+                args.push(bulk(member)?);
+            }
+        }
+    }
+    if args.is_empty() {
+        return None;
+    }
+    let name: &[u8] = match restore {
+        Restore::PushLeft => b"LPUSH",
+        Restore::PushRight => b"RPUSH",
+        _ => b"ZADD",
+    };
+    let mut out = Vec::new();
+    encode::array_header(&mut out, 2 + args.len());
+    encode::bulk(&mut out, name);
+    encode::bulk(&mut out, key);
+    for a in args {
+        encode::bulk(&mut out, a);
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use keyway_protocol::resp::{Frame, RequestParser};
+
+    use super::*;
+
+    fn with_args<T>(req: &str, f: impl FnOnce(&Args<'_>) -> T) -> T {
+        let mut p = RequestParser::new(Default::default());
+        let buf = format!("{req}\r\n").into_bytes();
+        let Ok(Some(Frame::Inline { .. })) = p.parse(&buf) else {
+            panic!("{req}")
+        };
+        let args = p.args(&buf);
+        f(&args)
+    }
+
+    #[test]
+    fn timeouts_are_read_where_each_command_keeps_them() {
+        let b = Blocking::of("blpop").unwrap();
+        assert_eq!(with_args("BLPOP a b 1.5", |a| b.block_ms(a)), Some(1500));
+        assert_eq!(with_args("BLPOP a 0", |a| b.block_ms(a)), Some(0));
+        assert_eq!(with_args("BLPOP a x", |a| b.block_ms(a)), None);
+        assert_eq!(with_args("BLPOP a -1", |a| b.block_ms(a)), None);
+        let m = Blocking::of("bzmpop").unwrap();
+        assert_eq!(with_args("BZMPOP 2 1 z MIN", |a| m.block_ms(a)), Some(2000));
+        let x = Blocking::of("xread").unwrap();
+        assert_eq!(
+            with_args("XREAD COUNT 2 BLOCK 250 STREAMS s 0", |a| x.block_ms(a)),
+            Some(250)
+        );
+        assert_eq!(deadline_ms(10, Some(0)), u64::MAX / 2);
+        assert_eq!(deadline_ms(10, Some(5)), 15);
+        assert_eq!(deadline_ms(10, None), 10);
+    }
+
+    #[test]
+    fn blmpop_restores_to_the_side_it_popped_from() {
+        let b = Blocking::of("blmpop").unwrap();
+        assert_eq!(
+            with_args("BLMPOP 0 2 a b RIGHT COUNT 2", |a| b.restore(a)),
+            Restore::PushRight
+        );
+        assert_eq!(
+            with_args("BLMPOP 0 1 a left", |a| b.restore(a)),
+            Restore::PushLeft
+        );
+    }
+
+    fn cmd(parts: &[&str]) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode::array_header(&mut out, parts.len());
+        for p in parts {
+            encode::bulk(&mut out, p.as_bytes());
+        }
+        out
+    }
+
+    #[test]
+    fn popped_elements_are_pushed_back_in_place() {
+        let blpop = b"*2\r\n$1\r\nq\r\n$1\r\nx\r\n";
+        assert_eq!(
+            restore_command(Restore::PushLeft, blpop),
+            Some(cmd(&["LPUSH", "q", "x"]))
+        );
+        let blmpop = b"*2\r\n$1\r\nq\r\n*2\r\n$1\r\na\r\n$1\r\nb\r\n";
+        assert_eq!(
+            restore_command(Restore::PushLeft, blmpop),
+            Some(cmd(&["LPUSH", "q", "b", "a"])),
+            "a was the head: pushed last"
+        );
+        assert_eq!(
+            restore_command(Restore::PushRight, blmpop),
+            Some(cmd(&["RPUSH", "q", "b", "a"])),
+            "a was the tail: pushed last"
+        );
+        let bzpop = b"*3\r\n$1\r\nz\r\n$1\r\nm\r\n$3\r\n1.5\r\n";
+        assert_eq!(
+            restore_command(Restore::ZAdd, bzpop),
+            Some(cmd(&["ZADD", "z", "1.5", "m"]))
+        );
+        let bzmpop =
+            b"*2\r\n$1\r\nz\r\n*2\r\n*2\r\n$1\r\nm\r\n$1\r\n1\r\n*2\r\n$1\r\nn\r\n$1\r\n2\r\n";
+        assert_eq!(
+            restore_command(Restore::ZAdd, bzmpop),
+            Some(cmd(&["ZADD", "z", "1", "m", "2", "n"]))
+        );
+        assert_eq!(restore_command(Restore::PushLeft, b"*-1\r\n"), None);
+        assert_eq!(restore_command(Restore::Nothing, blpop), None);
+        assert_eq!(restore_command(Restore::PushLeft, b"-ERR x\r\n"), None);
+    }
+}
