@@ -4,6 +4,11 @@
 //! machine hits all of them alike; the report gives medians, medians of
 //! per-round throughput ratios to direct Redis, and CPU microseconds per
 //! request of each proxy (and of Redis behind it) from `/proc/PID/stat`.
+//!
+//! The transaction load (`MULTI`, `SET`, `INCR`, `EXEC` as one request) runs
+//! on direct Redis and keyway only: twemproxy has no transactions (it does
+//! not support `MULTI`/`EXEC`: it closes the connection); its row in the
+//! report says so.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -39,6 +44,8 @@ pub struct Options {
     pub redis_cpu: Option<usize>,
     /// Only the redis-benchmark reference loads.
     pub reference_only: bool,
+    /// Only the transaction load.
+    pub transactions_only: bool,
     /// Open-loop rate for the latency load, requests per second.
     pub open_rate: f64,
 }
@@ -98,6 +105,8 @@ pub struct Report {
     pub targets: Vec<String>,
     /// Loads, in run order, with what each means.
     pub loads: Vec<(String, String)>,
+    /// Loads a target did not run, and why: (load, target, reason).
+    pub not_run: Vec<(String, String, String)>,
     /// Every sample: load → target → one per round.
     pub samples: BTreeMap<String, BTreeMap<String, Vec<Sample>>>,
     /// load → target → medians.
@@ -115,7 +124,12 @@ struct Load {
     name: String,
     what: String,
     kind: Kind,
+    /// Why twemproxy does not run it, if it does not.
+    not_on_twemproxy: Option<&'static str>,
 }
+
+/// The transaction load's name.
+pub const TX_LOAD: &str = "MULTI/SET/INCR/EXEC P1";
 
 struct Target {
     name: String,
@@ -146,10 +160,11 @@ fn loads(o: &Options) -> anyhow::Result<Vec<Load>> {
                 o.requests
             ),
             kind: Kind::RedisBenchmark { test, pipeline },
+            not_on_twemproxy: None,
         });
     }
-    if o.reference_only {
-        return Ok(v);
+    if o.transactions_only && !o.reference_only {
+        v.clear();
     }
     let tool = |conns,
                 pipeline,
@@ -172,11 +187,28 @@ fn loads(o: &Options) -> anyhow::Result<Vec<Load>> {
             until: None,
         })
     };
+    let tx = Load {
+        name: TX_LOAD.into(),
+        what: format!(
+            "keyway-load -c 50 -P 1 --mix tx -n {} (a request is one transaction: MULTI, \
+             SET, INCR, EXEC sent together; req/s are transactions/s, CPU µs per transaction)",
+            o.requests / 4
+        ),
+        kind: Kind::Tool(tool(50, 1, "tx", 1, None, o.requests / 4)?),
+        not_on_twemproxy: Some("twemproxy does not support MULTI/EXEC (it closes the connection)"),
+    };
+    if o.reference_only || o.transactions_only {
+        if o.transactions_only {
+            v.push(tx);
+        }
+        return Ok(v);
+    }
     let mix = "get=50,set=20,incr=10,lpush=10,lpop=10";
     v.push(Load {
         name: "mix P1".into(),
         what: format!("keyway-load -c 50 -P 1 --mix {mix} -n {}", o.requests),
         kind: Kind::Tool(tool(50, 1, mix, 1, None, o.requests)?),
+        not_on_twemproxy: None,
     });
     v.push(Load {
         name: "MGET10 P1".into(),
@@ -185,13 +217,16 @@ fn loads(o: &Options) -> anyhow::Result<Vec<Load>> {
             o.requests / 4
         ),
         kind: Kind::Tool(tool(50, 1, "mget", 10, None, o.requests / 4)?),
+        not_on_twemproxy: None,
     });
     let n = ((o.open_rate * 10.0) as u64).min(o.requests);
     v.push(Load {
         name: format!("open {}k/s", o.open_rate / 1000.0),
         what: format!("keyway-load -c 50 -P 4 --mix get=80,set=20 --rate {} -n {n} (latency from intended send time)", o.open_rate),
         kind: Kind::Tool(tool(50, 4, "get=80,set=20", 1, Some(o.open_rate), n)?),
+        not_on_twemproxy: None,
     });
+    v.push(tx);
     Ok(v)
 }
 
@@ -384,10 +419,14 @@ pub fn run(o: &Options, command: String) -> anyhow::Result<Report> {
     anyhow::ensure!(fill.status.success(), "filling Redis failed");
 
     let loads = loads(o)?;
+    let skips = |load: &Load, t: &Target| load.not_on_twemproxy.filter(|_| t.name == "twemproxy");
     let mut samples: BTreeMap<String, BTreeMap<String, Vec<Sample>>> = BTreeMap::new();
     for round in 0..o.rounds {
         for load in &loads {
             for t in &targets {
+                if skips(load, t).is_some() {
+                    continue;
+                }
                 let s = run_one(load, t, redis.pid(), o.requests)
                     .with_context(|| format!("round {round}, {} on {}", load.name, t.name))?;
                 eprintln!(
@@ -440,6 +479,13 @@ pub fn run(o: &Options, command: String) -> anyhow::Result<Report> {
         command,
         rounds: o.rounds,
         requests: o.requests,
+        not_run: loads
+            .iter()
+            .flat_map(|l| targets.iter().map(move |t| (l, t)))
+            .filter_map(|(l, t)| {
+                skips(l, t).map(|why| (l.name.clone(), t.name.clone(), why.to_string()))
+            })
+            .collect(),
         targets: targets.iter().map(|t| t.name.clone()).collect(),
         loads: loads
             .iter()
@@ -502,6 +548,9 @@ pub fn markdown(r: &Report) -> String {
                     x.p99_us,
                     x.errors
                 ));
+            } else if let Some((_, _, why)) = r.not_run.iter().find(|(l, x, _)| l == load && x == t)
+            {
+                s.push_str(&format!("| {t} | not run: {why} | | | | | | |\n"));
             }
         }
     }

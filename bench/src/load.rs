@@ -6,6 +6,10 @@
 //! measures each latency from the request's *intended* send time, so a stall
 //! that delays later requests shows in their latency instead of silently
 //! lowering the offered load (coordinated omission).
+//!
+//! A request is usually one command; a transaction (`tx` in the mix) is one
+//! request of four commands (`MULTI`, `SET`, `INCR`, `EXEC`) sent together,
+//! answered when `EXEC`'s reply is in, so throughput counts transactions.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -37,6 +41,19 @@ pub enum Op {
     Lpush,
     /// `LPOP list:r`.
     Lpop,
+    /// `MULTI; SET {tx:r}s value; INCR {tx:r}c; EXEC`: one request, a
+    /// transaction on two keys of one slot.
+    Tx,
+}
+
+impl Op {
+    /// Replies one request of this op gets.
+    fn replies(self) -> u32 {
+        match self {
+            Op::Tx => 4,
+            _ => 1,
+        }
+    }
 }
 
 impl Op {
@@ -50,6 +67,7 @@ impl Op {
             "incr" => Op::Incr,
             "lpush" => Op::Lpush,
             "lpop" => Op::Lpop,
+            "tx" => Op::Tx,
             _ => return None,
         })
     }
@@ -162,8 +180,9 @@ struct Conn {
     inbuf: Vec<u8>,
     framer: ReplyFramer,
     /// Start (closed loop) or intended send time (open loop) of each request
-    /// in flight.
-    inflight: VecDeque<Instant>,
+    /// in flight, with the replies it still waits for and whether one was an
+    /// error.
+    inflight: VecDeque<(Instant, u32, bool)>,
     next_send: Instant,
     writable: bool,
 }
@@ -196,7 +215,8 @@ impl Generator<'_> {
         self.spec.mix[0].0
     }
 
-    fn write(&mut self, out: &mut Vec<u8>) {
+    /// Writes one request; returns how many replies it gets.
+    fn write(&mut self, out: &mut Vec<u8>) -> u32 {
         let op = self.pick();
         let value = std::mem::take(&mut self.value);
         match op {
@@ -217,8 +237,28 @@ impl Generator<'_> {
                     }
                 }
             }
+            Op::Tx => {
+                let n = self.rng.next() % self.spec.keys.max(1);
+                encode::array_header(out, 1);
+                encode::bulk(out, b"MULTI");
+                self.key.clear();
+                self.key
+                    .extend_from_slice(format!("{{tx:{n:012}}}s").as_bytes());
+                encode::array_header(out, 3);
+                encode::bulk(out, b"SET");
+                encode::bulk(out, &self.key);
+                encode::bulk(out, &value);
+                let last = self.key.len() - 1;
+                self.key[last] = b'c';
+                encode::array_header(out, 2);
+                encode::bulk(out, b"INCR");
+                encode::bulk(out, &self.key);
+                encode::array_header(out, 1);
+                encode::bulk(out, b"EXEC");
+            }
         }
         self.value = value;
+        op.replies()
     }
 
     fn single(&mut self, out: &mut Vec<u8>, cmd: &[u8], prefix: &[u8], value: Option<&[u8]>) {
@@ -371,8 +411,8 @@ fn run_thread(
                         t
                     }
                 };
-                gen.write(&mut c.out);
-                c.inflight.push_back(start);
+                let replies = gen.write(&mut c.out);
+                c.inflight.push_back((start, replies, false));
                 sent += 1;
             }
             if c.writable && c.out_pos < c.out.len() {
@@ -417,21 +457,28 @@ fn run_thread(
             let mut at = 0;
             while let Some(len) = c.framer.next(&c.inbuf[at..])? {
                 let reply = &c.inbuf[at..at + len];
-                if reply.first() == Some(&b'-') {
-                    errors += 1;
+                at += len;
+                let (start, left, failed) = c
+                    .inflight
+                    .front_mut()
+                    .ok_or_else(|| anyhow::anyhow!("reply without a request"))?;
+                // An error reply, or a transaction's EXEC answering nil.
+                if reply.first() == Some(&b'-') || (*left == 1 && reply == b"*-1\r\n") {
                     if first_error.is_none() {
                         first_error = Some(String::from_utf8_lossy(reply).trim_end().to_string());
                     }
+                    *failed = true;
                 }
-                let start = c
-                    .inflight
-                    .pop_front()
-                    .ok_or_else(|| anyhow::anyhow!("reply without a request"))?;
+                *left -= 1;
+                if *left > 0 {
+                    continue;
+                }
+                errors += u64::from(*failed);
                 hist.saturating_record(
-                    now.saturating_duration_since(start).as_micros().max(1) as u64
+                    now.saturating_duration_since(*start).as_micros().max(1) as u64
                 );
+                c.inflight.pop_front();
                 done += 1;
-                at += len;
             }
             c.inbuf.drain(..at);
         }
@@ -484,7 +531,7 @@ mod tests {
             pipeline: 1,
             keys: 100,
             value_size: 5,
-            mix: parse_mix("get,set,mget,mset,incr,lpush,lpop").unwrap(),
+            mix: parse_mix("get,set,mget,mset,incr,lpush,lpop,tx").unwrap(),
             multi_keys: 3,
             stop: Stop::Requests(1),
             rate: None,
@@ -494,13 +541,14 @@ mod tests {
         let mut g = Generator {
             spec: &spec,
             rng: Rng(7),
-            total_weight: 7,
+            total_weight: 8,
             key: Vec::new(),
             value: vec![b'x'; 5],
         };
         let mut out = Vec::new();
+        let mut replies = 0;
         for _ in 0..200 {
-            g.write(&mut out);
+            replies += g.write(&mut out);
         }
         let mut p = keyway_protocol::resp::RequestParser::new(Default::default());
         let mut at = 0;
@@ -509,6 +557,7 @@ mod tests {
             at += f.len();
             n += 1;
         }
-        assert_eq!((n, at), (200, out.len()));
+        assert_eq!((n, at), (replies as usize, out.len()));
+        assert!(replies > 200, "some transactions of four commands");
     }
 }

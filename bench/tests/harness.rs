@@ -2,7 +2,7 @@
 //! debug build of this workspace), every load, a report with every target.
 //! Timings are not checked here; they belong in benchmark runs.
 
-use keyway_bench::harness::{markdown, run, Options};
+use keyway_bench::harness::{markdown, run, Options, TX_LOAD};
 
 #[test]
 fn one_quick_round_reports_every_target() {
@@ -21,6 +21,7 @@ fn one_quick_round_reports_every_target() {
         proxy_cpu,
         redis_cpu: None,
         reference_only: false,
+        transactions_only: false,
         open_rate: 2000.0,
     };
     let report = run(&o, "test".into()).expect("harness run");
@@ -34,9 +35,17 @@ fn one_quick_round_reports_every_target() {
             "keyway-before"
         ]
     );
-    assert_eq!(report.loads.len(), 9);
+    assert_eq!(report.loads.len(), 10);
+    // twemproxy has no transactions: it does not run that load.
+    assert_eq!(report.not_run.len(), 1);
+    assert_eq!(
+        (&report.not_run[0].0[..], &report.not_run[0].1[..]),
+        (TX_LOAD, "twemproxy")
+    );
+    assert!(report.summary.contains_key(TX_LOAD));
     for (load, by_target) in &report.summary {
-        assert_eq!(by_target.len(), 5, "{load}");
+        let targets = if load == TX_LOAD { 4 } else { 5 };
+        assert_eq!(by_target.len(), targets, "{load}");
         for (t, s) in by_target {
             assert!(s.rps > 0.0, "{load} on {t}");
             assert_eq!(s.errors, 0, "{load} on {t}");
@@ -45,7 +54,11 @@ fn one_quick_round_reports_every_target() {
     }
     let md = markdown(&report);
     assert!(
-        md.contains("| keyway-uring |") && md.contains("### GET P1") && md.contains("### PING P16"),
+        md.contains("| keyway-uring |")
+            && md.contains("### GET P1")
+            && md.contains("### PING P16")
+            && md.contains(&format!("### {TX_LOAD}"))
+            && md.contains("| twemproxy | not run: twemproxy does not support MULTI/EXEC"),
         "{md}"
     );
     let json = serde_json::to_string(&report).unwrap();

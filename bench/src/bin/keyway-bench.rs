@@ -40,6 +40,11 @@ struct Args {
     /// Only the redis-benchmark GET/SET P1/P16 reference loads.
     #[arg(long)]
     reference_only: bool,
+    /// Only the transaction load (MULTI, SET, INCR, EXEC as one request; on
+    /// direct Redis and keyway: twemproxy has no transactions). With
+    /// `--reference-only`: the reference loads and this one.
+    #[arg(long)]
+    transactions_only: bool,
     /// Rate of the open-loop latency load, requests per second.
     #[arg(long, default_value_t = 20_000.0)]
     open_rate: f64,
@@ -68,6 +73,7 @@ fn main() -> anyhow::Result<()> {
         proxy_cpu: a.proxy_cpu,
         redis_cpu: a.redis_cpu,
         reference_only: a.reference_only,
+        transactions_only: a.transactions_only,
         open_rate: a.open_rate,
     };
     let report = run(&o, command)?;

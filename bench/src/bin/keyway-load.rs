@@ -28,6 +28,8 @@ struct Args {
     #[arg(short = 'd', long, default_value_t = 3)]
     value_size: usize,
     /// Command mix, e.g. `get=50,set=20,mget=10,mset=5,incr=5,lpush=5,lpop=5`.
+    /// `tx` is a transaction (`MULTI`, `SET`, `INCR`, `EXEC` on one hash tag),
+    /// counted as one request.
     #[arg(long, default_value = "get=50,set=50")]
     mix: String,
     /// Keys per MGET/MSET.
