@@ -1085,6 +1085,16 @@ fn multi_and_blpop_on_a_slot_under_migration() {
     // (b) While the slots move on demand only.
     blpop_woken_by_rpush(&sys, &format!("{}list", queues[0]), "one");
     blpop_woken_by_rpush(&sys, &format!("{}list", queues[1]), "two");
+    // The sweep is paused: the transactions moved their keys themselves
+    // (whether on both servers is checked once the clients stop: a key
+    // moving now may be seen on each).
+    let mut g2 = sys.server("g2").conn();
+    let moved = tx_tags
+        .iter()
+        .flatten()
+        .filter(|t| g2.exists::<_, bool>(format!("{t}k")).unwrap())
+        .count();
+    assert!(moved > 0, "no transaction moved its keys");
     // Now the sweep moves the rest, key by key, under the same load.
     ctl_ok(&sys.ctld, &["migration", "resume", "m", "1"]);
     wait_for("the sweep to move keys", Duration::from_secs(30), || {
