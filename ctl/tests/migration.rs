@@ -3,6 +3,11 @@
 //! what every key must hold. After each move: every acknowledged write is
 //! there, nothing is doubled, and every key is on exactly one server — the
 //! one the cluster says owns its slot.
+//!
+//! `multi_and_blpop_on_a_slot_under_migration` does the same for the
+//! commands with state at a backend (issue 12): transactions, `WATCH`
+//! check-and-set loops and `BLPOP` woken by a push, on keys of slots that
+//! move first on demand (sweep paused), then key by key (sweep running).
 
 mod common;
 
