@@ -492,3 +492,38 @@ fn random_interleavings_of_transactions_and_commands_keep_each_clients_order() {
         t.join().unwrap();
     }
 }
+
+#[test]
+fn wait_counts_the_replicas_of_the_groups_written_to() {
+    let c = cluster("");
+    // Nothing written: answered at once, as Redis answers a connection that
+    // wrote nothing (no replicas yet, as on the reference).
+    let reference = Redis::start();
+    let mut both = SideBySide::connect(reference.addr(), c.kw.addr);
+    both.same_all(&[
+        &["WAIT", "0", "0"],
+        &["WAIT", "x", "0"],
+        &["WAIT", "0", "-1"],
+        &["MULTI"],
+        &["WAIT", "0", "0"],
+        &["EXEC"],
+    ]);
+    let replica = Redis::replica_of(&c.redis[0]);
+    c.redis[0].wait_replica_synced(&replica);
+    let (a, b) = (key_on(&c.body, 0, "w"), key_on(&c.body, 1, "w"));
+    let mut con = c.kw.conn();
+    let _: () = con.set(&a, "1").unwrap();
+    let n: i64 = redis::cmd("WAIT").arg(1).arg(5000).query(&mut con).unwrap();
+    assert_eq!(n, 1, "group 0's replica acknowledged the write");
+    let v: Option<String> = replica.conn().get(&a).unwrap();
+    assert_eq!(
+        v.as_deref(),
+        Some("1"),
+        "WAIT returned after the replica had it"
+    );
+    // Written to a group without replicas as well: the least of the two.
+    let _: () = con.set(&a, "2").unwrap();
+    let _: () = con.set(&b, "2").unwrap();
+    let n: i64 = redis::cmd("WAIT").arg(1).arg(200).query(&mut con).unwrap();
+    assert_eq!(n, 0, "group 1 has no replica: the timeout answers 0");
+}

@@ -101,6 +101,12 @@ pub(crate) struct ClientState {
     /// A blocking command awaits its reply: nothing more of the client runs
     /// until it comes (see [`super::blocking`]).
     pub blocked: Option<Blocked>,
+    /// The groups written to since the last `WAIT` (bits: see
+    /// [`super::route::group_bit`]).
+    pub wrote: u64,
+    /// A `WAIT` over several groups: the dedicated connections of its
+    /// parts after the first ([`Blocked::b`]).
+    pub wait_conns: Vec<usize>,
 }
 
 /// A dedicated backend connection a client's `WATCH` holds.
@@ -130,6 +136,9 @@ pub(crate) struct Blocked {
     pub leased: bool,
     /// What to push back if the client leaves before the reply.
     pub restore: super::blocking::Restore,
+    /// Replies still awaited: 1, or the parts of a `WAIT` over several
+    /// groups (their connections in `ClientState::wait_conns`).
+    pub parts: u16,
 }
 
 /// A client: parser and state, kept apart so arguments parsed in place (which

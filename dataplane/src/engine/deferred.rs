@@ -176,7 +176,9 @@ impl Scheduler {
 /// A request kept back, with its frame copied (or encoded, if it was not
 /// read whole from the client).
 pub(super) fn kept(req: Req<'_>, now_ms: u64) -> Deferred {
-    let Req { args, raw, place } = req;
+    let Req {
+        args, raw, place, ..
+    } = req;
     let frame = match raw {
         Some(bytes) => bytes.to_vec(),
         None => {
@@ -337,6 +339,7 @@ impl Worker {
                             args: &args,
                             raw: Some(&d.frame),
                             place,
+                            write: false,
                         };
                         self.ctx.dispatch(&mut c.st, req);
                     }

@@ -11,7 +11,8 @@ use super::moves::Migrator;
 use super::policy::{policy, stream_read_blocks, Keys, Policy};
 use super::replies::Refusal;
 use super::route::{
-    answer_error, groups_of_keys, merge_in_place, one_group, KeysRoute, Place, Req, Target,
+    answer_error, group_bit, groups_of_keys, merge_in_place, one_group, KeysRoute, Place, Req,
+    Target,
 };
 use super::split::{plan, write_part, Merge, SplitKind};
 use super::Ctx;
@@ -64,6 +65,7 @@ impl Ctx {
                         args: &args,
                         raw,
                         place: Place::NEW,
+                        write: false,
                     };
                     self.dispatch(&mut c.st, req);
                     at += len;
@@ -124,6 +126,10 @@ impl Ctx {
             let why = Refusal::WrongArity { command: spec.name };
             return self.refuse(st, &why, place);
         }
+        let req = Req {
+            write: spec.has(flag::WRITE),
+            ..req
+        };
         let policy = policy(spec);
         let routed = matches!(
             policy,
@@ -143,7 +149,11 @@ impl Ctx {
             && st.queue.has_kept()
             && matches!(
                 policy,
-                Policy::Route { .. } | Policy::Split(_) | Policy::FanOut(_) | Policy::Block(_)
+                Policy::Route { .. }
+                    | Policy::Split(_)
+                    | Policy::FanOut(_)
+                    | Policy::Block(_)
+                    | Policy::Wait
             )
         {
             return self
@@ -178,6 +188,7 @@ impl Ctx {
             Policy::FanOut(kind) => self.fan_out(st, kind, read, req),
             Policy::Tx(cmd) => self.tx_command(st, cmd, req),
             Policy::Block(blocking) => self.block(st, blocking, req),
+            Policy::Wait => self.wait(st, req),
             Policy::Local(cmd) => {
                 self.stats.requests_local += 1;
                 if cmd == super::policy::Local::Reset {
@@ -272,7 +283,12 @@ impl Ctx {
     /// Sends the whole request to group `g`: to its master, or, for a
     /// `read`, to a replica it reads from if one is up.
     fn forward(&mut self, st: &mut ClientState, g: GroupIndex, read: bool, req: Req<'_>) {
-        let Req { args, raw, place } = req;
+        let Req {
+            args,
+            raw,
+            place,
+            write,
+        } = req;
         let b = match st.pin {
             None => self.backends.conn(g, read, st.conn_slot, self.now_ms),
             Some(_) => self.client_conn(st, g, read),
@@ -290,6 +306,9 @@ impl Ctx {
             }
         };
         self.stats.requests_forwarded += 1;
+        if write {
+            st.wrote |= group_bit(g);
+        }
         self.enqueue(st, b, seq, Purpose::Whole, |out| match raw {
             Some(bytes) => out.extend_from_slice(bytes),
             None => encode::request(out, args),
@@ -334,6 +353,9 @@ impl Ctx {
         self.stats.requests_split += 1;
         for (part, &g) in sc.part_groups.iter().enumerate() {
             let part = part as u16;
+            if req.write {
+                st.wrote |= group_bit(g);
+            }
             let b = self.client_conn(st, g, read);
             self.enqueue(st, b, seq, Purpose::Part(part), |out| {
                 write_part(out, kind, args, &sc.keys, &sc.key_parts, part)
@@ -345,7 +367,9 @@ impl Ctx {
     /// Sends the request to every group and merges the replies (`DBSIZE`);
     /// holds it whole while any group is on hold.
     fn fan_out(&mut self, st: &mut ClientState, kind: SplitKind, read: bool, req: Req<'_>) {
-        let Req { args, raw, place } = req;
+        let Req {
+            args, raw, place, ..
+        } = req;
         if self.cfg.table.has_holds() {
             return self.sched.hold(st, req, self.now_ms, &mut self.stats);
         }

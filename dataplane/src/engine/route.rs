@@ -49,6 +49,16 @@ pub(crate) struct Req<'r> {
     pub args: &'r Args<'r>,
     pub raw: Option<&'r [u8]>,
     pub place: Place,
+    /// The command writes (its groups are remembered for `WAIT`).
+    pub write: bool,
+}
+
+/// The bit of group `g` in a client's set of groups written to (see
+/// `ClientState::wrote`; groups beyond 64 share bits, so a `WAIT` may
+/// include a group the client did not write to, never miss one).
+#[inline(always)]
+pub(crate) fn group_bit(g: GroupIndex) -> u64 {
+    1 << (g % 64)
 }
 
 /// Where a request's keys lead.

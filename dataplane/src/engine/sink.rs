@@ -10,7 +10,7 @@ use slab::Slab;
 use keyway_protocol::resp::integer_reply;
 
 use super::backend::{BackendConn, Inflight, Internal, Owner, Purpose};
-use super::client::Client;
+use super::client::{Client, ClientState};
 use super::deferred::Scheduler;
 use super::limits::{self, close_for_output};
 use super::replies::Refusal;
@@ -182,18 +182,8 @@ impl Sink<'_> {
         match purpose {
             Purpose::Whole => {
                 st.queue.complete(seq, reply, st.out.buf_mut());
-                if let Some(b) = st.blocked {
-                    if b.seq == seq {
-                        // The block is over: the client goes on.
-                        st.blocked = None;
-                        if b.leased {
-                            self.released.push(b.b);
-                        }
-                        self.resume.push(idx);
-                        if st.queue.has_kept() {
-                            self.sched.ready(idx, gen);
-                        }
-                    }
+                if st.blocked.is_some() {
+                    block_answered(st, seq, self.released, self.resume, self.sched);
                 }
             }
             Purpose::Skip => return,
@@ -210,6 +200,9 @@ impl Sink<'_> {
                         }
                         .to_reply()
                     });
+                if st.blocked.is_some() {
+                    block_answered(st, seq, self.released, self.resume, self.sched);
+                }
             }
             Purpose::Move | Purpose::MoveKey(_) => {
                 let single = match purpose {
@@ -240,5 +233,35 @@ impl Sink<'_> {
             self.resume.push(idx);
         }
         self.wake.client(st);
+    }
+}
+
+/// A reply (or a part's) to the client's request `seq`, which may be its
+/// blocking command: when its last reply is in, the block is over, its
+/// connections are given back (`released`) and the client goes on.
+#[cold]
+fn block_answered(
+    st: &mut ClientState,
+    seq: u64,
+    released: &mut Vec<usize>,
+    resume: &mut Vec<u32>,
+    sched: &mut Scheduler,
+) {
+    let Some(mut b) = st.blocked.filter(|b| b.seq == seq) else {
+        return;
+    };
+    b.parts = b.parts.saturating_sub(1);
+    if b.parts > 0 {
+        st.blocked = Some(b);
+        return;
+    }
+    st.blocked = None;
+    if b.leased {
+        released.push(b.b);
+    }
+    released.append(&mut st.wait_conns);
+    resume.push(st.me.idx);
+    if st.queue.has_kept() {
+        sched.ready(st.me.idx, st.me.gen);
     }
 }

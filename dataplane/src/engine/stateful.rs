@@ -87,6 +87,8 @@ const MULTI: &[u8] = b"*1\r\n$5\r\nMULTI\r\n";
 const EXEC: &[u8] = b"*1\r\n$4\r\nEXEC\r\n";
 const NIL_ARRAY: &[u8] = b"*-1\r\n";
 const UNWATCH: &[u8] = b"*1\r\n$7\r\nUNWATCH\r\n";
+/// `PUBLISH __keyway__:wait ""`: see [`Ctx::wait`].
+const WAIT_BUMP: &[u8] = b"*3\r\n$7\r\nPUBLISH\r\n$15\r\n__keyway__:wait\r\n$0\r\n\r\n";
 
 /// Why a `PING`/`ECHO`/`SELECT 0` may be queued: Redis answers them as
 /// keyway would.
@@ -103,7 +105,9 @@ impl Ctx {
     /// `EXEC` abort), or one of the commands Redis runs at once there.
     /// Returns false for `QUIT` and `RESET`, which go the usual way.
     pub(super) fn in_multi(&mut self, st: &mut ClientState, req: Req<'_>) -> bool {
-        let Req { args, raw, place } = req;
+        let Req {
+            args, raw, place, ..
+        } = req;
         let spec = match command::lookup(args.get(0), args.try_get(1)) {
             Lookup::Found(s) => s,
             Lookup::UnknownCommand => {
@@ -173,6 +177,8 @@ impl Ctx {
             }
             // Queued as Redis queues it; the watch ends with EXEC anyway.
             Policy::Tx(_) => Ok(()),
+            // Redis answers it at once inside a transaction.
+            Policy::Wait => Ok(()),
             Policy::FanOut(_) => Err(Refusal::NotInTransaction {
                 spec,
                 why: "it must reach every group",
@@ -371,6 +377,7 @@ impl Ctx {
                 exec: true,
                 ..place
             },
+            write: true,
         };
         self.exec_block(st, req);
     }
@@ -607,7 +614,9 @@ impl Ctx {
 
     /// Sends the whole request on connection `b` (a dedicated one).
     fn forward_on(&mut self, st: &mut ClientState, b: usize, req: Req<'_>) -> Option<u64> {
-        let Req { args, raw, place } = req;
+        let Req {
+            args, raw, place, ..
+        } = req;
         if let Some(why) = self.backends.down_error(b) {
             self.stats.errors_backend += 1;
             self.stats.requests_local += 1;
@@ -678,6 +687,117 @@ impl Ctx {
             b,
             leased,
             restore: blocking.restore(args),
+            parts: 1,
+        });
+    }
+
+    /// `WAIT numreplicas timeout`: on each group the client wrote to since
+    /// its last `WAIT` (the keyless group if none), once everything it sent
+    /// before has been answered; the reply is the least of the groups'.
+    ///
+    /// Redis counts the replicas that acknowledged the connection's last
+    /// write; the client's writes went on shared connections, so on a
+    /// dedicated one keyway first sends `PUBLISH` to a channel nobody
+    /// listens to (a write Redis propagates to replicas, which sets the
+    /// connection's replication offset past every write it has run), then
+    /// `WAIT`.
+    pub(super) fn wait(&mut self, st: &mut ClientState, req: Req<'_>) {
+        let Req { args, place, .. } = req;
+        if place.at.is_none() && st.queue.has_kept() {
+            return self
+                .sched
+                .keep_behind(st, req, self.now_ms, &mut self.stats);
+        }
+        if !self.nothing_ahead(st, place) {
+            return self.keep_until_answered(st, req);
+        }
+        let n = self.cfg.table.groups().len();
+        // Nothing written: Redis answers such a connection at once with its
+        // replicas; so does the keyless group, without the offset bump.
+        let bump = st.wrote != 0;
+        let mut groups: Vec<GroupIndex> = (0..n.min(u16::MAX as usize))
+            .map(|g| g as GroupIndex)
+            .filter(|&g| st.wrote & super::route::group_bit(g) != 0)
+            .collect();
+        if groups.is_empty() {
+            match self.keyless_group() {
+                Some(g) => groups.push(g),
+                None => return self.refuse(st, &Refusal::ClusterDown { slot: 0 }, place),
+            }
+        }
+        // A dedicated connection per group (the client's WATCH one where
+        // it has one).
+        let mut conns: Vec<(usize, bool)> = Vec::with_capacity(groups.len());
+        for &g in &groups {
+            let got = match st.pin {
+                Some(p) if p.group == g && self.pin_alive(st, p) => Ok((p.b, false)),
+                _ => self.lease(st, g).map(|b| (b, true)),
+            };
+            match got {
+                Ok(c) => conns.push(c),
+                Err(why) => {
+                    for (b, leased) in conns {
+                        if leased {
+                            self.release_conn(b, false);
+                        }
+                    }
+                    return self.refuse(st, &why, place);
+                }
+            }
+        }
+        st.wrote = 0;
+        let timeout_ms = std::str::from_utf8(args.get(2))
+            .ok()
+            .and_then(|t| t.parse::<i64>().ok())
+            .and_then(|t| u64::try_from(t).ok());
+        let deadline = blocking::deadline_ms(self.now_ms, timeout_ms);
+        let one = conns.len() == 1;
+        let seq = if one {
+            match place.at {
+                None => st.queue.push_waiting(),
+                Some(seq) => {
+                    st.queue.set_waiting(seq);
+                    seq
+                }
+            }
+        } else {
+            let merge = super::split::Merge::new(super::split::SplitKind::Min, conns.len(), &[]);
+            super::route::merge_in_place(st, place, merge)
+        };
+        self.stats.requests_forwarded += 1;
+        self.stats.requests_blocking += 1;
+        for (i, &(b, _)) in conns.iter().enumerate() {
+            if bump {
+                let (cfg, now) = (&*self.cfg, self.now_ms);
+                let (versions, wake) = (&mut self.versions, &mut self.wake);
+                self.backends.send_internal(
+                    b,
+                    WAIT_BUMP,
+                    Internal::Ignore,
+                    cfg,
+                    now,
+                    versions,
+                    wake,
+                );
+            }
+            let purpose = if one {
+                Purpose::Whole
+            } else {
+                Purpose::Part(i as u16)
+            };
+            self.enqueue(st, b, seq, purpose, |out| encode::request(out, args));
+            if let Some(e) = self.backends.conns[b].inflight.back_mut() {
+                e.sent_ms = deadline;
+            }
+        }
+        let (b, leased) = conns[0];
+        st.wait_conns = conns[1..].iter().filter(|c| c.1).map(|c| c.0).collect();
+        st.blocked = Some(Blocked {
+            seq,
+            b,
+            leased,
+            restore: blocking::Restore::Nothing,
+            parts: conns.len() as u16,
         });
     }
 
@@ -692,13 +812,18 @@ impl Ctx {
     pub(super) fn client_leaving(&mut self, st: &mut ClientState) {
         if let Some(bl) = st.blocked.take() {
             let client = (st.me.idx, st.me.gen);
-            self.backends.orphan(bl.b, client, bl.restore);
             self.stats.blocked_clients_left += 1;
-            let now = self.now_ms;
-            let (cfg, versions, wake) = (&*self.cfg, &mut self.versions, &mut self.wake);
-            self.backends.tick_unblock(bl.b, cfg, now, versions, wake);
-            if bl.leased {
-                self.release_conn(bl.b, false);
+            let extra = std::mem::take(&mut st.wait_conns);
+            let conns =
+                std::iter::once((bl.b, bl.leased)).chain(extra.into_iter().map(|b| (b, true)));
+            for (b, leased) in conns {
+                self.backends.orphan(b, client, bl.restore);
+                let now = self.now_ms;
+                let (cfg, versions, wake) = (&*self.cfg, &mut self.versions, &mut self.wake);
+                self.backends.tick_unblock(b, cfg, now, versions, wake);
+                if leased {
+                    self.release_conn(b, false);
+                }
             }
         }
         st.tx = None;

@@ -305,3 +305,54 @@ fn exec_on_a_migrating_slot_moves_the_keys_first() {
     r.reply(1, "+OK\r\n+QUEUED\r\n*1\r\n+OK\r\n");
     assert_eq!(r.output(), "*1\r\n+OK\r\n");
 }
+
+#[test]
+fn wait_runs_on_a_dedicated_connection_of_each_group_written_to() {
+    let mut r = Rig::new(ON_A);
+    let (a, c) = (key_in(1), key_in(2));
+    r.send(&format!("SET {a} 1;GET {c};WAIT 1 100"));
+    assert_eq!(r.written(0), request(&["SET", &a, "1"]));
+    assert_eq!(r.written(2), request(&["GET", &c]));
+    assert_eq!(
+        r.written_dedicated(0),
+        "",
+        "WAIT waits for the writes to be answered"
+    );
+    r.reply(0, "+OK\r\n");
+    r.reply(2, "$-1\r\n");
+    assert_eq!(
+        r.written_dedicated(0),
+        [
+            CLIENT_ID.to_string(),
+            request(&["PUBLISH", "__keyway__:wait", ""]),
+            request(&["WAIT", "1", "100"])
+        ]
+        .concat(),
+        "only group a was written to; the PUBLISH sets the connection's offset past the SET"
+    );
+    assert_eq!(r.dedicated.len(), 1, "c was only read from");
+    r.reply_dedicated(0, ":3\r\n:0\r\n:1\r\n");
+    assert_eq!(r.output(), "+OK\r\n$-1\r\n:1\r\n");
+    r.send(&format!("SET {a} 2;SET {c} 2"));
+    r.written(0);
+    r.written(2);
+    r.reply(0, "+OK\r\n");
+    r.reply(2, "+OK\r\n");
+    r.send("WAIT 1 0");
+    r.written_dedicated(0);
+    r.written_dedicated(1);
+    r.reply_dedicated(0, ":0\r\n:2\r\n");
+    assert_eq!(r.output(), "+OK\r\n+OK\r\n", "one group has answered");
+    r.reply_dedicated(1, ":3\r\n:0\r\n:1\r\n");
+    assert_eq!(
+        r.output(),
+        ":1\r\n",
+        "two groups written to: the least of their acknowledgements"
+    );
+    r.send("WAIT 0 0");
+    assert_eq!(
+        r.written_dedicated(1),
+        request(&["WAIT", "0", "0"]),
+        "nothing written since: no offset bump, on the keyless group (slot 0's: c)"
+    );
+}

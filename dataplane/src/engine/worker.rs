@@ -186,6 +186,8 @@ impl Worker {
                 tx: None,
                 pin: None,
                 blocked: None,
+                wrote: 0,
+                wait_conns: Vec::new(),
             },
         });
         Ok(me)
