@@ -330,6 +330,26 @@ impl Backends {
         }
     }
 
+    /// Dedicated connections still leased or returning on a backend no
+    /// group of the current table uses (a failover moved a group's
+    /// master): to be failed, so their clients learn it.
+    pub fn stale_dedicated(&self) -> Vec<usize> {
+        if self.dedicated == 0 {
+            return Vec::new();
+        }
+        self.conns
+            .iter()
+            .filter(|(_, c)| {
+                c.dedicated
+                    .as_ref()
+                    .is_some_and(|d| matches!(d.state, Use::Leased(..) | Use::Returning))
+                    && !self.pools[c.pool].in_use
+                    && matches!(c.link, Link::Up | Link::Connecting { .. })
+            })
+            .map(|(b, _)| b)
+            .collect()
+    }
+
     /// A dedicated connection failed: it is closed rather than retried
     /// (its client, if any, is told by the error its requests get).
     pub fn drop_dedicated(&mut self, b: usize) {

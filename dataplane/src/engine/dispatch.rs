@@ -133,7 +133,12 @@ impl Ctx {
         let policy = policy(spec);
         let routed = matches!(
             policy,
-            Policy::Route { .. } | Policy::Split(_) | Policy::FanOut(_)
+            Policy::Route { .. }
+                | Policy::Split(_)
+                | Policy::FanOut(_)
+                | Policy::Block(_)
+                | Policy::Wait
+                | Policy::Tx(super::policy::TxCmd::Watch)
         );
         if routed {
             if let Some(reason) = self.cfg.fence.clone() {

@@ -206,14 +206,15 @@ impl Ctx {
             }
             tx.group = Some(g);
         }
-        let len = raw.map_or(0, <[u8]>::len);
-        if (tx.frames.len() + len) as u64 > limit {
-            self.scratch.keys = keys;
-            return self.tx_error(st, &Refusal::TransactionTooLarge { limit });
-        }
+        let before = tx.frames.len();
         match raw {
             Some(bytes) => tx.frames.extend_from_slice(bytes),
             None => encode::request(&mut tx.frames, args),
+        }
+        if tx.frames.len() as u64 > limit {
+            tx.frames.truncate(before);
+            self.scratch.keys = keys;
+            return self.tx_error(st, &Refusal::TransactionTooLarge { limit });
         }
         tx.count += 1;
         for &k in &keys {

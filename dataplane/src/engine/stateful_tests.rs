@@ -356,3 +356,59 @@ fn wait_runs_on_a_dedicated_connection_of_each_group_written_to() {
         "nothing written since: no offset bump, on the keyless group (slot 0's: c)"
     );
 }
+
+#[test]
+fn a_blocking_command_on_a_migrating_slot_moves_its_keys_then_blocks_on_the_target() {
+    let mut r = Rig::new(SlotRoute::Moving { from: 0, to: 1 });
+    let k = key_in(1);
+    r.send(&format!("BLPOP {k} 0;GET {k}"));
+    let migrate = r.written(0);
+    assert!(
+        migrate.contains("MIGRATE") && migrate.contains(&k),
+        "{migrate}"
+    );
+    assert!(r.dedicated.is_empty(), "nothing leased before the move");
+    r.reply(0, "+NOKEY\r\n");
+    assert_eq!(
+        r.written_dedicated(0),
+        [CLIENT_ID.to_string(), request(&["BLPOP", &k, "0"])].concat(),
+        "then it blocks on a dedicated connection to b"
+    );
+    assert_eq!(r.written(1), "", "the GET waits for the block");
+    r.reply_dedicated(0, ":5\r\n*2\r\n$2\r\nk2\r\n$1\r\nx\r\n");
+    assert!(
+        r.written(0).contains("MIGRATE"),
+        "then the GET, which moves its key first as every command does"
+    );
+    r.reply(0, "+NOKEY\r\n");
+    assert_eq!(r.written(1), request(&["GET", &k]));
+}
+
+#[test]
+fn a_failover_ends_the_watches_and_blocks_on_the_old_master() {
+    let mut r = Rig::new(ON_A);
+    let k = key_in(1);
+    r.send(&format!("BLPOP {k} 0"));
+    r.written_dedicated(0);
+    r.reply_dedicated(0, ":5\r\n");
+    // Slot 1's group now answers at b only if the table says so; here the
+    // pool of a stops being used when its group leaves the table's use.
+    let other = r.another_client();
+    r.send_as(other, &format!("WATCH {k}"));
+    r.written_dedicated(1);
+    r.reply_dedicated(1, ":6\r\n+OK\r\n");
+    assert_eq!(r.output_of(other), "+OK\r\n");
+    r.settings.unresolved = Some(0);
+    r.swap(2, ON_A);
+    let out = r.output();
+    assert!(
+        out.starts_with("-ERR backend a unavailable: the group's master changed"),
+        "{out}"
+    );
+    r.send_as(other, &format!("MULTI;SET {k} 1;EXEC"));
+    assert_eq!(
+        r.output_of(other),
+        "+OK\r\n+QUEUED\r\n*-1\r\n",
+        "the watch was lost: EXEC answers nil"
+    );
+}

@@ -116,6 +116,11 @@ impl Worker {
             let latest = latest.clone();
             let table_changed = latest.table.version != self.ctx.cfg.table.version;
             self.ctx.apply(latest);
+            for b in self.ctx.backends.stale_dedicated() {
+                // Leased to a server no group uses now (a failover moved
+                // its group's master): a watch or a block there is void.
+                self.fail_backend(b, "the group's master changed");
+            }
             // Moves not sent yet were decided under the old config: route
             // their requests again.
             self.drop_unsent_moves();
@@ -402,6 +407,13 @@ impl Worker {
     pub fn begin_shutdown(&mut self) {
         self.shutting_down = true;
         for (_, c) in self.clients.iter_mut() {
+            if c.st.blocked.is_some() {
+                // A blocked client would hold the shutdown until its
+                // timeout: it is closed, as Redis closes it, and whatever
+                // its command pops is pushed back (see `engine::blocking`).
+                self.ctx.client_leaving(&mut c.st);
+                c.st.phase = Phase::Kill;
+            }
             if c.st.phase == Phase::Open {
                 c.st.phase = Phase::Draining;
                 c.st.inbuf.clear();
