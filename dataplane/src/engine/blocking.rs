@@ -22,7 +22,9 @@
 //! nothing; `XREADGROUP` leaves its entries in the group's pending list,
 //! where `XPENDING`/`XCLAIM` find them, as in Redis.
 
-use keyway_protocol::resp::{array_elements, encode, Args};
+use keyway_protocol::resp::{array_elements, encode, Args, Frame, RequestParser};
+
+use crate::routing::GroupIndex;
 
 /// What to do with the elements a blocking command popped for a client
 /// that has left.
@@ -118,6 +120,69 @@ impl Blocking {
             }
         }
     }
+}
+
+/// A blocked command as sent, to send again (with what is left of its
+/// timeout) when a new table moves its keys to another group: keyway ends
+/// the block at Redis (`CLIENT UNBLOCK`), and the timeout reply that comes
+/// back sends the command again, routed by the new table (see
+/// [`Again::frame_for`]). A reply with elements (the pop won the race) is
+/// the client's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Again {
+    pub frame: Box<[u8]>,
+    pub blocking: Blocking,
+    /// The group it blocks on.
+    pub group: GroupIndex,
+    /// When it was sent, and its block (`Some(0)`: forever).
+    pub started_ms: u64,
+    pub block_ms: Option<u64>,
+    /// Keyway is ending the block to send it again.
+    pub unblocking: bool,
+}
+
+impl Again {
+    /// The command again with what is left of its timeout at `now_ms`, or
+    /// `None` if its time is up (the timeout reply is the answer).
+    pub fn frame_for(&self, now_ms: u64) -> Option<Vec<u8>> {
+        let left = match self.block_ms? {
+            0 => 0,
+            ms => {
+                let spent = now_ms.saturating_sub(self.started_ms);
+                if spent >= ms {
+                    return None;
+                }
+                ms - spent
+            }
+        };
+        let mut p = RequestParser::new(super::stateful::trusted_limits());
+        let Ok(Some(Frame::Multibulk { .. })) = p.parse(&self.frame) else {
+            return None;
+        };
+        let args = p.args(&self.frame);
+        let at = match self.blocking.timeout {
+            Timeout::LastSeconds => args.len() - 1,
+            Timeout::FirstSeconds => 1,
+            Timeout::BlockOption => {
+                (1..args.len()).find(|&i| args.get(i).eq_ignore_ascii_case(b"block"))? + 1
+            }
+        };
+        let value = match self.blocking.timeout {
+            Timeout::BlockOption => left.to_string(),
+            _ => format!("{}.{:03}", left / 1000, left % 1000),
+        };
+        let mut out = Vec::with_capacity(self.frame.len() + 8);
+        encode::array_header(&mut out, args.len());
+        for (i, a) in args.iter().enumerate() {
+            encode::bulk(&mut out, if i == at { value.as_bytes() } else { a });
+        }
+        Some(out)
+    }
+}
+
+/// A timeout reply: nothing was popped or read.
+pub(crate) fn is_timeout_reply(reply: &[u8]) -> bool {
+    reply == b"*-1\r\n" || reply == b"$-1\r\n"
 }
 
 /// The `sent_ms` that makes the backend reply timeout (`timeout_ms` after
@@ -230,6 +295,42 @@ mod tests {
         assert_eq!(deadline_ms(10, Some(0)), u64::MAX / 2);
         assert_eq!(deadline_ms(10, Some(5)), 15);
         assert_eq!(deadline_ms(10, None), 10);
+    }
+
+    #[test]
+    fn a_command_sent_again_keeps_what_is_left_of_its_timeout() {
+        let again = |req: &str, block_ms: Option<u64>| Again {
+            frame: cmd(&req.split(' ').collect::<Vec<_>>()).into(),
+            blocking: Blocking::of(&req.split(' ').next().unwrap().to_lowercase()).unwrap(),
+            group: 0,
+            started_ms: 1_000,
+            block_ms,
+            unblocking: true,
+        };
+        assert_eq!(
+            again("BLPOP q 2", Some(2000)).frame_for(1_500),
+            Some(cmd(&["BLPOP", "q", "1.500"]))
+        );
+        assert_eq!(
+            again("BLPOP q 2", Some(2000)).frame_for(3_000),
+            None,
+            "time is up"
+        );
+        assert_eq!(
+            again("BLPOP q 0", Some(0)).frame_for(99_000),
+            Some(cmd(&["BLPOP", "q", "0.000"])),
+            "forever stays forever"
+        );
+        assert_eq!(
+            again("BZMPOP 1 1 z MIN", Some(1000)).frame_for(1_250),
+            Some(cmd(&["BZMPOP", "0.750", "1", "z", "MIN"]))
+        );
+        assert_eq!(
+            again("XREAD BLOCK 500 STREAMS s $", Some(500)).frame_for(1_100),
+            Some(cmd(&["XREAD", "BLOCK", "400", "STREAMS", "s", "$"]))
+        );
+        assert!(is_timeout_reply(b"*-1\r\n") && is_timeout_reply(b"$-1\r\n"));
+        assert!(!is_timeout_reply(b"*0\r\n"));
     }
 
     #[test]

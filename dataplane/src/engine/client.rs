@@ -125,7 +125,7 @@ pub(crate) struct Pin {
 }
 
 /// A blocking command in flight.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Blocked {
     /// Its reply slot.
     pub seq: Seq,
@@ -139,6 +139,9 @@ pub(crate) struct Blocked {
     /// Replies still awaited: 1, or the parts of a `WAIT` over several
     /// groups (their connections in `ClientState::wait_conns`).
     pub parts: u16,
+    /// What sending it again takes, should a new table move its keys
+    /// (keyed blocking commands; `None` for `WAIT`).
+    pub again: Option<Box<super::blocking::Again>>,
 }
 
 /// A client: parser and state, kept apart so arguments parsed in place (which

@@ -267,10 +267,13 @@ impl Backends {
             let Some(d) = conn.dedicated.as_mut() else {
                 continue;
             };
-            let orphaned = conn
-                .inflight
-                .iter()
-                .any(|e| matches!(e.owner, Owner::Internal(Internal::Orphan(_))));
+            // An orphan's block, or one ended to be sent again, still on.
+            let orphaned = conn.inflight.iter().any(|e| {
+                matches!(
+                    e.owner,
+                    Owner::Internal(Internal::Orphan(_)) | Owner::Client { .. }
+                )
+            });
             match (d.unblocking, orphaned, d.backend_id) {
                 (Some(_), false, _) => d.unblocking = None,
                 (Some(sent), true, Some(id)) if now_ms.saturating_sub(sent) >= UNBLOCK_RETRY_MS => {

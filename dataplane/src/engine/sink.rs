@@ -13,6 +13,7 @@ use super::backend::{BackendConn, Inflight, Internal, Owner, Purpose};
 use super::client::{Client, ClientState};
 use super::deferred::Scheduler;
 use super::limits::{self, close_for_output};
+use super::pending::Deferred;
 use super::replies::Refusal;
 use super::versions::VersionCounts;
 use super::{live_client, moves, Stats, Wake};
@@ -181,6 +182,11 @@ impl Sink<'_> {
         }
         match purpose {
             Purpose::Whole => {
+                if st.blocked.is_some()
+                    && send_again(st, seq, reply, self.now_ms, self.released, self.sched)
+                {
+                    return;
+                }
                 st.queue.complete(seq, reply, st.out.buf_mut());
                 if st.blocked.is_some() {
                     block_answered(st, seq, self.released, self.resume, self.sched);
@@ -247,15 +253,14 @@ fn block_answered(
     resume: &mut Vec<u32>,
     sched: &mut Scheduler,
 ) {
-    let Some(mut b) = st.blocked.filter(|b| b.seq == seq) else {
+    let Some(b) = st.blocked.as_mut().filter(|b| b.seq == seq) else {
         return;
     };
     b.parts = b.parts.saturating_sub(1);
     if b.parts > 0 {
-        st.blocked = Some(b);
         return;
     }
-    st.blocked = None;
+    let Some(b) = st.blocked.take() else { return };
     if b.leased {
         released.push(b.b);
     }
@@ -264,4 +269,48 @@ fn block_answered(
     if st.queue.has_kept() {
         sched.ready(st.me.idx, st.me.gen);
     }
+}
+
+/// The reply to a blocked command keyway unblocked because a new table moved
+/// its keys (see [`super::blocking::Again`]): a timeout reply sends it
+/// again, kept back in its reply slot to be routed by the new table; true
+/// if so. A reply with elements, or one past the command's own timeout, is
+/// the client's.
+#[cold]
+fn send_again(
+    st: &mut ClientState,
+    seq: u64,
+    reply: &[u8],
+    now_ms: u64,
+    released: &mut Vec<usize>,
+    sched: &mut Scheduler,
+) -> bool {
+    let Some(b) = st.blocked.as_ref().filter(|b| b.seq == seq) else {
+        return false;
+    };
+    let Some(again) = b.again.as_ref().filter(|a| a.unblocking) else {
+        return false;
+    };
+    if !super::blocking::is_timeout_reply(reply) {
+        return false;
+    }
+    let Some(frame) = again.frame_for(now_ms) else {
+        return false;
+    };
+    let Some(b) = st.blocked.take() else {
+        return false;
+    };
+    if b.leased {
+        released.push(b.b);
+    }
+    st.queue.set_deferred(
+        seq,
+        Deferred {
+            frame,
+            since_ms: now_ms,
+            ..Deferred::default()
+        },
+    );
+    sched.ready(st.me.idx, st.me.gen);
+    true
 }

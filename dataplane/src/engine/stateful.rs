@@ -679,16 +679,30 @@ impl Ctx {
             return;
         };
         let block_ms = blocking.block_ms(args);
-        if let Some(e) = self.backends.conns[b].inflight.back_mut() {
-            e.sent_ms = blocking::deadline_ms(self.now_ms, block_ms);
-        }
+        self.uncount(b, blocking::deadline_ms(self.now_ms, block_ms));
         self.stats.requests_blocking += 1;
+        let frame = match req.raw {
+            Some(bytes) => bytes.into(),
+            None => {
+                let mut v = Vec::new();
+                encode::request(&mut v, args);
+                v.into()
+            }
+        };
         st.blocked = Some(Blocked {
             seq,
             b,
             leased,
             restore: blocking.restore(args),
             parts: 1,
+            again: Some(Box::new(blocking::Again {
+                frame,
+                blocking,
+                group: g,
+                started_ms: self.now_ms,
+                block_ms,
+                unblocking: false,
+            })),
         });
     }
 
@@ -787,9 +801,7 @@ impl Ctx {
                 Purpose::Part(i as u16)
             };
             self.enqueue(st, b, seq, purpose, |out| encode::request(out, args));
-            if let Some(e) = self.backends.conns[b].inflight.back_mut() {
-                e.sent_ms = deadline;
-            }
+            self.uncount(b, deadline);
         }
         let (b, leased) = conns[0];
         st.wait_conns = conns[1..].iter().filter(|c| c.1).map(|c| c.0).collect();
@@ -799,7 +811,70 @@ impl Ctx {
             leased,
             restore: blocking::Restore::Nothing,
             parts: conns.len() as u16,
+            again: None,
         });
+    }
+
+    /// The request just sent on connection `b` is a blocked command: its
+    /// reply is awaited until `deadline_ms` (see [`blocking::deadline_ms`]),
+    /// and it does not hold back a new table's ack
+    /// ([`super::versions::UNCOUNTED`]).
+    fn uncount(&mut self, b: usize, deadline_ms: u64) {
+        if let Some(e) = self.backends.conns[b].inflight.back_mut() {
+            e.sent_ms = deadline_ms;
+            if e.version != super::versions::UNCOUNTED {
+                self.versions.done(e.version);
+                e.version = super::versions::UNCOUNTED;
+            }
+        }
+    }
+
+    /// A new table: blocked commands whose keys it moves to another group
+    /// (or puts on a migrating or held slot) are unblocked at Redis, to be
+    /// sent again by the new table (see [`blocking::Again`]).
+    pub(super) fn reroute_blocked(&mut self, st: &mut ClientState, parser: &mut RequestParser) {
+        let Some(bl) = st.blocked.as_mut() else {
+            return;
+        };
+        let b = bl.b;
+        let Some(again) = bl.again.as_mut() else {
+            return;
+        };
+        if again.unblocking {
+            return;
+        }
+        let Ok(Some(Frame::Multibulk { .. })) = parser.parse(&again.frame) else {
+            return;
+        };
+        let args = parser.args(&again.frame);
+        let Lookup::Found(spec) = command::lookup(args.get(0), args.try_get(1)) else {
+            return;
+        };
+        let mut keys = Vec::new();
+        if extract_keys(spec, &args, &mut keys).is_err() {
+            return;
+        }
+        let mut groups = Vec::new();
+        let mut moves = Vec::new();
+        let r = groups_of_keys(
+            &self.cfg.table,
+            &args,
+            &keys,
+            &mut groups,
+            &mut moves,
+            Place::NEW,
+        );
+        if matches!(r, Ok(KeysRoute::Stable)) && groups.iter().all(|&g| g == again.group) {
+            return;
+        }
+        again.unblocking = true;
+        self.stats.blocked_rerouted += 1;
+        if let Some(d) = self.backends.conns[b].dedicated.as_mut() {
+            d.unblocking = Some(0);
+        }
+        let now = self.now_ms;
+        let (cfg, versions, wake) = (&*self.cfg, &mut self.versions, &mut self.wake);
+        self.backends.tick_unblock(b, cfg, now, versions, wake);
     }
 
     /// `RESET`: leaves the transaction and the watch.

@@ -412,3 +412,38 @@ fn a_failover_ends_the_watches_and_blocks_on_the_old_master() {
         "the watch was lost: EXEC answers nil"
     );
 }
+
+#[test]
+fn a_blocked_command_does_not_hold_a_new_tables_ack_and_follows_its_keys() {
+    let mut r = Rig::new(ON_A);
+    let k = key_in(1);
+    r.send(&format!("BLPOP {k} 0"));
+    r.written_dedicated(0);
+    r.reply_dedicated(0, ":5\r\n");
+    assert_eq!(
+        r.worker.oldest_inflight_version(),
+        None,
+        "a blocked command is not counted: it would hold every new table's ack"
+    );
+    r.swap(2, SlotRoute::Moving { from: 0, to: 1 });
+    assert_eq!(
+        r.written(0),
+        request(&["CLIENT", "UNBLOCK", "5"]),
+        "its slot migrates: keyway ends the block to send it again"
+    );
+    r.reply(0, ":1\r\n");
+    r.reply_dedicated(0, "*-1\r\n");
+    assert_eq!(r.output(), "", "the timeout reply is not the client's");
+    assert!(
+        r.written(0).contains("MIGRATE"),
+        "sent again by the new table: its key moves first"
+    );
+    r.reply(0, "+NOKEY\r\n");
+    assert_eq!(
+        r.written_dedicated(1),
+        [CLIENT_ID.to_string(), request(&["BLPOP", &k, "0.000"])].concat(),
+        "then it blocks on b, still forever"
+    );
+    r.reply_dedicated(1, ":6\r\n*2\r\n$2\r\nk2\r\n$1\r\nx\r\n");
+    assert_eq!(r.output(), "*2\r\n$2\r\nk2\r\n$1\r\nx\r\n");
+}

@@ -126,6 +126,13 @@ impl Worker {
             self.drop_unsent_moves();
             if table_changed {
                 self.release_held();
+                if self.ctx.backends.dedicated > 0 {
+                    for (_, c) in self.clients.iter_mut() {
+                        if c.st.blocked.is_some() {
+                            self.ctx.reroute_blocked(&mut c.st, &mut self.reparser);
+                        }
+                    }
+                }
             }
             self.run_deferred();
         }
