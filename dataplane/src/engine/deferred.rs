@@ -343,7 +343,6 @@ impl Worker {
                             args: &args,
                             raw: Some(&d.frame),
                             place,
-                            write: false,
                         };
                         self.ctx.dispatch(&mut c.st, req);
                     }

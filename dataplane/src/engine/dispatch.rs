@@ -65,7 +65,6 @@ impl Ctx {
                         args: &args,
                         raw,
                         place: Place::NEW,
-                        write: false,
                     };
                     self.dispatch(&mut c.st, req);
                     at += len;
@@ -126,10 +125,6 @@ impl Ctx {
             let why = Refusal::WrongArity { command: spec.name };
             return self.refuse(st, &why, place);
         }
-        let req = Req {
-            write: spec.has(flag::WRITE),
-            ..req
-        };
         let policy = policy(spec);
         let routed = matches!(
             policy,
@@ -176,7 +171,12 @@ impl Ctx {
                 let table = &self.cfg.table;
                 let slot = table.slot_of(args.get(1));
                 let target = match table.route(slot) {
-                    SlotRoute::Stable(g) => return self.forward(st, g, read, req),
+                    SlotRoute::Stable(g) => {
+                        if spec.has(flag::WRITE) {
+                            st.wrote |= group_bit(g);
+                        }
+                        return self.forward(st, g, read, req);
+                    }
                     SlotRoute::Unassigned => Err(Refusal::ClusterDown { slot }),
                     SlotRoute::Moving { .. } | SlotRoute::Blocked { .. } => {
                         self.target_of_keys(args, &[1], place)
@@ -263,6 +263,11 @@ impl Ctx {
             Ok(()) => self.target_of_keys(args, &keys, place),
         };
         self.scratch.keys = keys;
+        if let Ok(Target::Group(g) | Target::Master(g)) = target {
+            if spec.has(flag::WRITE) {
+                st.wrote |= group_bit(g);
+            }
+        }
         self.send_to_target(st, target, read, req);
     }
 
@@ -288,12 +293,7 @@ impl Ctx {
     /// Sends the whole request to group `g`: to its master, or, for a
     /// `read`, to a replica it reads from if one is up.
     fn forward(&mut self, st: &mut ClientState, g: GroupIndex, read: bool, req: Req<'_>) {
-        let Req {
-            args,
-            raw,
-            place,
-            write,
-        } = req;
+        let Req { args, raw, place } = req;
         let b = match st.pin {
             None => self.backends.conn(g, read, st.conn_slot, self.now_ms),
             Some(_) => self.client_conn(st, g, read),
@@ -311,9 +311,6 @@ impl Ctx {
             }
         };
         self.stats.requests_forwarded += 1;
-        if write {
-            st.wrote |= group_bit(g);
-        }
         self.enqueue(st, b, seq, Purpose::Whole, |out| match raw {
             Some(bytes) => out.extend_from_slice(bytes),
             None => encode::request(out, args),
@@ -358,7 +355,9 @@ impl Ctx {
         self.stats.requests_split += 1;
         for (part, &g) in sc.part_groups.iter().enumerate() {
             let part = part as u16;
-            if req.write {
+            if kind != SplitKind::Mget {
+                // MSET, DEL, UNLINK write (EXISTS, TOUCH do not, but
+                // counting them only makes a WAIT ask one group more).
                 st.wrote |= group_bit(g);
             }
             let b = self.client_conn(st, g, read);

@@ -49,8 +49,6 @@ pub(crate) struct Req<'r> {
     pub args: &'r Args<'r>,
     pub raw: Option<&'r [u8]>,
     pub place: Place,
-    /// The command writes (its groups are remembered for `WAIT`).
-    pub write: bool,
 }
 
 /// The bit of group `g` in a client's set of groups written to (see

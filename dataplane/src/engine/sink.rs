@@ -182,13 +182,10 @@ impl Sink<'_> {
         }
         match purpose {
             Purpose::Whole => {
-                if st.blocked.is_some()
-                    && send_again(st, seq, reply, self.now_ms, self.released, self.sched)
-                {
-                    return;
-                }
-                st.queue.complete(seq, reply, st.out.buf_mut());
-                if st.blocked.is_some() {
+                if st.blocked.is_none() {
+                    st.queue.complete(seq, reply, st.out.buf_mut());
+                } else if !send_again(st, seq, reply, self.now_ms, self.released, self.sched) {
+                    st.queue.complete(seq, reply, st.out.buf_mut());
                     block_answered(st, seq, self.released, self.resume, self.sched);
                 }
             }

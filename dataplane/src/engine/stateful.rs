@@ -378,7 +378,6 @@ impl Ctx {
                 exec: true,
                 ..place
             },
-            write: true,
         };
         self.exec_block(st, req);
     }
@@ -466,6 +465,7 @@ impl Ctx {
         };
         self.stats.requests_forwarded += 1;
         self.stats.transactions += 1;
+        st.wrote |= super::route::group_bit(g);
         let block = args.get(2);
         self.enqueue(st, b, seq, Purpose::Skip, |out| {
             out.extend_from_slice(block)
@@ -678,6 +678,7 @@ impl Ctx {
             }
             return;
         };
+        st.wrote |= super::route::group_bit(g);
         let block_ms = blocking.block_ms(args);
         self.uncount(b, blocking::deadline_ms(self.now_ms, block_ms));
         self.stats.requests_blocking += 1;
