@@ -106,7 +106,7 @@ pub(crate) struct ClientState {
     pub wrote: u64,
     /// A `WAIT` over several groups: the dedicated connections of its
     /// parts after the first ([`Blocked::b`]).
-    pub wait_conns: Vec<usize>,
+    pub wait_conns: Vec<(usize, u32)>,
 }
 
 /// A dedicated backend connection a client's `WATCH` holds.
@@ -129,8 +129,9 @@ pub(crate) struct Pin {
 pub(crate) struct Blocked {
     /// Its reply slot.
     pub seq: Seq,
-    /// The dedicated connection it runs on.
+    /// The dedicated connection it runs on, and its generation then.
     pub b: usize,
+    pub gen: u32,
     /// The connection was leased for it (not the client's `WATCH`
     /// connection): it is given back with the reply.
     pub leased: bool,

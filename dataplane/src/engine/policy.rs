@@ -265,15 +265,7 @@ pub fn policy(c: &CommandSpec) -> Policy {
 /// Whether an `XREAD`/`XREADGROUP` call blocks (has a `BLOCK` option before
 /// `STREAMS`).
 pub fn stream_read_blocks(args: &keyway_protocol::resp::Args<'_>) -> bool {
-    for a in args.iter().skip(1) {
-        if a.eq_ignore_ascii_case(b"streams") {
-            return false;
-        }
-        if a.eq_ignore_ascii_case(b"block") {
-            return true;
-        }
-    }
-    false
+    super::blocking::stream_block_at(args).is_some()
 }
 
 #[cfg(test)]

@@ -54,24 +54,55 @@ pub(super) struct Sink<'a> {
     /// The largest reply forwarded, and the setting that says so.
     pub reply_limit: (u64, &'static str),
     pub max_pipeline: usize,
-    /// Dedicated connections whose blocking command was answered: given
-    /// back by the caller.
-    pub released: &'a mut Vec<usize>,
+    /// Dedicated connections (and generations) whose blocking command was
+    /// answered: given back by the caller.
+    pub released: &'a mut Vec<(usize, u32)>,
+    /// Dedicated connections (and generations) a `CLIENT UNBLOCK` for
+    /// which was answered.
+    pub unblocked: &'a mut Vec<(usize, u32)>,
     /// Elements orphaned blocking commands popped, to push back (see
     /// [`super::blocking`]) on the connection being read.
     pub restores: &'a mut Vec<Vec<u8>>,
 }
 
 impl Sink<'_> {
-    /// A reply to keyway's own request on a dedicated connection.
+    /// A reply on a dedicated connection, or to keyway's own request:
+    /// the reply that ends a block being unblocked clears that; keyway's
+    /// own are handled here (true), the rest delivered as usual (false).
+    #[cold]
+    fn special(&mut self, conn: &mut BackendConn, entry: Inflight, reply: &[u8]) -> bool {
+        if let Some(d) = conn.dedicated.as_mut() {
+            if d.unblock_for == Some(entry.owner) {
+                d.unblocking = None;
+                d.unblock_for = None;
+            }
+        }
+        if let Owner::Internal(what) = entry.owner {
+            self.versions.done(entry.version);
+            self.internal(conn, what, reply);
+            return true;
+        }
+        false
+    }
+
+    /// A reply to keyway's own request.
     #[cold]
     fn internal(&mut self, conn: &mut BackendConn, what: Internal, reply: &[u8]) {
         match what {
             Internal::ConnId => {
                 if let Some(d) = conn.dedicated.as_mut() {
                     d.backend_id = integer_reply(reply);
+                    if d.backend_id.is_none() {
+                        d.id_failed = true;
+                        tracing::warn!(
+                            reply = %String::from_utf8_lossy(&reply[..reply.len().min(200)]).trim_end(),
+                            "CLIENT ID failed on a dedicated backend connection: a blocked client that \
+                             leaves closes it instead of unblocking it"
+                        );
+                    }
                 }
             }
+            Internal::Unblocked { b, gen } => self.unblocked.push((b as usize, gen)),
             Internal::Orphan(restore) => {
                 if let Some(cmd) = super::blocking::restore_command(restore, reply) {
                     self.stats.elements_restored += 1;
@@ -114,11 +145,12 @@ impl Sink<'_> {
                     let Some(entry) = conn.inflight.pop_front() else {
                         return Err(BackendFault::Unsolicited);
                     };
-                    if let Owner::Internal(what) = entry.owner {
-                        self.versions.done(entry.version);
-                        self.internal(conn, what, &buf[at..at + len]);
-                        at += len;
-                        continue;
+                    if conn.dedicated.is_some() || matches!(entry.owner, Owner::Internal(_)) {
+                        let reply = &buf[at..at + len];
+                        if self.special(conn, entry, reply) {
+                            at += len;
+                            continue;
+                        }
                     }
                     let size = conn.skipped + len as u64;
                     let (limit, key) = self.reply_limit;
@@ -170,6 +202,9 @@ impl Sink<'_> {
             Owner::Probe => return,
             // (Replies are handled by `internal`; this is an error for a
             // connection that failed.)
+            Owner::Internal(Internal::Unblocked { b, gen }) => {
+                return self.unblocked.push((b as usize, gen))
+            }
             Owner::Internal(_) => return,
         };
         let Some(c) = live_client(self.clients, idx, gen) else {
@@ -246,7 +281,7 @@ impl Sink<'_> {
 fn block_answered(
     st: &mut ClientState,
     seq: u64,
-    released: &mut Vec<usize>,
+    released: &mut Vec<(usize, u32)>,
     resume: &mut Vec<u32>,
     sched: &mut Scheduler,
 ) {
@@ -259,7 +294,7 @@ fn block_answered(
     }
     let Some(b) = st.blocked.take() else { return };
     if b.leased {
-        released.push(b.b);
+        released.push((b.b, b.gen));
     }
     released.append(&mut st.wait_conns);
     resume.push(st.me.idx);
@@ -279,13 +314,13 @@ fn send_again(
     seq: u64,
     reply: &[u8],
     now_ms: u64,
-    released: &mut Vec<usize>,
+    released: &mut Vec<(usize, u32)>,
     sched: &mut Scheduler,
 ) -> bool {
     let Some(b) = st.blocked.as_ref().filter(|b| b.seq == seq) else {
         return false;
     };
-    let Some(again) = b.again.as_ref().filter(|a| a.unblocking) else {
+    let Some(again) = b.again.as_ref().filter(|a| a.unblocking && a.resend) else {
         return false;
     };
     if !super::blocking::is_timeout_reply(reply) {
@@ -298,7 +333,7 @@ fn send_again(
         return false;
     };
     if b.leased {
-        released.push(b.b);
+        released.push((b.b, b.gen));
     }
     st.queue.set_deferred(
         seq,

@@ -42,7 +42,7 @@ use keyway_protocol::resp::{encode, Frame, RequestLimits, RequestParser};
 
 use super::backend::{Internal, Purpose};
 use super::blocking::{self, Blocking};
-use super::client::{Blocked, ClientState, Pin};
+use super::client::{Blocked, ClientState, Phase, Pin};
 use super::moves::Migrator;
 use super::policy::{policy, Local, Policy, TxCmd};
 use super::replies::Refusal;
@@ -185,7 +185,17 @@ impl Ctx {
             }),
             Policy::Unsupported(why) => Err(Refusal::Unsupported { spec, why }),
         };
+        let keyless_routed = keys.is_empty() && matches!(policy, Policy::Route { .. });
         let group = found.and_then(|()| self.group_of(args, &keys));
+        // A routed command naming no keys (a script called with none) runs
+        // where it would outside a transaction: on the keyless group.
+        let group = match group {
+            Ok(None) if keyless_routed => match self.keyless_group() {
+                Some(g) => Ok(Some(g)),
+                None => Err(Refusal::ClusterDown { slot: 0 }),
+            },
+            other => other,
+        };
         let group = match group {
             Ok(g) => g,
             Err(why) => {
@@ -292,7 +302,7 @@ impl Ctx {
         st.pin = Some(p);
         if self.backends.conns[p.b].inflight.is_empty() {
             st.pin = None;
-            self.release_conn(p.b, false);
+            self.release_conn(p.b, p.gen, false);
         }
     }
 
@@ -301,8 +311,13 @@ impl Ctx {
         st.pin.filter(|p| !p.ending)
     }
 
-    /// Gives dedicated connection `b` back (see [`super::dedicated`]).
-    pub(super) fn release_conn(&mut self, b: usize, unwatch: bool) {
+    /// Gives dedicated connection `b` back (see [`super::dedicated`]), if
+    /// it is still generation `gen` (a connection that failed was retired,
+    /// and its slab index may serve another connection now).
+    pub(super) fn release_conn(&mut self, b: usize, gen: u32, unwatch: bool) {
+        if self.backends.conns.get(b).is_none_or(|c| c.gen != gen) {
+            return;
+        }
         let (cfg, now) = (&*self.cfg, self.now_ms);
         self.backends
             .release(b, unwatch, cfg, now, &mut self.versions, &mut self.wake);
@@ -319,8 +334,9 @@ impl Ctx {
     }
 
     /// The connection for client `st`'s request to group `g`: its `WATCH`
-    /// connection if it has one there, else the pool's.
-    #[inline(always)]
+    /// connection if it has one there, else the pool's. (Not inlined: the
+    /// request path of a client without one only tests `ClientState::pin`.)
+    #[inline(never)]
     pub(super) fn client_conn(&mut self, st: &ClientState, g: GroupIndex, read: bool) -> usize {
         if let Some(p) = st.pin {
             if p.group == g && self.pin_alive(st, p) {
@@ -414,7 +430,7 @@ impl Ctx {
             self.scratch.moves = moves;
             match r {
                 Err(why) => {
-                    self.end_tx(st, true);
+                    self.end_watch(st, true);
                     return self.refuse(st, &why, place);
                 }
                 Ok(KeysRoute::Wait(t)) => {
@@ -424,14 +440,14 @@ impl Ctx {
                     };
                 }
                 Ok(_) if !one => {
-                    self.end_tx(st, true);
+                    self.end_watch(st, true);
                     return self.refuse(st, &Refusal::TransactionSplit, place);
                 }
                 Ok(_) => first,
             }
         };
         let Some(g) = g else {
-            self.end_tx(st, true);
+            self.end_watch(st, true);
             let slot = 0;
             return self.refuse(st, &Refusal::ClusterDown { slot }, place);
         };
@@ -563,6 +579,13 @@ impl Ctx {
                     // included, given back once they are answered).
                     return self.keep_until_answered(st, req);
                 }
+                if let Some(old) = st.pin.take() {
+                    // An ended watch's connection (keyway's UNWATCH may still
+                    // be in flight on it): given back once that is answered.
+                    if self.pin_alive(st, old) {
+                        self.release_conn(old.b, old.gen, !old.ending);
+                    }
+                }
                 match self.lease(st, g) {
                     Ok(b) => {
                         let gen = self.backends.conns[b].gen;
@@ -664,6 +687,12 @@ impl Ctx {
             Ok(Target::Group(g) | Target::Master(g)) => g,
             other => return self.send_to_target(st, other, false, req),
         };
+        if st.phase != Phase::Open {
+            // The client closed (EOF) before its turn came: as Redis drops
+            // such a client, the command does not run (see `client_eof`).
+            st.phase = Phase::Kill;
+            return;
+        }
         let (b, leased) = match st.pin {
             Some(p) if p.group == g && self.pin_alive(st, p) => (p.b, false),
             _ if !self.nothing_ahead(st, place) => return self.keep_until_answered(st, req),
@@ -672,9 +701,10 @@ impl Ctx {
                 Err(why) => return self.refuse(st, &why, place),
             },
         };
+        let gen = self.backends.conns[b].gen;
         let Some(seq) = self.forward_on(st, b, req) else {
             if leased {
-                self.release_conn(b, false);
+                self.release_conn(b, gen, false);
             }
             return;
         };
@@ -690,9 +720,11 @@ impl Ctx {
                 v.into()
             }
         };
+        let resend = blocking.can_resend(args);
         st.blocked = Some(Blocked {
             seq,
             b,
+            gen,
             leased,
             restore: blocking.restore(args),
             parts: 1,
@@ -703,6 +735,7 @@ impl Ctx {
                 started_ms: self.now_ms,
                 block_ms,
                 unblocking: false,
+                resend,
             })),
         });
     }
@@ -727,6 +760,10 @@ impl Ctx {
         if !self.nothing_ahead(st, place) {
             return self.keep_until_answered(st, req);
         }
+        if st.phase != Phase::Open {
+            st.phase = Phase::Kill;
+            return;
+        }
         let n = self.cfg.table.groups().len();
         // Nothing written: Redis answers such a connection at once with its
         // replicas; so does the keyless group, without the offset bump.
@@ -743,18 +780,21 @@ impl Ctx {
         }
         // A dedicated connection per group (the client's WATCH one where
         // it has one).
-        let mut conns: Vec<(usize, bool)> = Vec::with_capacity(groups.len());
+        // (connection, its generation, leased for this WAIT)
+        let mut conns: Vec<(usize, u32, bool)> = Vec::with_capacity(groups.len());
         for &g in &groups {
             let got = match st.pin {
-                Some(p) if p.group == g && self.pin_alive(st, p) => Ok((p.b, false)),
-                _ => self.lease(st, g).map(|b| (b, true)),
+                Some(p) if p.group == g && self.pin_alive(st, p) => Ok((p.b, p.gen, false)),
+                _ => self
+                    .lease(st, g)
+                    .map(|b| (b, self.backends.conns[b].gen, true)),
             };
             match got {
                 Ok(c) => conns.push(c),
                 Err(why) => {
-                    for (b, leased) in conns {
+                    for (b, gen, leased) in conns {
                         if leased {
-                            self.release_conn(b, false);
+                            self.release_conn(b, gen, false);
                         }
                     }
                     return self.refuse(st, &why, place);
@@ -782,7 +822,7 @@ impl Ctx {
         };
         self.stats.requests_forwarded += 1;
         self.stats.requests_blocking += 1;
-        for (i, &(b, _)) in conns.iter().enumerate() {
+        for (i, &(b, _, _)) in conns.iter().enumerate() {
             if bump {
                 let (cfg, now) = (&*self.cfg, self.now_ms);
                 let (versions, wake) = (&mut self.versions, &mut self.wake);
@@ -804,11 +844,16 @@ impl Ctx {
             self.enqueue(st, b, seq, purpose, |out| encode::request(out, args));
             self.uncount(b, deadline);
         }
-        let (b, leased) = conns[0];
-        st.wait_conns = conns[1..].iter().filter(|c| c.1).map(|c| c.0).collect();
+        let (b, gen, leased) = conns[0];
+        st.wait_conns = conns[1..]
+            .iter()
+            .filter(|c| c.2)
+            .map(|c| (c.0, c.1))
+            .collect();
         st.blocked = Some(Blocked {
             seq,
             b,
+            gen,
             leased,
             restore: blocking::Restore::Nothing,
             parts: conns.len() as u16,
@@ -837,7 +882,10 @@ impl Ctx {
         let Some(bl) = st.blocked.as_mut() else {
             return;
         };
-        let b = bl.b;
+        let (b, gen) = (bl.b, bl.gen);
+        if self.backends.conns.get(b).is_none_or(|c| c.gen != gen) {
+            return;
+        }
         let Some(again) = bl.again.as_mut() else {
             return;
         };
@@ -870,8 +918,11 @@ impl Ctx {
         }
         again.unblocking = true;
         self.stats.blocked_rerouted += 1;
+        let seq = bl.seq;
+        let owner = st.owner(seq, Purpose::Whole);
         if let Some(d) = self.backends.conns[b].dedicated.as_mut() {
             d.unblocking = Some(0);
+            d.unblock_for = Some(owner);
         }
         let now = self.now_ms;
         let (cfg, versions, wake) = (&*self.cfg, &mut self.versions, &mut self.wake);
@@ -891,22 +942,25 @@ impl Ctx {
             let client = (st.me.idx, st.me.gen);
             self.stats.blocked_clients_left += 1;
             let extra = std::mem::take(&mut st.wait_conns);
-            let conns =
-                std::iter::once((bl.b, bl.leased)).chain(extra.into_iter().map(|b| (b, true)));
-            for (b, leased) in conns {
-                self.backends.orphan(b, client, bl.restore);
+            let conns = std::iter::once((bl.b, bl.gen, bl.leased))
+                .chain(extra.into_iter().map(|(b, gen)| (b, gen, true)));
+            for (b, gen, leased) in conns {
+                if self.backends.conns.get(b).is_none_or(|c| c.gen != gen) {
+                    continue;
+                }
+                self.backends.orphan(b, client, bl.seq, bl.restore);
                 let now = self.now_ms;
                 let (cfg, versions, wake) = (&*self.cfg, &mut self.versions, &mut self.wake);
                 self.backends.tick_unblock(b, cfg, now, versions, wake);
                 if leased {
-                    self.release_conn(b, false);
+                    self.release_conn(b, gen, false);
                 }
             }
         }
         st.tx = None;
         if let Some(p) = st.pin.take() {
             if self.pin_alive(st, p) {
-                self.release_conn(p.b, !p.ending);
+                self.release_conn(p.b, p.gen, !p.ending);
             }
         }
     }

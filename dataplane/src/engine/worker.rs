@@ -64,6 +64,7 @@ impl Worker {
             memory: Default::default(),
             log: Default::default(),
             released: Vec::new(),
+            unblocked: Vec::new(),
             restores: Vec::new(),
         };
         ctx.apply(cfg);
