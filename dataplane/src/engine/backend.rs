@@ -58,9 +58,12 @@ pub(crate) enum Internal {
     /// A push-back of elements an orphaned blocking command popped: an
     /// error is logged.
     Restored,
-    /// A reply nobody waits for (`CLIENT UNBLOCK`, `UNWATCH` on release,
-    /// the queued commands of a transaction before its `EXEC`).
+    /// A reply nobody waits for (`UNWATCH` on release, a leaving client's
+    /// other replies on its dedicated connection).
     Ignore,
+    /// `CLIENT UNBLOCK` for dedicated connection `b` (generation `gen`):
+    /// it stays out of the free list until this is answered.
+    Unblocked { b: u32, gen: u32 },
 }
 
 /// What a client's backend reply is for.

@@ -145,7 +145,7 @@ impl Worker {
             })
         };
         let dedicated = self.ctx.backends.conns[idx].dedicated.is_some();
-        if dedicated || !self.ctx.released.is_empty() {
+        if dedicated || !self.ctx.released.is_empty() || !self.ctx.unblocked.is_empty() {
             self.settle_dedicated(Some(idx));
         }
         match result {
@@ -184,6 +184,7 @@ impl Worker {
             reply_limit: ctx.cfg.reply_limit(),
             max_pipeline: ctx.cfg.limits.max_pipeline,
             released: &mut ctx.released,
+            unblocked: &mut ctx.unblocked,
             restores: &mut ctx.restores,
         };
         (&mut ctx.backends.conns, sink)
@@ -225,7 +226,7 @@ impl Worker {
             self.ctx.backends.drop_dedicated(idx);
         }
         self.ctx.restores.clear();
-        if !self.ctx.released.is_empty() {
+        if !self.ctx.released.is_empty() || !self.ctx.unblocked.is_empty() {
             self.settle_dedicated(None);
         }
         self.release_backpressure(idx);
@@ -248,8 +249,11 @@ impl Worker {
                 ctx.wake.backend(conn, b);
             }
         }
-        for b in std::mem::take(&mut ctx.released) {
-            ctx.release_conn(b, false);
+        for (b, gen) in std::mem::take(&mut ctx.released) {
+            ctx.release_conn(b, gen, false);
+        }
+        for (b, gen) in std::mem::take(&mut ctx.unblocked) {
+            ctx.backends.unblock_answered(b, gen, ctx.now_ms);
         }
         let Some(b) = idx else { return };
         // A watch that ended gives its connection back once the client's
@@ -260,9 +264,9 @@ impl Worker {
             conn.dedicated.as_ref().map(|d| d.state),
         ) {
             if let Some(c) = super::live_client(&mut self.clients, ci, cg) {
-                if c.st.pin.is_some_and(|p| p.b == b && p.ending) {
+                if let Some(p) = c.st.pin.filter(|p| p.b == b && p.ending) {
                     c.st.pin = None;
-                    ctx.release_conn(b, false);
+                    ctx.release_conn(b, p.gen, false);
                 }
             }
         }

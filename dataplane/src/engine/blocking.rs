@@ -22,7 +22,9 @@
 //! nothing; `XREADGROUP` leaves its entries in the group's pending list,
 //! where `XPENDING`/`XCLAIM` find them, as in Redis.
 
-use keyway_protocol::resp::{array_elements, encode, Args};
+use keyway_protocol::resp::{array_elements, encode, Args, Frame, RequestParser};
+
+use crate::routing::GroupIndex;
 
 /// What to do with the elements a blocking command popped for a client
 /// that has left.
@@ -99,7 +101,7 @@ impl Blocking {
     }
 
     /// The command's block in milliseconds: `Some(0)` forever, `None` if
-    /// it cannot be read (Redis answers such a call at once with an error).
+    /// keyway cannot read it (see [`deadline_ms`]).
     pub fn block_ms(&self, args: &Args<'_>) -> Option<u64> {
         let seconds = |a: &[u8]| -> Option<u64> {
             let s: f64 = std::str::from_utf8(a).ok()?.trim().parse().ok()?;
@@ -109,8 +111,7 @@ impl Blocking {
             Timeout::LastSeconds => seconds(args.get(args.len() - 1)),
             Timeout::FirstSeconds => seconds(args.try_get(1)?),
             Timeout::BlockOption => {
-                let i = (1..args.len()).find(|&i| args.get(i).eq_ignore_ascii_case(b"block"))?;
-                let ms: i64 = std::str::from_utf8(args.try_get(i + 1)?)
+                let ms: i64 = std::str::from_utf8(args.try_get(stream_block_at(args)?)?)
                     .ok()?
                     .parse()
                     .ok()?;
@@ -118,16 +119,119 @@ impl Blocking {
             }
         }
     }
+
+    /// Whether the call can be sent again after a new table moved its keys
+    /// (see [`Again`]): not an `XREAD` from `$`, which would then skip what
+    /// was added meanwhile; its timeout reply goes to the client instead.
+    pub fn can_resend(&self, args: &Args<'_>) -> bool {
+        if self.timeout != Timeout::BlockOption {
+            return true;
+        }
+        let streams = (1..args.len()).find(|&i| args.get(i).eq_ignore_ascii_case(b"streams"));
+        match streams {
+            Some(s) => !(s + 1..args.len()).any(|i| args.get(i) == b"$"),
+            None => true,
+        }
+    }
+}
+
+/// Where the value of an `XREAD`/`XREADGROUP` call's `BLOCK` option is,
+/// reading its options by position (`GROUP g c`, `COUNT n`, `BLOCK ms`,
+/// `NOACK`) up to `STREAMS`, so that a group or consumer named "block" is
+/// not taken for the option.
+pub fn stream_block_at(args: &Args<'_>) -> Option<usize> {
+    let mut i = 1;
+    while i < args.len() {
+        let a = args.get(i);
+        if a.eq_ignore_ascii_case(b"streams") {
+            return None;
+        }
+        if a.eq_ignore_ascii_case(b"block") {
+            return (i + 1 < args.len()).then_some(i + 1);
+        }
+        i += if a.eq_ignore_ascii_case(b"group") {
+            3
+        } else if a.eq_ignore_ascii_case(b"count") {
+            2
+        } else {
+            1
+        };
+    }
+    None
+}
+
+/// A blocked command as sent, to send again (with what is left of its
+/// timeout) when a new table moves its keys to another group: keyway ends
+/// the block at Redis (`CLIENT UNBLOCK`), and the timeout reply that comes
+/// back sends the command again, routed by the new table (see
+/// [`Again::frame_for`]). A reply with elements (the pop won the race) is
+/// the client's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Again {
+    pub frame: Box<[u8]>,
+    pub blocking: Blocking,
+    /// The group it blocks on.
+    pub group: GroupIndex,
+    /// When it was sent, and its block (`Some(0)`: forever).
+    pub started_ms: u64,
+    pub block_ms: Option<u64>,
+    /// Keyway is ending the block to send it again.
+    pub unblocking: bool,
+    /// It may be sent again ([`Blocking::can_resend`]).
+    pub resend: bool,
+}
+
+impl Again {
+    /// The command again with what is left of its timeout at `now_ms`, or
+    /// `None` if its time is up (the timeout reply is the answer).
+    pub fn frame_for(&self, now_ms: u64) -> Option<Vec<u8>> {
+        let left = match self.block_ms? {
+            0 => 0,
+            ms => {
+                let spent = now_ms.saturating_sub(self.started_ms);
+                if spent >= ms {
+                    return None;
+                }
+                ms - spent
+            }
+        };
+        let mut p = RequestParser::new(super::stateful::trusted_limits());
+        let Ok(Some(Frame::Multibulk { .. })) = p.parse(&self.frame) else {
+            return None;
+        };
+        let args = p.args(&self.frame);
+        let at = match self.blocking.timeout {
+            Timeout::LastSeconds => args.len() - 1,
+            Timeout::FirstSeconds => 1,
+            Timeout::BlockOption => stream_block_at(&args)?,
+        };
+        let value = match self.blocking.timeout {
+            Timeout::BlockOption => left.to_string(),
+            _ => format!("{}.{:03}", left / 1000, left % 1000),
+        };
+        let mut out = Vec::with_capacity(self.frame.len() + 8);
+        encode::array_header(&mut out, args.len());
+        for (i, a) in args.iter().enumerate() {
+            encode::bulk(&mut out, if i == at { value.as_bytes() } else { a });
+        }
+        Some(out)
+    }
+}
+
+/// A timeout reply: nothing was popped or read.
+pub(crate) fn is_timeout_reply(reply: &[u8]) -> bool {
+    reply == b"*-1\r\n" || reply == b"$-1\r\n"
 }
 
 /// The `sent_ms` that makes the backend reply timeout (`timeout_ms` after
 /// it, see `Backends::expired`) fire only `block_ms` after `now_ms` too; a
-/// block of 0 (forever) never times out.
+/// block of 0 (forever) never times out, nor one keyway cannot read (Redis
+/// reads timeouts more liberally, `0x10` say: it either refuses the call at
+/// once or blocks).
 pub(crate) fn deadline_ms(now_ms: u64, block_ms: Option<u64>) -> u64 {
     match block_ms {
-        Some(0) => u64::MAX / 2,
+        Some(0) | None => u64::MAX / 2,
         Some(ms) => now_ms.saturating_add(ms),
-        None => now_ms,
     }
 }
 
@@ -229,7 +333,53 @@ mod tests {
         );
         assert_eq!(deadline_ms(10, Some(0)), u64::MAX / 2);
         assert_eq!(deadline_ms(10, Some(5)), 15);
-        assert_eq!(deadline_ms(10, None), 10);
+        assert_eq!(deadline_ms(10, None), u64::MAX / 2);
+        let x = Blocking::of("xreadgroup").unwrap();
+        assert_eq!(
+            with_args("XREADGROUP GROUP block 100 BLOCK 0 STREAMS s >", |a| x
+                .block_ms(a)),
+            Some(0),
+            "a group named block is not the option"
+        );
+        assert!(!with_args("XREAD BLOCK 0 STREAMS s $", |a| x.can_resend(a)));
+        assert!(with_args("XREAD BLOCK 0 STREAMS s 0-0", |a| x.can_resend(a)));
+    }
+
+    #[test]
+    fn a_command_sent_again_keeps_what_is_left_of_its_timeout() {
+        let again = |req: &str, block_ms: Option<u64>| Again {
+            frame: cmd(&req.split(' ').collect::<Vec<_>>()).into(),
+            blocking: Blocking::of(&req.split(' ').next().unwrap().to_lowercase()).unwrap(),
+            group: 0,
+            started_ms: 1_000,
+            block_ms,
+            unblocking: true,
+            resend: true,
+        };
+        assert_eq!(
+            again("BLPOP q 2", Some(2000)).frame_for(1_500),
+            Some(cmd(&["BLPOP", "q", "1.500"]))
+        );
+        assert_eq!(
+            again("BLPOP q 2", Some(2000)).frame_for(3_000),
+            None,
+            "time is up"
+        );
+        assert_eq!(
+            again("BLPOP q 0", Some(0)).frame_for(99_000),
+            Some(cmd(&["BLPOP", "q", "0.000"])),
+            "forever stays forever"
+        );
+        assert_eq!(
+            again("BZMPOP 1 1 z MIN", Some(1000)).frame_for(1_250),
+            Some(cmd(&["BZMPOP", "0.750", "1", "z", "MIN"]))
+        );
+        assert_eq!(
+            again("XREAD BLOCK 500 STREAMS s $", Some(500)).frame_for(1_100),
+            Some(cmd(&["XREAD", "BLOCK", "400", "STREAMS", "s", "$"]))
+        );
+        assert!(is_timeout_reply(b"*-1\r\n") && is_timeout_reply(b"$-1\r\n"));
+        assert!(!is_timeout_reply(b"*0\r\n"));
     }
 
     #[test]

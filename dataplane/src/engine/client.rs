@@ -101,6 +101,12 @@ pub(crate) struct ClientState {
     /// A blocking command awaits its reply: nothing more of the client runs
     /// until it comes (see [`super::blocking`]).
     pub blocked: Option<Blocked>,
+    /// The groups written to since the last `WAIT` (bits: see
+    /// [`super::route::group_bit`]).
+    pub wrote: u64,
+    /// A `WAIT` over several groups: the dedicated connections of its
+    /// parts after the first ([`Blocked::b`]).
+    pub wait_conns: Vec<(usize, u32)>,
 }
 
 /// A dedicated backend connection a client's `WATCH` holds.
@@ -119,17 +125,24 @@ pub(crate) struct Pin {
 }
 
 /// A blocking command in flight.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Blocked {
     /// Its reply slot.
     pub seq: Seq,
-    /// The dedicated connection it runs on.
+    /// The dedicated connection it runs on, and its generation then.
     pub b: usize,
+    pub gen: u32,
     /// The connection was leased for it (not the client's `WATCH`
     /// connection): it is given back with the reply.
     pub leased: bool,
     /// What to push back if the client leaves before the reply.
     pub restore: super::blocking::Restore,
+    /// Replies still awaited: 1, or the parts of a `WAIT` over several
+    /// groups (their connections in `ClientState::wait_conns`).
+    pub parts: u16,
+    /// What sending it again takes, should a new table move its keys
+    /// (keyed blocking commands; `None` for `WAIT`).
+    pub again: Option<Box<super::blocking::Again>>,
 }
 
 /// A client: parser and state, kept apart so arguments parsed in place (which

@@ -54,9 +54,18 @@ pub(crate) struct Dedicated {
     pub state: Use,
     /// Redis's id of the connection (`CLIENT ID`), once known.
     pub backend_id: Option<i64>,
-    /// A blocking command whose client left is in flight: when `CLIENT
-    /// UNBLOCK` was last sent for it.
+    /// A blocking command whose client left, or that a new table moved, is
+    /// in flight: when `CLIENT UNBLOCK` was last sent for it.
     pub unblocking: Option<u64>,
+    /// The reply that ends the block being unblocked (its owner).
+    pub unblock_for: Option<Owner>,
+    /// `CLIENT UNBLOCK`s for it still in flight (on shared connections):
+    /// it is not free again before they are answered, lest one end the
+    /// next client's block.
+    pub unblocks_in_flight: u16,
+    /// `CLIENT ID` failed (renamed or denied): it cannot be unblocked, so
+    /// a block it must end closes it instead.
+    pub id_failed: bool,
 }
 
 impl Backends {
@@ -104,6 +113,9 @@ impl Backends {
             state: Use::Leased(client.0, client.1),
             backend_id: None,
             unblocking: None,
+            unblock_for: None,
+            unblocks_in_flight: 0,
+            id_failed: false,
         }));
         let gen = self.new_gen();
         conn.gen = gen;
@@ -187,7 +199,7 @@ impl Backends {
         let Some(d) = conn.dedicated.as_mut() else {
             return;
         };
-        if d.state != Use::Returning || !conn.inflight.is_empty() {
+        if d.state != Use::Returning || !conn.inflight.is_empty() || d.unblocks_in_flight > 0 {
             return;
         }
         let p = conn.pool;
@@ -207,22 +219,38 @@ impl Backends {
         }
     }
 
-    /// Client left with a blocking command in flight on dedicated
+    /// Client left with blocking command `seq` in flight on dedicated
     /// connection `b`: its reply, when it comes, is an orphan's (elements
-    /// it carries are pushed back), and `CLIENT UNBLOCK` ends the block now.
-    pub fn orphan(&mut self, b: usize, client: (u32, u32), restore: super::blocking::Restore) {
+    /// it carries are pushed back), the client's other replies on it are
+    /// dropped, and `CLIENT UNBLOCK` ends the block now.
+    pub fn orphan(
+        &mut self,
+        b: usize,
+        client: (u32, u32),
+        seq: u64,
+        restore: super::blocking::Restore,
+    ) {
         let Some(conn) = self.conns.get_mut(b) else {
             return;
         };
+        let orphan = Owner::Internal(Internal::Orphan(restore));
         for e in conn.inflight.iter_mut() {
-            if let Owner::Client { idx, gen, .. } = e.owner {
+            if let Owner::Client {
+                idx, gen, seq: s, ..
+            } = e.owner
+            {
                 if (idx, gen) == client {
-                    e.owner = Owner::Internal(Internal::Orphan(restore));
+                    e.owner = if s == seq {
+                        orphan
+                    } else {
+                        Owner::Internal(Internal::Ignore)
+                    };
                 }
             }
         }
         if let Some(d) = conn.dedicated.as_mut() {
             d.unblocking = Some(0);
+            d.unblock_for = Some(orphan);
         }
     }
 
@@ -245,7 +273,7 @@ impl Backends {
         };
         if let (Some(_), Some(id)) = (d.unblocking, d.backend_id) {
             d.unblocking = Some(now_ms);
-            self.unblock(p, id, cfg, now_ms, versions, wake);
+            self.unblock(p, b, id, cfg, now_ms, versions, wake);
         }
     }
 
@@ -258,30 +286,32 @@ impl Backends {
         now_ms: u64,
         versions: &mut VersionCounts,
         wake: &mut Wake,
-    ) {
+    ) -> Vec<usize> {
+        let mut fail = Vec::new();
         if self.dedicated == 0 {
-            return;
+            return fail;
         }
-        let mut unblock: Vec<(usize, i64)> = Vec::new();
-        for (_, conn) in self.conns.iter_mut() {
+        let mut unblock: Vec<(usize, usize, i64)> = Vec::new();
+        for (b, conn) in self.conns.iter_mut() {
             let Some(d) = conn.dedicated.as_mut() else {
                 continue;
             };
-            let orphaned = conn
-                .inflight
-                .iter()
-                .any(|e| matches!(e.owner, Owner::Internal(Internal::Orphan(_))));
-            match (d.unblocking, orphaned, d.backend_id) {
-                (Some(_), false, _) => d.unblocking = None,
-                (Some(sent), true, Some(id)) if now_ms.saturating_sub(sent) >= UNBLOCK_RETRY_MS => {
+            let Some(sent) = d.unblocking else { continue };
+            if d.id_failed {
+                // Cannot be unblocked: closed instead (see `id_failed`).
+                d.unblocking = None;
+                fail.push(b);
+                continue;
+            }
+            if let Some(id) = d.backend_id {
+                if now_ms.saturating_sub(sent) >= UNBLOCK_RETRY_MS {
                     d.unblocking = Some(now_ms);
-                    unblock.push((conn.pool, id));
+                    unblock.push((conn.pool, b, id));
                 }
-                _ => {}
             }
         }
-        for (p, id) in unblock {
-            self.unblock(p, id, cfg, now_ms, versions, wake);
+        for (p, b, id) in unblock {
+            self.unblock(p, b, id, cfg, now_ms, versions, wake);
         }
         for pool in self.pools.iter_mut() {
             let conns = &self.conns;
@@ -296,12 +326,16 @@ impl Backends {
                 pool.retiring.extend(idle);
             }
         }
+        fail
     }
 
-    /// Sends `CLIENT UNBLOCK id` on a shared connection of pool `p`.
+    /// Sends `CLIENT UNBLOCK id` for dedicated connection `b` on a shared
+    /// connection of pool `p`.
+    #[allow(clippy::too_many_arguments)]
     fn unblock(
         &mut self,
         p: usize,
+        b_for: usize,
         id: i64,
         cfg: &LiveConfig,
         now_ms: u64,
@@ -323,11 +357,67 @@ impl Backends {
         keyway_protocol::resp::encode::bulk(out, b"UNBLOCK");
         keyway_protocol::resp::encode::bulk(out, id.as_bytes());
         let version = cfg.table.version;
-        conn.sent(Owner::Internal(Internal::Ignore), version, now_ms);
+        let gen_for = self.conns.get(b_for).map_or(0, |c| c.gen);
+        let owner = Owner::Internal(Internal::Unblocked {
+            b: b_for as u32,
+            gen: gen_for,
+        });
+        let conn = &mut self.conns[b];
+        conn.sent(owner, version, now_ms);
         versions.add(version);
         if matches!(conn.link, Link::Up) {
             wake.backend(conn, b);
         }
+        if let Some(d) = self.conns[b_for].dedicated.as_mut() {
+            d.unblocks_in_flight += 1;
+        }
+    }
+
+    /// A `CLIENT UNBLOCK` for dedicated connection `b` (generation `gen`)
+    /// was answered (or failed with its connection).
+    pub fn unblock_answered(&mut self, b: usize, gen: u32, now_ms: u64) {
+        let Some(conn) = self.conns.get_mut(b).filter(|c| c.gen == gen) else {
+            return;
+        };
+        if let Some(d) = conn.dedicated.as_mut() {
+            d.unblocks_in_flight = d.unblocks_in_flight.saturating_sub(1);
+        }
+        self.settle(b, now_ms);
+    }
+
+    /// Whether an orphaned blocking command or a push-back of what one
+    /// popped is in flight (a shutdown waits for them).
+    pub fn restoring(&self) -> bool {
+        self.dedicated > 0
+            && self.conns.iter().any(|(_, c)| {
+                c.dedicated.is_some()
+                    && c.inflight.iter().any(|e| {
+                        matches!(
+                            e.owner,
+                            Owner::Internal(Internal::Orphan(_) | Internal::Restored)
+                        )
+                    })
+            })
+    }
+
+    /// Dedicated connections still leased or returning on a backend no
+    /// group of the current table uses (a failover moved a group's
+    /// master): to be failed, so their clients learn it.
+    pub fn stale_dedicated(&self) -> Vec<usize> {
+        if self.dedicated == 0 {
+            return Vec::new();
+        }
+        self.conns
+            .iter()
+            .filter(|(_, c)| {
+                c.dedicated
+                    .as_ref()
+                    .is_some_and(|d| matches!(d.state, Use::Leased(..) | Use::Returning))
+                    && !self.pools[c.pool].in_use
+                    && matches!(c.link, Link::Up | Link::Connecting { .. })
+            })
+            .map(|(b, _)| b)
+            .collect()
     }
 
     /// A dedicated connection failed: it is closed rather than retried

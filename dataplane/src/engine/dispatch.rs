@@ -11,7 +11,8 @@ use super::moves::Migrator;
 use super::policy::{policy, stream_read_blocks, Keys, Policy};
 use super::replies::Refusal;
 use super::route::{
-    answer_error, groups_of_keys, merge_in_place, one_group, KeysRoute, Place, Req, Target,
+    answer_error, group_bit, groups_of_keys, merge_in_place, one_group, KeysRoute, Place, Req,
+    Target,
 };
 use super::split::{plan, write_part, Merge, SplitKind};
 use super::Ctx;
@@ -127,7 +128,12 @@ impl Ctx {
         let policy = policy(spec);
         let routed = matches!(
             policy,
-            Policy::Route { .. } | Policy::Split(_) | Policy::FanOut(_)
+            Policy::Route { .. }
+                | Policy::Split(_)
+                | Policy::FanOut(_)
+                | Policy::Block(_)
+                | Policy::Wait
+                | Policy::Tx(super::policy::TxCmd::Watch)
         );
         if routed {
             if let Some(reason) = self.cfg.fence.clone() {
@@ -143,7 +149,11 @@ impl Ctx {
             && st.queue.has_kept()
             && matches!(
                 policy,
-                Policy::Route { .. } | Policy::Split(_) | Policy::FanOut(_) | Policy::Block(_)
+                Policy::Route { .. }
+                    | Policy::Split(_)
+                    | Policy::FanOut(_)
+                    | Policy::Block(_)
+                    | Policy::Wait
             )
         {
             return self
@@ -161,7 +171,12 @@ impl Ctx {
                 let table = &self.cfg.table;
                 let slot = table.slot_of(args.get(1));
                 let target = match table.route(slot) {
-                    SlotRoute::Stable(g) => return self.forward(st, g, read, req),
+                    SlotRoute::Stable(g) => {
+                        if spec.has(flag::WRITE) {
+                            st.wrote |= group_bit(g);
+                        }
+                        return self.forward(st, g, read, req);
+                    }
                     SlotRoute::Unassigned => Err(Refusal::ClusterDown { slot }),
                     SlotRoute::Moving { .. } | SlotRoute::Blocked { .. } => {
                         self.target_of_keys(args, &[1], place)
@@ -178,6 +193,7 @@ impl Ctx {
             Policy::FanOut(kind) => self.fan_out(st, kind, read, req),
             Policy::Tx(cmd) => self.tx_command(st, cmd, req),
             Policy::Block(blocking) => self.block(st, blocking, req),
+            Policy::Wait => self.wait(st, req),
             Policy::Local(cmd) => {
                 self.stats.requests_local += 1;
                 if cmd == super::policy::Local::Reset {
@@ -247,6 +263,11 @@ impl Ctx {
             Ok(()) => self.target_of_keys(args, &keys, place),
         };
         self.scratch.keys = keys;
+        if let Ok(Target::Group(g) | Target::Master(g)) = target {
+            if spec.has(flag::WRITE) {
+                st.wrote |= group_bit(g);
+            }
+        }
         self.send_to_target(st, target, read, req);
     }
 
@@ -334,6 +355,11 @@ impl Ctx {
         self.stats.requests_split += 1;
         for (part, &g) in sc.part_groups.iter().enumerate() {
             let part = part as u16;
+            if kind != SplitKind::Mget {
+                // MSET, DEL, UNLINK write (EXISTS, TOUCH do not, but
+                // counting them only makes a WAIT ask one group more).
+                st.wrote |= group_bit(g);
+            }
             let b = self.client_conn(st, g, read);
             self.enqueue(st, b, seq, Purpose::Part(part), |out| {
                 write_part(out, kind, args, &sc.keys, &sc.key_parts, part)
@@ -345,7 +371,9 @@ impl Ctx {
     /// Sends the request to every group and merges the replies (`DBSIZE`);
     /// holds it whole while any group is on hold.
     fn fan_out(&mut self, st: &mut ClientState, kind: SplitKind, read: bool, req: Req<'_>) {
-        let Req { args, raw, place } = req;
+        let Req {
+            args, raw, place, ..
+        } = req;
         if self.cfg.table.has_holds() {
             return self.sched.hold(st, req, self.now_ms, &mut self.stats);
         }

@@ -177,7 +177,10 @@ pub(crate) struct Ctx {
     log: limits::LogLimit,
     /// Dedicated connections whose blocking command was answered, to give
     /// back after the replies are delivered (see [`sink::Sink::released`]).
-    released: Vec<usize>,
+    released: Vec<(usize, u32)>,
+    /// Dedicated connections a `CLIENT UNBLOCK` for which was answered
+    /// (see [`sink::Sink::unblocked`]).
+    unblocked: Vec<(usize, u32)>,
     /// Push-backs of what orphaned blocking commands popped (see
     /// [`sink::Sink::restores`]).
     restores: Vec<Vec<u8>>,

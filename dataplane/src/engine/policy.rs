@@ -116,6 +116,8 @@ pub enum Policy {
     Tx(TxCmd),
     /// A blocking command, routed by its keys to a dedicated connection.
     Block(Blocking),
+    /// `WAIT`, on the groups the client wrote to.
+    Wait,
     /// Answered by keyway.
     Local(Local),
     /// Refused: the reason completes "keyway does not support 'X': …".
@@ -172,11 +174,7 @@ fn decide(c: &CommandSpec) -> Policy {
         "discard" => return Policy::Tx(TxCmd::Discard),
         "watch" => return Policy::Tx(TxCmd::Watch),
         "unwatch" => return Policy::Tx(TxCmd::Unwatch),
-        "wait" => {
-            return Policy::Unsupported(
-                "WAIT needs a backend connection of its own; not supported yet",
-            )
-        }
+        "wait" => return Policy::Wait,
         "monitor" => return Policy::Unsupported(ADMIN),
         "blpop" | "brpop" | "blmove" | "brpoplpush" | "blmpop" | "bzpopmin" | "bzpopmax"
         | "bzmpop" => {
@@ -267,15 +265,7 @@ pub fn policy(c: &CommandSpec) -> Policy {
 /// Whether an `XREAD`/`XREADGROUP` call blocks (has a `BLOCK` option before
 /// `STREAMS`).
 pub fn stream_read_blocks(args: &keyway_protocol::resp::Args<'_>) -> bool {
-    for a in args.iter().skip(1) {
-        if a.eq_ignore_ascii_case(b"streams") {
-            return false;
-        }
-        if a.eq_ignore_ascii_case(b"block") {
-            return true;
-        }
-    }
-    false
+    super::blocking::stream_block_at(args).is_some()
 }
 
 #[cfg(test)]

@@ -96,7 +96,7 @@ pub(crate) struct Rig {
     pub client: ClientId,
     backends: HashMap<SocketAddr, BackendId>,
     start: Instant,
-    settings: Settings,
+    pub settings: Settings,
     /// Connections to these addresses are refused.
     pub refusing: HashSet<SocketAddr>,
     /// Dedicated connections (see `engine::dedicated`), in the order they

@@ -51,6 +51,14 @@ pub(crate) struct Req<'r> {
     pub place: Place,
 }
 
+/// The bit of group `g` in a client's set of groups written to (see
+/// `ClientState::wrote`; groups beyond 64 share bits, so a `WAIT` may
+/// include a group the client did not write to, never miss one).
+#[inline(always)]
+pub(crate) fn group_bit(g: GroupIndex) -> u64 {
+    1 << (g % 64)
+}
+
 /// Where a request's keys lead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Target {

@@ -10,9 +10,10 @@ use slab::Slab;
 use keyway_protocol::resp::integer_reply;
 
 use super::backend::{BackendConn, Inflight, Internal, Owner, Purpose};
-use super::client::Client;
+use super::client::{Client, ClientState};
 use super::deferred::Scheduler;
 use super::limits::{self, close_for_output};
+use super::pending::Deferred;
 use super::replies::Refusal;
 use super::versions::VersionCounts;
 use super::{live_client, moves, Stats, Wake};
@@ -53,24 +54,55 @@ pub(super) struct Sink<'a> {
     /// The largest reply forwarded, and the setting that says so.
     pub reply_limit: (u64, &'static str),
     pub max_pipeline: usize,
-    /// Dedicated connections whose blocking command was answered: given
-    /// back by the caller.
-    pub released: &'a mut Vec<usize>,
+    /// Dedicated connections (and generations) whose blocking command was
+    /// answered: given back by the caller.
+    pub released: &'a mut Vec<(usize, u32)>,
+    /// Dedicated connections (and generations) a `CLIENT UNBLOCK` for
+    /// which was answered.
+    pub unblocked: &'a mut Vec<(usize, u32)>,
     /// Elements orphaned blocking commands popped, to push back (see
     /// [`super::blocking`]) on the connection being read.
     pub restores: &'a mut Vec<Vec<u8>>,
 }
 
 impl Sink<'_> {
-    /// A reply to keyway's own request on a dedicated connection.
+    /// A reply on a dedicated connection, or to keyway's own request:
+    /// the reply that ends a block being unblocked clears that; keyway's
+    /// own are handled here (true), the rest delivered as usual (false).
+    #[cold]
+    fn special(&mut self, conn: &mut BackendConn, entry: Inflight, reply: &[u8]) -> bool {
+        if let Some(d) = conn.dedicated.as_mut() {
+            if d.unblock_for == Some(entry.owner) {
+                d.unblocking = None;
+                d.unblock_for = None;
+            }
+        }
+        if let Owner::Internal(what) = entry.owner {
+            self.versions.done(entry.version);
+            self.internal(conn, what, reply);
+            return true;
+        }
+        false
+    }
+
+    /// A reply to keyway's own request.
     #[cold]
     fn internal(&mut self, conn: &mut BackendConn, what: Internal, reply: &[u8]) {
         match what {
             Internal::ConnId => {
                 if let Some(d) = conn.dedicated.as_mut() {
                     d.backend_id = integer_reply(reply);
+                    if d.backend_id.is_none() {
+                        d.id_failed = true;
+                        tracing::warn!(
+                            reply = %String::from_utf8_lossy(&reply[..reply.len().min(200)]).trim_end(),
+                            "CLIENT ID failed on a dedicated backend connection: a blocked client that \
+                             leaves closes it instead of unblocking it"
+                        );
+                    }
                 }
             }
+            Internal::Unblocked { b, gen } => self.unblocked.push((b as usize, gen)),
             Internal::Orphan(restore) => {
                 if let Some(cmd) = super::blocking::restore_command(restore, reply) {
                     self.stats.elements_restored += 1;
@@ -113,11 +145,12 @@ impl Sink<'_> {
                     let Some(entry) = conn.inflight.pop_front() else {
                         return Err(BackendFault::Unsolicited);
                     };
-                    if let Owner::Internal(what) = entry.owner {
-                        self.versions.done(entry.version);
-                        self.internal(conn, what, &buf[at..at + len]);
-                        at += len;
-                        continue;
+                    if conn.dedicated.is_some() || matches!(entry.owner, Owner::Internal(_)) {
+                        let reply = &buf[at..at + len];
+                        if self.special(conn, entry, reply) {
+                            at += len;
+                            continue;
+                        }
                     }
                     let size = conn.skipped + len as u64;
                     let (limit, key) = self.reply_limit;
@@ -169,6 +202,9 @@ impl Sink<'_> {
             Owner::Probe => return,
             // (Replies are handled by `internal`; this is an error for a
             // connection that failed.)
+            Owner::Internal(Internal::Unblocked { b, gen }) => {
+                return self.unblocked.push((b as usize, gen))
+            }
             Owner::Internal(_) => return,
         };
         let Some(c) = live_client(self.clients, idx, gen) else {
@@ -181,19 +217,11 @@ impl Sink<'_> {
         }
         match purpose {
             Purpose::Whole => {
-                st.queue.complete(seq, reply, st.out.buf_mut());
-                if let Some(b) = st.blocked {
-                    if b.seq == seq {
-                        // The block is over: the client goes on.
-                        st.blocked = None;
-                        if b.leased {
-                            self.released.push(b.b);
-                        }
-                        self.resume.push(idx);
-                        if st.queue.has_kept() {
-                            self.sched.ready(idx, gen);
-                        }
-                    }
+                if st.blocked.is_none() {
+                    st.queue.complete(seq, reply, st.out.buf_mut());
+                } else if !send_again(st, seq, reply, self.now_ms, self.released, self.sched) {
+                    st.queue.complete(seq, reply, st.out.buf_mut());
+                    block_answered(st, seq, self.released, self.resume, self.sched);
                 }
             }
             Purpose::Skip => return,
@@ -210,6 +238,9 @@ impl Sink<'_> {
                         }
                         .to_reply()
                     });
+                if st.blocked.is_some() {
+                    block_answered(st, seq, self.released, self.resume, self.sched);
+                }
             }
             Purpose::Move | Purpose::MoveKey(_) => {
                 let single = match purpose {
@@ -241,4 +272,77 @@ impl Sink<'_> {
         }
         self.wake.client(st);
     }
+}
+
+/// A reply (or a part's) to the client's request `seq`, which may be its
+/// blocking command: when its last reply is in, the block is over, its
+/// connections are given back (`released`) and the client goes on.
+#[cold]
+fn block_answered(
+    st: &mut ClientState,
+    seq: u64,
+    released: &mut Vec<(usize, u32)>,
+    resume: &mut Vec<u32>,
+    sched: &mut Scheduler,
+) {
+    let Some(b) = st.blocked.as_mut().filter(|b| b.seq == seq) else {
+        return;
+    };
+    b.parts = b.parts.saturating_sub(1);
+    if b.parts > 0 {
+        return;
+    }
+    let Some(b) = st.blocked.take() else { return };
+    if b.leased {
+        released.push((b.b, b.gen));
+    }
+    released.append(&mut st.wait_conns);
+    resume.push(st.me.idx);
+    if st.queue.has_kept() {
+        sched.ready(st.me.idx, st.me.gen);
+    }
+}
+
+/// The reply to a blocked command keyway unblocked because a new table moved
+/// its keys (see [`super::blocking::Again`]): a timeout reply sends it
+/// again, kept back in its reply slot to be routed by the new table; true
+/// if so. A reply with elements, or one past the command's own timeout, is
+/// the client's.
+#[cold]
+fn send_again(
+    st: &mut ClientState,
+    seq: u64,
+    reply: &[u8],
+    now_ms: u64,
+    released: &mut Vec<(usize, u32)>,
+    sched: &mut Scheduler,
+) -> bool {
+    let Some(b) = st.blocked.as_ref().filter(|b| b.seq == seq) else {
+        return false;
+    };
+    let Some(again) = b.again.as_ref().filter(|a| a.unblocking && a.resend) else {
+        return false;
+    };
+    if !super::blocking::is_timeout_reply(reply) {
+        return false;
+    }
+    let Some(frame) = again.frame_for(now_ms) else {
+        return false;
+    };
+    let Some(b) = st.blocked.take() else {
+        return false;
+    };
+    if b.leased {
+        released.push((b.b, b.gen));
+    }
+    st.queue.set_deferred(
+        seq,
+        Deferred {
+            frame,
+            since_ms: now_ms,
+            ..Deferred::default()
+        },
+    );
+    sched.ready(st.me.idx, st.me.gen);
+    true
 }

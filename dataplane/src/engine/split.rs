@@ -20,6 +20,8 @@ pub enum SplitKind {
     Mset,
     /// Integer replies added up (`DEL`, `UNLINK`, `EXISTS`, `TOUCH`, `DBSIZE`).
     Sum,
+    /// The least of integer replies (`WAIT` over several groups).
+    Min,
 }
 
 impl SplitKind {
@@ -102,7 +104,7 @@ impl Merge {
             replies,
             key_parts,
             remaining: parts,
-            sum: 0,
+            sum: if kind == SplitKind::Min { i64::MAX } else { 0 },
             error: None,
             held: 0,
         }
@@ -146,6 +148,10 @@ impl Merge {
                     Some(n) => self.sum = self.sum.saturating_add(n),
                     None => self.fail(part, unexpected(reply)),
                 },
+                SplitKind::Min => match integer_reply(reply) {
+                    Some(n) => self.sum = self.sum.min(n),
+                    None => self.fail(part, unexpected(reply)),
+                },
             }
         }
         self.remaining -= 1;
@@ -170,7 +176,7 @@ impl Merge {
         }
         match self.kind {
             SplitKind::Mset => out.extend_from_slice(b"+OK\r\n"),
-            SplitKind::Sum => encode::integer(out, self.sum),
+            SplitKind::Sum | SplitKind::Min => encode::integer(out, self.sum),
             SplitKind::Mget => {
                 let mut parts = Vec::with_capacity(self.replies.len());
                 for (p, r) in self.replies.iter().enumerate() {

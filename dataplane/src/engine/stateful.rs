@@ -42,7 +42,7 @@ use keyway_protocol::resp::{encode, Frame, RequestLimits, RequestParser};
 
 use super::backend::{Internal, Purpose};
 use super::blocking::{self, Blocking};
-use super::client::{Blocked, ClientState, Pin};
+use super::client::{Blocked, ClientState, Phase, Pin};
 use super::moves::Migrator;
 use super::policy::{policy, Local, Policy, TxCmd};
 use super::replies::Refusal;
@@ -87,6 +87,8 @@ const MULTI: &[u8] = b"*1\r\n$5\r\nMULTI\r\n";
 const EXEC: &[u8] = b"*1\r\n$4\r\nEXEC\r\n";
 const NIL_ARRAY: &[u8] = b"*-1\r\n";
 const UNWATCH: &[u8] = b"*1\r\n$7\r\nUNWATCH\r\n";
+/// `PUBLISH __keyway__:wait ""`: see [`Ctx::wait`].
+const WAIT_BUMP: &[u8] = b"*3\r\n$7\r\nPUBLISH\r\n$15\r\n__keyway__:wait\r\n$0\r\n\r\n";
 
 /// Why a `PING`/`ECHO`/`SELECT 0` may be queued: Redis answers them as
 /// keyway would.
@@ -103,7 +105,9 @@ impl Ctx {
     /// `EXEC` abort), or one of the commands Redis runs at once there.
     /// Returns false for `QUIT` and `RESET`, which go the usual way.
     pub(super) fn in_multi(&mut self, st: &mut ClientState, req: Req<'_>) -> bool {
-        let Req { args, raw, place } = req;
+        let Req {
+            args, raw, place, ..
+        } = req;
         let spec = match command::lookup(args.get(0), args.try_get(1)) {
             Lookup::Found(s) => s,
             Lookup::UnknownCommand => {
@@ -173,13 +177,25 @@ impl Ctx {
             }
             // Queued as Redis queues it; the watch ends with EXEC anyway.
             Policy::Tx(_) => Ok(()),
+            // Redis answers it at once inside a transaction.
+            Policy::Wait => Ok(()),
             Policy::FanOut(_) => Err(Refusal::NotInTransaction {
                 spec,
                 why: "it must reach every group",
             }),
             Policy::Unsupported(why) => Err(Refusal::Unsupported { spec, why }),
         };
+        let keyless_routed = keys.is_empty() && matches!(policy, Policy::Route { .. });
         let group = found.and_then(|()| self.group_of(args, &keys));
+        // A routed command naming no keys (a script called with none) runs
+        // where it would outside a transaction: on the keyless group.
+        let group = match group {
+            Ok(None) if keyless_routed => match self.keyless_group() {
+                Some(g) => Ok(Some(g)),
+                None => Err(Refusal::ClusterDown { slot: 0 }),
+            },
+            other => other,
+        };
         let group = match group {
             Ok(g) => g,
             Err(why) => {
@@ -200,14 +216,15 @@ impl Ctx {
             }
             tx.group = Some(g);
         }
-        let len = raw.map_or(0, <[u8]>::len);
-        if (tx.frames.len() + len) as u64 > limit {
-            self.scratch.keys = keys;
-            return self.tx_error(st, &Refusal::TransactionTooLarge { limit });
-        }
+        let before = tx.frames.len();
         match raw {
             Some(bytes) => tx.frames.extend_from_slice(bytes),
             None => encode::request(&mut tx.frames, args),
+        }
+        if tx.frames.len() as u64 > limit {
+            tx.frames.truncate(before);
+            self.scratch.keys = keys;
+            return self.tx_error(st, &Refusal::TransactionTooLarge { limit });
         }
         tx.count += 1;
         for &k in &keys {
@@ -285,7 +302,7 @@ impl Ctx {
         st.pin = Some(p);
         if self.backends.conns[p.b].inflight.is_empty() {
             st.pin = None;
-            self.release_conn(p.b, false);
+            self.release_conn(p.b, p.gen, false);
         }
     }
 
@@ -294,8 +311,13 @@ impl Ctx {
         st.pin.filter(|p| !p.ending)
     }
 
-    /// Gives dedicated connection `b` back (see [`super::dedicated`]).
-    pub(super) fn release_conn(&mut self, b: usize, unwatch: bool) {
+    /// Gives dedicated connection `b` back (see [`super::dedicated`]), if
+    /// it is still generation `gen` (a connection that failed was retired,
+    /// and its slab index may serve another connection now).
+    pub(super) fn release_conn(&mut self, b: usize, gen: u32, unwatch: bool) {
+        if self.backends.conns.get(b).is_none_or(|c| c.gen != gen) {
+            return;
+        }
         let (cfg, now) = (&*self.cfg, self.now_ms);
         self.backends
             .release(b, unwatch, cfg, now, &mut self.versions, &mut self.wake);
@@ -312,8 +334,9 @@ impl Ctx {
     }
 
     /// The connection for client `st`'s request to group `g`: its `WATCH`
-    /// connection if it has one there, else the pool's.
-    #[inline(always)]
+    /// connection if it has one there, else the pool's. (Not inlined: the
+    /// request path of a client without one only tests `ClientState::pin`.)
+    #[inline(never)]
     pub(super) fn client_conn(&mut self, st: &ClientState, g: GroupIndex, read: bool) -> usize {
         if let Some(p) = st.pin {
             if p.group == g && self.pin_alive(st, p) {
@@ -407,7 +430,7 @@ impl Ctx {
             self.scratch.moves = moves;
             match r {
                 Err(why) => {
-                    self.end_tx(st, true);
+                    self.end_watch(st, true);
                     return self.refuse(st, &why, place);
                 }
                 Ok(KeysRoute::Wait(t)) => {
@@ -417,14 +440,14 @@ impl Ctx {
                     };
                 }
                 Ok(_) if !one => {
-                    self.end_tx(st, true);
+                    self.end_watch(st, true);
                     return self.refuse(st, &Refusal::TransactionSplit, place);
                 }
                 Ok(_) => first,
             }
         };
         let Some(g) = g else {
-            self.end_tx(st, true);
+            self.end_watch(st, true);
             let slot = 0;
             return self.refuse(st, &Refusal::ClusterDown { slot }, place);
         };
@@ -458,6 +481,7 @@ impl Ctx {
         };
         self.stats.requests_forwarded += 1;
         self.stats.transactions += 1;
+        st.wrote |= super::route::group_bit(g);
         let block = args.get(2);
         self.enqueue(st, b, seq, Purpose::Skip, |out| {
             out.extend_from_slice(block)
@@ -555,6 +579,13 @@ impl Ctx {
                     // included, given back once they are answered).
                     return self.keep_until_answered(st, req);
                 }
+                if let Some(old) = st.pin.take() {
+                    // An ended watch's connection (keyway's UNWATCH may still
+                    // be in flight on it): given back once that is answered.
+                    if self.pin_alive(st, old) {
+                        self.release_conn(old.b, old.gen, !old.ending);
+                    }
+                }
                 match self.lease(st, g) {
                     Ok(b) => {
                         let gen = self.backends.conns[b].gen;
@@ -607,7 +638,9 @@ impl Ctx {
 
     /// Sends the whole request on connection `b` (a dedicated one).
     fn forward_on(&mut self, st: &mut ClientState, b: usize, req: Req<'_>) -> Option<u64> {
-        let Req { args, raw, place } = req;
+        let Req {
+            args, raw, place, ..
+        } = req;
         if let Some(why) = self.backends.down_error(b) {
             self.stats.errors_backend += 1;
             self.stats.requests_local += 1;
@@ -654,6 +687,12 @@ impl Ctx {
             Ok(Target::Group(g) | Target::Master(g)) => g,
             other => return self.send_to_target(st, other, false, req),
         };
+        if st.phase != Phase::Open {
+            // The client closed (EOF) before its turn came: as Redis drops
+            // such a client, the command does not run (see `client_eof`).
+            st.phase = Phase::Kill;
+            return;
+        }
         let (b, leased) = match st.pin {
             Some(p) if p.group == g && self.pin_alive(st, p) => (p.b, false),
             _ if !self.nothing_ahead(st, place) => return self.keep_until_answered(st, req),
@@ -662,23 +701,232 @@ impl Ctx {
                 Err(why) => return self.refuse(st, &why, place),
             },
         };
+        let gen = self.backends.conns[b].gen;
         let Some(seq) = self.forward_on(st, b, req) else {
             if leased {
-                self.release_conn(b, false);
+                self.release_conn(b, gen, false);
             }
             return;
         };
+        st.wrote |= super::route::group_bit(g);
         let block_ms = blocking.block_ms(args);
-        if let Some(e) = self.backends.conns[b].inflight.back_mut() {
-            e.sent_ms = blocking::deadline_ms(self.now_ms, block_ms);
-        }
+        self.uncount(b, blocking::deadline_ms(self.now_ms, block_ms));
         self.stats.requests_blocking += 1;
+        let frame = match req.raw {
+            Some(bytes) => bytes.into(),
+            None => {
+                let mut v = Vec::new();
+                encode::request(&mut v, args);
+                v.into()
+            }
+        };
+        let resend = blocking.can_resend(args);
         st.blocked = Some(Blocked {
             seq,
             b,
+            gen,
             leased,
             restore: blocking.restore(args),
+            parts: 1,
+            again: Some(Box::new(blocking::Again {
+                frame,
+                blocking,
+                group: g,
+                started_ms: self.now_ms,
+                block_ms,
+                unblocking: false,
+                resend,
+            })),
         });
+    }
+
+    /// `WAIT numreplicas timeout`: on each group the client wrote to since
+    /// its last `WAIT` (the keyless group if none), once everything it sent
+    /// before has been answered; the reply is the least of the groups'.
+    ///
+    /// Redis counts the replicas that acknowledged the connection's last
+    /// write; the client's writes went on shared connections, so on a
+    /// dedicated one keyway first sends `PUBLISH` to a channel nobody
+    /// listens to (a write Redis propagates to replicas, which sets the
+    /// connection's replication offset past every write it has run), then
+    /// `WAIT`.
+    pub(super) fn wait(&mut self, st: &mut ClientState, req: Req<'_>) {
+        let Req { args, place, .. } = req;
+        if place.at.is_none() && st.queue.has_kept() {
+            return self
+                .sched
+                .keep_behind(st, req, self.now_ms, &mut self.stats);
+        }
+        if !self.nothing_ahead(st, place) {
+            return self.keep_until_answered(st, req);
+        }
+        if st.phase != Phase::Open {
+            st.phase = Phase::Kill;
+            return;
+        }
+        let n = self.cfg.table.groups().len();
+        // Nothing written: Redis answers such a connection at once with its
+        // replicas; so does the keyless group, without the offset bump.
+        let bump = st.wrote != 0;
+        let mut groups: Vec<GroupIndex> = (0..n.min(u16::MAX as usize))
+            .map(|g| g as GroupIndex)
+            .filter(|&g| st.wrote & super::route::group_bit(g) != 0)
+            .collect();
+        if groups.is_empty() {
+            match self.keyless_group() {
+                Some(g) => groups.push(g),
+                None => return self.refuse(st, &Refusal::ClusterDown { slot: 0 }, place),
+            }
+        }
+        // A dedicated connection per group (the client's WATCH one where
+        // it has one).
+        // (connection, its generation, leased for this WAIT)
+        let mut conns: Vec<(usize, u32, bool)> = Vec::with_capacity(groups.len());
+        for &g in &groups {
+            let got = match st.pin {
+                Some(p) if p.group == g && self.pin_alive(st, p) => Ok((p.b, p.gen, false)),
+                _ => self
+                    .lease(st, g)
+                    .map(|b| (b, self.backends.conns[b].gen, true)),
+            };
+            match got {
+                Ok(c) => conns.push(c),
+                Err(why) => {
+                    for (b, gen, leased) in conns {
+                        if leased {
+                            self.release_conn(b, gen, false);
+                        }
+                    }
+                    return self.refuse(st, &why, place);
+                }
+            }
+        }
+        st.wrote = 0;
+        let timeout_ms = std::str::from_utf8(args.get(2))
+            .ok()
+            .and_then(|t| t.parse::<i64>().ok())
+            .and_then(|t| u64::try_from(t).ok());
+        let deadline = blocking::deadline_ms(self.now_ms, timeout_ms);
+        let one = conns.len() == 1;
+        let seq = if one {
+            match place.at {
+                None => st.queue.push_waiting(),
+                Some(seq) => {
+                    st.queue.set_waiting(seq);
+                    seq
+                }
+            }
+        } else {
+            let merge = super::split::Merge::new(super::split::SplitKind::Min, conns.len(), &[]);
+            super::route::merge_in_place(st, place, merge)
+        };
+        self.stats.requests_forwarded += 1;
+        self.stats.requests_blocking += 1;
+        for (i, &(b, _, _)) in conns.iter().enumerate() {
+            if bump {
+                let (cfg, now) = (&*self.cfg, self.now_ms);
+                let (versions, wake) = (&mut self.versions, &mut self.wake);
+                self.backends.send_internal(
+                    b,
+                    WAIT_BUMP,
+                    Internal::Ignore,
+                    cfg,
+                    now,
+                    versions,
+                    wake,
+                );
+            }
+            let purpose = if one {
+                Purpose::Whole
+            } else {
+                Purpose::Part(i as u16)
+            };
+            self.enqueue(st, b, seq, purpose, |out| encode::request(out, args));
+            self.uncount(b, deadline);
+        }
+        let (b, gen, leased) = conns[0];
+        st.wait_conns = conns[1..]
+            .iter()
+            .filter(|c| c.2)
+            .map(|c| (c.0, c.1))
+            .collect();
+        st.blocked = Some(Blocked {
+            seq,
+            b,
+            gen,
+            leased,
+            restore: blocking::Restore::Nothing,
+            parts: conns.len() as u16,
+            again: None,
+        });
+    }
+
+    /// The request just sent on connection `b` is a blocked command: its
+    /// reply is awaited until `deadline_ms` (see [`blocking::deadline_ms`]),
+    /// and it does not hold back a new table's ack
+    /// ([`super::versions::UNCOUNTED`]).
+    fn uncount(&mut self, b: usize, deadline_ms: u64) {
+        if let Some(e) = self.backends.conns[b].inflight.back_mut() {
+            e.sent_ms = deadline_ms;
+            if e.version != super::versions::UNCOUNTED {
+                self.versions.done(e.version);
+                e.version = super::versions::UNCOUNTED;
+            }
+        }
+    }
+
+    /// A new table: blocked commands whose keys it moves to another group
+    /// (or puts on a migrating or held slot) are unblocked at Redis, to be
+    /// sent again by the new table (see [`blocking::Again`]).
+    pub(super) fn reroute_blocked(&mut self, st: &mut ClientState, parser: &mut RequestParser) {
+        let Some(bl) = st.blocked.as_mut() else {
+            return;
+        };
+        let (b, gen) = (bl.b, bl.gen);
+        if self.backends.conns.get(b).is_none_or(|c| c.gen != gen) {
+            return;
+        }
+        let Some(again) = bl.again.as_mut() else {
+            return;
+        };
+        if again.unblocking {
+            return;
+        }
+        let Ok(Some(Frame::Multibulk { .. })) = parser.parse(&again.frame) else {
+            return;
+        };
+        let args = parser.args(&again.frame);
+        let Lookup::Found(spec) = command::lookup(args.get(0), args.try_get(1)) else {
+            return;
+        };
+        let mut keys = Vec::new();
+        if extract_keys(spec, &args, &mut keys).is_err() {
+            return;
+        }
+        let mut groups = Vec::new();
+        let mut moves = Vec::new();
+        let r = groups_of_keys(
+            &self.cfg.table,
+            &args,
+            &keys,
+            &mut groups,
+            &mut moves,
+            Place::NEW,
+        );
+        if matches!(r, Ok(KeysRoute::Stable)) && groups.iter().all(|&g| g == again.group) {
+            return;
+        }
+        again.unblocking = true;
+        self.stats.blocked_rerouted += 1;
+        let seq = bl.seq;
+        let owner = st.owner(seq, Purpose::Whole);
+        if let Some(d) = self.backends.conns[b].dedicated.as_mut() {
+            d.unblocking = Some(0);
+            d.unblock_for = Some(owner);
+        }
+        let now = self.now_ms;
+        let (cfg, versions, wake) = (&*self.cfg, &mut self.versions, &mut self.wake);
+        self.backends.tick_unblock(b, cfg, now, versions, wake);
     }
 
     /// `RESET`: leaves the transaction and the watch.
@@ -692,19 +940,27 @@ impl Ctx {
     pub(super) fn client_leaving(&mut self, st: &mut ClientState) {
         if let Some(bl) = st.blocked.take() {
             let client = (st.me.idx, st.me.gen);
-            self.backends.orphan(bl.b, client, bl.restore);
             self.stats.blocked_clients_left += 1;
-            let now = self.now_ms;
-            let (cfg, versions, wake) = (&*self.cfg, &mut self.versions, &mut self.wake);
-            self.backends.tick_unblock(bl.b, cfg, now, versions, wake);
-            if bl.leased {
-                self.release_conn(bl.b, false);
+            let extra = std::mem::take(&mut st.wait_conns);
+            let conns = std::iter::once((bl.b, bl.gen, bl.leased))
+                .chain(extra.into_iter().map(|(b, gen)| (b, gen, true)));
+            for (b, gen, leased) in conns {
+                if self.backends.conns.get(b).is_none_or(|c| c.gen != gen) {
+                    continue;
+                }
+                self.backends.orphan(b, client, bl.seq, bl.restore);
+                let now = self.now_ms;
+                let (cfg, versions, wake) = (&*self.cfg, &mut self.versions, &mut self.wake);
+                self.backends.tick_unblock(b, cfg, now, versions, wake);
+                if leased {
+                    self.release_conn(b, gen, false);
+                }
             }
         }
         st.tx = None;
         if let Some(p) = st.pin.take() {
             if self.pin_alive(st, p) {
-                self.release_conn(p.b, !p.ending);
+                self.release_conn(p.b, p.gen, !p.ending);
             }
         }
     }

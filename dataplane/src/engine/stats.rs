@@ -114,6 +114,8 @@ counters! {
     elements_restored,
     /// Transactions sent (`EXEC`).
     transactions,
+    /// Blocked commands sent again because a new table moved their keys.
+    blocked_rerouted,
 }
 
 /// A core's counters as it last published them, for the other cores to read.

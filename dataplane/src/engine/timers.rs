@@ -42,7 +42,7 @@ impl Worker {
             return Drain::Serving;
         };
         let left = self.clients.len();
-        if left == 0 {
+        if left == 0 && !self.ctx.backends.restoring() {
             return Drain::Done;
         }
         if now >= deadline {
@@ -134,8 +134,12 @@ impl Worker {
         }
         self.ctx.backends.probe_failing(self.ctx.now_ms);
         let ctx = &mut self.ctx;
-        ctx.backends
-            .tick_dedicated(&ctx.cfg, ctx.now_ms, &mut ctx.versions, &mut ctx.wake);
+        let fail =
+            ctx.backends
+                .tick_dedicated(&ctx.cfg, ctx.now_ms, &mut ctx.versions, &mut ctx.wake);
+        for b in fail {
+            self.fail_backend(b, "a block on it must end and CLIENT ID failed on it");
+        }
         let mut closed = Vec::new();
         self.ctx.backends.close_retired(&mut closed);
         for (b, had_socket) in closed {

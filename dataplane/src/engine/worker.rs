@@ -64,6 +64,7 @@ impl Worker {
             memory: Default::default(),
             log: Default::default(),
             released: Vec::new(),
+            unblocked: Vec::new(),
             restores: Vec::new(),
         };
         ctx.apply(cfg);
@@ -116,11 +117,23 @@ impl Worker {
             let latest = latest.clone();
             let table_changed = latest.table.version != self.ctx.cfg.table.version;
             self.ctx.apply(latest);
+            for b in self.ctx.backends.stale_dedicated() {
+                // Leased to a server no group uses now (a failover moved
+                // its group's master): a watch or a block there is void.
+                self.fail_backend(b, "the group's master changed");
+            }
             // Moves not sent yet were decided under the old config: route
             // their requests again.
             self.drop_unsent_moves();
             if table_changed {
                 self.release_held();
+                if self.ctx.backends.dedicated > 0 {
+                    for (_, c) in self.clients.iter_mut() {
+                        if c.st.blocked.is_some() {
+                            self.ctx.reroute_blocked(&mut c.st, &mut self.reparser);
+                        }
+                    }
+                }
             }
             self.run_deferred();
         }
@@ -186,6 +199,8 @@ impl Worker {
                 tx: None,
                 pin: None,
                 blocked: None,
+                wrote: 0,
+                wait_conns: Vec::new(),
             },
         });
         Ok(me)
@@ -400,6 +415,13 @@ impl Worker {
     pub fn begin_shutdown(&mut self) {
         self.shutting_down = true;
         for (_, c) in self.clients.iter_mut() {
+            if c.st.blocked.is_some() {
+                // A blocked client would hold the shutdown until its
+                // timeout: it is closed, as Redis closes it, and whatever
+                // its command pops is pushed back (see `engine::blocking`).
+                self.ctx.client_leaving(&mut c.st);
+                c.st.phase = Phase::Kill;
+            }
             if c.st.phase == Phase::Open {
                 c.st.phase = Phase::Draining;
                 c.st.inbuf.clear();
