@@ -102,6 +102,10 @@ pub(crate) struct BackendConn {
     /// Clients (index, generation) not read from until this connection's
     /// write buffer drains below half of `backend.write_buffer_limit`.
     pub waiters: Vec<(u32, u32)>,
+    /// A Pub/Sub subscriber connection ([`super::pubsub`]): its input is a
+    /// stream of push arrays fanned out to subscribed clients, never
+    /// matched against `inflight`.
+    pub subscriber: bool,
 }
 
 /// First wait after a backend failure.
@@ -121,6 +125,7 @@ impl BackendConn {
             dirty: false,
             skipped: 0,
             waiters: Vec::new(),
+            subscriber: false,
         }
     }
 

@@ -43,7 +43,7 @@ impl Worker {
         }
         conn.link = Link::Up;
         conn.backoff_ms = MIN_BACKOFF_MS;
-        if self.ctx.backends.pools[conn.pool].health.failures > 0 {
+        if !conn.subscriber && self.ctx.backends.pools[conn.pool].health.failures > 0 {
             // A PING tells when a failing backend answers again, even with
             // no request for it (a failing replica gets no reads).
             let version = self.ctx.cfg.table.version;
@@ -112,6 +112,9 @@ impl Worker {
         let max = self.ctx.cfg.limits.max_memory;
         let ctx = &mut self.ctx;
         ctx.memory.read(data.len(), &ctx.shared, ctx.core, max);
+        if ctx.backends.conns.get(idx).is_some_and(|b| b.subscriber) {
+            return self.subscriber_input(id, data);
+        }
         let (backends, mut sink) = self.delivery();
         let Some(conn) = backends
             .get_mut(idx)

@@ -90,6 +90,9 @@ pub(crate) struct ClientState {
     pub dirty: bool,
     /// The limits version the parser was last configured with.
     pub limits_version: u64,
+    /// Its Pub/Sub subscriptions; `Some` only while it has any (RESP2
+    /// subscribed mode), see [`super::pubsub`].
+    pub subs: Option<Box<super::pubsub::ClientSubs>>,
 }
 
 /// A client: parser and state, kept apart so arguments parsed in place (which

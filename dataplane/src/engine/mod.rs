@@ -33,6 +33,7 @@ mod moves_tests;
 mod outbuf;
 mod pending;
 pub mod policy;
+pub mod pubsub;
 #[cfg(test)]
 mod replica_tests;
 mod replies;
@@ -170,6 +171,8 @@ pub(crate) struct Ctx {
     memory: limits::MemoryBudget,
     /// Rate limit of the log lines about closed clients.
     log: limits::LogLimit,
+    /// Pub/Sub: who subscribes what, the subscriber connections.
+    pubsub: pubsub::PubSub,
 }
 
 impl Ctx {
@@ -208,6 +211,7 @@ impl Ctx {
             .budget_changed(&self.shared, cfg.limits.max_memory);
         self.cfg = cfg;
         self.cfg_seq += 1;
+        self.pubsub_follow();
         self.report();
     }
 

@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 
 use keyway_protocol::command::{acl, all, flag, Begin, CommandSpec, Find, KeySpec, COMMAND_IDS};
 
+use super::pubsub::{Kind, PubSubCmd};
 use super::split::SplitKind;
 
 /// Commands keyway answers itself.
@@ -98,6 +99,8 @@ pub enum Policy {
     FanOut(SplitKind),
     /// Answered by keyway.
     Local(Local),
+    /// Pub/Sub, served by [`super::pubsub`].
+    PubSub(PubSubCmd),
     /// Refused: the reason completes "keyway does not support 'X': …".
     Unsupported(&'static str),
 }
@@ -142,6 +145,19 @@ fn decide(c: &CommandSpec) -> Policy {
         "mset" => return Policy::Split(SplitKind::Mset),
         "del" | "unlink" | "exists" | "touch" => return Policy::Split(SplitKind::Sum),
         "dbsize" => return Policy::FanOut(SplitKind::Sum),
+        "subscribe" => return Policy::PubSub(PubSubCmd::Subscribe(Kind::Channel)),
+        "psubscribe" => return Policy::PubSub(PubSubCmd::Subscribe(Kind::Pattern)),
+        "ssubscribe" => return Policy::PubSub(PubSubCmd::Subscribe(Kind::Shard)),
+        "unsubscribe" => return Policy::PubSub(PubSubCmd::Unsubscribe(Kind::Channel)),
+        "punsubscribe" => return Policy::PubSub(PubSubCmd::Unsubscribe(Kind::Pattern)),
+        "sunsubscribe" => return Policy::PubSub(PubSubCmd::Unsubscribe(Kind::Shard)),
+        "publish" | "spublish" => return Policy::PubSub(PubSubCmd::Publish),
+        "pubsub|help" => return Policy::PubSub(PubSubCmd::Help),
+        // Every group answers for its own channels (and every one for
+        // the patterns keyway subscribes on all): see README, "Pub/Sub".
+        "pubsub|channels" | "pubsub|shardchannels" => return Policy::FanOut(SplitKind::Union),
+        "pubsub|numsub" | "pubsub|shardnumsub" => return Policy::FanOut(SplitKind::NumSub),
+        "pubsub|numpat" => return Policy::FanOut(SplitKind::Max),
         "migrate" => return Policy::Unsupported("it would move keys behind keyway's back"),
         "move" | "swapdb" => return Policy::Unsupported("keyway serves database 0 only"),
         "keys" | "scan" | "randomkey" | "flushdb" | "flushall" => {
@@ -333,8 +349,6 @@ mod tests {
             ("multi", None, TRANSACTIONS),
             ("exec", None, TRANSACTIONS),
             ("watch", None, TRANSACTIONS),
-            ("subscribe", None, PUBSUB),
-            ("publish", None, PUBSUB),
             ("blpop", None, BLOCKING),
             ("bzpopmin", None, BLOCKING),
             ("cluster", Some("info"), CLUSTER),

@@ -111,6 +111,14 @@ pub(crate) enum Refusal<'a> {
     GetKeysArity,
     /// Redis's `COMMAND GETKEYS` of a command without keys.
     NoKeyArguments,
+
+    // ---- Pub/Sub ----------------------------------------------------------
+    /// Redis's message for a command other than (un)subscribe, `PING`,
+    /// `QUIT` and `RESET` in RESP2 subscribed mode (`command` is the full
+    /// name: `client|id`).
+    SubscribedMode { command: &'a str },
+    /// A client would have more than `limits.max_subscriptions`.
+    TooManySubscriptions { max: usize },
 }
 
 /// A new client was refused.
@@ -297,6 +305,16 @@ impl Display for Refusal<'_> {
             InvalidCommand => f.write_str("ERR Invalid command specified"),
             GetKeysArity => f.write_str("ERR Invalid number of arguments specified for command"),
             NoKeyArguments => f.write_str("ERR The command has no key arguments"),
+            SubscribedMode { command } => write!(
+                f,
+                "ERR Can't execute '{command}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / \
+                 QUIT / RESET are allowed in this context"
+            ),
+            TooManySubscriptions { max } => write!(
+                f,
+                "ERR keyway allows a client at most limits.max_subscriptions ({max}) channels, \
+                 patterns and shard channels; nothing was subscribed"
+            ),
         }
     }
 }

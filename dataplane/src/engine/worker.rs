@@ -63,6 +63,7 @@ impl Worker {
             backpressure: None,
             memory: Default::default(),
             log: Default::default(),
+            pubsub: Default::default(),
         };
         ctx.apply(cfg);
         Worker {
@@ -181,6 +182,7 @@ impl Worker {
                 blocked_on: None,
                 dirty: false,
                 limits_version: self.ctx.cfg_seq,
+                subs: None,
             },
         });
         Ok(me)
@@ -289,6 +291,8 @@ impl Worker {
             if c.st.phase == Phase::Open {
                 c.st.phase = Phase::Draining;
             }
+            // It reads nothing more: its subscriptions end now.
+            self.client_leaves_pubsub(id.idx as usize);
         }
     }
 
@@ -349,6 +353,7 @@ impl Worker {
     /// are dropped when they arrive.
     pub fn client_gone(&mut self, id: ClientId) {
         if self.client(id).is_some() {
+            self.client_leaves_pubsub(id.idx as usize);
             self.clients.remove(id.idx as usize);
             self.ctx.shared.clients.fetch_sub(1, Ordering::Relaxed);
             self.ctx.stats.clients_closed += 1;

@@ -1,0 +1,736 @@
+//! Pub/Sub: `SUBSCRIBE`, `PSUBSCRIBE`, `SSUBSCRIBE`, their `UN…` forms,
+//! `PUBLISH`/`SPUBLISH` and the RESP2 subscribed-mode rules.
+//!
+//! Ten thousand subscribers on one core must not need ten thousand backend
+//! connections, so a core has at most ONE subscriber connection per backend
+//! pool (a group's master): a [`BackendConn`] in the same slab as the
+//! request connections (the transports drive it like any other), marked
+//! [`BackendConn::subscriber`] so that its input is not matched against
+//! `inflight` but read as a stream of push arrays
+//! ([`Worker::subscriber_input`]).
+//!
+//! - A channel and a shard channel belong to the group owning their slot
+//!   ([`channel_group`]; during a migration, the source); a pattern is
+//!   subscribed on every group's master. `PUBLISH`/`SPUBLISH` go to the
+//!   channel's group like a one-key command ([`Ctx::publish`]).
+//! - Per core, [`PubSub`] maps each channel, pattern and shard channel to
+//!   its subscribed clients; the core subscribes it on the backend when
+//!   its first client subscribes and unsubscribes it when the last leaves.
+//! - Per client, [`ClientSubs`] (behind an `Option<Box<…>>` in
+//!   `ClientState`: a client that never subscribes pays one pointer, and
+//!   `subs.is_some()` is the subscribed-mode test).
+//! - The client's confirmations are written by keyway at once, in Redis's
+//!   format, with the client's own counts; the backend's confirmations are
+//!   read and dropped. Each `message`/`pmessage`/`smessage` read from the
+//!   backend is appended, as the backend's raw bytes (already the exact
+//!   RESP2 bytes Redis sends a subscriber), to every subscribed client's
+//!   output through `ClientState::reply`, so it stays behind replies the
+//!   client is owed; the output limits apply as to any reply.
+//! - A subscriber connection that fails goes down with the usual backoff;
+//!   when it is idle again [`Ctx::pubsub_tick`] reconnects it and writes
+//!   every subscription the core has on that pool ([`PubSub::resync`]).
+//!   Clients stay subscribed; messages published meanwhile are lost.
+//! - A new table ([`Ctx::apply`] → [`PubSub::follow`]) moves channels whose
+//!   slot changed owner (unsubscribe on the old pool, subscribe on the new
+//!   one), subscribes the patterns on new groups, and closes the subscriber
+//!   connections of pools no group uses any more.
+//!
+//! A client's confirmation is written when keyway has queued the backend
+//! `SUBSCRIBE`, not when the backend has confirmed it: a message published
+//! in that round trip (by the first subscriber of a channel on this core)
+//! may be missed. See README, "Pub/Sub", for this and the counts.
+
+use std::collections::HashMap;
+
+use keyway_protocol::resp::{array_elements, encode, Args};
+
+use super::backend::{BackendConn, Link};
+use super::backends::Backends;
+use super::client::ClientState;
+use super::limits::close_for_output;
+use super::replies::Refusal;
+use super::route::Req;
+use super::{BackendId, Ctx, Wake, Worker};
+use crate::routing::{GroupIndex, RoutingTable, SlotRoute};
+
+/// What a subscription names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A channel (`SUBSCRIBE`).
+    Channel = 0,
+    /// A glob pattern of channels (`PSUBSCRIBE`).
+    Pattern = 1,
+    /// A shard channel (`SSUBSCRIBE`).
+    Shard = 2,
+}
+
+const KINDS: [Kind; 3] = [Kind::Channel, Kind::Pattern, Kind::Shard];
+
+impl Kind {
+    /// The command that subscribes, as sent to a backend.
+    fn subscribe_cmd(self) -> &'static [u8] {
+        [&b"SUBSCRIBE"[..], b"PSUBSCRIBE", b"SSUBSCRIBE"][self as usize]
+    }
+
+    /// The command that unsubscribes, as sent to a backend.
+    fn unsubscribe_cmd(self) -> &'static [u8] {
+        [&b"UNSUBSCRIBE"[..], b"PUNSUBSCRIBE", b"SUNSUBSCRIBE"][self as usize]
+    }
+
+    /// The first element of a subscribe confirmation.
+    fn subscribed(self) -> &'static [u8] {
+        [&b"subscribe"[..], b"psubscribe", b"ssubscribe"][self as usize]
+    }
+
+    /// The first element of an unsubscribe confirmation.
+    fn unsubscribed(self) -> &'static [u8] {
+        [&b"unsubscribe"[..], b"punsubscribe", b"sunsubscribe"][self as usize]
+    }
+}
+
+/// A Pub/Sub command keyway serves itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PubSubCmd {
+    /// `SUBSCRIBE`, `PSUBSCRIBE`, `SSUBSCRIBE`.
+    Subscribe(Kind),
+    /// `UNSUBSCRIBE`, `PUNSUBSCRIBE`, `SUNSUBSCRIBE`.
+    Unsubscribe(Kind),
+    /// `PUBLISH` and `SPUBLISH`: routed by the channel.
+    Publish,
+    /// `PUBSUB HELP`.
+    Help,
+}
+
+/// One client's subscriptions, by [`Kind`], each with its order of
+/// subscription (an `UNSUBSCRIBE` of everything answers in that order).
+#[derive(Debug, Default)]
+pub(crate) struct ClientSubs {
+    names: [HashMap<Box<[u8]>, u64>; 3],
+    next: u64,
+}
+
+impl ClientSubs {
+    fn has(&self, kind: Kind, name: &[u8]) -> bool {
+        self.names[kind as usize].contains_key(name)
+    }
+
+    fn add(&mut self, kind: Kind, name: &[u8]) {
+        self.next += 1;
+        self.names[kind as usize].insert(name.into(), self.next);
+    }
+
+    fn remove(&mut self, kind: Kind, name: &[u8]) -> bool {
+        self.names[kind as usize].remove(name).is_some()
+    }
+
+    /// Takes every name of `kind`, in the order they were subscribed.
+    fn take(&mut self, kind: Kind) -> Vec<Box<[u8]>> {
+        let mut all: Vec<(Box<[u8]>, u64)> =
+            std::mem::take(&mut self.names[kind as usize]).into_iter().collect();
+        all.sort_unstable_by_key(|&(_, seq)| seq);
+        all.into_iter().map(|(n, _)| n).collect()
+    }
+
+    /// The count Redis puts in a confirmation: channels and patterns
+    /// together, shard channels on their own.
+    fn count(&self, kind: Kind) -> usize {
+        match kind {
+            Kind::Shard => self.names[2].len(),
+            _ => self.names[0].len() + self.names[1].len(),
+        }
+    }
+
+    fn total(&self) -> usize {
+        self.names.iter().map(HashMap::len).sum()
+    }
+}
+
+/// A channel, pattern or shard channel some of the core's clients
+/// subscribe.
+#[derive(Debug, Default)]
+struct Entry {
+    /// The clients (index, generation), in no particular order.
+    clients: Vec<(u32, u32)>,
+    /// The pool it is subscribed on (channels and shard channels; `None`
+    /// for a pattern, which is on every pool of `PubSub::pattern_pools`, or
+    /// for a channel whose slot has no group).
+    pool: Option<usize>,
+}
+
+/// One core's Pub/Sub state; see the module documentation.
+#[derive(Debug, Default)]
+pub(crate) struct PubSub {
+    /// Per [`Kind`], every name the core's clients subscribe.
+    names: [HashMap<Box<[u8]>, Entry>; 3],
+    /// The subscriber connection of each pool (pool index → slab index).
+    conns: HashMap<usize, usize>,
+    /// The pools patterns are subscribed on: every group's master.
+    pattern_pools: Vec<usize>,
+    /// Reused: where each push array read starts and ends.
+    frames: Vec<(usize, usize)>,
+}
+
+/// The group a channel belongs to: its slot's owner (the source while it
+/// migrates); `None` if the slot has no group.
+pub(crate) fn channel_group(table: &RoutingTable, channel: &[u8]) -> Option<GroupIndex> {
+    match table.route(table.slot_of(channel)) {
+        SlotRoute::Stable(g) | SlotRoute::Moving { from: g, .. } => Some(g),
+        SlotRoute::Blocked { from: g, .. } => Some(g),
+        SlotRoute::Unassigned => None,
+    }
+}
+
+/// `*3 $<kind word> $<name> :<count>`, or a nil name.
+fn confirmation(o: &mut Vec<u8>, word: &[u8], name: Option<&[u8]>, count: usize) {
+    encode::array_header(o, 3);
+    encode::bulk(o, word);
+    match name {
+        Some(n) => encode::bulk(o, n),
+        None => encode::null(o),
+    }
+    encode::integer(o, count as i64);
+}
+
+/// Writes `cmd name` as a request.
+fn request(o: &mut Vec<u8>, cmd: &[u8], name: &[u8]) {
+    encode::array_header(o, 2);
+    encode::bulk(o, cmd);
+    encode::bulk(o, name);
+}
+
+impl PubSub {
+    /// Whether the core subscribes anything (nothing to follow or resync
+    /// otherwise).
+    fn is_empty(&self) -> bool {
+        self.names.iter().all(HashMap::is_empty) && self.conns.is_empty()
+    }
+
+    /// Subscriber connections in use: (pool, slab index).
+    #[cfg(test)]
+    pub fn connections(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// How many of the core's clients subscribe `name`.
+    #[cfg(test)]
+    pub fn subscribers(&self, kind: Kind, name: &[u8]) -> usize {
+        self.names[kind as usize]
+            .get(name)
+            .map_or(0, |e| e.clients.len())
+    }
+
+    /// Whether pool `p` should have anything subscribed.
+    fn wanted_on(&self, p: usize) -> bool {
+        (self.pattern_pools.contains(&p) && !self.names[1].is_empty())
+            || self.names[0].values().any(|e| e.pool == Some(p))
+            || self.names[2].values().any(|e| e.pool == Some(p))
+    }
+
+    /// Writes every subscription the core has on pool `p` to its
+    /// subscriber connation `b` (just opened).
+    fn write_all(&self, p: usize, conn: &mut BackendConn) {
+        let out = conn.out.buf_mut();
+        for kind in KINDS {
+            for (name, e) in &self.names[kind as usize] {
+                let here = match kind {
+                    Kind::Pattern => self.pattern_pools.contains(&p),
+                    _ => e.pool == Some(p),
+                };
+                if here {
+                    request(out, kind.subscribe_cmd(), name);
+                }
+            }
+        }
+    }
+
+    /// Pool `p`'s subscriber connection, created (not connected) if new.
+    fn conn_of(&mut self, backends: &mut Backends, p: usize) -> usize {
+        *self.conns.entry(p).or_insert_with(|| {
+            let mut conn = BackendConn::new(p);
+            conn.subscriber = true;
+            backends.conns.insert(conn)
+        })
+    }
+
+    /// Connects pool `p`'s subscriber connection if it is idle and wanted,
+    /// writing every subscription the core has there.
+    fn resync(&mut self, backends: &mut Backends, p: usize, now_ms: u64) {
+        let Some(&b) = self.conns.get(&p) else {
+            return;
+        };
+        if matches!(backends.conns[b].link, Link::Idle)
+            && self.wanted_on(p)
+            && backends.open(b, now_ms)
+        {
+            self.write_all(p, &mut backends.conns[b]);
+        }
+    }
+
+    /// Sends `cmd name` on pool `p`'s subscriber connection: appended if it
+    /// is connecting or up; if it is idle, it is opened with everything
+    /// the core has there (which the maps already say); if it is down, the
+    /// reconnection will.
+    fn send(&mut self, links: &mut Links<'_>, p: usize, cmd: &[u8], name: &[u8]) {
+        let b = self.conn_of(links.backends, p);
+        let conn = &mut links.backends.conns[b];
+        match conn.link {
+            Link::Idle => {}
+            Link::Down { .. } => return,
+            Link::Connecting { .. } => return request(conn.out.buf_mut(), cmd, name),
+            Link::Up => {
+                request(conn.out.buf_mut(), cmd, name);
+                return links.wake.backend(conn, b);
+            }
+        }
+        self.resync(links.backends, p, links.now_ms);
+    }
+
+    /// Client `me` subscribes `name`: the core subscribes it on the backend
+    /// if it is the first.
+    fn join(&mut self, links: &mut Links<'_>, kind: Kind, name: &[u8], me: (u32, u32)) {
+        if let Some(e) = self.names[kind as usize].get_mut(name) {
+            e.clients.push(me);
+            return;
+        }
+        let pool = match kind {
+            Kind::Pattern => None,
+            _ => channel_group(links.table, name).map(|g| links.backends.master_pool(g)),
+        };
+        self.names[kind as usize].insert(
+            name.into(),
+            Entry {
+                clients: vec![me],
+                pool,
+            },
+        );
+        self.subscribe_on(links, kind, name, pool);
+    }
+
+    /// Client `me` leaves `name`: the core unsubscribes it on the backend
+    /// if it was the last.
+    fn leave(&mut self, links: &mut Links<'_>, kind: Kind, name: &[u8], me: (u32, u32)) {
+        let map = &mut self.names[kind as usize];
+        let Some(e) = map.get_mut(name) else {
+            return;
+        };
+        if let Some(i) = e.clients.iter().position(|&c| c == me) {
+            e.clients.swap_remove(i);
+        }
+        if e.clients.is_empty() {
+            let pool = e.pool;
+            map.remove(name);
+            let pools = match kind {
+                Kind::Pattern => self.pattern_pools.clone(),
+                _ => pool.into_iter().collect(),
+            };
+            for p in pools {
+                self.send(links, p, kind.unsubscribe_cmd(), name);
+            }
+        }
+    }
+
+    /// Subscribes `name` on the backend: a pattern on every pattern pool,
+    /// a channel on `pool`.
+    fn subscribe_on(&mut self, links: &mut Links<'_>, kind: Kind, name: &[u8], pool: Option<usize>) {
+        let pools = match kind {
+            Kind::Pattern => self.pattern_pools.clone(),
+            _ => pool.into_iter().collect(),
+        };
+        for p in pools {
+            self.send(links, p, kind.subscribe_cmd(), name);
+        }
+    }
+
+    /// A client that goes leaves everything it subscribed.
+    pub fn leave_all(&mut self, links: &mut Links<'_>, subs: &ClientSubs, me: (u32, u32)) {
+        for kind in KINDS {
+            for name in subs.names[kind as usize].keys() {
+                self.leave(links, kind, name, me);
+            }
+        }
+    }
+
+    /// A new table: channels whose slot changed owner move, patterns follow
+    /// added and removed groups, subscriber connections of pools no group
+    /// uses are closed.
+    pub fn follow(&mut self, links: &mut Links<'_>) {
+        let mut pools: Vec<usize> = (0..links.table.groups().len())
+            .map(|g| links.backends.master_pool(g as GroupIndex))
+            .collect();
+        pools.sort_unstable();
+        pools.dedup();
+        if self.is_empty() {
+            self.pattern_pools = pools;
+            return;
+        }
+        let old_pools = std::mem::replace(&mut self.pattern_pools, pools.clone());
+        // Patterns: on pools new to the table.
+        let patterns: Vec<Box<[u8]>> = self.names[1].keys().cloned().collect();
+        for &p in pools.iter().filter(|p| !old_pools.contains(p)) {
+            for name in &patterns {
+                self.send(links, p, Kind::Pattern.subscribe_cmd(), name);
+            }
+        }
+        // Channels and shard channels whose owner changed.
+        for kind in [Kind::Channel, Kind::Shard] {
+            let mut moved = Vec::new();
+            for (name, e) in self.names[kind as usize].iter_mut() {
+                let now = channel_group(links.table, name).map(|g| links.backends.master_pool(g));
+                if now != e.pool {
+                    moved.push((name.clone(), e.pool, now));
+                    e.pool = now;
+                }
+            }
+            for (name, old, new) in moved {
+                if let Some(p) = old.filter(|p| pools.contains(p)) {
+                    self.send(links, p, kind.unsubscribe_cmd(), &name);
+                }
+                if let Some(p) = new {
+                    self.send(links, p, kind.subscribe_cmd(), &name);
+                }
+            }
+        }
+        // The subscriber connections of pools no group uses any more (a
+        // master replaced) are closed, with what they had.
+        let gone: Vec<usize> = self
+            .conns
+            .keys()
+            .copied()
+            .filter(|p| !pools.contains(p))
+            .collect();
+        for p in gone {
+            if let Some(b) = self.conns.remove(&p) {
+                close(links, b);
+            }
+        }
+    }
+}
+
+/// Closes and frees subscriber connection `b`: a new generation stops its
+/// transport task (the transport closes the socket of an id that is no
+/// longer live).
+fn close(links: &mut Links<'_>, b: usize) {
+    let had_socket = links.backends.conns[b].has_socket();
+    links.backends.conns.remove(b);
+    if had_socket {
+        links.wake.backends.push(b as u32);
+    }
+}
+
+/// What subscribing and unsubscribing touch besides the maps.
+pub(crate) struct Links<'a> {
+    pub backends: &'a mut Backends,
+    pub wake: &'a mut Wake,
+    pub table: &'a RoutingTable,
+    pub now_ms: u64,
+}
+
+impl Ctx {
+    /// The parts of the context [`PubSub`] writes to, and the state itself.
+    fn pubsub_parts(&mut self) -> (&mut PubSub, Links<'_>) {
+        (
+            &mut self.pubsub,
+            Links {
+                backends: &mut self.backends,
+                wake: &mut self.wake,
+                table: &self.cfg.table,
+                now_ms: self.now_ms,
+            },
+        )
+    }
+
+    /// Serves a Pub/Sub command (arity checked).
+    pub(super) fn pubsub(&mut self, st: &mut ClientState, cmd: PubSubCmd, req: Req<'_>) {
+        self.stats.requests_local += u64::from(!matches!(cmd, PubSubCmd::Publish));
+        match cmd {
+            PubSubCmd::Subscribe(kind) => self.subscribe(st, kind, req.args),
+            PubSubCmd::Unsubscribe(kind) => self.unsubscribe(st, kind, req.args),
+            PubSubCmd::Publish => self.publish(st, req),
+            PubSubCmd::Help => st.reply(|o| {
+                encode::array_header(o, HELP.len());
+                for l in HELP {
+                    encode::simple(o, l.as_bytes());
+                }
+            }),
+        }
+    }
+
+    fn subscribe(&mut self, st: &mut ClientState, kind: Kind, args: &Args<'_>) {
+        let max = self.cfg.limits.max_subscriptions;
+        let had = st.subs.as_ref().map_or(0, |s| s.total());
+        let mut new = std::collections::HashSet::new();
+        for a in args.iter().skip(1) {
+            if !st.subs.as_ref().is_some_and(|s| s.has(kind, a)) {
+                new.insert(a);
+            }
+        }
+        if had + new.len() > max {
+            self.stats.errors_refused += 1;
+            return st.refuse(&Refusal::TooManySubscriptions { max });
+        }
+        let me = (st.me.idx, st.me.gen);
+        let (pubsub, mut links) = self.pubsub_parts();
+        for name in args.iter().skip(1) {
+            let subs = st.subs.get_or_insert_with(Default::default);
+            if !subs.has(kind, name) {
+                subs.add(kind, name);
+                pubsub.join(&mut links, kind, name, me);
+            }
+            let count = subs.count(kind);
+            st.reply(|o| confirmation(o, kind.subscribed(), Some(name), count));
+        }
+    }
+
+    fn unsubscribe(&mut self, st: &mut ClientState, kind: Kind, args: &Args<'_>) {
+        let me = (st.me.idx, st.me.gen);
+        let (pubsub, mut links) = self.pubsub_parts();
+        if args.len() == 1 {
+            let names = st.subs.as_mut().map(|s| s.take(kind)).unwrap_or_default();
+            if names.is_empty() {
+                let count = st.subs.as_ref().map_or(0, |s| s.count(kind));
+                st.reply(|o| confirmation(o, kind.unsubscribed(), None, count));
+            }
+            let mut left = names.len();
+            for name in &names {
+                pubsub.leave(&mut links, kind, name, me);
+                left -= 1;
+                let count = st.subs.as_ref().map_or(0, |s| s.count(kind)) + left;
+                st.reply(|o| confirmation(o, kind.unsubscribed(), Some(name), count));
+            }
+        } else {
+            for name in args.iter().skip(1) {
+                if st.subs.as_mut().is_some_and(|s| s.remove(kind, name)) {
+                    pubsub.leave(&mut links, kind, name, me);
+                }
+                let count = st.subs.as_ref().map_or(0, |s| s.count(kind));
+                st.reply(|o| confirmation(o, kind.unsubscribed(), Some(name), count));
+            }
+        }
+        if st.subs.as_ref().is_some_and(|s| s.total() == 0) {
+            st.subs = None;
+        }
+    }
+
+    /// `PUBLISH`/`SPUBLISH`: to the channel's group, as a one-key command
+    /// would go (held while its slot is blocked). The channel is routed
+    /// explicitly: `PUBLISH`'s key specs do not name it.
+    fn publish(&mut self, st: &mut ClientState, req: Req<'_>) {
+        let place = req.place;
+        if let Some(reason) = self.cfg.fence.clone() {
+            return self.refuse(st, &Refusal::Fenced { reason: &reason }, place);
+        }
+        if place.at.is_none() && st.queue.has_kept() {
+            return self
+                .sched
+                .keep_behind(st, req, self.now_ms, &mut self.stats);
+        }
+        let table = &self.cfg.table;
+        let slot = table.slot_of(req.args.get(1));
+        match table.route(slot) {
+            SlotRoute::Stable(g) | SlotRoute::Moving { from: g, .. } => {
+                self.forward(st, g, false, req)
+            }
+            SlotRoute::Blocked { .. } => self.sched.hold(st, req, self.now_ms, &mut self.stats),
+            SlotRoute::Unassigned => self.refuse(st, &Refusal::ClusterDown { slot }, place),
+        }
+    }
+
+    /// A new request from a subscribed client (RESP2 subscribed mode):
+    /// true if it was answered here (`PING`, or a refused command); false
+    /// if it goes on (the (un)subscribe commands, `QUIT`, `RESET` — which
+    /// leaves every subscription first).
+    #[inline(never)]
+    pub(super) fn subscribed_mode(
+        &mut self,
+        st: &mut ClientState,
+        spec: &keyway_protocol::command::CommandSpec,
+        args: &Args<'_>,
+    ) -> bool {
+        match spec.name {
+            "subscribe" | "unsubscribe" | "psubscribe" | "punsubscribe" | "ssubscribe"
+            | "sunsubscribe" | "quit" => false,
+            "reset" => {
+                self.leave_subscriptions(st);
+                false
+            }
+            "ping" if args.len() <= 2 => {
+                self.stats.requests_local += 1;
+                let msg = args.try_get(1).unwrap_or(b"");
+                st.reply(|o| {
+                    encode::array_header(o, 2);
+                    encode::bulk(o, b"pong");
+                    encode::bulk(o, msg);
+                });
+                true
+            }
+            // `PING a b`: Redis's arity error.
+            "ping" => false,
+            name => {
+                self.stats.requests_local += 1;
+                self.stats.errors_refused += 1;
+                st.refuse(&Refusal::SubscribedMode { command: name });
+                true
+            }
+        }
+    }
+
+    /// The client leaves every subscription, without replies (`RESET`, a
+    /// client that goes).
+    pub(super) fn leave_subscriptions(&mut self, st: &mut ClientState) {
+        let Some(subs) = st.subs.take() else {
+            return;
+        };
+        let me = (st.me.idx, st.me.gen);
+        let (pubsub, mut links) = self.pubsub_parts();
+        pubsub.leave_all(&mut links, &subs, me);
+    }
+
+    /// After a new table (see [`PubSub::follow`]).
+    pub(super) fn pubsub_follow(&mut self) {
+        let (pubsub, mut links) = self.pubsub_parts();
+        pubsub.follow(&mut links);
+    }
+
+    /// Every tick: reconnects subscriber connections that are idle again
+    /// after a failure, with everything the core subscribes there.
+    pub(super) fn pubsub_tick(&mut self) {
+        if self.pubsub.conns.is_empty() {
+            return;
+        }
+        let pools: Vec<usize> = self.pubsub.conns.keys().copied().collect();
+        let (pubsub, links) = self.pubsub_parts();
+        for p in pools {
+            pubsub.resync(links.backends, p, links.now_ms);
+        }
+    }
+}
+
+/// `PUBSUB HELP`, as Redis 7.0 words it.
+const HELP: [&str; 14] = [
+    "PUBSUB <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "CHANNELS [<pattern>]",
+    "    Return the currently active channels matching a <pattern> (default: '*').",
+    "NUMPAT",
+    "    Return number of subscriptions to patterns.",
+    "NUMSUB [<channel> ...]",
+    "    Return the number of subscribers for the specified channels, excluding",
+    "    pattern subscriptions(default: no channels).",
+    "SHARDCHANNELS [<pattern>]",
+    "    Return the currently active shard level channels matching a <pattern> (default: '*').",
+    "SHARDNUMSUB [<shardchannel> ...]",
+    "    Return the number of subscribers for the specified shard level channel(s)",
+    "HELP",
+    "    Prints this help.",
+];
+
+/// The contents of a bulk string element (`$3\r\nabc\r\n` → `abc`).
+fn bulk_contents(el: &[u8]) -> Option<&[u8]> {
+    let rest = el.strip_prefix(b"$")?;
+    let nl = rest.iter().position(|&b| b == b'\r')?;
+    let len: usize = std::str::from_utf8(&rest[..nl]).ok()?.parse().ok()?;
+    rest.get(nl + 2..nl + 2 + len)
+}
+
+impl Worker {
+    /// Bytes read from a subscriber connection: each complete push array is
+    /// a message for the core's subscribers, or a confirmation (dropped).
+    pub(super) fn subscriber_input(&mut self, id: BackendId, data: &[u8]) {
+        let idx = id.idx as usize;
+        let Some(conn) = self.ctx.backends.attempt(id) else {
+            return;
+        };
+        if !matches!(conn.link, Link::Up) {
+            return;
+        }
+        conn.inbuf.extend_from_slice(data);
+        let buf = std::mem::take(&mut conn.inbuf);
+        let mut frames = std::mem::take(&mut self.ctx.pubsub.frames);
+        frames.clear();
+        let mut at = 0;
+        let fault = loop {
+            match conn.framer.next(&buf[at..]) {
+                Ok(Some(len)) => {
+                    frames.push((at, at + len));
+                    at += len;
+                }
+                Ok(None) => break None,
+                Err(e) => break Some(e),
+            }
+        };
+        for &(start, end) in &frames {
+            self.fan_out_message(&buf[start..end]);
+        }
+        self.ctx.pubsub.frames = frames;
+        let mut buf = buf;
+        buf.drain(..at);
+        let now = self.ctx.now_ms;
+        let Some(conn) = self.ctx.backends.conns.get_mut(idx) else {
+            return;
+        };
+        conn.inbuf = buf;
+        let p = conn.pool;
+        match fault {
+            Some(e) => {
+                let why = format!("protocol error from backend: {e}");
+                self.fail_backend(idx, &why);
+            }
+            None => {
+                if self.ctx.backends.pools[p].health.answered(now) {
+                    self.ctx.health_turned(p);
+                }
+            }
+        }
+    }
+
+    /// One push array from a subscriber connection: a `message`,
+    /// `pmessage` or `smessage` goes, as it is, to every client of the
+    /// core subscribed to its channel or pattern; anything else (the
+    /// backend's confirmations, an error) is dropped.
+    fn fan_out_message(&mut self, frame: &[u8]) {
+        let Some(mut els) = array_elements(frame) else {
+            if frame.first() == Some(&b'-') {
+                tracing::debug!(core = self.ctx.core, "subscriber connection error: {:?}", String::from_utf8_lossy(frame));
+            }
+            return;
+        };
+        let (Some(word), Some(name)) = (
+            els.next().and_then(bulk_contents),
+            els.next().and_then(bulk_contents),
+        ) else {
+            return;
+        };
+        let kind = match word {
+            b"message" => Kind::Channel,
+            b"pmessage" => Kind::Pattern,
+            b"smessage" => Kind::Shard,
+            _ => return,
+        };
+        let ctx = &mut self.ctx;
+        let Some(e) = ctx.pubsub.names[kind as usize].get(name) else {
+            return;
+        };
+        let hard = ctx.cfg.limits.output_hard_limit as usize;
+        for &(idx, gen) in &e.clients {
+            let Some(c) = super::live_client(&mut self.clients, idx, gen) else {
+                continue;
+            };
+            let st = &mut c.st;
+            if !st.wants_replies() {
+                continue;
+            }
+            st.reply(|o| o.extend_from_slice(frame));
+            if hard > 0 && st.pending_output() > hard {
+                close_for_output(st, hard, ctx.now_ms, &mut ctx.log, &mut ctx.wake);
+                ctx.stats.clients_output_limit += 1;
+            }
+            ctx.wake.client(st);
+        }
+    }
+
+    /// A client that goes leaves its subscriptions.
+    pub(super) fn client_leaves_pubsub(&mut self, idx: usize) {
+        if let Some(c) = self.clients.get_mut(idx) {
+            self.ctx.leave_subscriptions(&mut c.st);
+        }
+    }
+}
