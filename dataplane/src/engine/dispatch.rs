@@ -259,7 +259,13 @@ impl Ctx {
 
     /// Sends the whole request to group `g`: to its master, or, for a
     /// `read`, to a replica it reads from if one is up.
-    pub(super) fn forward(&mut self, st: &mut ClientState, g: GroupIndex, read: bool, req: Req<'_>) {
+    pub(super) fn forward(
+        &mut self,
+        st: &mut ClientState,
+        g: GroupIndex,
+        read: bool,
+        req: Req<'_>,
+    ) {
         let Req { args, raw, place } = req;
         let b = self.backends.conn(g, read, st.conn_slot, self.now_ms);
         if let Some(why) = self.backends.down_error(b) {

@@ -35,6 +35,8 @@ mod pending;
 pub mod policy;
 pub mod pubsub;
 #[cfg(test)]
+mod pubsub_tests;
+#[cfg(test)]
 mod replica_tests;
 mod replies;
 #[cfg(test)]

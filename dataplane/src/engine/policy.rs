@@ -344,6 +344,39 @@ mod tests {
     }
 
     #[test]
+    fn pubsub_commands_are_served() {
+        assert_eq!(
+            of("subscribe", None),
+            Policy::PubSub(PubSubCmd::Subscribe(Kind::Channel))
+        );
+        assert_eq!(
+            of("sunsubscribe", None),
+            Policy::PubSub(PubSubCmd::Unsubscribe(Kind::Shard))
+        );
+        for name in ["publish", "spublish"] {
+            assert_eq!(of(name, None), Policy::PubSub(PubSubCmd::Publish), "{name}");
+        }
+        assert_eq!(of("pubsub", Some("numpat")), Policy::FanOut(SplitKind::Max));
+        assert_eq!(
+            of("pubsub", Some("channels")),
+            Policy::FanOut(SplitKind::Union)
+        );
+        assert_eq!(
+            of("pubsub", Some("shardnumsub")),
+            Policy::FanOut(SplitKind::NumSub)
+        );
+        for c in all() {
+            if c.has(flag::PUBSUB) {
+                assert!(
+                    !matches!(policy(c), Policy::Unsupported(_)),
+                    "{}: every Pub/Sub command is served",
+                    c.name
+                );
+            }
+        }
+    }
+
+    #[test]
     fn what_cannot_be_served_is_refused_with_a_reason() {
         let cases = [
             ("multi", None, TRANSACTIONS),

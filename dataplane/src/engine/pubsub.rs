@@ -125,8 +125,9 @@ impl ClientSubs {
 
     /// Takes every name of `kind`, in the order they were subscribed.
     fn take(&mut self, kind: Kind) -> Vec<Box<[u8]>> {
-        let mut all: Vec<(Box<[u8]>, u64)> =
-            std::mem::take(&mut self.names[kind as usize]).into_iter().collect();
+        let mut all: Vec<(Box<[u8]>, u64)> = std::mem::take(&mut self.names[kind as usize])
+            .into_iter()
+            .collect();
         all.sort_unstable_by_key(|&(_, seq)| seq);
         all.into_iter().map(|(n, _)| n).collect()
     }
@@ -331,7 +332,13 @@ impl PubSub {
 
     /// Subscribes `name` on the backend: a pattern on every pattern pool,
     /// a channel on `pool`.
-    fn subscribe_on(&mut self, links: &mut Links<'_>, kind: Kind, name: &[u8], pool: Option<usize>) {
+    fn subscribe_on(
+        &mut self,
+        links: &mut Links<'_>,
+        kind: Kind,
+        name: &[u8],
+        pool: Option<usize>,
+    ) {
         let pools = match kind {
             Kind::Pattern => self.pattern_pools.clone(),
             _ => pool.into_iter().collect(),
@@ -519,6 +526,11 @@ impl Ctx {
         if let Some(reason) = self.cfg.fence.clone() {
             return self.refuse(st, &Refusal::Fenced { reason: &reason }, place);
         }
+        if self.memory.over && place.at.is_none() {
+            self.stats.requests_oom += 1;
+            let max = self.cfg.limits.max_memory;
+            return self.refuse(st, &Refusal::Oom { max }, place);
+        }
         if place.at.is_none() && st.queue.has_kept() {
             return self
                 .sched
@@ -689,7 +701,11 @@ impl Worker {
     fn fan_out_message(&mut self, frame: &[u8]) {
         let Some(mut els) = array_elements(frame) else {
             if frame.first() == Some(&b'-') {
-                tracing::debug!(core = self.ctx.core, "subscriber connection error: {:?}", String::from_utf8_lossy(frame));
+                tracing::debug!(
+                    core = self.ctx.core,
+                    "subscriber connection error: {:?}",
+                    String::from_utf8_lossy(frame)
+                );
             }
             return;
         };
@@ -725,6 +741,22 @@ impl Worker {
             }
             ctx.wake.client(st);
         }
+    }
+
+    /// Whether `id` is a subscriber connection.
+    #[cfg(test)]
+    pub(crate) fn is_subscriber(&self, id: BackendId) -> bool {
+        self.ctx
+            .backends
+            .conns
+            .get(id.idx as usize)
+            .is_some_and(|b| b.subscriber)
+    }
+
+    /// The core's Pub/Sub state.
+    #[cfg(test)]
+    pub(crate) fn pubsub(&self) -> &PubSub {
+        &self.ctx.pubsub
     }
 
     /// A client that goes leaves its subscriptions.

@@ -146,8 +146,7 @@ impl Merge {
         } else {
             match self.kind {
                 // Once an error decides the reply, the values are not kept.
-                SplitKind::Mget | SplitKind::Union | SplitKind::NumSub
-                    if self.error.is_some() => {}
+                SplitKind::Mget | SplitKind::Union | SplitKind::NumSub if self.error.is_some() => {}
                 SplitKind::Mget | SplitKind::Union | SplitKind::NumSub => {
                     self.held += reply.len();
                     self.replies[usize::from(part)] = Some(reply.to_vec());
@@ -448,5 +447,39 @@ mod tests {
         let mut out = Vec::new();
         m.finish(&mut out);
         assert!(out.starts_with(b"-ERR unexpected reply"));
+    }
+
+    #[test]
+    fn pubsub_replies_merge_as_a_set_as_sums_per_channel_and_as_a_maximum() {
+        let finish = |m: Merge| {
+            let mut out = Vec::new();
+            m.finish(&mut out);
+            String::from_utf8(out).unwrap()
+        };
+        let mut m = Merge::new(SplitKind::Union, 3, &[]);
+        assert!(!m.add(0, b"*2\r\n$1\r\na\r\n$1\r\nb\r\n"));
+        assert!(!m.add(1, b"*0\r\n"));
+        assert!(m.add(2, b"*2\r\n$1\r\nb\r\n$1\r\nc\r\n"));
+        assert_eq!(
+            finish(m),
+            "*3\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n",
+            "each once"
+        );
+        let mut m = Merge::new(SplitKind::NumSub, 2, &[]);
+        m.add(0, b"*4\r\n$1\r\na\r\n:1\r\n$1\r\nb\r\n:0\r\n");
+        m.add(1, b"*4\r\n$1\r\na\r\n:2\r\n$1\r\nb\r\n:5\r\n");
+        assert_eq!(finish(m), "*4\r\n$1\r\na\r\n:3\r\n$1\r\nb\r\n:5\r\n");
+        let mut m = Merge::new(SplitKind::NumSub, 2, &[]);
+        m.add(0, b"*2\r\n$1\r\na\r\n:1\r\n");
+        m.add(1, b"*0\r\n");
+        assert!(
+            finish(m).starts_with("-ERR unexpected reply"),
+            "parts that disagree"
+        );
+        let mut m = Merge::new(SplitKind::Max, 3, &[]);
+        m.add(0, b":2\r\n");
+        m.add(1, b":3\r\n");
+        m.add(2, b":1\r\n");
+        assert_eq!(finish(m), ":3\r\n");
     }
 }

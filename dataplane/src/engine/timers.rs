@@ -163,8 +163,10 @@ impl Worker {
             }
             let before = st.phase;
             if let Some(idle) = limits.idle_timeout.enabled() {
+                // As in Redis, a subscriber is never idle.
                 if st.queue.is_empty()
                     && st.inbuf.is_empty()
+                    && st.subs.is_none()
                     && now.saturating_sub(st.last_active_ms) > idle.as_millis() as u64
                 {
                     st.phase = Phase::Kill;
