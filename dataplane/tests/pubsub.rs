@@ -392,6 +392,22 @@ fn subscriptions_follow_a_channel_whose_slot_moves_to_another_group() {
         .as_bytes(),
         "the message from the new owner",
     );
+    // g1 leaves the table (its slots to g2): its subscriber connections
+    // close; the channel and the pattern stay where the table says.
+    let v3 = format!(
+        "cores = 2\n{}{}",
+        group("g2", &redis[1], "\"5461-16383\""),
+        group("g3", &redis[2], "\"0-5460\"")
+    );
+    kw.reload(&v3);
+    wait_for("g1's subscriber connections closed", WAIT, || {
+        (pubsub_conns(&redis[0]) == 0).then_some(())
+    });
+    assert_eq!(numsub(&redis[2], &channel), 1);
+    assert_eq!(numpat(&redis[1]), 1);
+    let on_g2 = key_on(&v3, 0, "mv");
+    assert_eq!(publish(&kw, &on_g2, "g2"), 1, "the pattern on g2");
+    expect(&mut s, pmessage("mv*", &on_g2, "g2").as_bytes(), "from g2");
 }
 
 #[test]
