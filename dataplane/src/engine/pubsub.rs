@@ -725,6 +725,7 @@ impl Worker {
         let Some(e) = ctx.pubsub.names[kind as usize].get(name) else {
             return;
         };
+        ctx.stats.pubsub_messages += 1;
         let hard = ctx.cfg.limits.output_hard_limit as usize;
         for &(idx, gen) in &e.clients {
             let Some(c) = super::live_client(&mut self.clients, idx, gen) else {
@@ -735,6 +736,7 @@ impl Worker {
                 continue;
             }
             st.reply(|o| o.extend_from_slice(frame));
+            ctx.stats.pubsub_deliveries += 1;
             if hard > 0 && st.pending_output() > hard {
                 close_for_output(st, hard, ctx.now_ms, &mut ctx.log, &mut ctx.wake);
                 ctx.stats.clients_output_limit += 1;

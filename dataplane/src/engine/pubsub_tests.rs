@@ -73,6 +73,8 @@ fn many_clients_share_one_backend_subscription_and_each_gets_every_message() {
     let want = format!("{}{}", message(&ch, "one"), message(&ch, "two"));
     assert_eq!(r.output(), want);
     assert_eq!(r.output_of(other), want);
+    assert_eq!(r.worker.stats().pubsub_messages, 2);
+    assert_eq!(r.worker.stats().pubsub_deliveries, 4);
     // A message split across reads is delivered once whole.
     let m = message(&ch, "three");
     r.sub_push(0, &m[..7]);

@@ -101,6 +101,11 @@ counters! {
     /// Keys deleted on a migration's source because the target already had
     /// the same copy (`BUSYKEY` after a timed-out MIGRATE).
     keys_deleted_on_source,
+    /// Pub/Sub messages read from the core's subscriber connections.
+    pubsub_messages,
+    /// Pub/Sub messages copied to subscribed clients (a message read once
+    /// for 1,000 subscribers counts 1,000 here).
+    pubsub_deliveries,
 }
 
 /// A core's counters as it last published them, for the other cores to read.
