@@ -204,7 +204,11 @@ impl Worker {
             sink.deliver(e, &reply);
         }
         conn.go_down(gen, now, reason, max_backoff);
+        let subscriber = conn.subscriber;
         sink.wake.backends.push(idx as u32);
         self.release_backpressure(idx);
+        if subscriber {
+            self.subscriber_failed(idx);
+        }
     }
 }

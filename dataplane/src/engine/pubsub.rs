@@ -3,42 +3,46 @@
 //!
 //! Ten thousand subscribers on one core must not need ten thousand backend
 //! connections, so a core has at most ONE subscriber connection per backend
-//! pool (a group's master): a [`BackendConn`] in the same slab as the
+//! pool (a group's master): a `BackendConn` in the same slab as the
 //! request connections (the transports drive it like any other), marked
-//! [`BackendConn::subscriber`] so that its input is not matched against
+//! `BackendConn::subscriber` so that its input is not matched against
 //! `inflight` but read as a stream of push arrays
-//! ([`Worker::subscriber_input`]).
+//! (`Worker::subscriber_input`).
 //!
 //! - A channel and a shard channel belong to the group owning their slot
-//!   ([`channel_group`]; during a migration, the source); a pattern is
+//!   (`channel_group`; during a migration, the source); a pattern is
 //!   subscribed on every group's master. `PUBLISH`/`SPUBLISH` go to the
-//!   channel's group like a one-key command ([`Ctx::publish`]).
-//! - Per core, [`PubSub`] maps each channel, pattern and shard channel to
+//!   channel's group like a one-key command (`Ctx::publish`).
+//! - Per core, `PubSub` maps each channel, pattern and shard channel to
 //!   its subscribed clients; the core subscribes it on the backend when
 //!   its first client subscribes and unsubscribes it when the last leaves.
-//! - Per client, [`ClientSubs`] (behind an `Option<Box<…>>` in
+//! - Per client, `ClientSubs` (behind an `Option<Box<…>>` in
 //!   `ClientState`: a client that never subscribes pays one pointer, and
 //!   `subs.is_some()` is the subscribed-mode test).
-//! - The client's confirmations are written by keyway at once, in Redis's
-//!   format, with the client's own counts; the backend's confirmations are
-//!   read and dropped. Each `message`/`pmessage`/`smessage` read from the
+//! - The client's confirmations are written by keyway, in Redis's format,
+//!   with the client's own counts, into its reply slot; the backend's
+//!   confirmations are read and dropped. When the command names a
+//!   subscription the core did not have confirmed yet (its first client),
+//!   the client's confirmations wait (`Pending`) until the backend has
+//!   confirmed it (on every pool, for a pattern), so that, as with Redis, a
+//!   message published after the client read its confirmation reaches it.
+//!   A subscriber connection that fails (or a wait longer than
+//!   `backend.timeout`) lets them go. Each `message`/`pmessage`/`smessage` read from the
 //!   backend is appended, as the backend's raw bytes (already the exact
 //!   RESP2 bytes Redis sends a subscriber), to every subscribed client's
 //!   output through `ClientState::reply`, so it stays behind replies the
 //!   client is owed; the output limits apply as to any reply.
 //! - A subscriber connection that fails goes down with the usual backoff;
-//!   when it is idle again [`Ctx::pubsub_tick`] reconnects it and writes
-//!   every subscription the core has on that pool ([`PubSub::resync`]).
+//!   when it is idle again `Ctx::pubsub_tick` reconnects it and writes
+//!   every subscription the core has on that pool (`PubSub::resync`).
 //!   Clients stay subscribed; messages published meanwhile are lost.
-//! - A new table ([`Ctx::apply`] → [`PubSub::follow`]) moves channels whose
+//! - A new table (`Ctx::apply` → `PubSub::follow`) moves channels whose
 //!   slot changed owner (unsubscribe on the old pool, subscribe on the new
 //!   one), subscribes the patterns on new groups, and closes the subscriber
 //!   connections of pools no group uses any more.
 //!
-//! A client's confirmation is written when keyway has queued the backend
-//! `SUBSCRIBE`, not when the backend has confirmed it: a message published
-//! in that round trip (by the first subscriber of a channel on this core)
-//! may be missed. See README, "Pub/Sub", for this and the counts.
+//! See README, "Pub/Sub", for what differs from one Redis server (the
+//! counts Redis gives for keyway's shared subscriptions).
 
 use std::collections::HashMap;
 
@@ -48,6 +52,7 @@ use super::backend::{BackendConn, Link};
 use super::backends::Backends;
 use super::client::ClientState;
 use super::limits::close_for_output;
+use super::pending::Seq;
 use super::replies::Refusal;
 use super::route::Req;
 use super::{BackendId, Ctx, Wake, Worker};
@@ -152,6 +157,12 @@ impl ClientSubs {
 struct Entry {
     /// The clients (index, generation), in no particular order.
     clients: Vec<(u32, u32)>,
+    /// Backend confirmations of its subscription still expected (one per
+    /// pool it was sent to); while any is, new subscribers' confirmations
+    /// wait (`waiters`).
+    unconfirmed: u32,
+    /// The [`Pending`] confirmations that wait for this one.
+    waiters: Vec<u64>,
     /// The pool it is subscribed on (channels and shard channels; `None`
     /// for a pattern, which is on every pool of `PubSub::pattern_pools`, or
     /// for a channel whose slot has no group).
@@ -169,6 +180,26 @@ pub(crate) struct PubSub {
     pattern_pools: Vec<usize>,
     /// Reused: where each push array read starts and ends.
     frames: Vec<(usize, usize)>,
+    /// Clients' confirmations waiting for the backend's, by id.
+    pending: HashMap<u64, Pending>,
+    next_pending: u64,
+    /// Pending confirmations one of whose waits ended where no client
+    /// could be written to (one entry per wait ended).
+    ready: Vec<u64>,
+}
+
+/// A client's (un)subscribe confirmations, written by keyway, waiting in
+/// its reply slot until the backend has confirmed every new subscription
+/// they name: then a message published after the client read its
+/// confirmation reaches it, as with Redis.
+#[derive(Debug)]
+struct Pending {
+    client: (u32, u32),
+    seq: Seq,
+    reply: Vec<u8>,
+    /// Backend confirmations still awaited.
+    waiting: usize,
+    since_ms: u64,
 }
 
 /// The group a channel belongs to: its slot's owner (the source while it
@@ -271,19 +302,26 @@ impl PubSub {
     /// is connecting or up; if it is idle, it is opened with everything
     /// the core has there (which the maps already say); if it is down, the
     /// reconnection will.
-    fn send(&mut self, links: &mut Links<'_>, p: usize, cmd: &[u8], name: &[u8]) {
+    ///
+    /// True if the command will reach the backend (and be confirmed).
+    fn send(&mut self, links: &mut Links<'_>, p: usize, cmd: &[u8], name: &[u8]) -> bool {
         let b = self.conn_of(links.backends, p);
         let conn = &mut links.backends.conns[b];
         match conn.link {
             Link::Idle => {}
-            Link::Down { .. } => return,
-            Link::Connecting { .. } => return request(conn.out.buf_mut(), cmd, name),
+            Link::Down { .. } => return false,
+            Link::Connecting { .. } => {
+                request(conn.out.buf_mut(), cmd, name);
+                return true;
+            }
             Link::Up => {
                 request(conn.out.buf_mut(), cmd, name);
-                return links.wake.backend(conn, b);
+                links.wake.backend(conn, b);
+                return true;
             }
         }
         self.resync(links.backends, p, links.now_ms);
+        links.backends.conns[b].has_socket()
     }
 
     /// Client `me` subscribes `name`: the core subscribes it on the backend
@@ -302,9 +340,13 @@ impl PubSub {
             Entry {
                 clients: vec![me],
                 pool,
+                ..Entry::default()
             },
         );
-        self.subscribe_on(links, kind, name, pool);
+        let sent = self.subscribe_on(links, kind, name, pool);
+        if let Some(e) = self.names[kind as usize].get_mut(name) {
+            e.unconfirmed = sent;
+        }
     }
 
     /// Client `me` leaves `name`: the core unsubscribes it on the backend
@@ -319,7 +361,10 @@ impl PubSub {
         }
         if e.clients.is_empty() {
             let pool = e.pool;
-            map.remove(name);
+            if let Some(e) = map.remove(name) {
+                // Nothing to wait for any more.
+                self.ready.extend(e.waiters);
+            }
             let pools = match kind {
                 Kind::Pattern => self.pattern_pools.clone(),
                 _ => pool.into_iter().collect(),
@@ -331,20 +376,101 @@ impl PubSub {
     }
 
     /// Subscribes `name` on the backend: a pattern on every pattern pool,
-    /// a channel on `pool`.
+    /// a channel on `pool`. Returns how many backends will confirm it.
     fn subscribe_on(
         &mut self,
         links: &mut Links<'_>,
         kind: Kind,
         name: &[u8],
         pool: Option<usize>,
-    ) {
+    ) -> u32 {
         let pools = match kind {
             Kind::Pattern => self.pattern_pools.clone(),
             _ => pool.into_iter().collect(),
         };
+        let mut sent = 0;
         for p in pools {
-            self.send(links, p, kind.subscribe_cmd(), name);
+            sent += u32::from(self.send(links, p, kind.subscribe_cmd(), name));
+        }
+        sent
+    }
+
+    /// A client's confirmations `reply`, in its reply slot `seq`, wait for
+    /// the backend's confirmations of `names` (those still unconfirmed).
+    fn wait(
+        &mut self,
+        kind: Kind,
+        names: &[&[u8]],
+        client: (u32, u32),
+        seq: Seq,
+        reply: Vec<u8>,
+        now_ms: u64,
+    ) {
+        self.next_pending += 1;
+        let id = self.next_pending;
+        let mut waiting = 0;
+        for name in names {
+            if let Some(e) = self.names[kind as usize].get_mut(*name) {
+                if e.unconfirmed > 0 {
+                    e.waiters.push(id);
+                    waiting += 1;
+                }
+            }
+        }
+        self.pending.insert(
+            id,
+            Pending {
+                client,
+                seq,
+                reply,
+                waiting: waiting.max(1),
+                since_ms: now_ms,
+            },
+        );
+        if waiting == 0 {
+            self.ready.push(id);
+        }
+    }
+
+    /// Whether any of `names` awaits its backend confirmation.
+    fn unconfirmed(&self, kind: Kind, names: &[&[u8]]) -> bool {
+        names.iter().any(|n| {
+            self.names[kind as usize]
+                .get(*n)
+                .is_some_and(|e| e.unconfirmed > 0)
+        })
+    }
+
+    /// A backend confirmed the subscription of `name`: the confirmations
+    /// waiting only for it are ready.
+    fn confirmed(&mut self, kind: Kind, name: &[u8]) {
+        let Some(e) = self.names[kind as usize].get_mut(name) else {
+            return;
+        };
+        if e.unconfirmed == 0 {
+            return;
+        }
+        e.unconfirmed -= 1;
+        if e.unconfirmed == 0 {
+            self.ready.append(&mut e.waiters);
+        }
+    }
+
+    /// Pool `p`'s subscriber connection failed or closed: no confirmation
+    /// will come from it; whatever waited for one goes on.
+    /// (`patterns`: patterns waited for it too.)
+    fn stop_waiting_on(&mut self, p: usize, patterns: bool) {
+        for kind in KINDS {
+            for e in self.names[kind as usize].values_mut() {
+                let here = match kind {
+                    Kind::Pattern => patterns,
+                    _ => e.pool == Some(p),
+                };
+                if here && e.unconfirmed > 0 {
+                    e.unconfirmed = 0;
+                    self.ready.append(&mut e.waiters);
+                }
+            }
         }
     }
 
@@ -392,8 +518,14 @@ impl PubSub {
                 if let Some(p) = old.filter(|p| pools.contains(p)) {
                     self.send(links, p, kind.unsubscribe_cmd(), &name);
                 }
-                if let Some(p) = new {
-                    self.send(links, p, kind.subscribe_cmd(), &name);
+                let sent = new.is_some_and(|p| self.send(links, p, kind.subscribe_cmd(), &name));
+                if let Some(e) = self.names[kind as usize].get_mut(&name) {
+                    // What waited for the old owner's confirmation waits
+                    // for the new one's.
+                    e.unconfirmed = u32::from(sent);
+                    if !sent {
+                        self.ready.append(&mut e.waiters);
+                    }
                 }
             }
         }
@@ -406,6 +538,7 @@ impl PubSub {
             .filter(|p| !pools.contains(p))
             .collect();
         for p in gone {
+            self.stop_waiting_on(p, true);
             if let Some(b) = self.conns.remove(&p) {
                 close(links, b);
             }
@@ -413,9 +546,9 @@ impl PubSub {
     }
 }
 
-/// Closes and frees subscriber connection `b`: a new generation stops its
-/// transport task (the transport closes the socket of an id that is no
-/// longer live).
+/// Closes and frees subscriber connection `b`: its id is no longer live,
+/// so the transport closes its socket (a later slot at that index has
+/// another generation).
 fn close(links: &mut Links<'_>, b: usize) {
     let had_socket = links.backends.conns[b].has_socket();
     links.backends.conns.remove(b);
@@ -476,7 +609,9 @@ impl Ctx {
             return st.refuse(&Refusal::TooManySubscriptions { max });
         }
         let me = (st.me.idx, st.me.gen);
+        let now = self.now_ms;
         let (pubsub, mut links) = self.pubsub_parts();
+        let mut reply = Vec::new();
         for name in args.iter().skip(1) {
             let subs = st.subs.get_or_insert_with(Default::default);
             if !subs.has(kind, name) {
@@ -484,7 +619,16 @@ impl Ctx {
                 pubsub.join(&mut links, kind, name, me);
             }
             let count = subs.count(kind);
-            st.reply(|o| confirmation(o, kind.subscribed(), Some(name), count));
+            confirmation(&mut reply, kind.subscribed(), Some(name), count);
+        }
+        // The confirmations go once the backend has confirmed every new
+        // subscription they name (at once if the core had them already).
+        let new: Vec<&[u8]> = new.into_iter().collect();
+        if pubsub.unconfirmed(kind, &new) {
+            let seq = st.queue.push_waiting();
+            pubsub.wait(kind, &new, me, seq, reply, now);
+        } else {
+            st.reply(|o| o.extend_from_slice(&reply));
         }
     }
 
@@ -605,10 +749,7 @@ impl Ctx {
 
     /// Every tick: reconnects subscriber connections that are idle again
     /// after a failure, with everything the core subscribes there.
-    pub(super) fn pubsub_tick(&mut self) {
-        if self.pubsub.conns.is_empty() {
-            return;
-        }
+    fn pubsub_reconnect(&mut self) {
         let pools: Vec<usize> = self.pubsub.conns.keys().copied().collect();
         let (pubsub, links) = self.pubsub_parts();
         for p in pools {
@@ -644,6 +785,76 @@ fn bulk_contents(el: &[u8]) -> Option<&[u8]> {
 }
 
 impl Worker {
+    /// Every tick: reconnects subscriber connections (`Ctx::
+    /// pubsub_reconnect`), and lets confirmations that waited for a backend
+    /// longer than `backend.timeout` go.
+    pub(super) fn pubsub_tick(&mut self) {
+        if self.ctx.pubsub.conns.is_empty() && self.ctx.pubsub.pending.is_empty() {
+            return;
+        }
+        self.ctx.pubsub_reconnect();
+        let timeout = self.ctx.cfg.backend.timeout.0;
+        let now = self.ctx.now_ms;
+        let ps = &mut self.ctx.pubsub;
+        if timeout > 0 {
+            for (&id, p) in ps.pending.iter_mut() {
+                if now.saturating_sub(p.since_ms) > timeout {
+                    p.waiting = 1;
+                    ps.ready.push(id);
+                }
+            }
+        }
+        self.release_ready();
+    }
+
+    /// Whether confirmations are ready to go (see [`Self::release_ready`]).
+    #[inline]
+    pub(super) fn pubsub_ready(&self) -> bool {
+        !self.ctx.pubsub.ready.is_empty()
+    }
+
+    /// Writes the confirmations whose waits have all ended into their
+    /// clients' reply slots.
+    pub(super) fn release_ready(&mut self) {
+        let max_pipeline = self.ctx.cfg.limits.max_pipeline;
+        while let Some(id) = self.ctx.pubsub.ready.pop() {
+            let ps = &mut self.ctx.pubsub;
+            let Some(p) = ps.pending.get_mut(&id) else {
+                continue;
+            };
+            p.waiting = p.waiting.saturating_sub(1);
+            if p.waiting > 0 {
+                continue;
+            }
+            let Some(p) = ps.pending.remove(&id) else {
+                continue;
+            };
+            let Some(c) = super::live_client(&mut self.clients, p.client.0, p.client.1) else {
+                continue;
+            };
+            let st = &mut c.st;
+            if !st.wants_replies() {
+                continue;
+            }
+            st.queue.complete(p.seq, &p.reply, st.out.buf_mut());
+            if st.paused && st.queue.len() <= max_pipeline / 2 {
+                st.paused = false;
+                self.ctx.resume.push(p.client.0);
+            }
+            self.ctx.after_output(st);
+        }
+        self.resume_paused();
+    }
+
+    /// Subscriber connection `b` failed: no confirmation will come from it.
+    pub(super) fn subscriber_failed(&mut self, b: usize) {
+        let p = self.ctx.backends.conns[b].pool;
+        let ps = &mut self.ctx.pubsub;
+        let patterns = ps.pattern_pools.contains(&p);
+        ps.stop_waiting_on(p, patterns);
+        self.release_ready();
+    }
+
     /// Bytes read from a subscriber connection: each complete push array is
     /// a message for the core's subscribers, or a confirmation (dropped).
     pub(super) fn subscriber_input(&mut self, id: BackendId, data: &[u8]) {
@@ -671,6 +882,9 @@ impl Worker {
         };
         for &(start, end) in &frames {
             self.fan_out_message(&buf[start..end]);
+        }
+        if self.pubsub_ready() {
+            self.release_ready();
         }
         self.ctx.pubsub.frames = frames;
         let mut buf = buf;
@@ -719,6 +933,9 @@ impl Worker {
             b"message" => Kind::Channel,
             b"pmessage" => Kind::Pattern,
             b"smessage" => Kind::Shard,
+            b"subscribe" => return self.ctx.pubsub.confirmed(Kind::Channel, name),
+            b"psubscribe" => return self.ctx.pubsub.confirmed(Kind::Pattern, name),
+            b"ssubscribe" => return self.ctx.pubsub.confirmed(Kind::Shard, name),
             _ => return,
         };
         let ctx = &mut self.ctx;

@@ -62,7 +62,7 @@ impl Worker {
         self.ctx.now_ms = now.saturating_duration_since(self.ctx.epoch).as_millis() as u64;
         self.refresh();
         self.tick_backends();
-        self.ctx.pubsub_tick();
+        self.pubsub_tick();
         self.tick_clients();
         self.tick_memory();
         self.expire_held();

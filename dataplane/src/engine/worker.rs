@@ -203,6 +203,9 @@ impl Worker {
         self.refresh();
         if self.client(id).is_some() {
             self.process_client(id.idx as usize, data);
+            if self.pubsub_ready() {
+                self.release_ready();
+            }
             self.resume_paused();
             self.run_deferred();
         }
