@@ -789,22 +789,34 @@ impl Worker {
     /// pubsub_reconnect`), and lets confirmations that waited for a backend
     /// longer than `backend.timeout` go.
     pub(super) fn pubsub_tick(&mut self) {
-        if self.ctx.pubsub.conns.is_empty() && self.ctx.pubsub.pending.is_empty() {
+        let ps = &self.ctx.pubsub;
+        if ps.conns.is_empty() && ps.pending.is_empty() && ps.ready.is_empty() {
             return;
         }
         self.ctx.pubsub_reconnect();
         let timeout = self.ctx.cfg.backend.timeout.0;
         let now = self.ctx.now_ms;
         let ps = &mut self.ctx.pubsub;
+        let mut expired = false;
         if timeout > 0 {
             for (&id, p) in ps.pending.iter_mut() {
                 if now.saturating_sub(p.since_ms) > timeout {
                     p.waiting = 1;
                     ps.ready.push(id);
+                    expired = true;
                 }
             }
         }
         self.release_ready();
+        if expired {
+            // Forget the expired ones where they were awaited.
+            let ps = &mut self.ctx.pubsub;
+            for map in ps.names.iter_mut() {
+                for e in map.values_mut() {
+                    e.waiters.retain(|id| ps.pending.contains_key(id));
+                }
+            }
+        }
     }
 
     /// Whether confirmations are ready to go (see [`Self::release_ready`]).
