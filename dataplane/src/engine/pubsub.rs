@@ -178,8 +178,6 @@ pub(crate) struct PubSub {
     conns: HashMap<usize, usize>,
     /// The pools patterns are subscribed on: every group's master.
     pattern_pools: Vec<usize>,
-    /// Reused: where each push array read starts and ends.
-    frames: Vec<(usize, usize)>,
     /// Clients' confirmations waiting for the backend's, by id.
     pending: HashMap<u64, Pending>,
     next_pending: u64,
@@ -776,6 +774,72 @@ const HELP: [&str; 14] = [
     "    Prints this help.",
 ];
 
+/// Why a subscriber connection's input cannot be framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PushError {
+    Malformed,
+    TooLarge,
+}
+
+/// The length of the complete RESP2 value at the start of `buf` (`None`:
+/// incomplete), a bulk string no longer than `limit`. A subscriber
+/// connection reads only flat arrays of bulk strings and integers (and
+/// errors), so the value is framed again from its start on each read: that
+/// costs a few headers (a bulk string's body is skipped by its length), and
+/// it keeps the request path's `ReplyFramer::next` the only caller the
+/// compiler inlines it into.
+fn push_len(buf: &[u8], limit: u64, depth: u8) -> Result<Option<usize>, PushError> {
+    let Some(&kind) = buf.first() else {
+        return Ok(None);
+    };
+    let Some(nl) = buf.iter().take(64 << 10).position(|&b| b == b'\n') else {
+        return match buf.len() < 64 << 10 {
+            true => Ok(None),
+            false => Err(PushError::Malformed),
+        };
+    };
+    if nl < 2 || buf[nl - 1] != b'\r' {
+        return Err(PushError::Malformed);
+    }
+    let head = nl + 1;
+    let int = || -> Result<i64, PushError> {
+        std::str::from_utf8(&buf[1..nl - 1])
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or(PushError::Malformed)
+    };
+    match kind {
+        b'+' | b'-' | b':' => Ok(Some(head)),
+        b'$' => {
+            let n = int()?;
+            if n < 0 {
+                return Ok(Some(head));
+            }
+            if n as u64 > limit {
+                return Err(PushError::TooLarge);
+            }
+            let end = head + n as usize + 2;
+            match buf.get(end - 2..end) {
+                None => Ok(None),
+                Some(b"\r\n") => Ok(Some(end)),
+                Some(_) => Err(PushError::Malformed),
+            }
+        }
+        b'*' if depth < 4 => {
+            let n = int()?;
+            let mut at = head;
+            for _ in 0..n.max(0) {
+                match push_len(&buf[at..], limit, depth + 1)? {
+                    Some(len) => at += len,
+                    None => return Ok(None),
+                }
+            }
+            Ok(Some(at))
+        }
+        _ => Err(PushError::Malformed),
+    }
+}
+
 /// The contents of a bulk string element (`$3\r\nabc\r\n` → `abc`).
 fn bulk_contents(el: &[u8]) -> Option<&[u8]> {
     let rest = el.strip_prefix(b"$")?;
@@ -878,29 +942,31 @@ impl Worker {
             return;
         }
         conn.inbuf.extend_from_slice(data);
-        let buf = std::mem::take(&mut conn.inbuf);
-        let mut frames = std::mem::take(&mut self.ctx.pubsub.frames);
-        frames.clear();
+        let mut buf = std::mem::take(&mut conn.inbuf);
+        let (limit, key) = self.ctx.cfg.reply_limit();
         let mut at = 0;
         let fault = loop {
-            match conn.framer.next(&buf[at..]) {
+            match push_len(&buf[at..], limit, 0) {
                 Ok(Some(len)) => {
-                    frames.push((at, at + len));
+                    self.fan_out_message(&buf[at..at + len]);
                     at += len;
                 }
                 Ok(None) => break None,
-                Err(e) => break Some(e),
+                Err(PushError::TooLarge) => {
+                    break Some(format!("a message larger than {key} ({limit} bytes)"))
+                }
+                Err(PushError::Malformed) => {
+                    break Some("protocol error from backend: not a RESP2 push".to_string())
+                }
             }
         };
-        for &(start, end) in &frames {
-            self.fan_out_message(&buf[start..end]);
-        }
         if self.pubsub_ready() {
             self.release_ready();
         }
-        self.ctx.pubsub.frames = frames;
-        let mut buf = buf;
         buf.drain(..at);
+        if buf.is_empty() && buf.capacity() > 1 << 20 {
+            buf = Vec::new();
+        }
         let now = self.ctx.now_ms;
         let Some(conn) = self.ctx.backends.conns.get_mut(idx) else {
             return;
@@ -908,10 +974,7 @@ impl Worker {
         conn.inbuf = buf;
         let p = conn.pool;
         match fault {
-            Some(e) => {
-                let why = format!("protocol error from backend: {e}");
-                self.fail_backend(idx, &why);
-            }
+            Some(why) => self.fail_backend(idx, &why),
             None => {
                 if self.ctx.backends.pools[p].health.answered(now) {
                     self.ctx.health_turned(p);
@@ -995,5 +1058,36 @@ impl Worker {
         if let Some(c) = self.clients.get_mut(idx) {
             self.ctx.leave_subscriptions(&mut c.st);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{push_len, PushError};
+
+    #[test]
+    fn pushes_are_framed_whole_or_not_at_all() {
+        let m = b"*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$5\r\nhello\r\n";
+        for cut in 0..m.len() {
+            assert_eq!(push_len(&m[..cut], 100, 0), Ok(None), "cut at {cut}");
+        }
+        assert_eq!(push_len(m, 100, 0), Ok(Some(m.len())));
+        let mut two = m.to_vec();
+        two.extend_from_slice(b":1\r\n");
+        assert_eq!(push_len(&two, 100, 0), Ok(Some(m.len())));
+        assert_eq!(push_len(b"-ERR x\r\n", 100, 0), Ok(Some(8)));
+        assert_eq!(push_len(b"*2\r\n$-1\r\n*0\r\n", 100, 0), Ok(Some(13)));
+        assert_eq!(
+            push_len(b"$3\r\nabcd\r\n", 100, 0),
+            Err(PushError::Malformed)
+        );
+        assert_eq!(push_len(b"?\r\n", 100, 0), Err(PushError::Malformed));
+        assert_eq!(push_len(b"*x\r\n", 100, 0), Err(PushError::Malformed));
+        assert_eq!(push_len(b"$101\r\n", 100, 0), Err(PushError::TooLarge));
+        assert_eq!(
+            push_len(b"*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n:1\r\n", 100, 0),
+            Err(PushError::Malformed),
+            "nesting is bounded"
+        );
     }
 }
