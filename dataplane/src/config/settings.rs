@@ -54,6 +54,10 @@ pub struct Limits {
     /// `-OOM` and the clients holding the most are closed, largest first.
     #[serde(deserialize_with = "units::size")]
     pub max_memory: u64,
+    /// Most channels, patterns and shard channels one client may subscribe
+    /// at once (default 10000); a `SUBSCRIBE` that would pass it is refused
+    /// whole.
+    pub max_subscriptions: usize,
 }
 
 /// `max_memory` not given: [`FileConfig::validate`] picks the default.
@@ -112,6 +116,7 @@ impl Default for Limits {
             output_soft_timeout: Millis(60_000),
             tcp_keepalive: Millis(300_000),
             max_memory: AUTO_MEMORY,
+            max_subscriptions: 10_000,
         }
     }
 }

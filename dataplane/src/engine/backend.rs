@@ -134,6 +134,10 @@ pub(crate) struct BackendConn {
     /// a blocking command; see [`super::dedicated`]); `None` on the shared,
     /// pipelined connections of a pool.
     pub dedicated: Option<Box<super::dedicated::Dedicated>>,
+    /// A Pub/Sub subscriber connection ([`super::pubsub`]): its input is a
+    /// stream of push arrays fanned out to subscribed clients, never
+    /// matched against `inflight`.
+    pub subscriber: bool,
 }
 
 /// First wait after a backend failure.
@@ -154,6 +158,7 @@ impl BackendConn {
             skipped: 0,
             waiters: Vec::new(),
             dedicated: None,
+            subscriber: false,
         }
     }
 

@@ -54,7 +54,7 @@ impl Worker {
         }
         conn.link = Link::Up;
         conn.backoff_ms = MIN_BACKOFF_MS;
-        if self.ctx.backends.pools[conn.pool].health.failures > 0 {
+        if !conn.subscriber && self.ctx.backends.pools[conn.pool].health.failures > 0 {
             // A PING tells when a failing backend answers again, even with
             // no request for it (a failing replica gets no reads).
             let version = self.ctx.cfg.table.version;
@@ -123,6 +123,9 @@ impl Worker {
         let max = self.ctx.cfg.limits.max_memory;
         let ctx = &mut self.ctx;
         ctx.memory.read(data.len(), &ctx.shared, ctx.core, max);
+        if ctx.backends.conns.get(idx).is_some_and(|b| b.subscriber) {
+            return self.subscriber_input(id, data);
+        }
         let (backends, mut sink) = self.delivery();
         let Some(conn) = backends
             .get_mut(idx)
@@ -220,6 +223,7 @@ impl Worker {
         }
         conn.go_down(gen, now, reason, max_backoff);
         let dedicated = conn.dedicated.is_some();
+        let subscriber = conn.subscriber;
         sink.wake.backends.push(idx as u32);
         if dedicated {
             // Not retried: its client (if any) got the error.
@@ -230,6 +234,9 @@ impl Worker {
             self.settle_dedicated(None);
         }
         self.release_backpressure(idx);
+        if subscriber {
+            self.subscriber_failed(idx);
+        }
     }
 
     /// After replies on a dedicated connection (or errors for one that

@@ -277,6 +277,34 @@ impl Backends {
         self.conn_for(g, slot, now_ms)
     }
 
+    /// The pool of group `g`'s master in the current table.
+    #[inline]
+    pub fn master_pool(&self, g: GroupIndex) -> usize {
+        self.group_pools[usize::from(g)]
+    }
+
+    /// Starts connection `b` (of any kind: a subscriber connection too) if
+    /// it is idle and its pool has an address; true if it did.
+    pub fn open(&mut self, b: usize, now_ms: u64) -> bool {
+        let p = self.conns[b].pool;
+        let PoolKey::Addr(addr) = self.pools[p].key else {
+            return false;
+        };
+        if !matches!(self.conns[b].link, Link::Idle) {
+            return false;
+        }
+        let gen = self.new_gen();
+        let conn = &mut self.conns[b];
+        conn.gen = gen;
+        conn.link = Link::Connecting { since_ms: now_ms };
+        self.actions.push(Action::Connect {
+            id: BackendId { idx: b as u32, gen },
+            addr,
+            timeout: self.connect_timeout,
+        });
+        true
+    }
+
     /// The connection client slot `slot` uses in pool `p`, starting a
     /// connection if it has none.
     #[inline]

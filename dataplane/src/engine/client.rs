@@ -107,6 +107,9 @@ pub(crate) struct ClientState {
     /// A `WAIT` over several groups: the dedicated connections of its
     /// parts after the first ([`Blocked::b`]).
     pub wait_conns: Vec<(usize, u32)>,
+    /// Its Pub/Sub subscriptions; `Some` only while it has any (RESP2
+    /// subscribed mode), see [`super::pubsub`].
+    pub subs: Option<Box<super::pubsub::ClientSubs>>,
 }
 
 /// A dedicated backend connection a client's `WATCH` holds.

@@ -125,6 +125,10 @@ impl Ctx {
             let why = Refusal::WrongArity { command: spec.name };
             return self.refuse(st, &why, place);
         }
+        // RESP2 subscribed mode: one test on a pointer for other clients.
+        if st.subs.is_some() && place.at.is_none() && self.subscribed_mode(st, spec, args) {
+            return;
+        }
         let policy = policy(spec);
         let routed = matches!(
             policy,
@@ -208,6 +212,7 @@ impl Ctx {
                 };
                 local::run(cmd, st, args, &ctx);
             }
+            Policy::PubSub(cmd) => self.pubsub(st, cmd, req),
             Policy::Unsupported(why) => {
                 self.refuse(st, &Refusal::Unsupported { spec, why }, place);
             }
@@ -292,7 +297,13 @@ impl Ctx {
 
     /// Sends the whole request to group `g`: to its master, or, for a
     /// `read`, to a replica it reads from if one is up.
-    fn forward(&mut self, st: &mut ClientState, g: GroupIndex, read: bool, req: Req<'_>) {
+    pub(super) fn forward(
+        &mut self,
+        st: &mut ClientState,
+        g: GroupIndex,
+        read: bool,
+        req: Req<'_>,
+    ) {
         let Req { args, raw, place } = req;
         let b = match st.pin {
             None => self.backends.conn(g, read, st.conn_slot, self.now_ms),

@@ -35,6 +35,9 @@ mod moves_tests;
 mod outbuf;
 mod pending;
 pub mod policy;
+pub mod pubsub;
+#[cfg(test)]
+mod pubsub_tests;
 #[cfg(test)]
 mod replica_tests;
 mod replies;
@@ -184,6 +187,8 @@ pub(crate) struct Ctx {
     /// Push-backs of what orphaned blocking commands popped (see
     /// [`sink::Sink::restores`]).
     restores: Vec<Vec<u8>>,
+    /// Pub/Sub: who subscribes what, the subscriber connections.
+    pubsub: pubsub::PubSub,
 }
 
 impl Ctx {
@@ -222,6 +227,7 @@ impl Ctx {
             .budget_changed(&self.shared, cfg.limits.max_memory);
         self.cfg = cfg;
         self.cfg_seq += 1;
+        self.pubsub_follow();
         self.report();
     }
 

@@ -8,6 +8,7 @@ use std::sync::OnceLock;
 use keyway_protocol::command::{acl, all, flag, Begin, CommandSpec, Find, KeySpec, COMMAND_IDS};
 
 use super::blocking::Blocking;
+use super::pubsub::{Kind, PubSubCmd};
 use super::split::SplitKind;
 
 /// Commands keyway answers itself.
@@ -120,6 +121,8 @@ pub enum Policy {
     Wait,
     /// Answered by keyway.
     Local(Local),
+    /// Pub/Sub, served by [`super::pubsub`].
+    PubSub(PubSubCmd),
     /// Refused: the reason completes "keyway does not support 'X': …".
     Unsupported(&'static str),
 }
@@ -128,7 +131,7 @@ const KEYLESS: &str = "commands without keys cannot be routed to a group";
 const SCRIPT_KEYLESS: &str =
     "a script or function that names no keys cannot be routed; pass the keys it uses";
 const TRANSACTIONS: &str = "this transaction command is not supported";
-const PUBSUB: &str = "Pub/Sub is not supported yet";
+const PUBSUB: &str = "this Pub/Sub command is not supported";
 const BLOCKING: &str = "this blocking command is not supported";
 const CLUSTER: &str = "keyway is not a Redis Cluster node; use it as one Redis server";
 const ADMIN: &str = "server administration commands must be sent to each Redis server directly";
@@ -164,6 +167,19 @@ fn decide(c: &CommandSpec) -> Policy {
         "mset" => return Policy::Split(SplitKind::Mset),
         "del" | "unlink" | "exists" | "touch" => return Policy::Split(SplitKind::Sum),
         "dbsize" => return Policy::FanOut(SplitKind::Sum),
+        "subscribe" => return Policy::PubSub(PubSubCmd::Subscribe(Kind::Channel)),
+        "psubscribe" => return Policy::PubSub(PubSubCmd::Subscribe(Kind::Pattern)),
+        "ssubscribe" => return Policy::PubSub(PubSubCmd::Subscribe(Kind::Shard)),
+        "unsubscribe" => return Policy::PubSub(PubSubCmd::Unsubscribe(Kind::Channel)),
+        "punsubscribe" => return Policy::PubSub(PubSubCmd::Unsubscribe(Kind::Pattern)),
+        "sunsubscribe" => return Policy::PubSub(PubSubCmd::Unsubscribe(Kind::Shard)),
+        "publish" | "spublish" => return Policy::PubSub(PubSubCmd::Publish),
+        "pubsub|help" => return Policy::PubSub(PubSubCmd::Help),
+        // Every group answers for its own channels (and every one for
+        // the patterns keyway subscribes on all): see README, "Pub/Sub".
+        "pubsub|channels" | "pubsub|shardchannels" => return Policy::FanOut(SplitKind::Union),
+        "pubsub|numsub" | "pubsub|shardnumsub" => return Policy::FanOut(SplitKind::NumSub),
+        "pubsub|numpat" => return Policy::FanOut(SplitKind::Max),
         "migrate" => return Policy::Unsupported("it would move keys behind keyway's back"),
         "move" | "swapdb" => return Policy::Unsupported("keyway serves database 0 only"),
         "keys" | "scan" | "randomkey" | "flushdb" | "flushall" => {
@@ -377,10 +393,41 @@ mod tests {
     }
 
     #[test]
+    fn pubsub_commands_are_served() {
+        assert_eq!(
+            of("subscribe", None),
+            Policy::PubSub(PubSubCmd::Subscribe(Kind::Channel))
+        );
+        assert_eq!(
+            of("sunsubscribe", None),
+            Policy::PubSub(PubSubCmd::Unsubscribe(Kind::Shard))
+        );
+        for name in ["publish", "spublish"] {
+            assert_eq!(of(name, None), Policy::PubSub(PubSubCmd::Publish), "{name}");
+        }
+        assert_eq!(of("pubsub", Some("numpat")), Policy::FanOut(SplitKind::Max));
+        assert_eq!(
+            of("pubsub", Some("channels")),
+            Policy::FanOut(SplitKind::Union)
+        );
+        assert_eq!(
+            of("pubsub", Some("shardnumsub")),
+            Policy::FanOut(SplitKind::NumSub)
+        );
+        for c in all() {
+            if c.has(flag::PUBSUB) {
+                assert!(
+                    !matches!(policy(c), Policy::Unsupported(_)),
+                    "{}: every Pub/Sub command is served",
+                    c.name
+                );
+            }
+        }
+    }
+
+    #[test]
     fn what_cannot_be_served_is_refused_with_a_reason() {
         let cases = [
-            ("subscribe", None, PUBSUB),
-            ("publish", None, PUBSUB),
             ("cluster", Some("info"), CLUSTER),
             ("readonly", None, CLUSTER),
             ("config", Some("get"), ADMIN),

@@ -135,6 +135,13 @@ pub(crate) enum Refusal<'a> {
     TransactionSplit,
     /// Every dedicated connection of the core is in use.
     DedicatedLimit { limit: usize },
+    // ---- Pub/Sub ----------------------------------------------------------
+    /// Redis's message for a command other than (un)subscribe, `PING`,
+    /// `QUIT` and `RESET` in RESP2 subscribed mode (`command` is the full
+    /// name: `client|id`).
+    SubscribedMode { command: &'a str },
+    /// A client would have more than `limits.max_subscriptions`.
+    TooManySubscriptions { max: usize },
 }
 
 /// A new client was refused.
@@ -350,6 +357,16 @@ impl Display for Refusal<'_> {
                 "ERR every dedicated backend connection of this keyway core is in use \
                  (backend.dedicated_connections = {limit}); WATCH and blocking commands \
                  need one"
+            ),
+            SubscribedMode { command } => write!(
+                f,
+                "ERR Can't execute '{command}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / \
+                 QUIT / RESET are allowed in this context"
+            ),
+            TooManySubscriptions { max } => write!(
+                f,
+                "ERR keyway allows a client at most limits.max_subscriptions ({max}) channels, \
+                 patterns and shard channels; nothing was subscribed"
             ),
         }
     }

@@ -95,6 +95,8 @@ pub(crate) struct Rig {
     pub worker: Worker,
     pub client: ClientId,
     backends: HashMap<SocketAddr, BackendId>,
+    /// Pub/Sub subscriber connections, apart from the request ones.
+    subscribers: HashMap<SocketAddr, BackendId>,
     start: Instant,
     pub settings: Settings,
     /// Connections to these addresses are refused.
@@ -119,6 +121,7 @@ impl Rig {
             worker,
             client,
             backends: HashMap::new(),
+            subscribers: HashMap::new(),
             start: Instant::now(),
             settings,
             refusing: HashSet::new(),
@@ -159,6 +162,8 @@ impl Rig {
             assert!(self.worker.backend_connected(id));
             if self.worker.is_dedicated(id) {
                 self.dedicated.push((addr, id));
+            } else if self.worker.is_subscriber(id) {
+                self.subscribers.insert(addr, id);
             } else {
                 self.backends.insert(addr, id);
             }
@@ -182,6 +187,38 @@ impl Rig {
         let n = out.len();
         self.worker.backend_wrote(id, n);
         out
+    }
+
+    /// Connects what the worker asked for; returns what it wrote to group
+    /// `g`'s Pub/Sub subscriber connection since the last call.
+    pub fn sub_written(&mut self, g: u16) -> String {
+        self.connect();
+        let Some(&id) = self.subscribers.get(&addr(g)) else {
+            return String::new();
+        };
+        let out = String::from_utf8_lossy(self.worker.backend_output(id)).into_owned();
+        self.worker.backend_wrote(id, out.len());
+        out
+    }
+
+    /// Feeds `bytes` from group `g`'s subscriber connection.
+    pub fn sub_push(&mut self, g: u16, bytes: &str) {
+        let id = self.subscribers[&addr(g)];
+        self.worker.backend_input(id, bytes.as_bytes());
+    }
+
+    /// Group `g`'s subscriber connection breaks.
+    pub fn sub_lose(&mut self, g: u16) {
+        let id = self.subscribers[&addr(g)];
+        self.worker
+            .backend_failed(id, "the backend closed the connection");
+    }
+
+    /// Whether group `g`'s subscriber connection is live.
+    pub fn sub_live(&self, g: u16) -> bool {
+        self.subscribers
+            .get(&addr(g))
+            .is_some_and(|&id| self.worker.backend_live(id))
     }
 
     /// Connects what the worker asked for; returns how many bytes wait to be

@@ -22,9 +22,23 @@ pub enum SplitKind {
     Sum,
     /// The least of integer replies (`WAIT` over several groups).
     Min,
+    /// Arrays merged as a set, first appearance first (`PUBSUB CHANNELS`,
+    /// `PUBSUB SHARDCHANNELS`).
+    Union,
+    /// `[name, count, …]` arrays of the same names, counts added up
+    /// (`PUBSUB NUMSUB`, `PUBSUB SHARDNUMSUB`).
+    NumSub,
+    /// The largest integer reply (`PUBSUB NUMPAT`: every group has the
+    /// patterns keyway subscribes).
+    Max,
 }
 
 impl SplitKind {
+    /// Whether each part's reply is kept until all have arrived.
+    fn keeps_replies(self) -> bool {
+        matches!(self, SplitKind::Mget | SplitKind::Union | SplitKind::NumSub)
+    }
+
     /// Arguments each key carries with it (the key included).
     pub fn stride(self) -> usize {
         match self {
@@ -94,7 +108,7 @@ pub struct Merge {
 impl Merge {
     /// A merge of `parts` parts; `key_parts` as from [`plan`] (used by `MGET`).
     pub fn new(kind: SplitKind, parts: usize, key_parts: &[u16]) -> Merge {
-        let (replies, key_parts) = if kind == SplitKind::Mget {
+        let (replies, key_parts) = if kind.keeps_replies() {
             (vec![None; parts].into_boxed_slice(), key_parts.into())
         } else {
             (Box::default(), Box::default())
@@ -134,8 +148,8 @@ impl Merge {
         } else {
             match self.kind {
                 // Once an error decides the reply, the values are not kept.
-                SplitKind::Mget if self.error.is_some() => {}
-                SplitKind::Mget => {
+                SplitKind::Mget | SplitKind::Union | SplitKind::NumSub if self.error.is_some() => {}
+                SplitKind::Mget | SplitKind::Union | SplitKind::NumSub => {
                     self.held += reply.len();
                     self.replies[usize::from(part)] = Some(reply.to_vec());
                 }
@@ -150,6 +164,10 @@ impl Merge {
                 },
                 SplitKind::Min => match integer_reply(reply) {
                     Some(n) => self.sum = self.sum.min(n),
+                    None => self.fail(part, unexpected(reply)),
+                },
+                SplitKind::Max => match integer_reply(reply) {
+                    Some(n) => self.sum = self.sum.max(n),
                     None => self.fail(part, unexpected(reply)),
                 },
             }
@@ -176,7 +194,9 @@ impl Merge {
         }
         match self.kind {
             SplitKind::Mset => out.extend_from_slice(b"+OK\r\n"),
-            SplitKind::Sum | SplitKind::Min => encode::integer(out, self.sum),
+            SplitKind::Sum | SplitKind::Min | SplitKind::Max => encode::integer(out, self.sum),
+            SplitKind::Union => union(&self.replies, out),
+            SplitKind::NumSub => numsub(&self.replies, out),
             SplitKind::Mget => {
                 let mut parts = Vec::with_capacity(self.replies.len());
                 for (p, r) in self.replies.iter().enumerate() {
@@ -207,6 +227,61 @@ impl Merge {
 
 fn unexpected(reply: &[u8]) -> Vec<u8> {
     Refusal::UnexpectedPartReply { reply }.to_reply()
+}
+
+/// The parts' arrays as one, each element once, first appearance first.
+fn union(replies: &[Option<Vec<u8>>], out: &mut Vec<u8>) {
+    let mut seen = std::collections::HashSet::new();
+    let mut all = Vec::new();
+    for r in replies {
+        let Some(els) = r.as_deref().and_then(array_elements) else {
+            out.extend_from_slice(&unexpected(r.as_deref().unwrap_or_default()));
+            return;
+        };
+        for el in els {
+            if seen.insert(el) {
+                all.push(el);
+            }
+        }
+    }
+    encode::array_header(out, all.len());
+    for el in all {
+        out.extend_from_slice(el);
+    }
+}
+
+/// The parts' `[name, count, …]` arrays (the same names in the same order,
+/// as each group answers the same request) as one, counts added up.
+fn numsub(replies: &[Option<Vec<u8>>], out: &mut Vec<u8>) {
+    let mut names: Vec<&[u8]> = Vec::new();
+    let mut counts: Vec<i64> = Vec::new();
+    for (p, r) in replies.iter().enumerate() {
+        let bad = || unexpected(r.as_deref().unwrap_or_default());
+        let Some(els) = r.as_deref().and_then(array_elements) else {
+            return out.extend_from_slice(&bad());
+        };
+        if p > 0 && els.remaining() != names.len() * 2 {
+            return out.extend_from_slice(&bad());
+        }
+        let els: Vec<&[u8]> = els.collect();
+        for (i, pair) in els.chunks(2).enumerate() {
+            let (Some(&name), Some(n)) = (pair.first(), pair.get(1).and_then(|n| integer_reply(n)))
+            else {
+                return out.extend_from_slice(&bad());
+            };
+            if p == 0 {
+                names.push(name);
+                counts.push(n);
+            } else {
+                counts[i] = counts[i].saturating_add(n);
+            }
+        }
+    }
+    encode::array_header(out, names.len() * 2);
+    for (name, n) in names.iter().zip(counts) {
+        out.extend_from_slice(name);
+        encode::integer(out, n);
+    }
 }
 
 #[cfg(test)]
@@ -378,5 +453,39 @@ mod tests {
         let mut out = Vec::new();
         m.finish(&mut out);
         assert!(out.starts_with(b"-ERR unexpected reply"));
+    }
+
+    #[test]
+    fn pubsub_replies_merge_as_a_set_as_sums_per_channel_and_as_a_maximum() {
+        let finish = |m: Merge| {
+            let mut out = Vec::new();
+            m.finish(&mut out);
+            String::from_utf8(out).unwrap()
+        };
+        let mut m = Merge::new(SplitKind::Union, 3, &[]);
+        assert!(!m.add(0, b"*2\r\n$1\r\na\r\n$1\r\nb\r\n"));
+        assert!(!m.add(1, b"*0\r\n"));
+        assert!(m.add(2, b"*2\r\n$1\r\nb\r\n$1\r\nc\r\n"));
+        assert_eq!(
+            finish(m),
+            "*3\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n",
+            "each once"
+        );
+        let mut m = Merge::new(SplitKind::NumSub, 2, &[]);
+        m.add(0, b"*4\r\n$1\r\na\r\n:1\r\n$1\r\nb\r\n:0\r\n");
+        m.add(1, b"*4\r\n$1\r\na\r\n:2\r\n$1\r\nb\r\n:5\r\n");
+        assert_eq!(finish(m), "*4\r\n$1\r\na\r\n:3\r\n$1\r\nb\r\n:5\r\n");
+        let mut m = Merge::new(SplitKind::NumSub, 2, &[]);
+        m.add(0, b"*2\r\n$1\r\na\r\n:1\r\n");
+        m.add(1, b"*0\r\n");
+        assert!(
+            finish(m).starts_with("-ERR unexpected reply"),
+            "parts that disagree"
+        );
+        let mut m = Merge::new(SplitKind::Max, 3, &[]);
+        m.add(0, b":2\r\n");
+        m.add(1, b":3\r\n");
+        m.add(2, b":1\r\n");
+        assert_eq!(finish(m), ":3\r\n");
     }
 }

@@ -45,6 +45,7 @@ use super::blocking::{self, Blocking};
 use super::client::{Blocked, ClientState, Phase, Pin};
 use super::moves::Migrator;
 use super::policy::{policy, Local, Policy, TxCmd};
+use super::pubsub::PubSubCmd;
 use super::replies::Refusal;
 use super::route::{answer_in_place, groups_of_keys, KeysRoute, Place, Req, Target};
 use super::Ctx;
@@ -179,6 +180,16 @@ impl Ctx {
             Policy::Tx(_) => Ok(()),
             // Redis answers it at once inside a transaction.
             Policy::Wait => Ok(()),
+            // Routed by its channel, like a key.
+            Policy::PubSub(PubSubCmd::Publish) => {
+                keys.push(1);
+                Ok(())
+            }
+            Policy::PubSub(PubSubCmd::Help) => Ok(()),
+            Policy::PubSub(_) => Err(Refusal::NotInTransaction {
+                spec,
+                why: "subscriptions are kept by keyway, not by a backend connection",
+            }),
             Policy::FanOut(_) => Err(Refusal::NotInTransaction {
                 spec,
                 why: "it must reach every group",

@@ -116,6 +116,11 @@ counters! {
     transactions,
     /// Blocked commands sent again because a new table moved their keys.
     blocked_rerouted,
+    /// Pub/Sub messages read from the core's subscriber connections.
+    pubsub_messages,
+    /// Pub/Sub messages copied to subscribed clients (a message read once
+    /// for 1,000 subscribers counts 1,000 here).
+    pubsub_deliveries,
 }
 
 /// A core's counters as it last published them, for the other cores to read.

@@ -62,6 +62,7 @@ impl Worker {
         self.ctx.now_ms = now.saturating_duration_since(self.ctx.epoch).as_millis() as u64;
         self.refresh();
         self.tick_backends();
+        self.pubsub_tick();
         self.tick_clients();
         self.tick_memory();
         self.expire_held();
@@ -171,8 +172,10 @@ impl Worker {
             }
             let before = st.phase;
             if let Some(idle) = limits.idle_timeout.enabled() {
+                // As in Redis, a subscriber is never idle.
                 if st.queue.is_empty()
                     && st.inbuf.is_empty()
+                    && st.subs.is_none()
                     && now.saturating_sub(st.last_active_ms) > idle.as_millis() as u64
                 {
                     st.phase = Phase::Kill;

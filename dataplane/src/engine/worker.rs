@@ -66,6 +66,7 @@ impl Worker {
             released: Vec::new(),
             unblocked: Vec::new(),
             restores: Vec::new(),
+            pubsub: Default::default(),
         };
         ctx.apply(cfg);
         Worker {
@@ -201,6 +202,7 @@ impl Worker {
                 blocked: None,
                 wrote: 0,
                 wait_conns: Vec::new(),
+                subs: None,
             },
         });
         Ok(me)
@@ -221,6 +223,9 @@ impl Worker {
         self.refresh();
         if self.client(id).is_some() {
             self.process_client(id.idx as usize, data);
+            if self.pubsub_ready() {
+                self.release_ready();
+            }
             self.resume_paused();
             self.run_deferred();
         }
@@ -314,11 +319,11 @@ impl Worker {
             self.ctx.client_leaving(&mut c.st);
             c.st.phase = Phase::Kill;
             self.ctx.wake.client(&mut c.st);
-            return;
-        }
-        if c.st.phase == Phase::Open {
+        } else if c.st.phase == Phase::Open {
             c.st.phase = Phase::Draining;
         }
+        // It reads nothing more: its subscriptions end now.
+        self.client_leaves_pubsub(id.idx as usize);
     }
 
     /// What the driver should do with the client now.
@@ -381,6 +386,7 @@ impl Worker {
             if c.st.blocked.is_some() || c.st.pin.is_some() || c.st.tx.is_some() {
                 self.ctx.client_leaving(&mut c.st);
             }
+            self.client_leaves_pubsub(id.idx as usize);
             self.clients.remove(id.idx as usize);
             self.ctx.shared.clients.fetch_sub(1, Ordering::Relaxed);
             self.ctx.stats.clients_closed += 1;
