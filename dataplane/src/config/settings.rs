@@ -54,6 +54,12 @@ pub struct Limits {
     /// `-OOM` and the clients holding the most are closed, largest first.
     #[serde(deserialize_with = "units::size")]
     pub max_memory: u64,
+    /// Script bodies keyway remembers (by SHA-1, process-wide, oldest
+    /// forgotten first) so that a group answering `NOSCRIPT` to an
+    /// `EVALSHA` gets the script loaded and the call retried (default
+    /// "16mb"; "0" remembers none: `NOSCRIPT` is passed on).
+    #[serde(deserialize_with = "units::size")]
+    pub script_registry_bytes: u64,
 }
 
 /// `max_memory` not given: [`FileConfig::validate`] picks the default.
@@ -112,6 +118,7 @@ impl Default for Limits {
             output_soft_timeout: Millis(60_000),
             tcp_keepalive: Millis(300_000),
             max_memory: AUTO_MEMORY,
+            script_registry_bytes: 16 << 20,
         }
     }
 }

@@ -40,6 +40,10 @@ pub(crate) enum Owner {
     /// The PING that tells whether a failing backend is up again: its reply
     /// only tells that the backend answers.
     Probe,
+    /// A command whose reply nobody awaits: the `SCRIPT LOAD` before a
+    /// retried `EVALSHA`, the undo of a partial `FUNCTION LOAD` (see
+    /// [`super::scripts`]).
+    Discard,
 }
 
 /// What a client's backend reply is for.
@@ -55,6 +59,9 @@ pub(crate) enum Purpose {
     /// The MIGRATE of key `i` of the kept-back request's
     /// [`Deferred::single`](super::pending::Deferred::single).
     MoveKey(u16),
+    /// An `EVALSHA` of a script keyway knows, forwarded whole: a `-NOSCRIPT`
+    /// reply loads the script and sends it again (see [`super::scripts`]).
+    Script,
 }
 
 /// A request awaiting its reply on a backend connection.

@@ -63,6 +63,9 @@ impl Worker {
     pub fn backend_failed(&mut self, id: BackendId, reason: &str) {
         if self.backend(id).is_some() {
             self.fail_backend(id.idx as usize, reason);
+            if !self.ctx.scripts.undo.is_empty() {
+                self.ctx.run_undo();
+            }
             self.resume_paused();
             self.run_deferred();
         }
@@ -133,6 +136,10 @@ impl Worker {
                 conn.inbuf = buf;
             })
         };
+        if sink.retried {
+            // A NOSCRIPT was retried (`engine::scripts`): new requests.
+            sink.wake.backend(conn, idx);
+        }
         match result {
             Ok(()) => {
                 let now = self.ctx.now_ms;
@@ -147,6 +154,9 @@ impl Worker {
                 }
                 self.fail_backend(idx, &fault.to_string());
             }
+        }
+        if !self.ctx.scripts.undo.is_empty() {
+            self.ctx.run_undo();
         }
         self.resume_paused();
         self.run_deferred();
@@ -168,6 +178,8 @@ impl Worker {
             hard_limit: ctx.cfg.limits.output_hard_limit as usize,
             reply_limit: ctx.cfg.reply_limit(),
             max_pipeline: ctx.cfg.limits.max_pipeline,
+            scripts: &mut ctx.scripts,
+            retried: false,
         };
         (&mut ctx.backends.conns, sink)
     }

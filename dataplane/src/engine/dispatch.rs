@@ -1,7 +1,7 @@
 //! From parsed request to backend write buffer or local reply: command lookup,
 //! arity, policy, key routing, splitting, and the enqueue itself.
 
-use keyway_protocol::command::{self, extract_keys, flag, CommandSpec, Lookup};
+use keyway_protocol::command::{self, acl, extract_keys, flag, CommandSpec, Lookup};
 use keyway_protocol::resp::{encode, Args, Frame};
 
 use super::backend::Purpose;
@@ -117,7 +117,7 @@ impl Ctx {
         let policy = policy(spec);
         let routed = matches!(
             policy,
-            Policy::Route { .. } | Policy::Split(_) | Policy::FanOut(_)
+            Policy::Route { .. } | Policy::Split(_) | Policy::FanOut(_) | Policy::Scripts(_)
         );
         if routed {
             if let Some(reason) = self.cfg.fence.clone() {
@@ -133,7 +133,7 @@ impl Ctx {
             && st.queue.has_kept()
             && matches!(
                 policy,
-                Policy::Route { .. } | Policy::Split(_) | Policy::FanOut(_)
+                Policy::Route { .. } | Policy::Split(_) | Policy::FanOut(_) | Policy::Scripts(_)
             )
         {
             return self
@@ -166,6 +166,7 @@ impl Ctx {
             } => self.route(st, spec, keyless, block_option, read, req),
             Policy::Split(kind) => self.split(st, kind, read, req),
             Policy::FanOut(kind) => self.fan_out(st, kind, read, req),
+            Policy::Scripts(cmd) => self.script_command(st, cmd, spec, req),
             Policy::Local(cmd) => {
                 self.stats.requests_local += 1;
                 let ctx = LocalCtx {
@@ -224,18 +225,26 @@ impl Ctx {
         }
         let mut keys = std::mem::take(&mut self.scratch.keys);
         keys.clear();
+        let scripting = spec.in_category(acl::SCRIPTING);
         let target = match extract_keys(spec, args, &mut keys) {
             Err(e) => Err(Refusal::Keys(e)),
+            // EVAL, FCALL… without keys: the documented group.
+            Ok(()) if keys.is_empty() && scripting => {
+                super::scripts::documented_group(&self.cfg.table)
+            }
             Ok(()) if keys.is_empty() => Err(Refusal::Keyless { spec, why: keyless }),
             Ok(()) => self.target_of_keys(args, &keys, place),
         };
         self.scratch.keys = keys;
+        if scripting {
+            return self.send_script(st, spec, target, read, req);
+        }
         self.send_to_target(st, target, read, req);
     }
 
     /// Sends, holds, moves first, or refuses, as the keys' target says; a
     /// `read` on stable slots may go to a replica.
-    fn send_to_target(
+    pub(crate) fn send_to_target(
         &mut self,
         st: &mut ClientState,
         target: Result<Target, Refusal<'_>>,
@@ -360,10 +369,13 @@ impl Ctx {
             let reply = why.to_reply();
             let out = st.out.buf_mut();
             return match purpose {
-                Purpose::Whole => st.queue.complete(seq, &reply, out),
-                Purpose::Part(part) => st
-                    .queue
-                    .complete_part(seq, part, &reply, out, 0, |_| Vec::new()),
+                Purpose::Whole | Purpose::Script => st.queue.complete(seq, &reply, out),
+                Purpose::Part(part) => {
+                    // An undo of a fan-out that failed everywhere is empty.
+                    let _ = st
+                        .queue
+                        .complete_part(seq, part, &reply, out, 0, |_| Vec::new());
+                }
                 // Moves go through `Migrator::send` once their source is
                 // known to be up; one that found it down here would fail
                 // as its reply would.

@@ -19,6 +19,7 @@ mod client;
 mod count_tests;
 mod deferred;
 mod dispatch;
+mod gather;
 pub mod health;
 #[cfg(test)]
 mod hold_tests;
@@ -39,6 +40,7 @@ mod replies;
 #[cfg(test)]
 mod rig;
 mod route;
+mod scripts;
 mod shared;
 mod sink;
 pub mod split;
@@ -64,6 +66,7 @@ pub use client::{ClientId, ClientStatus};
 use deferred::Scheduler;
 use limits::close_for_output;
 pub use replies::Rejected;
+pub use scripts::ScriptRegistry;
 pub use shared::{CoreReport, CoreWaker, Shared};
 pub use stats::{PublishedStats, Stats};
 pub use timers::{Drain, DRAIN};
@@ -170,6 +173,8 @@ pub(crate) struct Ctx {
     memory: limits::MemoryBudget,
     /// Rate limit of the log lines about closed clients.
     log: limits::LogLimit,
+    /// Scripts this core knows, `EVALSHA`s it may retry, undos to send.
+    scripts: scripts::ScriptCache,
 }
 
 impl Ctx {

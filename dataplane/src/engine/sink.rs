@@ -12,6 +12,7 @@ use super::client::Client;
 use super::deferred::Scheduler;
 use super::limits::{self, close_for_output};
 use super::replies::Refusal;
+use super::scripts::ScriptCache;
 use super::versions::VersionCounts;
 use super::{live_client, moves, Stats, Wake};
 
@@ -51,6 +52,10 @@ pub(super) struct Sink<'a> {
     /// The largest reply forwarded, and the setting that says so.
     pub reply_limit: (u64, &'static str),
     pub max_pipeline: usize,
+    /// `EVALSHA`s that may be retried, undos of failed fan-outs.
+    pub scripts: &'a mut ScriptCache,
+    /// A `-NOSCRIPT` was retried: the connection has output again.
+    pub retried: bool,
 }
 
 impl Sink<'_> {
@@ -90,7 +95,20 @@ impl Sink<'_> {
                         };
                         self.deliver(entry, &why.to_reply());
                     } else {
-                        self.deliver(entry, &buf[at..at + len]);
+                        let reply = &buf[at..at + len];
+                        let retry = matches!(
+                            entry.owner,
+                            Owner::Client {
+                                purpose: Purpose::Script,
+                                ..
+                            }
+                        ) && reply.starts_with(b"-NOSCRIPT")
+                            && self.scripts.retry(conn, &entry, self.versions, self.now_ms);
+                        if retry {
+                            self.retried = true;
+                        } else {
+                            self.deliver(entry, reply);
+                        }
                     }
                     at += len;
                 }
@@ -125,22 +143,33 @@ impl Sink<'_> {
             } => (idx, gen, seq, purpose),
             Owner::MoveBatch { id } => return self.sched.batch_replied(self.clients, id, reply),
             // The probe's reply only tells that the backend is up.
-            Owner::Probe => return,
+            Owner::Probe | Owner::Discard => return,
         };
         let Some(c) = live_client(self.clients, idx, gen) else {
             self.stats.replies_orphaned += 1;
+            if purpose == Purpose::Script {
+                self.scripts.forget(idx, gen, seq);
+            }
             return;
         };
         let st = &mut c.st;
         if !st.wants_replies() {
+            if purpose == Purpose::Script {
+                self.scripts.forget(idx, gen, seq);
+            }
             return;
         }
         match purpose {
             Purpose::Whole => st.queue.complete(seq, reply, st.out.buf_mut()),
+            Purpose::Script => {
+                self.scripts.forget(idx, gen, seq);
+                st.queue.complete(seq, reply, st.out.buf_mut())
+            }
             Purpose::Part(part) => {
                 let hard = self.hard_limit;
                 let stats = &mut *self.stats;
-                st.queue
+                let undo = st
+                    .queue
                     .complete_part(seq, part, reply, st.out.buf_mut(), hard, |n| {
                         stats.replies_too_large += 1;
                         Refusal::ReplyTooLarge {
@@ -150,6 +179,8 @@ impl Sink<'_> {
                         }
                         .to_reply()
                     });
+                // A fan-out's part is its group.
+                self.scripts.undo.extend(undo);
             }
             Purpose::Move | Purpose::MoveKey(_) => {
                 let single = match purpose {

@@ -63,6 +63,7 @@ impl Worker {
             backpressure: None,
             memory: Default::default(),
             log: Default::default(),
+            scripts: Default::default(),
         };
         ctx.apply(cfg);
         Worker {

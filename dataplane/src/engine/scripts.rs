@@ -1,0 +1,469 @@
+//! Scripts and functions: `SCRIPT LOAD|EXISTS|FLUSH` and `FUNCTION
+//! LOAD|DELETE|FLUSH|RESTORE` on every group (merged by
+//! [`super::gather`]), `FUNCTION LIST|DUMP|STATS` and keyless
+//! `EVAL`/`EVALSHA`/`FCALL` (and their `_RO` forms) on the *documented
+//! group*, and `NOSCRIPT` transparency for `EVALSHA`.
+//!
+//! **The documented group** is the group that owns slot 0 of the current
+//! table ([`documented_group`]): a command that names no key goes there
+//! (held while slot 0 is blocked, to the source while it moves, and
+//! `-CLUSTERDOWN` if slot 0 has no group, as a key of an unassigned slot
+//! would get).
+//!
+//! **NOSCRIPT transparency.** Every script body keyway sees (`SCRIPT LOAD`,
+//! `EVAL`, `EVAL_RO`, on any core) is remembered by its SHA-1 in the
+//! process-wide [`ScriptRegistry`] (in [`super::Shared`]), bounded by
+//! `limits.script_registry_bytes` (oldest forgotten first). Each core reads
+//! it through its [`ScriptCache`], copied again only when the registry's
+//! generation changes (no lock per request). An `EVALSHA`/`EVALSHA_RO` of a
+//! known sha is sent with [`Purpose::Script`] and its frame kept (with the
+//! body) until its reply; if that reply is `-NOSCRIPT` (the group was added
+//! by a grow, or its server restarted, was promoted or flushed its
+//! scripts), [`ScriptCache::retry`] appends `SCRIPT LOAD <body>` (reply
+//! discarded, [`Owner::Discard`]) and the `EVALSHA` again to the same
+//! connection for the same reply slot, as [`Purpose::Whole`]: a second
+//! `NOSCRIPT` is delivered as is. An `EVALSHA` of an unknown sha costs
+//! nothing extra. `SCRIPT FLUSH` through keyway empties the registry, so
+//! `EVALSHA` then fails as on one Redis server.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use keyway_protocol::command::CommandSpec;
+use keyway_protocol::resp::encode;
+
+use super::backend::{BackendConn, Inflight, Owner, Purpose};
+use super::client::ClientState;
+use super::gather::{Gather, Undo};
+use super::policy::ScriptCmd;
+use super::replies::Refusal;
+use super::route::{answer_error, merge_in_place, Req, Target};
+use super::split::{Merge, SplitKind};
+use super::versions::VersionCounts;
+use super::Ctx;
+use crate::routing::{GroupIndex, RoutingTable, SlotRoute};
+
+/// A script's SHA-1, 40 lowercase hex digits.
+pub(crate) type Sha = [u8; 40];
+
+/// The SHA-1 of `body` as Redis names scripts.
+pub(crate) fn sha_of(body: &[u8]) -> Sha {
+    let hex = sha1_smol::Sha1::from(body).digest().to_string();
+    let mut sha = [0u8; 40];
+    sha.copy_from_slice(&hex.as_bytes()[..40]);
+    sha
+}
+
+/// `arg` as a sha (lowercased, as Redis reads `EVALSHA`'s), if it has 40
+/// characters.
+fn sha_arg(arg: &[u8]) -> Option<Sha> {
+    let mut sha = [0u8; 40];
+    if arg.len() != 40 {
+        return None;
+    }
+    for (d, s) in sha.iter_mut().zip(arg) {
+        *d = s.to_ascii_lowercase();
+    }
+    Some(sha)
+}
+
+/// Where a command that names no key goes: the group owning slot 0 (see
+/// the module docs).
+pub(crate) fn documented_group(table: &RoutingTable) -> Result<Target, Refusal<'static>> {
+    match table.route(0) {
+        SlotRoute::Stable(g) => Ok(Target::Group(g)),
+        SlotRoute::Moving { from, .. } => Ok(Target::Master(from)),
+        SlotRoute::Blocked { .. } => Ok(Target::Hold),
+        SlotRoute::Unassigned => Err(Refusal::ClusterDown { slot: 0 }),
+    }
+}
+
+#[derive(Debug, Default)]
+struct Bodies {
+    map: HashMap<Sha, Arc<[u8]>>,
+    order: VecDeque<Sha>,
+    bytes: usize,
+}
+
+/// The script bodies keyway has seen, by sha, shared by every core
+/// (see the module docs). Locked only when a new body is seen, on
+/// `SCRIPT FLUSH`, and when a core copies it after a change.
+#[derive(Debug, Default)]
+pub struct ScriptRegistry {
+    generation: AtomicU64,
+    bodies: Mutex<Bodies>,
+}
+
+impl ScriptRegistry {
+    fn lock(&self) -> MutexGuard<'_, Bodies> {
+        self.bodies.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Remembers `body` under `sha`, forgetting the oldest bodies while the
+    /// total would pass `max` bytes; a body larger than `max` is not kept.
+    pub(crate) fn insert(&self, sha: Sha, body: &[u8], max: u64) {
+        let max = usize::try_from(max).unwrap_or(usize::MAX);
+        if body.len() > max {
+            return;
+        }
+        let mut b = self.lock();
+        if b.map.contains_key(&sha) {
+            return;
+        }
+        while b.bytes + body.len() > max {
+            let Some(old) = b.order.pop_front() else {
+                break;
+            };
+            if let Some(gone) = b.map.remove(&old) {
+                b.bytes -= gone.len();
+            }
+        }
+        b.bytes += body.len();
+        b.order.push_back(sha);
+        b.map.insert(sha, Arc::from(body));
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// Forgets every body (`SCRIPT FLUSH`).
+    pub(crate) fn clear(&self) {
+        let mut b = self.lock();
+        *b = Bodies::default();
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// Bytes of the bodies remembered.
+    pub fn bytes(&self) -> usize {
+        self.lock().bytes
+    }
+}
+
+/// An `EVALSHA` in flight that may be retried: the body to load and the
+/// frame to send again.
+#[derive(Debug)]
+struct Retry {
+    body: Arc<[u8]>,
+    frame: Vec<u8>,
+}
+
+/// One core's view of the [`ScriptRegistry`], the `EVALSHA`s it may
+/// retry, and the undo commands of failed fan-outs to send.
+#[derive(Debug, Default)]
+pub(crate) struct ScriptCache {
+    generation: u64,
+    known: HashMap<Sha, Arc<[u8]>>,
+    /// By (client index, client generation, reply slot).
+    retries: HashMap<(u32, u32, u64), Retry>,
+    /// Commands to send with their reply discarded (see
+    /// [`Gather`](super::gather::Gather)): (group, command).
+    pub undo: Vec<(GroupIndex, Vec<u8>)>,
+}
+
+impl ScriptCache {
+    /// Copies the registry again if it changed.
+    fn refresh(&mut self, reg: &ScriptRegistry) {
+        let now = reg.generation.load(Ordering::Acquire);
+        if now != self.generation {
+            let b = reg.lock();
+            self.known = b.map.clone();
+            self.generation = reg.generation.load(Ordering::Acquire);
+        }
+    }
+
+    /// The body of script `sha`, if keyway has seen it.
+    fn body(&mut self, reg: &ScriptRegistry, sha: &Sha) -> Option<Arc<[u8]>> {
+        self.refresh(reg);
+        self.known.get(sha).cloned()
+    }
+
+    /// Remembers `body` (unless already known).
+    fn register(&mut self, reg: &ScriptRegistry, body: &[u8], max: u64) {
+        if max == 0 {
+            return;
+        }
+        let sha = sha_of(body);
+        self.refresh(reg);
+        if !self.known.contains_key(&sha) {
+            reg.insert(sha, body, max);
+        }
+    }
+
+    /// The reply to a retriable `EVALSHA` arrived (or never will): its
+    /// frame is dropped.
+    pub(super) fn forget(&mut self, idx: u32, gen: u32, seq: u64) {
+        self.retries.remove(&(idx, gen, seq));
+    }
+
+    /// `EVALSHA`s kept for a retry.
+    #[cfg(test)]
+    pub(crate) fn retriable(&self) -> usize {
+        self.retries.len()
+    }
+
+    /// Entry `e` (an `EVALSHA` sent with [`Purpose::Script`]) got
+    /// `-NOSCRIPT`: appends `SCRIPT LOAD <body>` and the `EVALSHA` again to
+    /// `conn`, the latter owned by the same reply slot as a
+    /// [`Purpose::Whole`]. False if there is nothing to retry with (the
+    /// reply is then delivered).
+    pub(super) fn retry(
+        &mut self,
+        conn: &mut BackendConn,
+        e: &Inflight,
+        versions: &mut VersionCounts,
+        now_ms: u64,
+    ) -> bool {
+        let Owner::Client { idx, gen, seq, .. } = e.owner else {
+            return false;
+        };
+        let Some(r) = self.retries.remove(&(idx, gen, seq)) else {
+            return false;
+        };
+        let out = conn.out.buf_mut();
+        encode::array_header(out, 3);
+        encode::bulk(out, b"SCRIPT");
+        encode::bulk(out, b"LOAD");
+        encode::bulk(out, &r.body);
+        conn.sent(Owner::Discard, e.version, now_ms);
+        versions.add(e.version);
+        conn.out.buf_mut().extend_from_slice(&r.frame);
+        let owner = Owner::Client {
+            idx,
+            gen,
+            seq,
+            purpose: Purpose::Whole,
+        };
+        // The retried request keeps the version count of `e`.
+        conn.sent(owner, e.version, now_ms);
+        true
+    }
+}
+
+/// The command's name as a report says it (`FUNCTION LOAD`).
+fn display_name(spec: &CommandSpec) -> String {
+    spec.name.replace('|', " ").to_ascii_uppercase()
+}
+
+impl Ctx {
+    /// Serves `SCRIPT …`/`FUNCTION …` (see the module docs).
+    pub(crate) fn script_command(
+        &mut self,
+        st: &mut ClientState,
+        cmd: ScriptCmd,
+        spec: &CommandSpec,
+        req: Req<'_>,
+    ) {
+        let args = req.args;
+        match cmd {
+            ScriptCmd::DocumentedGroup => {
+                let target = documented_group(&self.cfg.table);
+                self.send_to_target(st, target, false, req)
+            }
+            ScriptCmd::Load => {
+                let max = self.cfg.limits.script_registry_bytes;
+                (self.scripts).register(&self.shared.scripts, args.get(2), max);
+                self.every_group(st, spec, SplitKind::Same, Undo::Nothing, req)
+            }
+            ScriptCmd::Exists => self.every_group(st, spec, SplitKind::AllOf, Undo::Nothing, req),
+            ScriptCmd::Flush => {
+                self.shared.scripts.clear();
+                self.every_group(st, spec, SplitKind::Same, Undo::Nothing, req)
+            }
+            ScriptCmd::FunctionLoad => {
+                let replace = args
+                    .iter()
+                    .skip(2)
+                    .take(args.len().saturating_sub(3))
+                    .any(|a| a.eq_ignore_ascii_case(b"replace"));
+                let undo = if replace {
+                    Undo::Nothing
+                } else {
+                    Undo::FunctionDelete
+                };
+                self.every_group(st, spec, SplitKind::Same, undo, req)
+            }
+            ScriptCmd::EveryGroup => {
+                self.every_group(st, spec, SplitKind::Same, Undo::Nothing, req)
+            }
+        }
+    }
+
+    /// Sends the request to every group's master and merges the replies
+    /// ([`Gather`]); holds it whole while any group is on hold.
+    fn every_group(
+        &mut self,
+        st: &mut ClientState,
+        spec: &CommandSpec,
+        kind: SplitKind,
+        undo: Undo,
+        req: Req<'_>,
+    ) {
+        let Req { args, raw, place } = req;
+        if self.cfg.table.has_holds() {
+            return self.sched.hold(st, req, self.now_ms, &mut self.stats);
+        }
+        let names: Box<[Arc<str>]> = self
+            .cfg
+            .table
+            .groups()
+            .iter()
+            .map(|g| g.name.clone())
+            .collect();
+        let groups = names.len();
+        if groups == 0 {
+            let why = Refusal::ClusterDown { slot: 0 };
+            return self.refuse(st, &why, place);
+        }
+        let gather = Gather::new(&display_name(spec), names, undo);
+        let seq = merge_in_place(st, place, Merge::gather(kind, gather, groups));
+        self.stats.requests_split += 1;
+        for g in 0..groups {
+            let b = (self.backends).conn_for(g as GroupIndex, st.conn_slot, self.now_ms);
+            self.enqueue(st, b, seq, Purpose::Part(g as u16), |out| match raw {
+                Some(bytes) => out.extend_from_slice(bytes),
+                None => encode::request(out, args),
+            });
+        }
+    }
+
+    /// A script or function call (`EVAL`, `EVALSHA`, `FCALL` and the `_RO`
+    /// forms) whose target is known (`keys` were empty: the documented
+    /// group). `EVAL` remembers its body; an `EVALSHA` of a known sha is
+    /// sent so that a `-NOSCRIPT` is retried.
+    pub(crate) fn send_script(
+        &mut self,
+        st: &mut ClientState,
+        spec: &CommandSpec,
+        target: Result<Target, Refusal<'_>>,
+        read: bool,
+        req: Req<'_>,
+    ) {
+        let args = req.args;
+        match spec.name {
+            "eval" | "eval_ro" => {
+                let max = self.cfg.limits.script_registry_bytes;
+                (self.scripts).register(&self.shared.scripts, args.get(1), max);
+            }
+            "evalsha" | "evalsha_ro" if self.cfg.limits.script_registry_bytes > 0 => {
+                let g = match target {
+                    Ok(Target::Group(g)) => Some((g, read)),
+                    Ok(Target::Master(g)) => Some((g, false)),
+                    _ => None,
+                };
+                let body = sha_arg(args.get(1))
+                    .and_then(|sha| self.scripts.body(&self.shared.scripts, &sha));
+                if let (Some((g, read)), Some(body)) = (g, body) {
+                    return self.forward_script(st, g, read, body, req);
+                }
+            }
+            _ => {}
+        }
+        self.send_to_target(st, target, read, req)
+    }
+
+    /// Sends an `EVALSHA` of a known script to group `g`, keeping its frame
+    /// for a retry.
+    fn forward_script(
+        &mut self,
+        st: &mut ClientState,
+        g: GroupIndex,
+        read: bool,
+        body: Arc<[u8]>,
+        req: Req<'_>,
+    ) {
+        let Req { args, raw, place } = req;
+        let b = self.backends.conn(g, read, st.conn_slot, self.now_ms);
+        if let Some(why) = self.backends.down_error(b) {
+            self.stats.errors_backend += 1;
+            self.stats.requests_local += 1;
+            return answer_error(st, &why, place);
+        }
+        let seq = match place.at {
+            None => st.queue.push_waiting(),
+            Some(seq) => {
+                st.queue.set_waiting(seq);
+                seq
+            }
+        };
+        let mut frame = Vec::new();
+        match raw {
+            Some(bytes) => frame.extend_from_slice(bytes),
+            None => encode::request(&mut frame, args),
+        }
+        self.stats.requests_forwarded += 1;
+        self.enqueue(st, b, seq, Purpose::Script, |out| {
+            out.extend_from_slice(&frame)
+        });
+        let key = (st.me.idx, st.me.gen, seq);
+        self.scripts.retries.insert(key, Retry { body, frame });
+    }
+
+    /// Sends the undo commands of failed fan-outs (replies discarded).
+    pub(crate) fn run_undo(&mut self) {
+        for (g, cmd) in std::mem::take(&mut self.scripts.undo) {
+            if usize::from(g) >= self.cfg.table.groups().len() {
+                continue;
+            }
+            let b = self.backends.conn_for(g, 0, self.now_ms);
+            if self.backends.down_error(b).is_some() {
+                tracing::warn!(
+                    core = self.core,
+                    group = %self.cfg.table.group(g).name,
+                    "could not undo a partial FUNCTION LOAD: the group is down"
+                );
+                continue;
+            }
+            let (cfg, now_ms) = (&*self.cfg, self.now_ms);
+            let (versions, wake) = (&mut self.versions, &mut self.wake);
+            let mut ignore = None;
+            (self.backends).append(
+                b,
+                Owner::Discard,
+                cfg,
+                now_ms,
+                versions,
+                wake,
+                &mut ignore,
+                |out| out.extend_from_slice(&cmd),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shas_are_redis_shas() {
+        // redis-cli SCRIPT LOAD "return 1"
+        assert_eq!(
+            &sha_of(b"return 1"),
+            b"e0e1f9fabfc9d4800c877a703b823ac0578ff8db"
+        );
+        assert_eq!(
+            sha_arg(b"E0E1F9FABFC9D4800C877A703B823AC0578FF8DB"),
+            Some(*b"e0e1f9fabfc9d4800c877a703b823ac0578ff8db")
+        );
+        assert_eq!(sha_arg(b"e0e1"), None);
+    }
+
+    #[test]
+    fn the_registry_is_bounded_by_bytes_oldest_first() {
+        let reg = ScriptRegistry::default();
+        let mut cache = ScriptCache::default();
+        cache.register(&reg, b"return 1", 20);
+        cache.register(&reg, b"return 22", 20);
+        assert_eq!(reg.bytes(), 17);
+        cache.register(&reg, b"return 333", 20);
+        assert_eq!(reg.bytes(), 19, "the oldest went");
+        assert!(cache.body(&reg, &sha_of(b"return 1")).is_none());
+        assert!(cache.body(&reg, &sha_of(b"return 333")).is_some());
+        cache.register(&reg, &[b'x'; 21], 20);
+        assert_eq!(reg.bytes(), 19, "a body over the limit is not kept");
+        cache.register(&reg, b"return 4", 0);
+        assert!(cache.body(&reg, &sha_of(b"return 4")).is_none(), "0: none");
+        reg.clear();
+        assert!(cache.body(&reg, &sha_of(b"return 333")).is_none());
+        assert_eq!(reg.bytes(), 0);
+    }
+}
