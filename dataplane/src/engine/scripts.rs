@@ -26,7 +26,7 @@
 //! nothing extra. `SCRIPT FLUSH` through keyway empties the registry, so
 //! `EVALSHA` then fails as on one Redis server.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -157,7 +157,14 @@ pub(crate) struct ScriptCache {
     /// Commands to send with their reply discarded (see
     /// [`Gather`](super::gather::Gather)): (group, command).
     pub undo: Vec<(GroupIndex, Vec<u8>)>,
+    /// By backend connection: its generation, and the scripts this core
+    /// loaded on it (`SCRIPT LOAD` before the first `EVALSHA` of each).
+    loaded: HashMap<usize, (u32, HashSet<Sha>)>,
 }
+
+/// Scripts remembered as loaded on one backend connection; past it the
+/// set starts again (costing one more `SCRIPT LOAD` each).
+const LOADED_PER_CONN: usize = 4096;
 
 impl ScriptCache {
     /// Copies the registry again if it changed.
@@ -186,6 +193,20 @@ impl ScriptCache {
         if !self.known.contains_key(&sha) {
             reg.insert(sha, body, max);
         }
+    }
+
+    /// Whether script `sha` was loaded on connection `b` (generation
+    /// `gen`: a connection that reconnected starts with none); marks it.
+    fn loaded_on(&mut self, b: usize, gen: u32, sha: Sha) -> bool {
+        let (g, set) = self
+            .loaded
+            .entry(b)
+            .or_insert_with(|| (gen, HashSet::new()));
+        if *g != gen || set.len() >= LOADED_PER_CONN {
+            *g = gen;
+            set.clear();
+        }
+        !set.insert(sha)
     }
 
     /// The reply to a retriable `EVALSHA` arrived (or never will): its
@@ -349,10 +370,10 @@ impl Ctx {
                     Ok(Target::Master(g)) => Some((g, false)),
                     _ => None,
                 };
-                let body = sha_arg(args.get(1))
-                    .and_then(|sha| self.scripts.body(&self.shared.scripts, &sha));
-                if let (Some((g, read)), Some(body)) = (g, body) {
-                    return self.forward_script(st, g, read, body, req);
+                let sha = sha_arg(args.get(1));
+                let body = sha.and_then(|sha| self.scripts.body(&self.shared.scripts, &sha));
+                if let (Some((g, read)), Some(sha), Some(body)) = (g, sha, body) {
+                    return self.forward_script(st, g, read, sha, body, req);
                 }
             }
             _ => {}
@@ -361,12 +382,18 @@ impl Ctx {
     }
 
     /// Sends an `EVALSHA` of a known script to group `g`, keeping its frame
-    /// for a retry.
+    /// for a retry. The first on a backend connection (since it connected)
+    /// goes after a `SCRIPT LOAD` of the body, so that a group added by a
+    /// grow, or a server restarted or promoted, never answers `NOSCRIPT`:
+    /// the retry (which runs the call after whatever the connection carried
+    /// meanwhile) is left for a server that flushed its scripts behind
+    /// keyway's back.
     fn forward_script(
         &mut self,
         st: &mut ClientState,
         g: GroupIndex,
         read: bool,
+        sha: Sha,
         body: Arc<[u8]>,
         req: Req<'_>,
     ) {
@@ -390,6 +417,14 @@ impl Ctx {
             None => encode::request(&mut frame, args),
         }
         self.stats.requests_forwarded += 1;
+        if !self.scripts.loaded_on(b, self.backends.conns[b].gen, sha) {
+            self.discard(b, |out| {
+                encode::array_header(out, 3);
+                encode::bulk(out, b"SCRIPT");
+                encode::bulk(out, b"LOAD");
+                encode::bulk(out, &body);
+            });
+        }
         self.enqueue(st, b, seq, Purpose::Script, |out| {
             out.extend_from_slice(&frame)
         });
@@ -412,20 +447,25 @@ impl Ctx {
                 );
                 continue;
             }
-            let (cfg, now_ms) = (&*self.cfg, self.now_ms);
-            let (versions, wake) = (&mut self.versions, &mut self.wake);
-            let mut ignore = None;
-            (self.backends).append(
-                b,
-                Owner::Discard,
-                cfg,
-                now_ms,
-                versions,
-                wake,
-                &mut ignore,
-                |out| out.extend_from_slice(&cmd),
-            );
+            self.discard(b, |out| out.extend_from_slice(&cmd));
         }
+    }
+
+    /// Appends a command whose reply nobody awaits to connection `b`.
+    fn discard(&mut self, b: usize, write: impl FnOnce(&mut Vec<u8>)) {
+        let (cfg, now_ms) = (&*self.cfg, self.now_ms);
+        let (versions, wake) = (&mut self.versions, &mut self.wake);
+        let mut ignore = None;
+        (self.backends).append(
+            b,
+            Owner::Discard,
+            cfg,
+            now_ms,
+            versions,
+            wake,
+            &mut ignore,
+            write,
+        );
     }
 }
 
