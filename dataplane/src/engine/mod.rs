@@ -41,6 +41,8 @@ mod replies;
 mod rig;
 mod route;
 mod scripts;
+#[cfg(test)]
+mod scripts_tests;
 mod shared;
 mod sink;
 pub mod split;
