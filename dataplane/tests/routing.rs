@@ -322,7 +322,10 @@ fn local_commands_answer_like_redis() {
             vec!["XREAD", "BLOCK", "0", "STREAMS", "s", "$"],
             "'XREAD BLOCK'",
         ),
-        (vec!["EVAL", "return 1", "0"], "without keys"),
+        (
+            vec!["SCRIPT", "KILL"],
+            "'SCRIPT KILL': killing a running script",
+        ),
         (vec!["KEYS", "*"], "'KEYS'"),
         (vec!["CONFIG", "GET", "maxmemory"], "'CONFIG GET'"),
         (vec!["CLUSTER", "INFO"], "not a Redis Cluster node"),
