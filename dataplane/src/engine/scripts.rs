@@ -418,6 +418,7 @@ impl Ctx {
         }
         self.stats.requests_forwarded += 1;
         if !self.scripts.loaded_on(b, self.backends.conns[b].gen, sha) {
+            self.stats.scripts_preloaded += 1;
             self.discard(b, |out| {
                 encode::array_header(out, 3);
                 encode::bulk(out, b"SCRIPT");
@@ -447,6 +448,7 @@ impl Ctx {
                 );
                 continue;
             }
+            self.stats.scripts_undone += 1;
             self.discard(b, |out| out.extend_from_slice(&cmd));
         }
     }

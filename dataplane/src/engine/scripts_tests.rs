@@ -67,6 +67,8 @@ fn an_evalsha_answered_noscript_is_loaded_and_sent_again_once() {
     r.reply(0, &bulk(&sha()));
     r.reply(0, "$1\r\nv\r\n");
     assert_eq!(r.output(), "$1\r\nv\r\n", "the retried call's reply");
+    let stats = r.worker.stats();
+    assert_eq!((stats.scripts_preloaded, stats.scripts_retried), (1, 1));
     assert_eq!(r.worker.ctx.scripts.retriable(), 0, "nothing kept");
 
     // Known on this connection now: the call alone; a second NOSCRIPT
@@ -141,6 +143,7 @@ fn a_function_load_failing_on_one_group_is_undone_on_the_others() {
     assert_eq!(r.written(0), delete);
     assert_eq!(r.written(2), delete);
     assert_eq!(r.written(1), "", "nothing to undo where it failed");
+    assert_eq!(r.worker.stats().scripts_undone, 2);
     r.reply(0, "+OK\r\n");
     r.reply(2, "+OK\r\n");
     assert_eq!(r.output(), "", "the undo's replies go to no one");

@@ -105,6 +105,7 @@ impl Sink<'_> {
                         ) && reply.starts_with(b"-NOSCRIPT")
                             && self.scripts.retry(conn, &entry, self.versions, self.now_ms);
                         if retry {
+                            self.stats.scripts_retried += 1;
                             self.retried = true;
                         } else {
                             self.deliver(entry, reply);
