@@ -14,17 +14,26 @@
 //! `EVAL`, `EVAL_RO`, on any core) is remembered by its SHA-1 in the
 //! process-wide [`ScriptRegistry`] (in [`super::Shared`]), bounded by
 //! `limits.script_registry_bytes` (oldest forgotten first). Each core reads
-//! it through its [`ScriptCache`], copied again only when the registry's
-//! generation changes (no lock per request). An `EVALSHA`/`EVALSHA_RO` of a
-//! known sha is sent with [`Purpose::Script`] and its frame kept (with the
-//! body) until its reply; if that reply is `-NOSCRIPT` (the group was added
-//! by a grow, or its server restarted, was promoted or flushed its
-//! scripts), [`ScriptCache::retry`] appends `SCRIPT LOAD <body>` (reply
-//! discarded, [`Owner::Discard`]) and the `EVALSHA` again to the same
-//! connection for the same reply slot, as [`Purpose::Whole`]: a second
-//! `NOSCRIPT` is delivered as is. An `EVALSHA` of an unknown sha costs
-//! nothing extra. `SCRIPT FLUSH` through keyway empties the registry, so
-//! `EVALSHA` then fails as on one Redis server.
+//! it through its [`ScriptCache`], which copies the bodies added since its
+//! last look only when an atomic insertion count moved (each body once per
+//! core; everything again after a `SCRIPT FLUSH`): no lock per request.
+//! An `EVALSHA`/`EVALSHA_RO` of a known sha:
+//! - goes after a `SCRIPT LOAD <body>` ([`Owner::Discard`]) if this core
+//!   has not loaded the script on that backend connection since it
+//!   connected ([`ScriptCache::loaded_on`]): a group added by a grow, a
+//!   server restarted or promoted, are all new connections, so they never
+//!   answer `NOSCRIPT` and nothing is reordered;
+//! - is sent with [`Purpose::Script`], its frame kept (with the body) until
+//!   its reply; if that reply is still `-NOSCRIPT` (the server flushed its
+//!   scripts behind keyway's back), [`ScriptCache::retry`] appends
+//!   `SCRIPT LOAD <body>` and the `EVALSHA` again to the same connection
+//!   for the same reply slot, as [`Purpose::Whole`]: a second `NOSCRIPT` is
+//!   delivered as is. The retried call runs after whatever the connection
+//!   carried meanwhile (README, "Scripts and functions").
+//!
+//! An `EVALSHA` of an unknown sha costs nothing extra. `SCRIPT FLUSH`
+//! through keyway empties the registry, so `EVALSHA` then fails as on one
+//! Redis server.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -82,16 +91,23 @@ pub(crate) fn documented_group(table: &RoutingTable) -> Result<Target, Refusal<'
 #[derive(Debug, Default)]
 struct Bodies {
     map: HashMap<Sha, Arc<[u8]>>,
-    order: VecDeque<Sha>,
+    /// Insertion order, with each body's insertion number (ascending).
+    order: VecDeque<(u64, Sha)>,
     bytes: usize,
+    /// The next insertion number.
+    next: u64,
 }
 
 /// The script bodies keyway has seen, by sha, shared by every core
 /// (see the module docs). Locked only when a new body is seen, on
-/// `SCRIPT FLUSH`, and when a core copies it after a change.
+/// `SCRIPT FLUSH`, and when a core copies what was added since it last
+/// looked (incrementally: a core copies each body once).
 #[derive(Debug, Default)]
 pub struct ScriptRegistry {
-    generation: AtomicU64,
+    /// The next insertion number, published after each insertion.
+    inserted: AtomicU64,
+    /// Bumped by every `SCRIPT FLUSH`: cores forget their copies.
+    flushes: AtomicU64,
     bodies: Mutex<Bodies>,
 }
 
@@ -112,7 +128,7 @@ impl ScriptRegistry {
             return;
         }
         while b.bytes + body.len() > max {
-            let Some(old) = b.order.pop_front() else {
+            let Some((_, old)) = b.order.pop_front() else {
                 break;
             };
             if let Some(gone) = b.map.remove(&old) {
@@ -120,16 +136,20 @@ impl ScriptRegistry {
             }
         }
         b.bytes += body.len();
-        b.order.push_back(sha);
+        let n = b.next;
+        b.next += 1;
+        b.order.push_back((n, sha));
         b.map.insert(sha, Arc::from(body));
-        self.generation.fetch_add(1, Ordering::Release);
+        self.inserted.store(b.next, Ordering::Release);
     }
 
     /// Forgets every body (`SCRIPT FLUSH`).
     pub(crate) fn clear(&self) {
         let mut b = self.lock();
-        *b = Bodies::default();
-        self.generation.fetch_add(1, Ordering::Release);
+        b.map.clear();
+        b.order.clear();
+        b.bytes = 0;
+        self.flushes.fetch_add(1, Ordering::Release);
     }
 
     /// Bytes of the bodies remembered.
@@ -150,8 +170,13 @@ struct Retry {
 /// retry, and the undo commands of failed fan-outs to send.
 #[derive(Debug, Default)]
 pub(crate) struct ScriptCache {
-    generation: u64,
+    /// The registry's insertions copied so far, and flushes seen.
+    inserted: u64,
+    flushes: u64,
+    /// The bodies copied (bodies the registry has since forgotten stay
+    /// until these pass the registry's limit: then all are copied again).
     known: HashMap<Sha, Arc<[u8]>>,
+    known_bytes: usize,
     /// By (client index, client generation, reply slot).
     retries: HashMap<(u32, u32, u64), Retry>,
     /// Commands to send with their reply discarded (see
@@ -167,29 +192,45 @@ pub(crate) struct ScriptCache {
 const LOADED_PER_CONN: usize = 4096;
 
 impl ScriptCache {
-    /// Copies the registry again if it changed.
-    fn refresh(&mut self, reg: &ScriptRegistry) {
-        let now = reg.generation.load(Ordering::Acquire);
-        if now != self.generation {
-            let b = reg.lock();
-            self.known = b.map.clone();
-            self.generation = reg.generation.load(Ordering::Acquire);
+    /// Copies what the registry added since the last look (everything
+    /// after a `SCRIPT FLUSH`, or once this copy outgrew `max` bytes).
+    fn refresh(&mut self, reg: &ScriptRegistry, max: u64) {
+        let flushes = reg.flushes.load(Ordering::Acquire);
+        if flushes != self.flushes || self.known_bytes as u64 > max {
+            self.known.clear();
+            self.known_bytes = 0;
+            self.inserted = 0;
+            self.flushes = flushes;
         }
+        if reg.inserted.load(Ordering::Acquire) == self.inserted {
+            return;
+        }
+        let b = reg.lock();
+        let from = b.order.partition_point(|&(n, _)| n < self.inserted);
+        for &(_, sha) in b.order.range(from..) {
+            if let Some(body) = b.map.get(&sha) {
+                if self.known.insert(sha, body.clone()).is_none() {
+                    self.known_bytes += body.len();
+                }
+            }
+        }
+        self.inserted = b.next;
+        self.flushes = reg.flushes.load(Ordering::Acquire);
     }
 
-    /// The body of script `sha`, if keyway has seen it.
-    fn body(&mut self, reg: &ScriptRegistry, sha: &Sha) -> Option<Arc<[u8]>> {
-        self.refresh(reg);
+    /// The body of script `sha`, if keyway has seen it (`max`: the
+    /// registry's limit).
+    fn body(&mut self, reg: &ScriptRegistry, sha: &Sha, max: u64) -> Option<Arc<[u8]>> {
+        self.refresh(reg, max);
         self.known.get(sha).cloned()
     }
 
-    /// Remembers `body` (unless already known).
+    /// Remembers `body` (unless this core knows it already).
     fn register(&mut self, reg: &ScriptRegistry, body: &[u8], max: u64) {
         if max == 0 {
             return;
         }
         let sha = sha_of(body);
-        self.refresh(reg);
         if !self.known.contains_key(&sha) {
             reg.insert(sha, body, max);
         }
@@ -371,7 +412,8 @@ impl Ctx {
                     _ => None,
                 };
                 let sha = sha_arg(args.get(1));
-                let body = sha.and_then(|sha| self.scripts.body(&self.shared.scripts, &sha));
+                let max = self.cfg.limits.script_registry_bytes;
+                let body = sha.and_then(|sha| self.scripts.body(&self.shared.scripts, &sha, max));
                 if let (Some((g, read)), Some(sha), Some(body)) = (g, sha, body) {
                     return self.forward_script(st, g, read, sha, body, req);
                 }
@@ -498,14 +540,29 @@ mod tests {
         assert_eq!(reg.bytes(), 17);
         cache.register(&reg, b"return 333", 20);
         assert_eq!(reg.bytes(), 19, "the oldest went");
-        assert!(cache.body(&reg, &sha_of(b"return 1")).is_none());
-        assert!(cache.body(&reg, &sha_of(b"return 333")).is_some());
+        let mut other = ScriptCache::default();
+        assert!(other.body(&reg, &sha_of(b"return 1"), 20).is_none());
+        assert!(other.body(&reg, &sha_of(b"return 22"), 20).is_some());
+        assert!(cache.body(&reg, &sha_of(b"return 333"), 20).is_some());
+        assert_eq!(cache.inserted, 3, "copied up to the last insertion");
         cache.register(&reg, &[b'x'; 21], 20);
         assert_eq!(reg.bytes(), 19, "a body over the limit is not kept");
         cache.register(&reg, b"return 4", 0);
-        assert!(cache.body(&reg, &sha_of(b"return 4")).is_none(), "0: none");
+        assert!(
+            cache.body(&reg, &sha_of(b"return 4"), 20).is_none(),
+            "0: none"
+        );
         reg.clear();
-        assert!(cache.body(&reg, &sha_of(b"return 333")).is_none());
+        assert!(cache.body(&reg, &sha_of(b"return 333"), 20).is_none());
+        assert!(
+            other.body(&reg, &sha_of(b"return 22"), 20).is_none(),
+            "every core forgets"
+        );
         assert_eq!(reg.bytes(), 0);
+        cache.register(&reg, b"return 5", 20);
+        assert!(
+            other.body(&reg, &sha_of(b"return 5"), 20).is_some(),
+            "after a flush"
+        );
     }
 }
