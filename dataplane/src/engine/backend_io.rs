@@ -136,8 +136,8 @@ impl Worker {
                 conn.inbuf = buf;
             })
         };
-        if sink.retried {
-            // A NOSCRIPT was retried (`engine::scripts`): new requests.
+        if !sink.scripts.noscript.is_empty() && sink.retry_noscript(conn) {
+            // EVALSHAs answered NOSCRIPT, sent again (`engine::scripts`).
             sink.wake.backend(conn, idx);
         }
         match result {
@@ -179,7 +179,6 @@ impl Worker {
             reply_limit: ctx.cfg.reply_limit(),
             max_pipeline: ctx.cfg.limits.max_pipeline,
             scripts: &mut ctx.scripts,
-            retried: false,
         };
         (&mut ctx.backends.conns, sink)
     }

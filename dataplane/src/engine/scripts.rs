@@ -50,7 +50,7 @@ use super::replies::Refusal;
 use super::route::{answer_error, merge_in_place, Req, Target};
 use super::split::{Merge, SplitKind};
 use super::versions::VersionCounts;
-use super::Ctx;
+use super::{live_client, Ctx, Worker};
 use crate::routing::{GroupIndex, RoutingTable, SlotRoute};
 
 /// A script's SHA-1, 40 lowercase hex digits.
@@ -182,6 +182,10 @@ pub(crate) struct ScriptCache {
     /// Commands to send with their reply discarded (see
     /// [`Gather`](super::gather::Gather)): (group, command).
     pub undo: Vec<(GroupIndex, Vec<u8>)>,
+    /// `EVALSHA`s of the connection being read that got `-NOSCRIPT`, with
+    /// that reply: sent again once the read is done
+    /// (`Sink::retry_noscript`).
+    pub noscript: Vec<(Inflight, Vec<u8>)>,
     /// By backend connection: its generation, and the scripts this core
     /// loaded on it (`SCRIPT LOAD` before the first `EVALSHA` of each).
     loaded: HashMap<usize, (u32, HashSet<Sha>)>,
@@ -250,8 +254,33 @@ impl ScriptCache {
         !set.insert(sha)
     }
 
-    /// The reply to a retriable `EVALSHA` arrived (or never will): its
-    /// frame is dropped.
+    /// The reply to `EVALSHA` entry `e`, sent as [`Purpose::Script`]: a
+    /// `-NOSCRIPT` is kept for a retry (true: not delivered); anything
+    /// else is delivered, and the kept frame dropped.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn noscript_or_forget(&mut self, e: Inflight, reply: &[u8]) -> bool {
+        let Owner::Client { idx, gen, seq, .. } = e.owner else {
+            return false;
+        };
+        if reply.starts_with(b"-NOSCRIPT") && self.retries.contains_key(&(idx, gen, seq)) {
+            self.noscript.push((e, reply.to_vec()));
+            return true;
+        }
+        self.forget(idx, gen, seq);
+        false
+    }
+
+    /// Undo commands of a fan-out to send (see [`Gather`]).
+    #[cold]
+    #[inline(never)]
+    pub(super) fn add_undo(&mut self, undo: Vec<super::gather::UndoCmd>) {
+        self.undo.extend(undo);
+    }
+
+    /// The reply to a retriable `EVALSHA` arrived: its frame is dropped
+    /// (those of clients that left go at the next tick,
+    /// `Worker::prune_scripts`).
     pub(super) fn forget(&mut self, idx: u32, gen: u32, seq: u64) {
         self.retries.remove(&(idx, gen, seq));
     }
@@ -262,11 +291,11 @@ impl ScriptCache {
         self.retries.len()
     }
 
-    /// Entry `e` (an `EVALSHA` sent with [`Purpose::Script`]) got
-    /// `-NOSCRIPT`: appends `SCRIPT LOAD <body>` and the `EVALSHA` again to
-    /// `conn`, the latter owned by the same reply slot as a
-    /// [`Purpose::Whole`]. False if there is nothing to retry with (the
-    /// reply is then delivered).
+    /// Entry `e` (an `EVALSHA` sent with [`Purpose::Script`], delivered:
+    /// its version is done) got `-NOSCRIPT`: appends `SCRIPT LOAD <body>`
+    /// and the `EVALSHA` again to `conn`, the latter owned by the same
+    /// reply slot as a [`Purpose::Whole`]. False if there is nothing to
+    /// retry with.
     pub(super) fn retry(
         &mut self,
         conn: &mut BackendConn,
@@ -288,13 +317,13 @@ impl ScriptCache {
         conn.sent(Owner::Discard, e.version, now_ms);
         versions.add(e.version);
         conn.out.buf_mut().extend_from_slice(&r.frame);
+        versions.add(e.version);
         let owner = Owner::Client {
             idx,
             gen,
             seq,
             purpose: Purpose::Whole,
         };
-        // The retried request keeps the version count of `e`.
         conn.sent(owner, e.version, now_ms);
         true
     }
@@ -510,6 +539,20 @@ impl Ctx {
             &mut ignore,
             write,
         );
+    }
+}
+
+impl Worker {
+    /// Drops the `EVALSHA` frames kept for clients that left (their replies
+    /// go to no one, so nothing else drops them); every tick.
+    pub(super) fn prune_scripts(&mut self) {
+        let retries = &mut self.ctx.scripts.retries;
+        if !retries.is_empty() {
+            let clients = &mut self.clients;
+            retries.retain(|&(idx, gen, _), _| {
+                live_client(clients, idx, gen).is_some_and(|c| c.st.wants_replies())
+            });
+        }
     }
 }
 

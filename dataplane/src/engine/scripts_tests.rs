@@ -165,3 +165,25 @@ fn a_function_load_failing_on_one_group_is_undone_on_the_others() {
         .ends_with("it succeeded on a, c, where it was not undone\r\n"));
     assert_eq!(r.written(0), "");
 }
+
+#[test]
+fn the_frame_kept_for_a_client_that_left_is_dropped_at_the_next_tick() {
+    let mut r = loaded();
+    let call = request(&["EVALSHA", &sha(), "1", &key_in(1)]);
+    r.send_raw(call.as_bytes());
+    r.written(0);
+    assert_eq!(r.worker.ctx.scripts.retriable(), 1, "kept until its reply");
+    let gone = r.client;
+    r.worker.client_gone(gone);
+    r.tick(100);
+    assert_eq!(
+        r.worker.ctx.scripts.retriable(),
+        0,
+        "dropped with its client"
+    );
+    // Its replies, when they come, go to no one.
+    r.reply(0, &bulk(&sha()));
+    r.reply(0, NOSCRIPT);
+    assert_eq!(r.worker.ctx.scripts.retriable(), 0);
+    assert_eq!(r.written(0), "", "no retry for a client that left");
+}

@@ -54,8 +54,6 @@ pub(super) struct Sink<'a> {
     pub max_pipeline: usize,
     /// `EVALSHA`s that may be retried, undos of failed fan-outs.
     pub scripts: &'a mut ScriptCache,
-    /// A `-NOSCRIPT` was retried: the connection has output again.
-    pub retried: bool,
 }
 
 impl Sink<'_> {
@@ -95,21 +93,7 @@ impl Sink<'_> {
                         };
                         self.deliver(entry, &why.to_reply());
                     } else {
-                        let reply = &buf[at..at + len];
-                        let retry = matches!(
-                            entry.owner,
-                            Owner::Client {
-                                purpose: Purpose::Script,
-                                ..
-                            }
-                        ) && reply.starts_with(b"-NOSCRIPT")
-                            && self.scripts.retry(conn, &entry, self.versions, self.now_ms);
-                        if retry {
-                            self.stats.scripts_retried += 1;
-                            self.retried = true;
-                        } else {
-                            self.deliver(entry, reply);
-                        }
+                        self.deliver(entry, &buf[at..at + len]);
                     }
                     at += len;
                 }
@@ -132,6 +116,26 @@ impl Sink<'_> {
         }
     }
 
+    /// Sends again the `EVALSHA`s of this read that got `-NOSCRIPT`
+    /// (`ScriptCache::noscript`), on `conn`, each after a `SCRIPT LOAD`
+    /// (see [`super::scripts`]); true if any was.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn retry_noscript(&mut self, conn: &mut BackendConn) -> bool {
+        let mut any = false;
+        for (e, reply) in std::mem::take(&mut self.scripts.noscript) {
+            if self.scripts.retry(conn, &e, self.versions, self.now_ms) {
+                self.stats.scripts_retried += 1;
+                any = true;
+            } else {
+                // Cannot happen (the frame was kept): the reply as it was.
+                self.versions.add(e.version);
+                self.deliver(e, &reply);
+            }
+        }
+        any
+    }
+
     #[inline]
     pub(super) fn deliver(&mut self, e: Inflight, reply: &[u8]) {
         self.versions.done(e.version);
@@ -148,22 +152,18 @@ impl Sink<'_> {
         };
         let Some(c) = live_client(self.clients, idx, gen) else {
             self.stats.replies_orphaned += 1;
-            if purpose == Purpose::Script {
-                self.scripts.forget(idx, gen, seq);
-            }
             return;
         };
         let st = &mut c.st;
         if !st.wants_replies() {
-            if purpose == Purpose::Script {
-                self.scripts.forget(idx, gen, seq);
-            }
             return;
         }
         match purpose {
             Purpose::Whole => st.queue.complete(seq, reply, st.out.buf_mut()),
             Purpose::Script => {
-                self.scripts.forget(idx, gen, seq);
+                if self.scripts.noscript_or_forget(e, reply) {
+                    return;
+                }
                 st.queue.complete(seq, reply, st.out.buf_mut())
             }
             Purpose::Part(part) => {
@@ -180,8 +180,10 @@ impl Sink<'_> {
                         }
                         .to_reply()
                     });
-                // A fan-out's part is its group.
-                self.scripts.undo.extend(undo);
+                if !undo.is_empty() {
+                    // A fan-out's part is its group.
+                    self.scripts.add_undo(undo);
+                }
             }
             Purpose::Move | Purpose::MoveKey(_) => {
                 let single = match purpose {
