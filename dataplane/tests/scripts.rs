@@ -409,3 +409,35 @@ fn a_function_load_conflicting_on_one_group_is_reported_and_undone() {
         "{err}"
     );
 }
+
+#[test]
+fn scripts_in_a_transaction_run_as_queued_commands() {
+    let c = cluster();
+    let mut both = c.both();
+    // On g2, which owns slot 0: the keyless calls run there too.
+    let k = &c.keys("tx")[1];
+    let sha = String::from_utf8(both.same(&["SCRIPT", "LOAD", SET_SCRIPT])).unwrap();
+    let sha = sha.lines().nth(1).unwrap().to_string();
+    both.same(&["FUNCTION", "LOAD", LIB]);
+    both.same_all(&[
+        &["MULTI"],
+        &["EVALSHA", &sha, "1", k, "in-tx"],
+        &["EVAL", "return 'keyless'", "0"],
+        &["FCALL", "kwset", "1", k, "by-function"],
+        &["FUNCTION", "LIST", "LIBRARYNAME", "kwl"],
+        &["GET", k],
+        &["EXEC"],
+    ]);
+    // With a WATCH (the scripts go on the watch's connection), a script
+    // writing the watched key aborts the EXEC, as in Redis even from the
+    // watching client itself…
+    both.same_all(&[
+        &["WATCH", k],
+        &["EVALSHA", &sha, "1", k, "watched"],
+        &["MULTI"],
+        &["GET", k],
+        &["EXEC"],
+    ]);
+    // …and SCRIPT management still reaches every group.
+    both.same(&["SCRIPT", "EXISTS", &sha]);
+}

@@ -208,6 +208,13 @@ pub struct BackendSettings {
     /// "1gb"). Replies are also bounded by `limits.output_hard_limit`.
     #[serde(deserialize_with = "units::size")]
     pub max_reply_bytes: u64,
+    /// Connections a core may dedicate to one client at a time, over all
+    /// its backends (default 256): a client that `WATCH`es keys or runs a
+    /// blocking command (`BLPOP`, `XREAD … BLOCK`, `WAIT`…) holds one of its
+    /// group's, so that it neither blocks nor is disturbed by the clients
+    /// sharing the pipelined connections. Beyond it such commands get an
+    /// error naming this setting; "0" refuses them all.
+    pub dedicated_connections: usize,
 }
 
 impl Default for BackendSettings {
@@ -219,6 +226,7 @@ impl Default for BackendSettings {
             max_backoff: Millis(2000),
             write_buffer_limit: 64 << 20,
             max_reply_bytes: 1 << 30,
+            dedicated_connections: 256,
         }
     }
 }
@@ -275,6 +283,11 @@ pub(super) fn check(
     }
     if backend.connections == 0 || backend.connections > 64 {
         return Err(invalid("backend.connections must be from 1 to 64"));
+    }
+    if backend.dedicated_connections > 65_536 {
+        return Err(invalid(
+            "backend.dedicated_connections must be at most 65536",
+        ));
     }
     if backend.connect_timeout.0 == 0 {
         return Err(invalid("backend.connect_timeout must be more than 0"));

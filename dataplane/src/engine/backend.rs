@@ -44,6 +44,30 @@ pub(crate) enum Owner {
     /// retried `EVALSHA`, the undo of a partial `FUNCTION LOAD` (see
     /// [`super::scripts`]).
     Discard,
+    /// keyway's own bookkeeping on a dedicated connection (see
+    /// [`super::dedicated`]).
+    Internal(Internal),
+}
+
+/// What a reply to keyway's own request on a dedicated connection is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Internal {
+    /// `CLIENT ID` sent first on a new dedicated connection: the id
+    /// `CLIENT UNBLOCK` names it by.
+    ConnId,
+    /// A blocking command whose client left: its reply, if it carries
+    /// elements, is pushed back where it came from (see
+    /// [`super::blocking::Restore`]).
+    Orphan(super::blocking::Restore),
+    /// A push-back of elements an orphaned blocking command popped: an
+    /// error is logged.
+    Restored,
+    /// A reply nobody waits for (`UNWATCH` on release, a leaving client's
+    /// other replies on its dedicated connection).
+    Ignore,
+    /// `CLIENT UNBLOCK` for dedicated connection `b` (generation `gen`):
+    /// it stays out of the free list until this is answered.
+    Unblocked { b: u32, gen: u32 },
 }
 
 /// What a client's backend reply is for.
@@ -62,6 +86,10 @@ pub(crate) enum Purpose {
     /// An `EVALSHA` of a script keyway knows, forwarded whole: a `-NOSCRIPT`
     /// reply loads the script and sends it again (see [`super::scripts`]).
     Script,
+    /// A reply the client does not see: `MULTI` and the `+QUEUED` of each
+    /// command of a transaction sent at `EXEC` (the client saw keyway's own
+    /// `+QUEUED`; `EXEC`'s reply, which follows, is its answer).
+    Skip,
 }
 
 /// A request awaiting its reply on a backend connection.
@@ -109,6 +137,10 @@ pub(crate) struct BackendConn {
     /// Clients (index, generation) not read from until this connection's
     /// write buffer drains below half of `backend.write_buffer_limit`.
     pub waiters: Vec<(u32, u32)>,
+    /// Set on a connection dedicated to one client at a time (a `WATCH`,
+    /// a blocking command; see [`super::dedicated`]); `None` on the shared,
+    /// pipelined connections of a pool.
+    pub dedicated: Option<Box<super::dedicated::Dedicated>>,
 }
 
 /// First wait after a backend failure.
@@ -128,6 +160,7 @@ impl BackendConn {
             dirty: false,
             skipped: 0,
             waiters: Vec::new(),
+            dedicated: None,
         }
     }
 
@@ -203,6 +236,9 @@ pub(crate) struct Pool {
     /// Connections no longer wanted (the address left the table, or the
     /// connection count shrank): closed once their replies are in.
     pub retiring: Vec<usize>,
+    /// Dedicated connections (see [`super::dedicated`]) connected and
+    /// leased to no client, ready for the next.
+    pub free: Vec<usize>,
 }
 
 #[cfg(test)]

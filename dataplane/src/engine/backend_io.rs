@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use slab::Slab;
 
-use super::backend::{BackendConn, Link, Owner, MIN_BACKOFF_MS};
+use super::backend::{BackendConn, Internal, Link, Owner, MIN_BACKOFF_MS};
+use super::dedicated::Use;
 use super::replies::Refusal;
 use super::sink::{BackendFault, Sink};
 use super::{BackendId, Worker};
@@ -25,6 +26,16 @@ impl Worker {
     /// Whether the driver should keep the socket of `id`.
     pub fn backend_live(&self, id: BackendId) -> bool {
         self.backend(id).is_some()
+    }
+
+    /// Whether `id` is a connection dedicated to one client at a time.
+    #[cfg(test)]
+    pub(crate) fn is_dedicated(&self, id: BackendId) -> bool {
+        self.ctx
+            .backends
+            .conns
+            .get(id.idx as usize)
+            .is_some_and(|b| b.dedicated.is_some())
     }
 
     /// The connection for `id` is established.
@@ -140,6 +151,10 @@ impl Worker {
             // EVALSHAs answered NOSCRIPT, sent again (`engine::scripts`).
             sink.wake.backend(conn, idx);
         }
+        let dedicated = self.ctx.backends.conns[idx].dedicated.is_some();
+        if dedicated || !self.ctx.released.is_empty() || !self.ctx.unblocked.is_empty() {
+            self.settle_dedicated(Some(idx));
+        }
         match result {
             Ok(()) => {
                 let now = self.ctx.now_ms;
@@ -179,6 +194,9 @@ impl Worker {
             reply_limit: ctx.cfg.reply_limit(),
             max_pipeline: ctx.cfg.limits.max_pipeline,
             scripts: &mut ctx.scripts,
+            released: &mut ctx.released,
+            unblocked: &mut ctx.unblocked,
+            restores: &mut ctx.restores,
         };
         (&mut ctx.backends.conns, sink)
     }
@@ -212,7 +230,57 @@ impl Worker {
             sink.deliver(e, &reply);
         }
         conn.go_down(gen, now, reason, max_backoff);
+        let dedicated = conn.dedicated.is_some();
         sink.wake.backends.push(idx as u32);
+        if dedicated {
+            // Not retried: its client (if any) got the error.
+            self.ctx.backends.drop_dedicated(idx);
+        }
+        self.ctx.restores.clear();
+        if !self.ctx.released.is_empty() || !self.ctx.unblocked.is_empty() {
+            self.settle_dedicated(None);
+        }
         self.release_backpressure(idx);
+    }
+
+    /// After replies on a dedicated connection (or errors for one that
+    /// failed, `idx` `None`): pushes back what orphaned blocking commands
+    /// popped, gives back the connections whose block ended, and returns
+    /// connection `idx` to the free list if it was given back and is done.
+    #[cold]
+    fn settle_dedicated(&mut self, idx: Option<usize>) {
+        let ctx = &mut self.ctx;
+        if let Some(b) = idx {
+            let version = ctx.cfg.table.version;
+            for cmd in std::mem::take(&mut ctx.restores) {
+                let conn = &mut ctx.backends.conns[b];
+                conn.out.buf_mut().extend_from_slice(&cmd);
+                conn.sent(Owner::Internal(Internal::Restored), version, ctx.now_ms);
+                ctx.versions.add(version);
+                ctx.wake.backend(conn, b);
+            }
+        }
+        for (b, gen) in std::mem::take(&mut ctx.released) {
+            ctx.release_conn(b, gen, false);
+        }
+        for (b, gen) in std::mem::take(&mut ctx.unblocked) {
+            ctx.backends.unblock_answered(b, gen, ctx.now_ms);
+        }
+        let Some(b) = idx else { return };
+        // A watch that ended gives its connection back once the client's
+        // requests on it are all answered.
+        let conn = &ctx.backends.conns[b];
+        if let (true, Some(Use::Leased(ci, cg))) = (
+            conn.inflight.is_empty(),
+            conn.dedicated.as_ref().map(|d| d.state),
+        ) {
+            if let Some(c) = super::live_client(&mut self.clients, ci, cg) {
+                if let Some(p) = c.st.pin.filter(|p| p.b == b && p.ending) {
+                    c.st.pin = None;
+                    ctx.release_conn(b, p.gen, false);
+                }
+            }
+        }
+        ctx.backends.settle(b, ctx.now_ms);
     }
 }

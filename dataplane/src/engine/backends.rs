@@ -56,6 +56,8 @@ pub(crate) struct Backends {
     connect_timeout: Duration,
     /// Connections the transport is asked to open.
     pub actions: Vec<Action>,
+    /// Dedicated connections in the slab (see [`super::dedicated`]).
+    pub dedicated: usize,
 }
 
 impl Backends {
@@ -112,6 +114,7 @@ impl Backends {
             pool.in_use = used[p];
             if !used[p] {
                 pool.retiring.append(&mut pool.conns);
+                pool.retiring.append(&mut pool.free);
             }
         }
     }
@@ -136,6 +139,7 @@ impl Backends {
                     text: Arc::from(text),
                     conns: Vec::new(),
                     retiring: Vec::new(),
+                    free: Vec::new(),
                     health: Default::default(),
                     in_use: true,
                 });
@@ -225,6 +229,12 @@ impl Backends {
         } else {
             self.conn_for(g, slot, now_ms)
         }
+    }
+
+    /// The pool of group `g`'s master.
+    #[inline]
+    pub fn group_pool(&self, g: GroupIndex) -> usize {
+        self.group_pools[usize::from(g)]
     }
 
     /// The connection client slot `slot` uses for group `g`'s master,

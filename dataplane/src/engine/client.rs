@@ -38,6 +38,10 @@ pub(crate) enum Phase {
     Kill,
 }
 
+/// Bytes read from a client while a blocking command of its own is in flight
+/// before keyway stops reading it (it is read so that its leaving is seen).
+pub(crate) const BLOCKED_INPUT_MAX: usize = 64 << 10;
+
 /// How long a client closed by a limit may take to read the error saying why.
 pub(crate) const CLOSING_LINGER_MS: u64 = 5_000;
 
@@ -90,6 +94,55 @@ pub(crate) struct ClientState {
     pub dirty: bool,
     /// The limits version the parser was last configured with.
     pub limits_version: u64,
+    /// `MULTI` is open: the commands queued so far (see [`super::stateful`]).
+    pub tx: Option<Box<super::stateful::Tx>>,
+    /// The dedicated connection its `WATCH` holds (see [`super::stateful`]).
+    pub pin: Option<Pin>,
+    /// A blocking command awaits its reply: nothing more of the client runs
+    /// until it comes (see [`super::blocking`]).
+    pub blocked: Option<Blocked>,
+    /// The groups written to since the last `WAIT` (bits: see
+    /// [`super::route::group_bit`]).
+    pub wrote: u64,
+    /// A `WAIT` over several groups: the dedicated connections of its
+    /// parts after the first ([`Blocked::b`]).
+    pub wait_conns: Vec<(usize, u32)>,
+}
+
+/// A dedicated backend connection a client's `WATCH` holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Pin {
+    /// The group of the watched keys.
+    pub group: crate::routing::GroupIndex,
+    /// The connection, and its generation when leased (a connection that
+    /// failed has another, and the watch is lost).
+    pub b: usize,
+    pub gen: u32,
+    /// The watch is over (`EXEC`, `DISCARD`, `UNWATCH`): the client's
+    /// requests to the group still go on this connection, behind those in
+    /// flight on it, until they are all answered; then it is given back.
+    pub ending: bool,
+}
+
+/// A blocking command in flight.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Blocked {
+    /// Its reply slot.
+    pub seq: Seq,
+    /// The dedicated connection it runs on, and its generation then.
+    pub b: usize,
+    pub gen: u32,
+    /// The connection was leased for it (not the client's `WATCH`
+    /// connection): it is given back with the reply.
+    pub leased: bool,
+    /// What to push back if the client leaves before the reply.
+    pub restore: super::blocking::Restore,
+    /// Replies still awaited: 1, or the parts of a `WAIT` over several
+    /// groups (their connections in `ClientState::wait_conns`).
+    pub parts: u16,
+    /// What sending it again takes, should a new table move its keys
+    /// (keyed blocking commands; `None` for `WAIT`).
+    pub again: Option<Box<super::blocking::Again>>,
 }
 
 /// A client: parser and state, kept apart so arguments parsed in place (which
@@ -135,7 +188,9 @@ impl ClientState {
     /// writes to is full.
     #[inline]
     pub fn readable(&self) -> bool {
-        !self.paused && self.blocked_on.is_none()
+        !self.paused
+            && self.blocked_on.is_none()
+            && (self.blocked.is_none() || self.inbuf.len() < BLOCKED_INPUT_MAX)
     }
 
     /// Queues a locally produced reply in order.
@@ -181,6 +236,10 @@ impl ClientState {
     /// Bytes this client holds in keyway's buffers: unparsed input, unwritten
     /// output, replies held for order or merging, requests kept back.
     pub fn buffered_bytes(&self) -> usize {
-        self.inbuf.capacity() + self.out.held() + self.queue.held_bytes() + self.queue.kept_bytes()
+        self.inbuf.capacity()
+            + self.out.held()
+            + self.queue.held_bytes()
+            + self.queue.kept_bytes()
+            + self.tx.as_ref().map_or(0, |t| t.bytes())
     }
 }

@@ -69,7 +69,10 @@ impl Scheduler {
     ) {
         let d = kept(
             Req {
-                place: Place::NEW,
+                place: Place {
+                    exec: req.place.exec,
+                    ..Place::NEW
+                },
                 ..req
             },
             now_ms,
@@ -173,7 +176,9 @@ impl Scheduler {
 /// A request kept back, with its frame copied (or encoded, if it was not
 /// read whole from the client).
 pub(super) fn kept(req: Req<'_>, now_ms: u64) -> Deferred {
-    let Req { args, raw, place } = req;
+    let Req {
+        args, raw, place, ..
+    } = req;
     let frame = match raw {
         Some(bytes) => bytes.to_vec(),
         None => {
@@ -186,6 +191,7 @@ pub(super) fn kept(req: Req<'_>, now_ms: u64) -> Deferred {
         frame,
         attempt: place.attempt,
         since_ms: place.since_ms.unwrap_or(now_ms),
+        exec: place.exec,
         ..Deferred::default()
     }
 }
@@ -286,8 +292,13 @@ impl Worker {
             let Some(c) = live_client(&mut self.clients, idx, gen) else {
                 return;
             };
+            if c.st.blocked.is_some() {
+                // Nothing of a blocked client runs until its reply.
+                return;
+            }
+            let head = c.st.queue.head();
             let seq = match c.st.queue.first_kept() {
-                Some((seq, d)) if d.ready() => seq,
+                Some((seq, d)) if d.ready() && (!d.barrier || seq == head) => seq,
                 _ => return,
             };
             let Some(d) = c.st.queue.take_deferred(seq) else {
@@ -299,10 +310,15 @@ impl Worker {
                 moved: d.moved_at == Some(version),
                 attempt: d.attempt,
                 since_ms: Some(d.since_ms),
+                exec: d.exec,
             };
             if let Some(why) = &d.failure {
                 if d.attempt + 1 >= self.ctx.cfg.migration.move_attempts {
                     self.ctx.stats.moves_failed += 1;
+                    if d.exec {
+                        // A transaction that fails ends its watch, as EXEC does.
+                        self.ctx.end_watch(&mut c.st, true);
+                    }
                     self.ctx
                         .refuse(&mut c.st, &Refusal::MoveFailed { why }, place);
                     self.ctx.after_output(&mut c.st);
@@ -348,10 +364,13 @@ impl Worker {
             let Some(c) = live_client(&mut self.clients, idx, gen) else {
                 continue;
             };
-            let since = c.st.queue.deferred_mut(seq).map(|d| d.since_ms);
+            let since = c.st.queue.deferred_mut(seq).map(|d| (d.since_ms, d.exec));
             match since {
-                Some(s) if now.saturating_sub(s) > limit => {
+                Some((s, exec)) if now.saturating_sub(s) > limit => {
                     let _ = c.st.queue.take_deferred(seq);
+                    if exec {
+                        self.ctx.end_watch(&mut c.st, true);
+                    }
                     let place = Place {
                         at: Some(seq),
                         ..Place::NEW

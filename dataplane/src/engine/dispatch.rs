@@ -11,7 +11,8 @@ use super::moves::Migrator;
 use super::policy::{policy, stream_read_blocks, Keys, Policy};
 use super::replies::Refusal;
 use super::route::{
-    answer_error, groups_of_keys, merge_in_place, one_group, KeysRoute, Place, Req, Target,
+    answer_error, group_bit, groups_of_keys, merge_in_place, one_group, KeysRoute, Place, Req,
+    Target,
 };
 use super::split::{plan, write_part, Merge, SplitKind};
 use super::Ctx;
@@ -38,8 +39,9 @@ impl Ctx {
             if c.st.phase != Phase::Open {
                 return buf.len();
             }
-            if c.st.blocked_on.is_some() {
-                // Bytes that arrived before the transport stopped reading.
+            if c.st.blocked_on.is_some() || c.st.blocked.is_some() {
+                // Bytes that arrived before the transport stopped reading,
+                // or while a blocking command of the client's is in flight.
                 break;
             }
             if c.st.queue.len() >= max_pipeline {
@@ -95,6 +97,15 @@ impl Ctx {
         if place.at.is_none() {
             self.stats.requests += 1;
         }
+        if place.exec || st.tx.is_some() {
+            // Cold: a transaction is open, or this is one's EXEC.
+            if place.exec {
+                return self.exec_block(st, req);
+            }
+            if place.at.is_none() && self.in_multi(st, req) {
+                return;
+            }
+        }
         let spec = match command::lookup(args.get(0), args.try_get(1)) {
             Lookup::Found(s) => s,
             // Not Redis commands, so checked off the hot path.
@@ -117,7 +128,13 @@ impl Ctx {
         let policy = policy(spec);
         let routed = matches!(
             policy,
-            Policy::Route { .. } | Policy::Split(_) | Policy::FanOut(_) | Policy::Scripts(_)
+            Policy::Route { .. }
+                | Policy::Split(_)
+                | Policy::FanOut(_)
+                | Policy::Scripts(_)
+                | Policy::Block(_)
+                | Policy::Wait
+                | Policy::Tx(super::policy::TxCmd::Watch)
         );
         if routed {
             if let Some(reason) = self.cfg.fence.clone() {
@@ -133,7 +150,12 @@ impl Ctx {
             && st.queue.has_kept()
             && matches!(
                 policy,
-                Policy::Route { .. } | Policy::Split(_) | Policy::FanOut(_) | Policy::Scripts(_)
+                Policy::Route { .. }
+                    | Policy::Split(_)
+                    | Policy::FanOut(_)
+                    | Policy::Scripts(_)
+                    | Policy::Block(_)
+                    | Policy::Wait
             )
         {
             return self
@@ -151,7 +173,12 @@ impl Ctx {
                 let table = &self.cfg.table;
                 let slot = table.slot_of(args.get(1));
                 let target = match table.route(slot) {
-                    SlotRoute::Stable(g) => return self.forward(st, g, read, req),
+                    SlotRoute::Stable(g) => {
+                        if spec.has(flag::WRITE) {
+                            st.wrote |= group_bit(g);
+                        }
+                        return self.forward(st, g, read, req);
+                    }
                     SlotRoute::Unassigned => Err(Refusal::ClusterDown { slot }),
                     SlotRoute::Moving { .. } | SlotRoute::Blocked { .. } => {
                         self.target_of_keys(args, &[1], place)
@@ -167,8 +194,14 @@ impl Ctx {
             Policy::Split(kind) => self.split(st, kind, read, req),
             Policy::FanOut(kind) => self.fan_out(st, kind, read, req),
             Policy::Scripts(cmd) => self.script_command(st, cmd, spec, req),
+            Policy::Tx(cmd) => self.tx_command(st, cmd, req),
+            Policy::Block(blocking) => self.block(st, blocking, req),
+            Policy::Wait => self.wait(st, req),
             Policy::Local(cmd) => {
                 self.stats.requests_local += 1;
+                if cmd == super::policy::Local::Reset {
+                    self.reset_state(st);
+                }
                 let ctx = LocalCtx {
                     shared: &self.shared,
                     cfg: &self.cfg,
@@ -221,7 +254,9 @@ impl Ctx {
     ) {
         let Req { args, place, .. } = req;
         if block_option && stream_read_blocks(args) {
-            return self.refuse(st, &Refusal::BlockUnsupported { spec }, place);
+            if let Some(blocking) = super::blocking::Blocking::of(spec.name) {
+                return self.block(st, blocking, req);
+            }
         }
         let mut keys = std::mem::take(&mut self.scratch.keys);
         keys.clear();
@@ -236,6 +271,11 @@ impl Ctx {
             Ok(()) => self.target_of_keys(args, &keys, place),
         };
         self.scratch.keys = keys;
+        if let Ok(Target::Group(g) | Target::Master(g)) = target {
+            if spec.has(flag::WRITE) {
+                st.wrote |= group_bit(g);
+            }
+        }
         if scripting {
             return self.send_script(st, spec, target, read, req);
         }
@@ -265,7 +305,10 @@ impl Ctx {
     /// `read`, to a replica it reads from if one is up.
     fn forward(&mut self, st: &mut ClientState, g: GroupIndex, read: bool, req: Req<'_>) {
         let Req { args, raw, place } = req;
-        let b = self.backends.conn(g, read, st.conn_slot, self.now_ms);
+        let b = match st.pin {
+            None => self.backends.conn(g, read, st.conn_slot, self.now_ms),
+            Some(_) => self.client_conn(st, g, read),
+        };
         if let Some(why) = self.backends.down_error(b) {
             self.stats.errors_backend += 1;
             self.stats.requests_local += 1;
@@ -323,7 +366,12 @@ impl Ctx {
         self.stats.requests_split += 1;
         for (part, &g) in sc.part_groups.iter().enumerate() {
             let part = part as u16;
-            let b = self.backends.conn(g, read, st.conn_slot, self.now_ms);
+            if kind != SplitKind::Mget {
+                // MSET, DEL, UNLINK write (EXISTS, TOUCH do not, but
+                // counting them only makes a WAIT ask one group more).
+                st.wrote |= group_bit(g);
+            }
+            let b = self.client_conn(st, g, read);
             self.enqueue(st, b, seq, Purpose::Part(part), |out| {
                 write_part(out, kind, args, &sc.keys, &sc.key_parts, part)
             });
@@ -334,7 +382,9 @@ impl Ctx {
     /// Sends the request to every group and merges the replies (`DBSIZE`);
     /// holds it whole while any group is on hold.
     fn fan_out(&mut self, st: &mut ClientState, kind: SplitKind, read: bool, req: Req<'_>) {
-        let Req { args, raw, place } = req;
+        let Req {
+            args, raw, place, ..
+        } = req;
         if self.cfg.table.has_holds() {
             return self.sched.hold(st, req, self.now_ms, &mut self.stats);
         }
@@ -343,9 +393,7 @@ impl Ctx {
         let seq = merge_in_place(st, place, merge);
         self.stats.requests_split += 1;
         for g in 0..groups {
-            let b = self
-                .backends
-                .conn(g as GroupIndex, read, st.conn_slot, self.now_ms);
+            let b = self.client_conn(st, g as GroupIndex, read);
             self.enqueue(st, b, seq, Purpose::Part(g as u16), |out| match raw {
                 Some(bytes) => out.extend_from_slice(bytes),
                 None => encode::request(out, args),
@@ -376,6 +424,8 @@ impl Ctx {
                         .queue
                         .complete_part(seq, part, &reply, out, 0, |_| Vec::new());
                 }
+                // A transaction's EXEC gets the error (its slot waits).
+                Purpose::Skip => {}
                 // Moves go through `Migrator::send` once their source is
                 // known to be up; one that found it down here would fail
                 // as its reply would.

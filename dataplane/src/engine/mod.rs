@@ -14,9 +14,11 @@
 mod backend;
 mod backend_io;
 mod backends;
+pub mod blocking;
 mod client;
 #[cfg(test)]
 mod count_tests;
+mod dedicated;
 mod deferred;
 mod dispatch;
 mod gather;
@@ -46,6 +48,9 @@ mod scripts_tests;
 mod shared;
 mod sink;
 pub mod split;
+mod stateful;
+#[cfg(test)]
+mod stateful_tests;
 mod stats;
 mod timers;
 mod versions;
@@ -177,6 +182,15 @@ pub(crate) struct Ctx {
     log: limits::LogLimit,
     /// Scripts this core knows, `EVALSHA`s it may retry, undos to send.
     scripts: scripts::ScriptCache,
+    /// Dedicated connections whose blocking command was answered, to give
+    /// back after the replies are delivered (see [`sink::Sink::released`]).
+    released: Vec<(usize, u32)>,
+    /// Dedicated connections a `CLIENT UNBLOCK` for which was answered
+    /// (see [`sink::Sink::unblocked`]).
+    unblocked: Vec<(usize, u32)>,
+    /// Push-backs of what orphaned blocking commands popped (see
+    /// [`sink::Sink::restores`]).
+    restores: Vec<Vec<u8>>,
 }
 
 impl Ctx {

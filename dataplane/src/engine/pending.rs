@@ -54,6 +54,12 @@ pub struct Deferred {
     /// copies left by a MIGRATE that timed out after the target restored
     /// the key, deleted on the source before the request goes on.
     pub busy: Vec<u16>,
+    /// A transaction's `EXEC` (see [`super::route::Place::exec`]).
+    pub exec: bool,
+    /// It may go only when every earlier request of its client has been
+    /// answered: it moves the client to another backend connection (see
+    /// [`super::stateful`]), where it must not overtake them.
+    pub barrier: bool,
 }
 
 impl Deferred {
@@ -186,6 +192,18 @@ impl ReplyQueue {
                 None
             }
         }
+    }
+
+    /// The sequence number of the oldest request still owed a reply.
+    #[inline]
+    pub fn head(&self) -> Seq {
+        self.head
+    }
+
+    /// Whether the first kept-back request is a barrier now at the head:
+    /// every earlier request has been answered.
+    pub fn barrier_ready(&self) -> bool {
+        matches!(self.slots.front(), Some(Slot::Deferred(d)) if d.barrier && d.ready())
     }
 
     /// The first kept-back request, in request order: the only one that

@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 
 use keyway_protocol::command::{acl, all, flag, Begin, CommandSpec, Find, KeySpec, COMMAND_IDS};
 
+use super::blocking::Blocking;
 use super::split::SplitKind;
 
 /// Commands keyway answers itself.
@@ -87,6 +88,21 @@ pub enum ScriptCmd {
     DocumentedGroup,
 }
 
+/// Transaction commands (see [`super::stateful`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxCmd {
+    /// `MULTI`.
+    Multi,
+    /// `EXEC`.
+    Exec,
+    /// `DISCARD`.
+    Discard,
+    /// `WATCH key…`.
+    Watch,
+    /// `UNWATCH`.
+    Unwatch,
+}
+
 /// Where a routed command's keys are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Keys {
@@ -108,7 +124,7 @@ pub enum Policy {
         /// Why a call without keys cannot be served.
         keyless: &'static str,
         /// The command blocks when given a `BLOCK` option (`XREAD`,
-        /// `XREADGROUP`), which is refused.
+        /// `XREADGROUP`): it is then served as a [`Policy::Block`].
         block_option: bool,
     },
     /// Split by group and merged (`MGET`, `MSET`, `DEL`, …).
@@ -117,6 +133,12 @@ pub enum Policy {
     FanOut(SplitKind),
     /// Script and function management.
     Scripts(ScriptCmd),
+    /// A transaction command.
+    Tx(TxCmd),
+    /// A blocking command, routed by its keys to a dedicated connection.
+    Block(Blocking),
+    /// `WAIT`, on the groups the client wrote to.
+    Wait,
     /// Answered by keyway.
     Local(Local),
     /// Refused: the reason completes "keyway does not support 'X': …".
@@ -127,9 +149,9 @@ const KEYLESS: &str = "commands without keys cannot be routed to a group";
 /// A script or function call without keys goes to the documented group
 /// (`engine::scripts::documented_group`); this reason is never shown.
 const SCRIPT_KEYLESS: &str = "scripts without keys run on the group owning slot 0";
-const TRANSACTIONS: &str = "transactions (MULTI/EXEC/WATCH) are not supported yet";
+const TRANSACTIONS: &str = "this transaction command is not supported";
 const PUBSUB: &str = "Pub/Sub is not supported yet";
-const BLOCKING: &str = "blocking commands are not supported yet";
+const BLOCKING: &str = "this blocking command is not supported";
 const CLUSTER: &str = "keyway is not a Redis Cluster node; use it as one Redis server";
 const ADMIN: &str = "server administration commands must be sent to each Redis server directly";
 const KEYSPACE: &str = "keyspace-wide commands must reach every group and are not supported yet";
@@ -170,12 +192,19 @@ fn decide(c: &CommandSpec) -> Policy {
         "keys" | "scan" | "randomkey" | "flushdb" | "flushall" => {
             return Policy::Unsupported(KEYSPACE)
         }
-        "wait" => {
-            return Policy::Unsupported(
-                "WAIT needs a backend connection of its own; not supported yet",
-            )
-        }
+        "multi" => return Policy::Tx(TxCmd::Multi),
+        "exec" => return Policy::Tx(TxCmd::Exec),
+        "discard" => return Policy::Tx(TxCmd::Discard),
+        "watch" => return Policy::Tx(TxCmd::Watch),
+        "unwatch" => return Policy::Tx(TxCmd::Unwatch),
+        "wait" => return Policy::Wait,
         "monitor" => return Policy::Unsupported(ADMIN),
+        "blpop" | "brpop" | "blmove" | "brpoplpush" | "blmpop" | "bzpopmin" | "bzpopmax"
+        | "bzmpop" => {
+            if let Some(b) = Blocking::of(c.name) {
+                return Policy::Block(b);
+            }
+        }
         // XREAD/XREADGROUP are flagged blocking; only their BLOCK form is.
         "xread" | "xreadgroup" => {
             return Policy::Route {
@@ -274,15 +303,7 @@ pub fn policy(c: &CommandSpec) -> Policy {
 /// Whether an `XREAD`/`XREADGROUP` call blocks (has a `BLOCK` option before
 /// `STREAMS`).
 pub fn stream_read_blocks(args: &keyway_protocol::resp::Args<'_>) -> bool {
-    for a in args.iter().skip(1) {
-        if a.eq_ignore_ascii_case(b"streams") {
-            return false;
-        }
-        if a.eq_ignore_ascii_case(b"block") {
-            return true;
-        }
-    }
-    false
+    super::blocking::stream_block_at(args).is_some()
 }
 
 #[cfg(test)]
@@ -356,6 +377,34 @@ mod tests {
     }
 
     #[test]
+    fn transactions_and_blocking_commands_have_their_own_policies() {
+        assert_eq!(of("multi", None), Policy::Tx(TxCmd::Multi));
+        assert_eq!(of("exec", None), Policy::Tx(TxCmd::Exec));
+        assert_eq!(of("discard", None), Policy::Tx(TxCmd::Discard));
+        assert_eq!(of("watch", None), Policy::Tx(TxCmd::Watch));
+        assert_eq!(of("unwatch", None), Policy::Tx(TxCmd::Unwatch));
+        for name in [
+            "blpop",
+            "brpop",
+            "blmove",
+            "brpoplpush",
+            "blmpop",
+            "bzpopmin",
+            "bzpopmax",
+            "bzmpop",
+        ] {
+            assert!(matches!(of(name, None), Policy::Block(_)), "{name}");
+        }
+        assert!(matches!(
+            of("xread", None),
+            Policy::Route {
+                block_option: true,
+                ..
+            }
+        ));
+    }
+
+    #[test]
     fn multi_key_commands_split() {
         assert_eq!(of("mget", None), Policy::Split(SplitKind::Mget));
         assert_eq!(of("mset", None), Policy::Split(SplitKind::Mset));
@@ -368,13 +417,8 @@ mod tests {
     #[test]
     fn what_cannot_be_served_is_refused_with_a_reason() {
         let cases = [
-            ("multi", None, TRANSACTIONS),
-            ("exec", None, TRANSACTIONS),
-            ("watch", None, TRANSACTIONS),
             ("subscribe", None, PUBSUB),
             ("publish", None, PUBSUB),
-            ("blpop", None, BLOCKING),
-            ("bzpopmin", None, BLOCKING),
             ("cluster", Some("info"), CLUSTER),
             ("readonly", None, CLUSTER),
             ("config", Some("get"), ADMIN),

@@ -47,8 +47,6 @@ pub(crate) enum Refusal<'a> {
     WrongArity { command: &'a str },
     /// A command keyway does not serve, and why.
     Unsupported { spec: &'a CommandSpec, why: &'a str },
-    /// A stream read with `BLOCK`.
-    BlockUnsupported { spec: &'a CommandSpec },
     /// A keyed command sent without keys.
     Keyless { spec: &'a CommandSpec, why: &'a str },
     /// A malformed request (the connection then closes).
@@ -114,6 +112,32 @@ pub(crate) enum Refusal<'a> {
     GetKeysArity,
     /// Redis's `COMMAND GETKEYS` of a command without keys.
     NoKeyArguments,
+
+    // ---- transactions and dedicated connections ---------------------------
+    /// Redis's `EXEC` outside `MULTI`.
+    ExecWithoutMulti,
+    /// Redis's `DISCARD` outside `MULTI`.
+    DiscardWithoutMulti,
+    /// Redis's nested `MULTI`.
+    MultiNested,
+    /// Redis's `WATCH` inside `MULTI`.
+    WatchInMulti,
+    /// Redis's message for a command flagged `no-multi` inside `MULTI`.
+    NotAllowedInMulti,
+    /// Redis's `EXEC` after an error while queueing.
+    ExecAbort,
+    /// Redis's `EXEC` refused itself (`why`: the error without its code).
+    ExecAbortBecause { why: &'a str },
+    /// A command keyway answers itself, which cannot be queued.
+    LocalInMulti { spec: &'a CommandSpec },
+    /// A command that cannot be part of a transaction at keyway.
+    NotInTransaction { spec: &'a CommandSpec, why: &'a str },
+    /// The queued commands exceed `limits.max_request_bytes`.
+    TransactionTooLarge { limit: u64 },
+    /// The queued keys are no longer in one group at `EXEC`.
+    TransactionSplit,
+    /// Every dedicated connection of the core is in use.
+    DedicatedLimit { limit: usize },
 }
 
 /// A new client was refused.
@@ -215,11 +239,6 @@ impl Display for Refusal<'_> {
                     CommandName(spec)
                 )
             }
-            BlockUnsupported { spec } => write!(
-                f,
-                "ERR keyway does not support '{} BLOCK': blocking commands are not supported yet",
-                CommandName(spec)
-            ),
             Keyless { spec, why } => write!(
                 f,
                 "ERR keyway does not support '{}' without keys: {why}",
@@ -303,6 +322,41 @@ impl Display for Refusal<'_> {
             InvalidCommand => f.write_str("ERR Invalid command specified"),
             GetKeysArity => f.write_str("ERR Invalid number of arguments specified for command"),
             NoKeyArguments => f.write_str("ERR The command has no key arguments"),
+            ExecWithoutMulti => f.write_str("ERR EXEC without MULTI"),
+            DiscardWithoutMulti => f.write_str("ERR DISCARD without MULTI"),
+            MultiNested => f.write_str("ERR MULTI calls can not be nested"),
+            WatchInMulti => f.write_str("ERR WATCH inside MULTI is not allowed"),
+            NotAllowedInMulti => f.write_str("ERR Command not allowed inside a transaction"),
+            ExecAbort => f.write_str("EXECABORT Transaction discarded because of previous errors."),
+            ExecAbortBecause { why } => {
+                write!(f, "EXECABORT Transaction discarded because of: {why}")
+            }
+            LocalInMulti { spec } => write!(
+                f,
+                "ERR keyway answers '{}' itself and cannot queue it in a transaction; \
+                 send it before MULTI or after EXEC",
+                CommandName(spec)
+            ),
+            NotInTransaction { spec, why } => write!(
+                f,
+                "ERR keyway cannot queue '{}' in a transaction: {why}",
+                CommandName(spec)
+            ),
+            TransactionTooLarge { limit } => write!(
+                f,
+                "ERR the transaction's commands exceed limits.max_request_bytes ({limit} \
+                 bytes) together"
+            ),
+            TransactionSplit => f.write_str(
+                "TRYAGAIN the transaction's keys are no longer in one group (the routing \
+                 table changed while it was queued); the transaction was discarded",
+            ),
+            DedicatedLimit { limit } => write!(
+                f,
+                "ERR every dedicated backend connection of this keyway core is in use \
+                 (backend.dedicated_connections = {limit}); WATCH and blocking commands \
+                 need one"
+            ),
         }
     }
 }

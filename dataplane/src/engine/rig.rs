@@ -96,9 +96,12 @@ pub(crate) struct Rig {
     pub client: ClientId,
     backends: HashMap<SocketAddr, BackendId>,
     start: Instant,
-    settings: Settings,
+    pub settings: Settings,
     /// Connections to these addresses are refused.
     pub refusing: HashSet<SocketAddr>,
+    /// Dedicated connections (see `engine::dedicated`), in the order they
+    /// were opened.
+    pub dedicated: Vec<(SocketAddr, BackendId)>,
 }
 
 impl Rig {
@@ -119,6 +122,7 @@ impl Rig {
             start: Instant::now(),
             settings,
             refusing: HashSet::new(),
+            dedicated: Vec::new(),
         }
     }
 
@@ -153,7 +157,11 @@ impl Rig {
                 continue;
             }
             assert!(self.worker.backend_connected(id));
-            self.backends.insert(addr, id);
+            if self.worker.is_dedicated(id) {
+                self.dedicated.push((addr, id));
+            } else {
+                self.backends.insert(addr, id);
+            }
         }
         n
     }
@@ -250,6 +258,24 @@ impl Rig {
     pub fn drain_step(&mut self, after_ms: u64, stop: bool) -> super::Drain {
         self.worker
             .drain_step(self.start + Duration::from_millis(after_ms), stop)
+    }
+
+    /// Connects what the worker asked for; returns what it wrote to
+    /// dedicated connection `i` (in opening order) since the last call.
+    pub fn written_dedicated(&mut self, i: usize) -> String {
+        self.connect();
+        let Some(&(_, id)) = self.dedicated.get(i) else {
+            return String::new();
+        };
+        let out = String::from_utf8_lossy(self.worker.backend_output(id)).into_owned();
+        self.worker.backend_wrote(id, out.len());
+        out
+    }
+
+    /// Feeds `bytes` from dedicated connection `i`.
+    pub fn reply_dedicated(&mut self, i: usize, bytes: &str) {
+        let id = self.dedicated[i].1;
+        self.worker.backend_input(id, bytes.as_bytes());
     }
 
     pub fn another_client(&mut self) -> ClientId {

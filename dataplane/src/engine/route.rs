@@ -25,6 +25,9 @@ pub(crate) struct Place {
     pub attempt: u8,
     /// When it was first kept back.
     pub since_ms: Option<u64>,
+    /// It is a transaction's `EXEC` as keyway encodes it (see
+    /// [`super::stateful`]), never a client's own request.
+    pub exec: bool,
 }
 
 impl Place {
@@ -34,6 +37,7 @@ impl Place {
         moved: false,
         attempt: 0,
         since_ms: None,
+        exec: false,
     };
 }
 
@@ -45,6 +49,14 @@ pub(crate) struct Req<'r> {
     pub args: &'r Args<'r>,
     pub raw: Option<&'r [u8]>,
     pub place: Place,
+}
+
+/// The bit of group `g` in a client's set of groups written to (see
+/// `ClientState::wrote`; groups beyond 64 share bits, so a `WAIT` may
+/// include a group the client did not write to, never miss one).
+#[inline(always)]
+pub(crate) fn group_bit(g: GroupIndex) -> u64 {
+    1 << (g % 64)
 }
 
 /// Where a request's keys lead.
@@ -157,5 +169,13 @@ pub(super) fn answer_error(st: &mut ClientState, why: &Refusal<'_>, place: Place
     match place.at {
         None => st.refuse(why),
         Some(seq) => st.queue.complete(seq, &why.to_reply(), st.out.buf_mut()),
+    }
+}
+
+/// Answers `reply` in the request's place (see [`answer_error`]).
+pub(super) fn answer_in_place(st: &mut ClientState, reply: &[u8], place: Place) {
+    match place.at {
+        None => st.reply(|o| o.extend_from_slice(reply)),
+        Some(seq) => st.queue.complete(seq, reply, st.out.buf_mut()),
     }
 }

@@ -408,7 +408,8 @@ impl Ctx {
         let seq = merge_in_place(st, place, Merge::gather(kind, gather, groups));
         self.stats.requests_split += 1;
         for g in 0..groups {
-            let b = (self.backends).conn_for(g as GroupIndex, st.conn_slot, self.now_ms);
+            // A client's pinned connection (a WATCH) if it has one there.
+            let b = self.client_conn(st, g as GroupIndex, false);
             self.enqueue(st, b, seq, Purpose::Part(g as u16), |out| match raw {
                 Some(bytes) => out.extend_from_slice(bytes),
                 None => encode::request(out, args),
@@ -469,7 +470,7 @@ impl Ctx {
         req: Req<'_>,
     ) {
         let Req { args, raw, place } = req;
-        let b = self.backends.conn(g, read, st.conn_slot, self.now_ms);
+        let b = self.client_conn(st, g, read);
         if let Some(why) = self.backends.down_error(b) {
             self.stats.errors_backend += 1;
             self.stats.requests_local += 1;

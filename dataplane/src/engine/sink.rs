@@ -7,10 +7,13 @@
 
 use slab::Slab;
 
-use super::backend::{BackendConn, Inflight, Owner, Purpose};
-use super::client::Client;
+use keyway_protocol::resp::integer_reply;
+
+use super::backend::{BackendConn, Inflight, Internal, Owner, Purpose};
+use super::client::{Client, ClientState};
 use super::deferred::Scheduler;
 use super::limits::{self, close_for_output};
+use super::pending::Deferred;
 use super::replies::Refusal;
 use super::scripts::ScriptCache;
 use super::versions::VersionCounts;
@@ -54,9 +57,73 @@ pub(super) struct Sink<'a> {
     pub max_pipeline: usize,
     /// `EVALSHA`s that may be retried, undos of failed fan-outs.
     pub scripts: &'a mut ScriptCache,
+    /// Dedicated connections (and generations) whose blocking command was
+    /// answered: given back by the caller.
+    pub released: &'a mut Vec<(usize, u32)>,
+    /// Dedicated connections (and generations) a `CLIENT UNBLOCK` for
+    /// which was answered.
+    pub unblocked: &'a mut Vec<(usize, u32)>,
+    /// Elements orphaned blocking commands popped, to push back (see
+    /// [`super::blocking`]) on the connection being read.
+    pub restores: &'a mut Vec<Vec<u8>>,
 }
 
 impl Sink<'_> {
+    /// A reply on a dedicated connection, or to keyway's own request:
+    /// the reply that ends a block being unblocked clears that; keyway's
+    /// own are handled here (true), the rest delivered as usual (false).
+    #[cold]
+    fn special(&mut self, conn: &mut BackendConn, entry: Inflight, reply: &[u8]) -> bool {
+        if let Some(d) = conn.dedicated.as_mut() {
+            if d.unblock_for == Some(entry.owner) {
+                d.unblocking = None;
+                d.unblock_for = None;
+            }
+        }
+        if let Owner::Internal(what) = entry.owner {
+            self.versions.done(entry.version);
+            self.internal(conn, what, reply);
+            return true;
+        }
+        false
+    }
+
+    /// A reply to keyway's own request.
+    #[cold]
+    fn internal(&mut self, conn: &mut BackendConn, what: Internal, reply: &[u8]) {
+        match what {
+            Internal::ConnId => {
+                if let Some(d) = conn.dedicated.as_mut() {
+                    d.backend_id = integer_reply(reply);
+                    if d.backend_id.is_none() {
+                        d.id_failed = true;
+                        tracing::warn!(
+                            reply = %String::from_utf8_lossy(&reply[..reply.len().min(200)]).trim_end(),
+                            "CLIENT ID failed on a dedicated backend connection: a blocked client that \
+                             leaves closes it instead of unblocking it"
+                        );
+                    }
+                }
+            }
+            Internal::Unblocked { b, gen } => self.unblocked.push((b as usize, gen)),
+            Internal::Orphan(restore) => {
+                if let Some(cmd) = super::blocking::restore_command(restore, reply) {
+                    self.stats.elements_restored += 1;
+                    self.restores.push(cmd);
+                }
+            }
+            Internal::Restored => {
+                if reply.first() == Some(&b'-') {
+                    tracing::warn!(
+                        reply = %String::from_utf8_lossy(&reply[..reply.len().min(200)]).trim_end(),
+                        "could not push back elements a blocking command popped after its client left"
+                    );
+                }
+            }
+            Internal::Ignore => {}
+        }
+    }
+
     /// Frames every complete reply at the start of `buf` and delivers it to
     /// the request at the head of `conn`'s in-flight queue. Returns the bytes
     /// consumed, or why the connection can no longer be trusted.
@@ -81,6 +148,13 @@ impl Sink<'_> {
                     let Some(entry) = conn.inflight.pop_front() else {
                         return Err(BackendFault::Unsolicited);
                     };
+                    if conn.dedicated.is_some() || matches!(entry.owner, Owner::Internal(_)) {
+                        let reply = &buf[at..at + len];
+                        if self.special(conn, entry, reply) {
+                            at += len;
+                            continue;
+                        }
+                    }
                     let size = conn.skipped + len as u64;
                     let (limit, key) = self.reply_limit;
                     if size > limit {
@@ -149,6 +223,12 @@ impl Sink<'_> {
             Owner::MoveBatch { id } => return self.sched.batch_replied(self.clients, id, reply),
             // The probe's reply only tells that the backend is up.
             Owner::Probe | Owner::Discard => return,
+            // (Replies are handled by `internal`; this is an error for a
+            // connection that failed.)
+            Owner::Internal(Internal::Unblocked { b, gen }) => {
+                return self.unblocked.push((b as usize, gen))
+            }
+            Owner::Internal(_) => return,
         };
         let Some(c) = live_client(self.clients, idx, gen) else {
             self.stats.replies_orphaned += 1;
@@ -159,7 +239,15 @@ impl Sink<'_> {
             return;
         }
         match purpose {
-            Purpose::Whole => st.queue.complete(seq, reply, st.out.buf_mut()),
+            Purpose::Whole => {
+                if st.blocked.is_none() {
+                    st.queue.complete(seq, reply, st.out.buf_mut());
+                } else if !send_again(st, seq, reply, self.now_ms, self.released, self.sched) {
+                    st.queue.complete(seq, reply, st.out.buf_mut());
+                    block_answered(st, seq, self.released, self.resume, self.sched);
+                }
+            }
+            Purpose::Skip => return,
             Purpose::Script => {
                 if self.scripts.noscript_or_forget(e, reply) {
                     return;
@@ -184,6 +272,9 @@ impl Sink<'_> {
                     // A fan-out's part is its group.
                     self.scripts.add_undo(undo);
                 }
+                if st.blocked.is_some() {
+                    block_answered(st, seq, self.released, self.resume, self.sched);
+                }
             }
             Purpose::Move | Purpose::MoveKey(_) => {
                 let single = match purpose {
@@ -200,6 +291,10 @@ impl Sink<'_> {
                 return;
             }
         }
+        if st.queue.has_kept() && st.queue.barrier_ready() {
+            // A request waiting for every earlier one to be answered.
+            self.sched.ready(idx, gen);
+        }
         if self.hard_limit > 0 && st.pending_output() > self.hard_limit {
             close_for_output(st, self.hard_limit, self.now_ms, self.log, self.wake);
             self.stats.clients_output_limit += 1;
@@ -211,4 +306,77 @@ impl Sink<'_> {
         }
         self.wake.client(st);
     }
+}
+
+/// A reply (or a part's) to the client's request `seq`, which may be its
+/// blocking command: when its last reply is in, the block is over, its
+/// connections are given back (`released`) and the client goes on.
+#[cold]
+fn block_answered(
+    st: &mut ClientState,
+    seq: u64,
+    released: &mut Vec<(usize, u32)>,
+    resume: &mut Vec<u32>,
+    sched: &mut Scheduler,
+) {
+    let Some(b) = st.blocked.as_mut().filter(|b| b.seq == seq) else {
+        return;
+    };
+    b.parts = b.parts.saturating_sub(1);
+    if b.parts > 0 {
+        return;
+    }
+    let Some(b) = st.blocked.take() else { return };
+    if b.leased {
+        released.push((b.b, b.gen));
+    }
+    released.append(&mut st.wait_conns);
+    resume.push(st.me.idx);
+    if st.queue.has_kept() {
+        sched.ready(st.me.idx, st.me.gen);
+    }
+}
+
+/// The reply to a blocked command keyway unblocked because a new table moved
+/// its keys (see [`super::blocking::Again`]): a timeout reply sends it
+/// again, kept back in its reply slot to be routed by the new table; true
+/// if so. A reply with elements, or one past the command's own timeout, is
+/// the client's.
+#[cold]
+fn send_again(
+    st: &mut ClientState,
+    seq: u64,
+    reply: &[u8],
+    now_ms: u64,
+    released: &mut Vec<(usize, u32)>,
+    sched: &mut Scheduler,
+) -> bool {
+    let Some(b) = st.blocked.as_ref().filter(|b| b.seq == seq) else {
+        return false;
+    };
+    let Some(again) = b.again.as_ref().filter(|a| a.unblocking && a.resend) else {
+        return false;
+    };
+    if !super::blocking::is_timeout_reply(reply) {
+        return false;
+    }
+    let Some(frame) = again.frame_for(now_ms) else {
+        return false;
+    };
+    let Some(b) = st.blocked.take() else {
+        return false;
+    };
+    if b.leased {
+        released.push((b.b, b.gen));
+    }
+    st.queue.set_deferred(
+        seq,
+        Deferred {
+            frame,
+            since_ms: now_ms,
+            ..Deferred::default()
+        },
+    );
+    sched.ready(st.me.idx, st.me.gen);
+    true
 }

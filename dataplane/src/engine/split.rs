@@ -27,6 +27,8 @@ pub enum SplitKind {
     /// Sent to every group; arrays of 0/1 combined, 1 where every group
     /// says 1 (`SCRIPT EXISTS`; see [`super::gather`]).
     AllOf,
+    /// The least of integer replies (`WAIT` over several groups).
+    Min,
 }
 
 impl SplitKind {
@@ -111,7 +113,7 @@ impl Merge {
             replies,
             key_parts,
             remaining: parts,
-            sum: 0,
+            sum: if kind == SplitKind::Min { i64::MAX } else { 0 },
             error: None,
             held: 0,
             gather: None,
@@ -170,6 +172,10 @@ impl Merge {
                 },
                 // Always with a gather (handled above).
                 SplitKind::Same | SplitKind::AllOf => {}
+                SplitKind::Min => match integer_reply(reply) {
+                    Some(n) => self.sum = self.sum.min(n),
+                    None => self.fail(part, unexpected(reply)),
+                },
             }
         }
         self.remaining -= 1;
@@ -201,7 +207,7 @@ impl Merge {
                 encode::error(out, "ERR keyway: a fan-out without its replies")
             }
             SplitKind::Mset => out.extend_from_slice(b"+OK\r\n"),
-            SplitKind::Sum => encode::integer(out, self.sum),
+            SplitKind::Sum | SplitKind::Min => encode::integer(out, self.sum),
             SplitKind::Mget => {
                 let mut parts = Vec::with_capacity(self.replies.len());
                 for (p, r) in self.replies.iter().enumerate() {

@@ -108,6 +108,21 @@ counters! {
     /// Keys deleted on a migration's source because the target already had
     /// the same copy (`BUSYKEY` after a timed-out MIGRATE).
     keys_deleted_on_source,
+    /// Dedicated backend connections leased to a client (a `WATCH`, a
+    /// blocking command).
+    dedicated_leases,
+    /// Blocking commands sent.
+    requests_blocking,
+    /// Clients that left while a blocking command of theirs was in flight
+    /// (keyway unblocked it at Redis).
+    blocked_clients_left,
+    /// Elements a blocking command popped after its client left, pushed
+    /// back (see `engine::blocking`).
+    elements_restored,
+    /// Transactions sent (`EXEC`).
+    transactions,
+    /// Blocked commands sent again because a new table moved their keys.
+    blocked_rerouted,
 }
 
 /// A core's counters as it last published them, for the other cores to read.

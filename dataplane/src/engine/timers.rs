@@ -42,7 +42,7 @@ impl Worker {
             return Drain::Serving;
         };
         let left = self.clients.len();
-        if left == 0 {
+        if left == 0 && !self.ctx.backends.restoring() {
             return Drain::Done;
         }
         if now >= deadline {
@@ -134,6 +134,13 @@ impl Worker {
             self.fail_backend(idx, &reason);
         }
         self.ctx.backends.probe_failing(self.ctx.now_ms);
+        let ctx = &mut self.ctx;
+        let fail =
+            ctx.backends
+                .tick_dedicated(&ctx.cfg, ctx.now_ms, &mut ctx.versions, &mut ctx.wake);
+        for b in fail {
+            self.fail_backend(b, "a block on it must end and CLIENT ID failed on it");
+        }
         let mut closed = Vec::new();
         self.ctx.backends.close_retired(&mut closed);
         for (b, had_socket) in closed {
@@ -141,7 +148,9 @@ impl Worker {
                 self.ctx.wake.backends.push(b as u32);
             }
             self.release_backpressure(b);
-            self.ctx.backends.conns.remove(b);
+            if self.ctx.backends.conns.remove(b).dedicated.is_some() {
+                self.ctx.backends.dedicated -= 1;
+            }
         }
     }
 

@@ -4,6 +4,11 @@
 
 use std::collections::VecDeque;
 
+/// The version of a request in flight that does not hold back a new
+/// table's ack: a blocked command (see `engine::blocking`), which may wait
+/// forever, and is sent again if the new table moves its keys.
+pub(crate) const UNCOUNTED: u64 = u64::MAX;
+
 /// Counts of in-flight requests by version, oldest first.
 #[derive(Debug, Default)]
 pub(crate) struct VersionCounts {

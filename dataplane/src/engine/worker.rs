@@ -64,12 +64,15 @@ impl Worker {
             memory: Default::default(),
             log: Default::default(),
             scripts: Default::default(),
+            released: Vec::new(),
+            unblocked: Vec::new(),
+            restores: Vec::new(),
         };
         ctx.apply(cfg);
         Worker {
             clients: Slab::new(),
             ctx,
-            reparser: RequestParser::new(Default::default()),
+            reparser: RequestParser::new(super::stateful::trusted_limits()),
             next_gen: 0,
             next_conn_slot: core,
             shutting_down: false,
@@ -115,11 +118,23 @@ impl Worker {
             let latest = latest.clone();
             let table_changed = latest.table.version != self.ctx.cfg.table.version;
             self.ctx.apply(latest);
+            for b in self.ctx.backends.stale_dedicated() {
+                // Leased to a server no group uses now (a failover moved
+                // its group's master): a watch or a block there is void.
+                self.fail_backend(b, "the group's master changed");
+            }
             // Moves not sent yet were decided under the old config: route
             // their requests again.
             self.drop_unsent_moves();
             if table_changed {
                 self.release_held();
+                if self.ctx.backends.dedicated > 0 {
+                    for (_, c) in self.clients.iter_mut() {
+                        if c.st.blocked.is_some() {
+                            self.ctx.reroute_blocked(&mut c.st, &mut self.reparser);
+                        }
+                    }
+                }
             }
             self.run_deferred();
         }
@@ -182,6 +197,11 @@ impl Worker {
                 blocked_on: None,
                 dirty: false,
                 limits_version: self.ctx.cfg_seq,
+                tx: None,
+                pin: None,
+                blocked: None,
+                wrote: 0,
+                wait_conns: Vec::new(),
             },
         });
         Ok(me)
@@ -238,7 +258,7 @@ impl Worker {
             c.st.inbuf = buf;
         }
         let st = &mut c.st;
-        st.partial_since_ms = if st.inbuf.is_empty() || !st.readable() {
+        st.partial_since_ms = if st.inbuf.is_empty() || !st.readable() || st.blocked.is_some() {
             None
         } else {
             st.partial_since_ms.or(Some(now))
@@ -286,10 +306,19 @@ impl Worker {
 
     /// The client closed its sending side: answer what was asked, then close.
     pub fn client_eof(&mut self, id: ClientId) {
-        if let Some(c) = self.client_mut(id) {
-            if c.st.phase == Phase::Open {
-                c.st.phase = Phase::Draining;
-            }
+        let Some(c) = live_client(&mut self.clients, id.idx, id.gen) else {
+            return;
+        };
+        if c.st.blocked.is_some() {
+            // As Redis does, a client that closes while blocked is gone at
+            // once: its block is ended at Redis (see `engine::blocking`).
+            self.ctx.client_leaving(&mut c.st);
+            c.st.phase = Phase::Kill;
+            self.ctx.wake.client(&mut c.st);
+            return;
+        }
+        if c.st.phase == Phase::Open {
+            c.st.phase = Phase::Draining;
         }
     }
 
@@ -349,7 +378,10 @@ impl Worker {
     /// The client's socket is closed; forget it. Replies still in flight for it
     /// are dropped when they arrive.
     pub fn client_gone(&mut self, id: ClientId) {
-        if self.client(id).is_some() {
+        if let Some(c) = live_client(&mut self.clients, id.idx, id.gen) {
+            if c.st.blocked.is_some() || c.st.pin.is_some() || c.st.tx.is_some() {
+                self.ctx.client_leaving(&mut c.st);
+            }
             self.clients.remove(id.idx as usize);
             self.ctx.shared.clients.fetch_sub(1, Ordering::Relaxed);
             self.ctx.stats.clients_closed += 1;
@@ -384,6 +416,13 @@ impl Worker {
     pub fn begin_shutdown(&mut self) {
         self.shutting_down = true;
         for (_, c) in self.clients.iter_mut() {
+            if c.st.blocked.is_some() {
+                // A blocked client would hold the shutdown until its
+                // timeout: it is closed, as Redis closes it, and whatever
+                // its command pops is pushed back (see `engine::blocking`).
+                self.ctx.client_leaving(&mut c.st);
+                c.st.phase = Phase::Kill;
+            }
             if c.st.phase == Phase::Open {
                 c.st.phase = Phase::Draining;
                 c.st.inbuf.clear();
