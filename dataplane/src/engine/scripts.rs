@@ -6,9 +6,9 @@
 //!
 //! **The documented group** is the group that owns slot 0 of the current
 //! table ([`documented_group`]): a command that names no key goes there
-//! (held while slot 0 is blocked, to the source while it moves, and
-//! `-CLUSTERDOWN` if slot 0 has no group, as a key of an unassigned slot
-//! would get).
+//! (held while slot 0 is blocked; to the target while it moves, as a
+//! keyless transaction does; `-CLUSTERDOWN` if slot 0 has no group, as a
+//! key of an unassigned slot would get).
 //!
 //! **NOSCRIPT transparency.** Every script body keyway sees (`SCRIPT LOAD`,
 //! `EVAL`, `EVAL_RO`, on any core) is remembered by its SHA-1 in the
@@ -82,7 +82,7 @@ fn sha_arg(arg: &[u8]) -> Option<Sha> {
 pub(crate) fn documented_group(table: &RoutingTable) -> Result<Target, Refusal<'static>> {
     match table.route(0) {
         SlotRoute::Stable(g) => Ok(Target::Group(g)),
-        SlotRoute::Moving { from, .. } => Ok(Target::Master(from)),
+        SlotRoute::Moving { to, .. } => Ok(Target::Master(to)),
         SlotRoute::Blocked { .. } => Ok(Target::Hold),
         SlotRoute::Unassigned => Err(Refusal::ClusterDown { slot: 0 }),
     }
