@@ -26,6 +26,7 @@ pub mod client;
 pub mod control;
 pub mod daemon;
 pub mod etcd;
+pub mod functions;
 pub mod health;
 pub mod leader;
 pub mod local;

@@ -315,7 +315,10 @@ fn local_commands_answer_like_redis() {
     );
     // Refusals name the command and never reach a backend.
     for (cmd, needle) in [
-        (vec!["EVAL", "return 1", "0"], "without keys"),
+        (
+            vec!["SCRIPT", "KILL"],
+            "'SCRIPT KILL': killing a running script",
+        ),
         (vec!["KEYS", "*"], "'KEYS'"),
         (vec!["CONFIG", "GET", "maxmemory"], "'CONFIG GET'"),
         (vec!["CLUSTER", "INFO"], "not a Redis Cluster node"),

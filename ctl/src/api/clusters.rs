@@ -146,6 +146,15 @@ pub(super) async fn grow(
     let resolved = api
         .resolve(&addresses(std::slice::from_ref(&g)), &known, force.force)
         .await?;
+    // The new group gets the cluster's functions before it can own a slot
+    // (`crate::functions`).
+    let (ctld, cluster, master) = (api.ctld.clone(), name.clone(), g.master.clone());
+    blocking(move || {
+        let existing = ctld.cluster(&cluster)?.groups;
+        crate::functions::copy_to_new_group(&existing, &master)
+            .map_err(|e| ApiError(StatusCode::BAD_GATEWAY, e.to_string()))
+    })
+    .await?;
     blocking(move || {
         json(
             StatusCode::OK,

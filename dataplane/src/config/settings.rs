@@ -58,6 +58,12 @@ pub struct Limits {
     /// at once (default 10000); a `SUBSCRIBE` that would pass it is refused
     /// whole.
     pub max_subscriptions: usize,
+    /// Script bodies keyway remembers (by SHA-1, process-wide, oldest
+    /// forgotten first) so that a group answering `NOSCRIPT` to an
+    /// `EVALSHA` gets the script loaded and the call retried (default
+    /// "16mb"; "0" remembers none: `NOSCRIPT` is passed on).
+    #[serde(deserialize_with = "units::size")]
+    pub script_registry_bytes: u64,
 }
 
 /// `max_memory` not given: [`FileConfig::validate`] picks the default.
@@ -117,6 +123,7 @@ impl Default for Limits {
             tcp_keepalive: Millis(300_000),
             max_memory: AUTO_MEMORY,
             max_subscriptions: 10_000,
+            script_registry_bytes: 16 << 20,
         }
     }
 }

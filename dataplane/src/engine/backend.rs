@@ -40,6 +40,10 @@ pub(crate) enum Owner {
     /// The PING that tells whether a failing backend is up again: its reply
     /// only tells that the backend answers.
     Probe,
+    /// A command whose reply nobody awaits: the `SCRIPT LOAD` before a
+    /// retried `EVALSHA`, the undo of a partial `FUNCTION LOAD` (see
+    /// [`super::scripts`]).
+    Discard,
     /// keyway's own bookkeeping on a dedicated connection (see
     /// [`super::dedicated`]).
     Internal(Internal),
@@ -79,6 +83,9 @@ pub(crate) enum Purpose {
     /// The MIGRATE of key `i` of the kept-back request's
     /// [`Deferred::single`](super::pending::Deferred::single).
     MoveKey(u16),
+    /// An `EVALSHA` of a script keyway knows, forwarded whole: a `-NOSCRIPT`
+    /// reply loads the script and sends it again (see [`super::scripts`]).
+    Script,
     /// A reply the client does not see: `MULTI` and the `+QUEUED` of each
     /// command of a transaction sent at `EXEC` (the client saw keyway's own
     /// `+QUEUED`; `EXEC`'s reply, which follows, is its answer).

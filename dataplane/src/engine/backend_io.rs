@@ -74,6 +74,9 @@ impl Worker {
     pub fn backend_failed(&mut self, id: BackendId, reason: &str) {
         if self.backend(id).is_some() {
             self.fail_backend(id.idx as usize, reason);
+            if !self.ctx.scripts.undo.is_empty() {
+                self.ctx.run_undo();
+            }
             self.resume_paused();
             self.run_deferred();
         }
@@ -147,6 +150,10 @@ impl Worker {
                 conn.inbuf = buf;
             })
         };
+        if !sink.scripts.noscript.is_empty() && sink.retry_noscript(conn) {
+            // EVALSHAs answered NOSCRIPT, sent again (`engine::scripts`).
+            sink.wake.backend(conn, idx);
+        }
         let dedicated = self.ctx.backends.conns[idx].dedicated.is_some();
         if dedicated || !self.ctx.released.is_empty() || !self.ctx.unblocked.is_empty() {
             self.settle_dedicated(Some(idx));
@@ -165,6 +172,9 @@ impl Worker {
                 }
                 self.fail_backend(idx, &fault.to_string());
             }
+        }
+        if !self.ctx.scripts.undo.is_empty() {
+            self.ctx.run_undo();
         }
         self.resume_paused();
         self.run_deferred();
@@ -186,6 +196,7 @@ impl Worker {
             hard_limit: ctx.cfg.limits.output_hard_limit as usize,
             reply_limit: ctx.cfg.reply_limit(),
             max_pipeline: ctx.cfg.limits.max_pipeline,
+            scripts: &mut ctx.scripts,
             released: &mut ctx.released,
             unblocked: &mut ctx.unblocked,
             restores: &mut ctx.restores,

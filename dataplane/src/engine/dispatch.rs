@@ -1,7 +1,7 @@
 //! From parsed request to backend write buffer or local reply: command lookup,
 //! arity, policy, key routing, splitting, and the enqueue itself.
 
-use keyway_protocol::command::{self, extract_keys, flag, CommandSpec, Lookup};
+use keyway_protocol::command::{self, acl, extract_keys, flag, CommandSpec, Lookup};
 use keyway_protocol::resp::{encode, Args, Frame};
 
 use super::backend::Purpose;
@@ -135,6 +135,7 @@ impl Ctx {
             Policy::Route { .. }
                 | Policy::Split(_)
                 | Policy::FanOut(_)
+                | Policy::Scripts(_)
                 | Policy::Block(_)
                 | Policy::Wait
                 | Policy::Tx(super::policy::TxCmd::Watch)
@@ -156,6 +157,7 @@ impl Ctx {
                 Policy::Route { .. }
                     | Policy::Split(_)
                     | Policy::FanOut(_)
+                    | Policy::Scripts(_)
                     | Policy::Block(_)
                     | Policy::Wait
             )
@@ -195,6 +197,7 @@ impl Ctx {
             } => self.route(st, spec, keyless, block_option, read, req),
             Policy::Split(kind) => self.split(st, kind, read, req),
             Policy::FanOut(kind) => self.fan_out(st, kind, read, req),
+            Policy::Scripts(cmd) => self.script_command(st, cmd, spec, req),
             Policy::Tx(cmd) => self.tx_command(st, cmd, req),
             Policy::Block(blocking) => self.block(st, blocking, req),
             Policy::Wait => self.wait(st, req),
@@ -262,8 +265,13 @@ impl Ctx {
         }
         let mut keys = std::mem::take(&mut self.scratch.keys);
         keys.clear();
+        let scripting = spec.in_category(acl::SCRIPTING);
         let target = match extract_keys(spec, args, &mut keys) {
             Err(e) => Err(Refusal::Keys(e)),
+            // EVAL, FCALL… without keys: the documented group.
+            Ok(()) if keys.is_empty() && scripting => {
+                super::scripts::documented_group(&self.cfg.table)
+            }
             Ok(()) if keys.is_empty() => Err(Refusal::Keyless { spec, why: keyless }),
             Ok(()) => self.target_of_keys(args, &keys, place),
         };
@@ -273,12 +281,15 @@ impl Ctx {
                 st.wrote |= group_bit(g);
             }
         }
+        if scripting {
+            return self.send_script(st, spec, target, read, req);
+        }
         self.send_to_target(st, target, read, req);
     }
 
     /// Sends, holds, moves first, or refuses, as the keys' target says; a
     /// `read` on stable slots may go to a replica.
-    pub(super) fn send_to_target(
+    pub(crate) fn send_to_target(
         &mut self,
         st: &mut ClientState,
         target: Result<Target, Refusal<'_>>,
@@ -417,10 +428,13 @@ impl Ctx {
             let reply = why.to_reply();
             let out = st.out.buf_mut();
             return match purpose {
-                Purpose::Whole => st.queue.complete(seq, &reply, out),
-                Purpose::Part(part) => st
-                    .queue
-                    .complete_part(seq, part, &reply, out, 0, |_| Vec::new()),
+                Purpose::Whole | Purpose::Script => st.queue.complete(seq, &reply, out),
+                Purpose::Part(part) => {
+                    // An undo of a fan-out that failed everywhere is empty.
+                    let _ = st
+                        .queue
+                        .complete_part(seq, part, &reply, out, 0, |_| Vec::new());
+                }
                 // A transaction's EXEC gets the error (its slot waits).
                 Purpose::Skip => {}
                 // Moves go through `Migrator::send` once their source is

@@ -21,6 +21,7 @@ mod count_tests;
 mod dedicated;
 mod deferred;
 mod dispatch;
+mod gather;
 pub mod health;
 #[cfg(test)]
 mod hold_tests;
@@ -44,6 +45,9 @@ mod replies;
 #[cfg(test)]
 mod rig;
 mod route;
+mod scripts;
+#[cfg(test)]
+mod scripts_tests;
 mod shared;
 mod sink;
 pub mod split;
@@ -72,6 +76,7 @@ pub use client::{ClientId, ClientStatus};
 use deferred::Scheduler;
 use limits::close_for_output;
 pub use replies::Rejected;
+pub use scripts::ScriptRegistry;
 pub use shared::{CoreReport, CoreWaker, Shared};
 pub use stats::{PublishedStats, Stats};
 pub use timers::{Drain, DRAIN};
@@ -178,6 +183,8 @@ pub(crate) struct Ctx {
     memory: limits::MemoryBudget,
     /// Rate limit of the log lines about closed clients.
     log: limits::LogLimit,
+    /// Scripts this core knows, `EVALSHA`s it may retry, undos to send.
+    scripts: scripts::ScriptCache,
     /// Dedicated connections whose blocking command was answered, to give
     /// back after the replies are delivered (see [`sink::Sink::released`]).
     released: Vec<(usize, u32)>,

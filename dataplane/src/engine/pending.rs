@@ -8,6 +8,7 @@
 
 use std::collections::VecDeque;
 
+use super::gather::UndoCmd;
 use super::split::Merge;
 use crate::routing::GroupIndex;
 
@@ -259,7 +260,9 @@ impl ReplyQueue {
 
     /// Part `part`'s reply to split request `seq`. `limit` (0: none) bounds
     /// the bytes a merge may hold: past it, the merged reply becomes
-    /// `too_large(bytes)`, an error.
+    /// `too_large(bytes)`, an error. Returns the commands that undo a
+    /// partial success of a fan-out, once it completes (see
+    /// [`super::gather`]).
     pub fn complete_part(
         &mut self,
         seq: Seq,
@@ -268,10 +271,12 @@ impl ReplyQueue {
         out: &mut Vec<u8>,
         limit: usize,
         too_large: impl FnOnce(usize) -> Vec<u8>,
-    ) {
-        let Some(i) = self.index(seq) else { return };
+    ) -> Vec<UndoCmd> {
+        let Some(i) = self.index(seq) else {
+            return Vec::new();
+        };
         let Slot::Merging(m) = &mut self.slots[i] else {
-            return;
+            return Vec::new();
         };
         let before = m.held_bytes();
         let done = m.add(part, reply);
@@ -280,22 +285,24 @@ impl ReplyQueue {
         }
         self.held = self.held - before + m.held_bytes();
         if !done {
-            return;
+            return Vec::new();
         }
         let Slot::Merging(m) = std::mem::replace(&mut self.slots[i], Slot::Waiting) else {
             unreachable!()
         };
         self.held -= m.held_bytes();
         if i == 0 {
-            m.finish(out);
+            let undo = m.finish(out);
             self.slots.pop_front();
             self.head += 1;
             self.release(out);
+            undo
         } else {
             let mut v = Vec::new();
-            m.finish(&mut v);
+            let undo = m.finish(&mut v);
             self.held += v.len();
             self.slots[i] = Slot::Ready(v);
+            undo
         }
     }
 

@@ -70,6 +70,25 @@ pub enum ClientSub {
     Help,
 }
 
+/// Script and function management (see `engine::scripts`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScriptCmd {
+    /// `SCRIPT LOAD`: every group, the body remembered.
+    Load,
+    /// `SCRIPT EXISTS`: every group, 1 where every group has it.
+    Exists,
+    /// `SCRIPT FLUSH`: every group, keyway forgets the bodies too.
+    Flush,
+    /// `FUNCTION LOAD`: every group, undone where it succeeded if it
+    /// failed elsewhere (without `REPLACE`).
+    FunctionLoad,
+    /// `FUNCTION DELETE|FLUSH|RESTORE`: every group.
+    EveryGroup,
+    /// `FUNCTION LIST|DUMP|STATS`, `SCRIPT HELP`, `FUNCTION HELP`: the
+    /// documented group (the owner of slot 0).
+    DocumentedGroup,
+}
+
 /// Transaction commands (see [`super::stateful`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TxCmd {
@@ -113,6 +132,8 @@ pub enum Policy {
     Split(SplitKind),
     /// Sent to every group and merged (`DBSIZE`).
     FanOut(SplitKind),
+    /// Script and function management.
+    Scripts(ScriptCmd),
     /// A transaction command.
     Tx(TxCmd),
     /// A blocking command, routed by its keys to a dedicated connection.
@@ -128,16 +149,18 @@ pub enum Policy {
 }
 
 const KEYLESS: &str = "commands without keys cannot be routed to a group";
-const SCRIPT_KEYLESS: &str =
-    "a script or function that names no keys cannot be routed; pass the keys it uses";
+/// A script or function call without keys goes to the documented group
+/// (`engine::scripts::documented_group`); this reason is never shown.
+const SCRIPT_KEYLESS: &str = "scripts without keys run on the group owning slot 0";
 const TRANSACTIONS: &str = "this transaction command is not supported";
 const PUBSUB: &str = "this Pub/Sub command is not supported";
 const BLOCKING: &str = "this blocking command is not supported";
 const CLUSTER: &str = "keyway is not a Redis Cluster node; use it as one Redis server";
 const ADMIN: &str = "server administration commands must be sent to each Redis server directly";
 const KEYSPACE: &str = "keyspace-wide commands must reach every group and are not supported yet";
-const SCRIPT_ADMIN: &str =
-    "script and function management must reach every group and is not supported yet";
+const SCRIPT_KILL: &str =
+    "killing a running script needs a connection to the group running it; not supported yet";
+const SCRIPT_DEBUG: &str = "script debugging needs a backend connection of its own";
 
 fn decide(c: &CommandSpec) -> Policy {
     let local = |l| Policy::Local(l);
@@ -216,8 +239,23 @@ fn decide(c: &CommandSpec) -> Policy {
     if c.name.starts_with("cluster") || matches!(c.name, "asking" | "readonly" | "readwrite") {
         return Policy::Unsupported(CLUSTER);
     }
+    match c.name {
+        "script|load" => return Policy::Scripts(ScriptCmd::Load),
+        "script|exists" => return Policy::Scripts(ScriptCmd::Exists),
+        "script|flush" => return Policy::Scripts(ScriptCmd::Flush),
+        "function|load" => return Policy::Scripts(ScriptCmd::FunctionLoad),
+        "function|delete" | "function|flush" | "function|restore" => {
+            return Policy::Scripts(ScriptCmd::EveryGroup)
+        }
+        "function|list" | "function|dump" | "function|stats" | "function|help" | "script|help" => {
+            return Policy::Scripts(ScriptCmd::DocumentedGroup)
+        }
+        "script|kill" | "function|kill" => return Policy::Unsupported(SCRIPT_KILL),
+        "script|debug" => return Policy::Unsupported(SCRIPT_DEBUG),
+        _ => {}
+    }
     if c.name.starts_with("script") || c.name.starts_with("function") {
-        return Policy::Unsupported(SCRIPT_ADMIN);
+        return Policy::Unsupported("this SCRIPT or FUNCTION form is not supported");
     }
     if c.in_category(acl::TRANSACTION) {
         return Policy::Unsupported(TRANSACTIONS);
@@ -436,7 +474,9 @@ mod tests {
             ("scan", None, KEYSPACE),
             ("shutdown", None, ADMIN),
             ("debug", None, ADMIN),
-            ("script", Some("load"), SCRIPT_ADMIN),
+            ("script", Some("kill"), SCRIPT_KILL),
+            ("function", Some("kill"), SCRIPT_KILL),
+            ("script", Some("debug"), SCRIPT_DEBUG),
             ("randomkey", None, KEYSPACE),
             ("time", None, KEYLESS),
         ];
@@ -446,6 +486,56 @@ mod tests {
         assert!(matches!(of("client", Some("kill")), Policy::Unsupported(_)));
         assert!(matches!(of("migrate", None), Policy::Unsupported(_)));
         assert!(matches!(of("move", None), Policy::Unsupported(_)));
+    }
+
+    #[test]
+    fn script_and_function_management_is_served() {
+        assert_eq!(of("script", Some("load")), Policy::Scripts(ScriptCmd::Load));
+        assert_eq!(
+            of("script", Some("exists")),
+            Policy::Scripts(ScriptCmd::Exists)
+        );
+        assert_eq!(
+            of("script", Some("flush")),
+            Policy::Scripts(ScriptCmd::Flush)
+        );
+        assert_eq!(
+            of("function", Some("load")),
+            Policy::Scripts(ScriptCmd::FunctionLoad)
+        );
+        for sub in ["delete", "flush", "restore"] {
+            assert_eq!(
+                of("function", Some(sub)),
+                Policy::Scripts(ScriptCmd::EveryGroup),
+                "{sub}"
+            );
+        }
+        for sub in ["list", "dump", "stats", "help"] {
+            assert_eq!(
+                of("function", Some(sub)),
+                Policy::Scripts(ScriptCmd::DocumentedGroup),
+                "{sub}"
+            );
+        }
+        for name in [
+            "eval",
+            "evalsha",
+            "eval_ro",
+            "evalsha_ro",
+            "fcall",
+            "fcall_ro",
+        ] {
+            assert!(
+                matches!(
+                    of(name, None),
+                    Policy::Route {
+                        keyless: SCRIPT_KEYLESS,
+                        ..
+                    }
+                ),
+                "{name}"
+            );
+        }
     }
 
     #[test]

@@ -79,6 +79,9 @@ pub(crate) enum Refusal<'a> {
     },
     /// A split command's part got a reply of an unexpected type.
     UnexpectedPartReply { reply: &'a [u8] },
+    /// A command sent to every group did not get the same reply from each
+    /// (see `engine::gather`): what failed where, and what was undone.
+    GroupsDisagree { command: &'a str, report: &'a str },
 
     // ---- commands answered locally ----------------------------------------
     /// Redis's message for a bad integer argument (`SELECT x`).
@@ -288,6 +291,9 @@ impl Display for Refusal<'_> {
                 "ERR the reply ({bytes} bytes) is larger than keyway's {key} ({limit} bytes); \
                  it was not sent"
             ),
+            GroupsDisagree { command, report } => {
+                write!(f, "ERR keyway: {command} {report}")
+            }
             UnexpectedPartReply { reply } => write!(
                 f,
                 "ERR unexpected reply from a backend to a split command: {:?}",

@@ -40,6 +40,9 @@ pub struct Shared {
     /// Bumped (after publishing) whenever a core sees a backend go from up
     /// to failing or back: the control thread then sends an Ack soon.
     pub health_changes: AtomicU64,
+    /// Script bodies seen, for `NOSCRIPT` transparency (see
+    /// [`super::scripts`]).
+    pub scripts: super::ScriptRegistry,
 }
 
 /// One core's routing-version report, updated as it applies tables and on
@@ -90,6 +93,7 @@ impl Shared {
             reports: (0..cores).map(|_| CoreReport::default()).collect(),
             lease_until_unix_ms: AtomicU64::new(0),
             health_changes: AtomicU64::new(0),
+            scripts: Default::default(),
         }
     }
 

@@ -15,6 +15,7 @@ use super::deferred::Scheduler;
 use super::limits::{self, close_for_output};
 use super::pending::Deferred;
 use super::replies::Refusal;
+use super::scripts::ScriptCache;
 use super::versions::VersionCounts;
 use super::{live_client, moves, Stats, Wake};
 
@@ -54,6 +55,8 @@ pub(super) struct Sink<'a> {
     /// The largest reply forwarded, and the setting that says so.
     pub reply_limit: (u64, &'static str),
     pub max_pipeline: usize,
+    /// `EVALSHA`s that may be retried, undos of failed fan-outs.
+    pub scripts: &'a mut ScriptCache,
     /// Dedicated connections (and generations) whose blocking command was
     /// answered: given back by the caller.
     pub released: &'a mut Vec<(usize, u32)>,
@@ -187,6 +190,26 @@ impl Sink<'_> {
         }
     }
 
+    /// Sends again the `EVALSHA`s of this read that got `-NOSCRIPT`
+    /// (`ScriptCache::noscript`), on `conn`, each after a `SCRIPT LOAD`
+    /// (see [`super::scripts`]); true if any was.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn retry_noscript(&mut self, conn: &mut BackendConn) -> bool {
+        let mut any = false;
+        for (e, reply) in std::mem::take(&mut self.scripts.noscript) {
+            if self.scripts.retry(conn, &e, self.versions, self.now_ms) {
+                self.stats.scripts_retried += 1;
+                any = true;
+            } else {
+                // Cannot happen (the frame was kept): the reply as it was.
+                self.versions.add(e.version);
+                self.deliver(e, &reply);
+            }
+        }
+        any
+    }
+
     #[inline]
     pub(super) fn deliver(&mut self, e: Inflight, reply: &[u8]) {
         self.versions.done(e.version);
@@ -199,7 +222,7 @@ impl Sink<'_> {
             } => (idx, gen, seq, purpose),
             Owner::MoveBatch { id } => return self.sched.batch_replied(self.clients, id, reply),
             // The probe's reply only tells that the backend is up.
-            Owner::Probe => return,
+            Owner::Probe | Owner::Discard => return,
             // (Replies are handled by `internal`; this is an error for a
             // connection that failed.)
             Owner::Internal(Internal::Unblocked { b, gen }) => {
@@ -225,10 +248,17 @@ impl Sink<'_> {
                 }
             }
             Purpose::Skip => return,
+            Purpose::Script => {
+                if self.scripts.noscript_or_forget(e, reply) {
+                    return;
+                }
+                st.queue.complete(seq, reply, st.out.buf_mut())
+            }
             Purpose::Part(part) => {
                 let hard = self.hard_limit;
                 let stats = &mut *self.stats;
-                st.queue
+                let undo = st
+                    .queue
                     .complete_part(seq, part, reply, st.out.buf_mut(), hard, |n| {
                         stats.replies_too_large += 1;
                         Refusal::ReplyTooLarge {
@@ -238,6 +268,10 @@ impl Sink<'_> {
                         }
                         .to_reply()
                     });
+                if !undo.is_empty() {
+                    // A fan-out's part is its group.
+                    self.scripts.add_undo(undo);
+                }
                 if st.blocked.is_some() {
                     block_answered(st, seq, self.released, self.resume, self.sched);
                 }

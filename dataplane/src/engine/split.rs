@@ -9,6 +9,7 @@
 
 use keyway_protocol::resp::{array_elements, encode, integer_reply, Args};
 
+use super::gather::{Gather, UndoCmd};
 use super::replies::Refusal;
 
 /// How the parts of a split request are merged.
@@ -20,6 +21,12 @@ pub enum SplitKind {
     Mset,
     /// Integer replies added up (`DEL`, `UNLINK`, `EXISTS`, `TOUCH`, `DBSIZE`).
     Sum,
+    /// Sent to every group; the reply when all agree, else a report
+    /// (script and function management; see [`super::gather`]).
+    Same,
+    /// Sent to every group; arrays of 0/1 combined, 1 where every group
+    /// says 1 (`SCRIPT EXISTS`; see [`super::gather`]).
+    AllOf,
     /// The least of integer replies (`WAIT` over several groups).
     Min,
     /// Arrays merged as a set, first appearance first (`PUBSUB CHANNELS`,
@@ -103,6 +110,8 @@ pub struct Merge {
     error: Option<(u16, Vec<u8>)>,
     /// Bytes of part replies kept until the merge completes.
     held: usize,
+    /// `Same`/`AllOf`: every group's reply (see [`Gather`]).
+    gather: Option<Box<Gather>>,
 }
 
 impl Merge {
@@ -121,7 +130,16 @@ impl Merge {
             sum: if kind == SplitKind::Min { i64::MAX } else { 0 },
             error: None,
             held: 0,
+            gather: None,
         }
+    }
+
+    /// A merge of a command sent to every group (`Same` or `AllOf`), one
+    /// part per group of `g`.
+    pub(crate) fn gather(kind: SplitKind, g: Gather, parts: usize) -> Merge {
+        let mut m = Merge::new(kind, parts, &[]);
+        m.gather = Some(Box::new(g));
+        m
     }
 
     /// Bytes of part replies this merge holds (they count against the
@@ -137,13 +155,17 @@ impl Merge {
         for r in self.replies.iter_mut() {
             *r = None;
         }
+        self.gather = None;
         self.held = reply.len();
         self.error = Some((0, reply));
     }
 
     /// Records part `part`'s reply; true when every part has replied.
     pub fn add(&mut self, part: u16, reply: &[u8]) -> bool {
-        if reply.first() == Some(&b'-') {
+        if let Some(g) = self.gather.as_mut() {
+            self.held += reply.len();
+            g.add(part, reply);
+        } else if reply.first() == Some(&b'-') {
             self.fail(part, reply.to_vec());
         } else {
             match self.kind {
@@ -162,6 +184,8 @@ impl Merge {
                     Some(n) => self.sum = self.sum.saturating_add(n),
                     None => self.fail(part, unexpected(reply)),
                 },
+                // Always with a gather (handled above).
+                SplitKind::Same | SplitKind::AllOf => {}
                 SplitKind::Min => match integer_reply(reply) {
                     Some(n) => self.sum = self.sum.min(n),
                     None => self.fail(part, unexpected(reply)),
@@ -186,13 +210,20 @@ impl Merge {
         }
     }
 
-    /// The merged reply; call once every part has replied.
-    pub fn finish(self, out: &mut Vec<u8>) {
+    /// The merged reply; call once every part has replied. Returns the
+    /// commands that undo a partial success (see [`Gather`]).
+    pub fn finish(self, out: &mut Vec<u8>) -> Vec<UndoCmd> {
         if let Some((_, e)) = self.error {
             out.extend_from_slice(&e);
-            return;
+            return Vec::new();
+        }
+        if let Some(g) = self.gather {
+            return g.finish(self.kind == SplitKind::AllOf, out);
         }
         match self.kind {
+            SplitKind::Same | SplitKind::AllOf => {
+                encode::error(out, "ERR keyway: a fan-out without its replies")
+            }
             SplitKind::Mset => out.extend_from_slice(b"+OK\r\n"),
             SplitKind::Sum | SplitKind::Min | SplitKind::Max => encode::integer(out, self.sum),
             SplitKind::Union => union(&self.replies, out),
@@ -209,7 +240,7 @@ impl Merge {
                         Some(els) if els.remaining() == want => parts.push(els),
                         _ => {
                             out.extend_from_slice(&unexpected(r.as_deref().unwrap_or_default()));
-                            return;
+                            return Vec::new();
                         }
                     }
                 }
@@ -222,6 +253,7 @@ impl Merge {
                 }
             }
         }
+        Vec::new()
     }
 }
 

@@ -194,9 +194,19 @@ impl Ctx {
                 spec,
                 why: "it must reach every group",
             }),
+            // FUNCTION LIST|DUMP|STATS: on the keyless group, as outside.
+            Policy::Scripts(super::policy::ScriptCmd::DocumentedGroup) => Ok(()),
+            Policy::Scripts(_) => Err(Refusal::NotInTransaction {
+                spec,
+                why: "it must reach every group",
+            }),
             Policy::Unsupported(why) => Err(Refusal::Unsupported { spec, why }),
         };
-        let keyless_routed = keys.is_empty() && matches!(policy, Policy::Route { .. });
+        let keyless_routed = keys.is_empty()
+            && matches!(
+                policy,
+                Policy::Route { .. } | Policy::Scripts(super::policy::ScriptCmd::DocumentedGroup)
+            );
         let group = found.and_then(|()| self.group_of(args, &keys));
         // A routed command naming no keys (a script called with none) runs
         // where it would outside a transaction: on the keyless group.

@@ -78,6 +78,13 @@ counters! {
     errors_refused,
     /// Replies that are errors because a backend failed.
     errors_backend,
+    /// `SCRIPT LOAD`s keyway sent before the first `EVALSHA` of a script it
+    /// knows on a backend connection.
+    scripts_preloaded,
+    /// `EVALSHA`s answered `-NOSCRIPT`, loaded and sent again.
+    scripts_retried,
+    /// Commands sent to undo a partial `FUNCTION LOAD`.
+    scripts_undone,
     /// Replies replaced by an error because they exceeded a size limit.
     replies_too_large,
     /// Backend connections established.

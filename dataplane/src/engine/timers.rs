@@ -66,6 +66,7 @@ impl Worker {
         self.tick_clients();
         self.tick_memory();
         self.expire_held();
+        self.prune_scripts();
         self.resume_paused();
         self.run_deferred();
         self.ctx.report();

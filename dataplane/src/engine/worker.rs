@@ -63,6 +63,7 @@ impl Worker {
             backpressure: None,
             memory: Default::default(),
             log: Default::default(),
+            scripts: Default::default(),
             released: Vec::new(),
             unblocked: Vec::new(),
             restores: Vec::new(),
