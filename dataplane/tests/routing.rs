@@ -315,10 +315,7 @@ fn local_commands_answer_like_redis() {
     );
     // Refusals name the command and never reach a backend.
     for (cmd, needle) in [
-        (
-            vec!["SCRIPT", "KILL"],
-            "'SCRIPT KILL': killing a running script",
-        ),
+        (vec!["SCRIPT", "DEBUG", "YES"], "'SCRIPT DEBUG'"),
         (vec!["KEYS", "*"], "'KEYS'"),
         (vec!["CONFIG", "GET", "maxmemory"], "'CONFIG GET'"),
         (vec!["CLUSTER", "INFO"], "not a Redis Cluster node"),

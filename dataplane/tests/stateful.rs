@@ -527,3 +527,63 @@ fn wait_counts_the_replicas_of_the_groups_written_to() {
     let n: i64 = redis::cmd("WAIT").arg(1).arg(200).query(&mut con).unwrap();
     assert_eq!(n, 0, "group 1 has no replica: the timeout answers 0");
 }
+
+#[test]
+fn script_kill_and_function_kill_reach_the_group_running_the_script() {
+    // Redis serves other connections during a script after
+    // busy-reply-threshold; 100 ms instead of 5 s.
+    let redis: Vec<Redis> = (0..3)
+        .map(|_| Redis::start_with(&["--busy-reply-threshold", "100"]))
+        .collect();
+    let body = format!("cores = 1\n{}", groups(&redis.iter().collect::<Vec<_>>()));
+    let kw = Keyway::start(&body);
+    let reference = Redis::start_with(&["--busy-reply-threshold", "100"]);
+    let mut both = SideBySide::connect(reference.addr(), kw.addr);
+    both.same_all(&[&["SCRIPT", "KILL"], &["FUNCTION", "KILL"]]);
+    // The keyless group (slot 0's) runs a script that never ends.
+    let slot0 = &redis[0];
+    let busy = |r: &Redis| {
+        let reply: redis::RedisResult<String> = redis::cmd("PING").query(&mut r.conn());
+        matches!(reply, Err(e) if e.code() == Some("BUSY"))
+    };
+    let mut spinning = TcpStream::connect(kw.addr).unwrap();
+    spinning
+        .write_all(&request(&["EVAL", "while true do end", "0"]))
+        .unwrap();
+    wait_for("the script to run", Duration::from_secs(10), || {
+        busy(slot0).then_some(())
+    });
+    let mut killer = TcpStream::connect(kw.addr).unwrap();
+    let got = exchange_until(&mut killer, &request(&["SCRIPT", "KILL"]), b"\r\n");
+    assert_eq!(got, b"+OK\r\n", "the group running it killed it");
+    let ended = read_until(&mut spinning, b"\r\n");
+    assert!(
+        ended.starts_with(b"-ERR") && String::from_utf8_lossy(&ended).contains("killed"),
+        "{}",
+        String::from_utf8_lossy(&ended)
+    );
+    let got = exchange_until(&mut killer, &request(&["SCRIPT", "KILL"]), b"\r\n");
+    assert_eq!(got, b"-NOTBUSY No scripts in execution right now.\r\n");
+    // The same for a function.
+    let lib = "#!lua name=spin\nredis.register_function{function_name='spin', \
+               callback=function() while true do end end, flags={'no-writes'}}";
+    let got = exchange_until(&mut killer, &request(&["FUNCTION", "LOAD", lib]), b"\r\n");
+    assert_eq!(got, b"$4\r\nspin\r\n");
+    spinning
+        .write_all(&request(&["FCALL", "spin", "0"]))
+        .unwrap();
+    wait_for("the function to run", Duration::from_secs(10), || {
+        busy(slot0).then_some(())
+    });
+    let got = exchange_until(&mut killer, &request(&["FUNCTION", "KILL"]), b"\r\n");
+    assert_eq!(got, b"+OK\r\n");
+    let ended = read_until(&mut spinning, b"\r\n");
+    assert!(
+        ended.starts_with(b"-ERR"),
+        "{}",
+        String::from_utf8_lossy(&ended)
+    );
+    // Everyone goes on.
+    let got = exchange_until(&mut killer, &request(&["PING"]), b"\r\n");
+    assert_eq!(got, b"+PONG\r\n");
+}

@@ -203,7 +203,7 @@ impl Backends {
             return;
         }
         let p = conn.pool;
-        if matches!(conn.link, Link::Up) && self.pools[p].in_use {
+        if matches!(conn.link, Link::Up) && self.pools[p].in_use && !d.id_failed {
             d.state = Use::Free(now_ms);
             d.unblocking = None;
             self.pools[p].free.push(b);

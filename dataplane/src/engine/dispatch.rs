@@ -201,6 +201,7 @@ impl Ctx {
             Policy::Tx(cmd) => self.tx_command(st, cmd, req),
             Policy::Block(blocking) => self.block(st, blocking, req),
             Policy::Wait => self.wait(st, req),
+            Policy::Kill => self.kill(st, req),
             Policy::Local(cmd) => {
                 self.stats.requests_local += 1;
                 if cmd == super::policy::Local::Reset {

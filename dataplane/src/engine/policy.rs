@@ -140,6 +140,9 @@ pub enum Policy {
     Block(Blocking),
     /// `WAIT`, on the groups the client wrote to.
     Wait,
+    /// `SCRIPT KILL`, `FUNCTION KILL`: on every group, each on a connection
+    /// of its own (the shared one may be the one running the script).
+    Kill,
     /// Answered by keyway.
     Local(Local),
     /// Pub/Sub, served by [`super::pubsub`].
@@ -158,8 +161,6 @@ const BLOCKING: &str = "this blocking command is not supported";
 const CLUSTER: &str = "keyway is not a Redis Cluster node; use it as one Redis server";
 const ADMIN: &str = "server administration commands must be sent to each Redis server directly";
 const KEYSPACE: &str = "keyspace-wide commands must reach every group and are not supported yet";
-const SCRIPT_KILL: &str =
-    "killing a running script needs a connection to the group running it; not supported yet";
 const SCRIPT_DEBUG: &str = "script debugging needs a backend connection of its own";
 
 fn decide(c: &CommandSpec) -> Policy {
@@ -250,7 +251,7 @@ fn decide(c: &CommandSpec) -> Policy {
         "function|list" | "function|dump" | "function|stats" | "function|help" | "script|help" => {
             return Policy::Scripts(ScriptCmd::DocumentedGroup)
         }
-        "script|kill" | "function|kill" => return Policy::Unsupported(SCRIPT_KILL),
+        "script|kill" | "function|kill" => return Policy::Kill,
         "script|debug" => return Policy::Unsupported(SCRIPT_DEBUG),
         _ => {}
     }
@@ -474,8 +475,6 @@ mod tests {
             ("scan", None, KEYSPACE),
             ("shutdown", None, ADMIN),
             ("debug", None, ADMIN),
-            ("script", Some("kill"), SCRIPT_KILL),
-            ("function", Some("kill"), SCRIPT_KILL),
             ("script", Some("debug"), SCRIPT_DEBUG),
             ("randomkey", None, KEYSPACE),
             ("time", None, KEYLESS),

@@ -95,8 +95,12 @@ impl Sink<'_> {
             Internal::ConnId => {
                 if let Some(d) = conn.dedicated.as_mut() {
                     d.backend_id = integer_reply(reply);
+                    // Refused while a script runs (`-BUSY`: a connection
+                    // opened for SCRIPT KILL): not worth a warning.
                     if d.backend_id.is_none() {
                         d.id_failed = true;
+                    }
+                    if d.backend_id.is_none() && !reply.starts_with(b"-BUSY") {
                         tracing::warn!(
                             reply = %String::from_utf8_lossy(&reply[..reply.len().min(200)]).trim_end(),
                             "CLIENT ID failed on a dedicated backend connection: a blocked client that \

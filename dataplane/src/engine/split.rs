@@ -38,12 +38,19 @@ pub enum SplitKind {
     /// The largest integer reply (`PUBSUB NUMPAT`: every group has the
     /// patterns keyway subscribes).
     Max,
+    /// `SCRIPT KILL`, `FUNCTION KILL` on every group: an error other than
+    /// `NOTBUSY` (the lowest part's) if any, else `+OK` if a group killed
+    /// one, else `NOTBUSY` as the groups say it.
+    Kill,
 }
 
 impl SplitKind {
     /// Whether each part's reply is kept until all have arrived.
     fn keeps_replies(self) -> bool {
-        matches!(self, SplitKind::Mget | SplitKind::Union | SplitKind::NumSub)
+        matches!(
+            self,
+            SplitKind::Mget | SplitKind::Union | SplitKind::NumSub | SplitKind::Kill
+        )
     }
 
     /// Arguments each key carries with it (the key included).
@@ -165,6 +172,9 @@ impl Merge {
         if let Some(g) = self.gather.as_mut() {
             self.held += reply.len();
             g.add(part, reply);
+        } else if self.kind == SplitKind::Kill {
+            self.held += reply.len();
+            self.replies[usize::from(part)] = Some(reply.to_vec());
         } else if reply.first() == Some(&b'-') {
             self.fail(part, reply.to_vec());
         } else {
@@ -184,8 +194,8 @@ impl Merge {
                     Some(n) => self.sum = self.sum.saturating_add(n),
                     None => self.fail(part, unexpected(reply)),
                 },
-                // Always with a gather (handled above).
-                SplitKind::Same | SplitKind::AllOf => {}
+                // Always with a gather, or kept (handled above).
+                SplitKind::Same | SplitKind::AllOf | SplitKind::Kill => {}
                 SplitKind::Min => match integer_reply(reply) {
                     Some(n) => self.sum = self.sum.min(n),
                     None => self.fail(part, unexpected(reply)),
@@ -227,6 +237,7 @@ impl Merge {
             SplitKind::Mset => out.extend_from_slice(b"+OK\r\n"),
             SplitKind::Sum | SplitKind::Min | SplitKind::Max => encode::integer(out, self.sum),
             SplitKind::Union => union(&self.replies, out),
+            SplitKind::Kill => kill(&self.replies, out),
             SplitKind::NumSub => numsub(&self.replies, out),
             SplitKind::Mget => {
                 let mut parts = Vec::with_capacity(self.replies.len());
@@ -254,6 +265,42 @@ impl Merge {
             }
         }
         Vec::new()
+    }
+}
+
+/// `SCRIPT KILL`/`FUNCTION KILL` over the groups (see [`SplitKind::Kill`]).
+fn kill(replies: &[Option<Vec<u8>>], out: &mut Vec<u8>) {
+    let all = || replies.iter().flatten();
+    let other_error = all().find(|r| r.first() == Some(&b'-') && !r.starts_with(b"-NOTBUSY"));
+    let ok = all().find(|r| r.as_slice() == b"+OK\r\n");
+    match other_error.or(ok).or_else(|| all().next()) {
+        Some(r) => out.extend_from_slice(r),
+        None => out.extend_from_slice(b"+OK\r\n"),
+    }
+}
+
+#[cfg(test)]
+mod kill_tests {
+    use super::*;
+
+    fn merged(replies: &[&[u8]]) -> Vec<u8> {
+        let mut m = Merge::new(SplitKind::Kill, replies.len(), &[]);
+        for (i, r) in replies.iter().enumerate() {
+            m.add(i as u16, r);
+        }
+        let mut out = Vec::new();
+        m.finish(&mut out);
+        out
+    }
+
+    const NOTBUSY: &[u8] = b"-NOTBUSY No scripts in execution right now.\r\n";
+
+    #[test]
+    fn the_group_that_killed_a_script_answers_unless_another_could_not() {
+        assert_eq!(merged(&[NOTBUSY, b"+OK\r\n", NOTBUSY]), b"+OK\r\n");
+        assert_eq!(merged(&[NOTBUSY, NOTBUSY]), NOTBUSY);
+        let unkillable = b"-UNKILLABLE Sorry the script already executed write commands.\r\n";
+        assert_eq!(merged(&[b"+OK\r\n", unkillable, NOTBUSY]), unkillable);
     }
 }
 

@@ -180,6 +180,10 @@ impl Ctx {
             Policy::Tx(_) => Ok(()),
             // Redis answers it at once inside a transaction.
             Policy::Wait => Ok(()),
+            Policy::Kill => Err(Refusal::NotInTransaction {
+                spec,
+                why: "it must reach every group",
+            }),
             // Routed by its channel, like a key.
             Policy::PubSub(PubSubCmd::Publish) => {
                 keys.push(1);
@@ -948,6 +952,50 @@ impl Ctx {
         let now = self.now_ms;
         let (cfg, versions, wake) = (&*self.cfg, &mut self.versions, &mut self.wake);
         self.backends.tick_unblock(b, cfg, now, versions, wake);
+    }
+
+    /// `SCRIPT KILL`, `FUNCTION KILL`: sent to every group, each on a
+    /// dedicated connection — the script to kill may be running on the
+    /// client's own shared connection, whose next request Redis would not
+    /// read before the script ends. The replies are merged
+    /// ([`super::split::SplitKind::Kill`]); the connections go back with
+    /// them.
+    pub(super) fn kill(&mut self, st: &mut ClientState, req: Req<'_>) {
+        let Req { args, place, .. } = req;
+        let n = self.cfg.table.groups().len();
+        let mut conns: Vec<(usize, u32)> = Vec::with_capacity(n);
+        for g in 0..n {
+            match self.lease(st, g as GroupIndex) {
+                Ok(b) => conns.push((b, self.backends.conns[b].gen)),
+                Err(why) => {
+                    for (b, gen) in conns {
+                        self.release_conn(b, gen, false);
+                    }
+                    return self.refuse(st, &why, place);
+                }
+            }
+        }
+        let Some(&(b, gen)) = conns.first() else {
+            return self.refuse(st, &Refusal::ClusterDown { slot: 0 }, place);
+        };
+        let merge = super::split::Merge::new(super::split::SplitKind::Kill, n, &[]);
+        let seq = super::route::merge_in_place(st, place, merge);
+        self.stats.requests_split += 1;
+        for (i, &(b, _)) in conns.iter().enumerate() {
+            self.enqueue(st, b, seq, Purpose::Part(i as u16), |out| {
+                encode::request(out, args)
+            });
+        }
+        st.wait_conns = conns[1..].to_vec();
+        st.blocked = Some(Blocked {
+            seq,
+            b,
+            gen,
+            leased: true,
+            restore: blocking::Restore::Nothing,
+            parts: n as u16,
+            again: None,
+        });
     }
 
     /// `RESET`: leaves the transaction and the watch.
