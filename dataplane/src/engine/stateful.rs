@@ -394,7 +394,21 @@ impl Ctx {
             self.stats.requests_local += 1;
             return answer_in_place(st, b"*0\r\n", place);
         }
-        // EXEC <count> <MULTI … EXEC> <key>…
+        // The common case: every key on a stable slot of one group, nothing
+        // of the client kept back: the block goes out as it is queued.
+        if place.at.is_none() && !st.queue.has_kept() {
+            if let Some(g) = self.stable_group(&tx, st) {
+                let pin = self.watching(st);
+                let count = tx.count as usize;
+                return self.send_block(st, place, pin, g, count, |out| {
+                    out.extend_from_slice(MULTI);
+                    out.extend_from_slice(&tx.frames);
+                    out.extend_from_slice(EXEC);
+                });
+            }
+        }
+        // Else keys move or wait first: EXEC <count> <MULTI … EXEC> <key>…,
+        // a request the migration path can keep back and dispatch again.
         let mut block = Vec::with_capacity(MULTI.len() + tx.frames.len() + EXEC.len());
         block.extend_from_slice(MULTI);
         block.extend_from_slice(&tx.frames);
@@ -421,6 +435,36 @@ impl Ctx {
             },
         };
         self.exec_block(st, req);
+    }
+
+    /// The group of a transaction whose keys are all on stable slots of
+    /// one group (the watch's, or the keyless group, if it has none);
+    /// `None` if any key's slot is moving, held or unassigned.
+    fn stable_group(&self, tx: &Tx, st: &ClientState) -> Option<GroupIndex> {
+        let table = &self.cfg.table;
+        let mut group = None;
+        let mut rest = tx.keys.as_slice();
+        while !rest.is_empty() {
+            // `$<len>\r\n<key>\r\n`, as `in_multi` encoded it.
+            let eol = rest.iter().position(|&c| c == b'\r')?;
+            let len: usize = std::str::from_utf8(rest.get(1..eol)?).ok()?.parse().ok()?;
+            let key = rest.get(eol + 2..eol + 2 + len)?;
+            rest = rest.get(eol + 4 + len..)?;
+            match table.route(table.slot_of(key)) {
+                SlotRoute::Stable(g) if group.is_none_or(|x| x == g) => group = Some(g),
+                _ => return None,
+            }
+        }
+        match group {
+            Some(g) => Some(g),
+            None => self
+                .watching(st)
+                .map(|p| p.group)
+                .or_else(|| match table.route(0) {
+                    SlotRoute::Stable(g) => Some(g),
+                    _ => None,
+                }),
+        }
     }
 
     /// Sends a transaction's block (a request `EXEC <count> <block>
@@ -476,6 +520,23 @@ impl Ctx {
             let slot = 0;
             return self.refuse(st, &Refusal::ClusterDown { slot }, place);
         };
+        let block = args.get(2);
+        self.send_block(st, place, pin, g, count, |out| out.extend_from_slice(block));
+    }
+
+    /// Sends a transaction of `count` commands to group `g` (on the watch
+    /// connection `pin`, if it watches keys): `write` appends `MULTI`, the
+    /// commands and `EXEC` in one piece; MULTI's and each `+QUEUED` reply are
+    /// dropped, EXEC's is the client's.
+    fn send_block(
+        &mut self,
+        st: &mut ClientState,
+        place: Place,
+        pin: Option<Pin>,
+        g: GroupIndex,
+        count: usize,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) {
         let b = match pin {
             Some(p) => {
                 if p.group != g || !self.pin_alive(st, p) {
@@ -507,12 +568,7 @@ impl Ctx {
         self.stats.requests_forwarded += 1;
         self.stats.transactions += 1;
         st.wrote |= super::route::group_bit(g);
-        let block = args.get(2);
-        self.enqueue(st, b, seq, Purpose::Skip, |out| {
-            out.extend_from_slice(block)
-        });
-        // One reply per command: MULTI's and each +QUEUED are dropped,
-        // EXEC's is the client's.
+        self.enqueue(st, b, seq, Purpose::Skip, write);
         let version = self.cfg.table.version;
         let conn = &mut self.backends.conns[b];
         for _ in 0..count {
