@@ -316,15 +316,28 @@ impl Ctx {
         read: bool,
         req: Req<'_>,
     ) {
-        let Req { args, raw, place } = req;
         let b = match st.pin {
             None => self.backends.conn(g, read, st.conn_slot, self.now_ms),
             Some(_) => self.client_conn(st, g, read),
         };
+        self.forward_on(st, b, req);
+    }
+
+    /// Sends the whole request on connection `b`, or answers it with the
+    /// backend's error if that is down; returns its reply slot if sent.
+    #[inline(always)]
+    pub(super) fn forward_on(
+        &mut self,
+        st: &mut ClientState,
+        b: usize,
+        req: Req<'_>,
+    ) -> Option<u64> {
+        let Req { args, raw, place } = req;
         if let Some(why) = self.backends.down_error(b) {
             self.stats.errors_backend += 1;
             self.stats.requests_local += 1;
-            return answer_error(st, &why, place);
+            answer_error(st, &why, place);
+            return None;
         }
         let seq = match place.at {
             None => st.queue.push_waiting(),
@@ -338,6 +351,7 @@ impl Ctx {
             Some(bytes) => out.extend_from_slice(bytes),
             None => encode::request(out, args),
         });
+        Some(seq)
     }
 
     /// Splits a multi-key request by group; a request whose keys share one

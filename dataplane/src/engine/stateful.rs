@@ -717,32 +717,6 @@ impl Ctx {
         r
     }
 
-    /// Sends the whole request on connection `b` (a dedicated one).
-    fn forward_on(&mut self, st: &mut ClientState, b: usize, req: Req<'_>) -> Option<u64> {
-        let Req {
-            args, raw, place, ..
-        } = req;
-        if let Some(why) = self.backends.down_error(b) {
-            self.stats.errors_backend += 1;
-            self.stats.requests_local += 1;
-            super::route::answer_error(st, &why, place);
-            return None;
-        }
-        let seq = match place.at {
-            None => st.queue.push_waiting(),
-            Some(seq) => {
-                st.queue.set_waiting(seq);
-                seq
-            }
-        };
-        self.stats.requests_forwarded += 1;
-        self.enqueue(st, b, seq, Purpose::Whole, |out| match raw {
-            Some(bytes) => out.extend_from_slice(bytes),
-            None => encode::request(out, args),
-        });
-        Some(seq)
-    }
-
     /// A blocking command: routed by its keys, sent on a dedicated
     /// connection; the client runs nothing more until its reply.
     pub(super) fn block(&mut self, st: &mut ClientState, blocking: Blocking, req: Req<'_>) {
