@@ -430,6 +430,7 @@ impl Ctx {
     /// Appends a request (or part of one, or a move for it: `purpose`) for
     /// `seq` to backend `b`, or answers it with the backend's error if it is
     /// down.
+    #[inline(always)]
     pub(crate) fn enqueue(
         &mut self,
         st: &mut ClientState,
