@@ -134,6 +134,8 @@ pub(crate) enum Refusal<'a> {
     NotInTransaction { spec: &'a CommandSpec, why: &'a str },
     /// The queued commands exceed `limits.max_request_bytes`.
     TransactionTooLarge { limit: u64 },
+    /// More queued commands than `limits.max_arguments`.
+    TransactionTooManyCommands { limit: usize },
     /// The queued keys are no longer in one group at `EXEC`.
     TransactionSplit,
     /// Every dedicated connection of the core is in use.
@@ -353,6 +355,10 @@ impl Display for Refusal<'_> {
                 f,
                 "ERR the transaction's commands exceed limits.max_request_bytes ({limit} \
                  bytes) together"
+            ),
+            TransactionTooManyCommands { limit } => write!(
+                f,
+                "ERR a transaction holds at most limits.max_arguments ({limit}) commands"
             ),
             TransactionSplit => f.write_str(
                 "TRYAGAIN the transaction's keys are no longer in one group (the routing \

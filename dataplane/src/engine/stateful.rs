@@ -241,6 +241,13 @@ impl Ctx {
             }
             tx.group = Some(g);
         }
+        // Each queued command is one reply awaited at EXEC (an `Inflight`
+        // of 48 bytes): bounded as a request's arguments are.
+        let most = self.cfg.limits.max_arguments;
+        if tx.count as usize >= most {
+            self.scratch.keys = keys;
+            return self.tx_error(st, &Refusal::TransactionTooManyCommands { limit: most });
+        }
         let before = tx.frames.len();
         match raw {
             Some(bytes) => tx.frames.extend_from_slice(bytes),

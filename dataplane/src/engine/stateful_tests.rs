@@ -51,6 +51,27 @@ fn a_transaction_is_queued_by_keyway_and_sent_whole_at_exec() {
 }
 
 #[test]
+fn a_transaction_is_bounded_in_commands_and_bytes() {
+    let settings = Settings {
+        limits: crate::config::Limits {
+            max_arguments: 2,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let mut r = Rig::with(ON_A, settings);
+    let k = key_in(1);
+    r.send(&format!("MULTI;INCR {k};INCR {k};INCR {k};EXEC"));
+    assert_eq!(
+        r.output(),
+        "+OK\r\n+QUEUED\r\n+QUEUED\r\n-ERR a transaction holds at most \
+         limits.max_arguments (2) commands\r\n-EXECABORT Transaction discarded because \
+         of previous errors.\r\n"
+    );
+    assert_eq!(r.written(0), "", "nothing was sent");
+}
+
+#[test]
 fn keys_of_two_groups_abort_the_transaction() {
     let mut r = Rig::new(ON_A);
     let (a, c) = (key_in(1), key_in(2));
