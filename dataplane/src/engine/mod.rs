@@ -214,7 +214,14 @@ impl Ctx {
             close_for_output(st, hard, self.now_ms, &mut self.log, &mut self.wake);
             self.stats.clients_output_limit += 1;
         }
-        if !st.out.is_empty() || st.phase != Phase::Open {
+        // Replies keyway wrote itself wait while replies of later requests
+        // of the same read are still to come from a backend (the `+OK` and
+        // `+QUEUED`s of a transaction whose `EXEC` is out, a `PING` before a
+        // `GET`): they leave together, in one write, as Redis writes the
+        // replies of one read. The reply that completes the queue wakes the
+        // client; a blocked client's are written at once.
+        let hold = !st.queue.is_empty() && st.blocked.is_none();
+        if (!st.out.is_empty() && !hold) || st.phase != Phase::Open {
             self.wake.client(st);
         }
     }
