@@ -311,17 +311,8 @@ impl Backends {
     pub fn conn_in(&mut self, p: usize, slot: usize, now_ms: u64) -> usize {
         let pool = &self.pools[p];
         let b = pool.conns[slot % pool.conns.len()];
-        if let (Link::Idle, PoolKey::Addr(addr)) = (&self.conns[b].link, &pool.key) {
-            let addr = *addr;
-            let gen = self.new_gen();
-            let conn = &mut self.conns[b];
-            conn.gen = gen;
-            conn.link = Link::Connecting { since_ms: now_ms };
-            self.actions.push(Action::Connect {
-                id: BackendId { idx: b as u32, gen },
-                addr,
-                timeout: self.connect_timeout,
-            });
+        if matches!(self.conns[b].link, Link::Idle) {
+            self.open(b, now_ms);
         }
         b
     }

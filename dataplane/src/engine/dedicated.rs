@@ -26,9 +26,12 @@ use super::backend::{BackendConn, Internal, Link, Owner, PoolKey};
 use super::backends::Backends;
 use super::replies::Refusal;
 use super::versions::VersionCounts;
-use super::{Action, BackendId, Wake};
+use super::Wake;
 use crate::config::LiveConfig;
 use crate::routing::GroupIndex;
+
+/// `UNWATCH`, sent when a watch may still be on at Redis.
+pub(crate) const UNWATCH: &[u8] = b"*1\r\n$7\r\nUNWATCH\r\n";
 
 /// A free dedicated connection unused this long is closed.
 pub(crate) const IDLE_CLOSE_MS: u64 = 30_000;
@@ -102,7 +105,7 @@ impl Backends {
         if let Some(why) = shared.and_then(|b| self.down_error(b)) {
             return Err(why);
         }
-        let PoolKey::Addr(addr) = self.pools[p].key.clone() else {
+        let PoolKey::Addr(_) = self.pools[p].key else {
             return Err(Refusal::BackendDown {
                 group: self.pools[p].group.clone(),
                 reason: "its address did not resolve".into(),
@@ -117,9 +120,6 @@ impl Backends {
             unblocks_in_flight: 0,
             id_failed: false,
         }));
-        let gen = self.new_gen();
-        conn.gen = gen;
-        conn.link = Link::Connecting { since_ms: now_ms };
         let version = cfg.table.version;
         conn.out
             .buf_mut()
@@ -128,11 +128,7 @@ impl Backends {
         versions.add(version);
         let b = self.conns.insert(conn);
         self.dedicated += 1;
-        self.actions.push(Action::Connect {
-            id: BackendId { idx: b as u32, gen },
-            addr,
-            timeout: cfg.backend.connect_timeout.duration(),
-        });
+        self.open(b, now_ms);
         Ok(b)
     }
 
@@ -156,8 +152,7 @@ impl Backends {
         };
         d.state = Use::Returning;
         if unwatch {
-            let unwatch = b"*1\r\n$7\r\nUNWATCH\r\n";
-            self.send_internal(b, unwatch, Internal::Ignore, cfg, now_ms, versions, wake);
+            self.send_internal(b, UNWATCH, Internal::Ignore, cfg, now_ms, versions, wake);
         }
         self.settle(b, now_ms);
     }

@@ -87,7 +87,6 @@ pub(crate) fn trusted_limits() -> RequestLimits {
 const MULTI: &[u8] = b"*1\r\n$5\r\nMULTI\r\n";
 const EXEC: &[u8] = b"*1\r\n$4\r\nEXEC\r\n";
 const NIL_ARRAY: &[u8] = b"*-1\r\n";
-const UNWATCH: &[u8] = b"*1\r\n$7\r\nUNWATCH\r\n";
 /// `PUBLISH __keyway__:wait ""`: see [`Ctx::wait`].
 const WAIT_BUMP: &[u8] = b"*3\r\n$7\r\nPUBLISH\r\n$15\r\n__keyway__:wait\r\n$0\r\n\r\n";
 
@@ -327,8 +326,15 @@ impl Ctx {
         if unwatch && !p.ending {
             let (cfg, now) = (&*self.cfg, self.now_ms);
             let (versions, wake) = (&mut self.versions, &mut self.wake);
-            self.backends
-                .send_internal(p.b, UNWATCH, Internal::Ignore, cfg, now, versions, wake);
+            self.backends.send_internal(
+                p.b,
+                super::dedicated::UNWATCH,
+                Internal::Ignore,
+                cfg,
+                now,
+                versions,
+                wake,
+            );
         }
         p.ending = true;
         st.pin = Some(p);
