@@ -110,6 +110,9 @@ pub(crate) struct ClientState {
     /// Its Pub/Sub subscriptions; `Some` only while it has any (RESP2
     /// subscribed mode), see [`super::pubsub`].
     pub subs: Option<Box<super::pubsub::ClientSubs>>,
+    /// The client chose RESP3 (`HELLO 3`): keyway's own replies use RESP3
+    /// types (`encode::map_header`, `null_of`, `verbatim`, … take it).
+    pub resp3: bool,
 }
 
 /// A dedicated backend connection a client's `WATCH` holds.

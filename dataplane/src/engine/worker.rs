@@ -204,6 +204,7 @@ impl Worker {
                 wrote: 0,
                 wait_conns: Vec::new(),
                 subs: None,
+                resp3: false,
             },
         });
         Ok(me)
