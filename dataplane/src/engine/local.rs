@@ -186,7 +186,7 @@ fn client_info_line(st: &ClientState, ctx: &LocalCtx<'_>) -> String {
         .unwrap_or_default();
     format!(
         "id={} addr={} laddr={} name={} age={age} idle={idle} flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 \
-         qbuf={} obl={} oll={} cmd=client|info user=default resp=2 core={}\n",
+         qbuf={} obl={} oll={} cmd=client|info user=default resp={} core={}\n",
         st.id,
         st.peer,
         st.local,
@@ -194,6 +194,7 @@ fn client_info_line(st: &ClientState, ctx: &LocalCtx<'_>) -> String {
         st.inbuf.len(),
         st.out.len(),
         st.queue.len(),
+        if st.resp3 { 3 } else { 2 },
         ctx.core
     )
 }
