@@ -293,3 +293,172 @@ mod tests {
         );
     }
 }
+
+/// How the README's command table classes a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Serving {
+    /// Served as a single Redis serves it.
+    AsRedis,
+    /// Served, with the difference the text says.
+    Differs(&'static str),
+    /// Refused, for the reason the text says.
+    Refused(&'static str),
+}
+
+/// Differences worth a line in the table, by command name (the first match
+/// wins; policies without an entry get a generic line).
+const NOTES: &[(&str, &str)] = &[
+    ("mget", "split by group, the values merged in key order"),
+    (
+        "mset",
+        "split by group; `+OK` once every group has applied its part (not atomic across groups)",
+    ),
+    ("del", "split by group, the counts added"),
+    ("unlink", "split by group, the counts added"),
+    ("exists", "split by group, the counts added"),
+    ("touch", "split by group, the counts added"),
+    ("dbsize", "every group, the counts added"),
+    ("select", "database 0 only"),
+    ("hello", "answered by keyway"),
+    ("auth", "answered by keyway"),
+    (
+        "info",
+        "answered by keyway: its own sections, and what the groups report merged",
+    ),
+    (
+        "command",
+        "answered by keyway: only the commands it serves are listed",
+    ),
+    (
+        "multi",
+        "all keys of a transaction in one group; see Transactions",
+    ),
+    (
+        "exec",
+        "all keys of a transaction in one group; see Transactions",
+    ),
+    (
+        "watch",
+        "leases a dedicated connection to the keys' group; see Transactions",
+    ),
+    (
+        "wait",
+        "every group the client wrote to since its last `WAIT`; the least count",
+    ),
+    (
+        "eval",
+        "routed by its keys; without keys, on the group owning slot 0",
+    ),
+    (
+        "evalsha",
+        "routed by its keys; without keys, on the group owning slot 0",
+    ),
+    (
+        "eval_ro",
+        "routed by its keys; without keys, on the group owning slot 0",
+    ),
+    (
+        "evalsha_ro",
+        "routed by its keys; without keys, on the group owning slot 0",
+    ),
+    (
+        "fcall",
+        "routed by its keys; without keys, on the group owning slot 0",
+    ),
+    (
+        "fcall_ro",
+        "routed by its keys; without keys, on the group owning slot 0",
+    ),
+    ("publish", "see Pub/Sub"),
+    ("spublish", "see Pub/Sub"),
+];
+
+/// How keyway serves `c`, for the README's table.
+pub fn serving(c: &CommandSpec) -> Serving {
+    use super::policy::Keys;
+    let note = NOTES
+        .iter()
+        .find(|(n, _)| *n == c.name)
+        .map(|&(_, text)| text);
+    let differs = |generic: &'static str| Serving::Differs(note.unwrap_or(generic));
+    match policy(c) {
+        Policy::Unsupported(why) => Serving::Refused(why),
+        _ if note.is_some() => differs(""),
+        Policy::Route {
+            keys: Keys::First, ..
+        } => Serving::AsRedis,
+        Policy::Route { .. } if c.key_specs.len() <= 1 && !multi_key(c) => Serving::AsRedis,
+        Policy::Route { .. } => differs("all its keys must be in one group, else `-CROSSSLOT`"),
+        Policy::Split(_) => differs("split by group and merged"),
+        Policy::FanOut(_) => differs("sent to every group, the replies merged"),
+        Policy::Scripts(_) => differs("every group (see Scripts and functions)"),
+        Policy::Tx(_) => differs("see Transactions"),
+        Policy::Block(_) => differs("on a dedicated backend connection; see Blocking commands"),
+        Policy::Wait => differs("see `WAIT`"),
+        Policy::Kill => differs("every group, each on a connection of its own"),
+        Policy::Local(_) => differs("answered by keyway"),
+        Policy::PubSub(_) => differs("see Pub/Sub"),
+    }
+}
+
+/// Whether a key spec of `c` can name more than one key.
+fn multi_key(c: &CommandSpec) -> bool {
+    use keyway_protocol::command::Find;
+    c.key_specs.iter().any(|k| match k.find {
+        Find::Range { lastkey, .. } => lastkey != 0,
+        _ => true,
+    })
+}
+
+/// The README's table of every Redis 7.0 command (between the
+/// `<!-- commands:begin -->` and `<!-- commands:end -->` markers; a unit
+/// test keeps it current: `KEYWAY_BLESS=1 cargo test -p keyway --lib
+/// readme_command_table` rewrites it).
+pub fn readme_table() -> String {
+    let mut t = String::from("| Command | Served | How, or why not |\n|---|---|---|\n");
+    for c in command::all() {
+        if !c.subcommands.is_empty() {
+            // Containers are described by their subcommands.
+            continue;
+        }
+        let name = c.name.replace('|', " ").to_uppercase();
+        let (served, how) = match serving(c) {
+            Serving::AsRedis => ("yes", String::new()),
+            Serving::Differs(d) => ("with a difference", d.to_string()),
+            Serving::Refused(why) => ("no", why.to_string()),
+        };
+        t.push_str(&format!(
+            "| `{name}` | {served} | {} |\n",
+            how.replace('|', "\\|")
+        ));
+    }
+    t
+}
+
+#[cfg(test)]
+mod readme {
+    use super::*;
+
+    #[test]
+    fn readme_command_table_is_current() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md");
+        let readme = std::fs::read_to_string(path).unwrap();
+        let (begin, end) = ("<!-- commands:begin -->\n", "<!-- commands:end -->");
+        let (Some(a), Some(b)) = (readme.find(begin), readme.find(end)) else {
+            panic!("README.md lacks the {begin:?} … {end:?} markers");
+        };
+        let current = &readme[a + begin.len()..b];
+        let want = readme_table();
+        if current != want {
+            if std::env::var_os("KEYWAY_BLESS").is_some() {
+                let new = format!("{}{want}{}", &readme[..a + begin.len()], &readme[b..]);
+                std::fs::write(path, new).unwrap();
+            } else {
+                panic!(
+                    "README.md's command table is stale: run \
+                     `KEYWAY_BLESS=1 cargo test -p keyway --lib readme_command_table`"
+                );
+            }
+        }
+    }
+}

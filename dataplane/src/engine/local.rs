@@ -55,6 +55,12 @@ pub(crate) fn run(cmd: Local, st: &mut ClientState, args: &Args<'_>, ctx: &Local
             st.name = None;
             st.reply(|o| encode::simple(o, b"RESET"));
         }
+        Local::Role => st.reply(|o| {
+            encode::array_header(o, 3);
+            encode::bulk(o, b"master");
+            encode::integer(o, 0);
+            encode::array_header(o, 0);
+        }),
         Local::Info => info(st, args, ctx),
         Local::Command(sub) => command(sub, st, args),
         Local::Client(sub) => client(sub, st, args, ctx),

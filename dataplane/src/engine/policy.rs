@@ -28,6 +28,8 @@ pub enum Local {
     Auth,
     /// `RESET`.
     Reset,
+    /// `ROLE`: keyway is a master without replicas of its own.
+    Role,
     /// `INFO [section …]`.
     Info,
     /// `COMMAND` and its subcommands.
@@ -84,8 +86,10 @@ pub enum ScriptCmd {
     FunctionLoad,
     /// `FUNCTION DELETE|FLUSH|RESTORE`: every group.
     EveryGroup,
-    /// `FUNCTION LIST|DUMP|STATS`, `SCRIPT HELP`, `FUNCTION HELP`: the
-    /// documented group (the owner of slot 0).
+    /// `FUNCTION LIST|DUMP|STATS`, `SCRIPT HELP`, `FUNCTION HELP`, and
+    /// keyless commands whose reply is the same on every group (`OBJECT
+    /// HELP`, `XINFO HELP`, `LOLWUT`, …): the documented group (the owner of
+    /// slot 0).
     DocumentedGroup,
 }
 
@@ -173,6 +177,7 @@ fn decide(c: &CommandSpec) -> Policy {
         "hello" => return local(Local::Hello),
         "auth" => return local(Local::Auth),
         "reset" => return local(Local::Reset),
+        "role" => return local(Local::Role),
         "info" => return local(Local::Info),
         "command" => return local(Local::Command(CommandSub::All)),
         "command|count" => return local(Local::Command(CommandSub::Count)),
@@ -249,6 +254,10 @@ fn decide(c: &CommandSpec) -> Policy {
             return Policy::Scripts(ScriptCmd::EveryGroup)
         }
         "function|list" | "function|dump" | "function|stats" | "function|help" | "script|help" => {
+            return Policy::Scripts(ScriptCmd::DocumentedGroup)
+        }
+        // Keyless, the same on every group, harmless: Redis's own reply.
+        "object|help" | "xinfo|help" | "xgroup|help" | "module|help" | "lolwut" | "pfselftest" => {
             return Policy::Scripts(ScriptCmd::DocumentedGroup)
         }
         "script|kill" | "function|kill" => return Policy::Kill,
