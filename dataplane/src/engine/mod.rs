@@ -16,7 +16,7 @@ mod backend_io;
 mod backends;
 pub mod blocking;
 mod client;
-mod commands;
+pub mod commands;
 #[cfg(test)]
 mod count_tests;
 mod dedicated;
