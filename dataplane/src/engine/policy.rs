@@ -165,6 +165,8 @@ const BLOCKING: &str = "this blocking command is not supported";
 const CLUSTER: &str = "keyway is not a Redis Cluster node; use it as one Redis server";
 const ADMIN: &str = "server administration commands must be sent to each Redis server directly";
 const KEYSPACE: &str = "keyspace-wide commands must reach every group and are not supported yet";
+const ACL: &str = "keyway has no ACL users of its own yet (AUTH accepts the default user); \
+                   the groups' ACLs are administered on each Redis server directly";
 const SCRIPT_DEBUG: &str = "script debugging needs a backend connection of its own";
 
 fn decide(c: &CommandSpec) -> Policy {
@@ -241,6 +243,9 @@ fn decide(c: &CommandSpec) -> Policy {
         return Policy::Unsupported(
             "this CLIENT subcommand would describe keyway's backend connections, not yours",
         );
+    }
+    if c.name.starts_with("acl") {
+        return Policy::Unsupported(ACL);
     }
     if c.name.starts_with("cluster") || matches!(c.name, "asking" | "readonly" | "readwrite") {
         return Policy::Unsupported(CLUSTER);
