@@ -388,3 +388,40 @@ fn ping_and_select_edge_cases_match_redis() {
     both.same(&["SELECT", "99999999999999999999"]);
     both.same(&["SELECT", "0"]);
 }
+
+/// `redis-cli` in interactive mode (a terminal: `script` gives it a pty;
+/// `TERM=dumb` keeps linenoise from querying the cursor) starts by asking
+/// `COMMAND DOCS` for its hints, then shows replies by their types: a
+/// session through keyway prints what the same session prints on Redis.
+#[test]
+fn redis_cli_interactive_mode_works_unchanged() {
+    let c = cluster(2);
+    let reference = Redis::start();
+    let session = "SET a 1\nGET a\nHSET h f v\nHGETALL h\nMGET a nosuch h\nDEL a h\nquit\n";
+    let run = |addr: std::net::SocketAddr| {
+        let cmd = format!("redis-cli -h {} -p {}", addr.ip(), addr.port());
+        let mut child = std::process::Command::new("timeout")
+            .args(["20", "script", "-qec", &cmd, "/dev/null"])
+            .env("TERM", "dumb")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(session.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stdout).replace(&format!(":{}>", addr.port()), ":PORT>")
+    };
+    let ours = run(c.kw.addr);
+    let theirs = run(reference.addr().parse().unwrap());
+    assert!(
+        ours.contains("1) \"f\"") && ours.contains("3) (nil)"),
+        "{ours}"
+    );
+    assert_eq!(ours, theirs);
+}
