@@ -22,6 +22,7 @@ mod dedicated;
 mod deferred;
 mod dispatch;
 mod gather;
+mod keyspace;
 pub mod health;
 #[cfg(test)]
 mod hold_tests;

@@ -1,0 +1,432 @@
+//! Keyspace-wide commands over every group: `SCAN`, `KEYS`, `RANDOMKEY`,
+//! `FLUSHALL`/`FLUSHDB`, `LASTSAVE`, `TIME` (`DBSIZE` is a plain fan-out).
+//!
+//! - `SCAN cursor [MATCH p] [COUNT n] [TYPE t]` visits the groups one after
+//!   another. keyway's cursor is a decimal `u64` below 2⁶³ (so that clients
+//!   parsing it as a signed or an unsigned 64-bit number both work):
+//!   bits 40..55 hold the group index plus one, bits 0..40 the group's own
+//!   backend cursor ([`encode_cursor`]). Cursor `0` starts at the first group
+//!   of the scan order with backend cursor 0; each request is sent, options
+//!   as given (so `COUNT`, `MATCH`, `TYPE` and their errors are the group's
+//!   own, as Redis words them), as `SCAN <backend cursor> …` to that group's
+//!   master; the reply's cursor is rewritten: the same group with the
+//!   group's new cursor, or, once the group answers 0, the next group with
+//!   cursor 0, or `0` after the last group. A cursor keyway cannot decode
+//!   (not a number as Redis's `strtoul` reads one, bit 63 set, a group part
+//!   of 0 with a backend part, a group the table does not have) gets Redis's
+//!   `-ERR invalid cursor`.
+//!
+//!   The scan order ([`scan_order`]) is computed from the current table at
+//!   every step (the cursor names a group, not a position): the groups in
+//!   index order, except that the source of every slot migration comes
+//!   before its destination (a topological order of the migrations' edges,
+//!   lowest index first; a cycle is broken by index). A key that exists
+//!   throughout a full iteration is returned at least once as long as the
+//!   migrations under way are the same at every step of the scan: a key
+//!   moved from S to D while the scan runs is either still in S when S is
+//!   scanned, or in D, scanned after S. It may be returned twice (once by
+//!   each group). When a migration starts or ends mid-scan the order may
+//!   change between two steps: a group can then be visited twice, or,
+//!   when a group moves from after the current one to before it, skipped;
+//!   and a key moved by a migration that started mid-scan from a group not
+//!   yet scanned to one already scanned is missed. A scan started after the
+//!   change is complete again. Group indices are the table's: a table that
+//!   removes groups invalidates the cursors naming them.
+//! - `KEYS pattern`: every group, the arrays concatenated in group order
+//!   ([`concat`]), held within `limits.max_merged_reply` like every merge.
+//! - `RANDOMKEY`: every group is asked; the reply is one of the keys
+//!   answered, chosen at random among the groups that answered one (so a
+//!   key of a small group is likelier than one of a large group, unlike
+//!   Redis's uniform pick); nil only when every group answered nil.
+//! - `FLUSHALL`/`FLUSHDB` (with `ASYNC`/`SYNC` as given): every group's
+//!   master, merged by [`super::gather`]: Redis's `+OK` when every group
+//!   answered it, else `-ERR keyway: FLUSHALL failed on group(s) …`
+//!   naming the groups that failed and those flushed anyway.
+//! - `LASTSAVE`: the oldest of the groups' (the moment by which everything
+//!   was saved), `SplitKind::Min`.
+//! - `TIME`: keyway's own clock (the host's real-time clock), not a
+//!   backend's.
+
+use std::hash::{BuildHasher, Hasher};
+
+use keyway_protocol::command::CommandSpec;
+use keyway_protocol::resp::{array_elements, encode};
+
+use super::backend::Purpose;
+use super::client::ClientState;
+use super::gather::Undo;
+use super::policy::KeyspaceCmd;
+use super::replies::Refusal;
+use super::route::{merge_in_place, Req};
+use super::split::{Merge, SplitKind};
+use super::Ctx;
+use crate::routing::{GroupIndex, RoutingTable};
+
+/// Bits of a keyway cursor that hold the backend's cursor. A Redis cursor
+/// is below the size of the key table scanned (a power of two): 2⁴⁰ slots
+/// would take far more memory than any server has.
+const BACKEND_BITS: u32 = 40;
+/// Bits that hold the group index plus one (groups are fewer than 2¹⁵:
+/// `routing::MAX_GROUPS`).
+const GROUP_BITS: u32 = 15;
+const BACKEND_MASK: u64 = (1 << BACKEND_BITS) - 1;
+const _: () = assert!(crate::routing::MAX_GROUPS < (1 << GROUP_BITS));
+const _: () = assert!(BACKEND_BITS + GROUP_BITS < 64);
+
+/// keyway's cursor for `backend` on group `g`; `None` if the backend's
+/// cursor does not fit.
+pub(crate) fn encode_cursor(g: GroupIndex, backend: u64) -> Option<u64> {
+    (backend <= BACKEND_MASK).then(|| ((u64::from(g) + 1) << BACKEND_BITS) | backend)
+}
+
+/// A cursor as Redis reads it (`strtoul`, base 10: an optional sign, digits
+/// to the end; a leading space, any other byte or an overflow is invalid;
+/// the empty string is 0; a `-` negates modulo 2⁶⁴).
+fn parse_cursor(arg: &[u8]) -> Option<u64> {
+    let (neg, digits) = match arg.first() {
+        Some(b'-') => (true, &arg[1..]),
+        Some(b'+') => (false, &arg[1..]),
+        _ => (false, arg),
+    };
+    if digits.is_empty() && !arg.is_empty() {
+        // strtoul reads no number: eptr stays at the sign.
+        return None;
+    }
+    let mut n: u64 = 0;
+    for &b in digits {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+    }
+    Some(if neg { n.wrapping_neg() } else { n })
+}
+
+/// Where a `SCAN` cursor points: `None` for a cursor that starts a scan,
+/// else the group and its backend cursor; `Err` for an invalid cursor.
+pub(crate) fn decode_cursor(arg: &[u8], groups: usize) -> Result<Option<(GroupIndex, u64)>, ()> {
+    let n = parse_cursor(arg).ok_or(())?;
+    if n == 0 {
+        return Ok(None);
+    }
+    let g = n >> BACKEND_BITS;
+    if g == 0 || g > groups as u64 || g >= (1 << GROUP_BITS) {
+        return Err(());
+    }
+    Ok(Some(((g - 1) as GroupIndex, n & BACKEND_MASK)))
+}
+
+/// The order a scan visits the groups in: index order, except that every
+/// migration's source comes before its destination (Kahn's algorithm,
+/// lowest ready index first; groups left in a cycle follow in index order).
+pub(crate) fn scan_order(table: &RoutingTable) -> Vec<GroupIndex> {
+    let n = table.groups().len();
+    let edges: Vec<(GroupIndex, GroupIndex)> = table
+        .move_pairs()
+        .filter(|&(s, d)| s != d && usize::from(s) < n && usize::from(d) < n)
+        .collect();
+    order_of(n, &edges)
+}
+
+fn order_of(n: usize, edges: &[(GroupIndex, GroupIndex)]) -> Vec<GroupIndex> {
+    if edges.is_empty() {
+        return (0..n as GroupIndex).collect();
+    }
+    let mut incoming = vec![0usize; n];
+    for &(_, d) in edges {
+        incoming[usize::from(d)] += 1;
+    }
+    let mut done = vec![false; n];
+    let mut order = Vec::with_capacity(n);
+    while order.len() < n {
+        let next = (0..n)
+            .find(|&g| !done[g] && incoming[g] == 0)
+            // A cycle (slots moving both ways): the lowest left.
+            .or_else(|| (0..n).find(|&g| !done[g]));
+        let Some(g) = next else { break };
+        done[g] = true;
+        order.push(g as GroupIndex);
+        for &(s, d) in edges {
+            if usize::from(s) == g && !done[usize::from(d)] {
+                incoming[usize::from(d)] = incoming[usize::from(d)].saturating_sub(1);
+            }
+        }
+    }
+    order
+}
+
+/// The group after `g` in `order`, if any.
+fn after(order: &[GroupIndex], g: GroupIndex) -> Option<GroupIndex> {
+    let at = order.iter().position(|&x| x == g)?;
+    order.get(at + 1).copied()
+}
+
+impl Ctx {
+    /// Serves a keyspace-wide command (see the module docs).
+    pub(super) fn keyspace(
+        &mut self,
+        st: &mut ClientState,
+        cmd: KeyspaceCmd,
+        spec: &CommandSpec,
+        read: bool,
+        req: Req<'_>,
+    ) {
+        match cmd {
+            KeyspaceCmd::Scan => self.scan(st, req),
+            KeyspaceCmd::RandomKey => {
+                let pick = std::collections::hash_map::RandomState::new()
+                    .build_hasher()
+                    .finish() as u32;
+                self.fan_out(st, SplitKind::RandomKey { pick }, read, req)
+            }
+            KeyspaceCmd::Flush => {
+                self.every_group(st, spec, SplitKind::Same, Undo::Nothing, req)
+            }
+        }
+    }
+
+    /// One step of a `SCAN`: the cursor's group, on its master.
+    fn scan(&mut self, st: &mut ClientState, req: Req<'_>) {
+        let Req { args, place, .. } = req;
+        if self.cfg.table.has_holds() {
+            return self.sched.hold(st, req, self.now_ms, &mut self.stats);
+        }
+        let table = &self.cfg.table;
+        let groups = table.groups().len();
+        if groups == 0 {
+            return self.refuse(st, &Refusal::ClusterDown { slot: 0 }, place);
+        }
+        let order = scan_order(table);
+        let (group, cursor) = match decode_cursor(args.get(1), groups) {
+            Err(()) => return self.refuse(st, &Refusal::InvalidCursor, place),
+            Ok(None) => (order[0], 0),
+            Ok(Some(at)) => at,
+        };
+        let next = after(&order, group);
+        let merge = Merge::new(SplitKind::Scan { group, next }, 1, &[]);
+        let seq = merge_in_place(st, place, merge);
+        self.stats.requests_split += 1;
+        // The master: a replica's lag could hide a key just moved there.
+        let b = self.client_conn(st, group, false);
+        self.enqueue(st, b, seq, Purpose::Part(0), |out| {
+            encode::array_header(out, args.len());
+            encode::bulk(out, args.get(0));
+            encode::bulk(out, cursor.to_string().as_bytes());
+            for i in 2..args.len() {
+                encode::bulk(out, args.get(i));
+            }
+        });
+    }
+}
+
+fn unexpected(reply: &[u8]) -> Vec<u8> {
+    Refusal::UnexpectedPartReply { reply }.to_reply()
+}
+
+/// A bulk string's content (`$3\r\nabc\r\n` → `abc`).
+fn bulk_content(reply: &[u8]) -> Option<&[u8]> {
+    let rest = reply.strip_prefix(b"$")?;
+    let nl = rest.iter().position(|&b| b == b'\r')?;
+    let len: usize = std::str::from_utf8(&rest[..nl]).ok()?.parse().ok()?;
+    rest.get(nl + 2..nl + 2 + len)
+}
+
+/// `SCAN`'s reply from group `group`, its cursor rewritten (see the module
+/// docs).
+pub(crate) fn scan_reply(
+    group: GroupIndex,
+    next: Option<GroupIndex>,
+    replies: &[Option<Vec<u8>>],
+    out: &mut Vec<u8>,
+) {
+    let reply = replies.first().and_then(Option::as_deref).unwrap_or_default();
+    let parsed = array_elements(reply).and_then(|mut els| {
+        if els.remaining() != 2 {
+            return None;
+        }
+        let cursor = bulk_content(els.next()?)?;
+        let cursor: u64 = std::str::from_utf8(cursor).ok()?.parse().ok()?;
+        Some((cursor, els.next()?))
+    });
+    let Some((cursor, keys)) = parsed else {
+        return out.extend_from_slice(&unexpected(reply));
+    };
+    let ours = if cursor != 0 {
+        match encode_cursor(group, cursor) {
+            Some(c) => c,
+            None => return out.extend_from_slice(&unexpected(reply)),
+        }
+    } else {
+        match next {
+            Some(n) => encode_cursor(n, 0).unwrap_or_default(),
+            None => 0,
+        }
+    };
+    encode::array_header(out, 2);
+    encode::bulk(out, ours.to_string().as_bytes());
+    out.extend_from_slice(keys);
+}
+
+/// The parts' arrays as one, part order (`KEYS`).
+pub(crate) fn concat(replies: &[Option<Vec<u8>>], out: &mut Vec<u8>) {
+    let mut total = 0;
+    for r in replies {
+        match r.as_deref().and_then(array_elements) {
+            Some(els) => total += els.remaining(),
+            None => return out.extend_from_slice(&unexpected(r.as_deref().unwrap_or_default())),
+        }
+    }
+    encode::array_header(out, total);
+    for els in replies.iter().flatten().filter_map(|r| array_elements(r)) {
+        for el in els {
+            out.extend_from_slice(el);
+        }
+    }
+}
+
+/// Whether a reply is a nil (RESP2 null bulk or array, RESP3 null).
+fn is_nil(reply: &[u8]) -> bool {
+    reply.starts_with(b"$-1\r\n") || reply.starts_with(b"*-1\r\n") || reply.starts_with(b"_\r\n")
+}
+
+/// `RANDOMKEY`: one of the keys the groups answered, the `pick`-th (modulo
+/// their number); a nil as the first group sent it when none did.
+pub(crate) fn random_key(pick: u32, replies: &[Option<Vec<u8>>], out: &mut Vec<u8>) {
+    let keys: Vec<&[u8]> = replies
+        .iter()
+        .flatten()
+        .map(Vec::as_slice)
+        .filter(|r| !is_nil(r))
+        .collect();
+    if let Some(bad) = keys.iter().find(|r| bulk_content(r).is_none()) {
+        return out.extend_from_slice(&unexpected(bad));
+    }
+    match keys.len() {
+        0 => match replies.iter().flatten().next() {
+            Some(nil) => out.extend_from_slice(nil),
+            None => encode::null(out),
+        },
+        n => out.extend_from_slice(keys[pick as usize % n]),
+    }
+}
+
+/// `TIME` from keyway's clock: seconds and microseconds, as bulk strings.
+pub(crate) fn time(st: &mut ClientState) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = now.as_secs().to_string();
+    let micros = now.subsec_micros().to_string();
+    st.reply(|o| {
+        encode::array_header(o, 2);
+        encode::bulk(o, secs.as_bytes());
+        encode::bulk(o, micros.as_bytes());
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_name_a_group_and_its_backend_cursor() {
+        assert_eq!(decode_cursor(b"0", 3), Ok(None));
+        assert_eq!(decode_cursor(b"", 3), Ok(None), "strtoul reads 0");
+        for g in 0..3 {
+            for backend in [0, 1, 17, BACKEND_MASK] {
+                let c = encode_cursor(g, backend).unwrap();
+                assert!(c != 0 && c < 1 << 63);
+                let text = c.to_string();
+                assert_eq!(decode_cursor(text.as_bytes(), 3), Ok(Some((g, backend))));
+            }
+        }
+        assert_eq!(encode_cursor(0, BACKEND_MASK + 1), None);
+        let g3 = encode_cursor(3, 5).unwrap().to_string();
+        assert_eq!(decode_cursor(g3.as_bytes(), 3), Err(()), "no group 3");
+        for bad in [
+            &b"abc"[..],
+            b" 1",
+            b"1 ",
+            b"-",
+            b"+",
+            b"12x",
+            b"18446744073709551616",
+            b"5",
+            b"-1",
+        ] {
+            assert_eq!(decode_cursor(bad, 3), Err(()), "{bad:?}");
+        }
+        assert_eq!(decode_cursor(b"-0", 3), Ok(None));
+        assert_eq!(decode_cursor(b"+0", 3), Ok(None));
+    }
+
+    #[test]
+    fn sources_come_before_destinations() {
+        assert_eq!(order_of(3, &[]), vec![0, 1, 2]);
+        assert_eq!(order_of(3, &[(2, 0)]), vec![1, 2, 0]);
+        assert_eq!(order_of(3, &[(2, 1), (1, 0)]), vec![2, 1, 0]);
+        assert_eq!(order_of(4, &[(3, 1)]), vec![0, 2, 3, 1]);
+        // Slots moving both ways: every group still once.
+        let mut cyc = order_of(3, &[(0, 1), (1, 0)]);
+        cyc.sort_unstable();
+        assert_eq!(cyc, vec![0, 1, 2]);
+        assert_eq!(after(&[1, 2, 0], 1), Some(2));
+        assert_eq!(after(&[1, 2, 0], 0), None);
+    }
+
+    fn one(r: &[u8]) -> Vec<Option<Vec<u8>>> {
+        vec![Some(r.to_vec())]
+    }
+
+    #[test]
+    fn scan_replies_carry_keyways_cursor() {
+        let keys = b"*2\r\n$1\r\na\r\n$1\r\nb\r\n";
+        let mut reply = b"*2\r\n$2\r\n12\r\n".to_vec();
+        reply.extend_from_slice(keys);
+        let mut out = Vec::new();
+        scan_reply(1, Some(2), &one(&reply), &mut out);
+        let c = encode_cursor(1, 12).unwrap().to_string();
+        let mut want = format!("*2\r\n${}\r\n{c}\r\n", c.len()).into_bytes();
+        want.extend_from_slice(keys);
+        assert_eq!(out, want);
+        // Group done: the next group from its start, or the end.
+        let mut reply = b"*2\r\n$1\r\n0\r\n".to_vec();
+        reply.extend_from_slice(keys);
+        let mut out = Vec::new();
+        scan_reply(1, Some(2), &one(&reply), &mut out);
+        let c = encode_cursor(2, 0).unwrap().to_string();
+        assert!(out.starts_with(format!("*2\r\n${}\r\n{c}\r\n", c.len()).as_bytes()));
+        let mut out = Vec::new();
+        scan_reply(1, None, &one(&reply), &mut out);
+        assert!(out.starts_with(b"*2\r\n$1\r\n0\r\n*2\r\n"));
+        let mut out = Vec::new();
+        scan_reply(1, None, &one(b":1\r\n"), &mut out);
+        assert!(out.starts_with(b"-ERR unexpected reply"));
+    }
+
+    #[test]
+    fn keys_are_concatenated_and_a_random_key_is_one_answered() {
+        let mut out = Vec::new();
+        let parts = vec![
+            Some(b"*1\r\n$1\r\na\r\n".to_vec()),
+            Some(b"*0\r\n".to_vec()),
+            Some(b"*2\r\n$1\r\nb\r\n$1\r\nc\r\n".to_vec()),
+        ];
+        concat(&parts, &mut out);
+        assert_eq!(out, b"*3\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n");
+        let parts = vec![
+            Some(b"$-1\r\n".to_vec()),
+            Some(b"$1\r\nx\r\n".to_vec()),
+            Some(b"$-1\r\n".to_vec()),
+        ];
+        for pick in 0..4 {
+            let mut out = Vec::new();
+            random_key(pick, &parts, &mut out);
+            assert_eq!(out, b"$1\r\nx\r\n");
+        }
+        let nils = vec![Some(b"$-1\r\n".to_vec()); 3];
+        let mut out = Vec::new();
+        random_key(7, &nils, &mut out);
+        assert_eq!(out, b"$-1\r\n");
+    }
+}
