@@ -271,9 +271,16 @@ impl Ctx {
         keys.clear();
         let scripting = spec.in_category(acl::SCRIPTING);
         let target = match extract_keys(spec, args, &mut keys) {
+            // A bad key count Redis refuses itself: its own words.
+            Err(_) if super::keyspace::redis_refuses_bad_numkeys(spec) => {
+                super::scripts::documented_group(&self.cfg.table)
+            }
             Err(e) => Err(Refusal::Keys(e)),
             // EVAL, FCALL… without keys: the documented group.
             Ok(()) if keys.is_empty() && scripting => {
+                super::scripts::documented_group(&self.cfg.table)
+            }
+            Ok(()) if keys.is_empty() && super::keyspace::redis_refuses_bad_numkeys(spec) => {
                 super::scripts::documented_group(&self.cfg.table)
             }
             Ok(()) if keys.is_empty() => Err(Refusal::Keyless { spec, why: keyless }),

@@ -46,10 +46,18 @@
 //!   was saved), `SplitKind::Min`.
 //! - `TIME`: keyway's own clock (the host's real-time clock), not a
 //!   backend's.
+//! - A keyed command whose keys come from a key-count argument
+//!   (`SINTERCARD`, `ZUNION`, `ZINTER`, `ZDIFF`, `ZINTERCARD`, the `…STORE`
+//!   forms, `LMPOP`, `ZMPOP`, `BLMPOP`, `BZMPOP`; not scripts, whose
+//!   errors keyway words as Redis does) with a count keyway cannot read
+//!   (not an integer, negative, past the arguments) or of 0 keys is one
+//!   Redis refuses before touching any key: it is sent as is to the group
+//!   owning slot 0, so that the error is Redis's own
+//!   ([`redis_refuses_bad_numkeys`]).
 
 use std::hash::{BuildHasher, Hasher};
 
-use keyway_protocol::command::CommandSpec;
+use keyway_protocol::command::{acl, CommandSpec, Find};
 use keyway_protocol::resp::{array_elements, encode};
 
 use super::backend::Purpose;
@@ -153,6 +161,17 @@ fn order_of(n: usize, edges: &[(GroupIndex, GroupIndex)]) -> Vec<GroupIndex> {
         }
     }
     order
+}
+
+/// Whether Redis refuses a call of `spec` whose key count keyway could not
+/// read or that names no key (see the module docs): a command with a
+/// key-count key spec that is not a script.
+pub(crate) fn redis_refuses_bad_numkeys(spec: &CommandSpec) -> bool {
+    !spec.in_category(acl::SCRIPTING)
+        && spec
+            .key_specs
+            .iter()
+            .any(|k| matches!(k.find, Find::Keynum { .. }))
 }
 
 /// The group after `g` in `order`, if any.
@@ -358,6 +377,32 @@ mod tests {
         }
         assert_eq!(decode_cursor(b"-0", 3), Ok(None));
         assert_eq!(decode_cursor(b"+0", 3), Ok(None));
+    }
+
+    #[test]
+    fn bad_key_counts_go_to_redis_only_for_commands_that_refuse_them() {
+        let mut with: Vec<&str> = keyway_protocol::command::all()
+            .filter(|c| redis_refuses_bad_numkeys(c))
+            .map(|c| c.name)
+            .collect();
+        with.sort_unstable();
+        assert_eq!(
+            with,
+            [
+                "blmpop",
+                "bzmpop",
+                "lmpop",
+                "sintercard",
+                "zdiff",
+                "zdiffstore",
+                "zinter",
+                "zintercard",
+                "zinterstore",
+                "zmpop",
+                "zunion",
+                "zunionstore"
+            ]
+        );
     }
 
     #[test]

@@ -746,7 +746,19 @@ impl Ctx {
         let mut keys = std::mem::take(&mut self.scratch.keys);
         keys.clear();
         let target = match extract_keys(spec, args, &mut keys) {
+            // A bad key count Redis refuses at once (without blocking):
+            // its own words, from the shared connection.
+            Err(_) if super::keyspace::redis_refuses_bad_numkeys(spec) => {
+                self.scratch.keys = keys;
+                let to = super::scripts::documented_group(&self.cfg.table);
+                return self.send_to_target(st, to, false, req);
+            }
             Err(e) => Err(Refusal::Keys(e)),
+            Ok(()) if keys.is_empty() && super::keyspace::redis_refuses_bad_numkeys(spec) => {
+                self.scratch.keys = keys;
+                let to = super::scripts::documented_group(&self.cfg.table);
+                return self.send_to_target(st, to, false, req);
+            }
             Ok(()) if keys.is_empty() => Err(Refusal::NoKeyToRoute),
             Ok(()) => self.target_of_keys(args, &keys, place),
         };
