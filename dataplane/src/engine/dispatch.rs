@@ -417,7 +417,13 @@ impl Ctx {
 
     /// Sends the request to every group and merges the replies (`DBSIZE`);
     /// holds it whole while any group is on hold.
-    pub(super) fn fan_out(&mut self, st: &mut ClientState, kind: SplitKind, read: bool, req: Req<'_>) {
+    pub(super) fn fan_out(
+        &mut self,
+        st: &mut ClientState,
+        kind: SplitKind,
+        read: bool,
+        req: Req<'_>,
+    ) {
         let Req {
             args, raw, place, ..
         } = req;

@@ -198,9 +198,7 @@ impl Ctx {
                     .finish() as u32;
                 self.fan_out(st, SplitKind::RandomKey { pick }, read, req)
             }
-            KeyspaceCmd::Flush => {
-                self.every_group(st, spec, SplitKind::Same, Undo::Nothing, req)
-            }
+            KeyspaceCmd::Flush => self.every_group(st, spec, SplitKind::Same, Undo::Nothing, req),
         }
     }
 
@@ -258,7 +256,10 @@ pub(crate) fn scan_reply(
     replies: &[Option<Vec<u8>>],
     out: &mut Vec<u8>,
 ) {
-    let reply = replies.first().and_then(Option::as_deref).unwrap_or_default();
+    let reply = replies
+        .first()
+        .and_then(Option::as_deref)
+        .unwrap_or_default();
     let parsed = array_elements(reply).and_then(|mut els| {
         if els.remaining() != 2 {
             return None;

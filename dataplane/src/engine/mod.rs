@@ -22,10 +22,10 @@ mod dedicated;
 mod deferred;
 mod dispatch;
 mod gather;
-mod keyspace;
 pub mod health;
 #[cfg(test)]
 mod hold_tests;
+mod keyspace;
 mod limits;
 #[cfg(test)]
 mod limits_tests;

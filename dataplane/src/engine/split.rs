@@ -277,9 +277,7 @@ impl Merge {
             SplitKind::Scan { group, next } => {
                 super::keyspace::scan_reply(group, next, &self.replies, out)
             }
-            SplitKind::RandomKey { pick } => {
-                super::keyspace::random_key(pick, &self.replies, out)
-            }
+            SplitKind::RandomKey { pick } => super::keyspace::random_key(pick, &self.replies, out),
             SplitKind::Mget => {
                 let mut parts = Vec::with_capacity(self.replies.len());
                 for (p, r) in self.replies.iter().enumerate() {
