@@ -1381,3 +1381,69 @@ fn a_scan_while_a_migration_runs_misses_no_key() {
         &missed[..missed.len().min(10)]
     );
 }
+
+/// A migration that starts (and may end) while a `SCAN` is under way: the
+/// migrations changed, so keyway starts the scan again from the first group
+/// of the new order at the next step (`INFO keyway`: `scans_restarted`),
+/// and every key present throughout is still returned. Without the restart
+/// the new order (g2, g3, g1) would end the scan right after g1, where the
+/// first steps were.
+#[test]
+fn a_migration_starting_mid_scan_restarts_it_and_misses_no_key() {
+    let sys = System::start("scanstart", 3, 0);
+    preload(&sys.dps[0], 300);
+    let before: Vec<String> = sys.placement().into_keys().collect();
+    let cluster = sys.cluster();
+    let g3 = cluster["slots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["group"] == "g3")
+        .map(|r| format!("{}-{}", r["first"], r["last"]))
+        .unwrap();
+    let mut con = client(sys.dps[0].addr);
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut cursor = 0u64;
+    for _ in 0..3 {
+        let (next, keys) = scan_step(&mut con, cursor, 50);
+        for k in keys {
+            *seen.entry(k).or_default() += 1;
+        }
+        cursor = next;
+    }
+    assert_ne!(cursor, 0);
+    assert_eq!((cursor >> 40) & 0x7fff, 1, "still on the first group");
+    ctl_ok(
+        &sys.ctld,
+        &["migrate", "m", "--slots", &g3, "--to", "g1", "--rate", "2000"],
+    );
+    let m = sys.wait_state(1, "moving");
+    let version = m["state"]["version"].as_u64().unwrap();
+    for d in &sys.dps {
+        sys.ctld.wait_acked(&d.id, version);
+    }
+    let mut steps = 0;
+    while cursor != 0 {
+        let (next, keys) = scan_step(&mut con, cursor, 50);
+        for k in keys {
+            *seen.entry(k).or_default() += 1;
+        }
+        cursor = next;
+        steps += 1;
+        assert!(steps < 10_000, "the scan does not end");
+    }
+    let missed: Vec<&String> = before.iter().filter(|k| !seen.contains_key(*k)).collect();
+    assert!(
+        missed.is_empty(),
+        "{} keys missed: {:?}",
+        missed.len(),
+        &missed[..missed.len().min(10)]
+    );
+    let info: String = redis::cmd("INFO").arg("keyway").query(&mut con).unwrap();
+    let restarted: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("scans_restarted:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no scans_restarted in {info}"));
+    assert!(restarted >= 1, "{info}");
+}

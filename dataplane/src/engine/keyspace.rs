@@ -78,13 +78,30 @@ const BACKEND_BITS: u32 = 40;
 /// `routing::MAX_GROUPS`).
 const GROUP_BITS: u32 = 15;
 const BACKEND_MASK: u64 = (1 << BACKEND_BITS) - 1;
+const GROUP_MASK: u64 = (1 << GROUP_BITS) - 1;
+/// Bits 55..63: the scan's epoch ([`Plan::epoch`]); bit 63 stays clear.
+const EPOCH_SHIFT: u32 = BACKEND_BITS + GROUP_BITS;
 const _: () = assert!(crate::routing::MAX_GROUPS < (1 << GROUP_BITS));
-const _: () = assert!(BACKEND_BITS + GROUP_BITS < 64);
+const _: () = assert!(EPOCH_SHIFT + 8 == 63);
 
-/// keyway's cursor for `backend` on group `g`; `None` if the backend's
-/// cursor does not fit.
-pub(crate) fn encode_cursor(g: GroupIndex, backend: u64) -> Option<u64> {
-    (backend <= BACKEND_MASK).then(|| ((u64::from(g) + 1) << BACKEND_BITS) | backend)
+/// Where a `SCAN` cursor points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct At {
+    /// The group to scan.
+    pub group: GroupIndex,
+    /// Its backend cursor.
+    pub backend: u64,
+    /// The epoch of the migrations when the cursor was given.
+    pub epoch: u8,
+}
+
+/// keyway's cursor for `at`; `None` if the backend's cursor does not fit.
+pub(crate) fn encode_cursor(at: At) -> Option<u64> {
+    (at.backend <= BACKEND_MASK).then(|| {
+        (u64::from(at.epoch) << EPOCH_SHIFT)
+            | ((u64::from(at.group) + 1) << BACKEND_BITS)
+            | at.backend
+    })
 }
 
 /// A cursor as Redis reads it (`strtoul`, base 10: an optional sign, digits
@@ -110,30 +127,61 @@ fn parse_cursor(arg: &[u8]) -> Option<u64> {
     Some(if neg { n.wrapping_neg() } else { n })
 }
 
-/// Where a `SCAN` cursor points: `None` for a cursor that starts a scan,
-/// else the group and its backend cursor; `Err` for an invalid cursor.
-pub(crate) fn decode_cursor(arg: &[u8], groups: usize) -> Result<Option<(GroupIndex, u64)>, ()> {
+/// Where a `SCAN` cursor points: `None` for a cursor that starts a scan;
+/// `Err` for an invalid cursor.
+pub(crate) fn decode_cursor(arg: &[u8], groups: usize) -> Result<Option<At>, ()> {
     let n = parse_cursor(arg).ok_or(())?;
     if n == 0 {
         return Ok(None);
     }
-    let g = n >> BACKEND_BITS;
-    if g == 0 || g > groups as u64 || g >= (1 << GROUP_BITS) {
+    let g = (n >> BACKEND_BITS) & GROUP_MASK;
+    if g == 0 || g > groups as u64 || n >> 63 != 0 {
         return Err(());
     }
-    Ok(Some(((g - 1) as GroupIndex, n & BACKEND_MASK)))
+    Ok(Some(At {
+        group: (g - 1) as GroupIndex,
+        backend: n & BACKEND_MASK,
+        epoch: (n >> EPOCH_SHIFT) as u8,
+    }))
 }
 
-/// The order a scan visits the groups in: index order, except that every
-/// migration's source comes before its destination (Kahn's algorithm,
-/// lowest ready index first; groups left in a cycle follow in index order).
-pub(crate) fn scan_order(table: &RoutingTable) -> Vec<GroupIndex> {
+/// How a scan goes through the groups under one table.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Plan {
+    /// The order it visits the groups in: index order, except that every
+    /// migration's source comes before its destination (Kahn's algorithm,
+    /// lowest ready index first; groups left in a cycle follow in index
+    /// order).
+    pub order: Vec<GroupIndex>,
+    /// A hash (8 bits) of the migrations' (source, destination) pairs: a
+    /// cursor given under other migrations starts the scan again.
+    pub epoch: u8,
+}
+
+/// The scan plan of `table`.
+pub(crate) fn scan_plan(table: &RoutingTable) -> Plan {
     let n = table.groups().len();
-    let edges: Vec<(GroupIndex, GroupIndex)> = table
+    let mut edges: Vec<(GroupIndex, GroupIndex)> = table
         .move_pairs()
         .filter(|&(s, d)| s != d && usize::from(s) < n && usize::from(d) < n)
         .collect();
-    order_of(n, &edges)
+    edges.sort_unstable();
+    edges.dedup();
+    Plan {
+        order: order_of(n, &edges),
+        epoch: epoch_of(&edges),
+    }
+}
+
+/// FNV-1a of the sorted pairs, folded to 8 bits.
+fn epoch_of(edges: &[(GroupIndex, GroupIndex)]) -> u8 {
+    let mut h: u32 = 0x811c_9dc5;
+    for &(s, d) in edges {
+        for b in s.to_le_bytes().into_iter().chain(d.to_le_bytes()) {
+            h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+        }
+    }
+    (h ^ (h >> 8) ^ (h >> 16) ^ (h >> 24)) as u8
 }
 
 fn order_of(n: usize, edges: &[(GroupIndex, GroupIndex)]) -> Vec<GroupIndex> {
@@ -213,14 +261,22 @@ impl Ctx {
         if groups == 0 {
             return self.refuse(st, &Refusal::ClusterDown { slot: 0 }, place);
         }
-        let order = scan_order(table);
+        let Plan { order, epoch } = scan_plan(table);
         let (group, cursor) = match decode_cursor(args.get(1), groups) {
             Err(()) => return self.refuse(st, &Refusal::InvalidCursor, place),
             Ok(None) => (order[0], 0),
-            Ok(Some(at)) => at,
+            // The migrations changed since the cursor was given: the order
+            // may have too, so the scan starts again (keys come again,
+            // none is missed).
+            Ok(Some(at)) if at.epoch != epoch => {
+                self.stats.scans_restarted += 1;
+                (order[0], 0)
+            }
+            Ok(Some(at)) => (at.group, at.backend),
         };
         let next = after(&order, group);
-        let merge = Merge::new(SplitKind::Scan { group, next }, 1, &[]);
+        let kind = SplitKind::Scan { group, next, epoch };
+        let merge = Merge::new(kind, 1, &[]);
         let seq = merge_in_place(st, place, merge);
         self.stats.requests_split += 1;
         // The master: a replica's lag could hide a key just moved there.
@@ -253,6 +309,7 @@ fn bulk_content(reply: &[u8]) -> Option<&[u8]> {
 pub(crate) fn scan_reply(
     group: GroupIndex,
     next: Option<GroupIndex>,
+    epoch: u8,
     replies: &[Option<Vec<u8>>],
     out: &mut Vec<u8>,
 ) {
@@ -272,13 +329,23 @@ pub(crate) fn scan_reply(
         return out.extend_from_slice(&unexpected(reply));
     };
     let ours = if cursor != 0 {
-        match encode_cursor(group, cursor) {
+        let at = At {
+            group,
+            backend: cursor,
+            epoch,
+        };
+        match encode_cursor(at) {
             Some(c) => c,
             None => return out.extend_from_slice(&unexpected(reply)),
         }
     } else {
         match next {
-            Some(n) => encode_cursor(n, 0).unwrap_or_default(),
+            Some(group) => encode_cursor(At {
+                group,
+                backend: 0,
+                epoch,
+            })
+            .unwrap_or_default(),
             None => 0,
         }
     };
@@ -348,20 +415,33 @@ pub(crate) fn time(st: &mut ClientState) {
 mod tests {
     use super::*;
 
+    fn at(group: GroupIndex, backend: u64, epoch: u8) -> At {
+        At {
+            group,
+            backend,
+            epoch,
+        }
+    }
+
     #[test]
     fn cursors_name_a_group_and_its_backend_cursor() {
         assert_eq!(decode_cursor(b"0", 3), Ok(None));
         assert_eq!(decode_cursor(b"", 3), Ok(None), "strtoul reads 0");
         for g in 0..3 {
             for backend in [0, 1, 17, BACKEND_MASK] {
-                let c = encode_cursor(g, backend).unwrap();
-                assert!(c != 0 && c < 1 << 63);
-                let text = c.to_string();
-                assert_eq!(decode_cursor(text.as_bytes(), 3), Ok(Some((g, backend))));
+                for epoch in [0, 1, 200, 255] {
+                    let c = encode_cursor(at(g, backend, epoch)).unwrap();
+                    assert!(c != 0 && c < 1 << 63);
+                    let text = c.to_string();
+                    assert_eq!(
+                        decode_cursor(text.as_bytes(), 3),
+                        Ok(Some(at(g, backend, epoch)))
+                    );
+                }
             }
         }
-        assert_eq!(encode_cursor(0, BACKEND_MASK + 1), None);
-        let g3 = encode_cursor(3, 5).unwrap().to_string();
+        assert_eq!(encode_cursor(at(0, BACKEND_MASK + 1, 0)), None);
+        let g3 = encode_cursor(at(3, 5, 0)).unwrap().to_string();
         assert_eq!(decode_cursor(g3.as_bytes(), 3), Err(()), "no group 3");
         for bad in [
             &b"abc"[..],
@@ -373,11 +453,21 @@ mod tests {
             b"18446744073709551616",
             b"5",
             b"-1",
+            b"9223372036854775808",
         ] {
             assert_eq!(decode_cursor(bad, 3), Err(()), "{bad:?}");
         }
         assert_eq!(decode_cursor(b"-0", 3), Ok(None));
         assert_eq!(decode_cursor(b"+0", 3), Ok(None));
+    }
+
+    #[test]
+    fn the_epoch_changes_with_the_migrations() {
+        let none = epoch_of(&[]);
+        let one = epoch_of(&[(2, 0)]);
+        let two = epoch_of(&[(1, 0), (2, 0)]);
+        assert!(none != one && one != two && none != two);
+        assert_eq!(epoch_of(&[(2, 0)]), one, "a function of the pairs");
     }
 
     #[test]
@@ -430,8 +520,8 @@ mod tests {
         let mut reply = b"*2\r\n$2\r\n12\r\n".to_vec();
         reply.extend_from_slice(keys);
         let mut out = Vec::new();
-        scan_reply(1, Some(2), &one(&reply), &mut out);
-        let c = encode_cursor(1, 12).unwrap().to_string();
+        scan_reply(1, Some(2), 9, &one(&reply), &mut out);
+        let c = encode_cursor(at(1, 12, 9)).unwrap().to_string();
         let mut want = format!("*2\r\n${}\r\n{c}\r\n", c.len()).into_bytes();
         want.extend_from_slice(keys);
         assert_eq!(out, want);
@@ -439,14 +529,14 @@ mod tests {
         let mut reply = b"*2\r\n$1\r\n0\r\n".to_vec();
         reply.extend_from_slice(keys);
         let mut out = Vec::new();
-        scan_reply(1, Some(2), &one(&reply), &mut out);
-        let c = encode_cursor(2, 0).unwrap().to_string();
+        scan_reply(1, Some(2), 9, &one(&reply), &mut out);
+        let c = encode_cursor(at(2, 0, 9)).unwrap().to_string();
         assert!(out.starts_with(format!("*2\r\n${}\r\n{c}\r\n", c.len()).as_bytes()));
         let mut out = Vec::new();
-        scan_reply(1, None, &one(&reply), &mut out);
+        scan_reply(1, None, 9, &one(&reply), &mut out);
         assert!(out.starts_with(b"*2\r\n$1\r\n0\r\n*2\r\n"));
         let mut out = Vec::new();
-        scan_reply(1, None, &one(b":1\r\n"), &mut out);
+        scan_reply(1, None, 9, &one(b":1\r\n"), &mut out);
         assert!(out.starts_with(b"-ERR unexpected reply"));
     }
 

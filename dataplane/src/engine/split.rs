@@ -52,6 +52,8 @@ pub enum SplitKind {
         group: crate::routing::GroupIndex,
         /// The group scanned after it (none: the scan ends with it).
         next: Option<crate::routing::GroupIndex>,
+        /// The migrations' epoch the cursor carries.
+        epoch: u8,
     },
     /// `RANDOMKEY` on every group: one of the keys answered, chosen by
     /// `pick` (see [`super::keyspace`]).
@@ -274,8 +276,8 @@ impl Merge {
             SplitKind::Kill => kill(&self.replies, out),
             SplitKind::NumSub => numsub(&self.replies, out),
             SplitKind::Concat => super::keyspace::concat(&self.replies, out),
-            SplitKind::Scan { group, next } => {
-                super::keyspace::scan_reply(group, next, &self.replies, out)
+            SplitKind::Scan { group, next, epoch } => {
+                super::keyspace::scan_reply(group, next, epoch, &self.replies, out)
             }
             SplitKind::RandomKey { pick } => super::keyspace::random_key(pick, &self.replies, out),
             SplitKind::Mget => {
