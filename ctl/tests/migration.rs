@@ -1415,7 +1415,9 @@ fn a_migration_starting_mid_scan_restarts_it_and_misses_no_key() {
     assert_eq!((cursor >> 40) & 0x7fff, 1, "still on the first group");
     ctl_ok(
         &sys.ctld,
-        &["migrate", "m", "--slots", &g3, "--to", "g1", "--rate", "2000"],
+        &[
+            "migrate", "m", "--slots", &g3, "--to", "g1", "--rate", "2000",
+        ],
     );
     let m = sys.wait_state(1, "moving");
     let version = m["state"]["version"].as_u64().unwrap();

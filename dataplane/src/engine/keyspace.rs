@@ -3,37 +3,40 @@
 //!
 //! - `SCAN cursor [MATCH p] [COUNT n] [TYPE t]` visits the groups one after
 //!   another. keyway's cursor is a decimal `u64` below 2⁶³ (so that clients
-//!   parsing it as a signed or an unsigned 64-bit number both work):
-//!   bits 40..55 hold the group index plus one, bits 0..40 the group's own
-//!   backend cursor ([`encode_cursor`]). Cursor `0` starts at the first group
-//!   of the scan order with backend cursor 0; each request is sent, options
-//!   as given (so `COUNT`, `MATCH`, `TYPE` and their errors are the group's
-//!   own, as Redis words them), as `SCAN <backend cursor> …` to that group's
-//!   master; the reply's cursor is rewritten: the same group with the
-//!   group's new cursor, or, once the group answers 0, the next group with
-//!   cursor 0, or `0` after the last group. A cursor keyway cannot decode
-//!   (not a number as Redis's `strtoul` reads one, bit 63 set, a group part
-//!   of 0 with a backend part, a group the table does not have) gets Redis's
-//!   `-ERR invalid cursor`.
+//!   parsing it as a signed or an unsigned 64-bit number both work): bits
+//!   0..40 hold the group's own backend cursor, bits 40..55 the group index
+//!   plus one, bits 55..63 the scan's epoch ([`encode_cursor`], [`At`]).
+//!   Cursor `0` starts at the first group of the scan order with backend
+//!   cursor 0; each request is sent, options as given (so `COUNT`, `MATCH`,
+//!   `TYPE` and their errors are the group's own, as Redis words them), as
+//!   `SCAN <backend cursor> …` to that group's master; the reply's cursor is
+//!   rewritten: the same group with the group's new cursor, or, once the
+//!   group answers 0, the next group with cursor 0, or `0` after the last
+//!   group. A cursor keyway cannot decode (not a number as Redis's
+//!   `strtoul` reads one, bit 63 set, a group part of 0, a group the table
+//!   does not have) gets Redis's `-ERR invalid cursor`.
 //!
-//!   The scan order ([`scan_order`]) is computed from the current table at
-//!   every step (the cursor names a group, not a position): the groups in
-//!   index order, except that the source of every slot migration comes
-//!   before its destination (a topological order of the migrations' edges,
-//!   lowest index first; a cycle is broken by index). A key that exists
-//!   throughout a full iteration is returned at least once as long as the
-//!   migrations under way are the same at every step of the scan: a key
-//!   moved from S to D while the scan runs is either still in S when S is
-//!   scanned, or in D, scanned after S. It may be returned twice (once by
-//!   each group). When a migration starts or ends mid-scan the order may
-//!   change between two steps: a group can then be visited twice, or,
-//!   when a group moves from after the current one to before it, skipped;
-//!   and a key moved by a migration that started mid-scan from a group not
-//!   yet scanned to one already scanned is missed. A scan started after the
-//!   change is complete again. Group indices are the table's: a table that
-//!   removes groups invalidates the cursors naming them.
+//!   The scan plan ([`scan_plan`]) is computed from the current table at
+//!   every step (the cursor names a group, not a position). Its order: the
+//!   groups in index order, except that the source of every slot migration
+//!   comes before its destination (a topological order of the migrations'
+//!   edges, lowest index first; a cycle is broken by index). Its epoch: an
+//!   8-bit hash of the migrations' (source, destination) pairs and of every
+//!   slot's owner. A cursor whose epoch differs from the table's (a
+//!   migration started or ended, slots changed owner, since it was given)
+//!   starts the scan again from the first group (`INFO keyway`:
+//!   `scans_restarted`). So a key that exists throughout a full iteration
+//!   is returned at least once: while the migrations and owners stay the
+//!   same, a key moved from S to D is either still in S when S is scanned
+//!   or in D, scanned after S; when they change, the rest of the scan is a
+//!   full scan under the new ones. Keys may come twice (from each side of a
+//!   move, or again after a restart). Limits: a change whose epoch happens
+//!   to hash the same (1 in 256) is not seen, and may make the scan skip a
+//!   group or miss keys moved meanwhile; a scan through many changes
+//!   (a long rebalance) restarts at each; group indices are the table's,
+//!   so a table that removes groups invalidates the cursors naming them.
 //! - `KEYS pattern`: every group, the arrays concatenated in group order
-//!   ([`concat`]), held within `limits.max_merged_reply` like every merge.
+//!   ([`concat`]), held within `limits.output_hard_limit` like every merge.
 //! - `RANDOMKEY`: every group is asked; the reply is one of the keys
 //!   answered, chosen at random among the groups that answered one (so a
 //!   key of a small group is likelier than one of a large group, unlike
@@ -153,8 +156,9 @@ pub(crate) struct Plan {
     /// lowest ready index first; groups left in a cycle follow in index
     /// order).
     pub order: Vec<GroupIndex>,
-    /// A hash (8 bits) of the migrations' (source, destination) pairs: a
-    /// cursor given under other migrations starts the scan again.
+    /// A hash (8 bits) of the migrations' (source, destination) pairs and
+    /// of every slot's owner: a cursor given under other migrations or
+    /// owners starts the scan again.
     pub epoch: u8,
 }
 
@@ -167,17 +171,24 @@ pub(crate) fn scan_plan(table: &RoutingTable) -> Plan {
         .collect();
     edges.sort_unstable();
     edges.dedup();
+    // Every slot's owner (about 10 µs for 16384 slots, once per step).
+    let owners = (0..table.slot_count()).map(|s| match table.route(s).owner() {
+        Some(g) => g,
+        None => GroupIndex::MAX,
+    });
     Plan {
         order: order_of(n, &edges),
-        epoch: epoch_of(&edges),
+        epoch: epoch_of(&edges, owners),
     }
 }
 
-/// FNV-1a of the sorted pairs, folded to 8 bits.
-fn epoch_of(edges: &[(GroupIndex, GroupIndex)]) -> u8 {
+/// FNV-1a of the sorted pairs and of the slots' owners, folded to 8 bits.
+fn epoch_of(edges: &[(GroupIndex, GroupIndex)], owners: impl Iterator<Item = GroupIndex>) -> u8 {
     let mut h: u32 = 0x811c_9dc5;
-    for &(s, d) in edges {
-        for b in s.to_le_bytes().into_iter().chain(d.to_le_bytes()) {
+    let pairs = edges.iter().flat_map(|&(s, d)| [s, d]);
+    // A marker between the two lists.
+    for v in pairs.chain([GroupIndex::MAX - 1]).chain(owners) {
+        for b in v.to_le_bytes() {
             h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
         }
     }
@@ -462,12 +473,15 @@ mod tests {
     }
 
     #[test]
-    fn the_epoch_changes_with_the_migrations() {
-        let none = epoch_of(&[]);
-        let one = epoch_of(&[(2, 0)]);
-        let two = epoch_of(&[(1, 0), (2, 0)]);
+    fn the_epoch_changes_with_the_migrations_and_the_owners() {
+        let owners = || [0u16, 0, 1, 1, 2, 2].into_iter();
+        let none = epoch_of(&[], owners());
+        let one = epoch_of(&[(2, 0)], owners());
+        let two = epoch_of(&[(1, 0), (2, 0)], owners());
         assert!(none != one && one != two && none != two);
-        assert_eq!(epoch_of(&[(2, 0)]), one, "a function of the pairs");
+        assert_eq!(epoch_of(&[(2, 0)], owners()), one, "a function of both");
+        let moved = epoch_of(&[], [0u16, 0, 1, 1, 2, 0].into_iter());
+        assert_ne!(moved, none, "a slot that changed owner");
     }
 
     #[test]
