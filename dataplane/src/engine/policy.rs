@@ -222,7 +222,7 @@ fn decide(c: &CommandSpec) -> Policy {
         "move" | "swapdb" => return Policy::Unsupported("keyway serves database 0 only"),
         // Keyspace-wide: see `engine::keyspace` and README, "The whole
         // keyspace".
-        "keys" => return Policy::FanOut(SplitKind::Concat),
+        "keys" => return Policy::FanOut(SplitKind::Union),
         "scan" => return Policy::Keyspace(KeyspaceCmd::Scan),
         "randomkey" => return Policy::Keyspace(KeyspaceCmd::RandomKey),
         "flushdb" | "flushall" => return Policy::Keyspace(KeyspaceCmd::Flush),
@@ -505,7 +505,7 @@ mod tests {
 
     #[test]
     fn keyspace_commands_reach_every_group() {
-        assert_eq!(of("keys", None), Policy::FanOut(SplitKind::Concat));
+        assert_eq!(of("keys", None), Policy::FanOut(SplitKind::Union));
         assert_eq!(of("scan", None), Policy::Keyspace(KeyspaceCmd::Scan));
         assert_eq!(
             of("randomkey", None),

@@ -30,7 +30,8 @@ pub enum SplitKind {
     /// The least of integer replies (`WAIT` over several groups).
     Min,
     /// Arrays merged as a set, first appearance first (`PUBSUB CHANNELS`,
-    /// `PUBSUB SHARDCHANNELS`).
+    /// `PUBSUB SHARDCHANNELS`, `KEYS`: a key moving between groups at that
+    /// moment comes once).
     Union,
     /// `[name, count, …]` arrays of the same names, counts added up
     /// (`PUBSUB NUMSUB`, `PUBSUB SHARDNUMSUB`).
@@ -42,8 +43,6 @@ pub enum SplitKind {
     /// `NOTBUSY` (the lowest part's) if any, else `+OK` if a group killed
     /// one, else `NOTBUSY` as the groups say it.
     Kill,
-    /// Arrays concatenated, part order (`KEYS`; see [`super::keyspace`]).
-    Concat,
     /// One part, a `SCAN` on group `group`: its cursor rewritten to name
     /// the group, or `next` once the group is done (see
     /// [`super::keyspace`]).
@@ -72,7 +71,6 @@ impl SplitKind {
                 | SplitKind::Union
                 | SplitKind::NumSub
                 | SplitKind::Kill
-                | SplitKind::Concat
                 | SplitKind::Scan { .. }
                 | SplitKind::RandomKey { .. }
         )
@@ -208,14 +206,12 @@ impl Merge {
                 SplitKind::Mget
                 | SplitKind::Union
                 | SplitKind::NumSub
-                | SplitKind::Concat
                 | SplitKind::Scan { .. }
                 | SplitKind::RandomKey { .. }
                     if self.error.is_some() => {}
                 SplitKind::Mget
                 | SplitKind::Union
                 | SplitKind::NumSub
-                | SplitKind::Concat
                 | SplitKind::Scan { .. }
                 | SplitKind::RandomKey { .. } => {
                     self.held += reply.len();
@@ -275,7 +271,6 @@ impl Merge {
             SplitKind::Union => union(&self.replies, out),
             SplitKind::Kill => kill(&self.replies, out),
             SplitKind::NumSub => numsub(&self.replies, out),
-            SplitKind::Concat => super::keyspace::concat(&self.replies, out),
             SplitKind::Scan { group, next, epoch } => {
                 super::keyspace::scan_reply(group, next, epoch, &self.replies, out)
             }
