@@ -6,9 +6,7 @@
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
-use keyway_protocol::command::{
-    self, extract_keys, CommandSpec, Lookup, COMMANDS, COMMANDS_RESP, DOCS_RESP, REDIS_VERSION,
-};
+use keyway_protocol::command::{self, extract_keys, CommandSpec, Lookup, REDIS_VERSION};
 use keyway_protocol::pattern::glob_match;
 use keyway_protocol::resp::{encode, Args};
 
@@ -57,6 +55,12 @@ pub(crate) fn run(cmd: Local, st: &mut ClientState, args: &Args<'_>, ctx: &Local
             st.name = None;
             st.reply(|o| encode::simple(o, b"RESET"));
         }
+        Local::Role => st.reply(|o| {
+            encode::array_header(o, 3);
+            encode::bulk(o, b"master");
+            encode::integer(o, 0);
+            encode::array_header(o, 0);
+        }),
         Local::Info => info(st, args, ctx),
         Local::Command(sub) => command(sub, st, args),
         Local::Client(sub) => client(sub, st, args, ctx),
@@ -221,26 +225,31 @@ fn find(name: &[u8]) -> Option<&'static CommandSpec> {
 }
 
 fn command(sub: CommandSub, st: &mut ClientState, args: &Args<'_>) {
+    use super::commands;
     match sub {
-        CommandSub::All => st.reply(|o| o.extend_from_slice(COMMANDS_RESP)),
-        CommandSub::Count => st.reply(|o| encode::integer(o, COMMANDS.len() as i64)),
-        CommandSub::Info if args.len() == 2 => st.reply(|o| o.extend_from_slice(COMMANDS_RESP)),
+        CommandSub::All => st.reply(|o| o.extend_from_slice(commands::all_reply())),
+        CommandSub::Count => st.reply(|o| encode::integer(o, commands::count() as i64)),
+        CommandSub::Info if args.len() == 2 => {
+            st.reply(|o| o.extend_from_slice(commands::all_reply()))
+        }
         CommandSub::Info => st.reply(|o| {
             encode::array_header(o, args.len() - 2);
             for name in args.iter().skip(2) {
-                match find(name) {
-                    Some(c) => o.extend_from_slice(c.info_bytes()),
+                match find(name).and_then(commands::info) {
+                    Some(entry) => o.extend_from_slice(entry),
                     None => encode::null(o),
                 }
             }
         }),
-        CommandSub::Docs if args.len() == 2 => st.reply(|o| o.extend_from_slice(DOCS_RESP)),
+        CommandSub::Docs if args.len() == 2 => {
+            st.reply(|o| o.extend_from_slice(commands::docs_all_reply()))
+        }
         CommandSub::Docs => {
             let found: Vec<&'static [u8]> = args
                 .iter()
                 .skip(2)
                 .filter_map(find)
-                .map(|c| c.docs_bytes())
+                .filter_map(commands::docs)
                 .filter(|d| !d.is_empty())
                 .collect();
             st.reply(|o| {
@@ -306,6 +315,7 @@ fn command_list(st: &mut ClientState, args: &Args<'_>) {
         _ => return st.refuse(&Refusal::Syntax),
     };
     let names: Vec<&'static str> = command::all()
+        .filter(|c| super::commands::listed(c))
         .filter(|c| match filter {
             Filter::All => true,
             Filter::Module => false,

@@ -16,6 +16,7 @@ mod backend_io;
 mod backends;
 pub mod blocking;
 mod client;
+pub mod commands;
 #[cfg(test)]
 mod count_tests;
 mod dedicated;

@@ -28,6 +28,8 @@ pub enum Local {
     Auth,
     /// `RESET`.
     Reset,
+    /// `ROLE`: keyway is a master without replicas of its own.
+    Role,
     /// `INFO [section …]`.
     Info,
     /// `COMMAND` and its subcommands.
@@ -86,8 +88,10 @@ pub enum ScriptCmd {
     FunctionLoad,
     /// `FUNCTION DELETE|FLUSH|RESTORE`: every group.
     EveryGroup,
-    /// `FUNCTION LIST|DUMP|STATS`, `SCRIPT HELP`, `FUNCTION HELP`: the
-    /// documented group (the owner of slot 0).
+    /// `FUNCTION LIST|DUMP|STATS`, `SCRIPT HELP`, `FUNCTION HELP`, and
+    /// keyless commands whose reply is the same on every group (`OBJECT
+    /// HELP`, `XINFO HELP`, `LOLWUT`, …): the documented group (the owner of
+    /// slot 0).
     DocumentedGroup,
 }
 
@@ -175,6 +179,8 @@ const PUBSUB: &str = "this Pub/Sub command is not supported";
 const BLOCKING: &str = "this blocking command is not supported";
 const CLUSTER: &str = "keyway is not a Redis Cluster node; use it as one Redis server";
 const ADMIN: &str = "server administration commands must be sent to each Redis server directly";
+const ACL: &str = "keyway has no ACL users of its own yet (AUTH accepts the default user); \
+                   the groups' ACLs are administered on each Redis server directly";
 const SCRIPT_DEBUG: &str = "script debugging needs a backend connection of its own";
 
 fn decide(c: &CommandSpec) -> Policy {
@@ -187,6 +193,7 @@ fn decide(c: &CommandSpec) -> Policy {
         "hello" => return local(Local::Hello),
         "auth" => return local(Local::Auth),
         "reset" => return local(Local::Reset),
+        "role" => return local(Local::Role),
         "info" => return local(Local::Info),
         "command" => return local(Local::Command(CommandSub::All)),
         "command|count" => return local(Local::Command(CommandSub::Count)),
@@ -256,6 +263,9 @@ fn decide(c: &CommandSpec) -> Policy {
             "this CLIENT subcommand would describe keyway's backend connections, not yours",
         );
     }
+    if c.name.starts_with("acl") {
+        return Policy::Unsupported(ACL);
+    }
     if c.name.starts_with("cluster") || matches!(c.name, "asking" | "readonly" | "readwrite") {
         return Policy::Unsupported(CLUSTER);
     }
@@ -268,6 +278,10 @@ fn decide(c: &CommandSpec) -> Policy {
             return Policy::Scripts(ScriptCmd::EveryGroup)
         }
         "function|list" | "function|dump" | "function|stats" | "function|help" | "script|help" => {
+            return Policy::Scripts(ScriptCmd::DocumentedGroup)
+        }
+        // Keyless, the same on every group, harmless: Redis's own reply.
+        "object|help" | "xinfo|help" | "xgroup|help" | "module|help" | "lolwut" | "pfselftest" => {
             return Policy::Scripts(ScriptCmd::DocumentedGroup)
         }
         "script|kill" | "function|kill" => return Policy::Kill,
