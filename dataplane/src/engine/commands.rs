@@ -371,6 +371,28 @@ const NOTES: &[(&str, &str)] = &[
     ),
     ("publish", "see Pub/Sub"),
     ("spublish", "see Pub/Sub"),
+    (
+        "scan",
+        "one group at a time, keyway's cursor naming the group; see The whole keyspace",
+    ),
+    (
+        "keys",
+        "every group, the keys merged; see The whole keyspace",
+    ),
+    (
+        "randomkey",
+        "a key of a random group among those that have keys",
+    ),
+    (
+        "flushall",
+        "every group; `+OK` when every group flushed, else a report naming the groups",
+    ),
+    (
+        "flushdb",
+        "every group; `+OK` when every group flushed, else a report naming the groups",
+    ),
+    ("lastsave", "the oldest of the groups'"),
+    ("time", "keyway's own clock"),
 ];
 
 /// How keyway serves `c`, for the README's table.
@@ -398,6 +420,7 @@ pub fn serving(c: &CommandSpec) -> Serving {
         Policy::Kill => differs("every group, each on a connection of its own"),
         Policy::Local(_) => differs("answered by keyway"),
         Policy::PubSub(_) => differs("see Pub/Sub"),
+        Policy::Keyspace(_) => differs("every group; see The whole keyspace"),
     }
 }
 

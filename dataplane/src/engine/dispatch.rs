@@ -139,6 +139,7 @@ impl Ctx {
                 | Policy::Block(_)
                 | Policy::Wait
                 | Policy::Tx(super::policy::TxCmd::Watch)
+                | Policy::Keyspace(_)
         );
         if routed {
             if let Some(reason) = self.cfg.fence.clone() {
@@ -160,6 +161,7 @@ impl Ctx {
                     | Policy::Scripts(_)
                     | Policy::Block(_)
                     | Policy::Wait
+                    | Policy::Keyspace(_)
             )
         {
             return self
@@ -199,6 +201,7 @@ impl Ctx {
             Policy::FanOut(kind) => self.fan_out(st, kind, read, req),
             Policy::Scripts(cmd) => self.script_command(st, cmd, spec, req),
             Policy::Tx(cmd) => self.tx_command(st, cmd, req),
+            Policy::Keyspace(cmd) => self.keyspace(st, cmd, spec, read, req),
             Policy::Block(blocking) => self.block(st, blocking, req),
             Policy::Wait => self.wait(st, req),
             Policy::Kill => self.kill(st, req),
@@ -268,9 +271,16 @@ impl Ctx {
         keys.clear();
         let scripting = spec.in_category(acl::SCRIPTING);
         let target = match extract_keys(spec, args, &mut keys) {
+            // A bad key count Redis refuses itself: its own words.
+            Err(_) if super::keyspace::redis_refuses_bad_numkeys(spec) => {
+                super::scripts::documented_group(&self.cfg.table)
+            }
             Err(e) => Err(Refusal::Keys(e)),
             // EVAL, FCALL… without keys: the documented group.
             Ok(()) if keys.is_empty() && scripting => {
+                super::scripts::documented_group(&self.cfg.table)
+            }
+            Ok(()) if keys.is_empty() && super::keyspace::redis_refuses_bad_numkeys(spec) => {
                 super::scripts::documented_group(&self.cfg.table)
             }
             Ok(()) if keys.is_empty() => Err(Refusal::Keyless { spec, why: keyless }),
@@ -407,7 +417,13 @@ impl Ctx {
 
     /// Sends the request to every group and merges the replies (`DBSIZE`);
     /// holds it whole while any group is on hold.
-    fn fan_out(&mut self, st: &mut ClientState, kind: SplitKind, read: bool, req: Req<'_>) {
+    pub(super) fn fan_out(
+        &mut self,
+        st: &mut ClientState,
+        kind: SplitKind,
+        read: bool,
+        req: Req<'_>,
+    ) {
         let Req {
             args, raw, place, ..
         } = req;

@@ -64,6 +64,7 @@ pub(crate) fn run(cmd: Local, st: &mut ClientState, args: &Args<'_>, ctx: &Local
         Local::Info => info(st, args, ctx),
         Local::Command(sub) => command(sub, st, args),
         Local::Client(sub) => client(sub, st, args, ctx),
+        Local::Time => super::keyspace::time(st),
     }
 }
 

@@ -26,6 +26,9 @@ mod gather;
 pub mod health;
 #[cfg(test)]
 mod hold_tests;
+mod keyspace;
+#[cfg(test)]
+mod keyspace_tests;
 mod limits;
 #[cfg(test)]
 mod limits_tests;

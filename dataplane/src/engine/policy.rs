@@ -36,6 +36,8 @@ pub enum Local {
     Command(CommandSub),
     /// `CLIENT` subcommands a proxy can answer truthfully.
     Client(ClientSub),
+    /// `TIME`: keyway's own clock (see `engine::keyspace`).
+    Time,
 }
 
 /// `COMMAND` subcommands.
@@ -93,6 +95,17 @@ pub enum ScriptCmd {
     DocumentedGroup,
 }
 
+/// Keyspace-wide commands served over every group (see `engine::keyspace`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyspaceCmd {
+    /// `SCAN cursor …`: one group at a time, the cursor naming the group.
+    Scan,
+    /// `RANDOMKEY`: every group asked, one key picked.
+    RandomKey,
+    /// `FLUSHALL`, `FLUSHDB`: on every group, `+OK` when all did.
+    Flush,
+}
+
 /// Transaction commands (see [`super::stateful`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TxCmd {
@@ -140,6 +153,8 @@ pub enum Policy {
     Scripts(ScriptCmd),
     /// A transaction command.
     Tx(TxCmd),
+    /// A keyspace-wide command (`SCAN`, `RANDOMKEY`, `FLUSHALL`, …).
+    Keyspace(KeyspaceCmd),
     /// A blocking command, routed by its keys to a dedicated connection.
     Block(Blocking),
     /// `WAIT`, on the groups the client wrote to.
@@ -164,7 +179,6 @@ const PUBSUB: &str = "this Pub/Sub command is not supported";
 const BLOCKING: &str = "this blocking command is not supported";
 const CLUSTER: &str = "keyway is not a Redis Cluster node; use it as one Redis server";
 const ADMIN: &str = "server administration commands must be sent to each Redis server directly";
-const KEYSPACE: &str = "keyspace-wide commands must reach every group and are not supported yet";
 const ACL: &str = "keyway has no ACL users of its own yet (AUTH accepts the default user); \
                    the groups' ACLs are administered on each Redis server directly";
 const SCRIPT_DEBUG: &str = "script debugging needs a backend connection of its own";
@@ -213,9 +227,14 @@ fn decide(c: &CommandSpec) -> Policy {
         "pubsub|numpat" => return Policy::FanOut(SplitKind::Max),
         "migrate" => return Policy::Unsupported("it would move keys behind keyway's back"),
         "move" | "swapdb" => return Policy::Unsupported("keyway serves database 0 only"),
-        "keys" | "scan" | "randomkey" | "flushdb" | "flushall" => {
-            return Policy::Unsupported(KEYSPACE)
-        }
+        // Keyspace-wide: see `engine::keyspace` and README, "The whole
+        // keyspace".
+        "keys" => return Policy::FanOut(SplitKind::Union),
+        "scan" => return Policy::Keyspace(KeyspaceCmd::Scan),
+        "randomkey" => return Policy::Keyspace(KeyspaceCmd::RandomKey),
+        "flushdb" | "flushall" => return Policy::Keyspace(KeyspaceCmd::Flush),
+        "lastsave" => return Policy::FanOut(SplitKind::Min),
+        "time" => return local(Local::Time),
         "multi" => return Policy::Tx(TxCmd::Multi),
         "exec" => return Policy::Tx(TxCmd::Exec),
         "discard" => return Policy::Tx(TxCmd::Discard),
@@ -484,14 +503,11 @@ mod tests {
             ("cluster", Some("info"), CLUSTER),
             ("readonly", None, CLUSTER),
             ("config", Some("get"), ADMIN),
-            ("flushall", None, KEYSPACE),
-            ("keys", None, KEYSPACE),
-            ("scan", None, KEYSPACE),
             ("shutdown", None, ADMIN),
             ("debug", None, ADMIN),
             ("script", Some("debug"), SCRIPT_DEBUG),
-            ("randomkey", None, KEYSPACE),
-            ("time", None, KEYLESS),
+            ("swapdb", None, "keyway serves database 0 only"),
+            ("move", None, "keyway serves database 0 only"),
         ];
         for (name, sub, why) in cases {
             assert_eq!(of(name, sub), Policy::Unsupported(why), "{name} {sub:?}");
@@ -499,6 +515,22 @@ mod tests {
         assert!(matches!(of("client", Some("kill")), Policy::Unsupported(_)));
         assert!(matches!(of("migrate", None), Policy::Unsupported(_)));
         assert!(matches!(of("move", None), Policy::Unsupported(_)));
+    }
+
+    #[test]
+    fn keyspace_commands_reach_every_group() {
+        assert_eq!(of("keys", None), Policy::FanOut(SplitKind::Union));
+        assert_eq!(of("scan", None), Policy::Keyspace(KeyspaceCmd::Scan));
+        assert_eq!(
+            of("randomkey", None),
+            Policy::Keyspace(KeyspaceCmd::RandomKey)
+        );
+        for name in ["flushall", "flushdb"] {
+            assert_eq!(of(name, None), Policy::Keyspace(KeyspaceCmd::Flush));
+        }
+        assert_eq!(of("lastsave", None), Policy::FanOut(SplitKind::Min));
+        assert_eq!(of("dbsize", None), Policy::FanOut(SplitKind::Sum));
+        assert_eq!(of("time", None), Policy::Local(Local::Time));
     }
 
     #[test]

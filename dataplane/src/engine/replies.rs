@@ -88,6 +88,9 @@ pub(crate) enum Refusal<'a> {
     NotAnInteger,
     /// `SELECT n` with n ≠ 0.
     SelectUnsupported { db: i64 },
+    /// Redis's `SCAN` cursor error (a cursor keyway cannot decode or whose
+    /// group does not exist; see `engine::keyspace`).
+    InvalidCursor,
     /// `SELECT` of a negative database, as Redis words it.
     DbIndexOutOfRange,
     /// Redis's `AUTH <password>` with no password configured.
@@ -302,6 +305,7 @@ impl Display for Refusal<'_> {
                 String::from_utf8_lossy(&reply[..reply.len().min(40)])
             ),
             NotAnInteger => f.write_str("ERR value is not an integer or out of range"),
+            InvalidCursor => f.write_str("ERR invalid cursor"),
             DbIndexOutOfRange => f.write_str("ERR DB index is out of range"),
             SelectUnsupported { db } => write!(
                 f,

@@ -94,7 +94,7 @@ const WAIT_BUMP: &[u8] = b"*3\r\n$7\r\nPUBLISH\r\n$15\r\n__keyway__:wait\r\n$0\r
 /// keyway would.
 fn runs_at_backend(local: Local, args: &keyway_protocol::resp::Args<'_>) -> bool {
     match local {
-        Local::Ping | Local::Echo => true,
+        Local::Ping | Local::Echo | Local::Time => true,
         Local::Select => args.try_get(1) == Some(b"0"),
         _ => false,
     }
@@ -193,7 +193,7 @@ impl Ctx {
                 spec,
                 why: "subscriptions are kept by keyway, not by a backend connection",
             }),
-            Policy::FanOut(_) => Err(Refusal::NotInTransaction {
+            Policy::FanOut(_) | Policy::Keyspace(_) => Err(Refusal::NotInTransaction {
                 spec,
                 why: "it must reach every group",
             }),
@@ -746,7 +746,19 @@ impl Ctx {
         let mut keys = std::mem::take(&mut self.scratch.keys);
         keys.clear();
         let target = match extract_keys(spec, args, &mut keys) {
+            // A bad key count Redis refuses at once (without blocking):
+            // its own words, from the shared connection.
+            Err(_) if super::keyspace::redis_refuses_bad_numkeys(spec) => {
+                self.scratch.keys = keys;
+                let to = super::scripts::documented_group(&self.cfg.table);
+                return self.send_to_target(st, to, false, req);
+            }
             Err(e) => Err(Refusal::Keys(e)),
+            Ok(()) if keys.is_empty() && super::keyspace::redis_refuses_bad_numkeys(spec) => {
+                self.scratch.keys = keys;
+                let to = super::scripts::documented_group(&self.cfg.table);
+                return self.send_to_target(st, to, false, req);
+            }
             Ok(()) if keys.is_empty() => Err(Refusal::NoKeyToRoute),
             Ok(()) => self.target_of_keys(args, &keys, place),
         };

@@ -67,6 +67,9 @@ counters! {
     requests_forwarded,
     /// Requests split across groups or fanned out.
     requests_split,
+    /// `SCAN` steps that started the scan again because the migrations
+    /// changed since the cursor was given (see `engine::keyspace`).
+    scans_restarted,
     /// Requests answered by keyway itself, errors included.
     requests_local,
     /// Requests refused with `-OOM` because keyway's buffers exceeded
