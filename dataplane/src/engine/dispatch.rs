@@ -125,8 +125,13 @@ impl Ctx {
             let why = Refusal::WrongArity { command: spec.name };
             return self.refuse(st, &why, place);
         }
-        // RESP2 subscribed mode: one test on a pointer for other clients.
-        if st.subs.is_some() && place.at.is_none() && self.subscribed_mode(st, spec, args) {
+        // RESP2 subscribed mode: one test on a pointer for other clients
+        // (a RESP3 client may send any command while subscribed).
+        if st.subs.is_some()
+            && !st.resp3
+            && place.at.is_none()
+            && self.subscribed_mode(st, spec, args)
+        {
             return;
         }
         let policy = policy(spec);
@@ -206,6 +211,10 @@ impl Ctx {
                 self.stats.requests_local += 1;
                 if cmd == super::policy::Local::Reset {
                     self.reset_state(st);
+                    self.reset_protocol(st);
+                }
+                if cmd == super::policy::Local::Hello {
+                    return self.hello(st, req);
                 }
                 let ctx = LocalCtx {
                     shared: &self.shared,
@@ -317,7 +326,9 @@ impl Ctx {
         req: Req<'_>,
     ) {
         let b = match st.pin {
-            None => self.backends.conn(g, read, st.conn_slot, self.now_ms),
+            None => self
+                .backends
+                .conn(g, read, st.conn_slot, self.now_ms, st.resp3),
             Some(_) => self.client_conn(st, g, read),
         };
         self.forward_on(st, b, req);
