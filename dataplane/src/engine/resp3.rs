@@ -234,7 +234,10 @@ impl Ctx {
     pub(super) fn hello(&mut self, st: &mut ClientState, req: Req<'_>) {
         let wanted = hello_version(req.args).ok().flatten();
         let changes = wanted.is_some_and(|v| v != st.resp3);
-        if changes && !self.nothing_ahead(st, req.place) {
+        // Behind a request kept back (an earlier HELLO's, say), it waits
+        // its turn, or it would switch the protocol under that one.
+        let behind = req.place.at.is_none() && st.queue.has_kept();
+        if behind || (changes && !self.nothing_ahead(st, req.place)) {
             return self.keep_until_answered(st, req);
         }
         answer_hello(st, req.args, req.place);
