@@ -313,3 +313,94 @@ fn redis_cli_dash_3_works_through_keyway() {
         assert_replies_equal(&format!("redis-cli -3 {args:?}"), &theirs, &ours);
     }
 }
+
+#[test]
+fn command_info_and_docs_in_resp3_like_redis() {
+    let t = setup();
+    let mut s = t.side_by_side();
+    same_hello(&mut s, &["HELLO", "3"]);
+    // Commands keyway serves, of every shape: key specs of each kind,
+    // tips, history, deprecation, nested arguments, a subcommand (the
+    // order of a container's subcommands is a dict's, which differs
+    // between two redis-servers: see the next test).
+    let names = [
+        "get",
+        "set",
+        "mget",
+        "georadius",
+        "sort",
+        "xadd",
+        "xread",
+        "zadd",
+        "bitfield",
+        "object|encoding",
+        "eval",
+        "lmpop",
+        "zunionstore",
+        "migrate",
+        "nosuch",
+    ];
+    let mut info = vec!["COMMAND", "INFO"];
+    info.extend(names);
+    let reply = s.same(&info);
+    assert!(
+        reply.windows(4).any(|w| w == b"~1\r\n"),
+        "sets: {}",
+        escape(&reply[..200])
+    );
+    let mut docs = vec!["COMMAND", "DOCS"];
+    docs.extend(names);
+    let reply = s.same(&docs);
+    assert!(reply.starts_with(b"%"), "a map: {}", escape(&reply[..200]));
+    s.same(&["COMMAND", "COUNT"]);
+}
+
+/// The whole of `COMMAND` and `COMMAND DOCS` in RESP3, as long as keyway
+/// lists every command Redis does (its RESP2 form is compared elsewhere).
+#[test]
+fn the_whole_command_table_in_resp3_like_redis() {
+    let t = setup();
+    let mut s = t.side_by_side();
+    let (theirs, ours) = s.both(&["COMMAND", "COUNT"]);
+    if theirs != ours {
+        return;
+    }
+    same_hello(&mut s, &["HELLO", "3"]);
+    for cmd in [&["COMMAND"][..], &["COMMAND", "DOCS"], &["COMMAND", "INFO"]] {
+        let (theirs, ours) = s.both(cmd);
+        // Order differs between servers (a dict's): compare the entries,
+        // sorted, and with them the header.
+        let (theirs, ours) = (entries(&theirs), entries(&ours));
+        assert_eq!(theirs.len(), ours.len(), "{cmd:?}: as many entries");
+        for (a, b) in theirs.iter().zip(&ours) {
+            assert_replies_equal(&format!("{cmd:?}"), a, b);
+        }
+    }
+}
+
+/// The header line and the top-level entries of an array or map reply
+/// (a map's as key and value together, each as its sorted lines), sorted.
+fn entries(reply: &[u8]) -> Vec<Vec<u8>> {
+    let line = reply.windows(2).position(|w| w == b"\r\n").unwrap() + 2;
+    let per = if reply[0] == b'%' { 2 } else { 1 };
+    let mut out = vec![reply[..line].to_vec()];
+    let mut rest = &reply[line..];
+    while !rest.is_empty() {
+        let mut entry = Vec::new();
+        for _ in 0..per {
+            let n = keyway_protocol::resp::ReplyFramer::new()
+                .next(rest)
+                .unwrap()
+                .expect("whole replies");
+            entry.extend_from_slice(&rest[..n]);
+            rest = &rest[n..];
+        }
+        // Its lines in any order (a container's subcommands come in a
+        // dict's order): every type byte, length and value still counts.
+        let mut lines: Vec<&[u8]> = entry.split(|&b| b == b'\n').collect();
+        lines.sort_unstable();
+        out.push(lines.join(&b'\n'));
+    }
+    out[1..].sort_unstable();
+    out
+}

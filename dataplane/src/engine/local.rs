@@ -7,7 +7,8 @@ use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
 use keyway_protocol::command::{
-    self, extract_keys, CommandSpec, Lookup, COMMANDS, COMMANDS_RESP, DOCS_RESP, REDIS_VERSION,
+    self, extract_keys, resp3, CommandSpec, Lookup, COMMANDS, COMMANDS_RESP, DOCS_RESP,
+    REDIS_VERSION,
 };
 use keyway_protocol::pattern::glob_match;
 use keyway_protocol::resp::{encode, Args};
@@ -173,23 +174,30 @@ fn find(name: &[u8]) -> Option<&'static CommandSpec> {
 }
 
 fn command(sub: CommandSub, st: &mut ClientState, args: &Args<'_>) {
+    // RESP3 forms: `keyway_protocol::command::resp3`.
+    let r3 = st.resp3;
+    let all_infos = if r3 {
+        resp3::all_infos()
+    } else {
+        COMMANDS_RESP
+    };
     match sub {
-        CommandSub::All => st.reply(|o| o.extend_from_slice(COMMANDS_RESP)),
+        CommandSub::All => st.reply(|o| o.extend_from_slice(all_infos)),
         CommandSub::Count => st.reply(|o| encode::integer(o, COMMANDS.len() as i64)),
-        CommandSub::Info if args.len() == 2 => st.reply(|o| o.extend_from_slice(COMMANDS_RESP)),
-        CommandSub::Info => {
-            let r3 = st.resp3;
-            st.reply(|o| {
-                encode::array_header(o, args.len() - 2);
-                for name in args.iter().skip(2) {
-                    match find(name) {
-                        Some(c) => o.extend_from_slice(c.info_bytes()),
-                        None => encode::null_of(o, r3),
-                    }
+        CommandSub::Info if args.len() == 2 => st.reply(|o| o.extend_from_slice(all_infos)),
+        CommandSub::Info => st.reply(|o| {
+            encode::array_header(o, args.len() - 2);
+            for name in args.iter().skip(2) {
+                match find(name) {
+                    Some(c) if r3 => resp3::info(c.info_bytes(), o),
+                    Some(c) => o.extend_from_slice(c.info_bytes()),
+                    None => encode::null_of(o, r3),
                 }
-            })
+            }
+        }),
+        CommandSub::Docs if args.len() == 2 => {
+            st.reply(|o| o.extend_from_slice(if r3 { resp3::all_docs() } else { DOCS_RESP }))
         }
-        CommandSub::Docs if args.len() == 2 => st.reply(|o| o.extend_from_slice(DOCS_RESP)),
         CommandSub::Docs => {
             let found: Vec<&'static [u8]> = args
                 .iter()
@@ -199,9 +207,13 @@ fn command(sub: CommandSub, st: &mut ClientState, args: &Args<'_>) {
                 .filter(|d| !d.is_empty())
                 .collect();
             st.reply(|o| {
-                encode::array_header(o, found.len() * 2);
+                encode::map_header(o, found.len(), r3);
                 for d in found {
-                    o.extend_from_slice(d);
+                    if r3 {
+                        resp3::docs_entry(d, o);
+                    } else {
+                        o.extend_from_slice(d);
+                    }
                 }
             });
         }

@@ -275,7 +275,52 @@ impl Ctx {
 
 #[cfg(test)]
 mod tests {
+    use super::super::rig::{key_in, Rig};
     use super::*;
+    use crate::routing::SlotRoute;
+
+    const HELLO_3_REPLY: &str =
+        "%7\r\n$6\r\nserver\r\n$5\r\nredis\r\n$7\r\nversion\r\n$6\r\n7.0.15\r\n\
+        $5\r\nproto\r\n:3\r\n$2\r\nid\r\n:9\r\n$4\r\nmode\r\n$10\r\nstandalone\r\n\
+        $4\r\nrole\r\n$6\r\nmaster\r\n$7\r\nmodules\r\n*0\r\n";
+
+    #[test]
+    fn a_resp3_clients_request_goes_to_a_connection_opened_with_hello_3() {
+        let mut r = Rig::new(SlotRoute::Stable(0));
+        let k = key_in(1);
+        r.send("HELLO 3");
+        assert!(r.output().starts_with("%7\r\n"), "a RESP3 map");
+        assert_eq!(r.connect(), 0, "no backend connection before a request");
+        r.send(&format!("HGETALL {k}"));
+        assert_eq!(
+            r.written(0),
+            format!(
+                "{}*2\r\n$7\r\nHGETALL\r\n${}\r\n{k}\r\n",
+                String::from_utf8_lossy(HELLO_3),
+                k.len()
+            ),
+            "HELLO 3 first, then the request"
+        );
+        // The backend's HELLO reply is keyway's; a push answers nothing;
+        // the map is the client's, as Redis sent it.
+        r.reply(0, HELLO_3_REPLY);
+        assert_eq!(r.output(), "", "HELLO's reply is consumed");
+        r.reply(0, ">2\r\n$10\r\ninvalidate\r\n*1\r\n$1\r\nx\r\n");
+        assert_eq!(r.output(), "", "a push completes no request");
+        assert_eq!(r.worker.stats().backend_pushes_dropped, 1);
+        assert!(r.backend_live(0), "and does not fail the connection");
+        r.reply(0, "%1\r\n$1\r\nf\r\n$1\r\nv\r\n");
+        assert_eq!(r.output(), "%1\r\n$1\r\nf\r\n$1\r\nv\r\n");
+        // Back to RESP2: the pool's RESP2 connection, no HELLO.
+        r.send("HELLO 2");
+        assert!(r.output().starts_with("*14\r\n"), "a flat array");
+        r.send(&format!("GET {k}"));
+        assert_eq!(r.connect(), 1, "the RESP2 connection opens");
+        assert_eq!(
+            r.written(0),
+            format!("*2\r\n$3\r\nGET\r\n${}\r\n{k}\r\n", k.len())
+        );
+    }
 
     #[test]
     fn a_message_becomes_a_push_for_resp3_clients_only() {
