@@ -264,6 +264,12 @@ fn pubsub_in_resp3_is_push_messages() {
     // A RESP3 client may send any command while subscribed.
     s.same(&["GET", &k]);
     s.same(&["PING"]);
+    // Merged across groups, in RESP3.
+    s.same_all(&[
+        &["PUBSUB", "NUMSUB", "news", "other"],
+        &["PUBSUB", "CHANNELS"],
+        &["PUBSUB", "NUMPAT"],
+    ]);
     let publish = |addr: &str| {
         let mut p = TcpStream::connect(addr).unwrap();
         exchange(&mut p, &request(&["PUBLISH", "news", "hi"]), 1)

@@ -1,5 +1,5 @@
 //! Commands keyway answers itself: connection commands (`PING`, `ECHO`,
-//! `QUIT`, `SELECT 0`, `HELLO 2`, `AUTH`, `RESET`, `CLIENT SETNAME/GETNAME/ID/
+//! `QUIT`, `SELECT 0`, `HELLO` (see `engine::resp3`), `AUTH`, `RESET`, `CLIENT SETNAME/GETNAME/ID/
 //! INFO`), introspection (`COMMAND …`, `INFO`). Replies match Redis 7's byte
 //! for byte where Redis would answer the same.
 
