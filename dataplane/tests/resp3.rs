@@ -221,6 +221,35 @@ fn a_pipelined_hello_does_not_let_later_requests_overtake_earlier_ones() {
 }
 
 #[test]
+fn a_pipelined_reset_does_not_let_later_requests_overtake_earlier_ones() {
+    let t = setup();
+    let mut s = t.side_by_side();
+    let (k, h) = (t.key(2, "r"), t.key(2, "rh"));
+    same_hello(&mut s, &["HELLO", "3"]);
+    let mut bytes = Vec::new();
+    for args in [
+        &["SET", &k, "1"][..],
+        &["HSET", &h, "f", "v"],
+        &["HGETALL", &h],
+        &["RESET"],
+        &["INCR", &k],
+        &["HGETALL", &h],
+        &["CLIENT", "GETNAME"],
+        &["HELLO", "3"],
+        &["RESET"],
+        &["HGETALL", &h],
+    ] {
+        bytes.extend_from_slice(&request(args));
+    }
+    let (theirs, ours) = s.raw_both(&bytes, 10);
+    assert_replies_equal(
+        "a pipeline with RESETs",
+        &mask_ids(&theirs),
+        &mask_ids(&ours),
+    );
+}
+
+#[test]
 fn transactions_and_blocking_commands_follow_the_clients_protocol() {
     let t = setup();
     let mut s = t.side_by_side();

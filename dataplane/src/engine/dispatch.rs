@@ -208,8 +208,17 @@ impl Ctx {
             Policy::Wait => self.wait(st, req),
             Policy::Kill => self.kill(st, req),
             Policy::Local(cmd) => {
+                if place.at.is_none() && st.queue.has_kept() {
+                    // Behind a request kept back (a HELLO or RESET that
+                    // waits, a migration): answered in its turn, in the
+                    // protocol and state of that moment (`resp3::in_place`).
+                    return self.keep_until_answered(st, req);
+                }
                 self.stats.requests_local += 1;
                 if cmd == super::policy::Local::Reset {
+                    if self.reset_waits(st, req) {
+                        return;
+                    }
                     self.reset_state(st);
                     self.reset_protocol(st);
                 }
@@ -223,7 +232,13 @@ impl Ctx {
                     now_ms: self.now_ms,
                     stats: &self.stats,
                 };
-                local::run(cmd, st, args, &ctx);
+                match place.at {
+                    None => local::run(cmd, st, args, &ctx),
+                    // Kept back (see `engine::resp3`).
+                    Some(_) => {
+                        super::resp3::in_place(st, place, |st| local::run(cmd, st, args, &ctx))
+                    }
+                }
             }
             Policy::PubSub(cmd) => self.pubsub(st, cmd, req),
             Policy::Unsupported(why) => {

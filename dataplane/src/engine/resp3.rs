@@ -138,6 +138,18 @@ impl Backends {
     }
 }
 
+/// Runs a local command kept back (a `RESET` that waited) so that its
+/// reply completes its slot `place` (`run` replies as to a request
+/// answered at once: with no reply owed before it, into the output).
+pub(super) fn in_place(st: &mut ClientState, place: Place, run: impl FnOnce(&mut ClientState)) {
+    let queue = std::mem::take(&mut st.queue);
+    let start = st.out.buf_mut().len();
+    run(st);
+    let reply = st.out.buf_mut().split_off(start);
+    st.queue = queue;
+    answer_in_place(st, &reply, place);
+}
+
 /// A message from a (RESP2) subscriber connection, `*3 $7 message …`, as
 /// client output: unchanged for a RESP2 client; a push, `>3 $7 message …`,
 /// for a RESP3 one (the elements are bulk strings in both protocols).
@@ -246,6 +258,18 @@ impl Ctx {
         }
     }
 
+    /// Whether `RESET` must wait (kept back, true): a RESP3 client's with
+    /// requests in flight (its next requests go to RESP2 connections), or
+    /// one behind a request kept back, as [`Ctx::hello`].
+    pub(super) fn reset_waits(&mut self, st: &mut ClientState, req: Req<'_>) -> bool {
+        let behind = req.place.at.is_none() && st.queue.has_kept();
+        if behind || (st.resp3 && !self.nothing_ahead(st, req.place)) {
+            self.keep_until_answered(st, req);
+            return true;
+        }
+        false
+    }
+
     /// `RESET`: back to RESP2, and out of every subscription (a RESP3
     /// client's `RESET` does not go through RESP2's subscribed mode).
     pub(super) fn reset_protocol(&mut self, st: &mut ClientState) {
@@ -319,6 +343,32 @@ mod tests {
         assert_eq!(
             r.written(0),
             format!("*2\r\n$3\r\nGET\r\n${}\r\n{k}\r\n", k.len())
+        );
+    }
+
+    #[test]
+    fn a_hello_with_requests_in_flight_waits_and_so_does_what_follows() {
+        let mut r = Rig::new(SlotRoute::Stable(0));
+        let k = key_in(1);
+        r.send(&format!("SET {k} v;HELLO 3;CLIENT GETNAME;GET {k}"));
+        assert!(
+            r.written(0).starts_with("*3\r\n$3\r\nSET"),
+            "only the SET goes out before its reply"
+        );
+        assert_eq!(r.output(), "", "HELLO and what follows wait for it");
+        r.reply(0, "+OK\r\n");
+        let out = r.output();
+        assert!(out.starts_with("+OK\r\n%7\r\n"), "{out}");
+        assert!(
+            out.ends_with("*0\r\n_\r\n"),
+            "CLIENT GETNAME answered in RESP3: {out}"
+        );
+        // The GET, after them, on a RESP3 connection (HELLO 3 first).
+        let written = r.written(0);
+        assert!(
+            written.starts_with(&String::from_utf8_lossy(HELLO_3).into_owned())
+                && written.ends_with(&format!("$3\r\nGET\r\n${}\r\n{k}\r\n", k.len())),
+            "{written}"
         );
     }
 
