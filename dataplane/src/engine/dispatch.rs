@@ -214,16 +214,16 @@ impl Ctx {
                     // protocol and state of that moment (`resp3::in_place`).
                     return self.keep_until_answered(st, req);
                 }
-                self.stats.requests_local += 1;
-                if cmd == super::policy::Local::Reset {
-                    if self.reset_waits(st, req) {
-                        return;
-                    }
-                    self.reset_state(st);
-                    self.reset_protocol(st);
-                }
                 if cmd == super::policy::Local::Hello {
                     return self.hello(st, req);
+                }
+                if cmd == super::policy::Local::Reset && self.reset_waits(st, req) {
+                    return;
+                }
+                self.stats.requests_local += 1;
+                if cmd == super::policy::Local::Reset {
+                    self.reset_state(st);
+                    self.reset_protocol(st);
                 }
                 let ctx = LocalCtx {
                     shared: &self.shared,

@@ -252,6 +252,7 @@ impl Ctx {
         if behind || (changes && !self.nothing_ahead(st, req.place)) {
             return self.keep_until_answered(st, req);
         }
+        self.stats.requests_local += 1;
         answer_hello(st, req.args, req.place);
         if changes && wanted == Some(st.resp3) {
             self.follow_protocol(st);
