@@ -29,7 +29,11 @@
 //!
 //! `HELLO` that changes the protocol while the client has requests in
 //! flight waits until they are answered ([`Ctx::keep_until_answered`]): its
-//! later requests go to other connections and must not overtake them.
+//! later requests go to other connections and must not overtake them; so
+//! does a RESP3 client's `RESET` ([`Ctx::reset_waits`]). A command keyway
+//! answers itself behind a kept-back request waits its turn too
+//! (`Ctx::dispatch`) and is then run by [`in_place`], so that it is answered
+//! in the protocol of that moment.
 
 use keyway_protocol::command::REDIS_VERSION;
 use keyway_protocol::resp::{encode, Args};
