@@ -324,9 +324,9 @@ fn local_commands_answer_like_redis() {
     // Ids are keyway's own.
     let id: i64 = redis::cmd("CLIENT").arg("ID").query(&mut con).unwrap();
     assert!(id > 0);
-    // RESP3 is not spoken yet.
+    // RESP2 and RESP3 only (RESP3: tests/resp3.rs).
     let err = redis::cmd("HELLO")
-        .arg(3)
+        .arg(4)
         .query::<()>(&mut con)
         .unwrap_err();
     assert_eq!(err.code(), Some("NOPROTO"));

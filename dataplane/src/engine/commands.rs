@@ -10,7 +10,7 @@
 
 use std::sync::OnceLock;
 
-use keyway_protocol::command::{self, CommandSpec, COMMANDS};
+use keyway_protocol::command::{self, resp3, CommandSpec, COMMANDS};
 use keyway_protocol::resp::{encode, ReplyFramer};
 
 use super::policy::{policy, Policy};
@@ -37,6 +37,11 @@ struct Listing {
     docs: Vec<Vec<u8>>,
     /// `COMMAND DOCS` without names.
     docs_all: Vec<u8>,
+    /// The same four in RESP3 (`keyway_protocol::command::resp3`).
+    all3: Vec<u8>,
+    info3: Vec<Vec<u8>>,
+    docs3: Vec<Vec<u8>>,
+    docs_all3: Vec<u8>,
     /// The number of top-level commands listed (`COMMAND COUNT`).
     count: usize,
 }
@@ -67,11 +72,32 @@ fn listing() -> &'static Listing {
         for c in COMMANDS.iter().filter(|c| listed(c)) {
             docs_all.extend_from_slice(&docs[usize::from(c.id)]);
         }
+        let three = |e: &Vec<u8>, f: fn(&[u8], &mut Vec<u8>)| {
+            let mut out = Vec::new();
+            if !e.is_empty() {
+                f(e, &mut out);
+            }
+            out
+        };
+        let info3: Vec<Vec<u8>> = info.iter().map(|e| three(e, resp3::info)).collect();
+        let docs3: Vec<Vec<u8>> = docs.iter().map(|e| three(e, resp3::docs_entry)).collect();
+        let mut all3 = Vec::new();
+        encode::array_header(&mut all3, entries.len());
+        let mut docs_all3 = Vec::new();
+        encode::map_header(&mut docs_all3, entries.len(), true);
+        for c in COMMANDS.iter().filter(|c| listed(c)) {
+            all3.extend_from_slice(&info3[usize::from(c.id)]);
+            docs_all3.extend_from_slice(&docs3[usize::from(c.id)]);
+        }
         Listing {
             all,
             info,
             docs,
             docs_all,
+            all3,
+            info3,
+            docs3,
+            docs_all3,
             count: entries.len(),
         }
     })
@@ -83,14 +109,24 @@ fn sub_served(c: &CommandSpec, name: &[u8]) -> bool {
         .any(|s| s.name.as_bytes().eq_ignore_ascii_case(name) && served(s))
 }
 
-/// `COMMAND` (and `COMMAND INFO` without names).
-pub fn all_reply() -> &'static [u8] {
-    &listing().all
+/// `COMMAND` (and `COMMAND INFO` without names), in RESP3 if `r3`.
+pub fn all_reply(r3: bool) -> &'static [u8] {
+    let l = listing();
+    if r3 {
+        &l.all3
+    } else {
+        &l.all
+    }
 }
 
-/// `COMMAND DOCS` without names.
-pub fn docs_all_reply() -> &'static [u8] {
-    &listing().docs_all
+/// `COMMAND DOCS` without names, in RESP3 if `r3`.
+pub fn docs_all_reply(r3: bool) -> &'static [u8] {
+    let l = listing();
+    if r3 {
+        &l.docs_all3
+    } else {
+        &l.docs_all
+    }
 }
 
 /// `COMMAND COUNT`.
@@ -98,15 +134,18 @@ pub fn count() -> usize {
     listing().count
 }
 
-/// `c`'s `COMMAND INFO` entry, if `COMMAND` lists it.
-pub fn info(c: &CommandSpec) -> Option<&'static [u8]> {
-    let e = &listing().info[usize::from(c.id)];
+/// `c`'s `COMMAND INFO` entry, if `COMMAND` lists it (RESP3 if `r3`).
+pub fn info(c: &CommandSpec, r3: bool) -> Option<&'static [u8]> {
+    let l = listing();
+    let e = &if r3 { &l.info3 } else { &l.info }[usize::from(c.id)];
     (!e.is_empty()).then_some(e.as_slice())
 }
 
-/// `c`'s `COMMAND DOCS` name and doc map, if `COMMAND` lists it.
-pub fn docs(c: &CommandSpec) -> Option<&'static [u8]> {
-    let e = &listing().docs[usize::from(c.id)];
+/// `c`'s `COMMAND DOCS` name and doc map, if `COMMAND` lists it (RESP3 if
+/// `r3`).
+pub fn docs(c: &CommandSpec, r3: bool) -> Option<&'static [u8]> {
+    let l = listing();
+    let e = &if r3 { &l.docs3 } else { &l.docs }[usize::from(c.id)];
     (!e.is_empty()).then_some(e.as_slice())
 }
 
@@ -235,7 +274,7 @@ mod tests {
 
     #[test]
     fn command_lists_only_what_keyway_serves() {
-        let all: Vec<&[u8]> = array_elements(all_reply()).unwrap().collect();
+        let all: Vec<&[u8]> = array_elements(all_reply(false)).unwrap().collect();
         assert_eq!(all.len(), count());
         assert!(count() < COMMANDS.len(), "something is refused");
         let names: Vec<Vec<u8>> = all
@@ -250,18 +289,19 @@ mod tests {
         assert!(!names.iter().any(|n| n == b"cluster"), "refused");
         assert!(!names.iter().any(|n| n == b"migrate"), "refused");
         assert_eq!(
-            info(spec("get", None)),
+            info(spec("get", None), false),
             Some(spec("get", None).info_bytes())
         );
-        assert_eq!(info(spec("migrate", None)), None);
-        assert_eq!(docs(spec("migrate", None)), None);
-        assert!(docs(spec("get", None)).is_some());
+        assert_eq!(info(spec("migrate", None), false), None);
+        assert_eq!(info(spec("migrate", None), true), None);
+        assert_eq!(docs(spec("migrate", None), false), None);
+        assert!(docs(spec("get", None), true).is_some());
     }
 
     #[test]
     fn containers_list_only_their_served_subcommands() {
         let client = spec("client", None);
-        let entry = info(client).unwrap();
+        let entry = info(client, false).unwrap();
         let (_, els) = elements(entry).unwrap();
         let (_, subs) = elements(els[9]).unwrap();
         let names: Vec<&[u8]> = subs
@@ -273,7 +313,7 @@ mod tests {
             assert_eq!(names.contains(&s.name.as_bytes()), served(s), "{}", s.name);
         }
         // The docs' subcommands map agrees.
-        let d = docs(client).unwrap();
+        let d = docs(client, false).unwrap();
         let name_len = ReplyFramer::new().next(d).unwrap().unwrap();
         let (_, map) = elements(&d[name_len..]).unwrap();
         let subs = map
@@ -284,11 +324,16 @@ mod tests {
         let doc_names: Vec<&[u8]> = subs.chunks(2).map(|p| text(p[0])).collect();
         assert_eq!(doc_names, names);
         // Every listed entry is still a well-formed reply.
-        for r in [all_reply(), docs_all_reply()] {
+        for r in [
+            all_reply(false),
+            docs_all_reply(false),
+            all_reply(true),
+            docs_all_reply(true),
+        ] {
             assert_eq!(ReplyFramer::new().next(r).unwrap(), Some(r.len()));
         }
         assert_eq!(
-            array_elements(docs_all_reply()).unwrap().remaining(),
+            array_elements(docs_all_reply(false)).unwrap().remaining(),
             2 * count()
         );
     }

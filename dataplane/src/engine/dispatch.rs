@@ -125,8 +125,13 @@ impl Ctx {
             let why = Refusal::WrongArity { command: spec.name };
             return self.refuse(st, &why, place);
         }
-        // RESP2 subscribed mode: one test on a pointer for other clients.
-        if st.subs.is_some() && place.at.is_none() && self.subscribed_mode(st, spec, args) {
+        // RESP2 subscribed mode: one test on a pointer for other clients
+        // (a RESP3 client may send any command while subscribed).
+        if st.subs.is_some()
+            && !st.resp3
+            && place.at.is_none()
+            && self.subscribed_mode(st, spec, args)
+        {
             return;
         }
         let policy = policy(spec);
@@ -206,9 +211,22 @@ impl Ctx {
             Policy::Wait => self.wait(st, req),
             Policy::Kill => self.kill(st, req),
             Policy::Local(cmd) => {
+                if place.at.is_none() && st.queue.has_kept() {
+                    // Behind a request kept back (a HELLO or RESET that
+                    // waits, a migration): answered in its turn, in the
+                    // protocol and state of that moment (`resp3::in_place`).
+                    return self.keep_until_answered(st, req);
+                }
+                if cmd == super::policy::Local::Hello {
+                    return self.hello(st, req);
+                }
+                if cmd == super::policy::Local::Reset && self.reset_waits(st, req) {
+                    return;
+                }
                 self.stats.requests_local += 1;
                 if cmd == super::policy::Local::Reset {
                     self.reset_state(st);
+                    self.reset_protocol(st);
                 }
                 let ctx = LocalCtx {
                     shared: &self.shared,
@@ -217,7 +235,13 @@ impl Ctx {
                     now_ms: self.now_ms,
                     stats: &self.stats,
                 };
-                local::run(cmd, st, args, &ctx);
+                match place.at {
+                    None => local::run(cmd, st, args, &ctx),
+                    // Kept back (see `engine::resp3`).
+                    Some(_) => {
+                        super::resp3::in_place(st, place, |st| local::run(cmd, st, args, &ctx))
+                    }
+                }
             }
             Policy::PubSub(cmd) => self.pubsub(st, cmd, req),
             Policy::Unsupported(why) => {
@@ -327,7 +351,9 @@ impl Ctx {
         req: Req<'_>,
     ) {
         let b = match st.pin {
-            None => self.backends.conn(g, read, st.conn_slot, self.now_ms),
+            None => self
+                .backends
+                .conn(g, read, st.conn_slot, self.now_ms, st.resp3),
             Some(_) => self.client_conn(st, g, read),
         };
         self.forward_on(st, b, req);

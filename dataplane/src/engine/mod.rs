@@ -46,6 +46,7 @@ mod pubsub_tests;
 #[cfg(test)]
 mod replica_tests;
 mod replies;
+mod resp3;
 #[cfg(test)]
 mod rig;
 mod route;
@@ -60,6 +61,7 @@ mod stateful;
 mod stateful_tests;
 mod stats;
 mod timers;
+mod tracking;
 mod versions;
 mod worker;
 #[cfg(test)]

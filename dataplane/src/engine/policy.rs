@@ -10,6 +10,7 @@ use keyway_protocol::command::{acl, all, flag, Begin, CommandSpec, Find, KeySpec
 use super::blocking::Blocking;
 use super::pubsub::{Kind, PubSubCmd};
 use super::split::SplitKind;
+use super::tracking::TrackingCmd;
 
 /// Commands keyway answers itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +39,9 @@ pub enum Local {
     Client(ClientSub),
     /// `TIME`: keyway's own clock (see `engine::keyspace`).
     Time,
+    /// `CLIENT TRACKING|CACHING|GETREDIR|TRACKINGINFO` (see
+    /// `engine::tracking`).
+    Tracking(TrackingCmd),
 }
 
 /// `COMMAND` subcommands.
@@ -208,6 +212,10 @@ fn decide(c: &CommandSpec) -> Policy {
         "client|id" => return local(Local::Client(ClientSub::Id)),
         "client|info" => return local(Local::Client(ClientSub::Info)),
         "client|help" => return local(Local::Client(ClientSub::Help)),
+        "client|tracking" => return local(Local::Tracking(TrackingCmd::Tracking)),
+        "client|caching" => return local(Local::Tracking(TrackingCmd::Caching)),
+        "client|getredir" => return local(Local::Tracking(TrackingCmd::GetRedir)),
+        "client|trackinginfo" => return local(Local::Tracking(TrackingCmd::Info)),
         "mget" => return Policy::Split(SplitKind::Mget),
         "mset" => return Policy::Split(SplitKind::Mset),
         "del" | "unlink" | "exists" | "touch" => return Policy::Split(SplitKind::Sum),

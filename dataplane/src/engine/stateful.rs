@@ -381,7 +381,8 @@ impl Ctx {
                 return p.b;
             }
         }
-        self.backends.conn(g, read, st.conn_slot, self.now_ms)
+        self.backends
+            .conn(g, read, st.conn_slot, self.now_ms, st.resp3)
     }
 
     /// `EXEC` of the open transaction.
@@ -558,7 +559,8 @@ impl Ctx {
                     // connection: abort as a changed watched key does.
                     self.end_watch(st, true);
                     self.stats.requests_local += 1;
-                    return answer_in_place(st, NIL_ARRAY, place);
+                    let nil: &[u8] = if st.resp3 { b"_\r\n" } else { NIL_ARRAY };
+                    return answer_in_place(st, nil, place);
                 }
                 p.b
             }
@@ -699,7 +701,7 @@ impl Ctx {
     }
 
     /// Whether every earlier request of the client has been answered.
-    fn nothing_ahead(&self, st: &ClientState, place: Place) -> bool {
+    pub(super) fn nothing_ahead(&self, st: &ClientState, place: Place) -> bool {
         match place.at {
             None => st.queue.is_empty(),
             Some(seq) => seq == st.queue.head(),
@@ -708,7 +710,7 @@ impl Ctx {
 
     /// Keeps a request back until every earlier request of its client has
     /// been answered (see [`super::pending::Deferred::barrier`]).
-    fn keep_until_answered(&mut self, st: &mut ClientState, req: Req<'_>) {
+    pub(super) fn keep_until_answered(&mut self, st: &mut ClientState, req: Req<'_>) {
         let place = req.place;
         let mut d = super::deferred::kept(req, self.now_ms);
         d.barrier = true;
@@ -721,9 +723,14 @@ impl Ctx {
     /// A dedicated connection to group `g` for client `st`.
     fn lease(&mut self, st: &ClientState, g: GroupIndex) -> Result<usize, Refusal<'static>> {
         let client = (st.me.idx, st.me.gen);
-        let r = self
-            .backends
-            .lease(g, client, &self.cfg, self.now_ms, &mut self.versions);
+        let r = self.backends.lease(
+            g,
+            client,
+            &self.cfg,
+            self.now_ms,
+            &mut self.versions,
+            st.resp3,
+        );
         if r.is_ok() {
             self.stats.dedicated_leases += 1;
         }

@@ -98,6 +98,9 @@ counters! {
     backend_timeouts,
     /// Backend connections failed for sending a reply no request asked for.
     backend_unsolicited,
+    /// RESP3 pushes read on a request connection, which answer no request
+    /// (see `engine::resp3`): dropped.
+    backend_pushes_dropped,
     /// Replies dropped because their client had gone.
     replies_orphaned,
     /// Requests held because their slots were about to migrate.
