@@ -268,7 +268,7 @@ impl Backends {
         };
         if let (Some(_), Some(id)) = (d.unblocking, d.backend_id) {
             d.unblocking = Some(now_ms);
-            self.unblock(p, b, id, cfg, now_ms, versions, wake);
+            self.unblock(p, b, id, None, cfg, now_ms, versions, wake);
         }
     }
 
@@ -306,7 +306,7 @@ impl Backends {
             }
         }
         for (p, b, id) in unblock {
-            self.unblock(p, b, id, cfg, now_ms, versions, wake);
+            self.unblock(p, b, id, None, cfg, now_ms, versions, wake);
         }
         for pool in self.pools.iter_mut() {
             let conns = &self.conns;
@@ -324,14 +324,40 @@ impl Backends {
         fail
     }
 
-    /// Sends `CLIENT UNBLOCK id` for dedicated connection `b` on a shared
-    /// connection of pool `p`.
+    /// A user's `CLIENT UNBLOCK` of the client whose blocking command runs
+    /// on dedicated connection `b` (see `engine::clients`): `CLIENT UNBLOCK
+    /// <its Redis id> TIMEOUT|ERROR` to its server, so that the command
+    /// gets Redis's own reply. False if its Redis id is not known yet.
+    pub fn unblock_for_user(
+        &mut self,
+        b: usize,
+        error: bool,
+        cfg: &LiveConfig,
+        now_ms: u64,
+        versions: &mut VersionCounts,
+        wake: &mut Wake,
+    ) -> bool {
+        let Some(conn) = self.conns.get(b) else {
+            return false;
+        };
+        let p = conn.pool;
+        let Some(id) = conn.dedicated.as_ref().and_then(|d| d.backend_id) else {
+            return false;
+        };
+        let reason: &[u8] = if error { b"ERROR" } else { b"TIMEOUT" };
+        self.unblock(p, b, id, Some(reason), cfg, now_ms, versions, wake);
+        true
+    }
+
+    /// Sends `CLIENT UNBLOCK id [reason]` for dedicated connection `b` on a
+    /// shared connection of pool `p`.
     #[allow(clippy::too_many_arguments)]
     fn unblock(
         &mut self,
         p: usize,
         b_for: usize,
         id: i64,
+        reason: Option<&[u8]>,
         cfg: &LiveConfig,
         now_ms: u64,
         versions: &mut VersionCounts,
@@ -347,10 +373,13 @@ impl Backends {
         let id = id.to_string();
         let conn = &mut self.conns[b];
         let out = conn.out.buf_mut();
-        keyway_protocol::resp::encode::array_header(out, 3);
+        keyway_protocol::resp::encode::array_header(out, 3 + reason.is_some() as usize);
         keyway_protocol::resp::encode::bulk(out, b"CLIENT");
         keyway_protocol::resp::encode::bulk(out, b"UNBLOCK");
         keyway_protocol::resp::encode::bulk(out, id.as_bytes());
+        if let Some(r) = reason {
+            keyway_protocol::resp::encode::bulk(out, r);
+        }
         let version = cfg.table.version;
         let gen_for = self.conns.get(b_for).map_or(0, |c| c.gen);
         let owner = Owner::Internal(Internal::Unblocked {

@@ -60,13 +60,23 @@ impl Ctx {
                         }
                     };
                     let args = c.parser.args(&buf[at..]);
+                    if self.admin.pause.is_some() && self.held_by_pause(&args) {
+                        // `CLIENT PAUSE`: not read again until it ends.
+                        c.st.postponed = true;
+                        self.admin.postponed.push((c.st.me.idx, c.st.me.gen));
+                        break;
+                    }
                     self.backpressure = None;
                     let req = Req {
                         args: &args,
                         raw,
                         place: Place::NEW,
                     };
-                    self.dispatch(&mut c.st, req);
+                    if c.st.reply != 0 {
+                        self.dispatch_muted(&mut c.st, req);
+                    } else {
+                        self.dispatch(&mut c.st, req);
+                    }
                     at += len;
                     if let Some(b) = self.backpressure.take() {
                         // Stop reading this client until that connection
@@ -121,6 +131,7 @@ impl Ctx {
                 return self.refuse(st, &why, place);
             }
         };
+        st.last_cmd = spec.name;
         if !spec.arity_ok(args.len()) {
             let why = Refusal::WrongArity { command: spec.name };
             return self.refuse(st, &why, place);
@@ -202,6 +213,9 @@ impl Ctx {
             Policy::Block(blocking) => self.block(st, blocking, req),
             Policy::Wait => self.wait(st, req),
             Policy::Kill => self.kill(st, req),
+            Policy::Local(super::policy::Local::Client(sub)) if sub.cross_core() => {
+                self.client_command(st, sub, req)
+            }
             Policy::Local(cmd) => {
                 self.stats.requests_local += 1;
                 if cmd == super::policy::Local::Reset {

@@ -16,6 +16,7 @@ mod backend_io;
 mod backends;
 pub mod blocking;
 mod client;
+mod clients;
 #[cfg(test)]
 mod count_tests;
 mod dedicated;
@@ -29,6 +30,7 @@ mod limits;
 #[cfg(test)]
 mod limits_tests;
 mod local;
+mod mailbox;
 mod move_batch;
 mod moves;
 #[cfg(test)]
@@ -196,6 +198,9 @@ pub(crate) struct Ctx {
     restores: Vec<Vec<u8>>,
     /// Pub/Sub: who subscribes what, the subscriber connections.
     pubsub: pubsub::PubSub,
+    /// `CLIENT` commands across cores: open asks, the pause (see
+    /// [`clients`]).
+    admin: clients::Admin,
 }
 
 impl Ctx {

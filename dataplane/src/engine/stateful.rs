@@ -71,6 +71,11 @@ impl Tx {
     pub fn bytes(&self) -> usize {
         self.frames.capacity() + self.keys.capacity()
     }
+
+    /// Commands queued (`CLIENT LIST`'s `multi=`).
+    pub fn queued(&self) -> u32 {
+        self.count
+    }
 }
 
 /// Limits for frames keyway built itself and parses again (a kept-back
