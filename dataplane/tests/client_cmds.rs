@@ -38,7 +38,9 @@ fn ask<A: AsRef<[u8]>>(s: &mut TcpStream, args: &[A]) -> Vec<u8> {
 /// The text of a bulk (or RESP3 verbatim) reply.
 fn text(reply: &[u8]) -> String {
     let s = String::from_utf8(reply.to_vec()).unwrap();
-    let (_, body) = s.split_once("\r\n").unwrap_or_else(|| panic!("not a bulk: {s:?}"));
+    let (_, body) = s
+        .split_once("\r\n")
+        .unwrap_or_else(|| panic!("not a bulk: {s:?}"));
     body.strip_suffix("\r\n").unwrap_or(body).to_string()
 }
 
@@ -58,7 +60,11 @@ fn list(s: &mut TcpStream, filter: &[&str]) -> Vec<HashMap<String, String>> {
     let mut args = vec!["CLIENT", "LIST"];
     args.extend_from_slice(filter);
     let reply = ask(s, &args);
-    assert!(reply.starts_with(b"$"), "CLIENT LIST: {}", String::from_utf8_lossy(&reply));
+    assert!(
+        reply.starts_with(b"$"),
+        "CLIENT LIST: {}",
+        String::from_utf8_lossy(&reply)
+    );
     text(&reply)
         .lines()
         .map(|l| fields(l).into_iter().collect())
@@ -128,7 +134,10 @@ fn client_list_shows_every_client_with_redis_fields_and_filters() {
         let c = cluster(cores);
         let mut conns = spread(&c.kw, cores, 4);
         for (i, conn) in conns.iter_mut().enumerate() {
-            assert_eq!(ask(&mut conn.s, &["CLIENT", "SETNAME", &format!("c{i}")]), b"+OK\r\n");
+            assert_eq!(
+                ask(&mut conn.s, &["CLIENT", "SETNAME", &format!("c{i}")]),
+                b"+OK\r\n"
+            );
         }
         // One in MULTI with a command queued, one subscribed.
         assert_eq!(ask(&mut conns[1].s, &["MULTI"]), b"+OK\r\n");
@@ -139,7 +148,10 @@ fn client_list_shows_every_client_with_redis_fields_and_filters() {
         let ids: Vec<u64> = lines.iter().map(|l| l["id"].parse().unwrap()).collect();
         let mut want: Vec<u64> = conns.iter().map(|c| c.id).collect();
         want.sort();
-        assert_eq!(ids, want, "CLIENT LIST lists every core's clients, by id ({cores} cores)");
+        assert_eq!(
+            ids, want,
+            "CLIENT LIST lists every core's clients, by id ({cores} cores)"
+        );
         let text_line = text(&ask(&mut conns[0].s, &["CLIENT", "LIST"]));
         let ours: Vec<String> = fields(text_line.lines().next().unwrap())
             .into_iter()
@@ -151,8 +163,10 @@ fn client_list_shows_every_client_with_redis_fields_and_filters() {
             "Redis 7.0's fields, in its order"
         );
         assert_eq!(&ours[redis_names.len()..], ["core"], "then keyway's core=");
-        let by_id: HashMap<u64, &HashMap<String, String>> =
-            lines.iter().map(|l| (l["id"].parse().unwrap(), l)).collect();
+        let by_id: HashMap<u64, &HashMap<String, String>> = lines
+            .iter()
+            .map(|l| (l["id"].parse().unwrap(), l))
+            .collect();
         for (i, conn) in conns.iter().enumerate() {
             let l = by_id[&conn.id];
             assert_eq!(l["name"], format!("c{i}"));
@@ -160,20 +174,34 @@ fn client_list_shows_every_client_with_redis_fields_and_filters() {
             assert_eq!(l["core"], conn.core);
             assert_eq!(l["laddr"], c.kw.addr.to_string());
         }
-        let (me, tx, sub) = (by_id[&conns[0].id], by_id[&conns[1].id], by_id[&conns[2].id]);
-        assert_eq!((me["flags"].as_str(), me["cmd"].as_str()), ("N", "client|list"));
+        let (me, tx, sub) = (
+            by_id[&conns[0].id],
+            by_id[&conns[1].id],
+            by_id[&conns[2].id],
+        );
+        assert_eq!(
+            (me["flags"].as_str(), me["cmd"].as_str()),
+            ("N", "client|list")
+        );
         assert_eq!((tx["flags"].as_str(), tx["multi"].as_str()), ("x", "1"));
         assert_eq!((sub["flags"].as_str(), sub["sub"].as_str()), ("P", "1"));
         // TYPE and ID filters.
         let pubsub = list(&mut conns[0].s, &["TYPE", "pubsub"]);
         assert_eq!(pubsub.len(), 1);
         assert_eq!(pubsub[0]["id"], conns[2].id.to_string());
-        assert_eq!(list(&mut conns[0].s, &["TYPE", "normal"]).len(), conns.len() - 1);
+        assert_eq!(
+            list(&mut conns[0].s, &["TYPE", "normal"]).len(),
+            conns.len() - 1
+        );
         assert!(list(&mut conns[0].s, &["TYPE", "master"]).is_empty());
         let (a, b) = (conns[3].id.to_string(), conns[1].id.to_string());
         let picked = list(&mut conns[0].s, &["ID", &a, "999999", &b]);
         let picked: Vec<&str> = picked.iter().map(|l| l["id"].as_str()).collect();
-        assert_eq!(picked, [a.as_str(), b.as_str()], "ID filter, in the order given");
+        assert_eq!(
+            picked,
+            [a.as_str(), b.as_str()],
+            "ID filter, in the order given"
+        );
         // Errors as Redis words them.
         let mut sbs = SideBySide::connect(reference.addr(), c.kw.addr);
         for bad in [
@@ -203,29 +231,49 @@ fn client_kill_closes_exactly_the_clients_its_filters_name() {
         // ID: on whichever core it is.
         let victim = conns.remove(0);
         let mut victim_s = victim.s;
-        assert_eq!(ask(&mut asker.s, &["CLIENT", "KILL", "ID", &victim.id.to_string()]), b":1\r\n");
+        assert_eq!(
+            ask(
+                &mut asker.s,
+                &["CLIENT", "KILL", "ID", &victim.id.to_string()]
+            ),
+            b":1\r\n"
+        );
         assert!(closed(&mut victim_s), "killed by ID");
         // Old form: +OK, then no such client.
         let victim = conns.remove(0);
         let mut victim_s = victim.s;
-        assert_eq!(ask(&mut asker.s, &["CLIENT", "KILL", &victim.addr]), b"+OK\r\n");
+        assert_eq!(
+            ask(&mut asker.s, &["CLIENT", "KILL", &victim.addr]),
+            b"+OK\r\n"
+        );
         assert!(closed(&mut victim_s), "killed by ip:port");
         let mut sbs = SideBySide::connect(reference.addr(), c.kw.addr);
         sbs.same(&["CLIENT", "KILL", &victim.addr]);
         // ADDR with SKIPME yes.
         let victim = conns.remove(0);
         let mut victim_s = victim.s;
-        let got = ask(&mut asker.s, &["CLIENT", "KILL", "ADDR", &victim.addr, "SKIPME", "yes"]);
+        let got = ask(
+            &mut asker.s,
+            &["CLIENT", "KILL", "ADDR", &victim.addr, "SKIPME", "yes"],
+        );
         assert_eq!(got, b":1\r\n");
         assert!(closed(&mut victim_s), "killed by ADDR");
         // TYPE pubsub: only the subscriber.
         let mut sub = conns.remove(0);
         exchange(&mut sub.s, &request(&["SUBSCRIBE", "news"]), 1);
-        assert_eq!(ask(&mut asker.s, &["CLIENT", "KILL", "TYPE", "pubsub"]), b":1\r\n");
+        assert_eq!(
+            ask(&mut asker.s, &["CLIENT", "KILL", "TYPE", "pubsub"]),
+            b":1\r\n"
+        );
         assert!(closed(&mut sub.s), "killed by TYPE pubsub");
         // The others are untouched.
         for other in &mut conns {
-            assert_eq!(ask(&mut other.s, &["PING"]), b"+PONG\r\n", "client {} lives", other.id);
+            assert_eq!(
+                ask(&mut other.s, &["PING"]),
+                b"+PONG\r\n",
+                "client {} lives",
+                other.id
+            );
         }
         // Errors as Redis words them.
         for bad in [
@@ -274,7 +322,10 @@ fn client_pause_write_holds_writes_on_every_core_until_unpause_or_timeout() {
         let c = cluster(cores);
         let mut conns = spread(&c.kw, cores, 3);
         let k = key_on(&c.body, 1, "paused");
-        assert_eq!(ask(&mut conns[0].s, &["CLIENT", "PAUSE", "100000", "WRITE"]), b"+OK\r\n");
+        assert_eq!(
+            ask(&mut conns[0].s, &["CLIENT", "PAUSE", "100000", "WRITE"]),
+            b"+OK\r\n"
+        );
         // Reads are served, on every core.
         for conn in conns.iter_mut() {
             assert_eq!(ask(&mut conn.s, &["GET", &k]), b"$-1\r\n");
@@ -300,16 +351,26 @@ fn client_pause_write_holds_writes_on_every_core_until_unpause_or_timeout() {
             assert_eq!(got, b"+OK\r\n$1\r\nv\r\n", "served in order after UNPAUSE");
         }
         // A pause that times out.
-        assert_eq!(ask(&mut conns[0].s, &["CLIENT", "PAUSE", "300", "WRITE"]), b"+OK\r\n");
+        assert_eq!(
+            ask(&mut conns[0].s, &["CLIENT", "PAUSE", "300", "WRITE"]),
+            b"+OK\r\n"
+        );
         {
             use std::io::Write;
             conns[1].s.write_all(&request(&["DEL", &k])).unwrap();
         }
         let id = conns[1].id;
         wait_blocked(&mut conns[0].s, id);
-        assert_eq!(read_replies(&mut conns[1].s, 1), b":1\r\n", "served after the timeout");
+        assert_eq!(
+            read_replies(&mut conns[1].s, 1),
+            b":1\r\n",
+            "served after the timeout"
+        );
         // ALL holds reads too (and the asker's own next command).
-        assert_eq!(ask(&mut conns[0].s, &["CLIENT", "PAUSE", "300", "ALL"]), b"+OK\r\n");
+        assert_eq!(
+            ask(&mut conns[0].s, &["CLIENT", "PAUSE", "300", "ALL"]),
+            b"+OK\r\n"
+        );
         {
             use std::io::Write;
             conns[1].s.write_all(&request(&["GET", &k])).unwrap();

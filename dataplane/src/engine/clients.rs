@@ -356,7 +356,10 @@ fn list_filter<'a>(args: &Args<'a>) -> Result<ListFilter, Refusal<'a>> {
 
 /// `CLIENT KILL`'s arguments, checked as Redis checks them; also whether
 /// it is the old form (`CLIENT KILL ip:port`).
-fn kill_filter<'a>(args: &Args<'a>, asker: (usize, u64)) -> Result<(KillFilter, bool), Refusal<'a>> {
+fn kill_filter<'a>(
+    args: &Args<'a>,
+    asker: (usize, u64),
+) -> Result<(KillFilter, bool), Refusal<'a>> {
     let n = args.len();
     if n == 3 {
         let f = KillFilter {
@@ -519,14 +522,21 @@ impl Ctx {
         }
         let seq = st.queue.push_waiting();
         let cores = self.shared.cores.max(1);
-        let ask = self.admin.asks.open(st.me, seq, cores, what.clone(), old_form);
+        let ask = self
+            .admin
+            .asks
+            .open(st.me, seq, cores, what.clone(), old_form);
         for to in 0..cores {
             let what = what.clone();
-            mailbox::post(&self.shared, to, Letter::Ask {
-                from: self.core,
-                ask,
-                what,
-            });
+            mailbox::post(
+                &self.shared,
+                to,
+                Letter::Ask {
+                    from: self.core,
+                    ask,
+                    what,
+                },
+            );
             if to != self.core {
                 mailbox::wake(&self.shared, to);
             }
@@ -555,8 +565,7 @@ impl Ctx {
     /// `WRITE` the commands flagged `write` or `may-replicate`, and `EXEC`;
     /// an unknown command or a wrong arity is answered at once, as Redis
     /// answers them before its pause check.
-    #[cold]
-    pub(crate) fn held_by_pause(&mut self, args: &Args<'_>) -> bool {
+    fn held_by_pause(&mut self, args: &Args<'_>) -> bool {
         let Some((mode, until)) = self.admin.pause else {
             return false;
         };
@@ -579,11 +588,24 @@ impl Ctx {
         }
     }
 
-    /// Dispatches a request of a client with `CLIENT REPLY` state: its
-    /// reply is dropped if replies are off or skipped (cold; see the module
-    /// documentation).
+    /// Dispatches a request while a pause is in force or of a client with
+    /// `CLIENT REPLY` state (cold; see the module documentation); false if
+    /// the pause holds it: the client is not read until the pause ends,
+    /// and the request stays unparsed in its input.
     #[cold]
-    pub(crate) fn dispatch_muted(&mut self, st: &mut ClientState, req: Req<'_>) {
+    pub(crate) fn dispatch_admin(&mut self, st: &mut ClientState, req: Req<'_>) -> bool {
+        if self.admin.pause.is_some() && self.held_by_pause(req.args) {
+            st.postponed = true;
+            self.admin.postponed.push((st.me.idx, st.me.gen));
+            return false;
+        }
+        self.dispatch_muted(st, req);
+        true
+    }
+
+    /// Dispatches a request of a client with `CLIENT REPLY` state: its
+    /// reply is dropped if replies are off or skipped.
+    fn dispatch_muted(&mut self, st: &mut ClientState, req: Req<'_>) {
         if st.reply & reply::SKIP_NEXT != 0 {
             st.reply = (st.reply & !reply::SKIP_NEXT) | reply::SKIP;
         }

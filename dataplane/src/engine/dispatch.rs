@@ -60,20 +60,18 @@ impl Ctx {
                         }
                     };
                     let args = c.parser.args(&buf[at..]);
-                    if self.admin.pause.is_some() && self.held_by_pause(&args) {
-                        // `CLIENT PAUSE`: not read again until it ends.
-                        c.st.postponed = true;
-                        self.admin.postponed.push((c.st.me.idx, c.st.me.gen));
-                        break;
-                    }
                     self.backpressure = None;
                     let req = Req {
                         args: &args,
                         raw,
                         place: Place::NEW,
                     };
-                    if c.st.reply != 0 {
-                        self.dispatch_muted(&mut c.st, req);
+                    // One test for `CLIENT PAUSE` (this core) and `CLIENT
+                    // REPLY` (this client): see `engine::clients`.
+                    if self.admin.pause.is_some() | (c.st.reply != 0) {
+                        if !self.dispatch_admin(&mut c.st, req) {
+                            break;
+                        }
                     } else {
                         self.dispatch(&mut c.st, req);
                     }

@@ -18,6 +18,8 @@ pub mod blocking;
 mod client;
 mod clients;
 #[cfg(test)]
+mod clients_tests;
+#[cfg(test)]
 mod count_tests;
 mod dedicated;
 mod deferred;
