@@ -55,6 +55,8 @@ pub(crate) fn run(cmd: Local, st: &mut ClientState, args: &Args<'_>, ctx: &Local
         Local::Hello => hello(st, args),
         Local::Reset => {
             st.name = None;
+            // As Redis's RESET: `CLIENT REPLY` back to on.
+            st.reply = 0;
             st.reply(|o| encode::simple(o, b"RESET"));
         }
         Local::Info => info(st, args, ctx),
