@@ -767,6 +767,7 @@ impl Worker {
         let Some(bl) = st.blocked.as_ref() else {
             return false;
         };
+        let (client, seq) = ((st.me.idx, st.me.gen), bl.seq);
         let conns: Vec<usize> = std::iter::once(bl.b)
             .chain(st.wait_conns.iter().map(|&(b, _)| b))
             .collect();
@@ -776,7 +777,7 @@ impl Worker {
         for b in conns {
             sent |= ctx
                 .backends
-                .unblock_for_user(b, error, cfg, now, versions, wake);
+                .unblock_for_user(b, client, seq, error, cfg, now, versions, wake);
         }
         sent
     }

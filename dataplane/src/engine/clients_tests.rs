@@ -123,3 +123,37 @@ fn client_reply_skip_drops_the_next_reply_even_from_a_backend() {
     rig.reply(0, "$1\r\nv\r\n");
     assert_eq!(rig.output(), "+OK\r\n+PONG\r\n");
 }
+
+fn request(args: &[&str]) -> String {
+    String::from_utf8(req(args)).unwrap()
+}
+
+#[test]
+fn client_unblock_is_sent_again_until_the_blocked_command_answers() {
+    let mut r = Rig::new(SlotRoute::Stable(0));
+    let k = key_in(1);
+    r.send(&format!("BLPOP {k} 0"));
+    r.written_dedicated(0);
+    r.reply_dedicated(0, ":5\r\n");
+    let admin = r.another_client();
+    r.send_as(admin, "CLIENT UNBLOCK 1 ERROR");
+    assert_eq!(r.output_of(admin), ":1\r\n", "keyway's client 1 is blocked");
+    let unblock = request(&["CLIENT", "UNBLOCK", "5", "ERROR"]);
+    assert_eq!(r.written(0), unblock);
+    // The BLPOP had not reached Redis yet: nothing unblocked, sent again.
+    r.reply(0, ":0\r\n");
+    r.tick(200);
+    assert_eq!(r.written(0), unblock, "retried while the block lasts");
+    r.reply(0, ":1\r\n");
+    r.reply_dedicated(0, "-UNBLOCKED client unblocked via CLIENT UNBLOCK\r\n");
+    assert_eq!(
+        r.output(),
+        "-UNBLOCKED client unblocked via CLIENT UNBLOCK\r\n",
+        "Redis's reply"
+    );
+    r.tick(400);
+    assert_eq!(r.written(0), "", "no retry once the block ended");
+    // Not blocked (any more): 0.
+    r.send_as(admin, "CLIENT UNBLOCK 1");
+    assert_eq!(r.output_of(admin), ":0\r\n");
+}

@@ -996,6 +996,7 @@ impl Ctx {
         if let Some(d) = self.backends.conns[b].dedicated.as_mut() {
             d.unblocking = Some(0);
             d.unblock_for = Some(owner);
+            d.unblock_reason = None;
         }
         let now = self.now_ms;
         let (cfg, versions, wake) = (&*self.cfg, &mut self.versions, &mut self.wake);
