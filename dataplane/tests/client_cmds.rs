@@ -226,7 +226,7 @@ fn client_kill_closes_exactly_the_clients_its_filters_name() {
     let reference = Redis::start();
     both_cores(|cores| {
         let c = cluster(cores);
-        let mut conns = spread(&c.kw, cores, 7);
+        let mut conns = spread(&c.kw, cores, 8);
         let mut asker = conns.remove(0);
         // ID: on whichever core it is.
         let victim = conns.remove(0);
@@ -266,6 +266,36 @@ fn client_kill_closes_exactly_the_clients_its_filters_name() {
             b":1\r\n"
         );
         assert!(closed(&mut sub.s), "killed by TYPE pubsub");
+        // A blocked client: its block ends at Redis too, and nothing it
+        // would have popped is lost.
+        let k = key_on(&c.body, 2, "killed");
+        let mut blocked = conns.remove(0);
+        {
+            use std::io::Write;
+            blocked.s.write_all(&request(&["BLPOP", &k, "0"])).unwrap();
+        }
+        let blpops = |r: &Redis| {
+            let mut s = TcpStream::connect(r.addr()).unwrap();
+            let clients = text(&ask(&mut s, &["CLIENT", "LIST"]));
+            let blocked = |l: &&str| l.contains("cmd=blpop") && l.contains("flags=b");
+            clients.lines().filter(blocked).count()
+        };
+        wait_for("BLPOP blocked at Redis", Duration::from_secs(10), || {
+            (blpops(&c.redis[2]) == 1).then_some(())
+        });
+        let id = blocked.id.to_string();
+        assert_eq!(ask(&mut asker.s, &["CLIENT", "KILL", "ID", &id]), b":1\r\n");
+        assert!(closed(&mut blocked.s), "blocked client killed");
+        wait_for("the BLPOP to end at Redis", Duration::from_secs(10), || {
+            (blpops(&c.redis[2]) == 0).then_some(())
+        });
+        assert_eq!(ask(&mut asker.s, &["RPUSH", &k, "x"]), b":1\r\n");
+        assert_eq!(ask(&mut asker.s, &["LLEN", &k]), b":1\r\n");
+        // MAXAGE (Redis 7.4's): no client is that old.
+        assert_eq!(
+            ask(&mut asker.s, &["CLIENT", "KILL", "MAXAGE", "100000"]),
+            b":0\r\n"
+        );
         // The others are untouched.
         for other in &mut conns {
             assert_eq!(
@@ -290,9 +320,14 @@ fn client_kill_closes_exactly_the_clients_its_filters_name() {
         ] {
             sbs.same(bad);
         }
-        // USER default, SKIPME yes (the default): every other client.
+        // USER default and LADDR keyway's, SKIPME yes (the default): every
+        // other client.
         let others = conns.len() as i64 + 1; // and `sbs`'s keyway side
-        let got = ask(&mut asker.s, &["CLIENT", "KILL", "USER", "default"]);
+        let laddr = c.kw.addr.to_string();
+        let got = ask(
+            &mut asker.s,
+            &["CLIENT", "KILL", "USER", "default", "LADDR", &laddr],
+        );
         assert_eq!(got, format!(":{others}\r\n").into_bytes());
         for other in &mut conns {
             assert!(closed(&mut other.s), "client {} killed by USER", other.id);

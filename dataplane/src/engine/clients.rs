@@ -407,8 +407,9 @@ fn kill_filter<'a>(
                 return Err(Refusal::Syntax);
             }
         } else if opt.eq_ignore_ascii_case(b"maxage") {
+            // 0: no filter, as in Redis 7.4.
             match parse_i64(v) {
-                Some(age) if age >= 0 => f.maxage = Some(age as u64),
+                Some(age) if age >= 0 => f.maxage = (age > 0).then_some(age as u64),
                 _ => return Err(Refusal::NotAnInteger),
             }
         } else {
