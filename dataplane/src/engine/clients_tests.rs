@@ -157,3 +157,28 @@ fn client_unblock_is_sent_again_until_the_blocked_command_answers() {
     r.send_as(admin, "CLIENT UNBLOCK 1");
     assert_eq!(r.output_of(admin), ":0\r\n");
 }
+
+#[test]
+fn a_write_pause_holds_what_redis_7_holds() {
+    let cases = [
+        ("SET k v", true),
+        ("PUBLISH c m", true),
+        ("EVAL return 0", true),
+        ("EVALSHA 1234 0", true),
+        ("PFCOUNT h", true),
+        ("GET k", false),
+        ("EVAL_RO return 0", false),
+        ("PING", false),
+        ("CLIENT UNPAUSE", false),
+        ("NOSUCH", false),
+    ];
+    for (cmd, held) in cases {
+        let mut r = Rig::new(SlotRoute::Stable(0));
+        r.send("CLIENT PAUSE 100000 WRITE");
+        assert_eq!(r.output(), "+OK\r\n");
+        let other = r.another_client();
+        r.send_as(other, cmd);
+        let status = r.worker.client_status(other);
+        assert_eq!(status == ClientStatus::WriteOnly, held, "{cmd}: {status:?}");
+    }
+}
