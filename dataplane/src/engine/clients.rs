@@ -521,10 +521,9 @@ impl Ctx {
             Ok(p) => p,
             Err(why) => return self.refuse(st, &why, req.place),
         };
-        if !self.admin.asks.has_room() {
-            let why = Refusal::TooManyClientAsks {
-                max: mailbox::MAX_ASKS,
-            };
+        let max = self.cfg.limits.client_commands_in_flight;
+        if !self.admin.asks.has_room(max) {
+            let why = Refusal::TooManyClientAsks { max };
             return self.refuse(st, &why, req.place);
         }
         // This core applies a pause at once, so that the client's next

@@ -13,7 +13,8 @@
 //! with a [`Letter::Answer`] to the asker (at the latest at its next tick);
 //! when the last answer is in, the asker builds the reply and completes the
 //! slot (`ReplyQueue::complete`), so the client's later replies stay behind
-//! it. A core has at most [`MAX_ASKS`] asks open; more are refused.
+//! it. A core has at most `limits.client_commands_in_flight` asks open;
+//! more are refused.
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -22,10 +23,6 @@ use super::client::ClientId;
 use super::clients::{KillFilter, ListFilter, PauseMode};
 use super::pending::Seq;
 use super::{Shared, Worker};
-
-/// Asks a core may have open at once (each is one letter per core, and
-/// one answer back): more are refused, so inboxes stay bounded.
-pub(crate) const MAX_ASKS: usize = 256;
 
 /// One core's letters from the others (and from itself).
 #[derive(Debug, Default)]
@@ -98,9 +95,10 @@ pub(crate) struct Asks {
 }
 
 impl Asks {
-    /// Whether another ask may be opened.
-    pub fn has_room(&self) -> bool {
-        self.open.len() < MAX_ASKS
+    /// Whether another ask may be opened, `max` being open at most (each
+    /// is one letter per core and one answer back: inboxes stay bounded).
+    pub fn has_room(&self, max: usize) -> bool {
+        self.open.len() < max
     }
 
     /// Records an ask of `client` (reply slot `seq`) to `cores` cores.

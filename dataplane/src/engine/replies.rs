@@ -358,7 +358,7 @@ impl Display for Refusal<'_> {
             TooManyClientAsks { max } => write!(
                 f,
                 "ERR keyway: {max} CLIENT LIST/KILL/PAUSE/UNPAUSE/UNBLOCK requests are already \
-                 in flight on this core; try again"
+                 in flight on this core (limits.client_commands_in_flight); try again"
             ),
             ProtocolNotAnInteger => {
                 f.write_str("ERR Protocol version is not an integer or out of range")
