@@ -182,3 +182,21 @@ fn a_write_pause_holds_what_redis_7_holds() {
         assert_eq!(status == ClientStatus::WriteOnly, held, "{cmd}: {status:?}");
     }
 }
+
+#[test]
+fn cross_core_client_commands_in_flight_are_bounded() {
+    let mut settings = Settings::default();
+    settings.limits.client_commands_in_flight = 1;
+    let mut r = Rig::with(SlotRoute::Stable(0), settings);
+    // One read: the second is dispatched while the first awaits answers.
+    r.send("CLIENT KILL ID 99;CLIENT KILL ID 99;CLIENT KILL ID 99");
+    assert_eq!(
+        r.output(),
+        ":0\r\n-ERR keyway: 1 CLIENT LIST/KILL/PAUSE/UNPAUSE/UNBLOCK requests are already in \
+         flight on this core (limits.client_commands_in_flight); try again\r\n\
+         -ERR keyway: 1 CLIENT LIST/KILL/PAUSE/UNPAUSE/UNBLOCK requests are already in \
+         flight on this core (limits.client_commands_in_flight); try again\r\n"
+    );
+    r.send("CLIENT KILL ID 99");
+    assert_eq!(r.output(), ":0\r\n", "room again once answered");
+}
