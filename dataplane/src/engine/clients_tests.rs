@@ -200,3 +200,20 @@ fn cross_core_client_commands_in_flight_are_bounded() {
     r.send("CLIENT KILL ID 99");
     assert_eq!(r.output(), ":0\r\n", "room again once answered");
 }
+
+#[test]
+fn a_client_list_counts_against_the_output_limit() {
+    let mut settings = Settings::default();
+    settings.limits.output_hard_limit = 4096;
+    let mut r = Rig::with(SlotRoute::Stable(0), settings);
+    for i in 0..100u16 {
+        r.worker.accept(peer(i), peer(6379)).unwrap();
+    }
+    r.send("CLIENT LIST");
+    let out = r.output();
+    assert!(
+        out.starts_with("-ERR closing the connection: its unread replies exceed"),
+        "{out:?}"
+    );
+    assert_eq!(r.status(), ClientStatus::Close);
+}
