@@ -103,6 +103,8 @@ pub(crate) struct ListFilter {
     kind: Option<ClientType>,
     /// `ID id…`, in the order given (the reply's order).
     ids: Option<Vec<u64>>,
+    /// The same, sorted, to look clients up.
+    sorted: Vec<u64>,
 }
 
 /// Which clients `CLIENT KILL` closes.
@@ -335,7 +337,7 @@ fn list_filter<'a>(args: &Args<'a>) -> Result<ListFilter, Refusal<'a>> {
         let kind = ClientType::parse(t).ok_or(Refusal::UnknownClientType { name: t })?;
         return Ok(ListFilter {
             kind: Some(kind),
-            ids: None,
+            ..Default::default()
         });
     }
     if n > 3 && args.get(2).eq_ignore_ascii_case(b"id") {
@@ -344,9 +346,12 @@ fn list_filter<'a>(args: &Args<'a>) -> Result<ListFilter, Refusal<'a>> {
             let id = parse_i64(args.get(i)).ok_or(Refusal::InvalidClientId)?;
             ids.push(id.max(0) as u64);
         }
+        let mut sorted = ids.clone();
+        sorted.sort_unstable();
         return Ok(ListFilter {
             kind: None,
             ids: Some(ids),
+            sorted,
         });
     }
     if n != 2 {
@@ -442,7 +447,7 @@ impl KillFilter {
 impl ListFilter {
     fn keeps(&self, st: &ClientState) -> bool {
         self.kind.is_none_or(|k| k == ClientType::of(st))
-            && self.ids.as_ref().is_none_or(|ids| ids.contains(&st.id))
+            && (self.ids.is_none() || self.sorted.binary_search(&st.id).is_ok())
     }
 }
 
@@ -796,6 +801,12 @@ impl Worker {
     /// The last answer to `ask` came: its reply goes in the asking
     /// client's slot.
     pub(crate) fn ask_done(&mut self, mut ask: Ask) {
+        // A list longer than the output limit closes the client anyway:
+        // its text stops there (`ID` may name one client many times).
+        let limit = match self.ctx.cfg.limits.output_hard_limit as usize {
+            0 => usize::MAX,
+            n => n,
+        };
         let Some(c) = super::live_client(&mut self.clients, ask.client.idx, ask.client.gen) else {
             return;
         };
@@ -806,8 +817,13 @@ impl Worker {
                 let mut text = String::new();
                 match &f.ids {
                     Some(ids) => {
+                        let by_id: std::collections::HashMap<u64, &str> =
+                            ask.lines.iter().map(|(i, l)| (*i, l.as_str())).collect();
                         for id in ids {
-                            if let Some((_, l)) = ask.lines.iter().find(|(i, _)| i == id) {
+                            if text.len() > limit {
+                                break;
+                            }
+                            if let Some(l) = by_id.get(id) {
                                 text.push_str(l);
                                 text.push('\n');
                             }
@@ -816,6 +832,9 @@ impl Worker {
                     None => {
                         ask.lines.sort_unstable_by_key(|(id, _)| *id);
                         for (_, l) in &ask.lines {
+                            if text.len() > limit {
+                                break;
+                            }
                             text.push_str(l);
                             text.push('\n');
                         }
