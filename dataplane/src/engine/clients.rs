@@ -21,15 +21,15 @@
 //! blocked (a blocking command, or held by `CLIENT PAUSE`), `c` closing
 //! after its replies, `A` being closed, `e` no-evict, else `N`.
 //!
-//! `CLIENT PAUSE` is applied at keyway, on every core: while it lasts,
-//! `Ctx::run_frames` tests one core-local flag per request and holds the
-//! client whose next command Redis would hold (every command with `ALL`,
-//! with `WRITE` those flagged `write` and Redis's `may-replicate` ones, and
-//! `EXEC`): the
-//! client is not read (`ClientState::postponed`) and its request stays in
-//! its input buffer, which counts in the memory limits, until the pause
-//! ends (`CLIENT UNPAUSE`, or the tick after its timeout), when it is
-//! parsed again in order.
+//! `CLIENT PAUSE` is applied at keyway, on every core (`engine::pause`):
+//! while it lasts, `Ctx::run_frames` tests one core-local flag per request
+//! and holds the client whose next command Redis would hold (every command
+//! with `ALL`, with `WRITE` those flagged `write` and Redis's
+//! `may-replicate` ones, and `EXEC`): the client is not read
+//! (`ClientState::postponed`) and its request stays in its input buffer,
+//! which counts in the memory limits, until the pause ends (`CLIENT
+//! UNPAUSE`, or the tick after its timeout), when it is parsed again in
+//! order.
 //!
 //! `CLIENT REPLY OFF|SKIP`: the request's reply slot is muted
 //! (`ReplyQueue::mute_next`), or a local reply written at once is taken
@@ -38,14 +38,14 @@
 
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use keyway_protocol::command::{self, flag, Lookup};
 use keyway_protocol::resp::{encode, Args};
 
 use super::client::{ClientState, Phase};
 use super::local::{valid_client_name, LocalCtx};
 use super::mailbox::{self, Answer, Ask, Letter, Question};
+use super::pause::{pause_args, PauseMode};
 use super::policy::ClientSub;
 use super::pubsub::Kind;
 use super::replies::Refusal;
@@ -119,15 +119,6 @@ pub(crate) struct KillFilter {
     maxage: Option<u64>,
     /// The asking client: its core and `CLIENT ID`.
     asker: (usize, u64),
-}
-
-/// `CLIENT PAUSE` modes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum PauseMode {
-    /// Writes (and what may replicate) are held.
-    Write,
-    /// Every command is held.
-    All,
 }
 
 /// A core's `CLIENT` state beyond its clients: open asks, the pause.
@@ -325,7 +316,7 @@ pub(crate) fn client_line(out: &mut String, st: &ClientState, now_ms: u64, core:
     );
 }
 
-fn parse_i64(v: &[u8]) -> Option<i64> {
+pub(crate) fn parse_i64(v: &[u8]) -> Option<i64> {
     std::str::from_utf8(v).ok()?.parse().ok()
 }
 
@@ -451,43 +442,6 @@ impl ListFilter {
     }
 }
 
-/// Commands Redis 7.0 holds in a `WRITE` pause besides those flagged
-/// `write`: its `may-replicate` ones (an internal flag `COMMAND` does not
-/// show, so not in the generated table: listed here, as a 7.0
-/// redis-server holds them), and `EXEC` (Redis holds it when a write is
-/// queued; keyway always).
-fn may_replicate(name: &str) -> bool {
-    matches!(
-        name,
-        "eval" | "evalsha" | "fcall" | "publish" | "spublish" | "pfcount" | "exec"
-    )
-}
-
-/// `CLIENT PAUSE`'s arguments: until when, and the mode.
-fn pause_args<'a>(args: &Args<'a>) -> Result<(Instant, PauseMode), Refusal<'a>> {
-    let n = args.len();
-    if n > 4 {
-        return Err(Refusal::SubcommandSyntax { sub: args.get(1) });
-    }
-    let ms = parse_i64(args.get(2)).ok_or(Refusal::TimeoutNotInteger)?;
-    if ms < 0 {
-        return Err(Refusal::TimeoutNegative);
-    }
-    let mode = match args.try_get(3) {
-        None => PauseMode::All,
-        Some(m) if m.eq_ignore_ascii_case(b"write") => PauseMode::Write,
-        Some(m) if m.eq_ignore_ascii_case(b"all") => PauseMode::All,
-        Some(_) => return Err(Refusal::PauseMode),
-    };
-    let now = Instant::now();
-    // A timeout past what an `Instant` holds is a pause for ten years.
-    let until = now
-        .checked_add(Duration::from_millis(ms as u64))
-        .or_else(|| now.checked_add(Duration::from_secs(10 * 365 * 86_400)))
-        .unwrap_or(now);
-    Ok((until, mode))
-}
-
 /// `CLIENT UNBLOCK`'s arguments: the client, and whether with an error.
 fn unblock_args<'a>(args: &Args<'a>) -> Result<(u64, bool), Refusal<'a>> {
     if args.len() > 4 {
@@ -562,66 +516,9 @@ impl Ctx {
         self.admin.posted = true;
     }
 
-    /// Applies a pause on this core (the longer and stricter of it and the
-    /// one in force, as Redis does).
-    fn pause(&mut self, until: Instant, mode: PauseMode) {
-        self.admin.pause = Some(match self.admin.pause {
-            None => (mode, until),
-            Some((m, u)) => (m.max(mode), u.max(until)),
-        });
-    }
-
-    /// Ends this core's pause; the worker resumes the clients it held.
-    fn unpause(&mut self) {
-        if self.admin.pause.take().is_some() || !self.admin.postponed.is_empty() {
-            self.admin.posted = true;
-        }
-    }
-
-    /// Whether the pause in force holds this request (the test is made only
-    /// while a pause is in force): `ALL` holds every command but `QUIT`,
-    /// `WRITE` the commands flagged `write` and [`may_replicate`];
-    /// an unknown command or a wrong arity is answered at once, as Redis
-    /// answers them before its pause check.
-    fn held_by_pause(&mut self, args: &Args<'_>) -> bool {
-        let Some((mode, until)) = self.admin.pause else {
-            return false;
-        };
-        if Instant::now() >= until {
-            // Over: the next tick resumes the clients it held.
-            self.admin.posted = true;
-            return false;
-        }
-        let Lookup::Found(spec) = command::lookup(args.get(0), args.try_get(1)) else {
-            return false;
-        };
-        if !spec.arity_ok(args.len()) || spec.name == "quit" {
-            return false;
-        }
-        match mode {
-            PauseMode::All => true,
-            PauseMode::Write => spec.has(flag::WRITE) || may_replicate(spec.name),
-        }
-    }
-
-    /// Dispatches a request while a pause is in force or of a client with
-    /// `CLIENT REPLY` state (cold; see the module documentation); false if
-    /// the pause holds it: the client is not read until the pause ends,
-    /// and the request stays unparsed in its input.
-    #[cold]
-    pub(crate) fn dispatch_admin(&mut self, st: &mut ClientState, req: Req<'_>) -> bool {
-        if self.admin.pause.is_some() && self.held_by_pause(req.args) {
-            st.postponed = true;
-            self.admin.postponed.push((st.me.idx, st.me.gen));
-            return false;
-        }
-        self.dispatch_muted(st, req);
-        true
-    }
-
     /// Dispatches a request of a client with `CLIENT REPLY` state: its
     /// reply is dropped if replies are off or skipped.
-    fn dispatch_muted(&mut self, st: &mut ClientState, req: Req<'_>) {
+    pub(crate) fn dispatch_muted(&mut self, st: &mut ClientState, req: Req<'_>) {
         if st.reply & reply::SKIP_NEXT != 0 {
             st.reply = (st.reply & !reply::SKIP_NEXT) | reply::SKIP;
         }
@@ -644,52 +541,6 @@ impl Ctx {
 }
 
 impl Worker {
-    /// Admin work after a client's requests (`Admin::posted`): mail to
-    /// read, and the clients a pause that ended held.
-    pub(crate) fn after_admin(&mut self) {
-        self.ctx.admin.posted = false;
-        self.read_mail();
-        let over = match self.ctx.admin.pause {
-            Some((_, until)) => Instant::now() >= until,
-            None => true,
-        };
-        if over {
-            self.end_pause();
-        }
-    }
-
-    /// The tick's share: mail not read yet (a core whose transport was not
-    /// woken), and the pause's timeout.
-    pub(crate) fn tick_admin(&mut self, now: Instant) {
-        self.read_mail();
-        match self.ctx.admin.pause {
-            Some((_, until)) if now >= until => self.end_pause(),
-            None if !self.ctx.admin.postponed.is_empty() => self.end_pause(),
-            _ => {}
-        }
-    }
-
-    /// Ends this core's pause: the clients it held are parsed again, in the
-    /// order they were held.
-    fn end_pause(&mut self) {
-        self.ctx.admin.pause = None;
-        if self.ctx.admin.postponed.is_empty() {
-            return;
-        }
-        for (idx, gen) in std::mem::take(&mut self.ctx.admin.postponed) {
-            if let Some(c) = super::live_client(&mut self.clients, idx, gen) {
-                if c.st.postponed {
-                    c.st.postponed = false;
-                    self.ctx.resume.push(idx);
-                }
-            }
-        }
-        // `resume_paused` pops from the end: keep the held order.
-        self.ctx.resume.reverse();
-        self.resume_paused();
-        self.run_deferred();
-    }
-
     /// Answers another core's (or this core's) question from this core's
     /// clients.
     pub(crate) fn answer(&mut self, what: &Question) -> Answer {

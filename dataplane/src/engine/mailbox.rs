@@ -20,7 +20,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::client::ClientId;
-use super::clients::{KillFilter, ListFilter, PauseMode};
+use super::clients::{KillFilter, ListFilter};
+use super::pause::PauseMode;
 use super::pending::Seq;
 use super::{Shared, Worker};
 

@@ -38,6 +38,7 @@ mod moves;
 #[cfg(test)]
 mod moves_tests;
 mod outbuf;
+mod pause;
 mod pending;
 pub mod policy;
 pub mod pubsub;
