@@ -25,7 +25,7 @@
 //! while it lasts, `Ctx::run_frames` tests one core-local flag per request
 //! and holds the client whose next command Redis would hold (every command
 //! with `ALL`, with `WRITE` those flagged `write` and Redis's
-//! `may-replicate` ones, and `EXEC`): the client is not read
+//! `may-replicate` ones, and an `EXEC` of some): the client is not read
 //! (`ClientState::postponed`) and its request stays in its input buffer,
 //! which counts in the memory limits, until the pause ends (`CLIENT
 //! UNPAUSE`, or the tick after its timeout), when it is parsed again in

@@ -171,12 +171,19 @@ fn a_write_pause_holds_what_redis_7_holds() {
         ("PING", false),
         ("CLIENT UNPAUSE", false),
         ("NOSUCH", false),
+        ("MULTI;SET k v|EXEC", true),
+        ("MULTI;GET k|EXEC", false),
     ];
     for (cmd, held) in cases {
         let mut r = Rig::new(SlotRoute::Stable(0));
+        let other = r.another_client();
+        // Before `|`: sent before the pause.
+        let (before, cmd) = cmd.split_once('|').unwrap_or(("", cmd));
+        if !before.is_empty() {
+            r.send_as(other, before);
+        }
         r.send("CLIENT PAUSE 100000 WRITE");
         assert_eq!(r.output(), "+OK\r\n");
-        let other = r.another_client();
         r.send_as(other, cmd);
         let status = r.worker.client_status(other);
         assert_eq!(status == ClientStatus::WriteOnly, held, "{cmd}: {status:?}");

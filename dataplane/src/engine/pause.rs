@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use keyway_protocol::command::{self, flag, Lookup};
+use keyway_protocol::command::{self, flag, CommandSpec, Lookup};
 use keyway_protocol::resp::Args;
 
 use super::client::ClientState;
@@ -27,16 +27,17 @@ pub(crate) enum PauseMode {
     All,
 }
 
-/// Commands Redis 7.0 holds in a `WRITE` pause besides those flagged
-/// `write`: its `may-replicate` ones (an internal flag `COMMAND` does not
+/// Whether Redis 7.0 holds `spec` in a `WRITE` pause: flagged `write`, or
+/// one of its `may-replicate` commands (an internal flag `COMMAND` does not
 /// show, so not in the generated table: listed here, as a 7.0
-/// redis-server holds them), and `EXEC` (Redis holds it when a write is
-/// queued; keyway always).
-fn may_replicate(name: &str) -> bool {
-    matches!(
-        name,
-        "eval" | "evalsha" | "fcall" | "publish" | "spublish" | "pfcount" | "exec"
-    )
+/// redis-server holds them). `EXEC` is held when such a command is queued
+/// (`Tx::writes`).
+pub(crate) fn held_in_write_pause(spec: &CommandSpec) -> bool {
+    spec.has(flag::WRITE)
+        || matches!(
+            spec.name,
+            "eval" | "evalsha" | "fcall" | "publish" | "spublish" | "pfcount"
+        )
 }
 
 /// `CLIENT PAUSE`'s arguments: until when, and the mode.
@@ -83,10 +84,10 @@ impl Ctx {
 
     /// Whether the pause in force holds this request (the test is made only
     /// while a pause is in force): `ALL` holds every command but `QUIT`,
-    /// `WRITE` the commands flagged `write` and [`may_replicate`];
+    /// `WRITE` those [`held_in_write_pause`] and an `EXEC` of some;
     /// an unknown command or a wrong arity is answered at once, as Redis
     /// answers them before its pause check.
-    fn held_by_pause(&mut self, args: &Args<'_>) -> bool {
+    fn held_by_pause(&mut self, st: &ClientState, args: &Args<'_>) -> bool {
         let Some((mode, until)) = self.admin.pause else {
             return false;
         };
@@ -103,7 +104,8 @@ impl Ctx {
         }
         match mode {
             PauseMode::All => true,
-            PauseMode::Write => spec.has(flag::WRITE) || may_replicate(spec.name),
+            PauseMode::Write if spec.name == "exec" => st.tx.as_ref().is_some_and(|t| t.writes),
+            PauseMode::Write => held_in_write_pause(spec),
         }
     }
 
@@ -113,7 +115,7 @@ impl Ctx {
     /// and the request stays unparsed in its input.
     #[cold]
     pub(crate) fn dispatch_admin(&mut self, st: &mut ClientState, req: Req<'_>) -> bool {
-        if self.admin.pause.is_some() && self.held_by_pause(req.args) {
+        if self.admin.pause.is_some() && self.held_by_pause(st, req.args) {
             st.postponed = true;
             self.admin.postponed.push((st.me.idx, st.me.gen));
             return false;

@@ -64,6 +64,9 @@ pub(crate) struct Tx {
     nkeys: u32,
     /// A command was refused while queueing: `EXEC` aborts.
     dirty: bool,
+    /// A command `CLIENT PAUSE WRITE` holds is queued: so is `EXEC` (see
+    /// `engine::pause`).
+    pub writes: bool,
 }
 
 impl Tx {
@@ -263,6 +266,7 @@ impl Ctx {
             return self.tx_error(st, &Refusal::TransactionTooLarge { limit });
         }
         tx.count += 1;
+        tx.writes |= super::pause::held_in_write_pause(spec);
         for &k in &keys {
             encode::bulk(&mut tx.keys, args.get(k as usize));
             tx.nkeys += 1;
