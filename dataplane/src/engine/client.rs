@@ -113,6 +113,16 @@ pub(crate) struct ClientState {
     /// The client chose RESP3 (`HELLO 3`): keyway's own replies use RESP3
     /// types (`encode::map_header`, `null_of`, `verbatim`, … take it).
     pub resp3: bool,
+    /// The name of the last command it ran (`cmd=` of `CLIENT LIST`).
+    pub last_cmd: &'static str,
+    /// `CLIENT REPLY` state (bits of [`super::clients::reply`]); 0, the
+    /// usual, costs one test per request.
+    pub reply: u8,
+    /// `CLIENT NO-EVICT on`: never closed for `limits.max_memory`.
+    pub no_evict: bool,
+    /// Its next request is held by a `CLIENT PAUSE` (it is not read until
+    /// the pause ends; see [`super::clients`]).
+    pub postponed: bool,
 }
 
 /// A dedicated backend connection a client's `WATCH` holds.
@@ -195,6 +205,7 @@ impl ClientState {
     #[inline]
     pub fn readable(&self) -> bool {
         !self.paused
+            && !self.postponed
             && self.blocked_on.is_none()
             && (self.blocked.is_none() || self.inbuf.len() < BLOCKED_INPUT_MAX)
     }
