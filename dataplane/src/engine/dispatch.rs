@@ -122,6 +122,7 @@ impl Ctx {
             }
         };
         if !spec.arity_ok(args.len()) {
+            self.cmds.reject(spec.id);
             let why = Refusal::WrongArity { command: spec.name };
             return self.refuse(st, &why, place);
         }
@@ -142,10 +143,12 @@ impl Ctx {
         );
         if routed {
             if let Some(reason) = self.cfg.fence.clone() {
+                self.cmds.reject(spec.id);
                 return self.refuse(st, &Refusal::Fenced { reason: &reason }, place);
             }
         }
         if self.memory.over && routed && place.at.is_none() {
+            self.cmds.reject(spec.id);
             self.stats.requests_oom += 1;
             let max = self.cfg.limits.max_memory;
             return self.refuse(st, &Refusal::Oom { max }, place);
@@ -169,6 +172,11 @@ impl Ctx {
         // A read may go to a replica (if its group reads from them); one
         // test when no group does.
         let read = self.backends.replica_reads && spec.has(flag::READONLY);
+        if let Policy::Unsupported(_) = policy {
+            self.cmds.reject(spec.id);
+        } else if place.at.is_none() {
+            self.cmds.call(spec.id);
+        }
         match policy {
             Policy::Route {
                 keys: Keys::First, ..
@@ -217,6 +225,7 @@ impl Ctx {
                 local::run(cmd, st, args, &ctx);
             }
             Policy::PubSub(cmd) => self.pubsub(st, cmd, req),
+            Policy::Server(cmd) => self.server_command(st, cmd, req),
             Policy::Unsupported(why) => {
                 self.refuse(st, &Refusal::Unsupported { spec, why }, place);
             }
@@ -245,6 +254,7 @@ impl Ctx {
     pub(crate) fn refuse(&mut self, st: &mut ClientState, why: &Refusal<'_>, place: Place) {
         self.stats.requests_local += 1;
         self.stats.errors_refused += 1;
+        self.cmds.error_reply(&why.to_reply());
         answer_error(st, why, place);
     }
 
@@ -336,6 +346,7 @@ impl Ctx {
         if let Some(why) = self.backends.down_error(b) {
             self.stats.errors_backend += 1;
             self.stats.requests_local += 1;
+            self.cmds.error_reply(&why.to_reply());
             answer_error(st, &why, place);
             return None;
         }

@@ -16,6 +16,7 @@ mod backend_io;
 mod backends;
 pub mod blocking;
 mod client;
+mod config_cmd;
 #[cfg(test)]
 mod count_tests;
 mod dedicated;
@@ -25,6 +26,8 @@ mod gather;
 pub mod health;
 #[cfg(test)]
 mod hold_tests;
+mod info;
+mod info_text;
 mod limits;
 #[cfg(test)]
 mod limits_tests;
@@ -50,6 +53,7 @@ mod scripts;
 mod scripts_tests;
 mod shared;
 mod sink;
+mod slowlog;
 pub mod split;
 mod stateful;
 #[cfg(test)]
@@ -74,11 +78,12 @@ use backends::Backends;
 use client::{Client, ClientState, Phase};
 pub use client::{ClientId, ClientStatus};
 use deferred::Scheduler;
+pub use info::ServerShared;
 use limits::close_for_output;
 pub use replies::Rejected;
 pub use scripts::ScriptRegistry;
 pub use shared::{CoreReport, CoreWaker, Shared};
-pub use stats::{PublishedStats, Stats};
+pub use stats::{CommandStats, PublishedStats, Stats};
 pub use timers::{Drain, DRAIN};
 use versions::VersionCounts;
 pub use worker::Worker;
@@ -169,6 +174,9 @@ pub(crate) struct Ctx {
     /// Table versions of the requests in flight.
     versions: VersionCounts,
     stats: Stats,
+    /// Per-command and per-error counters (`INFO commandstats`,
+    /// `errorstats`).
+    cmds: CommandStats,
     scratch: Scratch,
     /// Paused clients whose pipeline has room again.
     resume: Vec<u32>,

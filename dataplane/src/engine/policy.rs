@@ -89,6 +89,33 @@ pub enum ScriptCmd {
     DocumentedGroup,
 }
 
+/// Server introspection and administration over every group (see
+/// `engine::info`, `engine::config_cmd`, `engine::slowlog`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerCmd {
+    /// `INFO [section …]`: keyway's own sections merged with the groups'.
+    Info,
+    /// `CONFIG GET pattern…`: the documented group plus `keyway-*`.
+    ConfigGet,
+    /// `CONFIG SET p v…`: every group, undone where it succeeded if a
+    /// group refused.
+    ConfigSet,
+    /// `CONFIG RESETSTAT`: every group and keyway's counters.
+    ConfigResetStat,
+    /// `CONFIG REWRITE`: refused.
+    ConfigRewrite,
+    /// `CONFIG HELP`.
+    ConfigHelp,
+    /// `SLOWLOG GET [n]`: every group's entries merged by time.
+    SlowlogGet,
+    /// `SLOWLOG LEN`: the sum over groups.
+    SlowlogLen,
+    /// `SLOWLOG RESET`: every group.
+    SlowlogReset,
+    /// `SLOWLOG HELP`.
+    SlowlogHelp,
+}
+
 /// Transaction commands (see [`super::stateful`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TxCmd {
@@ -145,6 +172,9 @@ pub enum Policy {
     Kill,
     /// Answered by keyway.
     Local(Local),
+    /// `INFO`, `CONFIG`, `SLOWLOG`: keyway's own answer merged with every
+    /// group's.
+    Server(ServerCmd),
     /// Pub/Sub, served by [`super::pubsub`].
     PubSub(PubSubCmd),
     /// Refused: the reason completes "keyway does not support 'X': …".
@@ -173,7 +203,16 @@ fn decide(c: &CommandSpec) -> Policy {
         "hello" => return local(Local::Hello),
         "auth" => return local(Local::Auth),
         "reset" => return local(Local::Reset),
-        "info" => return local(Local::Info),
+        "info" => return Policy::Server(ServerCmd::Info),
+        "config|get" => return Policy::Server(ServerCmd::ConfigGet),
+        "config|set" => return Policy::Server(ServerCmd::ConfigSet),
+        "config|resetstat" => return Policy::Server(ServerCmd::ConfigResetStat),
+        "config|rewrite" => return Policy::Server(ServerCmd::ConfigRewrite),
+        "config|help" => return Policy::Server(ServerCmd::ConfigHelp),
+        "slowlog|get" => return Policy::Server(ServerCmd::SlowlogGet),
+        "slowlog|len" => return Policy::Server(ServerCmd::SlowlogLen),
+        "slowlog|reset" => return Policy::Server(ServerCmd::SlowlogReset),
+        "slowlog|help" => return Policy::Server(ServerCmd::SlowlogHelp),
         "command" => return local(Local::Command(CommandSub::All)),
         "command|count" => return local(Local::Command(CommandSub::Count)),
         "command|info" => return local(Local::Command(CommandSub::Info)),
@@ -469,7 +508,6 @@ mod tests {
         let cases = [
             ("cluster", Some("info"), CLUSTER),
             ("readonly", None, CLUSTER),
-            ("config", Some("get"), ADMIN),
             ("flushall", None, KEYSPACE),
             ("keys", None, KEYSPACE),
             ("scan", None, KEYSPACE),

@@ -43,6 +43,9 @@ pub struct Shared {
     /// Script bodies seen, for `NOSCRIPT` transparency (see
     /// [`super::scripts`]).
     pub scripts: super::ScriptRegistry,
+    /// What `INFO`, `CONFIG RESETSTAT` and `SLOWLOG` share across cores
+    /// (see [`super::info`]).
+    pub server: super::info::ServerShared,
 }
 
 /// One core's routing-version report, updated as it applies tables and on
@@ -66,6 +69,9 @@ pub struct CoreReport {
     /// How the core fares with each backend of its table, as of its last
     /// tick or backend state change.
     pub backends: health::PublishedHealth,
+    /// The core's per-command and per-error counters as of its last tick
+    /// (locked on ticks and by `INFO`, never per request).
+    pub commands: std::sync::Mutex<super::CommandStats>,
 }
 
 impl Default for CoreReport {
@@ -77,6 +83,7 @@ impl Default for CoreReport {
             stats: PublishedStats::default(),
             memory: AtomicU64::new(0),
             backends: Default::default(),
+            commands: Default::default(),
         }
     }
 }
@@ -94,6 +101,7 @@ impl Shared {
             lease_until_unix_ms: AtomicU64::new(0),
             health_changes: AtomicU64::new(0),
             scripts: Default::default(),
+            server: Default::default(),
         }
     }
 

@@ -193,7 +193,7 @@ impl Ctx {
                 spec,
                 why: "subscriptions are kept by keyway, not by a backend connection",
             }),
-            Policy::FanOut(_) => Err(Refusal::NotInTransaction {
+            Policy::FanOut(_) | Policy::Server(_) => Err(Refusal::NotInTransaction {
                 spec,
                 why: "it must reach every group",
             }),

@@ -73,6 +73,9 @@ impl Worker {
         self.ctx.publish_health();
         if let Some(r) = self.ctx.shared.reports.get(self.ctx.core) {
             r.stats.publish(&self.ctx.stats);
+            if let Ok(mut c) = r.commands.lock() {
+                self.ctx.cmds.publish_into(&mut c);
+            }
         }
     }
 
