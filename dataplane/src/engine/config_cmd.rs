@@ -17,6 +17,7 @@
 
 use std::sync::Arc;
 
+use keyway_protocol::command::{self, Lookup};
 use keyway_protocol::pattern::glob_match;
 use keyway_protocol::resp::{array_elements, encode, Args};
 
@@ -338,10 +339,7 @@ impl Ctx {
             }
             ServerCmd::ConfigSet => {
                 if args.len() % 2 != 0 {
-                    let why = Refusal::WrongArity {
-                        command: "config|set",
-                    };
-                    return self.refuse(st, &why, place);
+                    return self.refuse(st, &Refusal::Syntax, place);
                 }
                 let names: Vec<&[u8]> = args.iter().skip(2).step_by(2).collect();
                 if let Some(n) = names
@@ -368,7 +366,14 @@ impl Ctx {
             }
             ServerCmd::ConfigResetStat => {
                 let sh = self.shared.clone();
-                let (stats, cmds) = raw_totals(&sh, self.core, &self.stats, &self.cmds);
+                let (mut stats, mut cmds) = raw_totals(&sh, self.core, &self.stats, &self.cmds);
+                // As in Redis, the RESETSTAT itself counts after the reset.
+                stats.requests = stats.requests.saturating_sub(1);
+                if let Lookup::Found(spec) = command::lookup(b"config", Some(b"resetstat")) {
+                    if let Some(n) = cmds.calls.get_mut(usize::from(spec.id)) {
+                        *n = n.saturating_sub(1);
+                    }
+                }
                 sh.server.reset_stats(stats, cmds);
                 let names = self.group_names();
                 let frame = frame_of(&req);
