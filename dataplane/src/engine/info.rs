@@ -208,7 +208,7 @@ impl Section {
     }
 
     /// Whether the groups' `INFO` supplies part of it.
-    fn from_groups(self) -> bool {
+    fn needs_groups(self) -> bool {
         matches!(
             self,
             Section::Server
@@ -281,10 +281,10 @@ impl Sections {
     }
 
     /// The sections the groups must be asked for.
-    fn from_groups(self) -> Vec<Section> {
+    fn asked_of_groups(self) -> Vec<Section> {
         Section::ALL
             .into_iter()
-            .filter(|&s| self.has(s) && s.from_groups())
+            .filter(|&s| self.has(s) && s.needs_groups())
             .collect()
     }
 }
@@ -344,7 +344,7 @@ impl Ctx {
         let sections = Sections::of(req.args.iter().skip(1));
         let names = self.group_names();
         let own = self.own_info(sections);
-        let asked = sections.from_groups();
+        let asked = sections.asked_of_groups();
         let mut parts = Vec::new();
         if !asked.is_empty() {
             let mut cmd = Vec::new();
@@ -645,7 +645,7 @@ impl Combine for InfoMerge {
         let mut body = String::new();
         for (sec, own) in &self.own {
             debug_assert!(self.sections.has(*sec));
-            let fields = if sec.from_groups() {
+            let fields = if sec.needs_groups() {
                 let theirs: Vec<&Fields> = groups
                     .iter()
                     .map(|g| text::section(g, sec.title()))
@@ -693,12 +693,12 @@ mod tests {
         assert!(!two.has(Section::Clients));
         assert_eq!(of(&["nosuch"]), Sections(0));
         assert_eq!(
-            of(&["keyway", "cpu"]).from_groups(),
+            of(&["keyway", "cpu"]).asked_of_groups(),
             Vec::<Section>::new(),
             "keyway's own sections need no group"
         );
         assert_eq!(
-            of(&["memory", "cpu", "server"]).from_groups(),
+            of(&["memory", "cpu", "server"]).asked_of_groups(),
             vec![Section::Server, Section::Memory]
         );
     }
