@@ -51,6 +51,8 @@ mod route;
 mod scripts;
 #[cfg(test)]
 mod scripts_tests;
+#[cfg(test)]
+mod server_tests;
 mod shared;
 mod sink;
 mod slowlog;
