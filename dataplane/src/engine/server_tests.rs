@@ -131,3 +131,25 @@ fn info_leaves_a_failed_group_out_and_names_it() {
     );
     assert!(out.contains("\r\nkeyway_groups_missing:b\r\n"), "{out}");
 }
+
+#[test]
+fn a_resp3_client_gets_a_verbatim_info_and_a_config_map() {
+    let mut r = Rig::new(SlotRoute::Stable(0));
+    r.worker.clients[r.client.idx as usize].st.resp3 = true;
+    r.send("INFO cluster");
+    let text = "# Cluster\r\ncluster_enabled:0\r\n";
+    assert_eq!(
+        r.output(),
+        format!("={}\r\ntxt:{text}\r\n", text.len() + 4),
+        "INFO is a verbatim string in RESP3"
+    );
+    r.send("CONFIG GET maxmemory");
+    assert_eq!(r.written(0), "", "slot 0 is on c");
+    assert_eq!(r.written(2), request(&["CONFIG", "GET", "maxmemory"]));
+    r.reply(2, "*2\r\n$9\r\nmaxmemory\r\n$1\r\n0\r\n");
+    assert_eq!(
+        r.output(),
+        "%1\r\n$9\r\nmaxmemory\r\n$1\r\n0\r\n",
+        "a map, from a group's RESP2 reply"
+    );
+}
