@@ -172,11 +172,9 @@ impl Ctx {
         // A read may go to a replica (if its group reads from them); one
         // test when no group does.
         let read = self.backends.replica_reads && spec.has(flag::READONLY);
-        if let Policy::Unsupported(_) = policy {
-            self.cmds.reject(spec.id);
-        } else if place.at.is_none() {
-            self.cmds.call(spec.id);
-        }
+        // Once per request, not again when a kept-back one is dispatched
+        // again (branch-free; an unsupported one is moved to the rejected).
+        self.cmds.call(spec.id, place.at.is_none());
         match policy {
             Policy::Route {
                 keys: Keys::First, ..
@@ -227,6 +225,7 @@ impl Ctx {
             Policy::PubSub(cmd) => self.pubsub(st, cmd, req),
             Policy::Server(cmd) => self.server_command(st, cmd, req),
             Policy::Unsupported(why) => {
+                self.cmds.unsupported(spec.id, place.at.is_none());
                 self.refuse(st, &Refusal::Unsupported { spec, why }, place);
             }
         }

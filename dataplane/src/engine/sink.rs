@@ -246,7 +246,7 @@ impl Sink<'_> {
         }
         match purpose {
             Purpose::Whole => {
-                if reply.first() == Some(&b'-') {
+                if let Some(b'-') = reply.first() {
                     self.cmds.error_reply(reply);
                 }
                 if st.blocked.is_none() {
@@ -261,7 +261,7 @@ impl Sink<'_> {
                 if self.scripts.noscript_or_forget(e, reply) {
                     return;
                 }
-                if reply.first() == Some(&b'-') {
+                if let Some(b'-') = reply.first() {
                     self.cmds.error_reply(reply);
                 }
                 st.queue.complete(seq, reply, st.out.buf_mut())

@@ -189,12 +189,23 @@ impl Default for CommandStats {
 }
 
 impl CommandStats {
-    /// Counts a request of command `id` that is served.
+    /// Counts a request of command `id` that is served (if `new`: a
+    /// request dispatched again after being kept back is counted once).
     #[inline(always)]
-    pub fn call(&mut self, id: u16) {
+    pub fn call(&mut self, id: u16, new: bool) {
         if let Some(c) = self.calls.get_mut(usize::from(id)) {
-            *c += 1;
+            *c += u64::from(new);
         }
+    }
+
+    /// A request counted by [`call`](Self::call) turned out unsupported:
+    /// it is counted as rejected instead.
+    #[cold]
+    pub fn unsupported(&mut self, id: u16, new: bool) {
+        if let Some(c) = self.calls.get_mut(usize::from(id)) {
+            *c -= u64::from(new).min(*c);
+        }
+        self.reject(id);
     }
 
     /// Counts a request of command `id` refused before it ran.
@@ -341,14 +352,16 @@ mod tests {
     #[test]
     fn command_stats_count_calls_rejections_and_error_codes() {
         let mut s = CommandStats::default();
-        s.call(3);
-        s.call(3);
-        s.reject(4);
-        s.call(u16::MAX);
+        s.call(3, true);
+        s.call(3, true);
+        s.call(3, false);
+        s.call(4, true);
+        s.unsupported(4, true);
+        s.call(u16::MAX, true);
         s.error_reply(b"-WRONGTYPE Operation against a key\r\n");
         s.error_reply(b"-ERR unknown\r\n");
         s.error_reply(b"-ERR other\r\n");
-        assert_eq!((s.calls[3], s.rejected[4]), (2, 1));
+        assert_eq!((s.calls[3], s.calls[4], s.rejected[4]), (2, 0, 1));
         assert_eq!(
             s.errors,
             vec![("WRONGTYPE".into(), 1), ("ERR".into(), 2)],
