@@ -270,6 +270,10 @@ fn config_set_reaches_every_group_and_config_get_reads_as_redis() {
     both.same(&["SLOWLOG", "HELP"]);
     both.same(&["SLOWLOG", "GET", "-2"]);
     both.same(&["SLOWLOG", "GET", "x"]);
+    both.same(&["SLOWLOG", "GET", "1", "2"]);
+    both.same(&["CONFIG", "GET"]);
+    both.same(&["CONFIG", "NOSUCH"]);
+    both.same(&["INFO", "nosuch", "other"]);
 }
 
 #[test]

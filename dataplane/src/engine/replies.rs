@@ -120,8 +120,8 @@ pub(crate) enum Refusal<'a> {
     KeywaySetting { name: &'a [u8] },
     /// Redis's `SLOWLOG GET` with a bad count.
     SlowlogCount,
-    /// Redis's `SLOWLOG GET a b` (too many arguments).
-    SlowlogGetArgs,
+    /// Redis's `SLOWLOG GET a b` (too many arguments; `sub` as given).
+    SlowlogGetArgs { sub: &'a [u8] },
 
     // ---- transactions and dedicated connections ---------------------------
     /// Redis's `EXEC` outside `MULTI`.
@@ -337,8 +337,10 @@ impl Display for Refusal<'_> {
                 Lossy(name, 128)
             ),
             SlowlogCount => f.write_str("ERR count should be greater than or equal to -1"),
-            SlowlogGetArgs => f.write_str(
-                "ERR unknown subcommand or wrong number of arguments for 'get'. Try SLOWLOG HELP.",
+            SlowlogGetArgs { sub } => write!(
+                f,
+                "ERR unknown subcommand or wrong number of arguments for '{}'. Try SLOWLOG HELP.",
+                Lossy(sub, 128)
             ),
             ProtocolNotAnInteger => {
                 f.write_str("ERR Protocol version is not an integer or out of range")

@@ -106,7 +106,7 @@ fn slowlog_len_adds_up_and_get_checks_its_arguments() {
     r.send("SLOWLOG GET 0 1");
     assert_eq!(
         r.output(),
-        "-ERR unknown subcommand or wrong number of arguments for 'get'. Try SLOWLOG HELP.\r\n"
+        "-ERR unknown subcommand or wrong number of arguments for 'GET'. Try SLOWLOG HELP.\r\n"
     );
 }
 

@@ -194,7 +194,7 @@ impl Ctx {
             }
             ServerCmd::SlowlogGet => {
                 if args.len() > 3 {
-                    return self.refuse(st, &Refusal::SlowlogGetArgs, place);
+                    return self.refuse(st, &Refusal::SlowlogGetArgs { sub: args.get(1) }, place);
                 }
                 let count = match args.try_get(2) {
                     None => Some(10),
