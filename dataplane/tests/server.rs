@@ -415,3 +415,32 @@ fn info_without_a_group_says_which_one_is_missing() {
     );
     assert!(field(&text, "redis_version").is_some(), "{text}");
 }
+
+#[test]
+fn info_clients_counts_blocked_subscribed_and_watching_clients() {
+    let c = cluster();
+    let mut blocked = c.kw.tcp();
+    let k = key_on(&c.body, 0, "list");
+    let req = format!("*3\r\n$5\r\nBLPOP\r\n${}\r\n{k}\r\n$1\r\n0\r\n", k.len());
+    std::io::Write::write_all(&mut blocked, req.as_bytes()).unwrap();
+    let mut sub = c.kw.tcp();
+    let subscribed = common::raw_roundtrip(&mut sub, b"*2\r\n$9\r\nSUBSCRIBE\r\n$2\r\nch\r\n");
+    assert!(subscribed.starts_with(b"*3\r\n$9\r\nsubscribe"));
+    let mut watcher = c.kw.conn();
+    let _: () = query(&mut watcher, &["WATCH", &k]);
+    let mut kw = c.kw.conn();
+    let counts = |kw: &mut redis::Connection| {
+        let t = info(kw, &["clients"]);
+        ["blocked_clients", "pubsub_clients", "watching_clients"]
+            .map(|f| field(&t, f).unwrap_or_default())
+    };
+    wait_for("every kind counted", Duration::from_secs(5), || {
+        (counts(&mut kw) == ["1", "1", "1"]).then_some(())
+    });
+    drop(blocked);
+    drop(sub);
+    drop(watcher);
+    wait_for("none left", Duration::from_secs(5), || {
+        (counts(&mut kw) == ["0", "0", "0"]).then_some(())
+    });
+}

@@ -32,7 +32,7 @@ use super::info_text::{self as text, Fields};
 use super::policy::ServerCmd;
 use super::route::{answer_in_place, merge_in_place, Req};
 use super::split::{Combine, Merge};
-use super::{CommandStats, Ctx, Shared, Stats};
+use super::{CommandStats, Ctx, Shared, Stats, Worker};
 use crate::config::LiveConfig;
 use crate::routing::GroupIndex;
 
@@ -147,6 +147,36 @@ pub(crate) fn raw_totals(
         }
     }
     (stats, all)
+}
+
+impl Worker {
+    /// Publishes how many of the core's clients are blocked, subscribed and
+    /// watching keys (on each tick, for `INFO clients`).
+    pub(super) fn publish_client_kinds(&self) {
+        let mut kinds = [0u64; 3];
+        for (_, c) in self.clients.iter() {
+            kinds[0] += u64::from(c.st.blocked.is_some());
+            kinds[1] += u64::from(c.st.subs.is_some());
+            kinds[2] += u64::from(c.st.pin.is_some());
+        }
+        if let Some(r) = self.ctx.shared.reports.get(self.ctx.core) {
+            for (slot, n) in r.client_kinds.iter().zip(kinds) {
+                slot.store(n, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Clients blocked, subscribed, watching, over every core (as of each
+/// core's last tick).
+fn client_kinds(sh: &Shared) -> [u64; 3] {
+    let mut kinds = [0u64; 3];
+    for r in sh.reports.iter() {
+        for (k, slot) in kinds.iter_mut().zip(&r.client_kinds) {
+            *k += slot.load(Ordering::Relaxed);
+        }
+    }
+    kinds
 }
 
 /// `INFO`'s sections, in the order Redis writes them (keyway's last).
@@ -500,15 +530,19 @@ fn server_fields(sh: &Shared, _cfg: &LiveConfig) -> Fields {
 }
 
 fn clients_fields(sh: &Shared, cfg: &LiveConfig) -> Fields {
+    let [blocked, pubsub, watching] = client_kinds(sh);
     vec![
         kv("connected_clients", sh.clients.load(Ordering::Relaxed)),
         kv("cluster_connections", 0),
         kv("maxclients", cfg.limits.max_clients),
         kv("client_recent_max_input_buffer", 0),
         kv("client_recent_max_output_buffer", 0),
-        kv("blocked_clients", 0),
+        kv("blocked_clients", blocked),
         kv("tracking_clients", 0),
         kv("clients_in_timeout_table", 0),
+        // Redis 7.2's names.
+        kv("pubsub_clients", pubsub),
+        kv("watching_clients", watching),
     ]
 }
 

@@ -72,6 +72,9 @@ pub struct CoreReport {
     /// The core's per-command and per-error counters as of its last tick
     /// (locked on ticks and by `INFO`, never per request).
     pub commands: std::sync::Mutex<super::CommandStats>,
+    /// The core's clients blocked on a command, subscribed, and watching
+    /// keys, as of its last tick (`INFO clients`).
+    pub client_kinds: [AtomicU64; 3],
 }
 
 impl Default for CoreReport {
@@ -84,6 +87,7 @@ impl Default for CoreReport {
             memory: AtomicU64::new(0),
             backends: Default::default(),
             commands: Default::default(),
+            client_kinds: Default::default(),
         }
     }
 }
