@@ -83,7 +83,8 @@ counters! {
     scripts_preloaded,
     /// `EVALSHA`s answered `-NOSCRIPT`, loaded and sent again.
     scripts_retried,
-    /// Commands sent to undo a partial `FUNCTION LOAD`.
+    /// Commands sent to undo a partial `FUNCTION LOAD` (or `CONFIG SET`,
+    /// see `engine::config_cmd`).
     scripts_undone,
     /// Replies replaced by an error because they exceeded a size limit.
     replies_too_large,
