@@ -64,6 +64,14 @@ pub struct Limits {
     /// "16mb"; "0" remembers none: `NOSCRIPT` is passed on).
     #[serde(deserialize_with = "units::size")]
     pub script_registry_bytes: u64,
+    /// `SLOWLOG`: a request keyway kept back (held or moved during a
+    /// migration) this many microseconds or more is logged as keyway's own
+    /// slow entry (default 10000, as Redis's `slowlog-log-slower-than`;
+    /// negative: none).
+    pub slowlog_log_slower_than: i64,
+    /// `SLOWLOG`: keyway's own entries kept (default 128, as Redis's
+    /// `slowlog-max-len`; the oldest go first).
+    pub slowlog_max_len: usize,
 }
 
 /// `max_memory` not given: [`FileConfig::validate`] picks the default.
@@ -124,6 +132,8 @@ impl Default for Limits {
             max_memory: AUTO_MEMORY,
             max_subscriptions: 10_000,
             script_registry_bytes: 16 << 20,
+            slowlog_log_slower_than: 10_000,
+            slowlog_max_len: 128,
         }
     }
 }

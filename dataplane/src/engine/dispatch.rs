@@ -352,6 +352,9 @@ impl Ctx {
         let seq = match place.at {
             None => st.queue.push_waiting(),
             Some(seq) => {
+                if let Some(since) = place.since_ms {
+                    self.kept_slow(st, args, since);
+                }
                 st.queue.set_waiting(seq);
                 seq
             }

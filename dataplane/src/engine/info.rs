@@ -48,6 +48,8 @@ pub struct ServerShared {
     reset: Mutex<Option<(Stats, CommandStats)>>,
     /// `instantaneous_ops_per_sec`: (when, requests then, rate).
     ops: Mutex<Option<(Instant, u64, u64)>>,
+    /// Keyway's own `SLOWLOG` entries.
+    pub(crate) slowlog: super::slowlog::OwnLog,
 }
 
 impl Default for ServerShared {
@@ -57,6 +59,7 @@ impl Default for ServerShared {
             replid: random_hex(2),
             reset: Mutex::new(None),
             ops: Mutex::new(None),
+            slowlog: Default::default(),
         }
     }
 }

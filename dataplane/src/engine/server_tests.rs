@@ -153,3 +153,58 @@ fn a_resp3_client_gets_a_verbatim_info_and_a_config_map() {
         "a map, from a group's RESP2 reply"
     );
 }
+
+#[test]
+fn a_request_kept_back_long_is_keyways_own_slow_entry() {
+    let mut r = Rig::new(SlotRoute::Stable(0));
+    let k = key_in(1);
+    r.tick(100);
+    r.publish_held(3, SlotRoute::Stable(0), &[0]);
+    r.send(&format!("GET {k}"));
+    assert_eq!(r.written(0), "", "held");
+    r.tick(400);
+    r.publish(4, SlotRoute::Stable(0));
+    r.tick(600);
+    assert_eq!(r.written(0), request(&["GET", &k]), "released");
+    r.reply(0, "$-1\r\n");
+    assert_eq!(r.output(), "$-1\r\n");
+    r.send("SLOWLOG GET");
+    for g in 0..3 {
+        assert_eq!(r.written(g), request(&["SLOWLOG", "GET"]));
+        r.reply(g, "*0\r\n");
+    }
+    let out = r.output();
+    let head = "*1\r\n*6\r\n:3\r\n:";
+    assert!(
+        out.starts_with(head),
+        "one entry, id 0 × 4 sources + 3: {out}"
+    );
+    let rest = &out[head.len()..];
+    let after_time = &rest[rest.find("\r\n").unwrap() + 2..];
+    assert_eq!(
+        after_time,
+        format!(
+            ":500000\r\n*2\r\n$3\r\nGET\r\n${}\r\n{k}\r\n$15\r\n127.0.0.1:50000\r\n$6\r\nkeyway\r\n",
+            k.len()
+        ),
+        "held from 100 ms to 600 ms at the core's clock"
+    );
+    r.send("SLOWLOG LEN");
+    for g in 0..3 {
+        r.written(g);
+        r.reply(g, ":0\r\n");
+    }
+    assert_eq!(r.output(), ":1\r\n");
+    r.send("SLOWLOG RESET");
+    for g in 0..3 {
+        r.written(g);
+        r.reply(g, "+OK\r\n");
+    }
+    assert_eq!(r.output(), "+OK\r\n");
+    r.send("SLOWLOG LEN");
+    for g in 0..3 {
+        r.written(g);
+        r.reply(g, ":0\r\n");
+    }
+    assert_eq!(r.output(), ":0\r\n", "reset keyway's own log too");
+}
