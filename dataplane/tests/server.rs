@@ -308,6 +308,7 @@ fn keyways_own_settings_are_read_not_written() {
         .collect();
     assert!(map.keys().all(|k| k.starts_with("keyway-")), "{pairs:?}");
     assert_eq!(map.get("keyway-limits.max_clients"), Some(&"1234"));
+    assert_eq!(map.get("keyway-limits.slowlog_max_len"), Some(&"128"));
     let both: Vec<String> = query(
         &mut kw,
         &["CONFIG", "GET", "maxclients", "keyway-limits.max_c*"],

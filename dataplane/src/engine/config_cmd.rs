@@ -76,6 +76,11 @@ fn keyway_settings(cfg: &LiveConfig) -> Vec<(String, String)> {
             "limits.script_registry_bytes",
             l.script_registry_bytes.to_string(),
         ),
+        (
+            "limits.slowlog_log_slower_than",
+            l.slowlog_log_slower_than.to_string(),
+        ),
+        ("limits.slowlog_max_len", l.slowlog_max_len.to_string()),
         ("backend.connections", b.connections.to_string()),
         ("backend.connect_timeout", b.connect_timeout.to_string()),
         ("backend.timeout", b.timeout.to_string()),
