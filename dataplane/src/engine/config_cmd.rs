@@ -353,6 +353,11 @@ impl Ctx {
                 {
                     return self.refuse(st, &Refusal::KeywaySetting { name: n }, place);
                 }
+                if self.cfg.table.has_holds() {
+                    // A group is changing masters: set the new one, as
+                    // `SCRIPT LOAD` waits (`Ctx::every_group`).
+                    return self.sched.hold(st, req, self.now_ms, &mut self.stats);
+                }
                 let groups = self.group_names();
                 let mut get: Vec<&[u8]> = vec![b"CONFIG", b"GET"];
                 get.extend(names.iter().copied());

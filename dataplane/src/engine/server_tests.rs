@@ -208,3 +208,21 @@ fn a_request_kept_back_long_is_keyways_own_slow_entry() {
     }
     assert_eq!(r.output(), ":0\r\n", "reset keyway's own log too");
 }
+
+#[test]
+fn config_set_waits_while_a_group_is_on_hold() {
+    let mut r = Rig::new(SlotRoute::Stable(0));
+    r.publish_held(3, SlotRoute::Stable(0), &[1]);
+    r.send("CONFIG SET maxmemory 100");
+    for g in 0..3 {
+        assert_eq!(r.written(g), "", "held whole: nothing to group {g}");
+    }
+    r.swap(4, SlotRoute::Stable(0));
+    let set = request(&["CONFIG", "SET", "maxmemory", "100"]);
+    for g in 0..3 {
+        assert!(r.written(g).ends_with(&set), "released to group {g}");
+        r.reply(g, "*2\r\n$9\r\nmaxmemory\r\n$1\r\n0\r\n");
+        r.reply(g, "+OK\r\n");
+    }
+    assert_eq!(r.output(), "+OK\r\n");
+}
