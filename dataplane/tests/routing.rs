@@ -340,7 +340,7 @@ fn local_commands_answer_like_redis() {
     for (cmd, needle) in [
         (vec!["SCRIPT", "DEBUG", "YES"], "'SCRIPT DEBUG'"),
         (vec!["SWAPDB", "0", "1"], "'SWAPDB'"),
-        (vec!["CONFIG", "GET", "maxmemory"], "'CONFIG GET'"),
+        (vec!["DEBUG", "SLEEP", "0"], "'DEBUG'"),
         (vec!["CLUSTER", "INFO"], "not a Redis Cluster node"),
         (vec!["MOVE", "after", "1"], "'MOVE'"),
     ] {

@@ -67,6 +67,14 @@ pub struct Limits {
     /// `CLIENT LIST|KILL|PAUSE|UNPAUSE|UNBLOCK` a core may have awaiting
     /// the other cores' answers (default 256); more are refused.
     pub client_commands_in_flight: usize,
+    /// `SLOWLOG`: a request keyway kept back (held or moved during a
+    /// migration) this many microseconds or more is logged as keyway's own
+    /// slow entry (default 10000, as Redis's `slowlog-log-slower-than`;
+    /// negative: none).
+    pub slowlog_log_slower_than: i64,
+    /// `SLOWLOG`: keyway's own entries kept (default 128, as Redis's
+    /// `slowlog-max-len`; the oldest go first).
+    pub slowlog_max_len: usize,
 }
 
 /// `max_memory` not given: [`FileConfig::validate`] picks the default.
@@ -128,6 +136,8 @@ impl Default for Limits {
             max_subscriptions: 10_000,
             script_registry_bytes: 16 << 20,
             client_commands_in_flight: 256,
+            slowlog_log_slower_than: 10_000,
+            slowlog_max_len: 128,
         }
     }
 }

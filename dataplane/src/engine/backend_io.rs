@@ -189,6 +189,7 @@ impl Worker {
             wake: &mut ctx.wake,
             versions: &mut ctx.versions,
             stats: &mut ctx.stats,
+            cmds: &mut ctx.cmds,
             resume: &mut ctx.resume,
             sched: &mut ctx.sched,
             log: &mut ctx.log,

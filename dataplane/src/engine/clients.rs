@@ -189,7 +189,7 @@ const HELP: &[&str] = &[
 ];
 
 /// The `CLIENT` subcommands about the asking client only.
-pub(crate) fn client(sub: ClientSub, st: &mut ClientState, args: &Args<'_>, ctx: &LocalCtx<'_>) {
+pub(crate) fn client(sub: ClientSub, st: &mut ClientState, args: &Args<'_>, ctx: &LocalCtx) {
     match sub {
         ClientSub::SetName => {
             let n = args.get(2);

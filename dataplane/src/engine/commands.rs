@@ -377,6 +377,25 @@ const NOTES: &[(&str, &str)] = &[
         "answered by keyway: its own sections, and what the groups report merged",
     ),
     ("role", "keyway is a master without replicas of its own"),
+    (
+        "config|get",
+        "from the group owning slot 0, plus keyway's own settings as `keyway-*`",
+    ),
+    (
+        "config|set",
+        "every group; set back where it succeeded if another group refused",
+    ),
+    ("config|resetstat", "every group and keyway's own counters"),
+    (
+        "config|rewrite",
+        "refused with a reason: keyway does not rewrite the groups' files",
+    ),
+    (
+        "slowlog|get",
+        "every group's entries and keyway's, newest first, tagged with their group",
+    ),
+    ("slowlog|len", "the groups' and keyway's entries added"),
+    ("slowlog|reset", "every group and keyway's own log"),
     ("command", "only the commands keyway serves are listed"),
     (
         "command|count",
@@ -476,6 +495,8 @@ const AS_REDIS: &[&str] = &[
     "client|getredir",
     "client|trackinginfo",
     "command|help",
+    "config|help",
+    "slowlog|help",
     "command|getkeys",
     "pubsub|help",
     "script|help",
@@ -518,6 +539,7 @@ pub fn serving(c: &CommandSpec) -> Serving {
         Policy::Local(_) => differs("answered by keyway"),
         Policy::PubSub(_) => differs("see Pub/Sub"),
         Policy::Keyspace(_) => differs("every group; see The whole keyspace"),
+        Policy::Server(_) => differs("see Server: INFO, CONFIG, SLOWLOG"),
     }
 }
 

@@ -131,6 +131,7 @@ impl Ctx {
         };
         st.last_cmd = spec.name;
         if !spec.arity_ok(args.len()) {
+            self.cmds.reject(spec.id);
             let why = Refusal::WrongArity { command: spec.name };
             return self.refuse(st, &why, place);
         }
@@ -157,10 +158,12 @@ impl Ctx {
         );
         if routed {
             if let Some(reason) = self.cfg.fence.clone() {
+                self.cmds.reject(spec.id);
                 return self.refuse(st, &Refusal::Fenced { reason: &reason }, place);
             }
         }
         if self.memory.over && routed && place.at.is_none() {
+            self.cmds.reject(spec.id);
             self.stats.requests_oom += 1;
             let max = self.cfg.limits.max_memory;
             return self.refuse(st, &Refusal::Oom { max }, place);
@@ -185,6 +188,9 @@ impl Ctx {
         // A read may go to a replica (if its group reads from them); one
         // test when no group does.
         let read = self.backends.replica_reads && spec.has(flag::READONLY);
+        // Once per request, not again when a kept-back one is dispatched
+        // again (branch-free; an unsupported one is moved to the rejected).
+        self.cmds.call(spec.id, place.at.is_none());
         match policy {
             Policy::Route {
                 keys: Keys::First, ..
@@ -241,11 +247,8 @@ impl Ctx {
                     self.reset_protocol(st);
                 }
                 let ctx = LocalCtx {
-                    shared: &self.shared,
-                    cfg: &self.cfg,
                     core: self.core,
                     now_ms: self.now_ms,
-                    stats: &self.stats,
                 };
                 match place.at {
                     None => local::run(cmd, st, args, &ctx),
@@ -256,7 +259,9 @@ impl Ctx {
                 }
             }
             Policy::PubSub(cmd) => self.pubsub(st, cmd, req),
+            Policy::Server(cmd) => self.server_command(st, cmd, req),
             Policy::Unsupported(why) => {
+                self.cmds.unsupported(spec.id, place.at.is_none());
                 self.refuse(st, &Refusal::Unsupported { spec, why }, place);
             }
         }
@@ -284,6 +289,7 @@ impl Ctx {
     pub(crate) fn refuse(&mut self, st: &mut ClientState, why: &Refusal<'_>, place: Place) {
         self.stats.requests_local += 1;
         self.stats.errors_refused += 1;
+        self.cmds.error_reply(&why.to_reply());
         answer_error(st, why, place);
     }
 
@@ -384,12 +390,16 @@ impl Ctx {
         if let Some(why) = self.backends.down_error(b) {
             self.stats.errors_backend += 1;
             self.stats.requests_local += 1;
+            self.cmds.error_reply(&why.to_reply());
             answer_error(st, &why, place);
             return None;
         }
         let seq = match place.at {
             None => st.queue.push_waiting(),
             Some(seq) => {
+                if let Some(since) = place.since_ms {
+                    self.kept_slow(st, args, since);
+                }
                 st.queue.set_waiting(seq);
                 seq
             }

@@ -3,31 +3,22 @@
 //! INFO`), introspection (`COMMAND …`, `INFO`). Replies match Redis 7's byte
 //! for byte where Redis would answer the same.
 
-use std::fmt::Write as _;
-use std::sync::atomic::Ordering;
-
-use keyway_protocol::command::{self, extract_keys, CommandSpec, Lookup, REDIS_VERSION};
+use keyway_protocol::command::{self, extract_keys, CommandSpec, Lookup};
 use keyway_protocol::pattern::glob_match;
 use keyway_protocol::resp::{encode, Args};
 
 use super::client::{ClientState, Phase};
 use super::policy::{CommandSub, Local};
 use super::replies::Refusal;
-use super::{Shared, Stats};
-use crate::config::LiveConfig;
 
 /// What local commands may look at besides the client.
-pub(crate) struct LocalCtx<'a> {
-    pub shared: &'a Shared,
-    pub cfg: &'a LiveConfig,
+pub(crate) struct LocalCtx {
     pub core: usize,
     pub now_ms: u64,
-    /// This core's counters (the other cores' come from `shared`).
-    pub stats: &'a Stats,
 }
 
 /// Runs a local command; arity has been checked.
-pub(crate) fn run(cmd: Local, st: &mut ClientState, args: &Args<'_>, ctx: &LocalCtx<'_>) {
+pub(crate) fn run(cmd: Local, st: &mut ClientState, args: &Args<'_>, ctx: &LocalCtx) {
     match cmd {
         // PING's arity is -1 but it takes one message at most, as Redis checks.
         Local::Ping if args.len() > 2 => st.refuse(&Refusal::WrongArity { command: "ping" }),
@@ -65,7 +56,6 @@ pub(crate) fn run(cmd: Local, st: &mut ClientState, args: &Args<'_>, ctx: &Local
             encode::integer(o, 0);
             encode::array_header(o, 0);
         }),
-        Local::Info => info(st, args, ctx),
         Local::Command(sub) => command(sub, st, args),
         Local::Client(sub) => super::clients::client(sub, st, args, ctx),
         Local::Time => super::keyspace::time(st),
@@ -272,69 +262,4 @@ fn command_getkeys(st: &mut ClientState, args: &Args<'_>) {
             encode::bulk(o, sub.get(k as usize));
         }
     });
-}
-
-fn info(st: &mut ClientState, args: &Args<'_>, ctx: &LocalCtx<'_>) {
-    let wanted = |s: &str| {
-        args.len() == 1
-            || args.iter().skip(1).any(|a| {
-                a.eq_ignore_ascii_case(s.as_bytes())
-                    || a.eq_ignore_ascii_case(b"all")
-                    || a.eq_ignore_ascii_case(b"default")
-                    || a.eq_ignore_ascii_case(b"everything")
-            })
-    };
-    let mut text = String::new();
-    let sh = ctx.shared;
-    if wanted("server") {
-        let _ = write!(
-            text,
-            "# Server\r\nredis_version:{REDIS_VERSION}\r\nkeyway_version:{}\r\nredis_mode:standalone\r\n\
-             process_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\n\r\n",
-            env!("CARGO_PKG_VERSION"),
-            std::process::id(),
-            sh.listen_port.load(Ordering::Relaxed),
-            sh.started.elapsed().as_secs(),
-        );
-    }
-    if wanted("clients") {
-        let _ = write!(
-            text,
-            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\n\r\n",
-            sh.clients.load(Ordering::Relaxed),
-            ctx.cfg.limits.max_clients
-        );
-    }
-    if wanted("keyway") {
-        let t = &ctx.cfg.table;
-        let _ = write!(
-            text,
-            "# Keyway\r\ncores:{}\r\ncore:{}\r\ntable_version:{}\r\nslots:{}\r\ngroups:{}\r\n",
-            sh.cores,
-            ctx.core,
-            t.version,
-            t.slot_count(),
-            t.groups().len()
-        );
-        for (i, g) in t.groups().iter().enumerate() {
-            let _ = write!(
-                text,
-                "group{i}:name={},master={}\r\n",
-                g.name, g.master_text
-            );
-        }
-        let _ = write!(
-            text,
-            "buffers_bytes:{}\r\nmax_memory:{}\r\n",
-            sh.memory_used(),
-            ctx.cfg.limits.max_memory
-        );
-        for (name, v) in sh.stats(ctx.core, ctx.stats).fields() {
-            let _ = write!(text, "{name}:{v}\r\n");
-        }
-        text.push_str("\r\n");
-    }
-    let text = text.trim_end_matches("\r\n").to_string() + "\r\n";
-    let r3 = st.resp3;
-    st.reply(|o| encode::verbatim(o, text.as_bytes(), r3));
 }

@@ -20,6 +20,7 @@ mod clients;
 #[cfg(test)]
 mod clients_tests;
 pub mod commands;
+mod config_cmd;
 #[cfg(test)]
 mod count_tests;
 mod dedicated;
@@ -29,6 +30,8 @@ mod gather;
 pub mod health;
 #[cfg(test)]
 mod hold_tests;
+mod info;
+mod info_text;
 mod keyspace;
 #[cfg(test)]
 mod keyspace_tests;
@@ -58,8 +61,11 @@ mod route;
 mod scripts;
 #[cfg(test)]
 mod scripts_tests;
+#[cfg(test)]
+mod server_tests;
 mod shared;
 mod sink;
+mod slowlog;
 pub mod split;
 mod stateful;
 #[cfg(test)]
@@ -85,11 +91,12 @@ use backends::Backends;
 use client::{Client, ClientState, Phase};
 pub use client::{ClientId, ClientStatus};
 use deferred::Scheduler;
+pub use info::ServerShared;
 use limits::close_for_output;
 pub use replies::Rejected;
 pub use scripts::ScriptRegistry;
 pub use shared::{CoreReport, CoreWaker, Shared};
-pub use stats::{PublishedStats, Stats};
+pub use stats::{CommandStats, PublishedStats, Stats};
 pub use timers::{Drain, DRAIN};
 use versions::VersionCounts;
 pub use worker::Worker;
@@ -180,6 +187,9 @@ pub(crate) struct Ctx {
     /// Table versions of the requests in flight.
     versions: VersionCounts,
     stats: Stats,
+    /// Per-command and per-error counters (`INFO commandstats`,
+    /// `errorstats`).
+    cmds: CommandStats,
     scratch: Scratch,
     /// Paused clients whose pipeline has room again.
     resume: Vec<u32>,

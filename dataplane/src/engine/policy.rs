@@ -31,8 +31,6 @@ pub enum Local {
     Reset,
     /// `ROLE`: keyway is a master without replicas of its own.
     Role,
-    /// `INFO [section …]`.
-    Info,
     /// `COMMAND` and its subcommands.
     Command(CommandSub),
     /// `CLIENT` subcommands a proxy can answer truthfully.
@@ -139,6 +137,33 @@ pub enum KeyspaceCmd {
     Flush,
 }
 
+/// Server introspection and administration over every group (see
+/// `engine::info`, `engine::config_cmd`, `engine::slowlog`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerCmd {
+    /// `INFO [section …]`: keyway's own sections merged with the groups'.
+    Info,
+    /// `CONFIG GET pattern…`: the documented group plus `keyway-*`.
+    ConfigGet,
+    /// `CONFIG SET p v…`: every group, undone where it succeeded if a
+    /// group refused.
+    ConfigSet,
+    /// `CONFIG RESETSTAT`: every group and keyway's counters.
+    ConfigResetStat,
+    /// `CONFIG REWRITE`: refused.
+    ConfigRewrite,
+    /// `CONFIG HELP`.
+    ConfigHelp,
+    /// `SLOWLOG GET [n]`: every group's entries merged by time.
+    SlowlogGet,
+    /// `SLOWLOG LEN`: the sum over groups.
+    SlowlogLen,
+    /// `SLOWLOG RESET`: every group.
+    SlowlogReset,
+    /// `SLOWLOG HELP`.
+    SlowlogHelp,
+}
+
 /// Transaction commands (see [`super::stateful`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TxCmd {
@@ -197,6 +222,9 @@ pub enum Policy {
     Kill,
     /// Answered by keyway.
     Local(Local),
+    /// `INFO`, `CONFIG`, `SLOWLOG`: keyway's own answer merged with every
+    /// group's.
+    Server(ServerCmd),
     /// Pub/Sub, served by [`super::pubsub`].
     PubSub(PubSubCmd),
     /// Refused: the reason completes "keyway does not support 'X': …".
@@ -227,7 +255,16 @@ fn decide(c: &CommandSpec) -> Policy {
         "auth" => return local(Local::Auth),
         "reset" => return local(Local::Reset),
         "role" => return local(Local::Role),
-        "info" => return local(Local::Info),
+        "info" => return Policy::Server(ServerCmd::Info),
+        "config|get" => return Policy::Server(ServerCmd::ConfigGet),
+        "config|set" => return Policy::Server(ServerCmd::ConfigSet),
+        "config|resetstat" => return Policy::Server(ServerCmd::ConfigResetStat),
+        "config|rewrite" => return Policy::Server(ServerCmd::ConfigRewrite),
+        "config|help" => return Policy::Server(ServerCmd::ConfigHelp),
+        "slowlog|get" => return Policy::Server(ServerCmd::SlowlogGet),
+        "slowlog|len" => return Policy::Server(ServerCmd::SlowlogLen),
+        "slowlog|reset" => return Policy::Server(ServerCmd::SlowlogReset),
+        "slowlog|help" => return Policy::Server(ServerCmd::SlowlogHelp),
         "command" => return local(Local::Command(CommandSub::All)),
         "command|count" => return local(Local::Command(CommandSub::Count)),
         "command|info" => return local(Local::Command(CommandSub::Info)),
@@ -546,7 +583,6 @@ mod tests {
         let cases = [
             ("cluster", Some("info"), CLUSTER),
             ("readonly", None, CLUSTER),
-            ("config", Some("get"), ADMIN),
             ("shutdown", None, ADMIN),
             ("debug", None, ADMIN),
             ("script", Some("debug"), SCRIPT_DEBUG),

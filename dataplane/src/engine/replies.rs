@@ -144,6 +144,16 @@ pub(crate) enum Refusal<'a> {
     /// Redis's `COMMAND GETKEYS` of a command without keys.
     NoKeyArguments,
 
+    // ---- INFO, CONFIG, SLOWLOG (see `engine::info`) -------------------------
+    /// `CONFIG REWRITE`: keyway does not own the groups' files.
+    ConfigRewrite,
+    /// `CONFIG SET keyway-…`: keyway's settings come from its config.
+    KeywaySetting { name: &'a [u8] },
+    /// Redis's `SLOWLOG GET` with a bad count.
+    SlowlogCount,
+    /// Redis's `SLOWLOG GET a b` (too many arguments; `sub` as given).
+    SlowlogGetArgs { sub: &'a [u8] },
+
     // ---- transactions and dedicated connections ---------------------------
     /// Redis's `EXEC` outside `MULTI`.
     ExecWithoutMulti,
@@ -367,6 +377,23 @@ impl Display for Refusal<'_> {
                 f,
                 "ERR keyway: {max} CLIENT LIST/KILL/PAUSE/UNPAUSE/UNBLOCK requests are already \
                  in flight on this core (limits.client_commands_in_flight); try again"
+            ),
+            ConfigRewrite => f.write_str(
+                "ERR keyway does not rewrite the groups' config files; run CONFIG REWRITE \
+                 on each Redis server directly (keyway's own settings live in its config \
+                 file or the control plane's snapshot)",
+            ),
+            KeywaySetting { name } => write!(
+                f,
+                "ERR keyway setting '{}' comes from keyway's config file or the control \
+                 plane's snapshot and cannot be changed with CONFIG SET",
+                Lossy(name, 128)
+            ),
+            SlowlogCount => f.write_str("ERR count should be greater than or equal to -1"),
+            SlowlogGetArgs { sub } => write!(
+                f,
+                "ERR unknown subcommand or wrong number of arguments for '{}'. Try SLOWLOG HELP.",
+                Lossy(sub, 128)
             ),
             ProtocolNotAnInteger => {
                 f.write_str("ERR Protocol version is not an integer or out of range")

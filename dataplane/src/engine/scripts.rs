@@ -516,7 +516,7 @@ impl Ctx {
                 tracing::warn!(
                     core = self.core,
                     group = %self.cfg.table.group(g).name,
-                    "could not undo a partial FUNCTION LOAD: the group is down"
+                    "could not undo a partial fan-out (FUNCTION LOAD, CONFIG SET): the group is down"
                 );
                 continue;
             }

@@ -43,6 +43,9 @@ pub struct Shared {
     /// Script bodies seen, for `NOSCRIPT` transparency (see
     /// [`super::scripts`]).
     pub scripts: super::ScriptRegistry,
+    /// What `INFO`, `CONFIG RESETSTAT` and `SLOWLOG` share across cores
+    /// (see [`super::info`]).
+    pub server: super::info::ServerShared,
 }
 
 /// One core's routing-version report, updated as it applies tables and on
@@ -69,6 +72,12 @@ pub struct CoreReport {
     /// Letters from other cores (`CLIENT LIST`, `KILL`, …; see
     /// [`super::mailbox`]), read when the core is woken or ticks.
     pub inbox: super::mailbox::Inbox,
+    /// The core's per-command and per-error counters as of its last tick
+    /// (locked on ticks and by `INFO`, never per request).
+    pub commands: std::sync::Mutex<super::CommandStats>,
+    /// The core's clients blocked on a command, subscribed, and watching
+    /// keys, as of its last tick (`INFO clients`).
+    pub client_kinds: [AtomicU64; 3],
 }
 
 impl Default for CoreReport {
@@ -81,6 +90,8 @@ impl Default for CoreReport {
             memory: AtomicU64::new(0),
             backends: Default::default(),
             inbox: Default::default(),
+            commands: Default::default(),
+            client_kinds: Default::default(),
         }
     }
 }
@@ -98,6 +109,7 @@ impl Shared {
             lease_until_unix_ms: AtomicU64::new(0),
             health_changes: AtomicU64::new(0),
             scripts: Default::default(),
+            server: Default::default(),
         }
     }
 

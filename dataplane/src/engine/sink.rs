@@ -46,6 +46,8 @@ pub(super) struct Sink<'a> {
     pub wake: &'a mut Wake,
     pub versions: &'a mut VersionCounts,
     pub stats: &'a mut Stats,
+    /// Error replies by code (`INFO errorstats`).
+    pub cmds: &'a mut super::CommandStats,
     pub resume: &'a mut Vec<u32>,
     pub sched: &'a mut Scheduler,
     pub log: &'a mut limits::LogLimit,
@@ -260,6 +262,9 @@ impl Sink<'_> {
         }
         match purpose {
             Purpose::Whole => {
+                if let Some(b'-') = reply.first() {
+                    self.cmds.error_reply(reply);
+                }
                 if st.blocked.is_none() {
                     st.queue.complete(seq, reply, st.out.buf_mut());
                 } else if !send_again(st, seq, reply, self.now_ms, self.released, self.sched) {
@@ -271,6 +276,9 @@ impl Sink<'_> {
             Purpose::Script => {
                 if self.scripts.noscript_or_forget(e, reply) {
                     return;
+                }
+                if let Some(b'-') = reply.first() {
+                    self.cmds.error_reply(reply);
                 }
                 st.queue.complete(seq, reply, st.out.buf_mut())
             }

@@ -125,6 +125,16 @@ pub fn write_part(
     }
 }
 
+/// Replies of a command sent to every group merged by that command's own
+/// code (`INFO`, `CONFIG`, `SLOWLOG`; see `engine::info`): each part's
+/// reply is handed over as it arrives, errors included.
+pub(crate) trait Combine: std::fmt::Debug {
+    /// Part `part`'s reply.
+    fn add(&mut self, part: u16, reply: &[u8]);
+    /// The merged reply, and commands to send to groups afterwards (undos).
+    fn finish(self: Box<Self>, out: &mut Vec<u8>) -> Vec<UndoCmd>;
+}
+
 /// The replies of a split request's parts as they arrive, and the merged reply
 /// once all have.
 #[derive(Debug)]
@@ -142,6 +152,8 @@ pub struct Merge {
     held: usize,
     /// `Same`/`AllOf`: every group's reply (see [`Gather`]).
     gather: Option<Box<Gather>>,
+    /// A command's own merge (see [`Combine`]).
+    combine: Option<Box<dyn Combine>>,
 }
 
 impl Merge {
@@ -161,7 +173,15 @@ impl Merge {
             error: None,
             held: 0,
             gather: None,
+            combine: None,
         }
+    }
+
+    /// A merge of `parts` replies by `c` (see [`Combine`]).
+    pub(crate) fn combine(c: Box<dyn Combine>, parts: usize) -> Merge {
+        let mut m = Merge::new(SplitKind::Same, parts, &[]);
+        m.combine = Some(c);
+        m
     }
 
     /// A merge of a command sent to every group (`Same` or `AllOf`), one
@@ -186,13 +206,17 @@ impl Merge {
             *r = None;
         }
         self.gather = None;
+        self.combine = None;
         self.held = reply.len();
         self.error = Some((0, reply));
     }
 
     /// Records part `part`'s reply; true when every part has replied.
     pub fn add(&mut self, part: u16, reply: &[u8]) -> bool {
-        if let Some(g) = self.gather.as_mut() {
+        if let Some(c) = self.combine.as_mut() {
+            self.held += reply.len();
+            c.add(part, reply);
+        } else if let Some(g) = self.gather.as_mut() {
             self.held += reply.len();
             g.add(part, reply);
         } else if self.kind == SplitKind::Kill {
@@ -261,6 +285,9 @@ impl Merge {
         }
         if let Some(g) = self.gather {
             return g.finish(self.kind == SplitKind::AllOf, out);
+        }
+        if let Some(c) = self.combine {
+            return c.finish(out);
         }
         match self.kind {
             SplitKind::Same | SplitKind::AllOf => {

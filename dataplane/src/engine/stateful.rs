@@ -201,10 +201,12 @@ impl Ctx {
                 spec,
                 why: "subscriptions are kept by keyway, not by a backend connection",
             }),
-            Policy::FanOut(_) | Policy::Keyspace(_) => Err(Refusal::NotInTransaction {
-                spec,
-                why: "it must reach every group",
-            }),
+            Policy::FanOut(_) | Policy::Keyspace(_) | Policy::Server(_) => {
+                Err(Refusal::NotInTransaction {
+                    spec,
+                    why: "it must reach every group",
+                })
+            }
             // FUNCTION LIST|DUMP|STATS: on the keyless group, as outside.
             Policy::Scripts(super::policy::ScriptCmd::DocumentedGroup) => Ok(()),
             Policy::Scripts(_) => Err(Refusal::NotInTransaction {

@@ -88,7 +88,8 @@ counters! {
     scripts_preloaded,
     /// `EVALSHA`s answered `-NOSCRIPT`, loaded and sent again.
     scripts_retried,
-    /// Commands sent to undo a partial `FUNCTION LOAD`.
+    /// Commands sent to undo a partial `FUNCTION LOAD` (or `CONFIG SET`,
+    /// see `engine::config_cmd`).
     scripts_undone,
     /// Replies replaced by an error because they exceeded a size limit.
     replies_too_large,
@@ -162,6 +163,152 @@ impl PublishedStats {
     }
 }
 
+/// The most distinct error codes `errorstats` tracks, as Redis's
+/// `ERROR_STATS_NUMBER`: errors with a new code past it are counted in
+/// `total_error_replies` only.
+pub const ERROR_CODES: usize = 128;
+
+/// One core's per-command and per-error counters (`INFO commandstats`,
+/// `INFO errorstats`): plain integers indexed by command id, owned by the
+/// core; a copy is published on every tick into [`super::CoreReport`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandStats {
+    /// Requests served, by command id (`calls=`).
+    pub calls: Box<[u64]>,
+    /// Requests refused before they ran (wrong arity, unsupported, fenced,
+    /// out of memory), by command id (`rejected_calls=`).
+    pub rejected: Box<[u64]>,
+    /// Error replies by error code (the first word of the error), at most
+    /// [`ERROR_CODES`] codes.
+    pub errors: Vec<(Box<str>, u64)>,
+    /// Every error reply sent, including those whose code is not tracked.
+    pub error_replies: u64,
+}
+
+impl Default for CommandStats {
+    fn default() -> Self {
+        let ids = keyway_protocol::command::COMMAND_IDS;
+        CommandStats {
+            calls: vec![0; ids].into_boxed_slice(),
+            rejected: vec![0; ids].into_boxed_slice(),
+            errors: Vec::new(),
+            error_replies: 0,
+        }
+    }
+}
+
+impl CommandStats {
+    /// Counts a request of command `id` that is served (if `new`: a
+    /// request dispatched again after being kept back is counted once).
+    #[inline(always)]
+    pub fn call(&mut self, id: u16, new: bool) {
+        if let Some(c) = self.calls.get_mut(usize::from(id)) {
+            *c += u64::from(new);
+        }
+    }
+
+    /// A request counted by [`call`](Self::call) turned out unsupported:
+    /// it is counted as rejected instead.
+    #[cold]
+    pub fn unsupported(&mut self, id: u16, new: bool) {
+        if let Some(c) = self.calls.get_mut(usize::from(id)) {
+            *c -= u64::from(new).min(*c);
+        }
+        self.reject(id);
+    }
+
+    /// Counts a request of command `id` refused before it ran.
+    #[cold]
+    pub fn reject(&mut self, id: u16) {
+        if let Some(c) = self.rejected.get_mut(usize::from(id)) {
+            *c += 1;
+        }
+    }
+
+    /// Counts an error reply (`-CODE message\r\n`, or its text without the
+    /// `-`) sent to a client.
+    #[cold]
+    pub fn error_reply(&mut self, reply: &[u8]) {
+        self.error_replies += 1;
+        let text = reply.strip_prefix(b"-").unwrap_or(reply);
+        let end = text
+            .iter()
+            .position(|&b| b == b' ' || b == b'\r' || b == b'\n')
+            .unwrap_or(text.len());
+        let code = &text[..end.min(64)];
+        if let Some(e) = self.errors.iter_mut().find(|(c, _)| c.as_bytes() == code) {
+            e.1 += 1;
+        } else if self.errors.len() < ERROR_CODES && !code.is_empty() {
+            self.errors.push((String::from_utf8_lossy(code).into(), 1));
+        }
+    }
+
+    /// Adds `other` into `self` (merging cores).
+    pub fn add(&mut self, other: &CommandStats) {
+        for (a, b) in self.calls.iter_mut().zip(other.calls.iter()) {
+            *a += b;
+        }
+        for (a, b) in self.rejected.iter_mut().zip(other.rejected.iter()) {
+            *a += b;
+        }
+        for (code, n) in &other.errors {
+            if let Some(e) = self.errors.iter_mut().find(|(c, _)| c == code) {
+                e.1 += n;
+            } else if self.errors.len() < ERROR_CODES {
+                self.errors.push((code.clone(), *n));
+            }
+        }
+        self.error_replies += other.error_replies;
+    }
+
+    /// `self` minus `base` (a `CONFIG RESETSTAT` baseline), never below 0.
+    pub fn since(&self, base: &CommandStats) -> CommandStats {
+        let mut s = self.clone();
+        for (a, b) in s.calls.iter_mut().zip(base.calls.iter()) {
+            *a = a.saturating_sub(*b);
+        }
+        for (a, b) in s.rejected.iter_mut().zip(base.rejected.iter()) {
+            *a = a.saturating_sub(*b);
+        }
+        for (code, n) in s.errors.iter_mut() {
+            if let Some((_, b)) = base.errors.iter().find(|(c, _)| c == code) {
+                *n = n.saturating_sub(*b);
+            }
+        }
+        s.errors.retain(|(_, n)| *n > 0);
+        s.error_replies = s.error_replies.saturating_sub(base.error_replies);
+        s
+    }
+
+    /// Copies `self` into `dst` (a tick's publication) without allocating
+    /// unless a new error code appeared.
+    pub fn publish_into(&self, dst: &mut CommandStats) {
+        dst.calls.copy_from_slice(&self.calls);
+        dst.rejected.copy_from_slice(&self.rejected);
+        if dst.errors.len() == self.errors.len() {
+            for (d, s) in dst.errors.iter_mut().zip(&self.errors) {
+                d.1 = s.1;
+            }
+        } else {
+            dst.errors.clone_from(&self.errors);
+        }
+        dst.error_replies = self.error_replies;
+    }
+}
+
+impl Stats {
+    /// `self` minus `base` (a `CONFIG RESETSTAT` baseline), never below 0.
+    pub fn since(&self, base: &Stats) -> Stats {
+        let mut out = Stats::default();
+        let mut p = PublishedStats::default();
+        for ((slot, (_, a)), (_, b)) in p.0.iter_mut().zip(self.fields()).zip(base.fields()) {
+            *slot.get_mut() = a.saturating_sub(b);
+        }
+        out.add(&p.load());
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,5 +356,50 @@ mod tests {
         other.requests += 1;
         p.publish(&other);
         assert_eq!(p.load(), other, "a new copy replaces the last");
+    }
+
+    #[test]
+    fn command_stats_count_calls_rejections_and_error_codes() {
+        let mut s = CommandStats::default();
+        s.call(3, true);
+        s.call(3, true);
+        s.call(3, false);
+        s.call(4, true);
+        s.unsupported(4, true);
+        s.call(u16::MAX, true);
+        s.error_reply(b"-WRONGTYPE Operation against a key\r\n");
+        s.error_reply(b"-ERR unknown\r\n");
+        s.error_reply(b"-ERR other\r\n");
+        assert_eq!((s.calls[3], s.calls[4], s.rejected[4]), (2, 0, 1));
+        assert_eq!(
+            s.errors,
+            vec![("WRONGTYPE".into(), 1), ("ERR".into(), 2)],
+            "errors are counted by their first word"
+        );
+        let mut all = s.clone();
+        all.add(&s);
+        assert_eq!(
+            (all.calls[3], all.errors[1].1, all.error_replies),
+            (4, 4, 6)
+        );
+        let since = all.since(&s);
+        assert_eq!(since, s, "a baseline is subtracted");
+        let mut published = CommandStats::default();
+        all.publish_into(&mut published);
+        assert_eq!(published, all);
+        for i in 0..300 {
+            s.error_reply(format!("-E{i} x\r\n").as_bytes());
+        }
+        assert_eq!(s.errors.len(), ERROR_CODES, "error codes are bounded");
+        assert_eq!(s.error_replies, 303);
+    }
+
+    #[test]
+    fn stats_since_a_baseline() {
+        let b = every_field_set();
+        let mut a = b.clone();
+        a.add(&b);
+        assert_eq!(a.since(&b), b);
+        assert_eq!(b.since(&a), Stats::default(), "never below 0");
     }
 }

@@ -71,9 +71,13 @@ impl Worker {
         self.resume_paused();
         self.run_deferred();
         self.ctx.report();
+        self.publish_client_kinds();
         self.ctx.publish_health();
         if let Some(r) = self.ctx.shared.reports.get(self.ctx.core) {
             r.stats.publish(&self.ctx.stats);
+            if let Ok(mut c) = r.commands.lock() {
+                self.ctx.cmds.publish_into(&mut c);
+            }
         }
     }
 

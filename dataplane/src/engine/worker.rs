@@ -56,6 +56,7 @@ impl Worker {
             wake: Default::default(),
             versions: Default::default(),
             stats: Stats::default(),
+            cmds: Default::default(),
             scratch: Default::default(),
             resume: Vec::new(),
             sched: Default::default(),
