@@ -145,6 +145,10 @@ pub(crate) struct BackendConn {
     /// stream of push arrays fanned out to subscribed clients, never
     /// matched against `inflight`.
     pub subscriber: bool,
+    /// A `MONITOR` connection ([`super::monitor`]): its input is a stream of
+    /// monitor lines for one client, never matched against `inflight` once
+    /// `MONITOR` is confirmed.
+    pub monitor: Option<super::monitor::MonitorConn>,
 }
 
 /// First wait after a backend failure.
@@ -166,6 +170,7 @@ impl BackendConn {
             waiters: Vec::new(),
             dedicated: None,
             subscriber: false,
+            monitor: None,
         }
     }
 

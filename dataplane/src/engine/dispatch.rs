@@ -129,6 +129,10 @@ impl Ctx {
         if st.subs.is_some() && place.at.is_none() && self.subscribed_mode(st, spec, args) {
             return;
         }
+        // MONITOR mode: one test on a pointer for other clients.
+        if st.monitor.is_some() && place.at.is_none() && self.monitor_mode(st, spec, args) {
+            return;
+        }
         let policy = policy(spec);
         let routed = matches!(
             policy,
@@ -217,6 +221,8 @@ impl Ctx {
                 local::run(cmd, st, args, &ctx);
             }
             Policy::PubSub(cmd) => self.pubsub(st, cmd, req),
+            Policy::Monitor => self.monitor(st, req),
+            Policy::Diag(cmd) => self.diag(st, cmd, req),
             Policy::Unsupported(why) => {
                 self.refuse(st, &Refusal::Unsupported { spec, why }, place);
             }

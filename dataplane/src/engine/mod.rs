@@ -20,6 +20,7 @@ mod client;
 mod count_tests;
 mod dedicated;
 mod deferred;
+pub mod diag;
 mod dispatch;
 mod gather;
 pub mod health;
@@ -30,6 +31,7 @@ mod limits;
 mod limits_tests;
 mod local;
 mod move_batch;
+mod monitor;
 mod moves;
 #[cfg(test)]
 mod moves_tests;

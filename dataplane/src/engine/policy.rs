@@ -8,6 +8,7 @@ use std::sync::OnceLock;
 use keyway_protocol::command::{acl, all, flag, Begin, CommandSpec, Find, KeySpec, COMMAND_IDS};
 
 use super::blocking::Blocking;
+use super::diag::DiagCmd;
 use super::pubsub::{Kind, PubSubCmd};
 use super::split::SplitKind;
 
@@ -147,6 +148,13 @@ pub enum Policy {
     Local(Local),
     /// Pub/Sub, served by [`super::pubsub`].
     PubSub(PubSubCmd),
+    /// `MONITOR`: a `MONITOR` connection per group, merged (see
+    /// [`super::monitor`]).
+    Monitor,
+    /// `LATENCY …` and `MEMORY …` but `MEMORY USAGE` (routed by its key):
+    /// fanned out and merged, or the documented group's (see
+    /// [`super::diag`]).
+    Diag(DiagCmd),
     /// Refused: the reason completes "keyway does not support 'X': …".
     Unsupported(&'static str),
 }
@@ -215,7 +223,7 @@ fn decide(c: &CommandSpec) -> Policy {
         "watch" => return Policy::Tx(TxCmd::Watch),
         "unwatch" => return Policy::Tx(TxCmd::Unwatch),
         "wait" => return Policy::Wait,
-        "monitor" => return Policy::Unsupported(ADMIN),
+        "monitor" => return Policy::Monitor,
         "blpop" | "brpop" | "blmove" | "brpoplpush" | "blmpop" | "bzpopmin" | "bzpopmax"
         | "bzmpop" => {
             if let Some(b) = Blocking::of(c.name) {
@@ -231,6 +239,9 @@ fn decide(c: &CommandSpec) -> Policy {
             };
         }
         _ => {}
+    }
+    if let Some(d) = DiagCmd::of(c.name) {
+        return Policy::Diag(d);
     }
     if c.name.starts_with("client|") || c.name == "client" {
         return Policy::Unsupported(

@@ -42,6 +42,9 @@ pub enum SplitKind {
     /// `NOTBUSY` (the lowest part's) if any, else `+OK` if a group killed
     /// one, else `NOTBUSY` as the groups say it.
     Kill,
+    /// `LATENCY`/`MEMORY` on every group, merged by a
+    /// [`DiagMerge`](super::diag::DiagMerge) (see [`super::diag`]).
+    Diag,
 }
 
 impl SplitKind {
@@ -49,7 +52,11 @@ impl SplitKind {
     fn keeps_replies(self) -> bool {
         matches!(
             self,
-            SplitKind::Mget | SplitKind::Union | SplitKind::NumSub | SplitKind::Kill
+            SplitKind::Mget
+                | SplitKind::Union
+                | SplitKind::NumSub
+                | SplitKind::Kill
+                | SplitKind::Diag
         )
     }
 
@@ -119,6 +126,8 @@ pub struct Merge {
     held: usize,
     /// `Same`/`AllOf`: every group's reply (see [`Gather`]).
     gather: Option<Box<Gather>>,
+    /// `Diag`: how the kept replies merge.
+    diag: Option<Box<super::diag::DiagMerge>>,
 }
 
 impl Merge {
@@ -138,7 +147,15 @@ impl Merge {
             error: None,
             held: 0,
             gather: None,
+            diag: None,
         }
+    }
+
+    /// A merge of a `LATENCY`/`MEMORY` command sent to every group.
+    pub(crate) fn diag(d: super::diag::DiagMerge, parts: usize) -> Merge {
+        let mut m = Merge::new(SplitKind::Diag, parts, &[]);
+        m.diag = Some(Box::new(d));
+        m
     }
 
     /// A merge of a command sent to every group (`Same` or `AllOf`), one
@@ -172,7 +189,7 @@ impl Merge {
         if let Some(g) = self.gather.as_mut() {
             self.held += reply.len();
             g.add(part, reply);
-        } else if self.kind == SplitKind::Kill {
+        } else if matches!(self.kind, SplitKind::Kill | SplitKind::Diag) {
             self.held += reply.len();
             self.replies[usize::from(part)] = Some(reply.to_vec());
         } else if reply.first() == Some(&b'-') {
@@ -195,7 +212,7 @@ impl Merge {
                     None => self.fail(part, unexpected(reply)),
                 },
                 // Always with a gather, or kept (handled above).
-                SplitKind::Same | SplitKind::AllOf | SplitKind::Kill => {}
+                SplitKind::Same | SplitKind::AllOf | SplitKind::Kill | SplitKind::Diag => {}
                 SplitKind::Min => match integer_reply(reply) {
                     Some(n) => self.sum = self.sum.min(n),
                     None => self.fail(part, unexpected(reply)),
@@ -238,6 +255,10 @@ impl Merge {
             SplitKind::Sum | SplitKind::Min | SplitKind::Max => encode::integer(out, self.sum),
             SplitKind::Union => union(&self.replies, out),
             SplitKind::Kill => kill(&self.replies, out),
+            SplitKind::Diag => match &self.diag {
+                Some(d) => d.finish(&self.replies, out),
+                None => encode::error(out, "ERR keyway: a fan-out without its merge"),
+            },
             SplitKind::NumSub => numsub(&self.replies, out),
             SplitKind::Mget => {
                 let mut parts = Vec::with_capacity(self.replies.len());

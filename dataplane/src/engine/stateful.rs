@@ -203,6 +203,14 @@ impl Ctx {
                 spec,
                 why: "it must reach every group",
             }),
+            Policy::Monitor => Err(Refusal::NotInTransaction {
+                spec,
+                why: "it needs connections of its own",
+            }),
+            Policy::Diag(_) => Err(Refusal::NotInTransaction {
+                spec,
+                why: "it must reach every group",
+            }),
             Policy::Unsupported(why) => Err(Refusal::Unsupported { spec, why }),
         };
         let keyless_routed = keys.is_empty()

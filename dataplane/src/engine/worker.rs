@@ -205,6 +205,7 @@ impl Worker {
                 wait_conns: Vec::new(),
                 subs: None,
                 resp3: false,
+                monitor: None,
             },
         });
         Ok(me)
@@ -326,6 +327,7 @@ impl Worker {
         }
         // It reads nothing more: its subscriptions end now.
         self.client_leaves_pubsub(id.idx as usize);
+        self.client_leaves_monitor(id.idx as usize);
     }
 
     /// What the driver should do with the client now.
@@ -389,6 +391,7 @@ impl Worker {
                 self.ctx.client_leaving(&mut c.st);
             }
             self.client_leaves_pubsub(id.idx as usize);
+            self.client_leaves_monitor(id.idx as usize);
             self.clients.remove(id.idx as usize);
             self.ctx.shared.clients.fetch_sub(1, Ordering::Relaxed);
             self.ctx.stats.clients_closed += 1;
@@ -429,6 +432,10 @@ impl Worker {
                 // its command pops is pushed back (see `engine::blocking`).
                 self.ctx.client_leaving(&mut c.st);
                 c.st.phase = Phase::Kill;
+            }
+            if c.st.monitor.is_some() {
+                // Its stream would never end.
+                self.ctx.monitor_end(&mut c.st);
             }
             if c.st.phase == Phase::Open {
                 c.st.phase = Phase::Draining;
