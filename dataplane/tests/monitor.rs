@@ -24,7 +24,11 @@ struct Cluster {
 }
 
 fn cluster() -> Cluster {
-    let redis: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
+    cluster_with(&[])
+}
+
+fn cluster_with(args: &[&str]) -> Cluster {
+    let redis: Vec<Redis> = (0..3).map(|_| Redis::start_with(args)).collect();
     let body = format!("cores = 2\n{}", groups(&redis.iter().collect::<Vec<_>>()));
     let kw = Keyway::start(&body);
     Cluster { redis, kw, body }
@@ -183,7 +187,8 @@ fn query<T: redis::FromRedisValue>(kw: &mut redis::Connection, args: &[&str]) ->
 
 #[test]
 fn latency_and_memory_carry_every_groups_data() {
-    let c = cluster();
+    // DEBUG SLEEP makes latency events.
+    let c = cluster_with(&["--enable-debug-command", "local"]);
     let mut kw = c.kw.conn();
     for (i, r) in c.redis.iter().enumerate() {
         let mut d = r.conn();

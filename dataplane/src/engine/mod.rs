@@ -32,6 +32,8 @@ mod limits_tests;
 mod local;
 mod move_batch;
 mod monitor;
+#[cfg(test)]
+mod monitor_tests;
 mod moves;
 #[cfg(test)]
 mod moves_tests;

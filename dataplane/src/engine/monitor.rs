@@ -252,6 +252,7 @@ impl Worker {
         let (limit, key) = self.ctx.cfg.reply_limit();
         let mut at = 0;
         let mut fault = None;
+        let mut refused = None;
         while at < buf.len() {
             let rest = &buf[at..];
             let Some(nl) = rest.iter().position(|&b| b == b'\n') else {
@@ -270,7 +271,7 @@ impl Worker {
                 if conn.inflight.is_empty() {
                     if line != b"+OK\r\n" {
                         let text = String::from_utf8_lossy(line.strip_prefix(b"-").unwrap_or(line));
-                        fault = Some(format!("MONITOR answered {}", text.trim_end()));
+                        refused = Some(format!("MONITOR answered {}", text.trim_end()));
                         break;
                     }
                     if let Some(MonitorConn::For(ci, cg)) = owner {
@@ -292,9 +293,14 @@ impl Worker {
             return;
         };
         conn.inbuf = buf;
-        match fault {
-            Some(why) => self.fail_backend(idx, &why),
-            None => {
+        match (fault, refused) {
+            (Some(why), _) => self.fail_backend(idx, &why),
+            // The server answers: only this monitor ends.
+            (None, Some(why)) => {
+                self.ctx.backends.drop_dedicated(idx);
+                self.monitor_lost(idx, &why);
+            }
+            (None, None) => {
                 if self.ctx.backends.pools[p].health.answered(now) {
                     self.ctx.health_turned(p);
                 }
@@ -359,7 +365,15 @@ impl Worker {
             Link::Down { reason, .. } => reason.clone(),
             _ => "the connection closed".into(),
         };
-        let reason = &*reason;
+        self.monitor_lost(idx, &reason);
+    }
+
+    /// `MONITOR` connection `idx` is lost for `reason` (see
+    /// [`monitor_failed`](Self::monitor_failed)).
+    fn monitor_lost(&mut self, idx: usize, reason: &str) {
+        let Some(conn) = self.ctx.backends.conns.get_mut(idx) else {
+            return;
+        };
         let owner = conn.monitor.replace(MonitorConn::Ended);
         let group = self.ctx.backends.pools[conn.pool].group.clone();
         let Some(MonitorConn::For(ci, cg)) = owner else {
