@@ -49,7 +49,10 @@ fn read_until(s: &mut TcpStream, needle: &str) -> String {
             return text;
         }
         let left = deadline.saturating_duration_since(Instant::now());
-        assert!(!left.is_zero(), "no {needle:?} within {WAIT:?}; got {text:?}");
+        assert!(
+            !left.is_zero(),
+            "no {needle:?} within {WAIT:?}; got {text:?}"
+        );
         s.set_read_timeout(Some(left)).unwrap();
         match s.read(&mut buf) {
             Ok(0) => panic!("closed before {needle:?}; got {text:?}"),
@@ -87,7 +90,10 @@ fn monitor_sees_commands_of_every_group_but_not_keyways_own() {
     let mut direct = monitor(c.redis[0].addr());
     let mut m = monitor(c.kw.addr);
     for r in &c.redis {
-        assert_eq!(monitors(r), if std::ptr::eq(r, &c.redis[0]) { 2 } else { 1 });
+        assert_eq!(
+            monitors(r),
+            if std::ptr::eq(r, &c.redis[0]) { 2 } else { 1 }
+        );
     }
     let (k1, k2, k3) = (
         key_on(&c.body, 0, "mon"),
@@ -146,9 +152,11 @@ fn the_monitor_connections_close_when_the_client_leaves() {
     }
     drop(m);
     for (i, r) in c.redis.iter().enumerate() {
-        wait_for(&format!("group {i}'s MONITOR connection closed"), WAIT, || {
-            (monitors(r) == 0).then_some(())
-        });
+        wait_for(
+            &format!("group {i}'s MONITOR connection closed"),
+            WAIT,
+            || (monitors(r) == 0).then_some(()),
+        );
     }
     // RESET ends the mode too, and the client goes on.
     let mut m = monitor(c.kw.addr);
@@ -181,8 +189,7 @@ fn query<T: redis::FromRedisValue>(kw: &mut redis::Connection, args: &[&str]) ->
     for a in &args[1..] {
         cmd.arg(*a);
     }
-    cmd.query(kw)
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    cmd.query(kw).unwrap_or_else(|e| panic!("{args:?}: {e}"))
 }
 
 #[test]

@@ -101,7 +101,13 @@ impl Ctx {
             // `+OK` when every part says `+OK`.
             DiagCmd::Purge => Merge::new(SplitKind::Mset, self.cfg.table.groups().len(), &[]),
             _ => {
-                let groups = self.cfg.table.groups().iter().map(|g| g.name.clone()).collect();
+                let groups = self
+                    .cfg
+                    .table
+                    .groups()
+                    .iter()
+                    .map(|g| g.name.clone())
+                    .collect();
                 let d = DiagMerge {
                     cmd,
                     resp3: st.resp3,
@@ -182,7 +188,10 @@ fn parse(buf: &[u8], depth: u8) -> Option<(V<'_>, usize)> {
         b'+' => (V::Str(line), head),
         b'-' => (V::Err(&buf[..head]), head),
         b':' => (V::Int(num()?), head),
-        b',' => (V::Double(std::str::from_utf8(line).ok()?.parse().ok()?), head),
+        b',' => (
+            V::Double(std::str::from_utf8(line).ok()?.parse().ok()?),
+            head,
+        ),
         b'_' => (V::Nil, head),
         b'$' | b'=' => {
             let n = num()?;
@@ -540,7 +549,9 @@ mod tests {
         let d = DiagMerge {
             cmd,
             resp3: false,
-            groups: (0..replies.len()).map(|i| Arc::from(format!("g{i}"))).collect(),
+            groups: (0..replies.len())
+                .map(|i| Arc::from(format!("g{i}")))
+                .collect(),
         };
         let replies: Vec<Option<Vec<u8>>> = replies.iter().map(|r| Some(r.to_vec())).collect();
         let mut out = Vec::new();
@@ -572,7 +583,11 @@ mod tests {
     #[test]
     fn histograms_add_bucket_counts() {
         let h = |n: &str, calls: i64, b: &[(i64, i64)]| {
-            let mut o = format!("${}\r\n{n}\r\n*4\r\n$5\r\ncalls\r\n:{calls}\r\n$14\r\nhistogram_usec\r\n*{}\r\n", n.len(), b.len() * 2);
+            let mut o = format!(
+                "${}\r\n{n}\r\n*4\r\n$5\r\ncalls\r\n:{calls}\r\n$14\r\nhistogram_usec\r\n*{}\r\n",
+                n.len(),
+                b.len() * 2
+            );
             for (us, c) in b {
                 o += &format!(":{us}\r\n:{c}\r\n");
             }
@@ -581,7 +596,10 @@ mod tests {
         let a = format!("*2\r\n{}", h("set", 3, &[(1, 2), (4, 3)]));
         let b = format!("*2\r\n{}", h("set", 2, &[(2, 1), (4, 2)]));
         let want = format!("*2\r\n{}", h("set", 5, &[(1, 2), (2, 3), (4, 5)]));
-        assert_eq!(merged(DiagCmd::Histogram, &[a.as_bytes(), b.as_bytes()]), want.as_bytes());
+        assert_eq!(
+            merged(DiagCmd::Histogram, &[a.as_bytes(), b.as_bytes()]),
+            want.as_bytes()
+        );
     }
 
     #[test]
@@ -592,18 +610,31 @@ mod tests {
         let text = String::from_utf8(out).expect("utf8");
         assert!(text.starts_with("*10\r\n"), "{text}");
         assert!(text.contains("total.allocated\r\n:3000\r\n"), "{text}");
-        assert!(text.contains("keys.bytes-per-key\r\n:311\r\n"), "(3000-200)/9: {text}");
+        assert!(
+            text.contains("keys.bytes-per-key\r\n:311\r\n"),
+            "(3000-200)/9: {text}"
+        );
         assert!(text.contains("fragmentation\r\n$3\r\n1.5\r\n"), "{text}");
-        assert_eq!(merged(DiagCmd::MemoryStats, &[a]), a, "one group: Redis's reply");
+        assert_eq!(
+            merged(DiagCmd::MemoryStats, &[a]),
+            a,
+            "one group: Redis's reply"
+        );
     }
 
     #[test]
     fn doctor_texts_carry_every_group_and_errors_win_elsewhere() {
         let out = merged(DiagCmd::Doctor, &[b"$2\r\nhi\r\n", b"$3\r\nyo\n\r\n"]);
-        assert_eq!(out, b"$40\r\n=== group g0 ===\nhi\n=== group g1 ===\nyo\n\r\n");
+        assert_eq!(
+            out,
+            b"$40\r\n=== group g0 ===\nhi\n=== group g1 ===\nyo\n\r\n"
+        );
         let none = b"-ERR No samples available for event 'x'\r\n";
         assert_eq!(merged(DiagCmd::Graph, &[none, none]), none);
-        assert_eq!(merged(DiagCmd::Latest, &[b"*0\r\n", b"-ERR x\r\n"]), b"-ERR x\r\n");
+        assert_eq!(
+            merged(DiagCmd::Latest, &[b"*0\r\n", b"-ERR x\r\n"]),
+            b"-ERR x\r\n"
+        );
         assert!(merged(DiagCmd::Latest, &[b"+what\r\n"]).starts_with(b"-"));
     }
 }

@@ -30,10 +30,10 @@ mod limits;
 #[cfg(test)]
 mod limits_tests;
 mod local;
-mod move_batch;
 mod monitor;
 #[cfg(test)]
 mod monitor_tests;
+mod move_batch;
 mod moves;
 #[cfg(test)]
 mod moves_tests;

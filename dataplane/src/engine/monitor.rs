@@ -81,7 +81,14 @@ pub(crate) struct Monitoring {
 
 /// The parts of a monitor line keyway filters on: the source address and
 /// the first two arguments (`+<time> [<db> <addr>] "cmd" "sub" …`).
-fn parse_line(line: &[u8]) -> Option<(&[u8], &[u8], Option<&[u8]>)> {
+/// What [`parse_line`] finds in a monitor line.
+struct LineParts<'a> {
+    addr: &'a [u8],
+    cmd: &'a [u8],
+    sub: Option<&'a [u8]>,
+}
+
+fn parse_line(line: &[u8]) -> Option<LineParts<'_>> {
     let open = line.iter().position(|&b| b == b'[')?;
     // `] "` ends the bracket: an IPv6 address has brackets of its own.
     let close = open + line[open..].windows(3).position(|w| w == b"] \"")?;
@@ -94,14 +101,14 @@ fn parse_line(line: &[u8]) -> Option<(&[u8], &[u8], Option<&[u8]>)> {
         let e = r.iter().position(|&b| b == b'"')?;
         Some(&r[..e])
     });
-    Some((addr, cmd, sub))
+    Some(LineParts { addr, cmd, sub })
 }
 
 impl Monitoring {
     /// Whether `line`, read from pool `p`'s `MONITOR` connection, is keyway's
     /// own traffic (see the module documentation); follows `MULTI`/`EXEC`.
     fn internal(&mut self, p: usize, line: &[u8]) -> bool {
-        let Some((addr, cmd, sub)) = parse_line(line) else {
+        let Some(LineParts { addr, cmd, sub }) = parse_line(line) else {
             return false;
         };
         if addr == b"lua" {
@@ -151,7 +158,15 @@ impl Ctx {
                     self.backends.conns[b].monitor = Some(MonitorConn::For(me.0, me.1));
                     let (cfg, now, versions, wake) =
                         (&*self.cfg, self.now_ms, &mut self.versions, &mut self.wake);
-                    (self.backends).send_internal(b, MONITOR, Internal::Ignore, cfg, now, versions, wake);
+                    (self.backends).send_internal(
+                        b,
+                        MONITOR,
+                        Internal::Ignore,
+                        cfg,
+                        now,
+                        versions,
+                        wake,
+                    );
                 }
                 Err(why) => {
                     for (b, _) in conns {
@@ -421,15 +436,30 @@ mod tests {
             multi: Vec::new(),
         };
         let a = "+1796235553.817021 [0 127.0.0.1:36722] ";
-        assert!(internal(&mut m, &format!("{a}\"PING\"\r\n")), "a health probe");
+        assert!(
+            internal(&mut m, &format!("{a}\"PING\"\r\n")),
+            "a health probe"
+        );
         assert!(internal(&mut m, &format!("{a}\"CLIENT\" \"ID\"\r\n")));
         assert!(internal(&mut m, &format!("{a}\"UNWATCH\"\r\n")));
-        assert!(internal(&mut m, &format!("{a}\"INFO\" \"replication\"\r\n")));
-        assert!(internal(&mut m, &format!("{a}\"MIGRATE\" \"h\" \"1\" \"\" \"0\" \"5000\" \"KEYS\" \"k\"\r\n")));
+        assert!(internal(
+            &mut m,
+            &format!("{a}\"INFO\" \"replication\"\r\n")
+        ));
+        assert!(internal(
+            &mut m,
+            &format!("{a}\"MIGRATE\" \"h\" \"1\" \"\" \"0\" \"5000\" \"KEYS\" \"k\"\r\n")
+        ));
         assert!(!internal(&mut m, &format!("{a}\"SET\" \"a\" \"1\"\r\n")));
-        assert!(!internal(&mut m, &format!("{a}\"CLIENT\" \"SETNAME\" \"x\"\r\n")));
+        assert!(!internal(
+            &mut m,
+            &format!("{a}\"CLIENT\" \"SETNAME\" \"x\"\r\n")
+        ));
         assert!(!internal(&mut m, &format!("{a}\"INFO\" \"memory\"\r\n")));
-        assert!(!internal(&mut m, "+1796235553.817021 [0 lua] \"PING\"\r\n"), "a script's");
+        assert!(
+            !internal(&mut m, "+1796235553.817021 [0 lua] \"PING\"\r\n"),
+            "a script's"
+        );
         // A client's PING inside a transaction reaches Redis.
         assert!(!internal(&mut m, &format!("{a}\"MULTI\"\r\n")));
         assert!(!internal(&mut m, &format!("{a}\"PING\"\r\n")));
@@ -441,7 +471,7 @@ mod tests {
     #[test]
     fn lines_are_parsed_from_redis_format() {
         let l = b"+1.000001 [3 [::1]:5] \"get\" \"k\\\"x\"\r\n";
-        let (addr, cmd, sub) = parse_line(l).expect("parsed");
+        let LineParts { addr, cmd, sub } = parse_line(l).expect("parsed");
         assert_eq!(addr, b"[::1]:5");
         assert_eq!(cmd, b"get");
         assert_eq!(sub, Some(&b"k\\"[..]));

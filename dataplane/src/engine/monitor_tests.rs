@@ -44,7 +44,11 @@ fn lines_of_every_group_reach_the_client_without_keyways_own() {
     // A line may arrive in pieces.
     let (head, tail) = get.split_at(10);
     r.reply_dedicated(2, head);
-    assert_eq!(r.output(), set, "a's line; b's probe and CLIENT ID left out");
+    assert_eq!(
+        r.output(),
+        set,
+        "a's line; b's probe and CLIENT ID left out"
+    );
     r.reply_dedicated(2, tail);
     assert_eq!(r.output(), get);
 }
@@ -84,7 +88,10 @@ fn a_lost_group_ends_the_stream_with_the_reason() {
     );
     assert_eq!(r.status(), ClientStatus::Close);
     r.tick(100);
-    assert!(!r.worker.backend_live(r.dedicated[0].1), "the others closed too");
+    assert!(
+        !r.worker.backend_live(r.dedicated[0].1),
+        "the others closed too"
+    );
 }
 
 #[test]
@@ -95,7 +102,10 @@ fn a_refused_monitor_is_answered_with_the_error() {
         r.written_dedicated(i);
     }
     r.reply_dedicated(0, ":7\r\n+OK\r\n");
-    r.reply_dedicated(1, ":8\r\n-NOPERM this user has no permissions to run the 'monitor' command\r\n");
+    r.reply_dedicated(
+        1,
+        ":8\r\n-NOPERM this user has no permissions to run the 'monitor' command\r\n",
+    );
     let out = r.output();
     assert!(
         out.starts_with("-ERR keyway: MONITOR of group 'b' failed (MONITOR answered NOPERM"),
@@ -103,7 +113,10 @@ fn a_refused_monitor_is_answered_with_the_error() {
     );
     assert_eq!(r.status(), ClientStatus::Active, "the client goes on");
     r.send("GET k");
-    assert!(r.output().is_empty(), "not in MONITOR mode: GET is forwarded");
+    assert!(
+        r.output().is_empty(),
+        "not in MONITOR mode: GET is forwarded"
+    );
 }
 
 #[test]
@@ -116,15 +129,24 @@ fn a_monitor_that_does_not_read_is_closed_at_the_output_limit() {
         ..Settings::default()
     };
     let mut r = monitoring(settings);
-    let set = line("127.0.0.1:4000", &format!("\"SET\" \"k\" \"{}\"", "v".repeat(500)));
+    let set = line(
+        "127.0.0.1:4000",
+        &format!("\"SET\" \"k\" \"{}\"", "v".repeat(500)),
+    );
     for _ in 0..20 {
         r.reply_dedicated(0, &set);
     }
     assert!(
-        matches!(r.status(), ClientStatus::Abort | ClientStatus::Close | ClientStatus::WriteOnly),
+        matches!(
+            r.status(),
+            ClientStatus::Abort | ClientStatus::Close | ClientStatus::WriteOnly
+        ),
         "closed at limits.output_hard_limit: {:?}",
         r.status()
     );
     r.tick(100);
-    assert!(!r.worker.backend_live(r.dedicated[0].1), "its MONITOR connections closed");
+    assert!(
+        !r.worker.backend_live(r.dedicated[0].1),
+        "its MONITOR connections closed"
+    );
 }

@@ -549,6 +549,40 @@ mod tests {
     }
 
     #[test]
+    fn monitor_latency_and_memory_are_served() {
+        assert_eq!(of("monitor", None), Policy::Monitor);
+        assert_eq!(of("latency", Some("latest")), Policy::Diag(DiagCmd::Latest));
+        assert_eq!(
+            of("latency", Some("help")),
+            Policy::Diag(DiagCmd::DocumentedGroup)
+        );
+        assert_eq!(
+            of("memory", Some("stats")),
+            Policy::Diag(DiagCmd::MemoryStats)
+        );
+        assert_eq!(of("memory", Some("doctor")), Policy::Diag(DiagCmd::Doctor));
+        assert!(
+            matches!(
+                of("memory", Some("usage")),
+                Policy::Route {
+                    keys: Keys::Specs,
+                    ..
+                }
+            ),
+            "MEMORY USAGE is routed by its key"
+        );
+        for c in all() {
+            if c.name.starts_with("latency|") || c.name.starts_with("memory|") {
+                assert!(
+                    !matches!(policy(c), Policy::Unsupported(_)),
+                    "{}: served",
+                    c.name
+                );
+            }
+        }
+    }
+
+    #[test]
     fn every_command_has_a_policy() {
         // The table is indexed by command id: every command must have an
         // id of its own, inside the table, so that no command reads another's
