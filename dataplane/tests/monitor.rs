@@ -12,7 +12,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{groups, key_on, wait_for, Keyway, Redis, SideBySide};
+use common::{groups, key_on, table_version, wait_for, Keyway, Redis, SideBySide};
 use keyway_testkit::resp::request;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -169,6 +169,33 @@ fn the_monitor_connections_close_when_the_client_leaves() {
     }
     send(&mut m, &["SET", "after", "reset"]);
     read_until(&mut m, "+OK\r\n");
+}
+
+#[test]
+fn a_group_added_while_monitoring_joins_the_stream() {
+    let c = cluster();
+    let mut m = monitor(c.kw.addr);
+    let r4 = Redis::start();
+    let all = [&c.redis[0], &c.redis[1], &c.redis[2], &r4];
+    let body = format!("cores = 2\n{}", groups(&all));
+    let before = table_version(&c.kw);
+    c.kw.reload(&body);
+    wait_for("the new table", WAIT, || {
+        (table_version(&c.kw) > before).then_some(())
+    });
+    wait_for("the new group monitored", WAIT, || {
+        (monitors(&r4) == 1).then_some(())
+    });
+    let k4 = key_on(&body, 3, "new");
+    let _: () = redis::cmd("SET")
+        .arg(&k4)
+        .arg("v")
+        .query(&mut c.kw.conn())
+        .unwrap();
+    read_until(&mut m, &format!("\"SET\" \"{k4}\" \"v\""));
+    for r in &c.redis {
+        assert_eq!(monitors(r), 1, "still one MONITOR connection per group");
+    }
 }
 
 #[test]

@@ -30,6 +30,9 @@
 //! client's: a shared connection carries many clients' commands and the
 //! line does not say whose.
 //!
+//! A new table adds a connection for each master the client does not
+//! monitor yet (`Ctx::monitor_follow`).
+//!
 //! In `MONITOR` mode (`Ctx::monitor_mode`) the client may send what Redis
 //! lets a monitor send: keyspace commands get Redis's "Replica can't
 //! interact with the keyspace", `MONITOR` again is ignored (no reply, as
@@ -190,6 +193,69 @@ impl Ctx {
             if let Some(m) = st.monitor.as_mut() {
                 m.ok = None;
             }
+        }
+    }
+
+    /// A new table: a monitoring client's stream takes in the groups whose
+    /// master it does not monitor yet (a group added, a master replaced);
+    /// if one cannot be leased, its monitor ends with the reason.
+    fn monitor_follow(&mut self, st: &mut ClientState) {
+        let me = (st.me.idx, st.me.gen);
+        let Some(m) = st.monitor.as_mut() else {
+            return;
+        };
+        let mut have: Vec<usize> = m
+            .conns
+            .iter()
+            .filter_map(|&(b, gen)| self.backends.conns.get(b).filter(|c| c.gen == gen))
+            .filter(|c| matches!(c.monitor, Some(MonitorConn::For(..))))
+            .map(|c| c.pool)
+            .collect();
+        let mut lost = None;
+        for g in 0..self.cfg.table.groups().len() {
+            let g = g as GroupIndex;
+            let p = self.backends.group_pool(g);
+            if have.contains(&p) {
+                continue;
+            }
+            have.push(p);
+            match (self.backends).lease(g, me, &self.cfg, self.now_ms, &mut self.versions) {
+                Ok(b) => {
+                    m.conns.push((b, self.backends.conns[b].gen));
+                    if m.ok.is_some() {
+                        m.unconfirmed += 1;
+                    }
+                    self.backends.conns[b].monitor = Some(MonitorConn::For(me.0, me.1));
+                    let (cfg, now, versions, wake) =
+                        (&*self.cfg, self.now_ms, &mut self.versions, &mut self.wake);
+                    (self.backends).send_internal(
+                        b,
+                        MONITOR,
+                        Internal::Ignore,
+                        cfg,
+                        now,
+                        versions,
+                        wake,
+                    );
+                }
+                Err(why) => {
+                    lost = Some((self.backends.pools[p].group.clone(), why.to_string()));
+                    break;
+                }
+            }
+        }
+        if let Some((group, reason)) = lost {
+            let ok = st.monitor.as_mut().and_then(|m| m.ok.take());
+            self.monitor_end(st);
+            let why = Refusal::MonitorLost {
+                group,
+                reason: &reason,
+            };
+            match ok {
+                Some(seq) => st.queue.complete(seq, &why.to_reply(), st.out.buf_mut()),
+                None => st.close_for_limit(&why, self.now_ms),
+            }
+            self.after_output(st);
         }
     }
 
@@ -407,6 +473,19 @@ impl Worker {
             None => {}
         }
         self.ctx.after_output(st);
+    }
+
+    /// A new table: every monitoring client follows its groups (see
+    /// `Ctx::monitor_follow`).
+    pub(in crate::engine) fn monitors_follow(&mut self) {
+        if self.ctx.backends.dedicated == 0 {
+            return;
+        }
+        for (_, c) in self.clients.iter_mut() {
+            if c.st.monitor.is_some() && c.st.wants_replies() {
+                self.ctx.monitor_follow(&mut c.st);
+            }
+        }
     }
 
     /// A client that goes (or stops reading) leaves `MONITOR` mode.

@@ -128,6 +128,7 @@ impl Worker {
             // their requests again.
             self.drop_unsent_moves();
             if table_changed {
+                self.monitors_follow();
                 self.release_held();
                 if self.ctx.backends.dedicated > 0 {
                     for (_, c) in self.clients.iter_mut() {
