@@ -42,7 +42,7 @@
 //! a failure tells the client why and closes it.
 
 use keyway_protocol::command::{flag, CommandSpec};
-use keyway_protocol::resp::Args;
+use keyway_protocol::resp::{Args, ReplyFramer};
 
 use super::backend::{Internal, Link};
 use super::client::ClientState;
@@ -336,15 +336,27 @@ impl Worker {
         let mut refused = None;
         while at < buf.len() {
             let rest = &buf[at..];
-            let Some(nl) = rest.iter().position(|&b| b == b'\n') else {
+            let conn = &mut self.ctx.backends.conns[idx];
+            // A reply to keyway's own request is framed whole (any shape);
+            // a monitor line is one line.
+            let end = match conn.inflight.is_empty() {
+                false => match ReplyFramer::new().next(rest) {
+                    Ok(found) => found,
+                    Err(_) => {
+                        fault = Some("protocol error from backend on a MONITOR connection".into());
+                        break;
+                    }
+                },
+                true => rest.iter().position(|&b| b == b'\n').map(|nl| nl + 1),
+            };
+            let Some(end) = end else {
                 if rest.len() as u64 > limit {
                     fault = Some(format!("a MONITOR line longer than {key} ({limit} bytes)"));
                 }
                 break;
             };
-            let line = &rest[..=nl];
-            at += nl + 1;
-            let conn = &mut self.ctx.backends.conns[idx];
+            let line = &rest[..end];
+            at += end;
             if let Some(e) = conn.inflight.pop_front() {
                 // The reply to keyway's CLIENT ID (a new connection), then
                 // to MONITOR.
