@@ -12,7 +12,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{groups, key_on, table_version, wait_for, Keyway, Redis, SideBySide};
+use common::{counter, groups, key_on, table_version, wait_for, Keyway, Redis, SideBySide};
 use keyway_testkit::resp::request;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -141,6 +141,11 @@ fn monitor_sees_commands_of_every_group_but_not_keyways_own() {
     // The filter is what hides them: the server did run them.
     let raw = read_until(&mut direct, &format!("\"SET\" \"{k1}\" \"v3\""));
     assert!(raw.contains("\"CLIENT\" \"ID\""), "{raw:?}");
+    // Counted in INFO keyway (published by each core's tick).
+    wait_for("monitor counters", WAIT, || {
+        (counter(&c.kw, "monitor_lines_left_out") >= 1 && counter(&c.kw, "monitor_lines") >= 7)
+            .then_some(())
+    });
 }
 
 #[test]

@@ -432,11 +432,13 @@ impl Worker {
         let Some(m) = st.monitor.as_mut() else {
             return;
         };
+        let ctx = &mut self.ctx;
         if m.internal(p, line) {
+            ctx.stats.monitor_lines_left_out += 1;
             return;
         }
+        ctx.stats.monitor_lines += 1;
         st.reply(|o| o.extend_from_slice(line));
-        let ctx = &mut self.ctx;
         let hard = ctx.cfg.limits.output_hard_limit as usize;
         if hard > 0 && st.pending_output() > hard {
             close_for_output(st, hard, ctx.now_ms, &mut ctx.log, &mut ctx.wake);
