@@ -571,6 +571,41 @@ mod tests {
     }
 
     #[test]
+    fn resp3_clients_get_maps_doubles_and_verbatim_text() {
+        let d = |cmd| DiagMerge {
+            cmd,
+            resp3: true,
+            groups: vec![Arc::from("a")],
+        };
+        let run = |cmd, reply: &[u8]| {
+            let mut out = Vec::new();
+            d(cmd).finish(&[Some(reply.to_vec())], &mut out);
+            String::from_utf8(out).expect("utf8")
+        };
+        let h = "*2\r\n$3\r\nget\r\n*4\r\n$5\r\ncalls\r\n:1\r\n$14\r\nhistogram_usec\r\n*2\r\n:2\r\n:1\r\n";
+        assert_eq!(
+            run(DiagCmd::Histogram, h.as_bytes()),
+            "%1\r\n$3\r\nget\r\n%2\r\n$5\r\ncalls\r\n:1\r\n$14\r\nhistogram_usec\r\n%1\r\n:2\r\n:1\r\n"
+        );
+        // The same from a RESP3 backend.
+        let h3 = "%1\r\n$3\r\nget\r\n%2\r\n$5\r\ncalls\r\n:1\r\n$14\r\nhistogram_usec\r\n%1\r\n:2\r\n:1\r\n";
+        assert_eq!(
+            run(DiagCmd::Histogram, h3.as_bytes()),
+            run(DiagCmd::Histogram, h.as_bytes())
+        );
+        let stats =
+            b"*4\r\n$13\r\nfragmentation\r\n$3\r\n1.5\r\n$4\r\ndb.0\r\n*2\r\n$1\r\nx\r\n:3\r\n";
+        assert_eq!(
+            run(DiagCmd::MemoryStats, stats),
+            "%2\r\n$13\r\nfragmentation\r\n,1.5\r\n$4\r\ndb.0\r\n%1\r\n$1\r\nx\r\n:3\r\n"
+        );
+        assert_eq!(
+            run(DiagCmd::Doctor, b"=7\r\ntxt:abc\r\n"),
+            "=24\r\ntxt:=== group a ===\nabc\n\r\n"
+        );
+    }
+
+    #[test]
     fn history_merges_by_time() {
         let a = b"*2\r\n*2\r\n:1\r\n:10\r\n*2\r\n:5\r\n:50\r\n";
         let b = b"*1\r\n*2\r\n:3\r\n:30\r\n";
