@@ -275,11 +275,12 @@ impl Ctx {
                 self.stats.requests_local += 1;
                 true
             }
-            "reset" => {
+            // RESET ends the mode; after QUIT nothing more may be written
+            // but its +OK (a stream would keep the connection open).
+            "reset" | "quit" => {
                 self.monitor_end(st);
                 false
             }
-            "quit" => false,
             _ if spec.has(flag::WRITE | flag::READONLY | flag::MAY_REPLICATE) => {
                 self.stats.requests_local += 1;
                 self.stats.errors_refused += 1;

@@ -150,3 +150,12 @@ fn a_monitor_that_does_not_read_is_closed_at_the_output_limit() {
         "its MONITOR connections closed"
     );
 }
+
+#[test]
+fn quit_ends_the_stream_and_closes() {
+    let mut r = monitoring(Settings::default());
+    r.send("QUIT");
+    r.reply_dedicated(0, &line("127.0.0.1:4000", "\"SET\" \"k\" \"v\""));
+    assert_eq!(r.output(), "+OK\r\n", "QUIT's +OK, then no line");
+    assert_eq!(r.status(), ClientStatus::Close);
+}
