@@ -149,6 +149,41 @@ fn monitor_sees_commands_of_every_group_but_not_keyways_own() {
 }
 
 #[test]
+fn keyway_ctlds_named_connections_are_left_out() {
+    let c = cluster();
+    let named = |name: &str| {
+        let mut con = c.redis[0].conn();
+        let _: () = redis::cmd("CLIENT")
+            .arg("SETNAME")
+            .arg(name)
+            .query(&mut con)
+            .unwrap();
+        con
+    };
+    // keyway-ctld's connections: one open before MONITOR (found by CLIENT
+    // LIST), one opened after (its CLIENT SETNAME line names it).
+    let mut before = named("keyway-ctld");
+    let mut m = monitor(c.kw.addr);
+    let mut after = named("keyway-ctld");
+    let mut other = named("someone");
+    let _: (i64, Vec<String>) = redis::cmd("SCAN").arg(0).query(&mut before).unwrap();
+    let _: i64 = redis::cmd("DEL").arg("swept").query(&mut after).unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("marker")
+        .arg("1")
+        .query(&mut other)
+        .unwrap();
+    let seen = read_until(&mut m, "\"SET\" \"marker\" \"1\"");
+    assert!(
+        seen.contains("\"CLIENT\" \"SETNAME\" \"someone\""),
+        "{seen:?}"
+    );
+    for hidden in ["\"SCAN\"", "\"DEL\"", "keyway-ctld"] {
+        assert!(!seen.contains(hidden), "{hidden} shown: {seen:?}");
+    }
+}
+
+#[test]
 fn the_monitor_connections_close_when_the_client_leaves() {
     let c = cluster();
     let m = monitor(c.kw.addr);

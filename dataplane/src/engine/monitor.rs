@@ -21,10 +21,15 @@
 //! lines are left out too (keyway sends one whenever it gives back a
 //! watching connection; a client's own `UNWATCH` while watching is lost
 //! with them). `CLIENT UNBLOCK`, `CLIENT PAUSE` and other admin commands
-//! Redis never shows. Lines that remain visible, on purpose: the push-back
-//! of what an orphaned blocking command popped, and the `DEL` of a key's
-//! stale copy after a move — they change data — and the migration sweep's
-//! `SCAN`/`DBSIZE`/`MEMORY USAGE` (see README, "MONITOR").
+//! Redis never shows. keyway-ctld's migration connections (the sweep's
+//! `SCAN`, `DEL`…, indistinguishable by their text) are named
+//! [`CTLD_NAME`]: every line from such a connection is left out — those
+//! open when `MONITOR` starts are found by a `CLIENT LIST` sent just before
+//! it ([`Monitoring::client_list`]), later ones by their `CLIENT SETNAME`
+//! line. Lines that remain visible, on purpose: the push-back of what an
+//! orphaned blocking command popped, and the `DEL` of a key's stale copy
+//! after a move — they change data (see README, "MONITOR, LATENCY,
+//! MEMORY").
 //!
 //! Lines show the address of keyway's backend connection, not the end
 //! client's: a shared connection carries many clients' commands and the
@@ -56,6 +61,17 @@ use crate::routing::GroupIndex;
 /// `MONITOR`, as sent to each group.
 const MONITOR: &[u8] = b"*1\r\n$7\r\nMONITOR\r\n";
 
+/// `CLIENT LIST TYPE normal`, sent before `MONITOR`: which connections
+/// keyway-ctld already has open there (named [`CTLD_NAME`]).
+const CLIENT_LIST: &[u8] = b"*4\r\n$6\r\nCLIENT\r\n$4\r\nLIST\r\n$4\r\nTYPE\r\n$6\r\nnormal\r\n";
+
+/// The name keyway-ctld gives its connections to the backends
+/// (`CLIENT SETNAME`): their lines are left out.
+pub(crate) const CTLD_NAME: &str = "keyway-ctld";
+
+/// keyway-ctld connections remembered per monitoring client.
+const MAX_CTLD_ADDRS: usize = 4096;
+
 /// Backend addresses remembered as inside `MULTI … EXEC` per monitoring
 /// client (keyway sends a transaction whole, so this stays small).
 const MAX_MULTI_ADDRS: usize = 1024;
@@ -80,6 +96,10 @@ pub(crate) struct Monitoring {
     /// (pool, backend address) of connections whose `MULTI` was seen and
     /// whose `EXEC`/`DISCARD` was not: a `PING` there is a client's.
     multi: Vec<(usize, Box<[u8]>)>,
+    /// (pool, backend address) of keyway-ctld's connections: from `CLIENT
+    /// LIST` before `MONITOR`, and from the `CLIENT SETNAME keyway-ctld`
+    /// lines of new ones.
+    ctld: Vec<(usize, Box<[u8]>)>,
 }
 
 /// The parts of a monitor line keyway filters on: the source address and
@@ -118,6 +138,22 @@ impl Monitoring {
             return false;
         }
         let is = |a: &[u8], b: &str| a.eq_ignore_ascii_case(b.as_bytes());
+        let ctld = self.ctld.iter().position(|(q, a)| *q == p && **a == *addr);
+        if is(cmd, "client") && sub.is_some_and(|s| is(s, "setname")) {
+            let named_ctld = line.ends_with(format!(" \"{CTLD_NAME}\"\r\n").as_bytes());
+            match (named_ctld, ctld) {
+                (true, None) => self.add_ctld(p, addr),
+                // The address now belongs to another connection.
+                (false, Some(i)) => {
+                    self.ctld.swap_remove(i);
+                }
+                _ => {}
+            }
+            return named_ctld;
+        }
+        if ctld.is_some() {
+            return true;
+        }
         let at = self.multi.iter().position(|(q, a)| *q == p && **a == *addr);
         if is(cmd, "multi") {
             if at.is_none() && self.multi.len() < MAX_MULTI_ADDRS {
@@ -140,6 +176,49 @@ impl Monitoring {
     }
 }
 
+impl Monitoring {
+    fn add_ctld(&mut self, p: usize, addr: &[u8]) {
+        if self.ctld.len() < MAX_CTLD_ADDRS {
+            self.ctld.push((p, addr.into()));
+        }
+    }
+
+    /// A `CLIENT LIST` reply from pool `p`: remembers keyway-ctld's
+    /// connections.
+    fn client_list(&mut self, p: usize, list: &[u8]) {
+        let name = format!(" name={CTLD_NAME} ");
+        for l in list.split(|&b| b == b'\n') {
+            let l = l.strip_suffix(b"\r").unwrap_or(l);
+            let mut padded = l.to_vec();
+            padded.push(b' ');
+            if !padded.windows(name.len()).any(|w| w == name.as_bytes()) {
+                continue;
+            }
+            let addr = l
+                .split(|&b| b == b' ')
+                .find_map(|f| f.strip_prefix(b"addr="));
+            if let Some(addr) = addr {
+                if !self.ctld.iter().any(|(q, a)| *q == p && **a == *addr) {
+                    self.add_ctld(p, addr);
+                }
+            }
+        }
+    }
+}
+
+/// The contents of a bulk (or verbatim) string reply.
+fn bulk_body(reply: &[u8]) -> Option<&[u8]> {
+    let rest = reply
+        .strip_prefix(b"$")
+        .or_else(|| reply.strip_prefix(b"="))?;
+    let nl = rest.iter().position(|&b| b == b'\n')?;
+    let body = rest.get(nl + 1..rest.len().checked_sub(2)?)?;
+    Some(match reply[0] {
+        b'=' => body.get(4..)?,
+        _ => body,
+    })
+}
+
 impl Ctx {
     /// `MONITOR`: a `MONITOR` connection per group's master; `+OK` once all
     /// confirmed.
@@ -159,17 +238,7 @@ impl Ctx {
                 Ok(b) => {
                     conns.push((b, self.backends.conns[b].gen));
                     self.backends.conns[b].monitor = Some(MonitorConn::For(me.0, me.1));
-                    let (cfg, now, versions, wake) =
-                        (&*self.cfg, self.now_ms, &mut self.versions, &mut self.wake);
-                    (self.backends).send_internal(
-                        b,
-                        MONITOR,
-                        Internal::Ignore,
-                        cfg,
-                        now,
-                        versions,
-                        wake,
-                    );
+                    self.send_monitor(b);
                 }
                 Err(why) => {
                     for (b, _) in conns {
@@ -187,12 +256,23 @@ impl Ctx {
             ok: Some(ok),
             unconfirmed,
             multi: Vec::new(),
+            ctld: Vec::new(),
         }));
         if unconfirmed == 0 {
             st.queue.complete(ok, b"+OK\r\n", st.out.buf_mut());
             if let Some(m) = st.monitor.as_mut() {
                 m.ok = None;
             }
+        }
+    }
+
+    /// Sends `CLIENT LIST TYPE normal` (keyway-ctld's connections already
+    /// open) and `MONITOR` on connection `b`.
+    fn send_monitor(&mut self, b: usize) {
+        for bytes in [CLIENT_LIST, MONITOR] {
+            let (cfg, now, versions, wake) =
+                (&*self.cfg, self.now_ms, &mut self.versions, &mut self.wake);
+            (self.backends).send_internal(b, bytes, Internal::Ignore, cfg, now, versions, wake);
         }
     }
 
@@ -226,17 +306,7 @@ impl Ctx {
                         m.unconfirmed += 1;
                     }
                     self.backends.conns[b].monitor = Some(MonitorConn::For(me.0, me.1));
-                    let (cfg, now, versions, wake) =
-                        (&*self.cfg, self.now_ms, &mut self.versions, &mut self.wake);
-                    (self.backends).send_internal(
-                        b,
-                        MONITOR,
-                        Internal::Ignore,
-                        cfg,
-                        now,
-                        versions,
-                        wake,
-                    );
+                    self.send_monitor(b);
                 }
                 Err(why) => {
                     lost = Some((self.backends.pools[p].group.clone(), why.to_string()));
@@ -359,9 +429,17 @@ impl Worker {
             let line = &rest[..end];
             at += end;
             if let Some(e) = conn.inflight.pop_front() {
-                // The reply to keyway's CLIENT ID (a new connection), then
-                // to MONITOR.
+                // The reply to keyway's CLIENT ID (a new connection), CLIENT
+                // LIST, then MONITOR.
                 self.ctx.versions.done(e.version);
+                if let (Some(list), Some(MonitorConn::For(ci, cg))) = (bulk_body(line), owner) {
+                    if let Some(m) =
+                        live_client(&mut self.clients, ci, cg).and_then(|c| c.st.monitor.as_mut())
+                    {
+                        m.client_list(p, list);
+                    }
+                    continue;
+                }
                 if conn.inflight.is_empty() {
                     if line != b"+OK\r\n" {
                         let text = String::from_utf8_lossy(line.strip_prefix(b"-").unwrap_or(line));
@@ -528,6 +606,7 @@ mod tests {
             ok: None,
             unconfirmed: 0,
             multi: Vec::new(),
+            ctld: Vec::new(),
         };
         let a = "+1796235553.817021 [0 127.0.0.1:36722] ";
         assert!(

@@ -7,7 +7,16 @@ use super::ClientStatus;
 use crate::config::Limits;
 use crate::routing::SlotRoute;
 
-const CONN_ID_THEN_MONITOR: &str = "*2\r\n$6\r\nCLIENT\r\n$2\r\nID\r\n*1\r\n$7\r\nMONITOR\r\n";
+const CONN_ID_THEN_MONITOR: &str = "*2\r\n$6\r\nCLIENT\r\n$2\r\nID\r\n\
+    *4\r\n$6\r\nCLIENT\r\n$4\r\nLIST\r\n$4\r\nTYPE\r\n$6\r\nnormal\r\n\
+    *1\r\n$7\r\nMONITOR\r\n";
+
+/// A `CLIENT LIST` reply naming one keyway-ctld connection, from 127.0.0.1:4009.
+fn client_list() -> String {
+    let body = "id=3 addr=127.0.0.1:4008 laddr=127.0.0.1:6379 fd=8 name= age=1\n\
+                id=4 addr=127.0.0.1:4009 laddr=127.0.0.1:6379 fd=9 name=keyway-ctld age=1\n";
+    format!("${}\r\n{body}\r\n", body.len())
+}
 
 fn line(addr: &str, cmd: &str) -> String {
     format!("+1796235553.817021 [0 {addr}] {cmd}\r\n")
@@ -25,10 +34,10 @@ fn monitoring(settings: Settings) -> Rig {
         );
     }
     assert_eq!(r.dedicated.len(), 3, "one MONITOR connection per group");
-    r.reply_dedicated(0, ":7\r\n+OK\r\n");
-    r.reply_dedicated(1, ":8\r\n+OK\r\n");
+    r.reply_dedicated(0, &format!(":7\r\n{}+OK\r\n", client_list()));
+    r.reply_dedicated(1, ":8\r\n$0\r\n\r\n+OK\r\n");
     assert_eq!(r.output(), "", "+OK waits for every group's");
-    r.reply_dedicated(2, ":9\r\n+OK\r\n");
+    r.reply_dedicated(2, ":9\r\n$0\r\n\r\n+OK\r\n");
     assert_eq!(r.output(), "+OK\r\n");
     r
 }
@@ -101,10 +110,11 @@ fn a_refused_monitor_is_answered_with_the_error() {
     for i in 0..3 {
         r.written_dedicated(i);
     }
-    r.reply_dedicated(0, ":7\r\n+OK\r\n");
+    r.reply_dedicated(0, ":7\r\n$0\r\n\r\n+OK\r\n");
     r.reply_dedicated(
         1,
-        ":8\r\n-NOPERM this user has no permissions to run the 'monitor' command\r\n",
+        ":8\r\n-NOPERM this user has no permissions to run the 'client|list' command\r\n\
+         -NOPERM this user has no permissions to run the 'monitor' command\r\n",
     );
     let out = r.output();
     assert!(
@@ -158,4 +168,26 @@ fn quit_ends_the_stream_and_closes() {
     r.reply_dedicated(0, &line("127.0.0.1:4000", "\"SET\" \"k\" \"v\""));
     assert_eq!(r.output(), "+OK\r\n", "QUIT's +OK, then no line");
     assert_eq!(r.status(), ClientStatus::Close);
+}
+
+#[test]
+fn keyway_ctlds_connections_are_left_out() {
+    let mut r = monitoring(Settings::default());
+    let set = line("127.0.0.1:4008", "\"SET\" \"k\" \"v\"");
+    // Open before MONITOR: named in CLIENT LIST.
+    r.reply_dedicated(
+        0,
+        &line("127.0.0.1:4009", "\"SCAN\" \"0\" \"COUNT\" \"100\""),
+    );
+    // Opened after: its CLIENT SETNAME line names it.
+    r.reply_dedicated(
+        0,
+        &line("127.0.0.1:4010", "\"CLIENT\" \"SETNAME\" \"keyway-ctld\""),
+    );
+    r.reply_dedicated(0, &line("127.0.0.1:4010", "\"DEL\" \"k\""));
+    r.reply_dedicated(0, &set);
+    // The same address on group b is another connection.
+    let other = line("127.0.0.1:4010", "\"DEL\" \"k\"");
+    r.reply_dedicated(1, &other);
+    assert_eq!(r.output(), format!("{set}{other}"));
 }
