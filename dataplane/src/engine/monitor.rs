@@ -284,13 +284,15 @@ impl Ctx {
         let Some(m) = st.monitor.as_mut() else {
             return;
         };
-        let mut have: Vec<usize> = m
-            .conns
-            .iter()
-            .filter_map(|&(b, gen)| self.backends.conns.get(b).filter(|c| c.gen == gen))
-            .filter(|c| matches!(c.monitor, Some(MonitorConn::For(..))))
-            .map(|c| c.pool)
-            .collect();
+        let backends = &self.backends;
+        let live = |&(b, gen): &(usize, u32)| {
+            backends
+                .conns
+                .get(b)
+                .filter(|c| c.gen == gen && matches!(c.monitor, Some(MonitorConn::For(..))))
+        };
+        m.conns.retain(|e| live(e).is_some());
+        let mut have: Vec<usize> = m.conns.iter().filter_map(live).map(|c| c.pool).collect();
         let mut lost = None;
         for g in 0..self.cfg.table.groups().len() {
             let g = g as GroupIndex;
