@@ -247,6 +247,16 @@ fn a_monitoring_client_gets_what_redis_gives_a_monitor() {
     sbs.same(&["GET", "a"]);
     sbs.same(&["SET", "a", "1"]);
     sbs.same(&["DBSIZE"]);
+    // Redis's stream shows its monitor's own MULTI and EXEC (keyway answers
+    // them itself: no line); the replies are the same.
+    for cmd in [&["MULTI"][..], &["SET", "a", "1"], &["EXEC"]] {
+        let (theirs, ours) = sbs.both(cmd);
+        assert_eq!(
+            String::from_utf8_lossy(&without_lines(&theirs)),
+            String::from_utf8_lossy(&ours),
+            "{cmd:?}"
+        );
+    }
     sbs.same(&["RESET"]);
     sbs.same(&["SET", "a", "1"]);
 }
@@ -360,4 +370,18 @@ fn calls(v: &redis::Value) -> i64 {
         Some(redis::Value::Int(n)) => *n,
         _ => panic!("{v:?}"),
     }
+}
+
+/// `bytes` without monitor lines (`+<time> [<db> <addr>] …`).
+fn without_lines(bytes: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(bytes);
+    text.split_inclusive("\r\n")
+        .filter(|l| {
+            !(l.starts_with('+')
+                && l[1..].split(' ').next().is_some_and(|t| {
+                    t.contains('.') && t.chars().all(|c| c.is_ascii_digit() || c == '.')
+                }))
+        })
+        .collect::<String>()
+        .into_bytes()
 }

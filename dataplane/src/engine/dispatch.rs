@@ -102,6 +102,9 @@ impl Ctx {
             if place.exec {
                 return self.exec_block(st, req);
             }
+            if place.at.is_none() && st.monitor.is_some() && self.monitor_in_multi(st, args) {
+                return;
+            }
             if place.at.is_none() && self.in_multi(st, req) {
                 return;
             }

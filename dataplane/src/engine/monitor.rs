@@ -331,6 +331,20 @@ impl Ctx {
         }
     }
 
+    /// A keyspace command queued by a client in `MONITOR` mode: refused
+    /// as Redis refuses it, which makes `EXEC` abort (true).
+    #[inline(never)]
+    pub(super) fn monitor_in_multi(&mut self, st: &mut ClientState, args: &Args<'_>) -> bool {
+        match keyway_protocol::command::lookup(args.get(0), args.try_get(1)) {
+            keyway_protocol::command::Lookup::Found(spec)
+                if spec.has(flag::WRITE | flag::READONLY | flag::MAY_REPLICATE) =>
+            {
+                self.tx_error(st, &Refusal::MonitorKeyspace)
+            }
+            _ => false,
+        }
+    }
+
     /// A request from a client in `MONITOR` mode: true if answered here (a
     /// keyspace command refused, `MONITOR` ignored), false if it goes on
     /// (`RESET` ends the mode first).

@@ -191,3 +191,14 @@ fn keyway_ctlds_connections_are_left_out() {
     r.reply_dedicated(1, &other);
     assert_eq!(r.output(), format!("{set}{other}"));
 }
+
+#[test]
+fn a_monitors_keyspace_command_inside_multi_aborts_exec() {
+    let mut r = monitoring(Settings::default());
+    r.send("MULTI;SET k v;EXEC");
+    assert_eq!(
+        r.output(),
+        "+OK\r\n-ERR Replica can't interact with the keyspace\r\n\
+         -EXECABORT Transaction discarded because of previous errors.\r\n"
+    );
+}

@@ -305,7 +305,7 @@ impl Ctx {
     }
 
     /// Refuses a command inside `MULTI`: `EXEC` will abort.
-    fn tx_error(&mut self, st: &mut ClientState, why: &Refusal<'_>) -> bool {
+    pub(super) fn tx_error(&mut self, st: &mut ClientState, why: &Refusal<'_>) -> bool {
         if let Some(tx) = st.tx.as_mut() {
             tx.dirty = true;
         }
