@@ -1286,3 +1286,166 @@ fn a_blpop_on_a_slot_that_does_not_move_does_not_stall_a_migration() {
         ])
     );
 }
+
+// ---------------------------------------------------------------------------
+// The whole keyspace (issue 13).
+
+/// One `SCAN` step through a data plane: the next cursor and the keys.
+fn scan_step(con: &mut redis::Connection, cursor: u64, count: usize) -> (u64, Vec<String>) {
+    redis::cmd("SCAN")
+        .arg(cursor)
+        .arg("COUNT")
+        .arg(count)
+        .query(con)
+        .expect("SCAN through keyway")
+}
+
+/// A `SCAN` through keyway while a migration moves keys from the last group
+/// to the first, keys arriving on the destination between every two steps,
+/// the migration running from before the scan's first step to after its
+/// last: every key present before (and throughout: nothing writes) is
+/// returned at least once. The source (g3, the highest index) must be
+/// scanned before the destination (g1, the lowest): in plain index order g1
+/// would be scanned first, and the keys moved to it while g2 and g3 are
+/// scanned would be missed.
+#[test]
+fn a_scan_while_a_migration_runs_misses_no_key() {
+    let sys = System::start("scan", 3, 0);
+    preload(&sys.dps[0], 500);
+    let before: Vec<String> = sys.placement().into_keys().collect();
+    let cluster = sys.cluster();
+    let g3: Vec<(u64, u64)> = cluster["slots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["group"] == "g3")
+        .map(|r| (r["first"].as_u64().unwrap(), r["last"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(g3.len(), 1, "g3 owns one range: {cluster}");
+    let slots = format!("{}-{}", g3[0].0, g3[0].1);
+    let dbsize = |g: &str| -> u64 {
+        redis::cmd("DBSIZE")
+            .query(&mut sys.server(g).conn())
+            .unwrap()
+    };
+    let on_g3 = dbsize("g3");
+    assert!(on_g3 > 500, "{on_g3} keys on g3");
+    // Throttled so that it lasts well beyond the scan (about 20 s).
+    ctl_ok(
+        &sys.ctld,
+        &[
+            "migrate", "m", "--slots", &slots, "--to", "g1", "--rate", "50", "--batch", "5",
+        ],
+    );
+    let m = sys.wait_state(1, "moving");
+    let version = m["state"]["version"].as_u64().unwrap();
+    for d in &sys.dps {
+        sys.ctld.wait_acked(&d.id, version);
+    }
+    let mut con = client(sys.dps[1].addr);
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let (mut cursor, mut steps) = (0u64, 0);
+    let start_g1 = dbsize("g1");
+    loop {
+        // Keys reach the destination between every two steps.
+        let on_g1 = dbsize("g1");
+        wait_for("keys to reach g1", Duration::from_secs(30), || {
+            (dbsize("g1") > on_g1).then_some(())
+        });
+        let (next, keys) = scan_step(&mut con, cursor, 100);
+        for k in keys {
+            *seen.entry(k).or_default() += 1;
+        }
+        steps += 1;
+        cursor = next;
+        if cursor == 0 {
+            break;
+        }
+        assert!(steps < 10_000, "the scan does not end");
+    }
+    let moved = dbsize("g1") - start_g1;
+    assert!(
+        dbsize("g3") > 0 && sys.migration(1)["state"]["phase"] == "moving",
+        "the migration ran throughout the scan"
+    );
+    let missed: Vec<&String> = before.iter().filter(|k| !seen.contains_key(*k)).collect();
+    let twice = seen.values().filter(|&&n| n > 1).count();
+    eprintln!(
+        "{} keys, {steps} SCAN steps, {moved} keys moved meanwhile, {twice} seen twice",
+        before.len()
+    );
+    assert!(
+        missed.is_empty(),
+        "{} keys missed: {:?}",
+        missed.len(),
+        &missed[..missed.len().min(10)]
+    );
+}
+
+/// A migration that starts (and may end) while a `SCAN` is under way: the
+/// migrations changed, so keyway starts the scan again from the first group
+/// of the new order at the next step (`INFO keyway`: `scans_restarted`),
+/// and every key present throughout is still returned. Without the restart
+/// the new order (g2, g3, g1) would end the scan right after g1, where the
+/// first steps were.
+#[test]
+fn a_migration_starting_mid_scan_restarts_it_and_misses_no_key() {
+    let sys = System::start("scanstart", 3, 0);
+    preload(&sys.dps[0], 300);
+    let before: Vec<String> = sys.placement().into_keys().collect();
+    let cluster = sys.cluster();
+    let g3 = cluster["slots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["group"] == "g3")
+        .map(|r| format!("{}-{}", r["first"], r["last"]))
+        .unwrap();
+    let mut con = client(sys.dps[0].addr);
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut cursor = 0u64;
+    for _ in 0..3 {
+        let (next, keys) = scan_step(&mut con, cursor, 50);
+        for k in keys {
+            *seen.entry(k).or_default() += 1;
+        }
+        cursor = next;
+    }
+    assert_ne!(cursor, 0);
+    assert_eq!((cursor >> 40) & 0x7fff, 1, "still on the first group");
+    ctl_ok(
+        &sys.ctld,
+        &[
+            "migrate", "m", "--slots", &g3, "--to", "g1", "--rate", "2000",
+        ],
+    );
+    let m = sys.wait_state(1, "moving");
+    let version = m["state"]["version"].as_u64().unwrap();
+    for d in &sys.dps {
+        sys.ctld.wait_acked(&d.id, version);
+    }
+    let mut steps = 0;
+    while cursor != 0 {
+        let (next, keys) = scan_step(&mut con, cursor, 50);
+        for k in keys {
+            *seen.entry(k).or_default() += 1;
+        }
+        cursor = next;
+        steps += 1;
+        assert!(steps < 10_000, "the scan does not end");
+    }
+    let missed: Vec<&String> = before.iter().filter(|k| !seen.contains_key(*k)).collect();
+    assert!(
+        missed.is_empty(),
+        "{} keys missed: {:?}",
+        missed.len(),
+        &missed[..missed.len().min(10)]
+    );
+    let info: String = redis::cmd("INFO").arg("keyway").query(&mut con).unwrap();
+    let restarted: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("scans_restarted:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no scans_restarted in {info}"));
+    assert!(restarted >= 1, "{info}");
+}

@@ -385,6 +385,12 @@ impl RoutingTable {
         !self.moves.is_empty()
     }
 
+    /// The `(source, destination)` groups of the slots moving or about to
+    /// (each pair once).
+    pub fn move_pairs(&self) -> impl Iterator<Item = (GroupIndex, GroupIndex)> + '_ {
+        self.moves.iter().map(|&(from, to, _)| (from, to))
+    }
+
     /// The groups, indexed by [`GroupIndex`].
     #[inline]
     pub fn groups(&self) -> &[GroupRoute] {

@@ -101,11 +101,10 @@ fn redis_cli_interactive_mode_works() {
             "get greeting",
             "mset a 1 b 2 c 3",
             "mget a b c",
-            "command count",
             "quit",
         ],
     );
-    for want in ["OK", "\"hello\"", "1) \"1\"", "3) \"3\"", "(integer) 240"] {
+    for want in ["OK", "\"hello\"", "1) \"1\"", "3) \"3\""] {
         assert!(out.contains(want), "missing {want:?} in:\n{out}");
     }
     assert!(!out.contains("ERR"), "{out}");

@@ -358,6 +358,46 @@ fn latency_and_memory_carry_every_groups_data() {
     sbs.same(&["LATENCY", "HISTOGRAM", "nosuchcommand"]);
 }
 
+#[test]
+fn resp3_clients_get_resp3_shapes() {
+    let c = cluster();
+    let oracle = Redis::start();
+    let mut sbs = SideBySide::connect(oracle.addr(), c.kw.addr);
+    let (_, hello) = sbs.both(&["HELLO", "3"]);
+    assert!(
+        hello.starts_with(b"%"),
+        "{}",
+        String::from_utf8_lossy(&hello)
+    );
+    let k = key_on(&c.body, 2, "r3");
+    sbs.same(&["SET", &k, "v"]);
+    sbs.same(&["MEMORY", "USAGE", &k]);
+    sbs.same(&["MEMORY", "USAGE", "missing"]);
+    sbs.same(&["LATENCY", "HISTOGRAM", "nosuchcommand"]);
+    let (theirs, ours) = sbs.both(&["LATENCY", "DOCTOR"]);
+    assert!(
+        theirs.starts_with(b"=") && ours.starts_with(b"="),
+        "verbatim text"
+    );
+    let (theirs, ours) = sbs.both(&["MEMORY", "STATS"]);
+    assert!(theirs.starts_with(b"%") && ours.starts_with(b"%"), "a map");
+    let (_, ours) = sbs.both(&["LATENCY", "HISTOGRAM", "set"]);
+    assert!(ours.starts_with(b"%1\r\n$3\r\nset\r\n%2\r\n"), "{ours:?}");
+    // MONITOR lines are simple strings in RESP3 too.
+    let mut m = TcpStream::connect(c.kw.addr).unwrap();
+    send(&mut m, &["HELLO", "3"]);
+    read_until(&mut m, "proto");
+    send(&mut m, &["MONITOR"]);
+    read_until(&mut m, "+OK\r\n");
+    let _: () = redis::cmd("SET")
+        .arg(&k)
+        .arg("w")
+        .query(&mut c.kw.conn())
+        .unwrap();
+    let seen = read_until(&mut m, &format!("\"SET\" \"{k}\" \"w\""));
+    assert!(seen.contains("+"), "{seen:?}");
+}
+
 /// `calls` of the first command of a `LATENCY HISTOGRAM` reply (RESP2).
 fn calls(v: &redis::Value) -> i64 {
     let redis::Value::Array(top) = v else {

@@ -227,16 +227,20 @@ fn check_pipeline(con: &mut redis::Connection, prefix: &str) {
 #[test]
 fn local_commands_answer_like_redis() {
     let c = cluster(1);
-    let (_reference, mut both) = c.side_by_side();
+    let (reference, mut both) = c.side_by_side();
     both.same_all(&[
         &["PING"],
         &["PING", "hi"],
         &["ECHO", "héllo"],
         &["SELECT", "0"],
         &["SELECT", "zero"],
-        &["COMMAND", "COUNT"],
-        &["COMMAND", "INFO", "get", "nosuch", "config|get"],
+        &["COMMAND", "INFO", "get", "nosuch", "object|encoding"],
         &["COMMAND", "DOCS", "set"],
+        &["ROLE"],
+        &["OBJECT", "HELP"],
+        &["XINFO", "HELP"],
+        &["XGROUP", "HELP"],
+        &["PFSELFTEST"],
         &["COMMAND", "GETKEYS", "MSET", "a", "1", "b", "2"],
         &["CLIENT", "GETNAME"],
         &["CLIENT", "SETNAME", "tester"],
@@ -288,6 +292,25 @@ fn local_commands_answer_like_redis() {
     // Where keyway deliberately answers unlike a single Redis, the replies
     // are keyway's own, written here.
     let mut con = c.kw.conn();
+    // COMMAND lists what keyway serves: what it refuses is absent, as an
+    // unknown command is.
+    let all: Vec<redis::Value> = redis::cmd("COMMAND").query(&mut con).unwrap();
+    let count: usize = redis::cmd("COMMAND").arg("COUNT").query(&mut con).unwrap();
+    assert_eq!(all.len(), count);
+    let theirs: usize = redis::cmd("COMMAND")
+        .arg("COUNT")
+        .query(&mut reference.conn())
+        .unwrap();
+    assert!(count < theirs, "keyway lists {count} of Redis's {theirs}");
+    let info: Vec<Option<redis::Value>> = redis::cmd("COMMAND")
+        .arg("INFO")
+        .arg("migrate")
+        .arg("get")
+        .query(&mut con)
+        .unwrap();
+    assert!(info[0].is_none() && info[1].is_some(), "{info:?}");
+    let list: Vec<String> = redis::cmd("COMMAND").arg("LIST").query(&mut con).unwrap();
+    assert!(list.iter().any(|n| n == "get") && !list.iter().any(|n| n == "migrate"));
     // Only database 0 exists behind a proxy of many servers (Redis would
     // switch to 3; -1 gets Redis's own range error, compared above).
     let err = redis::cmd("SELECT")
@@ -301,9 +324,9 @@ fn local_commands_answer_like_redis() {
     // Ids are keyway's own.
     let id: i64 = redis::cmd("CLIENT").arg("ID").query(&mut con).unwrap();
     assert!(id > 0);
-    // RESP3 is not spoken yet.
+    // RESP2 and RESP3 only (RESP3: tests/resp3.rs).
     let err = redis::cmd("HELLO")
-        .arg(3)
+        .arg(4)
         .query::<()>(&mut con)
         .unwrap_err();
     assert_eq!(err.code(), Some("NOPROTO"));
@@ -316,10 +339,10 @@ fn local_commands_answer_like_redis() {
     // Refusals name the command and never reach a backend.
     for (cmd, needle) in [
         (vec!["SCRIPT", "DEBUG", "YES"], "'SCRIPT DEBUG'"),
-        (vec!["KEYS", "*"], "'KEYS'"),
+        (vec!["SWAPDB", "0", "1"], "'SWAPDB'"),
         (vec!["CONFIG", "GET", "maxmemory"], "'CONFIG GET'"),
         (vec!["CLUSTER", "INFO"], "not a Redis Cluster node"),
-        (vec!["FLUSHALL"], "'FLUSHALL'"),
+        (vec!["MOVE", "after", "1"], "'MOVE'"),
     ] {
         let err = redis::cmd(cmd[0])
             .arg(&cmd[1..])
@@ -364,4 +387,41 @@ fn ping_and_select_edge_cases_match_redis() {
     both.same(&["SELECT", "abc"]);
     both.same(&["SELECT", "99999999999999999999"]);
     both.same(&["SELECT", "0"]);
+}
+
+/// `redis-cli` in interactive mode (a terminal: `script` gives it a pty;
+/// `TERM=dumb` keeps linenoise from querying the cursor) starts by asking
+/// `COMMAND DOCS` for its hints, then shows replies by their types: a
+/// session through keyway prints what the same session prints on Redis.
+#[test]
+fn redis_cli_interactive_mode_works_unchanged() {
+    let c = cluster(2);
+    let reference = Redis::start();
+    let session = "SET a 1\nGET a\nHSET h f v\nHGETALL h\nMGET a nosuch h\nDEL a h\nquit\n";
+    let run = |addr: std::net::SocketAddr| {
+        let cmd = format!("redis-cli -h {} -p {}", addr.ip(), addr.port());
+        let mut child = std::process::Command::new("timeout")
+            .args(["20", "script", "-qec", &cmd, "/dev/null"])
+            .env("TERM", "dumb")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(session.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stdout).replace(&format!(":{}>", addr.port()), ":PORT>")
+    };
+    let ours = run(c.kw.addr);
+    let theirs = run(reference.addr().parse().unwrap());
+    assert!(
+        ours.contains("1) \"f\"") && ours.contains("3) (nil)"),
+        "{ours}"
+    );
+    assert_eq!(ours, theirs);
 }

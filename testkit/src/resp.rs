@@ -20,7 +20,7 @@ pub fn request<A: AsRef<[u8]>>(args: &[A]) -> Vec<u8> {
 }
 
 /// The length of the first complete reply in `buf`, or `None` while it is
-/// incomplete. Panics on bytes that are not a RESP2 reply.
+/// incomplete. Panics on bytes that are not a RESP2 or RESP3 reply.
 pub fn reply_len(buf: &[u8]) -> Option<usize> {
     let kind = *buf.first()?;
     let line = buf.windows(2).position(|w| w == b"\r\n")?;
@@ -32,17 +32,24 @@ pub fn reply_len(buf: &[u8]) -> Option<usize> {
             .unwrap_or_else(|| panic!("bad RESP length in {}", escape(buf)))
     };
     match kind {
-        b'+' | b'-' | b':' => Some(after),
-        b'$' => match usize::try_from(count()) {
+        b'+' | b'-' | b':' | b'_' | b',' | b'#' | b'(' => Some(after),
+        b'$' | b'=' | b'!' => match usize::try_from(count()) {
             Err(_) => Some(after),
             Ok(n) => {
                 let end = after + n + 2;
                 (buf.len() >= end).then_some(end)
             }
         },
-        b'*' => match usize::try_from(count()) {
+        b'*' | b'~' | b'>' | b'%' | b'|' => match usize::try_from(count()) {
             Err(_) => Some(after),
             Ok(n) => {
+                // A map has n pairs; an attribute map's pairs annotate the
+                // value after them.
+                let n = match kind {
+                    b'%' => 2 * n,
+                    b'|' => 2 * n + 1,
+                    _ => n,
+                };
                 let mut at = after;
                 for _ in 0..n {
                     at += reply_len(&buf[at..])?;
@@ -50,7 +57,7 @@ pub fn reply_len(buf: &[u8]) -> Option<usize> {
                 Some(at)
             }
         },
-        _ => panic!("not a RESP2 reply: {}", escape(buf)),
+        _ => panic!("not a RESP reply: {}", escape(buf)),
     }
 }
 

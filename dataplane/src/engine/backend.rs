@@ -68,6 +68,9 @@ pub(crate) enum Internal {
     /// `CLIENT UNBLOCK` for dedicated connection `b` (generation `gen`):
     /// it stays out of the free list until this is answered.
     Unblocked { b: u32, gen: u32 },
+    /// `HELLO 3` (or `HELLO 2`) switching the connection's protocol for
+    /// RESP3 clients (see [`super::resp3`]): an error is logged.
+    Hello,
 }
 
 /// What a client's backend reply is for.
@@ -149,6 +152,10 @@ pub(crate) struct BackendConn {
     /// monitor lines for one client, never matched against `inflight` once
     /// `MONITOR` is confirmed.
     pub monitor: Option<super::monitor::MonitorConn>,
+    /// The connection speaks RESP3 (`HELLO 3` is its first request; see
+    /// [`super::resp3`]): it serves RESP3 clients only, whose replies then
+    /// pass through unchanged.
+    pub resp3: bool,
 }
 
 /// First wait after a backend failure.
@@ -171,6 +178,7 @@ impl BackendConn {
             dedicated: None,
             subscriber: false,
             monitor: None,
+            resp3: false,
         }
     }
 
@@ -243,6 +251,10 @@ pub(crate) struct Pool {
     pub in_use: bool,
     /// Backend slab indices; a client uses `conns[client.conn_slot % len]`.
     pub conns: Vec<usize>,
+    /// The same for RESP3 clients: connections opened with `HELLO 3`,
+    /// created on first need (empty until a RESP3 client sends a request
+    /// to this backend; see [`super::resp3`]).
+    pub conns3: Vec<usize>,
     /// Connections no longer wanted (the address left the table, or the
     /// connection count shrank): closed once their replies are in.
     pub retiring: Vec<usize>,

@@ -82,7 +82,8 @@ impl Backends {
             };
             let p = self.pool(key, g, &g.master_text, cfg, &mut used);
             if let Err(why) = &g.master {
-                for &b in &self.pools[p].conns {
+                let pool = &self.pools[p];
+                for &b in pool.conns.iter().chain(&pool.conns3) {
                     // Never connects: its requests get the resolver's error
                     // until a table with the master resolved replaces it.
                     self.conns[b].link = Link::Down {
@@ -114,6 +115,7 @@ impl Backends {
             pool.in_use = used[p];
             if !used[p] {
                 pool.retiring.append(&mut pool.conns);
+                pool.retiring.append(&mut pool.conns3);
                 pool.retiring.append(&mut pool.free);
             }
         }
@@ -138,6 +140,7 @@ impl Backends {
                     group: g.name.clone(),
                     text: Arc::from(text),
                     conns: Vec::new(),
+                    conns3: Vec::new(),
                     retiring: Vec::new(),
                     free: Vec::new(),
                     health: Default::default(),
@@ -160,6 +163,11 @@ impl Backends {
         while pool.conns.len() > wanted {
             let b = pool.conns.pop().expect("non-empty");
             pool.retiring.push(b);
+        }
+        if !pool.conns3.is_empty() {
+            // RESP3 connections exist once a RESP3 client needed them:
+            // then as many as the RESP2 ones.
+            super::resp3::resize_conns3(&mut self.conns, pool, p, wanted);
         }
         p
     }
@@ -221,9 +229,20 @@ impl Backends {
 
     /// The connection for a request of client slot `slot` on group `g`: a
     /// `read` may go to a replica ([`read_conn`](Self::read_conn)), anything
-    /// else to the master ([`conn_for`](Self::conn_for)).
+    /// else to the master ([`conn_for`](Self::conn_for)); a RESP3 client's
+    /// (`resp3`) to a RESP3 connection ([`super::resp3`]).
     #[inline(always)]
-    pub fn conn(&mut self, g: GroupIndex, read: bool, slot: usize, now_ms: u64) -> usize {
+    pub fn conn(
+        &mut self,
+        g: GroupIndex,
+        read: bool,
+        slot: usize,
+        now_ms: u64,
+        resp3: bool,
+    ) -> usize {
+        if resp3 {
+            return self.conn3(g, read, slot, now_ms);
+        }
         if read {
             self.read_conn(g, slot, now_ms)
         } else {
@@ -277,6 +296,11 @@ impl Backends {
         self.conn_for(g, slot, now_ms)
     }
 
+    /// The replica pools group `g`'s reads may go to.
+    pub(super) fn replica_pools(&self, g: GroupIndex) -> &[usize] {
+        &self.reads[usize::from(g)].pools
+    }
+
     /// The pool of group `g`'s master in the current table.
     #[inline]
     pub fn master_pool(&self, g: GroupIndex) -> usize {
@@ -297,6 +321,11 @@ impl Backends {
         let conn = &mut self.conns[b];
         conn.gen = gen;
         conn.link = Link::Connecting { since_ms: now_ms };
+        if conn.resp3 && conn.dedicated.is_none() {
+            // A RESP3 connection's first request (its buffer is empty: an
+            // idle connection holds no requests).
+            super::resp3::hello_first(conn, now_ms);
+        }
         self.actions.push(Action::Connect {
             id: BackendId { idx: b as u32, gen },
             addr,

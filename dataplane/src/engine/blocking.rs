@@ -220,7 +220,8 @@ impl Again {
 
 /// A timeout reply: nothing was popped or read.
 pub(crate) fn is_timeout_reply(reply: &[u8]) -> bool {
-    reply == b"*-1\r\n" || reply == b"$-1\r\n"
+    // (`_`: RESP3's null, on a RESP3 client's connection.)
+    reply == b"*-1\r\n" || reply == b"$-1\r\n" || reply == b"_\r\n"
 }
 
 /// The `sent_ms` that makes the backend reply timeout (`timeout_ms` after
@@ -237,10 +238,15 @@ pub(crate) fn deadline_ms(now_ms: u64, block_ms: Option<u64>) -> u64 {
 
 /// The payload of a bulk string element (`$3\r\nabc\r\n` → `abc`).
 fn bulk(el: &[u8]) -> Option<&[u8]> {
+    let eol = el.iter().position(|&c| c == b'\r')?;
+    if el.first() == Some(&b',') {
+        // A RESP3 double (a score popped for a RESP3 client), in the
+        // `%.17g` text ZADD reads back exactly.
+        return el.get(1..eol);
+    }
     if el.first() != Some(&b'$') {
         return None;
     }
-    let eol = el.iter().position(|&c| c == b'\r')?;
     let n: usize = std::str::from_utf8(&el[1..eol]).ok()?.parse().ok()?;
     el.get(eol + 2..eol + 2 + n)
 }
@@ -379,6 +385,7 @@ mod tests {
             Some(cmd(&["XREAD", "BLOCK", "400", "STREAMS", "s", "$"]))
         );
         assert!(is_timeout_reply(b"*-1\r\n") && is_timeout_reply(b"$-1\r\n"));
+        assert!(is_timeout_reply(b"_\r\n"));
         assert!(!is_timeout_reply(b"*0\r\n"));
     }
 
@@ -433,6 +440,13 @@ mod tests {
             restore_command(Restore::ZAdd, bzmpop),
             Some(cmd(&["ZADD", "z", "1", "m", "2", "n"]))
         );
+        // RESP3 (a RESP3 client's connection): scores are doubles.
+        let bzpop3 = b"*3\r\n$1\r\nz\r\n$1\r\nm\r\n,1.5\r\n";
+        assert_eq!(
+            restore_command(Restore::ZAdd, bzpop3),
+            Some(cmd(&["ZADD", "z", "1.5", "m"]))
+        );
+        assert_eq!(restore_command(Restore::PushLeft, b"_\r\n"), None);
         assert_eq!(restore_command(Restore::PushLeft, b"*-1\r\n"), None);
         assert_eq!(restore_command(Restore::Nothing, blpop), None);
         assert_eq!(restore_command(Restore::PushLeft, b"-ERR x\r\n"), None);

@@ -74,7 +74,8 @@ pub(crate) struct Dedicated {
 impl Backends {
     /// A dedicated connection to group `g`'s master for client
     /// (`idx`, `gen`): a free one, or a new one (connecting; requests wait in
-    /// its write buffer), or the reason there is none.
+    /// its write buffer), or the reason there is none. It speaks the
+    /// client's protocol (`resp3`): `HELLO` switches it if it did not.
     #[allow(clippy::too_many_arguments)]
     pub fn lease(
         &mut self,
@@ -83,6 +84,7 @@ impl Backends {
         cfg: &LiveConfig,
         now_ms: u64,
         versions: &mut VersionCounts,
+        resp3: bool,
     ) -> Result<usize, Refusal<'static>> {
         let p = self.group_pool(g);
         while let Some(b) = self.pools[p].free.pop() {
@@ -90,6 +92,9 @@ impl Backends {
             if matches!(conn.link, Link::Up | Link::Connecting { .. }) {
                 if let Some(d) = conn.dedicated.as_mut() {
                     d.state = Use::Leased(client.0, client.1);
+                }
+                if conn.resp3 != resp3 {
+                    super::resp3::switch_protocol(conn, resp3, now_ms);
                 }
                 return Ok(b);
             }
@@ -126,6 +131,9 @@ impl Backends {
             .extend_from_slice(b"*2\r\n$6\r\nCLIENT\r\n$2\r\nID\r\n");
         conn.sent(Owner::Internal(Internal::ConnId), version, now_ms);
         versions.add(version);
+        if resp3 {
+            super::resp3::switch_protocol(&mut conn, true, now_ms);
+        }
         let b = self.conns.insert(conn);
         self.dedicated += 1;
         self.open(b, now_ms);

@@ -128,8 +128,13 @@ impl Ctx {
             let why = Refusal::WrongArity { command: spec.name };
             return self.refuse(st, &why, place);
         }
-        // RESP2 subscribed mode: one test on a pointer for other clients.
-        if st.subs.is_some() && place.at.is_none() && self.subscribed_mode(st, spec, args) {
+        // RESP2 subscribed mode: one test on a pointer for other clients
+        // (a RESP3 client may send any command while subscribed).
+        if st.subs.is_some()
+            && !st.resp3
+            && place.at.is_none()
+            && self.subscribed_mode(st, spec, args)
+        {
             return;
         }
         // MONITOR mode: one test on a pointer for other clients.
@@ -146,6 +151,7 @@ impl Ctx {
                 | Policy::Block(_)
                 | Policy::Wait
                 | Policy::Tx(super::policy::TxCmd::Watch)
+                | Policy::Keyspace(_)
         );
         if routed {
             if let Some(reason) = self.cfg.fence.clone() {
@@ -167,6 +173,7 @@ impl Ctx {
                     | Policy::Scripts(_)
                     | Policy::Block(_)
                     | Policy::Wait
+                    | Policy::Keyspace(_)
             )
         {
             return self
@@ -206,13 +213,27 @@ impl Ctx {
             Policy::FanOut(kind) => self.fan_out(st, kind, read, req),
             Policy::Scripts(cmd) => self.script_command(st, cmd, spec, req),
             Policy::Tx(cmd) => self.tx_command(st, cmd, req),
+            Policy::Keyspace(cmd) => self.keyspace(st, cmd, spec, read, req),
             Policy::Block(blocking) => self.block(st, blocking, req),
             Policy::Wait => self.wait(st, req),
             Policy::Kill => self.kill(st, req),
             Policy::Local(cmd) => {
+                if place.at.is_none() && st.queue.has_kept() {
+                    // Behind a request kept back (a HELLO or RESET that
+                    // waits, a migration): answered in its turn, in the
+                    // protocol and state of that moment (`resp3::in_place`).
+                    return self.keep_until_answered(st, req);
+                }
+                if cmd == super::policy::Local::Hello {
+                    return self.hello(st, req);
+                }
+                if cmd == super::policy::Local::Reset && self.reset_waits(st, req) {
+                    return;
+                }
                 self.stats.requests_local += 1;
                 if cmd == super::policy::Local::Reset {
                     self.reset_state(st);
+                    self.reset_protocol(st);
                 }
                 let ctx = LocalCtx {
                     shared: &self.shared,
@@ -221,7 +242,13 @@ impl Ctx {
                     now_ms: self.now_ms,
                     stats: &self.stats,
                 };
-                local::run(cmd, st, args, &ctx);
+                match place.at {
+                    None => local::run(cmd, st, args, &ctx),
+                    // Kept back (see `engine::resp3`).
+                    Some(_) => {
+                        super::resp3::in_place(st, place, |st| local::run(cmd, st, args, &ctx))
+                    }
+                }
             }
             Policy::PubSub(cmd) => self.pubsub(st, cmd, req),
             Policy::Monitor => self.monitor(st, req),
@@ -277,9 +304,16 @@ impl Ctx {
         keys.clear();
         let scripting = spec.in_category(acl::SCRIPTING);
         let target = match extract_keys(spec, args, &mut keys) {
+            // A bad key count Redis refuses itself: its own words.
+            Err(_) if super::keyspace::redis_refuses_bad_numkeys(spec) => {
+                super::scripts::documented_group(&self.cfg.table)
+            }
             Err(e) => Err(Refusal::Keys(e)),
             // EVAL, FCALL… without keys: the documented group.
             Ok(()) if keys.is_empty() && scripting => {
+                super::scripts::documented_group(&self.cfg.table)
+            }
+            Ok(()) if keys.is_empty() && super::keyspace::redis_refuses_bad_numkeys(spec) => {
                 super::scripts::documented_group(&self.cfg.table)
             }
             Ok(()) if keys.is_empty() => Err(Refusal::Keyless { spec, why: keyless }),
@@ -326,7 +360,9 @@ impl Ctx {
         req: Req<'_>,
     ) {
         let b = match st.pin {
-            None => self.backends.conn(g, read, st.conn_slot, self.now_ms),
+            None => self
+                .backends
+                .conn(g, read, st.conn_slot, self.now_ms, st.resp3),
             Some(_) => self.client_conn(st, g, read),
         };
         self.forward_on(st, b, req);
@@ -416,7 +452,13 @@ impl Ctx {
 
     /// Sends the request to every group and merges the replies (`DBSIZE`);
     /// holds it whole while any group is on hold.
-    fn fan_out(&mut self, st: &mut ClientState, kind: SplitKind, read: bool, req: Req<'_>) {
+    pub(super) fn fan_out(
+        &mut self,
+        st: &mut ClientState,
+        kind: SplitKind,
+        read: bool,
+        req: Req<'_>,
+    ) {
         let Req {
             args, raw, place, ..
         } = req;

@@ -1,14 +1,12 @@
 //! Commands keyway answers itself: connection commands (`PING`, `ECHO`,
-//! `QUIT`, `SELECT 0`, `HELLO 2`, `AUTH`, `RESET`, `CLIENT SETNAME/GETNAME/ID/
+//! `QUIT`, `SELECT 0`, `HELLO` (see `engine::resp3`), `AUTH`, `RESET`, `CLIENT SETNAME/GETNAME/ID/
 //! INFO`), introspection (`COMMAND …`, `INFO`). Replies match Redis 7's byte
 //! for byte where Redis would answer the same.
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
-use keyway_protocol::command::{
-    self, extract_keys, CommandSpec, Lookup, COMMANDS, COMMANDS_RESP, DOCS_RESP, REDIS_VERSION,
-};
+use keyway_protocol::command::{self, extract_keys, CommandSpec, Lookup, REDIS_VERSION};
 use keyway_protocol::pattern::glob_match;
 use keyway_protocol::resp::{encode, Args};
 
@@ -52,14 +50,24 @@ pub(crate) fn run(cmd: Local, st: &mut ClientState, args: &Args<'_>, ctx: &Local
             Some(db) => st.refuse(&Refusal::SelectUnsupported { db }),
         },
         Local::Auth => auth(st, args),
-        Local::Hello => hello(st, args),
+        // (`Ctx::hello` answers it first: see `engine::resp3`.)
+        Local::Hello => super::resp3::answer_hello(st, args, super::route::Place::NEW),
         Local::Reset => {
             st.name = None;
+            st.resp3 = false;
             st.reply(|o| encode::simple(o, b"RESET"));
         }
+        Local::Role => st.reply(|o| {
+            encode::array_header(o, 3);
+            encode::bulk(o, b"master");
+            encode::integer(o, 0);
+            encode::array_header(o, 0);
+        }),
         Local::Info => info(st, args, ctx),
         Local::Command(sub) => command(sub, st, args),
         Local::Client(sub) => client(sub, st, args, ctx),
+        Local::Time => super::keyspace::time(st),
+        Local::Tracking(cmd) => super::tracking::run(cmd, st, args),
     }
 }
 
@@ -77,61 +85,7 @@ fn auth(st: &mut ClientState, args: &Args<'_>) {
     }
 }
 
-fn hello(st: &mut ClientState, args: &Args<'_>) {
-    if let Some(v) = args.try_get(1) {
-        match std::str::from_utf8(v)
-            .ok()
-            .and_then(|s| s.parse::<i64>().ok())
-        {
-            None => return st.refuse(&Refusal::ProtocolNotAnInteger),
-            Some(2) => {}
-            Some(3) => return st.refuse(&Refusal::Resp3),
-            Some(_) => return st.refuse(&Refusal::NoProto),
-        }
-    }
-    let mut i = 2;
-    let mut name = None;
-    while i < args.len() {
-        let opt = args.get(i);
-        if opt.eq_ignore_ascii_case(b"auth") && i + 2 < args.len() {
-            if args.get(i + 1) != b"default" {
-                return st.refuse(&Refusal::WrongPass);
-            }
-            i += 3;
-        } else if opt.eq_ignore_ascii_case(b"setname") && i + 1 < args.len() {
-            name = Some(args.get(i + 1));
-            i += 2;
-        } else {
-            return st.refuse(&Refusal::HelloOption { option: opt });
-        }
-    }
-    if let Some(n) = name {
-        if !valid_client_name(n) {
-            return st.refuse(&Refusal::BadClientName);
-        }
-        st.name = (!n.is_empty()).then(|| n.into());
-    }
-    let id = st.id as i64;
-    st.reply(|o| {
-        encode::array_header(o, 14);
-        for (k, v) in [("server", "redis"), ("version", REDIS_VERSION)] {
-            encode::bulk(o, k.as_bytes());
-            encode::bulk(o, v.as_bytes());
-        }
-        encode::bulk(o, b"proto");
-        encode::integer(o, 2);
-        encode::bulk(o, b"id");
-        encode::integer(o, id);
-        for (k, v) in [("mode", "standalone"), ("role", "master")] {
-            encode::bulk(o, k.as_bytes());
-            encode::bulk(o, v.as_bytes());
-        }
-        encode::bulk(o, b"modules");
-        encode::array_header(o, 0);
-    });
-}
-
-fn valid_client_name(n: &[u8]) -> bool {
+pub(super) fn valid_client_name(n: &[u8]) -> bool {
     n.iter().all(|&b| (b'!'..=b'~').contains(&b))
 }
 
@@ -147,7 +101,10 @@ fn client(sub: ClientSub, st: &mut ClientState, args: &Args<'_>, ctx: &LocalCtx<
         }
         ClientSub::GetName => match st.name.clone() {
             Some(n) => st.reply(|o| encode::bulk(o, &n)),
-            None => st.reply(encode::null),
+            None => {
+                let r3 = st.resp3;
+                st.reply(|o| encode::null_of(o, r3))
+            }
         },
         ClientSub::Id => {
             let id = st.id as i64;
@@ -155,7 +112,8 @@ fn client(sub: ClientSub, st: &mut ClientState, args: &Args<'_>, ctx: &LocalCtx<
         }
         ClientSub::Info => {
             let line = client_info_line(st, ctx);
-            st.reply(|o| encode::bulk(o, line.as_bytes()));
+            let r3 = st.resp3;
+            st.reply(|o| encode::verbatim(o, line.as_bytes(), r3));
         }
         ClientSub::Help => {
             let lines = [
@@ -220,30 +178,36 @@ fn find(name: &[u8]) -> Option<&'static CommandSpec> {
 }
 
 fn command(sub: CommandSub, st: &mut ClientState, args: &Args<'_>) {
+    use super::commands;
+    let r3 = st.resp3;
     match sub {
-        CommandSub::All => st.reply(|o| o.extend_from_slice(COMMANDS_RESP)),
-        CommandSub::Count => st.reply(|o| encode::integer(o, COMMANDS.len() as i64)),
-        CommandSub::Info if args.len() == 2 => st.reply(|o| o.extend_from_slice(COMMANDS_RESP)),
+        CommandSub::All => st.reply(|o| o.extend_from_slice(commands::all_reply(r3))),
+        CommandSub::Count => st.reply(|o| encode::integer(o, commands::count() as i64)),
+        CommandSub::Info if args.len() == 2 => {
+            st.reply(|o| o.extend_from_slice(commands::all_reply(r3)))
+        }
         CommandSub::Info => st.reply(|o| {
             encode::array_header(o, args.len() - 2);
             for name in args.iter().skip(2) {
-                match find(name) {
-                    Some(c) => o.extend_from_slice(c.info_bytes()),
-                    None => encode::null(o),
+                match find(name).and_then(|c| commands::info(c, r3)) {
+                    Some(entry) => o.extend_from_slice(entry),
+                    None => encode::null_of(o, r3),
                 }
             }
         }),
-        CommandSub::Docs if args.len() == 2 => st.reply(|o| o.extend_from_slice(DOCS_RESP)),
+        CommandSub::Docs if args.len() == 2 => {
+            st.reply(|o| o.extend_from_slice(commands::docs_all_reply(r3)))
+        }
         CommandSub::Docs => {
             let found: Vec<&'static [u8]> = args
                 .iter()
                 .skip(2)
                 .filter_map(find)
-                .map(|c| c.docs_bytes())
+                .filter_map(|c| commands::docs(c, r3))
                 .filter(|d| !d.is_empty())
                 .collect();
             st.reply(|o| {
-                encode::array_header(o, found.len() * 2);
+                encode::map_header(o, found.len(), r3);
                 for d in found {
                     o.extend_from_slice(d);
                 }
@@ -305,6 +269,7 @@ fn command_list(st: &mut ClientState, args: &Args<'_>) {
         _ => return st.refuse(&Refusal::Syntax),
     };
     let names: Vec<&'static str> = command::all()
+        .filter(|c| super::commands::listed(c))
         .filter(|c| match filter {
             Filter::All => true,
             Filter::Module => false,
@@ -436,5 +401,6 @@ fn info(st: &mut ClientState, args: &Args<'_>, ctx: &LocalCtx<'_>) {
         text.push_str("\r\n");
     }
     let text = text.trim_end_matches("\r\n").to_string() + "\r\n";
-    st.reply(|o| encode::bulk(o, text.as_bytes()));
+    let r3 = st.resp3;
+    st.reply(|o| encode::verbatim(o, text.as_bytes(), r3));
 }

@@ -16,6 +16,7 @@ mod backend_io;
 mod backends;
 pub mod blocking;
 mod client;
+pub mod commands;
 #[cfg(test)]
 mod count_tests;
 mod dedicated;
@@ -26,6 +27,9 @@ mod gather;
 pub mod health;
 #[cfg(test)]
 mod hold_tests;
+mod keyspace;
+#[cfg(test)]
+mod keyspace_tests;
 mod limits;
 #[cfg(test)]
 mod limits_tests;
@@ -46,6 +50,7 @@ mod pubsub_tests;
 #[cfg(test)]
 mod replica_tests;
 mod replies;
+mod resp3;
 #[cfg(test)]
 mod rig;
 mod route;
@@ -60,6 +65,7 @@ mod stateful;
 mod stateful_tests;
 mod stats;
 mod timers;
+mod tracking;
 mod versions;
 mod worker;
 #[cfg(test)]

@@ -234,7 +234,7 @@ impl Ctx {
                 continue;
             }
             pools.push(p);
-            match (self.backends).lease(g, me, &self.cfg, self.now_ms, &mut self.versions) {
+            match (self.backends).lease(g, me, &self.cfg, self.now_ms, &mut self.versions, false) {
                 Ok(b) => {
                     conns.push((b, self.backends.conns[b].gen));
                     self.backends.conns[b].monitor = Some(MonitorConn::For(me.0, me.1));
@@ -301,7 +301,7 @@ impl Ctx {
                 continue;
             }
             have.push(p);
-            match (self.backends).lease(g, me, &self.cfg, self.now_ms, &mut self.versions) {
+            match (self.backends).lease(g, me, &self.cfg, self.now_ms, &mut self.versions, false) {
                 Ok(b) => {
                     m.conns.push((b, self.backends.conns[b].gen));
                     if m.ok.is_some() {

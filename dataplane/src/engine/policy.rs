@@ -11,6 +11,7 @@ use super::blocking::Blocking;
 use super::diag::DiagCmd;
 use super::pubsub::{Kind, PubSubCmd};
 use super::split::SplitKind;
+use super::tracking::TrackingCmd;
 
 /// Commands keyway answers itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,12 +30,19 @@ pub enum Local {
     Auth,
     /// `RESET`.
     Reset,
+    /// `ROLE`: keyway is a master without replicas of its own.
+    Role,
     /// `INFO [section …]`.
     Info,
     /// `COMMAND` and its subcommands.
     Command(CommandSub),
     /// `CLIENT` subcommands a proxy can answer truthfully.
     Client(ClientSub),
+    /// `TIME`: keyway's own clock (see `engine::keyspace`).
+    Time,
+    /// `CLIENT TRACKING|CACHING|GETREDIR|TRACKINGINFO` (see
+    /// `engine::tracking`).
+    Tracking(TrackingCmd),
 }
 
 /// `COMMAND` subcommands.
@@ -85,9 +93,22 @@ pub enum ScriptCmd {
     FunctionLoad,
     /// `FUNCTION DELETE|FLUSH|RESTORE`: every group.
     EveryGroup,
-    /// `FUNCTION LIST|DUMP|STATS`, `SCRIPT HELP`, `FUNCTION HELP`: the
-    /// documented group (the owner of slot 0).
+    /// `FUNCTION LIST|DUMP|STATS`, `SCRIPT HELP`, `FUNCTION HELP`, and
+    /// keyless commands whose reply is the same on every group (`OBJECT
+    /// HELP`, `XINFO HELP`, `LOLWUT`, …): the documented group (the owner of
+    /// slot 0).
     DocumentedGroup,
+}
+
+/// Keyspace-wide commands served over every group (see `engine::keyspace`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyspaceCmd {
+    /// `SCAN cursor …`: one group at a time, the cursor naming the group.
+    Scan,
+    /// `RANDOMKEY`: every group asked, one key picked.
+    RandomKey,
+    /// `FLUSHALL`, `FLUSHDB`: on every group, `+OK` when all did.
+    Flush,
 }
 
 /// Transaction commands (see [`super::stateful`]).
@@ -137,6 +158,8 @@ pub enum Policy {
     Scripts(ScriptCmd),
     /// A transaction command.
     Tx(TxCmd),
+    /// A keyspace-wide command (`SCAN`, `RANDOMKEY`, `FLUSHALL`, …).
+    Keyspace(KeyspaceCmd),
     /// A blocking command, routed by its keys to a dedicated connection.
     Block(Blocking),
     /// `WAIT`, on the groups the client wrote to.
@@ -168,7 +191,8 @@ const PUBSUB: &str = "this Pub/Sub command is not supported";
 const BLOCKING: &str = "this blocking command is not supported";
 const CLUSTER: &str = "keyway is not a Redis Cluster node; use it as one Redis server";
 const ADMIN: &str = "server administration commands must be sent to each Redis server directly";
-const KEYSPACE: &str = "keyspace-wide commands must reach every group and are not supported yet";
+const ACL: &str = "keyway has no ACL users of its own yet (AUTH accepts the default user); \
+                   the groups' ACLs are administered on each Redis server directly";
 const SCRIPT_DEBUG: &str = "script debugging needs a backend connection of its own";
 
 fn decide(c: &CommandSpec) -> Policy {
@@ -181,6 +205,7 @@ fn decide(c: &CommandSpec) -> Policy {
         "hello" => return local(Local::Hello),
         "auth" => return local(Local::Auth),
         "reset" => return local(Local::Reset),
+        "role" => return local(Local::Role),
         "info" => return local(Local::Info),
         "command" => return local(Local::Command(CommandSub::All)),
         "command|count" => return local(Local::Command(CommandSub::Count)),
@@ -195,6 +220,10 @@ fn decide(c: &CommandSpec) -> Policy {
         "client|id" => return local(Local::Client(ClientSub::Id)),
         "client|info" => return local(Local::Client(ClientSub::Info)),
         "client|help" => return local(Local::Client(ClientSub::Help)),
+        "client|tracking" => return local(Local::Tracking(TrackingCmd::Tracking)),
+        "client|caching" => return local(Local::Tracking(TrackingCmd::Caching)),
+        "client|getredir" => return local(Local::Tracking(TrackingCmd::GetRedir)),
+        "client|trackinginfo" => return local(Local::Tracking(TrackingCmd::Info)),
         "mget" => return Policy::Split(SplitKind::Mget),
         "mset" => return Policy::Split(SplitKind::Mset),
         "del" | "unlink" | "exists" | "touch" => return Policy::Split(SplitKind::Sum),
@@ -214,9 +243,14 @@ fn decide(c: &CommandSpec) -> Policy {
         "pubsub|numpat" => return Policy::FanOut(SplitKind::Max),
         "migrate" => return Policy::Unsupported("it would move keys behind keyway's back"),
         "move" | "swapdb" => return Policy::Unsupported("keyway serves database 0 only"),
-        "keys" | "scan" | "randomkey" | "flushdb" | "flushall" => {
-            return Policy::Unsupported(KEYSPACE)
-        }
+        // Keyspace-wide: see `engine::keyspace` and README, "The whole
+        // keyspace".
+        "keys" => return Policy::FanOut(SplitKind::Union),
+        "scan" => return Policy::Keyspace(KeyspaceCmd::Scan),
+        "randomkey" => return Policy::Keyspace(KeyspaceCmd::RandomKey),
+        "flushdb" | "flushall" => return Policy::Keyspace(KeyspaceCmd::Flush),
+        "lastsave" => return Policy::FanOut(SplitKind::Min),
+        "time" => return local(Local::Time),
         "multi" => return Policy::Tx(TxCmd::Multi),
         "exec" => return Policy::Tx(TxCmd::Exec),
         "discard" => return Policy::Tx(TxCmd::Discard),
@@ -248,6 +282,9 @@ fn decide(c: &CommandSpec) -> Policy {
             "this CLIENT subcommand would describe keyway's backend connections, not yours",
         );
     }
+    if c.name.starts_with("acl") {
+        return Policy::Unsupported(ACL);
+    }
     if c.name.starts_with("cluster") || matches!(c.name, "asking" | "readonly" | "readwrite") {
         return Policy::Unsupported(CLUSTER);
     }
@@ -260,6 +297,10 @@ fn decide(c: &CommandSpec) -> Policy {
             return Policy::Scripts(ScriptCmd::EveryGroup)
         }
         "function|list" | "function|dump" | "function|stats" | "function|help" | "script|help" => {
+            return Policy::Scripts(ScriptCmd::DocumentedGroup)
+        }
+        // Keyless, the same on every group, harmless: Redis's own reply.
+        "object|help" | "xinfo|help" | "xgroup|help" | "module|help" | "lolwut" | "pfselftest" => {
             return Policy::Scripts(ScriptCmd::DocumentedGroup)
         }
         "script|kill" | "function|kill" => return Policy::Kill,
@@ -481,14 +522,11 @@ mod tests {
             ("cluster", Some("info"), CLUSTER),
             ("readonly", None, CLUSTER),
             ("config", Some("get"), ADMIN),
-            ("flushall", None, KEYSPACE),
-            ("keys", None, KEYSPACE),
-            ("scan", None, KEYSPACE),
             ("shutdown", None, ADMIN),
             ("debug", None, ADMIN),
             ("script", Some("debug"), SCRIPT_DEBUG),
-            ("randomkey", None, KEYSPACE),
-            ("time", None, KEYLESS),
+            ("swapdb", None, "keyway serves database 0 only"),
+            ("move", None, "keyway serves database 0 only"),
         ];
         for (name, sub, why) in cases {
             assert_eq!(of(name, sub), Policy::Unsupported(why), "{name} {sub:?}");
@@ -496,6 +534,22 @@ mod tests {
         assert!(matches!(of("client", Some("kill")), Policy::Unsupported(_)));
         assert!(matches!(of("migrate", None), Policy::Unsupported(_)));
         assert!(matches!(of("move", None), Policy::Unsupported(_)));
+    }
+
+    #[test]
+    fn keyspace_commands_reach_every_group() {
+        assert_eq!(of("keys", None), Policy::FanOut(SplitKind::Union));
+        assert_eq!(of("scan", None), Policy::Keyspace(KeyspaceCmd::Scan));
+        assert_eq!(
+            of("randomkey", None),
+            Policy::Keyspace(KeyspaceCmd::RandomKey)
+        );
+        for name in ["flushall", "flushdb"] {
+            assert_eq!(of(name, None), Policy::Keyspace(KeyspaceCmd::Flush));
+        }
+        assert_eq!(of("lastsave", None), Policy::FanOut(SplitKind::Min));
+        assert_eq!(of("dbsize", None), Policy::FanOut(SplitKind::Sum));
+        assert_eq!(of("time", None), Policy::Local(Local::Time));
     }
 
     #[test]

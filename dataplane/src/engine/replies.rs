@@ -88,6 +88,9 @@ pub(crate) enum Refusal<'a> {
     NotAnInteger,
     /// `SELECT n` with n ≠ 0.
     SelectUnsupported { db: i64 },
+    /// Redis's `SCAN` cursor error (a cursor keyway cannot decode or whose
+    /// group does not exist; see `engine::keyspace`).
+    InvalidCursor,
     /// `SELECT` of a negative database, as Redis words it.
     DbIndexOutOfRange,
     /// Redis's `AUTH <password>` with no password configured.
@@ -98,10 +101,14 @@ pub(crate) enum Refusal<'a> {
     Syntax,
     /// Redis's `HELLO x` message.
     ProtocolNotAnInteger,
-    /// `HELLO 3`.
-    Resp3,
     /// `HELLO n`, n not 2 or 3.
     NoProto,
+    /// `CLIENT TRACKING on` (see `engine::tracking`).
+    TrackingUnsupported,
+    /// Redis's `CLIENT CACHING` of a client without tracking.
+    CachingWithoutTracking,
+    /// Redis's `CLIENT TRACKING … REDIRECT a REDIRECT b`.
+    TrackingRedirectTwice,
     /// Redis's message for an unknown `HELLO` option.
     HelloOption { option: &'a [u8] },
     /// Redis's message for a client name with spaces or special characters.
@@ -309,6 +316,7 @@ impl Display for Refusal<'_> {
                 String::from_utf8_lossy(&reply[..reply.len().min(40)])
             ),
             NotAnInteger => f.write_str("ERR value is not an integer or out of range"),
+            InvalidCursor => f.write_str("ERR invalid cursor"),
             DbIndexOutOfRange => f.write_str("ERR DB index is out of range"),
             SelectUnsupported { db } => write!(
                 f,
@@ -325,8 +333,19 @@ impl Display for Refusal<'_> {
             ProtocolNotAnInteger => {
                 f.write_str("ERR Protocol version is not an integer or out of range")
             }
-            Resp3 => f.write_str("NOPROTO keyway speaks RESP2 only for now; use HELLO 2"),
             NoProto => f.write_str("NOPROTO unsupported protocol version"),
+            TrackingUnsupported => f.write_str(
+                "ERR keyway does not support CLIENT TRACKING on: invalidations come from the Redis \
+                 server of each key's group, and keyway has no per-client tracking connections to \
+                 forward them yet, so it refuses rather than miss one (tracking stays off)",
+            ),
+            CachingWithoutTracking => f.write_str(
+                "ERR CLIENT CACHING can be called only when the client is in tracking mode with \
+                 OPTIN or OPTOUT mode enabled",
+            ),
+            TrackingRedirectTwice => {
+                f.write_str("ERR A client can only redirect to a single other client")
+            }
             HelloOption { option } => write!(
                 f,
                 "ERR Syntax error in HELLO option '{}'",

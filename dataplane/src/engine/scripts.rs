@@ -380,7 +380,7 @@ impl Ctx {
 
     /// Sends the request to every group's master and merges the replies
     /// ([`Gather`]); holds it whole while any group is on hold.
-    fn every_group(
+    pub(super) fn every_group(
         &mut self,
         st: &mut ClientState,
         spec: &CommandSpec,

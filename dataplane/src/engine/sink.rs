@@ -124,6 +124,14 @@ impl Sink<'_> {
                     );
                 }
             }
+            Internal::Hello => {
+                if reply.first() == Some(&b'-') {
+                    tracing::warn!(
+                        reply = %String::from_utf8_lossy(&reply[..reply.len().min(200)]).trim_end(),
+                        "a backend refused HELLO: RESP3 clients get its RESP2 replies"
+                    );
+                }
+            }
             Internal::Ignore => {}
         }
     }
@@ -146,6 +154,13 @@ impl Sink<'_> {
         loop {
             match conn.framer.next(&buf[at..]) {
                 Ok(Some(len)) => {
+                    if buf[at] == b'>' && conn.skipped == 0 {
+                        // A push is no reply to any request (see
+                        // `engine::resp3`): dropped, counted.
+                        self.stats.backend_pushes_dropped += 1;
+                        at += len;
+                        continue;
+                    }
                     if !owed(conn) {
                         return Err(BackendFault::Unsolicited);
                     }

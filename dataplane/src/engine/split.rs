@@ -30,7 +30,8 @@ pub enum SplitKind {
     /// The least of integer replies (`WAIT` over several groups).
     Min,
     /// Arrays merged as a set, first appearance first (`PUBSUB CHANNELS`,
-    /// `PUBSUB SHARDCHANNELS`).
+    /// `PUBSUB SHARDCHANNELS`, `KEYS`: a key moving between groups at that
+    /// moment comes once).
     Union,
     /// `[name, count, …]` arrays of the same names, counts added up
     /// (`PUBSUB NUMSUB`, `PUBSUB SHARDNUMSUB`).
@@ -45,6 +46,23 @@ pub enum SplitKind {
     /// `LATENCY`/`MEMORY` on every group, merged by a
     /// [`DiagMerge`](super::diag::DiagMerge) (see [`super::diag`]).
     Diag,
+    /// One part, a `SCAN` on group `group`: its cursor rewritten to name
+    /// the group, or `next` once the group is done (see
+    /// [`super::keyspace`]).
+    Scan {
+        /// The group scanned.
+        group: crate::routing::GroupIndex,
+        /// The group scanned after it (none: the scan ends with it).
+        next: Option<crate::routing::GroupIndex>,
+        /// The migrations' epoch the cursor carries.
+        epoch: u8,
+    },
+    /// `RANDOMKEY` on every group: one of the keys answered, chosen by
+    /// `pick` (see [`super::keyspace`]).
+    RandomKey {
+        /// A random number.
+        pick: u32,
+    },
 }
 
 impl SplitKind {
@@ -57,6 +75,8 @@ impl SplitKind {
                 | SplitKind::NumSub
                 | SplitKind::Kill
                 | SplitKind::Diag
+                | SplitKind::Scan { .. }
+                | SplitKind::RandomKey { .. }
         )
     }
 
@@ -197,8 +217,17 @@ impl Merge {
         } else {
             match self.kind {
                 // Once an error decides the reply, the values are not kept.
-                SplitKind::Mget | SplitKind::Union | SplitKind::NumSub if self.error.is_some() => {}
-                SplitKind::Mget | SplitKind::Union | SplitKind::NumSub => {
+                SplitKind::Mget
+                | SplitKind::Union
+                | SplitKind::NumSub
+                | SplitKind::Scan { .. }
+                | SplitKind::RandomKey { .. }
+                    if self.error.is_some() => {}
+                SplitKind::Mget
+                | SplitKind::Union
+                | SplitKind::NumSub
+                | SplitKind::Scan { .. }
+                | SplitKind::RandomKey { .. } => {
                     self.held += reply.len();
                     self.replies[usize::from(part)] = Some(reply.to_vec());
                 }
@@ -260,6 +289,10 @@ impl Merge {
                 None => encode::error(out, "ERR keyway: a fan-out without its merge"),
             },
             SplitKind::NumSub => numsub(&self.replies, out),
+            SplitKind::Scan { group, next, epoch } => {
+                super::keyspace::scan_reply(group, next, epoch, &self.replies, out)
+            }
+            SplitKind::RandomKey { pick } => super::keyspace::random_key(pick, &self.replies, out),
             SplitKind::Mget => {
                 let mut parts = Vec::with_capacity(self.replies.len());
                 for (p, r) in self.replies.iter().enumerate() {

@@ -94,7 +94,7 @@ const WAIT_BUMP: &[u8] = b"*3\r\n$7\r\nPUBLISH\r\n$15\r\n__keyway__:wait\r\n$0\r
 /// keyway would.
 fn runs_at_backend(local: Local, args: &keyway_protocol::resp::Args<'_>) -> bool {
     match local {
-        Local::Ping | Local::Echo => true,
+        Local::Ping | Local::Echo | Local::Time => true,
         Local::Select => args.try_get(1) == Some(b"0"),
         _ => false,
     }
@@ -193,7 +193,7 @@ impl Ctx {
                 spec,
                 why: "subscriptions are kept by keyway, not by a backend connection",
             }),
-            Policy::FanOut(_) => Err(Refusal::NotInTransaction {
+            Policy::FanOut(_) | Policy::Keyspace(_) => Err(Refusal::NotInTransaction {
                 spec,
                 why: "it must reach every group",
             }),
@@ -389,7 +389,8 @@ impl Ctx {
                 return p.b;
             }
         }
-        self.backends.conn(g, read, st.conn_slot, self.now_ms)
+        self.backends
+            .conn(g, read, st.conn_slot, self.now_ms, st.resp3)
     }
 
     /// `EXEC` of the open transaction.
@@ -566,7 +567,8 @@ impl Ctx {
                     // connection: abort as a changed watched key does.
                     self.end_watch(st, true);
                     self.stats.requests_local += 1;
-                    return answer_in_place(st, NIL_ARRAY, place);
+                    let nil: &[u8] = if st.resp3 { b"_\r\n" } else { NIL_ARRAY };
+                    return answer_in_place(st, nil, place);
                 }
                 p.b
             }
@@ -707,7 +709,7 @@ impl Ctx {
     }
 
     /// Whether every earlier request of the client has been answered.
-    fn nothing_ahead(&self, st: &ClientState, place: Place) -> bool {
+    pub(super) fn nothing_ahead(&self, st: &ClientState, place: Place) -> bool {
         match place.at {
             None => st.queue.is_empty(),
             Some(seq) => seq == st.queue.head(),
@@ -716,7 +718,7 @@ impl Ctx {
 
     /// Keeps a request back until every earlier request of its client has
     /// been answered (see [`super::pending::Deferred::barrier`]).
-    fn keep_until_answered(&mut self, st: &mut ClientState, req: Req<'_>) {
+    pub(super) fn keep_until_answered(&mut self, st: &mut ClientState, req: Req<'_>) {
         let place = req.place;
         let mut d = super::deferred::kept(req, self.now_ms);
         d.barrier = true;
@@ -729,9 +731,14 @@ impl Ctx {
     /// A dedicated connection to group `g` for client `st`.
     fn lease(&mut self, st: &ClientState, g: GroupIndex) -> Result<usize, Refusal<'static>> {
         let client = (st.me.idx, st.me.gen);
-        let r = self
-            .backends
-            .lease(g, client, &self.cfg, self.now_ms, &mut self.versions);
+        let r = self.backends.lease(
+            g,
+            client,
+            &self.cfg,
+            self.now_ms,
+            &mut self.versions,
+            st.resp3,
+        );
         if r.is_ok() {
             self.stats.dedicated_leases += 1;
         }
@@ -754,7 +761,19 @@ impl Ctx {
         let mut keys = std::mem::take(&mut self.scratch.keys);
         keys.clear();
         let target = match extract_keys(spec, args, &mut keys) {
+            // A bad key count Redis refuses at once (without blocking):
+            // its own words, from the shared connection.
+            Err(_) if super::keyspace::redis_refuses_bad_numkeys(spec) => {
+                self.scratch.keys = keys;
+                let to = super::scripts::documented_group(&self.cfg.table);
+                return self.send_to_target(st, to, false, req);
+            }
             Err(e) => Err(Refusal::Keys(e)),
+            Ok(()) if keys.is_empty() && super::keyspace::redis_refuses_bad_numkeys(spec) => {
+                self.scratch.keys = keys;
+                let to = super::scripts::documented_group(&self.cfg.table);
+                return self.send_to_target(st, to, false, req);
+            }
             Ok(()) if keys.is_empty() => Err(Refusal::NoKeyToRoute),
             Ok(()) => self.target_of_keys(args, &keys, place),
         };

@@ -67,6 +67,9 @@ counters! {
     requests_forwarded,
     /// Requests split across groups or fanned out.
     requests_split,
+    /// `SCAN` steps that started the scan again because the migrations
+    /// changed since the cursor was given (see `engine::keyspace`).
+    scans_restarted,
     /// Requests answered by keyway itself, errors included.
     requests_local,
     /// Requests refused with `-OOM` because keyway's buffers exceeded
@@ -95,6 +98,9 @@ counters! {
     backend_timeouts,
     /// Backend connections failed for sending a reply no request asked for.
     backend_unsolicited,
+    /// RESP3 pushes read on a request connection, which answer no request
+    /// (see `engine::resp3`): dropped.
+    backend_pushes_dropped,
     /// Replies dropped because their client had gone.
     replies_orphaned,
     /// Requests held because their slots were about to migrate.

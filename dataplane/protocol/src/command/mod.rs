@@ -8,6 +8,7 @@
 
 pub mod keys;
 pub mod lookup;
+pub mod resp3;
 #[rustfmt::skip]
 mod table;
 

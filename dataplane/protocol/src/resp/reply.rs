@@ -396,6 +396,34 @@ mod tests {
     }
 
     #[test]
+    fn every_resp3_type_frames_and_resumes_at_every_cut() {
+        // A map holding a set, a double, a boolean, a null, a big number,
+        // a verbatim string, a blob error and an attribute before a value;
+        // then a push and a top-level null.
+        let reply: &[u8] = b"%4\r\n+set\r\n~2\r\n,1.5\r\n#t\r\n$4\r\nnull\r\n_\r\n\
+            (12345678901234567890\r\n=8\r\ntxt:abcd\r\n!10\r\nERR bad\r\nx\r\n\
+            |1\r\n+ttl\r\n:3\r\n*1\r\n$1\r\nv\r\n";
+        let push: &[u8] = b">3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$2\r\nhi\r\n";
+        let input = [reply, push, b"_\r\n"].concat();
+        assert_eq!(
+            frame_all(&input).unwrap(),
+            [reply, push, &b"_\r\n"[..]],
+            "three replies"
+        );
+        for cut in 0..reply.len() {
+            let mut f = ReplyFramer::new();
+            assert_eq!(f.next(&reply[..cut]).unwrap(), None, "cut at {cut}");
+            assert_eq!(f.next(reply).unwrap(), Some(reply.len()), "cut at {cut}");
+        }
+        // The same bounds as RESP2's.
+        assert_eq!(frame_all(b"%-2\r\n"), Err(ReplyError::BadLength));
+        assert_eq!(frame_all(b"=2\r\nabcd"), Err(ReplyError::MissingCrlf));
+        assert_eq!(frame_all(b"!x\r\n"), Err(ReplyError::BadLength));
+        let deep = b"%1\r\n".repeat(MAX_DEPTH + 1);
+        assert_eq!(frame_all(&deep), Err(ReplyError::TooDeep(MAX_DEPTH)));
+    }
+
+    #[test]
     fn resumes_at_every_cut() {
         let input = b"*3\r\n$5\r\nhello\r\n*2\r\n:1\r\n:2\r\n+done\r\n";
         for cut in 0..input.len() {

@@ -265,7 +265,8 @@ impl Worker {
             if !st.wants_replies() {
                 continue;
             }
-            st.reply(|o| o.extend_from_slice(frame));
+            let r3 = st.resp3;
+            st.reply(|o| crate::engine::resp3::message(o, frame, r3));
             ctx.stats.pubsub_deliveries += 1;
             if hard > 0 && st.pending_output() > hard {
                 close_for_output(st, hard, ctx.now_ms, &mut ctx.log, &mut ctx.wake);

@@ -211,13 +211,14 @@ pub(crate) fn channel_group(table: &RoutingTable, channel: &[u8]) -> Option<Grou
     }
 }
 
-/// `*3 $<kind word> $<name> :<count>`, or a nil name.
-fn confirmation(o: &mut Vec<u8>, word: &[u8], name: Option<&[u8]>, count: usize) {
-    encode::array_header(o, 3);
+/// `*3 $<kind word> $<name> :<count>`, or a nil name; a push (`>3`,
+/// nil `_`) for a RESP3 client, as Redis's `addReplyPubsub*`.
+fn confirmation(o: &mut Vec<u8>, word: &[u8], name: Option<&[u8]>, count: usize, resp3: bool) {
+    encode::push_header(o, 3, resp3);
     encode::bulk(o, word);
     match name {
         Some(n) => encode::bulk(o, n),
-        None => encode::null(o),
+        None => encode::null_of(o, resp3),
     }
     encode::integer(o, count as i64);
 }
@@ -618,7 +619,7 @@ impl Ctx {
                 pubsub.join(&mut links, kind, name, me);
             }
             let count = subs.count(kind);
-            confirmation(&mut reply, kind.subscribed(), Some(name), count);
+            confirmation(&mut reply, kind.subscribed(), Some(name), count, st.resp3);
         }
         // The confirmations go once the backend has confirmed every new
         // subscription they name (at once if the core had them already).
@@ -638,14 +639,16 @@ impl Ctx {
             let names = st.subs.as_mut().map(|s| s.take(kind)).unwrap_or_default();
             if names.is_empty() {
                 let count = st.subs.as_ref().map_or(0, |s| s.count(kind));
-                st.reply(|o| confirmation(o, kind.unsubscribed(), None, count));
+                let r3 = st.resp3;
+                st.reply(|o| confirmation(o, kind.unsubscribed(), None, count, r3));
             }
             let mut left = names.len();
             for name in &names {
                 pubsub.leave(&mut links, kind, name, me);
                 left -= 1;
                 let count = st.subs.as_ref().map_or(0, |s| s.count(kind)) + left;
-                st.reply(|o| confirmation(o, kind.unsubscribed(), Some(name), count));
+                let r3 = st.resp3;
+                st.reply(|o| confirmation(o, kind.unsubscribed(), Some(name), count, r3));
             }
         } else {
             for name in args.iter().skip(1) {
@@ -653,7 +656,8 @@ impl Ctx {
                     pubsub.leave(&mut links, kind, name, me);
                 }
                 let count = st.subs.as_ref().map_or(0, |s| s.count(kind));
-                st.reply(|o| confirmation(o, kind.unsubscribed(), Some(name), count));
+                let r3 = st.resp3;
+                st.reply(|o| confirmation(o, kind.unsubscribed(), Some(name), count, r3));
             }
         }
         if st.subs.as_ref().is_some_and(|s| s.total() == 0) {
