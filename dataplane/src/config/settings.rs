@@ -64,6 +64,9 @@ pub struct Limits {
     /// "16mb"; "0" remembers none: `NOSCRIPT` is passed on).
     #[serde(deserialize_with = "units::size")]
     pub script_registry_bytes: u64,
+    /// `CLIENT LIST|KILL|PAUSE|UNPAUSE|UNBLOCK` a core may have awaiting
+    /// the other cores' answers (default 256); more are refused.
+    pub client_commands_in_flight: usize,
 }
 
 /// `max_memory` not given: [`FileConfig::validate`] picks the default.
@@ -124,6 +127,7 @@ impl Default for Limits {
             max_memory: AUTO_MEMORY,
             max_subscriptions: 10_000,
             script_registry_bytes: 16 << 20,
+            client_commands_in_flight: 256,
         }
     }
 }
@@ -142,6 +146,11 @@ impl Limits {
     fn validate(&self) -> Result<(), ConfigError> {
         if self.max_clients == 0 {
             return Err(invalid("limits.max_clients must be at least 1"));
+        }
+        if self.client_commands_in_flight == 0 {
+            return Err(invalid(
+                "limits.client_commands_in_flight must be at least 1",
+            ));
         }
         if self.max_arguments == 0 || self.max_pipeline == 0 {
             return Err(invalid(

@@ -116,6 +116,16 @@ pub(crate) struct ClientState {
     /// The client is in `MONITOR` mode: its backend `MONITOR` connections
     /// (see [`super::monitor`]).
     pub monitor: Option<Box<super::monitor::Monitoring>>,
+    /// The name of the last command it ran (`cmd=` of `CLIENT LIST`).
+    pub last_cmd: &'static str,
+    /// `CLIENT REPLY` state (bits of [`super::clients::reply`]); 0, the
+    /// usual, costs one test per request.
+    pub reply: u8,
+    /// `CLIENT NO-EVICT on`: never closed for `limits.max_memory`.
+    pub no_evict: bool,
+    /// Its next request is held by a `CLIENT PAUSE` (it is not read until
+    /// the pause ends; see [`super::clients`]).
+    pub postponed: bool,
 }
 
 /// A dedicated backend connection a client's `WATCH` holds.
@@ -198,6 +208,7 @@ impl ClientState {
     #[inline]
     pub fn readable(&self) -> bool {
         !self.paused
+            && !self.postponed
             && self.blocked_on.is_none()
             && (self.blocked.is_none() || self.inbuf.len() < BLOCKED_INPUT_MAX)
     }

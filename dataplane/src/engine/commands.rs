@@ -364,15 +364,55 @@ const NOTES: &[(&str, &str)] = &[
     ("touch", "split by group, the counts added"),
     ("dbsize", "every group, the counts added"),
     ("select", "database 0 only"),
-    ("hello", "answered by keyway"),
-    ("auth", "answered by keyway"),
+    (
+        "hello",
+        "answered by keyway; `HELLO 3` switches to RESP3 (see RESP3)",
+    ),
+    (
+        "auth",
+        "answered by keyway: no password is configured, as a Redis without `requirepass`",
+    ),
     (
         "info",
         "answered by keyway: its own sections, and what the groups report merged",
     ),
+    ("role", "keyway is a master without replicas of its own"),
+    ("command", "only the commands keyway serves are listed"),
     (
-        "command",
-        "answered by keyway: only the commands it serves are listed",
+        "command|count",
+        "only the commands keyway serves are counted",
+    ),
+    ("command|docs", "only the commands keyway serves are listed"),
+    (
+        "command|info",
+        "only the commands keyway serves are listed (nil for the others)",
+    ),
+    ("command|list", "only the commands keyway serves are listed"),
+    (
+        "client|list",
+        "keyway's own clients, on every core (`core=` added)",
+    ),
+    ("client|info", "keyway's own client (`core=` added)"),
+    (
+        "client|kill",
+        "keyway's own clients, on every core (`MAXAGE` too)",
+    ),
+    (
+        "client|pause",
+        "applied at keyway on every core: held commands wait in keyway",
+    ),
+    ("client|unpause", "applied at keyway on every core"),
+    (
+        "client|unblock",
+        "ends a keyway client's blocking command at its group",
+    ),
+    (
+        "client|no-evict",
+        "exempts the client from keyway's own `max_memory` eviction",
+    ),
+    (
+        "client|tracking",
+        "`on` is refused (invalidations would come from shared connections); `off` as Redis",
     ),
     (
         "multi",
@@ -416,28 +456,36 @@ const NOTES: &[(&str, &str)] = &[
     ),
     ("publish", "see Pub/Sub"),
     ("spublish", "see Pub/Sub"),
-    (
-        "scan",
-        "one group at a time, keyway's cursor naming the group; see The whole keyspace",
-    ),
-    (
-        "keys",
-        "every group, the keys merged; see The whole keyspace",
-    ),
-    (
-        "randomkey",
-        "a key of a random group among those that have keys",
-    ),
-    (
-        "flushall",
-        "every group; `+OK` when every group flushed, else a report naming the groups",
-    ),
-    (
-        "flushdb",
-        "every group; `+OK` when every group flushed, else a report naming the groups",
-    ),
-    ("lastsave", "the oldest of the groups'"),
-    ("time", "keyway's own clock"),
+];
+
+/// Commands keyway answers (or forwards) exactly as a single Redis does,
+/// though its policy is not a plain route.
+const AS_REDIS: &[&str] = &[
+    "ping",
+    "echo",
+    "quit",
+    "reset",
+    "discard",
+    "unwatch",
+    "client|getname",
+    "client|setname",
+    "client|id",
+    "client|help",
+    "client|reply",
+    "client|caching",
+    "client|getredir",
+    "client|trackinginfo",
+    "command|help",
+    "command|getkeys",
+    "pubsub|help",
+    "script|help",
+    "function|help",
+    "object|help",
+    "xinfo|help",
+    "xgroup|help",
+    "module|help",
+    "lolwut",
+    "pfselftest",
 ];
 
 /// How keyway serves `c`, for the README's table.
@@ -451,6 +499,10 @@ pub fn serving(c: &CommandSpec) -> Serving {
     match policy(c) {
         Policy::Unsupported(why) => Serving::Refused(why),
         _ if note.is_some() => differs(""),
+        _ if AS_REDIS.contains(&c.name) => Serving::AsRedis,
+        Policy::Scripts(super::policy::ScriptCmd::DocumentedGroup) => {
+            differs("answered by the group owning slot 0")
+        }
         Policy::Route {
             keys: Keys::First, ..
         } => Serving::AsRedis,

@@ -62,6 +62,9 @@ pub(crate) struct Dedicated {
     pub unblocking: Option<u64>,
     /// The reply that ends the block being unblocked (its owner).
     pub unblock_for: Option<Owner>,
+    /// The reason a user's `CLIENT UNBLOCK` gave (`TIMEOUT` or `ERROR`),
+    /// sent again with each retry; `None` for keyway's own unblocks.
+    pub unblock_reason: Option<&'static [u8]>,
     /// `CLIENT UNBLOCK`s for it still in flight (on shared connections):
     /// it is not free again before they are answered, lest one end the
     /// next client's block.
@@ -122,6 +125,7 @@ impl Backends {
             backend_id: None,
             unblocking: None,
             unblock_for: None,
+            unblock_reason: None,
             unblocks_in_flight: 0,
             id_failed: false,
         }));
@@ -209,6 +213,7 @@ impl Backends {
         if matches!(conn.link, Link::Up) && self.pools[p].in_use && !d.id_failed {
             d.state = Use::Free(now_ms);
             d.unblocking = None;
+            d.unblock_reason = None;
             self.pools[p].free.push(b);
         } else {
             self.retire(p, b);
@@ -254,6 +259,7 @@ impl Backends {
         if let Some(d) = conn.dedicated.as_mut() {
             d.unblocking = Some(0);
             d.unblock_for = Some(orphan);
+            d.unblock_reason = None;
         }
     }
 
@@ -276,7 +282,8 @@ impl Backends {
         };
         if let (Some(_), Some(id)) = (d.unblocking, d.backend_id) {
             d.unblocking = Some(now_ms);
-            self.unblock(p, b, id, cfg, now_ms, versions, wake);
+            let reason = d.unblock_reason;
+            self.unblock(p, b, id, reason, cfg, now_ms, versions, wake);
         }
     }
 
@@ -294,7 +301,7 @@ impl Backends {
         if self.dedicated == 0 {
             return fail;
         }
-        let mut unblock: Vec<(usize, usize, i64)> = Vec::new();
+        let mut unblock: Vec<(usize, usize, i64, Option<&'static [u8]>)> = Vec::new();
         for (b, conn) in self.conns.iter_mut() {
             let Some(d) = conn.dedicated.as_mut() else {
                 continue;
@@ -309,12 +316,12 @@ impl Backends {
             if let Some(id) = d.backend_id {
                 if now_ms.saturating_sub(sent) >= UNBLOCK_RETRY_MS {
                     d.unblocking = Some(now_ms);
-                    unblock.push((conn.pool, b, id));
+                    unblock.push((conn.pool, b, id, d.unblock_reason));
                 }
             }
         }
-        for (p, b, id) in unblock {
-            self.unblock(p, b, id, cfg, now_ms, versions, wake);
+        for (p, b, id, reason) in unblock {
+            self.unblock(p, b, id, reason, cfg, now_ms, versions, wake);
         }
         for pool in self.pools.iter_mut() {
             let conns = &self.conns;
@@ -332,14 +339,49 @@ impl Backends {
         fail
     }
 
-    /// Sends `CLIENT UNBLOCK id` for dedicated connection `b` on a shared
-    /// connection of pool `p`.
+    /// A user's `CLIENT UNBLOCK` of client `client`'s blocking command
+    /// `seq` on dedicated connection `b` (see `engine::clients`): `CLIENT
+    /// UNBLOCK <its Redis id> TIMEOUT|ERROR` to its server, so that the
+    /// command gets Redis's own reply, sent again every
+    /// `UNBLOCK_RETRY_MS` until that reply comes (the command may not have
+    /// reached Redis yet). False if the command is not in flight there.
+    #[allow(clippy::too_many_arguments)]
+    pub fn unblock_for_user(
+        &mut self,
+        b: usize,
+        client: (u32, u32),
+        seq: u64,
+        error: bool,
+        cfg: &LiveConfig,
+        now_ms: u64,
+        versions: &mut VersionCounts,
+        wake: &mut Wake,
+    ) -> bool {
+        let Some(conn) = self.conns.get_mut(b) else {
+            return false;
+        };
+        let owner = conn.inflight.iter().map(|e| e.owner).find(|o| {
+            matches!(*o, Owner::Client { idx, gen, seq: s, .. } if (idx, gen) == client && s == seq)
+        });
+        let (Some(owner), Some(d)) = (owner, conn.dedicated.as_mut()) else {
+            return false;
+        };
+        d.unblocking = Some(0);
+        d.unblock_for = Some(owner);
+        d.unblock_reason = Some(if error { b"ERROR" } else { b"TIMEOUT" });
+        self.tick_unblock(b, cfg, now_ms, versions, wake);
+        true
+    }
+
+    /// Sends `CLIENT UNBLOCK id [reason]` for dedicated connection `b` on a
+    /// shared connection of pool `p`.
     #[allow(clippy::too_many_arguments)]
     fn unblock(
         &mut self,
         p: usize,
         b_for: usize,
         id: i64,
+        reason: Option<&[u8]>,
         cfg: &LiveConfig,
         now_ms: u64,
         versions: &mut VersionCounts,
@@ -355,10 +397,13 @@ impl Backends {
         let id = id.to_string();
         let conn = &mut self.conns[b];
         let out = conn.out.buf_mut();
-        keyway_protocol::resp::encode::array_header(out, 3);
+        keyway_protocol::resp::encode::array_header(out, 3 + reason.is_some() as usize);
         keyway_protocol::resp::encode::bulk(out, b"CLIENT");
         keyway_protocol::resp::encode::bulk(out, b"UNBLOCK");
         keyway_protocol::resp::encode::bulk(out, id.as_bytes());
+        if let Some(r) = reason {
+            keyway_protocol::resp::encode::bulk(out, r);
+        }
         let version = cfg.table.version;
         let gen_for = self.conns.get(b_for).map_or(0, |c| c.gen);
         let owner = Owner::Internal(Internal::Unblocked {

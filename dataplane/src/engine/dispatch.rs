@@ -66,7 +66,15 @@ impl Ctx {
                         raw,
                         place: Place::NEW,
                     };
-                    self.dispatch(&mut c.st, req);
+                    // One test for `CLIENT PAUSE` (this core) and `CLIENT
+                    // REPLY` (this client): see `engine::clients`.
+                    if self.admin.pause.is_some() | (c.st.reply != 0) {
+                        if !self.dispatch_admin(&mut c.st, req) {
+                            break;
+                        }
+                    } else {
+                        self.dispatch(&mut c.st, req);
+                    }
                     at += len;
                     if let Some(b) = self.backpressure.take() {
                         // Stop reading this client until that connection
@@ -124,6 +132,7 @@ impl Ctx {
                 return self.refuse(st, &why, place);
             }
         };
+        st.last_cmd = spec.name;
         if !spec.arity_ok(args.len()) {
             let why = Refusal::WrongArity { command: spec.name };
             return self.refuse(st, &why, place);
@@ -217,6 +226,9 @@ impl Ctx {
             Policy::Block(blocking) => self.block(st, blocking, req),
             Policy::Wait => self.wait(st, req),
             Policy::Kill => self.kill(st, req),
+            Policy::Local(super::policy::Local::Client(sub)) if sub.cross_core() => {
+                self.client_command(st, sub, req)
+            }
             Policy::Local(cmd) => {
                 if place.at.is_none() && st.queue.has_kept() {
                     // Behind a request kept back (a HELLO or RESET that

@@ -11,7 +11,7 @@ use keyway_protocol::pattern::glob_match;
 use keyway_protocol::resp::{encode, Args};
 
 use super::client::{ClientState, Phase};
-use super::policy::{ClientSub, CommandSub, Local};
+use super::policy::{CommandSub, Local};
 use super::replies::Refusal;
 use super::{Shared, Stats};
 use crate::config::LiveConfig;
@@ -55,6 +55,8 @@ pub(crate) fn run(cmd: Local, st: &mut ClientState, args: &Args<'_>, ctx: &Local
         Local::Reset => {
             st.name = None;
             st.resp3 = false;
+            // As Redis's RESET: `CLIENT REPLY` back to on.
+            st.reply = 0;
             st.reply(|o| encode::simple(o, b"RESET"));
         }
         Local::Role => st.reply(|o| {
@@ -65,7 +67,7 @@ pub(crate) fn run(cmd: Local, st: &mut ClientState, args: &Args<'_>, ctx: &Local
         }),
         Local::Info => info(st, args, ctx),
         Local::Command(sub) => command(sub, st, args),
-        Local::Client(sub) => client(sub, st, args, ctx),
+        Local::Client(sub) => super::clients::client(sub, st, args, ctx),
         Local::Time => super::keyspace::time(st),
         Local::Tracking(cmd) => super::tracking::run(cmd, st, args),
     }
@@ -85,76 +87,8 @@ fn auth(st: &mut ClientState, args: &Args<'_>) {
     }
 }
 
-pub(super) fn valid_client_name(n: &[u8]) -> bool {
+pub(crate) fn valid_client_name(n: &[u8]) -> bool {
     n.iter().all(|&b| (b'!'..=b'~').contains(&b))
-}
-
-fn client(sub: ClientSub, st: &mut ClientState, args: &Args<'_>, ctx: &LocalCtx<'_>) {
-    match sub {
-        ClientSub::SetName => {
-            let n = args.get(2);
-            if !valid_client_name(n) {
-                return st.refuse(&Refusal::BadClientName);
-            }
-            st.name = (!n.is_empty()).then(|| n.into());
-            st.reply(|o| encode::simple(o, b"OK"));
-        }
-        ClientSub::GetName => match st.name.clone() {
-            Some(n) => st.reply(|o| encode::bulk(o, &n)),
-            None => {
-                let r3 = st.resp3;
-                st.reply(|o| encode::null_of(o, r3))
-            }
-        },
-        ClientSub::Id => {
-            let id = st.id as i64;
-            st.reply(|o| encode::integer(o, id));
-        }
-        ClientSub::Info => {
-            let line = client_info_line(st, ctx);
-            let r3 = st.resp3;
-            st.reply(|o| encode::verbatim(o, line.as_bytes(), r3));
-        }
-        ClientSub::Help => {
-            let lines = [
-                "CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands keyway answers are:",
-                "GETNAME",
-                "    Return the name of the current connection.",
-                "ID",
-                "    Return the ID of the current connection.",
-                "INFO",
-                "    Return information about the current client connection.",
-                "SETNAME <name>",
-                "    Assign the name <name> to the current connection.",
-                "HELP",
-                "    Print this help.",
-            ];
-            st.reply(|o| status_lines(o, &lines));
-        }
-    }
-}
-
-fn client_info_line(st: &ClientState, ctx: &LocalCtx<'_>) -> String {
-    let age = ctx.now_ms.saturating_sub(st.created_ms) / 1000;
-    let idle = ctx.now_ms.saturating_sub(st.last_active_ms) / 1000;
-    let name = st
-        .name
-        .as_deref()
-        .map(String::from_utf8_lossy)
-        .unwrap_or_default();
-    format!(
-        "id={} addr={} laddr={} name={} age={age} idle={idle} flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 \
-         qbuf={} obl={} oll={} cmd=client|info user=default resp={} core={}\n",
-        st.id,
-        st.peer,
-        st.local,
-        name,
-        st.inbuf.len(),
-        st.out.len(),
-        st.queue.len(),
-        if st.resp3 { 3 } else { 2 },
-        ctx.core
-    )
 }
 
 fn status_lines(o: &mut Vec<u8>, lines: &[&str]) {

@@ -16,6 +16,9 @@ mod backend_io;
 mod backends;
 pub mod blocking;
 mod client;
+mod clients;
+#[cfg(test)]
+mod clients_tests;
 pub mod commands;
 #[cfg(test)]
 mod count_tests;
@@ -34,6 +37,7 @@ mod limits;
 #[cfg(test)]
 mod limits_tests;
 mod local;
+mod mailbox;
 mod monitor;
 #[cfg(test)]
 mod monitor_tests;
@@ -42,6 +46,7 @@ mod moves;
 #[cfg(test)]
 mod moves_tests;
 mod outbuf;
+mod pause;
 mod pending;
 pub mod policy;
 pub mod pubsub;
@@ -206,6 +211,9 @@ pub(crate) struct Ctx {
     restores: Vec<Vec<u8>>,
     /// Pub/Sub: who subscribes what, the subscriber connections.
     pubsub: pubsub::PubSub,
+    /// `CLIENT` commands across cores: open asks, the pause (see
+    /// [`clients`]).
+    admin: clients::Admin,
 }
 
 impl Ctx {

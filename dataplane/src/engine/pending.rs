@@ -85,6 +85,10 @@ pub struct ReplyQueue {
     kept: usize,
     /// Bytes of the requests in `Deferred` slots.
     kept_bytes: usize,
+    /// Requests whose reply is dropped instead of written (`CLIENT REPLY
+    /// OFF|SKIP`, see `engine::clients`), in increasing order; empty for
+    /// almost every client, so a release tests one length.
+    muted: Vec<Seq>,
 }
 
 /// The request bytes a slot holds.
@@ -245,7 +249,9 @@ impl ReplyQueue {
     pub fn complete(&mut self, seq: Seq, reply: &[u8], out: &mut Vec<u8>) {
         let Some(i) = self.index(seq) else { return };
         if i == 0 {
-            out.extend_from_slice(reply);
+            if self.muted.is_empty() || !self.take_muted(seq) {
+                out.extend_from_slice(reply);
+            }
             if let Some(Slot::Deferred(d)) = self.slots.pop_front() {
                 self.kept -= 1;
                 self.kept_bytes -= d.frame.len();
@@ -292,7 +298,11 @@ impl ReplyQueue {
         };
         self.held -= m.held_bytes();
         if i == 0 {
-            let undo = m.finish(out);
+            let undo = if !self.muted.is_empty() && self.take_muted(seq) {
+                m.finish(&mut Vec::new())
+            } else {
+                m.finish(out)
+            };
             self.slots.pop_front();
             self.head += 1;
             self.release(out);
@@ -315,6 +325,37 @@ impl ReplyQueue {
         self.held = 0;
         self.kept = 0;
         self.kept_bytes = 0;
+        self.muted.clear();
+    }
+
+    /// The reply of the next request (the next slot taken) is to be
+    /// dropped; returns its sequence number (see [`unmute`](Self::unmute)
+    /// if it took no slot after all).
+    pub fn mute_next(&mut self) -> Seq {
+        let seq = self.head + self.slots.len() as u64;
+        self.muted.push(seq);
+        seq
+    }
+
+    /// Request `seq`'s reply is wanted after all (or it took no slot).
+    pub fn unmute(&mut self, seq: Seq) {
+        self.muted.retain(|&m| m != seq);
+    }
+
+    /// The sequence number the next slot will take.
+    #[inline]
+    pub fn next_seq(&self) -> Seq {
+        self.head + self.slots.len() as u64
+    }
+
+    /// Whether `seq` (the head, being released) was muted; forgets it.
+    fn take_muted(&mut self, seq: Seq) -> bool {
+        if self.muted.first() == Some(&seq) {
+            self.muted.remove(0);
+            true
+        } else {
+            false
+        }
     }
 
     fn index(&self, seq: Seq) -> Option<usize> {
@@ -330,8 +371,11 @@ impl ReplyQueue {
                 unreachable!()
             };
             self.held -= v.len();
+            let seq = self.head;
             self.head += 1;
-            out.extend_from_slice(&v);
+            if self.muted.is_empty() || !self.take_muted(seq) {
+                out.extend_from_slice(&v);
+            }
         }
     }
 }

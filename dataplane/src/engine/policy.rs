@@ -77,6 +77,35 @@ pub enum ClientSub {
     Info,
     /// `CLIENT HELP`.
     Help,
+    /// `CLIENT LIST [TYPE t | ID id…]`: every core's clients.
+    List,
+    /// `CLIENT KILL ip:port | filter value…`: on every core.
+    Kill,
+    /// `CLIENT PAUSE timeout [WRITE|ALL]`: on every core.
+    Pause,
+    /// `CLIENT UNPAUSE`: on every core.
+    Unpause,
+    /// `CLIENT UNBLOCK id [TIMEOUT|ERROR]`: wherever the client is.
+    Unblock,
+    /// `CLIENT REPLY ON|OFF|SKIP`.
+    Reply,
+    /// `CLIENT NO-EVICT on|off`.
+    NoEvict,
+}
+
+impl ClientSub {
+    /// Whether it looks at the clients of every core (served by
+    /// `engine::clients` through the mailbox, not by `engine::local`).
+    pub fn cross_core(self) -> bool {
+        matches!(
+            self,
+            ClientSub::List
+                | ClientSub::Kill
+                | ClientSub::Pause
+                | ClientSub::Unpause
+                | ClientSub::Unblock
+        )
+    }
 }
 
 /// Script and function management (see `engine::scripts`).
@@ -224,6 +253,13 @@ fn decide(c: &CommandSpec) -> Policy {
         "client|caching" => return local(Local::Tracking(TrackingCmd::Caching)),
         "client|getredir" => return local(Local::Tracking(TrackingCmd::GetRedir)),
         "client|trackinginfo" => return local(Local::Tracking(TrackingCmd::Info)),
+        "client|list" => return local(Local::Client(ClientSub::List)),
+        "client|kill" => return local(Local::Client(ClientSub::Kill)),
+        "client|pause" => return local(Local::Client(ClientSub::Pause)),
+        "client|unpause" => return local(Local::Client(ClientSub::Unpause)),
+        "client|unblock" => return local(Local::Client(ClientSub::Unblock)),
+        "client|reply" => return local(Local::Client(ClientSub::Reply)),
+        "client|no-evict" => return local(Local::Client(ClientSub::NoEvict)),
         "mget" => return Policy::Split(SplitKind::Mget),
         "mset" => return Policy::Split(SplitKind::Mset),
         "del" | "unlink" | "exists" | "touch" => return Policy::Split(SplitKind::Sum),
@@ -531,7 +567,10 @@ mod tests {
         for (name, sub, why) in cases {
             assert_eq!(of(name, sub), Policy::Unsupported(why), "{name} {sub:?}");
         }
-        assert!(matches!(of("client", Some("kill")), Policy::Unsupported(_)));
+        assert!(matches!(
+            of("client", Some("kill")),
+            Policy::Local(Local::Client(ClientSub::Kill))
+        ));
         assert!(matches!(of("migrate", None), Policy::Unsupported(_)));
         assert!(matches!(of("move", None), Policy::Unsupported(_)));
     }

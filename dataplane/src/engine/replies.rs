@@ -99,6 +99,30 @@ pub(crate) enum Refusal<'a> {
     WrongPass,
     /// Redis's `syntax error`.
     Syntax,
+    // ---- CLIENT (see `engine::clients`), as Redis 7.0 words them --------
+    /// `CLIENT KILL ip:port` matched no client.
+    NoSuchClient,
+    /// `CLIENT KILL ID 0` or not a number.
+    ClientIdNotPositive,
+    /// `CLIENT LIST ID x`.
+    InvalidClientId,
+    /// `TYPE x` of `CLIENT LIST`/`KILL`.
+    UnknownClientType { name: &'a [u8] },
+    /// `CLIENT KILL USER x` of a user other than `default`.
+    NoSuchUser { name: &'a [u8] },
+    /// `CLIENT PAUSE x`.
+    TimeoutNotInteger,
+    /// `CLIENT PAUSE -1`.
+    TimeoutNegative,
+    /// `CLIENT PAUSE n x`.
+    PauseMode,
+    /// `CLIENT UNBLOCK id x`.
+    UnblockReason,
+    /// A `CLIENT` subcommand with a wrong number of arguments, as Redis
+    /// words it for those it checks itself.
+    SubcommandSyntax { sub: &'a [u8] },
+    /// Too many `CLIENT LIST|KILL|PAUSE|UNPAUSE|UNBLOCK` in flight on a core.
+    TooManyClientAsks { max: usize },
     /// Redis's `HELLO x` message.
     ProtocolNotAnInteger,
     /// `HELLO n`, n not 2 or 3.
@@ -330,6 +354,27 @@ impl Display for Refusal<'_> {
                 f.write_str("WRONGPASS invalid username-password pair or user is disabled.")
             }
             Syntax => f.write_str("ERR syntax error"),
+            NoSuchClient => f.write_str("ERR No such client"),
+            ClientIdNotPositive => f.write_str("ERR client-id should be greater than 0"),
+            InvalidClientId => f.write_str("ERR Invalid client ID"),
+            UnknownClientType { name } => {
+                write!(f, "ERR Unknown client type '{}'", Lossy(name, 128))
+            }
+            NoSuchUser { name } => write!(f, "ERR No such user '{}'", Lossy(name, 128)),
+            TimeoutNotInteger => f.write_str("ERR timeout is not an integer or out of range"),
+            TimeoutNegative => f.write_str("ERR timeout is negative"),
+            PauseMode => f.write_str("ERR CLIENT PAUSE mode must be WRITE or ALL"),
+            UnblockReason => f.write_str("ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR"),
+            SubcommandSyntax { sub } => write!(
+                f,
+                "ERR unknown subcommand or wrong number of arguments for '{}'. Try CLIENT HELP.",
+                Lossy(sub, 128)
+            ),
+            TooManyClientAsks { max } => write!(
+                f,
+                "ERR keyway: {max} CLIENT LIST/KILL/PAUSE/UNPAUSE/UNBLOCK requests are already \
+                 in flight on this core (limits.client_commands_in_flight); try again"
+            ),
             ProtocolNotAnInteger => {
                 f.write_str("ERR Protocol version is not an integer or out of range")
             }

@@ -66,6 +66,9 @@ pub struct CoreReport {
     /// How the core fares with each backend of its table, as of its last
     /// tick or backend state change.
     pub backends: health::PublishedHealth,
+    /// Letters from other cores (`CLIENT LIST`, `KILL`, …; see
+    /// [`super::mailbox`]), read when the core is woken or ticks.
+    pub inbox: super::mailbox::Inbox,
 }
 
 impl Default for CoreReport {
@@ -77,6 +80,7 @@ impl Default for CoreReport {
             stats: PublishedStats::default(),
             memory: AtomicU64::new(0),
             backends: Default::default(),
+            inbox: Default::default(),
         }
     }
 }

@@ -78,6 +78,7 @@ impl Sink<'_> {
             if d.unblock_for == Some(entry.owner) {
                 d.unblocking = None;
                 d.unblock_for = None;
+                d.unblock_reason = None;
             }
         }
         if let Owner::Internal(what) = entry.owner {

@@ -64,12 +64,20 @@ pub(crate) struct Tx {
     nkeys: u32,
     /// A command was refused while queueing: `EXEC` aborts.
     dirty: bool,
+    /// A command `CLIENT PAUSE WRITE` holds is queued: so is `EXEC` (see
+    /// `engine::pause`).
+    pub writes: bool,
 }
 
 impl Tx {
     /// Bytes it holds.
     pub fn bytes(&self) -> usize {
         self.frames.capacity() + self.keys.capacity()
+    }
+
+    /// Commands queued (`CLIENT LIST`'s `multi=`).
+    pub fn queued(&self) -> u32 {
+        self.count
     }
 }
 
@@ -266,6 +274,7 @@ impl Ctx {
             return self.tx_error(st, &Refusal::TransactionTooLarge { limit });
         }
         tx.count += 1;
+        tx.writes |= super::pause::held_in_write_pause(spec);
         for &k in &keys {
             encode::bulk(&mut tx.keys, args.get(k as usize));
             tx.nkeys += 1;
@@ -1018,6 +1027,7 @@ impl Ctx {
         if let Some(d) = self.backends.conns[b].dedicated.as_mut() {
             d.unblocking = Some(0);
             d.unblock_for = Some(owner);
+            d.unblock_reason = None;
         }
         let now = self.now_ms;
         let (cfg, versions, wake) = (&*self.cfg, &mut self.versions, &mut self.wake);

@@ -53,6 +53,8 @@ counters! {
     clients_output_limit,
     /// Clients closed by the idle or partial-request timeouts.
     clients_timed_out,
+    /// Clients closed by `CLIENT KILL`.
+    clients_killed,
     /// Clients closed to bring keyway's buffers back under `max_memory`.
     clients_evicted_memory,
     /// Connections closed because they sent an HTTP request (`POST`, `Host:`),

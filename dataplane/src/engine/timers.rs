@@ -64,6 +64,7 @@ impl Worker {
         self.tick_backends();
         self.pubsub_tick();
         self.tick_clients();
+        self.tick_admin(now);
         self.tick_memory();
         self.expire_held();
         self.prune_scripts();
@@ -92,7 +93,7 @@ impl Worker {
             total += n as u64;
             if !c.st.wants_replies() {
                 leaving += n as u64;
-            } else if n >= limits::EVICT_MIN {
+            } else if n >= limits::EVICT_MIN && !c.st.no_evict {
                 big.push((n, idx as u32));
             }
         }

@@ -68,6 +68,7 @@ impl Worker {
             unblocked: Vec::new(),
             restores: Vec::new(),
             pubsub: Default::default(),
+            admin: Default::default(),
         };
         ctx.apply(cfg);
         Worker {
@@ -85,6 +86,8 @@ impl Worker {
     pub fn config_changed(&mut self) {
         self.refresh();
         self.ctx.report();
+        // The same wakeup carries other cores' letters (`engine::mailbox`).
+        self.read_mail();
     }
 
     /// The table version this core routes by.
@@ -207,6 +210,10 @@ impl Worker {
                 subs: None,
                 resp3: false,
                 monitor: None,
+                last_cmd: "NULL",
+                reply: 0,
+                no_evict: false,
+                postponed: false,
             },
         });
         Ok(me)
@@ -272,6 +279,10 @@ impl Worker {
             st.partial_since_ms.or(Some(now))
         };
         self.ctx.after_output(st);
+        if self.ctx.admin.posted {
+            // Cold: a CLIENT command wrote to the mailbox or ended a pause.
+            self.after_admin();
+        }
     }
 
     /// Re-runs clients whose pipeline had filled, or whose backend's write

@@ -116,6 +116,12 @@ pub(crate) struct ClientSubs {
 }
 
 impl ClientSubs {
+    /// How many names of `kind` it subscribes (`CLIENT LIST`'s `sub=`,
+    /// `psub=`, `ssub=`).
+    pub(crate) fn of_kind(&self, kind: Kind) -> usize {
+        self.names[kind as usize].len()
+    }
+
     fn has(&self, kind: Kind, name: &[u8]) -> bool {
         self.names[kind as usize].contains_key(name)
     }
