@@ -190,6 +190,15 @@ fn the_monitor_connections_close_when_the_client_leaves() {
     for r in &c.redis {
         assert_eq!(monitors(r), 1, "one MONITOR connection per group");
     }
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query(&mut c.kw.conn())
+        .unwrap();
+    assert_eq!(
+        list.lines().filter(|l| l.contains(" flags=O ")).count(),
+        1,
+        "keyway's CLIENT LIST flags its monitor as Redis does: {list}"
+    );
     drop(m);
     for (i, r) in c.redis.iter().enumerate() {
         wait_for(
