@@ -138,7 +138,7 @@ pub fn connect(addr: &str, io_timeout: Duration) -> Result<Connection, MoverErro
         source,
     };
     let client = redis::Client::open(format!("redis://{addr}/")).map_err(at)?;
-    let con = client
+    let mut con = client
         .get_connection_with_timeout(CONNECT_TIMEOUT)
         .map_err(|source| MoverError::Connect {
             addr: addr.to_string(),
@@ -147,6 +147,13 @@ pub fn connect(addr: &str, io_timeout: Duration) -> Result<Connection, MoverErro
     con.set_read_timeout(Some(io_timeout))
         .and_then(|()| con.set_write_timeout(Some(io_timeout)))
         .map_err(at)?;
+    // Named so that a MONITOR through keyway leaves the sweep's and the
+    // mover's commands out (keyway's `engine::monitor` matches this name).
+    // Best effort: a server that refuses it only shows them.
+    let _: redis::RedisResult<()> = redis::cmd("CLIENT")
+        .arg("SETNAME")
+        .arg("keyway-ctld")
+        .query(&mut con);
     Ok(con)
 }
 

@@ -148,6 +148,10 @@ pub(crate) struct BackendConn {
     /// stream of push arrays fanned out to subscribed clients, never
     /// matched against `inflight`.
     pub subscriber: bool,
+    /// A `MONITOR` connection ([`super::monitor`]): its input is a stream of
+    /// monitor lines for one client, never matched against `inflight` once
+    /// `MONITOR` is confirmed.
+    pub monitor: Option<super::monitor::MonitorConn>,
     /// The connection speaks RESP3 (`HELLO 3` is its first request; see
     /// [`super::resp3`]): it serves RESP3 clients only, whose replies then
     /// pass through unchanged.
@@ -173,6 +177,7 @@ impl BackendConn {
             waiters: Vec::new(),
             dedicated: None,
             subscriber: false,
+            monitor: None,
             resp3: false,
         }
     }

@@ -126,8 +126,13 @@ impl Worker {
         let max = self.ctx.cfg.limits.max_memory;
         let ctx = &mut self.ctx;
         ctx.memory.read(data.len(), &ctx.shared, ctx.core, max);
-        if ctx.backends.conns.get(idx).is_some_and(|b| b.subscriber) {
-            return self.subscriber_input(id, data);
+        if let Some(b) = ctx.backends.conns.get(idx) {
+            if b.subscriber {
+                return self.subscriber_input(id, data);
+            }
+            if b.monitor.is_some() {
+                return self.monitor_input(id, data);
+            }
         }
         let (backends, mut sink) = self.delivery();
         let Some(conn) = backends
@@ -236,6 +241,7 @@ impl Worker {
         conn.go_down(gen, now, reason, max_backoff);
         let dedicated = conn.dedicated.is_some();
         let subscriber = conn.subscriber;
+        let monitor = conn.monitor.is_some();
         sink.wake.backends.push(idx as u32);
         if dedicated {
             // Not retried: its client (if any) got the error.
@@ -248,6 +254,9 @@ impl Worker {
         self.release_backpressure(idx);
         if subscriber {
             self.subscriber_failed(idx);
+        }
+        if monitor {
+            self.monitor_failed(idx);
         }
     }
 

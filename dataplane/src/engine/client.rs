@@ -113,6 +113,9 @@ pub(crate) struct ClientState {
     /// The client chose RESP3 (`HELLO 3`): keyway's own replies use RESP3
     /// types (`encode::map_header`, `null_of`, `verbatim`, … take it).
     pub resp3: bool,
+    /// The client is in `MONITOR` mode: its backend `MONITOR` connections
+    /// (see [`super::monitor`]).
+    pub monitor: Option<Box<super::monitor::Monitoring>>,
     /// The name of the last command it ran (`cmd=` of `CLIENT LIST`).
     pub last_cmd: &'static str,
     /// `CLIENT REPLY` state (bits of [`super::clients::reply`]); 0, the

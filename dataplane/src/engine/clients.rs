@@ -270,6 +270,10 @@ pub(crate) fn client_line(out: &mut String, st: &ClientState, now_ms: u64, core:
         .map(String::from_utf8_lossy)
         .unwrap_or_default();
     let mut flags = String::new();
+    if st.monitor.is_some() {
+        // Redis's CLIENT_SLAVE|CLIENT_MONITOR, first.
+        flags.push('O');
+    }
     if st.subs.is_some() {
         flags.push('P');
     }

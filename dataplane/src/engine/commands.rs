@@ -540,6 +540,11 @@ pub fn serving(c: &CommandSpec) -> Serving {
         Policy::PubSub(_) => differs("see Pub/Sub"),
         Policy::Keyspace(_) => differs("every group; see The whole keyspace"),
         Policy::Server(_) => differs("see Server: INFO, CONFIG, SLOWLOG"),
+        Policy::Monitor => differs("every group's stream, merged; see MONITOR, LATENCY, MEMORY"),
+        Policy::Diag(super::diag::DiagCmd::DocumentedGroup) => {
+            differs("the keyless group's (the owner of slot 0)")
+        }
+        Policy::Diag(_) => differs("every group, merged; see MONITOR, LATENCY, MEMORY"),
     }
 }
 

@@ -110,6 +110,9 @@ impl Ctx {
             if place.exec {
                 return self.exec_block(st, req);
             }
+            if place.at.is_none() && st.monitor.is_some() && self.monitor_in_multi(st, args) {
+                return;
+            }
             if place.at.is_none() && self.in_multi(st, req) {
                 return;
             }
@@ -142,6 +145,10 @@ impl Ctx {
             && place.at.is_none()
             && self.subscribed_mode(st, spec, args)
         {
+            return;
+        }
+        // MONITOR mode: one test on a pointer for other clients.
+        if st.monitor.is_some() && place.at.is_none() && self.monitor_mode(st, spec, args) {
             return;
         }
         let policy = policy(spec);
@@ -260,6 +267,8 @@ impl Ctx {
             }
             Policy::PubSub(cmd) => self.pubsub(st, cmd, req),
             Policy::Server(cmd) => self.server_command(st, cmd, req),
+            Policy::Monitor => self.monitor(st, req),
+            Policy::Diag(cmd) => self.diag(st, cmd, req),
             Policy::Unsupported(why) => {
                 self.cmds.unsupported(spec.id, place.at.is_none());
                 self.refuse(st, &Refusal::Unsupported { spec, why }, place);

@@ -25,6 +25,7 @@ mod config_cmd;
 mod count_tests;
 mod dedicated;
 mod deferred;
+pub mod diag;
 mod dispatch;
 mod gather;
 pub mod health;
@@ -40,6 +41,9 @@ mod limits;
 mod limits_tests;
 mod local;
 mod mailbox;
+mod monitor;
+#[cfg(test)]
+mod monitor_tests;
 mod move_batch;
 mod moves;
 #[cfg(test)]

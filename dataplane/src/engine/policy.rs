@@ -8,6 +8,7 @@ use std::sync::OnceLock;
 use keyway_protocol::command::{acl, all, flag, Begin, CommandSpec, Find, KeySpec, COMMAND_IDS};
 
 use super::blocking::Blocking;
+use super::diag::DiagCmd;
 use super::pubsub::{Kind, PubSubCmd};
 use super::split::SplitKind;
 use super::tracking::TrackingCmd;
@@ -227,6 +228,13 @@ pub enum Policy {
     Server(ServerCmd),
     /// Pub/Sub, served by [`super::pubsub`].
     PubSub(PubSubCmd),
+    /// `MONITOR`: a `MONITOR` connection per group, merged (see
+    /// [`super::monitor`]).
+    Monitor,
+    /// `LATENCY …` and `MEMORY …` but `MEMORY USAGE` (routed by its key):
+    /// fanned out and merged, or the documented group's (see
+    /// [`super::diag`]).
+    Diag(DiagCmd),
     /// Refused: the reason completes "keyway does not support 'X': …".
     Unsupported(&'static str),
 }
@@ -322,7 +330,7 @@ fn decide(c: &CommandSpec) -> Policy {
         "watch" => return Policy::Tx(TxCmd::Watch),
         "unwatch" => return Policy::Tx(TxCmd::Unwatch),
         "wait" => return Policy::Wait,
-        "monitor" => return Policy::Unsupported(ADMIN),
+        "monitor" => return Policy::Monitor,
         "blpop" | "brpop" | "blmove" | "brpoplpush" | "blmpop" | "bzpopmin" | "bzpopmax"
         | "bzmpop" => {
             if let Some(b) = Blocking::of(c.name) {
@@ -338,6 +346,9 @@ fn decide(c: &CommandSpec) -> Policy {
             };
         }
         _ => {}
+    }
+    if let Some(d) = DiagCmd::of(c.name) {
+        return Policy::Diag(d);
     }
     if c.name.starts_with("client|") || c.name == "client" {
         return Policy::Unsupported(
@@ -663,6 +674,40 @@ mod tests {
                 ),
                 "{name}"
             );
+        }
+    }
+
+    #[test]
+    fn monitor_latency_and_memory_are_served() {
+        assert_eq!(of("monitor", None), Policy::Monitor);
+        assert_eq!(of("latency", Some("latest")), Policy::Diag(DiagCmd::Latest));
+        assert_eq!(
+            of("latency", Some("help")),
+            Policy::Diag(DiagCmd::DocumentedGroup)
+        );
+        assert_eq!(
+            of("memory", Some("stats")),
+            Policy::Diag(DiagCmd::MemoryStats)
+        );
+        assert_eq!(of("memory", Some("doctor")), Policy::Diag(DiagCmd::Doctor));
+        assert!(
+            matches!(
+                of("memory", Some("usage")),
+                Policy::Route {
+                    keys: Keys::Specs,
+                    ..
+                }
+            ),
+            "MEMORY USAGE is routed by its key"
+        );
+        for c in all() {
+            if c.name.starts_with("latency|") || c.name.starts_with("memory|") {
+                assert!(
+                    !matches!(policy(c), Policy::Unsupported(_)),
+                    "{}: served",
+                    c.name
+                );
+            }
         }
     }
 

@@ -188,6 +188,13 @@ pub(crate) enum Refusal<'a> {
     SubscribedMode { command: &'a str },
     /// A client would have more than `limits.max_subscriptions`.
     TooManySubscriptions { max: usize },
+    // ---- MONITOR ----------------------------------------------------------
+    /// Redis's message for a keyspace command from a client in `MONITOR`
+    /// mode (Redis flags it a replica).
+    MonitorKeyspace,
+    /// A group's `MONITOR` connection failed or was refused: the stream
+    /// would miss that group's commands.
+    MonitorLost { group: Arc<str>, reason: &'a str },
 }
 
 /// A new client was refused.
@@ -470,6 +477,12 @@ impl Display for Refusal<'_> {
                 f,
                 "ERR keyway allows a client at most limits.max_subscriptions ({max}) channels, \
                  patterns and shard channels; nothing was subscribed"
+            ),
+            MonitorKeyspace => write!(f, "ERR Replica can't interact with the keyspace"),
+            MonitorLost { group, reason } => write!(
+                f,
+                "ERR keyway: MONITOR of group '{group}' failed ({reason}); the monitor stream \
+                 ends"
             ),
         }
     }

@@ -43,6 +43,9 @@ pub enum SplitKind {
     /// `NOTBUSY` (the lowest part's) if any, else `+OK` if a group killed
     /// one, else `NOTBUSY` as the groups say it.
     Kill,
+    /// `LATENCY`/`MEMORY` on every group, merged by a
+    /// [`DiagMerge`](super::diag::DiagMerge) (see [`super::diag`]).
+    Diag,
     /// One part, a `SCAN` on group `group`: its cursor rewritten to name
     /// the group, or `next` once the group is done (see
     /// [`super::keyspace`]).
@@ -71,6 +74,7 @@ impl SplitKind {
                 | SplitKind::Union
                 | SplitKind::NumSub
                 | SplitKind::Kill
+                | SplitKind::Diag
                 | SplitKind::Scan { .. }
                 | SplitKind::RandomKey { .. }
         )
@@ -154,6 +158,8 @@ pub struct Merge {
     gather: Option<Box<Gather>>,
     /// A command's own merge (see [`Combine`]).
     combine: Option<Box<dyn Combine>>,
+    /// `Diag`: how the kept replies merge.
+    diag: Option<Box<super::diag::DiagMerge>>,
 }
 
 impl Merge {
@@ -174,6 +180,7 @@ impl Merge {
             held: 0,
             gather: None,
             combine: None,
+            diag: None,
         }
     }
 
@@ -181,6 +188,13 @@ impl Merge {
     pub(crate) fn combine(c: Box<dyn Combine>, parts: usize) -> Merge {
         let mut m = Merge::new(SplitKind::Same, parts, &[]);
         m.combine = Some(c);
+        m
+    }
+
+    /// A merge of a `LATENCY`/`MEMORY` command sent to every group.
+    pub(crate) fn diag(d: super::diag::DiagMerge, parts: usize) -> Merge {
+        let mut m = Merge::new(SplitKind::Diag, parts, &[]);
+        m.diag = Some(Box::new(d));
         m
     }
 
@@ -219,7 +233,7 @@ impl Merge {
         } else if let Some(g) = self.gather.as_mut() {
             self.held += reply.len();
             g.add(part, reply);
-        } else if self.kind == SplitKind::Kill {
+        } else if matches!(self.kind, SplitKind::Kill | SplitKind::Diag) {
             self.held += reply.len();
             self.replies[usize::from(part)] = Some(reply.to_vec());
         } else if reply.first() == Some(&b'-') {
@@ -251,7 +265,7 @@ impl Merge {
                     None => self.fail(part, unexpected(reply)),
                 },
                 // Always with a gather, or kept (handled above).
-                SplitKind::Same | SplitKind::AllOf | SplitKind::Kill => {}
+                SplitKind::Same | SplitKind::AllOf | SplitKind::Kill | SplitKind::Diag => {}
                 SplitKind::Min => match integer_reply(reply) {
                     Some(n) => self.sum = self.sum.min(n),
                     None => self.fail(part, unexpected(reply)),
@@ -297,6 +311,10 @@ impl Merge {
             SplitKind::Sum | SplitKind::Min | SplitKind::Max => encode::integer(out, self.sum),
             SplitKind::Union => union(&self.replies, out),
             SplitKind::Kill => kill(&self.replies, out),
+            SplitKind::Diag => match &self.diag {
+                Some(d) => d.finish(&self.replies, out),
+                None => encode::error(out, "ERR keyway: a fan-out without its merge"),
+            },
             SplitKind::NumSub => numsub(&self.replies, out),
             SplitKind::Scan { group, next, epoch } => {
                 super::keyspace::scan_reply(group, next, epoch, &self.replies, out)

@@ -213,6 +213,14 @@ impl Ctx {
                 spec,
                 why: "it must reach every group",
             }),
+            Policy::Monitor => Err(Refusal::NotInTransaction {
+                spec,
+                why: "it needs connections of its own",
+            }),
+            Policy::Diag(_) => Err(Refusal::NotInTransaction {
+                spec,
+                why: "it must reach every group",
+            }),
             Policy::Unsupported(why) => Err(Refusal::Unsupported { spec, why }),
         };
         let keyless_routed = keys.is_empty()
@@ -308,7 +316,7 @@ impl Ctx {
     }
 
     /// Refuses a command inside `MULTI`: `EXEC` will abort.
-    fn tx_error(&mut self, st: &mut ClientState, why: &Refusal<'_>) -> bool {
+    pub(super) fn tx_error(&mut self, st: &mut ClientState, why: &Refusal<'_>) -> bool {
         if let Some(tx) = st.tx.as_mut() {
             tx.dirty = true;
         }

@@ -137,6 +137,11 @@ counters! {
     /// Pub/Sub messages copied to subscribed clients (a message read once
     /// for 1,000 subscribers counts 1,000 here).
     pubsub_deliveries,
+    /// `MONITOR` lines copied to monitoring clients.
+    monitor_lines,
+    /// `MONITOR` lines left out as keyway's own traffic (see
+    /// `engine::monitor`).
+    monitor_lines_left_out,
 }
 
 /// A core's counters as it last published them, for the other cores to read.

@@ -132,6 +132,7 @@ impl Worker {
             // their requests again.
             self.drop_unsent_moves();
             if table_changed {
+                self.monitors_follow();
                 self.release_held();
                 if self.ctx.backends.dedicated > 0 {
                     for (_, c) in self.clients.iter_mut() {
@@ -209,6 +210,7 @@ impl Worker {
                 wait_conns: Vec::new(),
                 subs: None,
                 resp3: false,
+                monitor: None,
                 last_cmd: "NULL",
                 reply: 0,
                 no_evict: false,
@@ -338,6 +340,7 @@ impl Worker {
         }
         // It reads nothing more: its subscriptions end now.
         self.client_leaves_pubsub(id.idx as usize);
+        self.client_leaves_monitor(id.idx as usize);
     }
 
     /// What the driver should do with the client now.
@@ -401,6 +404,7 @@ impl Worker {
                 self.ctx.client_leaving(&mut c.st);
             }
             self.client_leaves_pubsub(id.idx as usize);
+            self.client_leaves_monitor(id.idx as usize);
             self.clients.remove(id.idx as usize);
             self.ctx.shared.clients.fetch_sub(1, Ordering::Relaxed);
             self.ctx.stats.clients_closed += 1;
@@ -441,6 +445,10 @@ impl Worker {
                 // its command pops is pushed back (see `engine::blocking`).
                 self.ctx.client_leaving(&mut c.st);
                 c.st.phase = Phase::Kill;
+            }
+            if c.st.monitor.is_some() {
+                // Its stream would never end.
+                self.ctx.monitor_end(&mut c.st);
             }
             if c.st.phase == Phase::Open {
                 c.st.phase = Phase::Draining;
