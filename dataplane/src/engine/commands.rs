@@ -387,10 +387,6 @@ const NOTES: &[(&str, &str)] = &[
     ),
     ("config|resetstat", "every group and keyway's own counters"),
     (
-        "config|rewrite",
-        "refused with a reason: keyway does not rewrite the groups' files",
-    ),
-    (
         "slowlog|get",
         "every group's entries and keyway's, newest first, tagged with their group",
     ),

@@ -318,7 +318,6 @@ impl Ctx {
         let place = req.place;
         match cmd {
             ServerCmd::ConfigHelp => answer_in_place(st, &help_reply(HELP), place),
-            ServerCmd::ConfigRewrite => self.refuse(st, &Refusal::ConfigRewrite, place),
             ServerCmd::ConfigGet => {
                 let keyway: Vec<(String, String)> = keyway_settings(&self.cfg)
                     .into_iter()

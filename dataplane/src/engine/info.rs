@@ -330,7 +330,6 @@ impl Ctx {
             ServerCmd::ConfigGet
             | ServerCmd::ConfigSet
             | ServerCmd::ConfigResetStat
-            | ServerCmd::ConfigRewrite
             | ServerCmd::ConfigHelp => self.config_command(st, cmd, req),
             ServerCmd::SlowlogGet
             | ServerCmd::SlowlogLen

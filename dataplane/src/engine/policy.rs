@@ -151,8 +151,6 @@ pub enum ServerCmd {
     ConfigSet,
     /// `CONFIG RESETSTAT`: every group and keyway's counters.
     ConfigResetStat,
-    /// `CONFIG REWRITE`: refused.
-    ConfigRewrite,
     /// `CONFIG HELP`.
     ConfigHelp,
     /// `SLOWLOG GET [n]`: every group's entries merged by time.
@@ -248,6 +246,9 @@ const PUBSUB: &str = "this Pub/Sub command is not supported";
 const BLOCKING: &str = "this blocking command is not supported";
 const CLUSTER: &str = "keyway is not a Redis Cluster node; use it as one Redis server";
 const ADMIN: &str = "server administration commands must be sent to each Redis server directly";
+const REWRITE: &str = "keyway does not rewrite the groups' config files; run CONFIG REWRITE on \
+                       each Redis server directly (keyway's own settings live in its config file \
+                       or the control plane's snapshot)";
 const ACL: &str = "keyway has no ACL users of its own yet (AUTH accepts the default user); \
                    the groups' ACLs are administered on each Redis server directly";
 const SCRIPT_DEBUG: &str = "script debugging needs a backend connection of its own";
@@ -267,7 +268,7 @@ fn decide(c: &CommandSpec) -> Policy {
         "config|get" => return Policy::Server(ServerCmd::ConfigGet),
         "config|set" => return Policy::Server(ServerCmd::ConfigSet),
         "config|resetstat" => return Policy::Server(ServerCmd::ConfigResetStat),
-        "config|rewrite" => return Policy::Server(ServerCmd::ConfigRewrite),
+        "config|rewrite" => return Policy::Unsupported(REWRITE),
         "config|help" => return Policy::Server(ServerCmd::ConfigHelp),
         "slowlog|get" => return Policy::Server(ServerCmd::SlowlogGet),
         "slowlog|len" => return Policy::Server(ServerCmd::SlowlogLen),

@@ -145,8 +145,6 @@ pub(crate) enum Refusal<'a> {
     NoKeyArguments,
 
     // ---- INFO, CONFIG, SLOWLOG (see `engine::info`) -------------------------
-    /// `CONFIG REWRITE`: keyway does not own the groups' files.
-    ConfigRewrite,
     /// `CONFIG SET keyway-…`: keyway's settings come from its config.
     KeywaySetting { name: &'a [u8] },
     /// Redis's `SLOWLOG GET` with a bad count.
@@ -384,11 +382,6 @@ impl Display for Refusal<'_> {
                 f,
                 "ERR keyway: {max} CLIENT LIST/KILL/PAUSE/UNPAUSE/UNBLOCK requests are already \
                  in flight on this core (limits.client_commands_in_flight); try again"
-            ),
-            ConfigRewrite => f.write_str(
-                "ERR keyway does not rewrite the groups' config files; run CONFIG REWRITE \
-                 on each Redis server directly (keyway's own settings live in its config \
-                 file or the control plane's snapshot)",
             ),
             KeywaySetting { name } => write!(
                 f,
