@@ -31,12 +31,10 @@ use std::sync::Arc;
 
 use keyway_protocol::resp::encode;
 
-use super::backend::Purpose;
 use super::client::ClientState;
-use super::route::{merge_in_place, Req};
+use super::route::Req;
 use super::split::{Merge, SplitKind};
 use super::Ctx;
-use crate::routing::GroupIndex;
 
 /// A `LATENCY` or `MEMORY` subcommand keyway serves (see the module
 /// documentation).
@@ -116,28 +114,7 @@ impl Ctx {
                 Merge::diag(d, self.cfg.table.groups().len())
             }
         };
-        self.diag_fan_out(st, merge, req);
-    }
-
-    /// Sends the request to every group, its replies merged by `merge`;
-    /// held whole while any group is on hold.
-    fn diag_fan_out(&mut self, st: &mut ClientState, merge: Merge, req: Req<'_>) {
-        let Req {
-            args, raw, place, ..
-        } = req;
-        if self.cfg.table.has_holds() {
-            return self.sched.hold(st, req, self.now_ms, &mut self.stats);
-        }
-        let groups = self.cfg.table.groups().len();
-        let seq = merge_in_place(st, place, merge);
-        self.stats.requests_split += 1;
-        for g in 0..groups {
-            let b = self.client_conn(st, g as GroupIndex, false);
-            self.enqueue(st, b, seq, Purpose::Part(g as u16), |out| match raw {
-                Some(bytes) => out.extend_from_slice(bytes),
-                None => encode::request(out, args),
-            });
-        }
+        self.fan_out_merged(st, merge, false, req);
     }
 }
 

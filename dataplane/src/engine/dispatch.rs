@@ -481,6 +481,19 @@ impl Ctx {
         read: bool,
         req: Req<'_>,
     ) {
+        let merge = Merge::new(kind, self.cfg.table.groups().len(), &[]);
+        self.fan_out_merged(st, merge, read, req);
+    }
+
+    /// Sends the request to every group, its replies merged by `merge`
+    /// (one part per group); holds it whole while any group is on hold.
+    pub(super) fn fan_out_merged(
+        &mut self,
+        st: &mut ClientState,
+        merge: Merge,
+        read: bool,
+        req: Req<'_>,
+    ) {
         let Req {
             args, raw, place, ..
         } = req;
@@ -488,7 +501,6 @@ impl Ctx {
             return self.sched.hold(st, req, self.now_ms, &mut self.stats);
         }
         let groups = self.cfg.table.groups().len();
-        let merge = Merge::new(kind, groups, &[]);
         let seq = merge_in_place(st, place, merge);
         self.stats.requests_split += 1;
         for g in 0..groups {
