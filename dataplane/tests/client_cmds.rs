@@ -369,7 +369,7 @@ fn client_pause_write_holds_writes_on_every_core_until_unpause_or_timeout() {
         let mut conns = spread(&c.kw, cores, 3);
         let k = key_on(&c.body, 1, "paused");
         assert_eq!(
-            ask(&mut conns[0].s, &["CLIENT", "PAUSE", "100000", "WRITE"]),
+            ask(&mut conns[0].s, &["CLIENT", "PAUSE", "50000", "WRITE"]),
             b"+OK\r\n"
         );
         // Reads are served, on every core.

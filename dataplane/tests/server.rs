@@ -309,6 +309,7 @@ fn keyways_own_settings_are_read_not_written() {
     assert!(map.keys().all(|k| k.starts_with("keyway-")), "{pairs:?}");
     assert_eq!(map.get("keyway-limits.max_clients"), Some(&"1234"));
     assert_eq!(map.get("keyway-limits.slowlog_max_len"), Some(&"128"));
+    assert_eq!(map.get("keyway-limits.client_pause_max"), Some(&"60s"));
     let both: Vec<String> = query(
         &mut kw,
         &["CONFIG", "GET", "maxclients", "keyway-limits.max_c*"],

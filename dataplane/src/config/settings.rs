@@ -67,6 +67,11 @@ pub struct Limits {
     /// `CLIENT LIST|KILL|PAUSE|UNPAUSE|UNBLOCK` a core may have awaiting
     /// the other cores' answers (default 256); more are refused.
     pub client_commands_in_flight: usize,
+    /// The longest `CLIENT PAUSE` keyway applies (default "60s"): a pause
+    /// holds every client on every core, so a longer one is refused rather
+    /// than let one request stop the data path for good.
+    #[serde(deserialize_with = "units::duration")]
+    pub client_pause_max: Millis,
     /// `SLOWLOG`: a request keyway kept back (held or moved during a
     /// migration) this many microseconds or more is logged as keyway's own
     /// slow entry (default 10000, as Redis's `slowlog-log-slower-than`;
@@ -136,6 +141,7 @@ impl Default for Limits {
             max_subscriptions: 10_000,
             script_registry_bytes: 16 << 20,
             client_commands_in_flight: 256,
+            client_pause_max: Millis(60_000),
             slowlog_log_slower_than: 10_000,
             slowlog_max_len: 128,
         }

@@ -482,7 +482,9 @@ impl Ctx {
             ClientSub::Kill => kill_filter(args, (self.core, st.id))
                 .map(|(f, old)| (Question::Kill(Arc::new(f)), old)),
             ClientSub::Pause => {
-                pause_args(args).map(|(until, mode)| (Question::Pause { until, mode }, false))
+                let max_ms = self.cfg.limits.client_pause_max.0;
+                pause_args(args, max_ms)
+                    .map(|(until, mode)| (Question::Pause { until, mode }, false))
             }
             ClientSub::Unpause => Ok((Question::Unpause, false)),
             ClientSub::Unblock => {

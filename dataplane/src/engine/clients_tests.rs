@@ -9,6 +9,7 @@ use arc_swap::ArcSwap;
 
 use super::rig::{key_in, Rig, Settings};
 use super::{ClientStatus, Shared, Worker};
+use crate::config::units::Millis;
 use crate::routing::SlotRoute;
 
 fn peer(port: u16) -> SocketAddr {
@@ -71,7 +72,7 @@ fn a_pause_applies_on_every_core_and_its_end_resumes_held_clients_in_order() {
     let (mut w0, mut w1) = two_cores();
     let a = w0.accept(peer(1), peer(6379)).unwrap();
     let b = w1.accept(peer(2), peer(6379)).unwrap();
-    w0.client_input(a, &req(&["CLIENT", "PAUSE", "100000", "WRITE"]));
+    w0.client_input(a, &req(&["CLIENT", "PAUSE", "50000", "WRITE"]));
     w1.config_changed();
     w0.config_changed();
     assert_eq!(take(&mut w0, a), "+OK\r\n");
@@ -182,7 +183,7 @@ fn a_write_pause_holds_what_redis_7_holds() {
         if !before.is_empty() {
             r.send_as(other, before);
         }
-        r.send("CLIENT PAUSE 100000 WRITE");
+        r.send("CLIENT PAUSE 50000 WRITE");
         assert_eq!(r.output(), "+OK\r\n");
         r.send_as(other, cmd);
         let status = r.worker.client_status(other);
@@ -223,4 +224,32 @@ fn a_client_list_counts_against_the_output_limit() {
         "{out:?}"
     );
     assert_eq!(r.status(), ClientStatus::Close);
+}
+
+#[test]
+fn a_pause_longer_than_the_limit_is_refused_and_pauses_nothing() {
+    let mut settings = Settings::default();
+    settings.limits.client_pause_max = Millis(5_000);
+    let mut r = Rig::with(SlotRoute::Stable(0), settings);
+    let other = r.another_client();
+    for cmd in [
+        "CLIENT PAUSE 5001",
+        "CLIENT PAUSE 9223372036854775807 WRITE",
+    ] {
+        r.send(cmd);
+        assert_eq!(
+            r.output(),
+            "-ERR keyway: a CLIENT PAUSE longer than 5000 ms is refused \
+             (limits.client_pause_max)\r\n",
+            "{cmd}"
+        );
+        r.send_as(other, "SET k v");
+        assert_ne!(
+            r.worker.client_status(other),
+            ClientStatus::WriteOnly,
+            "{cmd}"
+        );
+    }
+    r.send("CLIENT PAUSE 5000");
+    assert_eq!(r.output(), "+OK\r\n", "the limit itself is allowed");
 }

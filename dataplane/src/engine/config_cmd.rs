@@ -81,6 +81,11 @@ fn keyway_settings(cfg: &LiveConfig) -> Vec<(String, String)> {
             l.slowlog_log_slower_than.to_string(),
         ),
         ("limits.slowlog_max_len", l.slowlog_max_len.to_string()),
+        (
+            "limits.client_commands_in_flight",
+            l.client_commands_in_flight.to_string(),
+        ),
+        ("limits.client_pause_max", l.client_pause_max.to_string()),
         ("backend.connections", b.connections.to_string()),
         ("backend.connect_timeout", b.connect_timeout.to_string()),
         ("backend.timeout", b.timeout.to_string()),

@@ -41,7 +41,11 @@ pub(crate) fn held_in_write_pause(spec: &CommandSpec) -> bool {
 }
 
 /// `CLIENT PAUSE`'s arguments: until when, and the mode.
-pub(crate) fn pause_args<'a>(args: &Args<'a>) -> Result<(Instant, PauseMode), Refusal<'a>> {
+/// A pause longer than `max_ms` is refused (`limits.client_pause_max`).
+pub(crate) fn pause_args<'a>(
+    args: &Args<'a>,
+    max_ms: u64,
+) -> Result<(Instant, PauseMode), Refusal<'a>> {
     let n = args.len();
     if n > 4 {
         return Err(Refusal::SubcommandSyntax { sub: args.get(1) });
@@ -56,11 +60,12 @@ pub(crate) fn pause_args<'a>(args: &Args<'a>) -> Result<(Instant, PauseMode), Re
         Some(m) if m.eq_ignore_ascii_case(b"all") => PauseMode::All,
         Some(_) => return Err(Refusal::PauseMode),
     };
+    if ms as u64 > max_ms {
+        return Err(Refusal::PauseTooLong { max_ms });
+    }
     let now = Instant::now();
-    // A timeout past what an `Instant` holds is a pause for ten years.
     let until = now
         .checked_add(Duration::from_millis(ms as u64))
-        .or_else(|| now.checked_add(Duration::from_secs(10 * 365 * 86_400)))
         .unwrap_or(now);
     Ok((until, mode))
 }

@@ -114,6 +114,8 @@ pub(crate) enum Refusal<'a> {
     TimeoutNotInteger,
     /// `CLIENT PAUSE -1`.
     TimeoutNegative,
+    /// `CLIENT PAUSE` longer than `limits.client_pause_max`.
+    PauseTooLong { max_ms: u64 },
     /// `CLIENT PAUSE n x`.
     PauseMode,
     /// `CLIENT UNBLOCK id x`.
@@ -372,6 +374,11 @@ impl Display for Refusal<'_> {
             TimeoutNotInteger => f.write_str("ERR timeout is not an integer or out of range"),
             TimeoutNegative => f.write_str("ERR timeout is negative"),
             PauseMode => f.write_str("ERR CLIENT PAUSE mode must be WRITE or ALL"),
+            PauseTooLong { max_ms } => write!(
+                f,
+                "ERR keyway: a CLIENT PAUSE longer than {max_ms} ms is refused \
+                 (limits.client_pause_max)"
+            ),
             UnblockReason => f.write_str("ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR"),
             SubcommandSyntax { sub } => write!(
                 f,
