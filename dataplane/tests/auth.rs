@@ -62,6 +62,7 @@ fn no_auth_then_auth_and_wrong_passwords() {
     let mut s = side_by_side(&reference, &keyway);
     s.same_all(&[
         &["GET", "x"],
+        &["GET"],
         &["PING"],
         &["SET", "x", "1"],
         &["CLIENT", "LIST"],
@@ -315,16 +316,24 @@ fn reload_changes_users_live() {
         ("app", "on >apppass ~app:* +@all"),
         ("tmp", "on >tmppass ~* +@all"),
         ("gone", "on >gonepass ~* +@all"),
+        ("sub", "on >subpass ~* resetchannels &chat:* +@all"),
     ];
     let keyway = Keyway::start(&format!("{base}{}", users_toml(&before)));
     let mut app = connect_auth(&keyway, "app", "apppass");
     let mut tmp = connect_auth(&keyway, "tmp", "tmppass");
     let mut gone = connect_auth(&keyway, "gone", "gonepass");
+    let mut sub = connect_auth(&keyway, "sub", "subpass");
+    let r = roundtrip(&mut sub, &["SUBSCRIBE", "chat:1"]);
+    assert!(r.starts_with(b"*3\r\n$9\r\nsubscribe"), "{}", escape(&r));
+    let mut sub_ok = connect_auth(&keyway, "sub", "subpass");
+    let r = roundtrip(&mut sub_ok, &["SUBSCRIBE", "chat:x"]);
+    assert!(r.starts_with(b"*3\r\n$9\r\nsubscribe"), "{}", escape(&r));
     assert_eq!(roundtrip(&mut app, &["GET", "other"]).first(), Some(&b'-'));
     let after = [
         ("default", "on >defpass ~* &* +@all"),
         ("app", "on >newpass ~* +@all"),
         ("tmp", "off >tmppass ~* +@all"),
+        ("sub", "on >subpass ~* resetchannels &news:* &chat:x +@all"),
     ];
     keyway.reload(&format!("{base}{}", users_toml(&after)));
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -342,8 +351,12 @@ fn reload_changes_users_live() {
     // A connected client of a changed user stays, with the new rules.
     assert_eq!(roundtrip(&mut app, &["GET", "other"]), b"$-1\r\n");
     assert_eq!(roundtrip(&mut app, &["ACL", "WHOAMI"]), b"$3\r\napp\r\n");
-    // Those of a removed user and of one turned off are disconnected.
-    for (name, s) in [("gone", &mut gone), ("tmp", &mut tmp)] {
+    // A subscriber whose channels are still allowed stays.
+    let r = roundtrip(&mut sub_ok, &["PING"]);
+    assert!(r.starts_with(b"*2\r\n$4\r\npong"), "{}", escape(&r));
+    // Those of a removed user, of one turned off, and a subscriber to a
+    // channel no longer allowed are disconnected.
+    for (name, s) in [("gone", &mut gone), ("tmp", &mut tmp), ("sub", &mut sub)] {
         let _ = s.write_all(&request(&["PING"]));
         let got = read_some(s, Duration::from_millis(500));
         assert!(

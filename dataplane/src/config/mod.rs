@@ -462,6 +462,11 @@ mod tests {
             ("[migration]\nmove_attempts=11\n[[group]]\nname='a'\nmaster='127.0.0.1:1'", "at most 10"),
             ("[migration]\nmove_attempts=0\n[[group]]\nname='a'\nmaster='127.0.0.1:1'", "more than 0"),
             ("[migration]\nhold_timeoutz='1s'\n[[group]]\nname='a'\nmaster='127.0.0.1:1'", "unknown field"),
+            ("[[group]]\nname='a'\nmaster='127.0.0.1:1'\n[[user]]\nname='u'\nrules='on +nosuch'", "user \"u\": rule '+nosuch': Unknown command"),
+            ("[[group]]\nname='a'\nmaster='127.0.0.1:1'\n[[user]]\nname='u'\nrules='on <secret'", "rule '<***'"),
+            ("[[group]]\nname='a'\nmaster='127.0.0.1:1'\n[[user]]\nname='u'\nbogus=1", "unknown field"),
+            ("[auth]\ntracked_addresses=0\n[[group]]\nname='a'\nmaster='127.0.0.1:1'", "auth.tracked_addresses"),
+            ("[auth]\nmax_failurez=1\n[[group]]\nname='a'\nmaster='127.0.0.1:1'", "unknown field"),
         ];
         for (body, want) in cases {
             let err = parse(&format!("{base}{body}")).expect_err(body).to_string();
@@ -470,6 +475,23 @@ mod tests {
                 "{body:?}: {err:?} does not mention {want:?}"
             );
         }
+    }
+
+    #[test]
+    fn users_and_protected_mode() {
+        let base = "listen='127.0.0.1:0'\n[[group]]\nname='a'\nmaster='127.0.0.1:1'\n";
+        let c = parse(base).unwrap();
+        assert!(c.live.protected_mode);
+        assert!(!c.live.users.auth_required());
+        let c = parse(&format!(
+            "protected_mode = false\n{base}[[user]]\nname='default'\nrules='on >p ~* &* +@all'\n"
+        ))
+        .unwrap();
+        assert!(!c.live.protected_mode);
+        assert!(c.live.users.auth_required());
+        let shown = format!("{:?}", c.live);
+        let hash = "148de9c5a7a44d19e56cd9ae1a554bf67847afb0c58f6e12fa29ac7ddfca9940";
+        assert!(!shown.contains(hash), "no password hash in Debug: {shown}");
     }
 
     #[test]

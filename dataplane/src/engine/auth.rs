@@ -18,7 +18,8 @@
 //! - Users are reloaded with the config ([`Worker::users_changed`]): each
 //!   client's user is replaced by its new definition; clients of a user
 //!   that was removed or turned `off` are disconnected, as Redis
-//!   disconnects the clients of a deleted user.
+//!   disconnects the clients of a deleted user, and so are subscribers to
+//!   channels their user may no longer use.
 //! - Protected mode ([`Ctx::protected`]): while the default user needs no
 //!   password and `protected_mode` is on, a client from a non-loopback
 //!   address gets Redis's `-DENIED` text and is closed.
@@ -282,8 +283,15 @@ impl Worker {
         for (_, c) in self.clients.iter_mut() {
             let st = &mut c.st;
             let next: Option<Arc<User>> = users.get(st.user.name.as_bytes()).cloned();
+            // As Redis's `ACLKillPubsubClientsIfNeeded`: a subscriber to
+            // channels its user may no longer use goes too.
+            let subscribed_ok = |u: &User| {
+                st.subs
+                    .as_ref()
+                    .is_none_or(|s| u.all_channels || s.all_allowed(|n, p| u.channel_ok(n, p)))
+            };
             match next {
-                Some(u) if u.enabled || !st.authenticated => {
+                Some(u) if (u.enabled || !st.authenticated) && subscribed_ok(&u) => {
                     st.user = u;
                     st.acl_free = free(st, required);
                 }
