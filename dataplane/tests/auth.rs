@@ -107,7 +107,7 @@ fn hello_authenticates_and_switches_protocol() {
 
 #[test]
 fn acl_denials_match_redis() {
-    let (_b, reference, keyway) = setup();
+    let (backend, reference, keyway) = setup();
     let mut s = side_by_side(&reference, &keyway);
     s.same(&["AUTH", "app", "apppass"]);
     s.same_all(&[
@@ -141,6 +141,12 @@ fn acl_denials_match_redis() {
         &["ACL", "WHOAMI"],
         &["ACL", "LIST"],
     ]);
+    // Nothing refused reached the group.
+    let mut group = backend.conn();
+    for key in ["x", "app:2"] {
+        let exists: i64 = redis::cmd("EXISTS").arg(key).query(&mut group).unwrap();
+        assert_eq!(exists, 0, "{key} was never written");
+    }
     s.same(&["AUTH", "ro", "ropass"]);
     s.same_all(&[
         &["GET", "r:1"],
