@@ -120,6 +120,11 @@ fn acl_denials_match_redis() {
         &["DEL", "x"],
         &["EVAL", "return 1", "1", "x"],
         &["RENAME", "app:1", "x"],
+        &["SORT", "app:1", "BY", "app:w_*"],
+        &["SORT", "app:1", "GET", "#"],
+        &["SORT", "app:1", "BY", "nosort"],
+        &["SORT", "x", "BY", "app:*"],
+        &["SORT", "app:1", "STORE", "x"],
         // Commands, categories, subcommands.
         &["FLUSHALL"],
         &["KEYS", "*"],

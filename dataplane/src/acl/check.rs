@@ -86,6 +86,41 @@ impl User {
         Ok(())
     }
 
+    /// Whether every key may be read (`~*`, `allkeys`, or `%R~*`), as
+    /// Redis's `ACLUserCheckCmdWithUnrestrictedKeyAccess` asks for `SORT`'s
+    /// `BY` and `GET`.
+    pub fn reads_every_key(&self) -> bool {
+        self.all_keys || self.keys.iter().any(|p| p.read && &*p.pattern == b"*")
+    }
+
+    /// `SORT … BY pattern` (with a `*`) or `SORT … GET` by a user who may not
+    /// read every key: the option Redis refuses (`BY` or `GET`).
+    pub fn sort_option_denied(&self, spec: &CommandSpec, args: &Args<'_>) -> Option<&'static str> {
+        if !matches!(spec.name, "sort" | "sort_ro") || self.reads_every_key() {
+            return None;
+        }
+        let mut i = 2;
+        while i < args.len() {
+            let a = args.get(i);
+            let more = i + 1 < args.len();
+            if a.eq_ignore_ascii_case(b"limit") && i + 2 < args.len() {
+                i += 3;
+            } else if a.eq_ignore_ascii_case(b"by") && more {
+                if args.get(i + 1).contains(&b'*') {
+                    return Some("BY");
+                }
+                i += 2;
+            } else if a.eq_ignore_ascii_case(b"get") && more {
+                return Some("GET");
+            } else if a.eq_ignore_ascii_case(b"store") && more {
+                i += 2;
+            } else {
+                i += 1;
+            }
+        }
+        None
+    }
+
     /// Whether `key`, used as key spec flags `flags` say, matches a pattern
     /// that grants that use.
     pub fn key_ok(&self, key: &[u8], flags: u16) -> bool {
@@ -199,5 +234,39 @@ mod tests {
         assert_eq!(check(r, &["spublish", "chat:1", "m"]), Ok(()));
         assert_eq!(check(r, &["unsubscribe", "x"]), Ok(()));
         assert_eq!(check("+@all ~* &*", &["publish", "x", "m"]), Ok(()));
+    }
+
+    #[test]
+    fn sort_patterns_are_options_not_keys() {
+        let r = "+@all ~app:*";
+        assert_eq!(check(r, &["sort", "app:1", "BY", "app:w_*"]), Ok(()));
+        assert_eq!(
+            check(r, &["sort", "app:1", "STORE", "x"]),
+            Err(Denied::Key(3))
+        );
+        let u = User::parse("u", r).unwrap();
+        let spans = |w: &[&str]| -> (Vec<u8>, Vec<keyway_protocol::resp::Span>) {
+            let mut buf = Vec::new();
+            let mut spans = Vec::new();
+            for x in w {
+                spans.push(keyway_protocol::resp::Span::new(buf.len(), x.len()));
+                buf.extend_from_slice(x.as_bytes());
+            }
+            (buf, spans)
+        };
+        let sort = keyway_protocol::command::lookup::by_name(b"sort").unwrap();
+        for (words, want) in [
+            (&["sort", "app:1", "BY", "app:w_*"][..], Some("BY")),
+            (&["sort", "app:1", "BY", "nosort"], None),
+            (&["sort", "app:1", "GET", "#"], Some("GET")),
+            (&["sort", "app:1", "LIMIT", "0", "1", "ALPHA"], None),
+        ] {
+            let (buf, sp) = spans(words);
+            let args = Args::new(&buf, &sp);
+            assert_eq!(u.sort_option_denied(sort, &args), want, "{words:?}");
+        }
+        let all = User::parse("u", "+@all %R~* %W~app:*").unwrap();
+        let (buf, sp) = spans(&["sort", "app:1", "GET", "x_*"]);
+        assert_eq!(all.sort_option_denied(sort, &Args::new(&buf, &sp)), None);
     }
 }

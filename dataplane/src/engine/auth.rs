@@ -244,7 +244,14 @@ impl Ctx {
         let mut keys = std::mem::take(&mut self.scratch.acl_keys);
         let checked = st.user.check(spec, args, &mut keys);
         self.scratch.acl_keys = keys;
-        let denied = checked.err()?;
+        let denied = match checked {
+            // Not an ACL refusal but `SORT`'s own error (no `ACL LOG`).
+            Ok(()) => {
+                let option = st.user.sort_option_denied(spec, args)?;
+                return Some(Refusal::SortOptionDenied { option });
+            }
+            Err(d) => d,
+        };
         let (reason, object, why) = match denied {
             Denied::Command => (
                 Reason::Command,

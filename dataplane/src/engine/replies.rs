@@ -112,6 +112,8 @@ pub(crate) enum Refusal<'a> {
     NoPermChannel,
     /// Too many failed `AUTH`s from the client's address.
     AuthRateLimited { secs: u64 },
+    /// `SORT … BY pattern`/`GET` by a user who may not read every key.
+    SortOptionDenied { option: &'a str },
     /// `ACL CAT x`.
     UnknownCategory { name: &'a [u8] },
     /// `ACL DRYRUN x …`.
@@ -413,6 +415,10 @@ impl Display for Refusal<'_> {
                 f,
                 "WRONGPASS too many failed authentication attempts from this address \
                  (auth.max_failures); try again in {secs} s"
+            ),
+            SortOptionDenied { option } => write!(
+                f,
+                "ERR {option} option of SORT denied due to insufficient ACL permissions."
             ),
             UnknownCategory { name } => {
                 write!(f, "ERR Unknown category '{}'", Lossy(name, 128))

@@ -40,9 +40,10 @@ pub fn extract_keys(
 
 /// Appends the argument indices of `spec`'s keys in `args` to `out` with
 /// their key spec's [`key_flag`](super::key_flag) bits, skipping specs
-/// flagged `not_key` (sharded channels), as Redis's ACL checks them. `SORT`'s
-/// sorted key and `BY`/`GET` patterns count as `RO|ACCESS`, its `STORE`
-/// destination as `OW|UPDATE`.
+/// flagged `not_key` (sharded channels) and `SORT`'s `BY`/`GET` patterns, as
+/// Redis's ACL checks them (`SORT`'s sorted key is `RO|ACCESS`, its `STORE`
+/// destination `OW|UPDATE`; keys of `variable_flags` specs get the flags
+/// Redis's `SET` and `BITFIELD` give them).
 pub fn extract_keys_with_flags(
     spec: &CommandSpec,
     args: &Args<'_>,
@@ -51,21 +52,23 @@ pub fn extract_keys_with_flags(
     walk(spec, args, false, &mut |i, f| out.push((i, f)))
 }
 
+/// `routing`: also `not_key` specs and `SORT` patterns (what routing must
+/// place), else only what Redis's ACL checks.
 fn walk(
     spec: &CommandSpec,
     args: &Args<'_>,
-    not_keys: bool,
+    routing: bool,
     out: &mut impl FnMut(u32, u16),
 ) -> Result<(), KeyError> {
     if spec.has_unknown_keys() {
         return match spec.name {
-            "sort" | "sort_ro" => sort_keys(args, spec.name == "sort", out),
+            "sort" | "sort_ro" => sort_keys(args, spec.name == "sort", routing, out),
             _ => Err(KeyError::Undeterminable),
         };
     }
     let argc = args.len() as i64;
     for ks in spec.key_specs {
-        if !not_keys && ks.flags & key_flag::NOT_KEY != 0 {
+        if !routing && ks.flags & key_flag::NOT_KEY != 0 {
             continue;
         }
         let first = match ks.begin {
@@ -213,6 +216,7 @@ fn parse_count(b: &[u8]) -> Option<i64> {
 fn sort_keys(
     args: &Args<'_>,
     store_allowed: bool,
+    patterns: bool,
     out: &mut impl FnMut(u32, u16),
 ) -> Result<(), KeyError> {
     const READ: u16 = key_flag::RO | key_flag::ACCESS;
@@ -226,7 +230,7 @@ fn sort_keys(
             continue;
         }
         if a.eq_ignore_ascii_case(b"by") || a.eq_ignore_ascii_case(b"get") {
-            if let Some(pattern) = args.try_get(i + 1) {
+            if let Some(pattern) = args.try_get(i + 1).filter(|_| patterns) {
                 if pattern_names_keys(pattern) {
                     if !pattern_is_tagged(pattern) {
                         return Err(KeyError::PatternWithoutHashTag);
