@@ -289,6 +289,24 @@ fn acl_log_records_refusals_as_redis() {
         "client-info names the user: {}",
         escape(&ours)
     );
+    s.same(&["ACL", "LOG", "-1"]);
+    s.same(&["ACL", "LOG", "0"]);
+    let (theirs, ours) = s.both(&["ACL", "LOG", "2"]);
+    assert_eq!(fields(&theirs), fields(&ours), "ACL LOG 2");
+    let (theirs, ours) = s.both(&["HELLO", "3"]);
+    assert_replies_equal(
+        "HELLO 3",
+        &mask_field(&theirs, "id"),
+        &mask_field(&ours, "id"),
+    );
+    let (theirs, ours) = s.both(&["ACL", "LOG"]);
+    assert_eq!(
+        fields(&theirs),
+        fields(&ours),
+        "ACL LOG in RESP3\nredis:  {}\nkeyway: {}",
+        escape(&theirs),
+        escape(&ours)
+    );
     s.same(&["ACL", "LOG", "RESET"]);
     s.same(&["ACL", "LOG"]);
 }
