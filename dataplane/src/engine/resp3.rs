@@ -224,7 +224,7 @@ fn hello_reply(st: &mut ClientState, args: &Args<'_>, out: &mut Vec<u8>) {
     while i < args.len() {
         let opt = args.get(i);
         if opt.eq_ignore_ascii_case(b"auth") && i + 2 < args.len() {
-            // Checked before (`Ctx::hello` → `Ctx::hello_auth`).
+            // Checked before (`Ctx::hello` → `Ctx::authenticate`).
             i += 3;
         } else if opt.eq_ignore_ascii_case(b"setname") && i + 1 < args.len() {
             name = Some(args.get(i + 1));
