@@ -1,6 +1,7 @@
 //! Keyway's data plane: a RESP proxy that routes each Redis command to the
 //! group owning its key's hash slot.
 //!
+//! - [`acl`]: client users and their ACL rules;
 //! - [`config`]: the `keyway.toml` file and its validation;
 //! - [`routing`]: the immutable slot → group table swapped on reload;
 //! - [`engine`]: one core's proxy logic, with no I/O (parsing, routing,
@@ -13,6 +14,7 @@
 //! - [`admin`]: `/healthz` and `/table` over HTTP.
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
+pub mod acl;
 pub mod admin;
 pub mod config;
 pub mod control;

@@ -7,8 +7,11 @@
 //! - `groups`: `[[group]]`s, turned into a routing snapshot and built into a
 //!   table exactly as keyway-ctld's snapshots are;
 //! - `cpus`: which CPUs the cores run on;
+//! - `auth`: `[auth]` (failed-`AUTH` limits, the ACL log); `[[user]]`s are
+//!   built into [`crate::acl::Users`];
 //! - [`units`]: sizes and durations as written in the file.
 
+mod auth;
 mod cpus;
 mod groups;
 mod settings;
@@ -21,8 +24,10 @@ use std::sync::Arc;
 use keyway_protocol::slot::{valid_slot_count, DEFAULT_SLOTS};
 use serde::Deserialize;
 
+use crate::acl::{UserConfig, Users};
 use crate::resolve::resolve;
 use crate::routing::{RoutingTable, SlotRoute};
+pub use auth::AuthSettings;
 pub use groups::{GroupConfig, ReadFromConfig, ReplicaConfig};
 use settings::reply_limit;
 pub use settings::{BackendSettings, Limits, MigrationSettings, MAX_REQUEST_BYTES};
@@ -139,6 +144,21 @@ pub struct FileConfig {
     /// Redis groups.
     #[serde(default, rename = "group")]
     pub groups: Vec<GroupConfig>,
+    /// Client users (`[[user]]`, Redis ACL rules); none: Redis's `default`
+    /// user, `on nopass ~* &* +@all`.
+    #[serde(default, rename = "user")]
+    pub users: Vec<UserConfig>,
+    /// With no password for the default user, accept clients from loopback
+    /// addresses only, as Redis's `protected-mode` (default true).
+    #[serde(default = "default_protected_mode")]
+    pub protected_mode: bool,
+    /// Failed-`AUTH` limits and the ACL log.
+    #[serde(default)]
+    pub auth: AuthSettings,
+}
+
+fn default_protected_mode() -> bool {
+    true
 }
 
 fn default_slots() -> u32 {
@@ -165,6 +185,12 @@ pub struct LiveConfig {
     pub migration: MigrationSettings,
     /// This data plane's zone, for `read_from = "local-zone"`.
     pub zone: Option<Arc<str>>,
+    /// Client users.
+    pub users: Arc<Users>,
+    /// `protected_mode`.
+    pub protected_mode: bool,
+    /// `[auth]`.
+    pub auth: AuthSettings,
 }
 
 impl LiveConfig {
@@ -307,6 +333,8 @@ impl FileConfig {
                 )));
             }
         }
+        auth::check(&self.auth)?;
+        let users = Users::from_config(&self.users).map_err(invalid)?;
         let mut warnings = Vec::new();
         let (table, fence) = match mode {
             Mode::Standalone => (
@@ -345,6 +373,9 @@ impl FileConfig {
                 backend: self.backend,
                 migration: self.migration,
                 zone: self.zone.as_deref().map(Arc::from),
+                users: Arc::new(users),
+                protected_mode: self.protected_mode,
+                auth: self.auth,
             }),
 
             warnings,
@@ -431,6 +462,11 @@ mod tests {
             ("[migration]\nmove_attempts=11\n[[group]]\nname='a'\nmaster='127.0.0.1:1'", "at most 10"),
             ("[migration]\nmove_attempts=0\n[[group]]\nname='a'\nmaster='127.0.0.1:1'", "more than 0"),
             ("[migration]\nhold_timeoutz='1s'\n[[group]]\nname='a'\nmaster='127.0.0.1:1'", "unknown field"),
+            ("[[group]]\nname='a'\nmaster='127.0.0.1:1'\n[[user]]\nname='u'\nrules='on +nosuch'", "user \"u\": rule '+nosuch': Unknown command"),
+            ("[[group]]\nname='a'\nmaster='127.0.0.1:1'\n[[user]]\nname='u'\nrules='on <secret'", "rule '<***'"),
+            ("[[group]]\nname='a'\nmaster='127.0.0.1:1'\n[[user]]\nname='u'\nbogus=1", "unknown field"),
+            ("[auth]\ntracked_addresses=0\n[[group]]\nname='a'\nmaster='127.0.0.1:1'", "auth.tracked_addresses"),
+            ("[auth]\nmax_failurez=1\n[[group]]\nname='a'\nmaster='127.0.0.1:1'", "unknown field"),
         ];
         for (body, want) in cases {
             let err = parse(&format!("{base}{body}")).expect_err(body).to_string();
@@ -439,6 +475,23 @@ mod tests {
                 "{body:?}: {err:?} does not mention {want:?}"
             );
         }
+    }
+
+    #[test]
+    fn users_and_protected_mode() {
+        let base = "listen='127.0.0.1:0'\n[[group]]\nname='a'\nmaster='127.0.0.1:1'\n";
+        let c = parse(base).unwrap();
+        assert!(c.live.protected_mode);
+        assert!(!c.live.users.auth_required());
+        let c = parse(&format!(
+            "protected_mode = false\n{base}[[user]]\nname='default'\nrules='on >p ~* &* +@all'\n"
+        ))
+        .unwrap();
+        assert!(!c.live.protected_mode);
+        assert!(c.live.users.auth_required());
+        let shown = format!("{:?}", c.live);
+        let hash = "148de9c5a7a44d19e56cd9ae1a554bf67847afb0c58f6e12fa29ac7ddfca9940";
+        assert!(!shown.contains(hash), "no password hash in Debug: {shown}");
     }
 
     #[test]

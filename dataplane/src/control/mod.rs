@@ -254,6 +254,9 @@ impl Session {
             backend: live.backend.clone(),
             migration: live.migration.clone(),
             zone: live.zone.clone(),
+            users: live.users.clone(),
+            protected_mode: live.protected_mode,
+            auth: live.auth.clone(),
         }));
         self.shared.wake_cores();
     }

@@ -126,6 +126,16 @@ pub(crate) struct ClientState {
     /// Its next request is held by a `CLIENT PAUSE` (it is not read until
     /// the pause ends; see [`super::clients`]).
     pub postponed: bool,
+    /// Its user (`default` until it authenticates as another); swapped for
+    /// the new definition when users are reloaded (see `engine::auth`).
+    pub user: std::sync::Arc<crate::acl::User>,
+    /// It authenticated (or needed not: the default user had no password
+    /// when it connected), as Redis's `client->authenticated`.
+    pub authenticated: bool,
+    /// Nothing to check per request: authenticated (or no password
+    /// needed) and a user that may run everything. The request path tests
+    /// only this (see `engine::auth`).
+    pub acl_free: bool,
 }
 
 /// A dedicated backend connection a client's `WATCH` holds.

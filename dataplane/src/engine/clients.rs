@@ -17,7 +17,7 @@
 //! capacity, `obl` unwritten output, `oll`/`omem` the replies held for
 //! order, `tot-mem` everything the client holds (`ClientState::
 //! buffered_bytes`), `argv-mem=0` (arguments are parsed in place),
-//! `user=default`, `redir=-1`. Flags: `P` subscribed, `x` in `MULTI`, `b`
+//! `user=` the client's user, `redir=-1`. Flags: `P` subscribed, `x` in `MULTI`, `b`
 //! blocked (a blocking command, or held by `CLIENT PAUSE`), `c` closing
 //! after its replies, `A` being closed, `e` no-evict, else `N`.
 //!
@@ -115,6 +115,8 @@ pub(crate) struct KillFilter {
     laddr: Option<Box<[u8]>>,
     kind: Option<ClientType>,
     skipme: bool,
+    /// Authenticated as this user (`USER name`).
+    user: Option<Box<[u8]>>,
     /// Older than this many seconds (`MAXAGE`, as Redis 7.4 has it).
     maxage: Option<u64>,
     /// The asking client: its core and `CLIENT ID`.
@@ -316,7 +318,7 @@ pub(crate) fn client_line(out: &mut String, st: &ClientState, now_ms: u64, core:
         "id={} addr={} laddr={} fd=-1 name={name} age={age} idle={idle} flags={flags} db=0 \
          sub={sub} psub={psub} ssub={ssub} multi={multi} qbuf={qbuf} qbuf-free={} argv-mem=0 \
          multi-mem={multi_mem} rbs={rbs} rbp={rbs} obl={} oll={} omem={} tot-mem={} \
-         events={events} cmd={} user=default redir=-1 resp={} core={core}",
+         events={events} cmd={} user={} redir=-1 resp={} core={core}",
         st.id,
         st.peer,
         st.local,
@@ -326,6 +328,7 @@ pub(crate) fn client_line(out: &mut String, st: &ClientState, now_ms: u64, core:
         st.queue.held_bytes(),
         st.buffered_bytes(),
         st.last_cmd,
+        st.user.name,
         if st.resp3 { 3 } else { 2 },
     );
 }
@@ -370,6 +373,7 @@ fn list_filter<'a>(args: &Args<'a>) -> Result<ListFilter, Refusal<'a>> {
 fn kill_filter<'a>(
     args: &Args<'a>,
     asker: (usize, u64),
+    users: &crate::acl::Users,
 ) -> Result<(KillFilter, bool), Refusal<'a>> {
     let n = args.len();
     if n == 3 {
@@ -405,10 +409,10 @@ fn kill_filter<'a>(
         } else if opt.eq_ignore_ascii_case(b"laddr") {
             f.laddr = Some(v.into());
         } else if opt.eq_ignore_ascii_case(b"user") {
-            // keyway's clients are all `default` (no ACL users).
-            if v != b"default" {
+            if users.get(v).is_none() {
                 return Err(Refusal::NoSuchUser { name: v });
             }
+            f.user = Some(v.into());
         } else if opt.eq_ignore_ascii_case(b"skipme") {
             if v.eq_ignore_ascii_case(b"yes") {
                 f.skipme = true;
@@ -442,6 +446,10 @@ impl KillFilter {
             && text_eq(&self.laddr, st.local)
             && self.kind.is_none_or(|k| k == ClientType::of(st))
             && self.id.is_none_or(|id| id == st.id)
+            && self
+                .user
+                .as_deref()
+                .is_none_or(|u| u == st.user.name.as_bytes())
             && self
                 .maxage
                 .is_none_or(|a| now_ms.saturating_sub(st.created_ms) / 1000 > a)
@@ -479,7 +487,7 @@ impl Ctx {
         self.stats.requests_local += 1;
         let parsed = match sub {
             ClientSub::List => list_filter(args).map(|f| (Question::List(Arc::new(f)), false)),
-            ClientSub::Kill => kill_filter(args, (self.core, st.id))
+            ClientSub::Kill => kill_filter(args, (self.core, st.id), &self.cfg.users)
                 .map(|(f, old)| (Question::Kill(Arc::new(f)), old)),
             ClientSub::Pause => {
                 let max_ms = self.cfg.limits.client_pause_max.0;

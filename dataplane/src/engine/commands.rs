@@ -370,7 +370,19 @@ const NOTES: &[(&str, &str)] = &[
     ),
     (
         "auth",
-        "answered by keyway: no password is configured, as a Redis without `requirepass`",
+        "answered by keyway against its own users (`[[user]]`, see Authentication and ACL users)",
+    ),
+    ("acl|users", "keyway's own users"),
+    ("acl|list", "keyway's own users"),
+    ("acl|getuser", "keyway's own users (no selectors)"),
+    ("acl|dryrun", "checked against keyway's own users"),
+    (
+        "acl|log",
+        "keyway's own refusals and failed authentications, every core",
+    ),
+    (
+        "acl|cat",
+        "commands in table order (Redis's order is its dict's)",
     ),
     (
         "info",
@@ -476,6 +488,9 @@ const NOTES: &[(&str, &str)] = &[
 /// Commands keyway answers (or forwards) exactly as a single Redis does,
 /// though its policy is not a plain route.
 const AS_REDIS: &[&str] = &[
+    "acl|genpass",
+    "acl|help",
+    "acl|whoami",
     "ping",
     "echo",
     "quit",

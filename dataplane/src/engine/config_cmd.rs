@@ -102,6 +102,15 @@ fn keyway_settings(cfg: &LiveConfig) -> Vec<(String, String)> {
         ("migration.move_timeout", m.move_timeout.to_string()),
         ("migration.move_attempts", m.move_attempts.to_string()),
         ("migration.hold_timeout", m.hold_timeout.to_string()),
+        // Never the users: their rules hold password hashes.
+        ("protected_mode", cfg.protected_mode.to_string()),
+        ("auth.max_failures", cfg.auth.max_failures.to_string()),
+        ("auth.failure_window", cfg.auth.failure_window.to_string()),
+        (
+            "auth.tracked_addresses",
+            cfg.auth.tracked_addresses.to_string(),
+        ),
+        ("auth.acllog_max_len", cfg.auth.acllog_max_len.to_string()),
     ];
     v.sort_by(|a, b| a.0.cmp(b.0));
     v.into_iter()

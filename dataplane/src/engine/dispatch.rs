@@ -138,6 +138,14 @@ impl Ctx {
             let why = Refusal::WrongArity { command: spec.name };
             return self.refuse(st, &why, place);
         }
+        // Authentication and ACL rules: one test for a client with nothing
+        // to check (see `engine::auth`).
+        if !st.acl_free {
+            if let Some(why) = self.acl_refusal(st, spec, args, false) {
+                self.cmds.reject(spec.id);
+                return self.refuse(st, &why, place);
+            }
+        }
         // RESP2 subscribed mode: one test on a pointer for other clients
         // (a RESP3 client may send any command while subscribed).
         if st.subs.is_some()
@@ -252,6 +260,16 @@ impl Ctx {
                 if cmd == super::policy::Local::Reset {
                     self.reset_state(st);
                     self.reset_protocol(st);
+                    self.reset_user(st);
+                }
+                if let super::policy::Local::Auth | super::policy::Local::Acl(_) = cmd {
+                    // They need the users and the shared logs (`engine::auth`).
+                    return match place.at {
+                        None => self.session_command(cmd, st, args),
+                        Some(_) => super::resp3::in_place(st, place, |st| {
+                            self.session_command(cmd, st, args)
+                        }),
+                    };
                 }
                 let ctx = LocalCtx {
                     core: self.core,

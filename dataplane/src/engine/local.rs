@@ -40,7 +40,8 @@ pub(crate) fn run(cmd: Local, st: &mut ClientState, args: &Args<'_>, ctx: &Local
             Some(db) if db < 0 => st.refuse(&Refusal::DbIndexOutOfRange),
             Some(db) => st.refuse(&Refusal::SelectUnsupported { db }),
         },
-        Local::Auth => auth(st, args),
+        // (`Ctx::session_command` answers them: see `engine::auth`.)
+        Local::Auth | Local::Acl(_) => {}
         // (`Ctx::hello` answers it first: see `engine::resp3`.)
         Local::Hello => super::resp3::answer_hello(st, args, super::route::Place::NEW),
         Local::Reset => {
@@ -60,20 +61,6 @@ pub(crate) fn run(cmd: Local, st: &mut ClientState, args: &Args<'_>, ctx: &Local
         Local::Client(sub) => super::clients::client(sub, st, args, ctx),
         Local::Time => super::keyspace::time(st),
         Local::Tracking(cmd) => super::tracking::run(cmd, st, args),
-    }
-}
-
-/// No password is configured: Redis answers `AUTH pass` with this error, and
-/// accepts any password for the `default` user.
-fn auth(st: &mut ClientState, args: &Args<'_>) {
-    if args.len() == 2 {
-        st.refuse(&Refusal::AuthWithoutPassword);
-    } else if args.len() == 3 && args.get(1) == b"default" {
-        st.reply(|o| encode::simple(o, b"OK"));
-    } else if args.len() == 3 {
-        st.refuse(&Refusal::WrongPass);
-    } else {
-        st.refuse(&Refusal::Syntax);
     }
 }
 
@@ -182,7 +169,7 @@ fn command_list(st: &mut ClientState, args: &Args<'_>) {
             } else if kind.eq_ignore_ascii_case(b"pattern") {
                 Filter::Pattern(value)
             } else if kind.eq_ignore_ascii_case(b"aclcat") {
-                match acl_category(value) {
+                match crate::acl::category_by_name(value) {
                     Some(bit) => Filter::Category(bit),
                     None => return st.reply(|o| encode::array_header(o, 0)),
                 }
@@ -208,36 +195,6 @@ fn command_list(st: &mut ClientState, args: &Args<'_>) {
             encode::bulk(o, n.as_bytes());
         }
     });
-}
-
-fn acl_category(name: &[u8]) -> Option<u32> {
-    use keyway_protocol::command::acl;
-    let all = [
-        ("keyspace", acl::KEYSPACE),
-        ("read", acl::READ),
-        ("write", acl::WRITE),
-        ("set", acl::SET),
-        ("sortedset", acl::SORTEDSET),
-        ("list", acl::LIST),
-        ("hash", acl::HASH),
-        ("string", acl::STRING),
-        ("bitmap", acl::BITMAP),
-        ("hyperloglog", acl::HYPERLOGLOG),
-        ("geo", acl::GEO),
-        ("stream", acl::STREAM),
-        ("pubsub", acl::PUBSUB),
-        ("admin", acl::ADMIN),
-        ("fast", acl::FAST),
-        ("slow", acl::SLOW),
-        ("blocking", acl::BLOCKING),
-        ("dangerous", acl::DANGEROUS),
-        ("connection", acl::CONNECTION),
-        ("transaction", acl::TRANSACTION),
-        ("scripting", acl::SCRIPTING),
-    ];
-    all.iter()
-        .find(|(n, _)| n.as_bytes().eq_ignore_ascii_case(name))
-        .map(|&(_, b)| b)
 }
 
 fn command_getkeys(st: &mut ClientState, args: &Args<'_>) {

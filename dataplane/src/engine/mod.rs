@@ -11,6 +11,9 @@
 //! engine") for which file holds which concern, the life of a request and
 //! of a connection.
 
+mod acl_cmd;
+mod acl_log;
+mod auth;
 mod backend;
 mod backend_io;
 mod backends;
@@ -159,6 +162,8 @@ struct Scratch {
     part_groups: Vec<GroupIndex>,
     key_parts: Vec<u16>,
     moves: Vec<route::Move>,
+    /// Keys and their key spec flags, for ACL checks.
+    acl_keys: Vec<(u32, u16)>,
 }
 
 /// A kept-back request: (client index, client generation, its reply slot).

@@ -41,6 +41,31 @@ pub enum Local {
     /// `CLIENT TRACKING|CACHING|GETREDIR|TRACKINGINFO` (see
     /// `engine::tracking`).
     Tracking(TrackingCmd),
+    /// `ACL` subcommands about keyway's own users (see `engine::acl_cmd`).
+    Acl(AclSub),
+}
+
+/// `ACL` subcommands keyway answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AclSub {
+    /// `ACL WHOAMI`.
+    WhoAmI,
+    /// `ACL CAT [category]`.
+    Cat,
+    /// `ACL USERS`.
+    Users,
+    /// `ACL LIST`.
+    List,
+    /// `ACL GETUSER name`.
+    GetUser,
+    /// `ACL DRYRUN user command arg…`.
+    DryRun,
+    /// `ACL LOG [count | RESET]`.
+    Log,
+    /// `ACL GENPASS [bits]`.
+    GenPass,
+    /// `ACL HELP`.
+    Help,
 }
 
 /// `COMMAND` subcommands.
@@ -249,8 +274,9 @@ const ADMIN: &str = "server administration commands must be sent to each Redis s
 const REWRITE: &str = "keyway does not rewrite the groups' config files; run CONFIG REWRITE on \
                        each Redis server directly (keyway's own settings live in its config file \
                        or the control plane's snapshot)";
-const ACL: &str = "keyway has no ACL users of its own yet (AUTH accepts the default user); \
-                   the groups' ACLs are administered on each Redis server directly";
+const ACL: &str = "keyway's users come from its config file ([[user]]) or keyway-ctld's \
+                   snapshot, and change on reload; the groups' ACLs are administered on each \
+                   Redis server directly";
 const SCRIPT_DEBUG: &str = "script debugging needs a backend connection of its own";
 
 fn decide(c: &CommandSpec) -> Policy {
@@ -298,6 +324,15 @@ fn decide(c: &CommandSpec) -> Policy {
         "client|unblock" => return local(Local::Client(ClientSub::Unblock)),
         "client|reply" => return local(Local::Client(ClientSub::Reply)),
         "client|no-evict" => return local(Local::Client(ClientSub::NoEvict)),
+        "acl|whoami" => return local(Local::Acl(AclSub::WhoAmI)),
+        "acl|cat" => return local(Local::Acl(AclSub::Cat)),
+        "acl|users" => return local(Local::Acl(AclSub::Users)),
+        "acl|list" => return local(Local::Acl(AclSub::List)),
+        "acl|getuser" => return local(Local::Acl(AclSub::GetUser)),
+        "acl|dryrun" => return local(Local::Acl(AclSub::DryRun)),
+        "acl|log" => return local(Local::Acl(AclSub::Log)),
+        "acl|genpass" => return local(Local::Acl(AclSub::GenPass)),
+        "acl|help" => return local(Local::Acl(AclSub::Help)),
         "mget" => return Policy::Split(SplitKind::Mget),
         "mset" => return Policy::Split(SplitKind::Mset),
         "del" | "unlink" | "exists" | "touch" => return Policy::Split(SplitKind::Sum),

@@ -99,6 +99,31 @@ pub(crate) enum Refusal<'a> {
     WrongPass,
     /// Redis's `syntax error`.
     Syntax,
+    // ---- authentication and ACL users (see `engine::auth`) ---------------
+    /// A command before `AUTH` while the default user needs a password.
+    NoAuth,
+    /// `HELLO` without `AUTH` before authenticating.
+    NoAuthHello,
+    /// The user may not run the command (its full name, `config|get`).
+    NoPermCommand { name: &'a str },
+    /// The user may not use one of the keys.
+    NoPermKey,
+    /// The user may not use one of the channels.
+    NoPermChannel,
+    /// Too many failed `AUTH`s from the client's address.
+    AuthRateLimited { secs: u64 },
+    /// `SORT … BY pattern`/`GET` by a user who may not read every key.
+    SortOptionDenied { option: &'a str },
+    /// `ACL CAT x`.
+    UnknownCategory { name: &'a [u8] },
+    /// `ACL DRYRUN x …`.
+    UserNotFound { name: &'a [u8] },
+    /// `ACL DRYRUN u x …`.
+    CommandNotFound { name: &'a [u8] },
+    /// `ACL GENPASS 0`.
+    GenpassBits,
+    /// An `ACL` subcommand called with arguments it does not take.
+    AclSubcommandSyntax { sub: &'a [u8] },
     // ---- CLIENT (see `engine::clients`), as Redis 7.0 words them --------
     /// `CLIENT KILL ip:port` matched no client.
     NoSuchClient,
@@ -206,6 +231,11 @@ pub enum Rejected {
     /// The worker is shutting down.
     #[error("ERR keyway is shutting down")]
     ShuttingDown,
+    /// Protected mode: a client from a non-loopback address while the
+    /// default user needs no password (Redis 7.0's text, in keyway's
+    /// terms).
+    #[error("DENIED keyway is running in protected mode because protected mode is enabled and no password is set for the default user. In this mode connections are only accepted from the loopback interface. If you want to connect from external computers to keyway you may adopt one of the following solutions: 1) Just disable protected mode by setting 'protected_mode = false' in keyway's config file and reloading it (SIGHUP) or restarting keyway, however MAKE SURE keyway is not publicly accessible from internet if you do so. 2) If you started keyway manually just for testing, restart it with 'protected_mode = false' in its config file. 3) Set up an authentication password for the default user: a [[user]] named \"default\" with a password rule. NOTE: You only need to do one of the above things in order for keyway to start accepting connections from the outside.")]
+    ProtectedMode,
 }
 
 /// At most `max` bytes of `b`, as text.
@@ -364,6 +394,48 @@ impl Display for Refusal<'_> {
                 f.write_str("WRONGPASS invalid username-password pair or user is disabled.")
             }
             Syntax => f.write_str("ERR syntax error"),
+            NoAuth => f.write_str("NOAUTH Authentication required."),
+            NoAuthHello => f.write_str(
+                "NOAUTH HELLO must be called with the client already authenticated, otherwise \
+                 the HELLO AUTH <user> <pass> option can be used to authenticate the client and \
+                 select the RESP protocol version at the same time",
+            ),
+            NoPermCommand { name } => write!(
+                f,
+                "NOPERM this user has no permissions to run the '{name}' command"
+            ),
+            NoPermKey => f.write_str(
+                "NOPERM this user has no permissions to access one of the keys used as arguments",
+            ),
+            NoPermChannel => f.write_str(
+                "NOPERM this user has no permissions to access one of the channels used as \
+                 arguments",
+            ),
+            AuthRateLimited { secs } => write!(
+                f,
+                "WRONGPASS too many failed authentication attempts from this address \
+                 (auth.max_failures); try again in {secs} s"
+            ),
+            SortOptionDenied { option } => write!(
+                f,
+                "ERR {option} option of SORT denied due to insufficient ACL permissions."
+            ),
+            UnknownCategory { name } => {
+                write!(f, "ERR Unknown category '{}'", Lossy(name, 128))
+            }
+            UserNotFound { name } => write!(f, "ERR User '{}' not found", Lossy(name, 128)),
+            CommandNotFound { name } => {
+                write!(f, "ERR Command '{}' not found", Lossy(name, 128))
+            }
+            GenpassBits => f.write_str(
+                "ERR ACL GENPASS argument must be the number of bits for the output password, \
+                 a positive number up to 4096",
+            ),
+            AclSubcommandSyntax { sub } => write!(
+                f,
+                "ERR unknown subcommand or wrong number of arguments for '{}'. Try ACL HELP.",
+                Lossy(sub, 128)
+            ),
             NoSuchClient => f.write_str("ERR No such client"),
             ClientIdNotPositive => f.write_str("ERR client-id should be greater than 0"),
             InvalidClientId => f.write_str("ERR Invalid client ID"),

@@ -185,6 +185,26 @@ fn hello_version(args: &Args<'_>) -> Result<Option<bool>, Refusal<'static>> {
     }
 }
 
+/// `HELLO`'s `AUTH user pass`, if its arguments are valid (else
+/// [`answer_hello`] says what is wrong): the last one given, as Redis.
+pub(super) fn hello_credentials<'a>(args: &Args<'a>) -> Option<Option<(&'a [u8], &'a [u8])>> {
+    hello_version(args).ok()?;
+    let mut i = 2;
+    let mut auth = None;
+    while i < args.len() {
+        let opt = args.get(i);
+        if opt.eq_ignore_ascii_case(b"auth") && i + 2 < args.len() {
+            auth = Some((args.get(i + 1), args.get(i + 2)));
+            i += 3;
+        } else if opt.eq_ignore_ascii_case(b"setname") && i + 1 < args.len() {
+            i += 2;
+        } else {
+            return None;
+        }
+    }
+    Some(auth)
+}
+
 /// `HELLO [protover [AUTH user pass] [SETNAME name]]`, answered in `place`:
 /// switches the client's protocol and answers Redis's map (`%7` in RESP3,
 /// `*14` in RESP2).
@@ -204,9 +224,7 @@ fn hello_reply(st: &mut ClientState, args: &Args<'_>, out: &mut Vec<u8>) {
     while i < args.len() {
         let opt = args.get(i);
         if opt.eq_ignore_ascii_case(b"auth") && i + 2 < args.len() {
-            if args.get(i + 1) != b"default" {
-                return Refusal::WrongPass.encode(out);
-            }
+            // Checked before (`Ctx::hello` → `Ctx::authenticate`).
             i += 3;
         } else if opt.eq_ignore_ascii_case(b"setname") && i + 1 < args.len() {
             name = Some(args.get(i + 1));
@@ -257,6 +275,16 @@ impl Ctx {
             return self.keep_until_answered(st, req);
         }
         self.stats.requests_local += 1;
+        if let Some(credentials) = hello_credentials(req.args) {
+            if let Some((user, password)) = credentials {
+                if let Err(why) = self.authenticate(st, user, password, req.args.get(0)) {
+                    return answer_in_place(st, &why.to_reply(), req.place);
+                }
+            }
+            if !st.authenticated && self.cfg.users.auth_required() {
+                return answer_in_place(st, &Refusal::NoAuthHello.to_reply(), req.place);
+            }
+        }
         answer_hello(st, req.args, req.place);
         if changes && wanted == Some(st.resp3) {
             self.follow_protocol(st);

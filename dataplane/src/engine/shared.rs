@@ -46,6 +46,10 @@ pub struct Shared {
     /// What `INFO`, `CONFIG RESETSTAT` and `SLOWLOG` share across cores
     /// (see [`super::info`]).
     pub server: super::info::ServerShared,
+    /// `ACL LOG` (see [`super::acl_log`]).
+    pub(crate) acl_log: std::sync::Mutex<super::acl_log::AclLog>,
+    /// Failed `AUTH`s per client address (see [`super::auth`]).
+    pub(crate) auth_failures: std::sync::Mutex<super::auth::AuthFailures>,
 }
 
 /// One core's routing-version report, updated as it applies tables and on
@@ -110,6 +114,8 @@ impl Shared {
             health_changes: AtomicU64::new(0),
             scripts: Default::default(),
             server: Default::default(),
+            acl_log: Default::default(),
+            auth_failures: Default::default(),
         }
     }
 

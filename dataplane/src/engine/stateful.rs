@@ -167,6 +167,12 @@ impl Ctx {
         if spec.has(flag::NO_MULTI) {
             return self.tx_error(st, &Refusal::NotAllowedInMulti);
         }
+        // ACL rules at queue time, as Redis checks them.
+        if !st.acl_free {
+            if let Some(why) = self.acl_refusal(st, spec, args, true) {
+                return self.tx_error(st, &why);
+            }
+        }
         let mut keys = std::mem::take(&mut self.scratch.keys);
         keys.clear();
         let found = match policy {

@@ -122,7 +122,11 @@ impl Worker {
         if !Arc::ptr_eq(latest, &self.ctx.cfg) {
             let latest = latest.clone();
             let table_changed = latest.table.version != self.ctx.cfg.table.version;
+            let users_changed = !Arc::ptr_eq(&latest.users, &self.ctx.cfg.users);
             self.ctx.apply(latest);
+            if users_changed {
+                self.users_changed();
+            }
             for b in self.ctx.backends.stale_dedicated() {
                 // Leased to a server no group uses now (a failover moved
                 // its group's master): a watch or a block there is void.
@@ -168,7 +172,15 @@ impl Worker {
             }
             return Err(Rejected::MaxClients);
         }
+        if self.ctx.protected(peer) {
+            self.ctx.shared.clients.fetch_sub(1, Ordering::Relaxed);
+            return Err(Rejected::ProtectedMode);
+        }
         self.ctx.stats.clients_accepted += 1;
+        let users = &self.ctx.cfg.users;
+        let user = users.default_user().clone();
+        let authenticated = !users.auth_required();
+        let acl_free = authenticated && user.unrestricted();
         self.next_gen = self.next_gen.wrapping_add(1);
         self.next_conn_slot = self.next_conn_slot.wrapping_add(1);
         let entry = self.clients.vacant_entry();
@@ -215,6 +227,9 @@ impl Worker {
                 reply: 0,
                 no_evict: false,
                 postponed: false,
+                user,
+                authenticated,
+                acl_free,
             },
         });
         Ok(me)

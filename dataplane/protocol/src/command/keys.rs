@@ -6,7 +6,7 @@
 use crate::resp::Args;
 use crate::slot::hash_tag;
 
-use super::{Begin, CommandSpec, Find};
+use super::{key_flag, Begin, CommandSpec, Find};
 
 /// Why the keys of a request could not be determined.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -35,14 +35,42 @@ pub fn extract_keys(
     args: &Args<'_>,
     out: &mut Vec<u32>,
 ) -> Result<(), KeyError> {
+    walk(spec, args, true, &mut |i, _| out.push(i))
+}
+
+/// Appends the argument indices of `spec`'s keys in `args` to `out` with
+/// their key spec's [`key_flag`](super::key_flag) bits, skipping specs
+/// flagged `not_key` (sharded channels) and `SORT`'s `BY`/`GET` patterns, as
+/// Redis's ACL checks them (`SORT`'s sorted key is `RO|ACCESS`, its `STORE`
+/// destination `OW|UPDATE`; keys of `variable_flags` specs get the flags
+/// Redis's `SET` and `BITFIELD` give them).
+pub fn extract_keys_with_flags(
+    spec: &CommandSpec,
+    args: &Args<'_>,
+    out: &mut Vec<(u32, u16)>,
+) -> Result<(), KeyError> {
+    walk(spec, args, false, &mut |i, f| out.push((i, f)))
+}
+
+/// `routing`: also `not_key` specs and `SORT` patterns (what routing must
+/// place), else only what Redis's ACL checks.
+fn walk(
+    spec: &CommandSpec,
+    args: &Args<'_>,
+    routing: bool,
+    out: &mut impl FnMut(u32, u16),
+) -> Result<(), KeyError> {
     if spec.has_unknown_keys() {
         return match spec.name {
-            "sort" | "sort_ro" => sort_keys(args, spec.name == "sort", out),
+            "sort" | "sort_ro" => sort_keys(args, spec.name == "sort", routing, out),
             _ => Err(KeyError::Undeterminable),
         };
     }
     let argc = args.len() as i64;
     for ks in spec.key_specs {
+        if !routing && ks.flags & key_flag::NOT_KEY != 0 {
+            continue;
+        }
         let first = match ks.begin {
             Begin::Index(i) => i64::from(i),
             Begin::Keyword { keyword, startfrom } => {
@@ -94,12 +122,55 @@ pub fn extract_keys(
             return Err(KeyError::TooFewArguments);
         }
         let mut i = first;
+        let flags = if ks.flags & key_flag::VARIABLE_FLAGS != 0 {
+            variable_flags(spec.name, args, ks.flags)
+        } else {
+            ks.flags
+        };
         while i <= last {
-            out.push(i as u32);
+            out(i as u32, flags);
             i += step;
         }
     }
     Ok(())
+}
+
+/// The flags of a key whose spec says `variable_flags`, as Redis's
+/// `setGetKeys` and `bitfieldGetKeys` give them.
+fn variable_flags(name: &str, args: &Args<'_>, spec_flags: u16) -> u16 {
+    use key_flag::{ACCESS, OW, RO, RW, UPDATE};
+    match name {
+        "set" => {
+            let get = (3..args.len()).any(|i| args.get(i).eq_ignore_ascii_case(b"get"));
+            if get {
+                RW | ACCESS | UPDATE
+            } else {
+                OW | UPDATE
+            }
+        }
+        "bitfield" => {
+            let argc = args.len();
+            let mut i = 2;
+            let mut readonly = true;
+            while i < argc {
+                let (a, more) = (args.get(i), argc - i - 1);
+                if a.eq_ignore_ascii_case(b"get") && more >= 2 {
+                    i += 3;
+                } else if a.eq_ignore_ascii_case(b"overflow") && more >= 1 {
+                    i += 2;
+                } else {
+                    readonly = false;
+                    break;
+                }
+            }
+            if readonly {
+                RO | ACCESS
+            } else {
+                RW | ACCESS | UPDATE
+            }
+        }
+        _ => spec_flags,
+    }
 }
 
 /// Redis's keyword search: forwards from `startfrom` to the end, or backwards
@@ -142,8 +213,14 @@ fn parse_count(b: &[u8]) -> Option<i64> {
 /// [STORE destination]`: the sorted key, the last `STORE` destination (as Redis's
 /// `sortGetKeys`), and every `BY`/`GET` pattern that names keys, as a pseudo-key
 /// whose hash tag is the tag of every key it can name.
-fn sort_keys(args: &Args<'_>, store_allowed: bool, out: &mut Vec<u32>) -> Result<(), KeyError> {
-    out.push(1);
+fn sort_keys(
+    args: &Args<'_>,
+    store_allowed: bool,
+    patterns: bool,
+    out: &mut impl FnMut(u32, u16),
+) -> Result<(), KeyError> {
+    const READ: u16 = key_flag::RO | key_flag::ACCESS;
+    out(1, READ);
     let mut store = None;
     let mut i = 2;
     while i < args.len() {
@@ -153,12 +230,12 @@ fn sort_keys(args: &Args<'_>, store_allowed: bool, out: &mut Vec<u32>) -> Result
             continue;
         }
         if a.eq_ignore_ascii_case(b"by") || a.eq_ignore_ascii_case(b"get") {
-            if let Some(pattern) = args.try_get(i + 1) {
+            if let Some(pattern) = args.try_get(i + 1).filter(|_| patterns) {
                 if pattern_names_keys(pattern) {
                     if !pattern_is_tagged(pattern) {
                         return Err(KeyError::PatternWithoutHashTag);
                     }
-                    out.push((i + 1) as u32);
+                    out((i + 1) as u32, READ);
                 }
             }
             i += 2;
@@ -169,7 +246,9 @@ fn sort_keys(args: &Args<'_>, store_allowed: bool, out: &mut Vec<u32>) -> Result
         }
         i += 1;
     }
-    out.extend(store);
+    if let Some(s) = store {
+        out(s, key_flag::OW | key_flag::UPDATE);
+    }
     Ok(())
 }
 

@@ -12,7 +12,7 @@ pub mod resp3;
 #[rustfmt::skip]
 mod table;
 
-pub use keys::{extract_keys, KeyError};
+pub use keys::{extract_keys, extract_keys_with_flags, KeyError};
 pub use lookup::{lookup, Lookup};
 pub use table::{COMMANDS, COMMAND_IDS, REDIS_VERSION};
 

@@ -126,6 +126,15 @@ impl ClientSubs {
         self.names[kind as usize].contains_key(name)
     }
 
+    /// Whether `allowed(name, is_pattern)` holds for every subscription.
+    pub(crate) fn all_allowed(&self, allowed: impl Fn(&[u8], bool) -> bool) -> bool {
+        KINDS.into_iter().all(|k| {
+            self.names[k as usize]
+                .keys()
+                .all(|n| allowed(n, k == Kind::Pattern))
+        })
+    }
+
     fn add(&mut self, kind: Kind, name: &[u8]) {
         self.next += 1;
         self.names[kind as usize].insert(name.into(), self.next);
