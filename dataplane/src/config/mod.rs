@@ -11,6 +11,7 @@
 
 mod cpus;
 mod groups;
+pub mod secrets;
 mod settings;
 pub mod units;
 
@@ -24,6 +25,7 @@ use serde::Deserialize;
 use crate::resolve::resolve;
 use crate::routing::{RoutingTable, SlotRoute};
 pub use groups::{GroupConfig, ReadFromConfig, ReplicaConfig};
+pub use secrets::{BackendAuth, GroupLogins, Login};
 use settings::reply_limit;
 pub use settings::{BackendSettings, Limits, MigrationSettings, MAX_REQUEST_BYTES};
 #[cfg(test)]
@@ -165,6 +167,9 @@ pub struct LiveConfig {
     pub migration: MigrationSettings,
     /// This data plane's zone, for `read_from = "local-zone"`.
     pub zone: Option<Arc<str>>,
+    /// The backend logins (`[backend]` and `[[group]]` credentials), read
+    /// when the file was.
+    pub auth: Arc<BackendAuth>,
 }
 
 impl LiveConfig {
@@ -297,6 +302,8 @@ impl FileConfig {
         if self.backlog == 0 {
             return Err(invalid("backlog must be at least 1"));
         }
+        let mut warnings = Vec::new();
+        let auth = self.backend_auth(&mut warnings)?;
         let mut limits = self.limits;
         settings::check(&mut limits, &self.backend, &self.migration)?;
         if let Some(z) = &self.zone {
@@ -307,7 +314,6 @@ impl FileConfig {
                 )));
             }
         }
-        let mut warnings = Vec::new();
         let (table, fence) = match mode {
             Mode::Standalone => (
                 groups::standalone_table(
@@ -345,10 +351,30 @@ impl FileConfig {
                 backend: self.backend,
                 migration: self.migration,
                 zone: self.zone.as_deref().map(Arc::from),
+                auth: Arc::new(auth),
             }),
 
             warnings,
         })
+    }
+}
+
+impl FileConfig {
+    /// Reads the backend passwords of `[backend]` and of every group with
+    /// credential keys of its own.
+    fn backend_auth(&self, warnings: &mut Vec<String>) -> Result<BackendAuth, ConfigError> {
+        let mut auth = BackendAuth {
+            default: self.backend.credential_keys().resolve(warnings)?,
+            groups: Default::default(),
+        };
+        for g in &self.groups {
+            let section = format!("group {:?}", g.name);
+            let keys = g.credential_keys(&section);
+            if keys.any() {
+                auth.groups.insert(g.name.clone(), keys.resolve(warnings)?);
+            }
+        }
+        Ok(auth)
     }
 }
 

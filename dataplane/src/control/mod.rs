@@ -254,6 +254,7 @@ impl Session {
             backend: live.backend.clone(),
             migration: live.migration.clone(),
             zone: live.zone.clone(),
+            auth: live.auth.clone(),
         }));
         self.shared.wake_cores();
     }

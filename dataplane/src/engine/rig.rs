@@ -48,6 +48,8 @@ pub(crate) struct Settings {
     pub read_from: Vec<(u16, ReadFrom)>,
     /// The data plane's zone.
     pub zone: Option<&'static str>,
+    /// Backend logins.
+    pub auth: Arc<crate::config::BackendAuth>,
 }
 
 fn config(version: u64, slot1: SlotRoute, held: &[u16], settings: &Settings) -> Arc<LiveConfig> {
@@ -87,6 +89,7 @@ fn config(version: u64, slot1: SlotRoute, held: &[u16], settings: &Settings) -> 
         backend: settings.backend.clone(),
         migration: MigrationSettings::default(),
         zone: settings.zone.map(Arc::from),
+        auth: settings.auth.clone(),
     })
 }
 
