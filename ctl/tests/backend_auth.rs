@@ -1,0 +1,166 @@
+//! keyway-ctld and a managed data plane over redis-servers that ask for a
+//! password (`requirepass`): ctld's health checks and failover log in
+//! (`--backend-password-file`), the data plane's connections too (`[backend]
+//! password_file` in its `--config`), and a drain moves every key with
+//! `MIGRATE … AUTH` to a target that asks for it.
+
+mod common;
+
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::{wait_for, Ctld, DataPlane, Redis, TempDir};
+use keyway_testkit::resp;
+use redis::Commands;
+
+const PASS: &str = "backend-pw-3e9";
+
+/// `AUTH` and a command on a new connection to `r`: both replies.
+fn ask(r: &Redis, args: &[&str]) -> Vec<u8> {
+    let mut s = TcpStream::connect(r.addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut req = resp::request(&["AUTH", PASS]);
+    req.extend_from_slice(&resp::request(args));
+    resp::exchange(&mut s, &req, 2)
+}
+
+fn ctl_ok(ctld: &Ctld, args: &[&str]) -> String {
+    let (ok, out, err) = ctld.ctl(args);
+    assert!(ok, "keywayctl {args:?}: {err}");
+    out
+}
+
+fn master_of(ctld: &Ctld, group: &str) -> String {
+    let show = ctld.ctl_json(&["cluster", "show", "c"]);
+    show["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == group)
+        .unwrap()["master"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn failover_and_migration_log_in_to_backends_that_ask_for_a_password() {
+    let dir = TempDir::new("ctl-backend-auth");
+    let mut m1 = Redis::start();
+    let () = redis::cmd("CONFIG")
+        .arg(&["SET", "repl-diskless-sync-delay", "0"][..])
+        .query(&mut m1.conn())
+        .unwrap();
+    let r1 = Redis::replica_of(&m1);
+    let m2 = Redis::start();
+    m1.wait_replica_synced(&r1);
+    let () = redis::cmd("CONFIG")
+        .arg(&["SET", "masterauth", PASS][..])
+        .query(&mut r1.conn())
+        .unwrap();
+    for r in [&m1, &r1, &m2] {
+        let () = redis::cmd("CONFIG")
+            .arg(&["SET", "requirepass", PASS][..])
+            .query(&mut r.conn())
+            .unwrap();
+    }
+    let pass_file = dir.path().join("backend.pass");
+    std::fs::write(&pass_file, format!("{PASS}\n")).unwrap();
+    let pass_arg = pass_file.display().to_string();
+    let mut ctld = Ctld::start_with(
+        dir.path(),
+        "10s",
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        &["--backend-password-file", &pass_arg],
+    );
+    common::checks::create_cluster(&ctld, "c", &[("g1", m1.addr())], "10s", &[]);
+    ctl_ok(&ctld, &["group", "c", "g1", "--add-replica", &r1.addr()]);
+    ctl_ok(
+        &ctld,
+        &[
+            "cluster",
+            "grow",
+            "c",
+            "--group",
+            &format!("g2={}", m2.addr()),
+        ],
+    );
+    ctl_ok(
+        &ctld,
+        &[
+            "cluster",
+            "set",
+            "c",
+            "--check-interval",
+            "200ms",
+            "--down-after",
+            "1s",
+        ],
+    );
+    let config = dir.path().join("keyway.toml");
+    std::fs::write(
+        &config,
+        format!("[backend]\npassword_file = \"{pass_arg}\"\n"),
+    )
+    .unwrap();
+    let config_arg = config.display().to_string();
+    let dp = DataPlane::start_with(
+        ctld.control,
+        "c",
+        "dp0",
+        &dir.path().join("dp0"),
+        &["--config", &config_arg],
+    );
+    dp.wait_health(200, Duration::from_secs(10));
+    let mut con = dp.conn();
+    for i in 0..200 {
+        let () = con.set(format!("k{i}"), i).unwrap();
+    }
+    let offset: u64 = String::from_utf8_lossy(&ask(&m1, &["INFO", "replication"]))
+        .lines()
+        .find_map(|l| l.strip_prefix("master_repl_offset:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap();
+    wait_for(
+        "the replica to have every write",
+        Duration::from_secs(30),
+        || {
+            let info = String::from_utf8_lossy(&ask(&r1, &["INFO", "replication"])).to_string();
+            info.lines()
+                .find_map(|l| l.strip_prefix("slave_repl_offset:"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .filter(|&o| o >= offset)
+        },
+    );
+
+    // Failover: ctld's checks see the master die (they log in to tell a
+    // live one) and promote the replica, which it logs in to as well.
+    m1.kill();
+    wait_for("g1 to fail over", Duration::from_secs(30), || {
+        (master_of(&ctld, "g1") == r1.addr()).then_some(())
+    });
+    wait_for(
+        "the data plane to read from the new master",
+        Duration::from_secs(30),
+        || {
+            dp.conn()
+                .get::<_, Option<i64>>("k7")
+                .ok()
+                .flatten()
+                .filter(|&v| v == 7)
+        },
+    );
+
+    // Migration: every key of g1 moves to g2, which asks for the password.
+    let out = ctl_ok(&ctld, &["drain", "c", "--group", "g1", "--wait"]);
+    assert!(out.contains("finished"), "{out}");
+    let dbsize = String::from_utf8_lossy(&ask(&m2, &["DBSIZE"])).to_string();
+    assert!(dbsize.ends_with(":200\r\n"), "every key on g2: {dbsize}");
+    let mut con = dp.conn();
+    for i in 0..200 {
+        assert_eq!(con.get::<_, i64>(format!("k{i}")).unwrap(), i);
+    }
+    let logs = ctld.proc.logs().join("\n");
+    assert!(!logs.contains(PASS), "no password in ctld's logs");
+}
