@@ -164,3 +164,114 @@ fn failover_and_migration_log_in_to_backends_that_ask_for_a_password() {
     let logs = ctld.proc.logs().join("\n");
     assert!(!logs.contains(PASS), "no password in ctld's logs");
 }
+
+/// A server whose default user is off, with an admin user `kwadmin`.
+fn locked(r: &Redis, admin_pass: &str) {
+    let mut s = TcpStream::connect(r.addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let pass = format!(">{admin_pass}");
+    let req = [
+        resp::request(&[
+            "ACL", "SETUSER", "kwadmin", "on", &pass, "~*", "&*", "+@all",
+        ]),
+        resp::request(&["ACL", "SETUSER", "default", "off"]),
+    ]
+    .concat();
+    assert_eq!(resp::exchange(&mut s, &req, 2), b"+OK\r\n+OK\r\n");
+}
+
+/// `args` on a new connection to `r` logged in as `user`: every reply.
+fn as_user(r: &Redis, user: &str, pass: &str, args: &[&str]) -> String {
+    let mut s = TcpStream::connect(r.addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut req = resp::request(&["AUTH", user, pass]);
+    req.extend_from_slice(&resp::request(args));
+    String::from_utf8_lossy(&resp::exchange(&mut s, &req, 2)).into_owned()
+}
+
+#[test]
+fn keywayctl_provisions_the_restricted_user_on_every_server_of_a_group() {
+    let dir = TempDir::new("ctl-provision");
+    let (m1, r1, m2) = (Redis::start(), Redis::start(), Redis::start());
+    for r in [&m1, &r1, &m2] {
+        locked(r, "admin-pw-1");
+    }
+    let (client, admin) = (
+        dir.path().join("client.pass"),
+        dir.path().join("admin.pass"),
+    );
+    std::fs::write(&client, "client-pw-2\n").unwrap();
+    std::fs::write(&admin, "admin-pw-1\n").unwrap();
+    let (client, admin) = (client.display().to_string(), admin.display().to_string());
+    // ctld reaches the masters too (a grow copies the cluster's functions).
+    let ctld = Ctld::start_with(
+        dir.path(),
+        "10s",
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        &[
+            "--backend-username",
+            "kwadmin",
+            "--backend-password-file",
+            &admin,
+        ],
+    );
+    common::checks::create_cluster(&ctld, "c", &[("g1", m1.addr())], "10s", &[]);
+    ctl_ok(&ctld, &["group", "c", "g1", "--add-replica", &r1.addr()]);
+    ctl_ok(
+        &ctld,
+        &[
+            "cluster",
+            "grow",
+            "c",
+            "--group",
+            &format!("g2={}", m2.addr()),
+        ],
+    );
+    let provision = |group: &str, admin_file: &str| {
+        ctld.ctl(&[
+            "backend-users",
+            "provision",
+            "c",
+            "--group",
+            group,
+            "--user",
+            "kw",
+            "--password-file",
+            &client,
+            "--admin-user",
+            "kwadmin",
+            "--admin-password-file",
+            admin_file,
+        ])
+    };
+    let (ok, out, err) = provision("g1", &admin);
+    assert!(ok, "{out}\n{err}");
+    assert_eq!(out.matches("user \"kw\" provisioned").count(), 2, "{out}");
+    for r in [&m1, &r1] {
+        assert_eq!(
+            as_user(r, "kw", "client-pw-2", &["GET", "k"]),
+            "+OK\r\n$-1\r\n"
+        );
+        let denied = as_user(r, "kw", "client-pw-2", &["FLUSHALL"]);
+        assert!(denied.contains("-NOPERM"), "{denied}");
+    }
+    assert!(
+        as_user(&m2, "kw", "client-pw-2", &["PING"]).contains("WRONGPASS"),
+        "--group g1 leaves g2 alone"
+    );
+    // A wrong admin password: a clear failure, no password shown.
+    let wrong = dir.path().join("wrong.pass");
+    std::fs::write(&wrong, "not-the-admin-pw").unwrap();
+    let (ok, out, err) = provision("g2", &wrong.display().to_string());
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("WRONGPASS") && err.contains("1 server(s) failed"),
+        "{out}\n{err}"
+    );
+    for secret in ["not-the-admin-pw", "client-pw-2", "admin-pw-1"] {
+        assert!(!out.contains(secret) && !err.contains(secret));
+    }
+    let (ok, out, err) = provision("g2", &admin);
+    assert!(ok && out.contains("provisioned"), "{out}\n{err}");
+}

@@ -240,4 +240,24 @@ mod tests {
         }
         assert!(client_user_setuser().starts_with("reset on ~* &* -@all +"));
     }
+
+    #[test]
+    fn shared_copy_of_the_rules() {
+        // keywayctl (which depends on the shared crate only) provisions
+        // with this copy.
+        let copy = keyway_capnp::backend_acl::CLIENT_USER_SETUSER;
+        let want = client_user_setuser();
+        if copy != want {
+            let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../capnp/src/backend_acl.rs");
+            if std::env::var_os("KEYWAY_BLESS").is_some() {
+                let text = std::fs::read_to_string(path).unwrap();
+                std::fs::write(path, text.replace(copy, &want)).unwrap();
+            } else {
+                panic!(
+                    "capnp/src/backend_acl.rs is stale: run \
+                     `KEYWAY_BLESS=1 cargo test -p keyway --lib shared_copy_of_the_rules`"
+                );
+            }
+        }
+    }
 }
