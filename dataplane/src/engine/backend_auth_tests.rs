@@ -135,3 +135,55 @@ fn a_key_move_runs_as_the_admin_login_and_authenticates_at_its_target() {
         .written(1)
         .contains(&format!("SET\r\n${}\r\n{k}", k.len())));
 }
+
+#[test]
+fn resp3_dedicated_and_subscriber_connections_log_in_first_too() {
+    let mut r = rig(false);
+    let auth = request(&["AUTH", "kw", "pw"]);
+    let k = key_in(1);
+    // A blocking command's dedicated connection: AUTH, then CLIENT ID.
+    r.send(&format!("BLPOP {k} 0"));
+    let dedicated = r.written_dedicated(0);
+    assert!(
+        dedicated.starts_with(&format!("{auth}{}", request(&["CLIENT", "ID"]))),
+        "{dedicated:?}"
+    );
+    // A subscriber connection: AUTH, then the subscription; keyway takes
+    // the AUTH reply, the client gets the confirmation.
+    let other = r.another_client();
+    r.send_as(other, &format!("SUBSCRIBE {k}"));
+    assert_eq!(
+        r.sub_written(0),
+        format!("{auth}{}", request(&["SUBSCRIBE", &k]))
+    );
+    let confirm = format!("*3\r\n$9\r\nsubscribe\r\n${}\r\n{k}\r\n:1\r\n", k.len());
+    r.sub_push(0, &format!("+OK\r\n{confirm}"));
+    assert_eq!(r.output_of(other), confirm);
+    // A RESP3 client's connection: AUTH, then HELLO 3.
+    let third = r.another_client();
+    r.send_as(third, "HELLO 3");
+    r.output_of(third);
+    r.send_as(third, &format!("GET {k}"));
+    assert_eq!(
+        r.written(0),
+        format!(
+            "{auth}{}{}",
+            request(&["HELLO", "3"]),
+            request(&["GET", &k])
+        )
+    );
+}
+
+#[test]
+fn a_subscriber_connection_whose_login_is_refused_fails() {
+    let mut r = rig(false);
+    let k = key_in(1);
+    r.send(&format!("SUBSCRIBE {k}"));
+    r.sub_written(0);
+    assert!(r.sub_live(0));
+    r.sub_push(
+        0,
+        "-WRONGPASS invalid username-password pair or user is disabled.\r\n",
+    );
+    assert!(!r.sub_live(0), "the subscriber connection is dropped");
+}
