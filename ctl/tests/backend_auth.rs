@@ -1,8 +1,9 @@
 //! keyway-ctld and a managed data plane over redis-servers that ask for a
 //! password (`requirepass`): ctld's health checks and failover log in
 //! (`--backend-password-file`), the data plane's connections too (`[backend]
-//! password_file` in its `--config`), and a drain moves every key with
-//! `MIGRATE … AUTH` to a target that asks for it.
+//! password_file` in its `--config`), and a migration moves every key with
+//! `MIGRATE … AUTH` to a target that asks for it, first the data plane's
+//! moves on demand, then ctld's sweep.
 
 mod common;
 
@@ -152,12 +153,38 @@ fn failover_and_migration_log_in_to_backends_that_ask_for_a_password() {
         },
     );
 
-    // Migration: every key of g1 moves to g2, which asks for the password.
-    let out = ctl_ok(&ctld, &["drain", "c", "--group", "g1", "--wait"]);
-    assert!(out.contains("finished"), "{out}");
+    // Migration, paused: the data plane moves each key a command names
+    // (MIGRATE … AUTH to a target that asks for the password) …
+    ctl_ok(
+        &ctld,
+        &[
+            "migrate", "c", "--slots", "0-16383", "--to", "g2", "--paused",
+        ],
+    );
+    let version = wait_for("the migration to start", Duration::from_secs(30), || {
+        let m = ctld.ctl_json(&["migrations", "c", "1"]);
+        (m["state"]["phase"] == "moving").then(|| m["state"]["version"].as_u64().unwrap())
+    });
+    ctld.wait_acked("dp0", version);
+    let mut con = dp.conn();
+    for i in 0..100 {
+        assert_eq!(con.get::<_, i64>(format!("k{i}")).unwrap(), i);
+    }
+    let dbsize = String::from_utf8_lossy(&ask(&m2, &["DBSIZE"])).to_string();
+    assert!(
+        dbsize.ends_with(":100\r\n"),
+        "moved by the data plane: {dbsize}"
+    );
+    // … then ctld's sweep moves the rest.
+    ctl_ok(&ctld, &["migration", "resume", "c", "1"]);
+    wait_for("the migration to finish", Duration::from_secs(60), || {
+        let m = ctld.ctl_json(&["migrations", "c", "1"]);
+        (m["state"]["phase"] == "done").then_some(())
+    });
     let dbsize = String::from_utf8_lossy(&ask(&m2, &["DBSIZE"])).to_string();
     assert!(dbsize.ends_with(":200\r\n"), "every key on g2: {dbsize}");
-    let mut con = dp.conn();
+    let dbsize = String::from_utf8_lossy(&ask(&r1, &["DBSIZE"])).to_string();
+    assert!(dbsize.ends_with(":0\r\n"), "none left on g1: {dbsize}");
     for i in 0..200 {
         assert_eq!(con.get::<_, i64>(format!("k{i}")).unwrap(), i);
     }
