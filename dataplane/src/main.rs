@@ -17,7 +17,8 @@ use tracing_subscriber::EnvFilter;
 #[command(version, about)]
 struct Args {
     /// Config file (TOML). Standalone: groups and settings, re-read on
-    /// `SIGHUP`. Managed: settings only (limits, backend, transport…).
+    /// `SIGHUP`. Managed: settings only (limits, backend, transport…), of
+    /// which `SIGHUP` re-reads the backend credentials.
     #[arg(long, short = 'c', value_name = "PATH")]
     config: Option<PathBuf>,
     /// Validate the config, print the slot map, and exit (standalone).
@@ -183,6 +184,8 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             .as_deref()
             .map(read_token)
             .transpose()?,
+        config: args.config.clone(),
+        auth_reload: Default::default(),
     };
     keyway::runtime::run(config, Routing::Control(opts))?;
     Ok(ExitCode::SUCCESS)

@@ -274,3 +274,48 @@ fn script_kill_frees_a_group_busy_with_an_endless_script() {
         b"-NOTBUSY No scripts in execution right now.\r\n"
     );
 }
+
+#[test]
+fn a_managed_keyway_reads_its_backend_password_again_on_sighup() {
+    use common::fake_ctld::{snapshot, FakeCtld};
+    let r = requirepass(&[], "old-pw");
+    let dir = keyway_testkit::TempDir::new("backend-auth");
+    let file = dir.path().join("pass");
+    std::fs::write(&file, "old-pw\n").unwrap();
+    let body = format!("[backend]\npassword_file = \"{}\"\n", file.display());
+    let ctld = FakeCtld::start(snapshot(1, &r.addr(), false));
+    let kw = Keyway::start_args(&body, &["--control", &ctld.addr, "--cluster", "c"]);
+    let mut c = kw.tcp();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    wait_for("keyway to serve", Duration::from_secs(20), || {
+        (ask(&mut c, &["GET", "k"]) == b"$-1\r\n").then_some(())
+    });
+    // The server's password changes; keyway's connections are dropped.
+    let mut admin = login(&r, "default", "old-pw");
+    assert_eq!(
+        ask(&mut admin, &["CONFIG", "SET", "requirepass", "new-pw"]),
+        b"+OK\r\n"
+    );
+    let kill = ["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"];
+    ask(&mut admin, &kill);
+    wait_for(
+        "keyway to log in with the old password",
+        Duration::from_secs(10),
+        || {
+            String::from_utf8_lossy(&ask(&mut c, &["GET", "k"]))
+                .contains("failed: WRONGPASS")
+                .then_some(())
+        },
+    );
+    // The file gets the new one, and SIGHUP.
+    std::fs::write(&file, "new-pw\n").unwrap();
+    kw.reload(&body);
+    wait_for(
+        "keyway to log in with the new password",
+        Duration::from_secs(10),
+        || {
+            ask(&mut admin, &kill);
+            (ask(&mut c, &["GET", "k"]) == b"$-1\r\n").then_some(())
+        },
+    );
+}
