@@ -81,7 +81,8 @@ fn backend_login(args: &Args) -> anyhow::Result<()> {
     let Some(path) = &args.backend_password_file else {
         return Ok(());
     };
-    let (password, warning) = Token::read_file(path)?;
+    let (password, warning) =
+        Token::read_file(path).map_err(|e| anyhow::anyhow!("--backend-password-file: {e}"))?;
     if let Some(w) = warning {
         tracing::warn!("{w}");
     }

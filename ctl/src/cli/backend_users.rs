@@ -76,7 +76,8 @@ struct Secrets<'a> {
 /// Runs `provision`.
 pub fn provision(c: &Client, a: ProvisionArgs, json: bool) -> Result<(), CliError> {
     let read = |p: &PathBuf| -> Result<Token, CliError> {
-        let (t, warning) = Token::read_file(p).map_err(|e| CliError::Secret(e.to_string()))?;
+        let (t, warning) =
+            Token::read_file(p).map_err(|e| CliError::Secret(format!("password: {e}")))?;
         if let Some(w) = warning {
             eprintln!("warning: {w}");
         }
