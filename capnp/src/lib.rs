@@ -10,6 +10,7 @@
 //! `tests/fixtures.rs` decodes messages written by earlier versions.
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
+pub mod backend_acl;
 pub mod clock;
 pub mod control;
 pub mod duration;

@@ -21,6 +21,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod backend_login;
 pub mod cli;
 pub mod client;
 pub mod control;

@@ -11,7 +11,8 @@
 //!   (reload, shutdown);
 //! - [`control`]: a managed data plane's session with keyway-ctld (snapshots,
 //!   acks, lease, fencing) and its saved state;
-//! - [`admin`]: `/healthz` and `/table` over HTTP.
+//! - [`admin`]: `/healthz` and `/table` over HTTP;
+//! - [`provision`]: the restricted backend user created on every server.
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
 pub mod acl;
@@ -19,6 +20,7 @@ pub mod admin;
 pub mod config;
 pub mod control;
 pub mod engine;
+pub mod provision;
 pub mod resolve;
 pub mod routing;
 pub mod runtime;

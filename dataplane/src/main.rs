@@ -17,12 +17,22 @@ use tracing_subscriber::EnvFilter;
 #[command(version, about)]
 struct Args {
     /// Config file (TOML). Standalone: groups and settings, re-read on
-    /// `SIGHUP`. Managed: settings only (limits, backend, transport…).
+    /// `SIGHUP`. Managed: settings only (limits, backend, transport…), of
+    /// which `SIGHUP` re-reads the backend credentials.
     #[arg(long, short = 'c', value_name = "PATH")]
     config: Option<PathBuf>,
     /// Validate the config, print the slot map, and exit (standalone).
     #[arg(long)]
     check: bool,
+    /// Print the ACL rules of the restricted backend user keyway's client
+    /// traffic runs as (`ACL SETUSER NAME <rules> >PASSWORD`), and exit.
+    #[arg(long)]
+    backend_acl: bool,
+    /// Create or reset the restricted backend user (`[backend] username`,
+    /// its password) on every server of every group, as the admin login,
+    /// report per server, and exit (standalone).
+    #[arg(long)]
+    provision_backend_users: bool,
     /// keyway-ctld's control address: routing comes from its snapshots.
     /// Several ctlds on etcd: their addresses separated by commas; the
     /// data plane finds the active one by trying each.
@@ -103,6 +113,10 @@ fn hostname() -> String {
 }
 
 fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.backend_acl {
+        println!("{}", keyway::engine::backend_acl::client_user_setuser());
+        return Ok(ExitCode::SUCCESS);
+    }
     let overrides = Overrides {
         listen: args.listen.clone(),
         admin: args.admin.clone(),
@@ -123,6 +137,24 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         if args.check {
             print_check(&path, &config);
             return Ok(ExitCode::SUCCESS);
+        }
+        if args.provision_backend_users {
+            let timeout = config.live.backend.connect_timeout.duration().max(
+                config
+                    .live
+                    .backend
+                    .timeout
+                    .enabled()
+                    .unwrap_or(std::time::Duration::from_secs(5)),
+            );
+            let report = keyway::provision::provision(&config.live, timeout);
+            for line in &report.lines {
+                println!("{line}");
+            }
+            return Ok(match report.failed {
+                0 => ExitCode::SUCCESS,
+                _ => ExitCode::FAILURE,
+            });
         }
         keyway::runtime::run(config, Routing::File { path, overrides })?;
         return Ok(ExitCode::SUCCESS);
@@ -152,6 +184,8 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             .as_deref()
             .map(read_token)
             .transpose()?,
+        config: args.config.clone(),
+        auth_reload: Default::default(),
     };
     keyway::runtime::run(config, Routing::Control(opts))?;
     Ok(ExitCode::SUCCESS)

@@ -65,6 +65,32 @@ struct Args {
     /// Without it, ctld listens on loopback addresses only.
     #[arg(long, value_name = "PATH")]
     token_file: Option<PathBuf>,
+    /// The backend ACL user ctld's own Redis connections log in as (health
+    /// checks, failover, migration): the data planes' `[backend]
+    /// admin_username`. Needs --backend-password-file.
+    #[arg(long, value_name = "USER", requires = "backend_password_file")]
+    backend_username: Option<String>,
+    /// A file holding the backend password (at most 4 KiB, trimmed); alone,
+    /// it logs in as `default` (`requirepass`).
+    #[arg(long, value_name = "PATH")]
+    backend_password_file: Option<PathBuf>,
+}
+
+/// Reads `--backend-password-file` and sets the backend login.
+fn backend_login(args: &Args) -> anyhow::Result<()> {
+    let Some(path) = &args.backend_password_file else {
+        return Ok(());
+    };
+    let (password, warning) =
+        Token::read_file(path).map_err(|e| anyhow::anyhow!("--backend-password-file: {e}"))?;
+    if let Some(w) = warning {
+        tracing::warn!("{w}");
+    }
+    keyway_ctl::backend_login::set(keyway_ctl::backend_login::BackendLogin {
+        username: args.backend_username.clone(),
+        password,
+    });
+    Ok(())
 }
 
 /// A command-line value ctld refuses.
@@ -143,6 +169,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Err(e) = backend_login(&args) {
+        eprintln!("keyway-ctld: {e}");
+        return ExitCode::from(2);
+    }
     let store = match keyway_ctl::etcd::endpoints(&args.store) {
         Some(Ok(endpoints)) => {
             match keyway_ctl::etcd::Etcd::connect(&endpoints, &args.etcd_prefix, args.election_ttl)

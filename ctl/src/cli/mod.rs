@@ -2,9 +2,11 @@
 //! the API's JSON with `--json`. Failures return a one-line reason; the binary
 //! prints it and exits non-zero.
 
+mod backend_users;
 mod ha;
 mod migrations;
 
+pub use backend_users::{BackendUsersCmd, ProvisionArgs};
 pub use ha::{FailoverArgs, SetArgs};
 pub use migrations::{MigrationCmd, SettingsArgs};
 
@@ -69,6 +71,15 @@ pub enum CliError {
         id: u64,
         /// Its state, as the table shows it.
         state: String,
+    },
+    /// A password file that cannot be used, or a group that does not exist.
+    #[error("{0}")]
+    Secret(String),
+    /// `backend-users provision` failed on some servers.
+    #[error("backend users: {failed} server(s) failed (see above)")]
+    Provision {
+        /// How many.
+        failed: usize,
     },
     /// A snapshot could not be serialized.
     #[error(transparent)]
@@ -171,6 +182,10 @@ pub enum Command {
     /// Run a whole system on loopback: Redis groups, keyway-ctld, keyway.
     #[command(subcommand)]
     Local(crate::local::LocalCmd),
+    /// The backend ACL users of a cluster's servers (see README, "Backend
+    /// authentication").
+    #[command(subcommand)]
+    BackendUsers(BackendUsersCmd),
 }
 
 /// `keywayctl dataplane …`.
@@ -621,6 +636,9 @@ pub fn run(cmd: Command, api: &str, token: Option<&Token>, json: bool) -> Result
             emit(json, &cl, print_cluster);
         }
         Command::Local(l) => crate::local::run(l, json)?,
+        Command::BackendUsers(BackendUsersCmd::Provision(a)) => {
+            backend_users::provision(&c, a, json)?
+        }
         Command::Failover(a) => ha::failover(&c, a, json)?,
         Command::Cluster(ClusterCmd::Set(a)) => ha::set(&c, a, json)?,
         Command::Migrate {

@@ -239,18 +239,31 @@ impl Probe {
         if self.con.is_none() {
             let s = TcpStream::connect(&self.addr).await?;
             let _ = s.set_nodelay(true);
-            self.con = Some(BufReader::new(s));
+            let mut con = BufReader::new(s);
+            if let Some(login) = crate::backend_login::get() {
+                // First on the connection (see `crate::backend_login`).
+                let mut args: Vec<&[u8]> = vec![b"AUTH"];
+                args.extend(login.auth_args());
+                con.get_mut().write_all(&encode(&args)).await?;
+                read_reply(&mut con).await?;
+            }
+            self.con = Some(con);
         }
         let con = self.con.as_mut().expect("dialled above");
-        let mut req = format!("*{}\r\n", args.len()).into_bytes();
-        for a in args {
-            req.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-            req.extend_from_slice(a);
-            req.extend_from_slice(b"\r\n");
-        }
-        con.get_mut().write_all(&req).await?;
+        con.get_mut().write_all(&encode(args)).await?;
         read_reply(con).await
     }
+}
+
+/// A request's bytes.
+fn encode(args: &[&[u8]]) -> Vec<u8> {
+    let mut req = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        req.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        req.extend_from_slice(a);
+        req.extend_from_slice(b"\r\n");
+    }
+    req
 }
 
 /// The error for a command `name` that answered `reply`.

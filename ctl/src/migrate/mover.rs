@@ -147,6 +147,18 @@ pub fn connect(addr: &str, io_timeout: Duration) -> Result<Connection, MoverErro
     con.set_read_timeout(Some(io_timeout))
         .and_then(|()| con.set_write_timeout(Some(io_timeout)))
         .map_err(at)?;
+    if let Some(login) = crate::backend_login::get() {
+        let mut auth = redis::cmd("AUTH");
+        for a in login.auth_args() {
+            auth.arg(a);
+        }
+        // The error is Redis's (`WRONGPASS …`): it never quotes the password.
+        auth.query::<()>(&mut con)
+            .map_err(|source| MoverError::Connect {
+                addr: addr.to_string(),
+                source,
+            })?;
+    }
     // Named so that a MONITOR through keyway leaves the sweep's and the
     // mover's commands out (keyway's `engine::monitor` matches this name).
     // Best effort: a server that refuses it only shows them.
@@ -234,8 +246,13 @@ impl Mover {
             .arg(&self.target_port)
             .arg("")
             .arg(0)
-            .arg(timeout_ms)
-            .arg("KEYS");
+            .arg(timeout_ms);
+        if let Some(login) = crate::backend_login::get() {
+            for a in login.migrate_args() {
+                cmd.arg(a);
+            }
+        }
+        cmd.arg("KEYS");
         for k in keys {
             cmd.arg(&k[..]);
         }

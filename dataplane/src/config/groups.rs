@@ -6,6 +6,7 @@
 //! groups without `slots`), the standalone rule that every name must resolve
 //! at start and reload, and the warnings only a file can deserve.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use keyway_capnp::snapshot::{self, SlotRange, Snapshot};
@@ -37,6 +38,46 @@ pub struct GroupConfig {
     /// the replication lag.
     #[serde(default)]
     pub read_from: ReadFromConfig,
+    /// This group's backend user, instead of `[backend] username` (with
+    /// `password_file` or `password_env`; none by default).
+    #[serde(default)]
+    pub username: Option<String>,
+    /// File holding the password of this group's `username`.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Environment variable holding the password of this group's
+    /// `username`.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// This group's privileged user, instead of `[backend]
+    /// admin_username`.
+    #[serde(default)]
+    pub admin_username: Option<String>,
+    /// File holding the password of this group's `admin_username`.
+    #[serde(default)]
+    pub admin_password_file: Option<PathBuf>,
+    /// Environment variable holding the password of this group's
+    /// `admin_username`.
+    #[serde(default)]
+    pub admin_password_env: Option<String>,
+}
+
+impl GroupConfig {
+    /// The group's own credential keys (`section` names it in errors).
+    pub(super) fn credential_keys<'a>(
+        &'a self,
+        section: &'a str,
+    ) -> super::secrets::CredentialKeys<'a> {
+        super::secrets::CredentialKeys {
+            section,
+            username: self.username.as_deref(),
+            password_file: self.password_file.as_deref(),
+            password_env: self.password_env.as_deref(),
+            admin_username: self.admin_username.as_deref(),
+            admin_password_file: self.admin_password_file.as_deref(),
+            admin_password_env: self.admin_password_env.as_deref(),
+        }
+    }
 }
 
 /// One `[[group.replica]]`.

@@ -14,6 +14,7 @@
 mod auth;
 mod cpus;
 mod groups;
+pub mod secrets;
 mod settings;
 pub mod units;
 
@@ -29,6 +30,7 @@ use crate::resolve::resolve;
 use crate::routing::{RoutingTable, SlotRoute};
 pub use auth::AuthSettings;
 pub use groups::{GroupConfig, ReadFromConfig, ReplicaConfig};
+pub use secrets::{BackendAuth, GroupLogins, Login};
 use settings::reply_limit;
 pub use settings::{BackendSettings, Limits, MigrationSettings, MAX_REQUEST_BYTES};
 #[cfg(test)]
@@ -191,6 +193,9 @@ pub struct LiveConfig {
     pub protected_mode: bool,
     /// `[auth]`.
     pub auth: AuthSettings,
+    /// The backend logins (`[backend]` and `[[group]]` credentials), read
+    /// when the file was.
+    pub logins: Arc<BackendAuth>,
 }
 
 impl LiveConfig {
@@ -323,6 +328,8 @@ impl FileConfig {
         if self.backlog == 0 {
             return Err(invalid("backlog must be at least 1"));
         }
+        let mut warnings = Vec::new();
+        let auth = self.backend_auth(&mut warnings)?;
         let mut limits = self.limits;
         settings::check(&mut limits, &self.backend, &self.migration)?;
         if let Some(z) = &self.zone {
@@ -376,10 +383,30 @@ impl FileConfig {
                 users: Arc::new(users),
                 protected_mode: self.protected_mode,
                 auth: self.auth,
+                logins: Arc::new(auth),
             }),
 
             warnings,
         })
+    }
+}
+
+impl FileConfig {
+    /// Reads the backend passwords of `[backend]` and of every group with
+    /// credential keys of its own.
+    fn backend_auth(&self, warnings: &mut Vec<String>) -> Result<BackendAuth, ConfigError> {
+        let mut auth = BackendAuth {
+            default: self.backend.credential_keys().resolve(warnings)?,
+            groups: Default::default(),
+        };
+        for g in &self.groups {
+            let section = format!("group {:?}", g.name);
+            let keys = g.credential_keys(&section);
+            if keys.any() {
+                auth.groups.insert(g.name.clone(), keys.resolve(warnings)?);
+            }
+        }
+        Ok(auth)
     }
 }
 

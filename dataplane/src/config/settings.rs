@@ -3,6 +3,8 @@
 //! documented defaults and the rules that keep them from contradicting each
 //! other.
 
+use std::path::PathBuf;
+
 use keyway_protocol::resp::RequestLimits;
 use serde::Deserialize;
 
@@ -245,6 +247,42 @@ pub struct BackendSettings {
     /// sharing the pipelined connections. Beyond it such commands get an
     /// error naming this setting; "0" refuses them all.
     pub dedicated_connections: usize,
+    /// The ACL user every backend connection authenticates as, with
+    /// `password_file` or `password_env` (none by default: no `AUTH`;
+    /// a password alone authenticates as `default`, as `requirepass`).
+    /// Meant for a restricted user (`keyway backend-acl` prints its rules;
+    /// see README, "Backend authentication").
+    pub username: Option<String>,
+    /// File holding the password of `username` (one trailing newline is
+    /// dropped; re-read on reload).
+    pub password_file: Option<PathBuf>,
+    /// Environment variable holding the password of `username` (instead
+    /// of `password_file`).
+    pub password_env: Option<String>,
+    /// The privileged ACL user keyway switches to around its maintenance
+    /// commands (fan-outs of `FLUSHALL`, `KEYS`, `CONFIG`…, `MIGRATE` of
+    /// key moves, `MONITOR`), with `admin_password_file` or
+    /// `admin_password_env` (none by default: they run as `username`).
+    pub admin_username: Option<String>,
+    /// File holding the password of `admin_username`.
+    pub admin_password_file: Option<PathBuf>,
+    /// Environment variable holding the password of `admin_username`.
+    pub admin_password_env: Option<String>,
+}
+
+impl BackendSettings {
+    /// The credential keys of `[backend]`.
+    pub(super) fn credential_keys(&self) -> super::secrets::CredentialKeys<'_> {
+        super::secrets::CredentialKeys {
+            section: "backend",
+            username: self.username.as_deref(),
+            password_file: self.password_file.as_deref(),
+            password_env: self.password_env.as_deref(),
+            admin_username: self.admin_username.as_deref(),
+            admin_password_file: self.admin_password_file.as_deref(),
+            admin_password_env: self.admin_password_env.as_deref(),
+        }
+    }
 }
 
 impl Default for BackendSettings {
@@ -257,6 +295,12 @@ impl Default for BackendSettings {
             write_buffer_limit: 64 << 20,
             max_reply_bytes: 1 << 30,
             dedicated_connections: 256,
+            username: None,
+            password_file: None,
+            password_env: None,
+            admin_username: None,
+            admin_password_file: None,
+            admin_password_env: None,
         }
     }
 }

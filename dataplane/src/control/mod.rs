@@ -30,7 +30,7 @@ use keyway_capnp::frame::{check_len, write_frame, MAX_FRAME};
 use keyway_capnp::snapshot::Snapshot;
 
 use self::state::{unix_ms, StateDir};
-use crate::config::LiveConfig;
+use crate::config::{BackendAuth, LiveConfig};
 use crate::engine::Shared;
 use crate::routing::RoutingTable;
 
@@ -51,6 +51,13 @@ pub struct ControlOptions {
     /// The shared secret sent in the Hello (`--control-token-file`), if
     /// ctld requires one.
     pub token: Option<String>,
+    /// The settings file (`--config`), whose backend credentials `SIGHUP`
+    /// re-reads.
+    pub config: Option<PathBuf>,
+    /// Backend credentials re-read on `SIGHUP`, for the control thread —
+    /// the one publisher of a managed data plane's configs — to publish
+    /// with its next table or fence.
+    pub auth_reload: Arc<std::sync::Mutex<Option<Arc<BackendAuth>>>>,
 }
 
 /// Why a control session ended.
@@ -238,8 +245,17 @@ impl Session {
         let fence = self.fence_reason();
         let live = self.source.load();
         let same_fence = live.fence.as_deref() == fence.as_deref();
-        if table.is_none() && same_fence {
+        let reloaded = self
+            .opts
+            .auth_reload
+            .lock()
+            .ok()
+            .and_then(|mut pending| pending.take());
+        if table.is_none() && same_fence && reloaded.is_none() {
             return;
+        }
+        if reloaded.is_some() {
+            tracing::info!("backend credentials reloaded");
         }
         match &fence {
             Some(why) if !same_fence => tracing::warn!("fenced: {why}"),
@@ -257,6 +273,7 @@ impl Session {
             users: live.users.clone(),
             protected_mode: live.protected_mode,
             auth: live.auth.clone(),
+            logins: reloaded.unwrap_or_else(|| live.logins.clone()),
         }));
         self.shared.wake_cores();
     }

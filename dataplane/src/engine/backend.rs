@@ -71,6 +71,11 @@ pub(crate) enum Internal {
     /// `HELLO 3` (or `HELLO 2`) switching the connection's protocol for
     /// RESP3 clients (see [`super::resp3`]): an error is logged.
     Hello,
+    /// `AUTH` as the pool's client login (first on every connection, and
+    /// after a maintenance command) or, `admin`, as its admin login (just
+    /// before one; see [`super::backend_acl`]): an error fails the
+    /// connection.
+    Auth { admin: bool },
 }
 
 /// What a client's backend reply is for.
@@ -156,6 +161,9 @@ pub(crate) struct BackendConn {
     /// [`super::resp3`]): it serves RESP3 clients only, whose replies then
     /// pass through unchanged.
     pub resp3: bool,
+    /// The backend refused an `AUTH` of keyway's (`admin`: the admin
+    /// login's), with this error: the connection fails with it.
+    pub auth_refused: Option<(bool, Box<str>)>,
 }
 
 /// First wait after a backend failure.
@@ -179,7 +187,32 @@ impl BackendConn {
             subscriber: false,
             monitor: None,
             resp3: false,
+            auth_refused: None,
         }
+    }
+
+    /// Puts keyway's own request `bytes` (its reply for `what`) ahead of
+    /// everything queued on this connection, which is starting: none of
+    /// its requests has been handed to a transport yet.
+    pub fn prepend_internal(&mut self, bytes: &[u8], what: Internal, now_ms: u64) {
+        let n = bytes.len() as u64;
+        self.out.prepend(bytes);
+        for e in self.inflight.iter_mut() {
+            e.end += n;
+        }
+        self.inflight.push_front(Inflight {
+            owner: Owner::Internal(what),
+            version: super::versions::UNCOUNTED,
+            sent_ms: now_ms,
+            end: self.out.handed() + n,
+        });
+    }
+
+    /// Appends keyway's own request `bytes` (its reply for `what`), not
+    /// counted against a table version.
+    pub fn append_internal(&mut self, bytes: &[u8], what: Internal, now_ms: u64) {
+        self.out.buf_mut().extend_from_slice(bytes);
+        self.sent(Owner::Internal(what), super::versions::UNCOUNTED, now_ms);
     }
 
     /// The request whose bytes were just written to the write buffer
@@ -208,6 +241,7 @@ impl BackendConn {
         self.inbuf = Vec::new();
         self.framer.reset();
         self.skipped = 0;
+        self.auth_refused = None;
     }
 
     /// The connection failed: forgets its buffers, takes generation `gen`
@@ -237,6 +271,52 @@ pub(crate) enum PoolKey {
     Unresolved(String),
 }
 
+/// The `AUTH` commands of a pool's connections, from its group's logins
+/// (they hold passwords: `Debug` shows the users only).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub(crate) struct PoolAuth {
+    /// `AUTH` as the client login, first on every connection (empty: none).
+    pub client: Box<[u8]>,
+    /// `AUTH` as the admin login, around maintenance commands (empty: they
+    /// run as the client login).
+    pub admin: Box<[u8]>,
+    /// `MIGRATE`'s `AUTH2 user pass` options (and their count) that let a
+    /// key move *to* this backend in: the maintenance login's.
+    pub migrate: (usize, Box<[u8]>),
+    /// The users, for messages: (client, admin).
+    pub users: (Arc<str>, Arc<str>),
+}
+
+impl std::fmt::Debug for PoolAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PoolAuth")
+            .field("users", &self.users)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PoolAuth {
+    /// The commands for `logins`.
+    pub fn of(logins: &crate::config::GroupLogins) -> PoolAuth {
+        let Some(client) = &logins.client else {
+            return PoolAuth::default();
+        };
+        let admin = logins.admin.as_ref().filter(|a| *a != client);
+        let (n, opts) = logins
+            .maintenance()
+            .map_or((0, Vec::new()), |l| l.migrate_options());
+        PoolAuth {
+            client: client.auth_command().into(),
+            admin: admin.map_or_else(Vec::new, |a| a.auth_command()).into(),
+            migrate: (n, opts.into()),
+            users: (
+                Arc::from(client.shown_user()),
+                Arc::from(admin.map_or(client.shown_user(), |a| a.shown_user())),
+            ),
+        }
+    }
+}
+
 /// The connections of one core to one backend address.
 #[derive(Debug)]
 pub(crate) struct Pool {
@@ -261,6 +341,8 @@ pub(crate) struct Pool {
     /// Dedicated connections (see [`super::dedicated`]) connected and
     /// leased to no client, ready for the next.
     pub free: Vec<usize>,
+    /// The `AUTH` commands its connections send.
+    pub auth: Arc<PoolAuth>,
 }
 
 #[cfg(test)]

@@ -175,7 +175,11 @@ impl Worker {
                 if fault == BackendFault::Unsolicited {
                     self.ctx.stats.backend_unsolicited += 1;
                 }
-                self.fail_backend(idx, &fault.to_string());
+                let reason = match fault {
+                    BackendFault::AuthRefused => self.ctx.backends.auth_failure(idx),
+                    _ => fault.to_string(),
+                };
+                self.fail_backend(idx, &reason);
             }
         }
         if !self.ctx.scripts.undo.is_empty() {
@@ -215,6 +219,9 @@ impl Worker {
         let max_backoff = self.ctx.cfg.backend.max_backoff.0.max(MIN_BACKOFF_MS);
         let gen = self.ctx.backends.new_gen();
         let p = self.ctx.backends.conns[idx].pool;
+        // Refused credentials are logged once a streak, not on every retry.
+        let repeated = self.ctx.backends.pools[p].health.failures > 0
+            && reason.starts_with(super::backends::AUTH_FAILED);
         if self.ctx.backends.pools[p].health.failed(now, reason) {
             self.ctx.health_turned(p);
         }
@@ -228,7 +235,7 @@ impl Worker {
         .to_reply();
         let (backends, mut sink) = self.delivery();
         let conn = &mut backends[idx];
-        if matches!(conn.link, Link::Up) {
+        if matches!(conn.link, Link::Up) && !repeated {
             tracing::warn!(core, %group, backend = ?addr, "backend lost: {reason}");
         } else {
             tracing::debug!(core, %group, backend = ?addr, "backend unavailable: {reason}");

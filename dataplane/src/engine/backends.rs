@@ -15,13 +15,17 @@ use std::time::{Duration, Instant};
 
 use slab::Slab;
 
-use super::backend::{BackendConn, Link, Owner, Pool, PoolKey};
+use super::backend::{BackendConn, Internal, Link, Owner, Pool, PoolAuth, PoolKey};
 use super::health::{BackendHealth, PublishedHealth};
 use super::replies::Refusal;
 use super::versions::VersionCounts;
 use super::{Action, BackendId, Wake};
 use crate::config::LiveConfig;
 use crate::routing::{GroupIndex, GroupRoute, ReadFrom};
+
+/// How the reason of a connection failed by the backend's refusal of
+/// keyway's `AUTH` begins.
+pub(crate) const AUTH_FAILED: &str = "authentication as backend user";
 
 /// Where a group's reads may go: replica pools, taken round robin.
 #[derive(Debug, Default)]
@@ -145,6 +149,7 @@ impl Backends {
                     free: Vec::new(),
                     health: Default::default(),
                     in_use: true,
+                    auth: Default::default(),
                 });
                 used.push(false);
                 self.pool_by_key.insert(key, self.pools.len() - 1);
@@ -156,6 +161,15 @@ impl Backends {
         pool.group = g.name.clone();
         if *pool.text != *text {
             pool.text = Arc::from(text);
+        }
+        let auth = PoolAuth::of(cfg.logins.of(&g.name));
+        if *pool.auth != auth {
+            // New credentials: the connections authenticated with the old
+            // ones go once their replies are in; new ones log in anew.
+            pool.auth = Arc::new(auth);
+            pool.retiring.append(&mut pool.conns);
+            pool.retiring.append(&mut pool.conns3);
+            pool.retiring.append(&mut pool.free);
         }
         while pool.conns.len() < wanted {
             pool.conns.push(self.conns.insert(BackendConn::new(p)));
@@ -326,12 +340,66 @@ impl Backends {
             // idle connection holds no requests).
             super::resp3::hello_first(conn, now_ms);
         }
+        let auth = &self.pools[p].auth;
+        if !auth.client.is_empty() {
+            // Before anything else, in the same first write: no round trip.
+            conn.prepend_internal(&auth.client, Internal::Auth { admin: false }, now_ms);
+        }
         self.actions.push(Action::Connect {
             id: BackendId { idx: b as u32, gen },
             addr,
             timeout: self.connect_timeout,
         });
         true
+    }
+
+    /// Switches connection `b` to its pool's admin login for the next
+    /// request (a maintenance command; see [`super::backend_acl`]): `AUTH`
+    /// appended; true if it was (false: the pool has no admin login of its
+    /// own). The caller appends the request, then [`restore`](Self::restore).
+    #[cold]
+    pub fn elevate(&mut self, b: usize, now_ms: u64) -> bool {
+        let Some(conn) = self.conns.get_mut(b) else {
+            return false;
+        };
+        let auth = &self.pools[conn.pool].auth;
+        if auth.admin.is_empty() || !conn.has_socket() {
+            return false;
+        }
+        conn.append_internal(&auth.admin, Internal::Auth { admin: true }, now_ms);
+        true
+    }
+
+    /// Switches connection `b` back to its pool's client login after a
+    /// maintenance command.
+    #[cold]
+    pub fn restore(&mut self, b: usize, now_ms: u64) {
+        if let Some(conn) = self.conns.get_mut(b) {
+            let auth = &self.pools[conn.pool].auth;
+            conn.append_internal(&auth.client, Internal::Auth { admin: false }, now_ms);
+        }
+    }
+
+    /// `MIGRATE`'s options (`AUTH2 user pass`) and their count, for a key
+    /// move to `target`: its pool's maintenance login (0: none).
+    pub fn migrate_options(&self, target: std::net::SocketAddr) -> (usize, &[u8]) {
+        match self.pool_by_key.get(&PoolKey::Addr(target)) {
+            Some(&p) => {
+                let (n, bytes) = &self.pools[p].auth.migrate;
+                (*n, &bytes[..])
+            }
+            None => (0, &[]),
+        }
+    }
+
+    /// Why connection `idx` failed when the backend refused keyway's
+    /// `AUTH`.
+    pub fn auth_failure(&mut self, idx: usize) -> String {
+        let conn = &mut self.conns[idx];
+        let (admin, text) = conn.auth_refused.take().unwrap_or_default();
+        let users = &self.pools[conn.pool].auth.users;
+        let user = if admin { &users.1 } else { &users.0 };
+        format!("{AUTH_FAILED} {user:?} failed: {text}")
     }
 
     /// The connection client slot `slot` uses in pool `p`, starting a

@@ -151,6 +151,9 @@ fn content(el: &[u8]) -> Option<&[u8]> {
     }
 }
 
+/// What `CONFIG GET` shows for a set `requirepass` or `masterauth`.
+const HIDDEN: &[u8] = b"(hidden by keyway)";
+
 /// `CONFIG GET`'s reply: the group's pairs plus keyway's.
 #[derive(Debug)]
 struct ConfigGetMerge {
@@ -180,8 +183,20 @@ impl Combine for ConfigGetMerge {
             },
         };
         encode::map_header(out, theirs.len() / 2 + self.keyway.len(), self.resp3);
-        for el in theirs {
-            out.extend_from_slice(el);
+        for pair in theirs.chunks(2) {
+            out.extend_from_slice(pair[0]);
+            // A backend password keyway holds is not shown to its clients
+            // (see README, "Backend authentication").
+            let secret = content(pair[0]).is_some_and(|n| {
+                n.eq_ignore_ascii_case(b"requirepass") || n.eq_ignore_ascii_case(b"masterauth")
+            });
+            match pair.get(1) {
+                Some(v) if secret && content(v).is_some_and(|v| !v.is_empty()) => {
+                    encode::bulk(out, HIDDEN)
+                }
+                Some(v) => out.extend_from_slice(v),
+                None => {}
+            }
         }
         for (k, v) in &self.keyway {
             encode::bulk(out, k.as_bytes());
@@ -449,6 +464,22 @@ mod tests {
             .0
             .starts_with("%2\r\n$9\r\nmaxmemory"));
         assert_eq!(run(m(false), &[b"-ERR x\r\n"]).0, "-ERR x\r\n");
+    }
+
+    #[test]
+    fn config_get_hides_backend_passwords() {
+        let m = ConfigGetMerge {
+            keyway: Vec::new(),
+            reply: None,
+            resp3: false,
+        };
+        let reply = b"*6\r\n$11\r\nrequirepass\r\n$6\r\nsecret\r\n$10\r\nmasterauth\r\n$0\r\n\r\n$9\r\nmaxmemory\r\n$1\r\n0\r\n";
+        assert_eq!(
+            run(m, &[reply]).0,
+            "*6\r\n$11\r\nrequirepass\r\n$18\r\n(hidden by keyway)\r\n$10\r\nmasterauth\r\n$0\r\n\r\n\
+             $9\r\nmaxmemory\r\n$1\r\n0\r\n",
+            "a set password hidden, an empty one shown as it is"
+        );
     }
 
     #[test]

@@ -270,17 +270,25 @@ impl Worker {
             let id = ctx.sched.batches.sent((b, target), batch.waiters);
             ctx.stats.key_moves += 1;
             let version = ctx.cfg.table.version;
+            // MIGRATE is a maintenance command (see `engine::backend_acl`).
+            let admin = ctx.backends.elevate(b, ctx.now_ms);
+            let (n, opts) = ctx.backends.migrate_options(target);
+            let auth = (n, opts.to_vec());
             let conn = &mut ctx.backends.conns[b];
             moves::write_migrate(
                 conn.out.buf_mut(),
                 target,
                 timeout,
+                (auth.0, auth.1.as_slice()),
                 batch.keys.iter().map(Vec::as_slice),
             );
             conn.sent(Owner::MoveBatch { id }, version, ctx.now_ms);
             ctx.versions.add(version);
             if matches!(conn.link, Link::Up) {
                 ctx.wake.backend(conn, b);
+            }
+            if admin {
+                ctx.backends.restore(b, ctx.now_ms);
             }
         }
     }

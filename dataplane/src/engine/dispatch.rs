@@ -5,6 +5,7 @@ use keyway_protocol::command::{self, acl, extract_keys, flag, CommandSpec, Looku
 use keyway_protocol::resp::{encode, Args, Frame};
 
 use super::backend::Purpose;
+use super::backend_acl;
 use super::client::{Client, ClientState, Phase};
 use super::local::{self, LocalCtx};
 use super::moves::Migrator;
@@ -233,10 +234,14 @@ impl Ctx {
                 ..
             } => self.route(st, spec, keyless, block_option, read, req),
             Policy::Split(kind) => self.split(st, kind, read, req),
-            Policy::FanOut(kind) => self.fan_out(st, kind, read, req),
+            Policy::FanOut(kind) => {
+                self.as_identity_of(spec, |ctx| ctx.fan_out(st, kind, read, req))
+            }
             Policy::Scripts(cmd) => self.script_command(st, cmd, spec, req),
             Policy::Tx(cmd) => self.tx_command(st, cmd, req),
-            Policy::Keyspace(cmd) => self.keyspace(st, cmd, spec, read, req),
+            Policy::Keyspace(cmd) => {
+                self.as_identity_of(spec, |ctx| ctx.keyspace(st, cmd, spec, read, req))
+            }
             Policy::Block(blocking) => self.block(st, blocking, req),
             Policy::Wait => self.wait(st, req),
             Policy::Kill => self.kill(st, req),
@@ -284,9 +289,11 @@ impl Ctx {
                 }
             }
             Policy::PubSub(cmd) => self.pubsub(st, cmd, req),
-            Policy::Server(cmd) => self.server_command(st, cmd, req),
+            Policy::Server(cmd) => {
+                self.as_identity_of(spec, |ctx| ctx.server_command(st, cmd, req))
+            }
             Policy::Monitor => self.monitor(st, req),
-            Policy::Diag(cmd) => self.diag(st, cmd, req),
+            Policy::Diag(cmd) => self.as_identity_of(spec, |ctx| ctx.diag(st, cmd, req)),
             Policy::Unsupported(why) => {
                 self.cmds.unsupported(spec.id, place.at.is_none());
                 self.refuse(st, &Refusal::Unsupported { spec, why }, place);
@@ -568,6 +575,9 @@ impl Ctx {
         }
         let owner = st.owner(seq, purpose);
         let (cfg, now_ms) = (&*self.cfg, self.now_ms);
+        // A maintenance command runs as the admin login (see
+        // `engine::backend_acl`).
+        let admin = self.maintenance && self.backends.elevate(b, now_ms);
         let (versions, wake) = (&mut self.versions, &mut self.wake);
         (self.backends).append(
             b,
@@ -579,6 +589,18 @@ impl Ctx {
             &mut self.backpressure,
             write,
         );
+        if admin {
+            self.backends.restore(b, now_ms);
+        }
+    }
+
+    /// Runs `f`, whose requests are command `spec`'s, as the admin login
+    /// if `spec` is a maintenance command.
+    #[cold]
+    fn as_identity_of(&mut self, spec: &CommandSpec, f: impl FnOnce(&mut Ctx)) {
+        self.maintenance = backend_acl::identity(spec) == backend_acl::Identity::Maintenance;
+        f(self);
+        self.maintenance = false;
     }
 
     /// The target of a request all of whose keys must be in one group.

@@ -15,6 +15,9 @@ mod acl_cmd;
 mod acl_log;
 mod auth;
 mod backend;
+pub mod backend_acl;
+#[cfg(test)]
+mod backend_auth_tests;
 mod backend_io;
 mod backends;
 pub mod blocking;
@@ -229,6 +232,10 @@ pub(crate) struct Ctx {
     /// `CLIENT` commands across cores: open asks, the pause (see
     /// [`clients`]).
     admin: clients::Admin,
+    /// The request being dispatched is a maintenance command
+    /// ([`backend_acl::Identity::Maintenance`]): [`Ctx::enqueue`] sends it
+    /// as the admin login.
+    maintenance: bool,
 }
 
 impl Ctx {

@@ -269,6 +269,9 @@ impl Ctx {
     /// Sends `CLIENT LIST TYPE normal` (keyway-ctld's connections already
     /// open) and `MONITOR` on connection `b`.
     fn send_monitor(&mut self, b: usize) {
+        // As the admin login, for good: a MONITOR connection is never
+        // given back (see `engine::backend_acl`).
+        self.backends.elevate(b, self.now_ms);
         for bytes in [CLIENT_LIST, MONITOR] {
             let (cfg, now, versions, wake) =
                 (&*self.cfg, self.now_ms, &mut self.versions, &mut self.wake);

@@ -154,14 +154,22 @@ impl<'a> Migrator<'a> {
             }
             self.stats.key_moves += 1;
             let purpose = single.map_or(Purpose::Move, Purpose::MoveKey);
+            // MIGRATE is a maintenance command (see `engine::backend_acl`).
+            let admin = self.backends.elevate(b, self.now_ms);
+            let (n, opts) = self.backends.migrate_options(target);
+            let auth = (n, opts.to_vec());
             self.send(st, b, seq, purpose, |out| {
                 write_migrate(
                     out,
                     target,
                     timeout,
+                    (auth.0, auth.1.as_slice()),
                     keys.iter().map(|&(_, _, k)| args.get(k as usize)),
                 );
             });
+            if admin {
+                self.backends.restore(b, self.now_ms);
+            }
         }
         *self.moves = moves;
         self.sched.ready_if(st, seq);
@@ -253,20 +261,24 @@ pub(crate) fn move_timeout(cfg: &LiveConfig, attempt: u8) -> u64 {
     timeout
 }
 
-/// Encodes `MIGRATE host port "" 0 timeout KEYS k…`.
+/// Encodes `MIGRATE host port "" 0 timeout [AUTH2 user pass] KEYS k…`;
+/// `auth` is the target's login options, already encoded, and their count
+/// (`Backends::migrate_options`; 0: none).
 pub(crate) fn write_migrate<'k>(
     out: &mut Vec<u8>,
     target: std::net::SocketAddr,
     timeout_ms: u64,
+    auth: (usize, &[u8]),
     keys: impl ExactSizeIterator<Item = &'k [u8]>,
 ) {
-    encode::array_header(out, 7 + keys.len());
+    encode::array_header(out, 7 + auth.0 + keys.len());
     encode::bulk(out, b"MIGRATE");
     encode::bulk(out, target.ip().to_string().as_bytes());
     encode::bulk(out, target.port().to_string().as_bytes());
     encode::bulk(out, b"");
     encode::bulk(out, b"0");
     encode::bulk(out, timeout_ms.to_string().as_bytes());
+    out.extend_from_slice(auth.1);
     encode::bulk(out, b"KEYS");
     for k in keys {
         encode::bulk(out, k);

@@ -3,7 +3,6 @@
 //! memory after a burst so idle connections stay small.
 
 /// A connection's output buffer.
-#[derive(Debug)]
 pub(crate) struct OutBuf {
     buf: Vec<u8>,
     /// Bytes of `buf` already written.
@@ -17,6 +16,17 @@ pub(crate) struct OutBuf {
     in_transport: usize,
     /// Capacity kept after a burst that grew the buffer past 64 times this.
     keep: usize,
+}
+
+/// Lengths only: the bytes may hold a backend password (`AUTH`).
+impl std::fmt::Debug for OutBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutBuf")
+            .field("len", &self.len())
+            .field("handed", &self.handed)
+            .field("in_transport", &self.in_transport)
+            .finish_non_exhaustive()
+    }
 }
 
 impl OutBuf {
@@ -67,6 +77,11 @@ impl OutBuf {
     #[inline]
     pub fn end_offset(&self) -> u64 {
         self.handed + self.len() as u64
+    }
+
+    /// Puts `bytes` ahead of the unwritten ones.
+    pub fn prepend(&mut self, bytes: &[u8]) {
+        self.buf.splice(self.pos..self.pos, bytes.iter().copied());
     }
 
     /// Records that `n` bytes of [`pending`](Self::pending) were written.

@@ -50,6 +50,8 @@ pub(crate) struct Settings {
     pub zone: Option<&'static str>,
     /// Client users.
     pub users: Arc<crate::acl::Users>,
+    /// Backend logins.
+    pub logins: Arc<crate::config::BackendAuth>,
 }
 
 fn config(version: u64, slot1: SlotRoute, held: &[u16], settings: &Settings) -> Arc<LiveConfig> {
@@ -92,6 +94,7 @@ fn config(version: u64, slot1: SlotRoute, held: &[u16], settings: &Settings) -> 
         users: settings.users.clone(),
         protected_mode: true,
         auth: Default::default(),
+        logins: settings.logins.clone(),
     })
 }
 

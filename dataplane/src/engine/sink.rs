@@ -29,6 +29,10 @@ pub(super) enum BackendFault {
     /// It sent something that is not RESP.
     #[error("protocol error from backend: {0}")]
     Protocol(keyway_protocol::resp::ReplyError),
+    /// It refused keyway's `AUTH` (the error is in
+    /// [`BackendConn::auth_refused`]).
+    #[error("the backend refused keyway's credentials")]
+    AuthRefused,
 }
 
 /// Whether a reply is owed on `conn`: its oldest request in flight has been
@@ -135,6 +139,12 @@ impl Sink<'_> {
                     );
                 }
             }
+            Internal::Auth { admin } => {
+                if reply.first() == Some(&b'-') {
+                    let text = String::from_utf8_lossy(&reply[1..reply.len().min(200)]);
+                    conn.auth_refused = Some((admin, text.trim_end().into()));
+                }
+            }
             Internal::Ignore => {}
         }
     }
@@ -173,6 +183,9 @@ impl Sink<'_> {
                     if conn.dedicated.is_some() || matches!(entry.owner, Owner::Internal(_)) {
                         let reply = &buf[at..at + len];
                         if self.special(conn, entry, reply) {
+                            if conn.auth_refused.is_some() {
+                                return Err(BackendFault::AuthRefused);
+                            }
                             at += len;
                             continue;
                         }

@@ -70,6 +70,7 @@ impl Worker {
             restores: Vec::new(),
             pubsub: Default::default(),
             admin: Default::default(),
+            maintenance: false,
         };
         ctx.apply(cfg);
         Worker {

@@ -167,9 +167,7 @@ pub fn run(config: Config, routing: Routing) -> anyhow::Result<()> {
                         reload(path, overrides, &source, &config);
                         shared.wake_cores();
                     }
-                    Routing::Control(_) => {
-                        tracing::info!("SIGHUP ignored: routing comes from keyway-ctld")
-                    }
+                    Routing::Control(opts) => reload_credentials(opts, overrides_of(&config)),
                 },
                 _ => {
                     tracing::info!("stopping: finishing requests in flight");
@@ -197,6 +195,47 @@ struct Running(Arc<AtomicUsize>);
 impl Drop for Running {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The command-line values a managed keyway's settings file is read with:
+/// those that were in effect at start.
+fn overrides_of(config: &Config) -> Overrides {
+    Overrides {
+        listen: Some(config.listen.to_string()),
+        admin: config.admin.map(|a| a.to_string()),
+        cores: Some(config.cpus.len()),
+        zone: config.live.zone.as_deref().map(str::to_string),
+    }
+}
+
+/// A managed keyway's `SIGHUP`: routing comes from keyway-ctld, but the
+/// backend credentials of the settings file are read again and handed to
+/// the control thread, which publishes them (see
+/// `ControlOptions::auth_reload`); a file that does not validate is logged
+/// and ignored.
+fn reload_credentials(opts: &control::ControlOptions, overrides: Overrides) {
+    let Some(path) = &opts.config else {
+        tracing::info!("SIGHUP ignored: routing comes from keyway-ctld, and there is no --config");
+        return;
+    };
+    let loaded = FileConfig::read(path).and_then(|mut f| {
+        overrides.apply(&mut f);
+        f.validate(0, Mode::Managed)
+    });
+    match loaded {
+        Ok(new) => {
+            for w in &new.warnings {
+                tracing::warn!("{w}");
+            }
+            if let Ok(mut pending) = opts.auth_reload.lock() {
+                *pending = Some(new.live.logins.clone());
+            }
+            tracing::info!(
+                "SIGHUP: backend credentials read again (other settings need a restart)"
+            );
+        }
+        Err(e) => tracing::error!("reload rejected, keeping the current credentials: {e}"),
     }
 }
 

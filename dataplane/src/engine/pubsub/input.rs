@@ -8,7 +8,7 @@
 use keyway_protocol::resp::array_elements;
 
 use super::Kind;
-use crate::engine::backend::Link;
+use crate::engine::backend::{Internal, Link, Owner};
 use crate::engine::limits::close_for_output;
 use crate::engine::{live_client, BackendId, Worker};
 
@@ -183,6 +183,24 @@ impl Worker {
         let mut buf = std::mem::take(&mut conn.inbuf);
         let (limit, key) = self.ctx.cfg.reply_limit();
         let mut at = 0;
+        // The reply to keyway's `AUTH`, first on the connection.
+        while let Some(&e) = self.ctx.backends.conns[idx].inflight.front() {
+            let Owner::Internal(Internal::Auth { admin }) = e.owner else {
+                break;
+            };
+            let Ok(Some(len)) = push_len(&buf[at..], limit, 0) else {
+                break;
+            };
+            let conn = &mut self.ctx.backends.conns[idx];
+            conn.inflight.pop_front();
+            if buf[at] == b'-' {
+                let text = String::from_utf8_lossy(&buf[at + 1..at + len.min(200)]);
+                conn.auth_refused = Some((admin, text.trim_end().into()));
+                let reason = self.ctx.backends.auth_failure(idx);
+                return self.fail_backend(idx, &reason);
+            }
+            at += len;
+        }
         let fault = loop {
             match push_len(&buf[at..], limit, 0) {
                 Ok(Some(len)) => {
