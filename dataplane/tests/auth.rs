@@ -289,6 +289,17 @@ fn acl_log_records_refusals_as_redis() {
         "client-info names the user: {}",
         escape(&ours)
     );
+    // Redis 7.2's counters (7.0 has none).
+    let (_, ours) = s.both(&["INFO", "stats"]);
+    for field in [
+        "acl_access_denied_auth:1",
+        "acl_access_denied_cmd:2",
+        "acl_access_denied_key:2",
+        "acl_access_denied_channel:1",
+    ] {
+        let text = String::from_utf8_lossy(&ours);
+        assert!(text.contains(field), "INFO stats {field}: {text}");
+    }
     s.same(&["ACL", "LOG", "-1"]);
     s.same(&["ACL", "LOG", "0"]);
     let (theirs, ours) = s.both(&["ACL", "LOG", "2"]);

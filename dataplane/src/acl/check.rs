@@ -4,7 +4,7 @@
 //! `update`, `delete` need `W`), then each Pub/Sub channel (a `PSUBSCRIBE`
 //! pattern must equal one of the user's channel patterns literally).
 
-use keyway_protocol::command::{extract_keys_with_flags, flag, key_flag, CommandSpec};
+use keyway_protocol::command::{extract_keys_with_flags, flag, key_flag, Begin, CommandSpec, Find};
 use keyway_protocol::pattern::glob_match;
 use keyway_protocol::resp::Args;
 
@@ -44,6 +44,27 @@ fn channels_of(spec: &CommandSpec) -> Channels {
     }
 }
 
+/// The key spec flags of a command whose only key is its first argument
+/// (and that names no channel), with flags that do not vary.
+#[inline]
+fn first_key_only(spec: &CommandSpec) -> Option<u16> {
+    match spec.key_specs {
+        [ks] if ks.begin == Begin::Index(1)
+            && ks.find
+                == (Find::Range {
+                    lastkey: 0,
+                    step: 1,
+                    limit: 0,
+                })
+            && ks.flags & (key_flag::VARIABLE_FLAGS | key_flag::NOT_KEY) == 0
+            && !spec.has(flag::PUBSUB) =>
+        {
+            Some(ks.flags)
+        }
+        _ => None,
+    }
+}
+
 impl User {
     /// Checks `args` (a call of `spec`, arity already checked) against the
     /// user's rules. `keys` is scratch space, left cleared.
@@ -57,6 +78,13 @@ impl User {
             return Err(Denied::Command);
         }
         if !self.all_keys && !spec.key_specs.is_empty() {
+            if let Some(flags) = first_key_only(spec) {
+                // `GET k`, `SET k v`, …: no key spec walk.
+                return match args.try_get(1) {
+                    Some(k) if !self.key_ok(k, flags) => Err(Denied::Key(1)),
+                    _ => Ok(()),
+                };
+            }
             keys.clear();
             // Keys Redis cannot find are none to check (the command then
             // fails on its own).

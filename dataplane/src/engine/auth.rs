@@ -173,6 +173,7 @@ impl Ctx {
                 if let Ok(mut f) = self.shared.auth_failures.lock() {
                     f.failed(ip, now, settings);
                 }
+                self.stats.acl_denied_auth += 1;
                 if let Some(left_out) = self.log.allow(self.now_ms) {
                     tracing::warn!(
                         client = st.id,
@@ -252,6 +253,11 @@ impl Ctx {
             }
             Err(d) => d,
         };
+        match denied {
+            Denied::Command => self.stats.acl_denied_cmd += 1,
+            Denied::Key(_) => self.stats.acl_denied_key += 1,
+            Denied::Channel(_) => self.stats.acl_denied_channel += 1,
+        }
         let (reason, object, why) = match denied {
             Denied::Command => (
                 Reason::Command,

@@ -565,6 +565,11 @@ fn stats_fields(sh: &Shared, s: &Stats, cmds: &CommandStats) -> Fields {
         kv("tracking_total_prefixes", 0),
         kv("unexpected_error_replies", 0),
         kv("total_error_replies", cmds.error_replies),
+        // Redis 7.2's names.
+        kv("acl_access_denied_auth", s.acl_denied_auth),
+        kv("acl_access_denied_cmd", s.acl_denied_cmd),
+        kv("acl_access_denied_key", s.acl_denied_key),
+        kv("acl_access_denied_channel", s.acl_denied_channel),
     ]
 }
 

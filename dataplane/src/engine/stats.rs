@@ -142,6 +142,14 @@ counters! {
     /// `MONITOR` lines left out as keyway's own traffic (see
     /// `engine::monitor`).
     monitor_lines_left_out,
+    /// Failed `AUTH`s and `HELLO … AUTH`s (see `engine::auth`).
+    acl_denied_auth,
+    /// Requests refused by a user's command rules.
+    acl_denied_cmd,
+    /// Requests refused by a user's key patterns.
+    acl_denied_key,
+    /// Requests refused by a user's channel patterns.
+    acl_denied_channel,
 }
 
 /// A core's counters as it last published them, for the other cores to read.
