@@ -146,6 +146,17 @@ fn acl_denials_match_redis() {
         &["ACL", "WHOAMI"],
         &["ACL", "LIST"],
     ]);
+    // A script whose declared keys pass: Redis would hold its own calls to
+    // the user's rules, keyway cannot see them, so it refuses the script
+    // (the one documented difference).
+    let (theirs, ours) = s.both(&["EVAL", "return redis.call('SET', 'x', 'v')", "1", "app:1"]);
+    assert!(theirs.starts_with(b"-"), "{theirs:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&ours),
+        "-NOPERM this user has no permissions to run the 'eval' command: keyway cannot check \
+         what a script runs, so only users with every command, key and channel may run \
+         scripts\r\n"
+    );
     // Nothing refused reached the group.
     let mut group = backend.conn();
     for key in ["x", "app:2"] {

@@ -4,7 +4,9 @@
 //! `update`, `delete` need `W`), then each Pub/Sub channel (a `PSUBSCRIBE`
 //! pattern must equal one of the user's channel patterns literally).
 
-use keyway_protocol::command::{extract_keys_with_flags, flag, key_flag, Begin, CommandSpec, Find};
+use keyway_protocol::command::{
+    acl, extract_keys_with_flags, flag, key_flag, Begin, CommandSpec, Find,
+};
 use keyway_protocol::pattern::glob_match;
 use keyway_protocol::resp::Args;
 
@@ -19,6 +21,17 @@ pub enum Denied {
     Key(u32),
     /// A channel, at this argument index.
     Channel(u32),
+    /// A script or function call by a user whose commands, keys or
+    /// channels are limited: keyway cannot see what a script runs, so it
+    /// could not hold the script to the user's rules.
+    Script,
+}
+
+/// Whether `spec` runs a script or a function (`EVAL`, `EVALSHA`, their
+/// `_RO` forms, `FCALL`, `FCALL_RO`).
+fn runs_script(spec: &CommandSpec) -> bool {
+    spec.acl & acl::SCRIPTING != 0
+        && (spec.name.starts_with("eval") || spec.name.starts_with("fcall"))
 }
 
 /// How a Pub/Sub command names channels.
@@ -100,7 +113,7 @@ impl User {
         }
         if !self.all_channels {
             let (range, literal) = match channels_of(spec) {
-                Channels::None => return Ok(()),
+                Channels::None => return self.script_check(spec),
                 Channels::First => (1..2.min(args.len()), false),
                 Channels::All => (1..args.len(), false),
                 Channels::Patterns => (1..args.len(), true),
@@ -110,6 +123,16 @@ impl User {
                     return Err(Denied::Channel(i as u32));
                 }
             }
+        }
+        self.script_check(spec)
+    }
+
+    /// After Redis's own checks passed: a script or function call by a
+    /// user limited in commands, keys or channels is refused
+    /// ([`Denied::Script`]).
+    fn script_check(&self, spec: &CommandSpec) -> Result<(), Denied> {
+        if runs_script(spec) && !self.unrestricted() {
+            return Err(Denied::Script);
         }
         Ok(())
     }
@@ -224,11 +247,34 @@ mod tests {
             Err(Denied::Key(3))
         );
         assert_eq!(check(r, &["eval", "s", "1", "x"]), Err(Denied::Key(3)));
-        assert_eq!(check(r, &["eval", "s", "0", "x"]), Ok(()));
+        assert_eq!(check(r, &["eval", "s", "1", "app:1"]), Err(Denied::Script));
         assert_eq!(check(r, &["ping"]), Ok(()));
         let r = "+@all ~[a-c]\\?*";
         assert_eq!(check(r, &["get", "b?x"]), Ok(()));
         assert_eq!(check(r, &["get", "bax"]), Err(Denied::Key(1)));
+    }
+
+    #[test]
+    fn only_unrestricted_users_run_scripts() {
+        // A script's own calls are out of keyway's sight: a user limited
+        // in commands, keys or channels may not run one at all.
+        for r in ["+@all ~app:* &*", "+@all ~* &chat:*", "+@all -@dangerous ~* &*"] {
+            for cmd in [
+                &["eval", "return 1", "0"][..],
+                &["evalsha_ro", "abc", "0"],
+                &["fcall", "f", "0"],
+                &["fcall_ro", "f", "0"],
+            ] {
+                assert_eq!(check(r, cmd), Err(Denied::Script), "{r}: {cmd:?}");
+            }
+            assert_eq!(check(r, &["script", "load", "return 1"]), Ok(()), "{r}");
+        }
+        assert_eq!(check("+@all ~* &*", &["eval", "return 1", "0"]), Ok(()));
+        assert_eq!(
+            check("+@all -eval ~app:*", &["eval", "return 1", "0"]),
+            Err(Denied::Command),
+            "the command's own rule first"
+        );
     }
 
     #[test]

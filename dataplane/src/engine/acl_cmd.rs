@@ -192,6 +192,11 @@ fn dry_run(
                 spec.name
             )
         }
+        Err(Denied::Script) => format!(
+            "This user has no permissions to run the '{}' command: keyway cannot check what \
+             a script runs, so only users with every command, key and channel may run scripts",
+            spec.name
+        ),
         Err(Denied::Key(i)) => format!(
             "This user has no permissions to access the '{}' key",
             String::from_utf8_lossy(sub.get(i as usize))

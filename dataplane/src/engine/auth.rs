@@ -254,7 +254,7 @@ impl Ctx {
             Err(d) => d,
         };
         match denied {
-            Denied::Command => self.stats.acl_denied_cmd += 1,
+            Denied::Command | Denied::Script => self.stats.acl_denied_cmd += 1,
             Denied::Key(_) => self.stats.acl_denied_key += 1,
             Denied::Channel(_) => self.stats.acl_denied_channel += 1,
         }
@@ -263,6 +263,11 @@ impl Ctx {
                 Reason::Command,
                 spec.name.to_string(),
                 Refusal::NoPermCommand { name: spec.name },
+            ),
+            Denied::Script => (
+                Reason::Command,
+                spec.name.to_string(),
+                Refusal::NoPermScript { name: spec.name },
             ),
             Denied::Key(i) => (Reason::Key, lossy(args.get(i as usize)), Refusal::NoPermKey),
             Denied::Channel(i) => (

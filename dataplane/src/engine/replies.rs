@@ -106,6 +106,9 @@ pub(crate) enum Refusal<'a> {
     NoAuthHello,
     /// The user may not run the command (its full name, `config|get`).
     NoPermCommand { name: &'a str },
+    /// A script or function call by a user with limited rules (see
+    /// `acl::Denied::Script`).
+    NoPermScript { name: &'a str },
     /// The user may not use one of the keys.
     NoPermKey,
     /// The user may not use one of the channels.
@@ -403,6 +406,12 @@ impl Display for Refusal<'_> {
             NoPermCommand { name } => write!(
                 f,
                 "NOPERM this user has no permissions to run the '{name}' command"
+            ),
+            NoPermScript { name } => write!(
+                f,
+                "NOPERM this user has no permissions to run the '{name}' command: keyway cannot \
+                 check what a script runs, so only users with every command, key and channel \
+                 may run scripts"
             ),
             NoPermKey => f.write_str(
                 "NOPERM this user has no permissions to access one of the keys used as arguments",
