@@ -10,6 +10,8 @@
 //!   (reload, shutdown);
 //! - [`control`]: a managed data plane's session with keyway-ctld (snapshots,
 //!   acks, lease, fencing) and its saved state;
+//! - [`tls`]: TLS settings and per-connection sessions (rustls), used by
+//!   the transports;
 //! - [`admin`]: `/healthz` and `/table` over HTTP.
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
@@ -20,3 +22,4 @@ pub mod engine;
 pub mod resolve;
 pub mod routing;
 pub mod runtime;
+pub mod tls;

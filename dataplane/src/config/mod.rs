@@ -23,6 +23,7 @@ use serde::Deserialize;
 
 use crate::resolve::resolve;
 use crate::routing::{RoutingTable, SlotRoute};
+use crate::tls::{ServerTls, TlsSettings};
 pub use groups::{GroupConfig, ReadFromConfig, ReplicaConfig};
 use settings::reply_limit;
 pub use settings::{BackendSettings, Limits, MigrationSettings, MAX_REQUEST_BYTES};
@@ -139,6 +140,9 @@ pub struct FileConfig {
     /// Redis groups.
     #[serde(default, rename = "group")]
     pub groups: Vec<GroupConfig>,
+    /// TLS for clients (none by default).
+    #[serde(default)]
+    pub tls: Option<TlsSettings>,
 }
 
 fn default_slots() -> u32 {
@@ -175,6 +179,15 @@ impl LiveConfig {
     }
 }
 
+/// TLS for clients, validated: where, and the loaded certificate.
+#[derive(Debug, Clone)]
+pub struct ClientTls {
+    /// The TLS port beside `listen`; `None`: `listen` itself is TLS-only.
+    pub listen: Option<SocketAddr>,
+    /// The certificate, key and client verification new connections get.
+    pub server: ServerTls,
+}
+
 /// A validated config: process settings fixed at start, plus the live part.
 #[derive(Debug)]
 pub struct Config {
@@ -190,6 +203,8 @@ pub struct Config {
     pub transport: Transport,
     /// Listen backlog.
     pub backlog: u32,
+    /// TLS for clients.
+    pub tls: Option<ClientTls>,
     /// The first live snapshot.
     pub live: Arc<LiveConfig>,
     /// Things worth a log line that are not errors.
@@ -297,6 +312,10 @@ impl FileConfig {
         if self.backlog == 0 {
             return Err(invalid("backlog must be at least 1"));
         }
+        let tls = match &self.tls {
+            Some(t) => Some(client_tls(t, listen)?),
+            None => None,
+        };
         let mut limits = self.limits;
         settings::check(&mut limits, &self.backend, &self.migration)?;
         if let Some(z) = &self.zone {
@@ -338,6 +357,7 @@ impl FileConfig {
             steer: self.steer,
             transport: self.transport,
             backlog: self.backlog,
+            tls,
             live: Arc::new(LiveConfig {
                 table,
                 fence,
@@ -350,6 +370,27 @@ impl FileConfig {
             warnings,
         })
     }
+}
+
+/// Checks `[tls]` and loads its files.
+fn client_tls(t: &TlsSettings, listen: SocketAddr) -> Result<ClientTls, ConfigError> {
+    let tls_listen = match &t.listen {
+        Some(l) => {
+            let a = resolve(l).map_err(|e| invalid(format!("tls.listen: {e}")))?;
+            if a == listen && a.port() != 0 {
+                return Err(invalid(format!(
+                    "tls.listen {a} is the same address as listen: leave tls.listen out to make listen TLS-only"
+                )));
+            }
+            Some(a)
+        }
+        None => None,
+    };
+    let server = ServerTls::load(t).map_err(|e| invalid(format!("tls: {e}")))?;
+    Ok(ClientTls {
+        listen: tls_listen,
+        server,
+    })
 }
 
 #[cfg(test)]
