@@ -176,6 +176,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             None => None,
         },
+        config: args.config.clone(),
     };
     keyway::runtime::run(config, Routing::Control(opts))?;
     Ok(ExitCode::SUCCESS)

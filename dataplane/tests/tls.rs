@@ -477,3 +477,36 @@ fn bad_tls_files_are_config_errors_naming_the_file() {
     let (ok, err) = check(&section(&certs.server_cert, &certs.server_key));
     assert!(ok, "a good [tls] section passes --check: {err}");
 }
+
+#[test]
+fn a_managed_keyway_reloads_its_certificate_on_sighup() {
+    let dir = TempDir::new("tls-certs");
+    let certs = Certs::generate(dir.path());
+    let r = Redis::start();
+    let ctld = common::fake_ctld::FakeCtld::start(common::fake_ctld::snapshot(1, &r.addr(), false));
+    let section = |cert: &Path, key: &Path| {
+        format!(
+            "[tls]\nlisten = \"127.0.0.1:0\"\ncert = \"{}\"\nkey = \"{}\"\n",
+            cert.display(),
+            key.display()
+        )
+    };
+    let mut kw = Keyway::start_args(
+        &section(&certs.server_cert, &certs.server_key),
+        &["--control", &ctld.addr, "--cluster", "c"],
+    );
+    let tls = kw.tls_addr();
+    let mut old = tls_connect(tls, &certs.ca, None).expect("handshake with the first certificate");
+    kw.reload(&section(&certs.other_cert, &certs.other_key));
+    kw.wait_log("TLS certificate reloaded");
+    assert!(
+        tls_connect(tls, &certs.other_ca, None).is_ok(),
+        "new connections get the new certificate"
+    );
+    assert!(tls_connect(tls, &certs.ca, None).is_err());
+    assert_eq!(
+        exchange(&mut old, b"*1\r\n$4\r\nPING\r\n", 1),
+        b"+PONG\r\n",
+        "a connection made before the reload goes on"
+    );
+}

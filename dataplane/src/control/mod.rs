@@ -57,6 +57,9 @@ pub struct ControlOptions {
     /// Mutual TLS with ctld (`--control-tls-ca`, `--control-tls-cert`,
     /// `--control-tls-key`); plain TCP without.
     pub tls: Option<BackendTls>,
+    /// The settings file (`--config`), whose `[tls]` certificates SIGHUP
+    /// reads again.
+    pub config: Option<PathBuf>,
 }
 
 /// Why a control session ended.

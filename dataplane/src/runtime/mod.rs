@@ -215,9 +215,12 @@ pub fn run(config: Config, routing: Routing) -> anyhow::Result<()> {
                         reload(path, overrides, &source, &config, tls_source.as_ref());
                         shared.wake_cores();
                     }
-                    Routing::Control(_) => {
-                        tracing::info!("SIGHUP ignored: routing comes from keyway-ctld")
-                    }
+                    Routing::Control(opts) => match &opts.config {
+                        Some(path) => reload_managed_tls(path, &config, tls_source.as_ref()),
+                        None => tracing::info!(
+                            "SIGHUP ignored: routing comes from keyway-ctld, and there is no --config"
+                        ),
+                    },
                 },
                 _ => {
                     tracing::info!("stopping: finishing requests in flight");
@@ -255,6 +258,20 @@ fn reload_tls(new: Option<&ClientTls>, started: &Config, source: Option<&TlsSour
     if let (Some(new), Some(source)) = (new, source) {
         source.store(new.server.config().clone());
         tracing::info!("TLS certificate reloaded: new connections use it");
+    }
+}
+
+/// A managed keyway's SIGHUP: routing comes from keyway-ctld, but the
+/// settings file's `[tls]` certificates are read again (the rest of the
+/// file takes a restart).
+fn reload_managed_tls(path: &Path, started: &Config, tls: Option<&TlsSource>) {
+    let loaded = FileConfig::read(path).and_then(|mut f| {
+        f.listen = Some(started.listen.to_string());
+        f.validate(0, Mode::Managed)
+    });
+    match loaded {
+        Ok(new) => reload_tls(new.tls.as_ref(), started, tls),
+        Err(e) => tracing::error!("TLS reload rejected, keeping the current certificates: {e}"),
     }
 }
 
