@@ -510,3 +510,41 @@ fn a_managed_keyway_reloads_its_certificate_on_sighup() {
         "a connection made before the reload goes on"
     );
 }
+
+#[test]
+fn a_client_that_never_finishes_its_handshake_is_closed() {
+    let dir = TempDir::new("tls-certs");
+    let certs = Certs::generate(dir.path());
+    let r = Redis::start();
+    let mut kw = Keyway::start(&format!(
+        "{}{}",
+        groups(&[&r]),
+        tls_section(
+            &certs,
+            "listen = \"127.0.0.1:0\"\nhandshake_timeout = \"300ms\"\n"
+        )
+    ));
+    let tls = kw.tls_addr();
+    let mut done = tls_connect(tls, &certs.ca, None).expect("a handshake that ends");
+    // Half a ClientHello's record header, then nothing.
+    let mut stuck = TcpStream::connect(tls).unwrap();
+    stuck.write_all(&[0x16, 0x03]).unwrap();
+    stuck
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let closed = match stuck.read(&mut buf) {
+        Ok(n) => n == 0,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    };
+    assert!(closed, "closed once tls.handshake_timeout passed");
+    kw.wait_log("the handshake did not end within 300ms");
+    assert_eq!(
+        exchange(&mut done, b"*1\r\n$4\r\nPING\r\n", 1),
+        b"+PONG\r\n",
+        "a client whose handshake ended is not subject to it"
+    );
+}

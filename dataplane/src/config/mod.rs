@@ -186,6 +186,8 @@ pub struct ClientTls {
     pub listen: Option<SocketAddr>,
     /// The certificate, key and client verification new connections get.
     pub server: ServerTls,
+    /// How long a client's handshake may take.
+    pub handshake_timeout: std::time::Duration,
 }
 
 /// A validated config: process settings fixed at start, plus the live part.
@@ -386,10 +388,14 @@ fn client_tls(t: &TlsSettings, listen: SocketAddr) -> Result<ClientTls, ConfigEr
         }
         None => None,
     };
+    if t.handshake_timeout.0 == 0 {
+        return Err(invalid("tls.handshake_timeout must be at least 1ms"));
+    }
     let server = ServerTls::load(t).map_err(|e| invalid(format!("tls: {e}")))?;
     Ok(ClientTls {
         listen: tls_listen,
         server,
+        handshake_timeout: t.handshake_timeout.duration(),
     })
 }
 

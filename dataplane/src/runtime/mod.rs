@@ -50,6 +50,8 @@ pub(crate) struct CoreSetup {
     pub listeners: Vec<CoreListener>,
     /// Present when a listener speaks TLS.
     pub tls: Option<TlsSource>,
+    /// How long a TLS client's handshake may take (`tls.handshake_timeout`).
+    pub handshake_timeout: Duration,
     pub source: Arc<ArcSwap<LiveConfig>>,
     pub shared: Arc<Shared>,
     pub stop: Arc<AtomicBool>,
@@ -147,6 +149,10 @@ pub fn run(config: Config, routing: Routing) -> anyhow::Result<()> {
             index,
             listeners,
             tls: tls_source.clone(),
+            handshake_timeout: config
+                .tls
+                .as_ref()
+                .map_or(Duration::from_secs(10), |t| t.handshake_timeout),
             source: source.clone(),
             shared: shared.clone(),
             stop: stop.clone(),

@@ -107,6 +107,17 @@ pub struct TlsSettings {
     /// The oldest TLS version accepted: "1.2" (default) or "1.3".
     #[serde(default)]
     pub min_version: TlsVersion,
+    /// Close a client whose handshake has not ended this long after it
+    /// connected (default "10s"; at least 1ms).
+    #[serde(
+        default = "default_handshake_timeout",
+        deserialize_with = "crate::config::units::duration"
+    )]
+    pub handshake_timeout: crate::config::units::Millis,
+}
+
+fn default_handshake_timeout() -> crate::config::units::Millis {
+    crate::config::units::Millis(10_000)
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {

@@ -210,6 +210,7 @@ mod tests {
             key: certs.server_key.clone(),
             ca: ca.map(Path::to_path_buf),
             min_version: TlsVersion::V12,
+            handshake_timeout: crate::config::units::Millis(10_000),
         })
         .unwrap();
         TlsSession::server(tls.config().clone()).unwrap()

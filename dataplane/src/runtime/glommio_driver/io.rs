@@ -125,6 +125,9 @@ pub(crate) struct ClientIo {
     /// written.
     tls: Option<Box<TlsSession>>,
     sealed: Sealed,
+    /// When it was accepted (a TLS handshake must end within
+    /// `Core::handshake_timeout` of it).
+    since: std::time::Instant,
 }
 
 impl ClientIo {
@@ -140,6 +143,7 @@ impl ClientIo {
             id,
             tls,
             sealed: Sealed::default(),
+            since: std::time::Instant::now(),
         }
     }
 
@@ -193,6 +197,18 @@ impl Future for ClientIo {
         let this = &mut *self;
         let core = Rc::clone(&this.core);
         core.set_client_waker(this.id, cx.waker());
+        if this.tls.as_ref().is_some_and(|t| t.handshaking())
+            && this.since.elapsed() >= core.handshake_timeout
+        {
+            let e = TlsFailure::Io(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "the handshake did not end within {}ms (tls.handshake_timeout)",
+                    core.handshake_timeout.as_millis()
+                ),
+            ));
+            return this.tls_failed(&e);
+        }
         let mut reads = 0;
         while core.worker.borrow().client_status(this.id) == ClientStatus::Active {
             if reads == READS_PER_POLL {

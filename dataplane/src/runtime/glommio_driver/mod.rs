@@ -45,6 +45,11 @@ pub(crate) struct Core {
     tls: Option<TlsSource>,
     /// Rate limit of the log lines about failed TLS sessions.
     pub tls_log: RefCell<TlsLog>,
+    /// How long a TLS client's handshake may take.
+    pub handshake_timeout: Duration,
+    /// TLS clients accepted within the last `handshake_timeout`, and when:
+    /// each is woken once its time is up, to check its handshake ended.
+    handshakes: RefCell<Vec<(ClientId, Instant)>>,
     client_wakers: RefCell<Vec<Option<Waker>>>,
     /// Per backend slot, the tasks (by generation) that may hold a socket for
     /// it: an old connection's task can outlive the slot's reuse.
@@ -93,6 +98,25 @@ impl Core {
             *w = None;
         }
         self.flush(None);
+    }
+
+    /// Wakes the TLS clients whose handshake time is up (each checks its
+    /// own handshake, see `ClientIo`).
+    fn wake_handshakes(&self, now: Instant) {
+        let mut list = self.handshakes.borrow_mut();
+        if list.is_empty() {
+            return;
+        }
+        let wakers = self.client_wakers.borrow();
+        list.retain(|&(id, since)| {
+            if now.duration_since(since) < self.handshake_timeout {
+                return true;
+            }
+            if let Some(Some(w)) = wakers.get(id.idx as usize) {
+                w.wake_by_ref();
+            }
+            false
+        });
     }
 
     /// Wakes the tasks whose connections have work (except `skip`, the client
@@ -179,6 +203,8 @@ async fn serve(setup: CoreSetup) {
         plain: RefCell::new(vec![0; PLAIN]),
         tls: setup.tls.clone(),
         tls_log: RefCell::new(TlsLog::default()),
+        handshake_timeout: setup.handshake_timeout,
+        handshakes: RefCell::new(Vec::new()),
         client_wakers: RefCell::new(Vec::new()),
         backend_wakers: RefCell::new(Vec::new()),
         wake_buf: RefCell::new((Vec::new(), Vec::new())),
@@ -225,6 +251,7 @@ async fn tick_loop(core: Rc<Core>, stop: Arc<AtomicBool>) {
                 w.wake();
             }
         }
+        core.wake_handshakes(Instant::now());
         core.flush(None);
         if drain == Drain::Done {
             return;
@@ -282,6 +309,9 @@ async fn accept_loop(core: &Rc<Core>, listener: &TcpListener, tls: bool) {
         let admitted = core.worker.borrow_mut().accept(peer, local);
         match admitted {
             Ok(id) => {
+                if session.is_some() {
+                    core.handshakes.borrow_mut().push((id, Instant::now()));
+                }
                 glommio::spawn_local(ClientIo::new(core.clone(), stream, id, session)).detach();
             }
             // A TLS client could not read the plain line: it is just closed.

@@ -108,6 +108,10 @@ struct Driver {
     /// TLS records are decrypted here before the worker sees them.
     plain: Box<[u8]>,
     tls_log: TlsLog,
+    /// TLS clients whose handshake may not have ended, and since when;
+    /// looked at every tick (`tls.handshake_timeout`).
+    handshakes: Vec<(ClientId, Instant)>,
+    handshake_timeout: Duration,
     /// Indexed by the worker's client index.
     clients: Vec<Option<ClientSock>>,
     backends: Slab<BackendSock>,
@@ -149,6 +153,8 @@ pub(crate) fn run(cpu: usize, setup: CoreSetup) -> anyhow::Result<()> {
         tls: setup.tls.clone(),
         plain: vec![0; PLAIN_SIZE].into_boxed_slice(),
         tls_log: TlsLog::default(),
+        handshakes: Vec::new(),
+        handshake_timeout: setup.handshake_timeout,
         clients: Vec::new(),
         backends: Slab::new(),
         live: Vec::new(),
@@ -226,6 +232,9 @@ impl Driver {
                     Drain::Done => return Ok(()),
                 }
                 self.touched.0.append(&mut self.lingering);
+                if !self.handshakes.is_empty() {
+                    self.expire_handshakes(now);
+                }
             }
             self.flush(&mut sq)?;
             sq.sq.sync();
@@ -470,6 +479,40 @@ impl Driver {
         Ok(())
     }
 
+    /// Closes TLS clients whose handshake has not ended within
+    /// `handshake_timeout`, and forgets those whose has (or that are gone).
+    fn expire_handshakes(&mut self, now: Instant) {
+        let timeout = self.handshake_timeout;
+        let (clients, log, core) = (&mut self.clients, &mut self.tls_log, self.index);
+        let touched = &mut self.touched.0;
+        self.handshakes.retain(|&(id, since)| {
+            let Some(c) = clients
+                .get_mut(id.idx as usize)
+                .and_then(Option::as_mut)
+                .filter(|c| c.id == id)
+            else {
+                return false;
+            };
+            if !c.tls.as_ref().is_some_and(|t| t.handshaking()) {
+                return false;
+            }
+            if now.duration_since(since) < timeout {
+                return true;
+            }
+            let e = TlsFailure::Io(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "the handshake did not end within {}ms (tls.handshake_timeout)",
+                    timeout.as_millis()
+                ),
+            ));
+            log.failed(core, sock_addr(c.fd, libc::getpeername), &e);
+            c.ops.abort(c.fd);
+            touched.push(id.idx);
+            false
+        });
+    }
+
     fn worker_stopping(&self) -> bool {
         !self.accepting
     }
@@ -515,6 +558,9 @@ impl Driver {
                 let idx = id.idx as usize;
                 if self.clients.len() <= idx {
                     self.clients.resize_with(idx + 1, || None);
+                }
+                if session.is_some() {
+                    self.handshakes.push((id, Instant::now()));
                 }
                 self.clients[idx] = Some(ClientSock {
                     fd,
