@@ -73,7 +73,11 @@ impl TlsSession {
     ) -> Result<bool, TlsFailure> {
         let mut closed = false;
         while !data.is_empty() {
-            self.conn.read_tls(&mut data)?;
+            // rustls reads nothing more once the peer's close_notify is in
+            // (Ok(0)): what follows it is dropped, never looped over.
+            if self.conn.read_tls(&mut data)? == 0 {
+                break;
+            }
             let state = self.conn.process_new_packets()?;
             closed |= state.peer_has_closed();
             loop {
@@ -276,6 +280,20 @@ mod tests {
             s.read(&bye, &mut plain, |_| {}).unwrap(),
             "close_notify seen"
         );
+        // Bytes after a close_notify (in the same read) are dropped, and the
+        // call returns (rustls reads nothing after it: looping until the
+        // input is used up would never end).
+        let mut c2 = client(&certs.ca, None);
+        let mut s2 = server(&certs, None);
+        for _ in 0..5 {
+            let _ = pump(&mut c2, &mut s2);
+            let _ = pump(&mut s2, &mut c2);
+        }
+        let mut tail = Vec::new();
+        c2.close(&mut tail);
+        // More than rustls takes in one read_tls.
+        tail.extend_from_slice(&[b'x'; 100_000]);
+        assert!(s2.read(&tail, &mut plain, |_| {}).unwrap());
     }
 
     #[test]
