@@ -341,6 +341,8 @@ impl Driver {
                             let input = bufs.get(bid, n);
                             match &mut c.tls {
                                 None => self.worker.client_input(c.id, input),
+                                // A failed session reads nothing more.
+                                Some(_) if c.ops.aborted => {}
                                 Some(tls) => {
                                     let (worker, id) = (&mut self.worker, c.id);
                                     match tls.read(input, &mut self.plain, |p| {
@@ -417,6 +419,7 @@ impl Driver {
                             let input = bufs.get(bid, n);
                             match &mut b.tls {
                                 None => self.worker.backend_input(b.id, input),
+                                Some(_) if b.ops.aborted => {}
                                 Some(tls) => {
                                     let (worker, id) = (&mut self.worker, b.id);
                                     match tls.read(input, &mut self.plain, |p| {
