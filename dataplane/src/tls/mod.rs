@@ -291,6 +291,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn debug_output_shows_no_key() {
+        let dir = keyway_testkit::TempDir::new("tls-debug");
+        let certs = keyway_testkit::tls::Certs::generate(dir.path());
+        let server = ServerTls::load(&TlsSettings {
+            listen: None,
+            cert: certs.server_cert.clone(),
+            key: certs.server_key.clone(),
+            ca: Some(certs.ca.clone()),
+            min_version: TlsVersion::V13,
+            handshake_timeout: crate::config::units::Millis(1000),
+        })
+        .unwrap();
+        let backend = BackendTls::load(
+            Some(&certs.ca),
+            Some((&certs.client_cert, &certs.client_key)),
+            Some("redis.internal"),
+        )
+        .unwrap();
+        let connect = backend.connect("127.0.0.1:6379").unwrap();
+        let shown = format!("{server:?} {backend:?} {connect:?}");
+        for key in [&certs.server_key, &certs.client_key] {
+            let pem = std::fs::read_to_string(key).unwrap();
+            for line in pem.lines().filter(|l| !l.starts_with("-----")) {
+                assert!(!shown.contains(line), "a key line in {shown}");
+            }
+        }
+        assert!(shown.contains("redis.internal"), "{shown}");
+    }
+
+    #[test]
     fn host_of_addresses() {
         assert_eq!(host_of("redis.example:6379"), "redis.example");
         assert_eq!(host_of("127.0.0.1:6379"), "127.0.0.1");
