@@ -295,7 +295,7 @@ fn redis_cli_tls_through_keyway_to_redis_server_tls_port() {
 }
 
 #[test]
-fn a_backend_whose_certificate_is_not_trusted_is_unavailable() {
+fn an_untrusted_backend_is_unavailable_until_a_reload_trusts_it() {
     let dir = TempDir::new("tls-certs");
     let certs = Certs::generate(dir.path());
     let (r, tls_port) = tls_redis(&certs);
@@ -314,6 +314,25 @@ fn a_backend_whose_certificate_is_not_trusted_is_unavailable() {
         .query(&mut r.conn())
         .unwrap();
     assert_eq!(direct, None, "nothing reached Redis");
+
+    // SIGHUP reads the group's TLS files again: trusting the right CA now,
+    // new connections to the backend succeed.
+    let mut kw = kw;
+    kw.reload(&tls_group("g1", tls_port, &certs.ca, &certs));
+    kw.wait_log("configuration reloaded");
+    let set = common::wait_for("the backend over TLS", Duration::from_secs(10), || {
+        redis::cmd("SET")
+            .arg("untrusted:k")
+            .arg("now trusted")
+            .query::<String>(&mut kw.conn())
+            .ok()
+    });
+    assert_eq!(set, "OK");
+    let direct: String = redis::cmd("GET")
+        .arg("untrusted:k")
+        .query(&mut r.conn())
+        .unwrap();
+    assert_eq!(direct, "now trusted");
 }
 
 #[test]
