@@ -5,7 +5,7 @@
 # capnproto, whose compiler checks the committed schema code is fresh;
 # protobuf-compiler (protoc), which the etcd-client crate's build needs;
 # etcd-server and etcd-client (etcdctl) for keyway-ctld on etcd and its
-# tests.
+# tests; openssl, whose command makes the TLS tests' certificates.
 set -euo pipefail
 
 need=()
@@ -19,6 +19,7 @@ command -v capnp >/dev/null 2>&1 || need+=(capnproto)
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 
 if ((${#need[@]})); then
   sudo=""

@@ -48,6 +48,10 @@ pub struct Options {
     pub transactions_only: bool,
     /// Open-loop rate for the latency load, requests per second.
     pub open_rate: f64,
+    /// Also run keyway (default transport) with clients over TLS, as
+    /// `keyway-tls`: redis-benchmark `--tls` against its TLS port (the
+    /// keyway-load loads speak no TLS and are not run on it).
+    pub tls: bool,
 }
 
 /// One measurement.
@@ -135,6 +139,8 @@ struct Target {
     name: String,
     proc: Option<Proc>,
     addr: std::net::SocketAddr,
+    /// The CA to verify it with, for a target clients reach over TLS.
+    tls_ca: Option<PathBuf>,
 }
 
 fn loads(o: &Options) -> anyhow::Result<Vec<Load>> {
@@ -236,7 +242,11 @@ fn run_one(load: &Load, target: &Target, redis_pid: u32, requests: u64) -> anyho
     let redis_before = cpu_seconds(redis_pid)?;
     let (done, rps, p50, p99, errors) = match &load.kind {
         Kind::RedisBenchmark { test, pipeline } => {
-            let out = Command::new("redis-benchmark")
+            let mut cmd = Command::new("redis-benchmark");
+            if let Some(ca) = &target.tls_ca {
+                cmd.arg("--tls").arg("--cacert").arg(ca);
+            }
+            let out = cmd
                 .args([
                     "-h",
                     "127.0.0.1",
@@ -371,6 +381,7 @@ pub fn run(o: &Options, command: String) -> anyhow::Result<Report> {
         name: "redis".into(),
         addr: redis.addr,
         proc: None,
+        tls_ca: None,
     }];
     if o.twemproxy {
         let p = Proc::nutcracker(&dir.0, redis.addr, Some(o.proxy_cpu))?;
@@ -378,6 +389,7 @@ pub fn run(o: &Options, command: String) -> anyhow::Result<Report> {
             name: "twemproxy".into(),
             addr: p.addr,
             proc: Some(p),
+            tls_ca: None,
         });
     }
     let mut keyways: Vec<(String, &PathBuf, String)> = o
@@ -400,6 +412,31 @@ pub fn run(o: &Options, command: String) -> anyhow::Result<Report> {
             name,
             addr: p.addr,
             proc: Some(p),
+            tls_ca: None,
+        });
+    }
+    if o.tls {
+        // Plain on its `listen` (the readiness check), TLS beside it.
+        let certs = keyway_testkit::tls::Certs::generate(&dir.0);
+        let tls_port = keyway_testkit::free_port();
+        let extra = format!(
+            "[tls]\nlisten = \"127.0.0.1:{tls_port}\"\ncert = \"{}\"\nkey = \"{}\"",
+            certs.server_cert.display(),
+            certs.server_key.display()
+        );
+        let p = Proc::keyway(
+            &o.keyway,
+            &dir.0,
+            "keyway-tls",
+            redis.addr,
+            o.proxy_cpu,
+            &extra,
+        )?;
+        targets.push(Target {
+            name: "keyway-tls".into(),
+            addr: ([127, 0, 0, 1], tls_port).into(),
+            proc: Some(p),
+            tls_ca: Some(certs.ca),
         });
     }
     // Fill the key space so GETs find values.
@@ -419,7 +456,10 @@ pub fn run(o: &Options, command: String) -> anyhow::Result<Report> {
     anyhow::ensure!(fill.status.success(), "filling Redis failed");
 
     let loads = loads(o)?;
-    let skips = |load: &Load, t: &Target| load.not_on_twemproxy.filter(|_| t.name == "twemproxy");
+    let skips = |load: &Load, t: &Target| match (&load.kind, &t.tls_ca) {
+        (Kind::Tool(_), Some(_)) => Some("keyway-load speaks no TLS"),
+        _ => load.not_on_twemproxy.filter(|_| t.name == "twemproxy"),
+    };
     let mut samples: BTreeMap<String, BTreeMap<String, Vec<Sample>>> = BTreeMap::new();
     for round in 0..o.rounds {
         for load in &loads {

@@ -23,6 +23,7 @@ fn one_quick_round_reports_every_target() {
         reference_only: false,
         transactions_only: false,
         open_rate: 2000.0,
+        tls: false,
     };
     let report = run(&o, "test".into()).expect("harness run");
     assert_eq!(
@@ -63,4 +64,30 @@ fn one_quick_round_reports_every_target() {
     );
     let json = serde_json::to_string(&report).unwrap();
     assert!(json.contains("\"ratio_to_direct\""));
+}
+
+#[test]
+fn the_tls_target_runs_the_reference_loads_over_tls() {
+    let keyway = keyway_testkit::workspace_bin("keyway");
+    let o = Options {
+        rounds: 1,
+        requests: 2000,
+        keyway,
+        transports: Vec::new(),
+        baseline: None,
+        twemproxy: false,
+        proxy_cpu: keyway_testkit::allowed_cpus()[0],
+        redis_cpu: None,
+        reference_only: true,
+        transactions_only: false,
+        open_rate: 2000.0,
+        tls: true,
+    };
+    let report = run(&o, "test".into()).expect("harness run");
+    assert_eq!(report.targets, ["redis", "keyway-tls"]);
+    for (load, by_target) in &report.summary {
+        let s = &by_target["keyway-tls"];
+        assert!(s.rps > 0.0 && s.errors == 0, "{load} over TLS");
+        assert!(s.proxy_cpu_us.is_some(), "{load}: keyway's CPU is measured");
+    }
 }

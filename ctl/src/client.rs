@@ -1,7 +1,11 @@
 //! A small blocking client of keyway-ctld's HTTP JSON API, for keywayctl:
 //! with several addresses (`--api A,B,C`) it finds the active ctld itself.
+//! Given a CA file (`keywayctl --ca`), it speaks HTTPS and verifies the
+//! server's certificate against that CA only.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -28,6 +32,14 @@ pub enum ClientError {
     /// No address was given.
     #[error("no keyway-ctld API address given (--api)")]
     NoAddress,
+    /// The CA file could not be used.
+    #[error("CA file {path}: {why}")]
+    Ca {
+        /// The file.
+        path: String,
+        /// Why.
+        why: String,
+    },
     /// The only address (or one a change may have reached) failed.
     #[error("cannot reach keyway-ctld at {base}: {source}")]
     Unreachable {
@@ -75,24 +87,61 @@ impl Client {
     /// A client of the API at `addr` (`host:port` or a URL, or several
     /// separated by commas), sending `token` if given.
     pub fn new(addr: &str, token: Option<&Token>) -> Client {
+        Client::build(addr, token, None)
+    }
+
+    /// As [`new`](Self::new); with `ca`, over HTTPS, trusting only the
+    /// certificates in that PEM file.
+    pub fn with_ca(
+        addr: &str,
+        token: Option<&Token>,
+        ca: Option<&Path>,
+    ) -> Result<Client, ClientError> {
+        let Some(ca) = ca else {
+            return Ok(Client::new(addr, token));
+        };
+        let bad = |why: String| ClientError::Ca {
+            path: ca.display().to_string(),
+            why,
+        };
+        let pem = std::fs::read(ca).map_err(|e| bad(e.to_string()))?;
+        let mut roots = Vec::new();
+        for item in ureq::tls::parse_pem(&pem) {
+            if let ureq::tls::PemItem::Certificate(c) = item.map_err(|e| bad(e.to_string()))? {
+                roots.push(c);
+            }
+        }
+        if roots.is_empty() {
+            return Err(bad("holds no certificate (BEGIN CERTIFICATE)".into()));
+        }
+        let tls = ureq::tls::TlsConfig::builder()
+            .root_certs(ureq::tls::RootCerts::Specific(Arc::new(roots)))
+            .build();
+        Ok(Client::build(addr, token, Some(tls)))
+    }
+
+    fn build(addr: &str, token: Option<&Token>, tls: Option<ureq::tls::TlsConfig>) -> Client {
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let bases = addr
             .split(',')
             .map(str::trim)
             .filter(|a| !a.is_empty())
             .map(|a| {
-                if a.starts_with("http://") {
+                if a.starts_with("http://") || a.starts_with("https://") {
                     a.trim_end_matches('/').to_string()
                 } else {
-                    format!("http://{a}")
+                    format!("{scheme}://{a}")
                 }
             })
             .collect();
-        let agent = ureq::Agent::config_builder()
+        let mut config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(30)))
-            .timeout_connect(Some(Duration::from_secs(2)))
-            .build()
-            .into();
+            .timeout_connect(Some(Duration::from_secs(2)));
+        if let Some(tls) = tls {
+            config = config.tls_config(tls);
+        }
+        let agent = config.build().into();
         Client {
             bases,
             preferred: AtomicUsize::new(0),

@@ -26,6 +26,11 @@
 //! its next address. A heartbeat is sent only while the term may grant
 //! leases (`Term::may_grant`: the lease safety rule in `crate::leader`), and
 //! the term's end refuses and closes every session of it at once.
+//!
+//! With TLS (`keyway-ctld --tls-cert/--tls-key`, and `--tls-ca` to require
+//! and verify data planes' certificates: mutual TLS) the handshake is done
+//! within [`HELLO_TIMEOUT`], before the Hello; a data plane whose certificate
+//! is missing or not signed by the CA is refused by the handshake itself.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,10 +39,10 @@ use std::time::Duration;
 
 use keyway_capnp::control::{FromDataPlane, Heartbeat, Hello, ToDataPlane};
 use keyway_capnp::frame::{check_len, frame};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio_rustls::TlsAcceptor;
 
 use crate::auth::Auth;
 use crate::daemon::{Registration, Shared};
@@ -60,6 +65,14 @@ pub const MAX_SESSIONS: usize = 4096;
 
 /// How long a message to a data plane may take to be written.
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A session's byte stream: TCP, or TLS over it.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+type Reader = ReadHalf<Box<dyn Io>>;
+type Writer = WriteHalf<Box<dyn Io>>;
 
 /// Why a session ended early.
 #[derive(Debug, thiserror::Error)]
@@ -113,10 +126,18 @@ impl Throttled {
 /// token retries every few hundred milliseconds.
 static REFUSED_HELLOS: Throttled = Throttled::new();
 
+/// Failed TLS handshakes, logged once per ten seconds.
+static REFUSED_HANDSHAKES: Throttled = Throttled::new();
+
 /// Accepts data-plane sessions forever, for whichever daemon `roles` says
 /// is active; a standby refuses every Hello with a text starting
 /// "standby" that names the active ctld.
-pub async fn serve(listener: TcpListener, roles: watch::Receiver<Role>, auth: Arc<Auth>) {
+pub async fn serve(
+    listener: TcpListener,
+    roles: watch::Receiver<Role>,
+    auth: Arc<Auth>,
+    tls: Option<TlsAcceptor>,
+) {
     let sessions = Arc::new(Semaphore::new(MAX_SESSIONS));
     let pending = Arc::new(Semaphore::new(MAX_PENDING));
     let refused = Throttled::new();
@@ -134,10 +155,26 @@ pub async fn serve(listener: TcpListener, roles: watch::Receiver<Role>, auth: Ar
                     );
                     continue;
                 };
-                let (roles, auth) = (roles.clone(), auth.clone());
+                let (roles, auth, tls) = (roles.clone(), auth.clone(), tls.clone());
                 tokio::spawn(async move {
                     let _slot = slot;
-                    if let Err(e) = session(sock, peer, roles, &auth, waiting).await {
+                    let _ = sock.set_nodelay(true);
+                    let io: Box<dyn Io> = match tls {
+                        None => Box::new(sock),
+                        Some(acceptor) => {
+                            match tokio::time::timeout(HELLO_TIMEOUT, acceptor.accept(sock)).await {
+                                Ok(Ok(s)) => Box::new(s),
+                                Ok(Err(e)) => {
+                                    if REFUSED_HANDSHAKES.allow() {
+                                        tracing::warn!(%peer, "control session refused: TLS: {e} (logged once per 10 s)");
+                                    }
+                                    return;
+                                }
+                                Err(_) => return,
+                            }
+                        }
+                    };
+                    if let Err(e) = session(io, peer, roles, &auth, waiting).await {
                         tracing::debug!(%peer, "control session ended: {e}");
                     }
                 });
@@ -150,7 +187,7 @@ pub async fn serve(listener: TcpListener, roles: watch::Receiver<Role>, auth: Ar
     }
 }
 
-async fn read_message(r: &mut OwnedReadHalf) -> Result<FromDataPlane, SessionError> {
+async fn read_message(r: &mut Reader) -> Result<FromDataPlane, SessionError> {
     let mut header = [0u8; 4];
     r.read_exact(&mut header).await?;
     let len = check_len(header, MAX_FRAME)?;
@@ -161,19 +198,22 @@ async fn read_message(r: &mut OwnedReadHalf) -> Result<FromDataPlane, SessionErr
 
 /// Sends `m`; a peer that does not take it within [`SEND_TIMEOUT`] (it
 /// stopped reading) ends the session.
-async fn send(w: &mut OwnedWriteHalf, m: &ToDataPlane) -> std::io::Result<()> {
-    tokio::time::timeout(SEND_TIMEOUT, w.write_all(&frame(&m.encode())))
-        .await
-        .map_err(|_| {
-            std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "the data plane stopped reading",
-            )
-        })?
+async fn send(w: &mut Writer, m: &ToDataPlane) -> std::io::Result<()> {
+    tokio::time::timeout(SEND_TIMEOUT, async {
+        w.write_all(&frame(&m.encode())).await?;
+        w.flush().await
+    })
+    .await
+    .map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the data plane stopped reading",
+        )
+    })?
 }
 
 /// Sends `Refused(why)` and ends the session with it.
-async fn refuse(w: &mut OwnedWriteHalf, why: String) -> SessionError {
+async fn refuse(w: &mut Writer, why: String) -> SessionError {
     let _ = send(w, &ToDataPlane::Refused(why.clone())).await;
     let _ = w.shutdown().await;
     SessionError::Refused(why)
@@ -207,14 +247,13 @@ pub fn check_hello(h: &Hello, auth: &Auth) -> Result<(), HelloError> {
 }
 
 async fn session(
-    sock: TcpStream,
+    sock: Box<dyn Io>,
     peer: SocketAddr,
     roles: watch::Receiver<Role>,
     auth: &Auth,
     waiting: tokio::sync::OwnedSemaphorePermit,
 ) -> Result<(), SessionError> {
-    sock.set_nodelay(true)?;
-    let (mut r, mut w) = sock.into_split();
+    let (mut r, mut w) = tokio::io::split(sock);
     let first = tokio::time::timeout(HELLO_TIMEOUT, read_message(&mut r))
         .await
         .map_err(|_| SessionError::HelloTimeout(HELLO_TIMEOUT))??;

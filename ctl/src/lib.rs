@@ -12,6 +12,7 @@
 //! - [`auth`]: the shared token of the API and the control sessions;
 //! - [`resolve`]: bounded resolution of the addresses the API is given;
 //! - [`control`]: data-plane sessions (snapshots, heartbeats, leases);
+//! - [`tls`]: the control listener's TLS (mutual, with `--tls-ca`);
 //! - [`migrate`]: the migration orchestrator and the sweep of sources;
 //! - [`health`]: health checks of every server, automatic failover and
 //!   switchover;
@@ -35,4 +36,5 @@ pub mod migrate;
 pub mod model;
 pub mod resolve;
 pub mod store;
+pub mod tls;
 pub mod wire;

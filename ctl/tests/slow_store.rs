@@ -79,7 +79,7 @@ fn a_store_taking_5s_per_save_delays_no_lease_renewal() {
     std::thread::spawn(move || {
         control_rt.block_on(async move {
             let l = tokio::net::TcpListener::from_std(control).unwrap();
-            keyway_ctl::control::serve(l, r, Arc::new(Auth::LoopbackOnly)).await;
+            keyway_ctl::control::serve(l, r, Arc::new(Auth::LoopbackOnly), None).await;
         })
     });
     let me = Addresses {

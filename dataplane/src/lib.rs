@@ -11,6 +11,8 @@
 //!   (reload, shutdown);
 //! - [`control`]: a managed data plane's session with keyway-ctld (snapshots,
 //!   acks, lease, fencing) and its saved state;
+//! - [`tls`]: TLS settings and per-connection sessions (rustls), used by
+//!   the transports;
 //! - [`admin`]: `/healthz` and `/table` over HTTP;
 //! - [`provision`]: the restricted backend user created on every server.
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
@@ -24,3 +26,4 @@ pub mod provision;
 pub mod resolve;
 pub mod routing;
 pub mod runtime;
+pub mod tls;

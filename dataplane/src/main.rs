@@ -70,6 +70,17 @@ struct Args {
     /// (`keyway-ctld --token-file`), sent when the control session opens.
     #[arg(long, value_name = "PATH", requires = "control")]
     control_token_file: Option<PathBuf>,
+    /// Speak TLS to keyway-ctld, verifying its certificate against this CA
+    /// file (PEM); ctld started with `--tls-ca` also requires this data
+    /// plane's own certificate (`--control-tls-cert`, `--control-tls-key`).
+    #[arg(long, value_name = "PATH", requires = "control")]
+    control_tls_ca: Option<PathBuf>,
+    /// This data plane's certificate for the control session (PEM).
+    #[arg(long, value_name = "PATH", requires_all = ["control_tls_ca", "control_tls_key"])]
+    control_tls_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(long, value_name = "PATH", requires = "control_tls_cert")]
+    control_tls_key: Option<PathBuf>,
 }
 
 /// Reads a token file: at most 4 KiB, trimmed, not empty. Errors never
@@ -184,6 +195,19 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             .as_deref()
             .map(read_token)
             .transpose()?,
+        tls: match &args.control_tls_ca {
+            Some(ca) => {
+                let client = args
+                    .control_tls_cert
+                    .as_deref()
+                    .zip(args.control_tls_key.as_deref());
+                Some(
+                    keyway::tls::BackendTls::load(Some(ca), client, None)
+                        .map_err(|e| anyhow::anyhow!("control TLS: {e}"))?,
+                )
+            }
+            None => None,
+        },
         config: args.config.clone(),
         auth_reload: Default::default(),
     };

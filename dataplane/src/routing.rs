@@ -12,6 +12,8 @@ use keyway_capnp::snapshot::Phase;
 pub use keyway_capnp::snapshot::ReadFrom;
 use keyway_protocol::slot::key_slot;
 
+use crate::tls::BackendTls;
+
 /// Index of a group in [`RoutingTable::groups`].
 pub type GroupIndex = u16;
 
@@ -75,6 +77,9 @@ pub struct GroupRoute {
     /// (a failover or switchover is under way): its slots route as
     /// [`SlotRoute::Blocked`], and nothing is written to it.
     pub hold: bool,
+    /// TLS to the group's master and replicas (standalone `[[group]] tls`;
+    /// none from a snapshot).
+    pub tls: Option<BackendTls>,
 }
 
 impl GroupRoute {
@@ -92,6 +97,7 @@ impl GroupRoute {
             replicas: Box::new([]),
             read_from: ReadFrom::Master,
             hold: false,
+            tls: None,
         }
     }
 }
@@ -258,6 +264,7 @@ impl RoutingTable {
                     .collect(),
                 read_from: g.read_from,
                 hold: g.hold,
+                tls: None,
             })
             .collect();
         let mut slots: Vec<SlotRoute> = s
@@ -395,6 +402,13 @@ impl RoutingTable {
     #[inline]
     pub fn groups(&self) -> &[GroupRoute] {
         &self.groups
+    }
+
+    /// Sets the TLS of each group (in table order; `tls` may be shorter).
+    pub fn set_backend_tls(&mut self, tls: Vec<Option<BackendTls>>) {
+        for (g, t) in self.groups.iter_mut().zip(tls) {
+            g.tls = t;
+        }
     }
 
     /// One group.

@@ -7,13 +7,15 @@
 //! Beyond processes: [`SideBySide`] sends the same commands to a real
 //! redis-server and through keyway and compares the replies byte for byte;
 //! [`Redis::cluster_node`] answers `CLUSTER KEYSLOT` as an oracle for slots;
-//! [`allowed_cpus`] names the CPUs a test may pin to; [`skip!`] says so
+//! [`allowed_cpus`] names the CPUs a test may pin to; [`tls::Certs`] makes
+//! test certificates with `openssl`; [`skip!`] says so
 //! visibly when a test cannot run here.
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
 pub mod compare;
 pub mod cpus;
 pub mod resp;
+pub mod tls;
 
 pub use compare::{assert_same, SideBySide};
 pub use cpus::allowed_cpus;

@@ -48,6 +48,11 @@ struct Args {
     /// Rate of the open-loop latency load, requests per second.
     #[arg(long, default_value_t = 20_000.0)]
     open_rate: f64,
+    /// Also run keyway with its clients over TLS (`keyway-tls`: a `[tls]`
+    /// port with a certificate made by `openssl`, redis-benchmark `--tls`),
+    /// beside plain TCP.
+    #[arg(long)]
+    tls: bool,
     /// Directory for `<date>-<commit>.json`.
     #[arg(long, default_value = "bench/results")]
     out: PathBuf,
@@ -75,6 +80,7 @@ fn main() -> anyhow::Result<()> {
         reference_only: a.reference_only,
         transactions_only: a.transactions_only,
         open_rate: a.open_rate,
+        tls: a.tls,
     };
     let report = run(&o, command)?;
     let md = markdown(&report);

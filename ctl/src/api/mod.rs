@@ -31,7 +31,7 @@ use axum::Router;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-pub use serve::{serve, Limits};
+pub use serve::{serve, serve_tls, Limits};
 
 use crate::auth::Auth;
 use crate::daemon::{ChangeError, Shared};

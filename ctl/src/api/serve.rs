@@ -17,6 +17,10 @@
 //! - a write-stall timeout ([`Limits::write_stall`]): a client that stops
 //!   reading its responses is disconnected.
 //!
+//! With TLS ([`serve_tls`], `keyway-ctld --tls-cert/--tls-key`) each
+//! connection's handshake must end within the header timeout; the limits
+//! then apply to the decrypted stream.
+//!
 //! On shutdown it stops accepting, lets open connections finish their
 //! request (for at most [`SHUTDOWN_GRACE`]), and returns.
 
@@ -34,9 +38,10 @@ use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::time::Sleep;
+use tokio_rustls::TlsAcceptor;
 use tower_service::Service;
 
 use super::ApiError;
@@ -78,9 +83,14 @@ impl Default for Limits {
     }
 }
 
+/// A connection's byte stream: TCP, or TLS over it.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
 /// A socket whose writes fail after making no progress for `limit`.
 struct StallGuard {
-    inner: TcpStream,
+    inner: Box<dyn Io>,
     limit: Duration,
     stalled: Option<Pin<Box<Sleep>>>,
 }
@@ -184,6 +194,17 @@ pub async fn serve(
     limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) {
+    serve_tls(listener, router, limits, None, shutdown).await
+}
+
+/// As [`serve`], speaking TLS when `tls` is given.
+pub async fn serve_tls(
+    listener: TcpListener,
+    router: Router,
+    limits: Limits,
+    tls: Option<TlsAcceptor>,
+    shutdown: impl Future<Output = ()>,
+) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut last_refusal_log: Option<tokio::time::Instant> = None;
@@ -209,9 +230,23 @@ pub async fn serve(
             drop(sock);
             continue;
         };
-        let (router, stop) = (router.clone(), stop_rx.clone());
+        let (router, stop, tls) = (router.clone(), stop_rx.clone(), tls.clone());
         tokio::spawn(async move {
-            connection(sock, router, limits, stop).await;
+            let _ = sock.set_nodelay(true);
+            let io: Box<dyn Io> = match tls {
+                None => Box::new(sock),
+                Some(acceptor) => {
+                    match tokio::time::timeout(limits.header_timeout, acceptor.accept(sock)).await {
+                        Ok(Ok(s)) => Box::new(s),
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, "api TLS handshake failed: {e}");
+                            return;
+                        }
+                        Err(_) => return,
+                    }
+                }
+            };
+            connection(io, router, limits, stop).await;
             drop(slot);
         });
     }
@@ -221,12 +256,11 @@ pub async fn serve(
 }
 
 async fn connection(
-    sock: TcpStream,
+    sock: Box<dyn Io>,
     router: Router,
     limits: Limits,
     mut stop: watch::Receiver<bool>,
 ) {
-    let _ = sock.set_nodelay(true);
     let io = TokioIo::new(StallGuard {
         inner: sock,
         limit: limits.write_stall,

@@ -74,6 +74,17 @@ struct Args {
     /// it logs in as `default` (`requirepass`).
     #[arg(long, value_name = "PATH")]
     backend_password_file: Option<PathBuf>,
+    /// Serve control sessions over TLS with this certificate (PEM, leaf
+    /// first; with `--tls-key`).
+    #[arg(long, value_name = "PATH", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require every data plane to present a certificate signed by this CA
+    /// (PEM) on its control session: mutual TLS.
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    tls_ca: Option<PathBuf>,
 }
 
 /// Reads `--backend-password-file` and sets the backend login.
@@ -244,11 +255,25 @@ fn run(args: Args, auth: Auth, backing: Backing) -> anyhow::Result<()> {
         let _in = control_rt.enter();
         TcpListener::from_std(control_listener)?
     };
+    let control_tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(tokio_rustls::TlsAcceptor::from(
+            keyway_ctl::tls::server_config(cert, key, args.tls_ca.as_deref())
+                .map_err(|e| anyhow::anyhow!("TLS: {e}"))?,
+        )),
+        _ => None,
+    };
+    let api_tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(tokio_rustls::TlsAcceptor::from(
+            keyway_ctl::tls::server_config(cert, key, None)
+                .map_err(|e| anyhow::anyhow!("TLS: {e}"))?,
+        )),
+        _ => None,
+    };
     let (r, a) = (roles.subscribe(), Arc::new(auth.clone()));
     std::thread::Builder::new()
         .name("keyway-control".into())
         .spawn(move || {
-            control_rt.block_on(control::serve(control_listener, r, a));
+            control_rt.block_on(control::serve(control_listener, r, a, control_tls));
         })?;
 
     let app = api::leader::router(roles.subscribe(), auth.clone(), me.clone());
@@ -268,7 +293,7 @@ fn run(args: Args, auth: Auth, backing: Backing) -> anyhow::Result<()> {
                 tracing::info!(store = %described, clusters, "keyway-ctld serving api on {api_addr}, control on {control_addr}");
                 println!("keyway-ctld api {api_addr} control {control_addr}");
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-                api::serve(api_listener, app, api::Limits::default(), shutdown(term)).await;
+                api::serve_tls(api_listener, app, api::Limits::default(), api_tls.clone(), shutdown(term)).await;
                 // Sweeps record where they are before the process ends, and
                 // acked versions not saved yet are.
                 let _ = tokio::task::spawn_blocking(move || tasks.stop()).await;
@@ -293,7 +318,7 @@ fn run(args: Args, auth: Auth, backing: Backing) -> anyhow::Result<()> {
                 tracing::info!(store = %described, ttl = ?args.election_ttl, "keyway-ctld standing by on api {api_addr}, control {control_addr}; campaigning");
                 println!("keyway-ctld api {api_addr} control {control_addr}");
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-                api::serve(api_listener, app, api::Limits::default(), shutdown(term)).await;
+                api::serve_tls(api_listener, app, api::Limits::default(), api_tls.clone(), shutdown(term)).await;
                 stop_tx.send_replace(true);
                 let _ = tokio::time::timeout(Duration::from_secs(30), done_rx).await;
             }

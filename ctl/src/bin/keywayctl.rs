@@ -25,6 +25,10 @@ struct Args {
     /// token in $KEYWAY_TOKEN, if set).
     #[arg(long, value_name = "PATH", global = true)]
     token_file: Option<PathBuf>,
+    /// Speak HTTPS to keyway-ctld (started with `--tls-cert`), trusting
+    /// only the CA certificates in this PEM file.
+    #[arg(long, env = "KEYWAY_CA", value_name = "PATH", global = true)]
+    ca: Option<PathBuf>,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
@@ -59,8 +63,15 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let args = Args::parse();
-    let result =
-        token(&args).and_then(|t| Ok(run(args.command, &args.api, t.as_ref(), args.json)?));
+    let result = token(&args).and_then(|t| {
+        Ok(run(
+            args.command,
+            &args.api,
+            t.as_ref(),
+            args.ca.as_deref(),
+            args.json,
+        )?)
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -474,9 +474,16 @@ pub(crate) fn emit<T: serde::Serialize>(json: bool, v: &T, human: impl FnOnce(&T
     }
 }
 
-/// Runs one command against the API at `api`, with `token` if given.
-pub fn run(cmd: Command, api: &str, token: Option<&Token>, json: bool) -> Result<(), CliError> {
-    let c = Client::new(api, token);
+/// Runs one command against the API at `api`, with `token` if given, over
+/// HTTPS verified against `ca` if given.
+pub fn run(
+    cmd: Command,
+    api: &str,
+    token: Option<&Token>,
+    ca: Option<&std::path::Path>,
+    json: bool,
+) -> Result<(), CliError> {
+    let c = Client::with_ca(api, token, ca)?;
     match cmd {
         Command::Cluster(ClusterCmd::Create {
             name,

@@ -21,6 +21,9 @@ pub struct Ctld {
     pub control: SocketAddr,
     pub store: PathBuf,
     pub proc: Process,
+    /// The CA keywayctl verifies the API with (`--ca`), for a ctld started
+    /// with `--tls-cert`.
+    pub ca: Option<PathBuf>,
 }
 
 impl Ctld {
@@ -53,6 +56,7 @@ impl Ctld {
             control: control.parse().unwrap(),
             store,
             proc,
+            ca: None,
         }
     }
 
@@ -76,6 +80,7 @@ impl Ctld {
             control: control.parse().unwrap(),
             store: PathBuf::new(),
             proc,
+            ca: None,
         }
     }
 
@@ -94,7 +99,14 @@ impl Ctld {
 
     /// Runs keywayctl against this ctld; returns (success, stdout, stderr).
     pub fn ctl(&self, args: &[&str]) -> (bool, String, String) {
-        keywayctl(&self.api.to_string(), args)
+        match &self.ca {
+            None => keywayctl(&self.api.to_string(), args),
+            Some(ca) => {
+                let mut all = vec!["--ca", ca.to_str().expect("a UTF-8 path")];
+                all.extend_from_slice(args);
+                keywayctl(&self.api.to_string(), &all)
+            }
+        }
     }
 
     /// Runs keywayctl with `--json` and parses its output; panics on failure.

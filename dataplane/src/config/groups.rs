@@ -15,6 +15,7 @@ use serde::Deserialize;
 
 use super::{invalid, ConfigError};
 use crate::routing::{ReadFrom, RoutingTable};
+use crate::tls::BackendTls;
 
 /// One `[[group]]`: a Redis master and the slots it serves.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -60,6 +61,24 @@ pub struct GroupConfig {
     /// `admin_username`.
     #[serde(default)]
     pub admin_password_env: Option<String>,
+    /// Speak TLS to the master and replicas (default false).
+    #[serde(default)]
+    pub tls: bool,
+    /// CA certificates (PEM) the servers' certificates must be signed by
+    /// (default: the system's bundle, /etc/ssl/certs/ca-certificates.crt).
+    #[serde(default)]
+    pub tls_ca: Option<PathBuf>,
+    /// The name the servers' certificates must bear, sent as SNI (default:
+    /// the host of each server's address).
+    #[serde(default)]
+    pub tls_server_name: Option<String>,
+    /// A client certificate (PEM) to present, for servers that require one
+    /// (`redis-server --tls-auth-clients yes`, its default); with `tls_key`.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl GroupConfig {
@@ -165,10 +184,45 @@ pub(super) fn standalone_table(
         }
         read_policy_warnings(g, zone, warnings);
     }
-    let table =
+    let mut table =
         RoutingTable::from_snapshot_with(&snap, &resolved).map_err(|e| invalid(e.to_string()))?;
     table.same_server().map_err(|e| invalid(e.to_string()))?;
+    let tls = groups
+        .iter()
+        .map(group_tls)
+        .collect::<Result<Vec<_>, _>>()?;
+    table.set_backend_tls(tls);
     Ok(table)
+}
+
+/// A group's `tls*` keys, checked and loaded.
+fn group_tls(g: &GroupConfig) -> Result<Option<BackendTls>, ConfigError> {
+    let err = |e: &dyn std::fmt::Display| invalid(format!("group {:?}: {e}", g.name));
+    let any = g.tls_ca.is_some()
+        || g.tls_server_name.is_some()
+        || g.tls_cert.is_some()
+        || g.tls_key.is_some();
+    if !g.tls {
+        if any {
+            return Err(err(
+                &"tls_ca, tls_server_name, tls_cert and tls_key need tls = true",
+            ));
+        }
+        return Ok(None);
+    }
+    let client = match (&g.tls_cert, &g.tls_key) {
+        (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+        (None, None) => None,
+        _ => return Err(err(&"tls_cert and tls_key go together")),
+    };
+    let tls = BackendTls::load(g.tls_ca.as_deref(), client, g.tls_server_name.as_deref())
+        .map_err(|e| err(&format_args!("tls: {e}")))?;
+    let servers =
+        std::iter::once(g.master.as_str()).chain(g.replicas.iter().map(|r| r.address.as_str()));
+    for s in servers {
+        tls.connect(s).map_err(|e| err(&format_args!("tls: {e}")))?;
+    }
+    Ok(Some(tls))
 }
 
 /// The file's groups as a snapshot: ranges parsed, shared slots dealt out.

@@ -29,6 +29,7 @@ use crate::acl::{UserConfig, Users};
 use crate::resolve::resolve;
 use crate::routing::{RoutingTable, SlotRoute};
 pub use auth::AuthSettings;
+use crate::tls::{ServerTls, TlsSettings};
 pub use groups::{GroupConfig, ReadFromConfig, ReplicaConfig};
 pub use secrets::{BackendAuth, GroupLogins, Login};
 use settings::reply_limit;
@@ -157,6 +158,9 @@ pub struct FileConfig {
     /// Failed-`AUTH` limits and the ACL log.
     #[serde(default)]
     pub auth: AuthSettings,
+    /// TLS for clients (none by default).
+    #[serde(default)]
+    pub tls: Option<TlsSettings>,
 }
 
 fn default_protected_mode() -> bool {
@@ -206,6 +210,17 @@ impl LiveConfig {
     }
 }
 
+/// TLS for clients, validated: where, and the loaded certificate.
+#[derive(Debug, Clone)]
+pub struct ClientTls {
+    /// The TLS port beside `listen`; `None`: `listen` itself is TLS-only.
+    pub listen: Option<SocketAddr>,
+    /// The certificate, key and client verification new connections get.
+    pub server: ServerTls,
+    /// How long a client's handshake may take.
+    pub handshake_timeout: std::time::Duration,
+}
+
 /// A validated config: process settings fixed at start, plus the live part.
 #[derive(Debug)]
 pub struct Config {
@@ -221,6 +236,8 @@ pub struct Config {
     pub transport: Transport,
     /// Listen backlog.
     pub backlog: u32,
+    /// TLS for clients.
+    pub tls: Option<ClientTls>,
     /// The first live snapshot.
     pub live: Arc<LiveConfig>,
     /// Things worth a log line that are not errors.
@@ -330,6 +347,10 @@ impl FileConfig {
         }
         let mut warnings = Vec::new();
         let auth = self.backend_auth(&mut warnings)?;
+        let tls = match &self.tls {
+            Some(t) => Some(client_tls(t, listen)?),
+            None => None,
+        };
         let mut limits = self.limits;
         settings::check(&mut limits, &self.backend, &self.migration)?;
         if let Some(z) = &self.zone {
@@ -342,7 +363,6 @@ impl FileConfig {
         }
         auth::check(&self.auth)?;
         let users = Users::from_config(&self.users).map_err(invalid)?;
-        let mut warnings = Vec::new();
         let (table, fence) = match mode {
             Mode::Standalone => (
                 groups::standalone_table(
@@ -373,6 +393,7 @@ impl FileConfig {
             steer: self.steer,
             transport: self.transport,
             backlog: self.backlog,
+            tls,
             live: Arc::new(LiveConfig {
                 table,
                 fence,
@@ -408,6 +429,31 @@ impl FileConfig {
         }
         Ok(auth)
     }
+}
+
+/// Checks `[tls]` and loads its files.
+fn client_tls(t: &TlsSettings, listen: SocketAddr) -> Result<ClientTls, ConfigError> {
+    let tls_listen = match &t.listen {
+        Some(l) => {
+            let a = resolve(l).map_err(|e| invalid(format!("tls.listen: {e}")))?;
+            if a == listen && a.port() != 0 {
+                return Err(invalid(format!(
+                    "tls.listen {a} is the same address as listen: leave tls.listen out to make listen TLS-only"
+                )));
+            }
+            Some(a)
+        }
+        None => None,
+    };
+    if t.handshake_timeout.0 == 0 {
+        return Err(invalid("tls.handshake_timeout must be at least 1ms"));
+    }
+    let server = ServerTls::load(t).map_err(|e| invalid(format!("tls: {e}")))?;
+    Ok(ClientTls {
+        listen: tls_listen,
+        server,
+        handshake_timeout: t.handshake_timeout.duration(),
+    })
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@
 //! in session, current, and holds a lease again.
 
 pub mod state;
+mod stream;
 
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read};
@@ -30,9 +31,11 @@ use keyway_capnp::frame::{check_len, write_frame, MAX_FRAME};
 use keyway_capnp::snapshot::Snapshot;
 
 use self::state::{unix_ms, StateDir};
+use self::stream::ControlStream;
 use crate::config::{BackendAuth, LiveConfig};
 use crate::engine::Shared;
 use crate::routing::RoutingTable;
+use crate::tls::BackendTls;
 
 /// How to reach ctld and who this data plane is.
 #[derive(Debug, Clone)]
@@ -51,6 +54,9 @@ pub struct ControlOptions {
     /// The shared secret sent in the Hello (`--control-token-file`), if
     /// ctld requires one.
     pub token: Option<String>,
+    /// Mutual TLS with ctld (`--control-tls-ca`, `--control-tls-cert`,
+    /// `--control-tls-key`); plain TCP without.
+    pub tls: Option<BackendTls>,
     /// The settings file (`--config`), whose backend credentials `SIGHUP`
     /// re-reads.
     pub config: Option<PathBuf>,
@@ -426,13 +432,18 @@ impl Session {
             match crate::resolve::resolve(&addr) {
                 Err(e) => tracing::warn!("keyway-ctld address {addr}: {e}"),
                 Ok(sa) => match TcpStream::connect_timeout(&sa, Duration::from_secs(1)) {
-                    Ok(sock) => match self.session(sock, stop) {
-                        Ok(()) => tracing::info!(ctld = %addr, "control session closed"),
-                        Err(e) if e.standby() => {
-                            standby_in_round = true;
-                            tracing::debug!(ctld = %addr, "{e}; trying the next address")
+                    Ok(sock) => match ControlStream::open(sock, &addr, self.opts.tls.as_ref()) {
+                        Ok(sock) => match self.session(sock, stop) {
+                            Ok(()) => tracing::info!(ctld = %addr, "control session closed"),
+                            Err(e) if e.standby() => {
+                                standby_in_round = true;
+                                tracing::debug!(ctld = %addr, "{e}; trying the next address")
+                            }
+                            Err(e) => tracing::warn!(ctld = %addr, "control session ended: {e}"),
+                        },
+                        Err(e) => {
+                            tracing::warn!(ctld = %addr, "control session failed: TLS: {e}")
                         }
-                        Err(e) => tracing::warn!(ctld = %addr, "control session ended: {e}"),
                     },
                     Err(e) => tracing::debug!("cannot reach keyway-ctld at {addr}: {e}"),
                 },
@@ -467,11 +478,11 @@ impl Session {
         }
     }
 
-    fn send(&mut self, sock: &mut TcpStream, m: &FromDataPlane) -> std::io::Result<()> {
+    fn send(&mut self, sock: &mut ControlStream, m: &FromDataPlane) -> std::io::Result<()> {
         write_frame(sock, &m.encode())
     }
 
-    fn ack(&mut self, sock: &mut TcpStream) -> std::io::Result<()> {
+    fn ack(&mut self, sock: &mut ControlStream) -> std::io::Result<()> {
         self.seq += 1;
         let latest = self.snapshot.as_ref().map_or(0, |s| s.version);
         let version = self.shared.drained_version().unwrap_or(0).min(latest);
@@ -494,8 +505,7 @@ impl Session {
         Ok(())
     }
 
-    fn session(&mut self, mut sock: TcpStream, stop: &AtomicBool) -> Result<(), SessionError> {
-        sock.set_nodelay(true)?;
+    fn session(&mut self, mut sock: ControlStream, stop: &AtomicBool) -> Result<(), SessionError> {
         sock.set_read_timeout(Some(POLL))?;
         let mut polling = POLL;
         let hello = Hello {

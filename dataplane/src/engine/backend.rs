@@ -12,6 +12,7 @@ use keyway_protocol::resp::ReplyFramer;
 
 use super::outbuf::OutBuf;
 use super::pending::Seq;
+use crate::tls::TlsConnect;
 
 /// Identifies one connection attempt: slab index plus generation. Every attempt
 /// gets a generation never used before in its worker, so a driver task holding
@@ -329,6 +330,9 @@ pub(crate) struct Pool {
     pub health: super::health::Health,
     /// The current table uses it.
     pub in_use: bool,
+    /// TLS to this address (its group's `tls`), or why it cannot be set
+    /// up: then it is never connected to.
+    pub tls: Option<Result<TlsConnect, Arc<str>>>,
     /// Backend slab indices; a client uses `conns[client.conn_slot % len]`.
     pub conns: Vec<usize>,
     /// The same for RESP3 clients: connections opened with `HELLO 3`,

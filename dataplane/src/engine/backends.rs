@@ -143,6 +143,7 @@ impl Backends {
                     key: key.clone(),
                     group: g.name.clone(),
                     text: Arc::from(text),
+                    tls: None,
                     conns: Vec::new(),
                     conns3: Vec::new(),
                     retiring: Vec::new(),
@@ -171,6 +172,10 @@ impl Backends {
             pool.retiring.append(&mut pool.conns3);
             pool.retiring.append(&mut pool.free);
         }
+        pool.tls = g
+            .tls
+            .as_ref()
+            .map(|t| t.connect(text).map_err(|e| Arc::from(format!("TLS: {e}"))));
         while pool.conns.len() < wanted {
             pool.conns.push(self.conns.insert(BackendConn::new(p)));
         }
@@ -331,6 +336,19 @@ impl Backends {
         if !matches!(self.conns[b].link, Link::Idle) {
             return false;
         }
+        let tls = match &self.pools[p].tls {
+            None => None,
+            Some(Ok(c)) => Some(c.clone()),
+            Some(Err(why)) => {
+                // Never connects in plain text instead: its requests get
+                // this error until a table with a usable TLS setting.
+                self.conns[b].link = Link::Down {
+                    until_ms: u64::MAX,
+                    reason: why.clone(),
+                };
+                return false;
+            }
+        };
         let gen = self.new_gen();
         let conn = &mut self.conns[b];
         conn.gen = gen;
@@ -349,6 +367,7 @@ impl Backends {
             id: BackendId { idx: b as u32, gen },
             addr,
             timeout: self.connect_timeout,
+            tls,
         });
         true
     }

@@ -113,6 +113,7 @@ pub use worker::Worker;
 
 use crate::config::LiveConfig;
 use crate::routing::GroupIndex;
+use crate::tls::TlsConnect;
 
 /// Something only the driver can do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,6 +127,8 @@ pub enum Action {
         addr: SocketAddr,
         /// Give up after this long.
         timeout: Duration,
+        /// Speak TLS on it, so.
+        tls: Option<TlsConnect>,
     },
 }
 

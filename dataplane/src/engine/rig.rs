@@ -64,6 +64,7 @@ fn config(version: u64, slot1: SlotRoute, held: &[u16], settings: &Settings) -> 
                 Ok(addr(g))
             },
             master_text: addr(g).to_string(),
+            tls: None,
             replicas: settings
                 .replicas
                 .iter()

@@ -23,7 +23,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::admin;
-use crate::config::{Config, FileConfig, LiveConfig, Mode, Overrides, Transport};
+use crate::config::{ClientTls, Config, FileConfig, LiveConfig, Mode, Overrides, Transport};
 use crate::control::{self, ControlOptions};
 
 use crate::engine::Shared;
@@ -33,10 +33,25 @@ const PORT_WAIT: Duration = Duration::from_secs(10);
 /// How often each worker's timers run.
 const TICK: Duration = Duration::from_millis(100);
 
+/// One of a core's listening sockets.
+pub(crate) struct CoreListener {
+    pub fd: RawFd,
+    /// Whether its clients speak TLS.
+    pub tls: bool,
+}
+
+/// The server TLS configuration new TLS clients get, swapped on reload.
+pub(crate) type TlsSource = Arc<ArcSwap<rustls::ServerConfig>>;
+
 /// What a core needs from the process.
 pub(crate) struct CoreSetup {
     pub index: usize,
-    pub listener_fd: RawFd,
+    /// The plain and/or TLS listeners (at least one).
+    pub listeners: Vec<CoreListener>,
+    /// Present when a listener speaks TLS.
+    pub tls: Option<TlsSource>,
+    /// How long a TLS client's handshake may take (`tls.handshake_timeout`).
+    pub handshake_timeout: Duration,
     pub source: Arc<ArcSwap<LiveConfig>>,
     pub shared: Arc<Shared>,
     pub stop: Arc<AtomicBool>,
@@ -92,6 +107,26 @@ pub fn run(config: Config, routing: Routing) -> anyhow::Result<()> {
         .local_addr()?
         .as_socket()
         .context("listener has no IP address")?;
+    // TLS: on a port of its own beside `listen`, or on `listen` itself.
+    let tls_source: Option<TlsSource> = config
+        .tls
+        .as_ref()
+        .map(|t| Arc::new(ArcSwap::new(t.server.config().clone())));
+    let main_tls = matches!(&config.tls, Some(t) if t.listen.is_none());
+    let mut tls_sockets = Vec::new();
+    let mut tls_local = main_tls.then_some(local);
+    if let Some(addr) = config.tls.as_ref().and_then(|t| t.listen) {
+        listener::wait_until_free(addr, PORT_WAIT).context("waiting for the TLS listen address")?;
+        tls_sockets = listener::bind_group(addr, &config.cpus, config.backlog, config.steer)
+            .with_context(|| format!("cannot listen on {addr} (tls.listen)"))?;
+        tls_local = Some(
+            tls_sockets[0]
+                .local_addr()?
+                .as_socket()
+                .context("TLS listener has no IP address")?,
+        );
+    }
+    let mut tls_sockets = tls_sockets.into_iter();
     let shared = Arc::new(Shared::new(config.cpus.len()));
     shared.listen_port.store(local.port(), Ordering::Relaxed);
     let source = Arc::new(ArcSwap::new(config.live.clone()));
@@ -100,9 +135,24 @@ pub fn run(config: Config, routing: Routing) -> anyhow::Result<()> {
 
     let mut handles = Vec::new();
     for (index, (&cpu, socket)) in config.cpus.iter().zip(sockets).enumerate() {
+        let mut listeners = vec![CoreListener {
+            fd: socket.into_raw_fd(),
+            tls: main_tls,
+        }];
+        if let Some(s) = tls_sockets.next() {
+            listeners.push(CoreListener {
+                fd: s.into_raw_fd(),
+                tls: true,
+            });
+        }
         let setup = CoreSetup {
             index,
-            listener_fd: socket.into_raw_fd(),
+            listeners,
+            tls: tls_source.clone(),
+            handshake_timeout: config
+                .tls
+                .as_ref()
+                .map_or(Duration::from_secs(10), |t| t.handshake_timeout),
             source: source.clone(),
             shared: shared.clone(),
             stop: stop.clone(),
@@ -149,6 +199,10 @@ pub fn run(config: Config, routing: Routing) -> anyhow::Result<()> {
     }
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "keyway listening on {local}");
+    if let Some(t) = tls_local {
+        tracing::info!("TLS clients on {t}");
+        let _ = writeln!(out, "keyway TLS listening on {t}");
+    }
     if let Some(a) = admin {
         tracing::info!("admin HTTP on {a} (/healthz, /table)");
         let _ = writeln!(out, "keyway admin on {a}");
@@ -164,10 +218,15 @@ pub fn run(config: Config, routing: Routing) -> anyhow::Result<()> {
             match sig {
                 SIGHUP => match &routing {
                     Routing::File { path, overrides } => {
-                        reload(path, overrides, &source, &config);
+                        reload(path, overrides, &source, &config, tls_source.as_ref());
                         shared.wake_cores();
                     }
-                    Routing::Control(opts) => reload_credentials(opts, overrides_of(&config)),
+                    Routing::Control(opts) => {
+                        reload_credentials(opts, overrides_of(&config));
+                        if let Some(path) = &opts.config {
+                            reload_managed_tls(path, &config, tls_source.as_ref());
+                        }
+                    }
                 },
                 _ => {
                     tracing::info!("stopping: finishing requests in flight");
@@ -187,6 +246,39 @@ pub fn run(config: Config, routing: Routing) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Publishes a reloaded TLS certificate for new connections (established
+/// ones keep theirs); turning TLS on or off, or moving its port, needs a
+/// restart.
+fn reload_tls(new: Option<&ClientTls>, started: &Config, source: Option<&TlsSource>) {
+    let (before, after) = (
+        started.tls.as_ref().map(|t| t.listen),
+        new.map(|t| t.listen),
+    );
+    if before != after {
+        tracing::warn!(
+            "[tls] turned on or off, or tls.listen changed: takes effect on restart only"
+        );
+    }
+    if let (Some(new), Some(source)) = (new, source) {
+        source.store(new.server.config().clone());
+        tracing::info!("TLS certificate reloaded: new connections use it");
+    }
+}
+
+/// A managed keyway's SIGHUP: routing comes from keyway-ctld, but the
+/// settings file's `[tls]` certificates are read again (the rest of the
+/// file takes a restart).
+fn reload_managed_tls(path: &Path, started: &Config, tls: Option<&TlsSource>) {
+    let loaded = FileConfig::read(path).and_then(|mut f| {
+        f.listen = Some(started.listen.to_string());
+        f.validate(0, Mode::Managed)
+    });
+    match loaded {
+        Ok(new) => reload_tls(new.tls.as_ref(), started, tls),
+        Err(e) => tracing::error!("TLS reload rejected, keeping the current certificates: {e}"),
+    }
 }
 
 /// Decrements the count of running cores when a core ends.
@@ -241,7 +333,13 @@ fn reload_credentials(opts: &control::ControlOptions, overrides: Overrides) {
 
 /// Re-reads the config file and publishes its routing and limits; a config
 /// that does not validate is logged and ignored.
-fn reload(path: &Path, overrides: &Overrides, source: &ArcSwap<LiveConfig>, started: &Config) {
+fn reload(
+    path: &Path,
+    overrides: &Overrides,
+    source: &ArcSwap<LiveConfig>,
+    started: &Config,
+    tls: Option<&TlsSource>,
+) {
     let current = source.load();
     let next = current.table.version + 1;
     let loaded = FileConfig::read(path).and_then(|mut f| {
@@ -262,6 +360,7 @@ fn reload(path: &Path, overrides: &Overrides, source: &ArcSwap<LiveConfig>, star
             for w in &new.warnings {
                 tracing::warn!("{w}");
             }
+            reload_tls(new.tls.as_ref(), started, tls);
             let groups = new.live.table.groups().len();
             source.store(new.live);
             tracing::info!(version = next, groups, "configuration reloaded");

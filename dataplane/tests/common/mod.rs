@@ -83,6 +83,14 @@ impl Keyway {
             .wait_line("keyway admin on ", Duration::from_secs(10))
     }
 
+    /// The TLS listen address (the config must have a `[tls]` section).
+    pub fn tls_addr(&mut self) -> SocketAddr {
+        self.proc
+            .wait_line("keyway TLS listening on ", Duration::from_secs(10))
+            .parse()
+            .unwrap()
+    }
+
     pub fn conn(&self) -> redis::Connection {
         let c = redis::Client::open(format!("redis://{}", self.addr)).unwrap();
         c.get_connection_with_timeout(Duration::from_secs(5))

@@ -4,6 +4,11 @@
 //! it. glommio reads and writes with plain `recv`/`send` after an io_uring
 //! readiness poll; one task per socket does both directions, so no lock or
 //! split stream is needed.
+//!
+//! A TLS client's task decrypts what it reads through its
+//! [`TlsSession`] into the core's `plain` buffer before the worker sees it,
+//! and encrypts the worker's output into its own `sealed` buffer, at most
+//! [`SEAL_CHUNK`] at a time, taking more only once that is written.
 
 use std::future::Future;
 use std::io;
@@ -13,12 +18,20 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use std::os::unix::io::AsRawFd;
+
 use futures_lite::io::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
 
 use super::Core;
 use crate::engine::{BackendId, ClientId, ClientStatus, Worker};
 use crate::runtime::describe;
+use crate::tls::{TlsConnect, TlsFailure, TlsSession};
+
+/// Most plaintext a TLS client's task encrypts at once.
+const SEAL_CHUNK: usize = 256 << 10;
+/// A TLS client's `sealed` buffer larger than this is freed once written.
+const SEALED_KEEP: usize = 64 << 10;
 
 /// Reads per poll before yielding, so one busy connection cannot starve the
 /// others on its core.
@@ -50,17 +63,130 @@ fn poll_flush(
     }
 }
 
+/// TLS records sealed and not yet written: `buf[off..]`.
+#[derive(Default)]
+struct Sealed {
+    buf: Vec<u8>,
+    off: usize,
+}
+
+impl Sealed {
+    fn pending(&self) -> bool {
+        self.off < self.buf.len()
+    }
+}
+
+/// Writes a TLS connection's output: records already sealed first, then
+/// what `out` gives, sealed a chunk at a time (progress recorded with
+/// `wrote`), until the socket is full or nothing is left.
+fn poll_flush_tls(
+    stream: &mut TcpStream,
+    cx: &mut Context<'_>,
+    core: &Core,
+    tls: &mut TlsSession,
+    sealed: &mut Sealed,
+    out: impl for<'w> Fn(&'w Worker) -> &'w [u8],
+    wrote: impl Fn(&mut Worker, usize),
+) -> Result<(), TlsFailure> {
+    loop {
+        if sealed.pending() {
+            match Pin::new(&mut *stream).poll_write(cx, &sealed.buf[sealed.off..]) {
+                Poll::Ready(Ok(n)) => sealed.off += n,
+                Poll::Ready(Err(e)) => return Err(e.into()),
+                Poll::Pending => return Ok(()),
+            }
+            continue;
+        }
+        sealed.off = 0;
+        if sealed.buf.capacity() > SEALED_KEEP {
+            sealed.buf = Vec::new();
+        }
+        sealed.buf.clear();
+        let worker = core.worker.borrow();
+        let pending = out(&worker);
+        let n = pending.len().min(SEAL_CHUNK);
+        if n == 0 && !tls.wants_write() {
+            return Ok(());
+        }
+        tls.write(&pending[..n], &mut sealed.buf)?;
+        drop(worker);
+        if n > 0 {
+            wrote(&mut core.worker.borrow_mut(), n);
+        }
+    }
+}
+
 /// A client connection's task.
 pub(crate) struct ClientIo {
-    pub core: Rc<Core>,
-    pub stream: TcpStream,
-    pub id: ClientId,
+    core: Rc<Core>,
+    stream: TcpStream,
+    id: ClientId,
+    /// Present for a client of a TLS listener, with its records not yet
+    /// written.
+    tls: Option<Box<TlsSession>>,
+    sealed: Sealed,
+    /// When it was accepted (a TLS handshake must end within
+    /// `Core::handshake_timeout` of it).
+    since: std::time::Instant,
 }
 
 impl ClientIo {
+    pub fn new(
+        core: Rc<Core>,
+        stream: TcpStream,
+        id: ClientId,
+        tls: Option<Box<TlsSession>>,
+    ) -> ClientIo {
+        ClientIo {
+            core,
+            stream,
+            id,
+            tls,
+            sealed: Sealed::default(),
+            since: std::time::Instant::now(),
+        }
+    }
+
     fn finish(&mut self) -> Poll<()> {
+        if let Some(tls) = &mut self.tls {
+            let graceful = self.core.worker.borrow().client_status(self.id) == ClientStatus::Close;
+            if graceful {
+                tls.send_last_words(self.stream.as_raw_fd(), true);
+            }
+        }
         self.core.client_gone(self.id);
         Poll::Ready(())
+    }
+
+    /// A TLS session failed: log it, send its alert, close.
+    fn tls_failed(&mut self, e: &TlsFailure) -> Poll<()> {
+        let peer = self.stream.peer_addr().ok();
+        self.core
+            .tls_log
+            .borrow_mut()
+            .failed(self.core.index, peer, e);
+        if let Some(tls) = &mut self.tls {
+            tls.send_last_words(self.stream.as_raw_fd(), false);
+            self.tls = None;
+        }
+        self.finish()
+    }
+
+    /// Whether a TLS client still has records to write.
+    fn sealed_pending(&self) -> bool {
+        self.sealed.pending()
+    }
+}
+
+impl ClientIo {
+    /// Whether the task ends now: the worker is done with the client (and a
+    /// TLS client's last records are written, unless it is aborted).
+    fn ends(&self, status: ClientStatus) -> bool {
+        match status {
+            ClientStatus::Abort | ClientStatus::Gone => true,
+            ClientStatus::Close => !self.sealed_pending(),
+            ClientStatus::Active | ClientStatus::WriteOnly => false,
+        }
     }
 }
 
@@ -71,6 +197,18 @@ impl Future for ClientIo {
         let this = &mut *self;
         let core = Rc::clone(&this.core);
         core.set_client_waker(this.id, cx.waker());
+        if this.tls.as_ref().is_some_and(|t| t.handshaking())
+            && this.since.elapsed() >= core.handshake_timeout
+        {
+            let e = TlsFailure::Io(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "the handshake did not end within {}ms (tls.handshake_timeout)",
+                    core.handshake_timeout.as_millis()
+                ),
+            ));
+            return this.tls_failed(&e);
+        }
         let mut reads = 0;
         while core.worker.borrow().client_status(this.id) == ClientStatus::Active {
             if reads == READS_PER_POLL {
@@ -81,7 +219,22 @@ impl Future for ClientIo {
             match Pin::new(&mut this.stream).poll_read(cx, &mut buf[..]) {
                 Poll::Ready(Ok(0)) => core.worker.borrow_mut().client_eof(this.id),
                 Poll::Ready(Ok(n)) => {
-                    core.worker.borrow_mut().client_input(this.id, &buf[..n]);
+                    match &mut this.tls {
+                        None => core.worker.borrow_mut().client_input(this.id, &buf[..n]),
+                        Some(tls) => {
+                            let mut plain = core.plain.borrow_mut();
+                            let id = this.id;
+                            let read = tls.read(&buf[..n], &mut plain, |p| {
+                                core.worker.borrow_mut().client_input(id, p)
+                            });
+                            drop((plain, buf));
+                            match read {
+                                Ok(false) => {}
+                                Ok(true) => core.worker.borrow_mut().client_eof(id),
+                                Err(e) => return this.tls_failed(&e),
+                            }
+                        }
+                    }
                     reads += 1;
                 }
                 Poll::Ready(Err(_)) => return this.finish(),
@@ -89,29 +242,39 @@ impl Future for ClientIo {
             }
         }
         let status = core.worker.borrow().client_status(this.id);
-        if matches!(
-            status,
-            ClientStatus::Close | ClientStatus::Abort | ClientStatus::Gone
-        ) {
+        if this.ends(status) {
             return this.finish();
         }
-        let id = this.id;
-        let written = poll_flush(
-            &mut this.stream,
-            cx,
-            &core,
-            |w| w.client_output(id),
-            |w, n| w.client_wrote(id, n),
-        );
-        if written.is_err() {
-            return this.finish();
+        if let Some(tls) = &mut this.tls {
+            let id = this.id;
+            let written = poll_flush_tls(
+                &mut this.stream,
+                cx,
+                &core,
+                tls,
+                &mut this.sealed,
+                |w| w.client_output(id),
+                |w, n| w.client_wrote(id, n),
+            );
+            if let Err(e) = written {
+                return this.tls_failed(&e);
+            }
+        } else {
+            let id = this.id;
+            let written = poll_flush(
+                &mut this.stream,
+                cx,
+                &core,
+                |w| w.client_output(id),
+                |w, n| w.client_wrote(id, n),
+            );
+            if written.is_err() {
+                return this.finish();
+            }
         }
         core.flush(Some(this.id.idx));
         let status = core.worker.borrow().client_status(this.id);
-        if matches!(
-            status,
-            ClientStatus::Close | ClientStatus::Abort | ClientStatus::Gone
-        ) {
+        if this.ends(status) {
             return this.finish();
         }
         Poll::Pending
@@ -125,7 +288,18 @@ pub(crate) async fn backend_task(
     id: BackendId,
     addr: SocketAddr,
     timeout: Duration,
+    tls: Option<TlsConnect>,
 ) {
+    let tls = match tls.as_ref().map(TlsSession::client).transpose() {
+        Ok(s) => s,
+        Err(e) => {
+            core.worker
+                .borrow_mut()
+                .backend_failed(id, &format!("TLS: {e}"));
+            core.flush(None);
+            return;
+        }
+    };
     let stream = match TcpStream::connect_timeout(addr, timeout).await {
         Ok(s) => s,
         Err(e) => {
@@ -149,6 +323,8 @@ pub(crate) async fn backend_task(
         core: core.clone(),
         stream,
         id,
+        tls,
+        sealed: Sealed::default(),
     }
     .await;
     core.forget_backend_waker(id);
@@ -158,6 +334,10 @@ struct BackendIo {
     core: Rc<Core>,
     stream: TcpStream,
     id: BackendId,
+    /// Present for a backend of a group with `tls`, with its records not
+    /// yet written.
+    tls: Option<Box<TlsSession>>,
+    sealed: Sealed,
 }
 
 impl BackendIo {
@@ -182,15 +362,30 @@ impl Future for BackendIo {
             return Poll::Ready(());
         }
         let id = this.id;
-        let written = poll_flush(
-            &mut this.stream,
-            cx,
-            &core,
-            |w| w.backend_output(id),
-            |w, n| w.backend_wrote(id, n),
-        );
-        if let Err(e) = written {
-            return this.fail(&describe(&e));
+        if let Some(tls) = &mut this.tls {
+            let written = poll_flush_tls(
+                &mut this.stream,
+                cx,
+                &core,
+                tls,
+                &mut this.sealed,
+                |w| w.backend_output(id),
+                |w, n| w.backend_wrote(id, n),
+            );
+            if let Err(e) = written {
+                return this.fail(&format!("TLS: {e}"));
+            }
+        } else {
+            let written = poll_flush(
+                &mut this.stream,
+                cx,
+                &core,
+                |w| w.backend_output(id),
+                |w, n| w.backend_wrote(id, n),
+            );
+            if let Err(e) = written {
+                return this.fail(&describe(&e));
+            }
         }
         for reads in 0.. {
             if reads == READS_PER_POLL {
@@ -200,13 +395,38 @@ impl Future for BackendIo {
             let mut buf = core.scratch.borrow_mut();
             match Pin::new(&mut this.stream).poll_read(cx, &mut buf[..]) {
                 Poll::Ready(Ok(0)) => return this.fail("connection closed by the backend"),
-                Poll::Ready(Ok(n)) => core.worker.borrow_mut().backend_input(this.id, &buf[..n]),
+                Poll::Ready(Ok(n)) => match &mut this.tls {
+                    None => core.worker.borrow_mut().backend_input(this.id, &buf[..n]),
+                    Some(tls) => {
+                        let mut plain = core.plain.borrow_mut();
+                        let id = this.id;
+                        let read = tls.read(&buf[..n], &mut plain, |p| {
+                            core.worker.borrow_mut().backend_input(id, p)
+                        });
+                        drop((plain, buf));
+                        match read {
+                            Ok(false) => {}
+                            Ok(true) => return this.fail("connection closed by the backend"),
+                            Err(e) => {
+                                if let Some(tls) = &mut this.tls {
+                                    tls.send_last_words(this.stream.as_raw_fd(), false);
+                                }
+                                return this.fail(&format!("TLS: {e}"));
+                            }
+                        }
+                    }
+                },
                 Poll::Ready(Err(e)) => return this.fail(&describe(&e)),
                 Poll::Pending => break,
             }
             if !core.worker.borrow().backend_live(this.id) {
                 break;
             }
+        }
+        // What the reads made the session say (the rest of its handshake,
+        // and requests it held until then) goes out now.
+        if this.tls.as_ref().is_some_and(|t| t.wants_write()) {
+            cx.waker().wake_by_ref();
         }
         core.flush(None);
         if core.worker.borrow().backend_live(this.id) {

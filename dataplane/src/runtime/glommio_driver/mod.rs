@@ -21,13 +21,17 @@ use socket2::{SockRef, TcpKeepalive};
 
 use self::io::{backend_task, ClientIo};
 use super::wake::{Installed, TaskWake};
-use super::{CoreSetup, TICK};
+use super::{CoreSetup, TlsSource, TICK};
 use crate::engine::{Action, BackendId, ClientId, Drain, Worker};
+use crate::tls::{TlsLog, TlsSession};
 
 mod io;
 
 /// Size of the core's read buffer.
 const SCRATCH: usize = 64 << 10;
+/// Size of the buffer TLS records are decrypted into (a record holds at
+/// most 16 KiB).
+const PLAIN: usize = 32 << 10;
 
 /// A core's shared state: the worker and the wakers of its tasks.
 pub(crate) struct Core {
@@ -35,6 +39,17 @@ pub(crate) struct Core {
     pub worker: RefCell<Worker>,
     /// Every socket read lands here first; only partial frames are copied on.
     pub scratch: RefCell<Vec<u8>>,
+    /// TLS records read into `scratch` are decrypted here.
+    pub plain: RefCell<Vec<u8>>,
+    /// The server TLS configuration for clients of a TLS listener.
+    tls: Option<TlsSource>,
+    /// Rate limit of the log lines about failed TLS sessions.
+    pub tls_log: RefCell<TlsLog>,
+    /// How long a TLS client's handshake may take.
+    pub handshake_timeout: Duration,
+    /// TLS clients accepted within the last `handshake_timeout`, and when:
+    /// each is woken once its time is up, to check its handshake ended.
+    handshakes: RefCell<Vec<(ClientId, Instant)>>,
     client_wakers: RefCell<Vec<Option<Waker>>>,
     /// Per backend slot, the tasks (by generation) that may hold a socket for
     /// it: an old connection's task can outlive the slot's reuse.
@@ -85,6 +100,25 @@ impl Core {
         self.flush(None);
     }
 
+    /// Wakes the TLS clients whose handshake time is up (each checks its
+    /// own handshake, see `ClientIo`).
+    fn wake_handshakes(&self, now: Instant) {
+        let mut list = self.handshakes.borrow_mut();
+        if list.is_empty() {
+            return;
+        }
+        let wakers = self.client_wakers.borrow();
+        list.retain(|&(id, since)| {
+            if now.duration_since(since) < self.handshake_timeout {
+                return true;
+            }
+            if let Some(Some(w)) = wakers.get(id.idx as usize) {
+                w.wake_by_ref();
+            }
+            false
+        });
+    }
+
     /// Wakes the tasks whose connections have work (except `skip`, the client
     /// task calling, which just did its own) and starts requested connections.
     pub fn flush(self: &Rc<Self>, skip: Option<u32>) {
@@ -115,8 +149,14 @@ impl Core {
         }
         for a in actions.drain(..) {
             match a {
-                Action::Connect { id, addr, timeout } => {
-                    glommio::spawn_local(backend_task(self.clone(), id, addr, timeout)).detach();
+                Action::Connect {
+                    id,
+                    addr,
+                    timeout,
+                    tls,
+                } => {
+                    glommio::spawn_local(backend_task(self.clone(), id, addr, timeout, tls))
+                        .detach();
                 }
             }
         }
@@ -160,6 +200,11 @@ async fn serve(setup: CoreSetup) {
             setup.shared.clone(),
         )),
         scratch: RefCell::new(vec![0; SCRATCH]),
+        plain: RefCell::new(vec![0; PLAIN]),
+        tls: setup.tls.clone(),
+        tls_log: RefCell::new(TlsLog::default()),
+        handshake_timeout: setup.handshake_timeout,
+        handshakes: RefCell::new(Vec::new()),
         client_wakers: RefCell::new(Vec::new()),
         backend_wakers: RefCell::new(Vec::new()),
         wake_buf: RefCell::new((Vec::new(), Vec::new())),
@@ -167,9 +212,13 @@ async fn serve(setup: CoreSetup) {
         stopping: Cell::new(false),
         stop_waker: RefCell::new(None),
     });
-    // SAFETY: the fd is a listening socket created for this core alone and
-    // handed over by the main thread, which no longer uses it.
-    let listener = unsafe { TcpListener::from_raw_fd(setup.listener_fd) };
+    let listeners: Vec<(TcpListener, bool)> = setup
+        .listeners
+        .iter()
+        // SAFETY: each fd is a listening socket created for this core alone
+        // and handed over by the main thread, which no longer uses it.
+        .map(|l| (unsafe { TcpListener::from_raw_fd(l.fd) }, l.tls))
+        .collect();
     let background =
         glommio::executor().create_task_queue(Shares::Static(100), Latency::NotImportant, "timers");
     let ticker = glommio::spawn_local_into(tick_loop(core.clone(), setup.stop.clone()), background)
@@ -177,8 +226,15 @@ async fn serve(setup: CoreSetup) {
     let wake = Arc::new(TaskWake::default());
     let installed = Installed::task(&setup.shared, setup.index, &wake);
     glommio::spawn_local(wake_loop(core.clone(), wake)).detach();
-    accept_loop(&core, &listener).await;
-    drop(listener);
+    match &listeners[..] {
+        [(a, a_tls)] => accept_loop(&core, a, *a_tls).await,
+        [(a, a_tls), (b, b_tls), ..] => {
+            futures_lite::future::zip(accept_loop(&core, a, *a_tls), accept_loop(&core, b, *b_tls))
+                .await;
+        }
+        [] => {}
+    }
+    drop(listeners);
     ticker.await;
     drop(installed);
     tracing::debug!(core = core.index, "core stopped");
@@ -195,6 +251,7 @@ async fn tick_loop(core: Rc<Core>, stop: Arc<AtomicBool>) {
                 w.wake();
             }
         }
+        core.wake_handshakes(Instant::now());
         core.flush(None);
         if drain == Drain::Done {
             return;
@@ -212,7 +269,7 @@ async fn wake_loop(core: Rc<Core>, wake: Arc<TaskWake>) {
     }
 }
 
-async fn accept_loop(core: &Rc<Core>, listener: &TcpListener) {
+async fn accept_loop(core: &Rc<Core>, listener: &TcpListener, tls: bool) {
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
             Stopping(core).await;
@@ -237,16 +294,28 @@ async fn accept_loop(core: &Rc<Core>, listener: &TcpListener) {
             let fd = FdRef(stream.as_raw_fd());
             let _ = SockRef::from(&fd).set_tcp_keepalive(&TcpKeepalive::new().with_time(t));
         }
+        let session = match (tls, &core.tls) {
+            (false, _) => None,
+            (true, Some(source)) => match TlsSession::server(source.load_full()) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    core.tls_log.borrow_mut().failed(core.index, Some(peer), &e);
+                    continue;
+                }
+            },
+            // A TLS listener always has a config.
+            (true, None) => continue,
+        };
         let admitted = core.worker.borrow_mut().accept(peer, local);
         match admitted {
             Ok(id) => {
-                glommio::spawn_local(ClientIo {
-                    core: core.clone(),
-                    stream,
-                    id,
-                })
-                .detach();
+                if session.is_some() {
+                    core.handshakes.borrow_mut().push((id, Instant::now()));
+                }
+                glommio::spawn_local(ClientIo::new(core.clone(), stream, id, session)).detach();
             }
+            // A TLS client could not read the plain line: it is just closed.
+            Err(_) if tls => drop(stream),
             Err(reason) => {
                 glommio::spawn_local(refuse(stream, reason.to_string())).detach();
             }

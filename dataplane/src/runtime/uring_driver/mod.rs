@@ -11,6 +11,12 @@
 //! opened and closed. A send's buffer is handed over by the worker
 //! ([`Worker::client_take_output`]) and comes back when the send completes, so
 //! the kernel never reads memory that moves.
+//!
+//! A TLS client (accepted on a TLS listener) carries a
+//! [`TlsSession`](crate::tls::TlsSession): its received bytes are decrypted
+//! into the driver's `plain` scratch buffer before the worker sees them, and
+//! the output it takes from the worker is encrypted into another send buffer
+//! (records of the handshake are sent the same way, with nothing taken).
 
 mod bufring;
 mod ops;
@@ -30,8 +36,9 @@ use slab::Slab;
 use self::bufring::BufRing;
 use self::ops::{Ops, Sent, Sq};
 use super::wake::{EventFd, Installed};
-use super::{describe, CoreSetup, TICK};
+use super::{describe, CoreListener, CoreSetup, TlsSource, TICK};
 use crate::engine::{Action, BackendId, ClientId, ClientStatus, Drain, Worker};
+use crate::tls::{TlsConnect, TlsFailure, TlsLog, TlsSession};
 
 /// Submission and completion queue depth.
 const RING_ENTRIES: u32 = 1024;
@@ -49,6 +56,9 @@ const SPARE_KEEP: usize = 1 << 20;
 const FLUSH_ROUNDS: usize = 8;
 /// How long a closing connection's last send may wait for its peer to read.
 const LINGER: Duration = Duration::from_secs(5);
+/// Size of the buffer TLS records are decrypted into (a record holds at
+/// most 16 KiB).
+const PLAIN_SIZE: usize = 32 << 10;
 
 // What a completion is about: the kind in the high 32 bits of user_data, the
 // slot (client index or backend socket slot) in the low 32.
@@ -71,12 +81,16 @@ struct ClientSock {
     fd: RawFd,
     id: ClientId,
     ops: Ops,
+    /// Present for a client of a TLS listener.
+    tls: Option<Box<TlsSession>>,
 }
 
 struct BackendSock {
     fd: RawFd,
     id: BackendId,
     ops: Ops,
+    /// Present for a backend of a group with `tls`.
+    tls: Option<Box<TlsSession>>,
     /// The peer address and connect timeout, alive until the connect is
     /// submitted and completes.
     addr: Box<libc::sockaddr_storage>,
@@ -87,8 +101,17 @@ struct BackendSock {
 
 struct Driver {
     worker: Worker,
-    listener: RawFd,
+    listeners: Vec<CoreListener>,
     accepting: bool,
+    /// The server TLS configuration for clients of a TLS listener.
+    tls: Option<TlsSource>,
+    /// TLS records are decrypted here before the worker sees them.
+    plain: Box<[u8]>,
+    tls_log: TlsLog,
+    /// TLS clients whose handshake may not have ended, and since when;
+    /// looked at every tick (`tls.handshake_timeout`).
+    handshakes: Vec<(ClientId, Instant)>,
+    handshake_timeout: Duration,
     /// Indexed by the worker's client index.
     clients: Vec<Option<ClientSock>>,
     backends: Slab<BackendSock>,
@@ -118,8 +141,20 @@ pub(crate) fn run(cpu: usize, setup: CoreSetup) -> anyhow::Result<()> {
         .context("registering receive buffers")?;
     let mut d = Driver {
         worker: Worker::new(setup.index, setup.source.clone(), setup.shared.clone()),
-        listener: setup.listener_fd,
+        listeners: setup
+            .listeners
+            .iter()
+            .map(|l| CoreListener {
+                fd: l.fd,
+                tls: l.tls,
+            })
+            .collect(),
         accepting: false,
+        tls: setup.tls.clone(),
+        plain: vec![0; PLAIN_SIZE].into_boxed_slice(),
+        tls_log: TlsLog::default(),
+        handshakes: Vec::new(),
+        handshake_timeout: setup.handshake_timeout,
         clients: Vec::new(),
         backends: Slab::new(),
         live: Vec::new(),
@@ -145,8 +180,10 @@ pub(crate) fn run(cpu: usize, setup: CoreSetup) -> anyhow::Result<()> {
     drop(bufs);
     // The ring that read the eventfd is gone: it may close now.
     drop(wake);
-    // SAFETY: the listener fd was handed to this core alone.
-    unsafe { libc::close(setup.listener_fd) };
+    for l in &setup.listeners {
+        // SAFETY: the listener fds were handed to this core alone.
+        unsafe { libc::close(l.fd) };
+    }
     result
 }
 
@@ -174,7 +211,7 @@ impl Driver {
         let (submitter, sq, mut cq) = ring.split();
         let mut sq = Sq { submitter, sq };
         let mut next_tick = Instant::now();
-        self.arm_accept(&mut sq)?;
+        self.arm_accepts(&mut sq)?;
         // SAFETY: `wake_buf` outlives the ring (dropped after it in `run`).
         let wake_read = (wake_fd >= 0).then(|| {
             opcode::Read::new(Fd(wake_fd), wake_buf.as_mut_ptr(), 8)
@@ -195,6 +232,9 @@ impl Driver {
                     Drain::Done => return Ok(()),
                 }
                 self.touched.0.append(&mut self.lingering);
+                if !self.handshakes.is_empty() {
+                    self.expire_handshakes(now);
+                }
             }
             self.flush(&mut sq)?;
             sq.sq.sync();
@@ -232,11 +272,20 @@ impl Driver {
         }
     }
 
-    fn arm_accept(&mut self, sq: &mut Sq<'_>) -> io::Result<()> {
-        let e = opcode::AcceptMulti::new(Fd(self.listener))
+    /// Arms a multishot accept on every listener.
+    fn arm_accepts(&mut self, sq: &mut Sq<'_>) -> io::Result<()> {
+        for i in 0..self.listeners.len() {
+            self.arm_accept(i, sq)?;
+        }
+        Ok(())
+    }
+
+    /// Arms a multishot accept on listener `i`.
+    fn arm_accept(&mut self, i: usize, sq: &mut Sq<'_>) -> io::Result<()> {
+        let e = opcode::AcceptMulti::new(Fd(self.listeners[i].fd))
             .flags(libc::SOCK_CLOEXEC)
             .build()
-            .user_data(tag(ACCEPT, 0));
+            .user_data(tag(ACCEPT, i));
         sq.push(&e)?;
         self.accepting = true;
         Ok(())
@@ -244,11 +293,13 @@ impl Driver {
 
     fn stop_accepting(&mut self, sq: &mut Sq<'_>) -> io::Result<()> {
         if self.accepting {
-            sq.push(
-                &opcode::AsyncCancel::new(tag(ACCEPT, 0))
-                    .build()
-                    .user_data(tag(IGNORE, 0)),
-            )?;
+            for i in 0..self.listeners.len() {
+                sq.push(
+                    &opcode::AsyncCancel::new(tag(ACCEPT, i))
+                        .build()
+                        .user_data(tag(IGNORE, 0)),
+                )?;
+            }
             self.accepting = false;
         }
         Ok(())
@@ -269,8 +320,9 @@ impl Driver {
         let data = cqueue::buffer_select(cqe.flags()).map(|bid| (bid, res.max(0) as usize));
         match kind {
             ACCEPT => {
+                let tls = self.listeners.get(slot).is_some_and(|l| l.tls);
                 if res >= 0 {
-                    self.accepted(res);
+                    self.accepted(res, tls);
                 } else if res != -libc::ECANCELED {
                     tracing::warn!(
                         core = self.index,
@@ -279,14 +331,33 @@ impl Driver {
                     );
                 }
                 if !more && res != -libc::ECANCELED && !self.worker_stopping() {
-                    self.arm_accept(sq)?;
+                    self.arm_accept(slot, sq)?;
                 }
             }
             CLIENT_RECV => {
                 if let Some(c) = self.clients.get_mut(slot).and_then(Option::as_mut) {
                     if let Some((bid, n)) = data {
                         if n > 0 {
-                            self.worker.client_input(c.id, bufs.get(bid, n));
+                            let input = bufs.get(bid, n);
+                            match &mut c.tls {
+                                None => self.worker.client_input(c.id, input),
+                                // A failed session reads nothing more.
+                                Some(_) if c.ops.aborted => {}
+                                Some(tls) => {
+                                    let (worker, id) = (&mut self.worker, c.id);
+                                    match tls.read(input, &mut self.plain, |p| {
+                                        worker.client_input(id, p)
+                                    }) {
+                                        Ok(false) => {}
+                                        Ok(true) => self.worker.client_eof(c.id),
+                                        Err(e) => {
+                                            tls_failed(&mut self.tls_log, self.index, c.fd, &e);
+                                            tls.send_last_words(c.fd, false);
+                                            c.ops.abort(c.fd);
+                                        }
+                                    }
+                                }
+                            }
                         }
                     }
                     if res == 0 {
@@ -345,7 +416,31 @@ impl Driver {
                 if let Some(b) = self.backends.get_mut(slot) {
                     if let Some((bid, n)) = data {
                         if n > 0 {
-                            self.worker.backend_input(b.id, bufs.get(bid, n));
+                            let input = bufs.get(bid, n);
+                            match &mut b.tls {
+                                None => self.worker.backend_input(b.id, input),
+                                Some(_) if b.ops.aborted => {}
+                                Some(tls) => {
+                                    let (worker, id) = (&mut self.worker, b.id);
+                                    match tls.read(input, &mut self.plain, |p| {
+                                        worker.backend_input(id, p)
+                                    }) {
+                                        Ok(false) => {}
+                                        Ok(true) => {
+                                            self.worker.backend_failed(
+                                                b.id,
+                                                "connection closed by the backend",
+                                            );
+                                            b.ops.abort(b.fd);
+                                        }
+                                        Err(e) => {
+                                            self.worker.backend_failed(b.id, &format!("TLS: {e}"));
+                                            tls.send_last_words(b.fd, false);
+                                            b.ops.abort(b.fd);
+                                        }
+                                    }
+                                }
+                            }
                         }
                     }
                     if res == 0 {
@@ -387,11 +482,45 @@ impl Driver {
         Ok(())
     }
 
+    /// Closes TLS clients whose handshake has not ended within
+    /// `handshake_timeout`, and forgets those whose has (or that are gone).
+    fn expire_handshakes(&mut self, now: Instant) {
+        let timeout = self.handshake_timeout;
+        let (clients, log, core) = (&mut self.clients, &mut self.tls_log, self.index);
+        let touched = &mut self.touched.0;
+        self.handshakes.retain(|&(id, since)| {
+            let Some(c) = clients
+                .get_mut(id.idx as usize)
+                .and_then(Option::as_mut)
+                .filter(|c| c.id == id)
+            else {
+                return false;
+            };
+            if !c.tls.as_ref().is_some_and(|t| t.handshaking()) {
+                return false;
+            }
+            if now.duration_since(since) < timeout {
+                return true;
+            }
+            let e = TlsFailure::Io(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "the handshake did not end within {}ms (tls.handshake_timeout)",
+                    timeout.as_millis()
+                ),
+            ));
+            log.failed(core, sock_addr(c.fd, libc::getpeername), &e);
+            c.ops.abort(c.fd);
+            touched.push(id.idx);
+            false
+        });
+    }
+
     fn worker_stopping(&self) -> bool {
         !self.accepting
     }
 
-    fn accepted(&mut self, fd: RawFd) {
+    fn accepted(&mut self, fd: RawFd, tls: bool) {
         let (Some(peer), Some(local)) = (
             sock_addr(fd, libc::getpeername),
             sock_addr(fd, libc::getsockname),
@@ -410,18 +539,44 @@ impl Driver {
                 t.as_secs().max(1) as i32,
             );
         }
+        let session = match (tls, &self.tls) {
+            (false, _) => None,
+            (true, Some(source)) => match TlsSession::server(source.load_full()) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tls_failed(&mut self.tls_log, self.index, fd, &e);
+                    // SAFETY: closing the fd we were just given.
+                    unsafe { libc::close(fd) };
+                    return;
+                }
+            },
+            (true, None) => {
+                // SAFETY: as above (a TLS listener always has a config).
+                unsafe { libc::close(fd) };
+                return;
+            }
+        };
         match self.worker.accept(peer, local) {
             Ok(id) => {
                 let idx = id.idx as usize;
                 if self.clients.len() <= idx {
                     self.clients.resize_with(idx + 1, || None);
                 }
+                if session.is_some() {
+                    self.handshakes.push((id, Instant::now()));
+                }
                 self.clients[idx] = Some(ClientSock {
                     fd,
                     id,
                     ops: Ops::default(),
+                    tls: session,
                 });
                 self.touched.0.push(id.idx);
+            }
+            Err(_) if tls => {
+                // A TLS client could not read the plain line: just close.
+                // SAFETY: closing the fd we were just given.
+                unsafe { libc::close(fd) };
             }
             Err(reason) => {
                 let line = format!("-{reason}\r\n");
@@ -464,7 +619,12 @@ impl Driver {
             }
             for a in actions.drain(..) {
                 match a {
-                    Action::Connect { id, addr, timeout } => self.connect(id, addr, timeout, sq)?,
+                    Action::Connect {
+                        id,
+                        addr,
+                        timeout,
+                        tls,
+                    } => self.connect(id, addr, timeout, tls.as_ref(), sq)?,
                 }
             }
             for idx in wc.drain(..).chain(touched.0.drain(..)) {
@@ -507,6 +667,9 @@ impl Driver {
             }
             c.ops.cancel_recv(tag(CLIENT_RECV, idx), sq)?;
             if c.ops.idle() {
+                if let (Some(tls), false) = (&mut c.tls, c.ops.aborted) {
+                    tls.send_last_words(c.fd, true);
+                }
                 // SAFETY: no operation refers to the fd any more.
                 unsafe { libc::close(c.fd) };
                 self.worker.client_gone(c.id);
@@ -530,7 +693,23 @@ impl Driver {
         }
         if c.ops.sending.is_none() {
             let spare = self.spare.pop().unwrap_or_default();
-            let buf = self.worker.client_take_output(c.id, spare);
+            let mut buf = self.worker.client_take_output(c.id, spare);
+            if let Some(tls) = &mut c.tls {
+                match seal(tls, buf, &mut self.spare) {
+                    Ok((sealed, took)) => {
+                        buf = sealed;
+                        if took && buf.is_empty() {
+                            self.worker.client_sent(c.id);
+                        }
+                    }
+                    Err(e) => {
+                        tls_failed(&mut self.tls_log, self.index, c.fd, &e);
+                        c.ops.abort(c.fd);
+                        self.worker.client_sent(c.id);
+                        return Ok(());
+                    }
+                }
+            }
             let user_data = tag(CLIENT_SEND, idx);
             c.ops.send(c.fd, buf, user_data, sq, &mut self.spare)?;
         }
@@ -559,7 +738,22 @@ impl Driver {
         }
         if !b.ops.connecting && b.ops.sending.is_none() {
             let spare = self.spare.pop().unwrap_or_default();
-            let buf = self.worker.backend_take_output(b.id, spare);
+            let mut buf = self.worker.backend_take_output(b.id, spare);
+            if let Some(tls) = &mut b.tls {
+                match seal(tls, buf, &mut self.spare) {
+                    Ok((sealed, took)) => {
+                        buf = sealed;
+                        if took && buf.is_empty() {
+                            self.worker.backend_sent(b.id);
+                        }
+                    }
+                    Err(e) => {
+                        self.worker.backend_failed(b.id, &format!("TLS: {e}"));
+                        b.ops.abort(b.fd);
+                        return Ok(());
+                    }
+                }
+            }
             let user_data = tag(BACKEND_SEND, slot);
             b.ops.send(b.fd, buf, user_data, sq, &mut self.spare)?;
         }
@@ -571,8 +765,16 @@ impl Driver {
         id: BackendId,
         addr: SocketAddr,
         timeout: Duration,
+        tls: Option<&TlsConnect>,
         sq: &mut Sq<'_>,
     ) -> io::Result<()> {
+        let session = match tls.map(TlsSession::client).transpose() {
+            Ok(s) => s,
+            Err(e) => {
+                self.worker.backend_failed(id, &format!("TLS: {e}"));
+                return Ok(());
+            }
+        };
         let domain = if addr.is_ipv4() {
             libc::AF_INET
         } else {
@@ -594,6 +796,7 @@ impl Driver {
                 connecting: true,
                 ..Ops::default()
             },
+            tls: session,
             addr: Box::new(storage),
             addr_len: len,
             timeout: Box::new(
@@ -639,6 +842,29 @@ impl Driver {
             unsafe { libc::close(b.fd) };
         }
     }
+}
+
+/// Seals `plain` (output taken from the worker, perhaps none) and every
+/// record the session has to send into a buffer from `spare`, where `plain`
+/// goes back. Returns the records, and whether anything was taken: if so
+/// and there are no records (plaintext held until the handshake ends), the
+/// take is over and the worker is to be told.
+fn seal(
+    tls: &mut TlsSession,
+    plain: Vec<u8>,
+    spare: &mut Vec<Vec<u8>>,
+) -> Result<(Vec<u8>, bool), TlsFailure> {
+    let mut sealed = spare.pop().unwrap_or_default();
+    sealed.clear();
+    let result = tls.write(&plain, &mut sealed);
+    let took = !plain.is_empty();
+    ops::keep_spare_buf(spare, plain);
+    result.map(|()| (sealed, took))
+}
+
+/// Logs a failed TLS session (rate-limited), naming the peer.
+fn tls_failed(log: &mut TlsLog, core: usize, fd: RawFd, e: &TlsFailure) {
+    log.failed(core, sock_addr(fd, libc::getpeername), e);
 }
 
 fn set_opt(fd: RawFd, level: i32, name: i32, value: i32) {

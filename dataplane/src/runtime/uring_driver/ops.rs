@@ -155,9 +155,14 @@ impl Sq<'_> {
 /// past [`SPARE_KEEP`]: idle connections then hold no peak-sized buffers.
 pub(super) fn keep_spare(spare: &mut Vec<Vec<u8>>, s: Option<Sending>) {
     if let Some(s) = s {
-        if s.buf.capacity() <= SPARE_KEEP {
-            spare.push(s.buf);
-        }
+        keep_spare_buf(spare, s.buf);
+    }
+}
+
+/// Keeps `buf` for a later send, unless it grew past [`SPARE_KEEP`].
+pub(super) fn keep_spare_buf(spare: &mut Vec<Vec<u8>>, buf: Vec<u8>) {
+    if buf.capacity() <= SPARE_KEEP {
+        spare.push(buf);
     }
 }
 
