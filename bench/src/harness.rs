@@ -52,6 +52,14 @@ pub struct Options {
     /// `keyway-tls`: redis-benchmark `--tls` against its TLS port (the
     /// keyway-load loads speak no TLS and are not run on it).
     pub tls: bool,
+    /// Also run keyway (default transport) with client users, as
+    /// `keyway-acl`: a password on the default user and an ACL user `app`
+    /// with a key pattern and a category removed (`on >… ~key:* &* +@all
+    /// -@dangerous`); redis-benchmark authenticates as `app`, so every
+    /// request passes the command, key and category checks (its keys,
+    /// `key:…`, match the pattern). The keyway-load loads do not
+    /// authenticate and are not run on it.
+    pub acl: bool,
 }
 
 /// One measurement.
@@ -141,6 +149,9 @@ struct Target {
     addr: std::net::SocketAddr,
     /// The CA to verify it with, for a target clients reach over TLS.
     tls_ca: Option<PathBuf>,
+    /// `--user`/`-a` for redis-benchmark, for a target that asks clients to
+    /// authenticate.
+    login: Option<(&'static str, &'static str)>,
 }
 
 fn loads(o: &Options) -> anyhow::Result<Vec<Load>> {
@@ -245,6 +256,9 @@ fn run_one(load: &Load, target: &Target, redis_pid: u32, requests: u64) -> anyho
             let mut cmd = Command::new("redis-benchmark");
             if let Some(ca) = &target.tls_ca {
                 cmd.arg("--tls").arg("--cacert").arg(ca);
+            }
+            if let Some((user, pass)) = target.login {
+                cmd.args(["--user", user, "-a", pass]);
             }
             let out = cmd
                 .args([
@@ -382,6 +396,7 @@ pub fn run(o: &Options, command: String) -> anyhow::Result<Report> {
         addr: redis.addr,
         proc: None,
         tls_ca: None,
+        login: None,
     }];
     if o.twemproxy {
         let p = Proc::nutcracker(&dir.0, redis.addr, Some(o.proxy_cpu))?;
@@ -390,6 +405,7 @@ pub fn run(o: &Options, command: String) -> anyhow::Result<Report> {
             addr: p.addr,
             proc: Some(p),
             tls_ca: None,
+            login: None,
         });
     }
     let mut keyways: Vec<(String, &PathBuf, String)> = o
@@ -413,6 +429,7 @@ pub fn run(o: &Options, command: String) -> anyhow::Result<Report> {
             addr: p.addr,
             proc: Some(p),
             tls_ca: None,
+            login: None,
         });
     }
     if o.tls {
@@ -437,6 +454,26 @@ pub fn run(o: &Options, command: String) -> anyhow::Result<Report> {
             addr: ([127, 0, 0, 1], tls_port).into(),
             proc: Some(p),
             tls_ca: Some(certs.ca),
+            login: None,
+        });
+    }
+    if o.acl {
+        let extra = "[[user]]\nname = \"default\"\nrules = \"on >bench-default-pass ~* &* +@all\"\n\
+                     [[user]]\nname = \"app\"\nrules = \"on >bench-app-pass ~key:* &* +@all -@dangerous\"";
+        let p = Proc::keyway(
+            &o.keyway,
+            &dir.0,
+            "keyway-acl",
+            redis.addr,
+            o.proxy_cpu,
+            extra,
+        )?;
+        targets.push(Target {
+            name: "keyway-acl".into(),
+            addr: p.addr,
+            proc: Some(p),
+            tls_ca: None,
+            login: Some(("app", "bench-app-pass")),
         });
     }
     // Fill the key space so GETs find values.
@@ -456,8 +493,9 @@ pub fn run(o: &Options, command: String) -> anyhow::Result<Report> {
     anyhow::ensure!(fill.status.success(), "filling Redis failed");
 
     let loads = loads(o)?;
-    let skips = |load: &Load, t: &Target| match (&load.kind, &t.tls_ca) {
-        (Kind::Tool(_), Some(_)) => Some("keyway-load speaks no TLS"),
+    let skips = |load: &Load, t: &Target| match (&load.kind, &t.tls_ca, t.login) {
+        (Kind::Tool(_), Some(_), _) => Some("keyway-load speaks no TLS"),
+        (Kind::Tool(_), _, Some(_)) => Some("keyway-load does not authenticate"),
         _ => load.not_on_twemproxy.filter(|_| t.name == "twemproxy"),
     };
     let mut samples: BTreeMap<String, BTreeMap<String, Vec<Sample>>> = BTreeMap::new();

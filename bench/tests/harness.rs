@@ -24,6 +24,7 @@ fn one_quick_round_reports_every_target() {
         transactions_only: false,
         open_rate: 2000.0,
         tls: false,
+        acl: false,
     };
     let report = run(&o, "test".into()).expect("harness run");
     assert_eq!(
@@ -67,7 +68,7 @@ fn one_quick_round_reports_every_target() {
 }
 
 #[test]
-fn the_tls_target_runs_the_reference_loads_over_tls() {
+fn the_tls_and_acl_targets_run_the_reference_loads() {
     let keyway = keyway_testkit::workspace_bin("keyway");
     let o = Options {
         rounds: 1,
@@ -82,12 +83,15 @@ fn the_tls_target_runs_the_reference_loads_over_tls() {
         transactions_only: false,
         open_rate: 2000.0,
         tls: true,
+        acl: true,
     };
     let report = run(&o, "test".into()).expect("harness run");
-    assert_eq!(report.targets, ["redis", "keyway-tls"]);
+    assert_eq!(report.targets, ["redis", "keyway-tls", "keyway-acl"]);
     for (load, by_target) in &report.summary {
-        let s = &by_target["keyway-tls"];
-        assert!(s.rps > 0.0 && s.errors == 0, "{load} over TLS");
-        assert!(s.proxy_cpu_us.is_some(), "{load}: keyway's CPU is measured");
+        for t in ["keyway-tls", "keyway-acl"] {
+            let s = &by_target[t];
+            assert!(s.rps > 0.0 && s.errors == 0, "{load} on {t}");
+            assert!(s.proxy_cpu_us.is_some(), "{load}: {t}'s CPU is measured");
+        }
     }
 }

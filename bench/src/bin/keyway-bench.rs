@@ -53,6 +53,11 @@ struct Args {
     /// beside plain TCP.
     #[arg(long)]
     tls: bool,
+    /// Also run keyway with client users and ACL checks (`keyway-acl`:
+    /// redis-benchmark authenticates as an ACL user with a key pattern and
+    /// a category removed), beside plain keyway.
+    #[arg(long)]
+    acl: bool,
     /// Directory for `<date>-<commit>.json`.
     #[arg(long, default_value = "bench/results")]
     out: PathBuf,
@@ -81,6 +86,7 @@ fn main() -> anyhow::Result<()> {
         transactions_only: a.transactions_only,
         open_rate: a.open_rate,
         tls: a.tls,
+        acl: a.acl,
     };
     let report = run(&o, command)?;
     let md = markdown(&report);

@@ -258,7 +258,11 @@ mod tests {
     fn only_unrestricted_users_run_scripts() {
         // A script's own calls are out of keyway's sight: a user limited
         // in commands, keys or channels may not run one at all.
-        for r in ["+@all ~app:* &*", "+@all ~* &chat:*", "+@all -@dangerous ~* &*"] {
+        for r in [
+            "+@all ~app:* &*",
+            "+@all ~* &chat:*",
+            "+@all -@dangerous ~* &*",
+        ] {
             for cmd in [
                 &["eval", "return 1", "0"][..],
                 &["evalsha_ro", "abc", "0"],
