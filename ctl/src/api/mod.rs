@@ -18,6 +18,7 @@ mod ha;
 pub mod leader;
 mod migrations;
 pub mod serve;
+mod users;
 
 use std::sync::Arc;
 
@@ -240,6 +241,10 @@ pub fn router(api: Api) -> Router {
         .route(
             "/v1/clusters/{name}/migrations/{id}/{action}",
             post(migrations::action),
+        )
+        .route(
+            "/v1/clusters/{name}/users",
+            get(users::list).put(users::set).layer(big),
         )
         .route("/v1/clusters/{name}/rebalance", post(migrations::rebalance))
         .route("/v1/clusters/{name}/drain", post(migrations::drain))
