@@ -15,8 +15,9 @@ use crate::client::Client;
 use crate::model::ClientUser;
 use crate::wire::ClusterUsers;
 
-/// The largest users file read (ctld's body limit).
-const MAX_FILE: u64 = crate::api::MAX_CLUSTER_BODY as u64;
+/// The largest users file read (ctld's body limit for users,
+/// `api::MAX_CLUSTER_BODY`; the CLI does not depend on the server's code).
+const MAX_FILE: u64 = 8 << 20;
 
 /// `keywayctl users …`.
 #[derive(Debug, Subcommand)]
