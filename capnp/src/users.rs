@@ -54,12 +54,41 @@ pub const CATEGORY_NAMES: &[&str] = &[
 ];
 
 /// One client user: its name and its `ACL SETUSER` rules.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Clone, PartialEq, Eq, Default)]
 pub struct User {
     /// The user name.
     pub name: String,
     /// Space-separated rules.
     pub rules: String,
+}
+
+impl std::fmt::Debug for User {
+    /// Shows the rules [`masked`].
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User")
+            .field("name", &self.name)
+            .field("rules", &masked(&self.rules))
+            .finish()
+    }
+}
+
+/// `rules` with every password and password hash replaced by `***`
+/// (`>***`, `#***`, …), for `Debug` output and logs.
+pub fn masked(rules: &str) -> String {
+    let mut out = String::with_capacity(rules.len());
+    for r in rules.split_ascii_whitespace() {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        match r.as_bytes()[0] {
+            c @ (b'>' | b'<' | b'#' | b'!') => {
+                out.push(char::from(c));
+                out.push_str("***");
+            }
+            _ => out.push_str(r),
+        }
+    }
+    out
 }
 
 /// Why a rule was refused, as the data plane says it: the rule is quoted
@@ -392,6 +421,11 @@ mod tests {
         let h = "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b";
         assert_eq!(got[0].rules, format!("on #{h} ~app:* !{h} +@all"));
         assert!(check_users(&got).is_ok());
+        let shown = format!("{:?}", got[0]);
+        assert!(
+            shown.contains("on #*** ~app:* !*** +@all") && !shown.contains(h),
+            "{shown}"
+        );
         assert_eq!(
             check_users(&[user("app", "on >secret")]),
             Err(UserError::Cleartext("app".into()))

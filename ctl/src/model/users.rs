@@ -11,8 +11,9 @@ use serde::{Deserialize, Serialize};
 use super::ModelError;
 use keyway_capnp::users::{self, User};
 
-/// One client user, as stored and listed: rules with passwords as hashes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One client user, as stored and listed: rules with passwords as hashes
+/// (`Debug` shows them masked, as `keyway_capnp::users::masked`).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientUser {
     /// The user name.
@@ -20,6 +21,15 @@ pub struct ClientUser {
     /// Redis `ACL SETUSER` rules (`#sha256` passwords).
     #[serde(default)]
     pub rules: String,
+}
+
+impl std::fmt::Debug for ClientUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientUser")
+            .field("name", &self.name)
+            .field("rules", &users::masked(&self.rules))
+            .finish()
+    }
 }
 
 impl ClientUser {
@@ -67,6 +77,8 @@ mod tests {
         assert!(!got[0].rules.contains("secret"));
         assert!(got[0].rules.starts_with("on #2bb80d53"));
         check(&got).unwrap();
+        assert!(!format!("{given:?} {got:?}").contains("secret"));
+        assert!(!format!("{got:?}").contains("2bb80d53"));
         assert!(check(&given).unwrap_err().message.contains("clear text"));
         let e = prepare(&[ClientUser {
             name: "app".into(),
