@@ -38,6 +38,22 @@ struct Snapshot {
 
   leaseMillis @6 :UInt64;
   # How long a data plane may serve this snapshot without a heartbeat.
+
+  users @7 :List(User);
+  # Added in version 5: the client users (Redis ACL users) the cluster's
+  # data planes authenticate and check clients against, replacing those of
+  # their own config file. Empty (and in earlier versions' messages): each
+  # data plane keeps its config file's users.
+}
+
+struct User {
+  # Added in version 5: one client user.
+
+  name @0 :Text;
+
+  rules @1 :Text;
+  # Redis `ACL SETUSER` rules, space-separated; passwords only as
+  # `#<sha256 hex>` / `!<sha256 hex>`, never in clear text.
 }
 
 struct Group {

@@ -21,6 +21,7 @@ pub mod generated;
 pub use keyway_protocol::slot;
 pub mod snapshot;
 pub mod statefile;
+pub mod users;
 
 /// A message that cannot be decoded.
 #[derive(Debug, thiserror::Error)]

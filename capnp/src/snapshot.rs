@@ -5,6 +5,8 @@
 use crate::generated::snapshot_capnp as schema;
 use crate::DecodeError;
 
+pub use crate::users::User;
+
 /// Largest slot count (Redis Cluster's).
 pub use crate::slot::MAX_SLOTS;
 
@@ -178,6 +180,9 @@ pub enum SnapshotError {
         /// The other group.
         other: String,
     },
+    /// The client users break a rule of [`crate::users::check_users`].
+    #[error("{0}")]
+    Users(#[from] crate::users::UserError),
 }
 
 /// A whole routing snapshot of one cluster.
@@ -197,6 +202,9 @@ pub struct Snapshot {
     pub migrations: Vec<Migration>,
     /// How long a data plane may serve without a heartbeat, in milliseconds.
     pub lease_millis: u64,
+    /// Client users replacing the data planes' own (passwords as hashes
+    /// only); empty: each data plane keeps its config file's users.
+    pub users: Vec<User>,
 }
 
 /// A Redis group.
@@ -341,6 +349,7 @@ impl Snapshot {
         if self.lease_millis == 0 {
             return Err(SnapshotError::NoLease);
         }
+        crate::users::check_users(&self.users)?;
         Ok(())
     }
 
@@ -460,6 +469,12 @@ impl Snapshot {
             rb.set_last(r.last);
             rb.set_group(r.group);
         }
+        let mut users = b.reborrow().init_users(self.users.len() as u32);
+        for (i, u) in self.users.iter().enumerate() {
+            let mut ub = users.reborrow().get(i as u32);
+            ub.set_name(u.name.as_str());
+            ub.set_rules(u.rules.as_str());
+        }
         let mut migs = b.init_migrations(self.migrations.len() as u32);
         for (i, m) in self.migrations.iter().enumerate() {
             let mut mb = migs.reborrow().get(i as u32);
@@ -535,6 +550,13 @@ impl Snapshot {
                 phase,
             });
         }
+        let mut users = Vec::new();
+        for u in r.get_users()? {
+            users.push(User {
+                name: text(u.get_name())?,
+                rules: text(u.get_rules())?,
+            });
+        }
         Ok(Snapshot {
             cluster: text(r.get_cluster())?,
             version: r.get_version(),
@@ -543,6 +565,7 @@ impl Snapshot {
             slot_ranges,
             migrations,
             lease_millis: r.get_lease_millis(),
+            users,
         })
     }
 
@@ -608,6 +631,10 @@ pub(crate) mod tests {
                 phase: Phase::Blocked,
             }],
             lease_millis: 30_000,
+            users: vec![User {
+                name: "app".into(),
+                rules: "on #2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b ~app:* +@all".into(),
+            }],
         }
     }
 
@@ -653,7 +680,7 @@ pub(crate) mod tests {
     #[test]
     fn every_server_is_in_one_place_and_names_are_valid() {
         type Break = fn(&mut Snapshot);
-        let cases: [(Break, &str); 8] = [
+        let cases: [(Break, &str); 10] = [
             (
                 |s| s.groups[1].master = "10.0.0.1:6379".into(),
                 "have the same master",
@@ -683,6 +710,8 @@ pub(crate) mod tests {
             (|s| s.groups[0].name = "a b".into(), "names are"),
             (|s| s.groups[0].zone = "a b".into(), "zone"),
             (|s| s.groups[0].replicas[0].zone = "x".repeat(65), "zone"),
+            (|s| s.users[0].rules = "on >secret".into(), "clear text"),
+            (|s| s.users[0].rules = "+nosuch".into(), "rule '+nosuch'"),
         ];
         for (break_it, want) in cases {
             let mut s = sample();

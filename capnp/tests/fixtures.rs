@@ -8,7 +8,9 @@ use std::path::PathBuf;
 
 use keyway_capnp::control::{Ack, BackendReport, FromDataPlane, Heartbeat, Hello, ToDataPlane};
 use keyway_capnp::frame::{read_frame, MAX_FRAME};
-use keyway_capnp::snapshot::{Group, Migration, Phase, ReadFrom, Replica, SlotRange, Snapshot};
+use keyway_capnp::snapshot::{
+    Group, Migration, Phase, ReadFrom, Replica, SlotRange, Snapshot, User,
+};
 
 /// The values version 1 wrote.
 fn v1_snapshot() -> Snapshot {
@@ -59,6 +61,8 @@ fn v1_snapshot() -> Snapshot {
             phase: Phase::Moving,
         }],
         lease_millis: 30_000,
+        // Version 5 field, as version 1 reads.
+        users: vec![],
     }
 }
 
@@ -268,4 +272,39 @@ fn version_4_messages_still_decode() {
         FromDataPlane::Ack(a) => assert!(a.backends.is_empty()),
         other => panic!("{other:?}"),
     }
+}
+
+/// Version 5 added the cluster's client users.
+fn v5_snapshot() -> Snapshot {
+    let mut s = v4_snapshot();
+    s.version = 45;
+    s.users = vec![
+        User {
+            name: "default".into(),
+            rules: "on #5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8 ~* &* +@all"
+                .into(),
+        },
+        User {
+            name: "app".into(),
+            rules: "on #2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b ~app:* +@all -@dangerous"
+                .into(),
+        },
+    ];
+    s
+}
+
+#[test]
+fn version_5_messages_still_decode() {
+    let path = dir().join("v5-snapshot.bin");
+    if std::env::var_os("KEYWAY_CAPNP_WRITE_FIXTURES").is_some() && !path.exists() {
+        std::fs::write(&path, v5_snapshot().encode()).unwrap();
+    }
+    let stored = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let got = Snapshot::decode(&stored).unwrap();
+    assert_eq!(got, v5_snapshot());
+    got.validate().unwrap();
+    // Earlier snapshots read as carrying no users: data planes keep their
+    // config file's.
+    let v4 = Snapshot::decode(&std::fs::read(dir().join("v4-snapshot.bin")).unwrap()).unwrap();
+    assert!(v4.users.is_empty());
 }

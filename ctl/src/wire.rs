@@ -335,3 +335,17 @@ mod tests {
         assert_eq!(serde_json::from_str::<ErrorBody>(&text).unwrap(), e);
     }
 }
+
+// Client users.
+
+/// `PUT /v1/clusters/{name}/users` (the whole list; empty: the data planes
+/// keep their config files' users), and the reply of it and of `GET`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterUsers {
+    /// The cluster's version (in replies; ignored in requests).
+    #[serde(default)]
+    pub version: u64,
+    /// The users; in replies, passwords as `#sha256` hashes only.
+    pub users: Vec<crate::model::ClientUser>,
+}

@@ -120,3 +120,56 @@ fn a_group_on_hold_gets_nothing_until_a_version_without_the_hold() {
     let v: String = redis::cmd("GET").arg("k").query(&mut m.conn()).unwrap();
     assert_eq!(v, "v2");
 }
+
+/// `cmd` on a new connection, after `AUTH password` if given: the replies.
+fn ask(kw: &Keyway, auth: Option<&str>, cmd: &[&str]) -> String {
+    let mut s = TcpStream::connect(kw.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut req = Vec::new();
+    let mut n = 1;
+    if let Some(p) = auth {
+        req.extend(keyway_testkit::resp::request(&["AUTH", p]));
+        n += 1;
+    }
+    req.extend(keyway_testkit::resp::request(cmd));
+    String::from_utf8_lossy(&keyway_testkit::resp::exchange(&mut s, &req, n)).into_owned()
+}
+
+#[test]
+fn a_snapshots_users_replace_the_config_files_and_bad_ones_are_refused() {
+    use keyway_capnp::snapshot::User;
+    let m = Redis::start();
+    let hash = keyway_capnp::users::sha256_hex(b"ctld-pw");
+    let with_users = |version, rules: &str| {
+        let mut s = snapshot(version, &m.addr(), false);
+        s.users = vec![User {
+            name: "default".into(),
+            rules: rules.into(),
+        }];
+        s
+    };
+    let ctld = FakeCtld::start(with_users(1, &format!("on #{hash} ~* &* +@all")));
+    let mut kw = Keyway::start_args(
+        "[[user]]\nname = \"default\"\nrules = \"on >file-pw ~* &* +@all\"\n",
+        &["--control", &ctld.addr, "--cluster", "c"],
+    );
+    ctld.ack_where(Duration::from_secs(20), |a| a.version == 1 && a.drained);
+    assert_eq!(
+        ask(&kw, None, &["PING"]),
+        "-NOAUTH Authentication required.\r\n"
+    );
+    assert!(ask(&kw, Some("file-pw"), &["PING"]).starts_with("-WRONGPASS"));
+    assert_eq!(ask(&kw, Some("ctld-pw"), &["PING"]), "+OK\r\n+PONG\r\n");
+
+    // Users the data plane cannot build: the snapshot is refused (never
+    // acked), the users it has stay.
+    ctld.publish(with_users(2, "on +nosuch"));
+    kw.wait_log("cannot apply snapshot");
+    assert_eq!(ask(&kw, Some("ctld-pw"), &["PING"]), "+OK\r\n+PONG\r\n");
+
+    // None: the config file's again.
+    ctld.publish(snapshot(3, &m.addr(), false));
+    ctld.ack_where(Duration::from_secs(10), |a| a.version == 3 && a.drained);
+    assert!(ask(&kw, Some("ctld-pw"), &["PING"]).starts_with("-WRONGPASS"));
+    assert_eq!(ask(&kw, Some("file-pw"), &["PING"]), "+OK\r\n+PONG\r\n");
+}

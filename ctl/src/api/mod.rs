@@ -18,6 +18,7 @@ mod ha;
 pub mod leader;
 mod migrations;
 pub mod serve;
+mod users;
 
 use std::sync::Arc;
 
@@ -43,7 +44,8 @@ use crate::wire::ErrorBody;
 pub const MAX_BODY: usize = 1 << 20;
 
 /// The largest body of a cluster creation or snapshot apply, which carry a
-/// whole cluster: 16384 groups with a replica each fit.
+/// whole cluster: 16384 groups with a replica each fit; and of a cluster's
+/// client users (`keyway_capnp::users::MAX_USERS` of `MAX_RULES` bytes).
 pub const MAX_CLUSTER_BODY: usize = 8 << 20;
 
 /// The longest error message sent (serde's messages quote the input).
@@ -240,6 +242,10 @@ pub fn router(api: Api) -> Router {
         .route(
             "/v1/clusters/{name}/migrations/{id}/{action}",
             post(migrations::action),
+        )
+        .route(
+            "/v1/clusters/{name}/users",
+            get(users::list).put(users::set).layer(big),
         )
         .route("/v1/clusters/{name}/rebalance", post(migrations::rebalance))
         .route("/v1/clusters/{name}/drain", post(migrations::drain))

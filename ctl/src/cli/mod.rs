@@ -5,10 +5,12 @@
 mod backend_users;
 mod ha;
 mod migrations;
+mod users;
 
 pub use backend_users::{BackendUsersCmd, ProvisionArgs};
 pub use ha::{FailoverArgs, SetArgs};
 pub use migrations::{MigrationCmd, SettingsArgs};
+pub use users::UsersCmd;
 
 use std::time::Duration;
 
@@ -75,6 +77,9 @@ pub enum CliError {
     /// A password file that cannot be used, or a group that does not exist.
     #[error("{0}")]
     Secret(String),
+    /// A users file that cannot be used (`users set`).
+    #[error("{0}")]
+    UsersFile(String),
     /// `backend-users provision` failed on some servers.
     #[error("backend users: {failed} server(s) failed (see above)")]
     Provision {
@@ -186,6 +191,10 @@ pub enum Command {
     /// authentication").
     #[command(subcommand)]
     BackendUsers(BackendUsersCmd),
+    /// The client users of a cluster's data planes (see README,
+    /// "Authentication and ACL users").
+    #[command(subcommand)]
+    Users(UsersCmd),
 }
 
 /// `keywayctl dataplane …`.
@@ -646,6 +655,7 @@ pub fn run(
         Command::BackendUsers(BackendUsersCmd::Provision(a)) => {
             backend_users::provision(&c, a, json)?
         }
+        Command::Users(u) => users::run(&c, u, json)?,
         Command::Failover(a) => ha::failover(&c, a, json)?,
         Command::Cluster(ClusterCmd::Set(a)) => ha::set(&c, a, json)?,
         Command::Migrate {

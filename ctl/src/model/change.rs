@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use super::{
-    Cluster, FailoverKind, Group, MigrationState, ModelError, MoveSettings, ReadFrom, Replica,
-    Resolved, SlotSet,
+    ClientUser, Cluster, FailoverKind, Group, MigrationState, ModelError, MoveSettings, ReadFrom,
+    Replica, Resolved, SlotSet,
 };
 
 /// A change to one cluster. Times are Unix milliseconds, given by the caller
@@ -166,6 +166,13 @@ pub enum Change {
         /// Now.
         now_ms: u64,
     },
+    /// Replaces the cluster's client users (checked, passwords already
+    /// hashed: see `model::users::prepare`); empty: the data planes keep
+    /// their config files' users.
+    SetUsers {
+        /// The users.
+        users: Vec<ClientUser>,
+    },
     /// A former master follows the new one: list it as a replica.
     Demoted {
         /// The group.
@@ -236,6 +243,7 @@ impl fmt::Display for Change {
             Change::Demoted { group, address } => {
                 write!(f, "list {address} as a replica of group {group:?}")
             }
+            Change::SetUsers { users } => write!(f, "set {} client users", users.len()),
         }
     }
 }
@@ -354,6 +362,11 @@ impl Cluster {
                 self.finish_failover(group, *id, *now_ms).and(none)
             }
             Change::Demoted { group, address } => self.demoted(group, address).and(none),
+            Change::SetUsers { users } => {
+                super::users::check(users)?;
+                self.users = users.clone();
+                none
+            }
         }
     }
 

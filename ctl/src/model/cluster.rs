@@ -130,6 +130,10 @@ pub struct Cluster {
     /// The last failover id given.
     #[serde(default)]
     pub next_failover: u64,
+    /// Client users replacing the data planes' own (none: each keeps its
+    /// config file's); passwords as hashes only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<super::ClientUser>,
 }
 
 /// Checks a group's own fields: its name, addresses, zones and replica
@@ -196,6 +200,7 @@ impl Cluster {
             ha: HaSettings::default(),
             failovers: Vec::new(),
             next_failover: 0,
+            users: Vec::new(),
         };
         c.set_groups(groups, resolved)?;
         let n = c.groups.len() as u64;
@@ -521,6 +526,9 @@ impl Cluster {
             ha: desired.ha,
             failovers: self.failovers.clone(),
             next_failover: self.next_failover,
+            // Users are set on their own (`Change::SetUsers`): an exported
+            // snapshot applied again keeps the cluster's.
+            users: self.users.clone(),
         };
         next.set_groups(desired.groups.clone(), resolved)?;
         let index = next.index();
@@ -587,6 +595,7 @@ impl Cluster {
                 .collect(),
             migrations: self.snapshot_migrations(index),
             lease_millis: self.lease_millis,
+            users: self.users.iter().map(super::ClientUser::wire).collect(),
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod ha;
 pub mod migration;
 pub mod names;
 pub mod slots;
+pub mod users;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -25,6 +26,7 @@ pub use cluster::{Cluster, Group, ReadFrom, Replica};
 pub use ha::{FailoverKind, FailoverProgress, FailoverRecord, HaSettings};
 pub use migration::{Migration, MigrationState, MoveSettings};
 pub use slots::{OwnedRange, SlotSet};
+pub use users::ClientUser;
 
 /// How a request to change the state failed; maps to an HTTP status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -503,6 +503,77 @@ mod tests {
         }
     }
 
+    /// keyway-ctld refuses the rules the data plane refuses, with the same
+    /// words: its check (`keyway_capnp::users::check_rules`) is a copy of
+    /// this parser's decisions, kept equal by this test.
+    #[test]
+    fn the_control_planes_check_agrees() {
+        let names: Vec<&str> = super::super::CATEGORIES.iter().map(|&(n, _)| n).collect();
+        assert_eq!(names, keyway_capnp::users::CATEGORY_NAMES);
+        let hex = "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b";
+        let mut corpus: Vec<String> = [
+            "on off nopass resetpass reset allkeys resetkeys allchannels resetchannels",
+            "allcommands nocommands +@all -@all sanitize-payload skip-sanitize-payload",
+            "ON NoPass +@ALL ~* &* +GET -Config|Get",
+            ">a >b <a <b",
+            "<a",
+            ">a nopass <a",
+            ">a resetpass <a",
+            ">a reset <a",
+            "~* ~a",
+            "~* resetkeys ~a",
+            "allkeys ~a",
+            "~* reset ~a",
+            "%R~* ~a",
+            "%RW~* ~a",
+            "%W~* %R~*",
+            "%X~a",
+            "%~a",
+            "%R",
+            "%rw~a",
+            "&* &a",
+            "allchannels &a",
+            "&* resetchannels &a",
+            "+nosuch",
+            "+@nosuch",
+            "-@",
+            "+",
+            "+config|nosuch",
+            "+get|x",
+            "+config|get|x",
+            "bogus",
+            "#abc",
+            "!abc",
+            "=x",
+            "(~a +get)",
+            "on\t>p\n~k",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        corpus.push(format!("#{hex} !{hex}"));
+        corpus.push(format!("!{hex}"));
+        corpus.push(format!("#{} ", hex.to_uppercase()));
+        corpus.push(format!("#{hex}0"));
+        corpus.push(format!(">secret !{hex}"));
+        for (name, _) in super::super::CATEGORIES {
+            corpus.push(format!("+@{name} -@{}", name.to_uppercase()));
+        }
+        for c in command::all() {
+            corpus.push(format!("+{} -{}", c.name, c.name.to_uppercase()));
+            for sub in c.subcommands {
+                corpus.push(format!("-{} +{}", sub.name, sub.name.to_uppercase()));
+            }
+        }
+        for rules in &corpus {
+            let ours = User::parse("u", rules)
+                .map(|_| ())
+                .map_err(|e| e.to_string());
+            let ctld = keyway_capnp::users::check_rules(rules).map_err(|e| e.to_string());
+            assert_eq!(ours, ctld, "{rules:?}");
+        }
+    }
+
     #[test]
     fn key_and_channel_patterns() {
         let u = User::parse("u", "~a:* %R~r:* %W~w:* %RW~b allchannels").unwrap();

@@ -281,6 +281,7 @@ fn file_snapshot(
         slot_ranges,
         migrations: Vec::new(),
         lease_millis: u64::MAX,
+        users: Vec::new(),
     })
 }
 

@@ -12,6 +12,15 @@
 //! sent. When it ends — ctld down, or cut off — the data plane fences itself:
 //! routed commands get `-TRYAGAIN` and `/healthz` turns 503, until it is back
 //! in session, current, and holds a lease again.
+//!
+//! A snapshot's client users (`Snapshot::users`, passwords as hashes only)
+//! replace the config file's `[[user]]`s in the `LiveConfig` it publishes;
+//! one without users brings back the config file's. A new `Users` is built
+//! only when the list changes, so the cores run `Worker::users_changed` (the
+//! clients of a removed or disabled user are closed, as on a standalone
+//! reload) only then. Users that do not build refuse the whole snapshot,
+//! as any other invalid snapshot: the data plane keeps the table and users
+//! it has, and fences once ctld moves on without it.
 
 pub mod state;
 mod stream;
@@ -32,6 +41,7 @@ use keyway_capnp::snapshot::Snapshot;
 
 use self::state::{unix_ms, StateDir};
 use self::stream::ControlStream;
+use crate::acl::{UserConfig, Users};
 use crate::config::{BackendAuth, LiveConfig};
 use crate::engine::Shared;
 use crate::routing::RoutingTable;
@@ -108,6 +118,9 @@ enum ApplyError {
     /// It gives no table.
     #[error(transparent)]
     Table(#[from] crate::routing::TableError),
+    /// Its client users do not build.
+    #[error("client users: {0}")]
+    Users(String),
 }
 
 /// The longest wait before another round of addresses when a ctld of the
@@ -160,6 +173,10 @@ struct Session {
     /// A lookup of those names running on its own threads (a resolver may
     /// take seconds to fail: the session must keep acking meanwhile).
     resolving: Option<mpsc::Receiver<Resolutions>>,
+    /// The config file's users, served while snapshots carry none.
+    file_users: Arc<Users>,
+    /// The users published: the applied snapshot's, or the file's.
+    users: Arc<Users>,
 }
 
 /// Masters' resolutions by `host:port` text.
@@ -176,7 +193,10 @@ pub fn start(
         Some(d) => Some(StateDir::open(d)?),
         None => None,
     };
+    let file_users = source.load().users.clone();
     let mut s = Session {
+        users: file_users.clone(),
+        file_users,
         opts,
         source,
         shared,
@@ -276,7 +296,7 @@ impl Session {
             backend: live.backend.clone(),
             migration: live.migration.clone(),
             zone: live.zone.clone(),
-            users: live.users.clone(),
+            users: self.users.clone(),
             protected_mode: live.protected_mode,
             auth: live.auth.clone(),
             logins: reloaded.unwrap_or_else(|| live.logins.clone()),
@@ -293,6 +313,7 @@ impl Session {
             });
         }
         let table = RoutingTable::from_snapshot(&snapshot)?;
+        let users = self.users_of(&snapshot)?;
         tracing::info!(
             version = snapshot.version,
             groups = snapshot.groups.len(),
@@ -302,11 +323,44 @@ impl Session {
             tracing::warn!(version = snapshot.version, "{e}: they share connections");
         }
         self.note_unresolved(&table);
+        self.users = users;
         self.snapshot = Some(snapshot);
         self.current = true;
         self.save();
         self.publish(Some(table));
         Ok(())
+    }
+
+    /// The users `snapshot` serves: its own (built again only when they
+    /// differ from the applied snapshot's), or the config file's when it
+    /// carries none.
+    fn users_of(&self, snapshot: &Snapshot) -> Result<Arc<Users>, ApplyError> {
+        let before = self.snapshot.as_ref().map(|s| s.users.as_slice());
+        if before == Some(snapshot.users.as_slice()) {
+            return Ok(self.users.clone());
+        }
+        if snapshot.users.is_empty() {
+            tracing::info!(
+                version = snapshot.version,
+                "no client users from keyway-ctld: serving the config file's"
+            );
+            return Ok(self.file_users.clone());
+        }
+        let list: Vec<UserConfig> = snapshot
+            .users
+            .iter()
+            .map(|u| UserConfig {
+                name: u.name.clone(),
+                rules: u.rules.clone(),
+            })
+            .collect();
+        let users = Users::from_config(&list).map_err(ApplyError::Users)?;
+        tracing::info!(
+            version = snapshot.version,
+            users = list.len(),
+            "client users from keyway-ctld"
+        );
+        Ok(Arc::new(users))
     }
 
     /// Logs the groups whose master did not resolve (they answer errors; the

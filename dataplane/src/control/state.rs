@@ -126,6 +126,7 @@ mod tests {
             }],
             migrations: vec![],
             lease_millis: 5000,
+            users: vec![],
         }
     }
 

@@ -46,6 +46,7 @@ pub fn snapshot(version: u64, master: &str, hold: bool) -> Snapshot {
         }],
         migrations: vec![],
         lease_millis: LEASE_MS,
+        users: vec![],
     }
 }
 

@@ -272,3 +272,40 @@ fn changes_log_as_one_line() {
         "list h:1 as a replica of group \"a\""
     );
 }
+
+#[test]
+fn set_users_replaces_them_in_the_snapshot_and_apply_keeps_them() {
+    let mut c = cluster();
+    let given = vec![crate::model::ClientUser {
+        name: "app".into(),
+        rules: "on >secret ~app:* +@all".into(),
+    }];
+    let err = c
+        .dispatch(&Change::SetUsers {
+            users: given.clone(),
+        })
+        .unwrap_err();
+    assert!(err.message.contains("clear text"), "{err}");
+    let users = crate::model::users::prepare(&given).unwrap();
+    c.dispatch(&Change::SetUsers { users }).unwrap();
+    c.validate().unwrap();
+    let s = c.snapshot();
+    assert_eq!(s.users.len(), 1);
+    assert!(s.users[0].rules.starts_with("on #") && !s.users[0].rules.contains("secret"));
+    let json = serde_json::to_string(&c).unwrap();
+    assert!(!json.contains("secret"));
+    assert_eq!(serde_json::from_str::<Cluster>(&json).unwrap(), c);
+    // An exported snapshot applied again (here one without users) keeps them.
+    let mut desired = c.clone();
+    desired.users.clear();
+    c.dispatch(&Change::Apply {
+        desired: Box::new(desired),
+        resolved: none(),
+        force: false,
+    })
+    .unwrap();
+    assert_eq!(c.users.len(), 1);
+    c.dispatch(&Change::SetUsers { users: vec![] }).unwrap();
+    assert!(c.snapshot().users.is_empty());
+    assert!(!serde_json::to_string(&c).unwrap().contains("users"));
+}
