@@ -7,7 +7,10 @@
 //! [`MAX_CONNECTIONS`] at once and [`MAX_PER_PEER`] from one address, so
 //! idle or slow clients never delay a health check from elsewhere; past a
 //! cap a connection is answered 429 (not 503, which says "unhealthy") and
-//! closed at once.
+//! closed at once. With `[tls] admin = true` it speaks HTTPS only, with the
+//! client port's certificate (reloaded with it); the TLS handshake counts
+//! against the connection's deadline, and a connection past a cap is closed
+//! without a reply (a plain-text 429 would mean nothing to a TLS client).
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -23,6 +26,7 @@ use crate::config::LiveConfig;
 use crate::control::state::unix_ms;
 use crate::engine::Shared;
 use crate::routing::ReadFrom;
+use crate::runtime::TlsSource;
 
 const MAX_REQUEST: usize = 8 << 10;
 
@@ -72,11 +76,39 @@ fn lock(o: &Mutex<Open>) -> MutexGuard<'_, Open> {
     o.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Binds `addr` and serves on a new thread; returns the bound address.
-pub fn start(
+/// A connection the endpoint answers on: plain TCP or TLS over it.
+trait Conn: Read + Write {
+    /// The socket below, for its timeouts.
+    fn tcp(&self) -> &TcpStream;
+    /// After the response: TLS says it is done (`close_notify`).
+    fn finish(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Conn for TcpStream {
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+}
+
+impl Conn for rustls::StreamOwned<rustls::ServerConnection, TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        &self.sock
+    }
+    fn finish(&mut self) -> std::io::Result<()> {
+        self.conn.send_close_notify();
+        self.flush()
+    }
+}
+
+/// Binds `addr` and serves on a new thread (over TLS with `tls`'s
+/// certificate, when given); returns the bound address.
+pub(crate) fn start(
     addr: SocketAddr,
     source: Arc<ArcSwap<LiveConfig>>,
     shared: Arc<Shared>,
+    tls: Option<TlsSource>,
 ) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
     let bound = listener.local_addr()?;
@@ -94,6 +126,9 @@ pub fn start(
                     }
                 };
                 if let Err(why) = lock(&open).enter(peer) {
+                    if tls.is_some() {
+                        continue;
+                    }
                     let _ = conn.set_nonblocking(true);
                     let _ = respond(&mut conn, 429, "text/plain", why);
                     // Close after what the client has sent so far is read
@@ -105,10 +140,20 @@ pub fn start(
                     continue;
                 }
                 let (source, shared, done) = (source.clone(), shared.clone(), open.clone());
+                let certificate = tls.as_ref().map(|t| t.load_full());
                 let spawned = std::thread::Builder::new()
                     .name("keyway-admin-conn".into())
                     .spawn(move || {
-                        if let Err(e) = serve(conn, &source, &shared) {
+                        let served = match certificate {
+                            None => serve(conn, &source, &shared),
+                            Some(c) => match rustls::ServerConnection::new(c) {
+                                Ok(tls) => {
+                                    serve(rustls::StreamOwned::new(tls, conn), &source, &shared)
+                                }
+                                Err(e) => Err(std::io::Error::other(e)),
+                            },
+                        };
+                        if let Err(e) = served {
                             tracing::debug!("admin request: {e}");
                         }
                         lock(&done).leave(peer);
@@ -123,7 +168,7 @@ pub fn start(
 }
 
 /// Reads until the end of the request's headers, within `deadline`.
-fn read_request(conn: &mut TcpStream, deadline: Instant) -> std::io::Result<Option<Vec<u8>>> {
+fn read_request(conn: &mut impl Conn, deadline: Instant) -> std::io::Result<Option<Vec<u8>>> {
     let mut req = Vec::new();
     let mut buf = [0u8; 1024];
     while !req.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -131,7 +176,7 @@ fn read_request(conn: &mut TcpStream, deadline: Instant) -> std::io::Result<Opti
         if left.is_zero() {
             return Err(std::io::ErrorKind::TimedOut.into());
         }
-        conn.set_read_timeout(Some(left))?;
+        conn.tcp().set_read_timeout(Some(left))?;
         let n = conn.read(&mut buf)?;
         if n == 0 {
             break;
@@ -145,12 +190,12 @@ fn read_request(conn: &mut TcpStream, deadline: Instant) -> std::io::Result<Opti
 }
 
 fn serve(
-    mut conn: TcpStream,
+    mut conn: impl Conn,
     source: &ArcSwap<LiveConfig>,
     shared: &Shared,
 ) -> std::io::Result<()> {
     let deadline = Instant::now() + DEADLINE;
-    conn.set_write_timeout(Some(DEADLINE))?;
+    conn.tcp().set_write_timeout(Some(DEADLINE))?;
     let Some(req) = read_request(&mut conn, deadline)? else {
         return respond(&mut conn, 431, "text/plain", "request header too large\n");
     };
@@ -215,7 +260,7 @@ fn serve(
     }
 }
 
-fn respond(conn: &mut TcpStream, status: u16, kind: &str, body: &str) -> std::io::Result<()> {
+fn respond(conn: &mut impl Conn, status: u16, kind: &str, body: &str) -> std::io::Result<()> {
     let reason = match status {
         200 => "OK",
         404 => "Not Found",
@@ -232,5 +277,7 @@ fn respond(conn: &mut TcpStream, status: u16, kind: &str, body: &str) -> std::io
         "HTTP/1.1 {status} {reason}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
-    conn.write_all(response.as_bytes())
+    conn.write_all(response.as_bytes())?;
+    conn.flush()?;
+    conn.finish()
 }

@@ -491,8 +491,7 @@ fn non_loopback() -> Option<IpAddr> {
 #[test]
 fn protected_mode_refuses_other_addresses_without_a_password() {
     let Some(ip) = non_loopback() else {
-        eprintln!("skipped: no non-loopback address (the decision is unit-tested in engine::auth)");
-        return;
+        common::skip!("no non-loopback address (the decision is unit-tested in engine::auth)");
     };
     let backend = Redis::start();
     let base = groups(&[&backend]);

@@ -567,3 +567,43 @@ fn a_client_that_never_finishes_its_handshake_is_closed() {
         "a client whose handshake ended is not subject to it"
     );
 }
+
+#[test]
+fn the_admin_endpoint_speaks_https_when_asked() {
+    let dir = TempDir::new("tls-certs");
+    let certs = Certs::generate(dir.path());
+    let r = Redis::start();
+    let mut kw = Keyway::start(&format!(
+        "admin = \"127.0.0.1:0\"\n{}{}",
+        groups(&[&r]),
+        tls_section(&certs, "listen = \"127.0.0.1:0\"\nadmin = true\n")
+    ));
+    let admin: SocketAddr = kw.admin().parse().unwrap();
+    let mut s = tls_connect(admin, &certs.ca, None).expect("TLS handshake with the admin port");
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut out = Vec::new();
+    // The reply ends with the server's close_notify: read to the end.
+    s.read_to_end(&mut out)
+        .expect("the response, then close_notify");
+    let text = String::from_utf8_lossy(&out);
+    assert!(
+        text.starts_with("HTTP/1.1 200 OK\r\n") && text.ends_with("\r\n\r\nok\n"),
+        "{text:?}"
+    );
+    // Plain HTTP gets no answer: the port speaks TLS only.
+    let mut plain = TcpStream::connect(admin).unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    plain.write_all(b"GET /healthz HTTP/1.1\r\n\r\n").unwrap();
+    let mut got = Vec::new();
+    let _ = plain.read_to_end(&mut got);
+    assert!(
+        !got.starts_with(b"HTTP/"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+    // An untrusted certificate is refused by the client as for the data port.
+    assert!(tls_connect(admin, &certs.other_ca, None).is_err());
+}

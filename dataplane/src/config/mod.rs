@@ -219,6 +219,8 @@ pub struct ClientTls {
     pub server: ServerTls,
     /// How long a client's handshake may take.
     pub handshake_timeout: std::time::Duration,
+    /// The admin endpoint speaks HTTPS too (`[tls] admin`).
+    pub admin: bool,
 }
 
 /// A validated config: process settings fixed at start, plus the live part.
@@ -453,6 +455,7 @@ fn client_tls(t: &TlsSettings, listen: SocketAddr) -> Result<ClientTls, ConfigEr
         listen: tls_listen,
         server,
         handshake_timeout: t.handshake_timeout.duration(),
+        admin: t.admin,
     })
 }
 

@@ -184,8 +184,15 @@ pub fn run(config: Config, routing: Routing) -> anyhow::Result<()> {
     );
     let admin = match config.admin {
         Some(a) => Some(
-            admin::start(a, source.clone(), shared.clone())
-                .with_context(|| format!("cannot serve admin HTTP on {a}"))?,
+            admin::start(
+                a,
+                source.clone(),
+                shared.clone(),
+                tls_source
+                    .clone()
+                    .filter(|_| config.tls.as_ref().is_some_and(|t| t.admin)),
+            )
+            .with_context(|| format!("cannot serve admin HTTP on {a}"))?,
         ),
         None => None,
     };

@@ -114,6 +114,11 @@ pub struct TlsSettings {
         deserialize_with = "crate::config::units::duration"
     )]
     pub handshake_timeout: crate::config::units::Millis,
+    /// The admin HTTP endpoint (`admin`) speaks HTTPS with this
+    /// certificate too (asking for client certificates when `ca` is set);
+    /// default false.
+    #[serde(default)]
+    pub admin: bool,
 }
 
 fn default_handshake_timeout() -> crate::config::units::Millis {
@@ -301,6 +306,7 @@ mod tests {
             ca: Some(certs.ca.clone()),
             min_version: TlsVersion::V13,
             handshake_timeout: crate::config::units::Millis(1000),
+            admin: false,
         })
         .unwrap();
         let backend = BackendTls::load(

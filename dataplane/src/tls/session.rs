@@ -215,6 +215,7 @@ mod tests {
             ca: ca.map(Path::to_path_buf),
             min_version: TlsVersion::V12,
             handshake_timeout: crate::config::units::Millis(10_000),
+            admin: false,
         })
         .unwrap();
         TlsSession::server(tls.config().clone()).unwrap()
