@@ -81,6 +81,7 @@ fn first_key_only(spec: &CommandSpec) -> Option<u16> {
 impl User {
     /// Checks `args` (a call of `spec`, arity already checked) against the
     /// user's rules. `keys` is scratch space, left cleared.
+    #[inline]
     pub fn check(
         &self,
         spec: &CommandSpec,
@@ -90,7 +91,7 @@ impl User {
         if !spec.has(flag::NO_AUTH) && !self.may_run(spec.id) {
             return Err(Denied::Command);
         }
-        if !self.all_keys && !spec.key_specs.is_empty() {
+        if !self.all_keys {
             if let Some(flags) = first_key_only(spec) {
                 // `GET k`, `SET k v`, …: no key spec walk.
                 return match args.try_get(1) {
@@ -98,6 +99,20 @@ impl User {
                     _ => Ok(()),
                 };
             }
+        }
+        self.check_rest(spec, args, keys)
+    }
+
+    /// [`check`](Self::check) past the command's bit and the one-key fast
+    /// case: every key by the key specs, then channels, then scripts.
+    #[inline(never)]
+    fn check_rest(
+        &self,
+        spec: &CommandSpec,
+        args: &Args<'_>,
+        keys: &mut Vec<(u32, u16)>,
+    ) -> Result<(), Denied> {
+        if !self.all_keys && !spec.key_specs.is_empty() {
             keys.clear();
             // Keys Redis cannot find are none to check (the command then
             // fails on its own).
@@ -174,6 +189,7 @@ impl User {
 
     /// Whether `key`, used as key spec flags `flags` say, matches a pattern
     /// that grants that use.
+    #[inline]
     pub fn key_ok(&self, key: &[u8], flags: u16) -> bool {
         if self.all_keys {
             return true;
@@ -182,7 +198,7 @@ impl User {
         let write = flags & (key_flag::INSERT | key_flag::DELETE | key_flag::UPDATE) != 0;
         self.keys
             .iter()
-            .any(|p| (p.read || !read) && (p.write || !write) && glob_match(&p.pattern, key, false))
+            .any(|p| (p.read || !read) && (p.write || !write) && p.matches(key))
     }
 
     /// Whether the user may use `channel` (a pattern compared literally when

@@ -30,6 +30,32 @@ pub struct KeyPattern {
     pub read: bool,
     /// Grants writes (`W`).
     pub write: bool,
+    /// The pattern is a literal prefix and one final `*` (`app:*`, the
+    /// common case): matched by comparing the prefix, without the glob.
+    pub prefix_only: bool,
+}
+
+impl KeyPattern {
+    /// Whether `key` matches the pattern (Redis's glob, case-sensitive).
+    #[inline]
+    pub fn matches(&self, key: &[u8]) -> bool {
+        if self.prefix_only {
+            let prefix = &self.pattern[..self.pattern.len() - 1];
+            key.starts_with(prefix)
+        } else {
+            keyway_protocol::pattern::glob_match(&self.pattern, key, false)
+        }
+    }
+}
+
+/// Whether `pattern` is a literal prefix and one final `*`.
+fn prefix_only(pattern: &[u8]) -> bool {
+    match pattern.split_last() {
+        Some((b'*', prefix)) => !prefix
+            .iter()
+            .any(|b| matches!(b, b'*' | b'?' | b'[' | b'\\')),
+        _ => false,
+    }
 }
 
 /// A user, as its rules left it.
@@ -349,6 +375,7 @@ impl User {
                 pattern: pattern.into(),
                 read,
                 write,
+                prefix_only: prefix_only(pattern),
             }),
         }
         Ok(())
@@ -410,6 +437,33 @@ mod tests {
 
     fn id(name: &str) -> u16 {
         find_command(name).expect(name).id
+    }
+
+    #[test]
+    fn a_prefix_pattern_matches_as_the_glob_does() {
+        let patterns: [&[u8]; 9] = [
+            b"app:*", b"*", b"a", b"app:?*", b"a[b]*", b"a\\**", b"ap*p*", b"", b"x*y",
+        ];
+        let keys: [&[u8]; 8] = [b"app:1", b"app:", b"ap", b"", b"a", b"ab", b"a*c", b"xay"];
+        for p in patterns {
+            let kp = KeyPattern {
+                pattern: p.into(),
+                read: true,
+                write: true,
+                prefix_only: prefix_only(p),
+            };
+            for k in keys {
+                assert_eq!(
+                    kp.matches(k),
+                    keyway_protocol::pattern::glob_match(p, k, false),
+                    "{:?} against {:?}",
+                    String::from_utf8_lossy(p),
+                    String::from_utf8_lossy(k)
+                );
+            }
+        }
+        assert!(prefix_only(b"app:*") && prefix_only(b"*"));
+        assert!(!prefix_only(b"a?*") && !prefix_only(b"a\\**") && !prefix_only(b"a"));
     }
 
     #[test]

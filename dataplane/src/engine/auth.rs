@@ -232,6 +232,7 @@ impl Ctx {
     /// The checks before `spec` runs for a client that is not `acl_free`:
     /// `-NOAUTH`, then the user's rules (a refusal is logged in `ACL
     /// LOG`).
+    #[inline]
     pub(super) fn acl_refusal(
         &mut self,
         st: &mut ClientState,
@@ -242,17 +243,30 @@ impl Ctx {
         if !st.authenticated && self.cfg.users.auth_required() && !spec.has(flag::NO_AUTH) {
             return Some(Refusal::NoAuth);
         }
-        let mut keys = std::mem::take(&mut self.scratch.acl_keys);
-        let checked = st.user.check(spec, args, &mut keys);
-        self.scratch.acl_keys = keys;
-        let denied = match checked {
-            // Not an ACL refusal but `SORT`'s own error (no `ACL LOG`).
-            Ok(()) => {
-                let option = st.user.sort_option_denied(spec, args)?;
-                return Some(Refusal::SortOptionDenied { option });
-            }
-            Err(d) => d,
-        };
+        match st.user.check(spec, args, &mut self.scratch.acl_keys) {
+            // `SORT`'s own error, not an ACL refusal (no `ACL LOG`); only
+            // `SORT` and `SORT_RO` (movable keys) are asked.
+            Ok(()) if spec.has(flag::MOVABLEKEYS) => st
+                .user
+                .sort_option_denied(spec, args)
+                .map(|option| Refusal::SortOptionDenied { option }),
+            Ok(()) => None,
+            Err(denied) => Some(self.acl_denied(st, spec, args, in_multi, denied)),
+        }
+    }
+
+    /// A refusal by the user's rules: counted, logged in `ACL LOG`, and
+    /// its error (off the request path's fast case).
+    #[cold]
+    #[inline(never)]
+    fn acl_denied(
+        &mut self,
+        st: &mut ClientState,
+        spec: &'static CommandSpec,
+        args: &Args<'_>,
+        in_multi: bool,
+        denied: Denied,
+    ) -> Refusal<'static> {
         match denied {
             Denied::Command | Denied::Script => self.stats.acl_denied_cmd += 1,
             Denied::Key(_) => self.stats.acl_denied_key += 1,
@@ -283,7 +297,7 @@ impl Ctx {
         };
         let username = st.user.name.to_string();
         self.acl_log(st, reason, context, object, username);
-        Some(why)
+        why
     }
 }
 
