@@ -96,13 +96,16 @@ fn maintenance_commands_run_as_the_admin_login_and_switch_back() {
     let client = request(&["AUTH", "kw", "pw"]);
     let admin = request(&["AUTH", "kwadmin", "apw"]);
     let keys = request(&["KEYS", "*"]);
+    // RESET before the client login: were that login refused, what follows
+    // would run as Redis's default user, never as the admin.
+    let reset = request(&["RESET"]);
     for g in 0..3 {
         assert_eq!(
             r.written(g),
-            format!("{client}{admin}{keys}{client}"),
+            format!("{client}{admin}{keys}{reset}{client}"),
             "group {g}: KEYS between the two logins, in one write"
         );
-        r.reply(g, "+OK\r\n+OK\r\n*0\r\n+OK\r\n");
+        r.reply(g, "+OK\r\n+OK\r\n*0\r\n+RESET\r\n+OK\r\n");
     }
     assert_eq!(r.output(), "*0\r\n");
     r.send("DBSIZE");

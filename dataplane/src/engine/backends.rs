@@ -390,12 +390,23 @@ impl Backends {
     }
 
     /// Switches connection `b` back to its pool's client login after a
-    /// maintenance command.
+    /// maintenance command. A shared connection is `RESET` first: should
+    /// the client login then be refused (its password changed at the
+    /// server), the requests written behind it run as Redis's `default`
+    /// user (unauthenticated when it has a password), never as the admin;
+    /// a RESP3 connection says `HELLO 3` again after it.
     #[cold]
     pub fn restore(&mut self, b: usize, now_ms: u64) {
         if let Some(conn) = self.conns.get_mut(b) {
             let auth = &self.pools[conn.pool].auth;
+            let shared = conn.dedicated.is_none();
+            if shared {
+                conn.append_internal(b"*1\r\n$5\r\nRESET\r\n", Internal::Ignore, now_ms);
+            }
             conn.append_internal(&auth.client, Internal::Auth { admin: false }, now_ms);
+            if shared && conn.resp3 {
+                super::resp3::switch_protocol(conn, true, now_ms);
+            }
         }
     }
 
