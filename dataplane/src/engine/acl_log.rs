@@ -59,6 +59,10 @@ impl AclLog {
         max: usize,
         now: Instant,
     ) {
+        // Bounded: a refused key, channel or user name may be as large as a
+        // request, and an entry outlives its connection.
+        let (object, username) = (capped(object, MAX_NAME), capped(username, MAX_NAME));
+        let client_info = capped(client_info, MAX_CLIENT_INFO);
         let same = self.entries.iter().position(|e| {
             e.reason == reason
                 && e.context == context
@@ -150,9 +154,49 @@ impl Ctx {
     }
 }
 
+/// The longest object or user name an `ACL LOG` entry keeps (bytes; a
+/// longer one is cut at a character boundary and ends with `...`).
+const MAX_NAME: usize = 256;
+
+/// The longest client description an entry keeps.
+const MAX_CLIENT_INFO: usize = 1024;
+
+/// `s`, cut to at most `max` bytes (plus `...`) at a character boundary.
+fn capped(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push_str("...");
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_entry_keeps_bounded_names() {
+        let mut log = AclLog::default();
+        let big = "é".repeat(10_000);
+        log.add(
+            Reason::Auth,
+            Context::TopLevel,
+            big.clone(),
+            big.clone(),
+            big,
+            10,
+            Instant::now(),
+        );
+        let e = &log.entries[0];
+        assert!(e.object.len() <= MAX_NAME + 3 && e.object.ends_with("..."));
+        assert!(e.username.len() <= MAX_NAME + 3);
+        assert!(e.client_info.len() <= MAX_CLIENT_INFO + 3);
+        assert_eq!(capped("short".into(), MAX_NAME), "short");
+    }
 
     #[test]
     fn like_entries_are_counted_and_the_log_is_bounded() {

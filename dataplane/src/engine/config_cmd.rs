@@ -151,7 +151,16 @@ fn content(el: &[u8]) -> Option<&[u8]> {
     }
 }
 
-/// What `CONFIG GET` shows for a set `requirepass` or `masterauth`.
+/// Redis 7.0's settings that hold a password (the backends' own, or their
+/// TLS keys'): `CONFIG GET` through keyway shows them as [`HIDDEN`].
+const SECRET_SETTINGS: [&[u8]; 4] = [
+    b"requirepass",
+    b"masterauth",
+    b"tls-key-file-pass",
+    b"tls-client-key-file-pass",
+];
+
+/// What `CONFIG GET` shows for a set secret setting.
 const HIDDEN: &[u8] = b"(hidden by keyway)";
 
 /// `CONFIG GET`'s reply: the group's pairs plus keyway's.
@@ -187,9 +196,8 @@ impl Combine for ConfigGetMerge {
             out.extend_from_slice(pair[0]);
             // A backend password keyway holds is not shown to its clients
             // (see README, "Backend authentication").
-            let secret = content(pair[0]).is_some_and(|n| {
-                n.eq_ignore_ascii_case(b"requirepass") || n.eq_ignore_ascii_case(b"masterauth")
-            });
+            let secret = content(pair[0])
+                .is_some_and(|n| SECRET_SETTINGS.iter().any(|s| n.eq_ignore_ascii_case(s)));
             match pair.get(1) {
                 Some(v) if secret && content(v).is_some_and(|v| !v.is_empty()) => {
                     encode::bulk(out, HIDDEN)
@@ -473,11 +481,11 @@ mod tests {
             reply: None,
             resp3: false,
         };
-        let reply = b"*6\r\n$11\r\nrequirepass\r\n$6\r\nsecret\r\n$10\r\nmasterauth\r\n$0\r\n\r\n$9\r\nmaxmemory\r\n$1\r\n0\r\n";
+        let reply = b"*8\r\n$11\r\nrequirepass\r\n$6\r\nsecret\r\n$10\r\nmasterauth\r\n$0\r\n\r\n$9\r\nmaxmemory\r\n$1\r\n0\r\n$17\r\ntls-key-file-pass\r\n$2\r\nkp\r\n";
         assert_eq!(
             run(m, &[reply]).0,
-            "*6\r\n$11\r\nrequirepass\r\n$18\r\n(hidden by keyway)\r\n$10\r\nmasterauth\r\n$0\r\n\r\n\
-             $9\r\nmaxmemory\r\n$1\r\n0\r\n",
+            "*8\r\n$11\r\nrequirepass\r\n$18\r\n(hidden by keyway)\r\n$10\r\nmasterauth\r\n$0\r\n\r\n\
+             $9\r\nmaxmemory\r\n$1\r\n0\r\n$17\r\ntls-key-file-pass\r\n$18\r\n(hidden by keyway)\r\n",
             "a set password hidden, an empty one shown as it is"
         );
     }
