@@ -28,10 +28,22 @@ pub enum Denied {
 }
 
 /// Whether `spec` runs a script or a function (`EVAL`, `EVALSHA`, their
-/// `_RO` forms, `FCALL`, `FCALL_RO`).
+/// `_RO` forms, `FCALL`, `FCALL_RO`), or changes the code other users'
+/// calls run (`FUNCTION LOAD|DELETE|FLUSH|RESTORE`, `SCRIPT FLUSH`: a
+/// limited user replacing a library would have its code run by an
+/// unlimited caller).
 fn runs_script(spec: &CommandSpec) -> bool {
     spec.acl & acl::SCRIPTING != 0
-        && (spec.name.starts_with("eval") || spec.name.starts_with("fcall"))
+        && (spec.name.starts_with("eval")
+            || spec.name.starts_with("fcall")
+            || matches!(
+                spec.name,
+                "function|load"
+                    | "function|delete"
+                    | "function|flush"
+                    | "function|restore"
+                    | "script|flush"
+            ))
 }
 
 /// How a Pub/Sub command names channels.
@@ -288,6 +300,16 @@ mod tests {
                 assert_eq!(check(r, cmd), Err(Denied::Script), "{r}: {cmd:?}");
             }
             assert_eq!(check(r, &["script", "load", "return 1"]), Ok(()), "{r}");
+            for cmd in [
+                &["function", "load", "x"][..],
+                &["function", "delete", "lib"],
+                &["function", "flush"],
+                &["function", "restore", "x"],
+                &["script", "flush"],
+            ] {
+                assert_eq!(check(r, cmd), Err(Denied::Script), "{r}: {cmd:?}");
+            }
+            assert_eq!(check(r, &["function", "list"]), Ok(()), "{r}");
         }
         assert_eq!(check("+@all ~* &*", &["eval", "return 1", "0"]), Ok(()));
         assert_eq!(
