@@ -436,3 +436,43 @@ fn sort_patterns_that_stay_on_the_keys_group() {
         "{err}"
     );
 }
+
+#[test]
+fn copy_to_another_database_is_refused() {
+    let c = cluster();
+    let mut k = c.kw.conn();
+    let _: () = k.set("{c}src", "v").unwrap();
+    let refused = "COPY to database 3 is not supported: keyway serves database 0 only";
+    let e = redis::cmd("COPY")
+        .arg(&["{c}src", "{c}dst", "DB", "3"])
+        .query::<i64>(&mut k)
+        .unwrap_err();
+    assert!(e.to_string().contains(refused), "{e}");
+    // In a transaction it is refused at queue time, and EXEC aborts.
+    let mut s = c.kw.tcp();
+    let out = common::raw_roundtrip(&mut s, b"MULTI\r\nCOPY {c}src {c}dst DB 3\r\nEXEC\r\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out),
+        format!(
+            "+OK\r\n-ERR {refused}\r\n-EXECABORT Transaction discarded because of previous \
+             errors.\r\n"
+        )
+    );
+    // Database 0 and Redis's own errors are as Redis.
+    let copied: i64 = redis::cmd("COPY")
+        .arg(&["{c}src", "{c}dst", "DB", "0"])
+        .query(&mut k)
+        .unwrap();
+    assert_eq!(copied, 1);
+    let e = redis::cmd("COPY")
+        .arg(&["{c}src", "{c}x", "DB", "x"])
+        .query::<i64>(&mut k)
+        .unwrap_err();
+    assert!(e.to_string().contains("value is not an integer"), "{e}");
+    for g in &c.redis {
+        let mut r = g.conn();
+        let _: () = redis::cmd("SELECT").arg(3).query(&mut r).unwrap();
+        let n: i64 = redis::cmd("DBSIZE").query(&mut r).unwrap();
+        assert_eq!(n, 0, "nothing reached database 3");
+    }
+}

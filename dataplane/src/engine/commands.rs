@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 use keyway_protocol::command::{self, resp3, CommandSpec, COMMANDS};
 use keyway_protocol::resp::{encode, ReplyFramer};
 
-use super::policy::{policy, Policy};
+use super::policy::{policy, Policy, RouteCheck};
 
 /// Whether keyway serves `c` (in some form; see the README's command table).
 pub fn served(c: &CommandSpec) -> bool {
@@ -535,6 +535,10 @@ pub fn serving(c: &CommandSpec) -> Serving {
         Policy::Scripts(super::policy::ScriptCmd::DocumentedGroup) => {
             differs("answered by the group owning slot 0")
         }
+        Policy::Route {
+            check: RouteCheck::CopyDb,
+            ..
+        } => differs("database 0 only: `DB n` other than 0 is refused"),
         Policy::Route {
             keys: Keys::First, ..
         } => Serving::AsRedis,

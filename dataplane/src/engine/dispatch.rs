@@ -9,7 +9,7 @@ use super::backend_acl;
 use super::client::{Client, ClientState, Phase};
 use super::local::{self, LocalCtx};
 use super::moves::Migrator;
-use super::policy::{policy, stream_read_blocks, Keys, Policy};
+use super::policy::{copy_to_other_db, policy, stream_read_blocks, Keys, Policy, RouteCheck};
 use super::replies::Refusal;
 use super::route::{
     answer_error, group_bit, groups_of_keys, merge_in_place, one_group, KeysRoute, Place, Req,
@@ -228,11 +228,7 @@ impl Ctx {
                 };
                 self.send_to_target(st, target, read, req)
             }
-            Policy::Route {
-                keyless,
-                block_option,
-                ..
-            } => self.route(st, spec, keyless, block_option, read, req),
+            Policy::Route { keyless, check, .. } => self.route(st, spec, keyless, check, read, req),
             Policy::Split(kind) => self.split(st, kind, read, req),
             Policy::FanOut(kind) => {
                 self.as_identity_of(spec, |ctx| ctx.fan_out(st, kind, read, req))
@@ -333,14 +329,23 @@ impl Ctx {
         st: &mut ClientState,
         spec: &CommandSpec,
         keyless: &str,
-        block_option: bool,
+        check: RouteCheck,
         read: bool,
         req: Req<'_>,
     ) {
         let Req { args, place, .. } = req;
-        if block_option && stream_read_blocks(args) {
-            if let Some(blocking) = super::blocking::Blocking::of(spec.name) {
-                return self.block(st, blocking, req);
+        match check {
+            RouteCheck::None => {}
+            RouteCheck::StreamBlock if stream_read_blocks(args) => {
+                if let Some(blocking) = super::blocking::Blocking::of(spec.name) {
+                    return self.block(st, blocking, req);
+                }
+            }
+            RouteCheck::StreamBlock => {}
+            RouteCheck::CopyDb => {
+                if let Some(db) = copy_to_other_db(args) {
+                    return self.refuse(st, &Refusal::CopyOtherDb { db }, place);
+                }
             }
         }
         let mut keys = std::mem::take(&mut self.scratch.keys);

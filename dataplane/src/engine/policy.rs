@@ -203,6 +203,19 @@ pub enum TxCmd {
     Unwatch,
 }
 
+/// What a routed command's arguments are looked at for before routing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteCheck {
+    /// Nothing.
+    None,
+    /// The command blocks when given a `BLOCK` option (`XREAD`,
+    /// `XREADGROUP`): it is then served as a [`Policy::Block`].
+    StreamBlock,
+    /// `COPY … DB n`: a database other than 0 is refused (keyway serves
+    /// database 0 only; a key copied elsewhere would be out of its sight).
+    CopyDb,
+}
+
 /// Where a routed command's keys are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Keys {
@@ -223,9 +236,8 @@ pub enum Policy {
         keys: Keys,
         /// Why a call without keys cannot be served.
         keyless: &'static str,
-        /// The command blocks when given a `BLOCK` option (`XREAD`,
-        /// `XREADGROUP`): it is then served as a [`Policy::Block`].
-        block_option: bool,
+        /// An option looked at before routing (see [`RouteCheck`]).
+        check: RouteCheck,
     },
     /// Split by group and merged (`MGET`, `MSET`, `DEL`, …).
     Split(SplitKind),
@@ -373,12 +385,19 @@ fn decide(c: &CommandSpec) -> Policy {
                 return Policy::Block(b);
             }
         }
+        "copy" => {
+            return Policy::Route {
+                keys: Keys::Specs,
+                keyless: KEYLESS,
+                check: RouteCheck::CopyDb,
+            };
+        }
         // XREAD/XREADGROUP are flagged blocking; only their BLOCK form is.
         "xread" | "xreadgroup" => {
             return Policy::Route {
                 keys: Keys::Specs,
                 keyless: KEYLESS,
-                block_option: true,
+                check: RouteCheck::StreamBlock,
             };
         }
         _ => {}
@@ -432,7 +451,7 @@ fn decide(c: &CommandSpec) -> Policy {
         return Policy::Route {
             keys: Keys::Specs,
             keyless: SCRIPT_KEYLESS,
-            block_option: false,
+            check: RouteCheck::None,
         };
     }
     if c.key_specs.is_empty() {
@@ -460,7 +479,7 @@ fn decide(c: &CommandSpec) -> Policy {
     Policy::Route {
         keys,
         keyless: KEYLESS,
-        block_option: false,
+        check: RouteCheck::None,
     }
 }
 
@@ -476,6 +495,25 @@ pub fn policy(c: &CommandSpec) -> Policy {
         t
     });
     table[usize::from(c.id)]
+}
+
+/// The database a `COPY source destination [DB n] [REPLACE]` names, when it
+/// is a number other than 0 (a value that is no number is left to Redis's
+/// own error).
+pub fn copy_to_other_db(args: &keyway_protocol::resp::Args<'_>) -> Option<i64> {
+    let mut i = 3;
+    let mut db = None;
+    while i < args.len() {
+        if args.get(i).eq_ignore_ascii_case(b"db") && i + 1 < args.len() {
+            db = std::str::from_utf8(args.get(i + 1))
+                .ok()
+                .and_then(|t| t.parse::<i64>().ok());
+            i += 2;
+        } else {
+            i += 1;
+        }
+    }
+    db.filter(|&n| n != 0)
 }
 
 /// Whether an `XREAD`/`XREADGROUP` call blocks (has a `BLOCK` option before
@@ -576,7 +614,7 @@ mod tests {
         assert!(matches!(
             of("xread", None),
             Policy::Route {
-                block_option: true,
+                check: RouteCheck::StreamBlock,
                 ..
             }
         ));

@@ -106,6 +106,8 @@ pub(crate) enum Refusal<'a> {
     NoAuthHello,
     /// The user may not run the command (its full name, `config|get`).
     NoPermCommand { name: &'a str },
+    /// `COPY … DB n` with n other than 0.
+    CopyOtherDb { db: i64 },
     /// A script or function call by a user with limited rules (see
     /// `acl::Denied::Script`).
     NoPermScript { name: &'a str },
@@ -412,6 +414,10 @@ impl Display for Refusal<'_> {
                 "NOPERM this user has no permissions to run the '{name}' command: keyway cannot \
                  check what a script runs, so only users with every command, key and channel \
                  may run scripts"
+            ),
+            CopyOtherDb { db } => write!(
+                f,
+                "ERR COPY to database {db} is not supported: keyway serves database 0 only"
             ),
             NoPermKey => f.write_str(
                 "NOPERM this user has no permissions to access one of the keys used as arguments",

@@ -44,7 +44,7 @@ use super::backend::{Internal, Purpose};
 use super::blocking::{self, Blocking};
 use super::client::{Blocked, ClientState, Phase, Pin};
 use super::moves::Migrator;
-use super::policy::{policy, Local, Policy, TxCmd};
+use super::policy::{copy_to_other_db, policy, Local, Policy, RouteCheck, TxCmd};
 use super::pubsub::PubSubCmd;
 use super::replies::Refusal;
 use super::route::{answer_in_place, groups_of_keys, KeysRoute, Place, Req, Target};
@@ -178,6 +178,12 @@ impl Ctx {
         let found = match policy {
             Policy::Local(l) if runs_at_backend(l, args) => Ok(()),
             Policy::Local(_) => Err(Refusal::LocalInMulti { spec }),
+            Policy::Route {
+                check: RouteCheck::CopyDb,
+                ..
+            } if copy_to_other_db(args).is_some() => Err(Refusal::CopyOtherDb {
+                db: copy_to_other_db(args).unwrap_or_default(),
+            }),
             Policy::Route { .. } | Policy::Block(_) => {
                 extract_keys(spec, args, &mut keys).map_err(Refusal::Keys)
             }
