@@ -84,6 +84,22 @@ fn no_auth_then_auth_and_wrong_passwords() {
         &["AUTH", "default", "defpass"],
         &["ACL", "WHOAMI"],
     ]);
+    // Before authentication Redis's limits for an unauthenticated client
+    // hold (10 arguments, 16 KiB each): the error, then the close. After
+    // AUTH, in the same pipeline, the full limits.
+    let big = "v".repeat(20_000);
+    let mut s = side_by_side(&reference, &keyway);
+    s.same(&["GET", &big[..16_384]]);
+    let mut after = request(&["AUTH", "defpass"]);
+    after.extend(request(&["SET", "big", &big]));
+    assert_eq!(s.raw_same(&after, 2), b"+OK\r\n+OK\r\n");
+    for bytes in [
+        request(&["SET", "k", &big]),
+        request(&["DEL", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10"]),
+    ] {
+        let mut s = side_by_side(&reference, &keyway);
+        s.raw_same(&bytes, 1);
+    }
 }
 
 #[test]

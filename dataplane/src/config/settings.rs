@@ -158,6 +158,7 @@ impl Limits {
             max_arguments: self.max_arguments,
             max_bulk_bytes: self.max_bulk_bytes as usize,
             max_inline_bytes: 64 << 10,
+            unauthenticated: false,
         }
     }
 

@@ -30,8 +30,17 @@ impl Ctx {
     /// returning how many bytes were consumed. Stops early when the client's
     /// pipeline is full (it is then paused) or it stops reading.
     pub(crate) fn run_frames(&mut self, c: &mut Client, buf: &[u8]) -> usize {
-        if c.st.limits_version != self.cfg_seq {
-            c.parser.set_limits(self.cfg.limits.request_limits());
+        // A client that must still authenticate gets Redis's limits for
+        // one (10 arguments of 16 KiB), so it cannot make keyway hold a
+        // large request before it has proved who it is.
+        let mut unauth = !c.st.authenticated && self.cfg.users.auth_required();
+        if c.st.limits_version != self.cfg_seq || c.parser.limits().unauthenticated != unauth {
+            let limits = self.cfg.limits.request_limits();
+            c.parser.set_limits(if unauth {
+                limits.unauthenticated()
+            } else {
+                limits
+            });
             c.st.limits_version = self.cfg_seq;
         }
         let max_pipeline = self.cfg.limits.max_pipeline;
@@ -75,6 +84,11 @@ impl Ctx {
                         }
                     } else {
                         self.dispatch(&mut c.st, req);
+                    }
+                    if unauth && c.st.authenticated {
+                        // Authenticated: the next request has the full limits.
+                        c.parser.set_limits(self.cfg.limits.request_limits());
+                        unauth = false;
                     }
                     at += len;
                     if let Some(b) = self.backpressure.take() {

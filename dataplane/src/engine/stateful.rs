@@ -89,6 +89,7 @@ pub(crate) fn trusted_limits() -> RequestLimits {
         max_arguments: i32::MAX as usize,
         max_bulk_bytes: u32::MAX as usize,
         max_inline_bytes: 64 << 10,
+        unauthenticated: false,
     }
 }
 

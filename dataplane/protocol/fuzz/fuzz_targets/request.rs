@@ -15,6 +15,7 @@ fuzz_target!(|data: &[u8]| {
         max_arguments: 64,
         max_bulk_bytes: 1 << 12,
         max_inline_bytes: 1 << 10,
+        unauthenticated: data[0] & 1 == 1,
     };
     let cut = usize::from(data[0]) % data.len();
     let data = &data[1..];

@@ -22,6 +22,24 @@ pub struct RequestLimits {
     pub max_bulk_bytes: usize,
     /// Longest inline request line (Redis's fixed 64 KiB).
     pub max_inline_bytes: usize,
+    /// The client has yet to authenticate: a request past `max_arguments`
+    /// or `max_bulk_bytes` gets Redis's `unauthenticated multibulk length`
+    /// / `unauthenticated bulk length` errors (see [`RequestLimits::
+    /// unauthenticated`]).
+    pub unauthenticated: bool,
+}
+
+impl RequestLimits {
+    /// What Redis 7.0 allows a client that must still authenticate: 10
+    /// arguments of at most 16384 bytes each.
+    pub fn unauthenticated(self) -> RequestLimits {
+        RequestLimits {
+            max_arguments: self.max_arguments.min(10),
+            max_bulk_bytes: self.max_bulk_bytes.min(16384),
+            unauthenticated: true,
+            ..self
+        }
+    }
 }
 
 impl Default for RequestLimits {
@@ -31,6 +49,7 @@ impl Default for RequestLimits {
             max_arguments: 1 << 20,
             max_bulk_bytes: 512 << 20,
             max_inline_bytes: 64 << 10,
+            unauthenticated: false,
         }
     }
 }
@@ -71,6 +90,12 @@ pub enum ProtocolError {
     /// An inline request line longer than the limit.
     #[error("Protocol error: too big inline request")]
     InlineTooLarge,
+    /// More than 10 arguments before authentication (Redis's text).
+    #[error("Protocol error: unauthenticated multibulk length")]
+    UnauthenticatedMultibulk,
+    /// An argument longer than 16384 bytes before authentication.
+    #[error("Protocol error: unauthenticated bulk length")]
+    UnauthenticatedBulk,
     /// An inline request with an unterminated quote.
     #[error("Protocol error: unbalanced quotes in request")]
     UnbalancedQuotes,
@@ -271,6 +296,9 @@ impl RequestParser {
                         return Err(self.fail(ProtocolError::InvalidMultibulkLength));
                     }
                     if n as u64 > self.limits.max_arguments as u64 {
+                        if self.limits.unauthenticated {
+                            return Err(self.fail(ProtocolError::UnauthenticatedMultibulk));
+                        }
                         return Err(self.fail(ProtocolError::TooManyArguments {
                             got: n as u64,
                             limit: self.limits.max_arguments,
@@ -307,6 +335,9 @@ impl RequestParser {
                 Int::Invalid => return Err(self.fail(ProtocolError::InvalidBulkLength)),
                 Int::Value(n, next) => {
                     if n < 0 || n as u64 > self.limits.max_bulk_bytes as u64 {
+                        if n >= 0 && self.limits.unauthenticated {
+                            return Err(self.fail(ProtocolError::UnauthenticatedBulk));
+                        }
                         return Err(self.fail(ProtocolError::InvalidBulkLength));
                     }
                     (n as usize, next)
@@ -471,6 +502,7 @@ mod tests {
             max_arguments: 3,
             max_bulk_bytes: 32,
             max_inline_bytes: 16,
+            unauthenticated: false,
         };
         let mut p = RequestParser::new(limits);
         assert!(matches!(
