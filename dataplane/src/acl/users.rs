@@ -6,8 +6,8 @@ use serde::Deserialize;
 
 use super::rules::User;
 
-/// One `[[user]]` table.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+/// One `[[user]]` table (its `Debug` masks passwords and hashes).
+#[derive(Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct UserConfig {
     /// The user name (what `AUTH name password` gives).
@@ -17,6 +17,15 @@ pub struct UserConfig {
     /// channels or commands.
     #[serde(default)]
     pub rules: String,
+}
+
+impl std::fmt::Debug for UserConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserConfig")
+            .field("name", &self.name)
+            .field("rules", &keyway_capnp::users::masked(&self.rules))
+            .finish()
+    }
 }
 
 /// The users of one config, sorted by name; `default` is always there.
@@ -101,6 +110,19 @@ impl Users {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_masks_passwords() {
+        let u = UserConfig {
+            name: "app".into(),
+            rules: "on >s3cretPass ~* +@all".into(),
+        };
+        let shown = format!("{u:?}");
+        assert!(
+            !shown.contains("s3cretPass") && shown.contains("app"),
+            "{shown}"
+        );
+    }
 
     fn cfg(list: &[(&str, &str)]) -> Result<Users, String> {
         let list: Vec<UserConfig> = list

@@ -320,7 +320,21 @@ impl FileConfig {
 
     /// Parses config text (not yet validated).
     pub fn parse(text: &str) -> Result<FileConfig, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))
+        toml::from_str(text).map_err(|e| ConfigError::Parse(parse_error(text, &e)))
+    }
+}
+
+/// A TOML error as its position and message, without the source line the
+/// `toml` crate quotes: that line may hold a `>password` of a `[[user]]`.
+fn parse_error(text: &str, e: &toml::de::Error) -> String {
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}: {}", e.message())
+        }
+        None => e.message().to_string(),
     }
 }
 
@@ -466,6 +480,16 @@ mod tests {
     /// A standalone config from text, as version 1.
     pub(super) fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, 1)
+    }
+
+    #[test]
+    fn a_toml_error_does_not_quote_the_line() {
+        let text = "listen = \"127.0.0.1:0\"\n[[user]]\nname = \"app\"\nrules = \"on >Pa\"ssw0rdSecret ~* +@all\"\n";
+        let Err(ConfigError::Parse(e)) = FileConfig::parse(text) else {
+            panic!("a parse error");
+        };
+        assert!(!e.contains("ssw0rdSecret"), "{e}");
+        assert!(e.starts_with("line 4, column "), "{e}");
     }
 
     #[test]
