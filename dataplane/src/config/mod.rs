@@ -331,8 +331,23 @@ fn parse_error(text: &str, e: &toml::de::Error) -> String {
         Some(span) => {
             let before = &text[..span.start.min(text.len())];
             let line = before.matches('\n').count() + 1;
-            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-            format!("line {line}, column {column}: {}", e.message())
+            let start = before.rfind('\n').map_or(0, |i| i + 1);
+            let column = before.len() - start + 1;
+            // The key the line sets (never its value), when it has one.
+            let line_text = text[start..].lines().next().unwrap_or("");
+            let key = line_text
+                .split_once('=')
+                .map(|(k, _)| k.trim())
+                .filter(|k| {
+                    !k.is_empty()
+                        && k.len() <= 64
+                        && k.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+                });
+            match key {
+                Some(k) => format!("line {line}, column {column} ({k}): {}", e.message()),
+                None => format!("line {line}, column {column}: {}", e.message()),
+            }
         }
         None => e.message().to_string(),
     }
@@ -489,7 +504,10 @@ mod tests {
             panic!("a parse error");
         };
         assert!(!e.contains("ssw0rdSecret"), "{e}");
-        assert!(e.starts_with("line 4, column "), "{e}");
+        assert!(
+            e.starts_with("line 4, column ") && e.contains("(rules)"),
+            "{e}"
+        );
     }
 
     #[test]
