@@ -182,9 +182,10 @@ impl Ctx {
             Policy::Route {
                 check: RouteCheck::CopyDb,
                 ..
-            } if copy_to_other_db(args).is_some() => Err(Refusal::CopyOtherDb {
-                db: copy_to_other_db(args).unwrap_or_default(),
-            }),
+            } => match copy_to_other_db(args) {
+                Some(db) => Err(Refusal::CopyOtherDb { db }),
+                None => extract_keys(spec, args, &mut keys).map_err(Refusal::Keys),
+            },
             Policy::Route { .. } | Policy::Block(_) => {
                 extract_keys(spec, args, &mut keys).map_err(Refusal::Keys)
             }
