@@ -60,6 +60,14 @@ struct Hello {
   # sent: no token, which only a ctld without one (on loopback) accepts.
   # A wrong or missing token is answered `Refused("authentication failed")`
   # and nothing of the Hello is recorded. Never logged or echoed.
+
+  admin @5 :Text;
+  # Added in version 6: where its admin HTTP endpoint listens (host:port,
+  # `/metrics`, `/healthz`, `/table`), for `keywayctl top` and listings;
+  # empty when it has none (and in earlier versions' messages).
+
+  adminTls @6 :Bool;
+  # Added in version 6: the admin endpoint speaks HTTPS (`[tls] admin`).
 }
 
 struct Ack {

@@ -18,6 +18,10 @@ pub struct Hello {
     pub address: String,
     /// The shared secret ctld checks (empty: none). `Debug` hides it.
     pub token: String,
+    /// Where its admin endpoint listens (`host:port`; empty: none).
+    pub admin: String,
+    /// The admin endpoint speaks HTTPS.
+    pub admin_tls: bool,
 }
 
 impl std::fmt::Debug for Hello {
@@ -35,6 +39,8 @@ impl std::fmt::Debug for Hello {
                     "<hidden>"
                 },
             )
+            .field("admin", &self.admin)
+            .field("admin_tls", &self.admin_tls)
             .finish()
     }
 }
@@ -140,6 +146,8 @@ impl FromDataPlane {
                 b.set_version(h.version);
                 b.set_address(h.address.as_str());
                 b.set_token(h.token.as_str());
+                b.set_admin(h.admin.as_str());
+                b.set_admin_tls(h.admin_tls);
             }
             FromDataPlane::Ack(a) => {
                 let mut b = root.init_ack();
@@ -178,6 +186,8 @@ impl FromDataPlane {
                     version: h.get_version(),
                     address: text(h.get_address())?,
                     token: text(h.get_token())?,
+                    admin: text(h.get_admin())?,
+                    admin_tls: h.get_admin_tls(),
                 }))
             }
             schema::from_data_plane::Ack(a) => {
@@ -266,6 +276,8 @@ mod tests {
                 version: 3,
                 address: "1.2.3.4:6380".into(),
                 token: "s3cret".into(),
+                admin: String::new(),
+                admin_tls: false,
             }),
             FromDataPlane::Ack(Ack {
                 version: 9,
@@ -350,6 +362,8 @@ mod tests {
                 id: "dp1".into(),
                 cluster: "c".into(),
                 token: "t".into(),
+                admin: String::new(),
+                admin_tls: false,
                 ..Hello::default()
             }),
             FromDataPlane::Ack(Ack {

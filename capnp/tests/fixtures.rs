@@ -78,6 +78,8 @@ fn v1_messages() -> Vec<(&'static str, Vec<u8>)> {
                 address: "10.0.0.9:6380".into(),
                 // Version 1 had no token: its Hellos read as carrying none.
                 token: String::new(),
+                admin: String::new(),
+                admin_tls: false,
             })
             .encode(),
         ),
@@ -191,6 +193,8 @@ fn v3_hello() -> FromDataPlane {
         version: 43,
         address: "10.0.0.9:6380".into(),
         token: "fixture-token".into(),
+        admin: String::new(),
+        admin_tls: false,
     })
 }
 
@@ -307,4 +311,32 @@ fn version_5_messages_still_decode() {
     // config file's.
     let v4 = Snapshot::decode(&std::fs::read(dir().join("v4-snapshot.bin")).unwrap()).unwrap();
     assert!(v4.users.is_empty());
+}
+
+/// Version 6 added the Hello's admin endpoint.
+fn v6_hello() -> FromDataPlane {
+    FromDataPlane::Hello(Hello {
+        id: "dp-1".into(),
+        cluster: "fixture".into(),
+        version: 44,
+        address: "10.0.0.9:6380".into(),
+        token: "fixture-token".into(),
+        admin: "10.0.0.9:9121".into(),
+        admin_tls: true,
+    })
+}
+
+#[test]
+fn version_6_messages_still_decode() {
+    let path = dir().join("v6-hello.bin");
+    if std::env::var_os("KEYWAY_CAPNP_WRITE_FIXTURES").is_some() && !path.exists() {
+        std::fs::write(&path, v6_hello().encode()).unwrap();
+    }
+    let stored = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(FromDataPlane::decode(&stored).unwrap(), v6_hello());
+    // Earlier Hellos read as naming no admin endpoint.
+    match FromDataPlane::decode(&std::fs::read(dir().join("v3-hello.bin")).unwrap()).unwrap() {
+        FromDataPlane::Hello(h) => assert_eq!((h.admin.as_str(), h.admin_tls), ("", false)),
+        other => panic!("{other:?}"),
+    }
 }

@@ -459,6 +459,8 @@ mod tests {
             version: 0,
             address: "127.0.0.1:6380".into(),
             token: "tok".into(),
+            admin: String::new(),
+            admin_tls: false,
         };
         check_hello(&good, &auth).unwrap();
         let bad = |f: &dyn Fn(&mut Hello)| {

@@ -48,6 +48,8 @@ fn hello(id: &str) -> Hello {
         version: 0,
         address: "127.0.0.1:6380".into(),
         token: String::new(),
+        admin: String::new(),
+        admin_tls: false,
     }
 }
 

@@ -102,6 +102,8 @@ pub fn hello(id: &str, cluster: &str, version: u64, address: &str, token: &str) 
         version,
         address: address.into(),
         token: token.into(),
+        admin: String::new(),
+        admin_tls: false,
     })
 }
 

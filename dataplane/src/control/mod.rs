@@ -568,6 +568,8 @@ impl Session {
             version: self.snapshot.as_ref().map_or(0, |s| s.version),
             address: self.opts.address.clone(),
             token: self.opts.token.clone().unwrap_or_default(),
+            admin: String::new(),
+            admin_tls: false,
         };
         self.send(&mut sock, &FromDataPlane::Hello(hello))?;
         tracing::info!(ctld = %self.opts.ctld, "control session open");
