@@ -14,7 +14,8 @@
 //!   checks the user's rules (`acl::check`), as Redis 7.0's
 //!   `processCommand` does, in the same order: after the command lookup and
 //!   arity, before anything runs; in `MULTI` at queue time (the
-//!   transaction then fails with `-EXECABORT`).
+//!   transaction then fails with `-EXECABORT`), and again at `EXEC` if the
+//!   users changed meanwhile (`engine::tx_recheck`).
 //! - Users are reloaded with the config ([`Worker::users_changed`]): each
 //!   client's user is replaced by its new definition; clients of a user
 //!   that was removed or turned `off` are disconnected, as Redis
@@ -326,6 +327,11 @@ impl Worker {
                 Some(u) if (u.enabled || !st.authenticated) && subscribed_ok(&u) => {
                     st.user = u;
                     st.acl_free = free(st, required);
+                    // As Redis at `EXEC`: the queued commands are checked
+                    // against the new rules (see `engine::tx_recheck`).
+                    if let Some(tx) = st.tx.as_mut() {
+                        tx.recheck = true;
+                    }
                 }
                 _ => {
                     if st.phase == Phase::Open || st.phase == Phase::Draining {
