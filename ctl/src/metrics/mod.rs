@@ -386,3 +386,39 @@ pub fn render(active: Option<&Ctld>) -> String {
     counters(&mut e, global());
     e.finish()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_family_is_written_once_and_reads_back() {
+        global().api_request("/v1/clusters", 200);
+        global().failover("c", "g", FailoverResult::Done, Duration::from_millis(300));
+        global().migration_keys_moved("c", 5);
+        let text = render(None);
+        let mut families: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .map(|l| l.split(' ').next().unwrap_or(""))
+            .collect();
+        let n = families.len();
+        families.sort();
+        families.dedup();
+        assert_eq!(families.len(), n, "a family written twice: {text}");
+        assert!(families.iter().all(|f| f.starts_with("keyway_ctld_")));
+        let samples = parse::parse(&text).expect("the text reads back");
+        assert_eq!(parse::sum(&samples, "keyway_ctld_leader", &[]), 0.0);
+        assert!(
+            parse::sum(
+                &samples,
+                "keyway_ctld_failovers_total",
+                &[("result", "done")]
+            ) >= 1.0
+        );
+        assert!(
+            !text.contains("keyway_ctld_cluster_version"),
+            "a standby has no state gauges"
+        );
+    }
+}
