@@ -5,7 +5,8 @@
 # capnproto, whose compiler checks the committed schema code is fresh;
 # protobuf-compiler (protoc), which the etcd-client crate's build needs;
 # etcd-server and etcd-client (etcdctl) for keyway-ctld on etcd and its
-# tests; openssl, whose command makes the TLS tests' certificates.
+# tests; openssl, whose command makes the TLS tests' certificates;
+# prometheus for promtool, which checks /metrics and deploy/'s alert rules.
 set -euo pipefail
 
 need=()
@@ -20,6 +21,7 @@ command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 
 if ((${#need[@]})); then
   sudo=""

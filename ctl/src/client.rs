@@ -70,6 +70,29 @@ pub enum ClientError {
     Unexpected(#[source] serde_json::Error),
 }
 
+/// A TLS configuration trusting only the CA certificates in the PEM file
+/// `ca` (`keywayctl --ca`: ctld's API, and data planes' admin endpoints
+/// for `keywayctl top`).
+pub fn tls_config(ca: &Path) -> Result<ureq::tls::TlsConfig, ClientError> {
+    let bad = |why: String| ClientError::Ca {
+        path: ca.display().to_string(),
+        why,
+    };
+    let pem = std::fs::read(ca).map_err(|e| bad(e.to_string()))?;
+    let mut roots = Vec::new();
+    for item in ureq::tls::parse_pem(&pem) {
+        if let ureq::tls::PemItem::Certificate(c) = item.map_err(|e| bad(e.to_string()))? {
+            roots.push(c);
+        }
+    }
+    if roots.is_empty() {
+        return Err(bad("holds no certificate (BEGIN CERTIFICATE)".into()));
+    }
+    Ok(ureq::tls::TlsConfig::builder()
+        .root_certs(ureq::tls::RootCerts::Specific(Arc::new(roots)))
+        .build())
+}
+
 type Answer = Result<ureq::http::Response<ureq::Body>, ureq::Error>;
 
 /// The request cannot have reached ctld: trying another address is safe
@@ -100,23 +123,7 @@ impl Client {
         let Some(ca) = ca else {
             return Ok(Client::new(addr, token));
         };
-        let bad = |why: String| ClientError::Ca {
-            path: ca.display().to_string(),
-            why,
-        };
-        let pem = std::fs::read(ca).map_err(|e| bad(e.to_string()))?;
-        let mut roots = Vec::new();
-        for item in ureq::tls::parse_pem(&pem) {
-            if let ureq::tls::PemItem::Certificate(c) = item.map_err(|e| bad(e.to_string()))? {
-                roots.push(c);
-            }
-        }
-        if roots.is_empty() {
-            return Err(bad("holds no certificate (BEGIN CERTIFICATE)".into()));
-        }
-        let tls = ureq::tls::TlsConfig::builder()
-            .root_certs(ureq::tls::RootCerts::Specific(Arc::new(roots)))
-            .build();
+        let tls = tls_config(ca)?;
         Ok(Client::build(addr, token, Some(tls)))
     }
 

@@ -14,6 +14,9 @@
 //! - [`control`]: data-plane sessions (snapshots, heartbeats, leases);
 //! - [`tls`]: the control listener's TLS (mutual, with `--tls-ca`);
 //! - [`migrate`]: the migration orchestrator and the sweep of sources;
+//! - [`metrics`]: ctld's Prometheus metrics, and the text format's
+//!   writer and reader (`keywayctl top`);
+//! - [`events`]: structured events of changes, failovers and migrations;
 //! - [`health`]: health checks of every server, automatic failover and
 //!   switchover;
 //! - [`client`] and [`cli`]: `keywayctl`;
@@ -28,10 +31,12 @@ pub mod client;
 pub mod control;
 pub mod daemon;
 pub mod etcd;
+pub mod events;
 pub mod functions;
 pub mod health;
 pub mod leader;
 pub mod local;
+pub mod metrics;
 pub mod migrate;
 pub mod model;
 pub mod resolve;

@@ -96,6 +96,10 @@ pub trait Store: Send {
     fn save(&mut self, state: &State) -> Result<(), StoreError>;
     /// A short description for logs.
     fn describe(&self) -> String;
+    /// Which kind it is, for `keyway_ctld_store_write_duration_seconds`.
+    fn kind(&self) -> crate::metrics::StoreKind {
+        crate::metrics::StoreKind::File
+    }
 }
 
 /// Opens the store named by `spec` (`file:PATH`) and loads its state. The

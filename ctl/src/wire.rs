@@ -141,6 +141,38 @@ pub struct DataPlaneView {
     pub lease_remaining_ms: Option<u64>,
     /// It refuses requests: it says so, or its lease has expired.
     pub fenced: bool,
+    /// Where its admin endpoint (`/metrics`, `/table`) listens, as its
+    /// latest session's Hello said (empty: none, or not said).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub admin: String,
+    /// The admin endpoint speaks HTTPS.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub admin_tls: bool,
+}
+
+/// One structured event (`GET /v1/clusters/{name}/events`,
+/// `crate::events`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Event {
+    /// Its number: increasing across the process's events.
+    pub seq: u64,
+    /// When, in Unix milliseconds.
+    pub at_ms: u64,
+    /// The cluster.
+    pub cluster: String,
+    /// Who caused it: `api` or `ctld`.
+    pub who: String,
+    /// The API peer's address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
+    /// The API request's method and route pattern.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
+    /// `change`, `created`, `deleted`, `failover` or `migration`.
+    pub kind: String,
+    /// What: for a change, the new version and the change; for a step,
+    /// the step and its details.
+    pub what: serde_json::Value,
 }
 
 // Health and failover.

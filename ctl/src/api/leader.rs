@@ -1,5 +1,6 @@
 //! The API in front of the roles (`crate::leader`): `/healthz` (liveness,
-//! whatever the role), `GET /v1/leader` (who is active), and every other
+//! whatever the role), `GET /v1/leader` (who is active), `GET /metrics`
+//! (Prometheus, with the token like every route but `/healthz`), and every other
 //! route passed to the active term's routes — or, on a standby, answered
 //! 503 with `{"error": "standby: the active keyway-ctld is ADDR", "leader":
 //! {"api", "control"}}`, reads and writes alike, so that a client with
@@ -55,6 +56,27 @@ async fn leader(State(r): State<Roles>) -> Response {
     axum::Json(view).into_response()
 }
 
+/// `GET /metrics`: the Prometheus text (`crate::metrics`), on the active
+/// ctld and on a standby (which has `keyway_ctld_leader 0` and its
+/// counters).
+async fn metrics(State(r): State<Roles>) -> Response {
+    let active = match &*r.roles.borrow() {
+        Role::Active(a) => Some(a.ctld.clone()),
+        Role::Standby(_) => None,
+    };
+    let text = tokio::task::spawn_blocking(move || crate::metrics::render(active.as_deref()))
+        .await
+        .unwrap_or_default();
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            crate::metrics::CONTENT_TYPE,
+        )],
+        text,
+    )
+        .into_response()
+}
+
 async fn dispatch(State(r): State<Roles>, req: Request) -> Response {
     let role = r.roles.borrow().clone();
     match role {
@@ -93,6 +115,7 @@ pub fn router(roles: watch::Receiver<Role>, auth: Auth, me: Addresses) -> Router
     };
     let guarded = Router::new()
         .route("/v1/leader", get(leader))
+        .route("/metrics", get(metrics))
         .fallback(dispatch)
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(auth),
@@ -101,5 +124,6 @@ pub fn router(roles: watch::Receiver<Role>, auth: Auth, me: Addresses) -> Router
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .merge(guarded)
+        .layer(axum::middleware::from_fn(super::observe::front))
         .with_state(state)
 }

@@ -14,9 +14,11 @@
 
 mod auth;
 mod clusters;
+mod events;
 mod ha;
 pub mod leader;
 mod migrations;
+pub mod observe;
 pub mod serve;
 mod users;
 
@@ -155,16 +157,20 @@ impl Api {
     }
 }
 
-/// Runs `f` on the blocking pool: model changes, validation, fsync, JSON.
+/// Runs `f` on the blocking pool: model changes, validation, fsync, JSON;
+/// as the request's actor, whom the events of its changes name.
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| {
-        ApiError(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("internal error: {e}"),
-        )
-    })?
+    let actor = crate::events::capture();
+    tokio::task::spawn_blocking(move || crate::events::run_as(actor, f))
+        .await
+        .map_err(|e| {
+            ApiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("internal error: {e}"),
+            )
+        })?
 }
 
 /// The shape of a handler on `/v1/clusters/{name}…` with a JSON body: the
@@ -249,6 +255,7 @@ pub fn router(api: Api) -> Router {
         )
         .route("/v1/clusters/{name}/rebalance", post(migrations::rebalance))
         .route("/v1/clusters/{name}/drain", post(migrations::drain))
+        .route("/v1/clusters/{name}/events", get(events::list))
         .route("/v1/dataplanes", get(clusters::all_dataplanes))
         .route("/v1/dataplanes/{id}", delete(clusters::forget_dataplane))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such API endpoint".into()) })
@@ -256,7 +263,8 @@ pub fn router(api: Api) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             api.auth.clone(),
             auth::require_token,
-        ));
+        ))
+        .layer(axum::middleware::from_fn(observe::routes));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .merge(v1)

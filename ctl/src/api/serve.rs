@@ -246,7 +246,7 @@ pub async fn serve_tls(
                     }
                 }
             };
-            connection(io, router, limits, stop).await;
+            connection(io, router, limits, stop, peer).await;
             drop(slot);
         });
     }
@@ -260,6 +260,7 @@ async fn connection(
     router: Router,
     limits: Limits,
     mut stop: watch::Receiver<bool>,
+    peer: std::net::SocketAddr,
 ) {
     let io = TokioIo::new(StallGuard {
         inner: sock,
@@ -267,8 +268,9 @@ async fn connection(
         stalled: None,
     });
     let (deadline, max_body) = (limits.request_deadline, limits.max_body);
-    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+    let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         let mut router = router.clone();
+        req.extensions_mut().insert(super::observe::Peer(peer));
         async move {
             if announced(&req).is_some_and(|n| n > max_body) {
                 return Ok(too_large(max_body));

@@ -85,6 +85,12 @@ struct Args {
     /// (PEM) on its control session: mutual TLS.
     #[arg(long, value_name = "PATH", requires = "tls_cert")]
     tls_ca: Option<PathBuf>,
+    /// How many structured events ctld keeps per cluster in memory, for
+    /// `GET /v1/clusters/{name}/events` and `keywayctl events` (1 to
+    /// 1048576; not persisted).
+    #[arg(long, default_value_t = keyway_ctl::events::DEFAULT_MAX,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=keyway_ctl::events::MAX_MAX as u64))]
+    events_max: usize,
 }
 
 /// Reads `--backend-password-file` and sets the backend login.
@@ -180,6 +186,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    keyway_ctl::events::journal().set_max(args.events_max);
     if let Err(e) = backend_login(&args) {
         eprintln!("keyway-ctld: {e}");
         return ExitCode::from(2);

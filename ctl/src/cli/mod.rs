@@ -3,8 +3,10 @@
 //! prints it and exits non-zero.
 
 mod backend_users;
+mod events;
 mod ha;
 mod migrations;
+pub mod top;
 mod users;
 
 pub use backend_users::{BackendUsersCmd, ProvisionArgs};
@@ -134,6 +136,19 @@ pub enum Command {
     /// Forget a data plane that is gone for good.
     #[command(subcommand)]
     Dataplane(DataplaneCmd),
+    /// A cluster's recent structured events: changes (with who made them),
+    /// failover and migration steps.
+    Events {
+        /// Cluster name.
+        name: String,
+        /// Only the events numbered above this one.
+        #[arg(long, default_value_t = 0)]
+        since: u64,
+    },
+    /// A live view of a cluster's data planes (requests/s, errors/s,
+    /// p50/p99, connections), groups and migrations, from the data planes'
+    /// admin /metrics; --json prints one sample and exits.
+    Top(top::TopArgs),
     /// Move slots to a group, key by key, while clients keep working.
     Migrate {
         /// Cluster name.
@@ -359,24 +374,34 @@ fn parse_group(s: &str) -> Result<Group, CliError> {
 
 /// Prints rows as aligned columns.
 pub(crate) fn table(header: &[&str], rows: Vec<Vec<String>>) {
+    print!("{}", table_text(header, rows));
+}
+
+/// Columns aligned, two spaces apart, one line per row after the header.
+pub(crate) fn table_text(header: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut out = String::new();
     let mut width: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in &rows {
         for (i, c) in r.iter().enumerate() {
-            width[i] = width[i].max(c.len());
+            if let Some(w) = width.get_mut(i) {
+                *w = (*w).max(c.len());
+            }
         }
     }
-    let line = |cells: Vec<String>| {
+    let mut line = |cells: Vec<String>| {
         let s: Vec<String> = cells
             .iter()
             .enumerate()
-            .map(|(i, c)| format!("{c:<w$}", w = width[i]))
+            .map(|(i, c)| format!("{c:<w$}", w = width.get(i).copied().unwrap_or(0)))
             .collect();
-        println!("{}", s.join("  ").trim_end());
+        out.push_str(s.join("  ").trim_end());
+        out.push('\n');
     };
     line(header.iter().map(|h| h.to_string()).collect());
     for r in rows {
         line(r);
     }
+    out
 }
 
 fn print_cluster(c: &Cluster) {
@@ -458,6 +483,11 @@ fn print_dataplanes(d: &[DataPlaneView]) {
                 d.lease_remaining_ms
                     .map_or("expired".into(), |ms| format!("{:.1}s", ms as f64 / 1000.0)),
                 if d.fenced { "yes" } else { "no" }.into(),
+                match (d.admin.as_str(), d.admin_tls) {
+                    ("", _) => "-".into(),
+                    (a, true) => format!("https://{a}"),
+                    (a, false) => format!("http://{a}"),
+                },
             ]
         })
         .collect();
@@ -470,6 +500,7 @@ fn print_dataplanes(d: &[DataPlaneView]) {
             "ACKED",
             "LEASE",
             "FENCED",
+            "ADMIN",
         ],
         rows,
     );
@@ -610,6 +641,8 @@ pub fn run(
             let d: Vec<DataPlaneView> = c.get(&path)?;
             emit(json, &d, |d| print_dataplanes(d));
         }
+        Command::Events { name, since } => events::run(&c, &name, since, json)?,
+        Command::Top(a) => top::run(&c, ca, a, json)?,
         Command::Dataplane(DataplaneCmd::Forget { id }) => {
             let v: Value = c.delete(&format!("/v1/dataplanes/{id}"))?;
             emit(json, &v, |_| println!("forgot data plane {id}"));

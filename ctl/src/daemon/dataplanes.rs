@@ -28,6 +28,9 @@ use crate::wire::DataPlaneView;
 pub(super) struct Session {
     pub(super) id: u64,
     pub(super) peer: SocketAddr,
+    /// Its admin endpoint, as its Hello said (empty: none).
+    pub(super) admin: String,
+    pub(super) admin_tls: bool,
     pub(super) connected: bool,
     pub(super) drained: bool,
     pub(super) fenced: bool,
@@ -39,6 +42,20 @@ pub(super) struct Session {
     /// Its last ack's backend reports, and when that ack came.
     pub(super) reports: Vec<BackendReport>,
     pub(super) reported_at: Option<Instant>,
+}
+
+/// The admin endpoint a Hello names, if it is `host:port` (a data plane
+/// whose Hello names a bad one is served all the same, listed without).
+fn admin_endpoint(admin: &str) -> String {
+    match crate::model::names::parse_address(admin) {
+        Ok(_) => admin.to_string(),
+        Err(e) => {
+            if !admin.is_empty() {
+                tracing::warn!("a data plane's Hello names a bad admin endpoint: {e}");
+            }
+            String::new()
+        }
+    }
 }
 
 /// A data plane.
@@ -148,6 +165,8 @@ impl Registry {
         plane.session = Some(Session {
             id,
             peer,
+            admin: admin_endpoint(&h.admin),
+            admin_tls: h.admin_tls,
             connected: true,
             drained: false,
             fenced: true,
@@ -266,6 +285,8 @@ impl Registry {
             drained: s.is_some_and(|s| s.drained),
             lease_remaining_ms: remaining.map(|d| d.as_millis() as u64),
             fenced: s.is_none_or(|s| s.fenced) || remaining.is_none(),
+            admin: s.map(|s| s.admin.clone()).unwrap_or_default(),
+            admin_tls: s.is_some_and(|s| s.admin_tls),
         }
     }
 }

@@ -149,7 +149,8 @@ impl Ctld {
 
     /// Saves `next` and makes it current. The caller holds `writer`.
     fn save(&self, store: &mut dyn Store, next: State) -> Result<Arc<State>, StoreError> {
-        store.save(&next)?;
+        let kind = store.kind();
+        crate::metrics::time_store_write(kind, || store.save(&next))?;
         let next = Arc::new(next);
         *lock(&self.current) = next.clone();
         Ok(next)
@@ -192,6 +193,11 @@ impl Ctld {
         self.save(store.as_mut(), next)?;
         self.publish(&cluster.name, Some(cluster.snapshot()));
         tracing::info!(cluster = %cluster.name, version = cluster.version, "cluster created");
+        crate::events::emit(
+            &cluster.name,
+            "created",
+            serde_json::json!({ "version": cluster.version, "groups": cluster.groups.len() }),
+        );
         Ok(cluster)
     }
 
@@ -206,6 +212,8 @@ impl Ctld {
         self.save(store.as_mut(), next)?;
         self.publish(name, None);
         tracing::info!(cluster = %name, "cluster deleted");
+        crate::events::emit(name, "deleted", serde_json::json!({}));
+        crate::events::journal().forget(name);
         Ok(())
     }
 
@@ -225,6 +233,14 @@ impl Ctld {
         self.save(store.as_mut(), next)?;
         self.publish(name, Some(cluster.snapshot()));
         tracing::info!(cluster = %name, version = cluster.version, %change, "cluster changed");
+        crate::events::emit(
+            name,
+            "change",
+            serde_json::json!({
+                "version": cluster.version,
+                "change": crate::events::change_json(change),
+            }),
+        );
         Ok((cluster, applied))
     }
 

@@ -246,3 +246,53 @@ fn changes_are_validated_whole() {
     bad.lease_millis = 1;
     assert!(d.create(bad).is_err());
 }
+
+#[test]
+fn a_data_planes_admin_endpoint_is_listed_as_its_latest_hello_named_it() {
+    let d = ctld(MemStore::default());
+    let mut h = hello("dp1");
+    h.admin = "127.0.0.1:6381".into();
+    h.admin_tls = true;
+    let reg = d.hello(&h, peer(1));
+    let v = &d.dataplanes(Some("c"))[0];
+    assert_eq!((v.admin.as_str(), v.admin_tls), ("127.0.0.1:6381", true));
+    // A later session without one (or with one that is not host:port) is
+    // served, and listed without.
+    d.disconnected("dp1", reg.session);
+    h.admin = "not an address".into();
+    d.hello(&h, peer(2));
+    let v = &d.dataplanes(Some("c"))[0];
+    assert_eq!(v.admin, "", "a bad admin endpoint is not listed");
+}
+
+#[test]
+fn changes_are_events_and_store_writes_are_timed() {
+    let d = ctld(MemStore::default());
+    let settings = Change::Settings {
+        check_interval_ms: Some(2000),
+        down_after_ms: None,
+        auto_failover: None,
+        max_lag_bytes: None,
+        lease_ms: None,
+    };
+    let (c, _) = d.change("c", &settings).unwrap();
+    let events = crate::events::journal().since("c", 0);
+    let e = events
+        .iter()
+        .rev()
+        .find(|e| e.what["change"]["check_interval_ms"] == 2000 && e.what["version"] == c.version)
+        .expect("the change's event (the journal is the process's: other tests' are there too)");
+    assert_eq!(e.kind, "change");
+    assert_eq!(e.who, "ctld", "not in an API request");
+    assert_eq!(e.what["change"]["kind"], "settings");
+    assert_eq!(e.what["change"]["check_interval_ms"], 2000);
+    let text = crate::metrics::render(Some(&d));
+    assert!(
+        text.contains("keyway_ctld_store_write_duration_seconds_count{store=\"file\"}"),
+        "{text}"
+    );
+    assert!(text.contains(&format!(
+        "keyway_ctld_cluster_version{{cluster=\"c\"}} {}",
+        c.version
+    )));
+}

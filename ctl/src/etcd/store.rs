@@ -234,4 +234,8 @@ impl Store for EtcdStore {
     fn describe(&self) -> String {
         format!("etcd prefix {}", self.etcd.prefix)
     }
+
+    fn kind(&self) -> crate::metrics::StoreKind {
+        crate::metrics::StoreKind::Etcd
+    }
 }

@@ -30,7 +30,20 @@ use std::time::{Duration, Instant};
 
 use super::probe::{Probe, ProbeError, Replication};
 use crate::daemon::{unix_ms, ChangeError, Shared};
+use crate::metrics::FailoverResult;
 use crate::model::{Change, FailoverKind, FailoverProgress};
+
+/// Logs and keeps a step of failover `p` of `cluster`/`group`
+/// (`crate::events`), with `extra` fields.
+fn step(cluster: &str, group: &str, p: &FailoverProgress, name: &str, extra: serde_json::Value) {
+    let mut what = serde_json::json!({
+        "step": name, "group": group, "id": p.id, "failover": p.kind, "from": p.from, "to": p.to,
+    });
+    if let (Some(w), serde_json::Value::Object(extra)) = (what.as_object_mut(), extra) {
+        w.extend(extra);
+    }
+    crate::events::emit(cluster, "failover", what);
+}
 
 /// How long a server command may take.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
@@ -157,12 +170,26 @@ pub async fn drive(ctld: Shared, cluster: String, group: String, id: u64) -> Str
         return "no longer under way".into();
     };
     let began = Instant::now();
+    step(&cluster, &group, &p, "driving", serde_json::json!({}));
     match run(&ctld, &cluster, &group, &p).await {
         Ok(()) => {
             publish(&ctld, &cluster, &group, id).await;
             tracing::info!(%cluster, %group, id, from = %p.from, to = %p.to,
                 kind = ?p.kind, took_ms = began.elapsed().as_millis() as u64,
                 "failover done: {} is the master", p.to);
+            crate::metrics::global().failover(
+                &cluster,
+                &group,
+                FailoverResult::Done,
+                began.elapsed(),
+            );
+            step(
+                &cluster,
+                &group,
+                &p,
+                "done",
+                serde_json::json!({ "took_ms": began.elapsed().as_millis() as u64 }),
+            );
             repoint_others(&ctld, &cluster, &group, &p.to).await;
             "done".into()
         }
@@ -170,6 +197,21 @@ pub async fn drive(ctld: Shared, cluster: String, group: String, id: u64) -> Str
             let why = why.to_string();
             tracing::warn!(%cluster, %group, id, from = %p.from, to = %p.to,
                 "failover abandoned: {why}");
+            crate::metrics::global().failover(
+                &cluster,
+                &group,
+                FailoverResult::Failed,
+                began.elapsed(),
+            );
+            step(
+                &cluster,
+                &group,
+                &p,
+                "abandoned",
+                serde_json::json!({
+                    "why": why, "took_ms": began.elapsed().as_millis() as u64,
+                }),
+            );
             let (c, g, w) = (cluster.clone(), group.clone(), why.clone());
             let r = blocking(move || {
                 let abandon = Change::AbandonFailover {
@@ -297,6 +339,15 @@ async fn run(
         waited_ms = started.elapsed().as_millis() as u64,
         "every data plane holds the group"
     );
+    step(
+        cluster,
+        group,
+        p,
+        "held",
+        serde_json::json!({
+            "waited_ms": started.elapsed().as_millis() as u64,
+        }),
+    );
     let mut new = Probe::new(&p.to);
     let mut old = Probe::new(&p.from);
     // 2. Promoted by an earlier run (of this ctld or another)?
@@ -311,6 +362,7 @@ async fn run(
             id = p.id,
             "the replica was promoted already"
         );
+        step(cluster, group, p, "promoted-already", serde_json::json!({}));
         if switchover {
             let _ = old.replicaof(Some(&p.to), COMMAND_TIMEOUT).await;
             let _ = old.command(&[b"CLIENT", b"UNPAUSE"], COMMAND_TIMEOUT).await;
@@ -338,6 +390,15 @@ async fn run(
             id = p.id,
             at_ms = started.elapsed().as_millis() as u64,
             "the replica has caught up"
+        );
+        step(
+            cluster,
+            group,
+            p,
+            "caught-up",
+            serde_json::json!({
+                "at_ms": started.elapsed().as_millis() as u64,
+            }),
         );
     }
     // 3. Promote, and confirm.
@@ -368,6 +429,15 @@ async fn run(
             last,
         });
     }
+    step(
+        cluster,
+        group,
+        p,
+        "promoted",
+        serde_json::json!({
+            "at_ms": started.elapsed().as_millis() as u64,
+        }),
+    );
     // 4. A switchover's old master follows the new one at once (if it does
     // not answer now, the supervisor makes it a replica when it does).
     if switchover {

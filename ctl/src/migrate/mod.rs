@@ -163,6 +163,14 @@ impl Orchestrator {
                 let p = &mut c.migration_mut(id)?.progress;
                 if p.errors.last() != Some(&msg) {
                     tracing::warn!(cluster, migration = id, "{msg}");
+                    crate::metrics::global().migration_errors(cluster, 1);
+                    crate::events::emit(
+                        cluster,
+                        "migration",
+                        serde_json::json!({
+                            "step": "error", "id": id, "error": msg,
+                        }),
+                    );
                     p.error(msg.clone());
                 }
             }
@@ -178,6 +186,14 @@ impl Orchestrator {
             .spawn(move || sweep::run(&ctld, &j, &s))
         {
             Ok(thread) => {
+                crate::events::emit(
+                    &job.cluster,
+                    "migration",
+                    serde_json::json!({
+                        "step": "sweep-started", "id": job.id, "version": job.version,
+                        "source": job.masters.0, "target": job.masters.1,
+                    }),
+                );
                 self.ctld
                     .sweep(&job.cluster, job.id, Some(job.masters.clone()));
                 self.sweeps
@@ -234,17 +250,39 @@ impl Orchestrator {
                         now_ms: unix_ms(),
                     };
                     match self.ctld.change(cluster, &finish) {
-                        Ok((c, _)) => tracing::info!(
-                            cluster,
-                            migration = id,
-                            version = c.version,
-                            "migration finished"
-                        ),
+                        Ok((c, _)) => {
+                            tracing::info!(
+                                cluster,
+                                migration = id,
+                                version = c.version,
+                                "migration finished"
+                            );
+                            let m = c.migration(id).ok();
+                            let slots = m.map_or(0, |m| u64::from(m.slot_count()));
+                            let keys = m.map_or(0, |m| m.progress.keys_moved);
+                            crate::metrics::global().migration_slots_done(cluster, slots);
+                            crate::events::emit(
+                                cluster,
+                                "migration",
+                                serde_json::json!({
+                                    "step": "finished", "id": id, "version": c.version,
+                                    "slots": slots, "keys_moved": keys,
+                                }),
+                            );
+                        }
                         Err(e) => tracing::info!(cluster, migration = id, "not finished: {e}"),
                     }
                 }
                 Ended::Failed(why) => {
                     tracing::error!(cluster, migration = id, "sweep failed: {why}");
+                    crate::metrics::global().migration_errors(cluster, 1);
+                    crate::events::emit(
+                        cluster,
+                        "migration",
+                        serde_json::json!({
+                            "step": "failed", "id": id, "why": why,
+                        }),
+                    );
                     let _ = self.ctld.record(cluster, |c| {
                         let m = c.migration_mut(id)?;
                         if m.state == (MigrationState::Moving { version }) {

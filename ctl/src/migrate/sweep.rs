@@ -285,6 +285,14 @@ fn sweep(ctld: &Shared, job: &Job, stop: &Arc<AtomicBool>) -> Result<(), Fatal> 
             book.record(ctld, job, &tally, 0, 0, true);
             tracing::info!(cluster = %job.cluster, migration = job.id, sweeps = book.sweeps,
                 empty, "sweep pass done");
+            crate::events::emit(
+                &job.cluster,
+                "migration",
+                serde_json::json!({
+                    "step": "pass-done", "id": job.id, "pass": book.sweeps, "empty": empty,
+                    "keys_moved": book.base_moved.saturating_add(book.last_moved),
+                }),
+            );
             if empty {
                 return Ok(());
             }
@@ -418,8 +426,11 @@ impl Book {
             0.5 * self.rate + 0.5 * now_rate
         };
         self.last = Instant::now();
+        let metrics = crate::metrics::global();
+        metrics.migration_keys_moved(&job.cluster, moved.saturating_sub(self.last_moved));
         self.last_moved = moved;
         let notes = std::mem::take(&mut *tally.notes.lock().unwrap_or_else(|p| p.into_inner()));
+        metrics.migration_errors(&job.cluster, notes.errors.len() as u64);
         let now = crate::daemon::unix_ms();
         let r = ctld.record(&job.cluster, |c| {
             let m = c.migration_mut(job.id)?;
