@@ -189,6 +189,16 @@ fn acl_denials_match_redis() {
         &["COPY", "w:1", "r:2"],
         &["LPUSH", "w:l", "a"],
         &["LRANGE", "w:l", "0", "-1"],
+        // SORT's BY and GET are checked when it runs: queued, and the
+        // error is in EXEC's reply; the other commands run.
+        &["SORT", "r:{t}l", "BY", "r:{t}w_*"],
+        &["MULTI"],
+        &["SORT", "r:{t}l", "BY", "r:{t}w_*"],
+        &["SET", "w:3", "v"],
+        &["SORT", "r:{t}l", "GET", "#"],
+        &["SORT", "r:{t}l", "BY", "nosort"],
+        &["EXEC"],
+        &["EXISTS", "w:3"],
     ]);
 }
 

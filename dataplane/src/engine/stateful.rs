@@ -175,10 +175,16 @@ impl Ctx {
         if spec.has(flag::NO_MULTI) {
             return self.tx_error(st, &Refusal::NotAllowedInMulti);
         }
-        // ACL rules at queue time, as Redis checks them.
+        // ACL rules at queue time, as Redis checks them. `SORT`'s `BY`/`GET`
+        // patterns are checked by Redis when the command runs: it is
+        // queued, and its error is in `EXEC`'s reply (see
+        // `engine::tx_recheck`).
+        let mut sort_denied = None;
         if !st.acl_free {
-            if let Some(why) = self.acl_refusal(st, spec, args, true) {
-                return self.tx_error(st, &why);
+            match self.acl_refusal(st, spec, args, true) {
+                Some(Refusal::SortOptionDenied { option }) => sort_denied = Some(option),
+                Some(why) => return self.tx_error(st, &why),
+                None => {}
             }
         }
         let mut keys = std::mem::take(&mut self.scratch.keys);
@@ -287,9 +293,13 @@ impl Ctx {
             return self.tx_error(st, &Refusal::TransactionTooManyCommands { limit: most });
         }
         let before = tx.frames.len();
-        match raw {
-            Some(bytes) => tx.frames.extend_from_slice(bytes),
-            None => encode::request(&mut tx.frames, args),
+        match (sort_denied, raw) {
+            (Some(option), _) => {
+                let why = Refusal::SortOptionDenied { option }.to_string();
+                super::tx_recheck::error_frame(&mut tx.frames, &why);
+            }
+            (None, Some(bytes)) => tx.frames.extend_from_slice(bytes),
+            (None, None) => encode::request(&mut tx.frames, args),
         }
         if tx.frames.len() as u64 > limit {
             tx.frames.truncate(before);

@@ -14,11 +14,18 @@
 //! comes from Redis, element for element as Redis would answer it, with no
 //! reply rewritten by keyway.
 //!
+//! The same frame stands in for a `SORT … BY|GET` the user may not run
+//! (Redis checks those options when `SORT` runs, so it queues the command
+//! and answers `-ERR BY option of SORT denied …` in its slot of `EXEC`'s
+//! reply), at queue time and here. A frame that is already one of these is
+//! left as it is when checked again (a client's own identical call would
+//! be too: it reads and writes nothing).
+//!
 //! Only a transaction open while the users changed is checked again
 //! ([`Tx::recheck`](super::stateful::Tx)): the request path of every other
 //! `EXEC` is unchanged.
 
-use keyway_protocol::command::{self, Lookup};
+use keyway_protocol::command::{self, flag, Lookup};
 use keyway_protocol::resp::{encode, Frame, RequestParser};
 
 use super::acl_log::{Context, Reason};
@@ -42,12 +49,17 @@ fn reason(denied: Denied) -> &'static str {
 
 /// Appends the frame of a command that makes Redis answer `error` (an error
 /// text without its `-`) in its place.
-fn error_frame(out: &mut Vec<u8>, error: &str) {
+pub(super) fn error_frame(out: &mut Vec<u8>, error: &str) {
     encode::array_header(out, 4);
     encode::bulk(out, b"EVAL");
     encode::bulk(out, ERROR_SCRIPT);
     encode::bulk(out, b"0");
     encode::bulk(out, error.as_bytes());
+}
+
+/// Whether `args` is a frame [`error_frame`] made.
+fn is_error_frame(args: &keyway_protocol::resp::Args<'_>) -> bool {
+    args.len() == 4 && args.get(0) == b"EVAL" && args.get(1) == ERROR_SCRIPT && args.get(2) == b"0"
 }
 
 impl Ctx {
@@ -82,7 +94,21 @@ impl Ctx {
                     continue;
                 }
             };
+            if is_error_frame(&args) {
+                out.extend_from_slice(&rest[..len]);
+                rest = &rest[len..];
+                continue;
+            }
             match user.check(spec, &args, &mut self.scratch.acl_keys) {
+                Ok(()) if spec.has(flag::MOVABLEKEYS) => {
+                    match user.sort_option_denied(spec, &args) {
+                        Some(option) => {
+                            let why = Refusal::SortOptionDenied { option };
+                            error_frame(&mut out, &why.to_string());
+                        }
+                        None => out.extend_from_slice(&rest[..len]),
+                    }
+                }
                 Ok(()) => out.extend_from_slice(&rest[..len]),
                 Err(denied) => {
                     self.log_denied_at_exec(st, spec.name, &args, denied);
@@ -143,5 +169,6 @@ mod tests {
         assert_eq!(args.get(0), b"EVAL");
         assert_eq!(args.get(2), b"0", "no keys: it runs on any group");
         assert_eq!(args.get(3), b"NOPERM x");
+        assert!(is_error_frame(&args), "recognised when checked again");
     }
 }
