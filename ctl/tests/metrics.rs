@@ -243,9 +243,17 @@ fn ctld_metrics_pass_promtool_and_count_what_was_done() {
     let finished = find("migration", &|e| e["what"]["step"] == "finished");
     assert_eq!(finished["what"]["keys_moved"], moved);
     assert_eq!(finished["what"]["slots"], 1024);
-    find("change", &|e| {
+    let begin = find("change", &|e| {
         e["what"]["change"]["kind"] == "begin-failover"
     });
+    assert_eq!(
+        begin["who"], "api",
+        "the switchover was asked through the API"
+    );
+    assert_eq!(
+        begin["route"],
+        "POST /v1/clusters/{name}/groups/{group}/failover"
+    );
     for step in ["held", "caught-up", "promoted", "done"] {
         let e = find("failover", &|e| e["what"]["step"] == step);
         assert_eq!(e["who"], "ctld");
