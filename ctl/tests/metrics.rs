@@ -7,6 +7,9 @@
 //!   keys the moved slots held, the slots moved, one failover done;
 //! - the events of a change, a migration and a failover read through
 //!   `keywayctl events`, with who made each;
+//! - on etcd, the standby says `keyway_ctld_leader 0` (and has no state
+//!   gauges) and the active ctld's store writes are labelled `etcd`;
+//! - `/metrics` needs the token when ctld has one;
 //! - `keywayctl top --json` shows a data plane whose admin endpoint does
 //!   not answer as unreachable, promptly;
 //! - `keywayctl top --json` over a real keyway shows its requests/s,
@@ -240,9 +243,17 @@ fn ctld_metrics_pass_promtool_and_count_what_was_done() {
     let finished = find("migration", &|e| e["what"]["step"] == "finished");
     assert_eq!(finished["what"]["keys_moved"], moved);
     assert_eq!(finished["what"]["slots"], 1024);
-    find("change", &|e| {
+    let begin = find("change", &|e| {
         e["what"]["change"]["kind"] == "begin-failover"
     });
+    assert_eq!(
+        begin["who"], "api",
+        "the switchover was asked through the API"
+    );
+    assert_eq!(
+        begin["route"],
+        "POST /v1/clusters/{name}/groups/{group}/failover"
+    );
     for step in ["held", "caught-up", "promoted", "done"] {
         let e = find("failover", &|e| e["what"]["step"] == step);
         assert_eq!(e["who"], "ctld");
@@ -379,5 +390,43 @@ fn top_json_shows_a_real_data_planes_rates_latency_and_connections() {
     assert!(
         top["groups"][0]["requests_per_s"].as_f64().unwrap() > 0.0,
         "{top}"
+    );
+}
+
+#[test]
+fn on_etcd_the_standby_says_so_and_store_writes_are_etcd_writes() {
+    let etcd = common::Etcd::start();
+    let a = Ctld::start_on_etcd(&etcd.url, "/metrics-test", &["--election-ttl", "2s"]);
+    let b = Ctld::start_on_etcd(&etcd.url, "/metrics-test", &["--election-ttl", "2s"]);
+    let (active, standby) = wait_for("one ctld to be active", Duration::from_secs(30), || match (
+        a.is_active(),
+        b.is_active(),
+    ) {
+        (true, false) => Some((&a, &b)),
+        (false, true) => Some((&b, &a)),
+        _ => None,
+    });
+    let m1 = Redis::start();
+    common::checks::create_cluster(active, "c", &[("g1", m1.addr())], "10s", &[]);
+    let text = scrape(active);
+    promtool_check(&text);
+    assert_eq!(value(&text, "keyway_ctld_leader"), 1.0);
+    assert!(
+        value(
+            &text,
+            "keyway_ctld_store_write_duration_seconds_count{store=\"etcd\"}"
+        ) >= 1.0,
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, "keyway_ctld_cluster_version{cluster=\"c\"}"),
+        1.0
+    );
+    let text = scrape(standby);
+    promtool_check(&text);
+    assert_eq!(value(&text, "keyway_ctld_leader"), 0.0);
+    assert!(
+        !text.contains("keyway_ctld_cluster_version{"),
+        "a standby has no state gauges: {text}"
     );
 }
