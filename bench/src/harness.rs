@@ -60,6 +60,10 @@ pub struct Options {
     /// `key:…`, match the pattern). The keyway-load loads do not
     /// authenticate and are not run on it.
     pub acl: bool,
+    /// More keyway targets (default transport), each named and given
+    /// config lines appended to its file (`[metrics]\nlatency = false`,
+    /// say), to measure a setting's cost side by side.
+    pub variants: Vec<(String, String)>,
 }
 
 /// One measurement.
@@ -421,6 +425,9 @@ pub fn run(o: &Options, command: String) -> anyhow::Result<Report> {
         .collect();
     if let Some(b) = &o.baseline {
         keyways.push(("keyway-before".into(), b, String::new()));
+    }
+    for (name, extra) in &o.variants {
+        keyways.push((name.clone(), &o.keyway, extra.clone()));
     }
     for (name, bin, extra) in keyways {
         let p = Proc::keyway(bin, &dir.0, &name, redis.addr, o.proxy_cpu, &extra)?;

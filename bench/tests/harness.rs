@@ -25,6 +25,7 @@ fn one_quick_round_reports_every_target() {
         open_rate: 2000.0,
         tls: false,
         acl: false,
+        variants: Vec::new(),
     };
     let report = run(&o, "test".into()).expect("harness run");
     assert_eq!(
@@ -68,7 +69,7 @@ fn one_quick_round_reports_every_target() {
 }
 
 #[test]
-fn the_tls_and_acl_targets_run_the_reference_loads() {
+fn the_tls_acl_and_variant_targets_run_the_reference_loads() {
     let keyway = keyway_testkit::workspace_bin("keyway");
     let o = Options {
         rounds: 1,
@@ -84,11 +85,18 @@ fn the_tls_and_acl_targets_run_the_reference_loads() {
         open_rate: 2000.0,
         tls: true,
         acl: true,
+        variants: vec![(
+            "keyway-variant".into(),
+            "[limits]\nmax_clients = 5000".into(),
+        )],
     };
     let report = run(&o, "test".into()).expect("harness run");
-    assert_eq!(report.targets, ["redis", "keyway-tls", "keyway-acl"]);
+    assert_eq!(
+        report.targets,
+        ["redis", "keyway-variant", "keyway-tls", "keyway-acl"]
+    );
     for (load, by_target) in &report.summary {
-        for t in ["keyway-tls", "keyway-acl"] {
+        for t in ["keyway-variant", "keyway-tls", "keyway-acl"] {
             let s = &by_target[t];
             assert!(s.rps > 0.0 && s.errors == 0, "{load} on {t}");
             assert!(s.proxy_cpu_us.is_some(), "{load}: {t}'s CPU is measured");

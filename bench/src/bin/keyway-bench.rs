@@ -58,6 +58,11 @@ struct Args {
     /// a category removed), beside plain keyway.
     #[arg(long)]
     acl: bool,
+    /// Also run keyway with more settings, as `NAME=FILE`: a target named
+    /// NAME whose config has FILE's lines appended (e.g. `[metrics]` /
+    /// `latency = false`), beside plain keyway. Repeatable.
+    #[arg(long, value_name = "NAME=FILE")]
+    variant: Vec<String>,
     /// Directory for `<date>-<commit>.json`.
     #[arg(long, default_value = "bench/results")]
     out: PathBuf,
@@ -73,6 +78,15 @@ const END: &str = "<!-- side-by-side:end -->";
 fn main() -> anyhow::Result<()> {
     let a = Args::parse();
     let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let mut variants = Vec::new();
+    for v in &a.variant {
+        let (name, file) = v
+            .split_once('=')
+            .with_context(|| format!("--variant {v}: NAME=FILE"))?;
+        let extra = std::fs::read_to_string(file)
+            .with_context(|| format!("--variant {v}: reading {file}"))?;
+        variants.push((name.to_string(), extra));
+    }
     let o = Options {
         rounds: a.rounds.max(1),
         requests: a.requests,
@@ -87,6 +101,7 @@ fn main() -> anyhow::Result<()> {
         open_rate: a.open_rate,
         tls: a.tls,
         acl: a.acl,
+        variants,
     };
     let report = run(&o, command)?;
     let md = markdown(&report);
