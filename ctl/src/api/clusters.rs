@@ -224,6 +224,8 @@ pub(super) async fn edit_group(
             remove_replicas: e.remove_replicas,
             replica_zones: e.replica_zones,
             read_from: e.read_from,
+            tls: e.tls,
+            tls_server_name: e.tls_server_name,
         };
         let change = Change::EditGroup {
             group,
