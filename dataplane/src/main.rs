@@ -209,7 +209,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             None => None,
         },
         config: args.config.clone(),
-        auth_reload: Default::default(),
+        reload: Default::default(),
     };
     keyway::runtime::run(config, Routing::Control(opts))?;
     Ok(ExitCode::SUCCESS)
