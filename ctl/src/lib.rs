@@ -34,6 +34,7 @@ pub mod leader;
 pub mod local;
 pub mod migrate;
 pub mod model;
+pub mod reach;
 pub mod resolve;
 pub mod store;
 pub mod tls;

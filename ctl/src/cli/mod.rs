@@ -469,7 +469,9 @@ fn print_cluster(c: &Cluster) {
         })
         .collect();
     table(
-        &["GROUP", "MASTER", "ZONE", "REPLICAS", "TLS", "SLOTS", "RANGES"],
+        &[
+            "GROUP", "MASTER", "ZONE", "REPLICAS", "TLS", "SLOTS", "RANGES",
+        ],
         rows,
     );
     let unowned = owners.iter().filter(|o| o.is_none()).count();
