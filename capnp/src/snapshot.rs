@@ -415,9 +415,7 @@ impl Snapshot {
             if !g.zone.is_empty() && !valid_zone(&g.zone) {
                 return Err(zone(g, None));
             }
-            if !g.tls_server_name.is_empty()
-                && (!g.tls || !valid_server_name(&g.tls_server_name))
-            {
+            if !g.tls_server_name.is_empty() && (!g.tls || !valid_server_name(&g.tls_server_name)) {
                 return Err(SnapshotError::TlsServerName {
                     group: g.name.clone(),
                     name: g.tls_server_name.clone(),

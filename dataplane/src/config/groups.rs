@@ -541,7 +541,10 @@ mod tests {
             matches!(c.live.table.group(0).tls, Some(Ok(_))),
             "tls = true without files of its own uses [backend]'s"
         );
-        assert!(c.live.table.group(1).tls.is_none(), "a plain group stays plain");
+        assert!(
+            c.live.table.group(1).tls.is_none(),
+            "a plain group stays plain"
+        );
         for (body, want) in [
             (
                 format!("listen='127.0.0.1:0'\n[backend]\ntls_cert='{}'\n[[group]]\nname='a'\nmaster='127.0.0.1:1'", certs.client_cert.display()),

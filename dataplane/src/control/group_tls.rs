@@ -27,7 +27,9 @@ pub(super) fn of(snapshot: &Snapshot, backend: &BackendSettings) -> GroupTls {
     if !snapshot.groups.iter().any(|g| g.tls) {
         return vec![None; snapshot.groups.len()];
     }
-    let base = backend.load_tls().map_err(|e| Arc::<str>::from(e.to_string()));
+    let base = backend
+        .load_tls()
+        .map_err(|e| Arc::<str>::from(e.to_string()));
     snapshot
         .groups
         .iter()
@@ -87,8 +89,16 @@ mod tests {
             let tls = g.as_ref().unwrap().as_ref().unwrap();
             format!("{:?}", tls.connect("localhost:6379").unwrap().name)
         };
-        assert!(name(&got[1]).contains("localhost"), "each server's own host: {}", name(&got[1]));
-        assert!(name(&got[2]).contains("redis.internal"), "the snapshot's name: {}", name(&got[2]));
+        assert!(
+            name(&got[1]).contains("localhost"),
+            "each server's own host: {}",
+            name(&got[1])
+        );
+        assert!(
+            name(&got[2]).contains("redis.internal"),
+            "the snapshot's name: {}",
+            name(&got[2])
+        );
     }
 
     #[test]
