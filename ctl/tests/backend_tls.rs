@@ -7,6 +7,8 @@
 //!   managed data plane with `[backend] tls_*` serves them — while one
 //!   whose `tls_ca` does not trust the servers answers that the group is
 //!   unavailable, never reaching them in plain text;
+//! - a TLS master killed: ctld's checks see it fail and promote its TLS
+//!   replica (`--tls-replication yes`) over TLS;
 //! - two clusters on one ctld whose servers ask for different passwords
 //!   (`--backend-credentials`): health checks and a migration work in both.
 
@@ -32,10 +34,16 @@ fn ctl_ok(ctld: &Ctld, args: &[&str]) -> String {
 /// TLS on the returned port, with `tls-cluster yes` so that its `MIGRATE`
 /// speaks TLS to a TLS target.
 fn tls_redis(certs: &Certs) -> (Redis, u16) {
+    tls_redis_with(certs, &[])
+}
+
+/// As [`tls_redis`], with more arguments.
+fn tls_redis_with(certs: &Certs, extra: &[&str]) -> (Redis, u16) {
     let tls_port = keyway_testkit::free_port();
-    let r = Redis::start_with(&[
+    let tls_port_arg = tls_port.to_string();
+    let mut args = vec![
         "--tls-port",
-        &tls_port.to_string(),
+        &tls_port_arg,
         "--tls-cert-file",
         certs.server_cert.to_str().unwrap(),
         "--tls-key-file",
@@ -44,7 +52,9 @@ fn tls_redis(certs: &Certs) -> (Redis, u16) {
         certs.ca.to_str().unwrap(),
         "--tls-cluster",
         "yes",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let r = Redis::start_with(&args);
     (r, tls_port)
 }
 
@@ -72,7 +82,10 @@ fn dbsize(con: &mut redis::Connection) -> i64 {
 
 /// Migrates every slot of `cluster` to `to` and waits until it is done.
 fn migrate_all(ctld: &Ctld, cluster: &str, to: &str, id: u64) {
-    ctl_ok(ctld, &["migrate", cluster, "--slots", "0-16383", "--to", to]);
+    ctl_ok(
+        ctld,
+        &["migrate", cluster, "--slots", "0-16383", "--to", to],
+    );
     wait_for(
         &format!("migration {cluster}/{id} to finish"),
         Duration::from_secs(60),
@@ -136,7 +149,14 @@ fn tls_groups_are_checked_migrated_and_served_over_tls() {
     common::checks::create_cluster(&ctld, "c", &[("g1", a1.clone())], "10s", &["--tls"]);
     ctl_ok(
         &ctld,
-        &["cluster", "grow", "c", "--group", &format!("g2={a2}"), "--tls"],
+        &[
+            "cluster",
+            "grow",
+            "c",
+            "--group",
+            &format!("g2={a2}"),
+            "--tls",
+        ],
     );
     let show = ctld.ctl_json(&["cluster", "show", "c"]);
     for g in show["groups"].as_array().unwrap() {
@@ -147,10 +167,7 @@ fn tls_groups_are_checked_migrated_and_served_over_tls() {
         .query(&mut m2.conn())
         .unwrap();
     assert_eq!(copied.len(), 1, "the grow copied g1's library over TLS");
-    ctl_ok(
-        &ctld,
-        &["cluster", "set", "c", "--check-interval", "200ms"],
-    );
+    ctl_ok(&ctld, &["cluster", "set", "c", "--check-interval", "200ms"]);
     wait_up(&ctld, "c", "g1");
     wait_up(&ctld, "c", "g2");
 
@@ -208,7 +225,11 @@ fn tls_groups_are_checked_migrated_and_served_over_tls() {
         reply.starts_with("-ERR backend g") && reply.contains(" unavailable: TLS: "),
         "{reply}"
     );
-    assert_eq!(con.get::<_, i64>("k7").unwrap(), 7, "never written in plain");
+    assert_eq!(
+        con.get::<_, i64>("k7").unwrap(),
+        7,
+        "never written in plain"
+    );
     drop(dp_bad);
 
     // Every key moves from g1 to g2 (ctld's sweep over TLS, the servers'
@@ -221,6 +242,81 @@ fn tls_groups_are_checked_migrated_and_served_over_tls() {
     for i in 0..200 {
         assert_eq!(con.get::<_, i64>(format!("k{i}")).unwrap(), i);
     }
+}
+
+#[test]
+fn a_tls_master_fails_over_to_its_tls_replica() {
+    let dir = TempDir::new("ctl-backend-tls-failover");
+    let certs = Certs::generate(dir.path());
+    let (mut m1, p1) = tls_redis(&certs);
+    let p1_arg = p1.to_string();
+    let (r1, rp) = tls_redis_with(
+        &certs,
+        &[
+            "--tls-replication",
+            "yes",
+            "--replicaof",
+            "127.0.0.1",
+            &p1_arg,
+        ],
+    );
+    let (a1, ar) = (format!("127.0.0.1:{p1}"), format!("127.0.0.1:{rp}"));
+    let (ca, cert, key) = (
+        certs.ca.display().to_string(),
+        certs.client_cert.display().to_string(),
+        certs.client_key.display().to_string(),
+    );
+    let ctld = Ctld::start_with(
+        dir.path(),
+        "10s",
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        &[
+            "--backend-tls-ca",
+            &ca,
+            "--backend-tls-cert",
+            &cert,
+            "--backend-tls-key",
+            &key,
+        ],
+    );
+    common::checks::create_cluster(&ctld, "c", &[("g1", a1)], "10s", &["--tls"]);
+    ctl_ok(&ctld, &["group", "c", "g1", "--add-replica", &ar]);
+    ctl_ok(
+        &ctld,
+        &[
+            "cluster",
+            "set",
+            "c",
+            "--check-interval",
+            "200ms",
+            "--down-after",
+            "1s",
+        ],
+    );
+    let mut c1 = m1.conn();
+    for i in 0..50 {
+        let () = c1.set(format!("k{i}"), i).unwrap();
+    }
+    wait_for(
+        "the TLS replica to have every key",
+        Duration::from_secs(30),
+        || (dbsize(&mut r1.conn()) == 50).then_some(()),
+    );
+    wait_up(&ctld, "c", "g1");
+    m1.kill();
+    wait_for("g1 to fail over", Duration::from_secs(30), || {
+        let show = ctld.ctl_json(&["cluster", "show", "c"]);
+        (show["groups"][0]["master"] == ar.as_str()).then_some(())
+    });
+    let role: String = redis::cmd("INFO")
+        .arg("replication")
+        .query(&mut r1.conn())
+        .unwrap();
+    assert!(
+        role.contains("role:master"),
+        "promoted over TLS (REPLICAOF NO ONE): {role}"
+    );
 }
 
 /// A redis-server asking for `pass` (`requirepass`).
@@ -287,7 +383,9 @@ fn two_clusters_with_their_own_backend_passwords() {
     wait_up(&ctld, "b", "g1");
     let refused = wait_for("a's wrong login to show", Duration::from_secs(30), || {
         let show = ctld.ctl_json(&["cluster", "show", "a"]);
-        let e = show["health"][0]["servers"][0]["last_error"].as_str()?.to_string();
+        let e = show["health"][0]["servers"][0]["last_error"]
+            .as_str()?
+            .to_string();
         e.contains("WRONGPASS").then_some(e)
     });
     assert!(!refused.contains("not-the-password"), "{refused}");
@@ -301,7 +399,13 @@ fn two_clusters_with_their_own_backend_passwords() {
         // The grow copies functions: ctld logs in to both masters.
         ctl_ok(
             &ctld,
-            &["cluster", "grow", name, "--group", &format!("g2={}", m2.addr())],
+            &[
+                "cluster",
+                "grow",
+                name,
+                "--group",
+                &format!("g2={}", m2.addr()),
+            ],
         );
         let mut c1 = login(m1, pass);
         for i in 0..100 {
