@@ -76,6 +76,16 @@ struct Group {
   # without the hold: a failover or switchover of the group is under way.
   # Held commands keep their order and wait at most the data plane's hold
   # limit, as for a blocked migration.
+
+  tls @6 :Bool;
+  # Added in version 6: data planes (and keyway-ctld) speak TLS to every
+  # server of this group, with the CA, client certificate and key of their
+  # own host's settings (never carried here). Earlier versions' messages
+  # read as plain TCP.
+
+  tlsServerName @7 :Text;
+  # Added in version 6: the name every server's certificate must carry when
+  # `tls` is set; empty: each server's own host (of its host:port).
 }
 
 enum ReadFrom {

@@ -35,6 +35,20 @@ pub fn valid_zone(zone: &str) -> bool {
     !zone.is_empty() && zone.len() <= MAX_NAME && zone.bytes().all(|b| b.is_ascii_graphic())
 }
 
+/// Longest `tls_server_name` (a DNS name's limit).
+pub const MAX_SERVER_NAME: usize = 253;
+
+/// Whether `name` may be a group's `tls_server_name`: 1 to
+/// [`MAX_SERVER_NAME`] letters, digits, '-', '.', '_' and ':' (a DNS name or
+/// an IP address; the data plane's TLS library has the last word).
+pub fn valid_server_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_SERVER_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b':'))
+}
+
 /// A rule of [`Snapshot::validate`] that a snapshot breaks.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SnapshotError {
@@ -180,6 +194,21 @@ pub enum SnapshotError {
         /// The other group.
         other: String,
     },
+    /// A group's `tls_server_name` is not a usable name, or is set without
+    /// `tls`.
+    #[error("group {group:?}: TLS server name {name:?}: {}", if *.tls {
+        "1 to 253 letters, digits, '-', '.', '_' and ':'"
+    } else {
+        "needs TLS on"
+    })]
+    TlsServerName {
+        /// The group.
+        group: String,
+        /// The name.
+        name: String,
+        /// Whether the group has TLS on.
+        tls: bool,
+    },
     /// The client users break a rule of [`crate::users::check_users`].
     #[error("{0}")]
     Users(#[from] crate::users::UserError),
@@ -223,6 +252,12 @@ pub struct Group {
     /// Data planes hold the group's commands until a version without it (a
     /// failover or switchover under way).
     pub hold: bool,
+    /// Speak TLS to every server of the group (CA and client certificate
+    /// from each host's own settings, never from the snapshot).
+    pub tls: bool,
+    /// The name servers' certificates must carry when `tls` is set; empty:
+    /// each server's own host.
+    pub tls_server_name: String,
 }
 
 /// Where data planes send a group's read-only commands.
@@ -380,6 +415,13 @@ impl Snapshot {
             if !g.zone.is_empty() && !valid_zone(&g.zone) {
                 return Err(zone(g, None));
             }
+            if !g.tls_server_name.is_empty() && (!g.tls || !valid_server_name(&g.tls_server_name)) {
+                return Err(SnapshotError::TlsServerName {
+                    group: g.name.clone(),
+                    name: g.tls_server_name.clone(),
+                    tls: g.tls,
+                });
+            }
             match servers.insert(g.master.as_str(), (g.name.as_str(), true)) {
                 None => {}
                 Some((other, true)) => {
@@ -455,6 +497,8 @@ impl Snapshot {
                 ReadFrom::LocalZone => schema::ReadFrom::LocalZone,
             });
             gb.set_hold(g.hold);
+            gb.set_tls(g.tls);
+            gb.set_tls_server_name(g.tls_server_name.as_str());
             let mut reps = gb.init_replicas(g.replicas.len() as u32);
             for (j, r) in g.replicas.iter().enumerate() {
                 let mut rb = reps.reborrow().get(j as u32);
@@ -519,6 +563,8 @@ impl Snapshot {
                 zone: text(g.get_zone())?,
                 read_from,
                 hold: g.get_hold(),
+                tls: g.get_tls(),
+                tls_server_name: text(g.get_tls_server_name())?,
             });
         }
         let slot_ranges = r
@@ -603,6 +649,8 @@ pub(crate) mod tests {
                     zone: "a".into(),
                     read_from: ReadFrom::LocalZone,
                     hold: false,
+                    tls: true,
+                    tls_server_name: "redis.internal".into(),
                 },
                 Group {
                     name: "g2".into(),
@@ -680,7 +728,15 @@ pub(crate) mod tests {
     #[test]
     fn every_server_is_in_one_place_and_names_are_valid() {
         type Break = fn(&mut Snapshot);
-        let cases: [(Break, &str); 10] = [
+        let cases: [(Break, &str); 12] = [
+            (
+                |s| s.groups[1].tls_server_name = "redis.internal".into(),
+                "needs TLS on",
+            ),
+            (
+                |s| s.groups[0].tls_server_name = "a b".into(),
+                "TLS server name \"a b\"",
+            ),
             (
                 |s| s.groups[1].master = "10.0.0.1:6379".into(),
                 "have the same master",

@@ -30,6 +30,9 @@ fn v1_snapshot() -> Snapshot {
                 // Version 4 fields, as version 1 reads.
                 read_from: ReadFrom::Master,
                 hold: false,
+                // Version 6 fields, as version 1 reads.
+                tls: false,
+                tls_server_name: String::new(),
             },
             Group {
                 name: "g2".into(),
@@ -38,6 +41,9 @@ fn v1_snapshot() -> Snapshot {
                 zone: String::new(),
                 read_from: ReadFrom::Master,
                 hold: false,
+                // Version 6 fields, as version 1 reads.
+                tls: false,
+                tls_server_name: String::new(),
             },
         ],
         slot_ranges: vec![
@@ -326,8 +332,18 @@ fn v6_hello() -> FromDataPlane {
     })
 }
 
+/// Version 6 added groups' TLS switch and server name.
+fn v6_snapshot() -> Snapshot {
+    let mut s = v5_snapshot();
+    s.version = 46;
+    s.groups[0].tls = true;
+    s.groups[0].tls_server_name = "redis.internal".into();
+    s.groups[1].tls = true;
+    s
+}
+
 #[test]
-fn version_6_messages_still_decode() {
+fn version_6_hellos_still_decode() {
     let path = dir().join("v6-hello.bin");
     if std::env::var_os("KEYWAY_CAPNP_WRITE_FIXTURES").is_some() && !path.exists() {
         std::fs::write(&path, v6_hello().encode()).unwrap();
@@ -339,4 +355,23 @@ fn version_6_messages_still_decode() {
         FromDataPlane::Hello(h) => assert_eq!((h.admin.as_str(), h.admin_tls), ("", false)),
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn version_6_snapshots_still_decode() {
+    let path = dir().join("v6-snapshot.bin");
+    if std::env::var_os("KEYWAY_CAPNP_WRITE_FIXTURES").is_some() && !path.exists() {
+        std::fs::write(&path, v6_snapshot().encode()).unwrap();
+    }
+    let stored = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let got = Snapshot::decode(&stored).unwrap();
+    assert_eq!(got, v6_snapshot());
+    got.validate().unwrap();
+    // Earlier snapshots read as plain TCP to every group, each server's
+    // certificate name its own host.
+    let v5 = Snapshot::decode(&std::fs::read(dir().join("v5-snapshot.bin")).unwrap()).unwrap();
+    assert!(v5
+        .groups
+        .iter()
+        .all(|g| !g.tls && g.tls_server_name.is_empty()));
 }

@@ -20,6 +20,7 @@ use redis::{Connection, Value};
 
 use crate::migrate::mover;
 use crate::model::Group;
+use crate::reach::Reach;
 
 /// Reads and writes of the copy give up after this long.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -57,8 +58,8 @@ fn call(con: &mut Connection, cmd: &redis::Cmd) -> Result<Value, String> {
 
 /// The source's libraries as a `FUNCTION DUMP` payload, or `None` when it
 /// has none.
-fn dump(addr: &str) -> Result<Option<Vec<u8>>, String> {
-    let mut con = mover::connect(addr, IO_TIMEOUT).map_err(|e| e.to_string())?;
+fn dump(addr: &str, reach: &Reach) -> Result<Option<Vec<u8>>, String> {
+    let mut con = mover::connect(addr, reach, IO_TIMEOUT).map_err(|e| e.to_string())?;
     match call(&mut con, redis::cmd("FUNCTION").arg("LIST"))? {
         Value::Array(libs) if libs.is_empty() => return Ok(None),
         Value::Array(_) => {}
@@ -70,16 +71,18 @@ fn dump(addr: &str) -> Result<Option<Vec<u8>>, String> {
     }
 }
 
-/// Copies the libraries of `existing` groups (the first master that
-/// answers) to `new_master`; returns the source's address, or `None` if it
-/// had no library (nothing was sent to `new_master`).
+/// Copies the libraries of `existing` groups of `cluster` (the first
+/// master that answers) to the master of group `new`; returns the source's
+/// address, or `None` if it had no library (nothing was sent to `new`).
 pub fn copy_to_new_group(
+    cluster: &str,
     existing: &[Group],
-    new_master: &str,
+    new: &Group,
 ) -> Result<Option<String>, CopyError> {
+    let new_master = new.master.as_str();
     let mut failures = Vec::new();
     for g in existing {
-        let payload = match dump(&g.master) {
+        let payload = match dump(&g.master, &Reach::of(cluster, g)) {
             Ok(Some(p)) => p,
             Ok(None) => return Ok(None),
             Err(why) => {
@@ -92,7 +95,8 @@ pub fn copy_to_new_group(
             to: new_master.to_string(),
             why,
         };
-        let mut con = mover::connect(new_master, IO_TIMEOUT).map_err(|e| target(e.to_string()))?;
+        let mut con = mover::connect(new_master, &Reach::of(cluster, new), IO_TIMEOUT)
+            .map_err(|e| target(e.to_string()))?;
         call(&mut con, redis::cmd("FUNCTION").arg("RESTORE").arg(payload)).map_err(target)?;
         tracing::info!(from = %g.master, to = new_master, "functions copied to the new group");
         return Ok(Some(g.master.clone()));

@@ -39,6 +39,7 @@ pub mod local;
 pub mod metrics;
 pub mod migrate;
 pub mod model;
+pub mod reach;
 pub mod resolve;
 pub mod store;
 pub mod tls;

@@ -81,6 +81,14 @@ pub struct GroupEdit {
     /// Where data planes send read-only commands.
     #[serde(default)]
     pub read_from: Option<ReadFrom>,
+    /// TLS to the group's servers on or off (off also forgets the server
+    /// name).
+    #[serde(default)]
+    pub tls: Option<bool>,
+    /// The name the servers' certificates must carry ("" for none: each
+    /// server's own host).
+    #[serde(default)]
+    pub tls_server_name: Option<String>,
 }
 
 /// `POST /v1/clusters/{name}/slots`: give unowned slots to a group.

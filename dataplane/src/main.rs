@@ -18,7 +18,7 @@ use tracing_subscriber::EnvFilter;
 struct Args {
     /// Config file (TOML). Standalone: groups and settings, re-read on
     /// `SIGHUP`. Managed: settings only (limits, backend, transport…), of
-    /// which `SIGHUP` re-reads the backend credentials.
+    /// which `SIGHUP` re-reads the backend credentials and TLS files.
     #[arg(long, short = 'c', value_name = "PATH")]
     config: Option<PathBuf>,
     /// Validate the config, print the slot map, and exit (standalone).
@@ -209,7 +209,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             None => None,
         },
         config: args.config.clone(),
-        auth_reload: Default::default(),
+        reload: Default::default(),
     };
     keyway::runtime::run(config, Routing::Control(opts))?;
     Ok(ExitCode::SUCCESS)

@@ -77,9 +77,11 @@ pub struct GroupRoute {
     /// (a failover or switchover is under way): its slots route as
     /// [`SlotRoute::Blocked`], and nothing is written to it.
     pub hold: bool,
-    /// TLS to the group's master and replicas (standalone `[[group]] tls`;
-    /// none from a snapshot).
-    pub tls: Option<BackendTls>,
+    /// TLS to the group's master and replicas (standalone `[[group]] tls`,
+    /// or a snapshot group's `tls` with the data plane's `[backend] tls_*`),
+    /// or why it could not be set up: the group is then unavailable, never
+    /// reached in plain text. `None`: plain TCP.
+    pub tls: Option<Result<BackendTls, Arc<str>>>,
 }
 
 impl GroupRoute {
@@ -405,7 +407,7 @@ impl RoutingTable {
     }
 
     /// Sets the TLS of each group (in table order; `tls` may be shorter).
-    pub fn set_backend_tls(&mut self, tls: Vec<Option<BackendTls>>) {
+    pub fn set_backend_tls(&mut self, tls: Vec<Option<Result<BackendTls, Arc<str>>>>) {
         for (g, t) in self.groups.iter_mut().zip(tls) {
             g.tls = t;
         }

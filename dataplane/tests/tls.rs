@@ -668,3 +668,60 @@ fn the_admin_endpoint_speaks_https_when_asked() {
     // An untrusted certificate is refused by the client as for the data port.
     assert!(tls_connect(admin, &certs.other_ca, None).is_err());
 }
+
+#[test]
+fn a_managed_tls_group_is_unavailable_until_sighup_trusts_it() {
+    let dir = TempDir::new("tls-certs");
+    let certs = Certs::generate(dir.path());
+    let (r, tls_port) = tls_redis(&certs);
+    let mut snap = common::fake_ctld::snapshot(1, &format!("127.0.0.1:{tls_port}"), false);
+    snap.groups[0].tls = true;
+    let ctld = common::fake_ctld::FakeCtld::start(snap);
+    let backend = |ca: &Path| {
+        format!(
+            "[backend]\ntls_ca = \"{}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
+            ca.display(),
+            certs.client_cert.display(),
+            certs.client_key.display()
+        )
+    };
+    let mut kw = Keyway::start_args(
+        &backend(&certs.other_ca),
+        &["--control", &ctld.addr, "--cluster", "c"],
+    );
+    let err = common::wait_for(
+        "the snapshot",
+        Duration::from_secs(10),
+        || match redis::cmd("SET")
+            .arg("managed:k")
+            .arg("v")
+            .query::<String>(&mut kw.conn())
+        {
+            Err(e) if e.to_string().contains("unavailable") => Some(e.to_string()),
+            _ => None,
+        },
+    );
+    assert!(err.contains("backend g1 unavailable: TLS:"), "{err}");
+    let direct: Option<String> = redis::cmd("GET")
+        .arg("managed:k")
+        .query(&mut r.conn())
+        .unwrap();
+    assert_eq!(direct, None, "never written in plain text");
+
+    // SIGHUP reads [backend]'s TLS files again: the group serves.
+    kw.reload(&backend(&certs.ca));
+    kw.wait_log("TLS files reloaded");
+    let set = common::wait_for("the group over TLS", Duration::from_secs(10), || {
+        redis::cmd("SET")
+            .arg("managed:k")
+            .arg("trusted")
+            .query::<String>(&mut kw.conn())
+            .ok()
+    });
+    assert_eq!(set, "OK");
+    let direct: String = redis::cmd("GET")
+        .arg("managed:k")
+        .query(&mut r.conn())
+        .unwrap();
+    assert_eq!(direct, "trusted");
+}

@@ -148,10 +148,10 @@ pub(super) async fn grow(
         .await?;
     // The new group gets the cluster's functions before it can own a slot
     // (`crate::functions`).
-    let (ctld, cluster, master) = (api.ctld.clone(), name.clone(), g.master.clone());
+    let (ctld, cluster, new) = (api.ctld.clone(), name.clone(), g.clone());
     blocking(move || {
         let existing = ctld.cluster(&cluster)?.groups;
-        crate::functions::copy_to_new_group(&existing, &master)
+        crate::functions::copy_to_new_group(&cluster, &existing, &new)
             .map_err(|e| ApiError(StatusCode::BAD_GATEWAY, e.to_string()))
     })
     .await?;
@@ -224,6 +224,8 @@ pub(super) async fn edit_group(
             remove_replicas: e.remove_replicas,
             replica_zones: e.replica_zones,
             read_from: e.read_from,
+            tls: e.tls,
+            tls_server_name: e.tls_server_name,
         };
         let change = Change::EditGroup {
             group,

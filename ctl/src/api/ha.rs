@@ -38,7 +38,7 @@ pub(super) async fn failover(
     .await?;
     // The group's servers as they are now (ctld's last checks may be an
     // interval old: a master promoted a moment ago, a replica just synced).
-    let states = fresh_states(&g).await;
+    let states = fresh_states(&c.name, &g).await;
     blocking(move || {
         let now = Instant::now();
         let master = states.get(&g.master).cloned();
@@ -155,13 +155,14 @@ pub(super) async fn edit_cluster(
 
 /// Checks the master and replicas of `g` now, all at once, each within a
 /// second.
-async fn fresh_states(g: &crate::model::Group) -> HashMap<String, ServerState> {
+async fn fresh_states(cluster: &str, g: &crate::model::Group) -> HashMap<String, ServerState> {
     let mut checks = tokio::task::JoinSet::new();
     for a in g.addresses() {
         let a = a.to_string();
+        let reach = crate::reach::Reach::of(cluster, g);
         checks.spawn(async move {
             let at = Instant::now();
-            let r = Probe::new(&a).check(Duration::from_secs(1)).await;
+            let r = Probe::new(&a, reach).check(Duration::from_secs(1)).await;
             let mut s = ServerState::default();
             s.record(at, r);
             (a, s)

@@ -25,7 +25,7 @@ use keyway_ctl::daemon::Ctld;
 use keyway_ctl::etcd::election::Candidate;
 use keyway_ctl::leader::{self, Addresses, Role};
 use keyway_ctl::model::names::{check_lease, NameError};
-use keyway_ctl::{api, control, store};
+use keyway_ctl::{api, backend_login, control, reach, store};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
@@ -74,6 +74,23 @@ struct Args {
     /// it logs in as `default` (`requirepass`).
     #[arg(long, value_name = "PATH")]
     backend_password_file: Option<PathBuf>,
+    /// A TOML file of per-cluster backend logins (`[cluster.NAME]
+    /// username = "…"  password_file = "…"`), read at start and again on
+    /// SIGHUP; clusters not listed use --backend-username /
+    /// --backend-password-file.
+    #[arg(long, value_name = "PATH")]
+    backend_credentials: Option<PathBuf>,
+    /// CA certificates (PEM) that TLS groups' servers must be signed by
+    /// (default: the system's bundle, /etc/ssl/certs/ca-certificates.crt).
+    #[arg(long, value_name = "PATH")]
+    backend_tls_ca: Option<PathBuf>,
+    /// A client certificate (PEM) ctld presents to TLS groups' servers
+    /// (with --backend-tls-key).
+    #[arg(long, value_name = "PATH", requires = "backend_tls_key")]
+    backend_tls_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, value_name = "PATH", requires = "backend_tls_cert")]
+    backend_tls_key: Option<PathBuf>,
     /// Serve control sessions over TLS with this certificate (PEM, leaf
     /// first; with `--tls-key`).
     #[arg(long, value_name = "PATH", requires = "tls_key")]
@@ -93,21 +110,84 @@ struct Args {
     events_max: usize,
 }
 
-/// Reads `--backend-password-file` and sets the backend login.
+/// Reads `--backend-password-file` and `--backend-credentials` and sets the
+/// backend logins.
 fn backend_login(args: &Args) -> anyhow::Result<()> {
-    let Some(path) = &args.backend_password_file else {
-        return Ok(());
-    };
-    let (password, warning) =
-        Token::read_file(path).map_err(|e| anyhow::anyhow!("--backend-password-file: {e}"))?;
-    if let Some(w) = warning {
+    if let Some(path) = &args.backend_password_file {
+        let (password, warning) =
+            Token::read_file(path).map_err(|e| anyhow::anyhow!("--backend-password-file: {e}"))?;
+        if let Some(w) = warning {
+            tracing::warn!("{w}");
+        }
+        backend_login::set_default(backend_login::BackendLogin {
+            username: args.backend_username.clone(),
+            password,
+        });
+    }
+    if let Some(path) = &args.backend_credentials {
+        let n =
+            load_credentials(path).map_err(|e| anyhow::anyhow!("--backend-credentials: {e}"))?;
+        tracing::info!(clusters = n, "backend logins of {} read", path.display());
+    }
+    Ok(())
+}
+
+/// Reads `--backend-credentials` and sets its logins; returns how many.
+fn load_credentials(path: &std::path::Path) -> Result<usize, backend_login::CredentialsError> {
+    let (logins, warnings) = backend_login::CredentialsFile::load(path)?;
+    for w in warnings {
         tracing::warn!("{w}");
     }
-    keyway_ctl::backend_login::set(keyway_ctl::backend_login::BackendLogin {
-        username: args.backend_username.clone(),
-        password,
-    });
+    let n = logins.len();
+    backend_login::set_clusters(logins);
+    Ok(n)
+}
+
+/// Reads `--backend-tls-*` for TLS groups. A bad file fails the start (the
+/// system's CA bundle, read when no CA is given, may be missing: then only
+/// TLS groups are unreachable, each saying why).
+fn backend_tls(args: &Args) -> anyhow::Result<()> {
+    let client = match (&args.backend_tls_cert, &args.backend_tls_key) {
+        (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+        _ => None,
+    };
+    if args.backend_tls_ca.is_none() && client.is_none() {
+        return Ok(());
+    }
+    let tls = reach::BackendTls::load(args.backend_tls_ca.as_deref(), client)
+        .map_err(|e| anyhow::anyhow!("--backend-tls-*: {e}"))?;
+    reach::set_tls(Ok(tls));
     Ok(())
+}
+
+/// On every `SIGHUP`, reads `--backend-credentials` again (nothing else):
+/// connections opened from then on use its logins. A file that cannot be
+/// read keeps the logins in use, logged.
+async fn reload_on_hup(path: Option<PathBuf>) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        tracing::warn!("cannot handle SIGHUP");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        let Some(path) = &path else {
+            tracing::info!("SIGHUP: no --backend-credentials to read again");
+            continue;
+        };
+        let p = path.clone();
+        match tokio::task::spawn_blocking(move || load_credentials(&p)).await {
+            Ok(Ok(n)) => {
+                tracing::info!(
+                    clusters = n,
+                    "SIGHUP: backend logins of {} read again",
+                    path.display()
+                )
+            }
+            Ok(Err(e)) => {
+                tracing::warn!("SIGHUP: --backend-credentials: {e}; the logins in use stay")
+            }
+            Err(e) => tracing::warn!("SIGHUP: {e}"),
+        }
+    }
 }
 
 /// A command-line value ctld refuses.
@@ -187,7 +267,7 @@ fn main() -> ExitCode {
         }
     };
     keyway_ctl::events::journal().set_max(args.events_max);
-    if let Err(e) = backend_login(&args) {
+    if let Err(e) = backend_login(&args).and_then(|()| backend_tls(&args)) {
         eprintln!("keyway-ctld: {e}");
         return ExitCode::from(2);
     }
@@ -288,6 +368,7 @@ fn run(args: Args, auth: Auth, backing: Backing) -> anyhow::Result<()> {
         let api_listener = TcpListener::from_std(api_listener)?;
         let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(|e| anyhow::anyhow!("cannot handle SIGTERM: {e}"))?;
+        tokio::spawn(reload_on_hup(args.backend_credentials.clone()));
         match backing {
             Backing::File(store, state) => {
                 let described = store.describe();

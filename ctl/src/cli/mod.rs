@@ -240,6 +240,9 @@ pub enum ClusterCmd {
         /// Lease for its data planes, e.g. "30s" (default: ctld's --lease).
         #[arg(long, value_parser = parse_duration)]
         lease: Option<Duration>,
+        /// TLS to the group's servers.
+        #[command(flatten)]
+        tls: GroupTlsArgs,
         /// Accept addresses that do not resolve (yet).
         #[arg(long)]
         force: bool,
@@ -263,6 +266,9 @@ pub enum ClusterCmd {
         /// The group as NAME=HOST:PORT.
         #[arg(long = "group", value_name = "NAME=HOST:PORT")]
         group: String,
+        /// TLS to the group's servers.
+        #[command(flatten)]
+        tls: GroupTlsArgs,
         /// Accept an address that does not resolve (yet).
         #[arg(long)]
         force: bool,
@@ -321,9 +327,35 @@ pub struct GroupArgs {
     /// local-zone.
     #[arg(long = "read-from", value_name = "POLICY")]
     read_from: Option<crate::model::ReadFrom>,
+    /// Speak TLS to the group's servers (with each host's own CA and
+    /// client certificate: `[backend] tls_*`, `keyway-ctld
+    /// --backend-tls-*`).
+    #[arg(long, conflicts_with = "no_tls")]
+    tls: bool,
+    /// Speak plain TCP to the group's servers (forgets the server name).
+    #[arg(long = "no-tls")]
+    no_tls: bool,
+    /// The name the servers' certificates must carry ("" for none: each
+    /// server's own host).
+    #[arg(long = "tls-server-name", value_name = "NAME")]
+    tls_server_name: Option<String>,
     /// Accept addresses that do not resolve (yet).
     #[arg(long)]
     force: bool,
+}
+
+/// TLS of the groups `cluster create` and `cluster grow` add.
+#[derive(Debug, Args)]
+pub struct GroupTlsArgs {
+    /// Speak TLS to the group's servers (with each host's own CA and
+    /// client certificate: `[backend] tls_*`, `keyway-ctld
+    /// --backend-tls-*`).
+    #[arg(long)]
+    tls: bool,
+    /// With --tls: the name the servers' certificates must carry (default:
+    /// each server's own host).
+    #[arg(long = "tls-server-name", value_name = "NAME", requires = "tls")]
+    tls_server_name: Option<String>,
 }
 
 /// `keywayctl snapshot …`.
@@ -361,13 +393,15 @@ fn forced(path: String, force: bool) -> String {
     }
 }
 
-fn parse_group(s: &str) -> Result<Group, CliError> {
+fn parse_group(s: &str, tls: &GroupTlsArgs) -> Result<Group, CliError> {
     let (name, master) = s
         .split_once('=')
         .ok_or_else(|| CliError::GroupArg(s.to_string()))?;
     Ok(Group {
         name: name.to_string(),
         master: master.to_string(),
+        tls: tls.tls,
+        tls_server_name: tls.tls_server_name.clone(),
         ..Group::default()
     })
 }
@@ -445,6 +479,11 @@ fn print_cluster(c: &Cluster) {
                 } else {
                     replicas.join(",")
                 },
+                match (g.tls, &g.tls_server_name) {
+                    (false, _) => "-".into(),
+                    (true, None) => "on".into(),
+                    (true, Some(n)) => format!("on ({n})"),
+                },
                 slots.len().to_string(),
                 if slots.is_empty() {
                     "-".into()
@@ -455,7 +494,9 @@ fn print_cluster(c: &Cluster) {
         })
         .collect();
     table(
-        &["GROUP", "MASTER", "ZONE", "REPLICAS", "SLOTS", "RANGES"],
+        &[
+            "GROUP", "MASTER", "ZONE", "REPLICAS", "TLS", "SLOTS", "RANGES",
+        ],
         rows,
     );
     let unowned = owners.iter().filter(|o| o.is_none()).count();
@@ -530,11 +571,12 @@ pub fn run(
             slots,
             groups,
             lease,
+            tls,
             force,
         }) => {
             let groups = groups
                 .iter()
-                .map(|g| parse_group(g))
+                .map(|g| parse_group(g, &tls))
                 .collect::<Result<Vec<_>, _>>()?;
             let req = CreateCluster {
                 name,
@@ -586,10 +628,15 @@ pub fn run(
             let v: Value = c.delete(&format!("/v1/clusters/{name}"))?;
             emit(json, &v, |_| println!("deleted cluster {name}"));
         }
-        Command::Cluster(ClusterCmd::Grow { name, group, force }) => {
+        Command::Cluster(ClusterCmd::Grow {
+            name,
+            group,
+            tls,
+            force,
+        }) => {
             let cl: Cluster = c.post(
                 &forced(format!("/v1/clusters/{name}/groups"), force),
-                &parse_group(&group)?,
+                &parse_group(&group, &tls)?,
             )?;
             emit(json, &cl, print_cluster);
         }
@@ -610,6 +657,12 @@ pub fn run(
                 zone: g.zone,
                 remove_replicas: g.remove_replica,
                 read_from: g.read_from,
+                tls: match (g.tls, g.no_tls) {
+                    (true, _) => Some(true),
+                    (_, true) => Some(false),
+                    _ => None,
+                },
+                tls_server_name: g.tls_server_name,
                 ..GroupEdit::default()
             };
             for r in &g.add_replica {

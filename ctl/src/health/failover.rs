@@ -32,6 +32,7 @@ use super::probe::{Probe, ProbeError, Replication};
 use crate::daemon::{unix_ms, ChangeError, Shared};
 use crate::metrics::FailoverResult;
 use crate::model::{Change, FailoverKind, FailoverProgress};
+use crate::reach::Reach;
 
 /// Logs and keeps a step of failover `p` of `cluster`/`group`
 /// (`crate::events`), with `extra` fields.
@@ -267,26 +268,41 @@ async fn publish(ctld: &Shared, cluster: &str, group: &str, id: u64) {
     }
 }
 
+/// How ctld reaches the servers of `group` of `cluster` (plain, with the
+/// cluster's login, if the group is gone).
+fn reach_of(ctld: &Shared, cluster: &str, group: &str) -> Reach {
+    ctld.state()
+        .clusters
+        .get(cluster)
+        .and_then(|c| c.groups.iter().find(|g| g.name == group))
+        .map_or_else(|| Reach::plain(cluster), |g| Reach::of(cluster, g))
+}
+
 /// Step 6: every other replica of the group follows the new master.
 async fn repoint_others(ctld: &Shared, cluster: &str, group: &str, master: &str) {
-    let others: Vec<String> = ctld
+    let (others, reach): (Vec<String>, Reach) = ctld
         .state()
         .clusters
         .get(cluster)
         .and_then(|c| c.groups.iter().find(|g| g.name == group))
         .map(|g| {
-            g.replicas
+            let others = g
+                .replicas
                 .iter()
                 .chain(&g.demoting)
                 .map(|r| r.address.clone())
-                .collect()
+                .collect();
+            (others, Reach::of(cluster, g))
         })
         .unwrap_or_default();
     let mut set = tokio::task::JoinSet::new();
     for r in others {
-        let m = master.to_string();
+        let (m, reach) = (master.to_string(), reach.clone());
         set.spawn(async move {
-            if let Err(e) = Probe::new(&r).replicaof(Some(&m), COMMAND_TIMEOUT).await {
+            if let Err(e) = Probe::new(&r, reach)
+                .replicaof(Some(&m), COMMAND_TIMEOUT)
+                .await
+            {
                 tracing::warn!(replica = %r,
                     "cannot point the replica at the new master now ({e}); retried later");
             }
@@ -348,8 +364,9 @@ async fn run(
             "waited_ms": started.elapsed().as_millis() as u64,
         }),
     );
-    let mut new = Probe::new(&p.to);
-    let mut old = Probe::new(&p.from);
+    let reach = reach_of(ctld, cluster, group);
+    let mut new = Probe::new(&p.to, reach.clone());
+    let mut old = Probe::new(&p.from, reach);
     // 2. Promoted by an earlier run (of this ctld or another)?
     if new
         .check(COMMAND_TIMEOUT)

@@ -3,12 +3,22 @@
 //! short replies, so a small RESP client over tokio rather than a pool:
 //! every call is bounded in time (the caller's timeout) and in size (a reply
 //! longer than [`MAX_REPLY`] is an error), and a connection that failed is
-//! dropped and dialled again on the next call.
+//! dropped and dialled again on the next call. The connection logs in
+//! and speaks TLS as its group's [`Reach`] says (tokio-rustls over the
+//! tokio stream).
 
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
+
+use crate::reach::Reach;
+
+/// A plain or TLS stream to a server.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+type Con = BufReader<Box<dyn Stream>>;
 
 /// Longest reply accepted (INFO replication is a few hundred bytes).
 const MAX_REPLY: usize = 64 << 10;
@@ -65,6 +75,9 @@ pub enum ProbeError {
     /// Dialling, writing or reading failed.
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// TLS could not be set up, or its handshake failed.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// The server closed the connection.
     #[error("connection closed")]
     Closed,
@@ -140,18 +153,39 @@ enum Reply {
 }
 
 /// A lazily dialled connection to one server.
-#[derive(Debug)]
 pub struct Probe {
     addr: String,
-    con: Option<BufReader<TcpStream>>,
+    reach: Reach,
+    con: Option<Con>,
+}
+
+impl std::fmt::Debug for Probe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Probe")
+            .field("addr", &self.addr)
+            .field("tls", &self.reach.tls)
+            .field("connected", &self.con.is_some())
+            .finish()
+    }
 }
 
 impl Probe {
-    /// A probe of `addr` (`host:port`); nothing is dialled yet.
-    pub fn new(addr: &str) -> Probe {
+    /// A probe of `addr` (`host:port`) reached as `reach` says; nothing is
+    /// dialled yet.
+    pub fn new(addr: &str, reach: Reach) -> Probe {
         Probe {
             addr: addr.to_string(),
+            reach,
             con: None,
+        }
+    }
+
+    /// Reaches the server as `reach` says from now on: a connection made
+    /// otherwise (another login, TLS on or off) is dropped.
+    pub fn set_reach(&mut self, reach: Reach) {
+        if self.reach != reach {
+            self.reach = reach;
+            self.con = None;
         }
     }
 
@@ -239,8 +273,21 @@ impl Probe {
         if self.con.is_none() {
             let s = TcpStream::connect(&self.addr).await?;
             let _ = s.set_nodelay(true);
+            let s: Box<dyn Stream> = if self.reach.tls {
+                let tls = crate::reach::tls().map_err(ProbeError::Tls)?;
+                let name = rustls::pki_types::ServerName::try_from(self.reach.name_for(&self.addr))
+                    .map_err(|e| ProbeError::Tls(e.to_string()))?
+                    .to_owned();
+                let s = tokio_rustls::TlsConnector::from(tls.config().clone())
+                    .connect(name, s)
+                    .await
+                    .map_err(|e| ProbeError::Tls(e.to_string()))?;
+                Box::new(s)
+            } else {
+                Box::new(s)
+            };
             let mut con = BufReader::new(s);
-            if let Some(login) = crate::backend_login::get() {
+            if let Some(login) = &self.reach.login {
                 // First on the connection (see `crate::backend_login`).
                 let mut args: Vec<&[u8]> = vec![b"AUTH"];
                 args.extend(login.auth_args());
@@ -274,7 +321,7 @@ fn unexpected(name: &[u8], reply: &Reply) -> ProbeError {
     }
 }
 
-async fn read_reply(con: &mut BufReader<TcpStream>) -> Result<Reply, ProbeError> {
+async fn read_reply(con: &mut Con) -> Result<Reply, ProbeError> {
     let mut line = Vec::new();
     (&mut *con)
         .take(MAX_REPLY as u64)

@@ -20,6 +20,7 @@ use super::probe::{Probe, ProbeError, Replication};
 use super::{choose_replica, failover, master_failed};
 use crate::daemon::{unix_ms, Shared};
 use crate::model::{Change, Cluster, FailoverKind, Group};
+use crate::reach::Reach;
 
 /// How often the supervisor looks at the state.
 const TICK: Duration = Duration::from_millis(50);
@@ -118,7 +119,7 @@ impl Supervisor {
                 groups.insert((c.name.clone(), g.name.clone()));
                 for a in g.addresses() {
                     let key = (c.name.clone(), a.to_string());
-                    self.schedule(c, &key, now);
+                    self.schedule(c, g, &key, now);
                     listed.insert(key);
                 }
                 self.decide(c, g, now);
@@ -131,7 +132,7 @@ impl Supervisor {
     }
 
     /// Starts a check of `key` if one is due.
-    fn schedule(&mut self, c: &Cluster, key: &Key, now: Instant) {
+    fn schedule(&mut self, c: &Cluster, g: &Group, key: &Key, now: Instant) {
         if self.checking.contains(key) {
             return;
         }
@@ -145,10 +146,14 @@ impl Supervisor {
         if !due {
             return;
         }
-        let mut probe = self
-            .probes
-            .remove(key)
-            .unwrap_or_else(|| Probe::new(&key.1));
+        let reach = Reach::of(&c.name, g);
+        let mut probe = match self.probes.remove(key) {
+            Some(mut p) => {
+                p.set_reach(reach);
+                p
+            }
+            None => Probe::new(&key.1, reach),
+        };
         let (tx, key, timeout) = (self.tx.clone(), key.clone(), check_timeout(c));
         self.checking.insert(key.clone());
         self.tasks.spawn(async move {
@@ -341,8 +346,9 @@ impl Supervisor {
             let master = g.master.clone();
             tracing::warn!(cluster = %c.name, group = %g.name, server = %addr, role = %rep.role,
                 "making {addr} a replica of the group's master {master}");
+            let reach = Reach::of(&c.name, g);
             self.tasks.spawn(async move {
-                if let Err(e) = Probe::new(&addr)
+                if let Err(e) = Probe::new(&addr, reach)
                     .replicaof(Some(&master), Duration::from_secs(2))
                     .await
                 {

@@ -25,6 +25,7 @@ use redis::{Connection, RedisError, Value};
 
 use crate::model::migration::BigKey;
 use crate::model::MoveSettings;
+use crate::reach::Reach;
 
 /// Consecutive failures (with backoff) before the sweep gives up.
 pub const MAX_FAILURES: u32 = 20;
@@ -70,6 +71,9 @@ pub struct Mover {
     con: Option<Connection>,
     settings: MoveSettings,
     failures: u32,
+    /// How the source is reached; its login also logs `MIGRATE` in at the
+    /// target (one cluster, one login).
+    reach: Reach,
 }
 
 impl std::fmt::Debug for Mover {
@@ -104,6 +108,14 @@ pub enum MoverError {
         /// Why.
         source: RedisError,
     },
+    /// TLS to the server cannot be set up.
+    #[error("cannot connect to {addr}: TLS: {why}")]
+    Tls {
+        /// The server.
+        addr: String,
+        /// Why.
+        why: String,
+    },
     /// The server cannot be reached.
     #[error("cannot connect to {addr}: {source}")]
     Connect {
@@ -131,13 +143,23 @@ pub enum MoverError {
     Spawn(#[from] std::io::Error),
 }
 
-/// Opens a connection to `addr` (`host:port`) with timeouts.
-pub fn connect(addr: &str, io_timeout: Duration) -> Result<Connection, MoverError> {
+/// Opens a connection to `addr` (`host:port`) with timeouts, as `reach`
+/// says (TLS, login).
+pub fn connect(addr: &str, reach: &Reach, io_timeout: Duration) -> Result<Connection, MoverError> {
     let at = |source| MoverError::Address {
         addr: addr.to_string(),
         source,
     };
-    let client = redis::Client::open(format!("redis://{addr}/")).map_err(at)?;
+    let client = if reach.tls {
+        let tls = crate::reach::tls().map_err(|why| MoverError::Tls {
+            addr: addr.to_string(),
+            why,
+        })?;
+        redis::Client::build_with_tls(format!("rediss://{addr}/"), tls.certificates())
+            .map_err(at)?
+    } else {
+        redis::Client::open(format!("redis://{addr}/")).map_err(at)?
+    };
     let mut con = client
         .get_connection_with_timeout(CONNECT_TIMEOUT)
         .map_err(|source| MoverError::Connect {
@@ -147,7 +169,7 @@ pub fn connect(addr: &str, io_timeout: Duration) -> Result<Connection, MoverErro
     con.set_read_timeout(Some(io_timeout))
         .and_then(|()| con.set_write_timeout(Some(io_timeout)))
         .map_err(at)?;
-    if let Some(login) = crate::backend_login::get() {
+    if let Some(login) = &reach.login {
         let mut auth = redis::cmd("AUTH");
         for a in login.auth_args() {
             auth.arg(a);
@@ -189,8 +211,14 @@ enum Outcome {
 }
 
 impl Mover {
-    /// A mover from `source` to `target` (`host:port` each).
-    pub fn new(source: &str, target: &str, settings: &MoveSettings) -> Result<Mover, MoverError> {
+    /// A mover from `source` to `target` (`host:port` each), reaching the
+    /// source as `reach` says.
+    pub fn new(
+        source: &str,
+        target: &str,
+        settings: &MoveSettings,
+        reach: Reach,
+    ) -> Result<Mover, MoverError> {
         let (host, port) = target
             .rsplit_once(':')
             .ok_or_else(|| MoverError::Target(target.to_string()))?;
@@ -204,6 +232,7 @@ impl Mover {
             con: None,
             settings: settings.clone(),
             failures: 0,
+            reach,
         })
     }
 
@@ -212,7 +241,7 @@ impl Mover {
     fn con(&mut self, timeout_ms: u64) -> Result<&mut Connection, MoverError> {
         let io = io_timeout(timeout_ms);
         if self.con.is_none() {
-            self.con = Some(connect(&self.source, io)?);
+            self.con = Some(connect(&self.source, &self.reach, io)?);
         }
         let con = self.con.as_mut().expect("just opened");
         con.set_read_timeout(Some(io))
@@ -247,7 +276,7 @@ impl Mover {
             .arg("")
             .arg(0)
             .arg(timeout_ms);
-        if let Some(login) = crate::backend_login::get() {
+        if let Some(login) = &self.reach.login {
             for a in login.migrate_args() {
                 cmd.arg(a);
             }

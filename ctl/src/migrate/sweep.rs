@@ -21,6 +21,7 @@ use keyway_capnp::slot::key_slot;
 use super::mover::{connect, error_text, Fatal, Mover, MoverError, Tally};
 use crate::daemon::Shared;
 use crate::model::{Migration, MigrationState, MoveSettings};
+use crate::reach::Reach;
 
 /// Keys a SCAN call is asked for.
 const SCAN_COUNT: u64 = 1000;
@@ -107,21 +108,23 @@ struct Workers {
 }
 
 impl Workers {
+    /// `settings.concurrency` movers from `source` to `target`.
     fn start(
-        n: u32,
         source: &str,
         target: &str,
         settings: &MoveSettings,
+        reach: &Reach,
         tally: &Arc<Tally>,
         rate: &Arc<RateLimit>,
         stop: &Arc<AtomicBool>,
     ) -> Result<Workers, MoverError> {
+        let n = settings.concurrency;
         let (jobs, rx) = mpsc::sync_channel::<Vec<Vec<u8>>>(n as usize * 2);
         let rx = Arc::new(Mutex::new(rx));
         let (done_tx, done) = mpsc::channel();
         let mut threads = Vec::new();
         for i in 0..n {
-            let mut mover = Mover::new(source, target, settings)?;
+            let mut mover = Mover::new(source, target, settings, reach.clone())?;
             let (rx, done_tx, tally, rate, stop): (_, Sender<_>, _, _, _) = (
                 rx.clone(),
                 done_tx.clone(),
@@ -220,19 +223,19 @@ fn sweep(ctld: &Shared, job: &Job, stop: &Arc<AtomicBool>) -> Result<(), Fatal> 
     }
     let tally = Arc::new(Tally::default());
     let rate = Arc::new(RateLimit::new(m.settings.rate));
-    let workers = Workers::start(
-        m.settings.concurrency,
-        &source,
-        &target,
-        &m.settings,
-        &tally,
-        &rate,
-        stop,
-    )
-    .map_err(|e| Fatal::Failed(e.to_string()))?;
+    let reach = cluster
+        .groups
+        .iter()
+        .find(|g| g.name == m.from)
+        .map_or_else(
+            || Reach::plain(&cluster.name),
+            |g| Reach::of(&cluster.name, g),
+        );
+    let workers = Workers::start(&source, &target, &m.settings, &reach, &tally, &rate, stop)
+        .map_err(|e| Fatal::Failed(e.to_string()))?;
     let stopped = || stop.load(Ordering::Relaxed) || current(ctld, job).is_none();
 
-    let mut scan = Scanner::new(&source);
+    let mut scan = Scanner::new(&source, reach);
     if m.progress.estimated_keys.is_none() {
         let owned = cluster
             .owners()
@@ -305,14 +308,16 @@ fn sweep(ctld: &Shared, job: &Job, stop: &Arc<AtomicBool>) -> Result<(), Fatal> 
 /// SCAN and DBSIZE on the source, reconnecting with backoff.
 struct Scanner {
     source: String,
+    reach: Reach,
     con: Option<redis::Connection>,
     failures: u32,
 }
 
 impl Scanner {
-    fn new(source: &str) -> Scanner {
+    fn new(source: &str, reach: Reach) -> Scanner {
         Scanner {
             source: source.to_string(),
+            reach,
             con: None,
             failures: 0,
         }
@@ -331,7 +336,7 @@ impl Scanner {
             }
             let con = match self.con.as_mut() {
                 Some(con) => con,
-                None => match connect(&self.source, Duration::from_secs(10)) {
+                None => match connect(&self.source, &self.reach, Duration::from_secs(10)) {
                     Ok(c) => self.con.insert(c),
                     Err(e) => {
                         self.backoff(e.to_string())?;

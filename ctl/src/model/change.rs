@@ -31,7 +31,7 @@ pub enum Change {
         group: String,
     },
     /// Edits a group, in this order: master, master's zone, replicas added,
-    /// replicas removed, replicas' zones, read policy.
+    /// replicas removed, replicas' zones, read policy, TLS.
     EditGroup {
         /// The group's name.
         group: String,
@@ -197,6 +197,12 @@ pub struct GroupChanges {
     pub replica_zones: BTreeMap<String, String>,
     /// Where data planes send read-only commands.
     pub read_from: Option<ReadFrom>,
+    /// TLS to the group's servers on or off (off also forgets the server
+    /// name).
+    pub tls: Option<bool>,
+    /// The name the servers' certificates must carry ("" for none: each
+    /// server's own host).
+    pub tls_server_name: Option<String>,
 }
 
 /// What a change created: the ids of the migrations started
@@ -394,6 +400,20 @@ impl Cluster {
         if let Some(r) = e.read_from {
             let g = self.group_index(group)?;
             self.groups[g].read_from = r;
+        }
+        if e.tls.is_some() || e.tls_server_name.is_some() {
+            let i = self.group_index(group)?;
+            let g = &mut self.groups[i];
+            if let Some(on) = e.tls {
+                g.tls = on;
+                if !on {
+                    g.tls_server_name = None;
+                }
+            }
+            if let Some(n) = &e.tls_server_name {
+                g.tls_server_name = Some(n.clone()).filter(|n| !n.is_empty());
+            }
+            super::cluster::check_group(g)?;
         }
         Ok(())
     }

@@ -43,6 +43,15 @@ pub struct Group {
     /// A failover under way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failover: Option<FailoverProgress>,
+    /// Data planes and keyway-ctld speak TLS to the group's servers, with
+    /// the CA and client certificate of their own host (`[backend] tls_*`,
+    /// `keyway-ctld --backend-tls-*`); false: plain TCP.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tls: bool,
+    /// The name the servers' certificates must carry, with `tls`; none:
+    /// each server's own host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_server_name: Option<String>,
 }
 
 /// Where data planes send a group's read-only commands (`read_from`).
@@ -151,6 +160,18 @@ pub fn check_group(g: &Group) -> Result<(), ModelError> {
     }
     for r in &g.replicas {
         check_replica(r)?;
+    }
+    if let Some(n) = &g.tls_server_name {
+        if !g.tls {
+            return Err(invalid(format!("tls_server_name {n:?} needs tls")));
+        }
+        if !snapshot::valid_server_name(n) {
+            return Err(invalid(format!(
+                "tls_server_name {:?}: 1 to {} letters, digits, '-', '.', '_' and ':'",
+                n.chars().take(64).collect::<String>(),
+                snapshot::MAX_SERVER_NAME
+            )));
+        }
     }
     Ok(())
 }
@@ -582,6 +603,8 @@ impl Cluster {
                     zone: g.zone.clone(),
                     read_from: g.read_from.wire(),
                     hold: g.hold,
+                    tls: g.tls,
+                    tls_server_name: g.tls_server_name.clone().unwrap_or_default(),
                 })
                 .collect(),
             slot_ranges: self
@@ -612,6 +635,29 @@ pub(crate) mod tests {
             master: format!("127.0.0.1:{port}"),
             ..Group::default()
         }
+    }
+
+    #[test]
+    fn stored_groups_without_tls_read_unchanged() {
+        // A group as stored before TLS existed.
+        let old = r#"{"name":"a","master":"127.0.0.1:1","replicas":[],"zone":""}"#;
+        let g: Group = serde_json::from_str(old).unwrap();
+        assert!(!g.tls);
+        assert_eq!(g.tls_server_name, None);
+        assert_eq!(
+            serde_json::to_string(&g).unwrap(),
+            old,
+            "written back as it was"
+        );
+        let mut t = g.clone();
+        t.tls = true;
+        t.tls_server_name = Some("redis.internal".into());
+        let text = serde_json::to_string(&t).unwrap();
+        assert!(
+            text.contains(r#""tls":true,"tls_server_name":"redis.internal""#),
+            "{text}"
+        );
+        assert_eq!(serde_json::from_str::<Group>(&text).unwrap(), t);
     }
 
     /// No resolution: addresses compare by canonical text.

@@ -13,6 +13,7 @@ use keyway_capnp::snapshot::{self, SlotRange, Snapshot};
 
 use serde::Deserialize;
 
+use super::settings::BackendSettings;
 use super::{invalid, ConfigError};
 use crate::routing::{ReadFrom, RoutingTable};
 use crate::tls::BackendTls;
@@ -165,6 +166,7 @@ pub(super) fn standalone_table(
     slot_count: u32,
     groups: &[GroupConfig],
     zone: Option<&str>,
+    backend: &BackendSettings,
     warnings: &mut Vec<String>,
 ) -> Result<RoutingTable, ConfigError> {
     let snap = file_snapshot(version, slot_count, groups, warnings)?;
@@ -189,14 +191,18 @@ pub(super) fn standalone_table(
     table.same_server().map_err(|e| invalid(e.to_string()))?;
     let tls = groups
         .iter()
-        .map(group_tls)
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(|g| Ok(group_tls(g, backend)?.map(Ok)))
+        .collect::<Result<Vec<_>, ConfigError>>()?;
     table.set_backend_tls(tls);
     Ok(table)
 }
 
-/// A group's `tls*` keys, checked and loaded.
-fn group_tls(g: &GroupConfig) -> Result<Option<BackendTls>, ConfigError> {
+/// A group's `tls*` keys (each one unset falls back to `[backend]`'s),
+/// checked and loaded.
+fn group_tls(
+    g: &GroupConfig,
+    backend: &BackendSettings,
+) -> Result<Option<BackendTls>, ConfigError> {
     let err = |e: &dyn std::fmt::Display| invalid(format!("group {:?}: {e}", g.name));
     let any = g.tls_ca.is_some()
         || g.tls_server_name.is_some()
@@ -212,10 +218,11 @@ fn group_tls(g: &GroupConfig) -> Result<Option<BackendTls>, ConfigError> {
     }
     let client = match (&g.tls_cert, &g.tls_key) {
         (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
-        (None, None) => None,
+        (None, None) => backend.tls_client(),
         _ => return Err(err(&"tls_cert and tls_key go together")),
     };
-    let tls = BackendTls::load(g.tls_ca.as_deref(), client, g.tls_server_name.as_deref())
+    let ca = g.tls_ca.as_deref().or(backend.tls_ca.as_deref());
+    let tls = BackendTls::load(ca, client, g.tls_server_name.as_deref())
         .map_err(|e| err(&format_args!("tls: {e}")))?;
     let servers =
         std::iter::once(g.master.as_str()).chain(g.replicas.iter().map(|r| r.address.as_str()));
@@ -276,6 +283,9 @@ fn file_snapshot(
                 zone: String::new(),
                 read_from: g.read_from.into(),
                 hold: false,
+                // TLS of a file's groups is set on the table (group_tls).
+                tls: false,
+                tls_server_name: String::new(),
             })
             .collect(),
         slot_ranges,
@@ -510,6 +520,44 @@ mod tests {
         }
         let c = parse(&format!("{base}{g}read_from='replica'")).unwrap();
         assert!(c.warnings[0].contains("no replicas"), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn backend_tls_files_are_the_groups_defaults() {
+        let dir = keyway_testkit::TempDir::new("backend-tls");
+        let certs = keyway_testkit::tls::Certs::generate(dir.path());
+        let backend = format!(
+            "listen='127.0.0.1:0'\n[backend]\ntls_ca='{}'\ntls_cert='{}'\ntls_key='{}'\n",
+            certs.ca.display(),
+            certs.client_cert.display(),
+            certs.client_key.display()
+        );
+        let c = parse(&format!(
+            "{backend}[[group]]\nname='a'\nmaster='127.0.0.1:1'\ntls=true\n\
+             [[group]]\nname='b'\nmaster='127.0.0.1:2'\n"
+        ))
+        .unwrap();
+        assert!(
+            matches!(c.live.table.group(0).tls, Some(Ok(_))),
+            "tls = true without files of its own uses [backend]'s"
+        );
+        assert!(
+            c.live.table.group(1).tls.is_none(),
+            "a plain group stays plain"
+        );
+        for (body, want) in [
+            (
+                format!("listen='127.0.0.1:0'\n[backend]\ntls_cert='{}'\n[[group]]\nname='a'\nmaster='127.0.0.1:1'", certs.client_cert.display()),
+                "backend.tls_cert and backend.tls_key go together",
+            ),
+            (
+                "listen='127.0.0.1:0'\n[backend]\ntls_ca='/nonexistent/ca.pem'\n[[group]]\nname='a'\nmaster='127.0.0.1:1'".to_string(),
+                "/nonexistent/ca.pem",
+            ),
+        ] {
+            let err = parse(&body).expect_err(&body).to_string();
+            assert!(err.contains(want), "{err:?} does not say {want:?}");
+        }
     }
 
     #[test]

@@ -401,6 +401,7 @@ impl FileConfig {
                     self.slots,
                     &self.groups,
                     self.zone.as_deref(),
+                    &self.backend,
                     &mut warnings,
                 )?,
                 None,

@@ -269,9 +269,34 @@ pub struct BackendSettings {
     pub admin_password_file: Option<PathBuf>,
     /// Environment variable holding the password of `admin_username`.
     pub admin_password_env: Option<String>,
+    /// CA certificates (PEM) that TLS groups' servers must be signed by
+    /// (default: the system's bundle, /etc/ssl/certs/ca-certificates.crt):
+    /// for every group keyway-ctld's snapshot marks `tls`, and for a
+    /// standalone `[[group]]` with `tls = true` and no `tls_ca` of its own.
+    pub tls_ca: Option<PathBuf>,
+    /// A client certificate (PEM) to present to TLS groups' servers, with
+    /// `tls_key` (none by default); the same fallback as `tls_ca`.
+    pub tls_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    pub tls_key: Option<PathBuf>,
 }
 
 impl BackendSettings {
+    /// `tls_cert` and `tls_key`, when both are set ([`check`] refuses one
+    /// without the other).
+    pub fn tls_client(&self) -> Option<(&std::path::Path, &std::path::Path)> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+            _ => None,
+        }
+    }
+
+    /// Reads `tls_ca` (else the system's CA bundle) and the client
+    /// certificate: the TLS every TLS group of a snapshot starts from.
+    pub fn load_tls(&self) -> Result<crate::tls::BackendTls, crate::tls::TlsError> {
+        crate::tls::BackendTls::load(self.tls_ca.as_deref(), self.tls_client(), None)
+    }
+
     /// The credential keys of `[backend]`.
     pub(super) fn credential_keys(&self) -> super::secrets::CredentialKeys<'_> {
         super::secrets::CredentialKeys {
@@ -302,6 +327,9 @@ impl Default for BackendSettings {
             admin_username: None,
             admin_password_file: None,
             admin_password_env: None,
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -355,6 +383,15 @@ pub(super) fn check(
             reply_limit(limits, backend).0,
             reply_limit(limits, backend).1,
         )));
+    }
+    if backend.tls_cert.is_some() != backend.tls_key.is_some() {
+        return Err(invalid("backend.tls_cert and backend.tls_key go together"));
+    }
+    if backend.tls_ca.is_some() || backend.tls_cert.is_some() {
+        // Read now, so that a bad file fails the start or reload naming it.
+        backend
+            .load_tls()
+            .map_err(|e| invalid(format!("backend: tls: {e}")))?;
     }
     if backend.connections == 0 || backend.connections > 64 {
         return Err(invalid("backend.connections must be from 1 to 64"));

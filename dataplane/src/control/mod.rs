@@ -22,6 +22,7 @@
 //! as any other invalid snapshot: the data plane keeps the table and users
 //! it has, and fences once ctld moves on without it.
 
+mod group_tls;
 pub mod state;
 mod stream;
 
@@ -42,7 +43,7 @@ use keyway_capnp::snapshot::Snapshot;
 use self::state::{unix_ms, StateDir};
 use self::stream::ControlStream;
 use crate::acl::{UserConfig, Users};
-use crate::config::{BackendAuth, LiveConfig};
+use crate::config::{BackendAuth, BackendSettings, LiveConfig};
 use crate::engine::Shared;
 use crate::routing::RoutingTable;
 use crate::tls::BackendTls;
@@ -67,13 +68,23 @@ pub struct ControlOptions {
     /// Mutual TLS with ctld (`--control-tls-ca`, `--control-tls-cert`,
     /// `--control-tls-key`); plain TCP without.
     pub tls: Option<BackendTls>,
-    /// The settings file (`--config`), whose backend credentials `SIGHUP`
-    /// re-reads.
+    /// The settings file (`--config`), whose backend credentials and
+    /// backend TLS files `SIGHUP` re-reads.
     pub config: Option<PathBuf>,
-    /// Backend credentials re-read on `SIGHUP`, for the control thread —
-    /// the one publisher of a managed data plane's configs — to publish
-    /// with its next table or fence.
-    pub auth_reload: Arc<std::sync::Mutex<Option<Arc<BackendAuth>>>>,
+    /// Backend credentials and TLS settings re-read on `SIGHUP`, for the
+    /// control thread — the one publisher of a managed data plane's
+    /// configs — to publish with its next table or fence.
+    pub reload: Arc<std::sync::Mutex<Option<Reload>>>,
+}
+
+/// What a managed data plane's `SIGHUP` read again.
+#[derive(Debug)]
+pub struct Reload {
+    /// The backend logins.
+    pub logins: Arc<BackendAuth>,
+    /// `[backend]`, of which `tls_ca`, `tls_cert` and `tls_key` are taken
+    /// (the rest needs a restart).
+    pub backend: BackendSettings,
 }
 
 /// Why a control session ended.
@@ -177,6 +188,8 @@ struct Session {
     file_users: Arc<Users>,
     /// The users published: the applied snapshot's, or the file's.
     users: Arc<Users>,
+    /// The applied snapshot's groups' TLS, set on every table built from it.
+    group_tls: group_tls::GroupTls,
 }
 
 /// Masters' resolutions by `host:port` text.
@@ -213,6 +226,7 @@ pub fn start(
         next_resolve: Instant::now(),
         resolving: None,
         heartbeats: 0,
+        group_tls: Vec::new(),
     };
     s.restore();
     std::thread::Builder::new()
@@ -267,21 +281,32 @@ impl Session {
     }
 
     /// Publishes the current table with the current fence, if either changed.
-    fn publish(&self, table: Option<RoutingTable>) {
+    fn publish(&mut self, table: Option<RoutingTable>) {
         let fence = self.fence_reason();
         let live = self.source.load();
         let same_fence = live.fence.as_deref() == fence.as_deref();
         let reloaded = self
             .opts
-            .auth_reload
+            .reload
             .lock()
             .ok()
             .and_then(|mut pending| pending.take());
         if table.is_none() && same_fence && reloaded.is_none() {
             return;
         }
-        if reloaded.is_some() {
-            tracing::info!("backend credentials reloaded");
+        let mut backend = live.backend.clone();
+        let mut table = table;
+        if let Some(r) = &reloaded {
+            tracing::info!("backend credentials and TLS files reloaded");
+            backend.tls_ca = r.backend.tls_ca.clone();
+            backend.tls_cert = r.backend.tls_cert.clone();
+            backend.tls_key = r.backend.tls_key.clone();
+            if let Some(s) = &self.snapshot {
+                self.group_tls = group_tls::of(s, &backend);
+                let mut t = table.unwrap_or_else(|| live.table.with_version(live.table.version));
+                t.set_backend_tls(self.group_tls.clone());
+                table = Some(t);
+            }
         }
         match &fence {
             Some(why) if !same_fence => tracing::warn!("fenced: {why}"),
@@ -293,13 +318,13 @@ impl Session {
             table,
             fence: fence.map(Arc::from),
             limits: live.limits.clone(),
-            backend: live.backend.clone(),
+            backend,
             migration: live.migration.clone(),
             zone: live.zone.clone(),
             users: self.users.clone(),
             protected_mode: live.protected_mode,
             auth: live.auth.clone(),
-            logins: reloaded.unwrap_or_else(|| live.logins.clone()),
+            logins: reloaded.map_or_else(|| live.logins.clone(), |r| r.logins),
         }));
         self.shared.wake_cores();
     }
@@ -312,8 +337,10 @@ impl Session {
                 want: self.opts.cluster.clone(),
             });
         }
-        let table = RoutingTable::from_snapshot(&snapshot)?;
+        let mut table = RoutingTable::from_snapshot(&snapshot)?;
         let users = self.users_of(&snapshot)?;
+        self.group_tls = group_tls::of(&snapshot, &self.source.load().backend);
+        table.set_backend_tls(self.group_tls.clone());
         tracing::info!(
             version = snapshot.version,
             groups = snapshot.groups.len(),
@@ -431,9 +458,10 @@ impl Session {
         };
         let mut known = self.source.load().table.resolutions();
         known.extend(found);
-        let Ok(table) = RoutingTable::from_snapshot_with(snapshot, &known) else {
+        let Ok(mut table) = RoutingTable::from_snapshot_with(snapshot, &known) else {
             return;
         };
+        table.set_backend_tls(self.group_tls.clone());
         let still = table.unresolved_names().count();
         if still < self.unresolved {
             tracing::info!(still_unresolved = still, "a master or replica resolves now");

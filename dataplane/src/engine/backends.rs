@@ -22,6 +22,7 @@ use super::versions::VersionCounts;
 use super::{Action, BackendId, Wake};
 use crate::config::LiveConfig;
 use crate::routing::{GroupIndex, GroupRoute, ReadFrom};
+use crate::tls::TlsConnect;
 
 /// How the reason of a connection failed by the backend's refusal of
 /// keyway's `AUTH` begins.
@@ -172,10 +173,20 @@ impl Backends {
             pool.retiring.append(&mut pool.conns3);
             pool.retiring.append(&mut pool.free);
         }
-        pool.tls = g
-            .tls
-            .as_ref()
-            .map(|t| t.connect(text).map_err(|e| Arc::from(format!("TLS: {e}"))));
+        let tls = g.tls.as_ref().map(|t| match t {
+            Ok(t) => t.connect(text).map_err(|e| Arc::from(format!("TLS: {e}"))),
+            Err(why) => Err(Arc::from(format!("TLS: {why}"))),
+        });
+        if !same_transport(&pool.tls, &tls) {
+            // TLS turned on or off, failed or fixed, or another server
+            // name: never one more request over the old kind of link. (A
+            // new configuration of the same kind — certificates read again
+            // — is for new connections only.)
+            pool.retiring.append(&mut pool.conns);
+            pool.retiring.append(&mut pool.conns3);
+            pool.retiring.append(&mut pool.free);
+        }
+        pool.tls = tls;
         while pool.conns.len() < wanted {
             pool.conns.push(self.conns.insert(BackendConn::new(p)));
         }
@@ -538,5 +549,18 @@ impl Backends {
                 self.conn_in(p, slot, now_ms);
             }
         }
+    }
+}
+
+/// Whether two TLS settings of a pool make the same kind of link: both
+/// plain, both TLS to the same server name, or both failed.
+fn same_transport(
+    a: &Option<Result<TlsConnect, Arc<str>>>,
+    b: &Option<Result<TlsConnect, Arc<str>>>,
+) -> bool {
+    match (a, b) {
+        (None, None) | (Some(Err(_)), Some(Err(_))) => true,
+        (Some(Ok(a)), Some(Ok(b))) => a.name == b.name,
+        _ => false,
     }
 }

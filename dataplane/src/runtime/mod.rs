@@ -331,10 +331,10 @@ fn overrides_of(config: &Config) -> Overrides {
 }
 
 /// A managed keyway's `SIGHUP`: routing comes from keyway-ctld, but the
-/// backend credentials of the settings file are read again and handed to
-/// the control thread, which publishes them (see
-/// `ControlOptions::auth_reload`); a file that does not validate is logged
-/// and ignored.
+/// backend credentials and backend TLS files of the settings file are read
+/// again and handed to the control thread, which publishes them (see
+/// `ControlOptions::reload`); a file that does not validate is logged and
+/// ignored.
 fn reload_credentials(opts: &control::ControlOptions, overrides: Overrides) {
     let Some(path) = &opts.config else {
         tracing::info!("SIGHUP ignored: routing comes from keyway-ctld, and there is no --config");
@@ -349,11 +349,14 @@ fn reload_credentials(opts: &control::ControlOptions, overrides: Overrides) {
             for w in &new.warnings {
                 tracing::warn!("{w}");
             }
-            if let Ok(mut pending) = opts.auth_reload.lock() {
-                *pending = Some(new.live.logins.clone());
+            if let Ok(mut pending) = opts.reload.lock() {
+                *pending = Some(control::Reload {
+                    logins: new.live.logins.clone(),
+                    backend: new.live.backend.clone(),
+                });
             }
             tracing::info!(
-                "SIGHUP: backend credentials read again (other settings need a restart)"
+                "SIGHUP: backend credentials and TLS files read again (other settings need a restart)"
             );
         }
         Err(e) => tracing::error!("reload rejected, keeping the current credentials: {e}"),

@@ -266,6 +266,18 @@ impl BackendTls {
         })
     }
 
+    /// The same trust roots and client certificate, with another server
+    /// name (`None`: each server's own host); the files are not read again.
+    pub fn named(&self, server_name: Option<&str>) -> Result<BackendTls, TlsError> {
+        if let Some(name) = server_name {
+            server_name_of(name)?;
+        }
+        Ok(BackendTls {
+            config: self.config.clone(),
+            server_name: server_name.map(Arc::from),
+        })
+    }
+
     /// How to connect to the server configured as `address` (`host:port`):
     /// its certificate must name `tls_server_name` if set, else `host`.
     pub fn connect(&self, address: &str) -> Result<TlsConnect, TlsError> {

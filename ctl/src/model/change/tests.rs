@@ -211,6 +211,53 @@ fn edit_group_applies_every_edit() {
 }
 
 #[test]
+fn edit_group_turns_tls_on_and_off() {
+    let mut c = cluster();
+    let edit = |tls: Option<bool>, name: Option<&str>| Change::EditGroup {
+        group: "a".into(),
+        edit: GroupChanges {
+            tls,
+            tls_server_name: name.map(str::to_string),
+            ..GroupChanges::default()
+        },
+        resolved: none(),
+    };
+    let err = c
+        .clone()
+        .dispatch(&edit(None, Some("redis.internal")))
+        .unwrap_err();
+    assert_eq!(
+        err.kind,
+        ErrorKind::Invalid,
+        "a server name needs tls: {err}"
+    );
+    c.dispatch(&edit(Some(true), Some("redis.internal")))
+        .unwrap();
+    let a = &c.groups[0];
+    assert!(a.tls);
+    assert_eq!(a.tls_server_name.as_deref(), Some("redis.internal"));
+    let snap = c.snapshot();
+    assert!(
+        snap.groups[0].tls && !snap.groups[1].tls,
+        "carried into the snapshot"
+    );
+    assert_eq!(snap.groups[0].tls_server_name, "redis.internal");
+    snap.validate().unwrap();
+    let err = c
+        .clone()
+        .dispatch(&edit(None, Some("bad name")))
+        .unwrap_err();
+    assert!(err.to_string().contains("tls_server_name"), "{err}");
+    c.dispatch(&edit(None, Some(""))).unwrap();
+    assert_eq!(c.groups[0].tls_server_name, None, "\"\" forgets the name");
+    c.dispatch(&edit(Some(true), Some("redis.internal")))
+        .unwrap();
+    c.dispatch(&edit(Some(false), None)).unwrap();
+    assert!(!c.groups[0].tls);
+    assert_eq!(c.groups[0].tls_server_name, None, "off forgets the name");
+}
+
+#[test]
 fn a_failover_begins_and_finishes() {
     let mut c = cluster();
     c.dispatch(&Change::EditGroup {
