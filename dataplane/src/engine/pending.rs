@@ -5,10 +5,16 @@
 //! queue goes straight to the client's output buffer (the common case, no
 //! copy beyond that one), a reply for a later request waits in its slot until
 //! everything before it has gone out.
+//!
+//! Each slot also carries its request's [`Stamp`] (its command, when it was
+//! read), in a deque beside the slots; a reply leaving for the output
+//! buffer notes a [`Done`] in [`ReplyQueue::done`], which the worker drains
+//! into its meters (see `engine::meters`).
 
 use std::collections::VecDeque;
 
 use super::gather::UndoCmd;
+use super::meters::{Done, Stamp, NO_CMD};
 use super::split::Merge;
 use crate::routing::GroupIndex;
 
@@ -89,6 +95,20 @@ pub struct ReplyQueue {
     /// OFF|SKIP`, see `engine::clients`), in increasing order; empty for
     /// almost every client, so a release tests one length.
     muted: Vec<Seq>,
+    /// Each slot's stamp, in step with `slots`.
+    stamps: VecDeque<Stamp>,
+    /// The stamp the next slot takes (set when a request is counted as
+    /// served; taken by the first slot or reply it makes).
+    pub stamp: Stamp,
+    /// Replies written to the output buffer since the worker last drained
+    /// them.
+    pub done: Vec<Done>,
+}
+
+/// Whether a reply is an error.
+#[inline]
+fn is_error(reply: &[u8]) -> bool {
+    matches!(reply.first(), Some(b'-' | b'!'))
 }
 
 /// The request bytes a slot holds.
@@ -123,12 +143,14 @@ impl ReplyQueue {
     #[inline]
     pub fn push_waiting(&mut self) -> Seq {
         self.slots.push_back(Slot::Waiting);
+        self.stamps.push_back(std::mem::take(&mut self.stamp));
         self.head + self.slots.len() as u64 - 1
     }
 
     /// A slot for a split request.
     pub fn push_merge(&mut self, m: Merge) -> Seq {
         self.slots.push_back(Slot::Merging(Box::new(m)));
+        self.stamps.push_back(std::mem::take(&mut self.stamp));
         self.head + self.slots.len() as u64 - 1
     }
 
@@ -149,6 +171,7 @@ impl ReplyQueue {
         self.kept += 1;
         self.kept_bytes += d.frame.len();
         self.slots.push_back(Slot::Deferred(Box::new(d)));
+        self.stamps.push_back(std::mem::take(&mut self.stamp));
         self.head + self.slots.len() as u64 - 1
     }
 
@@ -235,12 +258,16 @@ impl ReplyQueue {
     #[inline]
     pub fn push_local(&mut self, out: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) {
         if self.slots.is_empty() {
+            let at = out.len();
             write(out);
+            let stamp = std::mem::take(&mut self.stamp);
+            self.note(stamp, out.get(at..).is_some_and(is_error));
         } else {
             let mut v = Vec::new();
             write(&mut v);
             self.held += v.len();
             self.slots.push_back(Slot::Ready(v));
+            self.stamps.push_back(std::mem::take(&mut self.stamp));
         }
     }
 
@@ -256,6 +283,8 @@ impl ReplyQueue {
                 self.kept -= 1;
                 self.kept_bytes -= d.frame.len();
             }
+            let stamp = self.stamps.pop_front().unwrap_or_default();
+            self.note(stamp, is_error(reply));
             self.head += 1;
             self.release(out);
         } else {
@@ -298,11 +327,16 @@ impl ReplyQueue {
         };
         self.held -= m.held_bytes();
         if i == 0 {
+            let at = out.len();
+            let mut dropped = Vec::new();
             let undo = if !self.muted.is_empty() && self.take_muted(seq) {
-                m.finish(&mut Vec::new())
+                m.finish(&mut dropped)
             } else {
                 m.finish(out)
             };
+            let failed = is_error(&dropped) || out.get(at..).is_some_and(is_error);
+            let stamp = self.stamps.pop_front().unwrap_or_default();
+            self.note(stamp, failed);
             self.slots.pop_front();
             self.head += 1;
             self.release(out);
@@ -322,6 +356,8 @@ impl ReplyQueue {
         self.head += self.slots.len() as u64;
         self.slots.clear();
         self.slots.shrink_to(16);
+        self.stamps.clear();
+        self.stamps.shrink_to(16);
         self.held = 0;
         self.kept = 0;
         self.kept_bytes = 0;
@@ -358,6 +394,14 @@ impl ReplyQueue {
         }
     }
 
+    /// A reply of a request stamped `stamp` left for the output buffer.
+    #[inline]
+    fn note(&mut self, stamp: Stamp, failed: bool) {
+        if stamp.cmd != NO_CMD {
+            self.done.push(Done { stamp, failed });
+        }
+    }
+
     fn index(&self, seq: Seq) -> Option<usize> {
         let i = seq.checked_sub(self.head)? as usize;
         (i < self.slots.len()).then_some(i)
@@ -373,6 +417,8 @@ impl ReplyQueue {
             self.held -= v.len();
             let seq = self.head;
             self.head += 1;
+            let stamp = self.stamps.pop_front().unwrap_or_default();
+            self.note(stamp, is_error(&v));
             if self.muted.is_empty() || !self.take_muted(seq) {
                 out.extend_from_slice(&v);
             }

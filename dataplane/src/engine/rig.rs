@@ -91,6 +91,7 @@ fn config(version: u64, slot1: SlotRoute, held: &[u16], settings: &Settings) -> 
         limits: settings.limits.clone(),
         backend: settings.backend.clone(),
         migration: MigrationSettings::default(),
+        metrics: Default::default(),
         zone: settings.zone.map(Arc::from),
         users: settings.users.clone(),
         protected_mode: true,
