@@ -214,6 +214,10 @@ impl Default for GroupMeter {
     }
 }
 
+/// Times of commands not yet given a histogram a core keeps until its
+/// next tick (more are left out of `INFO latencystats`).
+pub const PENDING: usize = 256;
+
 /// One core's meters; see the module documentation.
 #[derive(Debug)]
 pub struct Meters {
@@ -230,6 +234,9 @@ pub struct Meters {
     /// By command id, since the last tick; allocated on the tick for the
     /// commands served.
     commands: Box<[Option<Box<Histogram<u32>>>]>,
+    /// Times of commands with no histogram yet (command id, ns), at most
+    /// [`PENDING`]: recorded once the tick has allocated theirs.
+    pending: Vec<(u16, u64)>,
     /// Group names met, in order (only grows).
     pub group_names: Vec<Arc<str>>,
     /// Each backend pool's index in `group_names`.
@@ -250,6 +257,7 @@ impl Default for Meters {
             family: (0..FAMILIES.len()).map(|_| histogram()).collect(),
             family_sum_ns: vec![0; FAMILIES.len()].into_boxed_slice(),
             commands: (0..command::COMMAND_IDS).map(|_| None).collect(),
+            pending: Vec::with_capacity(PENDING),
             group_names: Vec::new(),
             pool_group: Vec::new(),
             groups: Vec::new(),
@@ -299,8 +307,11 @@ impl Meters {
             if let Some(t) = cmds.time_ns.get_mut(id) {
                 *t += ns;
             }
-            if let Some(Some(h)) = self.commands.get_mut(id) {
-                h.saturating_record(ns);
+            match self.commands.get_mut(id) {
+                Some(Some(h)) => h.saturating_record(ns),
+                // Never allocates: its capacity is fixed.
+                Some(None) if self.pending.len() < PENDING => self.pending.push((d.stamp.cmd, ns)),
+                _ => {}
             }
         }
     }
@@ -361,22 +372,16 @@ impl Meters {
         self.pool_group[p] = g as u32;
     }
 
-    /// On the tick: allocates the histograms of commands served since
-    /// (`calls`), and adds what was recorded since the last tick into
-    /// `published` (skipped if it is being read: the next tick does it).
-    /// A new `CONFIG RESETSTAT` (`reset_epoch`) empties the command
-    /// histograms.
-    pub fn flush(
-        &mut self,
-        calls: &[u64],
-        reset_epoch: u64,
-        published: &std::sync::Mutex<PublishedMeters>,
-    ) {
-        if self.on {
-            for (h, &n) in self.commands.iter_mut().zip(calls) {
-                if n > 0 && h.is_none() {
-                    *h = Some(Box::new(histogram()));
-                }
+    /// On the tick: allocates the histograms of commands timed for the
+    /// first time (recording their pending times), and adds what was
+    /// recorded since the last tick into `published` (skipped if it is
+    /// being read: the next tick does it). A new `CONFIG RESETSTAT`
+    /// (`reset_epoch`) empties the command histograms.
+    pub fn flush(&mut self, reset_epoch: u64, published: &std::sync::Mutex<PublishedMeters>) {
+        for (id, ns) in self.pending.drain(..) {
+            if let Some(h) = self.commands.get_mut(usize::from(id)) {
+                h.get_or_insert_with(|| Box::new(histogram()))
+                    .saturating_record(ns);
             }
         }
         let Ok(mut p) = published.try_lock() else {
@@ -588,10 +593,10 @@ mod tests {
             m.commands[usize::from(get)].is_none(),
             "allocated on the tick"
         );
-        let mut calls = vec![0; command::COMMAND_IDS];
-        calls[usize::from(get)] = 2;
+        assert_eq!(m.pending.len(), 2);
         let published = std::sync::Mutex::new(PublishedMeters::default());
-        m.flush(&calls, 0, &published);
+        m.flush(0, &published);
+        assert!(m.pending.is_empty());
         assert!(m.family[0].is_empty(), "flushed");
         let merged = MergedMeters::of([&published, &published].into_iter());
         assert_eq!(merged.family[0].len(), 4, "two cores' copies added");
@@ -604,8 +609,8 @@ mod tests {
             &mut cmds,
         );
         let per_cmd = merged_commands([&published].into_iter(), &m);
-        assert_eq!(per_cmd[usize::from(get)].as_ref().unwrap().len(), 1);
-        m.flush(&calls, 1, &published);
+        assert_eq!(per_cmd[usize::from(get)].as_ref().unwrap().len(), 3);
+        m.flush(1, &published);
         let per_cmd = merged_commands([&published].into_iter(), &m);
         assert!(per_cmd[usize::from(get)].is_none(), "emptied by RESETSTAT");
     }
@@ -623,12 +628,12 @@ mod tests {
         m.backend_reply(7, 1);
         m.group_of_pool(3).unwrap().errors[1] += 1;
         let published = std::sync::Mutex::new(PublishedMeters::default());
-        m.flush(&[], 0, &published);
+        m.flush(0, &published);
         let mut other = Meters::default();
         other.pool_serves(0, &b);
         other.backend_reply(0, 0);
         let published2 = std::sync::Mutex::new(PublishedMeters::default());
-        other.flush(&[], 0, &published2);
+        other.flush(0, &published2);
         let merged = MergedMeters::of([&published, &published2].into_iter());
         let names: Vec<&str> = merged.groups.iter().map(|(n, _)| &**n).collect();
         assert_eq!(names, ["a", "b"]);

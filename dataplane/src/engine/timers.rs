@@ -92,9 +92,7 @@ impl Worker {
             });
             self.ctx.meters.count_connections(conns);
             let epoch = self.ctx.shared.server.latency_epoch();
-            self.ctx
-                .meters
-                .flush(&self.ctx.cmds.calls, epoch, &r.meters);
+            self.ctx.meters.flush(epoch, &r.meters);
         }
     }
 
