@@ -42,7 +42,6 @@ use keyway_capnp::frame::{check_len, frame};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
-use tokio_rustls::TlsAcceptor;
 
 use crate::auth::Auth;
 use crate::daemon::{Registration, Shared};
@@ -136,7 +135,7 @@ pub async fn serve(
     listener: TcpListener,
     roles: watch::Receiver<Role>,
     auth: Arc<Auth>,
-    tls: Option<TlsAcceptor>,
+    tls: Option<crate::tls::ServerTls>,
 ) {
     let sessions = Arc::new(Semaphore::new(MAX_SESSIONS));
     let pending = Arc::new(Semaphore::new(MAX_PENDING));
@@ -161,7 +160,8 @@ pub async fn serve(
                     let _ = sock.set_nodelay(true);
                     let io: Box<dyn Io> = match tls {
                         None => Box::new(sock),
-                        Some(acceptor) => {
+                        Some(tls) => {
+                            let acceptor = tls.acceptor();
                             match tokio::time::timeout(HELLO_TIMEOUT, acceptor.accept(sock)).await {
                                 Ok(Ok(s)) => Box::new(s),
                                 Ok(Err(e)) => {

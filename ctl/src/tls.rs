@@ -2,9 +2,16 @@
 //! the control listener from `--tls-cert`, `--tls-key` and, to require and
 //! verify data planes' certificates (mutual TLS), `--tls-ca`. Errors name
 //! files, never their content.
+//!
+//! A listener holds a [`ServerTls`]: the configuration new connections are
+//! accepted with, read at each accept, which `SIGHUP` replaces when the
+//! files load again ([`ServerTls::replace`]); connections already accepted
+//! keep theirs.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
+
+use tokio_rustls::TlsAcceptor;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -95,4 +102,39 @@ pub fn server_config(
             other => TlsError::Rustls(other.to_string()),
         })?;
     Ok(Arc::new(config))
+}
+
+/// The TLS configuration of a listener, replaceable while it serves (see
+/// the module documentation).
+#[derive(Clone)]
+pub struct ServerTls(Arc<RwLock<Arc<ServerConfig>>>);
+
+impl std::fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ServerTls { .. }")
+    }
+}
+
+impl ServerTls {
+    /// Serves `config` until it is replaced.
+    pub fn new(config: Arc<ServerConfig>) -> ServerTls {
+        ServerTls(Arc::new(RwLock::new(config)))
+    }
+
+    /// The acceptor of a new connection, with the configuration in use now.
+    pub fn acceptor(&self) -> TlsAcceptor {
+        let config = match self.0.read() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        TlsAcceptor::from(config)
+    }
+
+    /// New connections get `config` from now on.
+    pub fn replace(&self, config: Arc<ServerConfig>) {
+        match self.0.write() {
+            Ok(mut c) => *c = config,
+            Err(poisoned) => *poisoned.into_inner() = config,
+        }
+    }
 }

@@ -176,3 +176,49 @@ fn keywayctl_speaks_https_and_verifies_the_server() {
     let (ok, _, _) = common::keywayctl(&api, &["cluster", "list"]);
     assert!(!ok, "plain HTTP to a TLS API fails");
 }
+
+/// `SIGHUP` reads `--tls-cert/--tls-key/--tls-ca` again: a new API
+/// connection gets the new certificate; files that do not load keep the
+/// current one.
+#[test]
+fn sighup_reloads_ctlds_certificate_for_new_connections() {
+    let dir = TempDir::new("api-tls-reload");
+    let certs = Certs::generate(dir.path());
+    let (cert, key) = (dir.path().join("live.crt"), dir.path().join("live.key"));
+    let put = |c: &std::path::Path, k: &std::path::Path| {
+        std::fs::copy(c, &cert).unwrap();
+        std::fs::copy(k, &key).unwrap();
+    };
+    put(&certs.server_cert, &certs.server_key);
+    let mut ctld = Ctld::start_with(
+        dir.path(),
+        "30s",
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        &["--tls-cert", path(&cert), "--tls-key", path(&key)],
+    );
+    let api = ctld.api.to_string();
+    let list =
+        |ca: &std::path::Path| common::keywayctl(&api, &["--ca", path(ca), "cluster", "list"]);
+    assert!(list(&certs.ca).0, "ctld's first certificate");
+
+    put(&certs.other_cert, &certs.other_key);
+    assert!(list(&certs.ca).0, "nothing changes before the signal");
+    ctld.proc.signal(libc::SIGHUP);
+    ctld.proc
+        .wait_log("TLS certificates reloaded", Duration::from_secs(10));
+    let (ok, _, err) = list(&certs.other_ca);
+    assert!(ok, "a new connection gets the new certificate: {err}");
+    assert!(
+        !list(&certs.ca).0,
+        "the old certificate is no longer presented"
+    );
+
+    // A key that does not match the certificate: the current pair stays.
+    std::fs::copy(&certs.server_key, &key).unwrap();
+    ctld.proc.signal(libc::SIGHUP);
+    ctld.proc
+        .wait_log("TLS reload rejected", Duration::from_secs(10));
+    assert!(list(&certs.other_ca).0, "the certificate in use stays");
+    assert!(ctld.proc.alive(), "ctld is still running");
+}

@@ -434,6 +434,82 @@ fn reload_changes_users_live() {
     }
 }
 
+/// Redis 7.0 checks a transaction's commands again at `EXEC`: one the
+/// user's rules no longer allow gets `-NOPERM ACLs rules changed …` in its
+/// slot of `EXEC`'s reply, the others run. keyway's users change on a
+/// reload between `MULTI` and `EXEC`; the reference's with `ACL SETUSER`.
+#[test]
+fn a_transaction_is_checked_again_at_exec_after_the_users_change() {
+    let backend = Redis::start();
+    let reference = Redis::start();
+    let base = groups(&[&backend]);
+    let before = [
+        ("default", "on >defpass ~* &* +@all"),
+        ("tx", "on >txpass ~* &* +@all"),
+    ];
+    let after = [
+        ("default", "on >defpass ~* &* +@all"),
+        ("tx", "on >txpass ~k:* resetchannels &ok:* +@all -set"),
+    ];
+    let setuser = |rules: &str| {
+        let mut c = reference.conn();
+        let mut cmd = redis::cmd("ACL");
+        cmd.arg("SETUSER").arg("tx").arg("reset");
+        for r in rules.split_whitespace() {
+            cmd.arg(r);
+        }
+        let () = cmd.query(&mut c).expect("ACL SETUSER on the reference");
+    };
+    setuser(before[1].1);
+    let keyway = Keyway::start(&format!("{base}{}", users_toml(&before)));
+    let mut kw = connect_auth(&keyway, "tx", "txpass");
+    let mut rf = TcpStream::connect(reference.addr()).unwrap();
+    rf.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    assert_eq!(roundtrip(&mut rf, &["AUTH", "tx", "txpass"]), b"+OK\r\n");
+    let queued: &[&[&str]] = &[
+        &["MULTI"],
+        &["SET", "k:1", "v"],
+        &["INCR", "k:n"],
+        &["GET", "other"],
+        &["PUBLISH", "news", "x"],
+        &["PUBLISH", "ok:1", "x"],
+        &["ECHO", "hi"],
+    ];
+    for cmd in queued {
+        let (r, k) = (roundtrip(&mut rf, cmd), roundtrip(&mut kw, cmd));
+        assert_replies_equal(&cmd.join(" "), &r, &k);
+    }
+    setuser(after[1].1);
+    keyway.reload(&format!("{base}{}", users_toml(&after)));
+    let mut admin = connect_auth(&keyway, "default", "defpass");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while roundtrip(&mut admin, &["ACL", "DRYRUN", "tx", "SET", "k:1", "v"]) == b"+OK\r\n" {
+        assert!(Instant::now() < deadline, "the reload never applied");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (r, k) = (roundtrip(&mut rf, &["EXEC"]), roundtrip(&mut kw, &["EXEC"]));
+    assert!(
+        r.starts_with(b"*6\r\n-NOPERM ACLs rules changed"),
+        "the reference: {}",
+        escape(&r)
+    );
+    assert_replies_equal("EXEC after the rules changed", &r, &k);
+    // The refusals are in ACL LOG, in the `multi` context.
+    let log = roundtrip(&mut admin, &["ACL", "LOG"]);
+    assert!(
+        log.starts_with(b"*3\r\n") && escape(&log).contains("$5\\r\\nmulti\\r\\n"),
+        "{}",
+        escape(&log)
+    );
+    // The connection goes on with the new rules.
+    let cmd = ["SET", "k:2", "v"];
+    assert_replies_equal(
+        "SET after EXEC",
+        &roundtrip(&mut rf, &cmd),
+        &roundtrip(&mut kw, &cmd),
+    );
+}
+
 #[test]
 fn failed_auth_is_rate_limited_and_logged() {
     let backend = Redis::start();

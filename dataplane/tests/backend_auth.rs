@@ -39,7 +39,12 @@ fn login(r: &Redis, user: &str, pass: &str) -> TcpStream {
 
 /// A server whose default user is off, with an admin user `kwadmin`.
 fn locked_redis() -> Redis {
-    let r = Redis::start();
+    locked_redis_with(&[])
+}
+
+/// [`locked_redis`] started with `extra` arguments.
+fn locked_redis_with(extra: &[&str]) -> Redis {
+    let r = Redis::start_with(extra);
     let mut s = TcpStream::connect(r.addr()).unwrap();
     let pass = format!(">{ADMIN_PASS}");
     let admin = [
@@ -98,6 +103,104 @@ fn http_get(addr: &str, path: &str) -> String {
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     out
+}
+
+/// Provisions the restricted user `kw` on `servers` with `keyway
+/// --provision-backend-users` from `body`.
+fn provision(dir: &std::path::Path, body: &str, servers: usize) {
+    let config = dir.join("keyway.toml");
+    std::fs::write(&config, format!("listen = \"127.0.0.1:0\"\n{body}")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_keyway"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--provision-backend-users")
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{report}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        report.matches("user \"kw\" provisioned").count(),
+        servers,
+        "{report}"
+    );
+}
+
+/// Redis's CRC-64 (Jones, reflected, as `DUMP` payloads end with).
+fn crc64(data: &[u8]) -> u64 {
+    let mut crc = 0u64;
+    for &b in data {
+        crc ^= u64::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0x95ac_9329_ac4b_c9b5
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    crc
+}
+
+#[test]
+fn restore_payloads_of_the_restricted_user_are_sanitized() {
+    let r = locked_redis_with(&["--sanitize-dump-payload", "clients"]);
+    let dir = keyway_testkit::TempDir::new("backend-sanitize");
+    let body = format!("{}{}", credentials(dir.path(), true), groups(&[&r]));
+    provision(dir.path(), &body, 1);
+    let mut admin = login(&r, "kwadmin", ADMIN_PASS);
+    let flags = ask(&mut admin, &["ACL", "GETUSER", "kw"]);
+    assert!(
+        resp::escape(&flags).contains("sanitize-payload"),
+        "the restricted user sanitizes payloads: {}",
+        resp::escape(&flags)
+    );
+    // A hash's DUMP whose first listpack entry has a wrong back-length:
+    // the CRC is right, so only a deep check finds it.
+    assert_eq!(
+        ask(&mut admin, &["HSET", "h", "a", "1", "b", "2"]),
+        b":2\r\n"
+    );
+    let dump = ask(&mut admin, &["DUMP", "h"]);
+    let text_end = dump.iter().position(|&b| b == b'\n').unwrap() + 1;
+    let mut payload = dump[text_end..dump.len() - 2].to_vec();
+    let body_len = payload.len() - 8;
+    let at = payload
+        .windows(3)
+        .position(|w| w == b"\x81a\x02")
+        .expect("entry a in the listpack");
+    payload[at + 2] = 0x05;
+    let crc = crc64(&payload[..body_len]).to_le_bytes();
+    payload[body_len..].copy_from_slice(&crc);
+    let restore = |s: &mut TcpStream, key: &str| {
+        let args: [&[u8]; 4] = [b"RESTORE", key.as_bytes(), b"0", &payload];
+        resp::exchange(s, &resp::request(&args), 1)
+    };
+    let mut kw = Keyway::start(&body);
+    let mut c = kw.tcp();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut direct = login(&r, "kw", CLIENT_PASS);
+    let expected = restore(&mut direct, "bad:direct");
+    assert_eq!(
+        resp::escape(&expected),
+        "-ERR Bad data format\\r\\n",
+        "the server refuses it for the restricted user"
+    );
+    let through = restore(&mut c, "bad:keyway");
+    assert_eq!(
+        resp::escape(&through),
+        resp::escape(&expected),
+        "through keyway as directly"
+    );
+    assert_eq!(ask(&mut c, &["EXISTS", "bad:keyway"]), b":0\r\n");
+    // An intact payload is restored.
+    let good = dump[text_end..dump.len() - 2].to_vec();
+    let args: [&[u8]; 4] = [b"RESTORE", b"good", b"0", &good];
+    assert_eq!(resp::exchange(&mut c, &resp::request(&args), 1), b"+OK\r\n");
+    assert!(kw.alive());
 }
 
 #[test]

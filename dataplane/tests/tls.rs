@@ -530,6 +530,67 @@ fn a_managed_keyway_reloads_its_certificate_on_sighup() {
     );
 }
 
+/// A managed keyway reads its `[tls]` files again when a snapshot arrives
+/// after they changed on disk (renewed in place, no `SIGHUP`); a pair that
+/// does not load keeps the certificate in use and is logged once.
+#[test]
+fn a_managed_keyway_reloads_changed_certificate_files_with_a_snapshot() {
+    let dir = TempDir::new("tls-certs");
+    let certs = Certs::generate(dir.path());
+    let r = Redis::start();
+    let (cert, key) = (dir.path().join("live.crt"), dir.path().join("live.key"));
+    let put = |c: &Path, k: &Path| {
+        std::fs::copy(c, &cert).unwrap();
+        std::fs::copy(k, &key).unwrap();
+    };
+    put(&certs.server_cert, &certs.server_key);
+    let ctld = common::fake_ctld::FakeCtld::start(common::fake_ctld::snapshot(1, &r.addr(), false));
+    let section = format!(
+        "[tls]\nlisten = \"127.0.0.1:0\"\ncert = \"{}\"\nkey = \"{}\"\n",
+        cert.display(),
+        key.display()
+    );
+    let mut kw = Keyway::start_args(&section, &["--control", &ctld.addr, "--cluster", "c"]);
+    let tls = kw.tls_addr();
+    let mut old = tls_connect(tls, &certs.ca, None).expect("handshake with the first certificate");
+    let applied = |v: u64| {
+        ctld.ack_where(Duration::from_secs(10), |a| a.version >= v);
+    };
+    // Renewed on disk: nothing changes until a snapshot arrives.
+    put(&certs.other_cert, &certs.other_key);
+    ctld.publish(common::fake_ctld::snapshot(2, &r.addr(), false));
+    applied(2);
+    kw.wait_log("TLS certificate reloaded");
+    assert!(
+        tls_connect(tls, &certs.other_ca, None).is_ok(),
+        "new connections get the renewed certificate"
+    );
+    assert!(tls_connect(tls, &certs.ca, None).is_err());
+    assert_eq!(
+        exchange(&mut old, b"*1\r\n$4\r\nPING\r\n", 1),
+        b"+PONG\r\n",
+        "a connection made before goes on"
+    );
+    // A key that does not match: the certificate in use stays, one error.
+    std::fs::copy(&certs.server_key, &key).unwrap();
+    ctld.publish(common::fake_ctld::snapshot(3, &r.addr(), false));
+    applied(3);
+    kw.wait_log("TLS reload rejected");
+    ctld.publish(common::fake_ctld::snapshot(4, &r.addr(), false));
+    applied(4);
+    std::thread::sleep(Duration::from_millis(300));
+    let rejected = kw
+        .logs()
+        .iter()
+        .filter(|l| l.contains("TLS reload rejected"))
+        .count();
+    assert_eq!(rejected, 1, "a failed load is logged once");
+    assert!(
+        tls_connect(tls, &certs.other_ca, None).is_ok(),
+        "the certificate in use stays"
+    );
+}
+
 #[test]
 fn a_client_that_never_finishes_its_handshake_is_closed() {
     let dir = TempDir::new("tls-certs");

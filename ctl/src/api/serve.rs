@@ -41,7 +41,6 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::time::Sleep;
-use tokio_rustls::TlsAcceptor;
 use tower_service::Service;
 
 use super::ApiError;
@@ -202,7 +201,7 @@ pub async fn serve_tls(
     listener: TcpListener,
     router: Router,
     limits: Limits,
-    tls: Option<TlsAcceptor>,
+    tls: Option<crate::tls::ServerTls>,
     shutdown: impl Future<Output = ()>,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
@@ -235,7 +234,8 @@ pub async fn serve_tls(
             let _ = sock.set_nodelay(true);
             let io: Box<dyn Io> = match tls {
                 None => Box::new(sock),
-                Some(acceptor) => {
+                Some(tls) => {
+                    let acceptor = tls.acceptor();
                     match tokio::time::timeout(limits.header_timeout, acceptor.accept(sock)).await {
                         Ok(Ok(s)) => Box::new(s),
                         Ok(Err(e)) => {

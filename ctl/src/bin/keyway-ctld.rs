@@ -255,20 +255,16 @@ fn run(args: Args, auth: Auth, backing: Backing) -> anyhow::Result<()> {
         let _in = control_rt.enter();
         TcpListener::from_std(control_listener)?
     };
-    let control_tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => Some(tokio_rustls::TlsAcceptor::from(
-            keyway_ctl::tls::server_config(cert, key, args.tls_ca.as_deref())
-                .map_err(|e| anyhow::anyhow!("TLS: {e}"))?,
-        )),
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(ListenerTls::load(
+            cert.clone(),
+            key.clone(),
+            args.tls_ca.clone(),
+        )?),
         _ => None,
     };
-    let api_tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => Some(tokio_rustls::TlsAcceptor::from(
-            keyway_ctl::tls::server_config(cert, key, None)
-                .map_err(|e| anyhow::anyhow!("TLS: {e}"))?,
-        )),
-        _ => None,
-    };
+    let control_tls = tls.as_ref().map(|t| t.control.clone());
+    let api_tls = tls.as_ref().map(|t| t.api.clone());
     let (r, a) = (roles.subscribe(), Arc::new(auth.clone()));
     std::thread::Builder::new()
         .name("keyway-control".into())
@@ -279,6 +275,9 @@ fn run(args: Args, auth: Auth, backing: Backing) -> anyhow::Result<()> {
     let app = api::leader::router(roles.subscribe(), auth.clone(), me.clone());
     let main_rt = runtime()?;
     main_rt.block_on(async move {
+        if let Some(tls) = tls {
+            tls.reload_on_sighup()?;
+        }
         let api_listener = TcpListener::from_std(api_listener)?;
         let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(|e| anyhow::anyhow!("cannot handle SIGTERM: {e}"))?;
@@ -326,6 +325,75 @@ fn run(args: Args, auth: Auth, backing: Backing) -> anyhow::Result<()> {
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+/// The TLS of the control listener (`--tls-ca`: data planes must present
+/// a certificate) and of the API, from `--tls-cert/--tls-key/--tls-ca`,
+/// read again on `SIGHUP` for new connections.
+struct ListenerTls {
+    cert: PathBuf,
+    key: PathBuf,
+    ca: Option<PathBuf>,
+    control: keyway_ctl::tls::ServerTls,
+    api: keyway_ctl::tls::ServerTls,
+}
+
+impl ListenerTls {
+    fn load(cert: PathBuf, key: PathBuf, ca: Option<PathBuf>) -> anyhow::Result<ListenerTls> {
+        let (control, api) =
+            Self::configs(&cert, &key, ca.as_deref()).map_err(|e| anyhow::anyhow!("TLS: {e}"))?;
+        Ok(ListenerTls {
+            control: keyway_ctl::tls::ServerTls::new(control),
+            api: keyway_ctl::tls::ServerTls::new(api),
+            cert,
+            key,
+            ca,
+        })
+    }
+
+    /// The control listener's configuration and the API's.
+    fn configs(
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        ca: Option<&std::path::Path>,
+    ) -> Result<(Arc<rustls::ServerConfig>, Arc<rustls::ServerConfig>), keyway_ctl::tls::TlsError>
+    {
+        Ok((
+            keyway_ctl::tls::server_config(cert, key, ca)?,
+            keyway_ctl::tls::server_config(cert, key, None)?,
+        ))
+    }
+
+    /// On each `SIGHUP`, reads the files again: new connections (control
+    /// and API) get the new certificate, key and CA; established ones keep
+    /// theirs. Files that do not load keep the current ones (logged).
+    fn reload_on_sighup(self) -> anyhow::Result<()> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hup = signal(SignalKind::hangup())
+            .map_err(|e| anyhow::anyhow!("cannot handle SIGHUP: {e}"))?;
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                let (cert, key, ca) = (self.cert.clone(), self.key.clone(), self.ca.clone());
+                let loaded =
+                    tokio::task::spawn_blocking(move || Self::configs(&cert, &key, ca.as_deref()))
+                        .await;
+                match loaded {
+                    Ok(Ok((control, api))) => {
+                        self.control.replace(control);
+                        self.api.replace(api);
+                        tracing::info!(
+                            "SIGHUP: TLS certificates reloaded: new connections use them"
+                        );
+                    }
+                    Ok(Err(e)) => tracing::error!(
+                        "SIGHUP: TLS reload rejected, keeping the current certificates: {e}"
+                    ),
+                    Err(e) => tracing::error!("SIGHUP: TLS reload failed: {e}"),
+                }
+            }
+        });
+        Ok(())
+    }
 }
 
 async fn shutdown(mut term: tokio::signal::unix::Signal) {

@@ -70,9 +70,10 @@ fn channels_of(spec: &CommandSpec) -> Channels {
 }
 
 /// The key spec flags of a command whose only key is its first argument
-/// (and that names no channel), with flags that do not vary.
+/// (and that names no channel), and whether they vary with the arguments
+/// (`SET … GET`, `BITFIELD`).
 #[inline]
-fn first_key_only(spec: &CommandSpec) -> Option<u16> {
+fn first_key_only(spec: &CommandSpec) -> Option<(u16, bool)> {
     match spec.key_specs {
         [ks] if ks.begin == Begin::Index(1)
             && ks.find
@@ -81,14 +82,17 @@ fn first_key_only(spec: &CommandSpec) -> Option<u16> {
                     step: 1,
                     limit: 0,
                 })
-            && ks.flags & (key_flag::VARIABLE_FLAGS | key_flag::NOT_KEY) == 0
+            && ks.flags & key_flag::NOT_KEY == 0
             && !spec.has(flag::PUBSUB) =>
         {
-            Some(ks.flags)
+            Some((ks.flags, ks.flags & key_flag::VARIABLE_FLAGS != 0))
         }
         _ => None,
     }
 }
+
+/// Every flag [`User::key_ok`] looks at: reading and each kind of write.
+const ANY_USE: u16 = key_flag::ACCESS | key_flag::INSERT | key_flag::DELETE | key_flag::UPDATE;
 
 impl User {
     /// Checks `args` (a call of `spec`, arity already checked) against the
@@ -104,12 +108,21 @@ impl User {
             return Err(Denied::Command);
         }
         if !self.all_keys {
-            if let Some(flags) = first_key_only(spec) {
+            if let Some((flags, variable)) = first_key_only(spec) {
                 // `GET k`, `SET k v`, …: no key spec walk.
-                return match args.try_get(1) {
-                    Some(k) if !self.key_ok(k, flags) => Err(Denied::Key(1)),
-                    _ => Ok(()),
+                let Some(k) = args.try_get(1) else {
+                    return Ok(());
                 };
+                // Flags that vary (`SET k v [GET]`) are at most every
+                // kind of use: a key granted all of them is granted what
+                // the arguments make of it; otherwise walk the spec.
+                let want = if variable { flags | ANY_USE } else { flags };
+                if self.key_ok(k, want) {
+                    return Ok(());
+                }
+                if !variable {
+                    return Err(Denied::Key(1));
+                }
             }
         }
         self.check_rest(spec, args, keys)
@@ -330,6 +343,27 @@ mod tests {
         assert_eq!(check(r, &["copy", "w:1", "r:2"]), Err(Denied::Key(1)));
         // `EXISTS` neither reads nor writes the value: any pattern will do.
         assert_eq!(check(r, &["exists", "w:1"]), Ok(()));
+        // Flags that vary with the arguments: `SET … GET` reads too.
+        assert_eq!(check(r, &["set", "w:1", "v", "get"]), Err(Denied::Key(1)));
+        assert_eq!(check(r, &["set", "w:1", "v", "nx"]), Ok(()));
+        assert_eq!(check(r, &["bitfield", "r:1", "get", "u8", "0"]), Ok(()));
+        assert_eq!(
+            check(r, &["bitfield", "r:1", "set", "u8", "0", "1"]),
+            Err(Denied::Key(1))
+        );
+        // A pattern granting every use passes without the spec walk, the
+        // same answer the walk gives; a key outside every pattern fails.
+        let rw = "+@all ~k*";
+        for cmd in [
+            &["set", "k1", "v"][..],
+            &["set", "k1", "v", "get"],
+            &["bitfield", "k1", "set", "u8", "0", "1"],
+        ] {
+            assert_eq!(check(rw, cmd), Ok(()), "{cmd:?}");
+            let mut other = cmd.to_vec();
+            other[1] = "x1";
+            assert_eq!(check(rw, &other), Err(Denied::Key(1)), "{other:?}");
+        }
     }
 
     #[test]

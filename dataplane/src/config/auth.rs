@@ -10,15 +10,16 @@ use super::{invalid, ConfigError};
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthSettings {
-    /// Failed `AUTH` (or `HELLO … AUTH`) attempts one client IP address may
-    /// make within `failure_window` (default 10); past it, its attempts are
-    /// refused unchecked until the window ends. 0: no limit.
+    /// Failed `AUTH` (or `HELLO … AUTH`) attempts one client IP address (an
+    /// IPv6 address's /64 prefix) may make within `failure_window` (default
+    /// 10); past it, its attempts are refused unchecked until the window
+    /// ends. 0: no limit.
     pub max_failures: u32,
     /// The window over which failures are counted (default "60s").
     #[serde(deserialize_with = "units::duration")]
     pub failure_window: Millis,
-    /// Client addresses whose failures are remembered at once (default
-    /// 4096): the oldest is forgotten first.
+    /// Client addresses (IPv6: /64 prefixes) whose failures are remembered
+    /// at once (default 4096): the oldest is forgotten first.
     pub tracked_addresses: usize,
     /// `ACL LOG` entries kept (default 128, as Redis's `acllog-max-len`).
     pub acllog_max_len: usize,

@@ -5,7 +5,9 @@
 //!   pass` and `HELLO … AUTH user pass` ([`Ctx::authenticate`]) switch its
 //!   user; a failure answers `-WRONGPASS`, is logged (user and address,
 //!   never the password), goes to `ACL LOG`, and counts against the
-//!   client's IP address ([`AuthFailures`]): past `auth.max_failures`
+//!   client's address ([`AuthFailures`], keyed by [`FailureKey`]: an IPv4
+//!   address, or an IPv6 address's /64 prefix, since one host is given a
+//!   whole /64 and may pick any address in it): past `auth.max_failures`
 //!   within `auth.failure_window`, that address's attempts are refused
 //!   unchecked until the window ends.
 //! - `ClientState::acl_free` is the one test per request: true when the
@@ -14,7 +16,8 @@
 //!   checks the user's rules (`acl::check`), as Redis 7.0's
 //!   `processCommand` does, in the same order: after the command lookup and
 //!   arity, before anything runs; in `MULTI` at queue time (the
-//!   transaction then fails with `-EXECABORT`).
+//!   transaction then fails with `-EXECABORT`), and again at `EXEC` if the
+//!   users changed meanwhile (`engine::tx_recheck`).
 //! - Users are reloaded with the config ([`Worker::users_changed`]): each
 //!   client's user is replaced by its new definition; clients of a user
 //!   that was removed or turned `off` are disconnected, as Redis
@@ -38,11 +41,38 @@ use super::{Ctx, Worker};
 use crate::acl::{Denied, User};
 use crate::config::AuthSettings;
 
-/// Failed authentications per client IP address, across cores (locked on
-/// `AUTH` only).
+/// What failed authentications are counted per: an IPv4 address (an
+/// IPv4-mapped IPv6 address counts as its IPv4 address), or the /64 prefix
+/// of an IPv6 address (one host owns a /64: counted per address, it could
+/// try again from a new address each time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum FailureKey {
+    V4([u8; 4]),
+    V6Prefix([u8; 8]),
+}
+
+impl FailureKey {
+    pub fn of(ip: IpAddr) -> FailureKey {
+        match ip {
+            IpAddr::V4(v4) => FailureKey::V4(v4.octets()),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => FailureKey::V4(v4.octets()),
+                None => {
+                    let o = v6.octets();
+                    let mut prefix = [0u8; 8];
+                    prefix.copy_from_slice(&o[..8]);
+                    FailureKey::V6Prefix(prefix)
+                }
+            },
+        }
+    }
+}
+
+/// Failed authentications per client address ([`FailureKey`]), across
+/// cores (locked on `AUTH` only).
 #[derive(Debug, Default)]
 pub(crate) struct AuthFailures {
-    by_ip: HashMap<IpAddr, Failures>,
+    by_ip: HashMap<FailureKey, Failures>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -58,7 +88,7 @@ impl AuthFailures {
         if a.max_failures == 0 {
             return None;
         }
-        let f = self.by_ip.get(&ip)?;
+        let f = self.by_ip.get(&FailureKey::of(ip))?;
         let ends = f.since_ms + a.failure_window.0;
         (f.count >= a.max_failures && now_ms < ends).then(|| (ends - now_ms).div_ceil(1000))
     }
@@ -70,6 +100,7 @@ impl AuthFailures {
             return;
         }
         let window = a.failure_window.0;
+        let ip = FailureKey::of(ip);
         if !self.by_ip.contains_key(&ip) && self.by_ip.len() >= a.tracked_addresses {
             self.by_ip.retain(|_, f| now_ms < f.since_ms + window);
             if self.by_ip.len() >= a.tracked_addresses {
@@ -326,6 +357,11 @@ impl Worker {
                 Some(u) if (u.enabled || !st.authenticated) && subscribed_ok(&u) => {
                     st.user = u;
                     st.acl_free = free(st, required);
+                    // As Redis at `EXEC`: the queued commands are checked
+                    // against the new rules (see `engine::tx_recheck`).
+                    if let Some(tx) = st.tx.as_mut() {
+                        tx.recheck = true;
+                    }
                 }
                 _ => {
                     if st.phase == Phase::Open || st.phase == Phase::Draining {
@@ -373,7 +409,47 @@ mod tests {
         f.failed(ip(2), 20, &a);
         f.failed(ip(3), 30, &a);
         assert!(f.by_ip.len() <= 2, "bounded: {}", f.by_ip.len());
-        assert!(!f.by_ip.contains_key(&ip(1)), "the oldest is forgotten");
+        assert!(
+            !f.by_ip.contains_key(&FailureKey::of(ip(1))),
+            "the oldest is forgotten"
+        );
+    }
+
+    #[test]
+    fn ipv6_failures_count_per_64_and_mapped_ipv4_as_ipv4() {
+        let a = AuthSettings {
+            max_failures: 2,
+            failure_window: Millis(1000),
+            tracked_addresses: 16,
+            acllog_max_len: 1,
+        };
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        let mut f = AuthFailures::default();
+        f.failed(ip("2001:db8:1:2::1"), 0, &a);
+        f.failed(ip("2001:db8:1:2:ffff:ffff:ffff:fffe"), 0, &a);
+        assert_eq!(
+            f.blocked(ip("2001:db8:1:2:abcd::9"), 10, &a),
+            Some(1),
+            "any address of the /64 is over the limit"
+        );
+        assert_eq!(
+            f.blocked(ip("2001:db8:1:3::1"), 10, &a),
+            None,
+            "the next /64 is not"
+        );
+        f.failed(ip("192.0.2.7"), 0, &a);
+        f.failed(ip("::ffff:192.0.2.7"), 0, &a);
+        assert_eq!(
+            f.blocked(ip("192.0.2.7"), 10, &a),
+            Some(1),
+            "an IPv4-mapped address counts as its IPv4 address"
+        );
+        assert_eq!(
+            f.blocked(ip("192.0.2.8"), 10, &a),
+            None,
+            "IPv4 stays per address"
+        );
+        assert_eq!(f.by_ip.len(), 2, "one entry per /64 and per IPv4 address");
     }
 
     #[test]

@@ -99,10 +99,15 @@ pub fn client_user_rules() -> String {
 }
 
 /// The whole `ACL SETUSER` argument list after the user name, but the
-/// password: the user is reset, enabled, may use every key and channel, and
-/// runs [`client_user_rules`]. The password is added as `>password`.
+/// password: the user is reset, enabled, has its `RESTORE` payloads
+/// sanitized (`sanitize-payload`: a corrupt `DUMP` payload from a client is
+/// refused with `-ERR Bad data format` rather than stored, wherever the
+/// server's `sanitize-dump-payload` is `clients`; Redis 7.0's `reset`
+/// implies it, named here so that it does not rest on that), may use every
+/// key and channel, and runs [`client_user_rules`]. The password is added as
+/// `>password`.
 pub fn client_user_setuser() -> String {
-    format!("reset on ~* &* {}", client_user_rules())
+    format!("reset on sanitize-payload ~* &* {}", client_user_rules())
 }
 
 #[cfg(test)]
@@ -238,7 +243,7 @@ mod tests {
         ] {
             assert_eq!(identity(spec(name)), who, "{name}");
         }
-        assert!(client_user_setuser().starts_with("reset on ~* &* -@all +"));
+        assert!(client_user_setuser().starts_with("reset on sanitize-payload ~* &* -@all +"));
     }
 
     #[test]

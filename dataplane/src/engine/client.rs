@@ -73,6 +73,13 @@ pub(crate) struct ClientState {
     /// Bytes of a request not yet complete (or not yet parsed while paused).
     pub inbuf: Vec<u8>,
     pub out: OutBuf,
+    /// Bytes the transport holds for the client outside keyway's buffers,
+    /// as it reports them ([`Worker::client_transport_bytes`]: the glommio
+    /// transport's TLS records sealed and not yet written): counted in
+    /// `limits.max_memory` as the client's.
+    ///
+    /// [`Worker::client_transport_bytes`]: super::Worker::client_transport_bytes
+    pub transport_bytes: usize,
     pub queue: ReplyQueue,
     pub name: Option<Box<[u8]>>,
     pub phase: Phase,
@@ -264,9 +271,11 @@ impl ClientState {
     }
 
     /// Bytes this client holds in keyway's buffers: unparsed input, unwritten
-    /// output, replies held for order or merging, requests kept back.
+    /// output (and the transport's, see `transport_bytes`), replies held for
+    /// order or merging, requests kept back.
     pub fn buffered_bytes(&self) -> usize {
         self.inbuf.capacity()
+            + self.transport_bytes
             + self.out.held()
             + self.queue.held_bytes()
             + self.queue.kept_bytes()

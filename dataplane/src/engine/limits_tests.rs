@@ -471,3 +471,37 @@ fn what_has_been_written_leaves_the_budget_between_ticks() {
         assert_eq!(r.output(), "+OK\r\n");
     }
 }
+
+#[test]
+fn what_the_transport_holds_for_a_client_counts_in_the_budget() {
+    // The glommio transport's TLS records, sealed and not yet written:
+    // their plaintext has left the client's output buffer.
+    let limits = Limits {
+        max_memory: 1 << 20,
+        output_hard_limit: 0,
+        ..Limits::default()
+    };
+    let mut r = with_limits(limits);
+    let small = r.another_client();
+    r.send("GET k");
+    r.written(2);
+    r.worker.client_transport_bytes(r.client, 1_200_000);
+    r.send_as(small, "GET s;PING");
+    assert_eq!(
+        r.output_of(small),
+        "-OOM command not allowed when keyway's client and backend buffers exceed limits.max_memory (1048576 bytes)\r\n+PONG\r\n",
+        "charged at once, between ticks"
+    );
+    r.tick(100);
+    assert_eq!(
+        r.output(),
+        "-ERR closing the connection: keyway's buffers exceed limits.max_memory (1048576 bytes) and this connection held the most (1200000 bytes)\r\n",
+        "counted in the scan as the client's"
+    );
+    assert_eq!(r.worker.stats().clients_evicted_memory, 1);
+    // The closing client's records are written: released.
+    r.worker.client_transport_bytes(r.client, 0);
+    r.tick(100);
+    r.send_as(small, "GET s");
+    assert!(r.written(2).contains("GET"), "released: under budget again");
+}

@@ -84,6 +84,7 @@ mod stateful_tests;
 mod stats;
 mod timers;
 mod tracking;
+mod tx_recheck;
 mod versions;
 mod worker;
 #[cfg(test)]

@@ -115,6 +115,9 @@ pub(crate) enum Refusal<'a> {
     NoPermKey,
     /// The user may not use one of the channels.
     NoPermChannel,
+    /// A queued command the user's rules no longer allow at `EXEC` (the
+    /// users changed meanwhile; Redis 7.0's `execCommand` text).
+    NoPermAtExec { reason: &'static str },
     /// Too many failed `AUTH`s from the client's address.
     AuthRateLimited { secs: u64 },
     /// `SORT … BY pattern`/`GET` by a user who may not read every key.
@@ -425,6 +428,12 @@ impl Display for Refusal<'_> {
             NoPermChannel => f.write_str(
                 "NOPERM this user has no permissions to access one of the channels used as \
                  arguments",
+            ),
+            NoPermAtExec { reason } => write!(
+                f,
+                "NOPERM ACLs rules changed between the moment the transaction was accumulated \
+                 and the EXEC call. This command is no longer allowed for the following \
+                 reason: {reason}"
             ),
             AuthRateLimited { secs } => write!(
                 f,

@@ -26,6 +26,10 @@
 //! is lost and `EXEC` answers nil, as if a watched key had changed (the
 //! client retries, as it does for a real conflict).
 //!
+//! If the users changed while the transaction was queued, `EXEC` checks
+//! its commands against the user's new rules first, as Redis does (see
+//! [`super::tx_recheck`]).
+//!
 //! An `EXEC` whose keys are on a migrating slot is kept back while they
 //! move, as any command is (see [`super::moves`]): keyway encodes it as a
 //! request `EXEC <count> <block> <key>…` ([`Place::exec`]: only keyway makes
@@ -55,7 +59,7 @@ use crate::routing::{GroupIndex, SlotRoute};
 #[derive(Debug, Default)]
 pub(crate) struct Tx {
     /// The queued commands' frames, in order.
-    frames: Vec<u8>,
+    pub(super) frames: Vec<u8>,
     count: u32,
     /// The group every key queued so far is in.
     group: Option<GroupIndex>,
@@ -67,6 +71,9 @@ pub(crate) struct Tx {
     /// A command `CLIENT PAUSE WRITE` holds is queued: so is `EXEC` (see
     /// `engine::pause`).
     pub writes: bool,
+    /// The users changed while it was queued: `EXEC` checks its commands
+    /// again (see `engine::tx_recheck`).
+    pub recheck: bool,
 }
 
 impl Tx {
@@ -420,12 +427,15 @@ impl Ctx {
 
     /// `EXEC` of the open transaction.
     fn exec(&mut self, st: &mut ClientState, place: Place) {
-        let Some(tx) = st.tx.take() else {
+        let Some(mut tx) = st.tx.take() else {
             return self.refuse(st, &Refusal::ExecWithoutMulti, place);
         };
         if tx.dirty {
             self.end_tx(st, true);
             return self.refuse(st, &Refusal::ExecAbort, place);
+        }
+        if tx.recheck {
+            self.recheck_tx(st, &mut tx);
         }
         if let Some(reason) = self.cfg.fence.clone() {
             self.end_tx(st, true);

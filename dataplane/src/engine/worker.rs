@@ -205,6 +205,7 @@ impl Worker {
                 local,
                 inbuf: Vec::new(),
                 out: OutBuf::new(16 << 10),
+                transport_bytes: 0,
                 queue: Default::default(),
                 name: None,
                 phase: Phase::Open,
@@ -388,6 +389,23 @@ impl Worker {
             }
             self.ctx.written(n);
             self.ctx.stats.client_bytes_out += n as u64;
+        }
+    }
+
+    /// The transport holds `bytes` for the client outside keyway's buffers
+    /// now (see `ClientState::transport_bytes`): charged to
+    /// `limits.max_memory` from now on, the change at once.
+    pub fn client_transport_bytes(&mut self, id: ClientId, bytes: usize) {
+        let Some(c) = self.client_mut(id) else {
+            return;
+        };
+        let before = std::mem::replace(&mut c.st.transport_bytes, bytes);
+        let ctx = &mut self.ctx;
+        let max = ctx.cfg.limits.max_memory;
+        if bytes > before {
+            ctx.memory.read(bytes - before, &ctx.shared, ctx.core, max);
+        } else {
+            ctx.written(before - bytes);
         }
     }
 

@@ -5,6 +5,7 @@
 //! `SIGHUP` reloads the config file and swaps the routing snapshot, `SIGTERM`
 //! and `SIGINT` drain and stop.
 
+mod cert_watch;
 mod glommio_driver;
 pub mod listener;
 mod uring_driver;
@@ -235,6 +236,15 @@ pub fn run(config: Config, routing: Routing) -> anyhow::Result<()> {
 
     let mut signals =
         Signals::new([SIGHUP, SIGTERM, SIGINT]).context("installing signal handlers")?;
+    // A managed keyway's certificates are also re-read with a snapshot when
+    // their files changed (see `cert_watch`).
+    let mut cert_watch = match (&routing, &tls_source) {
+        (Routing::Control(opts), Some(_)) => opts
+            .config
+            .as_deref()
+            .map(|p| cert_watch::CertWatch::new(p, source.load().table.version)),
+        _ => None,
+    };
     'serve: loop {
         for sig in signals.pending() {
             match sig {
@@ -248,12 +258,24 @@ pub fn run(config: Config, routing: Routing) -> anyhow::Result<()> {
                         if let Some(path) = &opts.config {
                             reload_managed_tls(path, &config, tls_source.as_ref());
                         }
+                        if let Some(w) = cert_watch.as_mut() {
+                            w.loaded();
+                        }
                     }
                 },
                 _ => {
                     tracing::info!("stopping: finishing requests in flight");
                     break 'serve;
                 }
+            }
+        }
+        if let (Some(w), Routing::Control(opts)) = (cert_watch.as_mut(), &routing) {
+            if let (true, Some(path)) = (w.due(source.load().table.version), &opts.config) {
+                tracing::info!(
+                    "a snapshot arrived and the [tls] files changed: reading them again"
+                );
+                reload_managed_tls(path, &config, tls_source.as_ref());
+                w.loaded();
             }
         }
         if running.load(Ordering::SeqCst) < config.cpus.len() {

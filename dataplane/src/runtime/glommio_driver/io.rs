@@ -8,7 +8,12 @@
 //! A TLS client's task decrypts what it reads through its
 //! [`TlsSession`] into the core's `plain` buffer before the worker sees it,
 //! and encrypts the worker's output into its own `sealed` buffer, at most
-//! [`SEAL_CHUNK`] at a time, taking more only once that is written.
+//! [`SEAL_CHUNK`] at a time, taking more only once that is written. The
+//! plaintext leaves the worker's output buffer as it is sealed, so the
+//! `sealed` buffer's capacity is reported to the worker
+//! (`Worker::client_transport_bytes`) whenever it changes: it counts in
+//! `limits.max_memory` as the client's, as the uring transport's records
+//! do (there the plaintext stays counted until its records are written).
 
 use std::future::Future;
 use std::io;
@@ -125,6 +130,8 @@ pub(crate) struct ClientIo {
     /// written.
     tls: Option<Box<TlsSession>>,
     sealed: Sealed,
+    /// The `sealed` buffer's capacity as last reported to the worker.
+    charged: usize,
     /// When it was accepted (a TLS handshake must end within
     /// `Core::handshake_timeout` of it).
     since: std::time::Instant,
@@ -143,6 +150,7 @@ impl ClientIo {
             id,
             tls,
             sealed: Sealed::default(),
+            charged: 0,
             since: std::time::Instant::now(),
         }
     }
@@ -258,6 +266,11 @@ impl Future for ClientIo {
             );
             if let Err(e) = written {
                 return this.tls_failed(&e);
+            }
+            let held = this.sealed.buf.capacity();
+            if held != this.charged {
+                this.charged = held;
+                core.worker.borrow_mut().client_transport_bytes(id, held);
             }
         } else {
             let id = this.id;
