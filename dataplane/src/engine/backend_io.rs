@@ -168,6 +168,7 @@ impl Worker {
                 conn.inbuf = buf;
             })
         };
+        sink.meters.end_batch(sink.cmds);
         if !sink.scripts.noscript.is_empty() && sink.retry_noscript(conn) {
             // EVALSHAs answered NOSCRIPT, sent again (`engine::scripts`).
             sink.wake.backend(conn, idx);

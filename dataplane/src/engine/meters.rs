@@ -236,7 +236,11 @@ pub struct Meters {
     commands: Box<[Option<Box<Histogram<u32>>>]>,
     /// Times of commands with no histogram yet (command id, ns), at most
     /// [`PENDING`]: recorded once the tick has allocated theirs.
-    pending: Vec<(u16, u64)>,
+    pending: Vec<(u16, u64, u64)>,
+    /// Replies with one time not yet recorded: (command, ns, count).
+    reply_run: Option<(u16, u64, u64)>,
+    /// Backend replies with one time not yet recorded: (group, ns, count).
+    backend_run: Option<(u32, u64, u64)>,
     /// Group names met, in order (only grows).
     pub group_names: Vec<Arc<str>>,
     /// Each backend pool's index in `group_names`.
@@ -258,6 +262,8 @@ impl Default for Meters {
             family_sum_ns: vec![0; FAMILIES.len()].into_boxed_slice(),
             commands: (0..command::COMMAND_IDS).map(|_| None).collect(),
             pending: Vec::with_capacity(PENDING),
+            backend_run: None,
+            reply_run: None,
             group_names: Vec::new(),
             pool_group: Vec::new(),
             groups: Vec::new(),
@@ -284,35 +290,61 @@ impl Meters {
         }
     }
 
-    /// Records the replies that left (`done`, emptied), into the
-    /// histograms and `cmds`'s times and failures.
+    /// Records the replies that left (`done`, emptied): failures at once,
+    /// times into the current run (see [`end_batch`](Self::end_batch)).
     #[inline]
     pub fn drain(&mut self, done: &mut Vec<Done>, cmds: &mut super::CommandStats) {
         for d in done.drain(..) {
-            let id = usize::from(d.stamp.cmd);
             if d.failed {
-                if let Some(f) = cmds.failed.get_mut(id) {
+                if let Some(f) = cmds.failed.get_mut(usize::from(d.stamp.cmd)) {
                     *f += 1;
                 }
             }
             if d.stamp.start_ns == 0 || !self.on {
                 continue;
             }
+            // Replies of one read to requests of one read have one time:
+            // a run of them is recorded once, `n` times.
             let ns = self.clock_ns.saturating_sub(d.stamp.start_ns);
-            let f = usize::from(self.families.get(id).copied().unwrap_or(0));
-            if let (Some(h), Some(s)) = (self.family.get_mut(f), self.family_sum_ns.get_mut(f)) {
-                h.saturating_record(ns);
-                *s += ns;
+            match &mut self.reply_run {
+                Some((cmd, rns, n)) if *cmd == d.stamp.cmd && *rns == ns => *n += 1,
+                _ => {
+                    if let Some((cmd, ns, n)) = self.reply_run.take() {
+                        self.record(cmd, ns, n, cmds);
+                    }
+                    self.reply_run = Some((d.stamp.cmd, ns, 1));
+                }
             }
-            if let Some(t) = cmds.time_ns.get_mut(id) {
-                *t += ns;
-            }
-            match self.commands.get_mut(id) {
-                Some(Some(h)) => h.saturating_record(ns),
-                // Never allocates: its capacity is fixed.
-                Some(None) if self.pending.len() < PENDING => self.pending.push((d.stamp.cmd, ns)),
-                _ => {}
-            }
+        }
+    }
+
+    /// Records the runs of equal times noted last: call at the end of each
+    /// batch (a read of requests, a read of replies) and on the tick.
+    #[inline]
+    pub fn end_batch(&mut self, cmds: &mut super::CommandStats) {
+        if let Some((cmd, ns, n)) = self.reply_run.take() {
+            self.record(cmd, ns, n, cmds);
+        }
+        self.end_backend_batch();
+    }
+
+    /// Records `n` replies to command `cmd` that took `ns` each.
+    #[inline]
+    fn record(&mut self, cmd: u16, ns: u64, n: u64, cmds: &mut super::CommandStats) {
+        let id = usize::from(cmd);
+        let f = usize::from(self.families.get(id).copied().unwrap_or(0));
+        if let (Some(h), Some(s)) = (self.family.get_mut(f), self.family_sum_ns.get_mut(f)) {
+            h.saturating_record_n(ns, n);
+            *s += ns * n;
+        }
+        if let Some(t) = cmds.time_ns.get_mut(id) {
+            *t += ns * n;
+        }
+        match self.commands.get_mut(id) {
+            Some(Some(h)) => h.saturating_record_n(ns, n as u32),
+            // Never allocates: its capacity is fixed.
+            Some(None) if self.pending.len() < PENDING => self.pending.push((cmd, ns, n)),
+            _ => {}
         }
     }
 
@@ -329,8 +361,26 @@ impl Meters {
         m.requests += 1;
         if sent_ns != 0 && self.on {
             let ns = self.clock_ns.saturating_sub(sent_ns);
-            m.hist.saturating_record(ns);
-            m.sum_ns += ns;
+            // Replies of one read to requests of one write have one time.
+            match &mut self.backend_run {
+                Some((rg, rns, n)) if *rg == g && *rns == ns => *n += 1,
+                _ => {
+                    self.end_backend_batch();
+                    self.backend_run = Some((g, ns, 1));
+                }
+            }
+        }
+    }
+
+    /// Records the run of equal backend times noted last (call after a
+    /// read's replies).
+    #[inline]
+    pub fn end_backend_batch(&mut self) {
+        if let Some((g, ns, n)) = self.backend_run.take() {
+            if let Some(m) = self.groups.get_mut(g as usize) {
+                m.hist.saturating_record_n(ns, n);
+                m.sum_ns += ns * n;
+            }
         }
     }
 
@@ -376,12 +426,13 @@ impl Meters {
     /// first time (recording their pending times), and adds what was
     /// recorded since the last tick into `published` (skipped if it is
     /// being read: the next tick does it). A new `CONFIG RESETSTAT`
-    /// (`reset_epoch`) empties the command histograms.
+    /// (`reset_epoch`) empties the command histograms. Call
+    /// [`end_batch`](Self::end_batch) first.
     pub fn flush(&mut self, reset_epoch: u64, published: &std::sync::Mutex<PublishedMeters>) {
-        for (id, ns) in self.pending.drain(..) {
+        for (id, ns, n) in self.pending.drain(..) {
             if let Some(h) = self.commands.get_mut(usize::from(id)) {
                 h.get_or_insert_with(|| Box::new(histogram()))
-                    .saturating_record(ns);
+                    .saturating_record_n(ns, n as u32);
             }
         }
         let Ok(mut p) = published.try_lock() else {
@@ -585,6 +636,12 @@ mod tests {
         ];
         m.drain(&mut done, &mut cmds);
         assert!(done.is_empty());
+        assert_eq!(
+            cmds.time_ns[usize::from(get)],
+            0,
+            "recorded at the batch's end"
+        );
+        m.end_batch(&mut cmds);
         assert_eq!(cmds.time_ns[usize::from(get)], 10_000);
         assert_eq!(cmds.failed[usize::from(get)], 1);
         assert_eq!(m.family[0].len(), 2, "string family");
@@ -593,7 +650,7 @@ mod tests {
             m.commands[usize::from(get)].is_none(),
             "allocated on the tick"
         );
-        assert_eq!(m.pending.len(), 2);
+        assert_eq!(m.pending.len(), 1, "one run of two");
         let published = std::sync::Mutex::new(PublishedMeters::default());
         m.flush(0, &published);
         assert!(m.pending.is_empty());
@@ -608,6 +665,7 @@ mod tests {
             }],
             &mut cmds,
         );
+        m.end_batch(&mut cmds);
         let per_cmd = merged_commands([&published].into_iter(), &m);
         assert_eq!(per_cmd[usize::from(get)].as_ref().unwrap().len(), 3);
         m.flush(1, &published);
@@ -627,6 +685,8 @@ mod tests {
         m.backend_reply(3, 0);
         m.backend_reply(7, 1);
         m.group_of_pool(3).unwrap().errors[1] += 1;
+        let mut cmds = crate::engine::CommandStats::default();
+        m.end_batch(&mut cmds);
         let published = std::sync::Mutex::new(PublishedMeters::default());
         m.flush(0, &published);
         let mut other = Meters::default();

@@ -299,6 +299,7 @@ impl Worker {
                 .meters
                 .drain(&mut st.queue.done, &mut self.ctx.cmds);
         }
+        self.ctx.meters.end_batch(&mut self.ctx.cmds);
         st.partial_since_ms = if st.inbuf.is_empty() || !st.readable() || st.blocked.is_some() {
             None
         } else {
