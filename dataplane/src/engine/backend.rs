@@ -251,7 +251,7 @@ impl BackendConn {
     /// When the request whose bytes end at `end` was handed to the
     /// transport (0: unknown), forgetting the hand-offs before it (replies
     /// come in request order).
-    #[inline]
+    #[inline(always)]
     pub fn sent_ns(&mut self, end: u64) -> u64 {
         while let Some(&(handed, ns)) = self.handoffs.front() {
             if handed >= end {

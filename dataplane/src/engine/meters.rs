@@ -292,9 +292,9 @@ impl Meters {
 
     /// Records the replies that left (`done`, emptied): failures at once,
     /// times into the current run (see [`end_batch`](Self::end_batch)).
-    #[inline]
+    #[inline(always)]
     pub fn drain(&mut self, done: &mut Vec<Done>, cmds: &mut super::CommandStats) {
-        for d in done.drain(..) {
+        for &d in done.iter() {
             if d.failed {
                 if let Some(f) = cmds.failed.get_mut(usize::from(d.stamp.cmd)) {
                     *f += 1;
@@ -316,6 +316,7 @@ impl Meters {
                 }
             }
         }
+        done.clear();
     }
 
     /// Records the runs of equal times noted last: call at the end of each
@@ -350,7 +351,7 @@ impl Meters {
 
     /// A reply read on a connection of pool `pool`, for a sub-request
     /// handed to the transport at `sent_ns` (0: not timed).
-    #[inline]
+    #[inline(always)]
     pub fn backend_reply(&mut self, pool: usize, sent_ns: u64) {
         let Some(&g) = self.pool_group.get(pool) else {
             return;

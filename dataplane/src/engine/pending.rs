@@ -397,7 +397,8 @@ impl ReplyQueue {
     /// A reply of a request stamped `stamp` left for the output buffer.
     #[inline]
     fn note(&mut self, stamp: Stamp, failed: bool) {
-        if stamp.cmd != NO_CMD {
+        // An untimed reply (`metrics.latency` off) matters only if failed.
+        if stamp.cmd != NO_CMD && (failed || stamp.start_ns != 0) {
             self.done.push(Done { stamp, failed });
         }
     }
