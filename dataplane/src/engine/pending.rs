@@ -7,7 +7,7 @@
 //! everything before it has gone out.
 //!
 //! Each slot also carries its request's [`Stamp`] (its command, when it was
-//! read), in a deque beside the slots; a reply leaving for the output
+//! read) beside it; a reply leaving for the output
 //! buffer notes a [`Done`] in [`ReplyQueue::done`], which the worker drains
 //! into its meters (see `engine::meters`).
 
@@ -82,7 +82,8 @@ pub type Seq = u64;
 /// The queue; see the module documentation.
 #[derive(Debug, Default)]
 pub struct ReplyQueue {
-    slots: VecDeque<Slot>,
+    /// Each request's slot and stamp.
+    slots: VecDeque<(Slot, Stamp)>,
     head: Seq,
     /// Bytes held in `Ready` slots and in merges (they count against the
     /// output limits).
@@ -95,8 +96,6 @@ pub struct ReplyQueue {
     /// OFF|SKIP`, see `engine::clients`), in increasing order; empty for
     /// almost every client, so a release tests one length.
     muted: Vec<Seq>,
-    /// Each slot's stamp, in step with `slots`.
-    stamps: VecDeque<Stamp>,
     /// The stamp the next slot takes (set when a request is counted as
     /// served; taken by the first slot or reply it makes).
     pub stamp: Stamp,
@@ -142,15 +141,15 @@ impl ReplyQueue {
     /// A slot for a request forwarded whole.
     #[inline]
     pub fn push_waiting(&mut self) -> Seq {
-        self.slots.push_back(Slot::Waiting);
-        self.stamps.push_back(std::mem::take(&mut self.stamp));
+        self.slots
+            .push_back((Slot::Waiting, std::mem::take(&mut self.stamp)));
         self.head + self.slots.len() as u64 - 1
     }
 
     /// A slot for a split request.
     pub fn push_merge(&mut self, m: Merge) -> Seq {
-        self.slots.push_back(Slot::Merging(Box::new(m)));
-        self.stamps.push_back(std::mem::take(&mut self.stamp));
+        self.slots
+            .push_back((Slot::Merging(Box::new(m)), std::mem::take(&mut self.stamp)));
         self.head + self.slots.len() as u64 - 1
     }
 
@@ -170,21 +169,21 @@ impl ReplyQueue {
     pub fn push_deferred(&mut self, d: Deferred) -> Seq {
         self.kept += 1;
         self.kept_bytes += d.frame.len();
-        self.slots.push_back(Slot::Deferred(Box::new(d)));
-        self.stamps.push_back(std::mem::take(&mut self.stamp));
+        self.slots
+            .push_back((Slot::Deferred(Box::new(d)), std::mem::take(&mut self.stamp)));
         self.head + self.slots.len() as u64 - 1
     }
 
     /// Replaces slot `i`, keeping the count of kept-back slots.
     fn set(&mut self, i: usize, slot: Slot) -> Slot {
-        let old = std::mem::replace(&mut self.slots[i], slot);
+        let old = std::mem::replace(&mut self.slots[i].0, slot);
         if matches!(old, Slot::Deferred(_)) {
             self.kept -= 1;
         }
-        if matches!(self.slots[i], Slot::Deferred(_)) {
+        if matches!(self.slots[i].0, Slot::Deferred(_)) {
             self.kept += 1;
         }
-        self.kept_bytes = self.kept_bytes - frame_bytes(&old) + frame_bytes(&self.slots[i]);
+        self.kept_bytes = self.kept_bytes - frame_bytes(&old) + frame_bytes(&self.slots[i].0);
         old
     }
 
@@ -230,7 +229,7 @@ impl ReplyQueue {
     /// Whether the first kept-back request is a barrier now at the head:
     /// every earlier request has been answered.
     pub fn barrier_ready(&self) -> bool {
-        matches!(self.slots.front(), Some(Slot::Deferred(d)) if d.barrier && d.ready())
+        matches!(self.slots.front(), Some((Slot::Deferred(d), _)) if d.barrier && d.ready())
     }
 
     /// The first kept-back request, in request order: the only one that
@@ -239,16 +238,19 @@ impl ReplyQueue {
         if self.kept == 0 {
             return None;
         }
-        self.slots.iter().enumerate().find_map(|(i, s)| match s {
-            Slot::Deferred(d) => Some((self.head + i as u64, &**d)),
-            _ => None,
-        })
+        self.slots
+            .iter()
+            .enumerate()
+            .find_map(|(i, (s, _))| match s {
+                Slot::Deferred(d) => Some((self.head + i as u64, &**d)),
+                _ => None,
+            })
     }
 
     /// The kept-back request `seq`, to update.
     pub fn deferred_mut(&mut self, seq: Seq) -> Option<&mut Deferred> {
         let i = self.index(seq)?;
-        match &mut self.slots[i] {
+        match &mut self.slots[i].0 {
             Slot::Deferred(d) => Some(d),
             _ => None,
         }
@@ -266,8 +268,8 @@ impl ReplyQueue {
             let mut v = Vec::new();
             write(&mut v);
             self.held += v.len();
-            self.slots.push_back(Slot::Ready(v));
-            self.stamps.push_back(std::mem::take(&mut self.stamp));
+            self.slots
+                .push_back((Slot::Ready(v), std::mem::take(&mut self.stamp)));
         }
     }
 
@@ -279,11 +281,14 @@ impl ReplyQueue {
             if self.muted.is_empty() || !self.take_muted(seq) {
                 out.extend_from_slice(reply);
             }
-            if let Some(Slot::Deferred(d)) = self.slots.pop_front() {
+            let (slot, stamp) = self
+                .slots
+                .pop_front()
+                .unwrap_or((Slot::Waiting, Stamp::default()));
+            if let Slot::Deferred(d) = slot {
                 self.kept -= 1;
                 self.kept_bytes -= d.frame.len();
             }
-            let stamp = self.stamps.pop_front().unwrap_or_default();
             self.note(stamp, is_error(reply));
             self.head += 1;
             self.release(out);
@@ -310,7 +315,7 @@ impl ReplyQueue {
         let Some(i) = self.index(seq) else {
             return Vec::new();
         };
-        let Slot::Merging(m) = &mut self.slots[i] else {
+        let Slot::Merging(m) = &mut self.slots[i].0 else {
             return Vec::new();
         };
         let before = m.held_bytes();
@@ -322,7 +327,7 @@ impl ReplyQueue {
         if !done {
             return Vec::new();
         }
-        let Slot::Merging(m) = std::mem::replace(&mut self.slots[i], Slot::Waiting) else {
+        let Slot::Merging(m) = std::mem::replace(&mut self.slots[i].0, Slot::Waiting) else {
             unreachable!()
         };
         self.held -= m.held_bytes();
@@ -335,9 +340,11 @@ impl ReplyQueue {
                 m.finish(out)
             };
             let failed = is_error(&dropped) || out.get(at..).is_some_and(is_error);
-            let stamp = self.stamps.pop_front().unwrap_or_default();
+            let stamp = self
+                .slots
+                .pop_front()
+                .map_or_else(Stamp::default, |(_, s)| s);
             self.note(stamp, failed);
-            self.slots.pop_front();
             self.head += 1;
             self.release(out);
             undo
@@ -345,7 +352,7 @@ impl ReplyQueue {
             let mut v = Vec::new();
             let undo = m.finish(&mut v);
             self.held += v.len();
-            self.slots[i] = Slot::Ready(v);
+            self.slots[i].0 = Slot::Ready(v);
             undo
         }
     }
@@ -356,8 +363,6 @@ impl ReplyQueue {
         self.head += self.slots.len() as u64;
         self.slots.clear();
         self.slots.shrink_to(16);
-        self.stamps.clear();
-        self.stamps.shrink_to(16);
         self.held = 0;
         self.kept = 0;
         self.kept_bytes = 0;
@@ -411,14 +416,13 @@ impl ReplyQueue {
     /// Moves every complete reply at the head to `out`.
     #[inline]
     fn release(&mut self, out: &mut Vec<u8>) {
-        while let Some(Slot::Ready(_)) = self.slots.front() {
-            let Some(Slot::Ready(v)) = self.slots.pop_front() else {
+        while let Some((Slot::Ready(_), _)) = self.slots.front() {
+            let Some((Slot::Ready(v), stamp)) = self.slots.pop_front() else {
                 unreachable!()
             };
             self.held -= v.len();
             let seq = self.head;
             self.head += 1;
-            let stamp = self.stamps.pop_front().unwrap_or_default();
             self.note(stamp, is_error(&v));
             if self.muted.is_empty() || !self.take_muted(seq) {
                 out.extend_from_slice(&v);
