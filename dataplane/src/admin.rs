@@ -1,7 +1,8 @@
 //! The admin HTTP endpoint, off the data-plane cores: `GET /healthz` (200
 //! when serving; 503 with the reason when fenced or without a table, so an
-//! anycast announcer withdraws the appliance) and `GET /table` (the routing
-//! table as JSON). One request per connection, bounded in size and in time
+//! anycast announcer withdraws the appliance), `GET /table` (the routing
+//! table as JSON) and `GET /metrics` (Prometheus text, see
+//! [`crate::metrics`]). One request per connection, bounded in size and in time
 //! as a whole (a client trickling bytes gets no more time than a silent
 //! one). Each connection is served on its own short-lived thread, at most
 //! [`MAX_CONNECTIONS`] at once and [`MAX_PER_PEER`] from one address, so
@@ -251,11 +252,15 @@ fn serve(
                 &(body.to_string() + "\n"),
             )
         }
+        "/metrics" => {
+            let body = crate::metrics::render(&live, shared);
+            respond(&mut conn, 200, crate::metrics::CONTENT_TYPE, &body)
+        }
         _ => respond(
             &mut conn,
             404,
             "text/plain",
-            "not found: try /healthz or /table\n",
+            "not found: try /healthz, /table or /metrics\n",
         ),
     }
 }

@@ -22,6 +22,7 @@ pub mod admin;
 pub mod config;
 pub mod control;
 pub mod engine;
+pub mod metrics;
 pub mod provision;
 pub mod resolve;
 pub mod routing;

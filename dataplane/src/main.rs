@@ -189,6 +189,8 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             .expect("clap requires --cluster with --control"),
         id,
         address: String::new(),
+        admin: String::new(),
+        admin_tls: false,
         state_dir: args.state_dir.clone(),
         token: args
             .control_token_file

@@ -33,7 +33,9 @@ pub use auth::AuthSettings;
 pub use groups::{GroupConfig, ReadFromConfig, ReplicaConfig};
 pub use secrets::{BackendAuth, GroupLogins, Login};
 use settings::reply_limit;
-pub use settings::{BackendSettings, Limits, MigrationSettings, MAX_REQUEST_BYTES};
+pub use settings::{
+    BackendSettings, Limits, MetricsSettings, MigrationSettings, MAX_REQUEST_BYTES,
+};
 #[cfg(test)]
 use units::Millis;
 
@@ -144,6 +146,9 @@ pub struct FileConfig {
     /// Key moves during migrations.
     #[serde(default)]
     pub migration: MigrationSettings,
+    /// What is measured (`[metrics]`).
+    #[serde(default)]
+    pub metrics: MetricsSettings,
     /// Redis groups.
     #[serde(default, rename = "group")]
     pub groups: Vec<GroupConfig>,
@@ -189,6 +194,8 @@ pub struct LiveConfig {
     pub backend: BackendSettings,
     /// Key moves during migrations.
     pub migration: MigrationSettings,
+    /// What is measured (`[metrics]`).
+    pub metrics: MetricsSettings,
     /// This data plane's zone, for `read_from = "local-zone"`.
     pub zone: Option<Arc<str>>,
     /// Client users.
@@ -432,6 +439,7 @@ impl FileConfig {
                 limits,
                 backend: self.backend,
                 migration: self.migration,
+                metrics: self.metrics,
                 zone: self.zone.as_deref().map(Arc::from),
                 users: Arc::new(users),
                 protected_mode: self.protected_mode,

@@ -334,6 +334,24 @@ impl Default for BackendSettings {
     }
 }
 
+/// What keyway measures beyond its counters (`[metrics]`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSettings {
+    /// Time every request and backend sub-request into per-core latency
+    /// histograms (`/metrics`, `INFO latencystats`, the `usec` of `INFO
+    /// commandstats`): two clock reads per batch of requests (default
+    /// true). Off, the histograms are absent and the times are 0; live on
+    /// reload.
+    pub latency: bool,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        MetricsSettings { latency: true }
+    }
+}
+
 /// How keys are moved while slots migrate (`[migration]`).
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]

@@ -75,6 +75,11 @@ pub struct ControlOptions {
     /// control thread — the one publisher of a managed data plane's
     /// configs — to publish with its next table or fence.
     pub reload: Arc<std::sync::Mutex<Option<Reload>>>,
+    /// Where the admin endpoint listens (`host:port`, filled in once it is
+    /// bound; empty: none), named in the Hello so that ctld can list it.
+    pub admin: String,
+    /// The admin endpoint speaks HTTPS.
+    pub admin_tls: bool,
 }
 
 /// What a managed data plane's `SIGHUP` read again.
@@ -320,6 +325,7 @@ impl Session {
             limits: live.limits.clone(),
             backend,
             migration: live.migration.clone(),
+            metrics: live.metrics.clone(),
             zone: live.zone.clone(),
             users: self.users.clone(),
             protected_mode: live.protected_mode,
@@ -596,8 +602,8 @@ impl Session {
             version: self.snapshot.as_ref().map_or(0, |s| s.version),
             address: self.opts.address.clone(),
             token: self.opts.token.clone().unwrap_or_default(),
-            admin: String::new(),
-            admin_tls: false,
+            admin: self.opts.admin.clone(),
+            admin_tls: self.opts.admin_tls,
         };
         self.send(&mut sock, &FromDataPlane::Hello(hello))?;
         tracing::info!(ctld = %self.opts.ctld, "control session open");

@@ -101,6 +101,9 @@ pub(crate) enum Purpose {
     Skip,
 }
 
+/// Hand-offs a connection remembers (see [`BackendConn::stamp_handed`]).
+pub const MAX_HANDOFFS: usize = 1024;
+
 /// A request awaiting its reply on a backend connection.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Inflight {
@@ -139,6 +142,9 @@ pub(crate) struct BackendConn {
     pub inbuf: Vec<u8>,
     pub framer: ReplyFramer,
     pub inflight: VecDeque<Inflight>,
+    /// (stream offset handed, clock then) of the recent writes, oldest
+    /// first (see [`BackendConn::stamp_handed`]).
+    pub handoffs: VecDeque<(u64, u64)>,
     pub dirty: bool,
     /// Bytes of an oversized reply read and dropped so far (0: none is being
     /// dropped); its request gets an error once it has all been read.
@@ -181,6 +187,7 @@ impl BackendConn {
             inbuf: Vec::new(),
             framer: ReplyFramer::new(),
             inflight: VecDeque::new(),
+            handoffs: VecDeque::new(),
             dirty: false,
             skipped: 0,
             waiters: Vec::new(),
@@ -228,6 +235,33 @@ impl BackendConn {
         });
     }
 
+    /// Notes that the bytes up to the stream offset handed so far left at
+    /// `now_ns` (one clock read per write, see `engine::meters`). At most
+    /// [`MAX_HANDOFFS`] are kept (a connection whose replies do not come
+    /// through [`sent_ns`](Self::sent_ns), a subscriber's, forgets the
+    /// oldest).
+    #[inline]
+    pub fn stamp_handed(&mut self, now_ns: u64) {
+        if self.handoffs.len() >= MAX_HANDOFFS {
+            self.handoffs.pop_front();
+        }
+        self.handoffs.push_back((self.out.handed(), now_ns));
+    }
+
+    /// When the request whose bytes end at `end` was handed to the
+    /// transport (0: unknown), forgetting the hand-offs before it (replies
+    /// come in request order).
+    #[inline(always)]
+    pub fn sent_ns(&mut self, end: u64) -> u64 {
+        while let Some(&(handed, ns)) = self.handoffs.front() {
+            if handed >= end {
+                return ns;
+            }
+            self.handoffs.pop_front();
+        }
+        0
+    }
+
     /// Whether a driver task should hold a socket for this connection.
     pub fn has_socket(&self) -> bool {
         matches!(self.link, Link::Connecting { .. } | Link::Up)
@@ -241,6 +275,7 @@ impl BackendConn {
         let _ = self.out.transport_done();
         self.inbuf = Vec::new();
         self.framer.reset();
+        self.handoffs.clear();
         self.skipped = 0;
         self.auth_refused = None;
     }

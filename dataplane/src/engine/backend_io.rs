@@ -65,6 +65,9 @@ impl Worker {
             self.ctx.versions.add(version);
         }
         self.ctx.stats.backend_connects += 1;
+        if let Some(g) = self.ctx.meters.group_of_pool(conn.pool) {
+            g.connects += 1;
+        }
         self.ctx.wake.backend(conn, id.idx as usize);
         true
     }
@@ -94,6 +97,9 @@ impl Worker {
     pub fn backend_wrote(&mut self, id: BackendId, n: usize) {
         if let Some(conn) = self.ctx.backends.attempt(id) {
             conn.out.wrote(n);
+            if self.ctx.meters.on {
+                conn.stamp_handed(super::meters::now_ns());
+            }
             self.ctx.written(n);
             self.release_backpressure(id.idx as usize);
         }
@@ -104,7 +110,13 @@ impl Worker {
     pub fn backend_take_output(&mut self, id: BackendId, mut spare: Vec<u8>) -> Vec<u8> {
         spare.clear();
         let out = match self.ctx.backends.attempt(id) {
-            Some(b) if matches!(b.link, Link::Up) && !b.out.is_empty() => b.out.take(spare),
+            Some(b) if matches!(b.link, Link::Up) && !b.out.is_empty() => {
+                let out = b.out.take(spare);
+                if self.ctx.meters.on {
+                    b.stamp_handed(super::meters::now_ns());
+                }
+                out
+            }
             _ => return spare,
         };
         self.release_backpressure(id.idx as usize);
@@ -134,6 +146,7 @@ impl Worker {
                 return self.monitor_input(id, data);
             }
         }
+        self.ctx.meters.tick_clock();
         let (backends, mut sink) = self.delivery();
         let Some(conn) = backends
             .get_mut(idx)
@@ -155,6 +168,7 @@ impl Worker {
                 conn.inbuf = buf;
             })
         };
+        sink.meters.end_batch(sink.cmds);
         if !sink.scripts.noscript.is_empty() && sink.retry_noscript(conn) {
             // EVALSHAs answered NOSCRIPT, sent again (`engine::scripts`).
             sink.wake.backend(conn, idx);
@@ -199,6 +213,7 @@ impl Worker {
             versions: &mut ctx.versions,
             stats: &mut ctx.stats,
             cmds: &mut ctx.cmds,
+            meters: &mut ctx.meters,
             resume: &mut ctx.resume,
             sched: &mut ctx.sched,
             log: &mut ctx.log,
@@ -224,6 +239,10 @@ impl Worker {
             && reason.starts_with(super::backends::AUTH_FAILED);
         if self.ctx.backends.pools[p].health.failed(now, reason) {
             self.ctx.health_turned(p);
+        }
+        let connecting = matches!(self.ctx.backends.conns[idx].link, Link::Connecting { .. });
+        if let Some(g) = self.ctx.meters.group_of_pool(p) {
+            g.errors[super::meters::backend_error_kind(reason, connecting)] += 1;
         }
         let pool = &self.ctx.backends.pools[p];
         let (core, group, addr) = (self.ctx.core, pool.group.clone(), pool.key.clone());

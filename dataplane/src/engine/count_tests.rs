@@ -62,6 +62,23 @@ fn count_get_p16() {
     run_p16(Rig::new(SlotRoute::Stable(2)), "GET", "", "$1\r\nv\r\n");
 }
 
+/// `count_get_p16` with `[metrics] latency = false`: no clock reads, no
+/// histograms (the reply slots' stamps remain, for `failed_calls`).
+#[test]
+#[ignore]
+fn count_get_p16_latency_off() {
+    let settings = Settings {
+        metrics: crate::config::MetricsSettings { latency: false },
+        ..Settings::default()
+    };
+    run_p16(
+        Rig::with(SlotRoute::Stable(2), settings),
+        "GET",
+        "",
+        "$1\r\nv\r\n",
+    );
+}
+
 #[test]
 #[ignore]
 fn count_get_p16_acl() {

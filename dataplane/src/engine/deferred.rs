@@ -37,6 +37,11 @@ pub(crate) struct Scheduler {
 }
 
 impl Scheduler {
+    /// Requests held on blocked slots now.
+    pub(super) fn held_count(&self) -> usize {
+        self.held.len()
+    }
+
     /// Nothing to walk and no move batch to send: the one test the hot
     /// path makes (held requests wait for a table change or a tick).
     #[inline]

@@ -119,6 +119,8 @@ impl Ctx {
         let Req { args, place, .. } = req;
         if place.at.is_none() {
             self.stats.requests += 1;
+            // Untimed unless it is counted as served below.
+            st.queue.stamp = super::meters::Stamp::default();
         }
         if place.exec || st.tx.is_some() {
             // Cold: a transaction is open, or this is one's EXEC.
@@ -221,6 +223,9 @@ impl Ctx {
         // Once per request, not again when a kept-back one is dispatched
         // again (branch-free; an unsupported one is moved to the rejected).
         self.cmds.call(spec.id, place.at.is_none());
+        if place.at.is_none() {
+            st.queue.stamp = self.meters.stamp(spec.id);
+        }
         match policy {
             Policy::Route {
                 keys: Keys::First, ..
@@ -306,6 +311,7 @@ impl Ctx {
             Policy::Diag(cmd) => self.as_identity_of(spec, |ctx| ctx.diag(st, cmd, req)),
             Policy::Unsupported(why) => {
                 self.cmds.unsupported(spec.id, place.at.is_none());
+                st.queue.stamp = super::meters::Stamp::default();
                 self.refuse(st, &Refusal::Unsupported { spec, why }, place);
             }
         }
@@ -634,6 +640,9 @@ impl Ctx {
         let table = &self.cfg.table;
         let target = groups_of_keys(table, args, keys, &mut groups, &mut moves, place)
             .and_then(|route| one_group(&groups, route));
+        if let Ok(Target::Master(_)) = target {
+            self.stats.migration_redirects += 1;
+        }
         self.scratch.groups = groups;
         self.scratch.moves = moves;
         target

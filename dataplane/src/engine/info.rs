@@ -50,6 +50,9 @@ pub struct ServerShared {
     ops: Mutex<Option<(Instant, u64, u64)>>,
     /// Keyway's own `SLOWLOG` entries.
     pub(crate) slowlog: super::slowlog::OwnLog,
+    /// Bumped by `CONFIG RESETSTAT`: the cores empty their command
+    /// histograms (`INFO latencystats`) on their next tick.
+    latency_epoch: std::sync::atomic::AtomicU64,
 }
 
 impl Default for ServerShared {
@@ -60,6 +63,7 @@ impl Default for ServerShared {
             reset: Mutex::new(None),
             ops: Mutex::new(None),
             slowlog: Default::default(),
+            latency_epoch: Default::default(),
         }
     }
 }
@@ -93,6 +97,12 @@ impl ServerShared {
         if let Ok(mut o) = self.ops.lock() {
             *o = None;
         }
+        self.latency_epoch.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many `CONFIG RESETSTAT`s there have been.
+    pub(crate) fn latency_epoch(&self) -> u64 {
+        self.latency_epoch.load(Ordering::Relaxed)
     }
 
     /// Every core's counters since the last `CONFIG RESETSTAT`.
@@ -431,10 +441,10 @@ impl Ctx {
                         self.cfg.limits.max_memory.to_string(),
                     ),
                 ],
-                Section::Persistence
-                | Section::Modules
-                | Section::Latencystats
-                | Section::Keyspace => Vec::new(),
+                Section::Latencystats => {
+                    latencystats_fields(sh, &self.meters, self.cfg.metrics.latency)
+                }
+                Section::Persistence | Section::Modules | Section::Keyspace => Vec::new(),
             };
             out.push((sec, f));
         }
@@ -612,22 +622,56 @@ fn cpu_fields() -> Fields {
     ]
 }
 
-/// `cmdstat_<name>:calls=…`: keyway does not time requests one by one
-/// (that would take a clock read per request), so `usec` is 0.
+/// `cmdstat_<name>:calls=…`: `usec` is the time keyway held the requests
+/// (from the read that brought each to its reply leaving for the client,
+/// see `engine::meters`), not Redis's execution time; 0 with
+/// `metrics.latency` off.
 fn commandstats_fields(cmds: &CommandStats) -> Fields {
     command::all()
         .filter_map(|c| {
             let i = usize::from(c.id);
-            let calls = cmds.calls.get(i).copied().unwrap_or(0);
-            let rejected = cmds.rejected.get(i).copied().unwrap_or(0);
+            let at = |v: &[u64]| v.get(i).copied().unwrap_or(0);
+            let (calls, rejected) = (at(&cmds.calls), at(&cmds.rejected));
+            let (failed, usec) = (at(&cmds.failed), at(&cmds.time_ns) / 1000);
+            let per_call = if calls > 0 {
+                usec as f64 / calls as f64
+            } else {
+                0.0
+            };
             (calls + rejected > 0).then(|| {
                 (
                     format!("cmdstat_{}", c.name),
                     format!(
-                        "calls={calls},usec=0,usec_per_call=0.00,rejected_calls={rejected},failed_calls=0"
+                        "calls={calls},usec={usec},usec_per_call={per_call:.2},rejected_calls={rejected},failed_calls={failed}"
                     ),
                 )
             })
+        })
+        .collect()
+}
+
+/// The percentiles `INFO latencystats` shows (Redis's default
+/// `latency-tracking-info-percentiles`).
+const LATENCY_PERCENTILES: [f64; 3] = [50.0, 99.0, 99.9];
+
+/// `latency_percentiles_usec_<name>:p50=…,p99=…,p99.9=…` for every command
+/// served since the last `CONFIG RESETSTAT`, from keyway's own timing
+/// (every core's histograms as of its last tick, this core's up to now):
+/// what a client of keyway sees. Empty with `metrics.latency` off.
+fn latencystats_fields(sh: &Shared, own: &super::meters::Meters, on: bool) -> Fields {
+    if !on {
+        return Vec::new();
+    }
+    let merged = super::meters::merged_commands(sh.reports.iter().map(|r| &r.meters), own);
+    command::all()
+        .filter_map(|c| {
+            let h = merged.get(usize::from(c.id))?.as_ref()?;
+            let mut v = String::new();
+            for (i, p) in LATENCY_PERCENTILES.iter().enumerate() {
+                let us = h.value_at_quantile(p / 100.0) as f64 / 1000.0;
+                let _ = write!(v, "{}p{p}={us:.3}", if i > 0 { "," } else { "" });
+            }
+            Some((format!("latency_percentiles_usec_{}", c.name), v))
         })
         .collect()
 }

@@ -47,6 +47,7 @@ mod limits;
 mod limits_tests;
 mod local;
 mod mailbox;
+pub mod meters;
 mod monitor;
 #[cfg(test)]
 mod monitor_tests;
@@ -206,6 +207,8 @@ pub(crate) struct Ctx {
     /// Per-command and per-error counters (`INFO commandstats`,
     /// `errorstats`).
     cmds: CommandStats,
+    /// Request and backend timing, per-group counters (see [`meters`]).
+    meters: meters::Meters,
     scratch: Scratch,
     /// Paused clients whose pipeline has room again.
     resume: Vec<u32>,
@@ -274,6 +277,13 @@ impl Ctx {
     /// limits, and its version in the core's report.
     pub(super) fn apply(&mut self, cfg: Arc<LiveConfig>) {
         self.backends.apply(&cfg);
+        for (p, pool) in self.backends.pools.iter().enumerate() {
+            self.meters.pool_serves(p, &pool.group);
+        }
+        self.meters.on = cfg.metrics.latency;
+        if !self.meters.on {
+            self.meters.clock_ns = 0;
+        }
         if self.cfg.table.version != cfg.table.version {
             tracing::debug!(
                 core = self.core,

@@ -5,10 +5,16 @@
 //! queue goes straight to the client's output buffer (the common case, no
 //! copy beyond that one), a reply for a later request waits in its slot until
 //! everything before it has gone out.
+//!
+//! Each slot also carries its request's [`Stamp`] (its command, when it was
+//! read) beside it; a reply leaving for the output
+//! buffer notes a [`Done`] in [`ReplyQueue::done`], which the worker drains
+//! into its meters (see `engine::meters`).
 
 use std::collections::VecDeque;
 
 use super::gather::UndoCmd;
+use super::meters::{Done, Stamp, NO_CMD};
 use super::split::Merge;
 use crate::routing::GroupIndex;
 
@@ -76,7 +82,8 @@ pub type Seq = u64;
 /// The queue; see the module documentation.
 #[derive(Debug, Default)]
 pub struct ReplyQueue {
-    slots: VecDeque<Slot>,
+    /// Each request's slot and stamp.
+    slots: VecDeque<(Slot, Stamp)>,
     head: Seq,
     /// Bytes held in `Ready` slots and in merges (they count against the
     /// output limits).
@@ -89,6 +96,18 @@ pub struct ReplyQueue {
     /// OFF|SKIP`, see `engine::clients`), in increasing order; empty for
     /// almost every client, so a release tests one length.
     muted: Vec<Seq>,
+    /// The stamp the next slot takes (set when a request is counted as
+    /// served; taken by the first slot or reply it makes).
+    pub stamp: Stamp,
+    /// Replies written to the output buffer since the worker last drained
+    /// them.
+    pub done: Vec<Done>,
+}
+
+/// Whether a reply is an error.
+#[inline]
+fn is_error(reply: &[u8]) -> bool {
+    matches!(reply.first(), Some(b'-' | b'!'))
 }
 
 /// The request bytes a slot holds.
@@ -122,13 +141,15 @@ impl ReplyQueue {
     /// A slot for a request forwarded whole.
     #[inline]
     pub fn push_waiting(&mut self) -> Seq {
-        self.slots.push_back(Slot::Waiting);
+        self.slots
+            .push_back((Slot::Waiting, std::mem::take(&mut self.stamp)));
         self.head + self.slots.len() as u64 - 1
     }
 
     /// A slot for a split request.
     pub fn push_merge(&mut self, m: Merge) -> Seq {
-        self.slots.push_back(Slot::Merging(Box::new(m)));
+        self.slots
+            .push_back((Slot::Merging(Box::new(m)), std::mem::take(&mut self.stamp)));
         self.head + self.slots.len() as u64 - 1
     }
 
@@ -148,20 +169,21 @@ impl ReplyQueue {
     pub fn push_deferred(&mut self, d: Deferred) -> Seq {
         self.kept += 1;
         self.kept_bytes += d.frame.len();
-        self.slots.push_back(Slot::Deferred(Box::new(d)));
+        self.slots
+            .push_back((Slot::Deferred(Box::new(d)), std::mem::take(&mut self.stamp)));
         self.head + self.slots.len() as u64 - 1
     }
 
     /// Replaces slot `i`, keeping the count of kept-back slots.
     fn set(&mut self, i: usize, slot: Slot) -> Slot {
-        let old = std::mem::replace(&mut self.slots[i], slot);
+        let old = std::mem::replace(&mut self.slots[i].0, slot);
         if matches!(old, Slot::Deferred(_)) {
             self.kept -= 1;
         }
-        if matches!(self.slots[i], Slot::Deferred(_)) {
+        if matches!(self.slots[i].0, Slot::Deferred(_)) {
             self.kept += 1;
         }
-        self.kept_bytes = self.kept_bytes - frame_bytes(&old) + frame_bytes(&self.slots[i]);
+        self.kept_bytes = self.kept_bytes - frame_bytes(&old) + frame_bytes(&self.slots[i].0);
         old
     }
 
@@ -207,7 +229,7 @@ impl ReplyQueue {
     /// Whether the first kept-back request is a barrier now at the head:
     /// every earlier request has been answered.
     pub fn barrier_ready(&self) -> bool {
-        matches!(self.slots.front(), Some(Slot::Deferred(d)) if d.barrier && d.ready())
+        matches!(self.slots.front(), Some((Slot::Deferred(d), _)) if d.barrier && d.ready())
     }
 
     /// The first kept-back request, in request order: the only one that
@@ -216,16 +238,19 @@ impl ReplyQueue {
         if self.kept == 0 {
             return None;
         }
-        self.slots.iter().enumerate().find_map(|(i, s)| match s {
-            Slot::Deferred(d) => Some((self.head + i as u64, &**d)),
-            _ => None,
-        })
+        self.slots
+            .iter()
+            .enumerate()
+            .find_map(|(i, (s, _))| match s {
+                Slot::Deferred(d) => Some((self.head + i as u64, &**d)),
+                _ => None,
+            })
     }
 
     /// The kept-back request `seq`, to update.
     pub fn deferred_mut(&mut self, seq: Seq) -> Option<&mut Deferred> {
         let i = self.index(seq)?;
-        match &mut self.slots[i] {
+        match &mut self.slots[i].0 {
             Slot::Deferred(d) => Some(d),
             _ => None,
         }
@@ -235,12 +260,16 @@ impl ReplyQueue {
     #[inline]
     pub fn push_local(&mut self, out: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) {
         if self.slots.is_empty() {
+            let at = out.len();
             write(out);
+            let stamp = std::mem::take(&mut self.stamp);
+            self.note(stamp, out.get(at..).is_some_and(is_error));
         } else {
             let mut v = Vec::new();
             write(&mut v);
             self.held += v.len();
-            self.slots.push_back(Slot::Ready(v));
+            self.slots
+                .push_back((Slot::Ready(v), std::mem::take(&mut self.stamp)));
         }
     }
 
@@ -252,10 +281,15 @@ impl ReplyQueue {
             if self.muted.is_empty() || !self.take_muted(seq) {
                 out.extend_from_slice(reply);
             }
-            if let Some(Slot::Deferred(d)) = self.slots.pop_front() {
+            let (slot, stamp) = self
+                .slots
+                .pop_front()
+                .unwrap_or((Slot::Waiting, Stamp::default()));
+            if let Slot::Deferred(d) = slot {
                 self.kept -= 1;
                 self.kept_bytes -= d.frame.len();
             }
+            self.note(stamp, is_error(reply));
             self.head += 1;
             self.release(out);
         } else {
@@ -281,7 +315,7 @@ impl ReplyQueue {
         let Some(i) = self.index(seq) else {
             return Vec::new();
         };
-        let Slot::Merging(m) = &mut self.slots[i] else {
+        let Slot::Merging(m) = &mut self.slots[i].0 else {
             return Vec::new();
         };
         let before = m.held_bytes();
@@ -293,17 +327,24 @@ impl ReplyQueue {
         if !done {
             return Vec::new();
         }
-        let Slot::Merging(m) = std::mem::replace(&mut self.slots[i], Slot::Waiting) else {
+        let Slot::Merging(m) = std::mem::replace(&mut self.slots[i].0, Slot::Waiting) else {
             unreachable!()
         };
         self.held -= m.held_bytes();
         if i == 0 {
+            let at = out.len();
+            let mut dropped = Vec::new();
             let undo = if !self.muted.is_empty() && self.take_muted(seq) {
-                m.finish(&mut Vec::new())
+                m.finish(&mut dropped)
             } else {
                 m.finish(out)
             };
-            self.slots.pop_front();
+            let failed = is_error(&dropped) || out.get(at..).is_some_and(is_error);
+            let stamp = self
+                .slots
+                .pop_front()
+                .map_or_else(Stamp::default, |(_, s)| s);
+            self.note(stamp, failed);
             self.head += 1;
             self.release(out);
             undo
@@ -311,7 +352,7 @@ impl ReplyQueue {
             let mut v = Vec::new();
             let undo = m.finish(&mut v);
             self.held += v.len();
-            self.slots[i] = Slot::Ready(v);
+            self.slots[i].0 = Slot::Ready(v);
             undo
         }
     }
@@ -358,6 +399,15 @@ impl ReplyQueue {
         }
     }
 
+    /// A reply of a request stamped `stamp` left for the output buffer.
+    #[inline]
+    fn note(&mut self, stamp: Stamp, failed: bool) {
+        // An untimed reply (`metrics.latency` off) matters only if failed.
+        if stamp.cmd != NO_CMD && (failed || stamp.start_ns != 0) {
+            self.done.push(Done { stamp, failed });
+        }
+    }
+
     fn index(&self, seq: Seq) -> Option<usize> {
         let i = seq.checked_sub(self.head)? as usize;
         (i < self.slots.len()).then_some(i)
@@ -366,13 +416,14 @@ impl ReplyQueue {
     /// Moves every complete reply at the head to `out`.
     #[inline]
     fn release(&mut self, out: &mut Vec<u8>) {
-        while let Some(Slot::Ready(_)) = self.slots.front() {
-            let Some(Slot::Ready(v)) = self.slots.pop_front() else {
+        while let Some((Slot::Ready(_), _)) = self.slots.front() {
+            let Some((Slot::Ready(v), stamp)) = self.slots.pop_front() else {
                 unreachable!()
             };
             self.held -= v.len();
             let seq = self.head;
             self.head += 1;
+            self.note(stamp, is_error(&v));
             if self.muted.is_empty() || !self.take_muted(seq) {
                 out.extend_from_slice(&v);
             }

@@ -52,6 +52,8 @@ pub(crate) struct Settings {
     pub users: Arc<crate::acl::Users>,
     /// Backend logins.
     pub logins: Arc<crate::config::BackendAuth>,
+    /// `[metrics]`.
+    pub metrics: crate::config::MetricsSettings,
 }
 
 fn config(version: u64, slot1: SlotRoute, held: &[u16], settings: &Settings) -> Arc<LiveConfig> {
@@ -91,6 +93,7 @@ fn config(version: u64, slot1: SlotRoute, held: &[u16], settings: &Settings) -> 
         limits: settings.limits.clone(),
         backend: settings.backend.clone(),
         migration: MigrationSettings::default(),
+        metrics: settings.metrics.clone(),
         zone: settings.zone.map(Arc::from),
         users: settings.users.clone(),
         protected_mode: true,

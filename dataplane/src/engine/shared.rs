@@ -79,9 +79,15 @@ pub struct CoreReport {
     /// The core's per-command and per-error counters as of its last tick
     /// (locked on ticks and by `INFO`, never per request).
     pub commands: std::sync::Mutex<super::CommandStats>,
+    /// The core's timing and per-group counters as of its last tick (see
+    /// [`super::meters`]; locked on ticks with `try_lock`, by `/metrics`
+    /// and by `INFO`, never per request).
+    pub meters: std::sync::Mutex<super::meters::PublishedMeters>,
     /// The core's clients blocked on a command, subscribed, and watching
     /// keys, as of its last tick (`INFO clients`).
     pub client_kinds: [AtomicU64; 3],
+    /// Requests held on blocked slots, as of its last tick.
+    pub held: AtomicU64,
 }
 
 impl Default for CoreReport {
@@ -95,7 +101,9 @@ impl Default for CoreReport {
             backends: Default::default(),
             inbox: Default::default(),
             commands: Default::default(),
+            meters: Default::default(),
             client_kinds: Default::default(),
+            held: AtomicU64::new(0),
         }
     }
 }

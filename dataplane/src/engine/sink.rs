@@ -52,6 +52,8 @@ pub(super) struct Sink<'a> {
     pub stats: &'a mut Stats,
     /// Error replies by code (`INFO errorstats`).
     pub cmds: &'a mut super::CommandStats,
+    /// Timing and per-group counters (see [`super::meters`]).
+    pub meters: &'a mut super::meters::Meters,
     pub resume: &'a mut Vec<u32>,
     pub sched: &'a mut Scheduler,
     pub log: &'a mut limits::LogLimit,
@@ -180,6 +182,14 @@ impl Sink<'_> {
                     let Some(entry) = conn.inflight.pop_front() else {
                         return Err(BackendFault::Unsolicited);
                     };
+                    if let Owner::Client { .. } = entry.owner {
+                        let sent = if self.meters.on {
+                            conn.sent_ns(entry.end)
+                        } else {
+                            0
+                        };
+                        self.meters.backend_reply(conn.pool, sent);
+                    }
                     if conn.dedicated.is_some() || matches!(entry.owner, Owner::Internal(_)) {
                         let reply = &buf[at..at + len];
                         if self.special(conn, entry, reply) {
@@ -331,6 +341,9 @@ impl Sink<'_> {
                 }
                 return;
             }
+        }
+        if !st.queue.done.is_empty() {
+            self.meters.drain(&mut st.queue.done, self.cmds);
         }
         if st.queue.has_kept() && st.queue.barrier_ready() {
             // A request waiting for every earlier one to be answered.

@@ -110,6 +110,13 @@ counters! {
     requests_held,
     /// MIGRATE calls sent to move a request's keys.
     key_moves,
+    /// Requests sent to a migrating slot's target group because their
+    /// keys were already moved there.
+    migration_redirects,
+    /// Bytes read from clients.
+    client_bytes_in,
+    /// Bytes written to clients.
+    client_bytes_out,
     /// Requests answered `-TRYAGAIN` because their keys could not be moved.
     moves_failed,
     /// Requests kept back behind an earlier kept-back request of their client.
@@ -191,6 +198,12 @@ pub struct CommandStats {
     /// Requests refused before they ran (wrong arity, unsupported, fenced,
     /// out of memory), by command id (`rejected_calls=`).
     pub rejected: Box<[u64]>,
+    /// Requests served whose reply was an error, by command id
+    /// (`failed_calls=`).
+    pub failed: Box<[u64]>,
+    /// Nanoseconds keyway held the requests served, by command id (`usec=`;
+    /// 0 with `metrics.latency` off, see [`super::meters`]).
+    pub time_ns: Box<[u64]>,
     /// Error replies by error code (the first word of the error), at most
     /// [`ERROR_CODES`] codes.
     pub errors: Vec<(Box<str>, u64)>,
@@ -204,6 +217,8 @@ impl Default for CommandStats {
         CommandStats {
             calls: vec![0; ids].into_boxed_slice(),
             rejected: vec![0; ids].into_boxed_slice(),
+            failed: vec![0; ids].into_boxed_slice(),
+            time_ns: vec![0; ids].into_boxed_slice(),
             errors: Vec::new(),
             error_replies: 0,
         }
@@ -264,6 +279,12 @@ impl CommandStats {
         for (a, b) in self.rejected.iter_mut().zip(other.rejected.iter()) {
             *a += b;
         }
+        for (a, b) in self.failed.iter_mut().zip(other.failed.iter()) {
+            *a += b;
+        }
+        for (a, b) in self.time_ns.iter_mut().zip(other.time_ns.iter()) {
+            *a += b;
+        }
         for (code, n) in &other.errors {
             if let Some(e) = self.errors.iter_mut().find(|(c, _)| c == code) {
                 e.1 += n;
@@ -283,6 +304,12 @@ impl CommandStats {
         for (a, b) in s.rejected.iter_mut().zip(base.rejected.iter()) {
             *a = a.saturating_sub(*b);
         }
+        for (a, b) in s.failed.iter_mut().zip(base.failed.iter()) {
+            *a = a.saturating_sub(*b);
+        }
+        for (a, b) in s.time_ns.iter_mut().zip(base.time_ns.iter()) {
+            *a = a.saturating_sub(*b);
+        }
         for (code, n) in s.errors.iter_mut() {
             if let Some((_, b)) = base.errors.iter().find(|(c, _)| c == code) {
                 *n = n.saturating_sub(*b);
@@ -298,6 +325,8 @@ impl CommandStats {
     pub fn publish_into(&self, dst: &mut CommandStats) {
         dst.calls.copy_from_slice(&self.calls);
         dst.rejected.copy_from_slice(&self.rejected);
+        dst.failed.copy_from_slice(&self.failed);
+        dst.time_ns.copy_from_slice(&self.time_ns);
         if dst.errors.len() == self.errors.len() {
             for (d, s) in dst.errors.iter_mut().zip(&self.errors) {
                 d.1 = s.1;

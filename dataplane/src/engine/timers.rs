@@ -2,6 +2,7 @@
 //! picking up a new table, backend timeouts and backoff, retiring
 //! connections, client timeouts and output limits, the memory budget.
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::client::{Phase, CLOSING_LINGER_MS};
@@ -78,6 +79,21 @@ impl Worker {
             if let Ok(mut c) = r.commands.lock() {
                 self.ctx.cmds.publish_into(&mut c);
             }
+            r.held
+                .store(self.ctx.sched.held_count() as u64, Ordering::Relaxed);
+            let conns = self.ctx.backends.conns.iter().map(|(_, c)| {
+                let state = match c.link {
+                    super::backend::Link::Up => 0,
+                    super::backend::Link::Connecting { .. } => 1,
+                    super::backend::Link::Down { .. } => 2,
+                    super::backend::Link::Idle => 3,
+                };
+                (c.pool, state)
+            });
+            self.ctx.meters.count_connections(conns);
+            self.ctx.meters.end_batch(&mut self.ctx.cmds);
+            let epoch = self.ctx.shared.server.latency_epoch();
+            self.ctx.meters.flush(epoch, &r.meters);
         }
     }
 

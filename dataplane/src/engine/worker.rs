@@ -57,6 +57,7 @@ impl Worker {
             versions: Default::default(),
             stats: Stats::default(),
             cmds: Default::default(),
+            meters: Default::default(),
             scratch: Default::default(),
             resume: Vec::new(),
             sched: Default::default(),
@@ -267,11 +268,13 @@ impl Worker {
             let max = self.ctx.cfg.limits.max_memory;
             let ctx = &mut self.ctx;
             ctx.memory.read(data.len(), &ctx.shared, ctx.core, max);
+            ctx.stats.client_bytes_in += data.len() as u64;
         }
         let Some(c) = self.clients.get_mut(idx) else {
             return;
         };
         c.st.last_active_ms = now;
+        self.ctx.meters.tick_clock();
         if c.st.inbuf.is_empty() {
             let used = self.ctx.run_frames(c, data);
             if used < data.len() && c.st.phase == Phase::Open {
@@ -291,6 +294,12 @@ impl Worker {
             c.st.inbuf = buf;
         }
         let st = &mut c.st;
+        if !st.queue.done.is_empty() {
+            self.ctx
+                .meters
+                .drain(&mut st.queue.done, &mut self.ctx.cmds);
+        }
+        self.ctx.meters.end_batch(&mut self.ctx.cmds);
         st.partial_since_ms = if st.inbuf.is_empty() || !st.readable() || st.blocked.is_some() {
             None
         } else {
@@ -380,6 +389,7 @@ impl Worker {
                 c.st.soft_since_ms = None;
             }
             self.ctx.written(n);
+            self.ctx.stats.client_bytes_out += n as u64;
         }
     }
 
@@ -427,6 +437,7 @@ impl Worker {
                 c.st.soft_since_ms = None;
             }
             self.ctx.written(n);
+            self.ctx.stats.client_bytes_out += n as u64;
         }
     }
 

@@ -12,6 +12,7 @@ mod uring_driver;
 mod wake;
 
 use std::io::Write as _;
+use std::net::SocketAddr;
 use std::os::unix::io::{IntoRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -93,6 +94,16 @@ pub enum Routing {
     },
     /// keyway-ctld's snapshots.
     Control(ControlOptions),
+}
+
+/// The admin endpoint's address as others reach it: the bound one, with
+/// the client listener's IP when bound to every interface (`0.0.0.0`).
+fn admin_address(admin: SocketAddr, clients: SocketAddr) -> SocketAddr {
+    if admin.ip().is_unspecified() && !clients.ip().is_unspecified() {
+        SocketAddr::new(clients.ip(), admin.port())
+    } else {
+        admin
+    }
 }
 
 /// Runs keyway with `config` until a stop signal, then drains and returns.
@@ -201,6 +212,10 @@ pub fn run(config: Config, routing: Routing) -> anyhow::Result<()> {
         let mut opts = opts.clone();
         if opts.address.is_empty() {
             opts.address = local.to_string();
+        }
+        if let Some(a) = admin {
+            opts.admin = admin_address(a, local).to_string();
+            opts.admin_tls = config.tls.as_ref().is_some_and(|t| t.admin);
         }
         control::start(opts, source.clone(), shared.clone(), stop.clone())
             .context("cannot start the control session")?;
