@@ -520,6 +520,93 @@ fn a_transaction_is_checked_again_at_exec_after_the_users_change() {
     );
 }
 
+/// At `EXEC` after the users changed, Redis checks every queued command
+/// again, a script call and a `SORT … BY` whose option is refused included:
+/// a user who may no longer run `EVAL` or `SORT` gets `-NOPERM ACLs rules
+/// changed …` in their slots (not the script's own error, nor `SORT`'s).
+#[test]
+fn exec_checks_queued_scripts_and_sorts_again_after_the_users_change() {
+    let backend = Redis::start();
+    let reference = Redis::start();
+    let base = groups(&[&backend]);
+    // `sc` may run scripts (keyway lets only users with every command, key
+    // and channel), `so` may not read every key (`SORT … BY` refused).
+    let before = [
+        ("default", "on >defpass ~* &* +@all"),
+        ("sc", "on >scpass ~* &* +@all"),
+        ("so", "on >sopass %R~r:* ~w:* &* +@all"),
+    ];
+    let after = [
+        ("default", "on >defpass ~* &* +@all"),
+        ("sc", "on >scpass ~* &* +@all -eval"),
+        ("so", "on >sopass %R~r:* ~w:* &* +@all -sort"),
+    ];
+    let setusers = |users: &[(&str, &str)]| {
+        let mut c = reference.conn();
+        for (name, rules) in &users[1..] {
+            let mut cmd = redis::cmd("ACL");
+            cmd.arg("SETUSER").arg(*name).arg("reset");
+            for r in rules.split_whitespace() {
+                cmd.arg(r);
+            }
+            let () = cmd.query(&mut c).expect("ACL SETUSER on the reference");
+        }
+    };
+    setusers(&before);
+    let keyway = Keyway::start(&format!("{base}{}", users_toml(&before)));
+    let queued: [(&str, &str, &[&[&str]]); 2] = [
+        (
+            "sc",
+            "scpass",
+            &[
+                &["MULTI"],
+                // The very frame keyway stands in for a refused command with.
+                &["EVAL", "return redis.error_reply(ARGV[1])", "0", "mine"],
+                &["ECHO", "hi"],
+            ],
+        ),
+        (
+            "so",
+            "sopass",
+            &[
+                &["MULTI"],
+                // Queued; refused by Redis when it runs.
+                &["SORT", "r:{t}l", "BY", "w:{t}_*"],
+                &["ECHO", "hi"],
+            ],
+        ),
+    ];
+    let mut conns = Vec::new();
+    for (user, pass, cmds) in queued {
+        let mut kw = connect_auth(&keyway, user, pass);
+        let mut rf = TcpStream::connect(reference.addr()).unwrap();
+        rf.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        assert_eq!(roundtrip(&mut rf, &["AUTH", user, pass]), b"+OK\r\n");
+        for cmd in cmds {
+            let (r, k) = (roundtrip(&mut rf, cmd), roundtrip(&mut kw, cmd));
+            assert_replies_equal(&cmd.join(" "), &r, &k);
+        }
+        conns.push((rf, kw));
+    }
+    setusers(&after);
+    keyway.reload(&format!("{base}{}", users_toml(&after)));
+    let mut admin = connect_auth(&keyway, "default", "defpass");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while roundtrip(&mut admin, &["ACL", "DRYRUN", "so", "SORT", "r:l"]) == b"+OK\r\n" {
+        assert!(Instant::now() < deadline, "the reload never applied");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for (rf, kw) in &mut conns {
+        let (r, k) = (roundtrip(rf, &["EXEC"]), roundtrip(kw, &["EXEC"]));
+        assert!(
+            r.starts_with(b"*2\r\n-NOPERM ACLs rules changed"),
+            "the reference: {}",
+            escape(&r)
+        );
+        assert_replies_equal("EXEC after the rules changed", &r, &k);
+    }
+}
+
 #[test]
 fn failed_auth_is_rate_limited_and_logged() {
     let backend = Redis::start();

@@ -214,6 +214,7 @@ impl Ctld {
         tracing::info!(cluster = %name, "cluster deleted");
         crate::events::emit(name, "deleted", serde_json::json!({}));
         crate::events::journal().forget(name);
+        crate::metrics::global().forget_cluster(name);
         Ok(())
     }
 

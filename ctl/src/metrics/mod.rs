@@ -154,6 +154,14 @@ impl Registry {
     pub fn migration_errors(&self, cluster: &str, errors: u64) {
         self.migration(cluster, |c| c.errors += errors);
     }
+
+    /// Drops the counters labelled with a deleted cluster (so that creating
+    /// and deleting clusters does not grow the registry, nor `/metrics`,
+    /// without bound; their series end).
+    pub fn forget_cluster(&self, cluster: &str) {
+        lock(&self.failovers).retain(|(c, _, _), _| c != cluster);
+        lock(&self.migrations).remove(cluster);
+    }
 }
 
 /// Times a store write and records it.
@@ -390,6 +398,29 @@ pub fn render(active: Option<&Ctld>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_deleted_clusters_counters_are_dropped() {
+        let r = Registry::new();
+        r.failover("gone", "g", FailoverResult::Done, Duration::from_millis(1));
+        r.failover(
+            "kept",
+            "g",
+            FailoverResult::Failed,
+            Duration::from_millis(1),
+        );
+        r.migration_keys_moved("gone", 5);
+        r.migration_keys_moved("kept", 5);
+        r.forget_cluster("gone");
+        let failovers = lock(&r.failovers);
+        assert!(
+            failovers.keys().all(|(c, _, _)| c == "kept"),
+            "{failovers:?}"
+        );
+        assert_eq!(failovers.len(), 1);
+        let migrations = lock(&r.migrations);
+        assert!(!migrations.contains_key("gone") && migrations.contains_key("kept"));
+    }
 
     #[test]
     fn every_family_is_written_once_and_reads_back() {

@@ -71,8 +71,9 @@ pub(crate) struct Tx {
     /// A command `CLIENT PAUSE WRITE` holds is queued: so is `EXEC` (see
     /// `engine::pause`).
     pub writes: bool,
-    /// The users changed while it was queued: `EXEC` checks its commands
-    /// again (see `engine::tx_recheck`).
+    /// The users changed while it was queued, or a `SORT … BY|GET` the
+    /// user may not use is queued: `EXEC` checks its commands again (see
+    /// `engine::tx_recheck`).
     pub recheck: bool,
 }
 
@@ -179,10 +180,10 @@ impl Ctx {
         // patterns are checked by Redis when the command runs: it is
         // queued, and its error is in `EXEC`'s reply (see
         // `engine::tx_recheck`).
-        let mut sort_denied = None;
+        let mut sort_denied = false;
         if !st.acl_free {
             match self.acl_refusal(st, spec, args, true) {
-                Some(Refusal::SortOptionDenied { option }) => sort_denied = Some(option),
+                Some(Refusal::SortOptionDenied { .. }) => sort_denied = true,
                 Some(why) => return self.tx_error(st, &why),
                 None => {}
             }
@@ -293,19 +294,18 @@ impl Ctx {
             return self.tx_error(st, &Refusal::TransactionTooManyCommands { limit: most });
         }
         let before = tx.frames.len();
-        match (sort_denied, raw) {
-            (Some(option), _) => {
-                let why = Refusal::SortOptionDenied { option }.to_string();
-                super::tx_recheck::error_frame(&mut tx.frames, &why);
-            }
-            (None, Some(bytes)) => tx.frames.extend_from_slice(bytes),
-            (None, None) => encode::request(&mut tx.frames, args),
+        match raw {
+            Some(bytes) => tx.frames.extend_from_slice(bytes),
+            None => encode::request(&mut tx.frames, args),
         }
         if tx.frames.len() as u64 > limit {
             tx.frames.truncate(before);
             self.scratch.keys = keys;
             return self.tx_error(st, &Refusal::TransactionTooLarge { limit });
         }
+        // Queued as it is: `EXEC` replaces it with its error, after checking
+        // it again (its user may have lost `SORT` meanwhile).
+        tx.recheck |= sort_denied;
         tx.count += 1;
         tx.writes |= super::pause::held_in_write_pause(spec);
         for &k in &keys {

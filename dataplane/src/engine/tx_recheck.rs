@@ -17,13 +17,15 @@
 //! The same frame stands in for a `SORT … BY|GET` the user may not run
 //! (Redis checks those options when `SORT` runs, so it queues the command
 //! and answers `-ERR BY option of SORT denied …` in its slot of `EXEC`'s
-//! reply), at queue time and here. A frame that is already one of these is
-//! left as it is when checked again (a client's own identical call would
-//! be too: it reads and writes nothing).
+//! reply): such a `SORT` is queued as it is and marks its transaction to
+//! be checked here, so that it is replaced at `EXEC` by the error its
+//! user's rules give then (`SORT`'s own, or `-NOPERM` if the user lost
+//! `SORT` meanwhile). Every queued frame is checked, a client's own call of
+//! the error script too: Redis refuses it if the user lost `EVAL`.
 //!
-//! Only a transaction open while the users changed is checked again
-//! ([`Tx::recheck`](super::stateful::Tx)): the request path of every other
-//! `EXEC` is unchanged.
+//! Only a transaction open while the users changed, or with such a `SORT`,
+//! is checked again ([`Tx::recheck`](super::stateful::Tx)): the request
+//! path of every other `EXEC` is unchanged.
 
 use keyway_protocol::command::{self, flag, Lookup};
 use keyway_protocol::resp::{encode, Frame, RequestParser};
@@ -49,17 +51,12 @@ fn reason(denied: Denied) -> &'static str {
 
 /// Appends the frame of a command that makes Redis answer `error` (an error
 /// text without its `-`) in its place.
-pub(super) fn error_frame(out: &mut Vec<u8>, error: &str) {
+fn error_frame(out: &mut Vec<u8>, error: &str) {
     encode::array_header(out, 4);
     encode::bulk(out, b"EVAL");
     encode::bulk(out, ERROR_SCRIPT);
     encode::bulk(out, b"0");
     encode::bulk(out, error.as_bytes());
-}
-
-/// Whether `args` is a frame [`error_frame`] made.
-fn is_error_frame(args: &keyway_protocol::resp::Args<'_>) -> bool {
-    args.len() == 4 && args.get(0) == b"EVAL" && args.get(1) == ERROR_SCRIPT && args.get(2) == b"0"
 }
 
 impl Ctx {
@@ -94,11 +91,6 @@ impl Ctx {
                     continue;
                 }
             };
-            if is_error_frame(&args) {
-                out.extend_from_slice(&rest[..len]);
-                rest = &rest[len..];
-                continue;
-            }
             match user.check(spec, &args, &mut self.scratch.acl_keys) {
                 Ok(()) if spec.has(flag::MOVABLEKEYS) => {
                     match user.sort_option_denied(spec, &args) {
@@ -168,7 +160,7 @@ mod tests {
         let args = p.args(&out);
         assert_eq!(args.get(0), b"EVAL");
         assert_eq!(args.get(2), b"0", "no keys: it runs on any group");
+        assert_eq!(args.get(1), ERROR_SCRIPT);
         assert_eq!(args.get(3), b"NOPERM x");
-        assert!(is_error_frame(&args), "recognised when checked again");
     }
 }

@@ -48,35 +48,42 @@ impl CertWatch {
             files: Vec::new(),
             version,
         };
-        w.loaded();
+        let now = w.stamp_now();
+        w.loaded(now);
         w
     }
 
-    /// The files were (re)loaded, or a load was tried: their stamps now
-    /// are the ones to compare with (the settings file is read again for
-    /// their names, which a `SIGHUP` may have changed).
-    pub fn loaded(&mut self) {
-        let names = FileConfig::read(&self.config)
-            .ok()
-            .and_then(|f| f.tls)
-            .map(|t| {
-                let mut v = vec![t.cert, t.key];
-                v.extend(t.ca);
-                v
-            });
-        if let Some(names) = names {
-            self.files = names
-                .into_iter()
+    /// The `[tls]` files' stamps now, to take *before* they are (re)loaded
+    /// and hand to [`loaded`](Self::loaded) after: a file written while
+    /// the load reads it then differs from its stamp at the next check
+    /// (stamped after the load, its new content would never be loaded).
+    /// The settings file is read again for their names, which a `SIGHUP`
+    /// may have changed; `None`: it does not parse now (the next
+    /// `SIGHUP`'s to report), the names known are kept.
+    pub fn stamp_now(&self) -> Option<Vec<(PathBuf, Stamp)>> {
+        let names = FileConfig::read(&self.config).ok().and_then(|f| f.tls)?;
+        let mut v = vec![names.cert, names.key];
+        v.extend(names.ca);
+        Some(
+            v.into_iter()
                 .map(|p| {
                     let s = stamp(&p);
                     (p, s)
                 })
-                .collect();
-        } else {
-            // Keep the names known: a settings file that does not parse now
-            // is the next SIGHUP's to report.
-            for (p, s) in &mut self.files {
-                *s = stamp(p);
+                .collect(),
+        )
+    }
+
+    /// The files were (re)loaded, or a load was tried, with `before` (from
+    /// [`stamp_now`](Self::stamp_now), taken before the load) what the
+    /// load saw: those are the stamps to compare with.
+    pub fn loaded(&mut self, before: Option<Vec<(PathBuf, Stamp)>>) {
+        match before {
+            Some(files) => self.files = files,
+            None => {
+                for (p, s) in &mut self.files {
+                    *s = stamp(p);
+                }
             }
         }
     }
@@ -119,8 +126,14 @@ mod tests {
         std::fs::write(&cert, "second").unwrap();
         assert!(!w.due(2), "the files changed, but no new snapshot");
         assert!(w.due(3), "a new snapshot after the files changed");
-        w.loaded();
+        let before = w.stamp_now();
+        w.loaded(before);
         assert!(!w.due(4), "loaded: unchanged since");
+        // A file written while the load reads it: loaded again next time.
+        let before = w.stamp_now();
+        std::fs::write(&key, "a new key, written during the load").unwrap();
+        w.loaded(before);
+        assert!(w.due(5), "changed after the stamps the load saw");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -255,11 +255,12 @@ pub fn run(config: Config, routing: Routing) -> anyhow::Result<()> {
                     }
                     Routing::Control(opts) => {
                         reload_credentials(opts, overrides_of(&config));
+                        let before = cert_watch.as_ref().map(|w| w.stamp_now());
                         if let Some(path) = &opts.config {
                             reload_managed_tls(path, &config, tls_source.as_ref());
                         }
-                        if let Some(w) = cert_watch.as_mut() {
-                            w.loaded();
+                        if let (Some(w), Some(before)) = (cert_watch.as_mut(), before) {
+                            w.loaded(before);
                         }
                     }
                 },
@@ -274,8 +275,9 @@ pub fn run(config: Config, routing: Routing) -> anyhow::Result<()> {
                 tracing::info!(
                     "a snapshot arrived and the [tls] files changed: reading them again"
                 );
+                let before = w.stamp_now();
                 reload_managed_tls(path, &config, tls_source.as_ref());
-                w.loaded();
+                w.loaded(before);
             }
         }
         if running.load(Ordering::SeqCst) < config.cpus.len() {
