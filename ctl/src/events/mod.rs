@@ -111,9 +111,23 @@ pub fn current() -> Actor {
 /// The recent events of every cluster.
 #[derive(Debug)]
 pub struct Journal {
-    rings: Mutex<HashMap<String, VecDeque<Event>>>,
+    rings: Mutex<Rings>,
     max: AtomicUsize,
     seq: AtomicU64,
+}
+
+/// Most deleted clusters remembered (see [`Rings::deleted`]).
+const MAX_DELETED: usize = 4096;
+
+/// The rings, and the clusters deleted since.
+#[derive(Debug, Default)]
+struct Rings {
+    by_cluster: HashMap<String, VecDeque<Event>>,
+    /// Deleted clusters, oldest first: a step of a migration or failover
+    /// that ends after its cluster was deleted is logged but not kept, so
+    /// no ring is made again for a cluster that is gone. A cluster created
+    /// again under the name is taken off. At most [`MAX_DELETED`].
+    deleted: VecDeque<String>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -124,7 +138,7 @@ impl Journal {
     /// An empty journal keeping `max` events per cluster.
     pub fn new(max: usize) -> Journal {
         Journal {
-            rings: Mutex::new(HashMap::new()),
+            rings: Mutex::new(Rings::default()),
             max: AtomicUsize::new(max.clamp(1, MAX_MAX)),
             seq: AtomicU64::new(0),
         }
@@ -153,7 +167,12 @@ impl Journal {
         };
         let line = serde_json::to_string(&event).unwrap_or_default();
         tracing::info!(target: TARGET, event = %line);
-        let ring = rings.entry(cluster.to_string()).or_default();
+        if kind == "created" {
+            rings.deleted.retain(|c| c != cluster);
+        } else if rings.deleted.iter().any(|c| c == cluster) {
+            return event;
+        }
+        let ring = rings.by_cluster.entry(cluster.to_string()).or_default();
         while ring.len() >= max {
             ring.pop_front();
         }
@@ -163,15 +182,26 @@ impl Journal {
 
     /// The kept events of `cluster` numbered above `since`, oldest first.
     pub fn since(&self, cluster: &str, since: u64) -> Vec<Event> {
-        lock(&self.rings).get(cluster).map_or_else(Vec::new, |r| {
-            let start = r.partition_point(|e| e.seq <= since);
-            r.range(start..).cloned().collect()
-        })
+        lock(&self.rings)
+            .by_cluster
+            .get(cluster)
+            .map_or_else(Vec::new, |r| {
+                let start = r.partition_point(|e| e.seq <= since);
+                r.range(start..).cloned().collect()
+            })
     }
 
-    /// Drops the ring of a deleted cluster.
+    /// Drops the ring of a deleted cluster; its later events are logged
+    /// only.
     pub fn forget(&self, cluster: &str) {
-        lock(&self.rings).remove(cluster);
+        let mut rings = lock(&self.rings);
+        rings.by_cluster.remove(cluster);
+        if !rings.deleted.iter().any(|c| c == cluster) {
+            if rings.deleted.len() >= MAX_DELETED {
+                rings.deleted.pop_front();
+            }
+            rings.deleted.push_back(cluster.to_string());
+        }
     }
 }
 
@@ -205,6 +235,14 @@ mod tests {
         assert!(j.since("nope", 0).is_empty());
         j.forget("c");
         assert!(j.since("c", 0).is_empty(), "a deleted cluster's ring goes");
+        // A step ending after the deletion makes no ring again.
+        j.record("c", Actor::ctld(), "migration", json!({}));
+        assert!(j.since("c", 0).is_empty(), "a deleted cluster keeps none");
+        assert_eq!(lock(&j.rings).by_cluster.len(), 1, "only `other`'s ring");
+        // Created again under its name: kept again.
+        j.record("c", Actor::ctld(), "created", json!({}));
+        j.record("c", Actor::ctld(), "change", json!({}));
+        assert_eq!(j.since("c", 0).len(), 2);
     }
 
     #[test]
