@@ -54,6 +54,8 @@ pub(crate) struct Settings {
     pub logins: Arc<crate::config::BackendAuth>,
     /// `[metrics]`.
     pub metrics: crate::config::MetricsSettings,
+    /// Why the data plane is fenced, if it is.
+    pub fence: Option<&'static str>,
 }
 
 fn config(version: u64, slot1: SlotRoute, held: &[u16], settings: &Settings) -> Arc<LiveConfig> {
@@ -89,7 +91,7 @@ fn config(version: u64, slot1: SlotRoute, held: &[u16], settings: &Settings) -> 
     slots[1] = slot1;
     Arc::new(LiveConfig {
         table: RoutingTable::new(version, SLOTS, &slots, groups),
-        fence: None,
+        fence: settings.fence.map(Arc::from),
         limits: settings.limits.clone(),
         backend: settings.backend.clone(),
         migration: MigrationSettings::default(),

@@ -444,9 +444,6 @@ impl Ctx {
             self.end_tx(st, true);
             return self.refuse(st, &Refusal::ExecAbort, place);
         }
-        if tx.recheck {
-            self.recheck_tx(st, &mut tx);
-        }
         if let Some(reason) = self.cfg.fence.clone() {
             self.end_tx(st, true);
             return self.refuse(st, &Refusal::Fenced { reason: &reason }, place);
@@ -456,6 +453,11 @@ impl Ctx {
             self.stats.requests_oom += 1;
             let max = self.cfg.limits.max_memory;
             return self.refuse(st, &Refusal::Oom { max }, place);
+        }
+        // After the refusals of the whole EXEC: an EXEC that runs nothing
+        // logs no ACL refusal of its commands.
+        if tx.recheck {
+            self.recheck_tx(st, &mut tx);
         }
         if tx.count == 0 && self.watching(st).is_none() {
             self.stats.requests_local += 1;

@@ -756,3 +756,65 @@ fn a_connection_is_not_leased_while_a_client_unblock_for_it_is_in_flight() {
         "connection 5 leased again while a CLIENT UNBLOCK 5 is unanswered"
     );
 }
+
+/// Users changed between `MULTI` and an `EXEC` refused whole (fenced): the
+/// queued commands are not checked again, so `ACL LOG` records nothing for
+/// commands that never ran.
+#[test]
+fn a_fenced_exec_logs_no_acl_refusal_of_its_commands() {
+    use std::sync::Arc;
+
+    use crate::acl::{UserConfig, Users};
+
+    let users = |rules: &str| {
+        Arc::new(
+            Users::from_config(&[
+                UserConfig {
+                    name: "default".into(),
+                    rules: "on >d ~* &* +@all".into(),
+                },
+                UserConfig {
+                    name: "u".into(),
+                    rules: rules.into(),
+                },
+            ])
+            .unwrap(),
+        )
+    };
+    let mut r = Rig::with(
+        SlotRoute::Stable(2),
+        Settings {
+            users: users("on >p ~* &* +@all"),
+            ..Settings::default()
+        },
+    );
+    r.send("AUTH u p");
+    r.send("MULTI");
+    r.send("SET k v");
+    assert_eq!(r.output(), "+OK\r\n+OK\r\n+QUEUED\r\n");
+    r.settings.users = users("on >p ~* &* +@all -set");
+    r.settings.fence = Some("the lease ended");
+    r.swap(2, SlotRoute::Stable(2));
+    r.send("EXEC");
+    let out = r.output();
+    assert!(
+        out.starts_with('-') && out.contains("the lease ended"),
+        "{out:?}"
+    );
+    r.settings.fence = None;
+    r.swap(3, SlotRoute::Stable(2));
+    r.send("ACL LOG");
+    assert_eq!(r.output(), "*0\r\n", "nothing ran, nothing is logged");
+    // The same transaction unfenced is checked again and logged.
+    r.send("MULTI");
+    r.send("GET k");
+    assert_eq!(r.output(), "+OK\r\n+QUEUED\r\n");
+    r.settings.users = users("on >p ~* &* +@all -get");
+    r.swap(4, SlotRoute::Stable(2));
+    r.send("EXEC");
+    let sent = r.written(2);
+    assert!(
+        sent.contains("redis.error_reply") && !sent.contains("GET"),
+        "the refused GET goes as the error's stand-in: {sent:?}"
+    );
+}
