@@ -351,3 +351,50 @@ fn latency_off_leaves_the_histograms_out_until_turned_on() {
         (get(&s, &family_count("string")) > 0.0).then_some(())
     });
 }
+
+/// A request answered by keyway's backend timeout is timed to its
+/// answer: the core's clock is read when the timeout fires, not left at
+/// the read that brought the request (which timed it 0 on an idle core).
+#[test]
+fn a_request_answered_by_the_backend_timeout_is_timed_to_its_answer() {
+    let r1 = Redis::start();
+    let head = "cores = 1\nadmin = \"127.0.0.1:0\"\n[backend]\ntimeout = \"1s\"\nmax_backoff = \"200ms\"\n";
+    let body = format!("{head}{}", groups(&[&r1]));
+    let mut kw = Keyway::start(&body);
+    let admin = kw.admin();
+    let mut c = kw.conn();
+    let _: () = c.set("k", "v").unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query(&mut r1.conn())
+        .unwrap();
+    let pid: i32 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("process_id:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let before = wait_for("the SET in /metrics", Duration::from_secs(10), || {
+        let s = samples(&scrape(&admin));
+        (get(&s, &family_count("string")) >= 1.0).then_some(s)
+    });
+    // SAFETY: signalling the redis-server this test started.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let mut s = TcpStream::connect(kw.addr).unwrap();
+    let reply = String::from_utf8(raw_roundtrip(&mut s, &resp(&["GET", "k"]))).unwrap();
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    assert!(reply.contains("no reply within 1s"), "{reply}");
+    let after = wait_for("the GET in /metrics", Duration::from_secs(10), || {
+        let s = samples(&scrape(&admin));
+        (get(&s, &family_count("string")) > get(&before, &family_count("string"))).then_some(s)
+    });
+    let under_half_second = "keyway_request_duration_seconds_bucket{family=\"string\",le=\"0.5\"}";
+    assert_eq!(
+        get(&after, under_half_second),
+        get(&before, under_half_second),
+        "the timed-out GET took at least the 1s timeout"
+    );
+    assert_eq!(get(&after, &requests("get", "error")), 1.0);
+}

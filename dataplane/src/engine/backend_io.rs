@@ -230,6 +230,9 @@ impl Worker {
     }
 
     pub(super) fn fail_backend(&mut self, idx: usize, reason: &str) {
+        // The errors below answer requests now: a timeout fires on the
+        // tick, long after the batch whose clock the meters hold.
+        self.ctx.meters.tick_clock();
         let now = self.ctx.now_ms;
         let max_backoff = self.ctx.cfg.backend.max_backoff.0.max(MIN_BACKOFF_MS);
         let gen = self.ctx.backends.new_gen();

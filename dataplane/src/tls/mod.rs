@@ -298,14 +298,40 @@ fn host_of(address: &str) -> &str {
     host.trim_start_matches('[').trim_end_matches(']')
 }
 
+/// Most characters of an invalid server name an error quotes (a name from
+/// a snapshot is not bounded, and the error is the reply to every request
+/// for its group).
+const QUOTED_NAME: usize = 64;
+
 fn server_name_of(name: &str) -> Result<rustls::pki_types::ServerName<'static>, TlsError> {
-    rustls::pki_types::ServerName::try_from(name.to_string())
-        .map_err(|_| TlsError::Rustls(format!("{name:?} is not a valid TLS server name")))
+    rustls::pki_types::ServerName::try_from(name.to_string()).map_err(|_| {
+        let quoted: String = name.chars().take(QUOTED_NAME).collect();
+        let more = if name.chars().nth(QUOTED_NAME).is_some() {
+            "…"
+        } else {
+            ""
+        };
+        TlsError::Rustls(format!("{quoted:?}{more} is not a valid TLS server name"))
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_invalid_server_name_is_quoted_in_part() {
+        let huge = "a..".repeat(100_000);
+        let why = server_name_of(&huge).unwrap_err().to_string();
+        assert!(why.len() < 200, "{} bytes", why.len());
+        assert!(why.contains("…"), "{why}");
+        let why = server_name_of("bad name").unwrap_err().to_string();
+        assert!(why.contains("\"bad name\" is not"), "{why}");
+        assert!(
+            server_name_of("10.0.0.1").is_ok(),
+            "an IP address is a name"
+        );
+    }
 
     #[test]
     fn debug_output_shows_no_key() {
