@@ -11,7 +11,7 @@
 //! clients. The names are the contract of issue 15 (README "Metrics").
 
 use std::fmt::Write as _;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use hdrhistogram::Histogram;
@@ -142,7 +142,7 @@ pub fn render(live: &LiveConfig, shared: &Shared) -> String {
         "Cores serving clients.",
         shared.cores,
     );
-    requests(&mut e, &cmds);
+    requests(&mut e, &cmds, &shared.exported);
     let latency = live.metrics.latency;
     if latency {
         e.family(
@@ -229,8 +229,48 @@ pub fn render(live: &LiveConfig, shared: &Shared) -> String {
     e.finish()
 }
 
+/// The highest value each derived counter was exported at. Two series are
+/// differences of counters counted at different moments —
+/// `keyway_requests_total{result="ok"}` is calls (counted when a request
+/// is sent) less failures (counted when its error reply comes back), and
+/// `keyway_client_connections_closed_total{reason="other"}` is closes
+/// (counted when the socket is gone) less the named reasons (counted when
+/// keyway decides to close) — so either could drop by the requests or
+/// closes in between, which Prometheus would read as a counter reset. They
+/// are exported as the highest value seen so far: never lower, exact again
+/// once what was in between has settled.
+#[derive(Debug, Default)]
+pub struct Exported {
+    ok: std::sync::OnceLock<Box<[AtomicU64]>>,
+    closed_other: AtomicU64,
+}
+
+impl Exported {
+    /// `value`, or the highest this command's `ok` was exported at.
+    fn ok(&self, id: usize, value: u64) -> u64 {
+        let ok = self.ok.get_or_init(|| {
+            let n = command::all()
+                .map(|c| usize::from(c.id) + 1)
+                .max()
+                .unwrap_or(0);
+            (0..n).map(|_| AtomicU64::new(0)).collect()
+        });
+        match ok.get(id) {
+            Some(high) => high.fetch_max(value, Ordering::Relaxed).max(value),
+            None => value,
+        }
+    }
+
+    /// `value`, or the highest `closed{reason="other"}` was exported at.
+    fn closed_other(&self, value: u64) -> u64 {
+        self.closed_other
+            .fetch_max(value, Ordering::Relaxed)
+            .max(value)
+    }
+}
+
 /// `keyway_requests_total`.
-fn requests(e: &mut Encoder, cmds: &CommandStats) {
+fn requests(e: &mut Encoder, cmds: &CommandStats, exported: &Exported) {
     e.family(
         "keyway_requests_total",
         "counter",
@@ -247,7 +287,7 @@ fn requests(e: &mut Encoder, cmds: &CommandStats) {
         e.sample(
             "keyway_requests_total",
             &[("command", name), ("result", "ok")],
-            calls.saturating_sub(failed),
+            exported.ok(i, calls.saturating_sub(failed)),
         );
         e.sample(
             "keyway_requests_total",
@@ -380,13 +420,30 @@ fn clients(e: &mut Encoder, shared: &Shared, s: &Stats) {
     e.sample(
         "keyway_client_connections_closed_total",
         &[("reason", "other")],
-        s.clients_closed.saturating_sub(named),
+        shared
+            .exported
+            .closed_other(s.clients_closed.saturating_sub(named)),
     );
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn derived_counters_never_go_down() {
+        let x = Exported::default();
+        assert_eq!(x.ok(3, 5), 5);
+        // A request counted ok while in flight turned out an error.
+        assert_eq!(x.ok(3, 4), 5, "held at the highest exported");
+        assert_eq!(x.ok(3, 5), 5);
+        assert_eq!(x.ok(3, 6), 6, "exact again once past it");
+        assert_eq!(x.ok(4, 1), 1, "per command");
+        assert_eq!(x.ok(usize::MAX, 7), 7, "an unknown id passes through");
+        assert_eq!(x.closed_other(2), 2);
+        assert_eq!(x.closed_other(1), 2);
+        assert_eq!(x.closed_other(3), 3);
+    }
     use crate::engine::meters::histogram;
 
     #[test]

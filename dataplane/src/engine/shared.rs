@@ -50,6 +50,9 @@ pub struct Shared {
     pub(crate) acl_log: std::sync::Mutex<super::acl_log::AclLog>,
     /// Failed `AUTH`s per client address (see [`super::auth`]).
     pub(crate) auth_failures: std::sync::Mutex<super::auth::AuthFailures>,
+    /// The highest values `/metrics` has exported for its derived counters
+    /// (see [`crate::metrics::Exported`]).
+    pub exported: crate::metrics::Exported,
 }
 
 /// One core's routing-version report, updated as it applies tables and on
@@ -124,6 +127,7 @@ impl Shared {
             server: Default::default(),
             acl_log: Default::default(),
             auth_failures: Default::default(),
+            exported: Default::default(),
         }
     }
 
