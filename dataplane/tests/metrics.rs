@@ -275,8 +275,17 @@ fn metrics_count_every_request_and_survive_resetstat_and_reload() {
     let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query(&mut c).unwrap();
     let cmdstats = info(&mut c, "commandstats");
     assert!(!cmdstats.contains_key("cmdstat_set"), "{cmdstats:?}");
-    std::thread::sleep(Duration::from_millis(300));
-    let reset = samples(&scrape(&admin));
+    // A request after the reset, once in /metrics, shows a tick has
+    // published since.
+    let _: String = redis::cmd("ECHO").arg("after-reset").query(&mut c).unwrap();
+    let reset = wait_for(
+        "a publication after RESETSTAT",
+        Duration::from_secs(10),
+        || {
+            let s = samples(&scrape(&admin));
+            (get(&s, &requests("echo", "ok")) >= 1.0).then_some(s)
+        },
+    );
     for key in [requests("set", "ok"), family_count("string"), backend("g1")] {
         assert!(get(&reset, &key) >= get(&after, &key), "{key} went down");
     }
