@@ -59,6 +59,29 @@ fn tls_redis_with(certs: &Certs, extra: &[&str]) -> (Redis, u16) {
 }
 
 /// Waits until ctld's checks see every server of `group` of `cluster` up.
+/// A ctld that reaches TLS groups with `certs`' CA and client certificate.
+fn tls_ctld(dir: &Path, certs: &Certs) -> Ctld {
+    let (ca, cert, key) = (
+        certs.ca.display().to_string(),
+        certs.client_cert.display().to_string(),
+        certs.client_key.display().to_string(),
+    );
+    Ctld::start_with(
+        dir,
+        "10s",
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        &[
+            "--backend-tls-ca",
+            &ca,
+            "--backend-tls-cert",
+            &cert,
+            "--backend-tls-key",
+            &key,
+        ],
+    )
+}
+
 fn wait_up(ctld: &Ctld, cluster: &str, group: &str) {
     wait_for(
         &format!("ctld to see {cluster}/{group} up"),
@@ -127,25 +150,7 @@ fn tls_groups_are_checked_migrated_and_served_over_tls() {
         .arg(lib)
         .query(&mut m1.conn())
         .unwrap();
-    let (ca, cert, key) = (
-        certs.ca.display().to_string(),
-        certs.client_cert.display().to_string(),
-        certs.client_key.display().to_string(),
-    );
-    let ctld = Ctld::start_with(
-        dir.path(),
-        "10s",
-        "127.0.0.1:0",
-        "127.0.0.1:0",
-        &[
-            "--backend-tls-ca",
-            &ca,
-            "--backend-tls-cert",
-            &cert,
-            "--backend-tls-key",
-            &key,
-        ],
-    );
+    let ctld = tls_ctld(dir.path(), &certs);
     common::checks::create_cluster(&ctld, "c", &[("g1", a1.clone())], "10s", &["--tls"]);
     ctl_ok(
         &ctld,
@@ -261,25 +266,7 @@ fn a_tls_master_fails_over_to_its_tls_replica() {
         ],
     );
     let (a1, ar) = (format!("127.0.0.1:{p1}"), format!("127.0.0.1:{rp}"));
-    let (ca, cert, key) = (
-        certs.ca.display().to_string(),
-        certs.client_cert.display().to_string(),
-        certs.client_key.display().to_string(),
-    );
-    let ctld = Ctld::start_with(
-        dir.path(),
-        "10s",
-        "127.0.0.1:0",
-        "127.0.0.1:0",
-        &[
-            "--backend-tls-ca",
-            &ca,
-            "--backend-tls-cert",
-            &cert,
-            "--backend-tls-key",
-            &key,
-        ],
-    );
+    let ctld = tls_ctld(dir.path(), &certs);
     common::checks::create_cluster(&ctld, "c", &[("g1", a1)], "10s", &["--tls"]);
     ctl_ok(&ctld, &["group", "c", "g1", "--add-replica", &ar]);
     ctl_ok(
