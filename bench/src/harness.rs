@@ -3,7 +3,8 @@
 //! target in interleaved rounds (A B C A B C …) so that drift on a shared
 //! machine hits all of them alike; the report gives medians, medians of
 //! per-round throughput ratios to direct Redis, and CPU microseconds per
-//! request of each proxy (and of Redis behind it) from `/proc/PID/stat`.
+//! request of each proxy (and of Redis behind it) from the scheduler's run
+//! time of its threads (`/proc/PID/task/*/schedstat`).
 //!
 //! The transaction load (`MULTI`, `SET`, `INCR`, `EXEC` as one request) runs
 //! on direct Redis and keyway only: twemproxy has no transactions (it does
@@ -602,8 +603,8 @@ pub fn markdown(r: &Report) -> String {
         "Measured {} at commit `{}` on {} ({} CPUs, {}, kernel {}; {}; {}).\n\n\
          Command: `{}`\n\n\
          {} interleaved rounds, {} requests per run; medians over rounds. `× redis` is the median \
-         of per-round throughput ratios to direct Redis. CPU is user + system time from \
-         `/proc/PID/stat` per request.\n",
+         of per-round throughput ratios to direct Redis. CPU is user + system run time of \
+         every thread (`/proc/PID/task/*/schedstat`) per request.\n",
         r.date,
         r.commit,
         r.machine.get("cpu").map_or("?", String::as_str),

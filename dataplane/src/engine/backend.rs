@@ -238,7 +238,7 @@ impl BackendConn {
     /// Notes that the bytes up to the stream offset handed so far left at
     /// `now_ns` (one clock read per write, see `engine::meters`). At most
     /// [`MAX_HANDOFFS`] are kept (a connection whose replies do not come
-    /// through [`sent_ns`](Self::sent_ns), a subscriber's, forgets the
+    /// through [`handoff_of`](Self::handoff_of), a subscriber's, forgets the
     /// oldest).
     #[inline]
     pub fn stamp_handed(&mut self, now_ns: u64) {
@@ -248,18 +248,18 @@ impl BackendConn {
         self.handoffs.push_back((self.out.handed(), now_ns));
     }
 
-    /// When the request whose bytes end at `end` was handed to the
-    /// transport (0: unknown), forgetting the hand-offs before it (replies
-    /// come in request order).
-    #[inline(always)]
-    pub fn sent_ns(&mut self, end: u64) -> u64 {
+    /// The hand-off that took the request whose bytes end at `end`: the
+    /// stream offset it covered up to and when (`(end, 0)`: unknown),
+    /// forgetting the hand-offs before it (replies come in request order).
+    #[inline]
+    pub fn handoff_of(&mut self, end: u64) -> (u64, u64) {
         while let Some(&(handed, ns)) = self.handoffs.front() {
             if handed >= end {
-                return ns;
+                return (handed, ns);
             }
             self.handoffs.pop_front();
         }
-        0
+        (end, 0)
     }
 
     /// Whether a driver task should hold a socket for this connection.

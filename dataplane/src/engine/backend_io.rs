@@ -168,7 +168,7 @@ impl Worker {
                 conn.inbuf = buf;
             })
         };
-        sink.meters.end_batch(sink.cmds);
+        sink.meters.end_batch();
         if !sink.scripts.noscript.is_empty() && sink.retry_noscript(conn) {
             // EVALSHAs answered NOSCRIPT, sent again (`engine::scripts`).
             sink.wake.backend(conn, idx);

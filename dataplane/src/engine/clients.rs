@@ -632,10 +632,10 @@ impl Worker {
     /// (a blocking command ended at Redis, subscriptions dropped); the
     /// asking client itself is closed after its reply, as Redis does.
     fn kill_client(&mut self, idx: usize, asker: bool) {
-        self.ctx.stats.clients_killed += 1;
         let Some(c) = self.clients.get_mut(idx) else {
             return;
         };
+        self.ctx.stats.clients_killed += 1;
         if asker {
             c.st.phase = Phase::Draining;
             c.st.inbuf.clear();

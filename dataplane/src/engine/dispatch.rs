@@ -120,7 +120,7 @@ impl Ctx {
         if place.at.is_none() {
             self.stats.requests += 1;
             // Untimed unless it is counted as served below.
-            st.queue.stamp = super::meters::Stamp::default();
+            st.queue.stamp.cmd = super::meters::NO_CMD;
         }
         if place.exec || st.tx.is_some() {
             // Cold: a transaction is open, or this is one's EXEC.
@@ -311,7 +311,7 @@ impl Ctx {
             Policy::Diag(cmd) => self.as_identity_of(spec, |ctx| ctx.diag(st, cmd, req)),
             Policy::Unsupported(why) => {
                 self.cmds.unsupported(spec.id, place.at.is_none());
-                st.queue.stamp = super::meters::Stamp::default();
+                st.queue.stamp.cmd = super::meters::NO_CMD;
                 self.refuse(st, &Refusal::Unsupported { spec, why }, place);
             }
         }

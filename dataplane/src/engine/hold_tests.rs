@@ -111,3 +111,24 @@ fn split_parts_and_fan_outs_wait_for_a_held_group() {
     assert!(to_c.contains("MGET") && to_c.contains("DBSIZE"), "{to_c:?}");
     assert!(r.written(1).contains("DBSIZE"));
 }
+
+/// A reply no read or backend reply brings (the hold's expiry, on the
+/// tick) is timed when it is handed to the client, not at the client's
+/// next read (whose own requests would be answered before it counted).
+#[test]
+fn a_reply_sent_on_the_tick_is_recorded_when_it_leaves() {
+    let mut r = Rig::new(SlotRoute::Stable(0));
+    r.publish_held(2, SlotRoute::Stable(0), &[0]);
+    r.send(&format!("SET {} v", key_in(1)));
+    r.tick(2600);
+    assert!(r.output().starts_with("-TRYAGAIN"));
+    // A command's first times get their histogram on the tick.
+    r.tick(100);
+    r.send("INFO commandstats latencystats");
+    let out = r.output();
+    assert!(
+        out.contains("cmdstat_set:calls=1,") && out.contains(",failed_calls=1\r\n"),
+        "{out}"
+    );
+    assert!(out.contains("latency_percentiles_usec_set:p50="), "{out}");
+}

@@ -3,22 +3,26 @@
 //!
 //! The clock is read once per batch, never per request: once when a read
 //! from a client is parsed ([`Meters::clock_ns`] is set before the batch's
-//! requests are dispatched, and each request's reply slot carries that time
-//! as its [`Stamp`]), once when a read of backend replies is framed, once
-//! when a backend connection's requests are handed to the transport (each
-//! sub-request then carries that time). When a reply is written into its
-//! client's output buffer (in request order, see `engine::pending`), the
-//! reply queue notes a [`Done`]; the worker drains those into the
-//! histograms with the clock of the batch that delivered them. The clock is
-//! `CLOCK_MONOTONIC` through the vDSO (`clock_gettime`, tens of
+//! requests are dispatched, and each request carries that time in its
+//! [`Stamp`], kept run-length encoded by the client's reply queue), once
+//! when a client's replies are handed to the transport (the driver takes
+//! the woken clients' output, see `Worker::take_wakeups`, or a read ends
+//! with replies keyway wrote itself): the replies released since are
+//! drained from the queue a run at a time, so a pipeline of one command
+//! read at once is recorded once, `n` times. On the backend side, once
+//! when a backend connection's requests are handed to the transport and
+//! once when a read of its replies is framed: the replies of one read to
+//! requests of one write are counted as one run ([`Meters::backend_begin`]
+//! and [`Meters::backend_run`]). The clock is `CLOCK_MONOTONIC` through the vDSO (`clock_gettime`, tens of
 //! nanoseconds, no system call): a coarse tick would round a 50 µs request
 //! to 0 or to a whole tick.
 //!
 //! Histograms are `hdrhistogram`s of nanoseconds from 1 ns to 60 s (longer
 //! is counted as 60 s), two significant digits, never resized: one per
 //! command family (u64 counts, about 30 KiB each), one per backend group,
-//! and for `INFO latencystats` one per command (u32 counts, about 15 KiB
-//! each) allocated on the tick for commands the core has served (never on
+//! and for `INFO latencystats` one per command (also u64 counts: a core
+//! serving a million requests a second would fill a u32 bucket in an
+//! hour) allocated on the tick for commands the core has served (never on
 //! the request path). On every tick a core adds what it recorded since the
 //! last tick into its [`PublishedMeters`] (behind a mutex taken by the tick
 //! with `try_lock`, by `/metrics` and by `INFO`, never per request) and
@@ -149,15 +153,6 @@ impl Default for Stamp {
     }
 }
 
-/// A reply written to its client's output buffer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Done {
-    /// The request's stamp (its command is never [`NO_CMD`]).
-    pub stamp: Stamp,
-    /// The reply is an error.
-    pub failed: bool,
-}
-
 /// Why a backend connection failed, as `/metrics` labels it.
 pub const BACKEND_ERRORS: [&str; 6] = ["timeout", "connect", "closed", "auth", "tls", "protocol"];
 
@@ -214,6 +209,32 @@ impl Default for GroupMeter {
     }
 }
 
+/// Backend replies of one read to requests of one write: one time, counted
+/// once (see [`Meters::backend_run`]).
+#[derive(Debug, Clone, Copy)]
+pub struct BackendRun {
+    /// The group (index into [`Meters::group_names`]; `u32::MAX`: none).
+    group: u32,
+    /// The stream offset the run's hand-off covers up to: a reply to a
+    /// request ending past it starts a new run.
+    upto: u64,
+    /// When those requests were handed to the transport (0: not timed).
+    sent_ns: u64,
+    /// Replies counted.
+    n: u64,
+}
+
+impl Default for BackendRun {
+    fn default() -> Self {
+        BackendRun {
+            group: u32::MAX,
+            upto: 0,
+            sent_ns: 0,
+            n: 0,
+        }
+    }
+}
+
 /// Times of commands not yet given a histogram a core keeps until its
 /// next tick (more are left out of `INFO latencystats`).
 pub const PENDING: usize = 256;
@@ -233,14 +254,13 @@ pub struct Meters {
     family_sum_ns: Box<[u64]>,
     /// By command id, since the last tick; allocated on the tick for the
     /// commands served.
-    commands: Box<[Option<Box<Histogram<u32>>>]>,
+    commands: Box<[Option<Box<Histogram<u64>>>]>,
     /// Times of commands with no histogram yet (command id, ns), at most
     /// [`PENDING`]: recorded once the tick has allocated theirs.
     pending: Vec<(u16, u64, u64)>,
-    /// Replies with one time not yet recorded: (command, ns, count).
-    reply_run: Option<(u16, u64, u64)>,
-    /// Backend replies with one time not yet recorded: (group, ns, count).
-    backend_run: Option<(u32, u64, u64)>,
+    /// The backend replies being counted (see
+    /// [`backend_run`](Self::backend_run)).
+    pub brun: BackendRun,
     /// Group names met, in order (only grows).
     pub group_names: Vec<Arc<str>>,
     /// Each backend pool's index in `group_names`.
@@ -262,8 +282,7 @@ impl Default for Meters {
             family_sum_ns: vec![0; FAMILIES.len()].into_boxed_slice(),
             commands: (0..command::COMMAND_IDS).map(|_| None).collect(),
             pending: Vec::with_capacity(PENDING),
-            backend_run: None,
-            reply_run: None,
+            brun: BackendRun::default(),
             group_names: Vec::new(),
             pool_group: Vec::new(),
             groups: Vec::new(),
@@ -290,43 +309,38 @@ impl Meters {
         }
     }
 
-    /// Records the replies that left (`done`, emptied): failures at once,
-    /// times into the current run (see [`end_batch`](Self::end_batch)).
-    #[inline(always)]
-    pub fn drain(&mut self, done: &mut Vec<Done>, cmds: &mut super::CommandStats) {
-        for &d in done.iter() {
-            if d.failed {
-                if let Some(f) = cmds.failed.get_mut(usize::from(d.stamp.cmd)) {
-                    *f += 1;
+    /// Records the replies `queue` released (see `engine::pending`),
+    /// handed to the transport at `now_ns` (0: not timed): their
+    /// failures, and their times when recording.
+    #[inline]
+    pub fn drain(
+        &mut self,
+        queue: &mut super::pending::ReplyQueue,
+        now_ns: u64,
+        cmds: &mut super::CommandStats,
+    ) {
+        let timed = self.on && now_ns != 0;
+        queue.drain(|stamp, n, errors| {
+            let id = usize::from(stamp.cmd);
+            if errors > 0 {
+                if let Some(f) = cmds.failed.get_mut(id) {
+                    *f += errors;
                 }
             }
-            if d.stamp.start_ns == 0 || !self.on {
-                continue;
+            if timed && stamp.start_ns != 0 {
+                // At least 1 ns, as Redis counts a command that took
+                // less than its clock tells apart.
+                let ns = now_ns.saturating_sub(stamp.start_ns).max(1);
+                self.record(stamp.cmd, ns, n, cmds);
             }
-            // Replies of one read to requests of one read have one time:
-            // a run of them is recorded once, `n` times.
-            let ns = self.clock_ns.saturating_sub(d.stamp.start_ns);
-            match &mut self.reply_run {
-                Some((cmd, rns, n)) if *cmd == d.stamp.cmd && *rns == ns => *n += 1,
-                _ => {
-                    if let Some((cmd, ns, n)) = self.reply_run.take() {
-                        self.record(cmd, ns, n, cmds);
-                    }
-                    self.reply_run = Some((d.stamp.cmd, ns, 1));
-                }
-            }
-        }
-        done.clear();
+        });
     }
 
-    /// Records the runs of equal times noted last: call at the end of each
-    /// batch (a read of requests, a read of replies) and on the tick.
+    /// Records the backend replies counted last: call at the end of a
+    /// read of replies and on the tick.
     #[inline]
-    pub fn end_batch(&mut self, cmds: &mut super::CommandStats) {
-        if let Some((cmd, ns, n)) = self.reply_run.take() {
-            self.record(cmd, ns, n, cmds);
-        }
-        self.end_backend_batch();
+    pub fn end_batch(&mut self) {
+        self.end_backend_run();
     }
 
     /// Records `n` replies to command `cmd` that took `ns` each.
@@ -342,43 +356,69 @@ impl Meters {
             *t += ns * n;
         }
         match self.commands.get_mut(id) {
-            Some(Some(h)) => h.saturating_record_n(ns, n as u32),
+            Some(Some(h)) => h.saturating_record_n(ns, n),
             // Never allocates: its capacity is fixed.
             Some(None) if self.pending.len() < PENDING => self.pending.push((cmd, ns, n)),
             _ => {}
         }
     }
 
-    /// A reply read on a connection of pool `pool`, for a sub-request
-    /// handed to the transport at `sent_ns` (0: not timed).
-    #[inline(always)]
-    pub fn backend_reply(&mut self, pool: usize, sent_ns: u64) {
-        let Some(&g) = self.pool_group.get(pool) else {
-            return;
+    /// A read of replies on a connection of pool `pool` begins: its
+    /// replies are counted for the pool's group.
+    #[inline]
+    pub fn backend_begin(&mut self, pool: usize) {
+        self.end_backend_run();
+        self.brun = BackendRun {
+            group: self.pool_group.get(pool).copied().unwrap_or(u32::MAX),
+            upto: 0,
+            sent_ns: 0,
+            n: 0,
         };
-        let Some(m) = self.groups.get_mut(g as usize) else {
-            return;
-        };
-        m.requests += 1;
-        if sent_ns != 0 && self.on {
-            let ns = self.clock_ns.saturating_sub(sent_ns);
-            // Replies of one read to requests of one write have one time.
-            match &mut self.backend_run {
-                Some((rg, rns, n)) if *rg == g && *rns == ns => *n += 1,
-                _ => {
-                    self.end_backend_batch();
-                    self.backend_run = Some((g, ns, 1));
-                }
-            }
-        }
     }
 
-    /// Records the run of equal backend times noted last (call after a
-    /// read's replies).
+    /// The reply to a request whose bytes end at stream offset `end` was
+    /// read: counted in the current run if that request was handed to the
+    /// transport with the run's (the common case: a test and an
+    /// increment), else a new run starts with the hand-off `handoff`
+    /// gives (`BackendConn::handoff_of`). Call
+    /// [`backend_begin`](Self::backend_begin) first.
+    #[inline(always)]
+    pub fn backend_run(&mut self, end: u64, handoff: impl FnOnce(u64) -> (u64, u64)) {
+        if end > self.brun.upto {
+            self.next_backend_run(end, handoff);
+        }
+        self.brun.n += 1;
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn next_backend_run(&mut self, end: u64, handoff: impl FnOnce(u64) -> (u64, u64)) {
+        let group = self.brun.group;
+        self.end_backend_run();
+        let (upto, sent_ns) = if self.on { handoff(end) } else { (u64::MAX, 0) };
+        self.brun = BackendRun {
+            group,
+            upto,
+            sent_ns,
+            n: 0,
+        };
+    }
+
+    /// Records the current backend run (and leaves it empty).
     #[inline]
-    pub fn end_backend_batch(&mut self) {
-        if let Some((g, ns, n)) = self.backend_run.take() {
-            if let Some(m) = self.groups.get_mut(g as usize) {
+    fn end_backend_run(&mut self) {
+        let BackendRun {
+            group, sent_ns, n, ..
+        } = self.brun;
+        if n == 0 {
+            return;
+        }
+        self.brun.n = 0;
+        let timed = sent_ns != 0 && self.on;
+        let ns = self.clock_ns.saturating_sub(sent_ns).max(1);
+        if let Some(m) = self.groups.get_mut(group as usize) {
+            m.requests += n;
+            if timed {
                 m.hist.saturating_record_n(ns, n);
                 m.sum_ns += ns * n;
             }
@@ -433,7 +473,7 @@ impl Meters {
         for (id, ns, n) in self.pending.drain(..) {
             if let Some(h) = self.commands.get_mut(usize::from(id)) {
                 h.get_or_insert_with(|| Box::new(histogram()))
-                    .saturating_record_n(ns, n as u32);
+                    .saturating_record_n(ns, n);
             }
         }
         let Ok(mut p) = published.try_lock() else {
@@ -489,7 +529,7 @@ impl Meters {
     pub fn add_commands(&self, into: &mut [Option<Histogram<u64>>]) {
         for (dst, src) in into.iter_mut().zip(self.commands.iter()) {
             if let Some(src) = src.as_deref().filter(|h| !h.is_empty()) {
-                widen_into(dst.get_or_insert_with(histogram), src);
+                add_into(dst.get_or_insert_with(histogram), src);
             }
         }
     }
@@ -505,7 +545,7 @@ pub struct PublishedMeters {
     /// By family, since start (ns).
     pub family_sum_ns: Vec<u64>,
     /// By command id, since the last `CONFIG RESETSTAT`.
-    pub commands: Vec<Option<Box<Histogram<u32>>>>,
+    pub commands: Vec<Option<Box<Histogram<u64>>>>,
     /// By group name (in the order the core met them), since start.
     pub groups: Vec<(Arc<str>, GroupMeter)>,
 }
@@ -567,11 +607,9 @@ impl MergedMeters {
     }
 }
 
-/// Adds a u32-count histogram into a u64-count one.
-fn widen_into(dst: &mut Histogram<u64>, src: &Histogram<u32>) {
-    for v in src.iter_recorded() {
-        let _ = dst.record_n(v.value_iterated_to(), u64::from(v.count_at_value()));
-    }
+/// Adds `src` into `dst` (same bounds: never fails).
+fn add_into(dst: &mut Histogram<u64>, src: &Histogram<u64>) {
+    let _ = dst.add(src);
 }
 
 /// Every core's command histograms merged (since the last `CONFIG
@@ -585,7 +623,7 @@ pub fn merged_commands<'a>(
         let Ok(p) = core.lock() else { continue };
         for (dst, src) in out.iter_mut().zip(&p.commands) {
             if let Some(src) = src.as_deref().filter(|h| !h.is_empty()) {
-                widen_into(dst.get_or_insert_with(histogram), src);
+                add_into(dst.get_or_insert_with(histogram), src);
             }
         }
     }
@@ -617,6 +655,20 @@ mod tests {
         );
     }
 
+    /// A queue with one reply released per stamp in `stamps`, `failed`
+    /// saying which were errors.
+    fn released(stamps: &[Stamp], failed: &[bool]) -> crate::engine::pending::ReplyQueue {
+        let mut q = crate::engine::pending::ReplyQueue::default();
+        let mut out = Vec::new();
+        for (s, f) in stamps.iter().zip(failed) {
+            q.stamp = *s;
+            q.push_local(&mut out, |o| {
+                o.extend_from_slice(if *f { b"-ERR x\r\n" } else { b"+OK\r\n" })
+            });
+        }
+        q
+    }
+
     #[test]
     fn drained_replies_are_timed_by_family_and_command() {
         let mut m = Meters::default();
@@ -624,25 +676,10 @@ mod tests {
         let get = command::all().find(|c| c.name == "get").unwrap().id;
         m.clock_ns = 1_000;
         let s = m.stamp(get);
-        m.clock_ns = 6_000;
-        let mut done = vec![
-            Done {
-                stamp: s,
-                failed: false,
-            },
-            Done {
-                stamp: s,
-                failed: true,
-            },
-        ];
-        m.drain(&mut done, &mut cmds);
-        assert!(done.is_empty());
-        assert_eq!(
-            cmds.time_ns[usize::from(get)],
-            0,
-            "recorded at the batch's end"
-        );
-        m.end_batch(&mut cmds);
+        let mut q = released(&[s, s], &[false, true]);
+        assert_eq!(q.released(), 2);
+        m.drain(&mut q, 6_000, &mut cmds);
+        assert_eq!(q.released(), 0);
         assert_eq!(cmds.time_ns[usize::from(get)], 10_000);
         assert_eq!(cmds.failed[usize::from(get)], 1);
         assert_eq!(m.family[0].len(), 2, "string family");
@@ -659,19 +696,35 @@ mod tests {
         let merged = MergedMeters::of([&published, &published].into_iter());
         assert_eq!(merged.family[0].len(), 4, "two cores' copies added");
         assert_eq!(merged.family_sum_ns[0], 20_000);
-        m.drain(
-            &mut vec![Done {
-                stamp: s,
-                failed: false,
-            }],
-            &mut cmds,
-        );
-        m.end_batch(&mut cmds);
+        m.drain(&mut released(&[s], &[false]), 2_000, &mut cmds);
         let per_cmd = merged_commands([&published].into_iter(), &m);
         assert_eq!(per_cmd[usize::from(get)].as_ref().unwrap().len(), 3);
         m.flush(1, &published);
         let per_cmd = merged_commands([&published].into_iter(), &m);
         assert!(per_cmd[usize::from(get)].is_none(), "emptied by RESETSTAT");
+    }
+
+    #[test]
+    fn untimed_replies_count_only_their_failures() {
+        let mut m = Meters::default();
+        let mut cmds = crate::engine::CommandStats::default();
+        let get = command::all().find(|c| c.name == "get").unwrap().id;
+        let set = command::all().find(|c| c.name == "set").unwrap().id;
+        // Read with latency off (clock 0), a refusal (no command), and a
+        // reply taking less than the clock tells apart.
+        let off = m.stamp(get);
+        m.clock_ns = 5_000;
+        let quick = m.stamp(set);
+        let mut q = released(
+            &[off, off, Stamp::default(), quick, quick],
+            &[true, false, true, false, true],
+        );
+        m.drain(&mut q, 5_000, &mut cmds);
+        assert_eq!(cmds.failed[usize::from(get)], 1);
+        assert_eq!(cmds.failed[usize::from(set)], 1);
+        assert_eq!(cmds.time_ns[usize::from(get)], 0, "not timed");
+        assert_eq!(cmds.time_ns[usize::from(set)], 2, "1 ns each, as Redis");
+        assert_eq!(m.family[0].len(), 2);
     }
 
     #[test]
@@ -682,25 +735,32 @@ mod tests {
         m.pool_serves(0, &a);
         m.pool_serves(3, &b);
         m.clock_ns = 500;
-        m.backend_reply(0, 200);
-        m.backend_reply(3, 0);
-        m.backend_reply(7, 1);
+        // Two replies to one write at 200, one to a write at 300.
+        m.backend_begin(0);
+        m.backend_run(10, |_| (20, 200));
+        m.backend_run(20, |_| unreachable!("same hand-off"));
+        m.backend_run(30, |_| (30, 300));
+        m.backend_begin(3);
+        m.backend_run(10, |_| (10, 0));
+        m.backend_begin(7);
+        m.backend_run(10, |_| (10, 1));
         m.group_of_pool(3).unwrap().errors[1] += 1;
-        let mut cmds = crate::engine::CommandStats::default();
-        m.end_batch(&mut cmds);
+        m.end_batch();
         let published = std::sync::Mutex::new(PublishedMeters::default());
         m.flush(0, &published);
         let mut other = Meters::default();
         other.pool_serves(0, &b);
-        other.backend_reply(0, 0);
+        other.backend_begin(0);
+        other.backend_run(1, |_| (1, 0));
+        other.end_batch();
         let published2 = std::sync::Mutex::new(PublishedMeters::default());
         other.flush(0, &published2);
         let merged = MergedMeters::of([&published, &published2].into_iter());
         let names: Vec<&str> = merged.groups.iter().map(|(n, _)| &**n).collect();
         assert_eq!(names, ["a", "b"]);
-        assert_eq!(merged.groups[0].1.requests, 1);
-        assert_eq!(merged.groups[0].1.hist.len(), 1);
-        assert_eq!(merged.groups[0].1.sum_ns, 300);
+        assert_eq!(merged.groups[0].1.requests, 3);
+        assert_eq!(merged.groups[0].1.hist.len(), 3);
+        assert_eq!(merged.groups[0].1.sum_ns, 2 * 300 + 200);
         assert_eq!(merged.groups[1].1.requests, 2);
         assert_eq!(merged.groups[1].1.errors[1], 1);
     }

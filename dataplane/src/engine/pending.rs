@@ -6,15 +6,19 @@
 //! copy beyond that one), a reply for a later request waits in its slot until
 //! everything before it has gone out.
 //!
-//! Each slot also carries its request's [`Stamp`] (its command, when it was
-//! read) beside it; a reply leaving for the output
-//! buffer notes a [`Done`] in [`ReplyQueue::done`], which the worker drains
-//! into its meters (see `engine::meters`).
+//! Beside the slots, the queue keeps its requests' [`Stamp`]s (command,
+//! when it was read) in request order, run-length encoded: the requests of
+//! one read to one command share a stamp, so a pipeline of them is one
+//! entry. A reply leaving for the output buffer only counts itself
+//! ([`ReplyQueue::released`]) and, if it is an error, notes its position;
+//! the worker drains the released replies' stamps, a run at a time, into
+//! its meters when the client's output is handed to the transport (see
+//! `engine::meters`).
 
 use std::collections::VecDeque;
 
 use super::gather::UndoCmd;
-use super::meters::{Done, Stamp, NO_CMD};
+use super::meters::{Stamp, NO_CMD};
 use super::split::Merge;
 use crate::routing::GroupIndex;
 
@@ -82,8 +86,8 @@ pub type Seq = u64;
 /// The queue; see the module documentation.
 #[derive(Debug, Default)]
 pub struct ReplyQueue {
-    /// Each request's slot and stamp.
-    slots: VecDeque<(Slot, Stamp)>,
+    /// Each request's slot.
+    slots: VecDeque<Slot>,
     head: Seq,
     /// Bytes held in `Ready` slots and in merges (they count against the
     /// output limits).
@@ -97,11 +101,27 @@ pub struct ReplyQueue {
     /// almost every client, so a release tests one length.
     muted: Vec<Seq>,
     /// The stamp the next slot takes (set when a request is counted as
-    /// served; taken by the first slot or reply it makes).
+    /// served; taken by the first slot or reply it makes, which leaves its
+    /// command [`NO_CMD`]: a request's other replies are not timed).
     pub stamp: Stamp,
-    /// Replies written to the output buffer since the worker last drained
-    /// them.
-    pub done: Vec<Done>,
+    /// The stamps of the replies released since the last drain and of the
+    /// requests in `slots`, in request order, run-length encoded: the
+    /// older runs, then `tail`, the newest (which may count none).
+    stamps: VecDeque<Run>,
+    tail: Run,
+    /// Replies released (written, or dropped when muted) since the last
+    /// drain: the first ones `stamps` counts.
+    released: usize,
+    /// The positions among those (0: the first released) of the errors,
+    /// increasing.
+    failed: Vec<usize>,
+}
+
+/// Requests in a row with one stamp.
+#[derive(Debug, Clone, Copy, Default)]
+struct Run {
+    stamp: Stamp,
+    n: u32,
 }
 
 /// Whether a reply is an error.
@@ -139,17 +159,17 @@ impl ReplyQueue {
     }
 
     /// A slot for a request forwarded whole.
-    #[inline]
+    #[inline(always)]
     pub fn push_waiting(&mut self) -> Seq {
-        self.slots
-            .push_back((Slot::Waiting, std::mem::take(&mut self.stamp)));
+        self.stamp_next();
+        self.slots.push_back(Slot::Waiting);
         self.head + self.slots.len() as u64 - 1
     }
 
     /// A slot for a split request.
     pub fn push_merge(&mut self, m: Merge) -> Seq {
-        self.slots
-            .push_back((Slot::Merging(Box::new(m)), std::mem::take(&mut self.stamp)));
+        self.stamp_next();
+        self.slots.push_back(Slot::Merging(Box::new(m)));
         self.head + self.slots.len() as u64 - 1
     }
 
@@ -169,21 +189,21 @@ impl ReplyQueue {
     pub fn push_deferred(&mut self, d: Deferred) -> Seq {
         self.kept += 1;
         self.kept_bytes += d.frame.len();
-        self.slots
-            .push_back((Slot::Deferred(Box::new(d)), std::mem::take(&mut self.stamp)));
+        self.stamp_next();
+        self.slots.push_back(Slot::Deferred(Box::new(d)));
         self.head + self.slots.len() as u64 - 1
     }
 
     /// Replaces slot `i`, keeping the count of kept-back slots.
     fn set(&mut self, i: usize, slot: Slot) -> Slot {
-        let old = std::mem::replace(&mut self.slots[i].0, slot);
+        let old = std::mem::replace(&mut self.slots[i], slot);
         if matches!(old, Slot::Deferred(_)) {
             self.kept -= 1;
         }
-        if matches!(self.slots[i].0, Slot::Deferred(_)) {
+        if matches!(self.slots[i], Slot::Deferred(_)) {
             self.kept += 1;
         }
-        self.kept_bytes = self.kept_bytes - frame_bytes(&old) + frame_bytes(&self.slots[i].0);
+        self.kept_bytes = self.kept_bytes - frame_bytes(&old) + frame_bytes(&self.slots[i]);
         old
     }
 
@@ -229,7 +249,7 @@ impl ReplyQueue {
     /// Whether the first kept-back request is a barrier now at the head:
     /// every earlier request has been answered.
     pub fn barrier_ready(&self) -> bool {
-        matches!(self.slots.front(), Some((Slot::Deferred(d), _)) if d.barrier && d.ready())
+        matches!(self.slots.front(), Some(Slot::Deferred(d)) if d.barrier && d.ready())
     }
 
     /// The first kept-back request, in request order: the only one that
@@ -238,19 +258,16 @@ impl ReplyQueue {
         if self.kept == 0 {
             return None;
         }
-        self.slots
-            .iter()
-            .enumerate()
-            .find_map(|(i, (s, _))| match s {
-                Slot::Deferred(d) => Some((self.head + i as u64, &**d)),
-                _ => None,
-            })
+        self.slots.iter().enumerate().find_map(|(i, s)| match s {
+            Slot::Deferred(d) => Some((self.head + i as u64, &**d)),
+            _ => None,
+        })
     }
 
     /// The kept-back request `seq`, to update.
     pub fn deferred_mut(&mut self, seq: Seq) -> Option<&mut Deferred> {
         let i = self.index(seq)?;
-        match &mut self.slots[i].0 {
+        match &mut self.slots[i] {
             Slot::Deferred(d) => Some(d),
             _ => None,
         }
@@ -259,17 +276,16 @@ impl ReplyQueue {
     /// A reply produced locally: straight out if nothing is ahead of it.
     #[inline]
     pub fn push_local(&mut self, out: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) {
+        self.stamp_next();
         if self.slots.is_empty() {
             let at = out.len();
             write(out);
-            let stamp = std::mem::take(&mut self.stamp);
-            self.note(stamp, out.get(at..).is_some_and(is_error));
+            self.note(out.get(at..).is_some_and(is_error));
         } else {
             let mut v = Vec::new();
             write(&mut v);
             self.held += v.len();
-            self.slots
-                .push_back((Slot::Ready(v), std::mem::take(&mut self.stamp)));
+            self.slots.push_back(Slot::Ready(v));
         }
     }
 
@@ -281,15 +297,11 @@ impl ReplyQueue {
             if self.muted.is_empty() || !self.take_muted(seq) {
                 out.extend_from_slice(reply);
             }
-            let (slot, stamp) = self
-                .slots
-                .pop_front()
-                .unwrap_or((Slot::Waiting, Stamp::default()));
-            if let Slot::Deferred(d) = slot {
+            if let Some(Slot::Deferred(d)) = self.slots.pop_front() {
                 self.kept -= 1;
                 self.kept_bytes -= d.frame.len();
             }
-            self.note(stamp, is_error(reply));
+            self.note(is_error(reply));
             self.head += 1;
             self.release(out);
         } else {
@@ -315,7 +327,7 @@ impl ReplyQueue {
         let Some(i) = self.index(seq) else {
             return Vec::new();
         };
-        let Slot::Merging(m) = &mut self.slots[i].0 else {
+        let Slot::Merging(m) = &mut self.slots[i] else {
             return Vec::new();
         };
         let before = m.held_bytes();
@@ -327,7 +339,7 @@ impl ReplyQueue {
         if !done {
             return Vec::new();
         }
-        let Slot::Merging(m) = std::mem::replace(&mut self.slots[i].0, Slot::Waiting) else {
+        let Slot::Merging(m) = std::mem::replace(&mut self.slots[i], Slot::Waiting) else {
             unreachable!()
         };
         self.held -= m.held_bytes();
@@ -340,11 +352,8 @@ impl ReplyQueue {
                 m.finish(out)
             };
             let failed = is_error(&dropped) || out.get(at..).is_some_and(is_error);
-            let stamp = self
-                .slots
-                .pop_front()
-                .map_or_else(Stamp::default, |(_, s)| s);
-            self.note(stamp, failed);
+            self.slots.pop_front();
+            self.note(failed);
             self.head += 1;
             self.release(out);
             undo
@@ -352,7 +361,7 @@ impl ReplyQueue {
             let mut v = Vec::new();
             let undo = m.finish(&mut v);
             self.held += v.len();
-            self.slots[i].0 = Slot::Ready(v);
+            self.slots[i] = Slot::Ready(v);
             undo
         }
     }
@@ -360,6 +369,19 @@ impl ReplyQueue {
     /// Drops every reply owed (the client is being closed): later replies
     /// for these requests find no slot and are ignored.
     pub fn abandon(&mut self) {
+        // Their stamps go too; the released replies' stay to be drained.
+        let mut unanswered = self.slots.len();
+        while unanswered > 0 {
+            let n = (self.tail.n as usize).min(unanswered);
+            self.tail.n -= n as u32;
+            unanswered -= n;
+            if self.tail.n == 0 {
+                match self.stamps.pop_back() {
+                    Some(run) => self.tail = run,
+                    None => break,
+                }
+            }
+        }
         self.head += self.slots.len() as u64;
         self.slots.clear();
         self.slots.shrink_to(16);
@@ -399,13 +421,80 @@ impl ReplyQueue {
         }
     }
 
-    /// A reply of a request stamped `stamp` left for the output buffer.
-    #[inline]
-    fn note(&mut self, stamp: Stamp, failed: bool) {
-        // An untimed reply (`metrics.latency` off) matters only if failed.
-        if stamp.cmd != NO_CMD && (failed || stamp.start_ns != 0) {
-            self.done.push(Done { stamp, failed });
+    /// The next request (a slot, or a reply written at once) takes
+    /// [`stamp`](Self::stamp).
+    #[inline(always)]
+    fn stamp_next(&mut self) {
+        let stamp = self.stamp;
+        self.stamp.cmd = NO_CMD;
+        // A run never holds more than a pipeline's requests and the
+        // replies released since the last drain (see `engine::meters`):
+        // its count cannot reach u32::MAX.
+        if stamp.start_ns == self.tail.stamp.start_ns && stamp.cmd == self.tail.stamp.cmd {
+            self.tail.n += 1;
+        } else {
+            self.new_run(stamp);
         }
+    }
+
+    /// The next request's stamp differs from the newest run's (the first
+    /// request of a read, or of another command).
+    #[inline(never)]
+    fn new_run(&mut self, stamp: Stamp) {
+        if self.tail.n > 0 {
+            self.stamps.push_back(self.tail);
+        }
+        self.tail = Run { stamp, n: 1 };
+    }
+
+    /// The reply at the head left for the output buffer (or was dropped).
+    #[inline]
+    fn note(&mut self, failed: bool) {
+        if failed {
+            self.failed.push(self.released);
+        }
+        self.released += 1;
+    }
+
+    /// Replies released since the last [`drain`](Self::drain).
+    #[inline]
+    pub fn released(&self) -> usize {
+        self.released
+    }
+
+    /// Hands the released replies' stamps to `f`, a run at a time: the
+    /// stamp, the replies with it and how many of those were errors
+    /// (replies of requests not served, [`NO_CMD`], are left out); then
+    /// forgets them.
+    pub fn drain(&mut self, mut f: impl FnMut(Stamp, u64, u64)) {
+        let mut left = std::mem::take(&mut self.released);
+        let mut failed = self.failed.iter().copied().peekable();
+        let mut end = 0;
+        while left > 0 {
+            let older = !self.stamps.is_empty();
+            let run = match self.stamps.front_mut() {
+                Some(run) => run,
+                None => &mut self.tail,
+            };
+            if run.n == 0 {
+                break;
+            }
+            let n = (run.n as usize).min(left);
+            end += n;
+            let mut errors = 0;
+            while failed.next_if(|&p| p < end).is_some() {
+                errors += 1;
+            }
+            if run.stamp.cmd != NO_CMD {
+                f(run.stamp, n as u64, errors);
+            }
+            run.n -= n as u32;
+            if run.n == 0 && older {
+                self.stamps.pop_front();
+            }
+            left -= n;
+        }
+        self.failed.clear();
     }
 
     fn index(&self, seq: Seq) -> Option<usize> {
@@ -416,14 +505,14 @@ impl ReplyQueue {
     /// Moves every complete reply at the head to `out`.
     #[inline]
     fn release(&mut self, out: &mut Vec<u8>) {
-        while let Some((Slot::Ready(_), _)) = self.slots.front() {
-            let Some((Slot::Ready(v), stamp)) = self.slots.pop_front() else {
+        while let Some(Slot::Ready(_)) = self.slots.front() {
+            let Some(Slot::Ready(v)) = self.slots.pop_front() else {
                 unreachable!()
             };
             self.held -= v.len();
             let seq = self.head;
             self.head += 1;
-            self.note(stamp, is_error(&v));
+            self.note(is_error(&v));
             if self.muted.is_empty() || !self.take_muted(seq) {
                 out.extend_from_slice(&v);
             }

@@ -115,6 +115,8 @@ pub(crate) struct Rig {
     pub settings: Settings,
     /// Connections to these addresses are refused.
     pub refusing: HashSet<SocketAddr>,
+    /// What `take_wakeups` hands over (kept, as a driver keeps it).
+    woken: (Vec<u32>, Vec<u32>),
     /// Dedicated connections (see `engine::dedicated`), in the order they
     /// were opened.
     pub dedicated: Vec<(SocketAddr, BackendId)>,
@@ -139,6 +141,7 @@ impl Rig {
             start: Instant::now(),
             settings,
             refusing: HashSet::new(),
+            woken: (Vec::new(), Vec::new()),
             dedicated: Vec::new(),
         }
     }
@@ -273,6 +276,13 @@ impl Rig {
     }
 
     pub fn output(&mut self) -> String {
+        // As a driver does before it writes (the meters record the
+        // replies that leave).
+        let (mut clients, mut backends) = std::mem::take(&mut self.woken);
+        self.worker.take_wakeups(&mut clients, &mut backends);
+        clients.clear();
+        backends.clear();
+        self.woken = (clients, backends);
         let out = String::from_utf8_lossy(self.worker.client_output(self.client)).into_owned();
         self.worker.client_wrote(self.client, out.len());
         out

@@ -166,6 +166,7 @@ impl Sink<'_> {
         buf: &[u8],
     ) -> Result<usize, BackendFault> {
         let mut at = 0;
+        self.meters.backend_begin(conn.pool);
         loop {
             match conn.framer.next(&buf[at..]) {
                 Ok(Some(len)) => {
@@ -183,12 +184,8 @@ impl Sink<'_> {
                         return Err(BackendFault::Unsolicited);
                     };
                     if let Owner::Client { .. } = entry.owner {
-                        let sent = if self.meters.on {
-                            conn.sent_ns(entry.end)
-                        } else {
-                            0
-                        };
-                        self.meters.backend_reply(conn.pool, sent);
+                        self.meters
+                            .backend_run(entry.end, |end| conn.handoff_of(end));
                     }
                     if conn.dedicated.is_some() || matches!(entry.owner, Owner::Internal(_)) {
                         let reply = &buf[at..at + len];
@@ -341,9 +338,6 @@ impl Sink<'_> {
                 }
                 return;
             }
-        }
-        if !st.queue.done.is_empty() {
-            self.meters.drain(&mut st.queue.done, self.cmds);
         }
         if st.queue.has_kept() && st.queue.barrier_ready() {
             // A request waiting for every earlier one to be answered.

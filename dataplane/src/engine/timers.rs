@@ -91,7 +91,7 @@ impl Worker {
                 (c.pool, state)
             });
             self.ctx.meters.count_connections(conns);
-            self.ctx.meters.end_batch(&mut self.ctx.cmds);
+            self.ctx.meters.end_batch();
             let epoch = self.ctx.shared.server.latency_epoch();
             self.ctx.meters.flush(epoch, &r.meters);
         }

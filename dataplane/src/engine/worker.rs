@@ -17,6 +17,7 @@ use keyway_protocol::resp::RequestParser;
 use slab::Slab;
 
 use super::client::{Client, ClientState, Phase};
+use super::meters::now_ns;
 use super::outbuf::OutBuf;
 use super::{live_client, Action, ClientId, ClientStatus, Ctx, Rejected, Shared, Stats};
 use crate::config::LiveConfig;
@@ -294,12 +295,14 @@ impl Worker {
             c.st.inbuf = buf;
         }
         let st = &mut c.st;
-        if !st.queue.done.is_empty() {
+        if st.queue.released() != 0 {
+            // Replies keyway wrote itself (a muted client's are never
+            // woken for: drained here, so the queue never keeps them).
+            let now = if self.ctx.meters.on { now_ns() } else { 0 };
             self.ctx
                 .meters
-                .drain(&mut st.queue.done, &mut self.ctx.cmds);
+                .drain(&mut st.queue, now, &mut self.ctx.cmds);
         }
-        self.ctx.meters.end_batch(&mut self.ctx.cmds);
         st.partial_since_ms = if st.inbuf.is_empty() || !st.readable() || st.blocked.is_some() {
             None
         } else {
@@ -448,6 +451,12 @@ impl Worker {
             if c.st.blocked.is_some() || c.st.pin.is_some() || c.st.tx.is_some() {
                 self.ctx.client_leaving(&mut c.st);
             }
+            if c.st.queue.released() != 0 {
+                let now = if self.ctx.meters.on { now_ns() } else { 0 };
+                self.ctx
+                    .meters
+                    .drain(&mut c.st.queue, now, &mut self.ctx.cmds);
+            }
             self.client_leaves_pubsub(id.idx as usize);
             self.client_leaves_monitor(id.idx as usize);
             self.clients.remove(id.idx as usize);
@@ -459,10 +468,20 @@ impl Worker {
 
     /// Moves the indices of connections whose state changed (output to write,
     /// or closing) into `clients` and `backends`, for the driver to wake.
+    /// The replies each woken client released since they were last
+    /// recorded leave now: their times end here (one clock read).
     pub fn take_wakeups(&mut self, clients: &mut Vec<u32>, backends: &mut Vec<u32>) {
-        for idx in self.ctx.wake.clients.drain(..) {
+        let ctx = &mut self.ctx;
+        let mut now = 0;
+        for idx in ctx.wake.clients.drain(..) {
             if let Some(c) = self.clients.get_mut(idx as usize) {
                 c.st.dirty = false;
+                if c.st.queue.released() != 0 {
+                    if now == 0 && ctx.meters.on {
+                        now = now_ns();
+                    }
+                    ctx.meters.drain(&mut c.st.queue, now, &mut ctx.cmds);
+                }
             }
             clients.push(idx);
         }
