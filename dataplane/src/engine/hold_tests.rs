@@ -132,3 +132,22 @@ fn a_reply_sent_on_the_tick_is_recorded_when_it_leaves() {
     );
     assert!(out.contains("latency_percentiles_usec_set:p50="), "{out}");
 }
+
+/// The same with replies off: nothing is written, the reply is recorded
+/// all the same when it is dropped.
+#[test]
+fn a_dropped_reply_sent_on_the_tick_is_recorded_when_dropped() {
+    let mut r = Rig::new(SlotRoute::Stable(0));
+    r.publish_held(2, SlotRoute::Stable(0), &[0]);
+    r.send(&format!("CLIENT REPLY OFF;SET {} v", key_in(1)));
+    r.tick(2600);
+    assert_eq!(r.output(), "");
+    r.tick(100);
+    r.send("CLIENT REPLY ON;INFO commandstats latencystats");
+    let out = r.output();
+    assert!(
+        out.contains("cmdstat_set:calls=1,") && out.contains(",failed_calls=1\r\n"),
+        "{out}"
+    );
+    assert!(out.contains("latency_percentiles_usec_set:p50="), "{out}");
+}

@@ -270,6 +270,11 @@ impl Ctx {
         let hold = !st.queue.is_empty() && st.blocked.is_none();
         if (!st.out.is_empty() && !hold) || st.phase != Phase::Open {
             self.wake.client(st);
+        } else if st.out.is_empty() && st.queue.released() != 0 {
+            // Replies dropped (`CLIENT REPLY OFF`) outside a read: the
+            // wakeup records them now (`Worker::take_wakeups`), not at the
+            // client's next read.
+            self.wake.client(st);
         }
     }
 
