@@ -23,7 +23,14 @@ pub fn crc16(data: &[u8]) -> u16 {
 /// `}` after it, when that is non-empty; otherwise the whole key.
 #[inline]
 pub fn hash_tag(key: &[u8]) -> &[u8] {
-    if let Some(open) = memchr::memchr(b'{', key) {
+    // Most keys are short: a byte loop finds `{` sooner than `memchr`'s
+    // set-up for a vector search.
+    let open = if key.len() <= 32 {
+        key.iter().position(|&b| b == b'{')
+    } else {
+        memchr::memchr(b'{', key)
+    };
+    if let Some(open) = open {
         let rest = &key[open + 1..];
         if let Some(close) = memchr::memchr(b'}', rest) {
             if close > 0 {
@@ -67,6 +74,11 @@ mod tests {
         assert_eq!(hash_tag(b"foo{bar"), b"foo{bar");
         assert_eq!(hash_tag(b"foo}bar{"), b"foo}bar{");
         assert_eq!(hash_tag(b"{}"), b"{}");
+        // Past the byte loop's 32 bytes, memchr finds the same.
+        let long = [vec![b'x'; 40], b"{t}".to_vec()].concat();
+        assert_eq!(hash_tag(&long), b"t");
+        let edge = [vec![b'x'; 31], b"{t}".to_vec()].concat();
+        assert_eq!(hash_tag(&edge), b"t");
         assert_eq!(hash_tag(b"{a}"), b"a");
     }
 

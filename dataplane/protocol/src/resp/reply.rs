@@ -64,37 +64,49 @@ const MAX_INT_LINE: usize = 21;
 
 #[inline]
 fn int_line(buf: &[u8], pos: usize) -> Result<Line, ReplyError> {
-    let Some(cr) = memchr::memchr(b'\r', &buf[pos.min(buf.len())..]) else {
-        // An endless length is malformed, not incomplete: nothing past it
-        // could be framed, so bytes would pile up waiting for its end.
-        if buf.len().saturating_sub(pos) > MAX_INT_LINE {
-            return Err(ReplyError::BadLength);
-        }
-        return Ok(Line::Incomplete);
-    };
-    let end = pos + cr;
-    if end + 1 >= buf.len() {
-        return Ok(Line::Incomplete);
+    // Digits scanned in place (lengths are short: no `memchr` set-up).
+    let mut i = pos;
+    let neg = buf.get(i) == Some(&b'-');
+    if neg {
+        i += 1;
     }
-    if buf[end + 1] != b'\n' {
-        return Err(ReplyError::BadLength);
-    }
-    let digits = &buf[pos..end];
-    let (neg, digits) = match digits.split_first() {
-        Some((b'-', rest)) => (true, rest),
-        _ => (false, digits),
-    };
-    if digits.is_empty() || digits.len() > 18 {
-        return Err(ReplyError::BadLength);
-    }
+    let start = i;
     let mut v: i64 = 0;
-    for &d in digits {
+    while let Some(&d) = buf.get(i) {
         if !d.is_ascii_digit() {
+            break;
+        }
+        if i - start == 18 {
             return Err(ReplyError::BadLength);
         }
         v = v * 10 + i64::from(d - b'0');
+        i += 1;
     }
-    Ok(Line::Int(if neg { -v } else { v }, end + 2))
+    match buf.get(i) {
+        // An endless length is malformed, not incomplete: nothing past it
+        // could be framed, so bytes would pile up waiting for its end.
+        None if buf.len().saturating_sub(pos) > MAX_INT_LINE => Err(ReplyError::BadLength),
+        None => Ok(Line::Incomplete),
+        Some(b'\r') if i > start => match buf.get(i + 1) {
+            None => Ok(Line::Incomplete),
+            Some(b'\n') => Ok(Line::Int(if neg { -v } else { v }, i + 2)),
+            Some(_) => Err(ReplyError::BadLength),
+        },
+        Some(_) => Err(ReplyError::BadLength),
+    }
+}
+
+/// The first `\n` in `buf`: a byte loop over the first 32 bytes (most
+/// lines, `+OK`, `:1`, are shorter than `memchr`'s set-up is worth), then
+/// `memchr`.
+#[inline(always)]
+fn find_newline(buf: &[u8]) -> Option<usize> {
+    let head = &buf[..buf.len().min(32)];
+    match head.iter().position(|&b| b == b'\n') {
+        Some(i) => Some(i),
+        None if buf.len() > 32 => memchr::memchr(b'\n', &buf[32..]).map(|i| i + 32),
+        None => None,
+    }
 }
 
 impl ReplyFramer {
@@ -221,15 +233,13 @@ impl ReplyFramer {
             // Where the element that starts at `pos` ends, if it is not an
             // aggregate that opens a new level.
             let done_at = match tag {
-                b'+' | b'-' | b':' | b'_' | b',' | b'#' | b'(' => {
-                    match memchr::memchr(b'\n', &buf[pos..]) {
-                        Some(nl) => pos + nl + 1,
-                        None => {
-                            self.in_line = true;
-                            return Ok(self.incomplete(pos, buf.len() + 1));
-                        }
+                b'+' | b'-' | b':' | b'_' | b',' | b'#' | b'(' => match find_newline(&buf[pos..]) {
+                    Some(nl) => pos + nl + 1,
+                    None => {
+                        self.in_line = true;
+                        return Ok(self.incomplete(pos, buf.len() + 1));
                     }
-                }
+                },
                 b'$' | b'=' | b'!' => match int_line(buf, pos + 1)? {
                     Line::Incomplete => return Ok(self.incomplete(pos, buf.len() + 1)),
                     Line::Int(n, data) if n < 0 => {
@@ -431,6 +441,52 @@ mod tests {
             assert_eq!(f.next(&input[..cut]).unwrap(), None, "cut at {cut}");
             assert_eq!(f.next(input).unwrap(), Some(input.len()), "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn lines_of_every_length_around_the_byte_loop_frame_and_resume() {
+        for len in [0, 1, 29, 30, 31, 32, 33, 34, 64, 200] {
+            let line = [b"+".as_slice(), &vec![b'x'; len], b"\r\n"].concat();
+            let input = [line.as_slice(), b":1\r\n"].concat();
+            assert_eq!(
+                frame_all(&input).unwrap(),
+                [line.as_slice(), b":1\r\n"],
+                "line of {len}"
+            );
+            for cut in 0..line.len() {
+                let mut f = ReplyFramer::new();
+                assert_eq!(f.next(&line[..cut]).unwrap(), None, "{len} cut at {cut}");
+                assert_eq!(
+                    f.next(&input).unwrap(),
+                    Some(line.len()),
+                    "{len} cut at {cut}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn length_lines_are_scanned_in_place() {
+        let eighteen = format!("${}\r\n", "9".repeat(18));
+        let mut f = ReplyFramer::new();
+        assert_eq!(
+            f.next(eighteen.as_bytes()).unwrap(),
+            None,
+            "a huge bulk, incomplete"
+        );
+        let nineteen = format!("${}\r\n", "9".repeat(19));
+        assert_eq!(frame_all(nineteen.as_bytes()), Err(ReplyError::BadLength));
+        assert_eq!(frame_all(b"$\r\n"), Err(ReplyError::BadLength));
+        assert_eq!(frame_all(b"$-\r\n"), Err(ReplyError::BadLength));
+        assert_eq!(frame_all(b"$+1\r\n"), Err(ReplyError::BadLength));
+        assert_eq!(frame_all(b"$1 \r\n"), Err(ReplyError::BadLength));
+        assert_eq!(frame_all(b"$1\rx"), Err(ReplyError::BadLength));
+        assert_eq!(frame_all(b"$-2\r\n"), Err(ReplyError::BadLength));
+        assert_eq!(frame_all(b"$007\r\nabcdefg\r\n").unwrap().len(), 1);
+        let mut f = ReplyFramer::new();
+        assert_eq!(f.next(b"$-").unwrap(), None);
+        assert_eq!(f.next(b"$-1\r").unwrap(), None);
+        assert_eq!(f.next(b"$-1\r\n").unwrap(), Some(5));
     }
 
     #[test]
