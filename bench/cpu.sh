@@ -3,10 +3,12 @@
 # scheduler's nanosecond: what a feature costs when the harness's CPU figure
 # (50 clients, whose batching moves with each run's throughput) is too noisy.
 #
-#   bench/cpu.sh [-n REQUESTS] [-P PIPELINE] [-c CLIENTS] [-t TEST] [-r ROUNDS] \
+#   bench/cpu.sh [-n REQUESTS] [-P PIPELINE] [-c CLIENTS] [-t TEST] [-r ROUNDS] [-C CPUS] \
 #       NAME[/TEST][@ARGS]=BINARY[:EXTRA] ...
 #
-# One redis-server (pinned to CPU 1 with keyway, redis-benchmark on CPU 0)
+# One redis-server (pinned to CPU 1 with keyway, redis-benchmark on CPU 0;
+# `-C 0,1` gives keyway `cores = [0, 1]` instead, for scaling, with
+# redis-benchmark unpinned)
 # holds key `k`; each round starts each target in turn (interleaved: A B C
 # A B C ...) on a free loopback port with one core and one group, warms it
 # with 20,000 requests, then runs `redis-benchmark -t TEST` with a fixed
@@ -32,14 +34,15 @@
 # first target's.
 set -euo pipefail
 
-n=3000000 pipeline=16 clients=4 test=get rounds=3
-while getopts "n:P:c:t:r:" o; do
+n=3000000 pipeline=16 clients=4 test=get rounds=3 cpus=1
+while getopts "n:P:c:t:r:C:" o; do
   case $o in
     n) n=$OPTARG ;;
     P) pipeline=$OPTARG ;;
     c) clients=$OPTARG ;;
     t) test=$OPTARG ;;
     r) rounds=$OPTARG ;;
+    C) cpus=$OPTARG ;;
     *) exit 2 ;;
   esac
 done
@@ -105,8 +108,8 @@ for r in $(seq "$rounds"); do
         "$port" "$redis_port" >"$dir/$name.yml"
       taskset -c 1 "$bin" -c "$dir/$name.yml" -s "$(free_port)" -o "$dir/$name.log" &
     else
-      printf 'listen = "127.0.0.1:%s"\ncores = [1]\n%b\n[[group]]\nname = "g1"\nmaster = "127.0.0.1:%s"\n' \
-        "$port" "$extra" "$redis_port" >"$dir/$name.toml"
+      printf 'listen = "127.0.0.1:%s"\ncores = [%s]\n%b\n[[group]]\nname = "g1"\nmaster = "127.0.0.1:%s"\n' \
+        "$port" "${cpus//,/, }" "$extra" "$redis_port" >"$dir/$name.toml"
       KEYWAY_LOG=warn "$bin" --config "$dir/$name.toml" >"$dir/$name.log" 2>&1 &
     fi
     kp=$!
@@ -116,7 +119,9 @@ for r in $(seq "$rounds"); do
     redis-benchmark -p "$port" $args -n 20000 -P "$pipeline" -c "$clients" -t "$t" >/dev/null 2>&1
     t0=$(run_ns "$kp")
     # shellcheck disable=SC2086
-    rps=$(taskset -c 0 redis-benchmark -p "$port" $args -n "$n" -P "$pipeline" -c "$clients" -t "$t" -q 2>/dev/null |
+    pin=(taskset -c 0)
+    [ "$cpus" = 1 ] || pin=()
+    rps=$("${pin[@]}" redis-benchmark -p "$port" $args -n "$n" -P "$pipeline" -c "$clients" -t "$t" -q 2>/dev/null |
       tr '\r' '\n' | grep -a "requests per second" | tail -1 | awk '{ print $2 }')
     t1=$(run_ns "$kp")
     kill "$kp"
