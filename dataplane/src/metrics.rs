@@ -142,13 +142,26 @@ pub fn render(live: &LiveConfig, shared: &Shared) -> String {
         "Cores serving clients.",
         shared.cores,
     );
+    e.family(
+        "keyway_core_requests_total",
+        "counter",
+        "Requests read, by core (a core serves its own clients: the balance between cores).",
+    );
+    for (i, r) in shared.reports.iter().enumerate() {
+        let core = i.to_string();
+        e.sample(
+            "keyway_core_requests_total",
+            &[("core", &core)],
+            r.stats.load().requests,
+        );
+    }
     requests(&mut e, &cmds, &shared.exported);
     let latency = live.metrics.latency;
     if latency {
         e.family(
             "keyway_request_duration_seconds",
             "histogram",
-            "Time from the read that brought a request to its reply leaving for the client, by command family.",
+            "Time from the read that brought a request to its reply handed to the client's socket, by command family.",
         );
         for (i, f) in FAMILIES.iter().enumerate() {
             e.histogram(

@@ -168,6 +168,17 @@ fn metrics_count_every_request_and_survive_resetstat_and_reload() {
     });
     let text = scrape(&admin);
     promtool_accepts(&text);
+    // One client: its 22 requests were read by one of the two cores.
+    let per_core = [0, 1].map(|c| {
+        get(
+            &after,
+            &format!("keyway_core_requests_total{{core=\"{c}\"}}"),
+        )
+    });
+    assert!(
+        per_core.iter().sum::<f64>() >= 22.0 && per_core.iter().any(|&n| n >= 22.0),
+        "{per_core:?}: {text}"
+    );
     for (cmd, result, n) in [
         ("set", "ok", 10.0),
         ("set", "error", 0.0),
