@@ -9,12 +9,12 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{wait_for, Keyway, Redis};
+use common::{http_get, wait_for, Keyway, Redis};
 use keyway_testkit::resp;
 
 const CLIENT_PASS: &str = "client-Secret-9f2";
@@ -91,18 +91,6 @@ fn credentials(dir: &std::path::Path, admin: bool) -> String {
 
 fn groups(redis: &[&Redis]) -> String {
     common::groups(redis)
-}
-
-fn http_get(addr: &str, path: &str) -> String {
-    let mut s = TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
 }
 
 /// Provisions the restricted user `kw` on `servers` with `keyway

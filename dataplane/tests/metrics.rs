@@ -8,23 +8,11 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::time::Duration;
 
-use common::{groups, key_on, raw_roundtrip, wait_for, Keyway, Redis};
-
-fn http_get(addr: &str, path: &str) -> String {
-    let mut s = TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
-}
+use common::{groups, http_get, key_on, raw_roundtrip, wait_for, Keyway, Redis};
 
 /// The body of a `/metrics` scrape (asserting a 200 with the Prometheus
 /// content type).

@@ -13,6 +13,23 @@ pub mod fake_ctld;
 use keyway_testkit::Process;
 pub use keyway_testkit::{raw_roundtrip, read_some, skip, wait_for, Redis, SideBySide, TempDir};
 
+/// `GET path` on an HTTP endpoint (keyway's admin port): the whole response,
+/// status line and headers included (`Connection: close`; a 10 s read
+/// timeout so a stuck endpoint fails the test instead of hanging it).
+pub fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
 /// `transport = "…"` from `KEYWAY_TEST_TRANSPORT`, or nothing (the default).
 pub fn transport_line() -> String {
     match std::env::var("KEYWAY_TEST_TRANSPORT") {
