@@ -48,6 +48,9 @@ while getopts "n:P:c:t:r:C:" o; do
 done
 shift $((OPTIND - 1))
 (($#)) || { sed -n '5,7p' "$0" >&2; exit 2; }
+for tool in redis-server redis-cli redis-benchmark openssl python3 taskset; do
+  command -v "$tool" >/dev/null || { echo "bench/cpu.sh needs $tool (scripts/deps.sh installs Redis's)" >&2; exit 1; }
+done
 name_of() { local n=${1%%=*}; n=${n%%@*}; echo "${n%%/*}"; }
 test_of() { local n=${1%%=*}; n=${n%%@*}; [[ $n == */* ]] && echo "${n#*/}" || echo "$test"; }
 args_of() { local n=${1%%=*}; [[ $n == *@* ]] && echo "${n#*@}" || true; }
