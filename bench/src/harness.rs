@@ -207,6 +207,7 @@ fn loads(o: &Options) -> anyhow::Result<Vec<Load>> {
             rate,
             threads: 1,
             until: None,
+            window: None,
         })
     };
     let tx = Load {

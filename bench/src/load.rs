@@ -7,6 +7,11 @@
 //! that delays later requests shows in their latency instead of silently
 //! lowering the offered load (coordinated omission).
 //!
+//! Open-loop sends are timed by a `timerfd` (nanoseconds), not by the poll
+//! timeout: epoll's timeout is in whole milliseconds, so waiting on it alone
+//! sends each request up to a millisecond late and measures that lateness as
+//! latency.
+//!
 //! A request is usually one command; a transaction (`tx` in the mix) is one
 //! request of four commands (`MULTI`, `SET`, `INCR`, `EXEC`) sent together,
 //! answered when `EXEC`'s reply is in, so throughput counts transactions.
@@ -129,6 +134,9 @@ pub struct LoadSpec {
     /// Also stop as soon as this is set (for loads that last as long as
     /// something else does).
     pub until: Option<Arc<AtomicBool>>,
+    /// Also report latency per window of this length (by each request's
+    /// intended send time), to see where in a run the tail comes from.
+    pub window: Option<Duration>,
 }
 
 /// What a run measured.
@@ -146,6 +154,31 @@ pub struct LoadResult {
     pub throughput: f64,
     /// Latency quantiles in microseconds.
     pub latency_us: Quantiles,
+    /// Latency per window, if asked for ([`LoadSpec::window`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub windows: Vec<Window>,
+}
+
+/// Latency of the requests sent in one window of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Window {
+    /// The window's start, milliseconds from the run's start.
+    pub start_ms: u64,
+    /// Requests sent in it (and answered).
+    pub requests: u64,
+    /// Latency quantiles in microseconds.
+    pub latency_us: Quantiles,
+}
+
+impl Quantiles {
+    fn of(h: &Histogram<u64>) -> Quantiles {
+        Quantiles {
+            p50: h.value_at_quantile(0.5),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            max: h.max(),
+        }
+    }
 }
 
 /// Latency quantiles, microseconds.
@@ -276,6 +309,7 @@ struct ThreadResult {
     errors: u64,
     first_error: Option<String>,
     hist: Histogram<u64>,
+    windows: Vec<Histogram<u64>>,
 }
 
 /// Runs the load and returns what it measured.
@@ -300,7 +334,7 @@ pub fn run(spec: &LoadSpec) -> anyhow::Result<LoadResult> {
                 let rate = spec
                     .rate
                     .map(|r| r * conns as f64 / spec.connections as f64);
-                s.spawn(move || run_thread(spec, t as u64, conns, stop, rate))
+                s.spawn(move || run_thread(spec, t as u64, conns, stop, rate, started))
             })
             .collect();
         handles
@@ -311,25 +345,37 @@ pub fn run(spec: &LoadSpec) -> anyhow::Result<LoadResult> {
     let seconds = started.elapsed().as_secs_f64();
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let (mut requests, mut errors, mut first_error) = (0, 0, None);
+    let mut windows: Vec<Histogram<u64>> = Vec::new();
     for r in results {
         let r = r?;
         requests += r.requests;
         errors += r.errors;
         first_error = first_error.or(r.first_error);
         hist.add(&r.hist)?;
+        for (i, w) in r.windows.iter().enumerate() {
+            match windows.get_mut(i) {
+                Some(h) => h.add(w)?,
+                None => windows.push(w.clone()),
+            }
+        }
     }
+    let width = spec.window.unwrap_or_default();
     Ok(LoadResult {
         requests,
         errors,
         first_error,
         seconds,
         throughput: requests as f64 / seconds,
-        latency_us: Quantiles {
-            p50: hist.value_at_quantile(0.5),
-            p99: hist.value_at_quantile(0.99),
-            p999: hist.value_at_quantile(0.999),
-            max: hist.max(),
-        },
+        latency_us: Quantiles::of(&hist),
+        windows: windows
+            .iter()
+            .enumerate()
+            .map(|(i, h)| Window {
+                start_ms: (width * i as u32).as_millis() as u64,
+                requests: h.len(),
+                latency_us: Quantiles::of(h),
+            })
+            .collect(),
     })
 }
 
@@ -339,11 +385,16 @@ fn run_thread(
     conns: usize,
     stop: Stop,
     rate: Option<f64>,
+    started: Instant,
 ) -> anyhow::Result<ThreadResult> {
     let mut poll = Poll::new()?;
     let mut events = Events::with_capacity(1024);
     let now = Instant::now();
     let interval = rate.map(|r| Duration::from_secs_f64(conns as f64 / r.max(1e-9)));
+    let timer = match interval {
+        Some(_) => Some(Timer::new(poll.registry())?),
+        None => None,
+    };
     let mut list = Vec::with_capacity(conns);
     for i in 0..conns {
         let std_stream = std::net::TcpStream::connect(spec.addr)?;
@@ -376,6 +427,7 @@ fn run_thread(
         value: vec![b'x'; spec.value_size],
     };
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut windows: Vec<Histogram<u64>> = Vec::new();
     let (mut done, mut sent, mut errors, mut first_error) = (0u64, 0u64, 0u64, None);
     let deadline = match stop {
         Stop::Duration(d) => Some(now + d),
@@ -429,7 +481,12 @@ fn run_thread(
                 t.saturating_duration_since(now)
             })
         });
-        poll.poll(&mut events, timeout.or(Some(Duration::from_secs(10))))?;
+        if let (Some(timer), Some(wait)) = (&timer, timeout) {
+            timer.arm(wait)?;
+        }
+        // The timer wakes an open loop on time; the poll timeout is only a
+        // fallback (and the closed loop's stall check).
+        poll.poll(&mut events, Some(Duration::from_secs(10)))?;
         if events.is_empty() && interval.is_none() {
             anyhow::bail!(
                 "no reply for 10 s with {} requests in flight",
@@ -437,6 +494,12 @@ fn run_thread(
             );
         }
         for ev in events.iter() {
+            if ev.token() == TIMER {
+                if let Some(timer) = &timer {
+                    timer.clear();
+                }
+                continue;
+            }
             let c = &mut list[ev.token().0];
             if ev.is_writable() {
                 c.writable = true;
@@ -474,9 +537,16 @@ fn run_thread(
                     continue;
                 }
                 errors += u64::from(*failed);
-                hist.saturating_record(
-                    now.saturating_duration_since(*start).as_micros().max(1) as u64
-                );
+                let us = now.saturating_duration_since(*start).as_micros().max(1) as u64;
+                hist.saturating_record(us);
+                if let Some(width) = spec.window {
+                    let i = (start.saturating_duration_since(started).as_nanos()
+                        / width.as_nanos().max(1)) as usize;
+                    while windows.len() <= i {
+                        windows.push(Histogram::new_from(&hist));
+                    }
+                    windows[i].saturating_record(us);
+                }
                 c.inflight.pop_front();
                 done += 1;
             }
@@ -488,7 +558,80 @@ fn run_thread(
         errors,
         first_error,
         hist,
+        windows,
     })
+}
+
+/// The timer's token (connections are `0..conns`).
+const TIMER: Token = Token(usize::MAX);
+
+/// A one-shot `timerfd` registered with the poll: wakes it at a nanosecond's
+/// precision (epoll's own timeout rounds up to a millisecond).
+struct Timer(std::os::fd::OwnedFd);
+
+impl Timer {
+    fn new(registry: &mio::Registry) -> io::Result<Timer> {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        // SAFETY: plain syscalls; the descriptor is owned from here on.
+        let fd = unsafe {
+            // The timer slack (50 µs by default) would delay every wake-up.
+            libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong);
+            libc::timerfd_create(
+                libc::CLOCK_MONOTONIC,
+                libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just created and nothing else owns it.
+        let timer = Timer(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
+        registry.register(
+            &mut mio::unix::SourceFd(&timer.0.as_raw_fd()),
+            TIMER,
+            Interest::READABLE,
+        )?;
+        Ok(timer)
+    }
+
+    /// Fires once, `after` from now (at once if zero).
+    fn arm(&self, after: Duration) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        // A zero it_value disarms the timer: fire after a nanosecond instead.
+        let after = after.max(Duration::from_nanos(1));
+        let spec = libc::itimerspec {
+            it_interval: libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+            it_value: libc::timespec {
+                tv_sec: after.as_secs() as libc::time_t,
+                tv_nsec: after.subsec_nanos() as libc::c_long,
+            },
+        };
+        // SAFETY: `spec` is a valid itimerspec; the old value is not asked for.
+        let r =
+            unsafe { libc::timerfd_settime(self.0.as_raw_fd(), 0, &spec, std::ptr::null_mut()) };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Reads the expiry count, so that the next wait does not wake at once.
+    fn clear(&self) {
+        use std::os::fd::AsRawFd;
+        let mut n = 0u64;
+        // SAFETY: reads 8 bytes into `n`; a non-blocking read of an unfired
+        // timer fails with EAGAIN, which is fine.
+        unsafe {
+            libc::read(
+                self.0.as_raw_fd(),
+                (&mut n as *mut u64).cast(),
+                std::mem::size_of::<u64>(),
+            );
+        }
+    }
 }
 
 fn flush(c: &mut Conn) -> io::Result<()> {
@@ -537,6 +680,7 @@ mod tests {
             rate: None,
             threads: 1,
             until: None,
+            window: None,
         };
         let mut g = Generator {
             spec: &spec,

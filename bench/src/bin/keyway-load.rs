@@ -69,6 +69,7 @@ fn main() -> anyhow::Result<()> {
         rate: a.rate,
         threads: a.threads,
         until: None,
+        window: None,
     };
     let r = run(&spec)?;
     if a.json {

@@ -211,6 +211,7 @@ pub(super) fn spec(
         rate: Some(o.client_rate),
         threads: 1,
         until,
+        window: Some(Duration::from_millis(100)),
     }
 }
 
