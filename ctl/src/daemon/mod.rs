@@ -27,7 +27,7 @@ pub mod dataplanes;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use keyway_capnp::control::{Ack, Hello};
@@ -68,6 +68,11 @@ pub struct Ctld {
     planes: Mutex<Registry>,
     /// Wakes the persister of acked versions.
     acks: Notify,
+    /// Wakes the migration orchestrator before its tick: set when a data
+    /// plane acks a newer version or a cluster changes, so that a
+    /// migration's next phase (which commands on its slots may be held
+    /// for) does not wait for the tick.
+    wake: (Mutex<bool>, Condvar),
     /// Every server's health as ctld's checks see it (`crate::health`).
     health: Mutex<Board>,
     /// The source and target masters of every running migration sweep, by
@@ -123,6 +128,7 @@ impl Ctld {
             current: Mutex::new(Arc::new(state)),
             channels: Mutex::new(channels),
             acks: Notify::new(),
+            wake: (Mutex::new(false), Condvar::new()),
             health: Mutex::new(Board::default()),
             sweeps: Mutex::new(HashMap::new()),
             default_lease,
@@ -233,6 +239,8 @@ impl Ctld {
         next.clusters.insert(name.to_string(), cluster.clone());
         self.save(store.as_mut(), next)?;
         self.publish(name, Some(cluster.snapshot()));
+        drop(store);
+        self.wake_orchestrator();
         tracing::info!(cluster = %name, version = cluster.version, %change, "cluster changed");
         crate::events::emit(
             name,
@@ -407,6 +415,7 @@ impl Ctld {
         let acked = lock(&self.planes).ack(dataplane, session, a, lease);
         if acked == Acked::Newer {
             self.acks.notify_one();
+            self.wake_orchestrator();
             tracing::info!(
                 dataplane,
                 version = a.version,
@@ -415,6 +424,23 @@ impl Ctld {
             );
         }
         acked != Acked::Stale
+    }
+
+    /// Wakes the migration orchestrator (`crate::migrate`) now.
+    pub fn wake_orchestrator(&self) {
+        *lock(&self.wake.0) = true;
+        self.wake.1.notify_all();
+    }
+
+    /// Waits until [`Ctld::wake_orchestrator`] is called or `timeout`
+    /// passes; true if woken (a wake-up since the last wait counts).
+    pub fn orchestrator_wait(&self, timeout: Duration) -> bool {
+        let (flag, cv) = &self.wake;
+        let guard = lock(flag);
+        let (mut woken, _) = cv
+            .wait_timeout_while(guard, timeout, |w| !*w)
+            .unwrap_or_else(|p| p.into_inner());
+        std::mem::replace(&mut *woken, false)
     }
 
     /// Saves the acked versions that changed since the last save. Blocking.

@@ -296,3 +296,44 @@ fn changes_are_events_and_store_writes_are_timed() {
         c.version
     )));
 }
+
+#[test]
+fn a_newer_ack_or_a_change_wakes_the_orchestrator_and_a_repeat_ack_does_not() {
+    let d = ctld(MemStore::default());
+    let reg = d.hello(&hello("dp1"), peer(1));
+    d.persist_dataplane("dp1").unwrap();
+    assert!(
+        !d.orchestrator_wait(Duration::from_millis(1)),
+        "nothing happened: the wait times out"
+    );
+    assert!(d.ack("dp1", reg.session, &ack(1), LEASE));
+    // The wake-up came before the wait: it is not lost.
+    assert!(d.orchestrator_wait(Duration::from_secs(60)));
+    assert!(
+        !d.orchestrator_wait(Duration::from_millis(1)),
+        "one wake-up wakes one wait"
+    );
+    assert!(d.ack("dp1", reg.session, &ack(1), LEASE));
+    assert!(
+        !d.orchestrator_wait(Duration::from_millis(1)),
+        "the same version again is a heartbeat, not news"
+    );
+    let d2 = d.clone();
+    let waiter = std::thread::spawn(move || d2.orchestrator_wait(Duration::from_secs(60)));
+    d.change(
+        "c",
+        &Change::EditGroup {
+            group: "a".into(),
+            edit: GroupChanges {
+                zone: Some("z".into()),
+                ..GroupChanges::default()
+            },
+            resolved: Resolved::none(),
+        },
+    )
+    .unwrap();
+    assert!(
+        waiter.join().unwrap(),
+        "a change wakes a waiting orchestrator"
+    );
+}

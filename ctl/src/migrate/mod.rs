@@ -34,8 +34,12 @@ use crate::daemon::{unix_ms, Shared};
 use crate::model::{Change, MigrationState, State};
 use sweep::{Ended, Job};
 
-/// How often the orchestrator looks at every migration (a blocking step
-/// holds commands until it sees the acks).
+/// How often the orchestrator looks at every migration at least. It also
+/// looks as soon as a data plane acks a newer version or a cluster changes
+/// ([`Ctld::orchestrator_wait`]): a blocking step holds commands on its
+/// slots until the orchestrator sees the acks.
+///
+/// [`Ctld::orchestrator_wait`]: crate::daemon::Ctld::orchestrator_wait
 const TICK: Duration = Duration::from_millis(10);
 
 /// The master of group `name` of `c`; none while the group fails over
@@ -75,7 +79,7 @@ pub fn start(ctld: Shared, stop: Arc<AtomicBool>) -> std::io::Result<JoinHandle<
         .spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 o.tick();
-                std::thread::sleep(TICK);
+                o.ctld.orchestrator_wait(TICK);
             }
             o.shutdown();
         })
