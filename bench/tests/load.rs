@@ -29,7 +29,11 @@ fn an_open_loop_reports_every_request_in_its_window() {
     assert_eq!(r.errors, 0, "{:?}", r.first_error);
     // 2000 a second for 0.6 s, on a schedule: about 1200, whatever the
     // machine's pace (a late request is sent late, not skipped).
-    assert!((1000..=1300).contains(&r.requests), "{} requests", r.requests);
+    assert!(
+        (1000..=1300).contains(&r.requests),
+        "{} requests",
+        r.requests
+    );
     let n: u64 = r.windows.iter().map(|w| w.requests).sum();
     assert_eq!(n, r.requests, "every answered request is in a window");
     assert!(

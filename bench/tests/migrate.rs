@@ -19,12 +19,23 @@ fn a_small_move_and_a_big_key_are_measured() {
         sweep_rates: vec![0, 5000],
         concurrency: 2,
         big_fields: 2000,
+        paused_seconds: 0.5,
         bin_dir,
     };
     let r = run(&o, "test".into()).expect("benchmark run");
     assert_eq!(r.moves.len(), 2);
-    assert_eq!(r.moves[0].direction, "g1 -> g2");
-    assert_eq!(r.moves[1].direction, "g2 -> g1", "rounds alternate");
+    let p = r.paused.as_ref().expect("the paused phase ran");
+    assert!(
+        p.paused.requests > 0 && p.paused.errors + p.before.errors == 0,
+        "{p:?}"
+    );
+    assert!(
+        p.moved_on_demand > 0,
+        "commands moved their keys while the sweep was paused"
+    );
+    // The paused move took every key to g2.
+    assert_eq!(r.moves[0].direction, "g2 -> g1");
+    assert_eq!(r.moves[1].direction, "g1 -> g2", "rounds alternate");
     for m in &r.moves {
         assert_eq!(m.keys, 3000);
         assert_eq!(m.during.errors + m.before.errors, 0, "{m:?}");
@@ -35,7 +46,9 @@ fn a_small_move_and_a_big_key_are_measured() {
     assert!(big.bytes > 0 && big.during.errors == 0, "{big:?}");
     let md = markdown(&r);
     assert!(
-        md.contains("| 5000 keys/s |") && md.contains("A big key"),
+        md.contains("| 5000 keys/s |")
+            && md.contains("A big key")
+            && md.contains("With the sweep paused"),
         "{md}"
     );
 }

@@ -45,6 +45,11 @@ struct Args {
     /// Fields of the big key moved in the second phase (0: skip it).
     #[arg(long, default_value_t = 1_000_000)]
     big_fields: u64,
+    /// Seconds of client load measured first with a move of every slot
+    /// under way and its sweep paused: every command moves its own key (the
+    /// move's floor, whatever the sweep's pace). 0 skips it.
+    #[arg(long, default_value_t = 10.0)]
+    paused_seconds: f64,
     /// Where keyway, keyway-ctld and keywayctl are.
     #[arg(long, default_value = "target/release")]
     bin_dir: PathBuf,
@@ -70,6 +75,7 @@ fn main() -> anyhow::Result<()> {
         sweep_rates: a.sweep_rates,
         concurrency: a.concurrency,
         big_fields: a.big_fields,
+        paused_seconds: a.paused_seconds,
         bin_dir: a.bin_dir,
     };
     let report = run(&o, command)?;

@@ -49,6 +49,9 @@ pub struct Options {
     pub concurrency: u32,
     /// Fields of the big key of the last phase (0: skip it).
     pub big_fields: u64,
+    /// Seconds of load measured with a move under way and its sweep paused,
+    /// before the rounds (0: skip it).
+    pub paused_seconds: f64,
     /// Where keyway, keyway-ctld and keywayctl are.
     pub bin_dir: PathBuf,
 }
@@ -107,6 +110,20 @@ pub struct BigKeyMove {
     pub during: LoadResult,
 }
 
+/// The client load with every slot moving and the sweep paused: every
+/// command moves its own key first (MIGRATE on the source, then the command
+/// on the target). What the move's protocol costs a client, whatever the
+/// sweep's pace.
+#[derive(Debug, Clone, Serialize)]
+pub struct PausedMove {
+    /// Keys the commands moved meanwhile (on demand).
+    pub moved_on_demand: u64,
+    /// The client load just before the move.
+    pub before: LoadResult,
+    /// The client load while it was paused.
+    pub paused: LoadResult,
+}
+
 /// Everything a run produced.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -122,6 +139,8 @@ pub struct Report {
     pub options: Options,
     /// Seconds to write the keys (directly into the source).
     pub preload_seconds: f64,
+    /// The paused move, if run.
+    pub paused: Option<PausedMove>,
     /// Every move, in order.
     pub moves: Vec<Move>,
     /// Medians per sweep rate.
@@ -164,6 +183,13 @@ pub fn run(o: &Options, command_line: String) -> anyhow::Result<Report> {
 
     let servers = [("g1", &g1), ("g2", &g2)];
     let mut at = 0;
+    let paused = if o.paused_seconds > 0.0 {
+        let p = paused_phase(listen, servers[1].1.addr, servers[1].0, &ctl, o)?;
+        at = 1;
+        Some(p)
+    } else {
+        None
+    };
     let mut moves = Vec::new();
     for &rate in &o.sweep_rates {
         for _ in 0..o.rounds.max(1) {
@@ -223,9 +249,43 @@ pub fn run(o: &Options, command_line: String) -> anyhow::Result<Report> {
         command: command_line,
         options: o.clone(),
         preload_seconds,
+        paused,
         moves,
         summary,
         big_key,
+    })
+}
+
+/// Measures the load before and during a move of every slot to group `to`
+/// (at `to_addr`) whose sweep is paused, then lets the move finish.
+fn paused_phase(
+    listen: SocketAddr,
+    to_addr: SocketAddr,
+    to: &str,
+    ctl: &Ctl,
+    o: &Options,
+) -> anyhow::Result<PausedMove> {
+    let before = load::run(&spec(listen, o, None, o.baseline_seconds))?;
+    let id = ctl.start("0-16383", to, o, 0, true)?;
+    // Past the blocking step: commands move their keys from here on.
+    ctl.wait_for(&id, "moving")?;
+    let on_target = |addr| -> anyhow::Result<u64> {
+        let n = command(addr, &["DBSIZE"])?;
+        Ok(n.trim_start_matches(':').parse()?)
+    };
+    let was = on_target(to_addr)?;
+    let paused = load::run(&spec(listen, o, None, o.paused_seconds))?;
+    let moved_on_demand = on_target(to_addr)?.saturating_sub(was);
+    ctl.json(&["migration", "resume", "bench", &id])?;
+    ctl.wait_for(&id, "done")?;
+    eprintln!(
+        "sweep paused: client p99 {} µs before, {} µs paused; {moved_on_demand} keys moved on demand",
+        before.latency_us.p99, paused.latency_us.p99
+    );
+    Ok(PausedMove {
+        moved_on_demand,
+        before,
+        paused,
     })
 }
 

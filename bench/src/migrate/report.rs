@@ -133,6 +133,25 @@ pub fn markdown(r: &Report) -> String {
             c.target
         ));
     }
+    if let Some(p) = &r.paused {
+        let (b, d) = (&p.before.latency_us, &p.paused.latency_us);
+        s.push_str(&format!(
+            "\nWith the sweep paused — a move of every slot under way, so that each command first \
+             moves its own key (MIGRATE on the source) and then runs on the target: what the \
+             move's protocol costs a client whatever the sweep's pace — {} s of the same load: \
+             client p50 {} → {} µs, p99 {} → {} µs ({:.1}×), max {} µs; {} keys moved on demand; \
+             {} errors.\n",
+            o.paused_seconds,
+            b.p50,
+            d.p50,
+            b.p99,
+            d.p99,
+            d.p99 as f64 / b.p99.max(1) as f64,
+            d.max,
+            p.moved_on_demand,
+            p.before.errors + p.paused.errors,
+        ));
+    }
     s.push_str("\nEvery round:\n\n| sweep limit | direction | keys/s | swept by ctld | p99 µs before | p99 µs during | max µs during | errors |\n|---|---|---|---|---|---|---|---|\n");
     for m in &r.moves {
         s.push_str(&format!(

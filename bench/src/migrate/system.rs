@@ -49,12 +49,27 @@ impl Ctl {
         rate: u64,
     ) -> anyhow::Result<(f64, Value)> {
         let started = Instant::now();
+        let id = self.start(slots, to, o, rate, false)?;
+        let m = self.wait_for(&id, "done")?;
+        Ok((started.elapsed().as_secs_f64(), m))
+    }
+
+    /// Starts one migration of cluster "bench" (its sweep paused if
+    /// `paused`); returns its id.
+    pub fn start(
+        &self,
+        slots: &str,
+        to: &str,
+        o: &Options,
+        rate: u64,
+        paused: bool,
+    ) -> anyhow::Result<String> {
         let (batch, rate, conc) = (
             o.batch.to_string(),
             rate.to_string(),
             o.concurrency.to_string(),
         );
-        let list = self.json(&[
+        let mut args = vec![
             "migrate",
             "bench",
             "--slots",
@@ -67,7 +82,11 @@ impl Ctl {
             &rate,
             "--concurrency",
             &conc,
-        ])?;
+        ];
+        if paused {
+            args.push("--paused");
+        }
+        let list = self.json(&args)?;
         let ids: Vec<u64> = list
             .as_array()
             .context("migrate answers a list")?
@@ -75,18 +94,23 @@ impl Ctl {
             .filter_map(|m| m["id"].as_u64())
             .collect();
         anyhow::ensure!(ids.len() == 1, "one migration expected: {list}");
-        let id = ids[0].to_string();
+        Ok(ids[0].to_string())
+    }
+
+    /// Waits until migration `id` is in `phase`; its view then.
+    pub fn wait_for(&self, id: &str, phase: &str) -> anyhow::Result<Value> {
+        let started = Instant::now();
         loop {
-            let m = self.json(&["migrations", "bench", &id])?;
+            let m = self.json(&["migrations", "bench", id])?;
             if let Some(f) = m["progress"]["failed"].as_str() {
                 anyhow::bail!("migration failed: {f}");
             }
-            if m["state"]["phase"] == "done" {
-                return Ok((started.elapsed().as_secs_f64(), m));
+            if m["state"]["phase"] == phase {
+                return Ok(m);
             }
             anyhow::ensure!(
                 started.elapsed() < Duration::from_secs(3600),
-                "the migration did not finish within an hour"
+                "the migration did not reach {phase} within an hour"
             );
             std::thread::sleep(Duration::from_millis(50));
         }
