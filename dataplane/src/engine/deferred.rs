@@ -37,6 +37,13 @@ pub(crate) struct Scheduler {
 }
 
 impl Scheduler {
+    /// Keys known to be off their source under the current table (see
+    /// `move_batch`).
+    #[inline]
+    pub(super) fn known(&self) -> &super::move_batch::MovedKeys {
+        &self.batches.known
+    }
+
     /// Requests held on blocked slots now.
     pub(super) fn held_count(&self) -> usize {
         self.held.len()
@@ -118,7 +125,7 @@ impl Scheduler {
 
     /// A batch's MIGRATE reply stands for each of its requests' moves.
     pub(super) fn batch_replied(&mut self, clients: &mut Slab<Client>, id: u64, reply: &[u8]) {
-        for (idx, gen, seq) in self.batches.answered(id) {
+        for (idx, gen, seq) in self.batches.answered(id, reply) {
             let Some(c) = live_client(clients, idx, gen) else {
                 continue;
             };
@@ -272,21 +279,24 @@ impl Worker {
             }
             batch.keys.sort_unstable();
             batch.keys.dedup();
-            let id = ctx.sched.batches.sent((b, target), batch.waiters);
             ctx.stats.key_moves += 1;
             let version = ctx.cfg.table.version;
             // MIGRATE is a maintenance command (see `engine::backend_acl`).
             let admin = ctx.backends.elevate(b, ctx.now_ms);
             let (n, opts) = ctx.backends.migrate_options(target);
             let auth = (n, opts.to_vec());
-            let conn = &mut ctx.backends.conns[b];
             moves::write_migrate(
-                conn.out.buf_mut(),
+                ctx.backends.conns[b].out.buf_mut(),
                 target,
                 timeout,
                 (auth.0, auth.1.as_slice()),
                 batch.keys.iter().map(Vec::as_slice),
             );
+            let id = ctx
+                .sched
+                .batches
+                .sent((b, target), batch.waiters, batch.keys, version);
+            let conn = &mut ctx.backends.conns[b];
             conn.sent(Owner::MoveBatch { id }, version, ctx.now_ms);
             ctx.versions.add(version);
             if matches!(conn.link, Link::Up) {

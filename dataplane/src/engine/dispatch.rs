@@ -485,8 +485,16 @@ impl Ctx {
         sc.keys
             .extend((1..args.len()).step_by(kind.stride()).map(|i| i as u32));
         let table = &self.cfg.table;
-        let read = match groups_of_keys(table, args, &sc.keys, &mut sc.groups, &mut sc.moves, place)
-        {
+        let known = self.sched.known();
+        let read = match groups_of_keys(
+            table,
+            known,
+            args,
+            &sc.keys,
+            &mut sc.groups,
+            &mut sc.moves,
+            place,
+        ) {
             Err(why) => {
                 self.scratch = sc;
                 return self.refuse(st, &why, place);
@@ -638,8 +646,16 @@ impl Ctx {
         let mut groups = std::mem::take(&mut self.scratch.groups);
         let mut moves = std::mem::take(&mut self.scratch.moves);
         let table = &self.cfg.table;
-        let target = groups_of_keys(table, args, keys, &mut groups, &mut moves, place)
-            .and_then(|route| one_group(&groups, route));
+        let target = groups_of_keys(
+            table,
+            self.sched.known(),
+            args,
+            keys,
+            &mut groups,
+            &mut moves,
+            place,
+        )
+        .and_then(|route| one_group(&groups, route));
         if let Ok(Target::Master(_)) = target {
             self.stats.migration_redirects += 1;
         }

@@ -2,6 +2,14 @@
 //! keys joins a batch for its (source connection, target), and one MIGRATE
 //! carries the keys of every request that joined the batch.
 //!
+//! A batch answered `+OK` or `+NOKEY` leaves its keys off the source for
+//! good under that table: nothing writes to the source of a moving slot, so
+//! a key, once gone from it, never comes back while the table stands. The
+//! core remembers such keys ([`MovedKeys`]) and sends later commands on
+//! them straight to the target, without asking the source again: a key used
+//! again and again during a move (a hot key) pays the MIGRATE once. The
+//! memory is bounded and forgotten whenever the config changes.
+//!
 //! Redis runs MIGRATE synchronously — the source waits for the target's
 //! RESTORE replies — so MIGRATE calls on one connection go one after another
 //! and each costs at least a source-to-target round trip. One call per
@@ -21,7 +29,7 @@
 //! the current one, so an ack of a newer version never precedes a move of
 //! an older one.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 
 use slab::Slab;
@@ -49,12 +57,82 @@ struct Queue {
 /// Where a batch goes: a backend connection (the source) and the target.
 pub(crate) type Route = (usize, SocketAddr);
 
+/// Most keys a core remembers as moved ([`MovedKeys`]).
+pub(crate) const MOVED_KEYS_MAX: usize = 65_536;
+
+/// Most bytes of key names a core remembers as moved; keys longer than a
+/// sixteenth of it are not remembered.
+pub(crate) const MOVED_KEY_BYTES_MAX: usize = 4 << 20;
+
+/// Keys this core saw leave their source (a batch's MIGRATE answered `+OK`
+/// or `+NOKEY`) under one table version: a command on them under that
+/// version needs no move. Full names, never hashes: a false "moved" would
+/// send a write to the target while the key is still on the source.
+#[derive(Debug, Default)]
+pub(crate) struct MovedKeys {
+    version: u64,
+    keys: HashSet<Vec<u8>>,
+    bytes: usize,
+}
+
+impl MovedKeys {
+    /// `key` left its source under table `version`.
+    #[inline]
+    pub fn contains(&self, version: u64, key: &[u8]) -> bool {
+        self.version == version && !self.keys.is_empty() && self.keys.contains(key)
+    }
+
+    /// `keys` left their source under table `version` (older versions'
+    /// answers are ignored; a newer version starts afresh). Full, it starts
+    /// over: the keys still in use come back after one more move each.
+    pub fn insert(&mut self, version: u64, keys: Vec<Vec<u8>>) {
+        if version < self.version {
+            return;
+        }
+        if version > self.version {
+            self.forget();
+            self.version = version;
+        }
+        for k in keys {
+            if k.len() > MOVED_KEY_BYTES_MAX / 16 || self.keys.contains(&k) {
+                continue;
+            }
+            if self.keys.len() >= MOVED_KEYS_MAX || self.bytes + k.len() > MOVED_KEY_BYTES_MAX {
+                self.keys.clear();
+                self.bytes = 0;
+            }
+            self.bytes += k.len();
+            self.keys.insert(k);
+        }
+    }
+
+    /// Forgets every key (the config changed), and the memory.
+    pub fn forget(&mut self) {
+        if self.keys.capacity() > 0 {
+            self.keys = HashSet::new();
+            self.bytes = 0;
+        }
+    }
+
+    /// Keys remembered now.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+}
+
+/// A batch in flight: its route, waiters, keys and the table version it
+/// was sent under.
+type InFlight = (Route, Vec<DeferredRef>, Vec<Vec<u8>>, u64);
+
 /// One core's move batches.
 #[derive(Debug, Default)]
 pub(crate) struct MoveBatches {
     queues: HashMap<Route, Queue>,
-    /// Batches in flight: their route and waiters.
-    in_flight: Slab<(Route, Vec<DeferredRef>)>,
+    /// Batches in flight.
+    in_flight: Slab<InFlight>,
+    /// Keys known to be off their source under the current table.
+    pub known: MovedKeys,
     /// Batches waiting to be sent, over every queue (so that
     /// [`MoveBatches::has_waiting`] is one test).
     waiting: usize,
@@ -116,17 +194,24 @@ impl MoveBatches {
         out
     }
 
-    /// Batch `waiters` went out on `route`; returns its id (the Inflight's
-    /// `seq`).
-    pub fn sent(&mut self, route: Route, waiters: Vec<DeferredRef>) -> u64 {
-        let id = self.in_flight.insert((route, waiters));
+    /// Batch `waiters` (moving `keys`) went out on `route` under table
+    /// `version`; returns its id (the Inflight's `seq`).
+    pub fn sent(
+        &mut self,
+        route: Route,
+        waiters: Vec<DeferredRef>,
+        keys: Vec<Vec<u8>>,
+        version: u64,
+    ) -> u64 {
+        let id = self.in_flight.insert((route, waiters, keys, version));
         self.queues.entry(route).or_default().sending = Some(id);
         id as u64
     }
 
-    /// Batch `id` was answered (or failed): its waiters.
-    pub fn answered(&mut self, id: u64) -> Vec<DeferredRef> {
-        let Some((route, waiters)) = self.in_flight.try_remove(id as usize) else {
+    /// Batch `id` was answered with `reply` (or failed): its waiters. A
+    /// `+OK` or `+NOKEY` puts its keys in [`MoveBatches::known`].
+    pub fn answered(&mut self, id: u64, reply: &[u8]) -> Vec<DeferredRef> {
+        let Some((route, waiters, keys, version)) = self.in_flight.try_remove(id as usize) else {
             return Vec::new();
         };
         if let Some(q) = self.queues.get_mut(&route) {
@@ -134,11 +219,16 @@ impl MoveBatches {
                 q.sending = None;
             }
         }
+        if reply == b"+OK\r\n" || reply == b"+NOKEY\r\n" {
+            self.known.insert(version, keys);
+        }
         waiters
     }
 
-    /// Drops every batch not yet sent (the table changed); their waiters.
+    /// Drops every batch not yet sent (the config changed), and forgets the
+    /// keys known moved; the dropped batches' waiters.
     pub fn drop_unsent(&mut self) -> Vec<DeferredRef> {
+        self.known.forget();
         let mut out = Vec::new();
         for q in self.queues.values_mut() {
             for b in q.waiting.drain(..) {
@@ -176,12 +266,14 @@ mod tests {
         let ready = m.ready();
         assert_eq!(ready.len(), 1);
         let (r, b) = ready.into_iter().next().unwrap();
-        let id = m.sent(r, b.waiters);
+        let id = m.sent(r, b.waiters, b.keys, 7);
         m.join(route(), keys(2, "b"), (2, 1, 0));
         m.join(route(), keys(1, "c"), (3, 1, 5));
         assert!(m.ready().is_empty(), "one in flight");
         assert!(m.has_waiting());
-        assert_eq!(m.answered(id), vec![(1, 1, 0)]);
+        assert_eq!(m.answered(id, b"+NOKEY\r\n"), vec![(1, 1, 0)]);
+        assert!(m.known.contains(7, b"a0"), "off the source under table 7");
+        assert!(!m.known.contains(8, b"a0"), "known under table 7 only");
         let ready = m.ready();
         assert_eq!(ready[0].1.keys.len(), 3, "both requests in one MIGRATE");
         assert_eq!(ready[0].1.waiters, vec![(2, 1, 0), (3, 1, 5)]);
@@ -194,9 +286,56 @@ mod tests {
         assert_eq!(m.join(route(), keys(MAX_BATCH_KEYS + 5, "k"), (1, 1, 0)), 2);
         let (r, b) = m.ready().pop().unwrap();
         assert_eq!(b.keys.len(), MAX_BATCH_KEYS);
-        m.sent(r, b.waiters);
+        let id = m.sent(r, b.waiters, b.keys, 3);
         assert_eq!(m.drop_unsent(), vec![(1, 1, 0)], "the rest never goes");
         assert!(!m.has_waiting());
-        assert_eq!(m.answered(99), vec![], "unknown ids are ignored");
+        assert_eq!(
+            m.answered(99, b"+OK\r\n"),
+            vec![],
+            "unknown ids are ignored"
+        );
+        assert_eq!(
+            m.answered(id, b"-IOERR error or timeout\r\n"),
+            vec![(1, 1, 0)]
+        );
+        assert_eq!(m.known.len(), 0, "a failed MIGRATE proves nothing");
+    }
+
+    #[test]
+    fn known_moved_keys_follow_the_table_and_stay_bounded() {
+        let mut k = MovedKeys::default();
+        k.insert(5, vec![b"a".to_vec(), b"b".to_vec(), b"a".to_vec()]);
+        assert_eq!(k.len(), 2);
+        assert!(k.contains(5, b"a") && k.contains(5, b"b") && !k.contains(5, b"c"));
+        k.insert(4, vec![b"c".to_vec()]);
+        assert!(
+            !k.contains(5, b"c"),
+            "an answer under an older table is ignored"
+        );
+        k.insert(6, vec![b"c".to_vec()]);
+        assert!(
+            !k.contains(6, b"a") && k.contains(6, b"c"),
+            "a newer table starts afresh"
+        );
+        k.forget();
+        assert_eq!(k.len(), 0);
+        // Bounded in count: full, it starts over.
+        k.insert(
+            6,
+            (0..MOVED_KEYS_MAX + 10)
+                .map(|i| i.to_string().into_bytes())
+                .collect(),
+        );
+        assert_eq!(k.len(), 10, "started over after {MOVED_KEYS_MAX} keys");
+        assert!(k.contains(6, (MOVED_KEYS_MAX + 9).to_string().as_bytes()));
+        // In bytes: a very long key is not remembered, and the total stays
+        // within the bound.
+        k.forget();
+        k.insert(6, vec![vec![b'x'; MOVED_KEY_BYTES_MAX / 16 + 1]]);
+        assert_eq!(k.len(), 0);
+        let big = MOVED_KEY_BYTES_MAX / 16;
+        k.insert(6, (0..17u8).map(|i| vec![i; big]).collect());
+        assert_eq!(k.len(), 1, "the 17th key did not fit: started over");
+        assert!(k.bytes <= MOVED_KEY_BYTES_MAX);
     }
 }

@@ -6,7 +6,9 @@
 //! in one call per source), and only when A has answered sends the command —
 //! kept meanwhile in its client's reply slot as a [`Deferred`] — to B. So no
 //! write ever reaches A for a migrating slot. `+NOKEY` means the keys are not
-//! on A (already moved, or never there).
+//! on A (already moved, or never there). A key a core saw leave A (a batch
+//! answered `+OK` or `+NOKEY`) stays off A while the table stands, so later
+//! commands on it go straight to B (`move_batch::MovedKeys`).
 //!
 //! A failed move (timeout, target unreachable, an error from the target) is
 //! retried with a doubled timeout, one MIGRATE per key, so that each key's

@@ -188,23 +188,21 @@ fn moves_of_many_clients_share_one_migrate_at_a_time() {
     assert!(r.written(1).contains("GET"), "the first request went on");
     r.reply(0, "+OK\r\n");
     let to_b = r.written(1);
-    assert_eq!(to_b.matches("GET").count(), 1, "{to_b:?}");
+    // b's second GET waited behind its first; its key is now known to be
+    // off the source, so it goes straight to b, without another MIGRATE.
+    assert_eq!(to_b.matches("GET").count(), 2, "{to_b:?}");
     assert_eq!(to_b.matches("SET").count(), 1, "{to_b:?}");
-    // b's second GET waited behind its first, and moves on its own now.
-    assert_eq!(r.written(0), migrate_of(&k2, 1000));
-    assert_eq!(r.worker.stats().key_moves, 3);
+    assert_eq!(r.written(0), "", "no MIGRATE for a key known moved");
+    assert_eq!(r.worker.stats().key_moves, 2);
     let (get, set) = (to_b.find("GET").unwrap(), to_b.find("SET").unwrap());
     let replies = if get < set {
-        "$1\r\n2\r\n+OK\r\n"
+        "$1\r\n2\r\n$1\r\n3\r\n+OK\r\n"
     } else {
-        "+OK\r\n$1\r\n2\r\n"
+        "+OK\r\n$1\r\n2\r\n$1\r\n3\r\n"
     };
     r.reply(1, &format!("$1\r\n1\r\n{replies}"));
     assert_eq!(r.output(), "$1\r\n1\r\n");
     assert_eq!(r.output_of(c), "+OK\r\n");
-    r.reply(0, "+NOKEY\r\n");
-    assert!(r.written(1).contains(&k2), "b's second GET went on");
-    r.reply(1, "$1\r\n3\r\n");
     assert_eq!(r.output_of(b), "$1\r\n2\r\n$1\r\n3\r\n");
 }
 
@@ -222,4 +220,58 @@ fn unsent_moves_are_dropped_when_the_table_changes() {
     r.reply(0, "+NOKEY\r\n");
     assert!(r.written(1).contains(&k1));
     assert_eq!(r.written(0), "", "no MIGRATE under the new table");
+}
+
+#[test]
+fn a_key_known_moved_goes_straight_to_the_target_until_the_table_changes() {
+    let mut r = Rig::new(MOVING);
+    let k = key_in(1);
+    r.send(&format!("SET {k} v"));
+    assert_eq!(r.written(0), migrate_of(&k, 1000));
+    r.reply(0, "+OK\r\n");
+    r.written(1);
+    r.reply(1, "+OK\r\n");
+    assert_eq!(r.output(), "+OK\r\n");
+    // The source said the key left it: later commands on it skip the move.
+    let b = r.another_client();
+    r.send_as(b, &format!("GET {k}"));
+    assert_eq!(r.written(0), "", "no second MIGRATE");
+    assert_eq!(
+        r.written(1),
+        format!("*2\r\n$3\r\nGET\r\n${}\r\n{k}\r\n", k.len())
+    );
+    r.reply(1, "$1\r\nv\r\n");
+    assert_eq!(r.output_of(b), "$1\r\nv\r\n");
+    assert_eq!(r.worker.stats().key_moves, 1);
+    // A multi-key command moves only the keys not known moved.
+    let j = format!("{{{k}}}j");
+    r.send(&format!("MSET {k} 1 {j} 2"));
+    assert_eq!(r.written(0), migrate_of(&j, 1000), "only the unknown key");
+    r.reply(0, "+NOKEY\r\n");
+    assert!(r.written(1).contains("MSET"));
+    r.reply(1, "+OK\r\n");
+    assert_eq!(r.output(), "+OK\r\n");
+    // A new table (the same move, a new version): nothing is known.
+    r.swap(3, MOVING);
+    r.send(&format!("GET {k}"));
+    assert_eq!(r.written(0), migrate_of(&k, 1000), "asked again");
+    assert_eq!(r.written(1), "");
+}
+
+#[test]
+fn a_failed_move_teaches_nothing() {
+    let mut r = Rig::new(MOVING);
+    let k = key_in(1);
+    r.send(&format!("GET {k}"));
+    r.written(0);
+    r.reply(0, "-IOERR error or timeout reading to target instance\r\n");
+    // Retried alone with twice the timeout, and this time it moves.
+    assert_eq!(r.written(0), migrate_of(&k, 2000));
+    let b = r.another_client();
+    r.send_as(b, &format!("GET {k}"));
+    assert_eq!(
+        r.written(0),
+        migrate_of(&k, 1000),
+        "the failed batch showed nothing: b's GET moves its key too"
+    );
 }

@@ -7,6 +7,7 @@
 use keyway_protocol::resp::Args;
 
 use super::client::ClientState;
+use super::move_batch::MovedKeys;
 use super::pending::Seq;
 use super::replies::Refusal;
 use super::split::Merge;
@@ -91,9 +92,12 @@ pub(crate) enum KeysRoute {
 
 /// The group each key will be served by (`groups[i]` for `keys[i]`: the
 /// owner, or the target of a moving slot), and whether the request must be
-/// held or have keys moved first (those go to `moves`).
+/// held or have keys moved first (those go to `moves`: the keys of moving
+/// slots, unless the request's keys were just moved or `known` has them as
+/// moved under this table).
 pub(crate) fn groups_of_keys(
     table: &RoutingTable,
+    known: &MovedKeys,
     args: &Args<'_>,
     keys: &[u32],
     groups: &mut Vec<GroupIndex>,
@@ -114,7 +118,7 @@ pub(crate) fn groups_of_keys(
                 to
             }
             SlotRoute::Moving { from, to } => {
-                if !place.moved {
+                if !place.moved && !known.contains(table.version, args.get(k as usize)) {
                     moves.push((from, to, k));
                 }
                 moving = true;

@@ -334,7 +334,15 @@ impl Ctx {
             moved: true,
             ..Place::NEW
         };
-        let r = groups_of_keys(&self.cfg.table, args, keys, &mut groups, &mut moves, place);
+        let r = groups_of_keys(
+            &self.cfg.table,
+            self.sched.known(),
+            args,
+            keys,
+            &mut groups,
+            &mut moves,
+            place,
+        );
         let first = groups.first().copied();
         let one = groups.iter().all(|&g| Some(g) == first);
         self.scratch.groups = groups;
@@ -560,7 +568,15 @@ impl Ctx {
             let mut groups = std::mem::take(&mut self.scratch.groups);
             let mut moves = std::mem::take(&mut self.scratch.moves);
             let table = &self.cfg.table;
-            let r = groups_of_keys(table, args, &keys, &mut groups, &mut moves, place);
+            let r = groups_of_keys(
+                table,
+                self.sched.known(),
+                args,
+                &keys,
+                &mut groups,
+                &mut moves,
+                place,
+            );
             let first = groups.first().copied();
             let one = groups.iter().all(|&g| Some(g) == first);
             self.scratch.keys = keys;
@@ -1049,6 +1065,7 @@ impl Ctx {
         let mut moves = Vec::new();
         let r = groups_of_keys(
             &self.cfg.table,
+            self.sched.known(),
             &args,
             &keys,
             &mut groups,
