@@ -12,6 +12,7 @@ fn a_small_move_and_a_big_key_are_measured() {
         keys: 3000,
         value_size: 10,
         client_rate: 500.0,
+        client_keys: 0,
         connections: 4,
         baseline_seconds: 0.5,
         rounds: 1,

@@ -21,6 +21,10 @@ struct Args {
     /// Client load in requests per second (open loop).
     #[arg(long, default_value_t = 10_000.0)]
     client_rate: f64,
+    /// The client load's keys: the first this many of the keys (0: all),
+    /// for a load on a hot set while every key moves.
+    #[arg(long, default_value_t = 0)]
+    client_keys: u64,
     /// Client connections (each with one request at a time: enough that a
     /// few milliseconds more per request during a move do not cap the
     /// offered rate).
@@ -68,6 +72,7 @@ fn main() -> anyhow::Result<()> {
         keys: a.keys,
         value_size: a.value_size,
         client_rate: a.client_rate,
+        client_keys: a.client_keys,
         connections: a.connections,
         baseline_seconds: a.baseline_seconds,
         rounds: a.rounds,

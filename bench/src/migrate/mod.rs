@@ -35,6 +35,9 @@ pub struct Options {
     pub value_size: usize,
     /// Client load, requests per second (open loop; GET 80%, SET 20%).
     pub client_rate: f64,
+    /// The client load's keys: the first this many of the keys (0: all),
+    /// for a load on a hot set while every key moves.
+    pub client_keys: u64,
     /// Client connections.
     pub connections: usize,
     /// Seconds of load measured before each move.

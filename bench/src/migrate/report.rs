@@ -91,7 +91,7 @@ pub fn markdown(r: &Report) -> String {
          {} keys of {} bytes move between two Redis groups — all 16384 slots, one migration, \
          {} rounds per sweep rate limit, alternating direction — while an open-loop client load \
          runs through one keyway data plane: {} req/s on {} connections, GET 80% / SET 20% over \
-         the same keys, latency from each request's intended send time. Sweep batches of {} \
+         {}, latency from each request's intended send time. Sweep batches of {} \
          keys, concurrency {}. \"before\" is {} s of the same load just before each move. \
          Medians over rounds; max is the largest of all rounds.\n\n\
          | sweep limit | keys/s | move s | client p50 µs before → during | client p99 µs before → during | p99 × | max µs during | errors | CPU s per move: ctld / keyway / source / target |\n\
@@ -109,6 +109,10 @@ pub fn markdown(r: &Report) -> String {
         o.rounds,
         o.client_rate,
         o.connections,
+        match o.client_keys {
+            0 => "the same keys".to_string(),
+            n => format!("the first {} of those keys (a hot set)", n.min(o.keys)),
+        },
         o.batch,
         o.concurrency,
         o.baseline_seconds,

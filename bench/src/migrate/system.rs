@@ -227,7 +227,10 @@ pub(super) fn spec(
         addr,
         connections: o.connections,
         pipeline: 1,
-        keys: o.keys,
+        keys: match o.client_keys {
+            0 => o.keys,
+            n => n.min(o.keys),
+        },
         value_size: o.value_size,
         mix: parse_mix("get=80,set=20").expect("a valid mix"),
         multi_keys: 1,
