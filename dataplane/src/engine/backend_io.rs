@@ -233,6 +233,9 @@ impl Worker {
         // The errors below answer requests now: a timeout fires on the
         // tick, long after the batch whose clock the meters hold.
         self.ctx.meters.tick_clock();
+        // A source that restarted from its persisted data may hold keys it
+        // had moved: ask it again (`move_batch::MovedKeys`).
+        self.ctx.sched.forget_known();
         let now = self.ctx.now_ms;
         let max_backoff = self.ctx.cfg.backend.max_backoff.0.max(MIN_BACKOFF_MS);
         let gen = self.ctx.backends.new_gen();

@@ -44,6 +44,12 @@ impl Scheduler {
         &self.batches.known
     }
 
+    /// Forgets the keys known moved: a backend connection broke, and a
+    /// source that restarted may hold keys again (an older copy of its data).
+    pub(super) fn forget_known(&mut self) {
+        self.batches.known.forget();
+    }
+
     /// Requests held on blocked slots now.
     pub(super) fn held_count(&self) -> usize {
         self.held.len()

@@ -8,7 +8,9 @@
 //! core remembers such keys ([`MovedKeys`]) and sends later commands on
 //! them straight to the target, without asking the source again: a key used
 //! again and again during a move (a hot key) pays the MIGRATE once. The
-//! memory is bounded and forgotten whenever the config changes.
+//! memory is bounded and forgotten whenever the config changes or a backend
+//! connection of the core breaks (a source restarted from an older copy of
+//! its data may hold moved keys again).
 //!
 //! Redis runs MIGRATE synchronously — the source waits for the target's
 //! RESTORE replies — so MIGRATE calls on one connection go one after another
