@@ -49,7 +49,8 @@ fn a_small_move_and_a_big_key_are_measured() {
     assert!(
         md.contains("| 5000 keys/s |")
             && md.contains("A big key")
-            && md.contains("With the sweep paused"),
+            && md.contains("With the sweep paused")
+            && md.contains("typical 100 ms p99"),
         "{md}"
     );
 }

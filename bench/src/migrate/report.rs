@@ -35,6 +35,44 @@ pub struct Summary {
     pub errors: u64,
     /// Median CPU seconds per move.
     pub cpu_seconds: CpuSeconds,
+    /// Median over rounds of [`typical_p99`] before the moves, µs.
+    pub before_typical_p99_us: u64,
+    /// Median over rounds of [`typical_p99`] during the moves, µs.
+    pub during_typical_p99_us: u64,
+    /// Median over rounds of the p99 of a move's first 100 ms window, µs.
+    pub first_window_p99_us: u64,
+}
+
+/// Windows this far into a load are "typical" (past a move's start).
+const TYPICAL_FROM_MS: u64 = 300;
+
+/// The median, over the load's windows from 300 ms on with at least 100
+/// requests, of each window's p99: what a steady 100 ms looks like, apart
+/// from a move's start; NaN without such windows.
+pub fn typical_p99(l: &LoadResult) -> f64 {
+    median(
+        l.windows
+            .iter()
+            .filter(|w| w.start_ms >= TYPICAL_FROM_MS && w.requests >= 100)
+            .map(|w| w.latency_us.p99 as f64)
+            .collect(),
+    )
+}
+
+/// The p99 of the load's first window (NaN without windows).
+fn first_p99(l: &LoadResult) -> f64 {
+    l.windows
+        .first()
+        .map_or(f64::NAN, |w| w.latency_us.p99 as f64)
+}
+
+/// A median or NaN as whole microseconds (0 for NaN).
+fn us(x: f64) -> u64 {
+    if x.is_finite() {
+        x as u64
+    } else {
+        0
+    }
 }
 
 /// The medians of the moves with sweep rate `rate`.
@@ -70,6 +108,9 @@ pub fn summarize(rate: u64, moves: &[Move]) -> Summary {
             source: med(&|m| m.cpu_seconds.source),
             target: med(&|m| m.cpu_seconds.target),
         },
+        before_typical_p99_us: us(med(&|m| typical_p99(&m.before))),
+        during_typical_p99_us: us(med(&|m| typical_p99(&m.during))),
+        first_window_p99_us: us(med(&|m| first_p99(&m.during))),
     }
 }
 
@@ -93,9 +134,12 @@ pub fn markdown(r: &Report) -> String {
          runs through one keyway data plane: {} req/s on {} connections, GET 80% / SET 20% over \
          {}, latency from each request's intended send time. Sweep batches of {} \
          keys, concurrency {}. \"before\" is {} s of the same load just before each move. \
-         Medians over rounds; max is the largest of all rounds.\n\n\
-         | sweep limit | keys/s | move s | client p50 µs before → during | client p99 µs before → during | p99 × | max µs during | errors | CPU s per move: ctld / keyway / source / target |\n\
-         |---|---|---|---|---|---|---|---|---|\n",
+         Medians over rounds; max is the largest of all rounds. \"Typical 100 ms p99\" is the \
+         median, over the 100 ms windows from 300 ms into the load on, of each window's p99 \
+         (a move's steady state, without its start); \"first 100 ms\" is the p99 of the \
+         move's first 100 ms (its blocking step).\n\n\
+         | sweep limit | keys/s | move s | client p50 µs before → during | client p99 µs before → during | p99 × | typical 100 ms p99 µs before → during | first 100 ms p99 µs | max µs during | errors | CPU s per move: ctld / keyway / source / target |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|\n",
         r.date,
         r.commit,
         get("cpu"),
@@ -120,7 +164,7 @@ pub fn markdown(r: &Report) -> String {
     for m in &r.summary {
         let c = &m.cpu_seconds;
         s.push_str(&format!(
-            "| {} | {:.0} | {:.1} | {} → {} | {} → {} | {:.1} | {} | {} | {:.1} / {:.1} / {:.1} / {:.1} |\n",
+            "| {} | {:.0} | {:.1} | {} → {} | {} → {} | {:.1} | {} → {} | {} | {} | {} | {:.1} / {:.1} / {:.1} / {:.1} |\n",
             limit(m.sweep_rate),
             m.keys_per_second,
             m.seconds,
@@ -129,6 +173,9 @@ pub fn markdown(r: &Report) -> String {
             m.before_p99_us,
             m.during_p99_us,
             m.p99_ratio,
+            m.before_typical_p99_us,
+            m.during_typical_p99_us,
+            m.first_window_p99_us,
             m.during_max_us,
             m.errors,
             c.ctld,
@@ -156,16 +203,19 @@ pub fn markdown(r: &Report) -> String {
             p.before.errors + p.paused.errors,
         ));
     }
-    s.push_str("\nEvery round:\n\n| sweep limit | direction | keys/s | swept by ctld | p99 µs before | p99 µs during | max µs during | errors |\n|---|---|---|---|---|---|---|---|\n");
+    s.push_str("\nEvery round:\n\n| sweep limit | direction | keys/s | swept by ctld | p99 µs before | p99 µs during | typical 100 ms p99 µs before → during | first 100 ms p99 µs | max µs during | errors |\n|---|---|---|---|---|---|---|---|---|---|\n");
     for m in &r.moves {
         s.push_str(&format!(
-            "| {} | {} | {:.0} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {:.0} | {} | {} | {} | {} → {} | {} | {} | {} |\n",
             limit(m.sweep_rate),
             m.direction,
             m.keys_per_second,
             m.swept,
             m.before.latency_us.p99,
             m.during.latency_us.p99,
+            us(typical_p99(&m.before)),
+            us(typical_p99(&m.during)),
+            us(first_p99(&m.during)),
             m.during.latency_us.max,
             m.during.errors
         ));
@@ -208,4 +258,53 @@ pub fn save(r: &Report, out: &Path, results_md: &str) -> anyhow::Result<()> {
         ),
         &markdown(r),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::{Quantiles, Window};
+
+    fn q(p99: u64) -> Quantiles {
+        Quantiles {
+            p50: 1,
+            p99,
+            p999: p99,
+            max: p99,
+        }
+    }
+
+    #[test]
+    fn the_typical_window_skips_the_start_and_thin_windows() {
+        let w = |start_ms, requests, p99| Window {
+            start_ms,
+            requests,
+            latency_us: q(p99),
+        };
+        let l = LoadResult {
+            requests: 0,
+            errors: 0,
+            first_error: None,
+            seconds: 1.0,
+            throughput: 0.0,
+            latency_us: q(0),
+            windows: vec![
+                w(0, 1000, 9000),
+                w(100, 1000, 8000),
+                w(200, 1000, 7000),
+                w(300, 1000, 300),
+                w(400, 1000, 500),
+                w(500, 1000, 400),
+                w(600, 20, 99_999),
+            ],
+        };
+        assert_eq!(typical_p99(&l), 400.0, "the median of 300, 500, 400");
+        assert_eq!(first_p99(&l), 9000.0);
+        let empty = LoadResult {
+            windows: vec![],
+            ..l
+        };
+        assert!(typical_p99(&empty).is_nan() && first_p99(&empty).is_nan());
+        assert_eq!(us(f64::NAN), 0);
+    }
 }
