@@ -69,6 +69,18 @@ fn ack(version: u64) -> Ack {
 
 const LEASE: Duration = Duration::from_secs(30);
 
+/// A change to group "a" (its zone) that any test may make.
+fn zone_edit() -> Change {
+    Change::EditGroup {
+        group: "a".into(),
+        edit: GroupChanges {
+            zone: Some("z".into()),
+            ..GroupChanges::default()
+        },
+        resolved: Resolved::none(),
+    }
+}
+
 #[test]
 fn a_new_record_must_be_saved_before_its_first_lease() {
     let saved = Arc::new(Mutex::new(Vec::new()));
@@ -115,19 +127,7 @@ fn acks_never_wait_for_the_store_and_are_saved_later() {
         *w = Box::new(mem);
     }
     let d2 = d.clone();
-    let change = std::thread::spawn(move || {
-        d2.change(
-            "c",
-            &Change::EditGroup {
-                group: "a".into(),
-                edit: GroupChanges {
-                    zone: Some("z".into()),
-                    ..GroupChanges::default()
-                },
-                resolved: Resolved::none(),
-            },
-        )
-    });
+    let change = std::thread::spawn(move || d2.change("c", &zone_edit()));
     // Wait until the change holds the writer lock.
     while d.writer.try_lock().is_ok() {
         std::thread::yield_now();
@@ -320,18 +320,7 @@ fn a_newer_ack_or_a_change_wakes_the_orchestrator_and_a_repeat_ack_does_not() {
     );
     let d2 = d.clone();
     let waiter = std::thread::spawn(move || d2.orchestrator_wait(Duration::from_secs(60)));
-    d.change(
-        "c",
-        &Change::EditGroup {
-            group: "a".into(),
-            edit: GroupChanges {
-                zone: Some("z".into()),
-                ..GroupChanges::default()
-            },
-            resolved: Resolved::none(),
-        },
-    )
-    .unwrap();
+    d.change("c", &zone_edit()).unwrap();
     assert!(
         waiter.join().unwrap(),
         "a change wakes a waiting orchestrator"

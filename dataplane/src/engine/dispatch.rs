@@ -12,8 +12,8 @@ use super::moves::Migrator;
 use super::policy::{copy_to_other_db, policy, stream_read_blocks, Keys, Policy, RouteCheck};
 use super::replies::Refusal;
 use super::route::{
-    answer_error, group_bit, groups_of_keys, merge_in_place, one_group, KeysRoute, Place, Req,
-    Target,
+    answer_error, group_bit, groups_of_keys, merge_in_place, one_group, KeysRoute, Move, Place,
+    Req, Target,
 };
 use super::split::{plan, write_part, Merge, SplitKind};
 use super::Ctx;
@@ -484,17 +484,7 @@ impl Ctx {
         sc.groups.clear();
         sc.keys
             .extend((1..args.len()).step_by(kind.stride()).map(|i| i as u32));
-        let table = &self.cfg.table;
-        let known = self.sched.known();
-        let read = match groups_of_keys(
-            table,
-            known,
-            args,
-            &sc.keys,
-            &mut sc.groups,
-            &mut sc.moves,
-            place,
-        ) {
+        let read = match self.route_keys(args, &sc.keys, &mut sc.groups, &mut sc.moves, place) {
             Err(why) => {
                 self.scratch = sc;
                 return self.refuse(st, &why, place);
@@ -636,6 +626,27 @@ impl Ctx {
         self.maintenance = false;
     }
 
+    /// [`groups_of_keys`] under the current table and the keys this core
+    /// knows moved (`move_batch::MovedKeys`).
+    pub(crate) fn route_keys(
+        &self,
+        args: &Args<'_>,
+        keys: &[u32],
+        groups: &mut Vec<GroupIndex>,
+        moves: &mut Vec<Move>,
+        place: Place,
+    ) -> Result<KeysRoute, Refusal<'static>> {
+        groups_of_keys(
+            &self.cfg.table,
+            self.sched.known(),
+            args,
+            keys,
+            groups,
+            moves,
+            place,
+        )
+    }
+
     /// The target of a request all of whose keys must be in one group.
     pub(crate) fn target_of_keys(
         &mut self,
@@ -645,17 +656,9 @@ impl Ctx {
     ) -> Result<Target, Refusal<'static>> {
         let mut groups = std::mem::take(&mut self.scratch.groups);
         let mut moves = std::mem::take(&mut self.scratch.moves);
-        let table = &self.cfg.table;
-        let target = groups_of_keys(
-            table,
-            self.sched.known(),
-            args,
-            keys,
-            &mut groups,
-            &mut moves,
-            place,
-        )
-        .and_then(|route| one_group(&groups, route));
+        let target = self
+            .route_keys(args, keys, &mut groups, &mut moves, place)
+            .and_then(|route| one_group(&groups, route));
         if let Ok(Target::Master(_)) = target {
             self.stats.migration_redirects += 1;
         }

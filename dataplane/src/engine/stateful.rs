@@ -51,7 +51,7 @@ use super::moves::Migrator;
 use super::policy::{copy_to_other_db, policy, Local, Policy, RouteCheck, TxCmd};
 use super::pubsub::PubSubCmd;
 use super::replies::Refusal;
-use super::route::{answer_in_place, groups_of_keys, KeysRoute, Place, Req, Target};
+use super::route::{answer_in_place, KeysRoute, Place, Req, Target};
 use super::Ctx;
 use crate::routing::{GroupIndex, SlotRoute};
 
@@ -334,15 +334,7 @@ impl Ctx {
             moved: true,
             ..Place::NEW
         };
-        let r = groups_of_keys(
-            &self.cfg.table,
-            self.sched.known(),
-            args,
-            keys,
-            &mut groups,
-            &mut moves,
-            place,
-        );
+        let r = self.route_keys(args, keys, &mut groups, &mut moves, place);
         let first = groups.first().copied();
         let one = groups.iter().all(|&g| Some(g) == first);
         self.scratch.groups = groups;
@@ -567,16 +559,7 @@ impl Ctx {
             keys.extend((3..args.len()).map(|i| i as u32));
             let mut groups = std::mem::take(&mut self.scratch.groups);
             let mut moves = std::mem::take(&mut self.scratch.moves);
-            let table = &self.cfg.table;
-            let r = groups_of_keys(
-                table,
-                self.sched.known(),
-                args,
-                &keys,
-                &mut groups,
-                &mut moves,
-                place,
-            );
+            let r = self.route_keys(args, &keys, &mut groups, &mut moves, place);
             let first = groups.first().copied();
             let one = groups.iter().all(|&g| Some(g) == first);
             self.scratch.keys = keys;
@@ -1063,15 +1046,7 @@ impl Ctx {
         }
         let mut groups = Vec::new();
         let mut moves = Vec::new();
-        let r = groups_of_keys(
-            &self.cfg.table,
-            self.sched.known(),
-            &args,
-            &keys,
-            &mut groups,
-            &mut moves,
-            Place::NEW,
-        );
+        let r = self.route_keys(&args, &keys, &mut groups, &mut moves, Place::NEW);
         if matches!(r, Ok(KeysRoute::Stable)) && groups.iter().all(|&g| g == again.group) {
             return;
         }
